@@ -1,1 +1,10 @@
-//! placeholder
+//! The pure model of cdp — identifiers, Segment messages and their validation, stored events — and the
+//! event log (`store`), the one module of this crate that does IO.
+//!
+//! Every module except `store` is synchronous and free of IO: the clock and id generation are passed in.
+
+pub mod event;
+pub mod ident;
+pub mod message;
+pub mod store;
+pub mod workspace;

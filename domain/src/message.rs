@@ -1,0 +1,425 @@
+//! Segment Tracking API messages: parsing and validation into events, with clock-skew correction.
+//!
+//! `validate` is pure: the arrival time and the id generator for messages without a `messageId` come in
+//! through [`Envelope`]. Every refusal names the field and the reason.
+
+use chrono::{DateTime, Duration, SecondsFormat, TimeZone, Utc};
+use serde_json::{Map, Value};
+
+use crate::event::NewEvent;
+use crate::ident::{Email, Phone};
+
+/// Segment's limit for one message, measured on its normalised JSON.
+pub const MAX_MESSAGE_BYTES: usize = 32 * 1024;
+/// Segment's limit for one request body (after decompression).
+pub const MAX_BATCH_BYTES: usize = 500 * 1024;
+/// How far in the future a (corrected) timestamp may lie.
+pub const MAX_FUTURE: Duration = Duration::hours(24);
+const MAX_ID_CHARS: usize = 256;
+const MAX_NAME_CHARS: usize = 256;
+
+/// The six Segment message types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageKind {
+    Track,
+    Identify,
+    Page,
+    Screen,
+    Group,
+    Alias,
+}
+
+impl MessageKind {
+    pub const ALL: [MessageKind; 6] = [
+        MessageKind::Track,
+        MessageKind::Identify,
+        MessageKind::Page,
+        MessageKind::Screen,
+        MessageKind::Group,
+        MessageKind::Alias,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::Track => "track",
+            MessageKind::Identify => "identify",
+            MessageKind::Page => "page",
+            MessageKind::Screen => "screen",
+            MessageKind::Group => "group",
+            MessageKind::Alias => "alias",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == raw)
+    }
+}
+
+/// Why a message was refused: the field (a dotted path, empty for the whole message), a stable code and
+/// a sentence for people.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct MessageError {
+    pub code: &'static str,
+    pub field: String,
+    pub message: String,
+}
+
+impl MessageError {
+    pub fn new(code: &'static str, field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// What the edge knows about a message besides its JSON.
+#[derive(Debug, Clone)]
+pub struct Envelope<'a> {
+    pub workspace: &'a str,
+    pub received_at: DateTime<Utc>,
+    /// The `sentAt` of the enclosing batch, used when the message has none of its own.
+    pub batch_sent_at: Option<&'a Value>,
+    /// The type implied by the endpoint (`/v1/track` → track); `None` for `/v1/batch` and NATS.
+    pub implied_kind: Option<MessageKind>,
+}
+
+/// Validates one message and turns it into an event. `new_message_id` is called only when the message
+/// carries no `messageId`.
+pub fn validate(
+    value: Value,
+    envelope: &Envelope<'_>,
+    new_message_id: impl FnOnce() -> String,
+) -> Result<NewEvent, MessageError> {
+    let Value::Object(mut msg) = value else {
+        return Err(MessageError::new(
+            "not_an_object",
+            "",
+            "a message must be a JSON object",
+        ));
+    };
+    // The write key is a secret: it authenticates the request and is never stored.
+    msg.remove("writeKey");
+
+    let kind = match (msg.get("type"), envelope.implied_kind) {
+        (None | Some(Value::Null), Some(kind)) => kind,
+        (None | Some(Value::Null), None) => {
+            return Err(MessageError::new("missing_field", "type", "type is required"))
+        }
+        (Some(Value::String(raw)), implied) => {
+            let kind = MessageKind::parse(raw).ok_or_else(|| {
+                MessageError::new(
+                    "invalid_value",
+                    "type",
+                    format!("type {raw:?} is not one of track, identify, page, screen, group, alias"),
+                )
+            })?;
+            if implied.is_some_and(|implied| implied != kind) {
+                return Err(MessageError::new(
+                    "invalid_value",
+                    "type",
+                    format!("type {raw:?} was sent to the endpoint of another type"),
+                ));
+            }
+            kind
+        }
+        (Some(_), _) => return Err(wrong_type("type", "a string")),
+    };
+    msg.insert("type".into(), Value::String(kind.as_str().into()));
+
+    let user_id = take_id(&mut msg, "userId")?;
+    let anonymous_id = take_id(&mut msg, "anonymousId")?;
+    if user_id.is_none() && anonymous_id.is_none() {
+        return Err(MessageError::new(
+            "missing_field",
+            "userId",
+            "userId or anonymousId is required",
+        ));
+    }
+
+    for field in ["context", "properties", "traits", "integrations"] {
+        match msg.get(field) {
+            None | Some(Value::Object(_)) => {}
+            Some(Value::Null) => {
+                msg.remove(field);
+            }
+            Some(_) => return Err(wrong_type(field, "an object")),
+        }
+    }
+    check_external_ids(&msg)?;
+    normalise_identifier_traits(&mut msg)?;
+
+    let name = match kind {
+        MessageKind::Track => Some(required_text(&msg, "event")?),
+        MessageKind::Page | MessageKind::Screen => optional_text(&msg, "name")?,
+        MessageKind::Group => {
+            take_id(&mut msg, "groupId")?.ok_or_else(|| {
+                MessageError::new("missing_field", "groupId", "groupId is required for group")
+            })?;
+            None
+        }
+        MessageKind::Alias => {
+            take_id(&mut msg, "previousId")?.ok_or_else(|| {
+                MessageError::new(
+                    "missing_field",
+                    "previousId",
+                    "previousId is required for alias",
+                )
+            })?;
+            if user_id.is_none() {
+                return Err(MessageError::new(
+                    "missing_field",
+                    "userId",
+                    "userId is required for alias",
+                ));
+            }
+            None
+        }
+        MessageKind::Identify => None,
+    };
+
+    let message_id = match take_id(&mut msg, "messageId")? {
+        Some(id) => id,
+        None => {
+            let id = new_message_id();
+            msg.insert("messageId".into(), Value::String(id.clone()));
+            id
+        }
+    };
+
+    let event_time = correct_timestamp(&mut msg, envelope)?;
+
+    let payload = Value::Object(msg).to_string();
+    if payload.len() > MAX_MESSAGE_BYTES {
+        return Err(MessageError::new(
+            "message_too_large",
+            "",
+            format!(
+                "message is {} bytes, more than the limit of {MAX_MESSAGE_BYTES} bytes",
+                payload.len()
+            ),
+        ));
+    }
+
+    Ok(NewEvent {
+        workspace: envelope.workspace.to_owned(),
+        message_id,
+        kind,
+        name,
+        user_id,
+        anonymous_id,
+        event_time,
+        received_at: envelope.received_at,
+        payload,
+    })
+}
+
+fn wrong_type(field: &str, expected: &str) -> MessageError {
+    MessageError::new("invalid_type", field, format!("{field} must be {expected}"))
+}
+
+/// Reads an id field that Segment allows as a string or a number, normalises it to a string in place,
+/// and returns it; empty strings count as absent.
+fn take_id(msg: &mut Map<String, Value>, field: &str) -> Result<Option<String>, MessageError> {
+    let id = match msg.get(field) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => {
+            let s = s.trim();
+            (!s.is_empty()).then(|| s.to_owned())
+        }
+        Some(Value::Number(n)) => Some(n.to_string()),
+        Some(_) => return Err(wrong_type(field, "a string or a number")),
+    };
+    if let Some(id) = &id {
+        if id.chars().count() > MAX_ID_CHARS {
+            return Err(MessageError::new(
+                "invalid_value",
+                field,
+                format!("{field} is longer than {MAX_ID_CHARS} characters"),
+            ));
+        }
+        msg.insert(field.to_owned(), Value::String(id.clone()));
+    } else {
+        msg.remove(field);
+    }
+    Ok(id)
+}
+
+fn optional_text(msg: &Map<String, Value>, field: &str) -> Result<Option<String>, MessageError> {
+    match msg.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.chars().count() <= MAX_NAME_CHARS => Ok(Some(s.clone())),
+        Some(Value::String(_)) => Err(MessageError::new(
+            "invalid_value",
+            field,
+            format!("{field} is longer than {MAX_NAME_CHARS} characters"),
+        )),
+        Some(_) => Err(wrong_type(field, "a string")),
+    }
+}
+
+fn required_text(msg: &Map<String, Value>, field: &str) -> Result<String, MessageError> {
+    match optional_text(msg, field)? {
+        Some(s) if !s.trim().is_empty() => Ok(s),
+        _ => Err(MessageError::new(
+            "missing_field",
+            field,
+            format!("{field} is required"),
+        )),
+    }
+}
+
+fn check_external_ids(msg: &Map<String, Value>) -> Result<(), MessageError> {
+    let Some(ids) = msg.get("context").and_then(|c| c.get("externalIds")) else {
+        return Ok(());
+    };
+    let Value::Array(ids) = ids else {
+        return Err(wrong_type("context.externalIds", "an array"));
+    };
+    for (i, entry) in ids.iter().enumerate() {
+        for key in ["id", "type"] {
+            match entry.get(key) {
+                Some(Value::String(s)) if !s.trim().is_empty() => {}
+                Some(Value::Number(_)) if key == "id" => {}
+                _ => {
+                    return Err(MessageError::new(
+                        "invalid_value",
+                        format!("context.externalIds[{i}].{key}"),
+                        format!("context.externalIds[{i}].{key} must be a non-empty string"),
+                    ))
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Emails and phones in traits are identifiers: they are normalised, and refused when they are not
+/// emails or phones at all, so that a typo never joins the wrong customer.
+fn normalise_identifier_traits(msg: &mut Map<String, Value>) -> Result<(), MessageError> {
+    for section in ["traits", "context"] {
+        let traits = match section {
+            "traits" => msg.get_mut("traits"),
+            _ => msg.get_mut("context").and_then(|c| c.get_mut("traits")),
+        };
+        let Some(Value::Object(traits)) = traits else {
+            continue;
+        };
+        let path = |key: &str| {
+            if section == "traits" {
+                format!("traits.{key}")
+            } else {
+                format!("context.traits.{key}")
+            }
+        };
+        if let Some(raw) = traits.get("email") {
+            match raw {
+                Value::Null => {}
+                Value::String(s) => {
+                    let email = Email::parse(s).map_err(|e| {
+                        MessageError::new("invalid_value", path("email"), e.to_string())
+                    })?;
+                    traits.insert("email".into(), Value::String(email.as_str().into()));
+                }
+                _ => return Err(wrong_type(&path("email"), "a string")),
+            }
+        }
+        if let Some(raw) = traits.get("phone") {
+            let text = match raw {
+                Value::Null => None,
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => return Err(wrong_type(&path("phone"), "a string or a number")),
+            };
+            if let Some(text) = text {
+                let phone = Phone::parse(&text).map_err(|e| {
+                    MessageError::new("invalid_value", path("phone"), e.to_string())
+                })?;
+                traits.insert("phone".into(), Value::String(phone.as_str().into()));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn parse_time(value: &Value, field: &str) -> Result<Option<DateTime<Utc>>, MessageError> {
+    match value {
+        Value::Null => Ok(None),
+        Value::String(s) => DateTime::parse_from_rfc3339(s)
+            .map(|t| Some(t.with_timezone(&Utc)))
+            .map_err(|_| {
+                MessageError::new(
+                    "invalid_timestamp",
+                    field,
+                    format!("{field} {s:?} is not an ISO-8601 date-time with a time zone"),
+                )
+            }),
+        _ => Err(wrong_type(field, "an ISO-8601 string")),
+    }
+}
+
+/// Segment's skew correction: `timestamp + (receivedAt - sentAt)`. Without a timestamp the event happened
+/// when it arrived. The client's own timestamp is kept as `originalTimestamp`.
+fn correct_timestamp(
+    msg: &mut Map<String, Value>,
+    envelope: &Envelope<'_>,
+) -> Result<DateTime<Utc>, MessageError> {
+    let received = envelope.received_at;
+    let timestamp = match msg.get("timestamp") {
+        Some(v) => parse_time(v, "timestamp")?,
+        None => None,
+    };
+    let original = match msg.get("originalTimestamp") {
+        Some(v) => parse_time(v, "originalTimestamp")?,
+        None => None,
+    };
+    let sent_at = match msg.get("sentAt").or(envelope.batch_sent_at) {
+        Some(v) => parse_time(v, "sentAt")?,
+        None => None,
+    };
+    let client_time = timestamp.or(original);
+    let corrected = match (client_time, sent_at) {
+        (Some(t), Some(sent)) => t + (received - sent),
+        (Some(t), None) => t,
+        (None, _) => received,
+    };
+    let earliest = Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).single();
+    let field = if timestamp.is_some() {
+        "timestamp"
+    } else {
+        "originalTimestamp"
+    };
+    if earliest.is_some_and(|earliest| corrected < earliest) {
+        return Err(MessageError::new(
+            "invalid_timestamp",
+            field,
+            format!("{field} (corrected for clock skew) is before 2000-01-01"),
+        ));
+    }
+    if corrected > received + MAX_FUTURE {
+        return Err(MessageError::new(
+            "invalid_timestamp",
+            field,
+            format!("{field} (corrected for clock skew) is more than 24 hours in the future"),
+        ));
+    }
+    if let Some(t) = client_time {
+        msg.insert("originalTimestamp".into(), Value::String(rfc3339(t)));
+    }
+    msg.insert("timestamp".into(), Value::String(rfc3339(corrected)));
+    msg.insert("receivedAt".into(), Value::String(rfc3339(received)));
+    if let Some(sent) = sent_at {
+        msg.insert("sentAt".into(), Value::String(rfc3339(sent)));
+    }
+    Ok(corrected)
+}
+
+/// The one textual form of timestamps cdp writes.
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,276 @@
+//! The event log: the `EventStore` trait, its sqlx adapters (`sqlite`, `postgres`, SQL for each backend in
+//! its own module), and the group-commit `Appender` that turns many small appends into few transactions.
+//!
+//! This is the one module of `cdp-domain` that does IO.
+
+mod appender;
+pub mod postgres;
+pub mod sqlite;
+
+use std::future::Future;
+use std::path::Path;
+
+pub use appender::{Appender, AppenderStats};
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+use crate::event::{NewEvent, Position, StoredEvent};
+use crate::workspace::Credential;
+
+/// A failure of the storage layer. Never caused by what a client sent; the edge answers 500 or 503.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("the appender has stopped")]
+    Stopped,
+    #[error("{0}")]
+    Shared(std::sync::Arc<StoreError>),
+}
+
+/// What one append did: events new to the log, and messages already there (same workspace and messageId).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppendReport {
+    pub inserted: u64,
+    pub duplicates: u64,
+}
+
+/// A refused message, kept with its reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantineEntry {
+    /// Assigned by the store; 0 before it is stored.
+    pub id: i64,
+    /// `None` when the workspace could not be told (unknown NATS subject).
+    pub workspace: Option<String>,
+    /// `http` or `nats`.
+    pub source: String,
+    pub received_at_ms: i64,
+    pub code: String,
+    pub field: String,
+    pub reason: String,
+    /// The message as received (truncated to the batch limit).
+    pub payload: String,
+}
+
+/// The event log and the small tables that live beside it.
+pub trait EventStore: Send + Sync {
+    /// Appends events in one transaction; idempotent per (workspace, messageId). When it returns `Ok`,
+    /// the events are committed.
+    fn append(&self, events: &[NewEvent])
+        -> impl Future<Output = Result<AppendReport, StoreError>> + Send;
+
+    /// Up to `limit` events after `after`, in the global order. Never skips an event: an event that is
+    /// not returned now because its transaction is still running will come after `after` later.
+    fn read_after(
+        &self,
+        after: Position,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<StoredEvent>, StoreError>> + Send;
+
+    /// Events of one workspace, newest first, for inspection.
+    fn count_events(&self, workspace: &str)
+        -> impl Future<Output = Result<i64, StoreError>> + Send;
+
+    fn quarantine(
+        &self,
+        entries: &[QuarantineEntry],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Quarantined messages of a workspace, newest first, with ids below `before` when given.
+    fn list_quarantine(
+        &self,
+        workspace: &str,
+        before: Option<i64>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<QuarantineEntry>, StoreError>> + Send;
+
+    /// Creates the workspace if absent; returns whether it was created.
+    fn ensure_workspace(&self, id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    fn workspace_exists(&self, id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Stores a credential, replacing one with the same secret.
+    fn put_credential(
+        &self,
+        credential: &Credential,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    fn find_credential(
+        &self,
+        secret_hash: &str,
+    ) -> impl Future<Output = Result<Option<Credential>, StoreError>> + Send;
+
+    fn count_workspaces(&self) -> impl Future<Output = Result<i64, StoreError>> + Send;
+}
+
+/// The configured backend.
+#[derive(Debug, Clone)]
+pub enum Store {
+    Sqlite(SqliteStore),
+    Postgres(PostgresStore),
+}
+
+impl Store {
+    /// Opens `postgres://…` or `sqlite://…` URLs, applying the embedded migrations.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Store::Postgres(PostgresStore::connect(url).await?))
+        } else {
+            Ok(Store::Sqlite(SqliteStore::connect(url).await?))
+        }
+    }
+
+    /// The embedded default: `<dir>/cdp.db`.
+    pub async fn open_embedded(dir: &Path) -> Result<Self, StoreError> {
+        Ok(Store::Sqlite(SqliteStore::open_dir(dir).await?))
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    /// How many concurrent writers suit the backend: SQLite has exactly one.
+    pub fn writer_count(&self) -> usize {
+        match self {
+            Store::Sqlite(_) => 1,
+            Store::Postgres(_) => 4,
+        }
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.ping().await,
+            Store::Postgres(s) => s.ping().await,
+        }
+    }
+}
+
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            Store::Sqlite($s) => $call.await,
+            Store::Postgres($s) => $call.await,
+        }
+    };
+}
+
+impl EventStore for Store {
+    async fn append(&self, events: &[NewEvent]) -> Result<AppendReport, StoreError> {
+        dispatch!(self, s => s.append(events))
+    }
+    async fn read_after(&self, after: Position, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
+        dispatch!(self, s => s.read_after(after, limit))
+    }
+    async fn count_events(&self, workspace: &str) -> Result<i64, StoreError> {
+        dispatch!(self, s => s.count_events(workspace))
+    }
+    async fn quarantine(&self, entries: &[QuarantineEntry]) -> Result<(), StoreError> {
+        dispatch!(self, s => s.quarantine(entries))
+    }
+    async fn list_quarantine(
+        &self,
+        workspace: &str,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<QuarantineEntry>, StoreError> {
+        dispatch!(self, s => s.list_quarantine(workspace, before, limit))
+    }
+    async fn ensure_workspace(&self, id: &str) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.ensure_workspace(id))
+    }
+    async fn workspace_exists(&self, id: &str) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.workspace_exists(id))
+    }
+    async fn put_credential(&self, credential: &Credential) -> Result<(), StoreError> {
+        dispatch!(self, s => s.put_credential(credential))
+    }
+    async fn find_credential(&self, secret_hash: &str) -> Result<Option<Credential>, StoreError> {
+        dispatch!(self, s => s.find_credential(secret_hash))
+    }
+    async fn count_workspaces(&self) -> Result<i64, StoreError> {
+        dispatch!(self, s => s.count_workspaces())
+    }
+}
+
+/// Decodes the columns every backend returns for an event, in the order of `EVENT_COLUMNS`.
+pub(crate) fn decode_event<'r, R>(row: &'r R, tx: i64) -> Result<StoredEvent, StoreError>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    use crate::event::from_millis;
+    use crate::message::MessageKind;
+    let kind: String = row.try_get(2)?;
+    let kind = MessageKind::parse(&kind)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown event kind {kind:?}")))?;
+    Ok(StoredEvent {
+        position: Position {
+            tx,
+            seq: row.try_get(0)?,
+        },
+        event: NewEvent {
+            workspace: row.try_get(1)?,
+            kind,
+            message_id: row.try_get(3)?,
+            name: row.try_get(4)?,
+            user_id: row.try_get(5)?,
+            anonymous_id: row.try_get(6)?,
+            event_time: from_millis(row.try_get(7)?),
+            received_at: from_millis(row.try_get(8)?),
+            payload: row.try_get(9)?,
+        },
+    })
+}
+
+/// The columns `decode_event` expects, in order (PostgreSQL appends `tx`).
+pub(crate) const EVENT_COLUMNS: &str =
+    "seq, workspace, kind, message_id, name, user_id, anonymous_id, event_time, received_at, payload";
+
+pub(crate) fn decode_quarantine<'r, R>(row: &'r R) -> Result<QuarantineEntry, StoreError>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(QuarantineEntry {
+        id: row.try_get(0)?,
+        workspace: row.try_get(1)?,
+        source: row.try_get(2)?,
+        received_at_ms: row.try_get(3)?,
+        code: row.try_get(4)?,
+        field: row.try_get(5)?,
+        reason: row.try_get(6)?,
+        payload: row.try_get(7)?,
+    })
+}
+
+pub(crate) const QUARANTINE_COLUMNS: &str =
+    "id, workspace, source, received_at, code, field, reason, payload";
+
+pub(crate) fn decode_credential(
+    secret_hash: String,
+    workspace: String,
+    kind: String,
+    scopes: String,
+) -> Result<Credential, StoreError> {
+    use crate::workspace::CredentialKind;
+    Ok(Credential {
+        secret_hash,
+        workspace,
+        kind: CredentialKind::parse(&kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown credential kind {kind:?}")))?,
+        scopes: Credential::parse_scopes(&scopes),
+    })
+}

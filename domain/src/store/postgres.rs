@@ -1,0 +1,219 @@
+//! The production backend: PostgreSQL. Batches are appended with one `UNNEST` insert; readers follow the
+//! commit order by (writing transaction id, sequence) below the oldest running transaction.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::Row;
+
+use super::{
+    decode_credential, decode_event, decode_quarantine, AppendReport, EventStore, QuarantineEntry,
+    StoreError, EVENT_COLUMNS, QUARANTINE_COLUMNS,
+};
+use crate::event::{to_millis, NewEvent, Position, StoredEvent};
+use crate::workspace::Credential;
+
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub(super) async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+impl EventStore for PostgresStore {
+    async fn append(&self, events: &[NewEvent]) -> Result<AppendReport, StoreError> {
+        if events.is_empty() {
+            return Ok(AppendReport::default());
+        }
+        let mut workspace = Vec::with_capacity(events.len());
+        let mut message_id = Vec::with_capacity(events.len());
+        let mut kind = Vec::with_capacity(events.len());
+        let mut name = Vec::with_capacity(events.len());
+        let mut user_id = Vec::with_capacity(events.len());
+        let mut anonymous_id = Vec::with_capacity(events.len());
+        let mut event_time = Vec::with_capacity(events.len());
+        let mut received_at = Vec::with_capacity(events.len());
+        let mut payload = Vec::with_capacity(events.len());
+        for e in events {
+            workspace.push(e.workspace.as_str());
+            message_id.push(e.message_id.as_str());
+            kind.push(e.kind.as_str());
+            name.push(e.name.as_deref());
+            user_id.push(e.user_id.as_deref());
+            anonymous_id.push(e.anonymous_id.as_deref());
+            event_time.push(to_millis(e.event_time));
+            received_at.push(to_millis(e.received_at));
+            payload.push(e.payload.as_str());
+        }
+        let done = sqlx::query(
+            "INSERT INTO events (workspace, message_id, kind, name, user_id, anonymous_id, \
+             event_time, received_at, payload) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+             $6::text[], $7::int8[], $8::int8[], $9::text[]) \
+             ON CONFLICT (workspace, message_id) DO NOTHING",
+        )
+        .bind(&workspace)
+        .bind(&message_id)
+        .bind(&kind)
+        .bind(&name)
+        .bind(&user_id)
+        .bind(&anonymous_id)
+        .bind(&event_time)
+        .bind(&received_at)
+        .bind(&payload)
+        .execute(&self.pool)
+        .await?;
+        let inserted = done.rows_affected();
+        Ok(AppendReport {
+            inserted,
+            duplicates: events.len() as u64 - inserted,
+        })
+    }
+
+    async fn read_after(&self, after: Position, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
+        // Every transaction with an id below the snapshot's xmin has ended, so no event can still appear
+        // below that bound; above it, a running transaction may yet commit rows. Reading in (tx, seq)
+        // order up to the bound therefore never skips an event.
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS}, tx FROM events \
+             WHERE (tx, seq) > ($1, $2) \
+               AND tx < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
+             ORDER BY tx, seq LIMIT $3"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(after.tx)
+            .bind(after.seq)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| decode_event(r, r.try_get(10)?))
+            .collect()
+    }
+
+    async fn count_events(&self, workspace: &str) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT count(*) FROM events WHERE workspace = $1")
+            .bind(workspace)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn quarantine(&self, entries: &[QuarantineEntry]) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let workspace: Vec<Option<&str>> = entries.iter().map(|q| q.workspace.as_deref()).collect();
+        let source: Vec<&str> = entries.iter().map(|q| q.source.as_str()).collect();
+        let received: Vec<i64> = entries.iter().map(|q| q.received_at_ms).collect();
+        let code: Vec<&str> = entries.iter().map(|q| q.code.as_str()).collect();
+        let field: Vec<&str> = entries.iter().map(|q| q.field.as_str()).collect();
+        let reason: Vec<&str> = entries.iter().map(|q| q.reason.as_str()).collect();
+        let payload: Vec<&str> = entries.iter().map(|q| q.payload.as_str()).collect();
+        sqlx::query(
+            "INSERT INTO quarantine (workspace, source, received_at, code, field, reason, payload) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], \
+             $6::text[], $7::text[])",
+        )
+        .bind(&workspace)
+        .bind(&source)
+        .bind(&received)
+        .bind(&code)
+        .bind(&field)
+        .bind(&reason)
+        .bind(&payload)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_quarantine(
+        &self,
+        workspace: &str,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<QuarantineEntry>, StoreError> {
+        let sql = format!(
+            "SELECT {QUARANTINE_COLUMNS} FROM quarantine WHERE workspace = $1 AND id < $2 \
+             ORDER BY id DESC LIMIT $3"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(workspace)
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(decode_quarantine).collect()
+    }
+
+    async fn ensure_workspace(&self, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO workspaces (id, created_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(chrono::Utc::now().timestamp_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn workspace_exists(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(sqlx::query("SELECT 1 FROM workspaces WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some())
+    }
+
+    async fn put_credential(&self, c: &Credential) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO credentials (secret_hash, workspace, kind, scopes) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (secret_hash) DO UPDATE SET workspace = excluded.workspace, \
+             kind = excluded.kind, scopes = excluded.scopes",
+        )
+        .bind(&c.secret_hash)
+        .bind(&c.workspace)
+        .bind(c.kind.as_str())
+        .bind(c.scopes_text())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn find_credential(&self, secret_hash: &str) -> Result<Option<Credential>, StoreError> {
+        let row = sqlx::query(
+            "SELECT secret_hash, workspace, kind, scopes FROM credentials WHERE secret_hash = $1",
+        )
+        .bind(secret_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| decode_credential(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?))
+            .transpose()
+    }
+
+    async fn count_workspaces(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT count(*) FROM workspaces")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+}

@@ -1,0 +1,224 @@
+//! The embedded default backend: one SQLite file in WAL mode, written by exactly one connection in
+//! `BEGIN IMMEDIATE` transactions, read by a small pool of read-only connections.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+use super::{
+    decode_credential, decode_event, decode_quarantine, AppendReport, EventStore, QuarantineEntry,
+    StoreError, EVENT_COLUMNS, QUARANTINE_COLUMNS,
+};
+use crate::event::{to_millis, NewEvent, Position, StoredEvent};
+use crate::workspace::Credential;
+
+/// 10 bound parameters a row; SQLite allows 32,766 per statement.
+const ROWS_PER_STATEMENT: usize = 1000;
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    write: SqlitePool,
+    read: SqlitePool,
+}
+
+impl SqliteStore {
+    pub async fn open_dir(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Database(sqlx::Error::Configuration(
+                format!("cannot create data directory {}: {e}", dir.display()).into(),
+            ))
+        })?;
+        let options = SqliteConnectOptions::new().filename(dir.join("cdp.db"));
+        Self::open(options).await
+    }
+
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::open(SqliteConnectOptions::from_str(url)?).await
+    }
+
+    async fn open(options: SqliteConnectOptions) -> Result<Self, StoreError> {
+        // FULL: a commit is on disk before the writer answers, so an acknowledged event survives a crash
+        // of the machine, not only of the process.
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&write).await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(Self { write, read })
+    }
+
+    /// The single writing connection's pool; every write of every crate goes through it.
+    pub fn write_pool(&self) -> &SqlitePool {
+        &self.write
+    }
+
+    pub fn read_pool(&self) -> &SqlitePool {
+        &self.read
+    }
+
+    pub(super) async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.read).await?;
+        Ok(())
+    }
+}
+
+impl EventStore for SqliteStore {
+    async fn append(&self, events: &[NewEvent]) -> Result<AppendReport, StoreError> {
+        if events.is_empty() {
+            return Ok(AppendReport::default());
+        }
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        let mut inserted = 0;
+        for chunk in events.chunks(ROWS_PER_STATEMENT) {
+            let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO events (workspace, message_id, kind, name, user_id, anonymous_id, \
+                 event_time, received_at, payload) ",
+            );
+            query.push_values(chunk, |mut row, e| {
+                row.push_bind(&e.workspace)
+                    .push_bind(&e.message_id)
+                    .push_bind(e.kind.as_str())
+                    .push_bind(&e.name)
+                    .push_bind(&e.user_id)
+                    .push_bind(&e.anonymous_id)
+                    .push_bind(to_millis(e.event_time))
+                    .push_bind(to_millis(e.received_at))
+                    .push_bind(&e.payload);
+            });
+            query.push(" ON CONFLICT (workspace, message_id) DO NOTHING");
+            inserted += query.build().execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(AppendReport {
+            inserted,
+            duplicates: events.len() as u64 - inserted,
+        })
+    }
+
+    async fn read_after(&self, after: Position, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
+        // One writer at a time means rowids commit in order: reading above the last seen seq skips nothing.
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?");
+        let rows = sqlx::query(&sql)
+            .bind(after.seq)
+            .bind(i64::from(limit))
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(|r| decode_event(r, 0)).collect()
+    }
+
+    async fn count_events(&self, workspace: &str) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT count(*) FROM events WHERE workspace = ?")
+            .bind(workspace)
+            .fetch_one(&self.read)
+            .await?)
+    }
+
+    async fn quarantine(&self, entries: &[QuarantineEntry]) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        for chunk in entries.chunks(ROWS_PER_STATEMENT) {
+            let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO quarantine (workspace, source, received_at, code, field, reason, payload) ",
+            );
+            query.push_values(chunk, |mut row, q| {
+                row.push_bind(&q.workspace)
+                    .push_bind(&q.source)
+                    .push_bind(q.received_at_ms)
+                    .push_bind(&q.code)
+                    .push_bind(&q.field)
+                    .push_bind(&q.reason)
+                    .push_bind(&q.payload);
+            });
+            query.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_quarantine(
+        &self,
+        workspace: &str,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<QuarantineEntry>, StoreError> {
+        let sql = format!(
+            "SELECT {QUARANTINE_COLUMNS} FROM quarantine WHERE workspace = ? AND id < ? \
+             ORDER BY id DESC LIMIT ?"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(workspace)
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(i64::from(limit))
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(decode_quarantine).collect()
+    }
+
+    async fn ensure_workspace(&self, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO workspaces (id, created_at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(chrono::Utc::now().timestamp_millis())
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn workspace_exists(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(sqlx::query("SELECT 1 FROM workspaces WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?
+            .is_some())
+    }
+
+    async fn put_credential(&self, c: &Credential) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO credentials (secret_hash, workspace, kind, scopes) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (secret_hash) DO UPDATE SET workspace = excluded.workspace, \
+             kind = excluded.kind, scopes = excluded.scopes",
+        )
+        .bind(&c.secret_hash)
+        .bind(&c.workspace)
+        .bind(c.kind.as_str())
+        .bind(c.scopes_text())
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    async fn find_credential(&self, secret_hash: &str) -> Result<Option<Credential>, StoreError> {
+        let row = sqlx::query(
+            "SELECT secret_hash, workspace, kind, scopes FROM credentials WHERE secret_hash = ?",
+        )
+        .bind(secret_hash)
+        .fetch_optional(&self.read)
+        .await?;
+        row.map(|r| decode_credential(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?))
+            .transpose()
+    }
+
+    async fn count_workspaces(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT count(*) FROM workspaces")
+            .fetch_one(&self.read)
+            .await?)
+    }
+}
