@@ -1,0 +1,295 @@
+//! The projection runner: follows the log from a checkpoint, hands batches to a projection, and writes the
+//! checkpoint in the same transaction as the read model. Delivery is at-least-once; projections make
+//! their writes idempotent.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cdp_domain::event::{Position, StoredEvent};
+use cdp_domain::store::{EventStore, Store, StoreError};
+use chrono::Utc;
+use sqlx::{Postgres, Row, Sqlite, Transaction};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+/// Events handed to a projection per transaction.
+pub const BATCH: u32 = 2_000;
+/// How often a caught-up runner looks for events written by other instances.
+const POLL: Duration = Duration::from_millis(100);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("read model or event is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl ProjectionError {
+    pub fn corrupt(e: impl std::fmt::Display) -> Self {
+        ProjectionError::Corrupt(e.to_string())
+    }
+}
+
+/// The transaction a projection writes its read model in; the runner commits it with the checkpoint.
+pub enum ModelTx<'a> {
+    Sqlite(Transaction<'a, Sqlite>),
+    Postgres(Transaction<'a, Postgres>),
+}
+
+/// A read model built from the log.
+pub trait Projection: Send + Sync + 'static {
+    /// Stable: the checkpoint is stored under it.
+    fn name(&self) -> &'static str;
+
+    /// Applies a batch of events, in log order, inside `tx`.
+    fn handle(
+        &self,
+        tx: &mut ModelTx<'_>,
+        events: &[StoredEvent],
+    ) -> impl Future<Output = Result<(), ProjectionError>> + Send;
+}
+
+/// What one step of the runner did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Progress {
+    pub applied: usize,
+    pub position: Position,
+    /// Arrival time (ms) of the last event applied.
+    pub last_received_ms: Option<i64>,
+}
+
+/// The checkpoint of a projection (the start of the log if it has none).
+pub async fn checkpoint(store: &Store, name: &str) -> Result<Position, ProjectionError> {
+    let row = match store {
+        Store::Sqlite(s) => {
+            sqlx::query("SELECT tx, seq FROM projection_checkpoints WHERE name = ?")
+                .bind(name)
+                .fetch_optional(s.read_pool())
+                .await?
+        }
+        Store::Postgres(s) => {
+            return Ok(
+                sqlx::query("SELECT tx, seq FROM projection_checkpoints WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(s.pool())
+                    .await?
+                    .map(|r| -> Result<Position, sqlx::Error> {
+                        Ok(Position {
+                            tx: r.try_get(0)?,
+                            seq: r.try_get(1)?,
+                        })
+                    })
+                    .transpose()?
+                    .unwrap_or(Position::START),
+            )
+        }
+    };
+    Ok(row
+        .map(|r| -> Result<Position, sqlx::Error> {
+            Ok(Position {
+                tx: r.try_get(0)?,
+                seq: r.try_get(1)?,
+            })
+        })
+        .transpose()?
+        .unwrap_or(Position::START))
+}
+
+/// Applies the next batch of up to `limit` events to `projection` and moves its checkpoint, atomically.
+pub async fn run_once<P: Projection>(
+    store: &Store,
+    projection: &P,
+    limit: u32,
+) -> Result<Progress, ProjectionError> {
+    let name = projection.name();
+    match store {
+        Store::Sqlite(s) => {
+            // Read outside the write lock so ingestion is held up only while the model is written;
+            // the checkpoint is checked again under the lock.
+            let start = checkpoint(store, name).await?;
+            let events = store.read_after(start, limit).await?;
+            if events.is_empty() {
+                return Ok(Progress {
+                    position: start,
+                    ..Progress::default()
+                });
+            }
+            let mut tx = s.write_pool().begin_with("BEGIN IMMEDIATE").await?;
+            let now: Option<i64> =
+                sqlx::query_scalar("SELECT seq FROM projection_checkpoints WHERE name = ?")
+                    .bind(name)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if now.unwrap_or(0) != start.seq {
+                // Another runner moved it; try again from the new checkpoint.
+                return Ok(Progress {
+                    position: start,
+                    ..Progress::default()
+                });
+            }
+            let mut model = ModelTx::Sqlite(tx);
+            projection.handle(&mut model, &events).await?;
+            let ModelTx::Sqlite(mut tx) = model else {
+                unreachable!("the runner built a SQLite transaction")
+            };
+            let end = finish(&events);
+            sqlx::query(
+                "INSERT INTO projection_checkpoints (name, tx, seq, updated_at) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (name) DO UPDATE SET tx = excluded.tx, seq = excluded.seq, \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(name)
+            .bind(end.position.tx)
+            .bind(end.position.seq)
+            .bind(Utc::now().timestamp_millis())
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(end)
+        }
+        Store::Postgres(s) => {
+            let mut tx = s.pool().begin().await?;
+            sqlx::query(
+                "INSERT INTO projection_checkpoints (name, tx, seq, updated_at) VALUES ($1, 0, 0, 0) \
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+            // The row lock makes runners of several instances take turns; none applies a batch twice.
+            let row = sqlx::query(
+                "SELECT tx, seq FROM projection_checkpoints WHERE name = $1 FOR UPDATE",
+            )
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
+            let start = Position {
+                tx: row.try_get(0)?,
+                seq: row.try_get(1)?,
+            };
+            let events = store.read_after(start, limit).await?;
+            if events.is_empty() {
+                tx.rollback().await?;
+                return Ok(Progress {
+                    position: start,
+                    ..Progress::default()
+                });
+            }
+            let mut model = ModelTx::Postgres(tx);
+            projection.handle(&mut model, &events).await?;
+            let ModelTx::Postgres(mut tx) = model else {
+                unreachable!("the runner built a PostgreSQL transaction")
+            };
+            let end = finish(&events);
+            sqlx::query(
+                "UPDATE projection_checkpoints SET tx = $2, seq = $3, updated_at = $4 WHERE name = $1",
+            )
+            .bind(name)
+            .bind(end.position.tx)
+            .bind(end.position.seq)
+            .bind(Utc::now().timestamp_millis())
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(end)
+        }
+    }
+}
+
+fn finish(events: &[StoredEvent]) -> Progress {
+    let last = events.last().expect("finish is called with events");
+    Progress {
+        applied: events.len(),
+        position: last.position,
+        last_received_ms: Some(last.event.received_at.timestamp_millis()),
+    }
+}
+
+/// Runs `projection` until the log is exhausted. Returns the number of events applied.
+pub async fn catch_up<P: Projection>(store: &Store, projection: &P) -> Result<u64, ProjectionError> {
+    let mut total = 0;
+    loop {
+        let progress = run_once(store, projection, BATCH).await?;
+        total += progress.applied as u64;
+        if progress.applied == 0 {
+            return Ok(total);
+        }
+    }
+}
+
+/// What a running projection has done, for metrics and readiness.
+#[derive(Debug, Default)]
+pub struct RunnerStatus {
+    pub applied: AtomicU64,
+    pub errors: AtomicU64,
+    /// How far behind the newest applied event's arrival the runner is, in ms (0 when caught up).
+    pub lag_ms: AtomicI64,
+    pub position_seq: AtomicI64,
+}
+
+/// A projection running in the background.
+#[derive(Debug)]
+pub struct RunnerHandle {
+    pub status: Arc<RunnerStatus>,
+    wake: Arc<Notify>,
+    task: JoinHandle<()>,
+}
+
+impl RunnerHandle {
+    /// Tells the runner new events were appended, so it need not wait for its poll.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for RunnerHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts `projection` following the log.
+pub fn spawn<P: Projection>(store: Store, projection: P) -> RunnerHandle {
+    let status = Arc::new(RunnerStatus::default());
+    let wake = Arc::new(Notify::new());
+    let task = tokio::spawn(follow(store, projection, status.clone(), wake.clone()));
+    RunnerHandle { status, wake, task }
+}
+
+async fn follow<P: Projection>(store: Store, projection: P, status: Arc<RunnerStatus>, wake: Arc<Notify>) {
+    loop {
+        match run_once(&store, &projection, BATCH).await {
+            Ok(progress) => {
+                status.applied.fetch_add(progress.applied as u64, Ordering::Relaxed);
+                status.position_seq.store(progress.position.seq, Ordering::Relaxed);
+                let caught_up = (progress.applied as u32) < BATCH;
+                let lag = match progress.last_received_ms {
+                    Some(ms) if !caught_up => Utc::now().timestamp_millis() - ms,
+                    _ => 0,
+                };
+                status.lag_ms.store(lag, Ordering::Relaxed);
+                if progress.applied == 0 {
+                    let _ = tokio::time::timeout(POLL, wake.notified()).await;
+                }
+            }
+            Err(e) => {
+                status.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(projection = projection.name(), error = %e, "projection step failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
