@@ -1,1 +1,217 @@
-//! placeholder
+//! The edges of cdp — HTTP (axum) and NATS (async-nats) — and the `cdp` binary's commands.
+//!
+//! `Application::build` opens the store, provisions credentials, starts the appender, the projection
+//! runner and the NATS consumer, and binds the listener (port 0 allowed) so tests run the real server.
+
+pub mod auth;
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod ingest;
+pub mod metrics;
+pub mod nats;
+pub mod openapi;
+pub mod ops;
+pub mod provision;
+pub mod read;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use cdp_domain::store::{Appender, EventStore, Store};
+use cdp_domain::workspace::Credential;
+use cdp_projections::profile_view::ProfileViews;
+use cdp_projections::{runner, RunnerHandle, RunnerStatus};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+pub use config::Config;
+pub use provision::GeneratedCredentials;
+
+/// What every handler shares.
+pub struct AppState {
+    pub store: Store,
+    pub appender: Appender,
+    pub metrics: metrics::Metrics,
+    /// SHA-256 of a secret → its credential (or its absence), for 30 s.
+    pub credentials: moka::sync::Cache<String, Option<Credential>>,
+    workspaces: moka::sync::Cache<String, bool>,
+    pub projection: Arc<RunnerStatus>,
+    pub projection_wake: Arc<Notify>,
+    pub nats: Option<async_nats::Client>,
+}
+
+impl AppState {
+    /// Whether the workspace exists, through a short cache (NATS asks this per message).
+    pub async fn workspace_known(&self, id: &str) -> bool {
+        if id.is_empty() {
+            return false;
+        }
+        if let Some(known) = self.workspaces.get(id) {
+            return known;
+        }
+        match self.store.workspace_exists(id).await {
+            Ok(known) => {
+                self.workspaces.insert(id.to_owned(), known);
+                known
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "workspace lookup failed");
+                false
+            }
+        }
+    }
+}
+
+/// A built, bound, not yet serving service.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: Arc<AppState>,
+    generated: Option<GeneratedCredentials>,
+    _runner: RunnerHandle,
+    nats_task: Option<JoinHandle<()>>,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let store = match &config.database_url {
+            Some(url) => Store::connect(url)
+                .await
+                .with_context(|| "failed to open the database at CDP_DATABASE_URL")?,
+            None => Store::open_embedded(&config.data_dir)
+                .await
+                .with_context(|| {
+                    format!(
+                        "failed to open the embedded database in {}",
+                        config.data_dir.display()
+                    )
+                })?,
+        };
+        let generated = provision::provision(&store, &config).await?;
+        let appender = Appender::spawn(store.clone());
+        let runner = runner::spawn(store.clone(), ProfileViews);
+        let nats = match &config.nats_url {
+            Some(url) => Some(
+                async_nats::connect(url)
+                    .await
+                    .with_context(|| format!("failed to connect to NATS at {url}"))?,
+            ),
+            None => None,
+        };
+        let state = Arc::new(AppState {
+            store,
+            appender,
+            metrics: metrics::Metrics::default(),
+            credentials: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(Duration::from_secs(30))
+                .build(),
+            workspaces: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(Duration::from_secs(30))
+                .build(),
+            projection: runner.status.clone(),
+            projection_wake: runner.waker(),
+            nats: nats.clone(),
+        });
+        let nats_task = match nats {
+            Some(client) => {
+                let topology = nats::IngestTopology {
+                    stream: config.ingest_stream_name(),
+                    subject_prefix: config.ingest_subject_prefix(),
+                };
+                let consumer = nats::ensure_consumer(&client, &topology).await?;
+                Some(tokio::spawn(nats::consume(
+                    state.clone(),
+                    consumer,
+                    topology,
+                )))
+            }
+            None => None,
+        };
+        let router = Router::new()
+            .merge(ingest::router())
+            .merge(read::router())
+            .merge(ops::router())
+            .fallback(|| async { error::ApiError::not_found("no such endpoint") })
+            .with_state(state.clone());
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("failed to listen on {}", config.listen))?;
+        Ok(Self {
+            listener,
+            router,
+            state,
+            generated,
+            _runner: runner,
+            nats_task,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    pub fn state(&self) -> Arc<AppState> {
+        self.state.clone()
+    }
+
+    /// Credentials made for the `default` workspace on a first start without configuration.
+    pub fn generated_credentials(&self) -> Option<&GeneratedCredentials> {
+        self.generated.as_ref()
+    }
+
+    /// Serves until ctrl-c (or SIGTERM).
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let Self {
+            listener,
+            router,
+            nats_task,
+            _runner,
+            ..
+        } = self;
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("HTTP server failed")?;
+        if let Some(task) = nats_task {
+            task.abort();
+        }
+        Ok(())
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -163,7 +163,10 @@ mod tests {
 
     #[test]
     fn emails_are_trimmed_and_lower_cased() {
-        assert_eq!(Email::parse("  Ann@Example.COM ").unwrap().as_str(), "ann@example.com");
+        assert_eq!(
+            Email::parse("  Ann@Example.COM ").unwrap().as_str(),
+            "ann@example.com"
+        );
         assert!(Email::parse("no-at-sign").is_err());
         assert!(Email::parse("a@b@c").is_err());
         assert!(Email::parse("@x.com").is_err());
@@ -171,9 +174,18 @@ mod tests {
 
     #[test]
     fn phones_become_digits_with_country_code() {
-        assert_eq!(Phone::parse("138 0013 8000").unwrap().as_str(), "8613800138000");
-        assert_eq!(Phone::parse("+86 138-0013-8000").unwrap().as_str(), "8613800138000");
-        assert_eq!(Phone::parse("0044 20 7946 0958").unwrap().as_str(), "442079460958");
+        assert_eq!(
+            Phone::parse("138 0013 8000").unwrap().as_str(),
+            "8613800138000"
+        );
+        assert_eq!(
+            Phone::parse("+86 138-0013-8000").unwrap().as_str(),
+            "8613800138000"
+        );
+        assert_eq!(
+            Phone::parse("0044 20 7946 0958").unwrap().as_str(),
+            "442079460958"
+        );
         assert!(Phone::parse("call me").is_err());
         assert!(Phone::parse("12").is_err());
     }

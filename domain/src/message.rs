@@ -106,14 +106,20 @@ pub fn validate(
     let kind = match (msg.get("type"), envelope.implied_kind) {
         (None | Some(Value::Null), Some(kind)) => kind,
         (None | Some(Value::Null), None) => {
-            return Err(MessageError::new("missing_field", "type", "type is required"))
+            return Err(MessageError::new(
+                "missing_field",
+                "type",
+                "type is required",
+            ))
         }
         (Some(Value::String(raw)), implied) => {
             let kind = MessageKind::parse(raw).ok_or_else(|| {
                 MessageError::new(
                     "invalid_value",
                     "type",
-                    format!("type {raw:?} is not one of track, identify, page, screen, group, alias"),
+                    format!(
+                        "type {raw:?} is not one of track, identify, page, screen, group, alias"
+                    ),
                 )
             })?;
             if implied.is_some_and(|implied| implied != kind) {

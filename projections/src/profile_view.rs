@@ -62,7 +62,12 @@ pub struct ProfileView {
 
 impl ProfileView {
     /// Folds one event into the view. Idempotent: an event at or before `applied_through` changes nothing.
-    pub fn apply(&mut self, event: &StoredEvent, payload: &Value, ids: &[(IdentifierType, String)]) {
+    pub fn apply(
+        &mut self,
+        event: &StoredEvent,
+        payload: &Value,
+        ids: &[(IdentifierType, String)],
+    ) {
         let at = (event.position.tx, event.position.seq);
         if at <= self.applied_through {
             return;
@@ -70,7 +75,10 @@ impl ProfileView {
         self.applied_through = at;
         let e = &event.event;
         let time = e.event_time;
-        *self.counts_by_type.entry(e.kind.as_str().into()).or_default() += 1;
+        *self
+            .counts_by_type
+            .entry(e.kind.as_str().into())
+            .or_default() += 1;
         if e.kind == MessageKind::Track {
             if let Some(name) = &e.name {
                 *self.counts_by_event.entry(name.clone()).or_default() += 1;
@@ -81,7 +89,9 @@ impl ProfileView {
 
         let trait_sources = [payload.get("traits"), payload.pointer("/context/traits")];
         for traits in trait_sources.into_iter().flatten() {
-            let Value::Object(traits) = traits else { continue };
+            let Value::Object(traits) = traits else {
+                continue;
+            };
             for (key, value) in traits {
                 // Latest event time wins; an older event arriving late does not overwrite a newer value.
                 let newer = self.traits.get(key).is_none_or(|old| old.set_at <= time);
@@ -161,7 +171,10 @@ pub fn identifiers_of(event: &StoredEvent, payload: &Value) -> Vec<(IdentifierTy
     if let Some(a) = &e.anonymous_id {
         ids.push((IdentifierType::AnonymousId, a.clone()));
     }
-    for (kind, field) in [(IdentifierType::Email, "email"), (IdentifierType::Phone, "phone")] {
+    for (kind, field) in [
+        (IdentifierType::Email, "email"),
+        (IdentifierType::Phone, "phone"),
+    ] {
         for traits in [payload.get("traits"), payload.pointer("/context/traits")] {
             if let Some(Value::String(v)) = traits.and_then(|t| t.get(field)) {
                 let id = (kind, v.clone());
@@ -404,8 +417,16 @@ mod tests {
     #[test]
     fn the_latest_trait_wins_even_when_it_arrives_first() {
         let mut view = ProfileView::default();
-        let (newer, p1) = event(1, 10, json!({"type": "identify", "traits": {"plan": "gold"}}));
-        let (older, p2) = event(2, 9, json!({"type": "identify", "traits": {"plan": "silver", "city": "SH"}}));
+        let (newer, p1) = event(
+            1,
+            10,
+            json!({"type": "identify", "traits": {"plan": "gold"}}),
+        );
+        let (older, p2) = event(
+            2,
+            9,
+            json!({"type": "identify", "traits": {"plan": "silver", "city": "SH"}}),
+        );
         view.apply(&newer, &p1, &[]);
         view.apply(&older, &p2, &[]);
         assert_eq!(view.traits["plan"].value, json!("gold"));
@@ -434,7 +455,10 @@ mod tests {
             view.apply(&e, &p, &[]);
         }
         assert_eq!(view.recent_events.len(), RECENT_EVENTS);
-        assert!(view.recent_events.windows(2).all(|w| w[0].timestamp >= w[1].timestamp));
+        assert!(view
+            .recent_events
+            .windows(2)
+            .all(|w| w[0].timestamp >= w[1].timestamp));
         assert_eq!(view.counts_by_type["page"], 120);
     }
 }

@@ -211,7 +211,10 @@ fn finish(events: &[StoredEvent]) -> Progress {
 }
 
 /// Runs `projection` until the log is exhausted. Returns the number of events applied.
-pub async fn catch_up<P: Projection>(store: &Store, projection: &P) -> Result<u64, ProjectionError> {
+pub async fn catch_up<P: Projection>(
+    store: &Store,
+    projection: &P,
+) -> Result<u64, ProjectionError> {
     let mut total = 0;
     loop {
         let progress = run_once(store, projection, BATCH).await?;
@@ -269,12 +272,21 @@ pub fn spawn<P: Projection>(store: Store, projection: P) -> RunnerHandle {
     RunnerHandle { status, wake, task }
 }
 
-async fn follow<P: Projection>(store: Store, projection: P, status: Arc<RunnerStatus>, wake: Arc<Notify>) {
+async fn follow<P: Projection>(
+    store: Store,
+    projection: P,
+    status: Arc<RunnerStatus>,
+    wake: Arc<Notify>,
+) {
     loop {
         match run_once(&store, &projection, BATCH).await {
             Ok(progress) => {
-                status.applied.fetch_add(progress.applied as u64, Ordering::Relaxed);
-                status.position_seq.store(progress.position.seq, Ordering::Relaxed);
+                status
+                    .applied
+                    .fetch_add(progress.applied as u64, Ordering::Relaxed);
+                status
+                    .position_seq
+                    .store(progress.position.seq, Ordering::Relaxed);
                 let caught_up = (progress.applied as u32) < BATCH;
                 let lag = match progress.last_received_ms {
                     Some(ms) if !caught_up => Utc::now().timestamp_millis() - ms,

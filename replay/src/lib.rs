@@ -12,7 +12,9 @@ pub async fn rebuild_profile_views(store: &Store) -> Result<u64, ProjectionError
     match store {
         Store::Sqlite(s) => {
             let mut tx = s.write_pool().begin_with("BEGIN IMMEDIATE").await?;
-            sqlx::query("DELETE FROM profile_views").execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM profile_views")
+                .execute(&mut *tx)
+                .await?;
             sqlx::query("DELETE FROM projection_checkpoints WHERE name = ?")
                 .bind(ProfileViews::NAME)
                 .execute(&mut *tx)
@@ -25,7 +27,9 @@ pub async fn rebuild_profile_views(store: &Store) -> Result<u64, ProjectionError
                 .bind(ProfileViews::NAME)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("DELETE FROM profile_views").execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM profile_views")
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
         }
     }
@@ -65,10 +69,14 @@ mod tests {
         catch_up(&store, &ProfileViews).await.unwrap();
         store.append(&events[30..]).await.unwrap();
         catch_up(&store, &ProfileViews).await.unwrap();
-        let live = ProfileViews::load(&store, "w", IdentifierType::UserId, "u3").await.unwrap();
+        let live = ProfileViews::load(&store, "w", IdentifierType::UserId, "u3")
+            .await
+            .unwrap();
 
         assert_eq!(rebuild_profile_views(&store).await.unwrap(), 50);
-        let rebuilt = ProfileViews::load(&store, "w", IdentifierType::UserId, "u3").await.unwrap();
+        let rebuilt = ProfileViews::load(&store, "w", IdentifierType::UserId, "u3")
+            .await
+            .unwrap();
         assert!(live.is_some());
         assert_eq!(live, rebuilt);
     }

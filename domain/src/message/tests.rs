@@ -24,8 +24,10 @@ fn check(value: Value) -> Result<NewEvent, MessageError> {
 
 #[test]
 fn a_track_becomes_an_event_with_its_name_and_ids() {
-    let e = check(json!({"type": "track", "event": "Order Completed", "userId": 42,
-        "messageId": "m1", "properties": {"revenue": 10}}))
+    let e = check(
+        json!({"type": "track", "event": "Order Completed", "userId": 42,
+        "messageId": "m1", "properties": {"revenue": 10}}),
+    )
     .unwrap();
     assert_eq!(e.kind, MessageKind::Track);
     assert_eq!(e.name.as_deref(), Some("Order Completed"));
@@ -43,7 +45,10 @@ fn clock_skew_is_corrected_from_sent_at() {
     let e = check(json!({"type": "page", "anonymousId": "a",
         "timestamp": "2026-11-23T10:59:00Z", "sentAt": "2026-11-23T11:00:00Z"}))
     .unwrap();
-    assert_eq!(e.event_time, Utc.with_ymd_and_hms(2026, 11, 23, 11, 59, 0).unwrap());
+    assert_eq!(
+        e.event_time,
+        Utc.with_ymd_and_hms(2026, 11, 23, 11, 59, 0).unwrap()
+    );
     let payload: Value = serde_json::from_str(&e.payload).unwrap();
     assert_eq!(payload["originalTimestamp"], "2026-11-23T10:59:00.000Z");
 }
@@ -61,19 +66,30 @@ fn batch_sent_at_applies_to_messages_without_their_own() {
         || "g".into(),
     )
     .unwrap();
-    assert_eq!(e.event_time, Utc.with_ymd_and_hms(2026, 11, 23, 11, 0, 0).unwrap());
+    assert_eq!(
+        e.event_time,
+        Utc.with_ymd_and_hms(2026, 11, 23, 11, 0, 0).unwrap()
+    );
 }
 
 #[test]
 fn absurd_timestamps_are_refused_naming_the_field() {
-    let err = check(json!({"type": "track", "event": "x", "userId": "u", "timestamp": "1970-01-01T00:00:00Z"}))
-        .unwrap_err();
-    assert_eq!((err.code, err.field.as_str()), ("invalid_timestamp", "timestamp"));
-    let err = check(json!({"type": "track", "event": "x", "userId": "u", "timestamp": "2030-01-01T00:00:00Z"}))
-        .unwrap_err();
+    let err = check(
+        json!({"type": "track", "event": "x", "userId": "u", "timestamp": "1970-01-01T00:00:00Z"}),
+    )
+    .unwrap_err();
+    assert_eq!(
+        (err.code, err.field.as_str()),
+        ("invalid_timestamp", "timestamp")
+    );
+    let err = check(
+        json!({"type": "track", "event": "x", "userId": "u", "timestamp": "2030-01-01T00:00:00Z"}),
+    )
+    .unwrap_err();
     assert_eq!(err.field, "timestamp");
-    let err = check(json!({"type": "track", "event": "x", "userId": "u", "timestamp": "yesterday"}))
-        .unwrap_err();
+    let err =
+        check(json!({"type": "track", "event": "x", "userId": "u", "timestamp": "yesterday"}))
+            .unwrap_err();
     assert_eq!(err.code, "invalid_timestamp");
 }
 
@@ -84,14 +100,25 @@ fn each_type_requires_its_fields() {
         (json!({"type": "track", "event": "x"}), "userId"),
         (json!({"type": "group", "userId": "u"}), "groupId"),
         (json!({"type": "alias", "userId": "u"}), "previousId"),
-        (json!({"type": "alias", "anonymousId": "a", "previousId": "p"}), "userId"),
+        (
+            json!({"type": "alias", "anonymousId": "a", "previousId": "p"}),
+            "userId",
+        ),
         (json!({"type": "wat", "userId": "u"}), "type"),
         (json!({"userId": "u"}), "type"),
         (json!({"type": "identify", "userId": {"a": 1}}), "userId"),
-        (json!({"type": "identify", "userId": "u", "traits": [1]}), "traits"),
-        (json!({"type": "identify", "userId": "u", "traits": {"email": "nope"}}), "traits.email"),
-        (json!({"type": "track", "event": "x", "userId": "u", "context": {"externalIds": [{"id": "1"}]}}),
-            "context.externalIds[0].type"),
+        (
+            json!({"type": "identify", "userId": "u", "traits": [1]}),
+            "traits",
+        ),
+        (
+            json!({"type": "identify", "userId": "u", "traits": {"email": "nope"}}),
+            "traits.email",
+        ),
+        (
+            json!({"type": "track", "event": "x", "userId": "u", "context": {"externalIds": [{"id": "1"}]}}),
+            "context.externalIds[0].type",
+        ),
         (json!([1, 2]), ""),
     ];
     for (message, field) in cases {
@@ -121,25 +148,35 @@ fn every_valid_type_is_accepted() {
 
 #[test]
 fn the_endpoint_implies_the_type_and_refuses_another() {
-    let e = validate(json!({"event": "x", "userId": "u"}), &envelope(Some(MessageKind::Track)), || "g".into())
-        .unwrap();
+    let e = validate(
+        json!({"event": "x", "userId": "u"}),
+        &envelope(Some(MessageKind::Track)),
+        || "g".into(),
+    )
+    .unwrap();
     assert_eq!(e.kind, MessageKind::Track);
-    let err = validate(json!({"type": "page", "userId": "u"}), &envelope(Some(MessageKind::Track)), || "g".into())
-        .unwrap_err();
+    let err = validate(
+        json!({"type": "page", "userId": "u"}),
+        &envelope(Some(MessageKind::Track)),
+        || "g".into(),
+    )
+    .unwrap_err();
     assert_eq!(err.field, "type");
 }
 
 #[test]
 fn the_write_key_is_never_stored() {
-    let e = check(json!({"type": "track", "event": "x", "userId": "u", "writeKey": "secret"})).unwrap();
+    let e =
+        check(json!({"type": "track", "event": "x", "userId": "u", "writeKey": "secret"})).unwrap();
     assert!(!e.payload.contains("secret"));
 }
 
 #[test]
 fn oversized_messages_are_refused() {
     let big = "x".repeat(MAX_MESSAGE_BYTES);
-    let err = check(json!({"type": "track", "event": "x", "userId": "u", "properties": {"blob": big}}))
-        .unwrap_err();
+    let err =
+        check(json!({"type": "track", "event": "x", "userId": "u", "properties": {"blob": big}}))
+            .unwrap_err();
     assert_eq!(err.code, "message_too_large");
 }
 
@@ -151,8 +188,14 @@ fn arb_json() -> impl Strategy<Value = Value> {
         any::<f64>().prop_map(|n| json!(n)),
         "[ -~]{0,12}".prop_map(Value::String),
         prop_oneof![
-            Just("track"), Just("identify"), Just("page"), Just("alias"), Just("2026-11-23T10:00:00Z"),
-            Just("+99999-01-01T00:00:00Z"), Just("a@b.c"), Just("13800138000")
+            Just("track"),
+            Just("identify"),
+            Just("page"),
+            Just("alias"),
+            Just("2026-11-23T10:00:00Z"),
+            Just("+99999-01-01T00:00:00Z"),
+            Just("a@b.c"),
+            Just("13800138000")
         ]
         .prop_map(|s| Value::String(s.into())),
     ];
@@ -161,11 +204,21 @@ fn arb_json() -> impl Strategy<Value = Value> {
             prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
             prop::collection::btree_map(
                 prop_oneof![
-                    Just("type".to_string()), Just("userId".to_string()), Just("anonymousId".to_string()),
-                    Just("event".to_string()), Just("timestamp".to_string()), Just("sentAt".to_string()),
-                    Just("traits".to_string()), Just("context".to_string()), Just("email".to_string()),
-                    Just("phone".to_string()), Just("externalIds".to_string()), Just("previousId".to_string()),
-                    Just("groupId".to_string()), Just("messageId".to_string()), "[a-z]{1,6}",
+                    Just("type".to_string()),
+                    Just("userId".to_string()),
+                    Just("anonymousId".to_string()),
+                    Just("event".to_string()),
+                    Just("timestamp".to_string()),
+                    Just("sentAt".to_string()),
+                    Just("traits".to_string()),
+                    Just("context".to_string()),
+                    Just("email".to_string()),
+                    Just("phone".to_string()),
+                    Just("externalIds".to_string()),
+                    Just("previousId".to_string()),
+                    Just("groupId".to_string()),
+                    Just("messageId".to_string()),
+                    "[a-z]{1,6}",
                 ],
                 inner,
                 0..8

@@ -60,8 +60,10 @@ pub struct QuarantineEntry {
 pub trait EventStore: Send + Sync {
     /// Appends events in one transaction; idempotent per (workspace, messageId). When it returns `Ok`,
     /// the events are committed.
-    fn append(&self, events: &[NewEvent])
-        -> impl Future<Output = Result<AppendReport, StoreError>> + Send;
+    fn append(
+        &self,
+        events: &[NewEvent],
+    ) -> impl Future<Output = Result<AppendReport, StoreError>> + Send;
 
     /// Up to `limit` events after `after`, in the global order. Never skips an event: an event that is
     /// not returned now because its transaction is still running will come after `after` later.
@@ -165,7 +167,11 @@ impl EventStore for Store {
     async fn append(&self, events: &[NewEvent]) -> Result<AppendReport, StoreError> {
         dispatch!(self, s => s.append(events))
     }
-    async fn read_after(&self, after: Position, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
+    async fn read_after(
+        &self,
+        after: Position,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
         dispatch!(self, s => s.read_after(after, limit))
     }
     async fn count_events(&self, workspace: &str) -> Result<i64, StoreError> {

@@ -91,7 +91,11 @@ impl EventStore for PostgresStore {
         })
     }
 
-    async fn read_after(&self, after: Position, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
+    async fn read_after(
+        &self,
+        after: Position,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
         // Every transaction with an id below the snapshot's xmin has ended, so no event can still appear
         // below that bound; above it, a running transaction may yet commit rows. Reading in (tx, seq)
         // order up to the bound therefore never skips an event.
@@ -113,10 +117,12 @@ impl EventStore for PostgresStore {
     }
 
     async fn count_events(&self, workspace: &str) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("SELECT count(*) FROM events WHERE workspace = $1")
-            .bind(workspace)
-            .fetch_one(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT count(*) FROM events WHERE workspace = $1")
+                .bind(workspace)
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     async fn quarantine(&self, entries: &[QuarantineEntry]) -> Result<(), StoreError> {

@@ -110,7 +110,11 @@ impl EventStore for SqliteStore {
         })
     }
 
-    async fn read_after(&self, after: Position, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
+    async fn read_after(
+        &self,
+        after: Position,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
         // One writer at a time means rowids commit in order: reading above the last seen seq skips nothing.
         let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?");
         let rows = sqlx::query(&sql)
@@ -122,10 +126,12 @@ impl EventStore for SqliteStore {
     }
 
     async fn count_events(&self, workspace: &str) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("SELECT count(*) FROM events WHERE workspace = ?")
-            .bind(workspace)
-            .fetch_one(&self.read)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT count(*) FROM events WHERE workspace = ?")
+                .bind(workspace)
+                .fetch_one(&self.read)
+                .await?,
+        )
     }
 
     async fn quarantine(&self, entries: &[QuarantineEntry]) -> Result<(), StoreError> {

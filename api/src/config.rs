@@ -1,0 +1,160 @@
+//! Service configuration from flags and `CDP_*` variables, and the `CDP_CONFIG` TOML file that declares
+//! workspaces and their credentials.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+/// How `cdp serve` (and the in-process servers of `demo`, `bench` and the tests) is configured.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, env = "CDP_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Directory of the embedded SQLite database, used when no database URL is given.
+    #[arg(long, env = "CDP_DATA_DIR", default_value = "./cdp-data")]
+    pub data_dir: PathBuf,
+    /// `postgres://…` for production (or `sqlite://…`); the embedded default when absent.
+    #[arg(long, env = "CDP_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// `nats://…`: ingest from JetStream stream `CDP_INGEST`, subjects `cdp.ingest.<workspace>`.
+    #[arg(long, env = "CDP_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// Prefix of the NATS subjects and suffix of the stream name, to run several isolated instances
+    /// (tests) on one NATS server. Empty in production.
+    #[arg(long, env = "CDP_NATS_NAMESPACE", default_value = "")]
+    pub nats_namespace: String,
+    /// TOML file declaring workspaces and credentials.
+    #[arg(long, env = "CDP_CONFIG")]
+    pub config_file: Option<PathBuf>,
+    /// Ensure this workspace exists at start, with the two credentials below.
+    #[arg(long, env = "CDP_BOOTSTRAP_WORKSPACE")]
+    pub bootstrap_workspace: Option<String>,
+    #[arg(long, env = "CDP_BOOTSTRAP_WRITE_KEY", hide_env_values = true)]
+    pub bootstrap_write_key: Option<String>,
+    #[arg(long, env = "CDP_BOOTSTRAP_ADMIN_TOKEN", hide_env_values = true)]
+    pub bootstrap_admin_token: Option<String>,
+}
+
+impl Config {
+    /// A configuration for an in-process server on a free loopback port over the given data directory.
+    pub fn local(data_dir: PathBuf) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir,
+            database_url: None,
+            nats_url: None,
+            nats_namespace: String::new(),
+            config_file: None,
+            bootstrap_workspace: None,
+            bootstrap_write_key: None,
+            bootstrap_admin_token: None,
+        }
+    }
+
+    pub fn has_credentials(&self) -> bool {
+        self.config_file.is_some() || self.bootstrap_workspace.is_some()
+    }
+
+    pub fn ingest_subject_prefix(&self) -> String {
+        if self.nats_namespace.is_empty() {
+            "cdp.ingest.".to_owned()
+        } else {
+            format!("{}.cdp.ingest.", self.nats_namespace)
+        }
+    }
+
+    pub fn ingest_stream_name(&self) -> String {
+        if self.nats_namespace.is_empty() {
+            "CDP_INGEST".to_owned()
+        } else {
+            format!(
+                "CDP_INGEST_{}",
+                self.nats_namespace.replace(['.', '-'], "_")
+            )
+        }
+    }
+}
+
+/// The `CDP_CONFIG` file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default, rename = "workspace")]
+    pub workspaces: Vec<WorkspaceConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceConfig {
+    pub id: String,
+    #[serde(default)]
+    pub write_keys: Vec<String>,
+    #[serde(default, rename = "token")]
+    pub tokens: Vec<TokenConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub token: String,
+    pub scopes: Vec<String>,
+}
+
+impl ConfigFile {
+    pub fn load(path: &std::path::Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("failed to read CDP_CONFIG file {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("invalid CDP_CONFIG file {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let file: ConfigFile = toml::from_str(text)?;
+        for w in &file.workspaces {
+            cdp_domain::ident::WorkspaceId::parse(&w.id)?;
+            for t in &w.tokens {
+                for s in &t.scopes {
+                    if cdp_domain::workspace::Scope::parse(s).is_none() {
+                        bail!(
+                            "workspace {}: unknown scope {s:?} (read, write or admin)",
+                            w.id
+                        );
+                    }
+                }
+            }
+        }
+        Ok(file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_file_parses() {
+        let file = ConfigFile::parse(
+            r#"
+            [[workspace]]
+            id = "shop_a"
+            write_keys = ["wk_a"]
+            [[workspace.token]]
+            token = "tok_a"
+            scopes = ["read"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(file.workspaces[0].tokens[0].scopes, ["read"]);
+    }
+
+    #[test]
+    fn unknown_scopes_and_bad_ids_are_refused() {
+        assert!(ConfigFile::parse("[[workspace]]\nid = \"Bad Id\"").is_err());
+        assert!(ConfigFile::parse(
+            "[[workspace]]\nid = \"a\"\n[[workspace.token]]\ntoken = \"t\"\nscopes = [\"root\"]"
+        )
+        .is_err());
+    }
+}

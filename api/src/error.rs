@@ -1,0 +1,143 @@
+//! The one error type of the HTTP edge: client mistakes become 4xx bodies naming the field and the reason;
+//! infrastructure failures are logged and become opaque 500s.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use cdp_domain::message::MessageError;
+use serde_json::json;
+
+#[derive(Debug)]
+pub enum ApiError {
+    /// A client error: status, stable code, field (may be empty) and a sentence.
+    Client {
+        status: StatusCode,
+        code: &'static str,
+        field: String,
+        message: String,
+    },
+    /// Missing or wrong credentials.
+    Unauthorized { message: String, basic: bool },
+    /// A failure of ours; the cause is logged, never shown.
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn bad_request(
+        code: &'static str,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        ApiError::Client {
+            status: StatusCode::BAD_REQUEST,
+            code,
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn too_large(message: impl Into<String>) -> Self {
+        ApiError::Client {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "payload_too_large",
+            field: String::new(),
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        ApiError::Client {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+            field: String::new(),
+            message: message.into(),
+        }
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        ApiError::Client {
+            status: StatusCode::FORBIDDEN,
+            code: "forbidden",
+            field: String::new(),
+            message: message.into(),
+        }
+    }
+
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+
+    /// A refused message: 413 when it is too large, 400 otherwise.
+    pub fn from_message(e: &MessageError) -> Self {
+        let status = if e.code == "message_too_large" {
+            StatusCode::PAYLOAD_TOO_LARGE
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        ApiError::Client {
+            status,
+            code: e.code,
+            field: e.field.clone(),
+            message: e.message.clone(),
+        }
+    }
+}
+
+impl From<cdp_domain::store::StoreError> for ApiError {
+    fn from(e: cdp_domain::store::StoreError) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+impl From<cdp_projections::ProjectionError> for ApiError {
+    fn from(e: cdp_projections::ProjectionError) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+/// The JSON error body of the contract.
+pub fn error_body(code: &str, field: &str, message: &str) -> serde_json::Value {
+    json!({"error": {"code": code, "field": field, "message": message}})
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            ApiError::Client {
+                status,
+                code,
+                field,
+                message,
+            } => (status, Json(error_body(code, &field, &message))).into_response(),
+            ApiError::Unauthorized { message, basic } => {
+                let mut response = (
+                    StatusCode::UNAUTHORIZED,
+                    Json(error_body("unauthorized", "authorization", &message)),
+                )
+                    .into_response();
+                let challenge = if basic {
+                    "Basic realm=\"cdp\""
+                } else {
+                    "Bearer realm=\"cdp\""
+                };
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(challenge),
+                );
+                response
+            }
+            ApiError::Internal(cause) => {
+                tracing::error!(%cause, "request failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Json(error_body(
+                        "internal",
+                        "",
+                        "internal error; see the service log",
+                    )),
+                )
+                    .into_response()
+            }
+        }
+    }
+}

@@ -1,0 +1,380 @@
+//! Ingestion, shared by HTTP and NATS: check every message, quarantine the refused ones with their reason,
+//! append the rest through the group-commit appender, and answer only after both are committed.
+//! The HTTP endpoints are Segment's Tracking API.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use cdp_domain::event::NewEvent;
+use cdp_domain::message::{validate, Envelope, MessageError, MessageKind, MAX_BATCH_BYTES};
+use cdp_domain::store::{EventStore, QuarantineEntry};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+
+use crate::auth::basic_write_key;
+use crate::error::{error_body, ApiError};
+use crate::metrics::SourceCounters;
+use crate::AppState;
+
+/// Where a message came from, for quarantine and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Http,
+    Nats,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Http => "http",
+            Source::Nats => "nats",
+        }
+    }
+}
+
+/// A refused message: its index in the request, why, and its text as received.
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    pub index: usize,
+    pub error: MessageError,
+    pub raw: String,
+}
+
+/// The outcome of checking a request's messages.
+#[derive(Debug, Default)]
+pub struct Checked {
+    pub events: Vec<NewEvent>,
+    pub rejected: Vec<Rejection>,
+}
+
+/// Checks each message text; `default_message_id` supplies ids for messages without one.
+pub fn check<'a>(
+    workspace: &str,
+    messages: impl IntoIterator<Item = &'a str>,
+    batch_sent_at: Option<&Value>,
+    implied_kind: Option<MessageKind>,
+    received_at: DateTime<Utc>,
+) -> Checked {
+    let envelope = Envelope {
+        workspace,
+        received_at,
+        batch_sent_at,
+        implied_kind,
+    };
+    let mut checked = Checked::default();
+    for (index, raw) in messages.into_iter().enumerate() {
+        let outcome = serde_json::from_str::<Value>(raw)
+            .map_err(|e| MessageError::new("invalid_json", "", format!("message is not JSON: {e}")))
+            .and_then(|value| validate(value, &envelope, || uuid::Uuid::new_v4().to_string()));
+        match outcome {
+            Ok(event) => checked.events.push(event),
+            Err(error) => checked.rejected.push(Rejection {
+                index,
+                error,
+                raw: raw.to_owned(),
+            }),
+        }
+    }
+    checked
+}
+
+/// Quarantines the refused messages and appends the accepted events; returns once both are committed.
+pub async fn commit(
+    state: &AppState,
+    workspace: Option<&str>,
+    checked: Checked,
+    source: Source,
+) -> Result<(), ApiError> {
+    let received_at_ms = Utc::now().timestamp_millis();
+    let counters: &SourceCounters = match source {
+        Source::Http => &state.metrics.http,
+        Source::Nats => &state.metrics.nats,
+    };
+    if !checked.rejected.is_empty() {
+        let entries: Vec<QuarantineEntry> = checked
+            .rejected
+            .iter()
+            .map(|r| quarantine_entry(workspace, source, received_at_ms, &r.error, &r.raw))
+            .collect();
+        state.store.quarantine(&entries).await?;
+        counters
+            .rejected
+            .fetch_add(entries.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+    if !checked.events.is_empty() {
+        let n = checked.events.len() as u64;
+        let started = Instant::now();
+        state.appender.append(checked.events).await?;
+        state.metrics.append_latency.observe(started.elapsed());
+        counters
+            .accepted
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        state.projection_wake.notify_one();
+    }
+    Ok(())
+}
+
+pub fn quarantine_entry(
+    workspace: Option<&str>,
+    source: Source,
+    received_at_ms: i64,
+    error: &MessageError,
+    raw: &str,
+) -> QuarantineEntry {
+    let mut payload = raw.to_owned();
+    if payload.len() > MAX_BATCH_BYTES {
+        let mut cut = MAX_BATCH_BYTES;
+        while !payload.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        payload.truncate(cut);
+    }
+    QuarantineEntry {
+        id: 0,
+        workspace: workspace.map(str::to_owned),
+        source: source.as_str().into(),
+        received_at_ms,
+        code: error.code.into(),
+        field: error.field.clone(),
+        reason: error.message.clone(),
+        payload,
+    }
+}
+
+pub fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v1/track", post(track))
+        .route("/v1/identify", post(identify))
+        .route("/v1/page", post(page))
+        .route("/v1/screen", post(screen))
+        .route("/v1/group", post(group))
+        .route("/v1/alias", post(alias))
+        .route("/v1/batch", post(batch))
+}
+
+async fn track(state: State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    single(state, headers, body, MessageKind::Track).await
+}
+async fn identify(state: State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    single(state, headers, body, MessageKind::Identify).await
+}
+async fn page(state: State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    single(state, headers, body, MessageKind::Page).await
+}
+async fn screen(state: State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    single(state, headers, body, MessageKind::Screen).await
+}
+async fn group(state: State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    single(state, headers, body, MessageKind::Group).await
+}
+async fn alias(state: State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    single(state, headers, body, MessageKind::Alias).await
+}
+
+fn success() -> Response {
+    Json(json!({"success": true})).into_response()
+}
+
+/// Reads the body, refusing more than the batch limit before or after gzip decompression.
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::too_large(format!(
+            "request body is larger than the limit of {MAX_BATCH_BYTES} bytes"
+        ))
+    };
+    let raw = axum::body::to_bytes(body, MAX_BATCH_BYTES)
+        .await
+        .map_err(|_| too_large())?;
+    let gzipped = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
+    if !gzipped {
+        return Ok(raw);
+    }
+    let mut decoded = Vec::with_capacity(raw.len() * 4);
+    flate2::read::GzDecoder::new(&raw[..])
+        .take(MAX_BATCH_BYTES as u64 + 1)
+        .read_to_end(&mut decoded)
+        .map_err(|e| {
+            ApiError::bad_request(
+                "invalid_gzip",
+                "body",
+                format!("body is not valid gzip: {e}"),
+            )
+        })?;
+    if decoded.len() > MAX_BATCH_BYTES {
+        return Err(too_large());
+    }
+    Ok(Bytes::from(decoded))
+}
+
+/// Quarantines a body that could not be read as messages at all, then answers with `error`.
+async fn refuse_body(
+    state: &AppState,
+    workspace: &str,
+    error: MessageError,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let raw = String::from_utf8_lossy(body);
+    let checked = Checked {
+        events: Vec::new(),
+        rejected: vec![Rejection {
+            index: 0,
+            error: error.clone(),
+            raw: raw.into_owned(),
+        }],
+    };
+    commit(state, Some(workspace), checked, Source::Http).await?;
+    Ok(ApiError::from_message(&error).into_response())
+}
+
+async fn single(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+    kind: MessageKind,
+) -> Response {
+    single_inner(&state, &headers, body, kind)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn single_inner(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    kind: MessageKind,
+) -> Result<Response, ApiError> {
+    let header_key = basic_write_key(headers);
+    let bytes = read_body(headers, body).await?;
+    let Ok(text) = std::str::from_utf8(&bytes) else {
+        let workspace = state.workspace_for_write_key(header_key.as_deref()).await?;
+        let error = MessageError::new("invalid_json", "", "body is not UTF-8 JSON");
+        return refuse_body(state, &workspace, error, &bytes).await;
+    };
+    let parsed: Result<Value, _> = serde_json::from_str(text);
+    let body_key = parsed
+        .as_ref()
+        .ok()
+        .and_then(|v| v.get("writeKey"))
+        .and_then(Value::as_str);
+    let workspace = state
+        .workspace_for_write_key(header_key.as_deref().or(body_key))
+        .await?;
+    if let Err(e) = parsed {
+        let error = MessageError::new("invalid_json", "", format!("body is not JSON: {e}"));
+        return refuse_body(state, &workspace, error, &bytes).await;
+    }
+    let checked = check(&workspace, [text], None, Some(kind), Utc::now());
+    let refusal = checked.rejected.first().map(|r| r.error.clone());
+    commit(state, Some(&workspace), checked, Source::Http).await?;
+    match refusal {
+        Some(error) => Err(ApiError::from_message(&error)),
+        None => Ok(success()),
+    }
+}
+
+#[derive(Deserialize)]
+struct BatchBody<'a> {
+    #[serde(borrow)]
+    batch: Vec<&'a RawValue>,
+    #[serde(default, rename = "sentAt")]
+    sent_at: Option<Value>,
+    #[serde(default, rename = "writeKey")]
+    write_key: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct KeyOnly {
+    #[serde(default, rename = "writeKey")]
+    write_key: Option<String>,
+}
+
+async fn batch(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    batch_inner(&state, &headers, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn batch_inner(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let header_key = basic_write_key(headers);
+    let bytes = read_body(headers, body).await?;
+    let parsed: Result<BatchBody<'_>, _> = serde_json::from_slice(&bytes);
+    let body_key = match &parsed {
+        Ok(b) => b.write_key.clone(),
+        Err(_) => serde_json::from_slice::<KeyOnly>(&bytes)
+            .ok()
+            .and_then(|k| k.write_key),
+    };
+    let workspace = state
+        .workspace_for_write_key(header_key.as_deref().or(body_key.as_deref()))
+        .await?;
+    let body = match parsed {
+        Ok(body) => body,
+        Err(e) => {
+            let (code, message) = if serde_json::from_slice::<Value>(&bytes).is_ok() {
+                (
+                    "invalid_batch",
+                    format!("batch must be an array of messages: {e}"),
+                )
+            } else {
+                ("invalid_json", format!("body is not JSON: {e}"))
+            };
+            let error = MessageError::new(code, "batch", message);
+            return refuse_body(state, &workspace, error, &bytes).await;
+        }
+    };
+    let checked = check(
+        &workspace,
+        body.batch.iter().map(|m| m.get()),
+        body.sent_at.as_ref(),
+        None,
+        Utc::now(),
+    );
+    let accepted = checked.events.len();
+    let rejected: Vec<Value> = checked
+        .rejected
+        .iter()
+        .map(|r| {
+            json!({"index": r.index, "code": r.error.code, "field": r.error.field, "message": r.error.message})
+        })
+        .collect();
+    let first = checked.rejected.first().map(|r| (r.index, r.error.clone()));
+    commit(state, Some(&workspace), checked, Source::Http).await?;
+    let Some((index, error)) = first else {
+        return Ok(success());
+    };
+    let field = if error.field.is_empty() {
+        format!("batch[{index}]")
+    } else {
+        format!("batch[{index}].{}", error.field)
+    };
+    let mut body = error_body(
+        "invalid_messages",
+        &field,
+        &format!(
+            "{} of {} messages were refused and quarantined (first: {}); the others were stored",
+            rejected.len(),
+            rejected.len() + accepted,
+            error.message
+        ),
+    );
+    body["success"] = json!(false);
+    body["accepted"] = json!(accepted);
+    body["rejected"] = Value::Array(rejected);
+    Ok((StatusCode::BAD_REQUEST, Json(body)).into_response())
+}

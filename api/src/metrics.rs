@@ -1,0 +1,146 @@
+//! Prometheus metrics: named counters and histograms kept in atomics, rendered as text by `/metrics`.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the append-latency histogram.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// A Prometheus histogram with fixed buckets.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.buckets) {
+            if secs <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.buckets) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{bound}\"}} {}",
+                bucket.load(Ordering::Relaxed)
+            );
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+    }
+}
+
+/// Counters per ingestion source.
+#[derive(Debug, Default)]
+pub struct SourceCounters {
+    pub accepted: AtomicU64,
+    pub rejected: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub http: SourceCounters,
+    pub nats: SourceCounters,
+    pub append_latency: Histogram,
+}
+
+/// Values owned elsewhere that `/metrics` reports.
+#[derive(Debug, Default)]
+pub struct Gauges {
+    pub stored: u64,
+    pub duplicates: u64,
+    pub commits: u64,
+    pub projection_applied: u64,
+    pub projection_lag_seconds: f64,
+    pub projection_errors: u64,
+}
+
+impl Metrics {
+    pub fn render(&self, g: &Gauges) -> String {
+        let mut out = String::with_capacity(2048);
+        let counter = |out: &mut String, name: &str, help: &str, rows: &[(&str, u64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (labels, v) in rows {
+                let _ = writeln!(out, "{name}{labels} {v}");
+            }
+        };
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        counter(
+            &mut out,
+            "cdp_messages_accepted_total",
+            "Messages that passed validation and were committed (duplicates included).",
+            &[
+                ("{source=\"http\"}", load(&self.http.accepted)),
+                ("{source=\"nats\"}", load(&self.nats.accepted)),
+            ],
+        );
+        counter(
+            &mut out,
+            "cdp_messages_rejected_total",
+            "Messages refused and quarantined.",
+            &[
+                ("{source=\"http\"}", load(&self.http.rejected)),
+                ("{source=\"nats\"}", load(&self.nats.rejected)),
+            ],
+        );
+        counter(
+            &mut out,
+            "cdp_events_ingested_total",
+            "Events new to the log.",
+            &[("", g.stored)],
+        );
+        counter(
+            &mut out,
+            "cdp_events_duplicate_total",
+            "Messages whose messageId was already in the log.",
+            &[("", g.duplicates)],
+        );
+        counter(
+            &mut out,
+            "cdp_append_commits_total",
+            "Group-commit transactions.",
+            &[("", g.commits)],
+        );
+        counter(
+            &mut out,
+            "cdp_projection_events_applied_total",
+            "Events applied by the profile-view projection.",
+            &[("{projection=\"profile_views\"}", g.projection_applied)],
+        );
+        counter(
+            &mut out,
+            "cdp_projection_errors_total",
+            "Failed projection steps (retried).",
+            &[("{projection=\"profile_views\"}", g.projection_errors)],
+        );
+        let _ = writeln!(
+            out,
+            "# HELP cdp_projection_lag_seconds How far the projection is behind the log.\n\
+             # TYPE cdp_projection_lag_seconds gauge\n\
+             cdp_projection_lag_seconds{{projection=\"profile_views\"}} {}",
+            g.projection_lag_seconds
+        );
+        self.append_latency.render(
+            &mut out,
+            "cdp_append_seconds",
+            "Time from a batch's validation to its commit.",
+        );
+        out
+    }
+}

@@ -1,0 +1,208 @@
+//! NATS ingestion: a durable JetStream pull consumer on `cdp.ingest.<workspace>` (stream `CDP_INGEST`)
+//! that ingests the same JSON as HTTP, the same way. A message is acked only after its event (or its
+//! quarantine entry) is committed; a failed commit naks it for redelivery.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream, AckKind};
+use cdp_domain::message::MessageError;
+use cdp_domain::store::EventStore;
+use chrono::Utc;
+use futures::StreamExt;
+use serde_json::Value;
+
+use crate::ingest::{check, commit, quarantine_entry, Checked, Rejection, Source};
+use crate::AppState;
+
+/// The durable consumer shared by every instance, so that they split the work.
+pub const CONSUMER: &str = "cdp-ingest";
+const MAX_BATCH: usize = 1_000;
+
+/// Where to consume from.
+#[derive(Debug, Clone)]
+pub struct IngestTopology {
+    pub stream: String,
+    /// Subjects are `<prefix><workspace>`, e.g. `cdp.ingest.shop_a`.
+    pub subject_prefix: String,
+}
+
+/// Creates the stream and the durable consumer if absent.
+pub async fn ensure_consumer(
+    client: &async_nats::Client,
+    topology: &IngestTopology,
+) -> anyhow::Result<consumer::PullConsumer> {
+    let js = jetstream::new(client.clone());
+    let stream = js
+        .get_or_create_stream(stream::Config {
+            name: topology.stream.clone(),
+            subjects: vec![format!("{}>", topology.subject_prefix)],
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("failed to create NATS stream {}: {e}", topology.stream))?;
+    let consumer = stream
+        .get_or_create_consumer(
+            CONSUMER,
+            consumer::pull::Config {
+                durable_name: Some(CONSUMER.into()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(30),
+                max_ack_pending: 20_000,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("failed to create NATS consumer {CONSUMER}: {e}"))?;
+    Ok(consumer)
+}
+
+/// Consumes until the task is aborted, reconnecting the message stream after errors.
+pub async fn consume(
+    state: Arc<AppState>,
+    consumer: consumer::PullConsumer,
+    topology: IngestTopology,
+) {
+    loop {
+        let mut messages = match consumer.messages().await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "NATS consumer stream failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        loop {
+            let first = match messages.next().await {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "NATS message error");
+                    continue;
+                }
+                None => break,
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match tokio::time::timeout(Duration::from_millis(2), messages.next()).await {
+                    Ok(Some(Ok(m))) => batch.push(m),
+                    _ => break,
+                }
+            }
+            process(&state, &topology, batch).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The message text, with the `Nats-Msg-Id` header as `messageId` when the JSON has none, so that a
+/// redelivered message is stored once.
+fn message_text(message: &jetstream::Message) -> Result<String, MessageError> {
+    let text = std::str::from_utf8(&message.payload)
+        .map_err(|_| MessageError::new("invalid_json", "", "message is not UTF-8 JSON"))?;
+    let msg_id = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("Nats-Msg-Id"))
+        .map(|v| v.as_str().to_owned());
+    let Some(msg_id) = msg_id else {
+        return Ok(text.to_owned());
+    };
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(mut map)) if !map.contains_key("messageId") => {
+            map.insert("messageId".into(), Value::String(msg_id));
+            Ok(Value::Object(map).to_string())
+        }
+        _ => Ok(text.to_owned()),
+    }
+}
+
+async fn process(state: &AppState, topology: &IngestTopology, batch: Vec<jetstream::Message>) {
+    // Group by workspace so each workspace's messages are checked together and committed in one go.
+    let mut by_workspace: BTreeMap<
+        String,
+        Vec<(jetstream::Message, Result<String, MessageError>)>,
+    > = BTreeMap::new();
+    let mut unknown = Vec::new();
+    for message in batch {
+        let workspace = message
+            .subject
+            .as_str()
+            .strip_prefix(&topology.subject_prefix)
+            .unwrap_or_default()
+            .to_owned();
+        let known = state.workspace_known(&workspace).await;
+        if known {
+            let text = message_text(&message);
+            by_workspace
+                .entry(workspace)
+                .or_default()
+                .push((message, text));
+        } else {
+            unknown.push(message);
+        }
+    }
+    if !unknown.is_empty() {
+        let now = Utc::now().timestamp_millis();
+        let entries: Vec<_> = unknown
+            .iter()
+            .map(|m| {
+                let error = MessageError::new(
+                    "unknown_workspace",
+                    "subject",
+                    format!("no workspace for subject {}", m.subject),
+                );
+                quarantine_entry(
+                    None,
+                    Source::Nats,
+                    now,
+                    &error,
+                    &String::from_utf8_lossy(&m.payload),
+                )
+            })
+            .collect();
+        let outcome = state
+            .store
+            .quarantine(&entries)
+            .await
+            .map_err(|e| e.to_string());
+        settle(&unknown, outcome).await;
+    }
+    for (workspace, items) in by_workspace {
+        let mut texts = Vec::with_capacity(items.len());
+        let mut unreadable = Vec::new();
+        for (i, (_, text)) in items.iter().enumerate() {
+            match text {
+                Ok(t) => texts.push(t.as_str()),
+                Err(e) => unreadable.push((i, e.clone())),
+            }
+        }
+        let mut checked: Checked = check(&workspace, texts.iter().copied(), None, None, Utc::now());
+        for (index, error) in unreadable {
+            let raw = String::from_utf8_lossy(&items[index].0.payload).into_owned();
+            checked.rejected.push(Rejection { index, error, raw });
+        }
+        let outcome = commit(state, Some(&workspace), checked, Source::Nats)
+            .await
+            .map_err(|e| format!("{e:?}"));
+        let messages: Vec<jetstream::Message> = items.into_iter().map(|(m, _)| m).collect();
+        settle(&messages, outcome).await;
+    }
+}
+
+/// Acks after a commit; naks (redelivery in a second) when the commit failed.
+async fn settle(messages: &[jetstream::Message], outcome: Result<(), String>) {
+    let kind = match &outcome {
+        Ok(()) => AckKind::Ack,
+        Err(e) => {
+            tracing::error!(error = %e, messages = messages.len(), "NATS batch not committed; will be redelivered");
+            AckKind::Nak(Some(Duration::from_secs(1)))
+        }
+    };
+    for m in messages {
+        if let Err(e) = m.ack_with(kind.clone()).await {
+            tracing::warn!(error = %e, "failed to acknowledge a NATS message; it will be redelivered and deduplicated");
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! The OpenAPI 3.1 document served at `/openapi.json`, describing every endpoint of the service.
+
+use serde_json::{json, Value};
+
+/// Every (method, path) the router serves; the end-to-end suite checks each one answers.
+pub const ENDPOINTS: &[(&str, &str)] = &[
+    ("post", "/v1/track"),
+    ("post", "/v1/identify"),
+    ("post", "/v1/page"),
+    ("post", "/v1/screen"),
+    ("post", "/v1/group"),
+    ("post", "/v1/alias"),
+    ("post", "/v1/batch"),
+    ("get", "/v1/profiles/lookup"),
+    ("get", "/v1/quarantine"),
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+    ("get", "/openapi.json"),
+];
+
+fn ingest_operation(kind: &str) -> Value {
+    json!({
+        "post": {
+            "tags": ["ingestion"],
+            "summary": format!("Segment `{kind}` call"),
+            "description": "Segment Tracking API compatible. Auth: HTTP Basic with the write key as user \
+                name, or `writeKey` in the body. `Content-Encoding: gzip` accepted. 32 KB per message.",
+            "security": [{"writeKey": []}],
+            "requestBody": {"required": true, "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/Message"}}}},
+            "responses": ingest_responses(),
+        }
+    })
+}
+
+fn ingest_responses() -> Value {
+    json!({
+        "200": {"description": "Committed (or already stored under this messageId).",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Success"}}}},
+        "400": {"description": "Refused and quarantined; names the field and the reason. For a batch, \
+            the other messages were stored and `rejected` lists the refused ones by index.",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+        "401": {"description": "Missing or unknown write key.",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+        "413": {"description": "A message over 32 KB or a body over 500 KB.",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+    })
+}
+
+fn read_responses(ok: &str) -> Value {
+    json!({
+        "200": {"description": ok},
+        "400": {"description": "Invalid parameter.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+        "401": {"description": "Missing or unknown token.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+        "403": {"description": "The token lacks the scope.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+        "404": {"description": "Not found.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+    })
+}
+
+pub fn document() -> Value {
+    let mut paths = serde_json::Map::new();
+    for kind in ["track", "identify", "page", "screen", "group", "alias"] {
+        paths.insert(format!("/v1/{kind}"), ingest_operation(kind));
+    }
+    paths.insert("/v1/batch".into(), json!({
+        "post": {
+            "tags": ["ingestion"],
+            "summary": "Segment batch: up to 500 KB of messages",
+            "security": [{"writeKey": []}],
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["batch"],
+                "properties": {
+                    "batch": {"type": "array", "items": {"$ref": "#/components/schemas/Message"}},
+                    "sentAt": {"type": "string", "format": "date-time"},
+                    "writeKey": {"type": "string"}
+                }}}}},
+            "responses": ingest_responses(),
+        }
+    }));
+    paths.insert("/v1/profiles/lookup".into(), json!({
+        "get": {
+            "tags": ["query"],
+            "summary": "The 360 view of the profile holding an identifier",
+            "security": [{"bearer": ["read"]}],
+            "parameters": [
+                {"name": "type", "in": "query", "required": true,
+                 "schema": {"type": "string", "enum": ["user_id", "anonymous_id", "email", "phone"]}},
+                {"name": "value", "in": "query", "required": true, "schema": {"type": "string"}}
+            ],
+            "responses": read_responses("Traits with provenance, event counts, first/last seen, recent events."),
+        }
+    }));
+    paths.insert("/v1/quarantine".into(), json!({
+        "get": {
+            "tags": ["query"],
+            "summary": "Refused messages of the workspace with their reasons, newest first",
+            "security": [{"bearer": ["read"]}],
+            "parameters": [
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                {"name": "before", "in": "query", "schema": {"type": "integer"},
+                 "description": "Page: only entries with ids below this (`next_before` of the previous page)."}
+            ],
+            "responses": read_responses("`items` and `next_before`."),
+        }
+    }));
+    for (path, summary) in [
+        ("/healthz", "Liveness"),
+        ("/readyz", "Readiness: database and NATS reachable"),
+        ("/metrics", "Prometheus metrics"),
+        ("/openapi.json", "This document"),
+    ] {
+        paths.insert(
+            path.into(),
+            json!({"get": {"tags": ["operations"], "summary": summary,
+            "responses": {"200": {"description": "OK"}, "503": {"description": "Not ready"}}}}),
+        );
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "cdp", "version": env!("CARGO_PKG_VERSION"),
+            "description": "Customer data platform: Segment-compatible collection, immutable event log, 360 view."},
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "writeKey": {"type": "http", "scheme": "basic", "description": "The write key as user name, empty password."},
+                "bearer": {"type": "http", "scheme": "bearer"}
+            },
+            "schemas": {
+                "Success": {"type": "object", "properties": {"success": {"type": "boolean"}}},
+                "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
+                    "code": {"type": "string"}, "field": {"type": "string"}, "message": {"type": "string"}}},
+                    "accepted": {"type": "integer"},
+                    "rejected": {"type": "array", "items": {"type": "object", "properties": {
+                        "index": {"type": "integer"}, "code": {"type": "string"},
+                        "field": {"type": "string"}, "message": {"type": "string"}}}}}},
+                "Message": {"type": "object", "properties": {
+                    "type": {"type": "string", "enum": ["track", "identify", "page", "screen", "group", "alias"]},
+                    "userId": {"type": ["string", "number"]},
+                    "anonymousId": {"type": ["string", "number"]},
+                    "previousId": {"type": ["string", "number"]},
+                    "groupId": {"type": ["string", "number"]},
+                    "messageId": {"type": "string"},
+                    "event": {"type": "string"},
+                    "name": {"type": "string"},
+                    "timestamp": {"type": "string", "format": "date-time"},
+                    "sentAt": {"type": "string", "format": "date-time"},
+                    "context": {"type": "object"},
+                    "properties": {"type": "object"},
+                    "traits": {"type": "object"},
+                    "integrations": {"type": "object"}
+                }}
+            }
+        }
+    })
+}

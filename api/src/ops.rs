@@ -1,0 +1,70 @@
+//! Operations endpoints: liveness, readiness, Prometheus metrics and the OpenAPI document.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::metrics::Gauges;
+use crate::AppState;
+
+pub fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(json!({"status": "ok"}))
+}
+
+/// Ready when the database answers and, if NATS is configured, the NATS connection is up.
+async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let database = state.store.ping().await.is_ok();
+    let nats = state
+        .nats
+        .as_ref()
+        .map(|client| client.connection_state() == async_nats::connection::State::Connected);
+    let ready = database && nats.unwrap_or(true);
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({
+            "status": if ready { "ready" } else { "not_ready" },
+            "database": database,
+            "nats": nats,
+        })),
+    )
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let stats = state.appender.stats();
+    let p = &state.projection;
+    let gauges = Gauges {
+        stored: stats.inserted.load(Ordering::Relaxed),
+        duplicates: stats.duplicates.load(Ordering::Relaxed),
+        commits: stats.commits.load(Ordering::Relaxed),
+        projection_applied: p.applied.load(Ordering::Relaxed),
+        projection_lag_seconds: p.lag_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+        projection_errors: p.errors.load(Ordering::Relaxed),
+    };
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(&gauges),
+    )
+}
+
+async fn openapi() -> impl IntoResponse {
+    Json(crate::openapi::document())
+}

@@ -1,0 +1,122 @@
+//! Provisioning at start: the bootstrap workspace, the `CDP_CONFIG` workspaces, or — with no credentials
+//! configured at all — a `default` workspace with random keys, printed once.
+
+use anyhow::{bail, Context};
+use cdp_domain::ident::WorkspaceId;
+use cdp_domain::store::{EventStore, Store};
+use cdp_domain::workspace::{Credential, CredentialKind, Scope};
+use rand::distributions::Alphanumeric;
+use rand::Rng;
+
+use crate::config::{Config, ConfigFile};
+
+/// Credentials generated for the `default` workspace on first start.
+#[derive(Debug, Clone)]
+pub struct GeneratedCredentials {
+    pub workspace: String,
+    pub write_key: String,
+    pub admin_token: String,
+}
+
+pub fn random_secret(prefix: &str) -> String {
+    let body: String = rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(32)
+        .map(char::from)
+        .collect();
+    format!("{prefix}_{body}")
+}
+
+/// Applies the configured workspaces and credentials. Returns generated credentials when it had to make
+/// the `default` workspace.
+pub async fn provision(
+    store: &Store,
+    config: &Config,
+) -> anyhow::Result<Option<GeneratedCredentials>> {
+    if let Some(path) = &config.config_file {
+        let file = ConfigFile::load(path)?;
+        for w in &file.workspaces {
+            store.ensure_workspace(&w.id).await?;
+            for key in &w.write_keys {
+                store
+                    .put_credential(&Credential::new(
+                        key,
+                        &w.id,
+                        CredentialKind::WriteKey,
+                        vec![Scope::Write],
+                    ))
+                    .await?;
+            }
+            for t in &w.tokens {
+                let scopes = t.scopes.iter().filter_map(|s| Scope::parse(s)).collect();
+                store
+                    .put_credential(&Credential::new(
+                        &t.token,
+                        &w.id,
+                        CredentialKind::Token,
+                        scopes,
+                    ))
+                    .await?;
+            }
+        }
+    }
+    if let Some(workspace) = &config.bootstrap_workspace {
+        WorkspaceId::parse(workspace).context("CDP_BOOTSTRAP_WORKSPACE")?;
+        store.ensure_workspace(workspace).await?;
+        if let Some(key) = &config.bootstrap_write_key {
+            store
+                .put_credential(&Credential::new(
+                    key,
+                    workspace,
+                    CredentialKind::WriteKey,
+                    vec![Scope::Write],
+                ))
+                .await?;
+        }
+        if let Some(token) = &config.bootstrap_admin_token {
+            store
+                .put_credential(&Credential::new(
+                    token,
+                    workspace,
+                    CredentialKind::Token,
+                    vec![Scope::Admin],
+                ))
+                .await?;
+        }
+    }
+    if config.has_credentials() || store.count_workspaces().await? > 0 {
+        return Ok(None);
+    }
+    // Nothing configured and nothing stored: a first start. Random keys only make sense where nobody
+    // else can reach the service before the operator has read them.
+    if !config.listen.ip().is_loopback() {
+        bail!(
+            "no credentials are configured (CDP_CONFIG or CDP_BOOTSTRAP_*); refusing to listen on \
+             non-loopback address {} with generated defaults",
+            config.listen
+        );
+    }
+    let generated = GeneratedCredentials {
+        workspace: "default".into(),
+        write_key: random_secret("wk"),
+        admin_token: random_secret("tok"),
+    };
+    store.ensure_workspace(&generated.workspace).await?;
+    store
+        .put_credential(&Credential::new(
+            &generated.write_key,
+            &generated.workspace,
+            CredentialKind::WriteKey,
+            vec![Scope::Write],
+        ))
+        .await?;
+    store
+        .put_credential(&Credential::new(
+            &generated.admin_token,
+            &generated.workspace,
+            CredentialKind::Token,
+            vec![Scope::Admin],
+        ))
+        .await?;
+    Ok(Some(generated))
+}

@@ -1,0 +1,92 @@
+//! The query API of this stage: the profile view by identifier and the quarantine.
+
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use cdp_domain::ident::IdentifierType;
+use cdp_domain::store::EventStore;
+use cdp_domain::workspace::Scope;
+use cdp_projections::profile_view::ProfileViews;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::AppState;
+
+pub fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v1/profiles/lookup", get(lookup))
+        .route("/v1/quarantine", get(quarantine))
+}
+
+#[derive(Deserialize)]
+struct LookupQuery {
+    #[serde(rename = "type")]
+    id_type: Option<String>,
+    value: Option<String>,
+}
+
+async fn lookup(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    Query(q): Query<LookupQuery>,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(Scope::Read)?;
+    let raw_type = q
+        .id_type
+        .ok_or_else(|| ApiError::bad_request("missing_field", "type", "type is required"))?;
+    let id_type = IdentifierType::parse(&raw_type)
+        .map_err(|e| ApiError::bad_request("invalid_value", "type", e.to_string()))?;
+    let raw_value = q
+        .value
+        .ok_or_else(|| ApiError::bad_request("missing_field", "value", "value is required"))?;
+    let value = id_type
+        .normalise(&raw_value)
+        .map_err(|e| ApiError::bad_request("invalid_value", "value", e.to_string()))?;
+    let view = ProfileViews::load(&state.store, &principal.workspace, id_type, &value)
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(format!("no profile has {} {value:?}", id_type.as_str()))
+        })?;
+    Ok(Json(view.to_json(id_type, &value)))
+}
+
+#[derive(Deserialize)]
+struct QuarantineQuery {
+    limit: Option<u32>,
+    before: Option<i64>,
+}
+
+async fn quarantine(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    Query(q): Query<QuarantineQuery>,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(Scope::Read)?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let items = state
+        .store
+        .list_quarantine(&principal.workspace, q.before, limit)
+        .await?;
+    let next = (items.len() as u32 == limit)
+        .then(|| items.last().map(|e| e.id))
+        .flatten();
+    let items: Vec<Value> = items
+        .into_iter()
+        .map(|e| {
+            json!({
+                "id": e.id,
+                "source": e.source,
+                "received_at": cdp_domain::message::rfc3339(cdp_domain::event::from_millis(e.received_at_ms)),
+                "code": e.code,
+                "field": e.field,
+                "reason": e.reason,
+                "payload": e.payload,
+            })
+        })
+        .collect();
+    Ok(Json(json!({"items": items, "next_before": next})))
+}
