@@ -150,6 +150,9 @@ pub fn quarantine_entry(
     }
 }
 
+#[cfg(test)]
+mod tests;
+
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/v1/track", post(track))

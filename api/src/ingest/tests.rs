@@ -1,0 +1,76 @@
+//! Fuzzing the ingestion parsers: any text at all is accepted as an event or refused with a reason, never
+//! a panic; every input lands in exactly one of the two.
+
+use super::*;
+use proptest::prelude::*;
+
+fn message_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any::<String>(),
+        "[{}\\[\\]\":,a-z0-9 ]{0,40}",
+        Just(r#"{"type":"track","event":"e","userId":"u"}"#.to_owned()),
+        Just(r#"{"type":"identify","userId":1,"traits":{"email":"X@Y.z"}}"#.to_owned()),
+        Just(
+            r#"{"type":"page","anonymousId":"a","timestamp":"2026-01-01T00:00:00+08:00"}"#
+                .to_owned()
+        ),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn check_sorts_every_message_into_accepted_or_refused(
+        texts in prop::collection::vec(message_text(), 0..20),
+        implied in prop::option::of(0usize..6),
+    ) {
+        let implied = implied.map(|i| MessageKind::ALL[i]);
+        let checked = check("w", texts.iter().map(String::as_str), None, implied, Utc::now());
+        prop_assert_eq!(checked.events.len() + checked.rejected.len(), texts.len());
+        for r in &checked.rejected {
+            prop_assert_eq!(&r.raw, &texts[r.index]);
+            prop_assert!(!r.error.message.is_empty());
+        }
+    }
+
+    #[test]
+    fn batch_bodies_never_panic(body in any::<Vec<u8>>()) {
+        let _ = serde_json::from_slice::<BatchBody<'_>>(&body);
+        let _ = serde_json::from_slice::<KeyOnly>(&body);
+    }
+}
+
+#[test]
+fn valid_and_invalid_messages_of_one_batch_are_separated_by_index() {
+    let texts = [
+        r#"{"type":"track","event":"e","userId":"u","messageId":"a"}"#,
+        r#"{"type":"track","userId":"u"}"#,
+        "not json",
+        r#"{"type":"page","anonymousId":"x"}"#,
+    ];
+    let checked = check("w", texts, None, None, Utc::now());
+    assert_eq!(checked.events.len(), 2);
+    let refused: Vec<(usize, &str)> = checked
+        .rejected
+        .iter()
+        .map(|r| (r.index, r.error.field.as_str()))
+        .collect();
+    assert_eq!(refused, [(1, "event"), (2, "")]);
+    assert_eq!(checked.rejected[1].error.code, "invalid_json");
+}
+
+#[test]
+fn basic_auth_yields_the_user_name_as_write_key() {
+    use base64::Engine;
+    let mut headers = HeaderMap::new();
+    let encoded = base64::engine::general_purpose::STANDARD.encode("wk_123:");
+    headers.insert(
+        header::AUTHORIZATION,
+        format!("Basic {encoded}").parse().unwrap(),
+    );
+    assert_eq!(
+        crate::auth::basic_write_key(&headers).as_deref(),
+        Some("wk_123")
+    );
+    headers.insert(header::AUTHORIZATION, "Basic %%%".parse().unwrap());
+    assert_eq!(crate::auth::basic_write_key(&headers), None);
+}
