@@ -102,21 +102,28 @@ pub async fn provision(
         admin_token: random_secret("tok"),
     };
     store.ensure_workspace(&generated.workspace).await?;
-    store
-        .put_credential(&Credential::new(
-            &generated.write_key,
-            &generated.workspace,
-            CredentialKind::WriteKey,
-            vec![Scope::Write],
-        ))
-        .await?;
-    store
-        .put_credential(&Credential::new(
-            &generated.admin_token,
-            &generated.workspace,
-            CredentialKind::Token,
-            vec![Scope::Admin],
-        ))
-        .await?;
+    grant_write_key(store, &generated.write_key, &generated.workspace).await?;
+    grant_token(
+        store,
+        &generated.admin_token,
+        &generated.workspace,
+        vec![Scope::Admin],
+    )
+    .await?;
     Ok(Some(generated))
+}
+
+async fn grant_write_key(store: &Store, key: &str, workspace: &str) -> anyhow::Result<()> {
+    let credential = Credential::new(key, workspace, CredentialKind::WriteKey, vec![Scope::Write]);
+    Ok(store.put_credential(&credential).await?)
+}
+
+async fn grant_token(
+    store: &Store,
+    token: &str,
+    workspace: &str,
+    scopes: Vec<Scope>,
+) -> anyhow::Result<()> {
+    let credential = Credential::new(token, workspace, CredentialKind::Token, scopes);
+    Ok(store.put_credential(&credential).await?)
 }

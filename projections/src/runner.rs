@@ -10,7 +10,7 @@ use std::time::Duration;
 use cdp_domain::event::{Position, StoredEvent};
 use cdp_domain::store::{EventStore, Store, StoreError};
 use chrono::Utc;
-use sqlx::{Postgres, Row, Sqlite, Transaction};
+use sqlx::{Postgres, Sqlite, Transaction};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -65,39 +65,21 @@ pub struct Progress {
 
 /// The checkpoint of a projection (the start of the log if it has none).
 pub async fn checkpoint(store: &Store, name: &str) -> Result<Position, ProjectionError> {
-    let row = match store {
+    let row: Option<(i64, i64)> = match store {
         Store::Sqlite(s) => {
-            sqlx::query("SELECT tx, seq FROM projection_checkpoints WHERE name = ?")
+            sqlx::query_as("SELECT tx, seq FROM projection_checkpoints WHERE name = ?")
                 .bind(name)
                 .fetch_optional(s.read_pool())
                 .await?
         }
         Store::Postgres(s) => {
-            return Ok(
-                sqlx::query("SELECT tx, seq FROM projection_checkpoints WHERE name = $1")
-                    .bind(name)
-                    .fetch_optional(s.pool())
-                    .await?
-                    .map(|r| -> Result<Position, sqlx::Error> {
-                        Ok(Position {
-                            tx: r.try_get(0)?,
-                            seq: r.try_get(1)?,
-                        })
-                    })
-                    .transpose()?
-                    .unwrap_or(Position::START),
-            )
+            sqlx::query_as("SELECT tx, seq FROM projection_checkpoints WHERE name = $1")
+                .bind(name)
+                .fetch_optional(s.pool())
+                .await?
         }
     };
-    Ok(row
-        .map(|r| -> Result<Position, sqlx::Error> {
-            Ok(Position {
-                tx: r.try_get(0)?,
-                seq: r.try_get(1)?,
-            })
-        })
-        .transpose()?
-        .unwrap_or(Position::START))
+    Ok(row.map_or(Position::START, |(tx, seq)| Position { tx, seq }))
 }
 
 /// Applies the next batch of up to `limit` events to `projection` and moves its checkpoint, atomically.
@@ -162,15 +144,15 @@ pub async fn run_once<P: Projection>(
             .execute(&mut *tx)
             .await?;
             // The row lock makes runners of several instances take turns; none applies a batch twice.
-            let row = sqlx::query(
+            let (start_tx, start_seq): (i64, i64) = sqlx::query_as(
                 "SELECT tx, seq FROM projection_checkpoints WHERE name = $1 FOR UPDATE",
             )
             .bind(name)
             .fetch_one(&mut *tx)
             .await?;
             let start = Position {
-                tx: row.try_get(0)?,
-                seq: row.try_get(1)?,
+                tx: start_tx,
+                seq: start_seq,
             };
             let events = store.read_after(start, limit).await?;
             if events.is_empty() {
