@@ -56,7 +56,7 @@ pub struct Checked {
     pub rejected: Vec<Rejection>,
 }
 
-/// Checks each message text; `default_message_id` supplies ids for messages without one.
+/// Checks each message text; messages without a `messageId` get a random UUID.
 pub fn check<'a>(
     workspace: &str,
     messages: impl IntoIterator<Item = &'a str>,

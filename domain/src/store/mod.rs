@@ -73,7 +73,7 @@ pub trait EventStore: Send + Sync {
         limit: u32,
     ) -> impl Future<Output = Result<Vec<StoredEvent>, StoreError>> + Send;
 
-    /// Events of one workspace, newest first, for inspection.
+    /// How many events a workspace has in the log.
     fn count_events(&self, workspace: &str)
         -> impl Future<Output = Result<i64, StoreError>> + Send;
 
