@@ -19,7 +19,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the service (HTTP, NATS ingestion, projections).
-    Serve(Config),
+    Serve(Box<Config>),
     /// Generate a retail data set, ingest it through the real HTTP path, and print what cdp made of it.
     Demo(crate::demo::DemoArgs),
     /// Run the benchmark scenarios and print the table.
@@ -36,7 +36,7 @@ pub async fn run() -> anyhow::Result<()> {
         .with_target(false)
         .init();
     match cli.command {
-        Command::Serve(config) => serve(config).await,
+        Command::Serve(config) => serve(*config).await,
         Command::Demo(args) => crate::demo::run(args).await,
         Command::Bench(args) => crate::bench::run(args).await,
     }

@@ -130,7 +130,8 @@ pub fn quarantine_entry(
     error: &MessageError,
     raw: &str,
 ) -> QuarantineEntry {
-    let mut payload = raw.to_owned();
+    // PostgreSQL text cannot hold U+0000, which a body that is not JSON may carry.
+    let mut payload = raw.replace('\0', "\u{FFFD}");
     if payload.len() > MAX_BATCH_BYTES {
         let mut cut = MAX_BATCH_BYTES;
         while !payload.is_char_boundary(cut) {

@@ -104,7 +104,8 @@ fn message_text(message: &jetstream::Message) -> Result<String, MessageError> {
     let msg_id = message
         .headers
         .as_ref()
-        .and_then(|h| h.get("Nats-Msg-Id"))
+        // A `&str` key would never match: parsed headers hold the standard name.
+        .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
         .map(|v| v.as_str().to_owned());
     let Some(msg_id) = msg_id else {
         return Ok(text.to_owned());
@@ -118,12 +119,12 @@ fn message_text(message: &jetstream::Message) -> Result<String, MessageError> {
     }
 }
 
+/// A message with its text (or why it has none).
+type Readable = (jetstream::Message, Result<String, MessageError>);
+
 async fn process(state: &AppState, topology: &IngestTopology, batch: Vec<jetstream::Message>) {
     // Group by workspace so each workspace's messages are checked together and committed in one go.
-    let mut by_workspace: BTreeMap<
-        String,
-        Vec<(jetstream::Message, Result<String, MessageError>)>,
-    > = BTreeMap::new();
+    let mut by_workspace: BTreeMap<String, Vec<Readable>> = BTreeMap::new();
     let mut unknown = Vec::new();
     for message in batch {
         let workspace = message
@@ -201,7 +202,7 @@ async fn settle(messages: &[jetstream::Message], outcome: Result<(), String>) {
         }
     };
     for m in messages {
-        if let Err(e) = m.ack_with(kind.clone()).await {
+        if let Err(e) = m.ack_with(kind).await {
             tracing::warn!(error = %e, "failed to acknowledge a NATS message; it will be redelivered and deduplicated");
         }
     }

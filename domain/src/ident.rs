@@ -50,7 +50,7 @@ impl Email {
                 !local.is_empty()
                     && !domain.is_empty()
                     && !domain.contains('@')
-                    && !value.chars().any(char::is_whitespace)
+                    && !value.chars().any(|c| c.is_whitespace() || c.is_control())
                     && value.len() <= 254
             }
             None => false,

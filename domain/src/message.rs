@@ -239,6 +239,7 @@ fn take_id(msg: &mut Map<String, Value>, field: &str) -> Result<Option<String>, 
         Some(_) => return Err(wrong_type(field, "a string or a number")),
     };
     if let Some(id) = &id {
+        refuse_nul(field, id)?;
         if id.chars().count() > MAX_ID_CHARS {
             return Err(MessageError::new(
                 "invalid_value",
@@ -253,10 +254,25 @@ fn take_id(msg: &mut Map<String, Value>, field: &str) -> Result<Option<String>, 
     Ok(id)
 }
 
+/// Ids and names are stored in columns of their own, and PostgreSQL text cannot hold U+0000.
+fn refuse_nul(field: &str, value: &str) -> Result<(), MessageError> {
+    if value.contains('\0') {
+        return Err(MessageError::new(
+            "invalid_value",
+            field,
+            format!("{field} must not contain NUL characters"),
+        ));
+    }
+    Ok(())
+}
+
 fn optional_text(msg: &Map<String, Value>, field: &str) -> Result<Option<String>, MessageError> {
     match msg.get(field) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.chars().count() <= MAX_NAME_CHARS => Ok(Some(s.clone())),
+        Some(Value::String(s)) if s.chars().count() <= MAX_NAME_CHARS => {
+            refuse_nul(field, s)?;
+            Ok(Some(s.clone()))
+        }
         Some(Value::String(_)) => Err(MessageError::new(
             "invalid_value",
             field,
