@@ -1,1 +1,14 @@
-//! e2e
+//! The end-to-end suite: the real service through its HTTP and NATS edges, on SQLite always and on
+//! PostgreSQL and NATS when `CDP_TEST_DATABASE_URL` / `CDP_TEST_NATS_URL` are set (skips are announced).
+//! Set `TEST_LOG=1` to see the service's logs.
+
+mod auth;
+mod durability;
+mod helpers;
+mod ingest;
+mod limits;
+mod log;
+mod nats;
+mod ops;
+mod quarantine;
+mod read;

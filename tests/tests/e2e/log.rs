@@ -1,0 +1,206 @@
+//! The event log itself: a reader following `read_after` while many tasks append concurrently sees every
+//! event exactly once, in increasing positions (on PostgreSQL this catches sequence values that commit out
+//! of order); appends are idempotent per (workspace, messageId); rows cannot be updated or deleted.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cdp_domain::event::{NewEvent, Position};
+use cdp_domain::message::MessageKind;
+use cdp_domain::store::{AppendReport, EventStore, Store};
+use chrono::Utc;
+use serde_json::json;
+
+use crate::helpers::{fresh_store, on_each_backend, read_all};
+
+const WRITERS: usize = 16;
+const APPENDS_PER_WRITER: usize = 50;
+
+fn new_event(workspace: &str, message_id: &str) -> NewEvent {
+    // The log keeps milliseconds.
+    let now = cdp_domain::event::from_millis(Utc::now().timestamp_millis());
+    NewEvent {
+        workspace: workspace.into(),
+        message_id: message_id.into(),
+        kind: MessageKind::Track,
+        name: Some("Order Completed".into()),
+        user_id: Some("u-log".into()),
+        anonymous_id: None,
+        event_time: now,
+        received_at: now,
+        payload: json!({"type": "track", "event": "Order Completed", "userId": "u-log",
+                        "messageId": message_id})
+        .to_string(),
+    }
+}
+
+/// The message ids writer `w` appends, batch by batch (1 to 4 events a batch).
+fn batches_of(w: usize) -> Vec<Vec<String>> {
+    (0..APPENDS_PER_WRITER)
+        .map(|a| {
+            let size = 1 + (w + a) % 4;
+            (0..size).map(|i| format!("w{w}-a{a}-e{i}")).collect()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reader_following_concurrent_appends_sees_every_event_exactly_once() {
+    on_each_backend("gap_free_reader", |backend| async move {
+        let (store, _guard) = fresh_store(backend).await;
+        let expected: HashSet<String> = (0..WRITERS).flat_map(batches_of).flatten().collect();
+        let writers_done = Arc::new(AtomicBool::new(false));
+
+        let reader = tokio::spawn({
+            let store = store.clone();
+            let writers_done = writers_done.clone();
+            let total = expected.len();
+            async move {
+                let mut seen: Vec<(Position, String)> = Vec::with_capacity(total);
+                let mut distinct = HashSet::with_capacity(total);
+                let mut after = Position::START;
+                let mut deadline = None;
+                loop {
+                    let page = store.read_after(after, 37).await.expect("read_after");
+                    for stored in &page {
+                        assert!(
+                            stored.position > after,
+                            "positions increase: {:?} after {after:?}",
+                            stored.position
+                        );
+                        after = stored.position;
+                        distinct.insert(stored.event.message_id.clone());
+                        seen.push((stored.position, stored.event.message_id.clone()));
+                    }
+                    if page.is_empty() {
+                        if writers_done.load(Ordering::Acquire) {
+                            // Everything is committed; wait (bounded) for it to become readable.
+                            if distinct.len() >= total {
+                                return seen;
+                            }
+                            let limit = *deadline
+                                .get_or_insert_with(|| Instant::now() + Duration::from_secs(30));
+                            if Instant::now() > limit {
+                                return seen;
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+            }
+        });
+
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    for batch in batches_of(w) {
+                        let events: Vec<NewEvent> =
+                            batch.iter().map(|id| new_event("shop", id)).collect();
+                        let report = store.append(&events).await.expect("append");
+                        assert_eq!(report.inserted, events.len() as u64);
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.await.expect("a writer finished");
+        }
+        writers_done.store(true, Ordering::Release);
+        let seen = reader.await.expect("the reader finished");
+
+        let ids: Vec<&String> = seen.iter().map(|(_, id)| id).collect();
+        let unique: HashSet<String> = ids.iter().map(|id| (*id).clone()).collect();
+        assert_eq!(ids.len(), unique.len(), "no event was read twice");
+        let missing: Vec<&String> = expected.difference(&unique).take(10).collect();
+        assert!(
+            missing.is_empty(),
+            "the reader skipped {} of {} events, e.g. {missing:?}",
+            expected.len() - unique.len().min(expected.len()),
+            expected.len()
+        );
+        assert_eq!(unique, expected);
+        assert_eq!(
+            store.count_events("shop").await.unwrap(),
+            expected.len() as i64
+        );
+
+        // A reader starting over now reads the same sequence.
+        let again: Vec<(Position, String)> = read_all(&store)
+            .await
+            .into_iter()
+            .map(|e| (e.position, e.event.message_id))
+            .collect();
+        assert_eq!(again, seen, "the order is stable");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_are_idempotent_per_workspace_and_message_id() {
+    on_each_backend("idempotent_append", |backend| async move {
+        let (store, _guard) = fresh_store(backend).await;
+        let first = [new_event("shop", "m-1"), new_event("shop", "m-2")];
+        let report = store.append(&first).await.unwrap();
+        assert_eq!(
+            report,
+            AppendReport {
+                inserted: 2,
+                duplicates: 0
+            }
+        );
+
+        let again = [
+            new_event("shop", "m-2"),
+            new_event("shop", "m-3"),
+            new_event("shop", "m-3"),
+            new_event("other_shop", "m-1"),
+        ];
+        let report = store.append(&again).await.unwrap();
+        assert_eq!(
+            report,
+            AppendReport {
+                inserted: 2,
+                duplicates: 2
+            }
+        );
+        assert_eq!(store.count_events("shop").await.unwrap(), 3);
+        assert_eq!(store.count_events("other_shop").await.unwrap(), 1);
+
+        let events = crate::helpers::eventually("4 readable events", || async {
+            let events = read_all(&store).await;
+            if events.len() == 4 {
+                Ok(events)
+            } else {
+                Err(format!("{} events", events.len()))
+            }
+        })
+        .await;
+        assert_eq!(
+            events[0].event, first[0],
+            "an event reads back as it was appended"
+        );
+        assert!(events.windows(2).all(|w| w[0].position < w[1].position));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_cannot_be_updated_or_deleted() {
+    on_each_backend("append_only", |backend| async move {
+        let (store, _guard) = fresh_store(backend).await;
+        store.append(&[new_event("shop", "m-1")]).await.unwrap();
+        for sql in ["UPDATE events SET name = 'changed'", "DELETE FROM events"] {
+            let outcome = match &store {
+                Store::Sqlite(s) => sqlx::query(sql).execute(s.write_pool()).await.map(|_| ()),
+                Store::Postgres(s) => sqlx::query(sql).execute(s.pool()).await.map(|_| ()),
+            };
+            let error = outcome.expect_err(sql).to_string();
+            assert!(error.contains("append-only"), "{sql}: {error}");
+        }
+        assert_eq!(store.count_events("shop").await.unwrap(), 1);
+    })
+    .await;
+}
