@@ -31,21 +31,35 @@ fn sources(crate_dirs: &[&str]) -> Vec<PathBuf> {
     for dir in crate_dirs {
         rust_files(&root.join(dir), &mut files);
     }
-    assert!(!files.is_empty(), "no sources found under {}", root.display());
+    assert!(
+        !files.is_empty(),
+        "no sources found under {}",
+        root.display()
+    );
     files
 }
 
 #[test]
 fn every_module_opens_with_a_doc_line() {
-    let missing: Vec<String> = sources(&["domain/src", "projections/src", "replay/src", "api/src", "tests/src", "tests/tests"])
-        .into_iter()
-        .filter(|path| {
-            let text = fs::read_to_string(path).unwrap_or_default();
-            !text.trim_start().starts_with("//!")
-        })
-        .map(|p| p.display().to_string())
-        .collect();
-    assert!(missing.is_empty(), "modules without a `//!` line: {missing:#?}");
+    let missing: Vec<String> = sources(&[
+        "domain/src",
+        "projections/src",
+        "replay/src",
+        "api/src",
+        "tests/src",
+        "tests/tests",
+    ])
+    .into_iter()
+    .filter(|path| {
+        let text = fs::read_to_string(path).unwrap_or_default();
+        !text.trim_start().starts_with("//!")
+    })
+    .map(|p| p.display().to_string())
+    .collect();
+    assert!(
+        missing.is_empty(),
+        "modules without a `//!` line: {missing:#?}"
+    );
 }
 
 /// The lines of `text` that use an IO crate.
@@ -77,7 +91,10 @@ fn pure_domain_modules_import_no_io_crate() {
             offenders.push(format!("{}: {line}", path.display()));
         }
     }
-    assert!(offenders.is_empty(), "pure domain modules import IO crates: {offenders:#?}");
+    assert!(
+        offenders.is_empty(),
+        "pure domain modules import IO crates: {offenders:#?}"
+    );
 }
 
 #[test]
