@@ -1,6 +1,157 @@
-//! placeholder until the bench lands
+//! `cdp bench`: runs the scenarios of BENCH.md against the real service, started in-process on a fresh
+//! store, and prints one table plus a one-line summary per scenario. Each scenario verifies that what it
+//! measured really happened and fails (non-zero exit) otherwise.
+//!
+//! A scenario is a module with a `run` that returns an [`report::Outcome`]; adding one means a variant
+//! of [`Scenario`] and a line in [`run_scenario`].
+
+mod ingest_http;
+pub mod report;
+mod target;
+mod workload;
+
+use anyhow::bail;
+
+use report::{thousands, Outcome};
+use target::Backend;
+use workload::Workload;
+
+/// The scenarios `cdp bench` knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// Segment `/v1/batch` over HTTP from concurrent clients: durable events/s.
+    IngestHttp,
+}
+
+impl Scenario {
+    pub const ALL: &'static [Scenario] = &[Scenario::IngestHttp];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::IngestHttp => ingest_http::NAME,
+        }
+    }
+}
+
+/// Which stores to measure on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendChoice {
+    /// SQLite, and PostgreSQL too when --database-url is given.
+    All,
+    Sqlite,
+    /// PostgreSQL only (needs --database-url).
+    Postgres,
+}
+
 #[derive(Debug, clap::Args)]
-pub struct BenchArgs {}
-pub async fn run(_args: BenchArgs) -> anyhow::Result<()> {
-    anyhow::bail!("bench not yet written")
+pub struct BenchArgs {
+    /// Scenarios to run, comma-separated; every implemented one when absent.
+    #[arg(long = "scenario", value_enum, value_delimiter = ',')]
+    pub scenarios: Vec<Scenario>,
+    /// A PostgreSQL server (`postgres://user@host:port/db`) to measure on as well. Every measurement
+    /// creates a fresh database `cdp_bench_<random>` there and drops it afterwards. Deliberately not
+    /// read from CDP_DATABASE_URL, so a production setting never receives benchmark data.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    #[arg(long, value_enum, default_value = "all")]
+    pub backend: BackendChoice,
+    /// Concurrent HTTP clients (and tasks of the physical reference).
+    #[arg(long, default_value_t = 8)]
+    pub clients: usize,
+    /// Messages per `/v1/batch` request.
+    #[arg(long, default_value_t = 100)]
+    pub batch: usize,
+    /// Events per scenario and backend.
+    #[arg(long, default_value_t = 200_000)]
+    pub events: usize,
+    /// Seed of the generated messages.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let backends = backends(&args)?;
+    let scenarios = if args.scenarios.is_empty() {
+        Scenario::ALL.to_vec()
+    } else {
+        args.scenarios.clone()
+    };
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    println!(
+        "cdp bench {} — {cores} cores (available parallelism), {}/{}, {} build; client and service \
+         share the machine",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::OS,
+        std::env::consts::ARCH,
+        if cfg!(debug_assertions) {
+            "DEBUG (numbers are not representative: use --release)"
+        } else {
+            "release"
+        },
+    );
+    let workload = Workload::retail(args.events, args.batch, args.seed)?;
+    println!(
+        "workload: {} retail messages (identify, page, Product Added, Order Completed) over {} \
+         customers, {} bytes on average, {} requests of up to {}, seed {}",
+        thousands(workload.events as u64),
+        thousands(workload.customers as u64),
+        workload.bytes / workload.events.max(1),
+        thousands(workload.batches.len() as u64),
+        args.batch,
+        args.seed
+    );
+    println!();
+
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    let mut failure = None;
+    'all: for scenario in &scenarios {
+        for backend in &backends {
+            eprintln!("running {} on {} …", scenario.name(), backend.name());
+            match run_scenario(*scenario, backend, &workload, &args).await {
+                Ok(outcome) => outcomes.push(outcome),
+                Err(e) => {
+                    failure = Some(e);
+                    break 'all;
+                }
+            }
+        }
+    }
+    let rows: Vec<_> = outcomes.iter().map(|o| o.row.clone()).collect();
+    if !rows.is_empty() {
+        print!("{}", report::table(&rows));
+        println!();
+        for o in &outcomes {
+            println!("{}", o.summary);
+        }
+    }
+    match failure {
+        Some(e) => Err(e.context("benchmark failed; the figures above (if any) are incomplete")),
+        None => Ok(()),
+    }
+}
+
+async fn run_scenario(
+    scenario: Scenario,
+    backend: &Backend,
+    workload: &Workload,
+    args: &BenchArgs,
+) -> anyhow::Result<Outcome> {
+    match scenario {
+        Scenario::IngestHttp => ingest_http::run(backend, workload, args.clients).await,
+    }
+}
+
+fn backends(args: &BenchArgs) -> anyhow::Result<Vec<Backend>> {
+    let postgres = args
+        .database_url
+        .clone()
+        .map(|server_url| Backend::Postgres { server_url });
+    Ok(match (args.backend, postgres) {
+        (BackendChoice::All, pg) => std::iter::once(Backend::Sqlite).chain(pg).collect(),
+        (BackendChoice::Sqlite, _) => vec![Backend::Sqlite],
+        (BackendChoice::Postgres, Some(pg)) => vec![pg],
+        (BackendChoice::Postgres, None) => {
+            bail!("--backend postgres needs --database-url postgres://…")
+        }
+    })
 }

@@ -1,0 +1,141 @@
+//! Fresh stores for one measurement: a new SQLite directory, or a new PostgreSQL database
+//! (`cdp_bench_<random>`) on the server the user named, dropped afterwards, so runs are comparable.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use cdp_domain::store::Store;
+use rand::distributions::Alphanumeric;
+use rand::Rng;
+use sqlx::Connection;
+
+use crate::Config;
+
+/// Which kind of store a measurement runs on.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Sqlite,
+    /// The server's URL as given: a fresh database is created on it for every measurement.
+    Postgres {
+        server_url: String,
+    },
+}
+
+impl Backend {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres { .. } => "postgres",
+        }
+    }
+}
+
+/// A store nobody has written to yet. Call [`FreshStore::remove`] when done.
+pub struct FreshStore {
+    /// The SQLite directory (unused but harmless for PostgreSQL).
+    dir: tempfile::TempDir,
+    postgres: Option<FreshDatabase>,
+}
+
+struct FreshDatabase {
+    server_url: String,
+    name: String,
+    url: String,
+}
+
+impl FreshStore {
+    pub async fn create(backend: &Backend) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("cdp-bench-")
+            .tempdir()
+            .context("failed to create a temporary directory")?;
+        let postgres = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres { server_url } => Some(FreshDatabase::create(server_url).await?),
+        };
+        Ok(Self { dir, postgres })
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    /// A service configuration on this store: loopback, port 0, no NATS, no credentials yet.
+    pub fn config(&self) -> Config {
+        let mut config = Config::local(self.data_dir());
+        config.database_url = self.postgres.as_ref().map(|p| p.url.clone());
+        config
+    }
+
+    /// Opens the store directly (migrations applied), for physical references.
+    pub async fn open(&self) -> anyhow::Result<Store> {
+        match &self.postgres {
+            Some(p) => Store::connect(&p.url)
+                .await
+                .with_context(|| format!("failed to open PostgreSQL database {}", p.name)),
+            None => Store::open_embedded(self.dir.path())
+                .await
+                .with_context(|| format!("failed to open SQLite in {}", self.dir.path().display())),
+        }
+    }
+
+    /// Drops the database (PostgreSQL) and deletes the directory.
+    pub async fn remove(self) -> anyhow::Result<()> {
+        if let Some(p) = self.postgres {
+            p.drop().await?;
+        }
+        let path = self.dir.path().display().to_string();
+        self.dir
+            .close()
+            .with_context(|| format!("failed to delete {path}"))
+    }
+}
+
+impl FreshDatabase {
+    async fn create(server_url: &str) -> anyhow::Result<Self> {
+        let suffix: String = rand::thread_rng()
+            .sample_iter(&Alphanumeric)
+            .take(10)
+            .map(|b| char::from(b).to_ascii_lowercase())
+            .collect();
+        let name = format!("cdp_bench_{suffix}");
+        let mut url = reqwest::Url::parse(server_url)
+            .with_context(|| format!("--database-url {server_url:?} is not a URL"))?;
+        if !matches!(url.scheme(), "postgres" | "postgresql") {
+            anyhow::bail!(
+                "--database-url must be postgres://…, not {:?}",
+                url.scheme()
+            );
+        }
+        url.set_path(&format!("/{name}"));
+        let mut admin = sqlx::PgConnection::connect(server_url)
+            .await
+            .with_context(|| format!("failed to connect to PostgreSQL at {server_url}"))?;
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .with_context(|| format!("failed to create database {name}"))?;
+        admin.close().await.ok();
+        Ok(Self {
+            server_url: server_url.to_owned(),
+            name,
+            url: url.into(),
+        })
+    }
+
+    async fn drop(self) -> anyhow::Result<()> {
+        let mut admin = sqlx::PgConnection::connect(&self.server_url)
+            .await
+            .with_context(|| format!("failed to connect to PostgreSQL to drop {}", self.name))?;
+        // FORCE ends connections of pools that are still closing.
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .execute(&mut admin)
+        .await
+        .with_context(|| format!("failed to drop database {}", self.name))?;
+        admin.close().await.ok();
+        Ok(())
+    }
+}
