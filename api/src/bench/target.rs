@@ -2,12 +2,14 @@
 //! (`cdp_bench_<random>`) on the server the user named, dropped afterwards, so runs are comparable.
 
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use anyhow::Context;
 use cdp_domain::store::Store;
 use rand::distributions::Alphanumeric;
 use rand::Rng;
-use sqlx::Connection;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection};
 
 use crate::Config;
 
@@ -100,7 +102,7 @@ impl FreshDatabase {
             .collect();
         let name = format!("cdp_bench_{suffix}");
         let mut url = reqwest::Url::parse(server_url)
-            .with_context(|| format!("--database-url {server_url:?} is not a URL"))?;
+            .with_context(|| format!("--database-url {} is not a URL", redacted(server_url)))?;
         if !matches!(url.scheme(), "postgres" | "postgresql") {
             anyhow::bail!(
                 "--database-url must be postgres://…, not {:?}",
@@ -108,9 +110,7 @@ impl FreshDatabase {
             );
         }
         url.set_path(&format!("/{name}"));
-        let mut admin = sqlx::PgConnection::connect(server_url)
-            .await
-            .with_context(|| format!("failed to connect to PostgreSQL at {server_url}"))?;
+        let mut admin = admin_connection(server_url).await?;
         sqlx::query(&format!("CREATE DATABASE {name}"))
             .execute(&mut admin)
             .await
@@ -124,9 +124,7 @@ impl FreshDatabase {
     }
 
     async fn drop(self) -> anyhow::Result<()> {
-        let mut admin = sqlx::PgConnection::connect(&self.server_url)
-            .await
-            .with_context(|| format!("failed to connect to PostgreSQL to drop {}", self.name))?;
+        let mut admin = admin_connection(&self.server_url).await?;
         // FORCE ends connections of pools that are still closing.
         sqlx::query(&format!(
             "DROP DATABASE IF EXISTS {} WITH (FORCE)",
@@ -137,5 +135,33 @@ impl FreshDatabase {
         .with_context(|| format!("failed to drop database {}", self.name))?;
         admin.close().await.ok();
         Ok(())
+    }
+}
+
+/// A connection to the server for CREATE and DROP DATABASE (which may be slow: not logged as such).
+async fn admin_connection(server_url: &str) -> anyhow::Result<sqlx::PgConnection> {
+    let options = PgConnectOptions::from_str(server_url)
+        .with_context(|| format!("--database-url {} is not valid", redacted(server_url)))?
+        .disable_statement_logging();
+    sqlx::PgConnection::connect_with(&options)
+        .await
+        .with_context(|| {
+            format!(
+                "failed to connect to PostgreSQL at {}",
+                redacted(server_url)
+            )
+        })
+}
+
+/// The URL without its password, for messages.
+fn redacted(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.into()
+        }
+        Err(_) => "(an unparsable URL)".to_owned(),
     }
 }
