@@ -148,6 +148,8 @@ async fn over_http(
             bail!("the service panicked: {e}");
         }
     }
+    // Closed before its database is dropped, so no connection is cut off mid-use.
+    close(&state.store).await;
     drop(state);
     outcome
 }
@@ -274,11 +276,11 @@ async fn straight_into_store(
         Ok(elapsed)
     }
     .await;
-    close(store).await;
+    close(&store).await;
     outcome
 }
 
-async fn close(store: Store) {
+async fn close(store: &Store) {
     match store {
         Store::Sqlite(s) => {
             s.write_pool().close().await;
