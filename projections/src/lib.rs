@@ -1,6 +1,6 @@
 //! Read models of cdp and the runner that keeps them in step with the event log.
 //!
-//! A projection has a stable name, a `handle` over a batch of events, and a checkpoint written in the
+//! A projection has a stable name, `prepare` and `write` steps over a batch of events, and a checkpoint written in the
 //! same transaction as its read model, so a crash at any point leaves a model that converges again.
 
 pub mod profile_view;

@@ -228,15 +228,17 @@ impl ProfileViews {
             .transpose()
     }
 
+    /// Reads through the pools, not the write transaction: only the runner writes views, and it checks
+    /// its checkpoint again under the write lock.
     async fn load_many(
-        tx: &mut ModelTx<'_>,
+        store: &Store,
         keys: &[ViewKey],
     ) -> Result<HashMap<ViewKey, ProfileView>, ProjectionError> {
         let mut found = HashMap::with_capacity(keys.len());
         const KEYS_PER_STATEMENT: usize = 300;
         for chunk in keys.chunks(KEYS_PER_STATEMENT) {
-            let rows = match tx {
-                ModelTx::Sqlite(tx) => {
+            let rows = match store {
+                Store::Sqlite(s) => {
                     let mut q: QueryBuilder<sqlx::Sqlite> = QueryBuilder::new(
                         "SELECT workspace, id_type, id_value, view FROM profile_views \
                          WHERE (workspace, id_type, id_value) IN (VALUES ",
@@ -253,13 +255,13 @@ impl ProfileViews {
                     }
                     q.push(")");
                     q.build()
-                        .fetch_all(&mut **tx)
+                        .fetch_all(s.read_pool())
                         .await?
                         .iter()
                         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
                         .collect::<Result<Vec<(String, String, String, String)>, sqlx::Error>>()?
                 }
-                ModelTx::Postgres(tx) => {
+                Store::Postgres(s) => {
                     let (w, t, v) = unzip_keys(chunk);
                     sqlx::query(
                         "SELECT p.workspace, p.id_type, p.id_value, p.view FROM profile_views p \
@@ -269,7 +271,7 @@ impl ProfileViews {
                     .bind(&w)
                     .bind(&t)
                     .bind(&v)
-                    .fetch_all(&mut **tx)
+                    .fetch_all(s.pool())
                     .await?
                     .iter()
                     .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
@@ -341,16 +343,22 @@ fn unzip_keys(keys: &[ViewKey]) -> (Vec<&str>, Vec<&str>, Vec<&str>) {
     (w, t, v)
 }
 
+/// Views ready to be written: key and JSON document.
+#[derive(Debug, Default)]
+pub struct PreparedViews(Vec<(ViewKey, String)>);
+
 impl Projection for ProfileViews {
+    type Prepared = PreparedViews;
+
     fn name(&self) -> &'static str {
         Self::NAME
     }
 
-    async fn handle(
+    async fn prepare(
         &self,
-        tx: &mut ModelTx<'_>,
+        store: &Store,
         events: &[StoredEvent],
-    ) -> Result<(), ProjectionError> {
+    ) -> Result<PreparedViews, ProjectionError> {
         let mut parsed = Vec::with_capacity(events.len());
         let mut keys: Vec<ViewKey> = Vec::new();
         for event in events {
@@ -364,7 +372,7 @@ impl Projection for ProfileViews {
         }
         keys.sort_by(|a, b| (&a.0, a.1.as_str(), &a.2).cmp(&(&b.0, b.1.as_str(), &b.2)));
         keys.dedup();
-        let mut views = Self::load_many(tx, &keys).await?;
+        let mut views = Self::load_many(store, &keys).await?;
         for (event, payload, ids) in &parsed {
             for (t, v) in ids {
                 let key = (event.event.workspace.clone(), *t, v.clone());
@@ -376,7 +384,15 @@ impl Projection for ProfileViews {
             let json = serde_json::to_string(&view).map_err(ProjectionError::corrupt)?;
             rows.push((key, json));
         }
-        Self::save_many(tx, &rows).await
+        Ok(PreparedViews(rows))
+    }
+
+    async fn write(
+        &self,
+        tx: &mut ModelTx<'_>,
+        prepared: PreparedViews,
+    ) -> Result<(), ProjectionError> {
+        Self::save_many(tx, &prepared.0).await
     }
 }
 

@@ -41,16 +41,30 @@ pub enum ModelTx<'a> {
     Postgres(Transaction<'a, Postgres>),
 }
 
-/// A read model built from the log.
+/// A read model built from the log. Handling a batch has two steps so that the write lock (SQLite has
+/// one writer for the whole service) is held only while rows are written: `prepare` reads the current
+/// model through the pools and computes the new rows; `write` stores them inside the transaction that
+/// also moves the checkpoint. The runner guarantees no other batch of the same projection commits between
+/// the two.
 pub trait Projection: Send + Sync + 'static {
+    /// What `prepare` computed and `write` stores.
+    type Prepared: Send;
+
     /// Stable: the checkpoint is stored under it.
     fn name(&self) -> &'static str;
 
-    /// Applies a batch of events, in log order, inside `tx`.
-    fn handle(
+    /// Applies a batch of events, in log order, to the current read model, without writing.
+    fn prepare(
+        &self,
+        store: &Store,
+        events: &[StoredEvent],
+    ) -> impl Future<Output = Result<Self::Prepared, ProjectionError>> + Send;
+
+    /// Writes what `prepare` computed, inside `tx`.
+    fn write(
         &self,
         tx: &mut ModelTx<'_>,
-        events: &[StoredEvent],
+        prepared: Self::Prepared,
     ) -> impl Future<Output = Result<(), ProjectionError>> + Send;
 }
 
@@ -91,8 +105,8 @@ pub async fn run_once<P: Projection>(
     let name = projection.name();
     match store {
         Store::Sqlite(s) => {
-            // Read outside the write lock so ingestion is held up only while the model is written;
-            // the checkpoint is checked again under the lock.
+            // Read and compute outside the write lock so ingestion is held up only while the model is
+            // written; the checkpoint is checked again under the lock.
             let start = checkpoint(store, name).await?;
             let events = store.read_after(start, limit).await?;
             if events.is_empty() {
@@ -101,6 +115,7 @@ pub async fn run_once<P: Projection>(
                     ..Progress::default()
                 });
             }
+            let prepared = projection.prepare(store, &events).await?;
             let mut tx = s.write_pool().begin_with("BEGIN IMMEDIATE").await?;
             let now: Option<i64> =
                 sqlx::query_scalar("SELECT seq FROM projection_checkpoints WHERE name = ?")
@@ -115,7 +130,7 @@ pub async fn run_once<P: Projection>(
                 });
             }
             let mut model = ModelTx::Sqlite(tx);
-            projection.handle(&mut model, &events).await?;
+            projection.write(&mut model, prepared).await?;
             let ModelTx::Sqlite(mut tx) = model else {
                 unreachable!("the runner built a SQLite transaction")
             };
@@ -162,8 +177,10 @@ pub async fn run_once<P: Projection>(
                     ..Progress::default()
                 });
             }
+            // The row lock is held, so no other runner changes the model while this one prepares.
+            let prepared = projection.prepare(store, &events).await?;
             let mut model = ModelTx::Postgres(tx);
-            projection.handle(&mut model, &events).await?;
+            projection.write(&mut model, prepared).await?;
             let ModelTx::Postgres(mut tx) = model else {
                 unreachable!("the runner built a PostgreSQL transaction")
             };

@@ -1,4 +1,4 @@
-//! Operator jobs: rebuilding read models from the event log with the same `handle` code live processing
+//! Operator jobs: rebuilding read models from the event log with the same `prepare`/`write` code live processing
 //! runs (`cdp_projections`), never a second implementation.
 
 use cdp_domain::store::Store;
