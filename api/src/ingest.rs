@@ -155,33 +155,16 @@ pub fn quarantine_entry(
 mod tests;
 
 pub fn router() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/v1/track", post(track))
-        .route("/v1/identify", post(identify))
-        .route("/v1/page", post(page))
-        .route("/v1/screen", post(screen))
-        .route("/v1/group", post(group))
-        .route("/v1/alias", post(alias))
-        .route("/v1/batch", post(batch))
-}
-
-async fn track(state: State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    single(state, headers, body, MessageKind::Track).await
-}
-async fn identify(state: State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    single(state, headers, body, MessageKind::Identify).await
-}
-async fn page(state: State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    single(state, headers, body, MessageKind::Page).await
-}
-async fn screen(state: State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    single(state, headers, body, MessageKind::Screen).await
-}
-async fn group(state: State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    single(state, headers, body, MessageKind::Group).await
-}
-async fn alias(state: State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    single(state, headers, body, MessageKind::Alias).await
+    let mut router = Router::new().route("/v1/batch", post(batch));
+    for kind in MessageKind::ALL {
+        let endpoint = post(
+            move |state: State<Arc<AppState>>, headers: HeaderMap, body: Body| {
+                single(state, headers, body, kind)
+            },
+        );
+        router = router.route(&format!("/v1/{}", kind.as_str()), endpoint);
+    }
+    router
 }
 
 fn success() -> Response {
