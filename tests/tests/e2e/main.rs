@@ -10,5 +10,6 @@ mod limits;
 mod log;
 mod nats;
 mod ops;
+mod provision;
 mod quarantine;
 mod read;
