@@ -5,6 +5,7 @@
 
 pub mod event;
 pub mod ident;
+pub mod identity;
 pub mod message;
 pub mod store;
 pub mod workspace;

@@ -1,0 +1,215 @@
+//! The identity graph: the state that applying identity events builds — which profile holds each
+//! identifier, each profile's identifiers in the order they were linked, and where merged-away profiles went.
+
+use std::collections::BTreeMap;
+
+use super::events::{Identifier, IdentityEvent, ProfileId};
+
+/// A live profile in the graph.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Profile {
+    /// The order of creation: the survivor of a merge is the profile with the lowest.
+    pub order: u64,
+    /// Its identifiers, in the order they were linked (an absorbed profile's follow the survivor's).
+    pub identifiers: Vec<Identifier>,
+    /// How many profiles were merged into it, directly or through the profiles it absorbed.
+    pub merges: u32,
+}
+
+impl Profile {
+    /// How many of its identifiers are of `id_type`.
+    pub fn count_of(&self, id_type: &str) -> usize {
+        self.identifiers
+            .iter()
+            .filter(|i| i.id_type == id_type)
+            .count()
+    }
+}
+
+/// The identity graph of one workspace. Built only by [`IdentityGraph::apply`], so two graphs fed the same
+/// events are equal.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdentityGraph {
+    owners: BTreeMap<Identifier, ProfileId>,
+    profiles: BTreeMap<ProfileId, Profile>,
+    merged_into: BTreeMap<ProfileId, ProfileId>,
+    created: u64,
+}
+
+impl IdentityGraph {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies one decision. Rejections change nothing; links and merges of what is already linked or
+    /// merged are ignored, so applying is idempotent.
+    pub fn apply(&mut self, event: &IdentityEvent) {
+        match event {
+            IdentityEvent::ProfileCreated { profile, .. } => {
+                if !self.profiles.contains_key(profile) && !self.merged_into.contains_key(profile) {
+                    self.profiles.insert(
+                        profile.clone(),
+                        Profile {
+                            order: self.created,
+                            ..Profile::default()
+                        },
+                    );
+                    self.created += 1;
+                }
+            }
+            IdentityEvent::IdentifierLinked {
+                profile,
+                id_type,
+                value,
+                ..
+            } => {
+                let profile = self.resolve(profile);
+                let identifier = Identifier::new(id_type, value);
+                if self.owners.contains_key(&identifier) {
+                    return;
+                }
+                if let Some(state) = self.profiles.get_mut(&profile) {
+                    state.identifiers.push(identifier.clone());
+                    self.owners.insert(identifier, profile);
+                }
+            }
+            IdentityEvent::ProfilesMerged {
+                survivor, absorbed, ..
+            } => {
+                let survivor = self.resolve(survivor);
+                let absorbed = self.resolve(absorbed);
+                if survivor == absorbed || !self.profiles.contains_key(&survivor) {
+                    return;
+                }
+                let Some(gone) = self.profiles.remove(&absorbed) else {
+                    return;
+                };
+                for identifier in &gone.identifiers {
+                    self.owners.insert(identifier.clone(), survivor.clone());
+                }
+                if let Some(state) = self.profiles.get_mut(&survivor) {
+                    state.identifiers.extend(gone.identifiers);
+                    state.merges = state.merges.saturating_add(gone.merges).saturating_add(1);
+                }
+                self.merged_into.insert(absorbed, survivor);
+            }
+            IdentityEvent::MergeRejected { .. } | IdentityEvent::LinkRejected { .. } => {}
+        }
+    }
+
+    /// The live profile `profile` resolves to: itself, or the survivor of the merges that absorbed it.
+    pub fn resolve(&self, profile: &ProfileId) -> ProfileId {
+        let mut current = profile;
+        // Every merge points at a profile that was live when it was applied, so this ends; the bound
+        // guards against a corrupt graph all the same.
+        for _ in 0..=self.merged_into.len() {
+            match self.merged_into.get(current) {
+                Some(next) => current = next,
+                None => break,
+            }
+        }
+        current.clone()
+    }
+
+    /// The live profile holding an identifier, if any.
+    pub fn profile_of(&self, id_type: &str, value: &str) -> Option<ProfileId> {
+        self.owner(&Identifier::new(id_type, value))
+    }
+
+    /// The live profile holding an identifier, if any.
+    pub fn owner(&self, identifier: &Identifier) -> Option<ProfileId> {
+        self.owners.get(identifier).map(|p| self.resolve(p))
+    }
+
+    /// A profile's state, following merges.
+    pub fn profile(&self, profile: &ProfileId) -> Option<&Profile> {
+        self.profiles.get(&self.resolve(profile))
+    }
+
+    /// The live profiles, by id.
+    pub fn profiles(&self) -> impl Iterator<Item = (&ProfileId, &Profile)> {
+        self.profiles.iter()
+    }
+
+    /// Whether `profile` was ever created (live or merged away).
+    pub fn knows(&self, profile: &ProfileId) -> bool {
+        self.profiles.contains_key(profile) || self.merged_into.contains_key(profile)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(id: &str) -> ProfileId {
+        ProfileId::parse(id).unwrap()
+    }
+
+    fn created(id: &str) -> IdentityEvent {
+        IdentityEvent::ProfileCreated {
+            profile: p(id),
+            caused_by: "m".into(),
+        }
+    }
+
+    fn linked(id: &str, id_type: &str, value: &str) -> IdentityEvent {
+        IdentityEvent::IdentifierLinked {
+            profile: p(id),
+            id_type: id_type.into(),
+            value: value.into(),
+            caused_by: "m".into(),
+            rule_version: 1,
+        }
+    }
+
+    fn merged(survivor: &str, absorbed: &str) -> IdentityEvent {
+        IdentityEvent::ProfilesMerged {
+            survivor: p(survivor),
+            absorbed: p(absorbed),
+            via: Identifier::new("email", "x@y.z"),
+            caused_by: "m".into(),
+            rule_version: 1,
+        }
+    }
+
+    #[test]
+    fn merged_away_profiles_resolve_transitively_to_the_survivor() {
+        let mut graph = IdentityGraph::new();
+        for event in [
+            created("a"),
+            created("b"),
+            created("c"),
+            linked("a", "user_id", "1"),
+            linked("b", "email", "b@x.y"),
+            linked("c", "phone", "8613800138000"),
+            merged("b", "c"),
+            merged("a", "b"),
+        ] {
+            graph.apply(&event);
+        }
+        assert_eq!(graph.resolve(&p("c")), p("a"));
+        assert_eq!(graph.resolve(&p("b")), p("a"));
+        assert_eq!(graph.profile_of("phone", "8613800138000"), Some(p("a")));
+        let a = graph.profile(&p("c")).unwrap();
+        assert_eq!(a.identifiers.len(), 3);
+        assert_eq!(a.merges, 2);
+        assert_eq!(graph.profiles().count(), 1);
+        assert!(graph.knows(&p("b")));
+    }
+
+    #[test]
+    fn links_to_a_merged_away_profile_land_on_the_survivor_and_repeat_links_are_ignored() {
+        let mut graph = IdentityGraph::new();
+        for event in [
+            created("a"),
+            created("b"),
+            merged("a", "b"),
+            linked("b", "email", "b@x.y"),
+            linked("a", "email", "b@x.y"),
+        ] {
+            graph.apply(&event);
+        }
+        assert_eq!(graph.profile(&p("a")).unwrap().identifiers.len(), 1);
+        assert_eq!(graph.profile_of("email", "b@x.y"), Some(p("a")));
+    }
+}

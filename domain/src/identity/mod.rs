@@ -1,0 +1,10 @@
+//! OneID identity resolution, pure and synchronous: the rules per identifier type, the decisions as events,
+//! the graph those events build, and the resolution that decides them for one incoming event.
+
+pub mod events;
+pub mod graph;
+pub mod rules;
+
+pub use events::{Identifier, IdentityEvent, ProfileId, RejectReason, IDENTITY_EVENT_VERSION};
+pub use graph::{IdentityGraph, Profile};
+pub use rules::{IdentifierRule, IdentityRules};
