@@ -3,8 +3,13 @@
 
 pub mod events;
 pub mod graph;
+pub mod resolve;
 pub mod rules;
+
+#[cfg(test)]
+mod tests;
 
 pub use events::{Identifier, IdentityEvent, ProfileId, RejectReason, IDENTITY_EVENT_VERSION};
 pub use graph::{IdentityGraph, Profile};
+pub use resolve::{decide, decide_batch, resolve, Resolution};
 pub use rules::{IdentifierRule, IdentityRules};
