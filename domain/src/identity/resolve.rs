@@ -104,6 +104,14 @@ pub fn resolve(
         dropped.push(kept.remove(weakest));
     };
 
+    if impossible && plan.candidates.is_empty() {
+        // A lone new identifier of a type whose limit is 0: nothing to resolve to, nothing to link.
+        return Resolution {
+            profile: None,
+            events: Vec::new(),
+        };
+    }
+
     let mut events = Vec::new();
     let mut absorbed: Vec<ProfileId> = Vec::new();
     let target = match plan.candidates.split_first() {
@@ -119,7 +127,10 @@ pub fn resolve(
         Some((survivor, others)) => {
             let via: Vec<Identifier> = kept
                 .iter()
-                .filter(|id| graph.owner(id).is_some_and(|p| others.contains(&p)))
+                .filter(|id| {
+                    rules.may_merge(&id.id_type)
+                        && graph.owner(id).is_some_and(|p| others.contains(&p))
+                })
                 .cloned()
                 .collect();
             match ctx.merge_refusal(&plan.candidates, impossible) {

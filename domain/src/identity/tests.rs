@@ -452,6 +452,67 @@ fn decisions_record_the_rule_version_and_replay_into_the_same_graph() {
     assert_eq!(back, world.log);
 }
 
+#[test]
+fn lowering_a_limit_keeps_existing_profiles_reachable_and_links_nothing_past_it() {
+    let mut world = World::new(IdentityRules::default());
+    world.ingest(
+        "m1",
+        &[("email", "a@x.y"), ("email", "b@x.y"), ("email", "c@x.y")],
+    );
+    world.rules = IdentityRules::default().with("email", IdentifierRule::new(2, 1));
+    world.rules.version = 2;
+    let (profile, events) = world.ingest("m2", &[("email", "b@x.y"), ("phone", "13800138000")]);
+    assert_eq!(profile, Some(pid(1)));
+    assert_eq!(events.len(), 1, "{events:?}");
+    let (profile, events) = world.ingest("m3", &[("email", "c@x.y"), ("email", "d@x.y")]);
+    assert_eq!(profile, Some(pid(1)));
+    assert_eq!(
+        events,
+        vec![IdentityEvent::LinkRejected {
+            profile: pid(1),
+            id_type: "email".into(),
+            value: "d@x.y".into(),
+            reason: RejectReason::LimitExceeded,
+            caused_by: "m3".into(),
+            rule_version: 2,
+        }]
+    );
+    // A type with limit 0 never links and never makes an empty profile.
+    world.rules = world
+        .rules
+        .clone()
+        .with("device_id", IdentifierRule::new(5, 0));
+    let (profile, events) = world.ingest("m4", &[("device_id", "tablet-1")]);
+    assert_eq!((profile, events), (None, vec![]));
+}
+
+#[test]
+fn a_merge_names_a_mergeable_identifier_as_its_cause() {
+    let mut phone = IdentifierRule::new(3, 5);
+    phone.may_merge = false;
+    let mut world = World::new(retail_rules().with("phone", phone));
+    world.ingest("m1", &[("user_id", "u1")]);
+    world.ingest("m2", &[("phone", "13800138000"), ("member_card", "C1")]);
+    let (_, events) = world.ingest(
+        "m3",
+        &[
+            ("phone", "13800138000"),
+            ("member_card", "C1"),
+            ("user_id", "u1"),
+        ],
+    );
+    assert_eq!(
+        events,
+        vec![IdentityEvent::ProfilesMerged {
+            survivor: pid(1),
+            absorbed: pid(2),
+            via: id("member_card", "C1"),
+            caused_by: "m3".into(),
+            rule_version: 1,
+        }]
+    );
+}
+
 const TYPES: [&str; 5] = [
     "user_id",
     "email",
