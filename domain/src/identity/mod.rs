@@ -2,6 +2,7 @@
 //! the graph those events build, and the resolution that decides them for one incoming event.
 
 pub mod events;
+pub mod extract;
 pub mod graph;
 pub mod resolve;
 pub mod rules;
@@ -10,6 +11,7 @@ pub mod rules;
 mod tests;
 
 pub use events::{Identifier, IdentityEvent, ProfileId, RejectReason, IDENTITY_EVENT_VERSION};
+pub use extract::identifiers_of;
 pub use graph::{IdentityGraph, Profile};
 pub use resolve::{decide, decide_batch, resolve, Resolution};
 pub use rules::{IdentifierRule, IdentityRules};
