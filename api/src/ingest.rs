@@ -118,7 +118,9 @@ pub async fn commit(
         counters
             .accepted
             .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-        state.projection_wake.notify_one();
+        for waker in &state.wakers {
+            waker.notify_one();
+        }
     }
     Ok(())
 }

@@ -25,6 +25,7 @@ use anyhow::Context;
 use axum::Router;
 use cdp_domain::store::{Appender, EventStore, Store};
 use cdp_domain::workspace::Credential;
+use cdp_projections::identity::IdentityResolver;
 use cdp_projections::profile_view::ProfileViews;
 use cdp_projections::{runner, RunnerHandle, RunnerStatus};
 use tokio::net::TcpListener;
@@ -43,7 +44,9 @@ pub struct AppState {
     pub credentials: moka::sync::Cache<String, Option<Credential>>,
     workspaces: moka::sync::Cache<String, bool>,
     pub projection: Arc<RunnerStatus>,
-    pub projection_wake: Arc<Notify>,
+    pub identity: Arc<RunnerStatus>,
+    /// Wakes the projection runners after an append.
+    pub wakers: Vec<Arc<Notify>>,
     pub nats: Option<async_nats::Client>,
 }
 
@@ -75,7 +78,7 @@ pub struct Application {
     router: Router,
     state: Arc<AppState>,
     generated: Option<GeneratedCredentials>,
-    _runner: RunnerHandle,
+    _runners: Vec<RunnerHandle>,
     nats_task: Option<JoinHandle<()>>,
 }
 
@@ -97,6 +100,7 @@ impl Application {
         let generated = provision::provision(&store, &config).await?;
         let appender = Appender::spawn(store.clone());
         let runner = runner::spawn(store.clone(), ProfileViews);
+        let resolver = runner::spawn(store.clone(), IdentityResolver::default());
         let nats = match &config.nats_url {
             Some(url) => Some(
                 async_nats::connect(url)
@@ -118,7 +122,8 @@ impl Application {
                 .time_to_live(Duration::from_secs(30))
                 .build(),
             projection: runner.status.clone(),
-            projection_wake: runner.waker(),
+            identity: resolver.status.clone(),
+            wakers: vec![runner.waker(), resolver.waker()],
             nats: nats.clone(),
         });
         let nats_task = match nats {
@@ -150,7 +155,7 @@ impl Application {
             router,
             state,
             generated,
-            _runner: runner,
+            _runners: vec![runner, resolver],
             nats_task,
         })
     }
@@ -180,7 +185,7 @@ impl Application {
             listener,
             router,
             nats_task,
-            _runner,
+            _runners,
             ..
         } = self;
         axum::serve(listener, router)

@@ -13,6 +13,8 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ("post", "/v1/batch"),
     ("get", "/v1/profiles/lookup"),
     ("get", "/v1/quarantine"),
+    ("get", "/v1/profiles/{id}/identity"),
+    ("get", "/v1/identity/conflicts"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -100,6 +102,28 @@ pub fn document() -> Value {
                 {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
                 {"name": "before", "in": "query", "schema": {"type": "integer"},
                  "description": "Page: only entries with ids below this (`next_before` of the previous page)."}
+            ],
+            "responses": read_responses("`items` and `next_before`."),
+        }
+    }));
+    paths.insert("/v1/profiles/{id}/identity".into(), json!({
+        "get": {
+            "tags": ["identity"],
+            "summary": "Why these identifiers are one customer: every link and merge with the event, rule version and time that caused it",
+            "security": [{"bearer": ["read"]}],
+            "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"},
+                "description": "A profile id; a merged-away id answers with its survivor (`merged_away`: true)."}],
+            "responses": read_responses("`profile_id`, `merged_profiles`, `identifiers`, `merges`, `decisions`."),
+        }
+    }));
+    paths.insert("/v1/identity/conflicts".into(), json!({
+        "get": {
+            "tags": ["identity"],
+            "summary": "Rejected merges and links with their evidence, newest first",
+            "security": [{"bearer": ["read"]}],
+            "parameters": [
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                {"name": "before", "in": "query", "schema": {"type": "integer"}}
             ],
             "responses": read_responses("`items` and `next_before`."),
         }

@@ -2,12 +2,13 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use cdp_domain::ident::IdentifierType;
 use cdp_domain::store::EventStore;
 use cdp_domain::workspace::Scope;
+use cdp_projections::identity::{self, DecisionRow};
 use cdp_projections::profile_view::ProfileViews;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -20,6 +21,8 @@ pub fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/v1/profiles/lookup", get(lookup))
         .route("/v1/quarantine", get(quarantine))
+        .route("/v1/profiles/{id}/identity", get(profile_identity))
+        .route("/v1/identity/conflicts", get(identity_conflicts))
 }
 
 #[derive(Deserialize)]
@@ -51,7 +54,13 @@ async fn lookup(
         .ok_or_else(|| {
             ApiError::not_found(format!("no profile has {} {value:?}", id_type.as_str()))
         })?;
-    Ok(Json(view.to_json(id_type, &value)))
+    let mut body = view.to_json(id_type, &value);
+    // The OneID profile holding the identifier (null until the resolver has seen it).
+    body["profile_id"] = json!(
+        identity::profile_holding(&state.store, &principal.workspace, id_type.as_str(), &value)
+            .await?
+    );
+    Ok(Json(body))
 }
 
 #[derive(Deserialize)]
@@ -89,4 +98,75 @@ async fn quarantine(
         })
         .collect();
     Ok(Json(json!({"items": items, "next_before": next})))
+}
+
+fn decision_json(d: &DecisionRow) -> Value {
+    let mut body = serde_json::to_value(&d.event).unwrap_or(Value::Null);
+    body["seq"] = json!(d.seq);
+    body["caused_by_log_seq"] = json!(d.log_seq);
+    body["recorded_at"] = json!(cdp_domain::message::rfc3339(
+        cdp_domain::event::from_millis(d.recorded_at_ms)
+    ));
+    body
+}
+
+/// "Why are these one customer?": every link and merge of the profile (and of the profiles merged into
+/// it), each with the identifier, the event, the rule version and the time that caused it.
+async fn profile_identity(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(Scope::Read)?;
+    let explanation = identity::explain(&state.store, &principal.workspace, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no profile {id:?}")))?;
+    let identifiers: Vec<Value> = explanation
+        .decisions
+        .iter()
+        .filter(|d| {
+            matches!(
+                d.event,
+                cdp_domain::identity::IdentityEvent::IdentifierLinked { .. }
+            )
+        })
+        .map(decision_json)
+        .collect();
+    let merges: Vec<Value> = explanation
+        .decisions
+        .iter()
+        .filter(|d| {
+            matches!(
+                d.event,
+                cdp_domain::identity::IdentityEvent::ProfilesMerged { .. }
+            )
+        })
+        .map(decision_json)
+        .collect();
+    Ok(Json(json!({
+        "profile_id": explanation.survivor,
+        "requested_id": id,
+        "merged_away": explanation.survivor != id,
+        "merged_profiles": explanation.merged,
+        "identifiers": identifiers,
+        "merges": merges,
+        "decisions": explanation.decisions.iter().map(decision_json).collect::<Vec<_>>(),
+    })))
+}
+
+async fn identity_conflicts(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    Query(q): Query<QuarantineQuery>,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(Scope::Read)?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let rows = identity::conflicts(&state.store, &principal.workspace, q.before, limit).await?;
+    let next = (rows.len() as u32 == limit)
+        .then(|| rows.last().map(|d| d.seq))
+        .flatten();
+    Ok(Json(json!({
+        "items": rows.iter().map(decision_json).collect::<Vec<_>>(),
+        "next_before": next,
+    })))
 }

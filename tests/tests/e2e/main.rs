@@ -5,6 +5,7 @@
 mod auth;
 mod durability;
 mod helpers;
+mod identity;
 mod ingest;
 mod limits;
 mod log;

@@ -1,0 +1,114 @@
+//! OneID through the service: the resolver follows the log, merges the profiles an event joins into the
+//! earliest, records a rejected merge with its evidence, and explains a profile from the decisions.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{on_each_backend, spawn_app, Auth, ADMIN_TOKEN};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_joining_two_profiles_merges_them_and_explains_why() {
+    on_each_backend("identity_merge", |backend| async move {
+        let app = spawn_app(backend).await;
+        // Browsing anonymously, then logging in elsewhere, then one event carrying both ids.
+        let steps = [
+            json!({"type": "page", "anonymousId": "anon-1", "messageId": "m1"}),
+            json!({"type": "identify", "userId": "u1", "messageId": "m2",
+                   "traits": {"email": "ann@example.com"}}),
+            json!({"type": "track", "event": "Logged In", "userId": "u1", "anonymousId": "anon-1",
+                   "messageId": "m3"}),
+            // A second user id meeting u1's email: never merged, recorded as a conflict.
+            json!({"type": "identify", "userId": "u2", "messageId": "m4",
+                   "traits": {"email": "ann@example.com"}}),
+        ];
+        for step in &steps {
+            let (status, body) = app.post("/v1/batch", &json!({"batch": [step]})).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+        let anon = app
+            .profile_when("anonymous_id", "anon-1", |v| v["profile_id"].is_string())
+            .await;
+        let survivor = anon["profile_id"].as_str().unwrap().to_owned();
+        let user = app
+            .profile_when("user_id", "u1", |v| v["profile_id"].is_string())
+            .await;
+        assert_eq!(
+            user["profile_id"],
+            json!(survivor),
+            "u1 resolves to the earliest profile"
+        );
+
+        let conflicts = crate::helpers::eventually("a recorded conflict", || async {
+            let (status, body) = app
+                .get_as("/v1/identity/conflicts", Auth::Bearer(ADMIN_TOKEN))
+                .await;
+            match body["items"].as_array() {
+                Some(items) if status == StatusCode::OK && !items.is_empty() => Ok(body),
+                _ => Err(format!("{status} {body}")),
+            }
+        })
+        .await;
+        let conflict = &conflicts["items"][0];
+        assert!(
+            ["merge_rejected", "link_rejected"].contains(&conflict["kind"].as_str().unwrap()),
+            "{conflict}"
+        );
+        assert_eq!(conflict["caused_by"], "m4", "{conflict}");
+
+        let (status, why) = app
+            .get_as(
+                &format!("/v1/profiles/{survivor}/identity"),
+                Auth::Bearer(ADMIN_TOKEN),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{why}");
+        assert_eq!(why["merged_away"], false);
+        let merges = why["merges"].as_array().unwrap();
+        assert_eq!(merges.len(), 1, "{why}");
+        assert_eq!(merges[0]["caused_by"], "m3");
+        assert_eq!(merges[0]["survivor"], json!(survivor));
+        let absorbed = merges[0]["absorbed"].as_str().unwrap().to_owned();
+        let linked: Vec<(String, String)> = why["identifiers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                (
+                    d["id_type"].as_str().unwrap().to_owned(),
+                    d["caused_by"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        for expected in [("anonymous_id", "m1"), ("user_id", "m2"), ("email", "m2")] {
+            assert!(
+                linked.contains(&(expected.0.to_owned(), expected.1.to_owned())),
+                "{expected:?} in {linked:?}"
+            );
+        }
+
+        // The merged-away id answers with its survivor and says so.
+        let (status, via_absorbed) = app
+            .get_as(
+                &format!("/v1/profiles/{absorbed}/identity"),
+                Auth::Bearer(ADMIN_TOKEN),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(via_absorbed["profile_id"], json!(survivor));
+        assert_eq!(via_absorbed["merged_away"], true);
+
+        let (status, _) = app
+            .get_as("/v1/profiles/p_nobody/identity", Auth::Bearer(ADMIN_TOKEN))
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let u2: Value = app
+            .profile_when("user_id", "u2", |v| v["profile_id"].is_string())
+            .await;
+        assert_ne!(
+            u2["profile_id"],
+            json!(survivor),
+            "two user ids are never one profile"
+        );
+    })
+    .await;
+}
