@@ -172,7 +172,7 @@ async fn show(
         data.messages.len() - data.invalid
     );
 
-    let caught_up = wait_for_projection(store).await?;
+    let caught_up = wait_for_projection(store, ProfileViews::NAME).await?;
     println!(
         "projected  the 360 views caught up {:.2} s after the last response",
         caught_up.as_secs_f64()
@@ -219,12 +219,15 @@ async fn show(
     println!();
     println!("Same customer by email — GET /v1/profiles/lookup?type=email&value={email}");
     println!(
-        "  found as {}: {} events ({}); until identities are merged (OneID), a view holds only the \
-         messages that carried its identifier",
+        "  found as {}: {} events ({}); the view is still per identifier (it holds only the messages \
+         that carried it) until profile-level views land",
         by_email["key"]["value"].as_str().unwrap_or("?"),
         count_events(&by_email),
         counts(&by_email["event_counts"]["by_type"])
     );
+
+    wait_for_projection(store, cdp_projections::identity::IdentityResolver::NAME).await?;
+    show_identity(&http, base, &credentials.token, &view, &by_email).await?;
 
     println!();
     if args.data_dir.is_some() {
@@ -241,6 +244,74 @@ async fn show(
     } else {
         println!(
             "The data was in a temporary directory and is deleted now; keep it with --data-dir DIR."
+        );
+    }
+    Ok(())
+}
+
+/// OneID: the profile both lookups resolve to, why (its links and merges), and the recorded conflicts.
+async fn show_identity(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    by_user: &Value,
+    by_email: &Value,
+) -> anyhow::Result<()> {
+    let profile = by_user["profile_id"]
+        .as_str()
+        .context("the identity resolver gave the featured customer no profile")?;
+    ensure!(
+        by_email["profile_id"] == by_user["profile_id"],
+        "user_id and email resolve to different profiles: {} and {}",
+        by_user["profile_id"],
+        by_email["profile_id"]
+    );
+    let why = get(
+        http,
+        base,
+        token,
+        &format!("/v1/profiles/{profile}/identity"),
+        &[],
+    )
+    .await?;
+    println!();
+    println!("OneID      user_id and email are one profile, {profile} — GET /v1/profiles/{profile}/identity");
+    for link in why["identifiers"].as_array().into_iter().flatten().take(6) {
+        println!(
+            "  linked   {:<13} {:<30} by message {}",
+            plain(&link["id_type"]),
+            clip(&plain(&link["value"]), 30),
+            plain(&link["caused_by"])
+        );
+    }
+    for merge in why["merges"].as_array().into_iter().flatten().take(3) {
+        println!(
+            "  merged   {} into it via {} {}, caused by message {}",
+            plain(&merge["absorbed"]),
+            plain(&merge["via"]["type"]),
+            plain(&merge["via"]["value"]),
+            plain(&merge["caused_by"])
+        );
+    }
+    let conflicts = get(
+        http,
+        base,
+        token,
+        "/v1/identity/conflicts",
+        &[("limit", "1000")],
+    )
+    .await?;
+    let items = conflicts["items"].as_array().cloned().unwrap_or_default();
+    println!(
+        "  workspace-wide: {} conflicts recorded instead of guessed — GET /v1/identity/conflicts",
+        items.len()
+    );
+    if let Some(first) = items.first() {
+        println!(
+            "  e.g. {} ({}) caused by message {}",
+            plain(&first["kind"]),
+            plain(&first["reason"]),
+            plain(&first["caused_by"])
         );
     }
     Ok(())
@@ -329,11 +400,11 @@ async fn ingest(
     Ok(sent)
 }
 
-/// Waits until the profile projection has applied every event in the log.
-async fn wait_for_projection(store: &Store) -> anyhow::Result<Duration> {
+/// Waits until the projection `name` has applied every event in the log.
+async fn wait_for_projection(store: &Store, name: &str) -> anyhow::Result<Duration> {
     let started = Instant::now();
     loop {
-        let at = cdp_projections::runner::checkpoint(store, ProfileViews::NAME)
+        let at = cdp_projections::runner::checkpoint(store, name)
             .await
             .context("failed to read the projection checkpoint")?;
         let pending = store
@@ -345,7 +416,7 @@ async fn wait_for_projection(store: &Store) -> anyhow::Result<Duration> {
         }
         if started.elapsed() > PROJECTION_DEADLINE {
             bail!(
-                "the profile projection had not caught up after {} s",
+                "the {name} projection had not caught up after {} s",
                 PROJECTION_DEADLINE.as_secs()
             );
         }
