@@ -346,6 +346,8 @@ pub struct Options {
     pub config_toml: Option<String>,
     /// Leave out the bootstrap workspace and credentials.
     pub no_bootstrap: bool,
+    /// Share this PostgreSQL database (another instance's) instead of creating a fresh one.
+    pub database_url: Option<String>,
 }
 
 /// The real service, serving on a free loopback port over a fresh database.
@@ -372,12 +374,15 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
     init_tracing();
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let database = match backend {
-        Backend::Sqlite => None,
-        Backend::Postgres => Some(PgDatabase::create().await),
+    let database = match (backend, &options.database_url) {
+        (Backend::Postgres, None) => Some(PgDatabase::create().await),
+        _ => None,
     };
     let mut config = Config::local(dir.path().join("data"));
-    config.database_url = database.as_ref().map(|d| d.url.clone());
+    config.database_url = database
+        .as_ref()
+        .map(|d| d.url.clone())
+        .or(options.database_url.clone());
     if !options.no_bootstrap {
         config.bootstrap_workspace = Some(WORKSPACE.into());
         config.bootstrap_write_key = Some(WRITE_KEY.into());

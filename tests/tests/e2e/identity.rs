@@ -25,6 +25,17 @@ async fn an_event_joining_two_profiles_merges_them_and_explains_why() {
             let (status, body) = app.post("/v1/batch", &json!({"batch": [step]})).await;
             assert_eq!(status, StatusCode::OK, "{body}");
         }
+        // The resolver works in log order: once m4's conflict is recorded, m1–m3 are resolved too.
+        let conflicts = crate::helpers::eventually("a recorded conflict", || async {
+            let (status, body) = app
+                .get_as("/v1/identity/conflicts", Auth::Bearer(ADMIN_TOKEN))
+                .await;
+            match body["items"].as_array() {
+                Some(items) if status == StatusCode::OK && !items.is_empty() => Ok(body),
+                _ => Err(format!("{status} {body}")),
+            }
+        })
+        .await;
         let anon = app
             .profile_when("anonymous_id", "anon-1", |v| v["profile_id"].is_string())
             .await;
@@ -38,16 +49,6 @@ async fn an_event_joining_two_profiles_merges_them_and_explains_why() {
             "u1 resolves to the earliest profile"
         );
 
-        let conflicts = crate::helpers::eventually("a recorded conflict", || async {
-            let (status, body) = app
-                .get_as("/v1/identity/conflicts", Auth::Bearer(ADMIN_TOKEN))
-                .await;
-            match body["items"].as_array() {
-                Some(items) if status == StatusCode::OK && !items.is_empty() => Ok(body),
-                _ => Err(format!("{status} {body}")),
-            }
-        })
-        .await;
         let conflict = &conflicts["items"][0];
         assert!(
             ["merge_rejected", "link_rejected"].contains(&conflict["kind"].as_str().unwrap()),
@@ -111,4 +112,55 @@ async fn an_event_joining_two_profiles_merges_them_and_explains_why() {
         );
     })
     .await;
+}
+
+/// Two service instances on one PostgreSQL database, each given half of every pair of events that share
+/// an identifier at the same moment: every pair must end as one profile, never two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_never_make_two_profiles_for_one_person() {
+    if crate::helpers::postgres_url().is_none() {
+        eprintln!(
+            "two_instances: skipped (needs CDP_TEST_DATABASE_URL; SQLite serves one process)"
+        );
+        return;
+    }
+    let database = crate::helpers::PgDatabase::create().await;
+    let shared = || crate::helpers::Options {
+        database_url: Some(database.url.clone()),
+        ..Default::default()
+    };
+    let a = crate::helpers::spawn_app_with(crate::helpers::Backend::Postgres, shared()).await;
+    let b = crate::helpers::spawn_app_with(crate::helpers::Backend::Postgres, shared()).await;
+    const PEOPLE: usize = 40;
+    let sends = (0..PEOPLE).map(|i| {
+        let (a, b) = (&a, &b);
+        async move {
+            let on_a = json!({"batch": [{"type": "identify", "userId": format!("u{i}"),
+                "anonymousId": format!("anon{i}"), "messageId": format!("a{i}")}]});
+            let on_b = json!({"batch": [{"type": "identify", "anonymousId": format!("anon{i}"),
+                "traits": {"email": format!("p{i}@example.com")}, "messageId": format!("b{i}")}]});
+            let ((sa, ba), (sb, bb)) =
+                tokio::join!(a.post("/v1/batch", &on_a), b.post("/v1/batch", &on_b));
+            assert_eq!((sa, sb), (StatusCode::OK, StatusCode::OK), "{ba} {bb}");
+        }
+    });
+    futures::future::join_all(sends).await;
+    for i in 0..PEOPLE {
+        let user = a
+            .profile_when("user_id", &format!("u{i}"), |v| v["profile_id"].is_string())
+            .await;
+        let email = b
+            .profile_when("email", &format!("p{i}@example.com"), |v| {
+                v["profile_id"].is_string()
+            })
+            .await;
+        assert_eq!(
+            user["profile_id"], email["profile_id"],
+            "person {i} became two profiles"
+        );
+    }
+    let (_, conflicts) = a
+        .get_as("/v1/identity/conflicts", Auth::Bearer(ADMIN_TOKEN))
+        .await;
+    assert_eq!(conflicts["items"], json!([]), "{conflicts}");
 }
