@@ -60,15 +60,22 @@ pub struct Metrics {
     pub append_latency: Histogram,
 }
 
+/// What one projection runner reports.
+#[derive(Debug, Default)]
+pub struct ProjectionGauges {
+    pub name: &'static str,
+    pub applied: u64,
+    pub lag_seconds: f64,
+    pub errors: u64,
+}
+
 /// Values owned elsewhere that `/metrics` reports.
 #[derive(Debug, Default)]
 pub struct Gauges {
     pub stored: u64,
     pub duplicates: u64,
     pub commits: u64,
-    pub projection_applied: u64,
-    pub projection_lag_seconds: f64,
-    pub projection_errors: u64,
+    pub projections: Vec<ProjectionGauges>,
 }
 
 impl Metrics {
@@ -117,25 +124,38 @@ impl Metrics {
             "Group-commit transactions.",
             &[("", g.commits)],
         );
+        let per_projection = |f: fn(&ProjectionGauges) -> u64| -> Vec<(String, u64)> {
+            g.projections
+                .iter()
+                .map(|p| (format!("{{projection=\"{}\"}}", p.name), f(p)))
+                .collect()
+        };
+        let applied = per_projection(|p| p.applied);
+        let errors = per_projection(|p| p.errors);
         counter(
             &mut out,
             "cdp_projection_events_applied_total",
-            "Events applied by the profile-view projection.",
-            &[("{projection=\"profile_views\"}", g.projection_applied)],
+            "Events applied by each projection.",
+            &labelled(&applied),
         );
         counter(
             &mut out,
             "cdp_projection_errors_total",
             "Failed projection steps (retried).",
-            &[("{projection=\"profile_views\"}", g.projection_errors)],
+            &labelled(&errors),
         );
         let _ = writeln!(
             out,
-            "# HELP cdp_projection_lag_seconds How far the projection is behind the log.\n\
-             # TYPE cdp_projection_lag_seconds gauge\n\
-             cdp_projection_lag_seconds{{projection=\"profile_views\"}} {}",
-            g.projection_lag_seconds
+            "# HELP cdp_projection_lag_seconds How far each projection is behind the log.\n\
+             # TYPE cdp_projection_lag_seconds gauge"
         );
+        for p in &g.projections {
+            let _ = writeln!(
+                out,
+                "cdp_projection_lag_seconds{{projection=\"{}\"}} {}",
+                p.name, p.lag_seconds
+            );
+        }
         self.append_latency.render(
             &mut out,
             "cdp_append_seconds",
@@ -143,4 +163,8 @@ impl Metrics {
         );
         out
     }
+}
+
+fn labelled(rows: &[(String, u64)]) -> Vec<(&str, u64)> {
+    rows.iter().map(|(l, n)| (l.as_str(), *n)).collect()
 }

@@ -10,7 +10,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::metrics::Gauges;
+use crate::metrics::{Gauges, ProjectionGauges};
 use crate::AppState;
 
 pub fn router() -> Router<Arc<AppState>> {
@@ -50,14 +50,20 @@ async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let stats = state.appender.stats();
-    let p = &state.projection;
+    let projection = |name: &'static str, p: &cdp_projections::RunnerStatus| ProjectionGauges {
+        name,
+        applied: p.applied.load(Ordering::Relaxed),
+        lag_seconds: p.lag_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+        errors: p.errors.load(Ordering::Relaxed),
+    };
     let gauges = Gauges {
         stored: stats.inserted.load(Ordering::Relaxed),
         duplicates: stats.duplicates.load(Ordering::Relaxed),
         commits: stats.commits.load(Ordering::Relaxed),
-        projection_applied: p.applied.load(Ordering::Relaxed),
-        projection_lag_seconds: p.lag_ms.load(Ordering::Relaxed) as f64 / 1000.0,
-        projection_errors: p.errors.load(Ordering::Relaxed),
+        projections: vec![
+            projection("profile_views", &state.projection),
+            projection("identity", &state.identity),
+        ],
     };
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
