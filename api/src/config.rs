@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
+use cdp_domain::identity::{IdentifierRule, IdentityRules};
 use serde::Deserialize;
 
 /// How `cdp serve` (and the in-process servers of `demo`, `bench` and the tests) is configured.
@@ -94,6 +95,43 @@ pub struct WorkspaceConfig {
     pub write_keys: Vec<String>,
     #[serde(default, rename = "token")]
     pub tokens: Vec<TokenConfig>,
+    /// Identity rules; Segment's defaults where absent.
+    #[serde(default)]
+    pub identity: Option<IdentityConfig>,
+}
+
+/// `[workspace.identity]`: traits declared as identifiers (in priority order, after the built-in types)
+/// and rules replacing a type's defaults, e.g. `[workspace.identity.types.phone]` with
+/// `priority = 3`, `limit = 5`, `may_merge = false` (a shared family phone links, never merges).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    #[serde(default)]
+    pub declare: Vec<String>,
+    #[serde(default)]
+    pub types: std::collections::BTreeMap<String, IdentifierRule>,
+    pub max_merges: Option<u32>,
+    pub max_identifiers: Option<u32>,
+}
+
+impl IdentityConfig {
+    /// The rules these settings make, on top of the defaults.
+    pub fn rules(&self) -> IdentityRules {
+        let mut rules = IdentityRules::default();
+        for id_type in &self.declare {
+            rules = rules.declare(id_type);
+        }
+        for (id_type, rule) in &self.types {
+            rules = rules.with(id_type, rule.clone());
+        }
+        if let Some(n) = self.max_merges {
+            rules.max_merges = n;
+        }
+        if let Some(n) = self.max_identifiers {
+            rules.max_identifiers = n;
+        }
+        rules
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -114,6 +152,21 @@ impl ConfigFile {
         let file: ConfigFile = toml::from_str(text)?;
         for w in &file.workspaces {
             cdp_domain::ident::WorkspaceId::parse(&w.id)?;
+            if let Some(identity) = &w.identity {
+                for id_type in identity.declare.iter().chain(identity.types.keys()) {
+                    let valid = !id_type.is_empty()
+                        && id_type.len() <= 64
+                        && id_type
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+                    if !valid {
+                        bail!(
+                            "workspace {}: identifier type {id_type:?} must be 1-64 characters of a-z, 0-9 and '_'",
+                            w.id
+                        );
+                    }
+                }
+            }
             for t in &w.tokens {
                 for s in &t.scopes {
                     if cdp_domain::workspace::Scope::parse(s).is_none() {
@@ -147,6 +200,31 @@ mod tests {
         )
         .unwrap();
         assert_eq!(file.workspaces[0].tokens[0].scopes, ["read"]);
+    }
+
+    #[test]
+    fn identity_settings_declare_types_and_replace_rules() {
+        let file = ConfigFile::parse(
+            r#"
+            [[workspace]]
+            id = "shop_a"
+            [workspace.identity]
+            declare = ["member_card", "wechat_unionid"]
+            [workspace.identity.types.phone]
+            priority = 3
+            limit = 5
+            may_merge = false
+            "#,
+        )
+        .unwrap();
+        let rules = file.workspaces[0].identity.as_ref().unwrap().rules();
+        assert!(!rules.may_merge("phone"));
+        assert!(rules.priority("member_card") < rules.priority("wechat_unionid"));
+        assert!(rules.priority("device_id") < rules.priority("member_card"));
+        assert!(ConfigFile::parse(
+            "[[workspace]]\nid = \"a\"\n[workspace.identity]\ndeclare = [\"Bad Type\"]"
+        )
+        .is_err());
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ("get", "/v1/quarantine"),
     ("get", "/v1/profiles/{id}/identity"),
     ("get", "/v1/identity/conflicts"),
+    ("get", "/v1/identity/rules"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -126,6 +127,14 @@ pub fn document() -> Value {
                 {"name": "before", "in": "query", "schema": {"type": "integer"}}
             ],
             "responses": read_responses("`items` and `next_before`."),
+        }
+    }));
+    paths.insert("/v1/identity/rules".into(), json!({
+        "get": {
+            "tags": ["identity"],
+            "summary": "The identity rules in force: identifier types with priority, limit, may_merge, blocked values; caps; version",
+            "security": [{"bearer": ["read"]}],
+            "responses": read_responses("The rules (set in `CDP_CONFIG` under `[workspace.identity]`)."),
         }
     }));
     for (path, summary) in [

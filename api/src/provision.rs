@@ -47,6 +47,11 @@ pub async fn provision(
                     ))
                     .await?;
             }
+            if let Some(identity) = &w.identity {
+                cdp_projections::identity::put_rules(store, &w.id, identity.rules())
+                    .await
+                    .with_context(|| format!("failed to store the identity rules of {}", w.id))?;
+            }
             for t in &w.tokens {
                 let scopes = t.scopes.iter().filter_map(|s| Scope::parse(s)).collect();
                 store

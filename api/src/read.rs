@@ -23,6 +23,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/v1/quarantine", get(quarantine))
         .route("/v1/profiles/{id}/identity", get(profile_identity))
         .route("/v1/identity/conflicts", get(identity_conflicts))
+        .route("/v1/identity/rules", get(identity_rules))
 }
 
 #[derive(Deserialize)]
@@ -169,4 +170,16 @@ async fn identity_conflicts(
         "items": rows.iter().map(decision_json).collect::<Vec<_>>(),
         "next_before": next,
     })))
+}
+
+/// The identity rules in force for the workspace.
+async fn identity_rules(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(Scope::Read)?;
+    let rules = identity::rules_of(&state.store, &principal.workspace).await?;
+    Ok(Json(
+        serde_json::to_value(rules).map_err(ApiError::internal)?,
+    ))
 }

@@ -43,10 +43,10 @@ struct ResolverState {
     prepared_through: Option<Position>,
 }
 
-/// The resolver projection. Rules are the defaults for every workspace until per-workspace rules land.
+/// The resolver projection. Each batch resolves under the rules in force for its workspaces
+/// (`identity_rules`, Segment's defaults where none are stored).
 #[derive(Debug, Default)]
 pub struct IdentityResolver {
-    rules: IdentityRules,
     state: Mutex<ResolverState>,
 }
 
@@ -59,13 +59,6 @@ pub fn profile_id_for(workspace: &str, message_id: &str) -> ProfileId {
 
 impl IdentityResolver {
     pub const NAME: &'static str = "identity";
-
-    pub fn new(rules: IdentityRules) -> Self {
-        Self {
-            rules,
-            state: Mutex::new(ResolverState::default()),
-        }
-    }
 
     async fn load_after(
         store: &Store,
@@ -170,6 +163,15 @@ impl Projection for IdentityResolver {
             (reload, if reload { 0 } else { state.loaded_through })
         };
         let stored = Self::load_after(store, after).await?;
+        let mut rules: HashMap<&str, IdentityRules> = HashMap::new();
+        for e in events {
+            if !rules.contains_key(e.event.workspace.as_str()) {
+                rules.insert(
+                    &e.event.workspace,
+                    rules_of(store, &e.event.workspace).await?,
+                );
+            }
+        }
         let mut state = self.state.lock().expect("resolver state lock");
         if reload {
             state.graphs.clear();
@@ -187,19 +189,20 @@ impl Projection for IdentityResolver {
         let mut decisions = Vec::new();
         for stored_event in events {
             let e = &stored_event.event;
+            let rules = &rules[e.workspace.as_str()];
             let payload: Value =
                 serde_json::from_str(&e.payload).map_err(ProjectionError::corrupt)?;
             let ids: Vec<(String, String)> = identifiers_of(
                 &payload,
                 e.user_id.as_deref(),
                 e.anonymous_id.as_deref(),
-                &self.rules,
+                rules,
             )
             .into_iter()
             .map(|i| (i.id_type, i.value))
             .collect();
             let graph = state.graphs.entry(e.workspace.clone()).or_default();
-            let resolution = resolve(graph, &self.rules, &ids, &e.message_id, || {
+            let resolution = resolve(graph, rules, &ids, &e.message_id, || {
                 profile_id_for(&e.workspace, &e.message_id)
             });
             for event in resolution.events {
@@ -484,4 +487,69 @@ pub async fn conflicts(
         &[before.unwrap_or(i64::MAX), i64::from(limit)],
     )
     .await
+}
+
+/// The identity rules in force for a workspace: the stored ones, or Segment's defaults.
+pub async fn rules_of(store: &Store, workspace: &str) -> Result<IdentityRules, ProjectionError> {
+    let row: Option<(String,)> = match store {
+        Store::Sqlite(s) => {
+            sqlx::query_as("SELECT rules FROM identity_rules WHERE workspace = ?")
+                .bind(workspace)
+                .fetch_optional(s.read_pool())
+                .await?
+        }
+        Store::Postgres(s) => {
+            sqlx::query_as("SELECT rules FROM identity_rules WHERE workspace = $1")
+                .bind(workspace)
+                .fetch_optional(s.pool())
+                .await?
+        }
+    };
+    match row {
+        Some((json,)) => serde_json::from_str(&json).map_err(ProjectionError::corrupt),
+        None => Ok(IdentityRules::default()),
+    }
+}
+
+/// Stores `rules` for a workspace. The version goes up by one when they differ from the rules in force
+/// (whatever version the caller wrote); unchanged rules keep theirs. Returns the rules as stored.
+pub async fn put_rules(
+    store: &Store,
+    workspace: &str,
+    rules: IdentityRules,
+) -> Result<IdentityRules, ProjectionError> {
+    let current = rules_of(store, workspace).await?;
+    let mut next = rules;
+    next.version = current.version;
+    if next == current {
+        return Ok(current);
+    }
+    next.version = current.version + 1;
+    let json = serde_json::to_string(&next).map_err(ProjectionError::corrupt)?;
+    let now = Utc::now().timestamp_millis();
+    let version = i64::try_from(next.version).map_err(ProjectionError::corrupt)?;
+    let upsert = "INSERT INTO identity_rules (workspace, version, rules, updated_at) VALUES ";
+    let conflict = " ON CONFLICT (workspace) DO UPDATE SET version = excluded.version, \
+                    rules = excluded.rules, updated_at = excluded.updated_at";
+    match store {
+        Store::Sqlite(s) => {
+            sqlx::query(&format!("{upsert}(?, ?, ?, ?){conflict}"))
+                .bind(workspace)
+                .bind(version)
+                .bind(&json)
+                .bind(now)
+                .execute(s.write_pool())
+                .await?;
+        }
+        Store::Postgres(s) => {
+            sqlx::query(&format!("{upsert}($1, $2, $3, $4){conflict}"))
+                .bind(workspace)
+                .bind(version)
+                .bind(&json)
+                .bind(now)
+                .execute(s.pool())
+                .await?;
+        }
+    }
+    Ok(next)
 }

@@ -164,3 +164,98 @@ async fn two_instances_never_make_two_profiles_for_one_person() {
         .await;
     assert_eq!(conflicts["items"], json!([]), "{conflicts}");
 }
+
+const RULES_TOML: &str = r#"
+[[workspace]]
+id = "clinic"
+write_keys = ["wk_clinic"]
+[[workspace.token]]
+token = "tok_clinic"
+scopes = ["read"]
+[workspace.identity]
+declare = ["member_card", "wechat_unionid"]
+[workspace.identity.types.phone]
+priority = 3
+limit = 5
+may_merge = false
+"#;
+
+/// Rules from `CDP_CONFIG`: a declared trait (a CRM member card) joins channels into one member; a phone
+/// that may not merge (a family's) links the parent, and the child stays a profile of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declared_identifiers_join_and_a_shared_phone_never_merges() {
+    on_each_backend("identity_rules", |backend| async move {
+        let options = crate::helpers::Options {
+            config_toml: Some(RULES_TOML.to_owned()),
+            no_bootstrap: true,
+            ..Default::default()
+        };
+        let app = crate::helpers::spawn_app_with(backend, options).await;
+        let (status, rules) = app
+            .get_as("/v1/identity/rules", Auth::Bearer("tok_clinic"))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{rules}");
+        assert_eq!(rules["types"]["phone"]["may_merge"], false, "{rules}");
+        assert!(rules["types"]["member_card"].is_object(), "{rules}");
+
+        let steps = [
+            // The mini-program knows the member by unionid and card; the POS by card and a device.
+            json!({"type": "identify", "anonymousId": "mini-1", "messageId": "c1",
+                   "traits": {"wechat_unionid": "UNION-9", "member_card": "C42"}}),
+            json!({"type": "identify", "userId": "member-42", "messageId": "c2",
+                   "traits": {"member_card": "C42"}}),
+            // Parent and child share the family phone.
+            json!({"type": "identify", "userId": "parent", "messageId": "c3",
+                   "traits": {"phone": "13800138000"}}),
+            json!({"type": "identify", "userId": "child", "messageId": "c4",
+                   "traits": {"phone": "138 0013 8000"}}),
+        ];
+        for step in &steps {
+            let (status, body) = app
+                .post_as(
+                    "/v1/batch",
+                    Auth::Basic("wk_clinic"),
+                    &json!({"batch": [step]}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+        let conflicts = crate::helpers::eventually("the shared phone's refusal", || async {
+            let (status, body) = app
+                .get_as("/v1/identity/conflicts", Auth::Bearer("tok_clinic"))
+                .await;
+            match body["items"].as_array() {
+                Some(items) if status == StatusCode::OK && !items.is_empty() => Ok(body),
+                _ => Err(format!("{status} {body}")),
+            }
+        })
+        .await;
+        assert_eq!(conflicts["items"][0]["caused_by"], "c4", "{conflicts}");
+        assert_eq!(
+            conflicts["items"][0]["reason"], "type_may_not_merge",
+            "{conflicts}"
+        );
+
+        let profile = |id_type: &'static str, value: &'static str| {
+            let app = &app;
+            async move {
+                app.profile_as_when("tok_clinic", id_type, value, |v| {
+                    v["profile_id"].is_string()
+                })
+                .await["profile_id"]
+                    .clone()
+            }
+        };
+        assert_eq!(
+            profile("anonymous_id", "mini-1").await,
+            profile("user_id", "member-42").await,
+            "the member card joins the mini-program and the CRM member"
+        );
+        assert_ne!(
+            profile("user_id", "parent").await,
+            profile("user_id", "child").await,
+            "a shared phone that may not merge never joins parent and child"
+        );
+    })
+    .await;
+}
