@@ -64,6 +64,12 @@ async fn lookup(
     Ok(Json(body))
 }
 
+/// The `before` of the next page: the last id of a full page, none after a short one.
+fn next_before(returned: usize, limit: u32, last_id: Option<i64>) -> Option<i64> {
+    (returned == limit as usize).then_some(last_id).flatten()
+}
+
+/// Paging of the newest-first lists.
 #[derive(Deserialize)]
 struct QuarantineQuery {
     limit: Option<u32>,
@@ -81,9 +87,7 @@ async fn quarantine(
         .store
         .list_quarantine(&principal.workspace, q.before, limit)
         .await?;
-    let next = (items.len() as u32 == limit)
-        .then(|| items.last().map(|e| e.id))
-        .flatten();
+    let next = next_before(items.len(), limit, items.last().map(|e| e.id));
     let items: Vec<Value> = items
         .into_iter()
         .map(|e| {
@@ -163,9 +167,7 @@ async fn identity_conflicts(
     principal.require(Scope::Read)?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let rows = identity::conflicts(&state.store, &principal.workspace, q.before, limit).await?;
-    let next = (rows.len() as u32 == limit)
-        .then(|| rows.last().map(|d| d.seq))
-        .flatten();
+    let next = next_before(rows.len(), limit, rows.last().map(|d| d.seq));
     Ok(Json(json!({
         "items": rows.iter().map(decision_json).collect::<Vec<_>>(),
         "next_before": next,

@@ -234,41 +234,29 @@ impl Projection for IdentityResolver {
             let insert =
                 "INSERT INTO identity_events (workspace, log_seq, caused_by, kind, profile, \
                           other, id_type, value, recorded_at, body) ";
+            // The same statement on both backends; only the builder's database type differs.
+            macro_rules! insert_chunk {
+                ($db:ty, $tx:expr) => {{
+                    let mut q: QueryBuilder<$db> = QueryBuilder::new(insert);
+                    q.push_values(chunk, |mut row, (d, body)| {
+                        let (kind, profile, other, id_type, value) = columns(&d.event);
+                        row.push_bind(&d.workspace)
+                            .push_bind(d.log_seq)
+                            .push_bind(d.event.caused_by())
+                            .push_bind(kind)
+                            .push_bind(profile)
+                            .push_bind(other)
+                            .push_bind(id_type)
+                            .push_bind(value)
+                            .push_bind(now)
+                            .push_bind(*body);
+                    });
+                    q.build().execute(&mut **$tx).await?;
+                }};
+            }
             match tx {
-                ModelTx::Sqlite(tx) => {
-                    let mut q: QueryBuilder<sqlx::Sqlite> = QueryBuilder::new(insert);
-                    q.push_values(chunk, |mut row, (d, body)| {
-                        let (kind, profile, other, id_type, value) = columns(&d.event);
-                        row.push_bind(&d.workspace)
-                            .push_bind(d.log_seq)
-                            .push_bind(d.event.caused_by())
-                            .push_bind(kind)
-                            .push_bind(profile)
-                            .push_bind(other)
-                            .push_bind(id_type)
-                            .push_bind(value)
-                            .push_bind(now)
-                            .push_bind(*body);
-                    });
-                    q.build().execute(&mut **tx).await?;
-                }
-                ModelTx::Postgres(tx) => {
-                    let mut q: QueryBuilder<sqlx::Postgres> = QueryBuilder::new(insert);
-                    q.push_values(chunk, |mut row, (d, body)| {
-                        let (kind, profile, other, id_type, value) = columns(&d.event);
-                        row.push_bind(&d.workspace)
-                            .push_bind(d.log_seq)
-                            .push_bind(d.event.caused_by())
-                            .push_bind(kind)
-                            .push_bind(profile)
-                            .push_bind(other)
-                            .push_bind(id_type)
-                            .push_bind(value)
-                            .push_bind(now)
-                            .push_bind(*body);
-                    });
-                    q.build().execute(&mut **tx).await?;
-                }
+                ModelTx::Sqlite(tx) => insert_chunk!(sqlx::Sqlite, tx),
+                ModelTx::Postgres(tx) => insert_chunk!(sqlx::Postgres, tx),
             }
         }
         Ok(())
