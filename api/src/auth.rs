@@ -22,6 +22,16 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// Who gave a command, for the record: the credential's kind and the start of its hash.
+    pub fn actor(&self) -> String {
+        let hash = &self.credential.secret_hash;
+        format!(
+            "{}:{}",
+            self.credential.kind.as_str(),
+            &hash[..hash.len().min(12)]
+        )
+    }
+
     /// Fails with 403 unless the token carries `scope` (admin implies write implies read).
     pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
         if self.credential.allows(scope) {

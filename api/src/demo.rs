@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context};
 use cdp_domain::message::rfc3339;
 use cdp_domain::store::{EventStore, Store};
-use cdp_projections::profile_view::ProfileViews;
 use chrono::Utc;
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
@@ -172,7 +171,8 @@ async fn show(
         data.messages.len() - data.invalid
     );
 
-    let caught_up = wait_for_projection(store, ProfileViews::NAME).await?;
+    let caught_up =
+        wait_for_projection(store, cdp_projections::identity::IdentityResolver::NAME).await?;
     println!(
         "projected  the 360 views caught up {:.2} s after the last response",
         caught_up.as_secs_f64()

@@ -54,6 +54,16 @@ impl ApiError {
         }
     }
 
+    /// The request is valid but the state does not allow it (409).
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::Client {
+            status: StatusCode::CONFLICT,
+            code,
+            field: String::new(),
+            message: message.into(),
+        }
+    }
+
     pub fn forbidden(message: impl Into<String>) -> Self {
         ApiError::Client {
             status: StatusCode::FORBIDDEN,

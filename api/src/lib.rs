@@ -26,7 +26,6 @@ use axum::Router;
 use cdp_domain::store::{Appender, EventStore, Store};
 use cdp_domain::workspace::Credential;
 use cdp_projections::identity::IdentityResolver;
-use cdp_projections::profile_view::ProfileViews;
 use cdp_projections::{runner, RunnerHandle, RunnerStatus};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -43,7 +42,6 @@ pub struct AppState {
     /// SHA-256 of a secret → its credential (or its absence), for 30 s.
     pub credentials: moka::sync::Cache<String, Option<Credential>>,
     workspaces: moka::sync::Cache<String, bool>,
-    pub projection: Arc<RunnerStatus>,
     pub identity: Arc<RunnerStatus>,
     /// Wakes the projection runners after an append.
     pub wakers: Vec<Arc<Notify>>,
@@ -99,7 +97,6 @@ impl Application {
         };
         let generated = provision::provision(&store, &config).await?;
         let appender = Appender::spawn(store.clone());
-        let runner = runner::spawn(store.clone(), ProfileViews);
         let resolver = runner::spawn(store.clone(), IdentityResolver::default());
         let nats = match &config.nats_url {
             Some(url) => Some(
@@ -121,9 +118,8 @@ impl Application {
                 .max_capacity(10_000)
                 .time_to_live(Duration::from_secs(30))
                 .build(),
-            projection: runner.status.clone(),
             identity: resolver.status.clone(),
-            wakers: vec![runner.waker(), resolver.waker()],
+            wakers: vec![resolver.waker()],
             nats: nats.clone(),
         });
         let nats_task = match nats {
@@ -155,7 +151,7 @@ impl Application {
             router,
             state,
             generated,
-            _runners: vec![runner, resolver],
+            _runners: vec![resolver],
             nats_task,
         })
     }

@@ -60,10 +60,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         stored: stats.inserted.load(Ordering::Relaxed),
         duplicates: stats.duplicates.load(Ordering::Relaxed),
         commits: stats.commits.load(Ordering::Relaxed),
-        projections: vec![
-            projection("profile_views", &state.projection),
-            projection("identity", &state.identity),
-        ],
+        projections: vec![projection("identity", &state.identity)],
     };
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -1,15 +1,19 @@
-//! The query API of this stage: the profile view by identifier and the quarantine.
+//! The query API: profiles (by id or by identifier), their timelines and identity explanations, the
+//! identity conflicts and rules, and the quarantine.
 
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
-use cdp_domain::ident::IdentifierType;
+use cdp_domain::event::{from_millis, StoredEvent};
+use cdp_domain::identity::IdentityEvent;
+use cdp_domain::message::rfc3339;
+use cdp_domain::profile::{channel_of, ProfileDoc};
 use cdp_domain::store::EventStore;
 use cdp_domain::workspace::Scope;
 use cdp_projections::identity::{self, DecisionRow};
-use cdp_projections::profile_view::ProfileViews;
+use cdp_projections::profiles;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -20,6 +24,8 @@ use crate::AppState;
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/v1/profiles/lookup", get(lookup))
+        .route("/v1/profiles/{id}", get(profile))
+        .route("/v1/profiles/{id}/events", get(timeline))
         .route("/v1/quarantine", get(quarantine))
         .route("/v1/profiles/{id}/identity", get(profile_identity))
         .route("/v1/identity/conflicts", get(identity_conflicts))
@@ -39,29 +45,117 @@ async fn lookup(
     Query(q): Query<LookupQuery>,
 ) -> Result<Json<Value>, ApiError> {
     principal.require(Scope::Read)?;
-    let raw_type = q
+    let id_type = q
         .id_type
         .ok_or_else(|| ApiError::bad_request("missing_field", "type", "type is required"))?;
-    let id_type = IdentifierType::parse(&raw_type)
-        .map_err(|e| ApiError::bad_request("invalid_value", "type", e.to_string()))?;
+    let valid_type = !id_type.is_empty()
+        && id_type.len() <= 64
+        && id_type
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !valid_type {
+        return Err(ApiError::bad_request(
+            "invalid_value",
+            "type",
+            "type must be an identifier type: 1-64 of a-z, 0-9 and _",
+        ));
+    }
     let raw_value = q
         .value
         .ok_or_else(|| ApiError::bad_request("missing_field", "value", "value is required"))?;
-    let value = id_type
-        .normalise(&raw_value)
-        .map_err(|e| ApiError::bad_request("invalid_value", "value", e.to_string()))?;
-    let view = ProfileViews::load(&state.store, &principal.workspace, id_type, &value)
+    let rules = identity::rules_of(&state.store, &principal.workspace).await?;
+    let value = rules.normalise(&id_type, &raw_value).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_value",
+            "value",
+            format!("{raw_value:?} is not a valid {id_type} (or is a blocked value)"),
+        )
+    })?;
+    let holder = identity::profile_holding(&state.store, &principal.workspace, &id_type, &value)
         .await?
-        .ok_or_else(|| {
-            ApiError::not_found(format!("no profile has {} {value:?}", id_type.as_str()))
-        })?;
-    let mut body = view.to_json(id_type, &value);
-    // The OneID profile holding the identifier (null until the resolver has seen it).
-    body["profile_id"] = json!(
-        identity::profile_holding(&state.store, &principal.workspace, id_type.as_str(), &value)
-            .await?
-    );
+        .ok_or_else(|| ApiError::not_found(format!("no profile has {id_type} {value:?}")))?;
+    let doc = profiles::load(&state.store, &principal.workspace, &holder)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no profile has {id_type} {value:?}")))?;
+    let mut body = profile_json(&holder, &holder, &doc);
+    body["matched"] = json!({"type": id_type, "value": value});
     Ok(Json(body))
+}
+
+/// The profile document with its id; `requested_id` differs when the id asked for was merged away.
+fn profile_json(survivor: &str, requested: &str, doc: &ProfileDoc) -> Value {
+    let mut body = doc.to_json();
+    body["profile_id"] = json!(survivor);
+    body["requested_id"] = json!(requested);
+    body["merged_away"] = json!(survivor != requested);
+    body
+}
+
+/// The surviving profile of `id`, or a 404.
+async fn survivor(state: &AppState, workspace: &str, id: &str) -> Result<String, ApiError> {
+    identity::survivor_of(&state.store, workspace, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no profile {id:?}")))
+}
+
+async fn profile(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(Scope::Read)?;
+    let survivor = survivor(&state, &principal.workspace, &id).await?;
+    let doc = profiles::load(&state.store, &principal.workspace, &survivor)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no profile {id:?}")))?;
+    Ok(Json(profile_json(&survivor, &id, &doc)))
+}
+
+#[derive(Deserialize)]
+struct PageQuery {
+    limit: Option<u32>,
+    before: Option<i64>,
+}
+
+fn event_json(e: &StoredEvent) -> Value {
+    let payload: Value = serde_json::from_str(&e.event.payload).unwrap_or(Value::Null);
+    json!({
+        "seq": e.position.seq,
+        "message_id": e.event.message_id,
+        "type": e.event.kind.as_str(),
+        "name": e.event.name,
+        "channel": channel_of(&payload),
+        "timestamp": rfc3339(e.event.event_time),
+        "received_at": rfc3339(e.event.received_at),
+        "message": payload,
+    })
+}
+
+/// The profile's events across every identity merged into it, newest first, paged by `before`.
+async fn timeline(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    Path(id): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(Scope::Read)?;
+    let survivor = survivor(&state, &principal.workspace, &id).await?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let events = profiles::timeline(
+        &state.store,
+        &principal.workspace,
+        &survivor,
+        q.before,
+        limit,
+    )
+    .await?;
+    let next = next_before(events.len(), limit, events.last().map(|e| e.position.seq));
+    Ok(Json(json!({
+        "profile_id": survivor,
+        "requested_id": id,
+        "items": events.iter().map(event_json).collect::<Vec<_>>(),
+        "next_before": next,
+    })))
 }
 
 /// The `before` of the next page: the last id of a full page, none after a short one.
@@ -69,17 +163,10 @@ fn next_before(returned: usize, limit: u32, last_id: Option<i64>) -> Option<i64>
     (returned == limit as usize).then_some(last_id).flatten()
 }
 
-/// Paging of the newest-first lists.
-#[derive(Deserialize)]
-struct QuarantineQuery {
-    limit: Option<u32>,
-    before: Option<i64>,
-}
-
 async fn quarantine(
     State(state): State<Arc<AppState>>,
     principal: Principal,
-    Query(q): Query<QuarantineQuery>,
+    Query(q): Query<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
     principal.require(Scope::Read)?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
@@ -94,7 +181,7 @@ async fn quarantine(
             json!({
                 "id": e.id,
                 "source": e.source,
-                "received_at": cdp_domain::message::rfc3339(cdp_domain::event::from_millis(e.received_at_ms)),
+                "received_at": rfc3339(from_millis(e.received_at_ms)),
                 "code": e.code,
                 "field": e.field,
                 "reason": e.reason,
@@ -109,9 +196,7 @@ fn decision_json(d: &DecisionRow) -> Value {
     let mut body = serde_json::to_value(&d.event).unwrap_or(Value::Null);
     body["seq"] = json!(d.seq);
     body["caused_by_log_seq"] = json!(d.log_seq);
-    body["recorded_at"] = json!(cdp_domain::message::rfc3339(
-        cdp_domain::event::from_millis(d.recorded_at_ms)
-    ));
+    body["recorded_at"] = json!(rfc3339(from_millis(d.recorded_at_ms)));
     body
 }
 
@@ -126,24 +211,32 @@ async fn profile_identity(
     let explanation = identity::explain(&state.store, &principal.workspace, &id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no profile {id:?}")))?;
-    let identifiers: Vec<Value> = explanation
-        .decisions
-        .iter()
-        .filter(|d| {
-            matches!(
-                d.event,
-                cdp_domain::identity::IdentityEvent::IdentifierLinked { .. }
-            )
-        })
-        .map(decision_json)
-        .collect();
+    // The identifiers it holds now, each with the decision that linked it (and the split that moved it
+    // here, if one did).
+    let doc = profiles::load(&state.store, &principal.workspace, &explanation.survivor)
+        .await?
+        .unwrap_or_default();
+    let mut identifiers = Vec::with_capacity(doc.linked.len());
+    for id in &doc.linked {
+        let linked =
+            identity::link_of(&state.store, &principal.workspace, &id.id_type, &id.value).await?;
+        let moved_by = explanation.decisions.iter().find(|d| {
+            matches!(&d.event, IdentityEvent::ProfileSplit { identifiers, .. } if identifiers.contains(id))
+        });
+        identifiers.push(json!({
+            "type": id.id_type,
+            "value": id.value,
+            "linked_by": linked.as_ref().map(decision_json),
+            "moved_by": moved_by.map(decision_json),
+        }));
+    }
     let merges: Vec<Value> = explanation
         .decisions
         .iter()
         .filter(|d| {
             matches!(
                 d.event,
-                cdp_domain::identity::IdentityEvent::ProfilesMerged { .. }
+                IdentityEvent::ProfilesMerged { .. } | IdentityEvent::ProfileSplit { .. }
             )
         })
         .map(decision_json)
@@ -162,7 +255,7 @@ async fn profile_identity(
 async fn identity_conflicts(
     State(state): State<Arc<AppState>>,
     principal: Principal,
-    Query(q): Query<QuarantineQuery>,
+    Query(q): Query<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
     principal.require(Scope::Read)?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);

@@ -7,5 +7,6 @@ pub mod event;
 pub mod ident;
 pub mod identity;
 pub mod message;
+pub mod profile;
 pub mod store;
 pub mod workspace;

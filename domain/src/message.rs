@@ -27,6 +27,9 @@ pub enum MessageKind {
     Screen,
     Group,
     Alias,
+    /// A command of an operator (a manual merge, a split, a rules change), appended to the log by the API
+    /// so that it takes its place in the global order. Never accepted from ingestion: not in [`Self::ALL`].
+    Operator,
 }
 
 impl MessageKind {
@@ -47,11 +50,18 @@ impl MessageKind {
             MessageKind::Screen => "screen",
             MessageKind::Group => "group",
             MessageKind::Alias => "alias",
+            MessageKind::Operator => "operator",
         }
     }
 
+    /// A Segment message type; never `operator`.
     pub fn parse(raw: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.as_str() == raw)
+    }
+
+    /// A kind as the log stores it: a Segment type or `operator`.
+    pub fn from_stored(raw: &str) -> Option<Self> {
+        Self::parse(raw).or((raw == "operator").then_some(MessageKind::Operator))
     }
 }
 
@@ -183,7 +193,7 @@ pub fn validate(
             }
             None
         }
-        MessageKind::Identify => None,
+        MessageKind::Identify | MessageKind::Operator => None,
     };
 
     let message_id = match take_id(&mut msg, "messageId")? {

@@ -4,7 +4,7 @@
 //! same transaction as its read model, so a crash at any point leaves a model that converges again.
 
 pub mod identity;
-pub mod profile_view;
+pub mod profiles;
 pub mod runner;
 
 pub use runner::{ModelTx, Projection, ProjectionError, RunnerHandle, RunnerStatus};

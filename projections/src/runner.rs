@@ -96,6 +96,36 @@ pub async fn checkpoint(store: &Store, name: &str) -> Result<Position, Projectio
     Ok(row.map_or(Position::START, |(tx, seq)| Position { tx, seq }))
 }
 
+/// Whether the projection has applied the event `message_id` of `workspace` (`false` when no such event
+/// is in the log).
+pub async fn has_applied(
+    store: &Store,
+    name: &str,
+    workspace: &str,
+    message_id: &str,
+) -> Result<bool, ProjectionError> {
+    let at: Option<(i64, i64)> = match store {
+        Store::Sqlite(s) => {
+            sqlx::query_as("SELECT 0, seq FROM events WHERE workspace = ? AND message_id = ?")
+                .bind(workspace)
+                .bind(message_id)
+                .fetch_optional(s.read_pool())
+                .await?
+        }
+        Store::Postgres(s) => {
+            sqlx::query_as("SELECT tx, seq FROM events WHERE workspace = $1 AND message_id = $2")
+                .bind(workspace)
+                .bind(message_id)
+                .fetch_optional(s.pool())
+                .await?
+        }
+    };
+    let Some((tx, seq)) = at else {
+        return Ok(false);
+    };
+    Ok(checkpoint(store, name).await? >= Position { tx, seq })
+}
+
 /// Applies the next batch of up to `limit` events to `projection` and moves its checkpoint, atomically.
 pub async fn run_once<P: Projection>(
     store: &Store,

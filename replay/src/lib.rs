@@ -1,51 +1,195 @@
-//! Operator jobs: rebuilding read models from the event log with the same `prepare`/`write` code live processing
-//! runs (`cdp_projections`), never a second implementation.
+//! Operator jobs: rebuilding read models from the event log and the recorded identity decisions, with the
+//! same pure code live processing runs (`cdp_domain::profile`), never a second implementation.
 
-use cdp_domain::store::Store;
-use cdp_projections::profile_view::ProfileViews;
-use cdp_projections::runner::{catch_up, ProjectionError};
+use std::collections::HashMap;
 
-/// Drops the profile views and their checkpoint in one transaction, then rebuilds them from the whole log.
-/// Returns the number of events applied. The live runner may run meanwhile: the checkpoint row serialises
-/// the two, and views are rebuilt from the start either way.
-pub async fn rebuild_profile_views(store: &Store) -> Result<u64, ProjectionError> {
-    match store {
-        Store::Sqlite(s) => {
-            let mut tx = s.write_pool().begin_with("BEGIN IMMEDIATE").await?;
-            sqlx::query("DELETE FROM profile_views")
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM projection_checkpoints WHERE name = ?")
-                .bind(ProfileViews::NAME)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-        }
-        Store::Postgres(s) => {
-            let mut tx = s.pool().begin().await?;
-            sqlx::query("UPDATE projection_checkpoints SET tx = 0, seq = 0 WHERE name = $1")
-                .bind(ProfileViews::NAME)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM profile_views")
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
+use cdp_domain::event::Position;
+use cdp_domain::identity::{identifiers_of, IdentityRules, ProfileId};
+use cdp_domain::message::MessageKind;
+use cdp_domain::profile::{Precedence, ProfileDoc};
+use cdp_domain::store::{EventStore, Store};
+use cdp_projections::identity::{graph_of, rules_of, IdentityResolver};
+use cdp_projections::profiles::{self, ModelWrites, ProfileKey};
+use cdp_projections::runner::{checkpoint, ModelTx, ProjectionError};
+use serde_json::Value;
+
+/// How many times a rebuild starts over when the resolver moved on while it read.
+const ATTEMPTS: usize = 5;
+
+/// Rebuilds every profile document from the log: each customer event folded into the profile it belongs
+/// to now, each profile's identifiers as the recorded identity decisions link them, under the workspace's
+/// current trait precedence. Returns the number of events folded. Identity is not re-decided: decisions
+/// are facts of the log. The resolver may run meanwhile; the rebuild is written only if the resolver's
+/// checkpoint did not move while it read, and starts over otherwise.
+pub async fn rebuild_profiles(store: &Store) -> Result<u64, ProjectionError> {
+    for _ in 0..ATTEMPTS {
+        let at = checkpoint(store, IdentityResolver::NAME).await?;
+        let (docs, folded) = fold_log(store, at).await?;
+        if write_if_unmoved(store, at, docs).await? {
+            tracing::info!(folded, "profiles rebuilt");
+            return Ok(folded);
         }
     }
-    let applied = catch_up(store, &ProfileViews).await?;
-    tracing::info!(applied, "profile views rebuilt");
-    Ok(applied)
+    Err(ProjectionError::Corrupt(format!(
+        "the resolver kept moving: no consistent rebuild in {ATTEMPTS} attempts"
+    )))
+}
+
+async fn fold_log(
+    store: &Store,
+    through: Position,
+) -> Result<(HashMap<ProfileKey, ProfileDoc>, u64), ProjectionError> {
+    const PAGE: u32 = 5_000;
+    let owners = all_owners(store).await?;
+    let mut rules: HashMap<String, IdentityRules> = HashMap::new();
+    let mut docs: HashMap<ProfileKey, ProfileDoc> = HashMap::new();
+    let mut folded = 0;
+    let mut after = Position::START;
+    'log: loop {
+        let page = store.read_after(after, PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = last.position;
+        for stored in &page {
+            if stored.position > through {
+                break 'log;
+            }
+            let e = &stored.event;
+            let Some((ws, profile)) = owners.get(&stored.position.seq) else {
+                continue;
+            };
+            if e.kind == MessageKind::Operator {
+                continue;
+            }
+            if !rules.contains_key(ws) {
+                rules.insert(ws.clone(), rules_of(store, ws).await?);
+            }
+            let rules = &rules[ws];
+            let payload: Value =
+                serde_json::from_str(&e.payload).map_err(ProjectionError::corrupt)?;
+            let carried = identifiers_of(
+                &payload,
+                e.user_id.as_deref(),
+                e.anonymous_id.as_deref(),
+                rules,
+            );
+            let precedence = Precedence {
+                source_priority: &rules.source_priority,
+            };
+            docs.entry((ws.clone(), profile.clone()))
+                .or_default()
+                .apply(e, &payload, &carried, precedence);
+            folded += 1;
+        }
+    }
+    let workspaces: Vec<String> = owners
+        .values()
+        .map(|(w, _)| w.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    for ws in workspaces {
+        let graph = graph_of(store, &ws).await?;
+        for (profile, state) in graph.profiles() {
+            docs.entry((ws.clone(), profile.clone()))
+                .or_default()
+                .linked = state.identifiers.clone();
+        }
+    }
+    Ok((docs, folded))
+}
+
+async fn all_owners(store: &Store) -> Result<HashMap<i64, (String, ProfileId)>, ProjectionError> {
+    let sql = "SELECT log_seq, workspace, profile FROM event_profiles";
+    let rows: Vec<(i64, String, String)> = match store {
+        Store::Sqlite(s) => sqlx::query_as(sql).fetch_all(s.read_pool()).await?,
+        Store::Postgres(s) => sqlx::query_as(sql).fetch_all(s.pool()).await?,
+    };
+    rows.into_iter()
+        .map(|(seq, ws, p)| {
+            let p = ProfileId::parse(&p).map_err(ProjectionError::corrupt)?;
+            Ok((seq, (ws, p)))
+        })
+        .collect()
+}
+
+/// Replaces every profile document with `docs`, in one transaction that holds the resolver's checkpoint
+/// still; `false` when the checkpoint is no longer `at`.
+async fn write_if_unmoved(
+    store: &Store,
+    at: Position,
+    docs: HashMap<ProfileKey, ProfileDoc>,
+) -> Result<bool, ProjectionError> {
+    let mut rows = Vec::with_capacity(docs.len());
+    for (key, doc) in docs {
+        rows.push((
+            key,
+            serde_json::to_string(&doc).map_err(ProjectionError::corrupt)?,
+        ));
+    }
+    let writes = ModelWrites {
+        docs: rows,
+        ..ModelWrites::default()
+    };
+    let name = IdentityResolver::NAME;
+    let mut tx = match store {
+        Store::Sqlite(s) => ModelTx::Sqlite(s.write_pool().begin_with("BEGIN IMMEDIATE").await?),
+        Store::Postgres(s) => ModelTx::Postgres(s.pool().begin().await?),
+    };
+    let now: Option<(i64, i64)> = match &mut tx {
+        ModelTx::Sqlite(tx) => {
+            sqlx::query_as("SELECT tx, seq FROM projection_checkpoints WHERE name = ?")
+                .bind(name)
+                .fetch_optional(&mut **tx)
+                .await?
+        }
+        ModelTx::Postgres(tx) => {
+            sqlx::query_as("SELECT tx, seq FROM projection_checkpoints WHERE name = $1 FOR UPDATE")
+                .bind(name)
+                .fetch_optional(&mut **tx)
+                .await?
+        }
+    };
+    let now = now.map_or(Position::START, |(tx, seq)| Position { tx, seq });
+    if now != at {
+        return Ok(false);
+    }
+    match &mut tx {
+        ModelTx::Sqlite(tx) => {
+            sqlx::query("DELETE FROM profiles")
+                .execute(&mut **tx)
+                .await?;
+        }
+        ModelTx::Postgres(tx) => {
+            sqlx::query("DELETE FROM profiles")
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    profiles::write(&mut tx, &writes).await?;
+    match tx {
+        ModelTx::Sqlite(tx) => tx.commit().await?,
+        ModelTx::Postgres(tx) => tx.commit().await?,
+    }
+    Ok(true)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use cdp_domain::event::NewEvent;
-    use cdp_domain::ident::IdentifierType;
     use cdp_domain::message::{validate, Envelope};
-    use cdp_domain::store::EventStore;
+    use cdp_projections::runner::catch_up;
     use serde_json::json;
+
+    async fn all_docs(store: &Store) -> Vec<(String, String, String)> {
+        let Store::Sqlite(s) = store else {
+            unreachable!()
+        };
+        sqlx::query_as("SELECT workspace, profile, doc FROM profiles ORDER BY workspace, profile")
+            .fetch_all(s.read_pool())
+            .await
+            .unwrap()
+    }
 
     #[tokio::test]
     async fn a_rebuild_gives_exactly_the_live_state() {
@@ -58,26 +202,26 @@ mod tests {
             batch_sent_at: None,
             implied_kind: None,
         };
-        let events: Vec<NewEvent> = (0..50)
+        // Seven users, some of them joined by shared emails, so that merges happen on the way.
+        let events: Vec<NewEvent> = (0..60)
             .map(|i| {
+                let channel = ["pos", "crm", "app"][i % 3];
                 let m = json!({"type": if i % 5 == 0 { "identify" } else { "track" }, "event": "Viewed",
-                    "userId": format!("u{}", i % 7), "traits": {"n": i}, "messageId": format!("m{i}")});
+                    "userId": format!("u{}", i % 7), "messageId": format!("m{i}"),
+                    "traits": {"n": i, "email": format!("e{}@x.cn", i % 9)},
+                    "context": {"channel": channel}});
                 validate(m, &envelope, || unreachable!()).unwrap()
             })
             .collect();
+        let resolver = IdentityResolver::default();
         store.append(&events[..30]).await.unwrap();
-        catch_up(&store, &ProfileViews).await.unwrap();
+        catch_up(&store, &resolver).await.unwrap();
         store.append(&events[30..]).await.unwrap();
-        catch_up(&store, &ProfileViews).await.unwrap();
-        let live = ProfileViews::load(&store, "w", IdentifierType::UserId, "u3")
-            .await
-            .unwrap();
+        catch_up(&store, &resolver).await.unwrap();
+        let live = all_docs(&store).await;
+        assert!(live.len() > 1);
 
-        assert_eq!(rebuild_profile_views(&store).await.unwrap(), 50);
-        let rebuilt = ProfileViews::load(&store, "w", IdentifierType::UserId, "u3")
-            .await
-            .unwrap();
-        assert!(live.is_some());
-        assert_eq!(live, rebuilt);
+        assert_eq!(rebuild_profiles(&store).await.unwrap(), 60);
+        assert_eq!(all_docs(&store).await, live);
     }
 }

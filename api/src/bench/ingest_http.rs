@@ -105,7 +105,7 @@ async fn over_http(
 
     let outcome = async {
         let (elapsed, mut latencies) = send_all(&url, &write_key, bodies, clients).await?;
-        let projected = state.projection.applied.load(Ordering::Relaxed);
+        let projected = state.identity.applied.load(Ordering::Relaxed);
         let commits = state.appender.stats().commits.load(Ordering::Relaxed);
         latencies.sort_unstable();
         let stored = state

@@ -92,6 +92,8 @@ pub enum RejectReason {
     MergeCap,
     /// The profile has reached the cap on identifiers.
     IdentifierCap,
+    /// An operator split these profiles apart; only an operator merge joins them again.
+    KeptApart,
 }
 
 impl RejectReason {
@@ -101,6 +103,7 @@ impl RejectReason {
             RejectReason::LimitExceeded => "limit exceeded",
             RejectReason::MergeCap => "merge cap reached",
             RejectReason::IdentifierCap => "identifier cap reached",
+            RejectReason::KeptApart => "kept apart by an operator split",
         }
     }
 }
@@ -126,13 +129,34 @@ pub enum IdentityEvent {
         caused_by: String,
         rule_version: u64,
     },
-    /// `absorbed` now resolves to `survivor`, the earlier of the two.
+    /// `absorbed` now resolves to `survivor`, the earlier of the two. `via` is the identifier that joined
+    /// them; an operator merge or a rules change has none and says why in `reason`.
     ProfilesMerged {
         survivor: ProfileId,
         absorbed: ProfileId,
-        via: Identifier,
+        via: Option<Identifier>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
         caused_by: String,
         rule_version: u64,
+    },
+    /// `identifiers` moved from `from` to the new profile `into`, and with them the events that carried
+    /// them. When `keep_apart` (an operator split), no identifier joins the two again; only an operator
+    /// merge does.
+    ProfileSplit {
+        from: ProfileId,
+        into: ProfileId,
+        identifiers: Vec<Identifier>,
+        keep_apart: bool,
+        reason: String,
+        caused_by: String,
+        rule_version: u64,
+    },
+    /// An operator command that could not be carried out as the graph stood when it was processed.
+    CommandRejected {
+        command: String,
+        reason: String,
+        caused_by: String,
     },
     /// `profiles` stay apart; `evidence` holds the identifiers that would have joined or conflicted.
     MergeRejected {
@@ -161,7 +185,9 @@ impl IdentityEvent {
             | IdentityEvent::IdentifierLinked { caused_by, .. }
             | IdentityEvent::ProfilesMerged { caused_by, .. }
             | IdentityEvent::MergeRejected { caused_by, .. }
-            | IdentityEvent::LinkRejected { caused_by, .. } => caused_by,
+            | IdentityEvent::LinkRejected { caused_by, .. }
+            | IdentityEvent::ProfileSplit { caused_by, .. }
+            | IdentityEvent::CommandRejected { caused_by, .. } => caused_by,
         }
     }
 }
@@ -183,7 +209,8 @@ mod tests {
         let event = IdentityEvent::ProfilesMerged {
             survivor: ProfileId::parse("p1").unwrap(),
             absorbed: ProfileId::parse("p2").unwrap(),
-            via: Identifier::new("email", "ann@example.com"),
+            via: Some(Identifier::new("email", "ann@example.com")),
+            reason: None,
             caused_by: "m1".into(),
             rule_version: 3,
         };

@@ -1,7 +1,7 @@
 //! The identity graph: the state that applying identity events builds — which profile holds each
 //! identifier, each profile's identifiers in the order they were linked, and where merged-away profiles went.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::events::{Identifier, IdentityEvent, ProfileId};
 
@@ -33,6 +33,8 @@ pub struct IdentityGraph {
     owners: BTreeMap<Identifier, ProfileId>,
     profiles: BTreeMap<ProfileId, Profile>,
     merged_into: BTreeMap<ProfileId, ProfileId>,
+    /// Pairs an operator split apart, smaller id first; compared after resolving both sides.
+    apart: BTreeSet<(ProfileId, ProfileId)>,
     created: u64,
 }
 
@@ -93,8 +95,70 @@ impl IdentityGraph {
                 }
                 self.merged_into.insert(absorbed, survivor);
             }
-            IdentityEvent::MergeRejected { .. } | IdentityEvent::LinkRejected { .. } => {}
+            IdentityEvent::ProfileSplit {
+                from,
+                into,
+                identifiers,
+                keep_apart,
+                ..
+            } => {
+                let from = self.resolve(from);
+                if self.knows(into) || !self.profiles.contains_key(&from) {
+                    return;
+                }
+                let moved: Vec<Identifier> = self.profiles[&from]
+                    .identifiers
+                    .iter()
+                    .filter(|i| identifiers.contains(i))
+                    .cloned()
+                    .collect();
+                if let Some(state) = self.profiles.get_mut(&from) {
+                    state.identifiers.retain(|i| !moved.contains(i));
+                }
+                for identifier in &moved {
+                    self.owners.insert(identifier.clone(), into.clone());
+                }
+                self.profiles.insert(
+                    into.clone(),
+                    Profile {
+                        order: self.created,
+                        identifiers: moved,
+                        merges: 0,
+                    },
+                );
+                self.created += 1;
+                if *keep_apart {
+                    self.apart.insert(ordered(from, into.clone()));
+                }
+            }
+            IdentityEvent::MergeRejected { .. }
+            | IdentityEvent::LinkRejected { .. }
+            | IdentityEvent::CommandRejected { .. } => {}
         }
+    }
+
+    /// Whether an operator split `a` and `b` (or profiles merged into them) apart.
+    pub fn kept_apart(&self, a: &ProfileId, b: &ProfileId) -> bool {
+        let (a, b) = (self.resolve(a), self.resolve(b));
+        a != b
+            && self.apart.iter().any(|(x, y)| {
+                ordered(self.resolve(x), self.resolve(y)) == ordered(a.clone(), b.clone())
+            })
+    }
+
+    /// `profile` and every profile merged into it, directly or not; empty when it is not live.
+    pub fn members(&self, profile: &ProfileId) -> Vec<ProfileId> {
+        if !self.profiles.contains_key(profile) {
+            return Vec::new();
+        }
+        let mut members = vec![profile.clone()];
+        members.extend(
+            self.merged_into
+                .keys()
+                .filter(|p| self.resolve(p) == *profile)
+                .cloned(),
+        );
+        members
     }
 
     /// The live profile `profile` resolves to: itself, or the survivor of the merges that absorbed it.
@@ -137,6 +201,14 @@ impl IdentityGraph {
     }
 }
 
+fn ordered(a: ProfileId, b: ProfileId) -> (ProfileId, ProfileId) {
+    if a <= b {
+        (a, b)
+    } else {
+        (b, a)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,7 +238,8 @@ mod tests {
         IdentityEvent::ProfilesMerged {
             survivor: p(survivor),
             absorbed: p(absorbed),
-            via: Identifier::new("email", "x@y.z"),
+            via: Some(Identifier::new("email", "x@y.z")),
+            reason: None,
             caused_by: "m".into(),
             rule_version: 1,
         }

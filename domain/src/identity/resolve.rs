@@ -153,7 +153,8 @@ pub fn resolve(
                         events.push(IdentityEvent::ProfilesMerged {
                             survivor: survivor.clone(),
                             absorbed: other.clone(),
-                            via: through.clone(),
+                            via: Some(through.clone()),
+                            reason: None,
                             caused_by: caused_by.to_owned(),
                             rule_version: rules.version,
                         });
@@ -346,6 +347,14 @@ impl Ctx<'_> {
     fn merge_refusal(&self, candidates: &[ProfileId], impossible: bool) -> Option<RejectReason> {
         if impossible {
             return Some(RejectReason::LimitExceeded);
+        }
+        let apart = candidates.iter().enumerate().any(|(i, a)| {
+            candidates[i + 1..]
+                .iter()
+                .any(|b| self.graph.kept_apart(a, b))
+        });
+        if apart {
+            return Some(RejectReason::KeptApart);
         }
         let states: Vec<_> = candidates
             .iter()

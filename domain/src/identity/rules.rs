@@ -77,6 +77,10 @@ pub struct IdentityRules {
     /// Past this many identifiers on one profile, no more links or merges into it.
     #[serde(default = "default_max_identifiers")]
     pub max_identifiers: u32,
+    /// Channels whose trait values win over others', strongest first (`crm` before `app`, say); traits
+    /// from channels not named rank after them, then by event time.
+    #[serde(default)]
+    pub source_priority: Vec<String>,
 }
 
 impl Default for IdentityRules {
@@ -98,6 +102,7 @@ impl Default for IdentityRules {
             types,
             max_merges: DEFAULT_MAX_MERGES,
             max_identifiers: DEFAULT_MAX_IDENTIFIERS,
+            source_priority: Vec::new(),
         }
     }
 }

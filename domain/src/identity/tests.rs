@@ -157,7 +157,8 @@ fn pos_phone_crm_card_and_mini_program_ids_become_one_member() {
             IdentityEvent::ProfilesMerged {
                 survivor: pid(1),
                 absorbed: pid(2),
-                via: id("wechat_unionid", "uB1"),
+                via: Some(id("wechat_unionid", "uB1")),
+                reason: None,
                 caused_by: "crm-1".into(),
                 rule_version: 1,
             },
@@ -440,8 +441,9 @@ fn decisions_record_the_rule_version_and_replay_into_the_same_graph() {
     world.ingest("m2", &[("member_card", "C1")]);
     world.ingest("m3", &[("member_card", "C1"), ("phone", "13800138000")]);
     assert!(world.log.iter().all(|e| match e {
-        IdentityEvent::ProfileCreated { .. } => true,
+        IdentityEvent::ProfileCreated { .. } | IdentityEvent::CommandRejected { .. } => true,
         IdentityEvent::IdentifierLinked { rule_version, .. }
+        | IdentityEvent::ProfileSplit { rule_version, .. }
         | IdentityEvent::ProfilesMerged { rule_version, .. }
         | IdentityEvent::MergeRejected { rule_version, .. }
         | IdentityEvent::LinkRejected { rule_version, .. } => *rule_version == 7,
@@ -506,7 +508,8 @@ fn a_merge_names_a_mergeable_identifier_as_its_cause() {
         vec![IdentityEvent::ProfilesMerged {
             survivor: pid(1),
             absorbed: pid(2),
-            via: id("member_card", "C1"),
+            via: Some(id("member_card", "C1")),
+            reason: None,
             caused_by: "m3".into(),
             rule_version: 1,
         }]

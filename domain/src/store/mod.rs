@@ -152,6 +152,43 @@ impl Store {
             Store::Postgres(s) => s.ping().await,
         }
     }
+
+    /// The events with these sequence numbers, in `seq` order; missing ones are left out.
+    pub async fn events_by_seq(&self, seqs: &[i64]) -> Result<Vec<StoredEvent>, StoreError> {
+        const PER_STATEMENT: usize = 500;
+        let mut out = Vec::with_capacity(seqs.len());
+        for chunk in seqs.chunks(PER_STATEMENT) {
+            match self {
+                Store::Sqlite(s) => {
+                    let mut q: sqlx::QueryBuilder<sqlx::Sqlite> = sqlx::QueryBuilder::new(format!(
+                        "SELECT {EVENT_COLUMNS} FROM events WHERE seq IN ("
+                    ));
+                    let mut list = q.separated(", ");
+                    for seq in chunk {
+                        list.push_bind(*seq);
+                    }
+                    q.push(") ORDER BY seq");
+                    for row in q.build().fetch_all(s.read_pool()).await? {
+                        out.push(decode_event(&row, 0)?);
+                    }
+                }
+                Store::Postgres(s) => {
+                    let rows = sqlx::query(&format!(
+                        "SELECT {EVENT_COLUMNS}, tx FROM events WHERE seq = ANY($1) ORDER BY seq"
+                    ))
+                    .bind(chunk)
+                    .fetch_all(s.pool())
+                    .await?;
+                    for row in &rows {
+                        use sqlx::Row;
+                        out.push(decode_event(row, row.try_get(10)?)?);
+                    }
+                }
+            }
+        }
+        out.sort_by_key(|e| e.position.seq);
+        Ok(out)
+    }
 }
 
 macro_rules! dispatch {
@@ -217,7 +254,7 @@ where
     use crate::event::from_millis;
     use crate::message::MessageKind;
     let kind: String = row.try_get(2)?;
-    let kind = MessageKind::parse(&kind)
+    let kind = MessageKind::from_stored(&kind)
         .ok_or_else(|| StoreError::Corrupt(format!("unknown event kind {kind:?}")))?;
     Ok(StoredEvent {
         position: Position {

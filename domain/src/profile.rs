@@ -1,0 +1,380 @@
+//! The 360° profile: what a customer's events add up to — identifiers with first and last seen, traits
+//! merged across sources, event counts by type, event name and channel, first and last seen, the latest
+//! events. Pure and order-independent: the document of a set of events is the same whatever order they
+//! are applied in and however they are grouped ([`ProfileDoc::absorb`] of two documents equals applying
+//! both sets of events to one), which is what makes merges cheap and splits exact.
+//!
+//! Trait precedence: the channel earlier in the workspace's `source_priority` wins, then the later event
+//! time, then the greater message id. Every trait value remembers the event, channel and time that set it.
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::event::NewEvent;
+use crate::identity::Identifier;
+use crate::message::{rfc3339, MessageKind};
+
+/// How many recent events a profile keeps.
+pub const RECENT_EVENTS: usize = 50;
+
+/// The channel of a message: `context.channel`, else the top-level `channel` (RudderStack), else
+/// `context.library.name`, else `unknown`.
+pub fn channel_of(payload: &Value) -> String {
+    [
+        payload.pointer("/context/channel"),
+        payload.get("channel"),
+        payload.pointer("/context/library/name"),
+    ]
+    .into_iter()
+    .flatten()
+    .find_map(|v| v.as_str().map(str::trim).filter(|s| !s.is_empty()))
+    .unwrap_or("unknown")
+    .to_owned()
+}
+
+/// A trait value and what set it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TraitValue {
+    pub value: Value,
+    /// The event time of the message that set it.
+    pub set_at: DateTime<Utc>,
+    pub message_id: String,
+    pub channel: String,
+    /// `identify`, `track`, …
+    pub kind: String,
+}
+
+/// When an identifier was first and last carried by the profile's events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seen {
+    pub first: DateTime<Utc>,
+    pub last: DateTime<Utc>,
+}
+
+impl Seen {
+    fn widen(&mut self, other: Seen) {
+        self.first = self.first.min(other.first);
+        self.last = self.last.max(other.last);
+    }
+}
+
+/// One line of the recent events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventSummary {
+    pub message_id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub channel: String,
+    pub timestamp: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+}
+
+impl EventSummary {
+    /// Newest first: by event time, then message id, both descending.
+    fn newest_first(a: &EventSummary, b: &EventSummary) -> Ordering {
+        (b.timestamp, &b.message_id).cmp(&(a.timestamp, &a.message_id))
+    }
+}
+
+/// The order in which trait values win: the workspace's channel priority.
+#[derive(Debug, Clone, Copy)]
+pub struct Precedence<'a> {
+    /// Channels, strongest first; a channel not named ranks after all named ones.
+    pub source_priority: &'a [String],
+}
+
+impl Precedence<'_> {
+    pub const NONE: Precedence<'static> = Precedence {
+        source_priority: &[],
+    };
+
+    fn key<'v>(&self, v: &'v TraitValue) -> (Reverse<usize>, DateTime<Utc>, &'v str) {
+        let rank = self
+            .source_priority
+            .iter()
+            .position(|c| *c == v.channel)
+            .unwrap_or(usize::MAX);
+        (Reverse(rank), v.set_at, &v.message_id)
+    }
+
+    /// Whether `candidate` beats `current`.
+    pub fn wins(&self, candidate: &TraitValue, current: &TraitValue) -> bool {
+        self.key(candidate) > self.key(current)
+    }
+}
+
+/// The document of one live profile.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProfileDoc {
+    /// The identifiers the identity graph links to the profile, in the order they were linked.
+    pub linked: Vec<Identifier>,
+    /// Every identifier the profile's events carried, by type and value.
+    pub seen: BTreeMap<String, BTreeMap<String, Seen>>,
+    pub traits: BTreeMap<String, TraitValue>,
+    pub events: u64,
+    pub counts_by_type: BTreeMap<String, u64>,
+    /// Track messages by event name.
+    pub counts_by_event: BTreeMap<String, u64>,
+    pub counts_by_channel: BTreeMap<String, u64>,
+    pub first_seen: Option<DateTime<Utc>>,
+    pub last_seen: Option<DateTime<Utc>>,
+    /// Newest first by event time.
+    pub recent_events: Vec<EventSummary>,
+}
+
+impl ProfileDoc {
+    /// Folds one customer event in. `carried` are the normalised identifiers it carries.
+    pub fn apply(
+        &mut self,
+        event: &NewEvent,
+        payload: &Value,
+        carried: &[Identifier],
+        precedence: Precedence<'_>,
+    ) {
+        let time = event.event_time;
+        let channel = channel_of(payload);
+        self.events += 1;
+        bump(&mut self.counts_by_type, event.kind.as_str(), 1);
+        bump(&mut self.counts_by_channel, &channel, 1);
+        if event.kind == MessageKind::Track {
+            if let Some(name) = &event.name {
+                bump(&mut self.counts_by_event, name, 1);
+            }
+        }
+        self.first_seen = Some(self.first_seen.map_or(time, |t| t.min(time)));
+        self.last_seen = Some(self.last_seen.map_or(time, |t| t.max(time)));
+        // `traits` after `context.traits`: within one message the explicit traits win.
+        for traits in [payload.pointer("/context/traits"), payload.get("traits")] {
+            let Some(Value::Object(traits)) = traits else {
+                continue;
+            };
+            for (key, value) in traits {
+                let candidate = TraitValue {
+                    value: value.clone(),
+                    set_at: time,
+                    message_id: event.message_id.clone(),
+                    channel: channel.clone(),
+                    kind: event.kind.as_str().to_owned(),
+                };
+                self.offer_trait(key, candidate, precedence, true);
+            }
+        }
+        for id in carried {
+            self.see(
+                id,
+                Seen {
+                    first: time,
+                    last: time,
+                },
+            );
+        }
+        self.push_recent(vec![EventSummary {
+            message_id: event.message_id.clone(),
+            kind: event.kind.as_str().into(),
+            name: event.name.clone(),
+            channel,
+            timestamp: time,
+            received_at: event.received_at,
+        }]);
+    }
+
+    /// Joins `other` into this document, as a merge of the two profiles does.
+    pub fn absorb(&mut self, other: ProfileDoc, precedence: Precedence<'_>) {
+        for id in other.linked {
+            if !self.linked.contains(&id) {
+                self.linked.push(id);
+            }
+        }
+        for (id_type, values) in other.seen {
+            for (value, seen) in values {
+                self.see(&Identifier::new(&id_type, &value), seen);
+            }
+        }
+        for (key, value) in other.traits {
+            self.offer_trait(&key, value, precedence, false);
+        }
+        self.events += other.events;
+        for (from, into) in [
+            (other.counts_by_type, &mut self.counts_by_type),
+            (other.counts_by_event, &mut self.counts_by_event),
+            (other.counts_by_channel, &mut self.counts_by_channel),
+        ] {
+            for (k, n) in from {
+                bump(into, &k, n);
+            }
+        }
+        self.first_seen = min_opt(self.first_seen, other.first_seen);
+        self.last_seen = self.last_seen.max(other.last_seen);
+        self.push_recent(other.recent_events);
+    }
+
+    fn offer_trait(
+        &mut self,
+        key: &str,
+        candidate: TraitValue,
+        precedence: Precedence<'_>,
+        same_message_replaces: bool,
+    ) {
+        let take = match self.traits.get(key) {
+            None => true,
+            Some(current) => {
+                precedence.wins(&candidate, current)
+                    || (same_message_replaces && current.message_id == candidate.message_id)
+            }
+        };
+        if take {
+            self.traits.insert(key.to_owned(), candidate);
+        }
+    }
+
+    fn see(&mut self, id: &Identifier, seen: Seen) {
+        self.seen
+            .entry(id.id_type.clone())
+            .or_default()
+            .entry(id.value.clone())
+            .and_modify(|s| s.widen(seen))
+            .or_insert(seen);
+    }
+
+    fn push_recent(&mut self, more: Vec<EventSummary>) {
+        for summary in more {
+            if !self
+                .recent_events
+                .iter()
+                .any(|s| s.message_id == summary.message_id)
+            {
+                self.recent_events.push(summary);
+            }
+        }
+        self.recent_events.sort_by(EventSummary::newest_first);
+        self.recent_events.truncate(RECENT_EVENTS);
+    }
+
+    /// The profile as the API shows it.
+    pub fn to_json(&self) -> Value {
+        let identifiers: Vec<Value> = self
+            .linked
+            .iter()
+            .map(|id| {
+                let seen = self.seen.get(&id.id_type).and_then(|v| v.get(&id.value));
+                serde_json::json!({
+                    "type": id.id_type,
+                    "value": id.value,
+                    "first_seen": seen.map(|s| rfc3339(s.first)),
+                    "last_seen": seen.map(|s| rfc3339(s.last)),
+                })
+            })
+            .collect();
+        let traits: serde_json::Map<String, Value> = self
+            .traits
+            .iter()
+            .map(|(k, t)| {
+                (
+                    k.clone(),
+                    serde_json::json!({
+                        "value": t.value,
+                        "set_at": rfc3339(t.set_at),
+                        "message_id": t.message_id,
+                        "channel": t.channel,
+                        "type": t.kind,
+                    }),
+                )
+            })
+            .collect();
+        let recent: Vec<Value> = self
+            .recent_events
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "message_id": e.message_id,
+                    "type": e.kind,
+                    "name": e.name,
+                    "channel": e.channel,
+                    "timestamp": rfc3339(e.timestamp),
+                    "received_at": rfc3339(e.received_at),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "identifiers": identifiers,
+            "traits": traits,
+            "event_counts": {
+                "total": self.events,
+                "by_type": self.counts_by_type,
+                "by_event": self.counts_by_event,
+                "by_channel": self.counts_by_channel,
+            },
+            "first_seen": self.first_seen.map(rfc3339),
+            "last_seen": self.last_seen.map(rfc3339),
+            "recent_events": recent,
+        })
+    }
+}
+
+/// One event of a profile, ready to fold: the event, its parsed payload and the identifiers it carries.
+#[derive(Debug, Clone)]
+pub struct OwnedEvent<'a> {
+    pub event: &'a NewEvent,
+    pub payload: &'a Value,
+    pub carried: &'a [Identifier],
+}
+
+/// The two documents of a split: `moved` identifiers leave a profile whose identifiers are `linked` and
+/// whose events are `events`; the events that carried any of them leave with them. Returns the document
+/// that stays, the new profile's, and for each event whether it moved.
+pub fn split_docs(
+    linked: &[Identifier],
+    moved: &[Identifier],
+    events: &[OwnedEvent<'_>],
+    precedence: Precedence<'_>,
+) -> (ProfileDoc, ProfileDoc, Vec<bool>) {
+    let mut stays = ProfileDoc {
+        linked: linked
+            .iter()
+            .filter(|i| !moved.contains(i))
+            .cloned()
+            .collect(),
+        ..ProfileDoc::default()
+    };
+    let mut leaves = ProfileDoc {
+        linked: linked
+            .iter()
+            .filter(|i| moved.contains(i))
+            .cloned()
+            .collect(),
+        ..ProfileDoc::default()
+    };
+    let mut went = Vec::with_capacity(events.len());
+    for e in events {
+        let goes = e.carried.iter().any(|i| moved.contains(i));
+        let doc = if goes { &mut leaves } else { &mut stays };
+        doc.apply(e.event, e.payload, e.carried, precedence);
+        went.push(goes);
+    }
+    (stays, leaves, went)
+}
+
+fn bump(counts: &mut BTreeMap<String, u64>, key: &str, n: u64) {
+    match counts.get_mut(key) {
+        Some(c) => *c += n,
+        None => {
+            counts.insert(key.to_owned(), n);
+        }
+    }
+}
+
+fn min_opt(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+#[cfg(test)]
+mod tests;

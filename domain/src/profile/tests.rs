@@ -1,0 +1,138 @@
+//! Given events, when folded in any order or grouping, then the same profile document.
+
+use chrono::TimeZone;
+use proptest::prelude::*;
+use serde_json::json;
+
+use super::*;
+
+fn event(n: usize, hour: u32, channel: &str, traits: Value) -> (NewEvent, Value) {
+    let time = Utc.with_ymd_and_hms(2026, 1, 1, hour, 0, 0).unwrap();
+    let kind = if n % 3 == 0 { "track" } else { "identify" };
+    let payload = json!({"type": kind, "event": "Order Completed", "traits": traits,
+        "context": {"channel": channel}});
+    let event = NewEvent {
+        workspace: "w".into(),
+        message_id: format!("m{n:03}"),
+        kind: MessageKind::parse(kind).unwrap(),
+        name: (kind == "track").then(|| "Order Completed".to_owned()),
+        user_id: Some("u".into()),
+        anonymous_id: None,
+        event_time: time,
+        received_at: time,
+        payload: payload.to_string(),
+    };
+    (event, payload)
+}
+
+fn fold(events: &[(NewEvent, Value)], precedence: Precedence<'_>) -> ProfileDoc {
+    let mut doc = ProfileDoc::default();
+    for (e, p) in events {
+        let carried = [Identifier::new("user_id", "u")];
+        doc.apply(e, p, &carried, precedence);
+    }
+    doc
+}
+
+#[test]
+fn the_later_value_wins_whatever_order_events_arrive_in() {
+    let newer = event(1, 10, "crm", json!({"plan": "gold"}));
+    let older = event(2, 9, "pos", json!({"plan": "silver", "city": "SH"}));
+    let doc = fold(&[newer.clone(), older.clone()], Precedence::NONE);
+    assert_eq!(doc, fold(&[older, newer], Precedence::NONE));
+    assert_eq!(doc.traits["plan"].value, json!("gold"));
+    assert_eq!(doc.traits["plan"].message_id, "m001");
+    assert_eq!(doc.traits["plan"].channel, "crm");
+    assert_eq!(doc.traits["city"].value, json!("SH"));
+    assert_eq!(doc.counts_by_channel["pos"], 1);
+    assert_eq!(doc.recent_events[0].message_id, "m001");
+    let seen = doc.seen["user_id"]["u"];
+    assert_eq!(
+        (
+            seen.first.format("%H").to_string(),
+            seen.last.format("%H").to_string()
+        ),
+        ("09".into(), "10".into())
+    );
+}
+
+#[test]
+fn a_stronger_channel_wins_over_a_later_event() {
+    let priority = vec!["crm".to_owned()];
+    let precedence = Precedence {
+        source_priority: &priority,
+    };
+    let crm = event(1, 9, "crm", json!({"name": "Wang Wei"}));
+    let app = event(2, 10, "app", json!({"name": "ww"}));
+    let doc = fold(&[app, crm], precedence);
+    assert_eq!(doc.traits["name"].value, json!("Wang Wei"));
+}
+
+#[test]
+fn explicit_traits_win_over_context_traits_of_the_same_message() {
+    let (mut e, _) = event(1, 9, "crm", json!({}));
+    let payload = json!({"type": "identify", "traits": {"tier": "gold"},
+        "context": {"traits": {"tier": "silver"}}});
+    e.payload = payload.to_string();
+    let mut doc = ProfileDoc::default();
+    doc.apply(&e, &payload, &[], Precedence::NONE);
+    assert_eq!(doc.traits["tier"].value, json!("gold"));
+}
+
+#[test]
+fn recent_events_keep_the_newest_fifty() {
+    let events: Vec<_> = (0..120)
+        .map(|i| event(i, (i % 24) as u32, "pos", json!({})))
+        .collect();
+    let doc = fold(&events, Precedence::NONE);
+    assert_eq!(doc.recent_events.len(), RECENT_EVENTS);
+    assert!(doc
+        .recent_events
+        .windows(2)
+        .all(|w| w[0].timestamp >= w[1].timestamp));
+    assert_eq!(doc.events, 120);
+}
+
+#[test]
+fn the_channel_comes_from_context_then_the_message_then_the_library() {
+    assert_eq!(
+        channel_of(&json!({"context": {"channel": "pos"}, "channel": "web"})),
+        "pos"
+    );
+    assert_eq!(channel_of(&json!({"channel": "web"})), "web");
+    assert_eq!(
+        channel_of(&json!({"context": {"library": {"name": "analytics-python"}}})),
+        "analytics-python"
+    );
+    assert_eq!(channel_of(&json!({"context": {"channel": " "}})), "unknown");
+}
+
+proptest! {
+    #[test]
+    fn order_and_grouping_do_not_change_the_document(
+        specs in prop::collection::vec((0u32..24, 0usize..3, 0usize..3, 0usize..4), 1..40),
+        cut in 0usize..40,
+        seed in any::<u64>(),
+    ) {
+        let channels = ["pos", "crm", "app"];
+        let priority = vec!["crm".to_owned(), "pos".to_owned()];
+        let precedence = Precedence { source_priority: &priority };
+        let events: Vec<_> = specs.iter().enumerate().map(|(i, (hour, ch, key, val))| {
+            event(i, *hour, channels[*ch], json!({ format!("k{key}"): val }))
+        }).collect();
+        let whole = fold(&events, precedence);
+
+        let mut shuffled = events.clone();
+        let mut s = seed;
+        for i in (1..shuffled.len()).rev() {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            shuffled.swap(i, (s >> 33) as usize % (i + 1));
+        }
+        prop_assert_eq!(&fold(&shuffled, precedence), &whole);
+
+        let cut = cut.min(events.len());
+        let mut left = fold(&shuffled[..cut], precedence);
+        left.absorb(fold(&shuffled[cut..], precedence), precedence);
+        prop_assert_eq!(&left, &whole);
+    }
+}

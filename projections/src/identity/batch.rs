@@ -1,0 +1,494 @@
+//! One batch of the resolver: decide identity for each event in log order (customer events through
+//! `resolve`, operator commands through `commands`), then fold the events into the profile documents and
+//! work out where every event and identifier belongs afterwards.
+
+use std::collections::{HashMap, HashSet};
+
+use cdp_domain::event::{Position, StoredEvent};
+use cdp_domain::identity::{
+    apply_rules_diff, identifiers_of, manual_merge, resolve, rules_diff, split, Identifier,
+    IdentityEvent, IdentityGraph, IdentityRules, OperatorCommand, ProfileId,
+};
+use cdp_domain::message::MessageKind;
+use cdp_domain::profile::{split_docs, OwnedEvent, Precedence, ProfileDoc};
+use cdp_domain::store::{EventStore, Store};
+use serde_json::Value;
+
+use super::{profile_id_for, PreparedDecisions, RecordedDecision};
+use crate::profiles::{self, ModelWrites, ProfileKey, Reassign};
+use crate::runner::ProjectionError;
+
+/// One event of the batch with what was decided for it.
+struct Step<'a> {
+    event: &'a StoredEvent,
+    /// `None` for an operator command: it is not part of any profile.
+    payload: Option<Value>,
+    carried: Vec<Identifier>,
+    target: Option<ProfileId>,
+    decisions: Vec<IdentityEvent>,
+}
+
+pub(super) async fn prepare(
+    store: &Store,
+    graphs: &mut HashMap<String, IdentityGraph>,
+    rules: &HashMap<String, IdentityRules>,
+    events: &[StoredEvent],
+) -> Result<PreparedDecisions, ProjectionError> {
+    let mut steps = Vec::with_capacity(events.len());
+    for stored in events {
+        let e = &stored.event;
+        let rules = &rules[&e.workspace];
+        let payload: Value = serde_json::from_str(&e.payload).map_err(ProjectionError::corrupt)?;
+        let graph = graphs.entry(e.workspace.clone()).or_default();
+        let step = if e.kind == MessageKind::Operator {
+            let decisions = decide_command(store, graph, rules, stored, payload).await?;
+            Step {
+                event: stored,
+                payload: None,
+                carried: Vec::new(),
+                target: None,
+                decisions,
+            }
+        } else {
+            let carried = identifiers_of(
+                &payload,
+                e.user_id.as_deref(),
+                e.anonymous_id.as_deref(),
+                rules,
+            );
+            let pairs: Vec<(String, String)> = carried
+                .iter()
+                .map(|i| (i.id_type.clone(), i.value.clone()))
+                .collect();
+            let resolution = resolve(graph, rules, &pairs, &e.message_id, || {
+                profile_id_for(&e.workspace, &e.message_id)
+            });
+            Step {
+                event: stored,
+                payload: Some(payload),
+                carried,
+                target: resolution.profile,
+                decisions: resolution.events,
+            }
+        };
+        for d in &step.decisions {
+            graph.apply(d);
+        }
+        steps.push(step);
+    }
+
+    let mut keys: Vec<ProfileKey> = Vec::new();
+    for step in &steps {
+        let ws = &step.event.event.workspace;
+        keys.extend(step.target.iter().map(|p| (ws.clone(), p.clone())));
+        for d in &step.decisions {
+            keys.extend(profiles_named(d).into_iter().map(|p| (ws.clone(), p)));
+        }
+    }
+    keys.sort();
+    keys.dedup();
+    let docs = profiles::load_many(store, &keys).await?;
+
+    let mut model = Model {
+        store,
+        rules,
+        docs,
+        gone: HashSet::new(),
+        owners: HashMap::new(),
+        holders: HashMap::new(),
+        merged_in_batch: HashMap::new(),
+        reassigns: Vec::new(),
+        in_batch: HashMap::new(),
+    };
+    let mut decisions = Vec::new();
+    for (i, step) in steps.iter().enumerate() {
+        let e = &step.event.event;
+        let seq = step.event.position.seq;
+        for d in &step.decisions {
+            model.apply_decision(&e.workspace, d, &steps).await?;
+        }
+        if let (Some(target), Some(payload)) = (&step.target, &step.payload) {
+            let precedence = Precedence {
+                source_priority: &rules[&e.workspace].source_priority,
+            };
+            model
+                .docs
+                .entry((e.workspace.clone(), target.clone()))
+                .or_default()
+                .apply(e, payload, &step.carried, precedence);
+            model
+                .owners
+                .insert(seq, (e.workspace.clone(), target.clone()));
+            model.in_batch.insert(seq, i);
+        }
+        decisions.extend(step.decisions.iter().map(|d| RecordedDecision {
+            workspace: e.workspace.clone(),
+            log_seq: seq,
+            event: d.clone(),
+        }));
+    }
+    Ok(PreparedDecisions {
+        decisions,
+        model: model.into_writes()?,
+    })
+}
+
+/// The profiles a decision reads or changes the document of.
+fn profiles_named(d: &IdentityEvent) -> Vec<ProfileId> {
+    match d {
+        IdentityEvent::IdentifierLinked { profile, .. } => vec![profile.clone()],
+        IdentityEvent::ProfilesMerged {
+            survivor, absorbed, ..
+        } => vec![survivor.clone(), absorbed.clone()],
+        IdentityEvent::ProfileSplit { from, .. } => vec![from.clone()],
+        IdentityEvent::ProfileCreated { .. }
+        | IdentityEvent::MergeRejected { .. }
+        | IdentityEvent::LinkRejected { .. }
+        | IdentityEvent::CommandRejected { .. } => Vec::new(),
+    }
+}
+
+/// The decisions of an operator command, against the graph as it stands at the command's place in the log.
+async fn decide_command(
+    store: &Store,
+    graph: &IdentityGraph,
+    rules: &IdentityRules,
+    stored: &StoredEvent,
+    payload: Value,
+) -> Result<Vec<IdentityEvent>, ProjectionError> {
+    let e = &stored.event;
+    let rejected = |command: &str, reason: String| {
+        vec![IdentityEvent::CommandRejected {
+            command: command.to_owned(),
+            reason,
+            caused_by: e.message_id.clone(),
+        }]
+    };
+    let command: OperatorCommand = match serde_json::from_value(payload) {
+        Ok(c) => c,
+        Err(err) => return Ok(rejected("unknown", format!("not a command: {err}"))),
+    };
+    let name = command.name();
+    Ok(match command {
+        OperatorCommand::Merge {
+            profile_ids,
+            reason,
+            ..
+        } => manual_merge(graph, rules, &profile_ids, &reason, &e.message_id)
+            .unwrap_or_else(|err| rejected(name, err.0)),
+        OperatorCommand::Split {
+            profile_id,
+            identifiers,
+            reason,
+            ..
+        } => {
+            let into = profile_id_for(&e.workspace, &e.message_id);
+            match split(
+                graph,
+                rules,
+                &profile_id,
+                &identifiers,
+                into,
+                &reason,
+                &e.message_id,
+            ) {
+                Ok(event) => vec![event],
+                Err(err) => rejected(name, err.0),
+            }
+        }
+        OperatorCommand::Rules { rules: new, .. } => {
+            let log = workspace_log(store, &e.workspace, stored.position, &new).await?;
+            let diff = rules_diff(graph, &new, &log);
+            let mut n = 0;
+            apply_rules_diff(graph, &new, &diff, &e.message_id, || {
+                n += 1;
+                profile_id_for(&e.workspace, &format!("{}#{n}", e.message_id))
+            })
+        }
+    })
+}
+
+/// The customer events of a workspace before `until`, in log order, with their identifiers under `rules`.
+pub async fn workspace_log(
+    store: &Store,
+    workspace: &str,
+    until: Position,
+    rules: &IdentityRules,
+) -> Result<Vec<(String, Vec<(String, String)>)>, ProjectionError> {
+    const PAGE: u32 = 5_000;
+    let mut out = Vec::new();
+    let mut after = Position::START;
+    loop {
+        let page = store.read_after(after, PAGE).await?;
+        let Some(last) = page.last() else {
+            return Ok(out);
+        };
+        after = last.position;
+        for stored in &page {
+            if stored.position >= until {
+                return Ok(out);
+            }
+            let e = &stored.event;
+            if e.workspace != workspace || e.kind == MessageKind::Operator {
+                continue;
+            }
+            let payload: Value =
+                serde_json::from_str(&e.payload).map_err(ProjectionError::corrupt)?;
+            let ids = identifiers_of(
+                &payload,
+                e.user_id.as_deref(),
+                e.anonymous_id.as_deref(),
+                rules,
+            )
+            .into_iter()
+            .map(|i| (i.id_type, i.value))
+            .collect();
+            out.push((e.message_id.clone(), ids));
+        }
+    }
+}
+
+/// The profile model as the batch changes it, in memory until written.
+struct Model<'a> {
+    store: &'a Store,
+    rules: &'a HashMap<String, IdentityRules>,
+    docs: HashMap<ProfileKey, ProfileDoc>,
+    gone: HashSet<ProfileKey>,
+    /// Where each event the batch touched belongs now.
+    owners: HashMap<i64, (String, ProfileId)>,
+    /// Who holds each identifier the batch touched.
+    holders: HashMap<(String, Identifier), ProfileId>,
+    /// Profiles merged away in this batch, to the profile that absorbed them.
+    merged_in_batch: HashMap<ProfileKey, ProfileId>,
+    reassigns: Vec<Reassign>,
+    /// The step of each customer event of the batch, by its sequence number.
+    in_batch: HashMap<i64, usize>,
+}
+
+impl Model<'_> {
+    async fn apply_decision(
+        &mut self,
+        ws: &str,
+        decision: &IdentityEvent,
+        steps: &[Step<'_>],
+    ) -> Result<(), ProjectionError> {
+        match decision {
+            IdentityEvent::ProfileCreated { profile, .. } => {
+                self.docs
+                    .entry((ws.to_owned(), profile.clone()))
+                    .or_default();
+            }
+            IdentityEvent::IdentifierLinked {
+                profile,
+                id_type,
+                value,
+                ..
+            } => {
+                let id = Identifier::new(id_type, value);
+                let doc = self
+                    .docs
+                    .entry((ws.to_owned(), profile.clone()))
+                    .or_default();
+                if !doc.linked.contains(&id) {
+                    doc.linked.push(id.clone());
+                }
+                self.holders.insert((ws.to_owned(), id), profile.clone());
+            }
+            IdentityEvent::ProfilesMerged {
+                survivor, absorbed, ..
+            } => {
+                let gone = (ws.to_owned(), absorbed.clone());
+                let absorbed_doc = self.docs.remove(&gone).unwrap_or_default();
+                let rules = self.rules;
+                let precedence = Precedence {
+                    source_priority: &rules[ws].source_priority,
+                };
+                self.docs
+                    .entry((ws.to_owned(), survivor.clone()))
+                    .or_default()
+                    .absorb(absorbed_doc, precedence);
+                for (w, owner) in self.owners.values_mut() {
+                    if w == ws && owner == absorbed {
+                        *owner = survivor.clone();
+                    }
+                }
+                for ((w, _), holder) in &mut self.holders {
+                    if w == ws && holder == absorbed {
+                        *holder = survivor.clone();
+                    }
+                }
+                self.reassigns.push(Reassign {
+                    workspace: ws.to_owned(),
+                    from: absorbed.clone(),
+                    to: survivor.clone(),
+                });
+                self.merged_in_batch.insert(gone.clone(), survivor.clone());
+                self.gone.insert(gone);
+            }
+            IdentityEvent::ProfileSplit {
+                from,
+                into,
+                identifiers,
+                ..
+            } => self.split(ws, from, into, identifiers, steps).await?,
+            IdentityEvent::MergeRejected { .. }
+            | IdentityEvent::LinkRejected { .. }
+            | IdentityEvent::CommandRejected { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// Re-folds both sides of a split from the events that belong to `from` at this point of the batch.
+    async fn split(
+        &mut self,
+        ws: &str,
+        from: &ProfileId,
+        into: &ProfileId,
+        moved: &[Identifier],
+        steps: &[Step<'_>],
+    ) -> Result<(), ProjectionError> {
+        // In the database, `from`'s events may still belong to profiles it absorbed in this batch.
+        let mut stored_owners = vec![from.clone()];
+        for (absorbed_key, _) in self.merged_in_batch.iter() {
+            if absorbed_key.0 == ws && self.resolve_in_batch(ws, &absorbed_key.1) == *from {
+                stored_owners.push(absorbed_key.1.clone());
+            }
+        }
+        for seq in profiles::events_of(self.store, ws, &stored_owners).await? {
+            self.owners
+                .entry(seq)
+                .or_insert_with(|| (ws.to_owned(), from.clone()));
+        }
+        let mut members: Vec<i64> = self
+            .owners
+            .iter()
+            .filter(|(_, (w, p))| w == ws && p == from)
+            .map(|(seq, _)| *seq)
+            .collect();
+        members.sort_unstable();
+
+        let earlier: Vec<i64> = members
+            .iter()
+            .copied()
+            .filter(|s| !self.in_batch.contains_key(s))
+            .collect();
+        let all_rules = self.rules;
+        let rules = &all_rules[ws];
+        let store = self.store;
+        let mut fetched = Vec::with_capacity(earlier.len());
+        for stored in store.events_by_seq(&earlier).await? {
+            let payload: Value =
+                serde_json::from_str(&stored.event.payload).map_err(ProjectionError::corrupt)?;
+            let carried = identifiers_of(
+                &payload,
+                stored.event.user_id.as_deref(),
+                stored.event.anonymous_id.as_deref(),
+                rules,
+            );
+            fetched.push((stored, payload, carried));
+        }
+        let mut owned: Vec<(i64, OwnedEvent<'_>)> = fetched
+            .iter()
+            .map(|(stored, payload, carried)| {
+                (
+                    stored.position.seq,
+                    OwnedEvent {
+                        event: &stored.event,
+                        payload,
+                        carried,
+                    },
+                )
+            })
+            .collect();
+        for seq in &members {
+            if let Some(step) = self.in_batch.get(seq).map(|i| &steps[*i]) {
+                if let Some(payload) = &step.payload {
+                    owned.push((
+                        *seq,
+                        OwnedEvent {
+                            event: &step.event.event,
+                            payload,
+                            carried: &step.carried,
+                        },
+                    ));
+                }
+            }
+        }
+        let from_key = (ws.to_owned(), from.clone());
+        let linked = self
+            .docs
+            .get(&from_key)
+            .map(|d| d.linked.clone())
+            .unwrap_or_default();
+        let events: Vec<OwnedEvent<'_>> = owned.iter().map(|(_, e)| e.clone()).collect();
+        let precedence = Precedence {
+            source_priority: &rules.source_priority,
+        };
+        let (stays, leaves, went) = split_docs(&linked, moved, &events, precedence);
+        let moved_seqs: Vec<i64> = owned
+            .iter()
+            .zip(went)
+            .filter(|(_, went)| *went)
+            .map(|((seq, _), _)| *seq)
+            .collect();
+        drop(events);
+        drop(owned);
+        for seq in moved_seqs {
+            self.owners.insert(seq, (ws.to_owned(), into.clone()));
+        }
+        for id in moved {
+            self.holders
+                .insert((ws.to_owned(), id.clone()), into.clone());
+        }
+        self.docs.insert(from_key, stays);
+        self.docs.insert((ws.to_owned(), into.clone()), leaves);
+        Ok(())
+    }
+
+    fn resolve_in_batch(&self, ws: &str, profile: &ProfileId) -> ProfileId {
+        let mut current = profile.clone();
+        for _ in 0..=self.merged_in_batch.len() {
+            match self.merged_in_batch.get(&(ws.to_owned(), current.clone())) {
+                Some(next) => current = next.clone(),
+                None => break,
+            }
+        }
+        current
+    }
+
+    fn into_writes(self) -> Result<ModelWrites, ProjectionError> {
+        let mut docs = Vec::with_capacity(self.docs.len());
+        for (key, doc) in &self.docs {
+            docs.push((
+                key.clone(),
+                serde_json::to_string(doc).map_err(ProjectionError::corrupt)?,
+            ));
+        }
+        docs.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut owners: Vec<(i64, String, ProfileId)> = self
+            .owners
+            .into_iter()
+            .map(|(seq, (w, p))| (seq, w, p))
+            .collect();
+        owners.sort_by_key(|o| o.0);
+        let mut holders: Vec<(String, Identifier, ProfileId)> = self
+            .holders
+            .into_iter()
+            .map(|((w, id), p)| (w, id, p))
+            .collect();
+        holders.sort();
+        let mut gone: Vec<ProfileKey> = self
+            .gone
+            .into_iter()
+            .filter(|k| !self.docs.contains_key(k))
+            .collect();
+        gone.sort();
+        Ok(ModelWrites {
+            reassigns: self.reassigns,
+            owners,
+            holders,
+            docs,
+            gone,
+        })
+    }
+}

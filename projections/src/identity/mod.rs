@@ -1,0 +1,253 @@
+//! The identity resolver: follows the log in its global order, resolves each event's identifiers with the
+//! pure OneID core (`cdp_domain::identity`), and records every decision in `identity_events`.
+//!
+//! Resolution runs as a projection, so it is serialised like one: one batch at a time, under the
+//! checkpoint (a row lock on PostgreSQL), which is what keeps two service instances from creating two
+//! profiles for one person. The graph is kept in memory, per workspace, as the fold of `identity_events`;
+//! when a batch may not have committed (or another instance moved on) it is reloaded from the table.
+//!
+//! In the same transaction the resolver keeps the 360° profiles (`crate::profiles`): each customer event
+//! is folded into the document of the profile it resolved to; a merge joins two documents; a split
+//! re-folds both sides from their events, so that both are exactly what they would have been apart.
+//! Operator commands (`MessageKind::Operator` events: manual merges, splits, rules changes) are decided
+//! here too, in their place in the log.
+
+mod batch;
+pub mod queries;
+
+pub use queries::*;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use cdp_domain::event::{Position, StoredEvent};
+use cdp_domain::identity::{IdentityEvent, IdentityGraph, IdentityRules, ProfileId};
+use cdp_domain::store::Store;
+use chrono::Utc;
+use sha2::{Digest, Sha256};
+use sqlx::QueryBuilder;
+
+use crate::profiles::ModelWrites;
+use crate::runner::{checkpoint, ModelTx, Projection, ProjectionError};
+
+/// A decision with where it came from, ready to be stored.
+#[derive(Debug, Clone)]
+pub struct RecordedDecision {
+    pub workspace: String,
+    pub log_seq: i64,
+    pub event: IdentityEvent,
+}
+
+/// What `prepare` decided for a batch: the decisions and the profile model's changes.
+#[derive(Debug, Default)]
+pub struct PreparedDecisions {
+    decisions: Vec<RecordedDecision>,
+    model: ModelWrites,
+}
+
+#[derive(Debug, Default)]
+struct ResolverState {
+    graphs: HashMap<String, IdentityGraph>,
+    /// The highest `identity_events.seq` folded into `graphs`.
+    loaded_through: i64,
+    /// The position of the last batch prepared; when the checkpoint is elsewhere at the next batch, that
+    /// batch was not committed by us (or another instance went on) and the graphs are reloaded.
+    prepared_through: Option<Position>,
+}
+
+/// The resolver projection. Each batch resolves under the rules in force for its workspaces
+/// (`identity_rules`, Segment's defaults where none are stored).
+#[derive(Debug, Default)]
+pub struct IdentityResolver {
+    state: Mutex<ResolverState>,
+}
+
+/// A profile id derived from the event that created it, so replaying the log makes the same ids.
+pub fn profile_id_for(workspace: &str, message_id: &str) -> ProfileId {
+    let digest = Sha256::digest(format!("{workspace}\n{message_id}").as_bytes());
+    let hex: String = digest.iter().take(10).map(|b| format!("{b:02x}")).collect();
+    ProfileId::parse(&format!("p_{hex}")).expect("p_ and hex digits make a valid profile id")
+}
+
+impl IdentityResolver {
+    pub const NAME: &'static str = "identity";
+
+    async fn load_after(
+        store: &Store,
+        after: i64,
+    ) -> Result<Vec<(i64, String, IdentityEvent)>, ProjectionError> {
+        let rows: Vec<(i64, String, String)> =
+            match store {
+                Store::Sqlite(s) => sqlx::query_as(
+                    "SELECT seq, workspace, body FROM identity_events WHERE seq > ? ORDER BY seq",
+                )
+                .bind(after)
+                .fetch_all(s.read_pool())
+                .await?,
+                Store::Postgres(s) => sqlx::query_as(
+                    "SELECT seq, workspace, body FROM identity_events WHERE seq > $1 ORDER BY seq",
+                )
+                .bind(after)
+                .fetch_all(s.pool())
+                .await?,
+            };
+        rows.into_iter()
+            .map(|(seq, workspace, body)| {
+                let event = serde_json::from_str(&body).map_err(ProjectionError::corrupt)?;
+                Ok((seq, workspace, event))
+            })
+            .collect()
+    }
+}
+
+fn columns(
+    event: &IdentityEvent,
+) -> (
+    &'static str,
+    Option<&str>,
+    Option<&str>,
+    Option<&str>,
+    Option<&str>,
+) {
+    match event {
+        IdentityEvent::ProfileCreated { profile, .. } => {
+            ("profile_created", Some(profile.as_str()), None, None, None)
+        }
+        IdentityEvent::IdentifierLinked {
+            profile,
+            id_type,
+            value,
+            ..
+        } => (
+            "identifier_linked",
+            Some(profile.as_str()),
+            None,
+            Some(id_type),
+            Some(value),
+        ),
+        IdentityEvent::ProfilesMerged {
+            survivor, absorbed, ..
+        } => (
+            "profiles_merged",
+            Some(survivor.as_str()),
+            Some(absorbed.as_str()),
+            None,
+            None,
+        ),
+        IdentityEvent::MergeRejected { profiles, .. } => (
+            "merge_rejected",
+            profiles.first().map(ProfileId::as_str),
+            profiles.get(1).map(ProfileId::as_str),
+            None,
+            None,
+        ),
+        IdentityEvent::LinkRejected {
+            profile,
+            id_type,
+            value,
+            ..
+        } => (
+            "link_rejected",
+            Some(profile.as_str()),
+            None,
+            Some(id_type),
+            Some(value),
+        ),
+        IdentityEvent::ProfileSplit { from, into, .. } => (
+            "profile_split",
+            Some(from.as_str()),
+            Some(into.as_str()),
+            None,
+            None,
+        ),
+        IdentityEvent::CommandRejected { .. } => ("command_rejected", None, None, None, None),
+    }
+}
+
+impl Projection for IdentityResolver {
+    type Prepared = PreparedDecisions;
+
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    async fn prepare(
+        &self,
+        store: &Store,
+        events: &[StoredEvent],
+    ) -> Result<PreparedDecisions, ProjectionError> {
+        let committed = checkpoint(store, Self::NAME).await?;
+        // The runner prepares one batch at a time, so the state can leave the lock while the batch is
+        // worked on (splits and rules changes read the log). On error it is dropped and reloaded.
+        let mut state = std::mem::take(&mut *self.state.lock().expect("resolver state lock"));
+        if state.prepared_through.is_some_and(|p| p != committed) {
+            state = ResolverState::default();
+        }
+        let stored = Self::load_after(store, state.loaded_through).await?;
+        // Re-applying our own committed decisions is harmless: applying is idempotent.
+        for (seq, workspace, event) in &stored {
+            state
+                .graphs
+                .entry(workspace.clone())
+                .or_default()
+                .apply(event);
+            state.loaded_through = state.loaded_through.max(*seq);
+        }
+        let mut rules: HashMap<String, IdentityRules> = HashMap::new();
+        for e in events {
+            if !rules.contains_key(&e.event.workspace) {
+                let r = rules_of(store, &e.event.workspace).await?;
+                rules.insert(e.event.workspace.clone(), r);
+            }
+        }
+        let prepared = batch::prepare(store, &mut state.graphs, &rules, events).await?;
+        state.prepared_through = events.last().map(|e| e.position);
+        *self.state.lock().expect("resolver state lock") = state;
+        Ok(prepared)
+    }
+
+    async fn write(
+        &self,
+        tx: &mut ModelTx<'_>,
+        prepared: PreparedDecisions,
+    ) -> Result<(), ProjectionError> {
+        const ROWS_PER_STATEMENT: usize = 500;
+        let now = Utc::now().timestamp_millis();
+        let mut bodies = Vec::with_capacity(prepared.decisions.len());
+        for d in &prepared.decisions {
+            bodies.push(serde_json::to_string(&d.event).map_err(ProjectionError::corrupt)?);
+        }
+        let rows: Vec<(&RecordedDecision, &String)> =
+            prepared.decisions.iter().zip(&bodies).collect();
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let insert =
+                "INSERT INTO identity_events (workspace, log_seq, caused_by, kind, profile, \
+                          other, id_type, value, recorded_at, body) ";
+            // The same statement on both backends; only the builder's database type differs.
+            macro_rules! insert_chunk {
+                ($db:ty, $tx:expr) => {{
+                    let mut q: QueryBuilder<$db> = QueryBuilder::new(insert);
+                    q.push_values(chunk, |mut row, (d, body)| {
+                        let (kind, profile, other, id_type, value) = columns(&d.event);
+                        row.push_bind(&d.workspace)
+                            .push_bind(d.log_seq)
+                            .push_bind(d.event.caused_by())
+                            .push_bind(kind)
+                            .push_bind(profile)
+                            .push_bind(other)
+                            .push_bind(id_type)
+                            .push_bind(value)
+                            .push_bind(now)
+                            .push_bind(*body);
+                    });
+                    q.build().execute(&mut **$tx).await?;
+                }};
+            }
+            match tx {
+                ModelTx::Sqlite(tx) => insert_chunk!(sqlx::Sqlite, tx),
+                ModelTx::Postgres(tx) => insert_chunk!(sqlx::Postgres, tx),
+            }
+        }
+        crate::profiles::write(tx, &prepared.model).await
+    }
+}

@@ -1,0 +1,319 @@
+//! Reads of the identity decisions for the API: survivors, explanations, conflicts, a workspace's graph,
+//! and the identity rules in force.
+
+use cdp_domain::identity::{IdentityEvent, IdentityGraph, IdentityRules};
+use cdp_domain::store::Store;
+use chrono::Utc;
+
+use crate::profiles::{self, numbered};
+use crate::runner::ProjectionError;
+
+/// One stored identity decision, as the API shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecisionRow {
+    pub seq: i64,
+    pub log_seq: i64,
+    pub caused_by: String,
+    pub recorded_at_ms: i64,
+    pub event: IdentityEvent,
+}
+
+type RawRow = (i64, i64, String, i64, String);
+
+const DECISION_COLUMNS: &str = "seq, log_seq, caused_by, recorded_at, body";
+
+fn decode_rows(rows: Vec<RawRow>) -> Result<Vec<DecisionRow>, ProjectionError> {
+    rows.into_iter()
+        .map(|(seq, log_seq, caused_by, recorded_at_ms, body)| {
+            Ok(DecisionRow {
+                seq,
+                log_seq,
+                caused_by,
+                recorded_at_ms,
+                event: serde_json::from_str(&body).map_err(ProjectionError::corrupt)?,
+            })
+        })
+        .collect()
+}
+
+/// Runs a query over `identity_events` on either backend, binding the text parameters and then the
+/// numbers. `sql` uses `?` placeholders; they become `$n` on PostgreSQL.
+async fn query_decisions(
+    store: &Store,
+    sql: &str,
+    texts: &[&str],
+    numbers: &[i64],
+) -> Result<Vec<DecisionRow>, ProjectionError> {
+    let rows: Vec<RawRow> = match store {
+        Store::Sqlite(s) => {
+            let mut q = sqlx::query_as(sql);
+            for t in texts {
+                q = q.bind(*t);
+            }
+            for n in numbers {
+                q = q.bind(*n);
+            }
+            q.fetch_all(s.read_pool()).await?
+        }
+        Store::Postgres(s) => {
+            let numbered = numbered(sql);
+            let mut q = sqlx::query_as(&numbered);
+            for t in texts {
+                q = q.bind(*t);
+            }
+            for n in numbers {
+                q = q.bind(*n);
+            }
+            q.fetch_all(s.pool()).await?
+        }
+    };
+    decode_rows(rows)
+}
+
+/// The surviving profile of `profile` (itself when it was never merged away); `None` when no such
+/// profile was ever created in the workspace.
+pub async fn survivor_of(
+    store: &Store,
+    workspace: &str,
+    profile: &str,
+) -> Result<Option<String>, ProjectionError> {
+    let created = query_decisions(
+        store,
+        &format!(
+            "SELECT {DECISION_COLUMNS} FROM identity_events \
+             WHERE workspace = ? AND ((profile = ? AND kind = 'profile_created') \
+                OR (other = ? AND kind = 'profile_split')) LIMIT 1"
+        ),
+        &[workspace, profile, profile],
+        &[],
+    )
+    .await?;
+    if created.is_empty() {
+        return Ok(None);
+    }
+    let mut current = profile.to_owned();
+    // Merges form a forest pointing at earlier profiles, so this ends; the bound guards corrupt data.
+    for _ in 0..10_000 {
+        let merged = query_decisions(
+            store,
+            &format!(
+                "SELECT {DECISION_COLUMNS} FROM identity_events \
+                 WHERE workspace = ? AND other = ? AND kind = 'profiles_merged' LIMIT 1"
+            ),
+            &[workspace, &current],
+            &[],
+        )
+        .await?;
+        match merged.first().map(|d| &d.event) {
+            Some(IdentityEvent::ProfilesMerged { survivor, .. }) => {
+                current = survivor.as_str().to_owned()
+            }
+            _ => return Ok(Some(current)),
+        }
+    }
+    Err(ProjectionError::corrupt(format!(
+        "merge chain of {profile} does not end"
+    )))
+}
+
+/// The live profile holding an identifier, if it is linked.
+pub async fn profile_holding(
+    store: &Store,
+    workspace: &str,
+    id_type: &str,
+    value: &str,
+) -> Result<Option<String>, ProjectionError> {
+    profiles::holder(store, workspace, id_type, value).await
+}
+
+/// The decision that first linked an identifier.
+pub async fn link_of(
+    store: &Store,
+    workspace: &str,
+    id_type: &str,
+    value: &str,
+) -> Result<Option<DecisionRow>, ProjectionError> {
+    let rows = query_decisions(
+        store,
+        &format!(
+            "SELECT {DECISION_COLUMNS} FROM identity_events WHERE workspace = ? AND id_type = ? \
+             AND value = ? AND kind = 'identifier_linked' ORDER BY seq LIMIT 1"
+        ),
+        &[workspace, id_type, value],
+        &[],
+    )
+    .await?;
+    Ok(rows.into_iter().next())
+}
+
+/// The decisions an event (an operator command, say) caused.
+pub async fn caused_by(
+    store: &Store,
+    workspace: &str,
+    message_id: &str,
+) -> Result<Vec<DecisionRow>, ProjectionError> {
+    query_decisions(
+        store,
+        &format!(
+            "SELECT {DECISION_COLUMNS} FROM identity_events \
+             WHERE workspace = ? AND caused_by = ? ORDER BY seq"
+        ),
+        &[workspace, message_id],
+        &[],
+    )
+    .await
+}
+
+/// A workspace's identity graph as its recorded decisions build it.
+pub async fn graph_of(store: &Store, workspace: &str) -> Result<IdentityGraph, ProjectionError> {
+    let rows = query_decisions(
+        store,
+        &format!("SELECT {DECISION_COLUMNS} FROM identity_events WHERE workspace = ? ORDER BY seq"),
+        &[workspace],
+        &[],
+    )
+    .await?;
+    let mut graph = IdentityGraph::new();
+    for row in &rows {
+        graph.apply(&row.event);
+    }
+    Ok(graph)
+}
+
+/// Why a profile is what it is: its survivor, every profile merged into it, and every decision about any
+/// of them in order — each with the event that caused it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Explanation {
+    pub survivor: String,
+    pub merged: Vec<String>,
+    pub decisions: Vec<DecisionRow>,
+}
+
+pub async fn explain(
+    store: &Store,
+    workspace: &str,
+    profile: &str,
+) -> Result<Option<Explanation>, ProjectionError> {
+    let Some(survivor) = survivor_of(store, workspace, profile).await? else {
+        return Ok(None);
+    };
+    let mut cluster = vec![survivor.clone()];
+    let mut decisions = Vec::new();
+    let mut i = 0;
+    while i < cluster.len() {
+        let about = query_decisions(
+            store,
+            &format!(
+                "SELECT {DECISION_COLUMNS} FROM identity_events \
+                 WHERE workspace = ? AND (profile = ? OR other = ?) ORDER BY seq"
+            ),
+            &[workspace, &cluster[i], &cluster[i]],
+            &[],
+        )
+        .await?;
+        for d in about {
+            if let IdentityEvent::ProfilesMerged { absorbed, .. } = &d.event {
+                if !cluster.iter().any(|p| p == absorbed.as_str()) {
+                    cluster.push(absorbed.as_str().to_owned());
+                }
+            }
+            if !decisions
+                .iter()
+                .any(|known: &DecisionRow| known.seq == d.seq)
+            {
+                decisions.push(d);
+            }
+        }
+        i += 1;
+    }
+    decisions.sort_by_key(|d| d.seq);
+    Ok(Some(Explanation {
+        survivor,
+        merged: cluster.into_iter().skip(1).collect(),
+        decisions,
+    }))
+}
+
+/// Rejected merges and links of a workspace, newest first, with ids below `before` when given.
+pub async fn conflicts(
+    store: &Store,
+    workspace: &str,
+    before: Option<i64>,
+    limit: u32,
+) -> Result<Vec<DecisionRow>, ProjectionError> {
+    query_decisions(
+        store,
+        &format!(
+            "SELECT {DECISION_COLUMNS} FROM identity_events WHERE workspace = ? \
+             AND kind IN ('merge_rejected', 'link_rejected') AND seq < ? ORDER BY seq DESC LIMIT ?"
+        ),
+        &[workspace],
+        &[before.unwrap_or(i64::MAX), i64::from(limit)],
+    )
+    .await
+}
+
+/// The identity rules in force for a workspace: the stored ones, or Segment's defaults.
+pub async fn rules_of(store: &Store, workspace: &str) -> Result<IdentityRules, ProjectionError> {
+    let row: Option<(String,)> = match store {
+        Store::Sqlite(s) => {
+            sqlx::query_as("SELECT rules FROM identity_rules WHERE workspace = ?")
+                .bind(workspace)
+                .fetch_optional(s.read_pool())
+                .await?
+        }
+        Store::Postgres(s) => {
+            sqlx::query_as("SELECT rules FROM identity_rules WHERE workspace = $1")
+                .bind(workspace)
+                .fetch_optional(s.pool())
+                .await?
+        }
+    };
+    match row {
+        Some((json,)) => serde_json::from_str(&json).map_err(ProjectionError::corrupt),
+        None => Ok(IdentityRules::default()),
+    }
+}
+
+/// Stores `rules` for a workspace. The version goes up by one when they differ from the rules in force
+/// (whatever version the caller wrote); unchanged rules keep theirs. Returns the rules as stored.
+pub async fn put_rules(
+    store: &Store,
+    workspace: &str,
+    rules: IdentityRules,
+) -> Result<IdentityRules, ProjectionError> {
+    let current = rules_of(store, workspace).await?;
+    let mut next = rules;
+    next.version = current.version;
+    if next == current {
+        return Ok(current);
+    }
+    next.version = current.version + 1;
+    let json = serde_json::to_string(&next).map_err(ProjectionError::corrupt)?;
+    let now = Utc::now().timestamp_millis();
+    let version = i64::try_from(next.version).map_err(ProjectionError::corrupt)?;
+    let upsert = "INSERT INTO identity_rules (workspace, version, rules, updated_at) VALUES ";
+    let conflict = " ON CONFLICT (workspace) DO UPDATE SET version = excluded.version, \
+                    rules = excluded.rules, updated_at = excluded.updated_at";
+    match store {
+        Store::Sqlite(s) => {
+            sqlx::query(&format!("{upsert}(?, ?, ?, ?){conflict}"))
+                .bind(workspace)
+                .bind(version)
+                .bind(&json)
+                .bind(now)
+                .execute(s.write_pool())
+                .await?;
+        }
+        Store::Postgres(s) => {
+            sqlx::query(&format!("{upsert}($1, $2, $3, $4){conflict}"))
+                .bind(workspace)
+                .bind(version)
+                .bind(&json)
+                .bind(now)
+                .execute(s.pool())
+                .await?;
+        }
+    }
+    Ok(next)
+}

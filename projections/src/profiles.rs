@@ -1,0 +1,322 @@
+//! Storage of the 360° profile read model the resolver maintains: one `ProfileDoc` per live profile
+//! (`profiles`) and the profile each customer event belongs to now (`event_profiles`), with the reads the
+//! API serves from them — a profile's document and its paged timeline.
+
+use std::collections::HashMap;
+
+use cdp_domain::event::StoredEvent;
+use cdp_domain::identity::{Identifier, ProfileId};
+use cdp_domain::profile::ProfileDoc;
+use cdp_domain::store::Store;
+use sqlx::QueryBuilder;
+
+use crate::runner::{ModelTx, ProjectionError};
+
+/// A profile of a workspace.
+pub type ProfileKey = (String, ProfileId);
+
+const PER_STATEMENT: usize = 500;
+
+/// The document of a live profile; `None` for a profile merged away or never created.
+pub async fn load(
+    store: &Store,
+    workspace: &str,
+    profile: &str,
+) -> Result<Option<ProfileDoc>, ProjectionError> {
+    let json: Option<String> = match store {
+        Store::Sqlite(s) => {
+            sqlx::query_scalar("SELECT doc FROM profiles WHERE workspace = ? AND profile = ?")
+                .bind(workspace)
+                .bind(profile)
+                .fetch_optional(s.read_pool())
+                .await?
+        }
+        Store::Postgres(s) => {
+            sqlx::query_scalar("SELECT doc FROM profiles WHERE workspace = $1 AND profile = $2")
+                .bind(workspace)
+                .bind(profile)
+                .fetch_optional(s.pool())
+                .await?
+        }
+    };
+    json.map(|j| serde_json::from_str(&j).map_err(ProjectionError::corrupt))
+        .transpose()
+}
+
+/// The documents of these profiles that exist. Reads through the pools: only the resolver writes them,
+/// and it re-checks its checkpoint under the write lock.
+pub async fn load_many(
+    store: &Store,
+    keys: &[ProfileKey],
+) -> Result<HashMap<ProfileKey, ProfileDoc>, ProjectionError> {
+    let mut found = HashMap::with_capacity(keys.len());
+    for chunk in keys.chunks(PER_STATEMENT) {
+        let rows: Vec<(String, String, String)> = match store {
+            Store::Sqlite(s) => {
+                let mut q: QueryBuilder<sqlx::Sqlite> = QueryBuilder::new(
+                    "SELECT workspace, profile, doc FROM profiles WHERE (workspace, profile) IN (VALUES ",
+                );
+                let mut list = q.separated(", ");
+                for (w, p) in chunk {
+                    list.push("(")
+                        .push_bind_unseparated(w)
+                        .push_unseparated(", ")
+                        .push_bind_unseparated(p.as_str())
+                        .push_unseparated(")");
+                }
+                q.push(")");
+                q.build_query_as().fetch_all(s.read_pool()).await?
+            }
+            Store::Postgres(s) => {
+                let (w, p) = unzip(chunk);
+                sqlx::query_as(
+                    "SELECT d.workspace, d.profile, d.doc FROM profiles d \
+                     JOIN UNNEST($1::text[], $2::text[]) AS k(w, p) \
+                       ON d.workspace = k.w AND d.profile = k.p",
+                )
+                .bind(&w)
+                .bind(&p)
+                .fetch_all(s.pool())
+                .await?
+            }
+        };
+        for (w, p, json) in rows {
+            let profile = ProfileId::parse(&p).map_err(ProjectionError::corrupt)?;
+            let doc = serde_json::from_str(&json).map_err(ProjectionError::corrupt)?;
+            found.insert((w, profile), doc);
+        }
+    }
+    Ok(found)
+}
+
+fn unzip(keys: &[ProfileKey]) -> (Vec<&str>, Vec<&str>) {
+    keys.iter().map(|(w, p)| (w.as_str(), p.as_str())).unzip()
+}
+
+/// The sequence numbers of the events that belong to any of `profiles` now.
+pub async fn events_of(
+    store: &Store,
+    workspace: &str,
+    profiles: &[ProfileId],
+) -> Result<Vec<i64>, ProjectionError> {
+    let names: Vec<&str> = profiles.iter().map(ProfileId::as_str).collect();
+    let mut seqs = Vec::new();
+    for chunk in names.chunks(PER_STATEMENT) {
+        let rows: Vec<i64> =
+            match store {
+                Store::Sqlite(s) => {
+                    let mut q: QueryBuilder<sqlx::Sqlite> =
+                        QueryBuilder::new("SELECT log_seq FROM event_profiles WHERE workspace = ");
+                    q.push_bind(workspace).push(" AND profile IN (");
+                    let mut list = q.separated(", ");
+                    for p in chunk {
+                        list.push_bind(*p);
+                    }
+                    q.push(")");
+                    q.build_query_scalar().fetch_all(s.read_pool()).await?
+                }
+                Store::Postgres(s) => sqlx::query_scalar(
+                    "SELECT log_seq FROM event_profiles WHERE workspace = $1 AND profile = ANY($2)",
+                )
+                .bind(workspace)
+                .bind(chunk)
+                .fetch_all(s.pool())
+                .await?,
+            };
+        seqs.extend(rows);
+    }
+    seqs.sort_unstable();
+    Ok(seqs)
+}
+
+/// The live profile holding an identifier (type and normalised value), if it is linked.
+pub async fn holder(
+    store: &Store,
+    workspace: &str,
+    id_type: &str,
+    value: &str,
+) -> Result<Option<String>, ProjectionError> {
+    let sql =
+        "SELECT profile FROM identifier_owners WHERE workspace = ? AND id_type = ? AND value = ?";
+    Ok(match store {
+        Store::Sqlite(s) => {
+            sqlx::query_scalar(sql)
+                .bind(workspace)
+                .bind(id_type)
+                .bind(value)
+                .fetch_optional(s.read_pool())
+                .await?
+        }
+        Store::Postgres(s) => {
+            sqlx::query_scalar(&numbered(sql))
+                .bind(workspace)
+                .bind(id_type)
+                .bind(value)
+                .fetch_optional(s.pool())
+                .await?
+        }
+    })
+}
+
+/// A page of a live profile's timeline: its events with `seq` below `before`, newest first.
+pub async fn timeline(
+    store: &Store,
+    workspace: &str,
+    profile: &str,
+    before: Option<i64>,
+    limit: u32,
+) -> Result<Vec<StoredEvent>, ProjectionError> {
+    let before = before.unwrap_or(i64::MAX);
+    let seqs: Vec<i64> = match store {
+        Store::Sqlite(s) => {
+            sqlx::query_scalar(
+                "SELECT log_seq FROM event_profiles WHERE workspace = ? AND profile = ? \
+                 AND log_seq < ? ORDER BY log_seq DESC LIMIT ?",
+            )
+            .bind(workspace)
+            .bind(profile)
+            .bind(before)
+            .bind(i64::from(limit))
+            .fetch_all(s.read_pool())
+            .await?
+        }
+        Store::Postgres(s) => {
+            sqlx::query_scalar(
+                "SELECT log_seq FROM event_profiles WHERE workspace = $1 AND profile = $2 \
+                 AND log_seq < $3 ORDER BY log_seq DESC LIMIT $4",
+            )
+            .bind(workspace)
+            .bind(profile)
+            .bind(before)
+            .bind(i64::from(limit))
+            .fetch_all(s.pool())
+            .await?
+        }
+    };
+    let mut events = store.events_by_seq(&seqs).await?;
+    events.reverse();
+    Ok(events)
+}
+
+/// A merge, applied in order inside the resolver's transaction: every event and identifier of `from`
+/// now belongs to `to`.
+#[derive(Debug, Clone)]
+pub struct Reassign {
+    pub workspace: String,
+    pub from: ProfileId,
+    pub to: ProfileId,
+}
+
+/// What the resolver writes for a batch besides its decisions.
+#[derive(Debug, Default)]
+pub struct ModelWrites {
+    pub reassigns: Vec<Reassign>,
+    /// `(log_seq, workspace, profile)`: where an event belongs after the batch; written after the
+    /// reassigns, so they hold for the events and identifiers the batch touched.
+    pub owners: Vec<(i64, String, ProfileId)>,
+    /// `(workspace, identifier, profile)`: who holds an identifier after the batch.
+    pub holders: Vec<(String, Identifier, ProfileId)>,
+    /// Documents of live profiles, as JSON.
+    pub docs: Vec<(ProfileKey, String)>,
+    /// Profiles merged away in the batch.
+    pub gone: Vec<ProfileKey>,
+}
+
+/// Writes `writes` inside `tx`.
+pub async fn write(tx: &mut ModelTx<'_>, writes: &ModelWrites) -> Result<(), ProjectionError> {
+    for Reassign {
+        workspace,
+        from,
+        to,
+    } in &writes.reassigns
+    {
+        for sql in [
+            "UPDATE event_profiles SET profile = ? WHERE workspace = ? AND profile = ?",
+            "UPDATE identifier_owners SET profile = ? WHERE workspace = ? AND profile = ?",
+        ] {
+            match tx {
+                ModelTx::Sqlite(tx) => {
+                    sqlx::query(sql)
+                        .bind(to.as_str())
+                        .bind(workspace)
+                        .bind(from.as_str())
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                ModelTx::Postgres(tx) => {
+                    sqlx::query(&numbered(sql))
+                        .bind(to.as_str())
+                        .bind(workspace)
+                        .bind(from.as_str())
+                        .execute(&mut **tx)
+                        .await?;
+                }
+            }
+        }
+    }
+    // The same statements on both backends; only the builder's database type differs.
+    macro_rules! upserts {
+        ($db:ty, $tx:expr) => {{
+            for chunk in writes.owners.chunks(PER_STATEMENT) {
+                let mut q: QueryBuilder<$db> =
+                    QueryBuilder::new("INSERT INTO event_profiles (log_seq, workspace, profile) ");
+                q.push_values(chunk, |mut row, (seq, w, p)| {
+                    row.push_bind(*seq).push_bind(w).push_bind(p.as_str());
+                });
+                q.push(" ON CONFLICT (log_seq) DO UPDATE SET profile = excluded.profile");
+                q.build().execute(&mut **$tx).await?;
+            }
+            for chunk in writes.holders.chunks(PER_STATEMENT) {
+                let mut q: QueryBuilder<$db> = QueryBuilder::new(
+                    "INSERT INTO identifier_owners (workspace, id_type, value, profile) ",
+                );
+                q.push_values(chunk, |mut row, (w, id, p)| {
+                    row.push_bind(w)
+                        .push_bind(&id.id_type)
+                        .push_bind(&id.value)
+                        .push_bind(p.as_str());
+                });
+                q.push(
+                    " ON CONFLICT (workspace, id_type, value) DO UPDATE SET profile = excluded.profile",
+                );
+                q.build().execute(&mut **$tx).await?;
+            }
+            for chunk in writes.docs.chunks(PER_STATEMENT) {
+                let mut q: QueryBuilder<$db> =
+                    QueryBuilder::new("INSERT INTO profiles (workspace, profile, doc) ");
+                q.push_values(chunk, |mut row, ((w, p), json)| {
+                    row.push_bind(w).push_bind(p.as_str()).push_bind(json);
+                });
+                q.push(" ON CONFLICT (workspace, profile) DO UPDATE SET doc = excluded.doc");
+                q.build().execute(&mut **$tx).await?;
+            }
+            for (w, p) in &writes.gone {
+                let mut q: QueryBuilder<$db> =
+                    QueryBuilder::new("DELETE FROM profiles WHERE workspace = ");
+                q.push_bind(w).push(" AND profile = ").push_bind(p.as_str());
+                q.build().execute(&mut **$tx).await?;
+            }
+        }};
+    }
+    match tx {
+        ModelTx::Sqlite(tx) => upserts!(sqlx::Sqlite, tx),
+        ModelTx::Postgres(tx) => upserts!(sqlx::Postgres, tx),
+    }
+    Ok(())
+}
+
+/// `sql` with its `?` placeholders numbered `$1`, `$2`, … for PostgreSQL.
+pub(crate) fn numbered(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push('$');
+            out.push_str(&n.to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
