@@ -13,6 +13,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod nats;
 pub mod openapi;
+pub mod operate;
 pub mod ops;
 pub mod provision;
 pub mod read;
@@ -140,6 +141,7 @@ impl Application {
         let router = Router::new()
             .merge(ingest::router())
             .merge(read::router())
+            .merge(operate::router())
             .merge(ops::router())
             .fallback(|| async { error::ApiError::not_found("no such endpoint") })
             .with_state(state.clone());

@@ -12,10 +12,15 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ("post", "/v1/alias"),
     ("post", "/v1/batch"),
     ("get", "/v1/profiles/lookup"),
+    ("get", "/v1/profiles/{id}"),
+    ("get", "/v1/profiles/{id}/events"),
     ("get", "/v1/quarantine"),
     ("get", "/v1/profiles/{id}/identity"),
     ("get", "/v1/identity/conflicts"),
     ("get", "/v1/identity/rules"),
+    ("put", "/v1/identity/rules"),
+    ("post", "/v1/identity/merge"),
+    ("post", "/v1/identity/split"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -84,14 +89,76 @@ pub fn document() -> Value {
     paths.insert("/v1/profiles/lookup".into(), json!({
         "get": {
             "tags": ["query"],
-            "summary": "The 360 view of the profile holding an identifier",
+            "summary": "The 360 profile holding an identifier",
             "security": [{"bearer": ["read"]}],
             "parameters": [
-                {"name": "type", "in": "query", "required": true,
-                 "schema": {"type": "string", "enum": ["user_id", "anonymous_id", "email", "phone"]}},
-                {"name": "value", "in": "query", "required": true, "schema": {"type": "string"}}
+                {"name": "type", "in": "query", "required": true, "schema": {"type": "string"},
+                 "description": "user_id, anonymous_id, email, phone, device_id, an externalIds type or a declared trait."},
+                {"name": "value", "in": "query", "required": true, "schema": {"type": "string"},
+                 "description": "Normalised as ingestion normalises it."}
             ],
-            "responses": read_responses("Traits with provenance, event counts, first/last seen, recent events."),
+            "responses": read_responses("The profile (as GET /v1/profiles/{id}) and `matched`."),
+        }
+    }));
+    paths.insert("/v1/profiles/{id}".into(), json!({
+        "get": {
+            "tags": ["query"],
+            "summary": "The 360 profile: identifiers with first/last seen, traits merged across sources (source priority, then event time, then message id; each with the event and channel that set it), event counts by type, event and channel, first/last seen, recent events",
+            "security": [{"bearer": ["read"]}],
+            "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"},
+                "description": "A profile id; a merged-away id answers with its survivor (`merged_away`: true)."}],
+            "responses": read_responses("The profile."),
+        }
+    }));
+    paths.insert("/v1/profiles/{id}/events".into(), json!({
+        "get": {
+            "tags": ["query"],
+            "summary": "The profile's timeline across every identity merged into it, newest first",
+            "security": [{"bearer": ["read"]}],
+            "parameters": [
+                {"name": "id", "in": "path", "required": true, "schema": {"type": "string"}},
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                {"name": "before", "in": "query", "schema": {"type": "integer"},
+                 "description": "Page: events with `seq` below this (`next_before` of the previous page)."}
+            ],
+            "responses": read_responses("`items` (seq, message_id, type, name, channel, timestamp, received_at, message) and `next_before`."),
+        }
+    }));
+    let command_responses = |ok: &str| {
+        json!({
+            "200": {"description": ok},
+            "202": {"description": "In the log, not decided within 20 s; it will be applied in log order (`command_id`)."},
+            "400": {"description": "Invalid body; names the field.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+            "401": {"description": "Missing or unknown token."},
+            "403": {"description": "The token lacks the admin scope."},
+            "404": {"description": "No such profile; names the field."},
+            "409": {"description": "Refused as the graph stands (already one profile, an identifier it does not hold, a cap)."},
+        })
+    };
+    paths.insert("/v1/identity/merge".into(), json!({
+        "post": {
+            "tags": ["identity"],
+            "summary": "Operator merge of profiles into the earliest of them",
+            "security": [{"bearer": ["admin"]}],
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["profile_ids"], "properties": {
+                    "profile_ids": {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 100},
+                    "reason": {"type": "string"}}}}}},
+            "responses": command_responses("`profile_id` (the survivor), `merged`, `command_id`, `decisions`."),
+        }
+    }));
+    paths.insert("/v1/identity/split".into(), json!({
+        "post": {
+            "tags": ["identity"],
+            "summary": "Move identifiers, and the events that carried them, to a new profile kept apart from the old one",
+            "security": [{"bearer": ["admin"]}],
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["profile_id", "identifiers"], "properties": {
+                    "profile_id": {"type": "string"},
+                    "identifiers": {"type": "array", "items": {"type": "object", "required": ["type", "value"],
+                        "properties": {"type": {"type": "string"}, "value": {"type": "string"}}}},
+                    "reason": {"type": "string"}}}}}},
+            "responses": command_responses("`profile_id` (the new profile), `from`, `identifiers`, `command_id`, `decisions`."),
         }
     }));
     paths.insert("/v1/quarantine".into(), json!({
@@ -135,6 +202,23 @@ pub fn document() -> Value {
             "summary": "The identity rules in force: identifier types with priority, limit, may_merge, blocked values; caps; version",
             "security": [{"bearer": ["read"]}],
             "responses": read_responses("The rules (set in `CDP_CONFIG` under `[workspace.identity]`)."),
+        },
+        "put": {
+            "tags": ["identity"],
+            "summary": "Replace the rules and apply them retroactively: existing profiles merge and split as re-resolving the log under the new rules says, as identity events",
+            "security": [{"bearer": ["admin"]}],
+            "parameters": [{"name": "dry_run", "in": "query", "schema": {"type": "boolean"},
+                "description": "Only answer what would merge and split, computed by re-resolving the log into a shadow."}],
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object",
+                "required": ["types"], "properties": {
+                    "types": {"type": "object", "additionalProperties": {"type": "object",
+                        "required": ["priority", "limit"], "properties": {
+                            "priority": {"type": "integer"}, "limit": {"type": "integer", "minimum": 1},
+                            "may_merge": {"type": "boolean"}, "blocked": {"type": "array", "items": {"type": "string"}}}}},
+                    "max_merges": {"type": "integer"}, "max_identifiers": {"type": "integer"},
+                    "source_priority": {"type": "array", "items": {"type": "string"},
+                        "description": "Channels whose trait values win, strongest first."}}}}}},
+            "responses": command_responses("Dry run: `changes` {merges, splits}. Otherwise `rules` (new version), `merges`, `splits`."),
         }
     }));
     for (path, summary) in [

@@ -22,6 +22,11 @@ pub struct Position {
 
 impl Position {
     pub const START: Position = Position { tx: 0, seq: 0 };
+    /// After every event.
+    pub const END: Position = Position {
+        tx: i64::MAX,
+        seq: i64::MAX,
+    };
 }
 
 /// An event ready to be appended.

@@ -92,8 +92,10 @@ fn an_operator_merge_joins_what_a_shared_phone_keeps_apart_into_the_earliest() {
 
 #[test]
 fn an_operator_merge_never_passes_the_caps() {
-    let mut rules = IdentityRules::default();
-    rules.max_identifiers = 2;
+    let rules = IdentityRules {
+        max_identifiers: 2,
+        ..IdentityRules::default()
+    };
     let mut w = Graph::default();
     w.ingest(&rules, "m1", &[("user_id", "a"), ("email", "a@x.cn")]);
     w.ingest(&rules, "m2", &[("user_id", "b")]);

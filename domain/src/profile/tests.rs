@@ -8,7 +8,11 @@ use super::*;
 
 fn event(n: usize, hour: u32, channel: &str, traits: Value) -> (NewEvent, Value) {
     let time = Utc.with_ymd_and_hms(2026, 1, 1, hour, 0, 0).unwrap();
-    let kind = if n % 3 == 0 { "track" } else { "identify" };
+    let kind = if n.is_multiple_of(3) {
+        "track"
+    } else {
+        "identify"
+    };
     let payload = json!({"type": kind, "event": "Order Completed", "traits": traits,
         "context": {"channel": channel}});
     let event = NewEvent {

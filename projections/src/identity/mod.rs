@@ -15,6 +15,7 @@
 mod batch;
 pub mod queries;
 
+pub use batch::workspace_log;
 pub use queries::*;
 
 use std::collections::HashMap;

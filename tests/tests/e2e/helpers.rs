@@ -513,6 +513,16 @@ impl TestApp {
             .await
     }
 
+    pub async fn put_as(&self, path: &str, body: &Value, auth: Auth<'_>) -> (StatusCode, Value) {
+        let response = self
+            .request(Method::PUT, path, auth)
+            .json(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("PUT {path}: {e}"));
+        read_json(response).await
+    }
+
     pub async fn get_as(&self, path: &str, auth: Auth<'_>) -> (StatusCode, Value) {
         let response = self
             .request(Method::GET, path, auth)

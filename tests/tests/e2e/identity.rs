@@ -75,8 +75,8 @@ async fn an_event_joining_two_profiles_merges_them_and_explains_why() {
             .iter()
             .map(|d| {
                 (
-                    d["id_type"].as_str().unwrap().to_owned(),
-                    d["caused_by"].as_str().unwrap().to_owned(),
+                    d["type"].as_str().unwrap().to_owned(),
+                    d["linked_by"]["caused_by"].as_str().unwrap().to_owned(),
                 )
             })
             .collect();

@@ -146,10 +146,7 @@ async fn health_readiness_and_metrics() {
             sample(&text, "cdp_append_seconds_count").is_some_and(|n| n >= 1.0),
             "{text}"
         );
-        let lag = sample(
-            &text,
-            "cdp_projection_lag_seconds{projection=\"profile_views\"}",
-        );
+        let lag = sample(&text, "cdp_projection_lag_seconds{projection=\"identity\"}");
         assert!(lag.is_some_and(|s| s >= 0.0), "{text}");
     })
     .await;

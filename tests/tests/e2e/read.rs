@@ -1,54 +1,65 @@
-//! The first read side: the profile view by user id, anonymous id and (normalised) email — traits with
-//! latest-wins provenance, counts by type and event, first/last seen, recent events — and its errors.
+//! The 360° profile: the same profile by user id, anonymous id and (normalised) email and by its id —
+//! identifiers with first/last seen, traits with provenance and a deterministic precedence, counts by
+//! type, event and channel, first/last seen, recent events — its paged timeline, and the errors.
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{on_each_backend, spawn_app, Auth};
+use crate::helpers::{on_each_backend, spawn_app, Auth, ADMIN_TOKEN};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_profile_view_answers_by_every_identifier() {
+async fn the_profile_answers_by_every_identifier_and_by_id() {
     on_each_backend("profile_view", |backend| async move {
         let app = spawn_app(backend).await;
         let batch = json!({"batch": [
             {"type": "identify", "userId": "u-ann", "anonymousId": "anon-ann",
              "timestamp": "2025-03-01T10:00:00Z", "messageId": "m-id-1",
+             "context": {"channel": "crm"},
              "traits": {"email": "  Ann@Example.COM ", "plan": "silver", "city": "Shanghai"}},
             {"type": "identify", "userId": "u-ann", "timestamp": "2025-03-02T10:00:00Z",
-             "messageId": "m-id-2", "traits": {"plan": "gold"}},
+             "messageId": "m-id-2", "traits": {"plan": "gold"}, "context": {"channel": "pos"}},
             // Older, arriving late: it must not overwrite the newer plan, but it adds a trait.
             {"type": "identify", "userId": "u-ann", "timestamp": "2025-02-01T10:00:00Z",
              "messageId": "m-id-0", "traits": {"plan": "bronze", "gender": "f"}},
             {"type": "track", "userId": "u-ann", "anonymousId": "anon-ann", "event": "Order Completed",
              "timestamp": "2025-03-03T09:00:00Z", "messageId": "m-order-1",
-             "properties": {"total": 120}},
+             "properties": {"total": 120}, "context": {"channel": "pos"}},
             {"type": "track", "userId": "u-ann", "event": "Order Completed",
              "timestamp": "2025-03-04T09:00:00Z", "messageId": "m-order-2"},
             {"type": "page", "anonymousId": "anon-ann", "name": "Home",
-             "timestamp": "2025-01-15T08:00:00Z", "messageId": "m-page-1"},
+             "timestamp": "2025-01-15T08:00:00Z", "messageId": "m-page-1",
+             "context": {"channel": "online_shop"}},
         ]});
         let (status, body) = app.post("/v1/batch", &batch).await;
         assert_eq!(status, StatusCode::OK, "{body}");
 
         let by_user = app
-            .profile_with_count("user_id", "u-ann", "track", 2)
+            .profile_with_count("user_id", "u-ann", "page", 1)
             .await;
-        assert_eq!(by_user["key"], json!({"type": "user_id", "value": "u-ann"}));
+        let profile_id = by_user["profile_id"].as_str().unwrap().to_owned();
+        assert_eq!(by_user["matched"], json!({"type": "user_id", "value": "u-ann"}));
         let counts = &by_user["event_counts"];
-        assert_eq!(counts["by_type"], json!({"identify": 3, "track": 2}), "{by_user}");
+        assert_eq!(counts["total"], 6, "{by_user}");
+        assert_eq!(counts["by_type"], json!({"identify": 3, "track": 2, "page": 1}), "{by_user}");
         assert_eq!(counts["by_event"], json!({"Order Completed": 2}));
+        assert_eq!(
+            counts["by_channel"],
+            json!({"crm": 1, "pos": 2, "online_shop": 1, "unknown": 2}),
+            "{by_user}"
+        );
 
         let traits = &by_user["traits"];
         assert_eq!(traits["plan"]["value"], "gold", "latest event time wins: {traits}");
         assert_eq!(traits["plan"]["message_id"], "m-id-2");
         assert_eq!(traits["plan"]["set_at"], "2025-03-02T10:00:00.000Z");
-        assert_eq!(traits["plan"]["source"], "identify");
+        assert_eq!(traits["plan"]["channel"], "pos");
+        assert_eq!(traits["plan"]["type"], "identify");
         assert_eq!(traits["gender"]["value"], "f");
         assert_eq!(traits["gender"]["message_id"], "m-id-0");
         assert_eq!(traits["email"]["value"], "ann@example.com", "emails are normalised");
         assert_eq!(traits["city"]["set_at"], "2025-03-01T10:00:00.000Z");
 
-        assert_eq!(by_user["first_seen"], "2025-02-01T10:00:00.000Z");
+        assert_eq!(by_user["first_seen"], "2025-01-15T08:00:00.000Z");
         assert_eq!(by_user["last_seen"], "2025-03-04T09:00:00.000Z");
         let recent: Vec<&str> = by_user["recent_events"]
             .as_array()
@@ -58,32 +69,69 @@ async fn the_profile_view_answers_by_every_identifier() {
             .collect();
         assert_eq!(
             recent,
-            ["m-order-2", "m-order-1", "m-id-2", "m-id-1", "m-id-0"],
+            ["m-order-2", "m-order-1", "m-id-2", "m-id-1", "m-id-0", "m-page-1"],
             "newest first by event time"
         );
         let first = &by_user["recent_events"][0];
         assert_eq!(first["type"], "track");
         assert_eq!(first["name"], "Order Completed");
-        assert_eq!(by_user["identifiers"]["anonymous_id"], json!(["anon-ann"]));
 
-        // The anonymous id's view has what carried it: the first identify, the first order, the page.
-        let by_anon = app
-            .profile_with_count("anonymous_id", "anon-ann", "page", 1)
-            .await;
-        assert_eq!(
-            by_anon["event_counts"]["by_type"],
-            json!({"identify": 1, "track": 1, "page": 1}),
-            "{by_anon}"
-        );
-        assert_eq!(by_anon["first_seen"], "2025-01-15T08:00:00.000Z");
+        let identifiers = by_user["identifiers"].as_array().unwrap();
+        let anon = identifiers
+            .iter()
+            .find(|i| i["type"] == "anonymous_id")
+            .unwrap_or_else(|| panic!("{identifiers:?}"));
+        assert_eq!(anon["value"], "anon-ann");
+        assert_eq!(anon["first_seen"], "2025-01-15T08:00:00.000Z");
+        assert_eq!(anon["last_seen"], "2025-03-03T09:00:00.000Z");
+        assert!(identifiers
+            .iter()
+            .any(|i| i["type"] == "email" && i["value"] == "ann@example.com"));
 
-        // Lookup by email is normalised too.
+        // The same profile by the anonymous id, by the (normalised) email, and by its id.
+        let (status, by_anon) = app.lookup("anonymous_id", "anon-ann").await;
+        assert_eq!(status, StatusCode::OK, "{by_anon}");
+        assert_eq!(by_anon["profile_id"], json!(profile_id));
         for raw in ["ANN@EXAMPLE.COM", "ann@example.com", " Ann@Example.com "] {
             let (status, by_email) = app.lookup("email", raw).await;
             assert_eq!(status, StatusCode::OK, "email {raw:?}: {by_email}");
-            assert_eq!(by_email["key"]["value"], "ann@example.com");
-            assert_eq!(by_email["traits"]["city"]["value"], "Shanghai");
+            assert_eq!(by_email["profile_id"], json!(profile_id));
+            assert_eq!(by_email["matched"]["value"], "ann@example.com");
         }
+        let (status, by_id) = app
+            .get_as(&format!("/v1/profiles/{profile_id}"), Auth::Bearer(ADMIN_TOKEN))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{by_id}");
+        assert_eq!(by_id["merged_away"], false);
+        assert_eq!(by_id["traits"], by_user["traits"]);
+
+        // The timeline, newest first by arrival, in pages.
+        let (status, page) = app
+            .get_as(
+                &format!("/v1/profiles/{profile_id}/events?limit=4"),
+                Auth::Bearer(ADMIN_TOKEN),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let items = page["items"].as_array().unwrap();
+        assert_eq!(items.len(), 4);
+        assert_eq!(items[0]["message_id"], "m-page-1", "{page}");
+        assert_eq!(items[0]["channel"], "online_shop");
+        assert_eq!(items[0]["message"]["name"], "Home");
+        let before = page["next_before"].as_i64().unwrap();
+        let (_, rest) = app
+            .get_as(
+                &format!("/v1/profiles/{profile_id}/events?limit=4&before={before}"),
+                Auth::Bearer(ADMIN_TOKEN),
+            )
+            .await;
+        let rest: Vec<&str> = rest["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["message_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(rest, ["m-id-2", "m-id-1"]);
 
         // A later event shows up.
         let (status, _) = app
@@ -103,6 +151,42 @@ async fn the_profile_view_answers_by_every_identifier() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stronger_source_wins_whatever_order_events_arrive_in() {
+    on_each_backend("source_priority", |backend| async move {
+        let app = spawn_app(backend).await;
+        let admin = Auth::Bearer(ADMIN_TOKEN);
+        let (status, mut rules) = app.get_as("/v1/identity/rules", admin).await;
+        assert_eq!(status, StatusCode::OK);
+        rules["source_priority"] = json!(["crm"]);
+        let (status, body) = app.put_as("/v1/identity/rules", &rules, admin).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+
+        // The app's later name loses to the CRM's, in either order of arrival.
+        for (user, order) in [("u-a", ["crm", "app"]), ("u-b", ["app", "crm"])] {
+            for channel in order {
+                let (time, name) = if channel == "crm" {
+                    ("2025-01-01T00:00:00Z", "Wang Wei")
+                } else {
+                    ("2025-06-01T00:00:00Z", "ww")
+                };
+                let (status, _) = app
+                    .post(
+                        "/v1/identify",
+                        &json!({"userId": user, "timestamp": time, "traits": {"name": name},
+                            "context": {"channel": channel}}),
+                    )
+                    .await;
+                assert_eq!(status, StatusCode::OK);
+            }
+            let profile = app.profile_with_count("user_id", user, "identify", 2).await;
+            assert_eq!(profile["traits"]["name"]["value"], "Wang Wei", "{profile}");
+            assert_eq!(profile["traits"]["name"]["channel"], "crm");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_identifiers_answer_404_and_bad_queries_400() {
     on_each_backend("lookup_errors", |backend| async move {
         let app = spawn_app(backend).await;
@@ -111,13 +195,20 @@ async fn unknown_identifiers_answer_404_and_bad_queries_400() {
         assert_eq!(body["error"]["code"], "not_found");
         let (status, _) = app.lookup("email", "nobody@example.com").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) = app.lookup("member_card", "C-1").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
 
-        let admin = Auth::Bearer(crate::helpers::ADMIN_TOKEN);
+        let admin = Auth::Bearer(ADMIN_TOKEN);
+        for path in ["/v1/profiles/p_nobody", "/v1/profiles/p_nobody/events"] {
+            let (status, body): (StatusCode, Value) = app.get_as(path, admin).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
+        }
         for (query, field) in [
             ("?value=u1", "type"),
             ("?type=user_id", "value"),
-            ("?type=shoe_size&value=42", "type"),
+            ("?type=Shoe%20Size&value=42", "type"),
             ("?type=email&value=not-an-email", "value"),
+            ("?type=user_id&value=null", "value"),
         ] {
             let (status, body): (StatusCode, Value) = app
                 .get_as(&format!("/v1/profiles/lookup{query}"), admin)
