@@ -10,6 +10,7 @@ mod ingest;
 mod limits;
 mod log;
 mod nats;
+mod operators;
 mod ops;
 mod provision;
 mod quarantine;
