@@ -177,8 +177,9 @@ async fn write_if_unmoved(
 mod tests {
     use super::*;
     use cdp_domain::event::NewEvent;
+    use cdp_domain::identity::{Identifier, OperatorCommand};
     use cdp_domain::message::{validate, Envelope};
-    use cdp_projections::runner::catch_up;
+    use cdp_projections::runner::{catch_up, run_once};
     use serde_json::json;
 
     async fn all_docs(store: &Store) -> Vec<(String, String, String)> {
@@ -189,6 +190,120 @@ mod tests {
             .fetch_all(s.read_pool())
             .await
             .unwrap()
+    }
+
+    /// The whole profile model: documents, event owners, identifier holders.
+    async fn model(
+        store: &Store,
+    ) -> (
+        Vec<(String, String, String)>,
+        Vec<(i64, String)>,
+        Vec<(String, String, String)>,
+    ) {
+        let Store::Sqlite(s) = store else {
+            unreachable!()
+        };
+        let owners = sqlx::query_as("SELECT log_seq, profile FROM event_profiles ORDER BY log_seq")
+            .fetch_all(s.read_pool())
+            .await
+            .unwrap();
+        let holders = sqlx::query_as(
+            "SELECT id_type, value, profile FROM identifier_owners ORDER BY id_type, value",
+        )
+        .fetch_all(s.read_pool())
+        .await
+        .unwrap();
+        (all_docs(store).await, owners, holders)
+    }
+
+    fn message(
+        i: usize,
+        user: Option<usize>,
+        email: Option<usize>,
+        phone: Option<usize>,
+        op: bool,
+    ) -> Value {
+        let channel = ["pos", "crm", "app"][i % 3];
+        let mut m = json!({"type": if op { "identify" } else { "track" }, "event": "Viewed",
+            "messageId": format!("m{i}"), "anonymousId": format!("a{i}"),
+            "timestamp": format!("2026-01-01T{:02}:00:00Z", i % 24),
+            "traits": {"n": i}, "context": {"channel": channel}});
+        if let Some(u) = user {
+            m["userId"] = json!(format!("u{u}"));
+        }
+        if let Some(e) = email {
+            m["traits"]["email"] = json!(format!("e{e}@x.cn"));
+        }
+        if let Some(p) = phone {
+            m["traits"]["phone"] = json!(format!("1380013800{p}"));
+        }
+        m
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 32, ..Default::default() })]
+        /// However the log is cut into batches, the resolver builds the same profiles, and a rebuild from
+        /// the log gives them again.
+        #[test]
+        fn batch_cuts_and_rebuilds_do_not_change_the_profiles(
+            specs in proptest::collection::vec(
+                (proptest::option::of(0usize..4), proptest::option::of(0usize..4),
+                 proptest::option::of(0usize..3), proptest::bool::ANY), 1..40),
+            commands in proptest::collection::vec((0usize..40, 0usize..40, 0usize..4, proptest::bool::ANY), 0..6),
+            batch in 1u32..7,
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                let now = chrono::Utc::now();
+                let envelope = Envelope { workspace: "w", received_at: now, batch_sent_at: None, implied_kind: None };
+                let mut events: Vec<NewEvent> = specs.iter().enumerate()
+                    .map(|(i, (u, e, p, op))| validate(message(i, *u, *e, *p, *op), &envelope, || unreachable!()).unwrap())
+                    .collect();
+                // Operator merges and splits among them (many refused: the profiles may not exist).
+                let customers = events.len();
+                for (n, (at, other, k, merge)) in commands.iter().enumerate() {
+                    let other = &(*other % customers);
+                    let profile = |m: usize| cdp_projections::identity::profile_id_for("w", &format!("m{m}"));
+                    let command = if *merge {
+                        OperatorCommand::Merge { profile_ids: vec![profile(*other), profile(0)],
+                            reason: "p".into(), actor: "t".into() }
+                    } else {
+                        OperatorCommand::Split { profile_id: profile(*other),
+                            identifiers: [Identifier::new("anonymous_id", &format!("a{other}")),
+                                          Identifier::new("email", &format!("e{k}@x.cn"))][..1 + k % 2].to_vec(),
+                            reason: "p".into(), actor: "t".into() }
+                    };
+                    let mut payload = serde_json::to_value(&command).unwrap();
+                    payload["type"] = json!("operator");
+                    let op = NewEvent { workspace: "w".into(), message_id: format!("op{n}"), kind: MessageKind::Operator,
+                        name: Some(command.name().into()), user_id: None, anonymous_id: None,
+                        event_time: now, received_at: now, payload: payload.to_string() };
+                    // After the event it names, so that the profile may exist.
+                    let after = events.iter().position(|e| e.message_id == format!("m{other}")).unwrap();
+                    events.insert(after + 1 + *at % (events.len() - after), op);
+                }
+                let mut models = Vec::new();
+                for limit in [2_000, batch] {
+                    let dir = tempfile::tempdir().unwrap();
+                    let store = Store::open_embedded(dir.path()).await.unwrap();
+                    store.append(&events).await.unwrap();
+                    let resolver = IdentityResolver::default();
+                    while run_once(&store, &resolver, limit).await.unwrap().applied > 0 {}
+                    let live = model(&store).await;
+                    rebuild_profiles(&store).await.unwrap();
+                    assert_eq!(model(&store).await, live, "a rebuild changes nothing");
+                    models.push(live);
+                }
+                assert_eq!(models[0], models[1], "batches of {batch} build other profiles");
+                // Every event belongs to exactly one live profile, and every live profile has a document.
+                let (docs, owners, _) = &models[0];
+                let customer_events = events.iter().filter(|e| e.kind != MessageKind::Operator).count();
+                assert_eq!(owners.len(), customer_events);
+                for (_, p) in owners {
+                    assert!(docs.iter().any(|(_, d, _)| d == p), "{p} owns events but has no document");
+                }
+            });
+        }
     }
 
     #[tokio::test]
