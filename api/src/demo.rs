@@ -1,11 +1,13 @@
 //! `cdp demo`: generates a retail data set, ingests it through the real HTTP path of a service started
-//! in-process (Segment `/v1/batch`, write key over HTTP Basic), waits for the profile projection, and
-//! prints what cdp made of it: ingestion rate, the quarantine, and one customer's 360 view.
+//! in-process (Segment `/v1/batch`, write key over HTTP Basic), waits for the identity resolver, and
+//! prints what cdp made of it: ingestion rate, the quarantine, one customer's 360 profile (found by user
+//! id and by email) with why OneID made it one customer, and an operator splitting one channel's
+//! identifiers off the profile and merging them back, checked to lose and double nothing.
 
 pub mod dataset;
 pub mod retail;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -28,7 +30,7 @@ const WORKSPACE: &str = "demo";
 const BATCH: usize = 100;
 /// Concurrent HTTP clients.
 const CLIENTS: usize = 4;
-/// How long the profile projection may take to catch up.
+/// How long the identity resolver (which keeps the profiles) may take to catch up.
 const PROJECTION_DEADLINE: Duration = Duration::from_secs(120);
 
 #[derive(Debug, clap::Args)]
@@ -43,7 +45,7 @@ pub struct DemoArgs {
     /// a temporary directory, deleted at the end, when absent.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Print the customer's whole 360 view as JSON instead of a summary.
+    /// Print the customer's whole 360 profile as JSON instead of a summary.
     #[arg(long)]
     pub json: bool,
 }
@@ -181,53 +183,73 @@ async fn show(
     quarantine(&http, base, &credentials.token).await?;
 
     let customer = &data.customers[data.featured];
-    let view = lookup(
-        &http,
-        base,
-        &credentials.token,
-        "user_id",
-        &customer.user_id,
-    )
-    .await?;
+    let token = credentials.token.as_str();
+    let view = lookup(&http, base, token, "user_id", &customer.user_id).await?;
+    let profile = view["profile_id"]
+        .as_str()
+        .context("the lookup answered no profile_id")?
+        .to_owned();
     println!();
     println!(
-        "360 view of {} ({}), by user_id — GET /v1/profiles/lookup?type=user_id&value={}",
+        "360 profile of {} ({}), by user_id — GET /v1/profiles/lookup?type=user_id&value={}",
         customer.user_id, customer.name, customer.user_id
     );
     if args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&view).context("failed to print the view")?
+            serde_json::to_string_pretty(&view).context("failed to print the profile")?
         );
     } else {
         summarise(&view);
     }
-    let total = count_events(&view);
+    let timeline = timeline(&http, base, token, &profile).await?;
+    let total = total_of(&view);
+    ensure!(
+        timeline.len() as u64 == total,
+        "profile {profile} counts {total} events but its timeline has {}",
+        timeline.len()
+    );
     if before == 0 {
-        ensure!(
-            total == data.featured_messages as u64,
-            "the view counts {total} events but {} valid messages carried userId {}",
-            data.featured_messages,
-            customer.user_id
+        check_featured_total(data, total)?;
+    } else {
+        println!(
+            "  ({total} events, as many as its timeline GET /v1/profiles/{profile}/events holds; the \
+             log already had events before this run, so they are not compared with the data set)"
         );
-        println!("  (matches the {total} valid messages generated with this userId)");
     }
+    // Where each message of the profile came from, to explain the decisions it caused.
+    let messages: BTreeMap<String, Value> = timeline
+        .iter()
+        .filter_map(|e| Some((e["message_id"].as_str()?.to_owned(), e.clone())))
+        .collect();
 
     // As the CRM wrote it; the lookup normalises it the way ingestion did.
     let email = customer.email.to_uppercase();
-    let by_email = lookup(&http, base, &credentials.token, "email", &email).await?;
+    let by_email = lookup(&http, base, token, "email", &email).await?;
     println!();
     println!("Same customer by email — GET /v1/profiles/lookup?type=email&value={email}");
+    ensure!(
+        by_email["profile_id"] == view["profile_id"],
+        "user_id and email resolve to different profiles: {} and {}",
+        view["profile_id"],
+        by_email["profile_id"]
+    );
+    ensure!(
+        by_email["event_counts"] == view["event_counts"],
+        "the same profile counts its events differently by email: {} and {}",
+        by_email["event_counts"],
+        view["event_counts"]
+    );
     println!(
-        "  found as {}: {} events ({}); the view is still per identifier (it holds only the messages \
-         that carried it) until profile-level views land",
-        by_email["key"]["value"].as_str().unwrap_or("?"),
-        count_events(&by_email),
-        counts(&by_email["event_counts"]["by_type"])
+        "  matched {} {} → the same profile {profile}, the same {} events: the 360 view is per OneID \
+         profile, whichever identifier finds it",
+        plain(&by_email["matched"]["type"]),
+        plain(&by_email["matched"]["value"]),
+        total_of(&by_email)
     );
 
-    wait_for_projection(store, cdp_projections::identity::IdentityResolver::NAME).await?;
-    show_identity(&http, base, &credentials.token, &view, &by_email).await?;
+    show_identity(&http, base, token, &profile, &messages).await?;
+    split_and_merge(&http, base, token, &view, &timeline, &messages).await?;
 
     println!();
     if args.data_dir.is_some() {
@@ -249,23 +271,61 @@ async fn show(
     Ok(())
 }
 
-/// OneID: the profile both lookups resolve to, why (its links and merges), and the recorded conflicts.
+/// Checks the featured profile's event total against the data set. The profile must hold exactly the
+/// customer's valid messages: those with their userId, and the online shop's page views before their
+/// first login there, which carry only their anonymousId and join the profile when the login's
+/// `identify` carries both ids. Exactly, unless another customer shares an identifier with them (only
+/// the phone could, by chance): then only the messages with their userId are a sure lower bound.
+fn check_featured_total(data: &Dataset, total: u64) -> anyhow::Result<()> {
+    let c = &data.customers[data.featured];
+    let with_user = data.featured_messages as u64;
+    let anonymous = data.featured_anonymous_messages as u64;
+    let shared = data.customers.iter().enumerate().any(|(i, o)| {
+        i != data.featured
+            && (o.phone == c.phone || o.email == c.email || o.anonymous_id == c.anonymous_id)
+    });
+    if shared {
+        ensure!(
+            total >= with_user,
+            "the profile counts {total} events but {with_user} valid messages carried userId {}",
+            c.user_id
+        );
+        println!(
+            "  ({total} events, as many as its timeline holds; at least the {with_user} valid messages \
+             with userId {} — not compared exactly: another customer shares an identifier with this one)",
+            c.user_id
+        );
+    } else {
+        ensure!(
+            total == with_user + anonymous,
+            "the profile counts {total} events but the data set has {with_user} valid messages with \
+             userId {} and {anonymous} anonymous ones with anonymousId {}",
+            c.user_id,
+            c.anonymous_id
+        );
+        let joined = if anonymous == 0 {
+            String::new()
+        } else {
+            format!(" + {anonymous} anonymous page views joined through anonymousId")
+        };
+        println!(
+            "  ({total} events = exactly the customer's valid messages in the data set: {with_user} with \
+             userId {}{joined}; the timeline GET /v1/profiles/{{id}}/events holds as many)",
+            c.user_id
+        );
+    }
+    Ok(())
+}
+
+/// OneID: why the profile is one customer (its links and merges, each with the event that caused it),
+/// and the conflicts recorded in the workspace.
 async fn show_identity(
     http: &reqwest::Client,
     base: &str,
     token: &str,
-    by_user: &Value,
-    by_email: &Value,
+    profile: &str,
+    messages: &BTreeMap<String, Value>,
 ) -> anyhow::Result<()> {
-    let profile = by_user["profile_id"]
-        .as_str()
-        .context("the identity resolver gave the featured customer no profile")?;
-    ensure!(
-        by_email["profile_id"] == by_user["profile_id"],
-        "user_id and email resolve to different profiles: {} and {}",
-        by_user["profile_id"],
-        by_email["profile_id"]
-    );
     let why = get(
         http,
         base,
@@ -275,23 +335,20 @@ async fn show_identity(
     )
     .await?;
     println!();
-    println!("OneID      user_id and email are one profile, {profile} — GET /v1/profiles/{profile}/identity");
-    for link in why["identifiers"].as_array().into_iter().flatten().take(6) {
+    println!("OneID      why this is one customer — GET /v1/profiles/{profile}/identity");
+    for id in why["identifiers"].as_array().into_iter().flatten().take(8) {
+        let by = match id["linked_by"]["caused_by"].as_str() {
+            Some(cause) => format!("linked by {}", caused_by(cause, messages)),
+            None => "no link decision".to_owned(),
+        };
         println!(
-            "  linked   {:<13} {:<30} by message {}",
-            plain(&link["id_type"]),
-            clip(&plain(&link["value"]), 30),
-            plain(&link["caused_by"])
+            "  holds    {:<13} {:<28} {by}",
+            plain(&id["type"]),
+            clip(&plain(&id["value"]), 28),
         );
     }
-    for merge in why["merges"].as_array().into_iter().flatten().take(3) {
-        println!(
-            "  merged   {} into it via {} {}, caused by message {}",
-            plain(&merge["absorbed"]),
-            plain(&merge["via"]["type"]),
-            plain(&merge["via"]["value"]),
-            plain(&merge["caused_by"])
-        );
+    for merge in why["merges"].as_array().into_iter().flatten().take(6) {
+        println!("  {}", decision(merge, messages));
     }
     let conflicts = get(
         http,
@@ -315,6 +372,357 @@ async fn show_identity(
         );
     }
     Ok(())
+}
+
+/// The identifiers of the profile an operator would split off, and why: one device's or channel's ids
+/// (the online shop's cookie id, a device id, a mini-program's ids), never the member's own user id,
+/// email or phone. `None` when the profile holds nothing else.
+fn split_choice(view: &Value) -> Option<(Vec<Value>, String)> {
+    let ids: Vec<&Value> = view["identifiers"].as_array()?.iter().collect();
+    let of_type = |t: &str| -> Vec<Value> {
+        ids.iter()
+            .filter(|i| i["type"] == t)
+            .map(|i| json!({"type": i["type"], "value": i["value"]}))
+            .collect()
+    };
+    let chosen = ["anonymous_id", "device_id"]
+        .into_iter()
+        .map(|t| t.to_owned())
+        .chain(
+            ids.iter()
+                .filter_map(|i| i["type"].as_str())
+                .filter(|t| !["user_id", "email", "phone"].contains(t))
+                .map(str::to_owned),
+        )
+        .find(|t| !of_type(t).is_empty())?;
+    let reason = match chosen.as_str() {
+        "anonymous_id" => {
+            "support ticket: the online shop's cookie is a shared family computer's, \
+                           its browsing and carts are not only this member's"
+                .to_owned()
+        }
+        other => {
+            format!("support ticket: the {other} is a shared device's, not only this member's")
+        }
+    };
+    Some((of_type(&chosen), reason))
+}
+
+/// Splits a channel's identifiers off the featured profile and merges them back, checking that nothing
+/// is lost or counted twice on the way.
+async fn split_and_merge(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    view: &Value,
+    timeline_before: &[Value],
+    messages: &BTreeMap<String, Value>,
+) -> anyhow::Result<()> {
+    let profile = view["profile_id"].as_str().unwrap_or_default();
+    let total = total_of(view);
+    println!();
+    let Some((moved, reason)) = split_choice(view) else {
+        println!(
+            "Split      skipped: profile {profile} holds only the member's own user_id, email and phone"
+        );
+        return Ok(());
+    };
+    let names: Vec<String> = moved
+        .iter()
+        .map(|i| format!("{} {}", plain(&i["type"]), plain(&i["value"])))
+        .collect();
+    println!(
+        "Split      an operator takes {} off the profile — POST /v1/identity/split",
+        names.join(", ")
+    );
+    println!("  reason   {reason}");
+    let answer = post(
+        http,
+        base,
+        token,
+        "/v1/identity/split",
+        &json!({"profile_id": profile, "identifiers": moved, "reason": reason}),
+    )
+    .await?;
+    let new = answer["profile_id"]
+        .as_str()
+        .context("the split answered no profile_id")?;
+    let from = answer["from"].as_str().unwrap_or(profile);
+    ensure!(
+        from == profile,
+        "the split was applied to {from}, not to {profile}"
+    );
+    let stays = get(http, base, token, &format!("/v1/profiles/{from}"), &[]).await?;
+    let leaves = get(http, base, token, &format!("/v1/profiles/{new}"), &[]).await?;
+    let (kept, left) = (total_of(&stays), total_of(&leaves));
+    println!("  new      profile {new}");
+    println!(
+        "  stays    {kept:>4} events  {}",
+        counts(&stays["event_counts"]["by_channel"])
+    );
+    println!(
+        "  leaves   {left:>4} events  {}",
+        counts(&leaves["event_counts"]["by_channel"])
+    );
+    ensure!(
+        kept + left == total,
+        "after the split the two profiles count {kept} + {left} events, not the {total} of before"
+    );
+    let kept_events = timeline(http, base, token, from).await?;
+    let left_events = timeline(http, base, token, new).await?;
+    ensure!(
+        kept_events.len() as u64 == kept && left_events.len() as u64 == left,
+        "the timelines hold {} and {} events, the profiles count {kept} and {left}",
+        kept_events.len(),
+        left_events.len()
+    );
+    let before_ids = message_ids(timeline_before);
+    let (kept_ids, left_ids) = (message_ids(&kept_events), message_ids(&left_events));
+    ensure!(
+        kept_ids.is_disjoint(&left_ids)
+            && kept_ids.union(&left_ids).cloned().collect::<BTreeSet<_>>() == before_ids,
+        "the two timelines are not a partition of the profile's {} events",
+        before_ids.len()
+    );
+    for id in &moved {
+        let found = lookup(http, base, token, &plain(&id["type"]), &plain(&id["value"])).await?;
+        ensure!(
+            found["profile_id"] == new,
+            "{} {} is still found on {}, not on the new profile",
+            id["type"],
+            id["value"],
+            found["profile_id"]
+        );
+        println!(
+            "  lookup   {} {} → {new}",
+            plain(&id["type"]),
+            plain(&id["value"])
+        );
+    }
+    println!(
+        "  checked  {kept} + {left} = {total} events as before; each timeline holds exactly its total, \
+         together the same messages"
+    );
+
+    println!();
+    println!("Merge      the split was a mistake: the operator merges them back — POST /v1/identity/merge");
+    let answer = post(
+        http,
+        base,
+        token,
+        "/v1/identity/merge",
+        &json!({
+            "profile_ids": [from, new],
+            "reason": "the split was a mistake: the customer confirmed the browsing was theirs",
+        }),
+    )
+    .await?;
+    let survivor = answer["profile_id"]
+        .as_str()
+        .context("the merge answered no profile_id")?;
+    let merged = get(http, base, token, &format!("/v1/profiles/{survivor}"), &[]).await?;
+    let absorbed: Vec<String> = answer["merged"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(plain)
+        .collect();
+    println!(
+        "  merged   {} into {survivor}: {} events  {}",
+        absorbed.join(", "),
+        total_of(&merged),
+        counts(&merged["event_counts"]["by_channel"])
+    );
+    ensure!(
+        merged["event_counts"] == view["event_counts"],
+        "after split and merge the profile counts {} instead of {}",
+        merged["event_counts"],
+        view["event_counts"]
+    );
+    ensure!(
+        merged["traits"] == view["traits"],
+        "after split and merge the traits are {} instead of {}",
+        merged["traits"],
+        view["traits"]
+    );
+    // The order of the identifiers is the order they were linked in, which the merge changes.
+    ensure!(
+        sorted_identifiers(&merged) == sorted_identifiers(view),
+        "after split and merge the identifiers are {} instead of {}",
+        merged["identifiers"],
+        view["identifiers"]
+    );
+    let merged_events = timeline(http, base, token, survivor).await?;
+    ensure!(
+        message_ids(&merged_events) == before_ids,
+        "after split and merge the timeline holds {} events, not the {} of before",
+        merged_events.len(),
+        before_ids.len()
+    );
+    println!(
+        "  checked  event_counts, traits, identifiers and timeline equal the pre-split ones exactly: \
+         split then merge is lossless"
+    );
+    let why = get(
+        http,
+        base,
+        token,
+        &format!("/v1/profiles/{survivor}/identity"),
+        &[],
+    )
+    .await?;
+    println!("  history  GET /v1/profiles/{survivor}/identity → merges:");
+    let merges = why["merges"].as_array().cloned().unwrap_or_default();
+    // The latest few: the split and the operator's merge come last.
+    for merge in merges.iter().skip(merges.len().saturating_sub(6)) {
+        println!("  {}", decision(merge, messages));
+    }
+    Ok(())
+}
+
+/// A merge or split decision in one line.
+fn decision(d: &Value, messages: &BTreeMap<String, Value>) -> String {
+    let cause = caused_by(d["caused_by"].as_str().unwrap_or("?"), messages);
+    let reason = match d["reason"].as_str() {
+        Some(r) if !r.is_empty() => format!(" \"{}\"", clip(r, 60)),
+        _ => String::new(),
+    };
+    match d["kind"].as_str() {
+        Some("profiles_merged") => {
+            let via = if d["via"].is_object() {
+                format!(
+                    " via {} {}",
+                    plain(&d["via"]["type"]),
+                    clip(&plain(&d["via"]["value"]), 28)
+                )
+            } else {
+                String::new()
+            };
+            format!(
+                "merged   {} into {}{via}{reason} — by {cause}",
+                plain(&d["absorbed"]),
+                plain(&d["survivor"])
+            )
+        }
+        Some("profile_split") => {
+            let ids: Vec<String> = d["identifiers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|i| format!("{} {}", plain(&i["type"]), plain(&i["value"])))
+                .collect();
+            let apart = if d["keep_apart"] == true {
+                ", kept apart"
+            } else {
+                ""
+            };
+            format!(
+                "split    {} from {} into {}{apart}{reason} — by {cause}",
+                ids.join(", "),
+                plain(&d["from"]),
+                plain(&d["into"])
+            )
+        }
+        _ => format!("{}{reason} — by {cause}", plain(&d["kind"])),
+    }
+}
+
+/// The event that caused a decision: the message as the profile's timeline shows it, or an operator
+/// command.
+fn caused_by(message_id: &str, messages: &BTreeMap<String, Value>) -> String {
+    if let Some(e) = messages.get(message_id) {
+        let name = e["name"]
+            .as_str()
+            .map(|n| format!(" \"{n}\""))
+            .unwrap_or_default();
+        format!(
+            "{}{name} from {} at {} ({message_id})",
+            plain(&e["type"]),
+            plain(&e["channel"]),
+            minute(&e["timestamp"])
+        )
+    } else if message_id.starts_with("op_") {
+        format!("operator command {message_id}")
+    } else {
+        format!("message {message_id}")
+    }
+}
+
+/// The profile's identifiers with their first and last seen, in a fixed order.
+fn sorted_identifiers(view: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = view["identifiers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(Value::to_string)
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn message_ids(events: &[Value]) -> BTreeSet<String> {
+    events
+        .iter()
+        .filter_map(|e| e["message_id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// A profile's whole timeline, `GET /v1/profiles/{id}/events` paged to the end.
+async fn timeline(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    profile: &str,
+) -> anyhow::Result<Vec<Value>> {
+    let path = format!("/v1/profiles/{profile}/events");
+    let mut items = Vec::new();
+    let mut before: Option<i64> = None;
+    loop {
+        let cursor = before.map(|b| b.to_string());
+        let mut query = vec![("limit", "1000")];
+        if let Some(cursor) = &cursor {
+            query.push(("before", cursor.as_str()));
+        }
+        let page = get(http, base, token, &path, &query).await?;
+        items.extend(page["items"].as_array().cloned().unwrap_or_default());
+        match page["next_before"].as_i64() {
+            Some(next) => {
+                ensure!(
+                    before.is_none_or(|b| next < b),
+                    "GET {path} does not move on: next_before {next} after {before:?}"
+                );
+                before = Some(next);
+            }
+            None => return Ok(items),
+        }
+    }
+}
+
+/// A successful operator command's answer; a refusal (409) or a pending one (202) is an error.
+async fn post(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    path: &str,
+    body: &Value,
+) -> anyhow::Result<Value> {
+    let response = http
+        .post(format!("{base}{path}"))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .with_context(|| format!("POST {path} failed"))?;
+    let status = response.status();
+    let answer: Value = response
+        .json()
+        .await
+        .with_context(|| format!("the answer to POST {path} is not JSON"))?;
+    ensure!(
+        status == reqwest::StatusCode::OK && answer["status"] == "applied",
+        "POST {path} answered {status}: {answer}"
+    );
+    Ok(answer)
 }
 
 /// What sending the data set did.
@@ -491,43 +899,49 @@ async fn lookup(
     .await
 }
 
-/// The 360 view in a dozen lines.
+/// The 360 profile in a couple of dozen lines.
 fn summarise(view: &Value) {
+    println!("  {:<12} {}", "profile", plain(&view["profile_id"]));
+    for (i, id) in view["identifiers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let label = if i == 0 { "identifiers" } else { "" };
+        println!(
+            "  {label:<12} {:<13} {:<28} seen {} … {}",
+            plain(&id["type"]),
+            clip(&plain(&id["value"]), 28),
+            day(&id["first_seen"]),
+            day(&id["last_seen"])
+        );
+    }
     if let Some(traits) = view["traits"].as_object() {
-        let mut first = true;
-        for (name, t) in traits {
-            let label = if first { "traits" } else { "" };
-            first = false;
+        for (i, (name, t)) in traits.iter().enumerate() {
+            let label = if i == 0 { "traits" } else { "" };
             println!(
-                "  {label:<12} {name:<12} {:<28} from {} of {}",
+                "  {label:<12} {name:<13} {:<28} from {} {} of {}",
                 clip(&plain(&t["value"]), 28),
-                t["source"].as_str().unwrap_or("?"),
+                plain(&t["channel"]),
+                plain(&t["type"]),
                 day(&t["set_at"])
             );
         }
     }
-    if let Some(ids) = view["identifiers"].as_object() {
-        let ids: Vec<String> = ids
-            .iter()
-            .map(|(kind, values)| {
-                let values: Vec<String> =
-                    values.as_array().into_iter().flatten().map(plain).collect();
-                format!("{kind} {}", values.join(", "))
-            })
-            .collect();
-        println!("  {:<12} {}", "identifiers", ids.join(" · "));
-    }
+    let counts_of = &view["event_counts"];
     println!(
         "  {:<12} {} = {}",
         "events",
-        count_events(view),
-        counts(&view["event_counts"]["by_type"])
+        total_of(view),
+        counts(&counts_of["by_type"])
     );
     println!(
         "  {:<12} {}",
-        "tracked",
-        counts(&view["event_counts"]["by_event"])
+        "by channel",
+        counts(&counts_of["by_channel"])
     );
+    println!("  {:<12} {}", "tracked", counts(&counts_of["by_event"]));
     println!(
         "  {:<12} {} … {}",
         "seen",
@@ -543,18 +957,17 @@ fn summarise(view: &Value) {
     {
         let label = if i == 0 { "recent" } else { "" };
         println!(
-            "  {label:<12} {}  {:<8} {}",
+            "  {label:<12} {}  {:<12} {:<8} {}",
             minute(&e["timestamp"]),
-            e["type"].as_str().unwrap_or("?"),
+            plain(&e["channel"]),
+            plain(&e["type"]),
             e["name"].as_str().unwrap_or("")
         );
     }
 }
 
-fn count_events(view: &Value) -> u64 {
-    view["event_counts"]["by_type"]
-        .as_object()
-        .map_or(0, |m| m.values().filter_map(Value::as_u64).sum())
+fn total_of(view: &Value) -> u64 {
+    view["event_counts"]["total"].as_u64().unwrap_or(0)
 }
 
 /// `{"page": 3, "track": 2}` → `page 3 · track 2`.

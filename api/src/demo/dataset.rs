@@ -23,6 +23,9 @@ pub struct Dataset {
     pub featured: usize,
     /// Valid messages carrying the featured customer's userId.
     pub featured_messages: usize,
+    /// Valid messages of the featured customer carrying only their anonymousId (the online shop's page
+    /// views before they first logged in there; the login's `identify` carries both ids).
+    pub featured_anonymous_messages: usize,
     pub by_kind: BTreeMap<String, usize>,
     pub by_channel: BTreeMap<&'static str, usize>,
     pub orders: usize,
@@ -58,6 +61,7 @@ struct Journey {
     channels: usize,
     tier_changed: bool,
     user_messages: usize,
+    anonymous_messages: usize,
 }
 
 impl Dataset {
@@ -87,6 +91,8 @@ impl Dataset {
             })
             .unwrap_or(0);
         let featured_messages = journeys.get(featured).map_or(0, |j| j.user_messages);
+        let featured_anonymous_messages =
+            journeys.get(featured).map_or(0, |j| j.anonymous_messages);
         let invalid = if people.is_empty() {
             0
         } else {
@@ -111,6 +117,7 @@ impl Dataset {
             customers: people,
             featured,
             featured_messages,
+            featured_anonymous_messages,
             by_kind,
             by_channel: b.by_channel,
             orders: b.orders,
@@ -188,6 +195,7 @@ fn live(b: &mut Builder, c: &mut Customer, today: DateTime<Utc>) -> Journey {
                 let id = b.message_id();
                 let m = retail::page(Who::Anonymous(c), channel, t, &id, &mut b.rng);
                 b.push(t, channel, m);
+                journey.anonymous_messages += 1;
                 t += Duration::seconds(b.rng.gen_range(10..120));
             }
         }
