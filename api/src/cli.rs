@@ -1,4 +1,4 @@
-//! The `cdp` command line: `serve`, `demo`, `bench`.
+//! The `cdp` command line: `serve`, `demo`, `bench`, `replay`.
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -24,6 +24,22 @@ pub enum Command {
     Demo(crate::demo::DemoArgs),
     /// Run the benchmark scenarios and print the table.
     Bench(crate::bench::BenchArgs),
+    /// Rebuild a read model from the event log and the recorded identity decisions.
+    Replay(ReplayArgs),
+}
+
+/// `cdp replay profiles`: what to rebuild, and the database to rebuild it in.
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// The read model: `profiles` (every 360° profile document, under the current trait precedence).
+    #[arg(value_parser = ["profiles"])]
+    pub model: String,
+    /// Directory of the embedded SQLite database, used when no database URL is given.
+    #[arg(long, env = "CDP_DATA_DIR", default_value = "./cdp-data")]
+    pub data_dir: std::path::PathBuf,
+    /// `postgres://…` (or `sqlite://…`); the embedded database in `--data-dir` when absent.
+    #[arg(long, env = "CDP_DATABASE_URL")]
+    pub database_url: Option<String>,
 }
 
 /// Parses the command line and runs the command.
@@ -39,7 +55,26 @@ pub async fn run() -> anyhow::Result<()> {
         Command::Serve(config) => serve(*config).await,
         Command::Demo(args) => crate::demo::run(args).await,
         Command::Bench(args) => crate::bench::run(args).await,
+        Command::Replay(args) => replay(args).await,
     }
+}
+
+async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let store = match &args.database_url {
+        Some(url) => cdp_domain::store::Store::connect(url).await,
+        None => cdp_domain::store::Store::open_embedded(&args.data_dir).await,
+    }
+    .context("failed to open the database")?;
+    let started = std::time::Instant::now();
+    let folded = cdp_replay::rebuild_profiles(&store)
+        .await
+        .context("the rebuild failed")?;
+    println!(
+        "rebuilt the profiles from {folded} events in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -112,6 +112,9 @@ pub struct IdentityConfig {
     pub types: std::collections::BTreeMap<String, IdentifierRule>,
     pub max_merges: Option<u32>,
     pub max_identifiers: Option<u32>,
+    /// Channels whose trait values win, strongest first.
+    #[serde(default)]
+    pub source_priority: Vec<String>,
 }
 
 impl IdentityConfig {
@@ -130,6 +133,7 @@ impl IdentityConfig {
         if let Some(n) = self.max_identifiers {
             rules.max_identifiers = n;
         }
+        rules.source_priority = self.source_priority.clone();
         rules
     }
 }
@@ -210,6 +214,7 @@ mod tests {
             id = "shop_a"
             [workspace.identity]
             declare = ["member_card", "wechat_unionid"]
+            source_priority = ["crm", "pos"]
             [workspace.identity.types.phone]
             priority = 3
             limit = 5
@@ -219,6 +224,7 @@ mod tests {
         .unwrap();
         let rules = file.workspaces[0].identity.as_ref().unwrap().rules();
         assert!(!rules.may_merge("phone"));
+        assert_eq!(rules.source_priority, ["crm", "pos"]);
         assert!(rules.priority("member_card") < rules.priority("wechat_unionid"));
         assert!(rules.priority("device_id") < rules.priority("member_card"));
         assert!(ConfigFile::parse(

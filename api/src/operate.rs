@@ -63,21 +63,16 @@ fn reason_of(reason: Option<String>) -> Result<String, ApiError> {
     Ok(reason)
 }
 
-/// Appends `command` to the log and waits for the resolver's decisions on it; `None` when it has not
-/// decided within [`DECISION_WAIT`] (it will, in log order).
-async fn run_command(
-    state: &AppState,
-    workspace: &str,
-    command: &OperatorCommand,
-) -> Result<(String, Option<Vec<IdentityEvent>>), ApiError> {
+/// The log event of an operator command, under a new message id.
+pub fn command_event(workspace: &str, command: &OperatorCommand) -> NewEvent {
     let message_id = format!("op_{}", uuid::Uuid::new_v4().simple());
-    let mut payload = serde_json::to_value(command).map_err(ApiError::internal)?;
+    let mut payload = serde_json::to_value(command).unwrap_or_else(|_| json!({}));
     payload["type"] = json!("operator");
     payload["messageId"] = json!(message_id);
     let now = Utc::now();
-    let event = NewEvent {
+    NewEvent {
         workspace: workspace.to_owned(),
-        message_id: message_id.clone(),
+        message_id,
         kind: MessageKind::Operator,
         name: Some(command.name().to_owned()),
         user_id: None,
@@ -85,7 +80,18 @@ async fn run_command(
         event_time: now,
         received_at: now,
         payload: payload.to_string(),
-    };
+    }
+}
+
+/// Appends `command` to the log and waits for the resolver's decisions on it; `None` when it has not
+/// decided within [`DECISION_WAIT`] (it will, in log order).
+async fn run_command(
+    state: &AppState,
+    workspace: &str,
+    command: &OperatorCommand,
+) -> Result<(String, Option<Vec<IdentityEvent>>), ApiError> {
+    let event = command_event(workspace, command);
+    let message_id = event.message_id.clone();
     state.appender.append(vec![event]).await?;
     for waker in &state.wakers {
         waker.notify_one();

@@ -48,9 +48,20 @@ pub async fn provision(
                     .await?;
             }
             if let Some(identity) = &w.identity {
-                cdp_projections::identity::put_rules(store, &w.id, identity.rules())
+                let before = cdp_projections::identity::rules_of(store, &w.id).await?;
+                let stored = cdp_projections::identity::put_rules(store, &w.id, identity.rules())
                     .await
                     .with_context(|| format!("failed to store the identity rules of {}", w.id))?;
+                // Changed rules apply to the existing profiles too, as through PUT /v1/identity/rules.
+                if stored.version != before.version && store.count_events(&w.id).await? > 0 {
+                    let command = cdp_domain::identity::OperatorCommand::Rules {
+                        rules: stored,
+                        actor: "config".into(),
+                    };
+                    store
+                        .append(&[crate::operate::command_event(&w.id, &command)])
+                        .await?;
+                }
             }
             for t in &w.tokens {
                 let scopes = t.scopes.iter().filter_map(|s| Scope::parse(s)).collect();

@@ -220,8 +220,13 @@ async fn profile_identity(
     for id in &doc.linked {
         let linked =
             identity::link_of(&state.store, &principal.workspace, &id.id_type, &id.value).await?;
-        let moved_by = explanation.decisions.iter().find(|d| {
-            matches!(&d.event, IdentityEvent::ProfileSplit { identifiers, .. } if identifiers.contains(id))
+        // The latest split that moved it into this profile or one merged into it.
+        let cluster: Vec<&str> = std::iter::once(explanation.survivor.as_str())
+            .chain(explanation.merged.iter().map(String::as_str))
+            .collect();
+        let moved_by = explanation.decisions.iter().rev().find(|d| {
+            matches!(&d.event, IdentityEvent::ProfileSplit { identifiers, into, .. }
+                if identifiers.contains(id) && cluster.contains(&into.as_str()))
         });
         identifiers.push(json!({
             "type": id.id_type,

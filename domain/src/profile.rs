@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::event::NewEvent;
-use crate::identity::Identifier;
+use crate::identity::{Identifier, IdentityRules};
 use crate::message::{rfc3339, MessageKind};
 
 /// How many recent events a profile keeps.
@@ -326,12 +326,15 @@ pub struct OwnedEvent<'a> {
 }
 
 /// The two documents of a split: `moved` identifiers leave a profile whose identifiers are `linked` and
-/// whose events are `events`; the events that carried any of them leave with them. Returns the document
-/// that stays, the new profile's, and for each event whether it moved.
+/// whose events are `events`. An event follows its strongest identifier (by the rules' priority) among
+/// those of the profile: it leaves when that one leaves. A member's order that also carried a shared cookie
+/// stays with the member's user id when the cookie is split off; the cookie's anonymous browsing leaves.
+/// Returns the document that stays, the new profile's, and for each event whether it moved.
 pub fn split_docs(
     linked: &[Identifier],
     moved: &[Identifier],
     events: &[OwnedEvent<'_>],
+    rules: &IdentityRules,
     precedence: Precedence<'_>,
 ) -> (ProfileDoc, ProfileDoc, Vec<bool>) {
     let mut stays = ProfileDoc {
@@ -352,7 +355,14 @@ pub fn split_docs(
     };
     let mut went = Vec::with_capacity(events.len());
     for e in events {
-        let goes = e.carried.iter().any(|i| moved.contains(i));
+        let strongest = e
+            .carried
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| linked.contains(i))
+            .min_by_key(|(n, i)| (rules.priority(&i.id_type), *n))
+            .map(|(_, i)| i);
+        let goes = strongest.is_some_and(|i| moved.contains(i));
         let doc = if goes { &mut leaves } else { &mut stays };
         doc.apply(e.event, e.payload, e.carried, precedence);
         went.push(goes);

@@ -355,7 +355,7 @@ proptest! {
         let events: Vec<OwnedEvent<'_>> = owned.iter().map(|(_, e, pl, c)| OwnedEvent {
             event: e, payload: pl, carried: c,
         }).collect();
-        let (stays, leaves, _) = split_docs(&docs[&p("p1")].linked, moved, &events, Precedence::NONE);
+        let (stays, leaves, _) = split_docs(&docs[&p("p1")].linked, moved, &events, &rules, Precedence::NONE);
         w.apply(&[event]);
 
         prop_assert_eq!(&stays, &before[&p("p1")]);

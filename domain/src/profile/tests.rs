@@ -5,6 +5,7 @@ use proptest::prelude::*;
 use serde_json::json;
 
 use super::*;
+use crate::identity::IdentityRules;
 
 fn event(n: usize, hour: u32, channel: &str, traits: Value) -> (NewEvent, Value) {
     let time = Utc.with_ymd_and_hms(2026, 1, 1, hour, 0, 0).unwrap();
@@ -109,6 +110,63 @@ fn the_channel_comes_from_context_then_the_message_then_the_library() {
         "analytics-python"
     );
     assert_eq!(channel_of(&json!({"context": {"channel": " "}})), "unknown");
+}
+
+#[test]
+fn an_event_follows_its_strongest_identifier_in_a_split() {
+    let member = Identifier::new("user_id", "m1");
+    let cookie = Identifier::new("anonymous_id", "shared-pc");
+    let (browse, p1) = event(1, 9, "online_shop", json!({}));
+    let (order, p2) = event(2, 10, "online_shop", json!({}));
+    let (visit, p3) = event(3, 11, "pos", json!({}));
+    let only_cookie = [cookie.clone()];
+    let both = [member.clone(), cookie.clone()];
+    let only_member = [member.clone()];
+    let events = [
+        OwnedEvent {
+            event: &browse,
+            payload: &p1,
+            carried: &only_cookie,
+        },
+        OwnedEvent {
+            event: &order,
+            payload: &p2,
+            carried: &both,
+        },
+        OwnedEvent {
+            event: &visit,
+            payload: &p3,
+            carried: &only_member,
+        },
+    ];
+    let linked = [member.clone(), cookie.clone()];
+    let rules = IdentityRules::default();
+    let (stays, leaves, went) = split_docs(
+        &linked,
+        std::slice::from_ref(&cookie),
+        &events,
+        &rules,
+        Precedence::NONE,
+    );
+    assert_eq!(
+        went,
+        [true, false, false],
+        "the order stays with the member"
+    );
+    assert_eq!((stays.events, leaves.events), (2, 1));
+    assert_eq!(stays.linked, std::slice::from_ref(&member));
+    assert_eq!(leaves.linked, std::slice::from_ref(&cookie));
+
+    // Splitting the member off instead: the order follows the member's user id.
+    let (_, leaves, went) = split_docs(
+        &linked,
+        std::slice::from_ref(&member),
+        &events,
+        &rules,
+        Precedence::NONE,
+    );
+    assert_eq!(went, [false, true, true]);
+    assert_eq!(leaves.linked, [member]);
 }
 
 proptest! {

@@ -424,7 +424,7 @@ impl Model<'_> {
         let precedence = Precedence {
             source_priority: &rules.source_priority,
         };
-        let (stays, leaves, went) = split_docs(&linked, moved, &events, precedence);
+        let (stays, leaves, went) = split_docs(&linked, moved, &events, rules, precedence);
         let moved_seqs: Vec<i64> = owned
             .iter()
             .zip(went)
