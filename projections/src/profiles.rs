@@ -53,19 +53,31 @@ pub async fn load_many(
     for chunk in keys.chunks(PER_STATEMENT) {
         let rows: Vec<(String, String, String)> = match store {
             Store::Sqlite(s) => {
-                let mut q: QueryBuilder<sqlx::Sqlite> = QueryBuilder::new(
-                    "SELECT workspace, profile, doc FROM profiles WHERE (workspace, profile) IN (VALUES ",
-                );
-                let mut list = q.separated(", ");
+                // `workspace = ? AND profile IN (…)` per workspace: SQLite answers a row-value
+                // `IN (VALUES …)` with a scan of the whole table.
+                let mut rows = Vec::with_capacity(chunk.len());
+                let mut by_workspace: Vec<(&str, Vec<&str>)> = Vec::new();
                 for (w, p) in chunk {
-                    list.push("(")
-                        .push_bind_unseparated(w)
-                        .push_unseparated(", ")
-                        .push_bind_unseparated(p.as_str())
-                        .push_unseparated(")");
+                    match by_workspace.iter_mut().find(|(x, _)| x == w) {
+                        Some((_, ps)) => ps.push(p.as_str()),
+                        None => by_workspace.push((w.as_str(), vec![p.as_str()])),
+                    }
                 }
-                q.push(")");
-                q.build_query_as().fetch_all(s.read_pool()).await?
+                for (w, ps) in by_workspace {
+                    let mut q: QueryBuilder<sqlx::Sqlite> = QueryBuilder::new(
+                        "SELECT workspace, profile, doc FROM profiles WHERE workspace = ",
+                    );
+                    q.push_bind(w).push(" AND profile IN (");
+                    let mut list = q.separated(", ");
+                    for p in ps {
+                        list.push_bind(p);
+                    }
+                    q.push(")");
+                    let found: Vec<(String, String, String)> =
+                        q.build_query_as().fetch_all(s.read_pool()).await?;
+                    rows.extend(found);
+                }
+                rows
             }
             Store::Postgres(s) => {
                 let (w, p) = unzip(chunk);
@@ -127,6 +139,65 @@ pub async fn events_of(
     }
     seqs.sort_unstable();
     Ok(seqs)
+}
+
+/// The live profile `profile` is now: itself when it has a document, its survivor when it was merged
+/// away; `None` when no such profile exists in the workspace.
+pub async fn survivor(
+    store: &Store,
+    workspace: &str,
+    profile: &str,
+) -> Result<Option<String>, ProjectionError> {
+    let live = "SELECT profile FROM profiles WHERE workspace = ? AND profile = ?";
+    let alias = "SELECT survivor FROM profile_aliases WHERE workspace = ? AND profile = ?";
+    for sql in [live, alias] {
+        let found: Option<String> = match store {
+            Store::Sqlite(s) => {
+                sqlx::query_scalar(sql)
+                    .bind(workspace)
+                    .bind(profile)
+                    .fetch_optional(s.read_pool())
+                    .await?
+            }
+            Store::Postgres(s) => {
+                sqlx::query_scalar(&numbered(sql))
+                    .bind(workspace)
+                    .bind(profile)
+                    .fetch_optional(s.pool())
+                    .await?
+            }
+        };
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    Ok(None)
+}
+
+/// The profiles merged into a live profile, directly or not.
+pub async fn aliases_of(
+    store: &Store,
+    workspace: &str,
+    survivor: &str,
+) -> Result<Vec<String>, ProjectionError> {
+    let sql =
+        "SELECT profile FROM profile_aliases WHERE workspace = ? AND survivor = ? ORDER BY profile";
+    Ok(match store {
+        Store::Sqlite(s) => {
+            sqlx::query_scalar(sql)
+                .bind(workspace)
+                .bind(survivor)
+                .fetch_all(s.read_pool())
+                .await?
+        }
+        Store::Postgres(s) => {
+            sqlx::query_scalar(&numbered(sql))
+                .bind(workspace)
+                .bind(survivor)
+                .fetch_all(s.pool())
+                .await?
+        }
+    })
 }
 
 /// The live profile holding an identifier (type and normalised value), if it is linked.
@@ -199,7 +270,7 @@ pub async fn timeline(
 }
 
 /// A merge, applied in order inside the resolver's transaction: every event and identifier of `from`
-/// now belongs to `to`.
+/// now belongs to `to`, and `from` (and whatever was merged into it) is an alias of `to`.
 #[derive(Debug, Clone)]
 pub struct Reassign {
     pub workspace: String,
@@ -233,6 +304,8 @@ pub async fn write(tx: &mut ModelTx<'_>, writes: &ModelWrites) -> Result<(), Pro
         for sql in [
             "UPDATE event_profiles SET profile = ? WHERE workspace = ? AND profile = ?",
             "UPDATE identifier_owners SET profile = ? WHERE workspace = ? AND profile = ?",
+            "UPDATE profile_aliases SET survivor = ? WHERE workspace = ? AND survivor = ?",
+            "INSERT INTO profile_aliases (survivor, workspace, profile) VALUES (?, ?, ?)",
         ] {
             match tx {
                 ModelTx::Sqlite(tx) => {

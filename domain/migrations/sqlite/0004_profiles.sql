@@ -27,3 +27,15 @@ CREATE TABLE identifier_owners (
     PRIMARY KEY (workspace, id_type, value)
 );
 CREATE INDEX identifier_owners_by_profile ON identifier_owners (workspace, profile);
+
+-- Where each merged-away profile went: its survivor now (kept current through chains of merges).
+CREATE TABLE profile_aliases (
+    workspace TEXT NOT NULL,
+    profile   TEXT NOT NULL,
+    survivor  TEXT NOT NULL,
+    PRIMARY KEY (workspace, profile)
+);
+CREATE INDEX profile_aliases_by_survivor ON profile_aliases (workspace, survivor);
+
+-- The decisions an operator command caused, read back by the API.
+CREATE INDEX identity_events_by_cause ON identity_events (workspace, caused_by);

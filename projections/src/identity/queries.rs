@@ -77,43 +77,7 @@ pub async fn survivor_of(
     workspace: &str,
     profile: &str,
 ) -> Result<Option<String>, ProjectionError> {
-    let created = query_decisions(
-        store,
-        &format!(
-            "SELECT {DECISION_COLUMNS} FROM identity_events \
-             WHERE workspace = ? AND ((profile = ? AND kind = 'profile_created') \
-                OR (other = ? AND kind = 'profile_split')) LIMIT 1"
-        ),
-        &[workspace, profile, profile],
-        &[],
-    )
-    .await?;
-    if created.is_empty() {
-        return Ok(None);
-    }
-    let mut current = profile.to_owned();
-    // Merges form a forest pointing at earlier profiles, so this ends; the bound guards corrupt data.
-    for _ in 0..10_000 {
-        let merged = query_decisions(
-            store,
-            &format!(
-                "SELECT {DECISION_COLUMNS} FROM identity_events \
-                 WHERE workspace = ? AND other = ? AND kind = 'profiles_merged' LIMIT 1"
-            ),
-            &[workspace, &current],
-            &[],
-        )
-        .await?;
-        match merged.first().map(|d| &d.event) {
-            Some(IdentityEvent::ProfilesMerged { survivor, .. }) => {
-                current = survivor.as_str().to_owned()
-            }
-            _ => return Ok(Some(current)),
-        }
-    }
-    Err(ProjectionError::corrupt(format!(
-        "merge chain of {profile} does not end"
-    )))
+    profiles::survivor(store, workspace, profile).await
 }
 
 /// The live profile holding an identifier, if it is linked.
@@ -198,33 +162,30 @@ pub async fn explain(
         return Ok(None);
     };
     let mut cluster = vec![survivor.clone()];
-    let mut decisions = Vec::new();
-    let mut i = 0;
-    while i < cluster.len() {
-        let about = query_decisions(
-            store,
-            &format!(
-                "SELECT {DECISION_COLUMNS} FROM identity_events \
-                 WHERE workspace = ? AND (profile = ? OR other = ?) ORDER BY seq"
-            ),
-            &[workspace, &cluster[i], &cluster[i]],
-            &[],
-        )
-        .await?;
-        for d in about {
-            if let IdentityEvent::ProfilesMerged { absorbed, .. } = &d.event {
-                if !cluster.iter().any(|p| p == absorbed.as_str()) {
-                    cluster.push(absorbed.as_str().to_owned());
+    cluster.extend(profiles::aliases_of(store, workspace, &survivor).await?);
+    // One query per column, so that each can use its index.
+    let mut decisions: Vec<DecisionRow> = Vec::new();
+    for column in ["profile", "other"] {
+        for chunk in cluster.chunks(200) {
+            let list = vec!["?"; chunk.len()].join(", ");
+            let mut texts: Vec<&str> = vec![workspace];
+            texts.extend(chunk.iter().map(String::as_str));
+            let about = query_decisions(
+                store,
+                &format!(
+                    "SELECT {DECISION_COLUMNS} FROM identity_events \
+                     WHERE workspace = ? AND {column} IN ({list})"
+                ),
+                &texts,
+                &[],
+            )
+            .await?;
+            for d in about {
+                if !decisions.iter().any(|known| known.seq == d.seq) {
+                    decisions.push(d);
                 }
             }
-            if !decisions
-                .iter()
-                .any(|known: &DecisionRow| known.seq == d.seq)
-            {
-                decisions.push(d);
-            }
         }
-        i += 1;
     }
     decisions.sort_by_key(|d| d.seq);
     Ok(Some(Explanation {
