@@ -6,6 +6,7 @@
 //! of [`Scenario`] and a line in [`run_scenario`].
 
 mod ingest_http;
+mod profile_read;
 pub mod report;
 mod target;
 mod workload;
@@ -21,14 +22,18 @@ use workload::Workload;
 pub enum Scenario {
     /// Segment `/v1/batch` over HTTP from concurrent clients: durable events/s.
     IngestHttp,
+    /// The workload ingested, the resolver's catch-up events/s, then `GET /v1/profiles/{id}` on random
+    /// profiles from concurrent clients: requests/s, p50, p99.
+    ProfileRead,
 }
 
 impl Scenario {
-    pub const ALL: &'static [Scenario] = &[Scenario::IngestHttp];
+    pub const ALL: &'static [Scenario] = &[Scenario::IngestHttp, Scenario::ProfileRead];
 
     pub fn name(self) -> &'static str {
         match self {
             Scenario::IngestHttp => ingest_http::NAME,
+            Scenario::ProfileRead => profile_read::NAME,
         }
     }
 }
@@ -64,7 +69,10 @@ pub struct BenchArgs {
     /// Events per scenario and backend.
     #[arg(long, default_value_t = 200_000)]
     pub events: usize,
-    /// Seed of the generated messages.
+    /// Profile reads of profile-read.
+    #[arg(long, default_value_t = 20_000)]
+    pub requests: usize,
+    /// Seed of the generated messages (and of profile-read's choice of profiles).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
 }
@@ -116,7 +124,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let rows: Vec<_> = outcomes.iter().map(|o| o.row.clone()).collect();
+    let rows: Vec<_> = outcomes.iter().flat_map(|o| o.rows.clone()).collect();
     if !rows.is_empty() {
         print!("{}", report::table(&rows));
         println!();
@@ -138,6 +146,9 @@ async fn run_scenario(
 ) -> anyhow::Result<Outcome> {
     match scenario {
         Scenario::IngestHttp => ingest_http::run(backend, workload, args.clients).await,
+        Scenario::ProfileRead => {
+            profile_read::run(backend, workload, args.clients, args.requests, args.seed).await
+        }
     }
 }
 

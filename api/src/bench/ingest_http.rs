@@ -61,6 +61,7 @@ pub async fn run(
         scenario: NAME,
         backend: backend.name(),
         count: events,
+        unit: "events",
         seconds,
         rate: events as f64 / seconds,
         p50: quantile(&http.latencies, 0.50),
@@ -83,7 +84,10 @@ pub async fn run(
         thousands(events),
         thousands(http.projected),
     );
-    Ok(Outcome { row, summary })
+    Ok(Outcome {
+        rows: vec![row],
+        summary,
+    })
 }
 
 async fn over_http(
@@ -156,7 +160,7 @@ async fn over_http(
 
 /// Sends every body from `clients` concurrent clients; returns the time from the first send to the last
 /// 200 and each request's latency. Stops at the first answer that is not 200.
-async fn send_all(
+pub(super) async fn send_all(
     url: &str,
     write_key: &str,
     bodies: Arc<Vec<Bytes>>,
@@ -280,7 +284,7 @@ async fn straight_into_store(
     outcome
 }
 
-async fn close(store: &Store) {
+pub(super) async fn close(store: &Store) {
     match store {
         Store::Sqlite(s) => {
             s.write_pool().close().await;

@@ -9,8 +9,10 @@ use std::time::Duration;
 pub struct Row {
     pub scenario: &'static str,
     pub backend: &'static str,
-    /// Events (or requests) the scenario processed.
+    /// What the scenario processed: events or requests.
     pub count: u64,
+    /// What `count` counts ("events", "requests").
+    pub unit: &'static str,
     pub seconds: f64,
     /// `count / seconds`.
     pub rate: f64,
@@ -28,10 +30,10 @@ impl Row {
     }
 }
 
-/// What a scenario hands back: its row and its one-line summary.
+/// What a scenario hands back: its rows (one per figure) and its one-line summary.
 #[derive(Debug, Clone)]
 pub struct Outcome {
-    pub row: Row,
+    pub rows: Vec<Row>,
     pub summary: String,
 }
 
@@ -40,12 +42,13 @@ pub fn table(rows: &[Row]) -> String {
     let header = [
         "scenario",
         "backend",
-        "events",
+        "count",
+        "unit",
         "seconds",
-        "events/s",
+        "per s",
         "p50 ms",
         "p99 ms",
-        "reference ev/s",
+        "reference per s",
         "ratio",
     ];
     let dash = || "—".to_owned();
@@ -56,6 +59,7 @@ pub fn table(rows: &[Row]) -> String {
                 r.scenario.to_owned(),
                 r.backend.to_owned(),
                 thousands(r.count),
+                r.unit.to_owned(),
                 format!("{:.2}", r.seconds),
                 thousands(r.rate.round() as u64),
                 r.p50.map_or_else(dash, ms),
@@ -80,7 +84,7 @@ pub fn table(rows: &[Row]) -> String {
             .map(|(i, (v, w))| {
                 let pad = w.saturating_sub(v.chars().count());
                 // Text left, numbers right.
-                if i < 2 {
+                if i < 2 || i == 3 {
                     format!("{v}{}", " ".repeat(pad))
                 } else {
                     format!("{}{v}", " ".repeat(pad))

@@ -22,6 +22,41 @@ pub struct Workload {
     pub events: usize,
     pub customers: usize,
     pub bytes: usize,
+    /// Every customer the messages are about, with what was sent about them.
+    pub people: Vec<Person>,
+    /// The `messageId` of the last message of the last batch.
+    pub last_message_id: String,
+}
+
+/// A customer of the workload and what the messages say about them.
+#[derive(Debug, Clone)]
+pub struct Person {
+    pub user_id: String,
+    pub phone: String,
+    /// Messages carrying the customer's `userId`.
+    pub identified_events: u64,
+    /// Messages carrying only the customer's `anonymousId` (the shop before login).
+    pub anonymous_events: u64,
+    /// Whether a message carries both (so the shop's cookie id and the member are known to be one).
+    pub linked: bool,
+}
+
+impl Person {
+    /// Whether at least one message carries the customer's `userId`.
+    pub fn identified(&self) -> bool {
+        self.identified_events > 0
+    }
+
+    /// The events the profile holding the customer's `userId` must have: those carrying it, and the
+    /// anonymous ones when the cookie id was ever sent with the `userId` (otherwise nothing joins them).
+    pub fn profile_events(&self) -> u64 {
+        self.identified_events
+            + if self.linked {
+                self.anonymous_events
+            } else {
+                0
+            }
+    }
 }
 
 impl Workload {
@@ -38,8 +73,20 @@ impl Workload {
         let mut batches = Vec::with_capacity(events.div_ceil(batch));
         let mut current = Vec::with_capacity(batch);
         let mut bytes = 0;
+        let mut people: Vec<Person> = customers
+            .iter()
+            .map(|c| Person {
+                user_id: c.user_id.clone(),
+                phone: c.phone.clone(),
+                identified_events: 0,
+                anonymous_events: 0,
+                linked: false,
+            })
+            .collect();
+        let mut last_message_id = String::new();
         for i in 0..events {
-            let c = &customers[rng.gen_range(0..customers.len())];
+            let index = rng.gen_range(0..customers.len());
+            let c = &customers[index];
             let at = now - Duration::milliseconds(rng.gen_range(0..3_600_000));
             let id = format!("bench-{run:08x}-{i:09}");
             let web = if rng.gen_bool(0.7) {
@@ -70,6 +117,15 @@ impl Workload {
                 };
                 retail::page(who, web, at, &id, &mut rng)
             };
+            let person = &mut people[index];
+            match (message.get("userId"), message.get("anonymousId")) {
+                (Some(_), anonymous) => {
+                    person.identified_events += 1;
+                    person.linked |= anonymous.is_some();
+                }
+                (None, _) => person.anonymous_events += 1,
+            }
+            last_message_id = id;
             let text = message.to_string();
             bytes += text.len();
             current.push(text);
@@ -86,6 +142,8 @@ impl Workload {
             events,
             customers: customers.len(),
             bytes,
+            people,
+            last_message_id,
         };
         let largest = workload
             .batches

@@ -1,0 +1,490 @@
+//! Scenario `profile-read`: the retail workload is ingested through `/v1/batch`, the OneID resolver
+//! follows it, and then concurrent clients read `GET /v1/profiles/{id}` on random profiles.
+//!
+//! Two figures, two rows:
+//! - `identity-resolve`: events the resolver applied per second, from the first ingest request until it
+//!   had applied the last event (its catch-up throughput under ingestion, not a physical figure).
+//! - `profile-read`: requests/s and p50/p99 of `GET /v1/profiles/{id}` from `--clients` clients, on ids
+//!   drawn (seeded) from the profiles of the workload's identified customers. The physical reference is the
+//!   same reads as `profiles::load` straight from the store, from as many tasks, in the same run.
+//!
+//! Verified: every event stored once and applied by the resolver; every identified customer found by
+//! `user_id`, on a profile of its own, whose `event_counts.total` is exactly what the messages sent about
+//! that customer imply (customers sharing a random phone number are left out of that count check); every
+//! read answered 200 with the `profile_id` asked for, not merged away; every reference read found the
+//! document.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context};
+use axum::body::Bytes;
+use cdp_domain::store::EventStore;
+use cdp_projections::identity::IdentityResolver;
+use cdp_projections::{profiles, runner};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Deserialize;
+use tokio::task::JoinSet;
+
+use super::ingest_http::{close, send_all};
+use super::report::{quantile, thousands, Outcome, Row};
+use super::target::{Backend, FreshStore};
+use super::workload::Workload;
+use crate::provision::random_secret;
+use crate::{AppState, Application};
+
+pub const NAME: &str = "profile-read";
+/// The row of the resolver's catch-up throughput.
+const RESOLVE: &str = "identity-resolve";
+const WORKSPACE: &str = "bench";
+/// The resolver is given up on when it applies nothing for this long.
+const STALLED: Duration = Duration::from_secs(120);
+
+/// What one run measured and verified.
+struct Measured {
+    /// From the first ingest request to the last 200.
+    ingest: Duration,
+    /// From the first ingest request until the resolver had applied the last event.
+    resolved: Duration,
+    /// Events the resolver had applied when the last 200 came back.
+    applied_at_last_200: u64,
+    /// Identified customers, each found on a profile of its own.
+    profiles: usize,
+    /// Of those, the ones whose event count was checked exactly.
+    counts_checked: usize,
+    /// The average size of a `GET /v1/profiles/{id}` answer's body.
+    answer_bytes: u64,
+    http: Timed,
+    reference: Timed,
+}
+
+struct Timed {
+    elapsed: Duration,
+    /// Sorted.
+    latencies: Vec<Duration>,
+}
+
+#[derive(Deserialize)]
+struct ProfileAnswer {
+    profile_id: String,
+    merged_away: bool,
+    event_counts: EventCounts,
+}
+
+#[derive(Deserialize)]
+struct EventCounts {
+    total: u64,
+}
+
+pub async fn run(
+    backend: &Backend,
+    workload: &Workload,
+    clients: usize,
+    requests: usize,
+    seed: u64,
+) -> anyhow::Result<Outcome> {
+    ensure!(clients > 0, "--clients must be at least 1");
+    ensure!(requests > 0, "--requests must be at least 1");
+    let fresh = FreshStore::create(backend).await?;
+    let measured = measure(&fresh, workload, clients, requests, seed).await;
+    let removed = fresh.remove().await;
+    let m = measured.with_context(|| format!("{NAME} on {} failed", backend.name()))?;
+    removed?;
+
+    let events = workload.events as u64;
+    let resolve = Row {
+        scenario: RESOLVE,
+        backend: backend.name(),
+        count: events,
+        unit: "events",
+        seconds: m.resolved.as_secs_f64(),
+        rate: events as f64 / m.resolved.as_secs_f64(),
+        p50: None,
+        p99: None,
+        reference_rate: None,
+    };
+    let reads = requests as u64;
+    let read = Row {
+        scenario: NAME,
+        backend: backend.name(),
+        count: reads,
+        unit: "requests",
+        seconds: m.http.elapsed.as_secs_f64(),
+        rate: reads as f64 / m.http.elapsed.as_secs_f64(),
+        p50: quantile(&m.http.latencies, 0.50),
+        p99: quantile(&m.http.latencies, 0.99),
+        reference_rate: Some(reads as f64 / m.reference.elapsed.as_secs_f64()),
+    };
+    let ms = |d: Option<Duration>| d.unwrap_or_default().as_secs_f64() * 1000.0;
+    let summary = format!(
+        "{NAME} on {backend}: {reads} GET /v1/profiles/{{id}} on random profiles (of {profiles}) in \
+         {read_s:.2} s = {read_rate} requests/s from {clients} clients (p50 {p50:.2} ms, p99 {p99:.2} ms, \
+         {answer_bytes} bytes per answer); \
+         {ratio:.2}x the {ref_rate} reads/s of profiles::load from {clients} tasks (p50 {rp50:.2} ms, \
+         p99 {rp99:.2} ms). The resolver applied all {events} events {resolved_s:.2} s after the first \
+         ingest request = {resolve_rate} events/s (ingestion: last 200 after {ingest_s:.2} s = \
+         {ingest_rate} events/s, resolver at {at_200} then). Verified: every event stored and applied, \
+         {profiles} identified customers each on a profile of its own ({checked} with exactly the events \
+         their messages imply), every read 200 with the profile_id asked for, not merged away.",
+        backend = backend.name(),
+        reads = thousands(reads),
+        profiles = thousands(m.profiles as u64),
+        read_s = read.seconds,
+        read_rate = thousands(read.rate.round() as u64),
+        p50 = ms(read.p50),
+        p99 = ms(read.p99),
+        ratio = read.ratio().unwrap_or_default(),
+        ref_rate = thousands(read.reference_rate.unwrap_or_default().round() as u64),
+        rp50 = ms(quantile(&m.reference.latencies, 0.50)),
+        rp99 = ms(quantile(&m.reference.latencies, 0.99)),
+        events = thousands(events),
+        resolved_s = resolve.seconds,
+        resolve_rate = thousands(resolve.rate.round() as u64),
+        ingest_s = m.ingest.as_secs_f64(),
+        ingest_rate = thousands((events as f64 / m.ingest.as_secs_f64()).round() as u64),
+        at_200 = thousands(m.applied_at_last_200),
+        checked = thousands(m.counts_checked as u64),
+        answer_bytes = thousands(m.answer_bytes),
+    );
+    Ok(Outcome {
+        rows: vec![resolve, read],
+        summary,
+    })
+}
+
+async fn measure(
+    fresh: &FreshStore,
+    workload: &Workload,
+    clients: usize,
+    requests: usize,
+    seed: u64,
+) -> anyhow::Result<Measured> {
+    let write_key = random_secret("wk");
+    let token = random_secret("tok");
+    let mut config = fresh.config();
+    config.bootstrap_workspace = Some(WORKSPACE.into());
+    config.bootstrap_write_key = Some(write_key.clone());
+    config.bootstrap_admin_token = Some(token.clone());
+    let app = Application::build(config)
+        .await
+        .context("failed to start the service")?;
+    let state = app.state();
+    let base = format!("http://{}", app.local_addr());
+    let server = tokio::spawn(app.run_until_stopped());
+
+    let outcome = async {
+        let bodies = Arc::new(workload.bodies());
+        let started = Instant::now();
+        send_all(&format!("{base}/v1/batch"), &write_key, bodies, clients).await?;
+        let ingest = started.elapsed();
+        let applied_at_last_200 = state.identity.applied.load(Ordering::Relaxed);
+        wait_until_resolved(&state, workload.events as u64).await?;
+        let resolved = started.elapsed();
+        check_ingested(&state, workload).await?;
+
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(clients)
+            .timeout(Duration::from_secs(60))
+            .build()
+            .context("failed to build the HTTP client")?;
+        let (ids, counts_checked) = profile_ids(&client, &base, &token, workload, clients).await?;
+        let ids = Arc::new(ids);
+        // The same random sequence of profiles for the HTTP reads and the reference.
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x7072_6f66_696c_6573);
+        let plan: Arc<Vec<usize>> =
+            Arc::new((0..requests).map(|_| rng.gen_range(0..ids.len())).collect());
+
+        let (http, answers) = {
+            let (client, base, token) = (client.clone(), base.clone(), token.clone());
+            let (ids, plan) = (ids.clone(), plan.clone());
+            concurrently(requests, clients, move |i| {
+                let id = ids[plan[i]].clone();
+                let (client, base, token) = (client.clone(), base.clone(), token.clone());
+                async move {
+                    let body = get(&client, &format!("{base}/v1/profiles/{id}"), &token).await?;
+                    let answer: ProfileAnswer = serde_json::from_slice(&body)
+                        .with_context(|| format!("GET /v1/profiles/{id} answered no profile"))?;
+                    ensure!(
+                        answer.profile_id == id && !answer.merged_away,
+                        "GET /v1/profiles/{id} answered profile {} (merged_away {})",
+                        answer.profile_id,
+                        answer.merged_away
+                    );
+                    ensure!(answer.event_counts.total > 0, "profile {id} has no events");
+                    Ok(body.len() as u64)
+                }
+            })
+            .await
+            .context("reading profiles over HTTP failed")?
+        };
+        let answer_bytes = answers.iter().map(|(_, n)| n).sum::<u64>() / requests as u64;
+
+        let reference = {
+            let store = state.store.clone();
+            let (ids, plan) = (ids.clone(), plan.clone());
+            concurrently(requests, clients, move |i| {
+                let id = ids[plan[i]].clone();
+                let store = store.clone();
+                async move {
+                    let doc = profiles::load(&store, WORKSPACE, &id)
+                        .await
+                        .with_context(|| format!("profiles::load of {id} failed"))?;
+                    ensure!(doc.is_some(), "profiles::load found no document for {id}");
+                    Ok(())
+                }
+            })
+            .await
+            .context("the reference reads failed")?
+            .0
+        };
+
+        Ok(Measured {
+            ingest,
+            resolved,
+            applied_at_last_200,
+            profiles: ids.len(),
+            counts_checked,
+            answer_bytes,
+            http,
+            reference,
+        })
+    }
+    .await;
+
+    server.abort();
+    if let Err(e) = server.await {
+        if e.is_panic() {
+            bail!("the service panicked: {e}");
+        }
+    }
+    close(&state.store).await;
+    drop(state);
+    outcome
+}
+
+/// Waits until the resolver has applied `expected` events; fails when it reports errors or stalls.
+async fn wait_until_resolved(state: &AppState, expected: u64) -> anyhow::Result<()> {
+    let mut last = state.identity.applied.load(Ordering::Relaxed);
+    let mut moved = Instant::now();
+    loop {
+        let applied = state.identity.applied.load(Ordering::Relaxed);
+        if applied >= expected {
+            ensure!(
+                applied == expected,
+                "the resolver applied {applied} events but {expected} were sent"
+            );
+            return Ok(());
+        }
+        let errors = state.identity.errors.load(Ordering::Relaxed);
+        ensure!(
+            errors == 0,
+            "the resolver reported {errors} failed steps (see the log); it had applied {applied} of \
+             {expected} events"
+        );
+        if applied != last {
+            last = applied;
+            moved = Instant::now();
+        } else if moved.elapsed() > STALLED {
+            bail!(
+                "the resolver applied nothing for {} s; it had applied {applied} of {expected} events",
+                STALLED.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Every event stored once, none quarantined, the last one applied according to the checkpoint.
+async fn check_ingested(state: &AppState, workload: &Workload) -> anyhow::Result<()> {
+    let expected = workload.events as i64;
+    let stored = state
+        .store
+        .count_events(WORKSPACE)
+        .await
+        .context("failed to count the stored events")?;
+    ensure!(
+        stored == expected,
+        "{expected} events were acknowledged but {stored} are stored"
+    );
+    let quarantined = state
+        .store
+        .list_quarantine(WORKSPACE, None, 1)
+        .await
+        .context("failed to read the quarantine")?;
+    ensure!(
+        quarantined.is_empty(),
+        "messages were quarantined: {:?}",
+        quarantined.first().map(|q| &q.reason)
+    );
+    let applied = runner::has_applied(
+        &state.store,
+        IdentityResolver::NAME,
+        WORKSPACE,
+        &workload.last_message_id,
+    )
+    .await
+    .context("failed to read the resolver's checkpoint")?;
+    ensure!(
+        applied,
+        "the resolver counted every event applied but its checkpoint is before the last message {}",
+        workload.last_message_id
+    );
+    Ok(())
+}
+
+/// The profile of every identified customer, by `GET /v1/profiles/lookup?type=user_id`, checked: each
+/// customer on a profile of its own, holding exactly the events the messages imply (unless the
+/// customer's random phone number is shared with another, which may rightly join or split their events).
+/// Returns the profile ids and how many event counts were checked.
+async fn profile_ids(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    workload: &Workload,
+    clients: usize,
+) -> anyhow::Result<(Vec<String>, usize)> {
+    let people: Arc<Vec<_>> = Arc::new(
+        workload
+            .people
+            .iter()
+            .filter(|p| p.identified())
+            .cloned()
+            .collect(),
+    );
+    ensure!(!people.is_empty(), "the workload identifies no customer");
+    let (_, found) = {
+        let (client, base, token) = (client.clone(), base.to_owned(), token.to_owned());
+        let people = people.clone();
+        concurrently(people.len(), clients, move |i| {
+            let user_id = people[i].user_id.clone();
+            let (client, base, token) = (client.clone(), base.clone(), token.clone());
+            async move {
+                let url = format!("{base}/v1/profiles/lookup?type=user_id&value={user_id}");
+                let body = get(&client, &url, &token)
+                    .await
+                    .with_context(|| format!("looking up user_id {user_id}"))?;
+                let answer: ProfileAnswer = serde_json::from_slice(&body)
+                    .with_context(|| format!("the lookup of {user_id} answered no profile"))?;
+                Ok((answer.profile_id, answer.event_counts.total))
+            }
+        })
+        .await
+        .context("looking up the customers' profiles failed")?
+    };
+    let mut phones: HashMap<&str, usize> = HashMap::new();
+    for p in &workload.people {
+        *phones.entry(p.phone.as_str()).or_default() += 1;
+    }
+    let mut ids = Vec::with_capacity(found.len());
+    let mut seen = HashSet::with_capacity(found.len());
+    let mut checked = 0;
+    for (i, (profile, total)) in found {
+        let person = &people[i];
+        ensure!(
+            seen.insert(profile.clone()),
+            "two customers (one is {}) resolved to the same profile {profile}",
+            person.user_id
+        );
+        if phones[person.phone.as_str()] == 1 {
+            ensure!(
+                total == person.profile_events(),
+                "{} of the messages sent about {} belong on its profile (those carrying the userId, \
+                 and the anonymous ones if its anonymousId came with it once) but profile {profile} \
+                 counts {total} events",
+                person.profile_events(),
+                person.user_id
+            );
+            checked += 1;
+        }
+        ids.push(profile);
+    }
+    // Independent of the order the lookups finished in.
+    ids.sort_unstable();
+    Ok((ids, checked))
+}
+
+/// `GET` with the Bearer token; the body when the answer is 200, an error naming the answer otherwise.
+async fn get(client: &reqwest::Client, url: &str, token: &str) -> anyhow::Result<Bytes> {
+    let response = client
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .context("the request failed")?;
+    let status = response.status();
+    let body = response
+        .bytes()
+        .await
+        .context("failed to read the response")?;
+    if status != reqwest::StatusCode::OK {
+        bail!(
+            "the service answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    Ok(body)
+}
+
+/// Runs `op(0..n)` from `tasks` concurrent tasks, each taking the next index when done with one. Returns
+/// the time from the first call to the last answer with the sorted latencies, and every index's result.
+/// Stops at the first error.
+async fn concurrently<T, F, Fut>(
+    n: usize,
+    tasks: usize,
+    op: F,
+) -> anyhow::Result<(Timed, Vec<(usize, T)>)>
+where
+    T: Send + 'static,
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<T>> + Send,
+{
+    let op = Arc::new(op);
+    let next = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let mut set = JoinSet::new();
+    for _ in 0..tasks {
+        let (op, next, stop) = (op.clone(), next.clone(), stop.clone());
+        set.spawn(async move {
+            let mut done = Vec::with_capacity(n / tasks + 1);
+            while !stop.load(Ordering::Relaxed) {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                let sent = Instant::now();
+                match op(i).await {
+                    Ok(value) => done.push((sent.elapsed(), i, value)),
+                    Err(e) => {
+                        stop.store(true, Ordering::Relaxed);
+                        return Err(e.context(format!("operation {i} of {n}")));
+                    }
+                }
+            }
+            Ok(done)
+        });
+    }
+    let mut done = Vec::with_capacity(n);
+    let mut first_error = None;
+    while let Some(joined) = set.join_next().await {
+        match joined.context("a task failed") {
+            Ok(Ok(mut d)) => done.append(&mut d),
+            Ok(Err(e)) | Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    ensure!(done.len() == n, "{} of {n} operations finished", done.len());
+    let mut latencies: Vec<Duration> = done.iter().map(|(l, _, _)| *l).collect();
+    latencies.sort_unstable();
+    let results = done.into_iter().map(|(_, i, v)| (i, v)).collect();
+    Ok((Timed { elapsed, latencies }, results))
+}
