@@ -69,7 +69,8 @@ def main():
     rudder.dataPlaneUrl = URL
     rudder.on_error = on_error
 
-    expected = {"identify": 1, "track": 1, "page": 1, "screen": 1, "group": 1, "alias": 1}
+    # The alias joins the anonymous id to the user (OneID), so all 7 calls land on one profile.
+    expected = {"identify": 1, "track": 2, "page": 1, "screen": 1, "group": 1, "alias": 1}
     for name, client in (("segment", segment), ("rudderstack", rudder)):
         user, anon = f"{name}-{uuid.uuid4().hex[:8]}", f"anon-{uuid.uuid4().hex[:8]}"
         send_all(client, user, anon)
@@ -77,9 +78,11 @@ def main():
             sys.exit(f"FAIL: {name} library reported errors: {errors}")
         view = wait_for("user_id", user, expected)
         assert view["traits"]["email"]["value"] == f"{user}@example.com", view["traits"]
-        wait_for("anonymous_id", anon, {"track": 1})
-        wait_for("email", f"{user.upper()}@EXAMPLE.COM", {"identify": 1})
-        print(f"ok: the official {name} library's 7 calls were stored and projected")
+        for id_type, value in (("anonymous_id", anon), ("email", f"{user.upper()}@EXAMPLE.COM")):
+            other = wait_for(id_type, value, expected)
+            if other["profile_id"] != view["profile_id"]:
+                sys.exit(f"FAIL: {id_type}={value} is on {other['profile_id']}, not {view['profile_id']}")
+        print(f"ok: the official {name} library's 7 calls were stored and joined into one profile")
     print("2 passed, 0 failed")
 
 
