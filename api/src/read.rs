@@ -104,6 +104,10 @@ async fn profile(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     principal.require(Scope::Read)?;
+    // A live profile in one read; a merged-away one through its survivor.
+    if let Some(doc) = profiles::load(&state.store, &principal.workspace, &id).await? {
+        return Ok(Json(profile_json(&id, &id, &doc)));
+    }
     let survivor = survivor(&state, &principal.workspace, &id).await?;
     let doc = profiles::load(&state.store, &principal.workspace, &survivor)
         .await?
