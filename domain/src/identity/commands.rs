@@ -100,6 +100,7 @@ pub fn manual_merge(
             absorbed: a.clone(),
             via: None,
             reason: Some(reason.to_owned()),
+            by_operator: true,
             caused_by: caused_by.to_owned(),
             rule_version: rules.version,
         })
@@ -199,7 +200,9 @@ pub struct SplitPlan {
 }
 
 /// Re-resolves `log` — every event of the workspace so far, in log order, as `(message id, raw
-/// identifiers)` — under `rules` into a shadow graph and compares its clusters with `graph`'s.
+/// identifiers)` — under `rules` into a shadow graph and compares its clusters with `graph`'s. What an
+/// operator decided stands: profiles an operator merged are not split, profiles an operator split apart
+/// are not merged.
 pub fn rules_diff(
     graph: &IdentityGraph,
     rules: &IdentityRules,
@@ -218,6 +221,10 @@ pub fn rules_diff(
 
     let mut splits = Vec::new();
     for (profile, state) in graph.profiles() {
+        // An operator's merge is not undone by a rules change.
+        if state.operator_merged {
+            continue;
+        }
         let mut groups: BTreeMap<(u64, ProfileId), Vec<Identifier>> = BTreeMap::new();
         for id in &state.identifiers {
             if let Some(s) = shadow.owner(id) {
@@ -316,6 +323,7 @@ pub fn apply_rules_diff(
                     absorbed: a.clone(),
                     via: None,
                     reason: Some(reason.clone()),
+                    by_operator: false,
                     caused_by: caused_by.to_owned(),
                     rule_version: rules.version,
                 };

@@ -368,3 +368,46 @@ proptest! {
         prop_assert_eq!(w.graph.profile(&p("p9")).unwrap().identifiers.len(), 2);
     }
 }
+
+#[test]
+fn a_rules_change_never_undoes_what_an_operator_decided() {
+    let rules = IdentityRules::default();
+    let messages: Vec<(&str, &[(&str, &str)])> = vec![
+        ("m1", &[("user_id", "bob"), ("device_id", "tablet")]),
+        ("m2", &[("user_id", "cat"), ("device_id", "tablet")]),
+        ("m3", &[("user_id", "dan"), ("email", "dan@x.cn")]),
+        ("m4", &[("email", "dan@x.cn"), ("phone", "13800138000")]),
+    ];
+    let mut w = Graph::default();
+    for (m, ids) in &messages {
+        w.ingest(&rules, m, ids);
+    }
+    // The operator knows bob and cat are one household account, and that the phone is not dan's.
+    let merge = manual_merge(&w.graph, &rules, &[p("p1"), p("p2")], "household", "op1").unwrap();
+    assert!(matches!(
+        &merge[0],
+        IdentityEvent::ProfilesMerged {
+            by_operator: true,
+            ..
+        }
+    ));
+    w.apply(&merge);
+    let dan = w.graph.profile_of("user_id", "dan").unwrap();
+    let event = split(
+        &w.graph,
+        &rules,
+        &dan,
+        &[id("phone", "13800138000")],
+        p("p9"),
+        "not dan's",
+        "op2",
+    )
+    .unwrap();
+    w.apply(&[event]);
+
+    // Re-resolving the log under the same rules would separate bob and cat and join the phone to dan.
+    let mut again = rules.clone();
+    again.version = 2;
+    let diff = rules_diff(&w.graph, &again, &log_of(&messages));
+    assert!(diff.is_empty(), "{diff:?}");
+}

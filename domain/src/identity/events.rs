@@ -130,13 +130,16 @@ pub enum IdentityEvent {
         rule_version: u64,
     },
     /// `absorbed` now resolves to `survivor`, the earlier of the two. `via` is the identifier that joined
-    /// them; an operator merge or a rules change has none and says why in `reason`.
+    /// them; an operator merge or a rules change has none and says why in `reason`. `by_operator` marks
+    /// an operator's merge, which no rules change undoes.
     ProfilesMerged {
         survivor: ProfileId,
         absorbed: ProfileId,
         via: Option<Identifier>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        by_operator: bool,
         caused_by: String,
         rule_version: u64,
     },
@@ -211,6 +214,7 @@ mod tests {
             absorbed: ProfileId::parse("p2").unwrap(),
             via: Some(Identifier::new("email", "ann@example.com")),
             reason: None,
+            by_operator: false,
             caused_by: "m1".into(),
             rule_version: 3,
         };

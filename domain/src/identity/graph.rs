@@ -14,6 +14,8 @@ pub struct Profile {
     pub identifiers: Vec<Identifier>,
     /// How many profiles were merged into it, directly or through the profiles it absorbed.
     pub merges: u32,
+    /// Whether an operator merged profiles into it (or into a profile it absorbed).
+    pub operator_merged: bool,
 }
 
 impl Profile {
@@ -76,7 +78,10 @@ impl IdentityGraph {
                 }
             }
             IdentityEvent::ProfilesMerged {
-                survivor, absorbed, ..
+                survivor,
+                absorbed,
+                by_operator,
+                ..
             } => {
                 let survivor = self.resolve(survivor);
                 let absorbed = self.resolve(absorbed);
@@ -92,6 +97,7 @@ impl IdentityGraph {
                 if let Some(state) = self.profiles.get_mut(&survivor) {
                     state.identifiers.extend(gone.identifiers);
                     state.merges = state.merges.saturating_add(gone.merges).saturating_add(1);
+                    state.operator_merged |= *by_operator || gone.operator_merged;
                 }
                 self.merged_into.insert(absorbed, survivor);
             }
@@ -124,6 +130,7 @@ impl IdentityGraph {
                         order: self.created,
                         identifiers: moved,
                         merges: 0,
+                        operator_merged: false,
                     },
                 );
                 self.created += 1;
@@ -240,6 +247,7 @@ mod tests {
             absorbed: p(absorbed),
             via: Some(Identifier::new("email", "x@y.z")),
             reason: None,
+            by_operator: false,
             caused_by: "m".into(),
             rule_version: 1,
         }

@@ -155,6 +155,7 @@ pub fn resolve(
                             absorbed: other.clone(),
                             via: Some(through.clone()),
                             reason: None,
+                            by_operator: false,
                             caused_by: caused_by.to_owned(),
                             rule_version: rules.version,
                         });

@@ -159,6 +159,7 @@ fn pos_phone_crm_card_and_mini_program_ids_become_one_member() {
                 absorbed: pid(2),
                 via: Some(id("wechat_unionid", "uB1")),
                 reason: None,
+                by_operator: false,
                 caused_by: "crm-1".into(),
                 rule_version: 1,
             },
@@ -510,6 +511,7 @@ fn a_merge_names_a_mergeable_identifier_as_its_cause() {
             absorbed: pid(2),
             via: Some(id("member_card", "C1")),
             reason: None,
+            by_operator: false,
             caused_by: "m3".into(),
             rule_version: 1,
         }]
