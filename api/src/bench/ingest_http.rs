@@ -145,17 +145,24 @@ async fn over_http(
     }
     .await;
 
+    stop(server, state).await?;
+    outcome
+}
+
+/// Stops the in-process service of a scenario: aborts the server (reporting a panic inside it) and
+/// closes its store before the database is dropped, so no connection is cut off mid-use.
+pub(super) async fn stop(
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    state: std::sync::Arc<crate::AppState>,
+) -> anyhow::Result<()> {
     server.abort();
-    // The server only ends by being aborted here; a panic inside it is worth reporting.
     if let Err(e) = server.await {
         if e.is_panic() {
             bail!("the service panicked: {e}");
         }
     }
-    // Closed before its database is dropped, so no connection is cut off mid-use.
     close(&state.store).await;
-    drop(state);
-    outcome
+    Ok(())
 }
 
 /// Sends every body from `clients` concurrent clients; returns the time from the first send to the last

@@ -30,7 +30,7 @@ use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 use tokio::task::JoinSet;
 
-use super::ingest_http::{close, send_all};
+use super::ingest_http::{send_all, stop};
 use super::report::{quantile, thousands, Outcome, Row};
 use super::target::{Backend, FreshStore};
 use super::workload::Workload;
@@ -255,14 +255,7 @@ async fn measure(
     }
     .await;
 
-    server.abort();
-    if let Err(e) = server.await {
-        if e.is_panic() {
-            bail!("the service panicked: {e}");
-        }
-    }
-    close(&state.store).await;
-    drop(state);
+    stop(server, state).await?;
     outcome
 }
 
