@@ -3,10 +3,12 @@
 //!
 //! Every module except `store` is synchronous and free of IO: the clock and id generation are passed in.
 
+pub mod computed;
 pub mod event;
 pub mod ident;
 pub mod identity;
 pub mod message;
 pub mod profile;
 pub mod store;
+pub mod tags;
 pub mod workspace;

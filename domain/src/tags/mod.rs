@@ -1,0 +1,1 @@
+//! Tags: rule, value, RFM and manual tags, evaluated from a profile's facts.
