@@ -1,0 +1,211 @@
+//! Paths into an event payload (`properties.products[].category`) and value expressions (a path, or a
+//! product of paths such as `properties.products[].price * properties.products[].quantity`).
+//!
+//! A path is dot-separated keys; a key ending in `[]` expands the array it names into one value per element.
+//! A missing key, a non-object where a key is looked up, or a non-array at a `[]` step gives no values, and
+//! `null` counts as missing, so a path's values never include `null`.
+
+use serde_json::Value;
+
+use super::condition::as_number;
+
+const MAX_PATH_LEN: usize = 512;
+const MAX_STEPS: usize = 16;
+const MAX_FACTORS: usize = 8;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Step {
+    key: String,
+    /// The key names an array whose elements are the values of this step (`key[]`).
+    each: bool,
+}
+
+/// A path into an event payload (the normalised Segment message JSON): `properties.total`,
+/// `properties.store.id`, `context.channel`, `timestamp`, `properties.products[].category`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Path {
+    text: String,
+    steps: Vec<Step>,
+}
+
+impl Path {
+    pub fn parse(s: &str) -> Result<Path, String> {
+        if s.is_empty() {
+            return Err("a path must not be empty".into());
+        }
+        if s.len() > MAX_PATH_LEN {
+            return Err(format!("a path has at most {MAX_PATH_LEN} characters"));
+        }
+        if s.trim() != s {
+            return Err(format!("path {s:?} has leading or trailing spaces"));
+        }
+        let mut steps = Vec::new();
+        for part in s.split('.') {
+            let (key, each) = match part.strip_suffix("[]") {
+                Some(key) => (key, true),
+                None => (part, false),
+            };
+            if key.is_empty() {
+                return Err(format!("path {s:?} has an empty key"));
+            }
+            if key.contains(['[', ']', '*']) {
+                return Err(format!(
+                    "path {s:?}: a key may end in [] but not otherwise contain [, ] or *"
+                ));
+            }
+            steps.push(Step {
+                key: key.to_string(),
+                each,
+            });
+        }
+        if steps.len() > MAX_STEPS {
+            return Err(format!("a path has at most {MAX_STEPS} keys"));
+        }
+        Ok(Path {
+            text: s.to_string(),
+            steps,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Every value at the path (one per array element under `[]`), never `null`.
+    pub fn values<'a>(&self, payload: &'a Value) -> Vec<&'a Value> {
+        walk(&self.steps, payload)
+    }
+
+    fn expansions(&self) -> usize {
+        self.steps.iter().filter(|s| s.each).count()
+    }
+}
+
+fn walk<'a>(steps: &[Step], start: &'a Value) -> Vec<&'a Value> {
+    let mut current = vec![start];
+    for step in steps {
+        let mut next = Vec::new();
+        for v in current {
+            match v.get(&step.key) {
+                Some(Value::Array(items)) if step.each => next.extend(items.iter()),
+                Some(found) if !step.each => next.push(found),
+                _ => {}
+            }
+        }
+        next.retain(|v| !v.is_null());
+        current = next;
+    }
+    current
+}
+
+/// A value expression: a path, or a product of paths. In a product, paths under the same `[]` array pair
+/// element by element (one product per line item) and factors without `[]` multiply each product. Each
+/// factor must give exactly one number (or numeric string) per item, otherwise that item yields nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expr {
+    text: String,
+    factors: Vec<Path>,
+    /// For a product with line items: the number of steps up to and including the shared `[]`.
+    items_prefix: Option<usize>,
+}
+
+impl Expr {
+    pub fn parse(s: &str) -> Result<Expr, String> {
+        let factors = s
+            .split('*')
+            .map(|f| Path::parse(f.trim()))
+            .collect::<Result<Vec<_>, _>>()?;
+        if factors.len() > MAX_FACTORS {
+            return Err(format!("a product has at most {MAX_FACTORS} factors"));
+        }
+        let mut items_prefix = None;
+        if factors.len() > 1 {
+            let mut shared: Option<&[Step]> = None;
+            for f in &factors {
+                match f.expansions() {
+                    0 => continue,
+                    1 => {}
+                    _ => {
+                        return Err(format!(
+                            "{:?}: a factor of a product may expand one array ([]) only",
+                            f.text
+                        ))
+                    }
+                }
+                let at = f.steps.iter().position(|s| s.each).unwrap_or(0);
+                let prefix = &f.steps[..=at];
+                match shared {
+                    None => shared = Some(prefix),
+                    Some(p) if p == prefix => {}
+                    Some(_) => {
+                        return Err("the factors of a product must expand the same array (same path up to [])".into());
+                    }
+                }
+            }
+            items_prefix = shared.map(<[Step]>::len);
+        }
+        let text = factors
+            .iter()
+            .map(Path::as_str)
+            .collect::<Vec<_>>()
+            .join(" * ");
+        Ok(Expr {
+            text,
+            factors,
+            items_prefix,
+        })
+    }
+
+    /// The canonical text (factors joined by ` * `).
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The expression's values: a path's values, or one number per line item (or one for a product without `[]`).
+    pub fn values(&self, payload: &Value) -> Vec<Value> {
+        if let [single] = self.factors.as_slice() {
+            return single.values(payload).into_iter().cloned().collect();
+        }
+        let one_number = |vals: Vec<&Value>| match vals.as_slice() {
+            [v] => as_number(v),
+            _ => None,
+        };
+        let mut scalar = 1.0;
+        for f in self.factors.iter().filter(|f| f.expansions() == 0) {
+            match one_number(f.values(payload)) {
+                Some(x) => scalar *= x,
+                None => return Vec::new(),
+            }
+        }
+        let Some(prefix_len) = self.items_prefix else {
+            return number(scalar).into_iter().collect();
+        };
+        let expanded: Vec<&Path> = self
+            .factors
+            .iter()
+            .filter(|f| f.expansions() == 1)
+            .collect();
+        let items = walk(&expanded[0].steps[..prefix_len], payload);
+        items
+            .into_iter()
+            .filter_map(|item| {
+                let mut product = scalar;
+                for f in &expanded {
+                    product *= one_number(walk(&f.steps[prefix_len..], item))?;
+                }
+                number(product)
+            })
+            .collect()
+    }
+}
+
+/// A JSON number for `x`, integral values as integers (one rule for every number this module produces).
+pub(crate) fn number(x: f64) -> Option<Value> {
+    if !x.is_finite() {
+        return None;
+    }
+    if x.fract() == 0.0 && x.abs() < 9_007_199_254_740_992.0 {
+        return Some(Value::from(x as i64));
+    }
+    serde_json::Number::from_f64(x).map(Value::Number)
+}
