@@ -1,0 +1,1 @@
+//! Tests of computed traits: definitions, comparisons, paths, each function and window, and the state held to `recompute`.
