@@ -3,6 +3,7 @@
 //!
 //! Every module except `store` is synchronous and free of IO: the clock and id generation are passed in.
 
+pub mod catalog;
 pub mod computed;
 pub mod event;
 pub mod ident;

@@ -4,7 +4,7 @@
 //! are applied in and however they are grouped ([`ProfileDoc::absorb`] of two documents equals applying
 //! both sets of events to one), which is what makes merges cheap and splits exact.
 //!
-//! Trait precedence: the channel earlier in the workspace's `source_priority` wins, then the later event
+//! Trait fold: the channel earlier in the workspace's `source_priority` wins, then the later event
 //! time, then the greater message id. Every trait value remembers the event, channel and time that set it.
 
 use std::cmp::{Ordering, Reverse};
@@ -14,6 +14,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::catalog::DefinedTrait;
+use crate::computed::TraitState;
 use crate::event::NewEvent;
 use crate::identity::{Identifier, IdentityRules};
 use crate::message::{rfc3339, MessageKind};
@@ -82,16 +84,22 @@ impl EventSummary {
     }
 }
 
-/// The order in which trait values win: the workspace's channel priority.
+static NO_TRAITS: BTreeMap<String, DefinedTrait> = BTreeMap::new();
+
+/// How events fold into a document: the order in which trait values win (the workspace's channel
+/// priority) and the computed traits in force.
 #[derive(Debug, Clone, Copy)]
-pub struct Precedence<'a> {
+pub struct FoldRules<'a> {
     /// Channels, strongest first; a channel not named ranks after all named ones.
     pub source_priority: &'a [String],
+    /// Every computed trait folded into profiles (`Catalog::folded`).
+    pub traits: &'a BTreeMap<String, DefinedTrait>,
 }
 
-impl Precedence<'_> {
-    pub const NONE: Precedence<'static> = Precedence {
+impl FoldRules<'_> {
+    pub const NONE: FoldRules<'static> = FoldRules {
         source_priority: &[],
+        traits: &NO_TRAITS,
     };
 
     fn key<'v>(&self, v: &'v TraitValue) -> (Reverse<usize>, DateTime<Utc>, &'v str) {
@@ -107,6 +115,43 @@ impl Precedence<'_> {
     pub fn wins(&self, candidate: &TraitValue, current: &TraitValue) -> bool {
         self.key(candidate) > self.key(current)
     }
+}
+
+/// The state of one computed trait in a profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComputedEntry {
+    /// The version of the definition the state was folded under.
+    #[serde(rename = "v")]
+    pub version: i64,
+    /// Whether every event of the profile is folded in. A trait defined (or changed) after the profile's
+    /// first event starts incomplete until the backfill re-folds it from the log.
+    #[serde(rename = "c")]
+    pub complete: bool,
+    /// The event time of the latest event that counted.
+    #[serde(rename = "at", default, skip_serializing_if = "Option::is_none")]
+    pub last_event_at: Option<DateTime<Utc>>,
+    #[serde(rename = "s")]
+    pub state: TraitState,
+}
+
+impl ComputedEntry {
+    fn empty(version: i64, complete: bool) -> ComputedEntry {
+        ComputedEntry {
+            version,
+            complete,
+            last_event_at: None,
+            state: TraitState::default(),
+        }
+    }
+}
+
+/// A computed trait's value as the profile shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ComputedValue {
+    pub value: Value,
+    /// False while the backfill has not folded the profile's earlier events in yet.
+    pub complete: bool,
+    pub last_event_at: Option<DateTime<Utc>>,
 }
 
 /// The document of one live profile.
@@ -126,6 +171,9 @@ pub struct ProfileDoc {
     pub last_seen: Option<DateTime<Utc>>,
     /// Newest first by event time.
     pub recent_events: Vec<EventSummary>,
+    /// Computed traits by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub computed: BTreeMap<String, ComputedEntry>,
 }
 
 impl ProfileDoc {
@@ -135,9 +183,10 @@ impl ProfileDoc {
         event: &NewEvent,
         payload: &Value,
         carried: &[Identifier],
-        precedence: Precedence<'_>,
+        fold: FoldRules<'_>,
     ) {
         let time = event.event_time;
+        self.fold_computed(event, payload, fold);
         let channel = channel_of(payload);
         self.events += 1;
         bump(&mut self.counts_by_type, event.kind.as_str(), 1);
@@ -162,7 +211,7 @@ impl ProfileDoc {
                     channel: channel.clone(),
                     kind: event.kind.as_str().to_owned(),
                 };
-                self.offer_trait(key, candidate, precedence, true);
+                self.offer_trait(key, candidate, fold, true);
             }
         }
         for id in carried {
@@ -184,8 +233,135 @@ impl ProfileDoc {
         }]);
     }
 
+    /// Folds the event into every computed trait (before it is counted in `events`).
+    fn fold_computed(&mut self, event: &NewEvent, payload: &Value, fold: FoldRules<'_>) {
+        self.computed
+            .retain(|name, _| fold.traits.contains_key(name));
+        let fresh = self.events == 0;
+        for (name, defined) in fold.traits {
+            let entry = match self.computed.get_mut(name) {
+                Some(e) if e.version == defined.version => e,
+                _ => {
+                    // Defined (or changed) after this profile's first event: its earlier events are
+                    // folded in by the backfill.
+                    self.computed
+                        .insert(name.clone(), ComputedEntry::empty(defined.version, fresh));
+                    self.computed.get_mut(name).expect("just inserted")
+                }
+            };
+            let name = event.name.as_deref();
+            if defined
+                .def
+                .matches(event.kind, name, payload, event.event_time)
+            {
+                entry.state.apply(
+                    &defined.def,
+                    event.kind,
+                    name,
+                    payload,
+                    event.event_time,
+                    &event.message_id,
+                );
+                entry.last_event_at = entry.last_event_at.max(Some(event.event_time));
+            }
+        }
+    }
+
+    /// Re-folds the computed traits that are not complete from all of the profile's events (the
+    /// backfill); `events` must be every event of the profile.
+    pub fn backfill_computed(&mut self, events: &[OwnedEvent<'_>], fold: FoldRules<'_>) {
+        let mut fresh = ProfileDoc::default();
+        let pending: BTreeMap<String, DefinedTrait> = fold
+            .traits
+            .iter()
+            .filter(|(name, d)| {
+                self.computed
+                    .get(*name)
+                    .is_none_or(|e| !e.complete || e.version != d.version)
+            })
+            .map(|(n, d)| (n.clone(), d.clone()))
+            .collect();
+        if pending.is_empty() {
+            return;
+        }
+        let only = FoldRules {
+            source_priority: fold.source_priority,
+            traits: &pending,
+        };
+        for e in events {
+            fresh.fold_computed(e.event, e.payload, only);
+            fresh.events += 1;
+        }
+        for (name, d) in &pending {
+            let entry = fresh
+                .computed
+                .remove(name)
+                .unwrap_or_else(|| ComputedEntry::empty(d.version, true));
+            self.computed.insert(name.clone(), entry);
+        }
+    }
+
+    /// The names of the computed traits not yet complete in this document.
+    pub fn incomplete_computed(&self, traits: &BTreeMap<String, DefinedTrait>) -> Vec<String> {
+        traits
+            .iter()
+            .filter(|(name, d)| {
+                self.events > 0
+                    && self
+                        .computed
+                        .get(*name)
+                        .is_none_or(|e| !e.complete || e.version != d.version)
+            })
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// The value of each computed trait in force at `now`.
+    pub fn computed_values(
+        &self,
+        traits: &BTreeMap<String, DefinedTrait>,
+        now: DateTime<Utc>,
+    ) -> BTreeMap<String, ComputedValue> {
+        traits
+            .iter()
+            .map(|(name, d)| {
+                let entry = self.computed.get(name).filter(|e| e.version == d.version);
+                let value = match entry {
+                    Some(e) => e.state.value_at(&d.def, now),
+                    None => TraitState::default().value_at(&d.def, now),
+                };
+                let complete = self.events == 0 || entry.is_some_and(|e| e.complete);
+                (
+                    name.clone(),
+                    ComputedValue {
+                        value,
+                        complete,
+                        last_event_at: entry.and_then(|e| e.last_event_at),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// The earliest time after `now` at which a computed value changes without a new event (a window
+    /// moving past the oldest events in it).
+    pub fn next_computed_change(
+        &self,
+        traits: &BTreeMap<String, DefinedTrait>,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        traits
+            .iter()
+            .filter_map(|(name, d)| {
+                let e = self.computed.get(name).filter(|e| e.version == d.version)?;
+                e.state.next_change(&d.def, now)
+            })
+            .min()
+    }
+
     /// Joins `other` into this document, as a merge of the two profiles does.
-    pub fn absorb(&mut self, other: ProfileDoc, precedence: Precedence<'_>) {
+    pub fn absorb(&mut self, other: ProfileDoc, fold: FoldRules<'_>) {
+        self.absorb_computed(&other, fold);
         for id in other.linked {
             if !self.linked.contains(&id) {
                 self.linked.push(id);
@@ -197,7 +373,7 @@ impl ProfileDoc {
             }
         }
         for (key, value) in other.traits {
-            self.offer_trait(&key, value, precedence, false);
+            self.offer_trait(&key, value, fold, false);
         }
         self.events += other.events;
         for (from, into) in [
@@ -214,17 +390,36 @@ impl ProfileDoc {
         self.push_recent(other.recent_events);
     }
 
+    fn absorb_computed(&mut self, other: &ProfileDoc, fold: FoldRules<'_>) {
+        let side = |doc: &ProfileDoc, name: &str, version: i64| match doc.computed.get(name) {
+            Some(e) if e.version == version => e.clone(),
+            // A document with no events is complete for every trait; one with events lacks this
+            // trait's earlier events.
+            _ => ComputedEntry::empty(version, doc.events == 0),
+        };
+        let mut joined = BTreeMap::new();
+        for (name, d) in fold.traits {
+            let mut mine = side(self, name, d.version);
+            let theirs = side(other, name, d.version);
+            mine.state.absorb(&d.def, theirs.state);
+            mine.complete = mine.complete && theirs.complete;
+            mine.last_event_at = mine.last_event_at.max(theirs.last_event_at);
+            joined.insert(name.clone(), mine);
+        }
+        self.computed = joined;
+    }
+
     fn offer_trait(
         &mut self,
         key: &str,
         candidate: TraitValue,
-        precedence: Precedence<'_>,
+        fold: FoldRules<'_>,
         same_message_replaces: bool,
     ) {
         let take = match self.traits.get(key) {
             None => true,
             Some(current) => {
-                precedence.wins(&candidate, current)
+                fold.wins(&candidate, current)
                     || (same_message_replaces && current.message_id == candidate.message_id)
             }
         };
@@ -335,7 +530,7 @@ pub fn split_docs(
     moved: &[Identifier],
     events: &[OwnedEvent<'_>],
     rules: &IdentityRules,
-    precedence: Precedence<'_>,
+    fold: FoldRules<'_>,
 ) -> (ProfileDoc, ProfileDoc, Vec<bool>) {
     let mut stays = ProfileDoc {
         linked: linked
@@ -364,7 +559,7 @@ pub fn split_docs(
             .map(|(_, i)| i);
         let goes = strongest.is_some_and(|i| moved.contains(i));
         let doc = if goes { &mut leaves } else { &mut stays };
-        doc.apply(e.event, e.payload, e.carried, precedence);
+        doc.apply(e.event, e.payload, e.carried, fold);
         went.push(goes);
     }
     (stays, leaves, went)

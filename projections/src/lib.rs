@@ -3,6 +3,7 @@
 //! A projection has a stable name, `prepare` and `write` steps over a batch of events, and a checkpoint written in the
 //! same transaction as its read model, so a crash at any point leaves a model that converges again.
 
+pub mod catalog;
 pub mod identity;
 pub mod profiles;
 pub mod runner;

@@ -141,6 +141,49 @@ pub async fn events_of(
     Ok(seqs)
 }
 
+/// The sequence numbers of the events of each of `profiles` now, in log order.
+pub async fn events_by_profile(
+    store: &Store,
+    workspace: &str,
+    profiles: &[ProfileId],
+) -> Result<HashMap<String, Vec<i64>>, ProjectionError> {
+    let names: Vec<&str> = profiles.iter().map(ProfileId::as_str).collect();
+    let mut out: HashMap<String, Vec<i64>> = HashMap::new();
+    for chunk in names.chunks(PER_STATEMENT) {
+        let rows: Vec<(String, i64)> = match store {
+            Store::Sqlite(s) => {
+                let mut q: QueryBuilder<sqlx::Sqlite> = QueryBuilder::new(
+                    "SELECT profile, log_seq FROM event_profiles WHERE workspace = ",
+                );
+                q.push_bind(workspace).push(" AND profile IN (");
+                let mut list = q.separated(", ");
+                for p in chunk {
+                    list.push_bind(*p);
+                }
+                q.push(")");
+                q.build_query_as().fetch_all(s.read_pool()).await?
+            }
+            Store::Postgres(s) => {
+                sqlx::query_as(
+                    "SELECT profile, log_seq FROM event_profiles \
+                     WHERE workspace = $1 AND profile = ANY($2)",
+                )
+                .bind(workspace)
+                .bind(chunk)
+                .fetch_all(s.pool())
+                .await?
+            }
+        };
+        for (p, seq) in rows {
+            out.entry(p).or_default().push(seq);
+        }
+    }
+    for seqs in out.values_mut() {
+        seqs.sort_unstable();
+    }
+    Ok(out)
+}
+
 /// The live profile `profile` is now: itself when it has a document, its survivor when it was merged
 /// away; `None` when no such profile exists in the workspace.
 pub async fn survivor(

@@ -66,6 +66,15 @@ pub trait Projection: Send + Sync + 'static {
         tx: &mut ModelTx<'_>,
         prepared: Self::Prepared,
     ) -> impl Future<Output = Result<(), ProjectionError>> + Send;
+
+    /// Whether the projection has work to do although no event is new (a backfill, a time-driven
+    /// change): the runner then prepares and writes an empty batch.
+    fn has_pending_work(
+        &self,
+        _store: &Store,
+    ) -> impl Future<Output = Result<bool, ProjectionError>> + Send {
+        async { Ok(false) }
+    }
 }
 
 /// What one step of the runner did.
@@ -75,6 +84,8 @@ pub struct Progress {
     pub position: Position,
     /// Arrival time (ms) of the last event applied.
     pub last_received_ms: Option<i64>,
+    /// Whether the step did pending work without new events.
+    pub worked: bool,
 }
 
 /// The checkpoint of a projection (the start of the log if it has none).
@@ -139,7 +150,7 @@ pub async fn run_once<P: Projection>(
             // written; the checkpoint is checked again under the lock.
             let start = checkpoint(store, name).await?;
             let events = store.read_after(start, limit).await?;
-            if events.is_empty() {
+            if events.is_empty() && !projection.has_pending_work(store).await? {
                 return Ok(Progress {
                     position: start,
                     ..Progress::default()
@@ -164,7 +175,7 @@ pub async fn run_once<P: Projection>(
             let ModelTx::Sqlite(mut tx) = model else {
                 unreachable!("the runner built a SQLite transaction")
             };
-            let end = finish(&events);
+            let end = finish(start, &events);
             sqlx::query(
                 "INSERT INTO projection_checkpoints (name, tx, seq, updated_at) VALUES (?, ?, ?, ?) \
                  ON CONFLICT (name) DO UPDATE SET tx = excluded.tx, seq = excluded.seq, \
@@ -200,7 +211,7 @@ pub async fn run_once<P: Projection>(
                 seq: start_seq,
             };
             let events = store.read_after(start, limit).await?;
-            if events.is_empty() {
+            if events.is_empty() && !projection.has_pending_work(store).await? {
                 tx.rollback().await?;
                 return Ok(Progress {
                     position: start,
@@ -214,7 +225,7 @@ pub async fn run_once<P: Projection>(
             let ModelTx::Postgres(mut tx) = model else {
                 unreachable!("the runner built a PostgreSQL transaction")
             };
-            let end = finish(&events);
+            let end = finish(start, &events);
             sqlx::query(
                 "UPDATE projection_checkpoints SET tx = $2, seq = $3, updated_at = $4 WHERE name = $1",
             )
@@ -230,16 +241,24 @@ pub async fn run_once<P: Projection>(
     }
 }
 
-fn finish(events: &[StoredEvent]) -> Progress {
-    let last = events.last().expect("finish is called with events");
-    Progress {
-        applied: events.len(),
-        position: last.position,
-        last_received_ms: Some(last.event.received_at.timestamp_millis()),
+fn finish(start: Position, events: &[StoredEvent]) -> Progress {
+    match events.last() {
+        Some(last) => Progress {
+            applied: events.len(),
+            position: last.position,
+            last_received_ms: Some(last.event.received_at.timestamp_millis()),
+            worked: false,
+        },
+        None => Progress {
+            position: start,
+            worked: true,
+            ..Progress::default()
+        },
     }
 }
 
-/// Runs `projection` until the log is exhausted. Returns the number of events applied.
+/// Runs `projection` until the log is exhausted and no work is pending. Returns the number of events
+/// applied.
 pub async fn catch_up<P: Projection>(
     store: &Store,
     projection: &P,
@@ -248,7 +267,7 @@ pub async fn catch_up<P: Projection>(
     loop {
         let progress = run_once(store, projection, BATCH).await?;
         total += progress.applied as u64;
-        if progress.applied == 0 {
+        if progress.applied == 0 && !progress.worked {
             return Ok(total);
         }
     }
@@ -322,7 +341,7 @@ async fn follow<P: Projection>(
                     _ => 0,
                 };
                 status.lag_ms.store(lag, Ordering::Relaxed);
-                if progress.applied == 0 {
+                if progress.applied == 0 && !progress.worked {
                     let _ = tokio::time::timeout(POLL, wake.notified()).await;
                 }
             }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use cdp_domain::event::Position;
 use cdp_domain::identity::{identifiers_of, IdentityRules, ProfileId};
 use cdp_domain::message::MessageKind;
-use cdp_domain::profile::{Precedence, ProfileDoc};
+use cdp_domain::profile::{FoldRules, ProfileDoc};
 use cdp_domain::store::{EventStore, Store};
 use cdp_projections::identity::{graph_of, rules_of, IdentityResolver};
 use cdp_projections::profiles::{self, ModelWrites, ProfileKey};
@@ -18,7 +18,7 @@ const ATTEMPTS: usize = 5;
 
 /// Rebuilds every profile document from the log: each customer event folded into the profile it belongs
 /// to now, each profile's identifiers as the recorded identity decisions link them, under the workspace's
-/// current trait precedence. Returns the number of events folded. Identity is not re-decided: decisions
+/// current trait fold. Returns the number of events folded. Identity is not re-decided: decisions
 /// are facts of the log. The resolver may run meanwhile; the rebuild is written only if the resolver's
 /// checkpoint did not move while it read, and starts over otherwise.
 pub async fn rebuild_profiles(store: &Store) -> Result<u64, ProjectionError> {
@@ -72,12 +72,12 @@ async fn fold_log(
                 e.anonymous_id.as_deref(),
                 rules,
             );
-            let precedence = Precedence {
+            let fold = FoldRules {
                 source_priority: &rules.source_priority,
             };
             docs.entry((ws.clone(), profile.clone()))
                 .or_default()
-                .apply(e, &payload, &carried, precedence);
+                .apply(e, &payload, &carried, fold);
             folded += 1;
         }
     }

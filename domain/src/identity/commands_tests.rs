@@ -8,7 +8,7 @@ use serde_json::json;
 use super::*;
 use crate::event::NewEvent;
 use crate::message::MessageKind;
-use crate::profile::{split_docs, OwnedEvent, Precedence, ProfileDoc};
+use crate::profile::{split_docs, FoldRules, OwnedEvent, ProfileDoc};
 
 fn p(id: &str) -> ProfileId {
     ProfileId::parse(id).unwrap()
@@ -332,7 +332,7 @@ proptest! {
                 let carried: Vec<Identifier> = ids.iter().map(|(t, v)| {
                     Identifier::new(t, &rules.normalise(t, v).unwrap())
                 }).collect();
-                doc.apply(&event, &payload, &carried, Precedence::NONE);
+                doc.apply(&event, &payload, &carried, FoldRules::NONE);
                 owned.push((target, event, payload, carried));
             }
         }
@@ -343,7 +343,7 @@ proptest! {
         let merge = manual_merge(&w.graph, &rules, &[p("p1"), p("p2")], "", "op1").unwrap();
         w.apply(&merge);
         let absorbed = docs.remove(&p("p2")).unwrap();
-        docs.get_mut(&p("p1")).unwrap().absorb(absorbed, Precedence::NONE);
+        docs.get_mut(&p("p1")).unwrap().absorb(absorbed, FoldRules::NONE);
         for o in &mut owned {
             o.0 = p("p1");
         }
@@ -355,7 +355,7 @@ proptest! {
         let events: Vec<OwnedEvent<'_>> = owned.iter().map(|(_, e, pl, c)| OwnedEvent {
             event: e, payload: pl, carried: c,
         }).collect();
-        let (stays, leaves, _) = split_docs(&docs[&p("p1")].linked, moved, &events, &rules, Precedence::NONE);
+        let (stays, leaves, _) = split_docs(&docs[&p("p1")].linked, moved, &events, &rules, FoldRules::NONE);
         w.apply(&[event]);
 
         prop_assert_eq!(&stays, &before[&p("p1")]);

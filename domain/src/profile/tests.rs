@@ -30,11 +30,11 @@ fn event(n: usize, hour: u32, channel: &str, traits: Value) -> (NewEvent, Value)
     (event, payload)
 }
 
-fn fold(events: &[(NewEvent, Value)], precedence: Precedence<'_>) -> ProfileDoc {
+fn fold(events: &[(NewEvent, Value)], fold: FoldRules<'_>) -> ProfileDoc {
     let mut doc = ProfileDoc::default();
     for (e, p) in events {
         let carried = [Identifier::new("user_id", "u")];
-        doc.apply(e, p, &carried, precedence);
+        doc.apply(e, p, &carried, fold);
     }
     doc
 }
@@ -43,8 +43,8 @@ fn fold(events: &[(NewEvent, Value)], precedence: Precedence<'_>) -> ProfileDoc 
 fn the_later_value_wins_whatever_order_events_arrive_in() {
     let newer = event(1, 10, "crm", json!({"plan": "gold"}));
     let older = event(2, 9, "pos", json!({"plan": "silver", "city": "SH"}));
-    let doc = fold(&[newer.clone(), older.clone()], Precedence::NONE);
-    assert_eq!(doc, fold(&[older, newer], Precedence::NONE));
+    let doc = fold(&[newer.clone(), older.clone()], FoldRules::NONE);
+    assert_eq!(doc, fold(&[older, newer], FoldRules::NONE));
     assert_eq!(doc.traits["plan"].value, json!("gold"));
     assert_eq!(doc.traits["plan"].message_id, "m001");
     assert_eq!(doc.traits["plan"].channel, "crm");
@@ -64,12 +64,12 @@ fn the_later_value_wins_whatever_order_events_arrive_in() {
 #[test]
 fn a_stronger_channel_wins_over_a_later_event() {
     let priority = vec!["crm".to_owned()];
-    let precedence = Precedence {
+    let fold = FoldRules {
         source_priority: &priority,
     };
     let crm = event(1, 9, "crm", json!({"name": "Wang Wei"}));
     let app = event(2, 10, "app", json!({"name": "ww"}));
-    let doc = fold(&[app, crm], precedence);
+    let doc = fold(&[app, crm], fold);
     assert_eq!(doc.traits["name"].value, json!("Wang Wei"));
 }
 
@@ -80,7 +80,7 @@ fn explicit_traits_win_over_context_traits_of_the_same_message() {
         "context": {"traits": {"tier": "silver"}}});
     e.payload = payload.to_string();
     let mut doc = ProfileDoc::default();
-    doc.apply(&e, &payload, &[], Precedence::NONE);
+    doc.apply(&e, &payload, &[], FoldRules::NONE);
     assert_eq!(doc.traits["tier"].value, json!("gold"));
 }
 
@@ -89,7 +89,7 @@ fn recent_events_keep_the_newest_fifty() {
     let events: Vec<_> = (0..120)
         .map(|i| event(i, (i % 24) as u32, "pos", json!({})))
         .collect();
-    let doc = fold(&events, Precedence::NONE);
+    let doc = fold(&events, FoldRules::NONE);
     assert_eq!(doc.recent_events.len(), RECENT_EVENTS);
     assert!(doc
         .recent_events
@@ -146,7 +146,7 @@ fn an_event_follows_its_strongest_identifier_in_a_split() {
         std::slice::from_ref(&cookie),
         &events,
         &rules,
-        Precedence::NONE,
+        FoldRules::NONE,
     );
     assert_eq!(
         went,
@@ -163,7 +163,7 @@ fn an_event_follows_its_strongest_identifier_in_a_split() {
         std::slice::from_ref(&member),
         &events,
         &rules,
-        Precedence::NONE,
+        FoldRules::NONE,
     );
     assert_eq!(went, [false, true, true]);
     assert_eq!(leaves.linked, [member]);
@@ -178,11 +178,11 @@ proptest! {
     ) {
         let channels = ["pos", "crm", "app"];
         let priority = vec!["crm".to_owned(), "pos".to_owned()];
-        let precedence = Precedence { source_priority: &priority };
+        let fold = FoldRules { source_priority: &priority };
         let events: Vec<_> = specs.iter().enumerate().map(|(i, (hour, ch, key, val))| {
             event(i, *hour, channels[*ch], json!({ format!("k{key}"): val }))
         }).collect();
-        let whole = fold(&events, precedence);
+        let whole = fold(&events, fold);
 
         let mut shuffled = events.clone();
         let mut s = seed;
@@ -190,11 +190,11 @@ proptest! {
             s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             shuffled.swap(i, (s >> 33) as usize % (i + 1));
         }
-        prop_assert_eq!(&fold(&shuffled, precedence), &whole);
+        prop_assert_eq!(&fold(&shuffled, fold), &whole);
 
         let cut = cut.min(events.len());
-        let mut left = fold(&shuffled[..cut], precedence);
-        left.absorb(fold(&shuffled[cut..], precedence), precedence);
+        let mut left = fold(&shuffled[..cut], fold);
+        left.absorb(fold(&shuffled[cut..], fold), fold);
         prop_assert_eq!(&left, &whole);
     }
 }

@@ -4,17 +4,25 @@
 
 use std::collections::{HashMap, HashSet};
 
+use std::collections::BTreeMap;
+
+use cdp_domain::catalog::{check_name, Catalog, CatalogCommand, DefinedTag, DefinedTrait};
+use cdp_domain::computed::TraitDef;
 use cdp_domain::event::{Position, StoredEvent};
+use cdp_domain::tags::{cycle, RfmThresholds, TagDef};
+use chrono::{DateTime, Utc};
 use cdp_domain::identity::{
     apply_rules_diff, identifiers_of, manual_merge, resolve, rules_diff, split, Identifier,
     IdentityEvent, IdentityGraph, IdentityRules, OperatorCommand, ProfileId,
 };
 use cdp_domain::message::MessageKind;
-use cdp_domain::profile::{split_docs, OwnedEvent, Precedence, ProfileDoc};
+use cdp_domain::profile::{split_docs, FoldRules, OwnedEvent, ProfileDoc};
 use cdp_domain::store::{EventStore, Store};
 use serde_json::Value;
 
+use super::derive::{self, Derivation, Housekeeping, ManualChange};
 use super::{profile_id_for, PreparedDecisions, RecordedDecision};
+use crate::catalog::{self as stored_catalog, CatalogWrites};
 use crate::profiles::{self, ModelWrites, ProfileKey, Reassign};
 use crate::runner::ProjectionError;
 
@@ -26,21 +34,50 @@ struct Step<'a> {
     carried: Vec<Identifier>,
     target: Option<ProfileId>,
     decisions: Vec<IdentityEvent>,
+    /// A catalog command that was not refused.
+    command: Option<CatalogCommand>,
+}
+
+/// What the batch works with besides its events.
+pub(super) struct Context<'a> {
+    pub rules: &'a HashMap<String, IdentityRules>,
+    pub catalogs: &'a mut HashMap<String, Catalog>,
+    pub thresholds: &'a HashMap<String, BTreeMap<String, RfmThresholds>>,
+    pub house: Housekeeping,
+    pub now: DateTime<Utc>,
 }
 
 pub(super) async fn prepare(
     store: &Store,
     graphs: &mut HashMap<String, IdentityGraph>,
-    rules: &HashMap<String, IdentityRules>,
+    ctx: Context<'_>,
     events: &[StoredEvent],
 ) -> Result<PreparedDecisions, ProjectionError> {
+    let Context {
+        rules,
+        catalogs,
+        thresholds,
+        house,
+        now,
+    } = ctx;
     let mut steps = Vec::with_capacity(events.len());
     for stored in events {
         let e = &stored.event;
         let rules = &rules[&e.workspace];
         let payload: Value = serde_json::from_str(&e.payload).map_err(ProjectionError::corrupt)?;
         let graph = graphs.entry(e.workspace.clone()).or_default();
-        let step = if e.kind == MessageKind::Operator {
+        let step = if e.kind == MessageKind::Operator && CatalogCommand::is_catalog(&payload) {
+            let catalog = catalogs.get(&e.workspace);
+            let (command, decisions) = decide_catalog(graph, catalog, stored, payload);
+            Step {
+                event: stored,
+                payload: None,
+                carried: Vec::new(),
+                target: None,
+                decisions,
+                command,
+            }
+        } else if e.kind == MessageKind::Operator {
             let decisions = decide_command(store, graph, rules, stored, payload).await?;
             Step {
                 event: stored,
@@ -48,6 +85,7 @@ pub(super) async fn prepare(
                 carried: Vec::new(),
                 target: None,
                 decisions,
+                command: None,
             }
         } else {
             let carried = identifiers_of(
@@ -69,6 +107,7 @@ pub(super) async fn prepare(
                 carried,
                 target: resolution.profile,
                 decisions: resolution.events,
+                command: None,
             }
         };
         for d in &step.decisions {
@@ -85,13 +124,29 @@ pub(super) async fn prepare(
             keys.extend(profiles_named(d).into_iter().map(|p| (ws.clone(), p)));
         }
     }
+    keys.extend(house.touched.keys().cloned());
     keys.sort();
     keys.dedup();
-    let docs = profiles::load_many(store, &keys).await?;
+    keys.retain(|k| !house.docs.contains_key(k));
+    let mut docs = profiles::load_many(store, &keys).await?;
+    docs.extend(house.docs);
+    let mut touched = house.touched;
+    let mut catalog_writes = CatalogWrites {
+        jobs: house.jobs,
+        thresholds: house
+            .thresholds
+            .into_iter()
+            .map(|(w, tag, version, t)| (w, tag, version, derive::to_ms(now), t))
+            .collect(),
+        ..CatalogWrites::default()
+    };
+    let mut manual = Vec::new();
+    let mut merged = Vec::new();
 
     let mut model = Model {
         store,
         rules,
+        catalogs: std::mem::take(catalogs),
         docs,
         gone: HashSet::new(),
         owners: HashMap::new(),
@@ -106,20 +161,55 @@ pub(super) async fn prepare(
         let seq = step.event.position.seq;
         for d in &step.decisions {
             model.apply_decision(&e.workspace, d, &steps).await?;
+            match d {
+                IdentityEvent::ProfilesMerged {
+                    survivor, absorbed, ..
+                } => {
+                    merged.push((e.workspace.clone(), absorbed.clone(), survivor.clone()));
+                    touched.insert((e.workspace.clone(), survivor.clone()), e.message_id.clone());
+                }
+                IdentityEvent::ProfileSplit { from, into, .. } => {
+                    for p in [from, into] {
+                        touched.insert((e.workspace.clone(), p.clone()), e.message_id.clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some(command) = &step.command {
+            let changed = apply_catalog(
+                command,
+                step.event,
+                &mut model.catalogs,
+                &mut catalog_writes,
+                now,
+            );
+            if let Some(change) = changed {
+                let survivor = graphs
+                    .get(&e.workspace)
+                    .map(|g| g.resolve(&change.key.1))
+                    .unwrap_or(change.key.1.clone());
+                manual.push(ManualChange {
+                    key: (e.workspace.clone(), survivor),
+                    ..change
+                });
+            }
         }
         if let (Some(target), Some(payload)) = (&step.target, &step.payload) {
-            let precedence = Precedence {
+            let fold = FoldRules {
                 source_priority: &rules[&e.workspace].source_priority,
+                traits: model.catalogs[&e.workspace].folded(),
             };
             model
                 .docs
                 .entry((e.workspace.clone(), target.clone()))
                 .or_default()
-                .apply(e, payload, &step.carried, precedence);
+                .apply(e, payload, &step.carried, fold);
             model
                 .owners
                 .insert(seq, (e.workspace.clone(), target.clone()));
             model.in_batch.insert(seq, i);
+            touched.insert((e.workspace.clone(), target.clone()), e.message_id.clone());
         }
         decisions.extend(step.decisions.iter().map(|d| RecordedDecision {
             workspace: e.workspace.clone(),
@@ -127,10 +217,201 @@ pub(super) async fn prepare(
             event: d.clone(),
         }));
     }
+    // Profiles merged away in the batch are evaluated as their survivors.
+    let merged: Vec<(ProfileKey, ProfileKey, String)> = merged
+        .into_iter()
+        .map(|(w, absorbed, _)| {
+            let survivor = model.resolve_in_batch(&w, &absorbed);
+            let cause = touched
+                .get(&(w.clone(), survivor.clone()))
+                .cloned()
+                .unwrap_or_default();
+            ((w.clone(), absorbed), (w, survivor), cause)
+        })
+        .collect();
+    for (gone, survivor, _) in &merged {
+        if let Some(cause) = touched.remove(gone) {
+            touched.entry(survivor.clone()).or_insert(cause);
+        }
+    }
+    for change in &mut manual {
+        change.key.1 = model.resolve_in_batch(&change.key.0, &change.key.1);
+        touched
+            .entry(change.key.clone())
+            .or_insert_with(|| change.caused_by.clone());
+    }
+    touched.retain(|k, _| model.docs.contains_key(k));
+    derive::derive(
+        store,
+        Derivation {
+            docs: &model.docs,
+            touched,
+            merged,
+            manual,
+            catalogs: &model.catalogs,
+            thresholds,
+            now,
+        },
+        &mut catalog_writes,
+    )
+    .await?;
+    *catalogs = std::mem::take(&mut model.catalogs);
     Ok(PreparedDecisions {
         decisions,
         model: model.into_writes()?,
+        catalog: catalog_writes,
     })
+}
+
+/// The decisions on a catalog command: none when it applies, a refusal when it cannot (a definition
+/// that no longer parses, a profile that does not exist, a tag that is not manual).
+fn decide_catalog(
+    graph: &IdentityGraph,
+    catalog: Option<&Catalog>,
+    stored: &StoredEvent,
+    payload: Value,
+) -> (Option<CatalogCommand>, Vec<IdentityEvent>) {
+    let e = &stored.event;
+    let rejected = |command: &str, reason: String| {
+        (
+            None,
+            vec![IdentityEvent::CommandRejected {
+                command: command.to_owned(),
+                reason,
+                caused_by: e.message_id.clone(),
+            }],
+        )
+    };
+    let command: CatalogCommand = match serde_json::from_value(payload) {
+        Ok(c) => c,
+        Err(err) => return rejected("unknown", format!("not a command: {err}")),
+    };
+    let name = command.name();
+    let refusal = match &command {
+        CatalogCommand::PutTrait {
+            name: n,
+            definition,
+            ..
+        } => check_name(n)
+            .and_then(|()| TraitDef::parse(definition).map(|_| ()))
+            .err()
+            .map(|err| err.to_string()),
+        CatalogCommand::PutTag {
+            name: n,
+            definition,
+            ..
+        } => match check_name(n).and_then(|()| TagDef::parse(definition)) {
+            Err(err) => Some(err.to_string()),
+            Ok(def) => {
+                let mut defs: BTreeMap<String, TagDef> = catalog
+                    .map(|c| {
+                        c.tags
+                            .iter()
+                            .map(|(k, t)| (k.clone(), t.def.clone()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                defs.insert(n.clone(), def);
+                cycle(&defs, n).map(|path| format!("the tag reads itself: {}", path.join(" -> ")))
+            }
+        },
+        CatalogCommand::TagProfile {
+            profile_id, tag, ..
+        }
+        | CatalogCommand::UntagProfile {
+            profile_id, tag, ..
+        } => {
+            let manual = catalog
+                .and_then(|c| c.tags.get(tag))
+                .is_some_and(|t| t.def == TagDef::Manual);
+            if !graph.knows(profile_id) {
+                Some(format!("profile {profile_id} does not exist"))
+            } else if !manual {
+                Some(format!("{tag} is not a manual tag"))
+            } else {
+                None
+            }
+        }
+        CatalogCommand::DeleteTrait { .. } | CatalogCommand::DeleteTag { .. } => None,
+    };
+    match refusal {
+        Some(reason) => rejected(name, reason),
+        None => (Some(command), Vec::new()),
+    }
+}
+
+/// Applies a catalog command to the workspace's catalog, recording the definition and the job that
+/// brings every profile up to it. Returns the manual tag change it makes, if any.
+fn apply_catalog(
+    command: &CatalogCommand,
+    stored: &StoredEvent,
+    catalogs: &mut HashMap<String, Catalog>,
+    writes: &mut CatalogWrites,
+    now: DateTime<Utc>,
+) -> Option<ManualChange> {
+    let e = &stored.event;
+    let ws = &e.workspace;
+    let version = stored.position.seq;
+    let catalog = catalogs.entry(ws.clone()).or_default();
+    let mut traits = catalog.traits.clone();
+    let mut tags = catalog.tags.clone();
+    let (kind, name, body) = match command {
+        CatalogCommand::PutTrait {
+            name, definition, ..
+        } => {
+            let def = TraitDef::parse(definition).ok()?;
+            let body = def.to_json().to_string();
+            traits.insert(name.clone(), DefinedTrait { version, def });
+            (stored_catalog::TRAIT, name, Some(body))
+        }
+        CatalogCommand::DeleteTrait { name, .. } => {
+            traits.remove(name)?;
+            (stored_catalog::TRAIT, name, None)
+        }
+        CatalogCommand::PutTag {
+            name, definition, ..
+        } => {
+            let def = TagDef::parse(definition).ok()?;
+            let body = def.to_json().to_string();
+            tags.insert(name.clone(), DefinedTag { version, def });
+            (stored_catalog::TAG, name, Some(body))
+        }
+        CatalogCommand::DeleteTag { name, .. } => {
+            tags.remove(name)?;
+            (stored_catalog::TAG, name, None)
+        }
+        CatalogCommand::TagProfile {
+            profile_id,
+            tag,
+            value,
+            ..
+        } => {
+            return Some(ManualChange {
+                key: (ws.clone(), profile_id.clone()),
+                tag: tag.clone(),
+                value: Some(value.clone()),
+                caused_by: e.message_id.clone(),
+            })
+        }
+        CatalogCommand::UntagProfile {
+            profile_id, tag, ..
+        } => {
+            return Some(ManualChange {
+                key: (ws.clone(), profile_id.clone()),
+                tag: tag.clone(),
+                value: None,
+                caused_by: e.message_id.clone(),
+            })
+        }
+    };
+    *catalog = Catalog::new(traits, tags);
+    writes
+        .definitions
+        .push((ws.clone(), kind, name.clone(), version, body));
+    writes
+        .jobs
+        .push(derive::new_job(ws, kind, name, version, now));
+    None
 }
 
 /// The profiles a decision reads or changes the document of.
@@ -252,6 +533,7 @@ pub async fn workspace_log(
 struct Model<'a> {
     store: &'a Store,
     rules: &'a HashMap<String, IdentityRules>,
+    catalogs: HashMap<String, Catalog>,
     docs: HashMap<ProfileKey, ProfileDoc>,
     gone: HashSet<ProfileKey>,
     /// Where each event the batch touched belongs now.
@@ -300,13 +582,15 @@ impl Model<'_> {
                 let gone = (ws.to_owned(), absorbed.clone());
                 let absorbed_doc = self.docs.remove(&gone).unwrap_or_default();
                 let rules = self.rules;
-                let precedence = Precedence {
+                let catalogs = &self.catalogs;
+                let fold = FoldRules {
                     source_priority: &rules[ws].source_priority,
+                    traits: catalogs[ws].folded(),
                 };
                 self.docs
                     .entry((ws.to_owned(), survivor.clone()))
                     .or_default()
-                    .absorb(absorbed_doc, precedence);
+                    .absorb(absorbed_doc, fold);
                 for (w, owner) in self.owners.values_mut() {
                     if w == ws && owner == absorbed {
                         *owner = survivor.clone();
@@ -421,10 +705,12 @@ impl Model<'_> {
             .map(|d| d.linked.clone())
             .unwrap_or_default();
         let events: Vec<OwnedEvent<'_>> = owned.iter().map(|(_, e)| e.clone()).collect();
-        let precedence = Precedence {
+        let catalogs = &self.catalogs;
+        let fold = FoldRules {
             source_priority: &rules.source_priority,
+            traits: catalogs[ws].folded(),
         };
-        let (stays, leaves, went) = split_docs(&linked, moved, &events, rules, precedence);
+        let (stays, leaves, went) = split_docs(&linked, moved, &events, rules, fold);
         let moved_seqs: Vec<i64> = owned
             .iter()
             .zip(went)

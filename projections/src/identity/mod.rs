@@ -13,21 +13,23 @@
 //! here too, in their place in the log.
 
 mod batch;
+pub mod derive;
 pub mod queries;
 
 pub use batch::workspace_log;
 pub use queries::*;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use cdp_domain::event::{Position, StoredEvent};
 use cdp_domain::identity::{IdentityEvent, IdentityGraph, IdentityRules, ProfileId};
 use cdp_domain::store::Store;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use sqlx::QueryBuilder;
 
+use crate::catalog::CatalogWrites;
 use crate::profiles::ModelWrites;
 use crate::runner::{checkpoint, ModelTx, Projection, ProjectionError};
 
@@ -44,6 +46,7 @@ pub struct RecordedDecision {
 pub struct PreparedDecisions {
     decisions: Vec<RecordedDecision>,
     model: ModelWrites,
+    catalog: CatalogWrites,
 }
 
 #[derive(Debug, Default)]
@@ -56,11 +59,27 @@ struct ResolverState {
     prepared_through: Option<Position>,
 }
 
+/// The time, as the resolver sees it: the wall clock, or a test's.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
 /// The resolver projection. Each batch resolves under the rules in force for its workspaces
-/// (`identity_rules`, Segment's defaults where none are stored).
-#[derive(Debug, Default)]
+/// (`identity_rules`, Segment's defaults where none are stored), and folds and evaluates the computed
+/// traits and tags of their catalogs.
 pub struct IdentityResolver {
     state: Mutex<ResolverState>,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for IdentityResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityResolver").finish_non_exhaustive()
+    }
+}
+
+impl Default for IdentityResolver {
+    fn default() -> Self {
+        IdentityResolver::with_clock(Arc::new(Utc::now))
+    }
 }
 
 /// A profile id derived from the event that created it, so replaying the log makes the same ids.
@@ -72,6 +91,14 @@ pub fn profile_id_for(workspace: &str, message_id: &str) -> ProfileId {
 
 impl IdentityResolver {
     pub const NAME: &'static str = "identity";
+
+    /// A resolver reading the time from `clock` (windows, tags that move with time).
+    pub fn with_clock(clock: Clock) -> IdentityResolver {
+        IdentityResolver {
+            state: Mutex::new(ResolverState::default()),
+            clock,
+        }
+    }
 
     async fn load_after(
         store: &Store,
@@ -194,14 +221,29 @@ impl Projection for IdentityResolver {
                 .apply(event);
             state.loaded_through = state.loaded_through.max(*seq);
         }
+        let now = (self.clock)();
+        let mut catalogs = HashMap::new();
+        let mut thresholds = HashMap::new();
+        let house = derive::housekeeping(store, &mut catalogs, &mut thresholds, now).await?;
         let mut rules: HashMap<String, IdentityRules> = HashMap::new();
-        for e in events {
-            if !rules.contains_key(&e.event.workspace) {
-                let r = rules_of(store, &e.event.workspace).await?;
-                rules.insert(e.event.workspace.clone(), r);
+        let workspaces = events
+            .iter()
+            .map(|e| &e.event.workspace)
+            .chain(house.touched.keys().map(|k| &k.0));
+        for w in workspaces {
+            if !rules.contains_key(w) {
+                rules.insert(w.clone(), rules_of(store, w).await?);
+                derive::ensure_workspace(store, &mut catalogs, &mut thresholds, w).await?;
             }
         }
-        let prepared = batch::prepare(store, &mut state.graphs, &rules, events).await?;
+        let context = batch::Context {
+            rules: &rules,
+            catalogs: &mut catalogs,
+            thresholds: &thresholds,
+            house,
+            now,
+        };
+        let prepared = batch::prepare(store, &mut state.graphs, context, events).await?;
         state.prepared_through = events.last().map(|e| e.position);
         *self.state.lock().expect("resolver state lock") = state;
         Ok(prepared)
@@ -249,6 +291,11 @@ impl Projection for IdentityResolver {
                 ModelTx::Postgres(tx) => insert_chunk!(sqlx::Postgres, tx),
             }
         }
-        crate::profiles::write(tx, &prepared.model).await
+        crate::profiles::write(tx, &prepared.model).await?;
+        crate::catalog::write(tx, &prepared.catalog).await
+    }
+
+    async fn has_pending_work(&self, store: &Store) -> Result<bool, ProjectionError> {
+        derive::pending(store, (self.clock)()).await
     }
 }

@@ -1,0 +1,585 @@
+//! Storage of the catalog (computed trait and tag definitions) and of what the resolver derives from it:
+//! the backfill and re-evaluation jobs, the tags each profile has, what each profile is worth, when a
+//! profile must be looked at again, the RFM cut points, and the outbox of messages for subscribers.
+//! The resolver writes all of it in the transaction of its batch; the API reads it.
+
+use std::collections::BTreeMap;
+
+use cdp_domain::catalog::{Catalog, DefinedTag, DefinedTrait};
+use cdp_domain::computed::TraitDef;
+use cdp_domain::store::Store;
+use cdp_domain::tags::{RfmThresholds, TagDef, TagValue};
+use serde_json::Value;
+use sqlx::QueryBuilder;
+
+use crate::profiles::numbered;
+use crate::runner::{ModelTx, ProjectionError};
+
+/// Runs a query on whichever backend `store` is, reading through the read pool. `$sql` uses `?`
+/// placeholders; `$q` is the query to bind parameters on.
+macro_rules! read {
+    ($store:expr, $sql:expr, |$q:ident| $bound:expr, $fetch:ident) => {
+        match $store {
+            Store::Sqlite(s) => {
+                let $q = sqlx::query_as($sql);
+                $bound.$fetch(s.read_pool()).await?
+            }
+            Store::Postgres(s) => {
+                let sql = numbered($sql);
+                let $q = sqlx::query_as(&sql);
+                $bound.$fetch(s.pool()).await?
+            }
+        }
+    };
+}
+
+/// Definition kinds.
+pub const TRAIT: &str = "trait";
+pub const TAG: &str = "tag";
+
+/// One stored version of a definition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredDefinition {
+    pub name: String,
+    pub version: i64,
+    /// `None`: deleted.
+    pub body: Option<Value>,
+    pub defined_at: i64,
+}
+
+/// The definitions in force in `workspace` (the newest version of each name, unless deleted).
+pub async fn definitions(
+    store: &Store,
+    workspace: &str,
+    kind: &str,
+) -> Result<Vec<StoredDefinition>, ProjectionError> {
+    let rows: Vec<(String, i64, Option<String>, i64)> = read!(
+        store,
+        "SELECT d.name, d.version, d.body, d.defined_at FROM definitions d \
+         WHERE d.workspace = ? AND d.kind = ? AND d.version = (SELECT max(x.version) \
+           FROM definitions x WHERE x.workspace = d.workspace AND x.kind = d.kind AND x.name = d.name) \
+         ORDER BY d.name",
+        |q| q.bind(workspace).bind(kind),
+        fetch_all
+    );
+    rows.into_iter()
+        .filter(|r| r.2.is_some())
+        .map(|(name, version, body, defined_at)| {
+            let body = body
+                .map(|b| serde_json::from_str(&b).map_err(ProjectionError::corrupt))
+                .transpose()?;
+            Ok(StoredDefinition {
+                name,
+                version,
+                body,
+                defined_at,
+            })
+        })
+        .collect()
+}
+
+/// The catalog in force in `workspace`.
+pub async fn load(store: &Store, workspace: &str) -> Result<Catalog, ProjectionError> {
+    let mut traits = BTreeMap::new();
+    for d in definitions(store, workspace, TRAIT).await? {
+        let body = d.body.unwrap_or_default();
+        let def = TraitDef::parse(&body).map_err(ProjectionError::corrupt)?;
+        traits.insert(
+            d.name,
+            DefinedTrait {
+                version: d.version,
+                def,
+            },
+        );
+    }
+    let mut tags = BTreeMap::new();
+    for d in definitions(store, workspace, TAG).await? {
+        let body = d.body.unwrap_or_default();
+        let def = TagDef::parse(&body).map_err(ProjectionError::corrupt)?;
+        tags.insert(
+            d.name,
+            DefinedTag {
+                version: d.version,
+                def,
+            },
+        );
+    }
+    Ok(Catalog::new(traits, tags))
+}
+
+/// A backfill or re-evaluation job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub workspace: String,
+    pub kind: String,
+    pub name: String,
+    pub version: i64,
+    pub cursor: String,
+    pub done: i64,
+    pub total: i64,
+    pub status: String,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+type JobRow = (
+    String,
+    String,
+    String,
+    i64,
+    String,
+    i64,
+    i64,
+    String,
+    i64,
+    Option<i64>,
+);
+
+fn job_of(r: JobRow) -> Job {
+    Job {
+        workspace: r.0,
+        kind: r.1,
+        name: r.2,
+        version: r.3,
+        cursor: r.4,
+        done: r.5,
+        total: r.6,
+        status: r.7,
+        started_at: r.8,
+        finished_at: r.9,
+    }
+}
+
+const JOB_COLUMNS: &str =
+    "workspace, kind, name, version, cursor, done, total, status, started_at, finished_at";
+
+/// The jobs still running, oldest first.
+pub async fn running_jobs(store: &Store) -> Result<Vec<Job>, ProjectionError> {
+    let sql = format!(
+        "SELECT {JOB_COLUMNS} FROM catalog_jobs WHERE status = 'running' \
+         ORDER BY started_at, workspace, kind, name"
+    );
+    let rows: Vec<JobRow> = read!(store, &sql, |q| q, fetch_all);
+    Ok(rows.into_iter().map(job_of).collect())
+}
+
+/// The newest job of a definition.
+pub async fn latest_job(
+    store: &Store,
+    workspace: &str,
+    kind: &str,
+    name: &str,
+) -> Result<Option<Job>, ProjectionError> {
+    let sql = format!(
+        "SELECT {JOB_COLUMNS} FROM catalog_jobs WHERE workspace = ? AND kind = ? AND name = ? \
+         ORDER BY version DESC, started_at DESC LIMIT 1"
+    );
+    let row: Option<JobRow> = read!(
+        store,
+        &sql,
+        |q| q.bind(workspace).bind(kind).bind(name),
+        fetch_optional
+    );
+    Ok(row.map(job_of))
+}
+
+/// A tag a profile has.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfileTag {
+    pub tag: String,
+    pub value: TagValue,
+    pub manual: bool,
+    pub changed_at: i64,
+    pub caused_by: Option<String>,
+}
+
+type TagRow = (
+    String,
+    String,
+    String,
+    Option<String>,
+    bool,
+    i64,
+    Option<String>,
+);
+
+fn tag_of(r: TagRow) -> Result<(String, ProfileTag), ProjectionError> {
+    let value = serde_json::from_str(&r.2).map_err(ProjectionError::corrupt)?;
+    let detail =
+        r.3.map(|d| serde_json::from_str(&d).map_err(ProjectionError::corrupt))
+            .transpose()?
+            .unwrap_or(Value::Null);
+    Ok((
+        r.0,
+        ProfileTag {
+            tag: r.1,
+            value: TagValue { value, detail },
+            manual: r.4,
+            changed_at: r.5,
+            caused_by: r.6,
+        },
+    ))
+}
+
+/// The tags of these profiles of `workspace`, by profile.
+pub async fn tags_of(
+    store: &Store,
+    workspace: &str,
+    profiles: &[&str],
+) -> Result<BTreeMap<String, Vec<ProfileTag>>, ProjectionError> {
+    let mut out: BTreeMap<String, Vec<ProfileTag>> = BTreeMap::new();
+    for chunk in profiles.chunks(500) {
+        let rows: Vec<TagRow> = match store {
+            Store::Sqlite(s) => {
+                let mut q: QueryBuilder<sqlx::Sqlite> = QueryBuilder::new(
+                    "SELECT profile, tag, value, detail, manual, changed_at, caused_by \
+                     FROM profile_tags WHERE workspace = ",
+                );
+                q.push_bind(workspace).push(" AND profile IN (");
+                let mut list = q.separated(", ");
+                for p in chunk {
+                    list.push_bind(*p);
+                }
+                q.push(") ORDER BY profile, tag");
+                q.build_query_as().fetch_all(s.read_pool()).await?
+            }
+            Store::Postgres(s) => {
+                sqlx::query_as(
+                    "SELECT profile, tag, value, detail, manual, changed_at, caused_by \
+                     FROM profile_tags WHERE workspace = $1 AND profile = ANY($2) ORDER BY profile, tag",
+                )
+                .bind(workspace)
+                .bind(chunk)
+                .fetch_all(s.pool())
+                .await?
+            }
+        };
+        for r in rows {
+            let (profile, tag) = tag_of(r)?;
+            out.entry(profile).or_default().push(tag);
+        }
+    }
+    Ok(out)
+}
+
+/// How many profiles have each value of a tag, and what they spent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TagValueStats {
+    pub value: Value,
+    pub profiles: i64,
+    pub spend: f64,
+}
+
+pub async fn tag_stats(
+    store: &Store,
+    workspace: &str,
+    tag: &str,
+) -> Result<Vec<TagValueStats>, ProjectionError> {
+    let rows: Vec<(String, i64, Option<f64>)> = read!(
+        store,
+        "SELECT t.value, count(*), sum(s.spend) FROM profile_tags t \
+         LEFT JOIN profile_spend s ON s.workspace = t.workspace AND s.profile = t.profile \
+         WHERE t.workspace = ? AND t.tag = ? GROUP BY t.value ORDER BY t.value",
+        |q| q.bind(workspace).bind(tag),
+        fetch_all
+    );
+    rows.into_iter()
+        .map(|(value, profiles, spend)| {
+            Ok(TagValueStats {
+                value: serde_json::from_str(&value).map_err(ProjectionError::corrupt)?,
+                profiles,
+                spend: spend.unwrap_or(0.0),
+            })
+        })
+        .collect()
+}
+
+/// The RFM cut points of the quantile-scored RFM tags of `workspace`, with the version of the tag they
+/// were computed for and when.
+pub async fn thresholds(
+    store: &Store,
+    workspace: &str,
+) -> Result<BTreeMap<String, (i64, i64, RfmThresholds)>, ProjectionError> {
+    let rows: Vec<(String, i64, i64, String)> = read!(
+        store,
+        "SELECT tag, version, computed_at, body FROM rfm_thresholds WHERE workspace = ?",
+        |q| q.bind(workspace),
+        fetch_all
+    );
+    rows.into_iter()
+        .map(|(tag, version, at, body)| {
+            let t = serde_json::from_str(&body).map_err(ProjectionError::corrupt)?;
+            Ok((tag, (version, at, t)))
+        })
+        .collect()
+}
+
+/// One page of a workspace's live profiles after `cursor`, in id order, with their documents (JSON).
+pub async fn profiles_after(
+    store: &Store,
+    workspace: &str,
+    cursor: &str,
+    limit: i64,
+) -> Result<Vec<(String, String)>, ProjectionError> {
+    Ok(read!(
+        store,
+        "SELECT profile, doc FROM profiles WHERE workspace = ? AND profile > ? \
+         ORDER BY profile LIMIT ?",
+        |q| q.bind(workspace).bind(cursor).bind(limit),
+        fetch_all
+    ))
+}
+
+/// Profiles whose tags are due to be evaluated again by `now_ms`.
+pub async fn due(
+    store: &Store,
+    now_ms: i64,
+    limit: i64,
+) -> Result<Vec<(String, String)>, ProjectionError> {
+    Ok(read!(
+        store,
+        "SELECT workspace, profile FROM profile_due WHERE due_at <= ? ORDER BY due_at LIMIT ?",
+        |q| q.bind(now_ms).bind(limit),
+        fetch_all
+    ))
+}
+
+/// The earliest time a profile is due, if any.
+pub async fn next_due(store: &Store) -> Result<Option<i64>, ProjectionError> {
+    let row: (Option<i64>,) = read!(
+        store,
+        "SELECT min(due_at) FROM profile_due",
+        |q| q,
+        fetch_one
+    );
+    Ok(row.0)
+}
+
+/// A message of the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutMessage {
+    pub seq: i64,
+    pub workspace: String,
+    pub subject: String,
+    pub payload: String,
+}
+
+/// Outbox messages after `after`, in order.
+pub async fn outbox_after(
+    store: &Store,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<OutMessage>, ProjectionError> {
+    let rows: Vec<(i64, String, String, String)> = read!(
+        store,
+        "SELECT seq, workspace, subject, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+        |q| q.bind(after).bind(limit),
+        fetch_all
+    );
+    Ok(rows
+        .into_iter()
+        .map(|(seq, workspace, subject, payload)| OutMessage {
+            seq,
+            workspace,
+            subject,
+            payload,
+        })
+        .collect())
+}
+
+/// What the resolver writes about the catalog for a batch.
+#[derive(Debug, Default)]
+pub struct CatalogWrites {
+    /// `(workspace, kind, name, version, body)`; `None` body: deleted.
+    pub definitions: Vec<(String, &'static str, String, i64, Option<String>)>,
+    /// Jobs to start (or to move on): written as given.
+    pub jobs: Vec<Job>,
+    /// `(workspace, profile, tag, value)`: set (`Some`) or removed.
+    pub tags: Vec<(String, String, String, Option<ProfileTag>)>,
+    /// `(workspace, profile, spend)`; `None`: the profile is gone.
+    pub spend: Vec<(String, String, Option<f64>)>,
+    /// `(workspace, profile, due_at)` (ms); `None`: nothing due.
+    pub due: Vec<(String, String, Option<f64>)>,
+    /// `(workspace, tag, version, computed_at, thresholds)`.
+    pub thresholds: Vec<(String, String, i64, i64, RfmThresholds)>,
+    /// `(workspace, subject, payload)`.
+    pub outbox: Vec<(String, String, String)>,
+}
+
+impl CatalogWrites {
+    pub fn is_empty(&self) -> bool {
+        self.definitions.is_empty()
+            && self.jobs.is_empty()
+            && self.tags.is_empty()
+            && self.spend.is_empty()
+            && self.due.is_empty()
+            && self.thresholds.is_empty()
+            && self.outbox.is_empty()
+    }
+}
+
+/// Writes `w` inside `tx`.
+pub async fn write(tx: &mut ModelTx<'_>, w: &CatalogWrites) -> Result<(), ProjectionError> {
+    let now = chrono::Utc::now().timestamp_millis();
+    // The same statements on both backends; only the builder's database type differs.
+    macro_rules! writes {
+        ($db:ty, $tx:expr) => {{
+            for (ws, kind, name, version, body) in &w.definitions {
+                let mut q: QueryBuilder<$db> = QueryBuilder::new(
+                    "INSERT INTO definitions (workspace, kind, name, version, body, defined_at) ",
+                );
+                q.push_values([()], |mut row, ()| {
+                    row.push_bind(ws)
+                        .push_bind(*kind)
+                        .push_bind(name)
+                        .push_bind(*version)
+                        .push_bind(body)
+                        .push_bind(now);
+                });
+                q.push(" ON CONFLICT DO NOTHING");
+                q.build().execute(&mut **$tx).await?;
+            }
+            for j in &w.jobs {
+                let mut q: QueryBuilder<$db> = QueryBuilder::new(format!(
+                    "INSERT INTO catalog_jobs ({JOB_COLUMNS}) "
+                ));
+                q.push_values([j], |mut row, j| {
+                    row.push_bind(&j.workspace)
+                        .push_bind(&j.kind)
+                        .push_bind(&j.name)
+                        .push_bind(j.version)
+                        .push_bind(&j.cursor)
+                        .push_bind(j.done)
+                        .push_bind(j.total)
+                        .push_bind(&j.status)
+                        .push_bind(j.started_at)
+                        .push_bind(j.finished_at);
+                });
+                q.push(
+                    " ON CONFLICT (workspace, kind, name, version) DO UPDATE SET \
+                     cursor = excluded.cursor, done = excluded.done, total = excluded.total, \
+                     status = excluded.status, finished_at = excluded.finished_at",
+                );
+                q.build().execute(&mut **$tx).await?;
+            }
+            for (ws, profile, tag, value) in &w.tags {
+                match value {
+                    Some(t) => {
+                        let detail = (!t.value.detail.is_null()).then(|| t.value.detail.to_string());
+                        let mut q: QueryBuilder<$db> = QueryBuilder::new(
+                            "INSERT INTO profile_tags (workspace, profile, tag, value, detail, manual, \
+                             changed_at, caused_by) ",
+                        );
+                        q.push_values([()], |mut row, ()| {
+                            row.push_bind(ws)
+                                .push_bind(profile)
+                                .push_bind(tag)
+                                .push_bind(t.value.value.to_string())
+                                .push_bind(detail.clone())
+                                .push_bind(t.manual)
+                                .push_bind(t.changed_at)
+                                .push_bind(t.caused_by.clone());
+                        });
+                        q.push(
+                            " ON CONFLICT (workspace, profile, tag) DO UPDATE SET value = excluded.value, \
+                             detail = excluded.detail, manual = excluded.manual, \
+                             changed_at = excluded.changed_at, caused_by = excluded.caused_by",
+                        );
+                        q.build().execute(&mut **$tx).await?;
+                    }
+                    None => {
+                        let mut q: QueryBuilder<$db> =
+                            QueryBuilder::new("DELETE FROM profile_tags WHERE workspace = ");
+                        q.push_bind(ws)
+                            .push(" AND profile = ")
+                            .push_bind(profile)
+                            .push(" AND tag = ")
+                            .push_bind(tag);
+                        q.build().execute(&mut **$tx).await?;
+                    }
+                }
+            }
+            for (table, column, rows) in [
+                ("profile_spend", "spend", &w.spend),
+                ("profile_due", "due_at", &w.due),
+            ] {
+                let set: Vec<_> = rows.iter().filter(|r| r.2.is_some()).collect();
+                for chunk in set.chunks(500) {
+                    let mut q: QueryBuilder<$db> = QueryBuilder::new(format!(
+                        "INSERT INTO {table} (workspace, profile, {column}) "
+                    ));
+                    q.push_values(chunk, |mut row, (ws, profile, value)| {
+                        row.push_bind(ws).push_bind(profile).push_bind(*value);
+                    });
+                    q.push(format!(
+                        " ON CONFLICT (workspace, profile) DO UPDATE SET {column} = excluded.{column}"
+                    ));
+                    q.build().execute(&mut **$tx).await?;
+                }
+                for (ws, profile, _) in rows.iter().filter(|r| r.2.is_none()) {
+                    let mut q: QueryBuilder<$db> =
+                        QueryBuilder::new(format!("DELETE FROM {table} WHERE workspace = "));
+                    q.push_bind(ws).push(" AND profile = ").push_bind(profile);
+                    q.build().execute(&mut **$tx).await?;
+                }
+            }
+            for (ws, tag, version, at, t) in &w.thresholds {
+                let body = serde_json::to_string(t).map_err(ProjectionError::corrupt)?;
+                let mut q: QueryBuilder<$db> = QueryBuilder::new(
+                    "INSERT INTO rfm_thresholds (workspace, tag, version, computed_at, body) ",
+                );
+                q.push_values([()], |mut row, ()| {
+                    row.push_bind(ws)
+                        .push_bind(tag)
+                        .push_bind(*version)
+                        .push_bind(*at)
+                        .push_bind(body.clone());
+                });
+                q.push(
+                    " ON CONFLICT (workspace, tag) DO UPDATE SET version = excluded.version, \
+                     computed_at = excluded.computed_at, body = excluded.body",
+                );
+                q.build().execute(&mut **$tx).await?;
+            }
+            for chunk in w.outbox.chunks(500) {
+                let mut q: QueryBuilder<$db> = QueryBuilder::new(
+                    "INSERT INTO outbox (workspace, subject, payload, created_at) ",
+                );
+                q.push_values(chunk, |mut row, (ws, subject, payload)| {
+                    row.push_bind(ws)
+                        .push_bind(subject)
+                        .push_bind(payload)
+                        .push_bind(now);
+                });
+                q.build().execute(&mut **$tx).await?;
+            }
+        }};
+    }
+    match tx {
+        ModelTx::Sqlite(tx) => writes!(sqlx::Sqlite, tx),
+        ModelTx::Postgres(tx) => writes!(sqlx::Postgres, tx),
+    }
+    Ok(())
+}
+
+/// Workspaces that define tags (where quantile RFM tags may need their cut points measured).
+pub async fn workspaces_with_rfm(store: &Store) -> Result<Vec<String>, ProjectionError> {
+    let rows: Vec<(String,)> = read!(
+        store,
+        "SELECT DISTINCT workspace FROM definitions WHERE kind = 'tag' AND body LIKE '%rfm%'",
+        |q| q,
+        fetch_all
+    );
+    Ok(rows.into_iter().map(|r| r.0).collect())
+}
+
+/// How many live profiles a workspace has.
+pub async fn count_profiles(store: &Store, workspace: &str) -> Result<i64, ProjectionError> {
+    let row: (i64,) = read!(
+        store,
+        "SELECT count(*) FROM profiles WHERE workspace = ?",
+        |q| q.bind(workspace),
+        fetch_one
+    );
+    Ok(row.0)
+}
