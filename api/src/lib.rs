@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod bench;
+pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -16,6 +17,7 @@ pub mod openapi;
 pub mod operate;
 pub mod ops;
 pub mod provision;
+pub mod publish;
 pub mod read;
 
 use std::net::SocketAddr;
@@ -47,9 +49,26 @@ pub struct AppState {
     /// Wakes the projection runners after an append.
     pub wakers: Vec<Arc<Notify>>,
     pub nats: Option<async_nats::Client>,
+    /// Each workspace's catalog, for a second (the profile view computes trait values with it).
+    catalogs: moka::sync::Cache<String, Arc<cdp_domain::catalog::Catalog>>,
+    /// Every message of the outbox as it is published (tag changes), for in-process subscribers.
+    pub bus: tokio::sync::broadcast::Sender<publish::Published>,
 }
 
 impl AppState {
+    /// The catalog in force in `workspace` (at most a second old).
+    pub async fn catalog(
+        &self,
+        workspace: &str,
+    ) -> Result<Arc<cdp_domain::catalog::Catalog>, error::ApiError> {
+        if let Some(c) = self.catalogs.get(workspace) {
+            return Ok(c);
+        }
+        let c = Arc::new(cdp_projections::catalog::load(&self.store, workspace).await?);
+        self.catalogs.insert(workspace.to_owned(), c.clone());
+        Ok(c)
+    }
+
     /// Whether the workspace exists, through a short cache (NATS asks this per message).
     pub async fn workspace_known(&self, id: &str) -> bool {
         if id.is_empty() {
@@ -79,6 +98,7 @@ pub struct Application {
     generated: Option<GeneratedCredentials>,
     _runners: Vec<RunnerHandle>,
     nats_task: Option<JoinHandle<()>>,
+    _publisher: publish::Publisher,
 }
 
 impl Application {
@@ -122,7 +142,16 @@ impl Application {
             identity: resolver.status.clone(),
             wakers: vec![resolver.waker()],
             nats: nats.clone(),
+            catalogs: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(Duration::from_secs(1))
+                .build(),
+            bus: tokio::sync::broadcast::channel(4_096).0,
         });
+        if let Some(client) = &nats {
+            publish::ensure_stream(client).await?;
+        }
+        let publisher = publish::spawn(state.store.clone(), nats.clone(), state.bus.clone());
         let nats_task = match nats {
             Some(client) => {
                 let topology = nats::IngestTopology {
@@ -142,6 +171,7 @@ impl Application {
             .merge(ingest::router())
             .merge(read::router())
             .merge(operate::router())
+            .merge(catalog::router())
             .merge(ops::router())
             .fallback(|| async { error::ApiError::not_found("no such endpoint") })
             .with_state(state.clone());
@@ -155,6 +185,7 @@ impl Application {
             generated,
             _runners: vec![resolver],
             nats_task,
+            _publisher: publisher,
         })
     }
 
@@ -184,6 +215,7 @@ impl Application {
             router,
             nats_task,
             _runners,
+            _publisher,
             ..
         } = self;
         axum::serve(listener, router)

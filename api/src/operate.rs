@@ -39,7 +39,7 @@ pub fn router() -> Router<Arc<AppState>> {
 }
 
 /// The JSON body, or a 400 naming what is wrong with it.
-fn body<T: serde::de::DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
+pub fn body<T: serde::de::DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(raw).map_err(|e| {
         let field = e
             .to_string()
@@ -64,7 +64,7 @@ fn reason_of(reason: Option<String>) -> Result<String, ApiError> {
 }
 
 /// The log event of an operator command, under a new message id.
-pub fn command_event(workspace: &str, command: &OperatorCommand) -> NewEvent {
+pub fn command_event(workspace: &str, name: &str, command: &impl serde::Serialize) -> NewEvent {
     let message_id = format!("op_{}", uuid::Uuid::new_v4().simple());
     let mut payload = serde_json::to_value(command).unwrap_or_else(|_| json!({}));
     payload["type"] = json!("operator");
@@ -74,7 +74,7 @@ pub fn command_event(workspace: &str, command: &OperatorCommand) -> NewEvent {
         workspace: workspace.to_owned(),
         message_id,
         kind: MessageKind::Operator,
-        name: Some(command.name().to_owned()),
+        name: Some(name.to_owned()),
         user_id: None,
         anonymous_id: None,
         event_time: now,
@@ -85,12 +85,13 @@ pub fn command_event(workspace: &str, command: &OperatorCommand) -> NewEvent {
 
 /// Appends `command` to the log and waits for the resolver's decisions on it; `None` when it has not
 /// decided within [`DECISION_WAIT`] (it will, in log order).
-async fn run_command(
+pub async fn run_command(
     state: &AppState,
     workspace: &str,
-    command: &OperatorCommand,
+    name: &str,
+    command: &impl serde::Serialize,
 ) -> Result<(String, Option<Vec<IdentityEvent>>), ApiError> {
-    let event = command_event(workspace, command);
+    let event = command_event(workspace, name, command);
     let message_id = event.message_id.clone();
     state.appender.append(vec![event]).await?;
     for waker in &state.wakers {
@@ -111,7 +112,7 @@ async fn run_command(
 }
 
 /// The answer to a command: 409 when the resolver refused it, 202 when it has not decided yet.
-fn answer(
+pub fn answer(
     command_id: &str,
     decisions: Option<Vec<IdentityEvent>>,
     ok: impl FnOnce(&[IdentityEvent]) -> Value,
@@ -179,7 +180,8 @@ async fn merge(
         reason: reason_of(request.reason)?,
         actor: principal.actor(),
     };
-    let (id, decisions) = run_command(&state, &principal.workspace, &command).await?;
+    let (id, decisions) =
+        run_command(&state, &principal.workspace, command.name(), &command).await?;
     answer(&id, decisions, |decisions| {
         let mut survivor = None;
         let mut absorbed = Vec::new();
@@ -238,7 +240,8 @@ async fn split(
         reason: reason_of(request.reason)?,
         actor: principal.actor(),
     };
-    let (id, decisions) = run_command(&state, &principal.workspace, &command).await?;
+    let (id, decisions) =
+        run_command(&state, &principal.workspace, command.name(), &command).await?;
     answer(&id, decisions, |decisions| match decisions.first() {
         Some(IdentityEvent::ProfileSplit {
             from,
@@ -349,7 +352,7 @@ async fn put_rules(
         rules: stored,
         actor: principal.actor(),
     };
-    let (id, decisions) = run_command(&state, ws, &command).await?;
+    let (id, decisions) = run_command(&state, ws, command.name(), &command).await?;
     answer(&id, decisions, |decisions| {
         let merges = decisions
             .iter()

@@ -59,7 +59,11 @@ pub async fn provision(
                         actor: "config".into(),
                     };
                     store
-                        .append(&[crate::operate::command_event(&w.id, &command)])
+                        .append(&[crate::operate::command_event(
+                            &w.id,
+                            command.name(),
+                            &command,
+                        )])
                         .await?;
                 }
             }

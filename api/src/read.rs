@@ -79,6 +79,10 @@ async fn lookup(
         .ok_or_else(|| ApiError::not_found(format!("no profile has {id_type} {value:?}")))?;
     let mut body = profile_json(&holder, &holder, &doc);
     body["matched"] = json!({"type": id_type, "value": value});
+    let ws = &principal.workspace;
+    let (computed, tags) = crate::catalog::profile_sections(&state, ws, &holder, &doc).await?;
+    body["computed_traits"] = computed;
+    body["tags"] = tags;
     Ok(Json(body))
 }
 
@@ -105,14 +109,22 @@ async fn profile(
 ) -> Result<Json<Value>, ApiError> {
     principal.require(Scope::Read)?;
     // A live profile in one read; a merged-away one through its survivor.
-    if let Some(doc) = profiles::load(&state.store, &principal.workspace, &id).await? {
-        return Ok(Json(profile_json(&id, &id, &doc)));
-    }
-    let survivor = survivor(&state, &principal.workspace, &id).await?;
-    let doc = profiles::load(&state.store, &principal.workspace, &survivor)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no profile {id:?}")))?;
-    Ok(Json(profile_json(&survivor, &id, &doc)))
+    let ws = &principal.workspace;
+    let (survivor, doc) = match profiles::load(&state.store, ws, &id).await? {
+        Some(doc) => (id.clone(), doc),
+        None => {
+            let survivor = survivor(&state, ws, &id).await?;
+            let doc = profiles::load(&state.store, ws, &survivor)
+                .await?
+                .ok_or_else(|| ApiError::not_found(format!("no profile {id:?}")))?;
+            (survivor, doc)
+        }
+    };
+    let mut body = profile_json(&survivor, &id, &doc);
+    let (computed, tags) = crate::catalog::profile_sections(&state, ws, &survivor, &doc).await?;
+    body["computed_traits"] = computed;
+    body["tags"] = tags;
+    Ok(Json(body))
 }
 
 #[derive(Deserialize)]

@@ -3,11 +3,13 @@
 
 use std::collections::HashMap;
 
+use cdp_domain::catalog::Catalog;
 use cdp_domain::event::Position;
 use cdp_domain::identity::{identifiers_of, IdentityRules, ProfileId};
 use cdp_domain::message::MessageKind;
 use cdp_domain::profile::{FoldRules, ProfileDoc};
 use cdp_domain::store::{EventStore, Store};
+use cdp_projections::catalog;
 use cdp_projections::identity::{graph_of, rules_of, IdentityResolver};
 use cdp_projections::profiles::{self, ModelWrites, ProfileKey};
 use cdp_projections::runner::{checkpoint, ModelTx, ProjectionError};
@@ -18,7 +20,7 @@ const ATTEMPTS: usize = 5;
 
 /// Rebuilds every profile document from the log: each customer event folded into the profile it belongs
 /// to now, each profile's identifiers as the recorded identity decisions link them, under the workspace's
-/// current trait fold. Returns the number of events folded. Identity is not re-decided: decisions
+/// current trait fold and catalog (computed traits come out complete). Returns the number of events folded. Identity is not re-decided: decisions
 /// are facts of the log. The resolver may run meanwhile; the rebuild is written only if the resolver's
 /// checkpoint did not move while it read, and starts over otherwise.
 pub async fn rebuild_profiles(store: &Store) -> Result<u64, ProjectionError> {
@@ -42,6 +44,7 @@ async fn fold_log(
     const PAGE: u32 = 5_000;
     let owners = all_owners(store).await?;
     let mut rules: HashMap<String, IdentityRules> = HashMap::new();
+    let mut catalogs: HashMap<String, Catalog> = HashMap::new();
     let mut docs: HashMap<ProfileKey, ProfileDoc> = HashMap::new();
     let mut folded = 0;
     let mut after = Position::START;
@@ -62,6 +65,7 @@ async fn fold_log(
             }
             if !rules.contains_key(ws) {
                 rules.insert(ws.clone(), rules_of(store, ws).await?);
+                catalogs.insert(ws.clone(), catalog::load(store, ws).await?);
             }
             let rules = &rules[ws];
             let payload: Value =
@@ -74,6 +78,7 @@ async fn fold_log(
             );
             let fold = FoldRules {
                 source_priority: &rules.source_priority,
+                traits: catalogs[ws].folded(),
             };
             docs.entry((ws.clone(), profile.clone()))
                 .or_default()

@@ -1,0 +1,156 @@
+//! The outbox publisher: sends the messages the resolver wrote to the `outbox` table (tag changes now),
+//! in order, to NATS JetStream (stream `CDP_OUT`, subjects `cdp.out.>`, `Nats-Msg-Id` = `cdp-out-<seq>`
+//! for deduplication) when NATS is configured, and always to the in-process bus. Its position is kept
+//! in `projection_checkpoints` and moves only after JetStream acknowledged, so nothing is lost while
+//! NATS is down: the publisher retries from where it stopped (at least once; subscribers deduplicate
+//! by the message id).
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use async_nats::HeaderMap;
+use cdp_domain::store::Store;
+use cdp_projections::catalog::{outbox_after, OutMessage};
+use cdp_projections::runner::checkpoint;
+use cdp_projections::ProjectionError;
+use chrono::Utc;
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+
+/// The JetStream stream outgoing messages are published to.
+pub const OUT_STREAM: &str = "CDP_OUT";
+/// The checkpoint name of the publisher.
+pub const PUBLISHER: &str = "outbox-publisher";
+const PAGE: i64 = 500;
+const POLL: Duration = Duration::from_millis(50);
+
+/// A message as the in-process bus carries it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Published {
+    pub seq: i64,
+    pub workspace: String,
+    pub subject: String,
+    pub payload: String,
+}
+
+/// Creates the outgoing stream if absent.
+pub async fn ensure_stream(client: &async_nats::Client) -> anyhow::Result<()> {
+    jetstream::new(client.clone())
+        .get_or_create_stream(stream::Config {
+            name: OUT_STREAM.into(),
+            subjects: vec!["cdp.out.>".into()],
+            storage: stream::StorageType::File,
+            duplicate_window: Duration::from_secs(600),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("failed to create NATS stream {OUT_STREAM}: {e}"))?;
+    Ok(())
+}
+
+/// The running publisher; dropping it stops it.
+#[derive(Debug)]
+pub struct Publisher(JoinHandle<()>);
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Starts publishing.
+pub fn spawn(
+    store: Store,
+    nats: Option<async_nats::Client>,
+    bus: broadcast::Sender<Published>,
+) -> Publisher {
+    Publisher(tokio::spawn(async move {
+        loop {
+            match publish_some(&store, nats.as_ref(), &bus).await {
+                Ok(0) => tokio::time::sleep(POLL).await,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "publishing the outbox failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }))
+}
+
+/// Publishes the next page of the outbox; returns how many were published.
+async fn publish_some(
+    store: &Store,
+    nats: Option<&async_nats::Client>,
+    bus: &broadcast::Sender<Published>,
+) -> anyhow::Result<usize> {
+    let after = checkpoint(store, PUBLISHER).await?.seq;
+    let page = outbox_after(store, after, PAGE).await?;
+    let Some(last) = page.last().map(|m| m.seq) else {
+        return Ok(0);
+    };
+    if let Some(client) = nats {
+        let js = jetstream::new(client.clone());
+        let mut acks = Vec::with_capacity(page.len());
+        for m in &page {
+            let mut headers = HeaderMap::new();
+            headers.insert("Nats-Msg-Id", format!("cdp-out-{}", m.seq).as_str());
+            let ack = js
+                .publish_with_headers(m.subject.clone(), headers, m.payload.clone().into())
+                .await
+                .map_err(|e| anyhow::anyhow!("publish to {}: {e}", m.subject))?;
+            acks.push(ack);
+        }
+        for ack in acks {
+            ack.await
+                .map_err(|e| anyhow::anyhow!("JetStream did not acknowledge: {e}"))?;
+        }
+    }
+    for OutMessage {
+        seq,
+        workspace,
+        subject,
+        payload,
+    } in page.iter().cloned()
+    {
+        // No receiver is fine: the bus is for whoever listens now.
+        let _ = bus.send(Published {
+            seq,
+            workspace,
+            subject,
+            payload,
+        });
+    }
+    save(store, last).await?;
+    Ok(page.len())
+}
+
+async fn save(store: &Store, seq: i64) -> Result<(), ProjectionError> {
+    let now = Utc::now().timestamp_millis();
+    match store {
+        Store::Sqlite(s) => {
+            sqlx::query(
+                "INSERT INTO projection_checkpoints (name, tx, seq, updated_at) VALUES (?, 0, ?, ?) \
+                 ON CONFLICT (name) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at",
+            )
+            .bind(PUBLISHER)
+            .bind(seq)
+            .bind(now)
+            .execute(s.write_pool())
+            .await?;
+        }
+        Store::Postgres(s) => {
+            sqlx::query(
+                "INSERT INTO projection_checkpoints (name, tx, seq, updated_at) VALUES ($1, 0, $2, $3) \
+                 ON CONFLICT (name) DO UPDATE SET seq = GREATEST(projection_checkpoints.seq, excluded.seq), \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(PUBLISHER)
+            .bind(seq)
+            .bind(now)
+            .execute(s.pool())
+            .await?;
+        }
+    }
+    Ok(())
+}
