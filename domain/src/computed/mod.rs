@@ -13,10 +13,10 @@
 //!   current hour. Events later than `now` (future timestamps) are in the window. `all` (or no window) is one
 //!   all-time aggregate; `days_active` over `all` keeps the set of active days.
 //! - **State** is one bucket per day (per hour for `h` windows; a single bucket for `all`) holding only what
-//!   the function needs. Buckets older than (newest bucket − window) are pruned on apply and absorb; the
-//!   result does not depend on the order of events or merges. Because pruning follows the newest event, the
-//!   value at a `now` earlier than the newest event may miss pruned buckets; ingestion refuses timestamps more
-//!   than 24 hours ahead, so this only concerns the edge of the window for clock-skewed events.
+//!   the function needs. Buckets older than (newest bucket − window − 24 hours) are pruned on apply and
+//!   absorb; the result does not depend on the order of events or merges. The 24-hour margin keeps the value
+//!   exact at any `now` up to 24 hours before the newest event, which covers future timestamps: ingestion
+//!   refuses timestamps more than 24 hours ahead. (At a `now` earlier still, pruned buckets would be missing.)
 //! - **Numbers**: a value is numeric if it is a JSON number or a string spelling a finite number. Sums, minima,
 //!   maxima and averages are exact fixed point (i128 micro-units: 6 decimals, rounded half away from zero;
 //!   values of magnitude 1e20 or more are ignored), so they do not depend on order. Every number this module

@@ -164,15 +164,17 @@ impl TraitState {
         self.buckets.is_empty()
     }
 
-    /// Drops buckets older than (newest bucket − window): whatever the order of events and merges, the
-    /// buckets kept are those within the window of the newest one.
+    /// Drops buckets older than (newest bucket − window − 24 hours): whatever the order of events and merges,
+    /// the buckets kept are those within the window of the newest one, plus a margin so that the value stays
+    /// exact at any `now` up to 24 hours before the newest event (ingestion refuses timestamps further ahead).
     fn prune(&mut self, def: &TraitDef) {
-        let n = match def.window {
+        let keep = match def.window {
             Window::All => return,
-            Window::Days(n) | Window::Hours(n) => i64::from(n),
+            Window::Days(n) => i64::from(n) - 1 + 1,
+            Window::Hours(n) => i64::from(n) - 1 + 24,
         };
         if let Some((&newest, _)) = self.buckets.last_key_value() {
-            self.buckets = self.buckets.split_off(&(newest - (n - 1)));
+            self.buckets = self.buckets.split_off(&(newest - keep));
         }
     }
 }
