@@ -546,6 +546,17 @@ fn parse_errors_name_the_place() {
         error_field(json!({"type": "rfm", "monetary": "properties.total"})),
         "event"
     );
+    // The hidden traits' own rules apply: a blank event name is refused by the computed traits.
+    assert_eq!(
+        error_field(json!({"type": "rfm", "event": "   ", "monetary": "properties.total"})),
+        "event"
+    );
+    assert_eq!(
+        error_field(
+            json!({"type": "rfm", "event": "E", "monetary": "properties.total", "window": "9999d"})
+        ),
+        "window"
+    );
     assert_eq!(
         error_field(json!({"type": "rfm", "event": "E"})),
         "monetary"
@@ -757,7 +768,7 @@ fn any_definition() -> impl Strategy<Value = Value> {
             .prop_map(|(t, b)| json!({"type": "value", "trait": t, "buckets": b})),
         (
             "[A-Z][a-z]{0,6}( [A-Z][a-z]{0,6})?",
-            prop::sample::select(vec![None, Some("365d"), Some("30d"), Some("12h")]),
+            prop::sample::select(vec![None, Some("all"), Some("365d"), Some("30d"), Some("12h")]),
             scoring,
         )
             .prop_map(|(event, window, scoring)| {
