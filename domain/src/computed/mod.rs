@@ -138,14 +138,16 @@ impl Window {
         if s == "all" {
             return Some(Window::All);
         }
-        let (digits, unit) = s.split_at(s.len().checked_sub(1)?);
+        // Split on a char boundary: the last character may be any (multi-byte) character.
+        let unit = s.chars().last()?;
+        let digits = &s[..s.len() - unit.len_utf8()];
         if digits.is_empty() || digits.len() > 5 || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
         let n: u32 = digits.parse().ok()?;
         match unit {
-            "d" if (1..=Self::MAX_DAYS).contains(&n) => Some(Window::Days(n)),
-            "h" if (1..=Self::MAX_HOURS).contains(&n) => Some(Window::Hours(n)),
+            'd' if (1..=Self::MAX_DAYS).contains(&n) => Some(Window::Days(n)),
+            'h' if (1..=Self::MAX_HOURS).contains(&n) => Some(Window::Hours(n)),
             _ => None,
         }
     }

@@ -400,6 +400,43 @@ fn state_is_compact_and_pruned() {
     assert_eq!(serde_json::to_string(&TraitState::default()).unwrap(), "{}");
 }
 
+#[test]
+fn large_sums_are_exact_and_survive_a_restart() {
+    let d =
+        def(json!({"event": "Order Completed", "function": "sum", "property": "properties.total"}));
+    let events = [
+        ev(
+            "Order Completed",
+            "2024-05-01T00:00:00Z",
+            "a",
+            json!({"total": 9e18}),
+        ),
+        ev(
+            "Order Completed",
+            "2024-05-01T00:00:01Z",
+            "b",
+            json!({"total": 9e18}),
+        ),
+        ev(
+            "Order Completed",
+            "2024-05-01T00:00:02Z",
+            "c",
+            json!({"total": 0.000001}),
+        ),
+        // Too large to aggregate: ignored.
+        ev(
+            "Order Completed",
+            "2024-05-01T00:00:03Z",
+            "d",
+            json!({"total": 1e25}),
+        ),
+    ];
+    let s = fold(&d, &events);
+    let restarted: TraitState = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+    assert_eq!(restarted, s);
+    assert_eq!(value(&d, &events, "2024-05-02T00:00:00Z"), json!(1.8e19));
+}
+
 // ---- Definitions ----
 
 #[test]
@@ -469,7 +506,9 @@ fn parse_errors_name_the_field() {
         field(base(json!({"property": "properties.a[] * properties.b[]"}))),
         "property"
     );
-    for bad in ["0d", "3651d", "8761h", "7w", "d", "-1d", "30 d", "1.5d"] {
+    for bad in [
+        "0d", "3651d", "8761h", "7w", "d", "-1d", "30 d", "1.5d", "7é", "é", "",
+    ] {
         assert_eq!(field(base(json!({"window": bad}))), "window", "{bad}");
     }
     assert_eq!(
