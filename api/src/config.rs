@@ -67,6 +67,23 @@ impl Config {
         }
     }
 
+    /// Where outgoing messages go: `cdp.out.` (or `<namespace>.cdp.out.`).
+    pub fn out_subject_prefix(&self) -> String {
+        if self.nats_namespace.is_empty() {
+            "cdp.out.".to_owned()
+        } else {
+            format!("{}.cdp.out.", self.nats_namespace)
+        }
+    }
+
+    pub fn out_stream_name(&self) -> String {
+        if self.nats_namespace.is_empty() {
+            "CDP_OUT".to_owned()
+        } else {
+            format!("CDP_OUT_{}", self.nats_namespace.replace(['.', '-'], "_"))
+        }
+    }
+
     pub fn ingest_stream_name(&self) -> String {
         if self.nats_namespace.is_empty() {
             "CDP_INGEST".to_owned()

@@ -148,10 +148,18 @@ impl Application {
                 .build(),
             bus: tokio::sync::broadcast::channel(4_096).0,
         });
+        let out = publish::OutTopology {
+            stream: config.out_stream_name(),
+            subject_prefix: config.out_subject_prefix(),
+        };
         if let Some(client) = &nats {
-            publish::ensure_stream(client).await?;
+            publish::ensure_stream(client, &out).await?;
         }
-        let publisher = publish::spawn(state.store.clone(), nats.clone(), state.bus.clone());
+        let publisher = publish::spawn(
+            state.store.clone(),
+            nats.clone().map(|c| (c, out)),
+            state.bus.clone(),
+        );
         let nats_task = match nats {
             Some(client) => {
                 let topology = nats::IngestTopology {

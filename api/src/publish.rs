@@ -1,5 +1,5 @@
 //! The outbox publisher: sends the messages the resolver wrote to the `outbox` table (tag changes now),
-//! in order, to NATS JetStream (stream `CDP_OUT`, subjects `cdp.out.>`, `Nats-Msg-Id` = `cdp-out-<seq>`
+//! in order, to NATS JetStream (stream `CDP_OUT`, subjects `cdp.out.>`, `Nats-Msg-Id` = `CDP_OUT-<seq>`
 //! for deduplication) when NATS is configured, and always to the in-process bus. Its position is kept
 //! in `projection_checkpoints` and moves only after JetStream acknowledged, so nothing is lost while
 //! NATS is down: the publisher retries from where it stopped (at least once; subscribers deduplicate
@@ -17,8 +17,14 @@ use chrono::Utc;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
-/// The JetStream stream outgoing messages are published to.
-pub const OUT_STREAM: &str = "CDP_OUT";
+/// Where outgoing messages are published: the stream (`CDP_OUT`) and the subject prefix that replaces
+/// `cdp.out.` (a namespace's, in tests).
+#[derive(Debug, Clone)]
+pub struct OutTopology {
+    pub stream: String,
+    pub subject_prefix: String,
+}
+
 /// The checkpoint name of the publisher.
 pub const PUBLISHER: &str = "outbox-publisher";
 const PAGE: i64 = 500;
@@ -34,17 +40,20 @@ pub struct Published {
 }
 
 /// Creates the outgoing stream if absent.
-pub async fn ensure_stream(client: &async_nats::Client) -> anyhow::Result<()> {
+pub async fn ensure_stream(
+    client: &async_nats::Client,
+    topology: &OutTopology,
+) -> anyhow::Result<()> {
     jetstream::new(client.clone())
         .get_or_create_stream(stream::Config {
-            name: OUT_STREAM.into(),
-            subjects: vec!["cdp.out.>".into()],
+            name: topology.stream.clone(),
+            subjects: vec![format!("{}>", topology.subject_prefix)],
             storage: stream::StorageType::File,
             duplicate_window: Duration::from_secs(600),
             ..Default::default()
         })
         .await
-        .map_err(|e| anyhow::anyhow!("failed to create NATS stream {OUT_STREAM}: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("failed to create NATS stream {}: {e}", topology.stream))?;
     Ok(())
 }
 
@@ -61,7 +70,7 @@ impl Drop for Publisher {
 /// Starts publishing.
 pub fn spawn(
     store: Store,
-    nats: Option<async_nats::Client>,
+    nats: Option<(async_nats::Client, OutTopology)>,
     bus: broadcast::Sender<Published>,
 ) -> Publisher {
     Publisher(tokio::spawn(async move {
@@ -81,7 +90,7 @@ pub fn spawn(
 /// Publishes the next page of the outbox; returns how many were published.
 async fn publish_some(
     store: &Store,
-    nats: Option<&async_nats::Client>,
+    nats: Option<&(async_nats::Client, OutTopology)>,
     bus: &broadcast::Sender<Published>,
 ) -> anyhow::Result<usize> {
     let after = checkpoint(store, PUBLISHER).await?.seq;
@@ -89,16 +98,21 @@ async fn publish_some(
     let Some(last) = page.last().map(|m| m.seq) else {
         return Ok(0);
     };
-    if let Some(client) = nats {
+    if let Some((client, topology)) = nats {
         let js = jetstream::new(client.clone());
         let mut acks = Vec::with_capacity(page.len());
         for m in &page {
             let mut headers = HeaderMap::new();
-            headers.insert("Nats-Msg-Id", format!("cdp-out-{}", m.seq).as_str());
+            headers.insert(
+                "Nats-Msg-Id",
+                format!("{}-{}", topology.stream, m.seq).as_str(),
+            );
+            let rest = m.subject.strip_prefix("cdp.out.").unwrap_or(&m.subject);
+            let subject = format!("{}{rest}", topology.subject_prefix);
             let ack = js
-                .publish_with_headers(m.subject.clone(), headers, m.payload.clone().into())
+                .publish_with_headers(subject.clone(), headers, m.payload.clone().into())
                 .await
-                .map_err(|e| anyhow::anyhow!("publish to {}: {e}", m.subject))?;
+                .map_err(|e| anyhow::anyhow!("publish to {subject}: {e}"))?;
             acks.push(ack);
         }
         for ack in acks {

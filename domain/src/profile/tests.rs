@@ -64,12 +64,13 @@ fn the_later_value_wins_whatever_order_events_arrive_in() {
 #[test]
 fn a_stronger_channel_wins_over_a_later_event() {
     let priority = vec!["crm".to_owned()];
-    let fold = FoldRules {
+    let rules = FoldRules {
         source_priority: &priority,
+        ..FoldRules::NONE
     };
     let crm = event(1, 9, "crm", json!({"name": "Wang Wei"}));
     let app = event(2, 10, "app", json!({"name": "ww"}));
-    let doc = fold(&[app, crm], fold);
+    let doc = fold(&[app, crm], rules);
     assert_eq!(doc.traits["name"].value, json!("Wang Wei"));
 }
 
@@ -178,11 +179,11 @@ proptest! {
     ) {
         let channels = ["pos", "crm", "app"];
         let priority = vec!["crm".to_owned(), "pos".to_owned()];
-        let fold = FoldRules { source_priority: &priority };
+        let rules = FoldRules { source_priority: &priority, ..FoldRules::NONE };
         let events: Vec<_> = specs.iter().enumerate().map(|(i, (hour, ch, key, val))| {
             event(i, *hour, channels[*ch], json!({ format!("k{key}"): val }))
         }).collect();
-        let whole = fold(&events, fold);
+        let whole = fold(&events, rules);
 
         let mut shuffled = events.clone();
         let mut s = seed;
@@ -190,11 +191,11 @@ proptest! {
             s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             shuffled.swap(i, (s >> 33) as usize % (i + 1));
         }
-        prop_assert_eq!(&fold(&shuffled, fold), &whole);
+        prop_assert_eq!(&fold(&shuffled, rules), &whole);
 
         let cut = cut.min(events.len());
-        let mut left = fold(&shuffled[..cut], fold);
-        left.absorb(fold(&shuffled[cut..], fold), fold);
+        let mut left = fold(&shuffled[..cut], rules);
+        left.absorb(fold(&shuffled[cut..], rules), rules);
         prop_assert_eq!(&left, &whole);
     }
 }

@@ -9,8 +9,6 @@ use std::collections::BTreeMap;
 use cdp_domain::catalog::{check_name, Catalog, CatalogCommand, DefinedTag, DefinedTrait};
 use cdp_domain::computed::TraitDef;
 use cdp_domain::event::{Position, StoredEvent};
-use cdp_domain::tags::{cycle, RfmThresholds, TagDef};
-use chrono::{DateTime, Utc};
 use cdp_domain::identity::{
     apply_rules_diff, identifiers_of, manual_merge, resolve, rules_diff, split, Identifier,
     IdentityEvent, IdentityGraph, IdentityRules, OperatorCommand, ProfileId,
@@ -18,6 +16,8 @@ use cdp_domain::identity::{
 use cdp_domain::message::MessageKind;
 use cdp_domain::profile::{split_docs, FoldRules, OwnedEvent, ProfileDoc};
 use cdp_domain::store::{EventStore, Store};
+use cdp_domain::tags::{cycle, RfmThresholds, TagDef};
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::derive::{self, Derivation, Housekeeping, ManualChange};
@@ -166,7 +166,10 @@ pub(super) async fn prepare(
                     survivor, absorbed, ..
                 } => {
                     merged.push((e.workspace.clone(), absorbed.clone(), survivor.clone()));
-                    touched.insert((e.workspace.clone(), survivor.clone()), e.message_id.clone());
+                    touched.insert(
+                        (e.workspace.clone(), survivor.clone()),
+                        e.message_id.clone(),
+                    );
                 }
                 IdentityEvent::ProfileSplit { from, into, .. } => {
                     for p in [from, into] {

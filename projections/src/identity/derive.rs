@@ -77,7 +77,10 @@ impl Facts for ProfileFacts<'_> {
             return values_of(v);
         }
         if self.catalog.tags.contains_key(name) {
-            return self.tag(name).map(|t| values_of(&t.value)).unwrap_or_default();
+            return self
+                .tag(name)
+                .map(|t| values_of(&t.value))
+                .unwrap_or_default();
         }
         self.doc
             .traits
@@ -266,7 +269,10 @@ pub async fn derive(
             .map(|(n, t)| {
                 (
                     n.clone(),
-                    (t.value.value.clone(), t.caused_by.clone().unwrap_or_default()),
+                    (
+                        t.value.value.clone(),
+                        t.caused_by.clone().unwrap_or_default(),
+                    ),
                 )
             })
             .collect()
@@ -443,9 +449,7 @@ fn stale_rfm(
         .iter()
         .filter(|(_, t)| matches!(&t.def, TagDef::Rfm(r) if r.scoring == Scoring::Quantiles))
         .filter(|(name, t)| match stored.get(*name) {
-            Some((version, at, _)) => {
-                *version != t.version || *at < to_millis(now - RFM_REFRESH)
-            }
+            Some((version, at, _)) => *version != t.version || *at < to_millis(now - RFM_REFRESH),
             None => true,
         })
         .map(|(name, t)| (name.clone(), t.version))
@@ -525,7 +529,9 @@ pub async fn housekeeping(
     for (w, p) in catalog::due(store, to_millis(now), DUE_PAGE).await? {
         ensure_workspace(store, catalogs, thresholds, &w).await?;
         let key = (w, parse_profile(&p)?);
-        work.touched.entry(key).or_insert_with(|| "clock".to_owned());
+        work.touched
+            .entry(key)
+            .or_insert_with(|| "clock".to_owned());
     }
     Ok(work)
 }

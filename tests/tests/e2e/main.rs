@@ -15,3 +15,4 @@ mod ops;
 mod provision;
 mod quarantine;
 mod read;
+mod traits;
