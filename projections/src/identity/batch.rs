@@ -123,6 +123,16 @@ pub(super) async fn prepare(
         for d in &step.decisions {
             keys.extend(profiles_named(d).into_iter().map(|p| (ws.clone(), p)));
         }
+        if let Some(
+            CatalogCommand::TagProfile { profile_id, .. }
+            | CatalogCommand::UntagProfile { profile_id, .. },
+        ) = &step.command
+        {
+            let survivor = graphs
+                .get(ws)
+                .map_or(profile_id.clone(), |g| g.resolve(profile_id));
+            keys.push((ws.clone(), survivor));
+        }
     }
     keys.extend(house.touched.keys().cloned());
     keys.sort();
