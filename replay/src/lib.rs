@@ -513,4 +513,93 @@ mod tests {
             });
         }
     }
+
+    /// A windowed value leaving a tag's range changes the tag when the window moves on, with no new
+    /// event: the profile is due at the moment, and the change is published like any other.
+    #[tokio::test]
+    async fn a_tag_changes_on_time_without_new_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_embedded(dir.path()).await.unwrap();
+        // Windows are UTC calendar days: 10:00 leaves the rest of the day before the next one.
+        let start = chrono::DateTime::parse_from_rfc3339("2026-06-10T10:00:00Z")
+            .unwrap()
+            .to_utc();
+        let now = std::sync::Arc::new(std::sync::Mutex::new(start));
+        let clock_now = now.clone();
+        let clock: cdp_projections::identity::Clock =
+            std::sync::Arc::new(move || *clock_now.lock().unwrap());
+        let resolver = IdentityResolver::with_clock(clock);
+        let envelope = Envelope {
+            workspace: "w",
+            received_at: start,
+            batch_sent_at: None,
+            implied_kind: None,
+        };
+        let spend = CatalogCommand::PutTrait {
+            name: "spend_7d".into(),
+            actor: "t".into(),
+            definition: json!({"event": "Order Completed", "function": "sum", "property": "properties.total", "window": "7d"}),
+        };
+        let tag = CatalogCommand::PutTag {
+            name: "active_buyer".into(),
+            actor: "t".into(),
+            definition: json!({"type": "rule", "condition": {"computed": "spend_7d", "op": "gte", "value": 100}}),
+        };
+        let order = validate(json!({"type": "track", "event": "Order Completed", "userId": "u1", "messageId": "o1",
+            "timestamp": (start - chrono::Duration::days(6)).to_rfc3339(), "properties": {"total": 150}}),
+            &envelope, || unreachable!()).unwrap();
+        store
+            .append(&[
+                catalog_event(0, &spend, start),
+                catalog_event(1, &tag, start),
+                order,
+            ])
+            .await
+            .unwrap();
+        catch_up(&store, &resolver).await.unwrap();
+        let messages = |store: Store| async move {
+            cdp_projections::catalog::outbox_after(&store, 0, 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|m| serde_json::from_str::<Value>(&m.payload).unwrap())
+                .collect::<Vec<_>>()
+        };
+        let sent = messages(store.clone()).await;
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert_eq!(sent[0]["value"], true);
+        assert_eq!(sent[0]["caused_by"], "o1");
+
+        // Later that day the order is still in the window: nothing is due, nothing changes.
+        *now.lock().unwrap() = start + chrono::Duration::hours(13);
+        catch_up(&store, &resolver).await.unwrap();
+        let sent = messages(store.clone()).await;
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        // Once the order's day leaves the 7-day window (at midnight), the tag goes, without any event.
+        *now.lock().unwrap() = start + chrono::Duration::hours(14);
+        assert!(
+            cdp_projections::runner::Projection::has_pending_work(&resolver, &store)
+                .await
+                .unwrap()
+        );
+        catch_up(&store, &resolver).await.unwrap();
+        let sent = messages(store.clone()).await;
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        assert_eq!(sent[1]["value"], Value::Null);
+        assert_eq!(sent[1]["previous"], true);
+        assert_eq!(sent[1]["caused_by"], "clock");
+        let tags = cdp_projections::catalog::tags_of(
+            &store,
+            "w",
+            &[sent[0]["profile_id"].as_str().unwrap()],
+        )
+        .await
+        .unwrap();
+        assert!(tags.is_empty(), "{tags:?}");
+        assert!(
+            !cdp_projections::runner::Projection::has_pending_work(&resolver, &store)
+                .await
+                .unwrap()
+        );
+    }
 }
