@@ -171,6 +171,7 @@ async fn write_if_unmoved(
         }
     }
     profiles::write(&mut tx, &writes).await?;
+    cdp_projections::identity::forget_state(&mut tx).await?;
     match tx {
         ModelTx::Sqlite(tx) => tx.commit().await?,
         ModelTx::Postgres(tx) => tx.commit().await?,

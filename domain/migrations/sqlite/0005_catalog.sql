@@ -82,3 +82,10 @@ CREATE TABLE outbox (
 -- Profiles that exist already lack the built-in spend trait: backfill it.
 INSERT INTO catalog_jobs (workspace, kind, name, version, cursor, done, total, status, started_at)
 SELECT workspace, 'trait', '~spend', 0, '', 0, count(*), 'running', 0 FROM profiles GROUP BY workspace;
+
+-- A token the resolver writes with every batch: an instance whose last token is not the stored one knows
+-- its in-memory state (graphs, cached documents) may be stale and reloads it.
+CREATE TABLE projection_tokens (
+    name  TEXT PRIMARY KEY,
+    token TEXT NOT NULL
+);

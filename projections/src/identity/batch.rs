@@ -50,6 +50,7 @@ pub(super) struct Context<'a> {
 pub(super) async fn prepare(
     store: &Store,
     graphs: &mut HashMap<String, IdentityGraph>,
+    cache: &super::DocCache,
     ctx: Context<'_>,
     events: &[StoredEvent],
 ) -> Result<PreparedDecisions, ProjectionError> {
@@ -138,7 +139,15 @@ pub(super) async fn prepare(
     keys.sort();
     keys.dedup();
     keys.retain(|k| !house.docs.contains_key(k));
-    let mut docs = profiles::load_many(store, &keys).await?;
+    let mut docs = HashMap::with_capacity(keys.len() + house.docs.len());
+    keys.retain(|k| match cache.get(k) {
+        Some(doc) => {
+            docs.insert(k.clone(), ProfileDoc::clone(&doc));
+            false
+        }
+        None => true,
+    });
+    docs.extend(profiles::load_many(store, &keys).await?);
     docs.extend(house.docs);
     let mut touched = house.touched;
     let mut catalog_writes = CatalogWrites {
@@ -269,10 +278,18 @@ pub(super) async fn prepare(
     )
     .await?;
     *catalogs = std::mem::take(&mut model.catalogs);
+    // The documents as this batch leaves them; if it does not commit, the whole cache is dropped.
+    for key in &model.gone {
+        cache.invalidate(key);
+    }
+    for (key, doc) in &model.docs {
+        cache.insert(key.clone(), std::sync::Arc::new(doc.clone()));
+    }
     Ok(PreparedDecisions {
         decisions,
         model: model.into_writes()?,
         catalog: catalog_writes,
+        token: String::new(),
     })
 }
 

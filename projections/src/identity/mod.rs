@@ -22,16 +22,17 @@ pub use queries::*;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use cdp_domain::event::{Position, StoredEvent};
+use cdp_domain::event::StoredEvent;
 use cdp_domain::identity::{IdentityEvent, IdentityGraph, IdentityRules, ProfileId};
+use cdp_domain::profile::ProfileDoc;
 use cdp_domain::store::Store;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use sqlx::QueryBuilder;
 
 use crate::catalog::CatalogWrites;
-use crate::profiles::ModelWrites;
-use crate::runner::{checkpoint, ModelTx, Projection, ProjectionError};
+use crate::profiles::{ModelWrites, ProfileKey};
+use crate::runner::{ModelTx, Projection, ProjectionError};
 
 /// A decision with where it came from, ready to be stored.
 #[derive(Debug, Clone)]
@@ -47,16 +48,94 @@ pub struct PreparedDecisions {
     decisions: Vec<RecordedDecision>,
     model: ModelWrites,
     catalog: CatalogWrites,
+    token: String,
 }
 
-#[derive(Debug, Default)]
+/// A token no other batch has: this process's start, its address space and a counter.
+fn new_token() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static STARTED: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    let started = STARTED.get_or_init(|| Utc::now().timestamp_nanos_opt().unwrap_or_default());
+    let here = &COUNTER as *const AtomicU64 as usize;
+    format!(
+        "{started:x}-{here:x}-{}-{:x}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+async fn stored_token(store: &Store) -> Result<Option<String>, ProjectionError> {
+    let sql = "SELECT token FROM projection_tokens WHERE name = ?";
+    Ok(match store {
+        Store::Sqlite(s) => {
+            sqlx::query_scalar(sql)
+                .bind(IdentityResolver::NAME)
+                .fetch_optional(s.read_pool())
+                .await?
+        }
+        Store::Postgres(s) => {
+            sqlx::query_scalar(&crate::profiles::numbered(sql))
+                .bind(IdentityResolver::NAME)
+                .fetch_optional(s.pool())
+                .await?
+        }
+    })
+}
+
+/// Makes every resolver reload its in-memory state before its next batch (after the model was written by
+/// something else, e.g. a rebuild).
+pub async fn forget_state(tx: &mut ModelTx<'_>) -> Result<(), ProjectionError> {
+    write_token(tx, "forgotten").await
+}
+
+async fn write_token(tx: &mut ModelTx<'_>, token: &str) -> Result<(), ProjectionError> {
+    let sql = "INSERT INTO projection_tokens (name, token) VALUES (?, ?) \
+               ON CONFLICT (name) DO UPDATE SET token = excluded.token";
+    match tx {
+        ModelTx::Sqlite(tx) => {
+            sqlx::query(sql)
+                .bind(IdentityResolver::NAME)
+                .bind(token)
+                .execute(&mut **tx)
+                .await?;
+        }
+        ModelTx::Postgres(tx) => {
+            sqlx::query(&crate::profiles::numbered(sql))
+                .bind(IdentityResolver::NAME)
+                .bind(token)
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Profile documents kept in memory between batches.
+const CACHED_DOCUMENTS: u64 = 20_000;
+
+/// A cache of profile documents as the last committed batch left them.
+pub type DocCache = moka::sync::Cache<ProfileKey, Arc<ProfileDoc>>;
+
 struct ResolverState {
     graphs: HashMap<String, IdentityGraph>,
     /// The highest `identity_events.seq` folded into `graphs`.
     loaded_through: i64,
-    /// The position of the last batch prepared; when the checkpoint is elsewhere at the next batch, that
-    /// batch was not committed by us (or another instance went on) and the graphs are reloaded.
-    prepared_through: Option<Position>,
+    docs: DocCache,
+    /// The token written with the last batch prepared; when the stored token is another at the next
+    /// batch, that batch was not committed (or another instance went on) and the state is reloaded.
+    token: Option<String>,
+}
+
+impl Default for ResolverState {
+    fn default() -> Self {
+        ResolverState {
+            graphs: HashMap::new(),
+            loaded_through: 0,
+            docs: moka::sync::Cache::new(CACHED_DOCUMENTS),
+            token: None,
+        }
+    }
 }
 
 /// The time, as the resolver sees it: the wall clock, or a test's.
@@ -204,11 +283,11 @@ impl Projection for IdentityResolver {
         store: &Store,
         events: &[StoredEvent],
     ) -> Result<PreparedDecisions, ProjectionError> {
-        let committed = checkpoint(store, Self::NAME).await?;
+        let stored_token = stored_token(store).await?;
         // The runner prepares one batch at a time, so the state can leave the lock while the batch is
         // worked on (splits and rules changes read the log). On error it is dropped and reloaded.
         let mut state = std::mem::take(&mut *self.state.lock().expect("resolver state lock"));
-        if state.prepared_through.is_some_and(|p| p != committed) {
+        if state.token != stored_token {
             state = ResolverState::default();
         }
         let stored = Self::load_after(store, state.loaded_through).await?;
@@ -243,8 +322,11 @@ impl Projection for IdentityResolver {
             house,
             now,
         };
-        let prepared = batch::prepare(store, &mut state.graphs, context, events).await?;
-        state.prepared_through = events.last().map(|e| e.position);
+        let mut prepared =
+            batch::prepare(store, &mut state.graphs, &state.docs, context, events).await?;
+        let token = new_token();
+        state.token = Some(token.clone());
+        prepared.token = token;
         *self.state.lock().expect("resolver state lock") = state;
         Ok(prepared)
     }
@@ -292,7 +374,8 @@ impl Projection for IdentityResolver {
             }
         }
         crate::profiles::write(tx, &prepared.model).await?;
-        crate::catalog::write(tx, &prepared.catalog).await
+        crate::catalog::write(tx, &prepared.catalog).await?;
+        write_token(tx, &prepared.token).await
     }
 
     async fn has_pending_work(&self, store: &Store) -> Result<bool, ProjectionError> {
