@@ -9,6 +9,7 @@ mod ingest_http;
 mod profile_read;
 pub mod report;
 mod target;
+mod traits;
 mod workload;
 
 use anyhow::bail;
@@ -25,15 +26,23 @@ pub enum Scenario {
     /// The workload ingested, the resolver's catch-up events/s, then `GET /v1/profiles/{id}` on random
     /// profiles from concurrent clients: requests/s, p50, p99.
     ProfileRead,
+    /// The workload appended and resolved without, then with computed traits and tags defined
+    /// beforehand (events/s and their ratio), then the same definitions backfilled (profiles/s).
+    Traits,
 }
 
 impl Scenario {
-    pub const ALL: &'static [Scenario] = &[Scenario::IngestHttp, Scenario::ProfileRead];
+    pub const ALL: &'static [Scenario] = &[
+        Scenario::IngestHttp,
+        Scenario::ProfileRead,
+        Scenario::Traits,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Scenario::IngestHttp => ingest_http::NAME,
             Scenario::ProfileRead => profile_read::NAME,
+            Scenario::Traits => traits::NAME,
         }
     }
 }
@@ -149,6 +158,7 @@ async fn run_scenario(
         Scenario::ProfileRead => {
             profile_read::run(backend, workload, args.clients, args.requests, args.seed).await
         }
+        Scenario::Traits => traits::run(backend, workload).await,
     }
 }
 

@@ -115,6 +115,13 @@ pub struct WorkspaceConfig {
     /// Identity rules; Segment's defaults where absent.
     #[serde(default)]
     pub identity: Option<IdentityConfig>,
+    /// Computed traits by name, as `PUT /v1/traits/{name}` takes them:
+    /// `[workspace.traits.spend_30d]` with `event`, `function`, `property`, `window`, `where`.
+    #[serde(default)]
+    pub traits: std::collections::BTreeMap<String, serde_json::Value>,
+    /// Tags by name, as `PUT /v1/tags/{name}` takes them: `[workspace.tags.big_spender]` with `type`, ….
+    #[serde(default)]
+    pub tags: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// `[workspace.identity]`: traits declared as identifiers (in priority order, after the built-in types)

@@ -2,11 +2,13 @@
 //! in-process (Segment `/v1/batch`, write key over HTTP Basic), waits for the identity resolver, and
 //! prints what cdp made of it: ingestion rate, the quarantine, one customer's 360 profile (found by user
 //! id and by email) with why OneID made it one customer, and an operator splitting one channel's
-//! identifiers off the profile and merging them back, checked to lose and double nothing.
+//! identifiers off the profile and merging them back, checked to lose and double nothing, and the four tag
+//! families (natural attributes, product preference, consumption behaviour, RFM) with their populations.
 
 pub mod dataset;
 mod oneid;
 pub mod retail;
+mod tags;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -252,6 +254,7 @@ async fn show(
 
     show_identity(&http, base, token, &profile, &messages).await?;
     split_and_merge(&http, base, token, &view, &timeline, &messages).await?;
+    tags::show_tags(&http, base, token, data, before == 0).await?;
 
     println!();
     if args.data_dir.is_some() {

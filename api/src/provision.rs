@@ -27,6 +27,60 @@ pub fn random_secret(prefix: &str) -> String {
     format!("{prefix}_{body}")
 }
 
+/// Defines the workspace's configured traits and tags that differ from the ones in force (as operator
+/// commands of the log, like `PUT /v1/traits/{name}`); a definition that does not parse stops the start.
+async fn provision_catalog(
+    store: &Store,
+    w: &crate::config::WorkspaceConfig,
+) -> anyhow::Result<()> {
+    use cdp_domain::catalog::{check_name, CatalogCommand};
+    use cdp_projections::catalog::{definitions, TAG, TRAIT};
+    let wanted = [(TRAIT, &w.traits), (TAG, &w.tags)];
+    for (kind, configured) in wanted {
+        let current = definitions(store, &w.id, kind).await?;
+        for (name, body) in configured {
+            let place = || format!("CDP_CONFIG: workspace {} {kind} {name}", w.id);
+            check_name(name).with_context(place)?;
+            let canonical = if kind == TRAIT {
+                cdp_domain::computed::TraitDef::parse(body)
+                    .with_context(place)?
+                    .to_json()
+            } else {
+                cdp_domain::tags::TagDef::parse(body)
+                    .with_context(place)?
+                    .to_json()
+            };
+            if current
+                .iter()
+                .any(|d| &d.name == name && d.body.as_ref() == Some(&canonical))
+            {
+                continue;
+            }
+            let command = if kind == TRAIT {
+                CatalogCommand::PutTrait {
+                    name: name.clone(),
+                    definition: canonical,
+                    actor: "config".into(),
+                }
+            } else {
+                CatalogCommand::PutTag {
+                    name: name.clone(),
+                    definition: canonical,
+                    actor: "config".into(),
+                }
+            };
+            store
+                .append(&[crate::operate::command_event(
+                    &w.id,
+                    command.name(),
+                    &command,
+                )])
+                .await?;
+        }
+    }
+    Ok(())
+}
+
 /// Applies the configured workspaces and credentials. Returns generated credentials when it had to make
 /// the `default` workspace.
 pub async fn provision(
@@ -67,6 +121,7 @@ pub async fn provision(
                         .await?;
                 }
             }
+            provision_catalog(store, w).await?;
             for t in &w.tokens {
                 let scopes = t.scopes.iter().filter_map(|s| Scope::parse(s)).collect();
                 store

@@ -18,6 +18,8 @@ pub struct Dataset {
     pub messages: Vec<Value>,
     /// How many of `messages` are deliberately invalid.
     pub invalid: usize,
+    /// The messageIds of the invalid messages.
+    pub invalid_ids: std::collections::BTreeSet<String>,
     pub customers: Vec<Customer>,
     /// The customer the demo shows.
     pub featured: usize,
@@ -99,6 +101,11 @@ impl Dataset {
             broken_messages(&mut b, &people, featured, today)
         };
 
+        // The invalid messages are the last ones added.
+        let invalid_ids = b.messages[b.messages.len() - invalid..]
+            .iter()
+            .filter_map(|(_, m)| m["messageId"].as_str().map(str::to_owned))
+            .collect();
         let mut messages = std::mem::take(&mut b.messages);
         messages.sort_by_key(|(at, _)| *at);
         let mut by_kind: BTreeMap<String, usize> = BTreeMap::new();
@@ -114,6 +121,7 @@ impl Dataset {
         Self {
             messages: messages.into_iter().map(|(_, m)| m).collect(),
             invalid,
+            invalid_ids,
             customers: people,
             featured,
             featured_messages,

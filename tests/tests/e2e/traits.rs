@@ -413,3 +413,58 @@ async fn tags_of_every_kind_with_their_population_and_changes() {
     })
     .await;
 }
+
+const CATALOG_TOML: &str = r#"
+[[workspace]]
+id = "shop"
+
+[workspace.traits.spend_30d]
+event = "Order Completed"
+function = "sum"
+property = "properties.total"
+window = "30d"
+
+[workspace.traits.shoe_orders]
+event = "Order Completed"
+function = "count"
+where = [{ property = "properties.products[].category", op = "eq", value = "shoes" }]
+
+[workspace.tags.spend_level]
+type = "value"
+trait = "spend_30d"
+buckets = [{ value = "low", lt = 100 }, { value = "high", gte = 100 }]
+"#;
+
+#[tokio::test]
+async fn traits_and_tags_come_from_the_config_file_too() {
+    on_each_backend("traits_config", |backend| async move {
+        let options = Options {
+            config_toml: Some(CATALOG_TOML.to_owned()),
+            ..Options::default()
+        };
+        let app = spawn_app_with(backend, options).await;
+        let first = app.ready("traits", "spend_30d").await;
+        app.ready("tags", "spend_level").await;
+        app.send(vec![order("c1", "c1o", 120.0, 1, json!([shoes(60.0, 2)]))])
+            .await;
+        let c1 = app
+            .by_user("c1", |p| p["tags"]["spend_level"]["value"] == "high")
+            .await;
+        assert_eq!(computed(&c1, "spend_30d"), &json!(120));
+        assert_eq!(computed(&c1, "shoe_orders"), &json!(1));
+        // Provisioning the same file again defines nothing new.
+        let before = app.count_events().await;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cdp.toml");
+        std::fs::write(&path, CATALOG_TOML).unwrap();
+        let mut config = cdp_api::Config::local(dir.path().to_path_buf());
+        config.config_file = Some(path);
+        cdp_api::provision::provision(&app.state.store, &config)
+            .await
+            .unwrap();
+        assert_eq!(app.count_events().await, before, "no command was appended");
+        let again = app.ready("traits", "spend_30d").await;
+        assert_eq!(again["version"], first["version"], "{again}");
+    })
+    .await;
+}
