@@ -603,4 +603,94 @@ mod tests {
                 .unwrap()
         );
     }
+
+    /// A quantile RFM tag over existing history: the resolver backfills the inputs, measures the
+    /// population's quintiles, then scores every profile with them — the same groups a direct computation
+    /// over the raw orders gives.
+    #[tokio::test]
+    async fn quantile_rfm_scores_every_profile_against_the_population() {
+        use cdp_domain::tags::{group, scores, RfmInputs, RfmThresholds};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_embedded(dir.path()).await.unwrap();
+        let now = chrono::DateTime::parse_from_rfc3339("2026-06-10T10:00:00Z")
+            .unwrap()
+            .to_utc();
+        let clock: cdp_projections::identity::Clock = std::sync::Arc::new(move || now);
+        let resolver = IdentityResolver::with_clock(clock);
+        let envelope = Envelope {
+            workspace: "w",
+            received_at: now,
+            batch_sent_at: None,
+            implied_kind: None,
+        };
+        let mut events = Vec::new();
+        let mut inputs = std::collections::BTreeMap::new();
+        for user in 0..60u32 {
+            let orders = 1 + user % 7;
+            let mut spent = 0.0;
+            let mut last_days = i64::MAX;
+            for k in 0..orders {
+                let days = i64::from((user * 13 + k * 29) % 300);
+                let total = f64::from((user * 37 + k * 11) % 500) + 0.5;
+                spent += total;
+                last_days = last_days.min(days);
+                events.push(validate(json!({"type": "track", "event": "Order Completed", "userId": format!("u{user}"),
+                    "messageId": format!("o{user}-{k}"), "timestamp": (now - chrono::Duration::days(days)).to_rfc3339(),
+                    "properties": {"total": total}}), &envelope, || unreachable!()).unwrap());
+            }
+            inputs.insert(
+                format!("u{user}"),
+                RfmInputs {
+                    recency_days: last_days as f64,
+                    frequency: f64::from(orders),
+                    monetary: spent,
+                },
+            );
+        }
+        store.append(&events).await.unwrap();
+        catch_up(&store, &resolver).await.unwrap();
+        let tag = CatalogCommand::PutTag {
+            name: "rfm".into(),
+            actor: "t".into(),
+            definition: json!({"type": "rfm", "event": "Order Completed", "monetary": "properties.total", "scoring": "quantiles"}),
+        };
+        store.append(&[catalog_event(0, &tag, now)]).await.unwrap();
+        catch_up(&store, &resolver).await.unwrap();
+
+        let population: Vec<RfmInputs> = inputs.values().copied().collect();
+        let thresholds = RfmThresholds::from_population(&population).unwrap();
+        let stored = cdp_projections::catalog::thresholds(&store, "w")
+            .await
+            .unwrap();
+        assert_eq!(stored["rfm"].2, thresholds);
+        let Store::Sqlite(s) = &store else {
+            unreachable!()
+        };
+        let holders: Vec<(String, String)> = sqlx::query_as(
+            "SELECT value, profile FROM identifier_owners WHERE id_type = 'user_id'",
+        )
+        .fetch_all(s.read_pool())
+        .await
+        .unwrap();
+        for (user, profile) in holders {
+            let tags = cdp_projections::catalog::tags_of(&store, "w", &[profile.as_str()])
+                .await
+                .unwrap();
+            let rfm = &tags[&profile][0];
+            let expected = scores(&inputs[&user], &thresholds);
+            assert_eq!(
+                rfm.value.value,
+                json!(group(&expected)),
+                "{user}: {:?}",
+                rfm.value
+            );
+            assert_eq!(rfm.value.detail["r"], json!(expected.r), "{user}");
+            assert_eq!(rfm.value.detail["m"], json!(expected.m), "{user}");
+        }
+        let job = cdp_projections::catalog::latest_job(&store, "w", "tag", "rfm")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(job.status, "done");
+    }
 }

@@ -438,24 +438,6 @@ pub struct Housekeeping {
     pub thresholds: Vec<(String, String, i64, RfmThresholds)>,
 }
 
-/// Whether quantile RFM cut points are missing or older than [`RFM_REFRESH`] for a tag of `catalog`.
-fn stale_rfm(
-    catalog: &Catalog,
-    stored: &BTreeMap<String, (i64, i64, RfmThresholds)>,
-    now: DateTime<Utc>,
-) -> Vec<(String, i64)> {
-    catalog
-        .tags
-        .iter()
-        .filter(|(_, t)| matches!(&t.def, TagDef::Rfm(r) if r.scoring == Scoring::Quantiles))
-        .filter(|(name, t)| match stored.get(*name) {
-            Some((version, at, _)) => *version != t.version || *at < to_millis(now - RFM_REFRESH),
-            None => true,
-        })
-        .map(|(name, t)| (name.clone(), t.version))
-        .collect()
-}
-
 /// Whether there is work without new events: a running job, a profile whose time came, or RFM cut
 /// points to measure again.
 pub async fn pending(store: &Store, now: DateTime<Utc>) -> Result<bool, ProjectionError> {
@@ -471,19 +453,23 @@ pub async fn pending(store: &Store, now: DateTime<Utc>) -> Result<bool, Projecti
     Ok(!stale_rfm_jobs(store, now).await?.is_empty())
 }
 
-/// Quantile RFM tags whose cut points must be measured again, as jobs to start.
+/// Quantile RFM tags whose cut points must be measured again, as jobs to start: those whose last job
+/// finished more than [`RFM_REFRESH`] ago (defining a tag starts its first job).
 async fn stale_rfm_jobs(store: &Store, now: DateTime<Utc>) -> Result<Vec<Job>, ProjectionError> {
     let workspaces = catalog::workspaces_with_rfm(store).await?;
     let mut jobs = Vec::new();
     for w in workspaces {
         let cat = catalog::load(store, &w).await?;
-        let stored = catalog::thresholds(store, &w).await?;
-        for (tag, version) in stale_rfm(&cat, &stored, now) {
-            let running = catalog::latest_job(store, &w, catalog::TAG, &tag)
+        for (tag, t) in &cat.tags {
+            if !matches!(&t.def, TagDef::Rfm(r) if r.scoring == Scoring::Quantiles) {
+                continue;
+            }
+            let stale = catalog::latest_job(store, &w, catalog::TAG, tag)
                 .await?
-                .is_some_and(|j| j.status == "running");
-            if !running {
-                jobs.push(new_job(&w, catalog::TAG, &tag, version, now));
+                .and_then(|j| j.finished_at)
+                .is_some_and(|at| at < to_millis(now - RFM_REFRESH));
+            if stale {
+                jobs.push(new_job(&w, catalog::TAG, tag, t.version, now));
             }
         }
     }
