@@ -526,9 +526,13 @@ pub(super) async fn show_tags(
         } else {
             ""
         };
+        let value = match t["value"].as_f64() {
+            Some(x) if x.fract() != 0.0 => format!("{x:.2}"),
+            _ => plain(&t["value"]),
+        };
         println!(
             "  {label:<10} {name:<19} {:<40} last event {}{complete}",
-            clip(&plain(&t["value"]), 40),
+            clip(&value, 40),
             minute(&t["last_event_at"]),
         );
     }
@@ -539,13 +543,23 @@ pub(super) async fn show_tags(
         } else {
             format!("caused by {}", clip(&plain(&t["caused_by"]), 28))
         };
-        let detail = match &t["detail"] {
-            Value::Null => String::new(),
-            d => format!(" {d}"),
+        let d = &t["detail"];
+        let detail = if d.is_null() {
+            String::new()
+        } else {
+            format!(
+                " (r {} f {} m {}: last order {} days ago, {} orders, CNY {})",
+                d["r"],
+                d["f"],
+                d["m"],
+                d["recency_days"],
+                d["frequency"],
+                cny(cents(&d["monetary"]))
+            )
         };
         println!(
-            "  {label:<10} {name:<19} {:<12} since {} {how}{detail}",
-            clip(&plain(&t["value"]), 12),
+            "  {label:<10} {name:<19} {:<14} since {} {how}{detail}",
+            clip(&plain(&t["value"]), 14),
             minute(&t["changed_at"]),
         );
     }
@@ -562,6 +576,11 @@ pub(super) async fn show_tags(
         after["profiles"] == 1,
         "GET /v1/tags/{MANUAL_TAG} counts {} profiles, not the 1 staff tagged",
         after["profiles"]
+    );
+    println!(
+        "             GET /v1/tags/{MANUAL_TAG} → {} profile, CNY {} spend",
+        after["profiles"],
+        cny(cents(&after["total_spend"]))
     );
 
     if !exact {
@@ -616,12 +635,33 @@ fn check(
         computed["favourite_category"]["value"],
         me.favourite
     );
+    let rfm = &view["tags"]["rfm"]["detail"];
+    let mine = &orders[data.featured];
+    let in_365: Vec<&Order> = mine
+        .iter()
+        .filter(|o| (today - o.at.date_naive()).num_days() < 365)
+        .collect();
+    let recency = in_365
+        .iter()
+        .map(|o| (today - o.at.date_naive()).num_days())
+        .min();
+    let monetary: i64 = in_365.iter().map(|o| o.cents).sum();
+    ensure!(
+        rfm["recency_days"].as_i64() == recency
+            && rfm["frequency"] == json!(in_365.len())
+            && cents(&rfm["monetary"]) == monetary,
+        "{}'s rfm inputs are {rfm} but the data set has {} orders in 365 days worth CNY {}, the last \
+         {recency:?} days ago",
+        c.user_id,
+        in_365.len(),
+        cny(monetary)
+    );
     println!(
-        "  (spend_30d CNY {}, orders_90d {}, categories_bought and favourite_category = exactly what the \
-         data set's {} orders say)",
+        "  (spend_30d CNY {}, orders_90d {}, categories_bought, favourite_category and the RFM inputs = \
+         exactly what the data set's {} orders say)",
         cny(me.spend_30d),
         me.orders_90d,
-        orders[data.featured].len()
+        mine.len()
     );
 
     // Populations: exact when each customer is one profile (no identifier shared between customers).
@@ -712,6 +752,14 @@ fn check(
         "city_tier1 has {n} profiles, the data set {want} customers in a first-tier city"
     );
     checked.push(format!("city_tier1 {}", thousands(n)));
+
+    let want = count(&|i| data.customers[i].tier >= 2);
+    let n = tag("premium_member").get("gold+").map_or(0, |v| v.0);
+    ensure!(
+        n == want,
+        "premium_member has {n} profiles, the data set {want} customers whose tier is now gold or platinum"
+    );
+    checked.push(format!("premium_member {}", thousands(n)));
 
     let want = count(&|i| expected[i].in_rfm);
     let n: u64 = tag("rfm").values().map(|v| v.0).sum();
