@@ -15,7 +15,8 @@
 //! appended; for up to [`CHECKED`] identified customers (those with a phone number of their own), every
 //! computed trait of `GET /v1/profiles/lookup` is complete and equal to `computed::recompute` over the
 //! customer's events, `spend_30d` equals the sum of the `total`s of their generated orders, and their
-//! `big_spender`, `spend_level` and `rfm` (recency 5) tags are what that spend implies; each tag has a population.
+//! `big_spender`, `spend_level` and `rfm` (recency 5) tags are what that spend implies; each tag has a
+//! population.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -52,7 +53,11 @@ const BIG_SPENDER: f64 = 1000.0;
 
 /// The computed traits: every kind of function the workload can feed, line items, a filter, windows.
 fn trait_definitions() -> Vec<(&'static str, Value)> {
-    let order = |function: &str, property: &str| json!({"event": "Order Completed", "function": function, "property": property});
+    let order = |function: &str, property: &str| {
+        let mut definition = json!({"event": "Order Completed", "property": property});
+        definition["function"] = json!(function);
+        definition
+    };
     vec![
         (
             "spend_30d",
