@@ -114,6 +114,21 @@ async fn find(
         .ok_or_else(|| ApiError::not_found(format!("no {kind} {name:?}")))
 }
 
+/// The definition in force when it is exactly `canonical`: putting it again changes nothing (and
+/// starts no backfill).
+async fn unchanged(
+    state: &AppState,
+    workspace: &str,
+    kind: &str,
+    name: &str,
+    canonical: &Value,
+) -> Result<Option<StoredDefinition>, ApiError> {
+    Ok(catalog::definitions(&state.store, workspace, kind)
+        .await?
+        .into_iter()
+        .find(|d| d.name == name && d.body.as_ref() == Some(canonical)))
+}
+
 /// Runs a catalog command: 200 once applied, 202 if not yet, 409 with the reason when refused.
 async fn apply(
     state: &AppState,
@@ -177,6 +192,14 @@ async fn put_trait(
     named(&name)?;
     let definition = json_body(&raw)?;
     let def = TraitDef::parse(&definition).map_err(definition_error)?;
+    if let Some(same) =
+        unchanged(&state, &principal.workspace, TRAIT, &name, &def.to_json()).await?
+    {
+        return Ok((
+            StatusCode::OK,
+            Json(definition_json(&state, &principal.workspace, TRAIT, &same).await?),
+        ));
+    }
     let command = CatalogCommand::PutTrait {
         name: name.clone(),
         definition: def.to_json(),
@@ -248,6 +271,19 @@ async fn tag_json(
         .collect();
     body["profiles"] = json!(total);
     body["total_spend"] = json!(spend);
+    if let Some((version, at, t)) = catalog::thresholds(&state.store, workspace)
+        .await?
+        .remove(&d.name)
+        .filter(|(version, _, _)| *version == d.version)
+    {
+        body["rfm_thresholds"] = json!({
+            "recency_days": t.recency_days,
+            "frequency": t.frequency,
+            "monetary": t.monetary,
+            "version": version,
+            "computed_at": rfc3339(from_millis(at)),
+        });
+    }
     Ok(body)
 }
 
@@ -311,6 +347,9 @@ async fn put_tag(
                 path.join(" -> ")
             ),
         ));
+    }
+    if let Some(same) = unchanged(&state, ws, TAG, &name, &def.to_json()).await? {
+        return Ok((StatusCode::OK, Json(tag_json(&state, ws, &same).await?)));
     }
     let command = CatalogCommand::PutTag {
         name: name.clone(),

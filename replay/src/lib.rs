@@ -693,4 +693,59 @@ mod tests {
             .unwrap();
         assert_eq!(job.status, "done");
     }
+
+    /// A quantile RFM tag defined before anyone bought has no cut points; once purchases exist, they are
+    /// measured within a minute and the buyers scored.
+    #[tokio::test]
+    async fn quantile_rfm_defined_before_any_purchase_scores_buyers_soon_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_embedded(dir.path()).await.unwrap();
+        let start = chrono::DateTime::parse_from_rfc3339("2026-06-10T10:00:00Z")
+            .unwrap()
+            .to_utc();
+        let now = std::sync::Arc::new(std::sync::Mutex::new(start));
+        let clock_now = now.clone();
+        let clock: cdp_projections::identity::Clock =
+            std::sync::Arc::new(move || *clock_now.lock().unwrap());
+        let resolver = IdentityResolver::with_clock(clock);
+        let tag = CatalogCommand::PutTag {
+            name: "rfm".into(),
+            actor: "t".into(),
+            definition: json!({"type": "rfm", "event": "Order Completed", "monetary": "properties.total", "scoring": "quantiles"}),
+        };
+        store
+            .append(&[catalog_event(0, &tag, start)])
+            .await
+            .unwrap();
+        catch_up(&store, &resolver).await.unwrap();
+        let envelope = Envelope {
+            workspace: "w",
+            received_at: start,
+            batch_sent_at: None,
+            implied_kind: None,
+        };
+        let orders: Vec<NewEvent> = (0..10).map(|i| validate(json!({"type": "track", "event": "Order Completed",
+            "userId": format!("u{i}"), "messageId": format!("o{i}"), "timestamp": start.to_rfc3339(),
+            "properties": {"total": 10 * i + 5}}), &envelope, || unreachable!()).unwrap()).collect();
+        store.append(&orders).await.unwrap();
+        catch_up(&store, &resolver).await.unwrap();
+        assert!(cdp_projections::catalog::thresholds(&store, "w")
+            .await
+            .unwrap()
+            .is_empty());
+        *now.lock().unwrap() = start + chrono::Duration::minutes(2);
+        catch_up(&store, &resolver).await.unwrap();
+        assert!(cdp_projections::catalog::thresholds(&store, "w")
+            .await
+            .unwrap()
+            .contains_key("rfm"));
+        let Store::Sqlite(s) = &store else {
+            unreachable!()
+        };
+        let scored: i64 = sqlx::query_scalar("SELECT count(*) FROM profile_tags WHERE tag = 'rfm'")
+            .fetch_one(s.read_pool())
+            .await
+            .unwrap();
+        assert_eq!(scored, 10);
+    }
 }

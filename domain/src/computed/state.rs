@@ -248,7 +248,9 @@ fn average_value(sum: i128, n: u64) -> Value {
     if sum % d == 0 {
         return units_value(sum / d * MICRO);
     }
-    number(sum as f64 / 1e6 / n as f64).unwrap_or(Value::Null)
+    // One division, so the result is the double nearest the true quotient (425.9, not
+    // 425.90000000000003 from dividing twice).
+    number(sum as f64 / d as f64).unwrap_or(Value::Null)
 }
 
 /// The canonical JSON text of a value: integral numbers as integers, object keys sorted.

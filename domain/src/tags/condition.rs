@@ -130,8 +130,8 @@ impl Condition {
             Condition::All(parts) => parts.iter().all(|c| c.holds(facts, now)),
             Condition::Any(parts) => parts.iter().any(|c| c.holds(facts, now)),
             Condition::Not(inner) => !inner.holds(facts, now),
-            Condition::Field { name, cmp, .. } => {
-                let values = facts.field(name);
+            Condition::Field { key, name, cmp } => {
+                let values = facts.field(*key, name);
                 let actual: Vec<&Value> = values.iter().collect();
                 cmp.holds(&actual, now)
             }

@@ -27,7 +27,9 @@ pub use rfm::{
 /// value), else a tag (its current value), else a profile trait (the 360 profile's trait value).
 /// Empty = unknown.
 pub trait Facts {
-    fn field(&self, name: &str) -> Vec<Value>;
+    /// The values of `name` looked up as `key` says: `Computed` among computed traits only, `Tag` among
+    /// tags only, `Trait` anywhere — a computed trait, else a tag, else a profile trait.
+    fn field(&self, key: FieldKey, name: &str) -> Vec<Value>;
 }
 
 /// A tag's definition.
@@ -236,7 +238,10 @@ impl TagDef {
                 trait_name,
                 buckets,
             } => {
-                let x = facts.field(trait_name).iter().find_map(rfm::number)?;
+                let x = facts
+                    .field(FieldKey::Computed, trait_name)
+                    .iter()
+                    .find_map(rfm::number)?;
                 buckets
                     .iter()
                     .find(|b| b.contains(x))

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::{err, join, Facts, TagValue};
+use super::{err, join, Facts, FieldKey, TagValue};
 use crate::computed::{DefinitionError, Expr, Function, TraitDef, Window};
 
 /// An RFM tag's definition:
@@ -265,19 +265,25 @@ impl RfmDef {
         now: DateTime<Utc>,
     ) -> Option<RfmInputs> {
         let [recency, frequency, monetary] = rfm_trait_names(tag_name);
-        let frequency = facts.field(&frequency).first().and_then(number)?;
+        let frequency = facts
+            .field(FieldKey::Computed, &frequency)
+            .first()
+            .and_then(number)?;
         if frequency <= 0.0 {
             return None;
         }
-        let last = facts.field(&recency).into_iter().find_map(|v| {
-            v.as_str()
-                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-                .map(|t| t.with_timezone(&Utc))
-        })?;
+        let last = facts
+            .field(FieldKey::Computed, &recency)
+            .into_iter()
+            .find_map(|v| {
+                v.as_str()
+                    .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                    .map(|t| t.with_timezone(&Utc))
+            })?;
         // Whole days, rounded down; a purchase stamped after `now` (clock skew) is 0 days old.
         let recency_days = (now - last).num_days().max(0) as f64;
         let monetary = facts
-            .field(&monetary)
+            .field(FieldKey::Computed, &monetary)
             .first()
             .and_then(number)
             .unwrap_or(0.0);

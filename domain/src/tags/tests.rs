@@ -21,7 +21,7 @@ impl Profile {
 }
 
 impl Facts for Profile {
-    fn field(&self, name: &str) -> Vec<Value> {
+    fn field(&self, _key: FieldKey, name: &str) -> Vec<Value> {
         self.0.get(name).cloned().unwrap_or_default()
     }
 }

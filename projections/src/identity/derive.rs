@@ -10,7 +10,7 @@ use cdp_domain::catalog::{Catalog, SPEND_TRAIT};
 use cdp_domain::event::to_millis;
 use cdp_domain::profile::{FoldRules, OwnedEvent, ProfileDoc};
 use cdp_domain::store::Store;
-use cdp_domain::tags::{Facts, RfmInputs, RfmThresholds, Scoring, TagDef, TagValue};
+use cdp_domain::tags::{Facts, FieldKey, RfmInputs, RfmThresholds, Scoring, TagDef, TagValue};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Value};
 
@@ -24,6 +24,8 @@ pub const JOB_PAGE: i64 = 200;
 pub const DUE_PAGE: i64 = 500;
 /// How old quantile RFM cut points may get before the population is measured again.
 pub const RFM_REFRESH: Duration = Duration::hours(24);
+/// How soon a quantile RFM tag without cut points (no purchases yet) is measured again.
+pub const RFM_RETRY: Duration = Duration::minutes(1);
 /// The cursor of a quantile RFM job whose cut points are computed next.
 const THRESHOLDS_NEXT: &str = "T";
 /// The cursor prefix of a quantile RFM job's second pass (scoring with the new cut points).
@@ -72,21 +74,23 @@ impl ProfileFacts<'_> {
 }
 
 impl Facts for ProfileFacts<'_> {
-    fn field(&self, name: &str) -> Vec<Value> {
-        if let Some(v) = self.computed.get(name) {
-            return values_of(v);
-        }
-        if self.catalog.tags.contains_key(name) {
-            return self
-                .tag(name)
-                .map(|t| values_of(&t.value))
-                .unwrap_or_default();
-        }
-        self.doc
-            .traits
-            .get(name)
-            .map(|t| values_of(&t.value))
-            .unwrap_or_default()
+    fn field(&self, key: FieldKey, name: &str) -> Vec<Value> {
+        let computed = || self.computed.get(name).map(values_of);
+        let tag = || {
+            self.catalog.tags.contains_key(name).then(|| {
+                self.tag(name)
+                    .map(|t| values_of(&t.value))
+                    .unwrap_or_default()
+            })
+        };
+        let found = match key {
+            FieldKey::Computed => computed(),
+            FieldKey::Tag => tag(),
+            FieldKey::Trait => computed()
+                .or_else(tag)
+                .or_else(|| self.doc.traits.get(name).map(|t| values_of(&t.value))),
+        };
+        found.unwrap_or_default()
     }
 }
 
@@ -354,7 +358,7 @@ pub async fn derive(
                     .map(|(_, c)| c.clone())
                     .unwrap_or_else(|| cause.clone())
             } else {
-                cause.clone()
+                attribute(&cause, tag, catalog)
             };
             match before.get(tag) {
                 Some(old) if old.value.value == value.value => {
@@ -398,6 +402,7 @@ pub async fn derive(
         }
         for (tag, old) in &before {
             if !eval.tags.contains_key(tag) {
+                let cause = attribute(&cause, tag, catalog);
                 out.tags.push((w.clone(), p.to_string(), tag.clone(), None));
                 out.outbox.push(change_message(
                     w,
@@ -416,6 +421,21 @@ pub async fn derive(
         out.due.push((w.clone(), p.to_string(), due));
     }
     Ok(())
+}
+
+/// What caused a change of `tag` found by a profile's evaluation that `cause` prompted. A job re-evaluates
+/// every tag of the profile, so a tag defined after the job's definition changed because of its own
+/// definition, not the job's.
+fn attribute(cause: &str, tag: &str, catalog: &Catalog) -> String {
+    let job_version = match cause.split_once(':') {
+        Some((catalog::TAG, name)) => catalog.tags.get(name).map(|t| t.version),
+        Some((catalog::TRAIT, name)) => catalog.folded().get(name).map(|t| t.version),
+        _ => None,
+    };
+    match (job_version, catalog.tags.get(tag)) {
+        (Some(job), Some(t)) if t.version > job => format!("{}:{tag}", catalog::TAG),
+        _ => cause.to_owned(),
+    }
 }
 
 /// Milliseconds since the epoch.
@@ -454,20 +474,28 @@ pub async fn pending(store: &Store, now: DateTime<Utc>) -> Result<bool, Projecti
 }
 
 /// Quantile RFM tags whose cut points must be measured again, as jobs to start: those whose last job
-/// finished more than [`RFM_REFRESH`] ago (defining a tag starts its first job).
+/// finished more than [`RFM_REFRESH`] ago, or — while no cut points exist (nobody had bought when the
+/// tag was defined) — more than [`RFM_RETRY`] ago. Defining a tag starts its first job.
 async fn stale_rfm_jobs(store: &Store, now: DateTime<Utc>) -> Result<Vec<Job>, ProjectionError> {
     let workspaces = catalog::workspaces_with_rfm(store).await?;
     let mut jobs = Vec::new();
     for w in workspaces {
         let cat = catalog::load(store, &w).await?;
+        let measured = catalog::thresholds(store, &w).await?;
         for (tag, t) in &cat.tags {
             if !matches!(&t.def, TagDef::Rfm(r) if r.scoring == Scoring::Quantiles) {
                 continue;
             }
+            let has_cut_points = measured.get(tag).is_some_and(|(v, _, _)| *v == t.version);
+            let interval = if has_cut_points {
+                RFM_REFRESH
+            } else {
+                RFM_RETRY
+            };
             let stale = catalog::latest_job(store, &w, catalog::TAG, tag)
                 .await?
                 .and_then(|j| j.finished_at)
-                .is_some_and(|at| at < to_millis(now - RFM_REFRESH));
+                .is_some_and(|at| at < to_millis(now - interval));
             if stale {
                 jobs.push(new_job(&w, catalog::TAG, tag, t.version, now));
             }
