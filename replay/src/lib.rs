@@ -355,7 +355,8 @@ mod tests {
             json!({"event": "Order Completed", "function": "count", "where": [
                 {"property": "properties.products[].category", "op": "eq", "value": "shoes"}]}),
             json!({"event": "Order Completed", "function": "sum",
-                   "property": "properties.products[].price * properties.products[].quantity"}),
+                   "property": "properties.products[].price * properties.products[].quantity",
+                   "where": [{"property": "properties.products[].category", "op": "neq", "value": "hats"}]}),
             json!({"event": "Order Completed", "function": "max", "property": "properties.total", "window": "7d"}),
             json!({"event": "Order Completed", "function": "min", "property": "properties.total"}),
             json!({"event": "Order Completed", "function": "average", "property": "properties.total", "window": "45d"}),

@@ -25,6 +25,11 @@
 //!   sum, min, max, average, most_frequent, distinct_count and unique_list take every value; `count` counts
 //!   events; first/last take the first value of the expansion. Events with no value (property missing) are
 //!   skipped by every function except `count` and `days_active`.
+//! - **Line-item filters**: a `where` on the same line items the property expands
+//!   (`properties.products[].category` with `properties.products[].price * properties.products[].quantity`)
+//!   keeps the lines it holds for — the sum is the shoe lines' revenue — and the event counts when a line
+//!   is kept. Other `where` filters are on the whole event (`count` with a `where` on
+//!   `properties.products[].category eq shoes` counts the orders that contain shoes).
 //! - **first/last**: the earliest/latest event by (event time, message id); without a property the value is
 //!   the event time as RFC 3339. **most_frequent**: ties go to the smallest canonical JSON text.
 //!   **unique_list**: sorted (booleans, then numbers by value, then strings, then the rest by canonical text).
@@ -174,6 +179,20 @@ pub struct Filter {
 impl Filter {
     pub fn holds(&self, payload: &Value, now: DateTime<Utc>) -> bool {
         self.cmp.holds(&self.path.values(payload), now)
+    }
+}
+
+/// The `where` filters on the line items a trait's property expands, applied to one item.
+struct LineItems<'a> {
+    filters: Vec<(Path, &'a Comparison)>,
+    now: DateTime<Utc>,
+}
+
+impl path::ItemFilter for LineItems<'_> {
+    fn keeps(&self, item: &Value) -> bool {
+        self.filters
+            .iter()
+            .all(|(rest, cmp)| cmp.holds(&path::item_values(rest, item), self.now))
     }
 }
 
@@ -341,9 +360,48 @@ impl TraitDef {
         payload: &Value,
         event_time: DateTime<Utc>,
     ) -> bool {
-        kind == MessageKind::Track
-            && name == Some(self.event.as_str())
-            && self.filters.iter().all(|f| f.holds(payload, event_time))
+        if kind != MessageKind::Track || name != Some(self.event.as_str()) {
+            return false;
+        }
+        let items = self.line_item_filters(event_time);
+        let event_level = self
+            .filters
+            .iter()
+            .filter(|f| !items.filters.iter().any(|(_, c)| std::ptr::eq(*c, &f.cmp)));
+        for f in event_level {
+            if !f.holds(payload, event_time) {
+                return false;
+            }
+        }
+        items.filters.is_empty() || !self.values(payload, event_time).is_empty()
+    }
+
+    /// The filters on the property's line items: a `where` on `properties.products[].category` with the
+    /// property `properties.products[].price * properties.products[].quantity` keeps the line items of
+    /// that category (the sum is of those lines only), and the event counts if any line is kept.
+    fn line_item_filters(&self, now: DateTime<Utc>) -> LineItems<'_> {
+        let prefix = self.property.as_ref().and_then(Expr::items_path);
+        let filters = match prefix {
+            None => Vec::new(),
+            Some(prefix) => self
+                .filters
+                .iter()
+                .filter_map(|f| match f.path.items() {
+                    Some((p, rest)) if p == prefix => Some((rest, &f.cmp)),
+                    _ => None,
+                })
+                .collect(),
+        };
+        LineItems { filters, now }
+    }
+
+    /// The values a matching event contributes: the property's values from the line items the filters keep
+    /// (all of them without such filters).
+    pub(crate) fn values(&self, payload: &Value, event_time: DateTime<Utc>) -> Vec<Value> {
+        match &self.property {
+            Some(expr) => expr.values_of_items(payload, &self.line_item_filters(event_time)),
+            None => Vec::new(),
+        }
     }
 }
 

@@ -79,6 +79,52 @@ impl Path {
     fn expansions(&self) -> usize {
         self.steps.iter().filter(|s| s.each).count()
     }
+
+    /// For a path expanding one array: the array's path (`properties.products[]`) and the rest of the path
+    /// from an element (`category`; empty for the element itself).
+    pub fn items(&self) -> Option<(String, Path)> {
+        if self.expansions() != 1 {
+            return None;
+        }
+        let at = self.steps.iter().position(|s| s.each)?;
+        Some((text_of(&self.steps[..=at]), relative(&self.steps[at + 1..])))
+    }
+
+    /// The values of this path read from one line item (the path relative to it).
+    fn values_in<'a>(&self, item: &'a Value) -> Vec<&'a Value> {
+        walk(&self.steps, item)
+    }
+}
+
+fn text_of(steps: &[Step]) -> String {
+    steps
+        .iter()
+        .map(|s| {
+            if s.each {
+                format!("{}[]", s.key)
+            } else {
+                s.key.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+fn relative(steps: &[Step]) -> Path {
+    Path {
+        text: text_of(steps),
+        steps: steps.to_vec(),
+    }
+}
+
+/// A condition on one line item, as `where` filters on the items an expression expands become.
+pub trait ItemFilter {
+    fn keeps(&self, item: &Value) -> bool;
+}
+
+/// The values at `path` (relative to an item) of one item.
+pub fn item_values<'a>(path: &Path, item: &'a Value) -> Vec<&'a Value> {
+    path.values_in(item)
 }
 
 fn walk<'a>(steps: &[Step], start: &'a Value) -> Vec<&'a Value> {
@@ -159,6 +205,65 @@ impl Expr {
     /// The canonical text (factors joined by ` * `).
     pub fn as_str(&self) -> &str {
         &self.text
+    }
+
+    /// The line items the expression expands (`properties.products[]`), if it expands an array.
+    pub fn items_path(&self) -> Option<String> {
+        match self.factors.as_slice() {
+            [single] => single.items().map(|(prefix, _)| prefix),
+            _ => {
+                let len = self.items_prefix?;
+                let f = self.factors.iter().find(|f| f.expansions() == 1)?;
+                Some(text_of(&f.steps[..len]))
+            }
+        }
+    }
+
+    /// The expression's values from the line items `keep` keeps only (all values when it expands no
+    /// array).
+    pub fn values_of_items(&self, payload: &Value, keep: &dyn ItemFilter) -> Vec<Value> {
+        if let [single] = self.factors.as_slice() {
+            let Some((_, rest)) = single.items() else {
+                return self.values(payload);
+            };
+            let at = single.steps.iter().position(|s| s.each).unwrap_or(0);
+            return walk(&single.steps[..=at], payload)
+                .into_iter()
+                .filter(|item| keep.keeps(item))
+                .flat_map(|item| rest.values_in(item))
+                .cloned()
+                .collect();
+        }
+        let Some(prefix_len) = self.items_prefix else {
+            return self.values(payload);
+        };
+        let one_number = |vals: Vec<&Value>| match vals.as_slice() {
+            [v] => as_number(v),
+            _ => None,
+        };
+        let mut scalar = 1.0;
+        for f in self.factors.iter().filter(|f| f.expansions() == 0) {
+            match one_number(f.values(payload)) {
+                Some(x) => scalar *= x,
+                None => return Vec::new(),
+            }
+        }
+        let expanded: Vec<&Path> = self
+            .factors
+            .iter()
+            .filter(|f| f.expansions() == 1)
+            .collect();
+        walk(&expanded[0].steps[..prefix_len], payload)
+            .into_iter()
+            .filter(|item| keep.keeps(item))
+            .filter_map(|item| {
+                let mut product = scalar;
+                for f in &expanded {
+                    product *= one_number(walk(&f.steps[prefix_len..], item))?;
+                }
+                number(product)
+            })
+            .collect()
     }
 
     /// The expression's values: a path's values, or one number per line item (or one for a product without `[]`).

@@ -216,7 +216,7 @@ fn cutoff(window: Window, now: DateTime<Utc>) -> i64 {
 /// The values an event contributes: the property's values, or for first/last without a property the event time.
 fn event_values(def: &TraitDef, payload: &Value, event_time: DateTime<Utc>) -> Vec<Value> {
     match &def.property {
-        Some(expr) => expr.values(payload),
+        Some(_) => def.values(payload, event_time),
         None => vec![Value::String(
             event_time.to_rfc3339_opts(SecondsFormat::AutoSi, true),
         )],

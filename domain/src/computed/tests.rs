@@ -299,8 +299,29 @@ fn line_items_filter_and_multiply_per_item() {
         "property": "properties.products[].price * properties.products[].quantity",
         "where": [{"property": "properties.products[].category", "op": "contains", "value": "shoes"}]
     }));
-    // The item without a quantity yields nothing; the order without shoes does not count.
-    assert_eq!(value(&revenue, &events, now), json!(110));
+    // A filter on the lines the property expands keeps the shoe lines only (the socks of the same order
+    // are not shoe revenue); the order without shoes does not count.
+    assert_eq!(value(&revenue, &events, now), json!(100));
+    let all_lines = def(json!({
+        "event": "Order Completed", "function": "sum",
+        "property": "properties.products[].price * properties.products[].quantity",
+    }));
+    // The item without a quantity yields nothing.
+    assert_eq!(value(&all_lines, &events, now), json!(110 + 5));
+    // Without a property over the lines, the filter is on the order: the orders containing shoes.
+    let shoe_orders = def(json!({
+        "event": "Order Completed", "function": "count",
+        "where": [{"property": "properties.products[].category", "op": "contains", "value": "shoes"}]
+    }));
+    assert_eq!(value(&shoe_orders, &events, now), json!(1));
+    let pricey = def(json!({
+        "event": "Order Completed", "function": "unique_list", "property": "properties.products[].category",
+        "where": [{"property": "properties.products[].price", "op": "gte", "value": 10}]
+    }));
+    assert_eq!(
+        value(&pricey, &events, now),
+        json!(["hats", "running shoes"])
+    );
     let categories = def(
         json!({"event": "Order Completed", "function": "unique_list", "property": "properties.products[].category"}),
     );
