@@ -190,7 +190,7 @@ fn product_preference() -> (Vec<Def>, Vec<Def>) {
         ),
         def(
             "teaware_items_90d",
-            "sum price × quantity of orders with teaware, 90d",
+            "sum price × quantity of the teaware lines, 90d",
             json!({"event": "Order Completed", "function": "sum",
                    "property": "properties.products[].price * properties.products[].quantity",
                    "where": [{"property": "properties.products[].category", "op": "eq", "value": "teaware"}],
