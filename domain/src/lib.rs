@@ -10,6 +10,7 @@ pub mod ident;
 pub mod identity;
 pub mod message;
 pub mod profile;
+pub mod segments;
 pub mod store;
 pub mod tags;
 pub mod workspace;

@@ -1,0 +1,566 @@
+//! Segments: named conditions on a profile — its traits, tags and computed traits, what it did (event
+//! conditions) and its membership of other segments — parsed from JSON and evaluated over facts.
+//!
+//! A workspace defines a segment in JSON (`PUT /v1/segments/{id}`, body `{"name": .., "condition": {..}}`);
+//! [`SegmentDef::parse`] reads it, refusing unknown keys with a [`DefinitionError`] that names the place
+//! (`condition.all[1].any[0].op`). A condition is one of:
+//! - `{"all": [..]}`, `{"any": [..]}` (never empty) and `{"not": {..}}`;
+//! - `{"trait" | "tag" | "computed": name, "op": .., "value": ..}`, read as [`crate::tags::Condition`] reads it;
+//! - `{"segment": "<id>"}`: the profile is a member of segment `<id>` (union is `any`, intersection `all`,
+//!   difference `all` with a `not`);
+//! - an event condition, `{"event": "Order Completed", "where": [..], "window": "7d", ..}` with either
+//!   `"count": {"op": "gte", "value": 3}` (the number of matching events; neither `count` nor `aggregate`
+//!   means at least one), or `"aggregate": {"function": "sum", "property": "properties.total"}` with `"op"` and
+//!   `"value"` beside it. No window means all time. Only numeric operators (eq, neq, gt, gte, lt, lte, between,
+//!   in, not_in) with numeric operands compare a count or an aggregate.
+//!
+//! Behavioural sequences (`{"sequence": [..], "within": "2h"}`) are refused: not supported yet.
+//!
+//! # Evaluation
+//! An event condition is compiled to a hidden computed trait ([`SegmentDef::hidden_traits`], named by
+//! [`segment_trait_name`] after the segment and the condition's depth-first number), which the projection keeps
+//! like any computed trait; [`SegmentDef::holds`] compares that trait's current value. A count, sum,
+//! distinct_count or days_active that is unknown (nothing matched yet) is 0, so "fewer than 3 orders" holds
+//! for a profile that never ordered.
+//!
+//! **Negation includes the unknown**: `{"trait": "gender", "op": "neq", "value": "male"}` holds for a profile
+//! without gender, and so do `not_in`, `is_not_set` and the other negated operators ([`Comparison::holds`]'
+//! rule), and `{"not": ..}` of a condition that does not hold. An unknown minimum or average (no event
+//! matched) is unknown likewise: `lt` does not hold on it, `neq` does.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Map, Value};
+
+use crate::computed::{Comparison, DefinitionError, Function, Op, TraitDef};
+use crate::tags::{Condition, Facts};
+
+pub use crate::tags::FieldKey;
+
+/// The longest segment name, in characters.
+pub const MAX_NAME: usize = 200;
+/// How deeply conditions may nest; deeper definitions are refused rather than risk the stack.
+pub const MAX_DEPTH: usize = 32;
+/// How many event conditions a segment may have: each is a computed trait the projection keeps per profile.
+pub const MAX_EVENT_CONDITIONS: usize = 32;
+
+/// The operators that compare a count or an aggregate.
+const NUMERIC_OPS: [Op; 9] = [
+    Op::Eq,
+    Op::Neq,
+    Op::Gt,
+    Op::Gte,
+    Op::Lt,
+    Op::Lte,
+    Op::Between,
+    Op::In,
+    Op::NotIn,
+];
+
+/// The aggregate functions whose value is a number.
+const NUMERIC_FUNCTIONS: [Function; 7] = [
+    Function::Count,
+    Function::Sum,
+    Function::Min,
+    Function::Max,
+    Function::Average,
+    Function::DistinctCount,
+    Function::DaysActive,
+];
+
+/// The keys that say what kind of condition a node is; a node has exactly one.
+const KINDS: [&str; 9] = [
+    "all", "any", "not", "segment", "trait", "tag", "computed", "event", "sequence",
+];
+
+/// A condition on a profile (see the module documentation for the JSON).
+#[derive(Debug, Clone, PartialEq)]
+pub enum SegmentCondition {
+    /// Every condition holds (the list is never empty).
+    All(Vec<SegmentCondition>),
+    /// At least one condition holds (the list is never empty).
+    Any(Vec<SegmentCondition>),
+    /// The condition does not hold.
+    Not(Box<SegmentCondition>),
+    /// A comparison of all the values of one named field, as in [`crate::tags::Condition`].
+    Field {
+        key: FieldKey,
+        name: String,
+        cmp: Comparison,
+    },
+    /// Membership of another segment.
+    Segment(String),
+    /// `index`: the event condition's number in the definition (depth-first, from 0), naming its hidden trait.
+    Event {
+        index: usize,
+        /// The node as given, for `to_json`.
+        source: Value,
+        def: TraitDef,
+        cmp: Comparison,
+    },
+}
+
+/// A segment's definition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmentDef {
+    pub name: Option<String>,
+    pub condition: SegmentCondition,
+}
+
+/// What a segment's evaluation reads: the tag facts, and other segments' membership.
+pub trait SegmentFacts: Facts {
+    fn in_segment(&self, id: &str) -> bool;
+}
+
+impl SegmentDef {
+    /// Reads a definition, `{"name": .., "condition": {..}}`. Errors name the place: `name`,
+    /// `condition.all[1].any[0].op`, `condition.any[0].aggregate.function`, `condition.sequence`, ..
+    pub fn parse(v: &Value) -> Result<SegmentDef, DefinitionError> {
+        let obj = v
+            .as_object()
+            .ok_or_else(|| err("definition", "a segment definition must be an object"))?;
+        if let Some(k) = obj.keys().find(|k| *k != "name" && *k != "condition") {
+            return Err(err(k.as_str(), "unknown key; expected name or condition"));
+        }
+        let name = match obj.get("name") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.chars().count() <= MAX_NAME => Some(s.clone()),
+            Some(_) => {
+                return Err(err(
+                    "name",
+                    format!("must be a string of at most {MAX_NAME} characters"),
+                ))
+            }
+        };
+        let condition = obj
+            .get("condition")
+            .ok_or_else(|| err("condition", "required"))?;
+        let mut parser = Parser { events: 0 };
+        let condition = parser.condition(condition, "condition", 0)?;
+        Ok(SegmentDef { name, condition })
+    }
+
+    /// The JSON form `parse` reads: `parse(&def.to_json()) == Ok(def)`. Event conditions are given back as
+    /// they were written.
+    pub fn to_json(&self) -> Value {
+        let mut obj = Map::new();
+        if let Some(name) = &self.name {
+            obj.insert("name".into(), Value::String(name.clone()));
+        }
+        obj.insert("condition".into(), self.condition.to_json());
+        Value::Object(obj)
+    }
+
+    /// The hidden computed traits the event conditions need, named `segment_trait_name(id, index)`.
+    pub fn hidden_traits(&self, id: &str) -> Vec<(String, TraitDef)> {
+        let mut out = Vec::new();
+        self.condition.visit(&mut |c| {
+            if let SegmentCondition::Event { index, def, .. } = c {
+                out.push((segment_trait_name(id, *index), def.clone()));
+            }
+        });
+        out
+    }
+
+    /// The ids of the segments this one reads through `{"segment": ..}`, each once, in the order they first
+    /// appear.
+    pub fn references(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        self.condition.visit(&mut |c| {
+            if let SegmentCondition::Segment(other) = c {
+                if !out.contains(other) {
+                    out.push(other.clone());
+                }
+            }
+        });
+        out
+    }
+
+    /// Whether the profile is in segment `id` now. Event conditions read the hidden trait's value
+    /// (`facts.field(FieldKey::Computed, &segment_trait_name(id, index))`; a count of an unknown is 0) and
+    /// compare it with their comparison; field conditions compare the field's values as
+    /// [`crate::tags::Condition`] does; segment conditions ask [`SegmentFacts::in_segment`].
+    pub fn holds(&self, id: &str, facts: &dyn SegmentFacts, now: DateTime<Utc>) -> bool {
+        self.condition.holds(id, facts, now)
+    }
+}
+
+impl SegmentCondition {
+    fn holds(&self, id: &str, facts: &dyn SegmentFacts, now: DateTime<Utc>) -> bool {
+        match self {
+            SegmentCondition::All(parts) => parts.iter().all(|c| c.holds(id, facts, now)),
+            SegmentCondition::Any(parts) => parts.iter().any(|c| c.holds(id, facts, now)),
+            SegmentCondition::Not(inner) => !inner.holds(id, facts, now),
+            SegmentCondition::Field { key, name, cmp } => {
+                let values = facts.field(*key, name);
+                let actual: Vec<&Value> = values.iter().collect();
+                cmp.holds(&actual, now)
+            }
+            SegmentCondition::Segment(other) => facts.in_segment(other),
+            SegmentCondition::Event {
+                index, def, cmp, ..
+            } => {
+                let mut values: Vec<Value> = facts
+                    .field(FieldKey::Computed, &segment_trait_name(id, *index))
+                    .into_iter()
+                    .filter(|v| !v.is_null())
+                    .collect();
+                if values.is_empty() && zero_when_nothing_matched(def.function) {
+                    values.push(json!(0));
+                }
+                let actual: Vec<&Value> = values.iter().collect();
+                cmp.holds(&actual, now)
+            }
+        }
+    }
+
+    /// Calls `f` on this condition and every condition inside it, depth-first in definition order.
+    fn visit(&self, f: &mut dyn FnMut(&SegmentCondition)) {
+        f(self);
+        match self {
+            SegmentCondition::All(parts) | SegmentCondition::Any(parts) => {
+                parts.iter().for_each(|c| c.visit(f));
+            }
+            SegmentCondition::Not(inner) => inner.visit(f),
+            _ => {}
+        }
+    }
+
+    /// The JSON form the parser reads.
+    fn to_json(&self) -> Value {
+        let list = |parts: &[SegmentCondition]| {
+            Value::Array(parts.iter().map(SegmentCondition::to_json).collect())
+        };
+        match self {
+            SegmentCondition::All(parts) => json!({ "all": list(parts) }),
+            SegmentCondition::Any(parts) => json!({ "any": list(parts) }),
+            SegmentCondition::Not(inner) => json!({ "not": inner.to_json() }),
+            SegmentCondition::Field { key, name, cmp } => Condition::Field {
+                key: *key,
+                name: name.clone(),
+                cmp: cmp.clone(),
+            }
+            .to_json(),
+            SegmentCondition::Segment(other) => json!({ "segment": other }),
+            SegmentCondition::Event { source, .. } => source.clone(),
+        }
+    }
+}
+
+/// The name of the hidden computed trait of segment `id`'s event condition number `index`.
+pub fn segment_trait_name(id: &str, index: usize) -> String {
+    format!("seg:{id}:{index}")
+}
+
+/// The path by which segment `id` would read itself through `{"segment": ..}` references, e.g.
+/// `["a", "b", "a"]` (`["a", "a"]` for a segment that reads itself), or `None`. `defs` holds id's new
+/// definition; references to undefined segments lead nowhere.
+pub fn segment_cycle(defs: &BTreeMap<String, SegmentDef>, id: &str) -> Option<Vec<String>> {
+    fn walk(
+        defs: &BTreeMap<String, SegmentDef>,
+        target: &str,
+        at: &str,
+        path: &mut Vec<String>,
+        seen: &mut BTreeSet<String>,
+    ) -> bool {
+        let Some(def) = defs.get(at) else {
+            return false;
+        };
+        for next in def.references() {
+            if next == target {
+                path.push(next);
+                return true;
+            }
+            if seen.insert(next.clone()) {
+                path.push(next.clone());
+                if walk(defs, target, &next, path, seen) {
+                    return true;
+                }
+                path.pop();
+            }
+        }
+        false
+    }
+    let mut path = vec![id.to_string()];
+    let mut seen = BTreeSet::new();
+    walk(defs, id, id, &mut path, &mut seen).then_some(path)
+}
+
+/// Whether the function's value is 0 when no event matched (so an unknown reads as 0).
+fn zero_when_nothing_matched(function: Function) -> bool {
+    matches!(
+        function,
+        Function::Count | Function::Sum | Function::DistinctCount | Function::DaysActive
+    )
+}
+
+/// Reads conditions, numbering the event conditions as it meets them.
+struct Parser {
+    events: usize,
+}
+
+impl Parser {
+    fn condition(
+        &mut self,
+        v: &Value,
+        at: &str,
+        depth: usize,
+    ) -> Result<SegmentCondition, DefinitionError> {
+        if depth >= MAX_DEPTH {
+            return Err(err(at, format!("conditions nest at most {MAX_DEPTH} deep")));
+        }
+        let obj = v.as_object().ok_or_else(|| err(at, "must be an object"))?;
+        let mut kinds = KINDS.into_iter().filter(|k| obj.contains_key(*k));
+        let Some(kind) = kinds.next() else {
+            return Err(err(
+                at,
+                format!("must have one of the keys {}", KINDS[..8].join(", ")),
+            ));
+        };
+        if let Some(other) = kinds.next() {
+            return Err(err(
+                join(at, other),
+                format!("a condition is of one kind: {kind} is already given"),
+            ));
+        }
+        match kind {
+            "all" | "any" => {
+                only_key(obj, kind, at)?;
+                let here = join(at, kind);
+                let list = obj[kind]
+                    .as_array()
+                    .ok_or_else(|| err(&here, "must be a list of conditions"))?;
+                if list.is_empty() {
+                    return Err(err(&here, "must list at least one condition"));
+                }
+                let parts = list
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| self.condition(c, &format!("{here}[{i}]"), depth + 1))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(if kind == "all" {
+                    SegmentCondition::All(parts)
+                } else {
+                    SegmentCondition::Any(parts)
+                })
+            }
+            "not" => {
+                only_key(obj, kind, at)?;
+                let inner = self.condition(&obj["not"], &join(at, "not"), depth + 1)?;
+                Ok(SegmentCondition::Not(Box::new(inner)))
+            }
+            "segment" => {
+                only_key(obj, kind, at)?;
+                match &obj["segment"] {
+                    Value::String(s) if !s.is_empty() && s.chars().count() <= MAX_NAME => {
+                        Ok(SegmentCondition::Segment(s.clone()))
+                    }
+                    _ => Err(err(
+                        join(at, "segment"),
+                        format!("must be a segment id: a non-empty string of at most {MAX_NAME} characters"),
+                    )),
+                }
+            }
+            "sequence" => Err(err(
+                join(at, "sequence"),
+                "behavioural sequences are not supported yet",
+            )),
+            "event" => self.event(obj, at),
+            _ => match Condition::parse(v, at)? {
+                Condition::Field { key, name, cmp } => {
+                    Ok(SegmentCondition::Field { key, name, cmp })
+                }
+                _ => Err(err(
+                    at,
+                    "must be a comparison of a trait, tag or computed trait",
+                )),
+            },
+        }
+    }
+
+    /// An event condition: compiles it to a hidden trait definition and the comparison of its value.
+    fn event(
+        &mut self,
+        obj: &Map<String, Value>,
+        at: &str,
+    ) -> Result<SegmentCondition, DefinitionError> {
+        const KEYS: [&str; 7] = [
+            "event",
+            "where",
+            "window",
+            "count",
+            "aggregate",
+            "op",
+            "value",
+        ];
+        if let Some(k) = obj.keys().find(|k| !KEYS.contains(&k.as_str())) {
+            return Err(err(
+                join(at, k),
+                "unknown key; an event condition has event, where, window and count, or aggregate with op and value",
+            ));
+        }
+        if self.events >= MAX_EVENT_CONDITIONS {
+            return Err(err(
+                at,
+                format!("a segment has at most {MAX_EVENT_CONDITIONS} event conditions"),
+            ));
+        }
+        let mut trait_def = Map::new();
+        for key in ["event", "where", "window"] {
+            if let Some(v) = obj.get(key) {
+                trait_def.insert(key.into(), v.clone());
+            }
+        }
+        let cmp = match (obj.get("count"), obj.get("aggregate")) {
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    join(at, "aggregate"),
+                    "give count or aggregate, not both",
+                ))
+            }
+            (count, None) => {
+                if let Some(k) = ["op", "value"].into_iter().find(|k| obj.contains_key(*k)) {
+                    return Err(err(
+                        join(at, k),
+                        "op and value compare an aggregate; compare the number of events with \"count\": {\"op\": .., \"value\": ..}",
+                    ));
+                }
+                trait_def.insert("function".into(), json!("count"));
+                match count {
+                    None => Comparison {
+                        op: Op::Gte,
+                        value: json!(1),
+                    },
+                    Some(count) => {
+                        let here = join(at, "count");
+                        let count = count.as_object().ok_or_else(|| {
+                            err(
+                                &here,
+                                "must be an object such as {\"op\": \"gte\", \"value\": 3}",
+                            )
+                        })?;
+                        if let Some(k) = count.keys().find(|k| *k != "op" && *k != "value") {
+                            return Err(err(join(&here, k), "unknown key; expected op or value"));
+                        }
+                        numeric_comparison(count, &here, "a count")?
+                    }
+                }
+            }
+            (None, Some(aggregate)) => {
+                let here = join(at, "aggregate");
+                let aggregate = aggregate.as_object().ok_or_else(|| {
+                    err(
+                        &here,
+                        "must be an object such as {\"function\": \"sum\", \"property\": \"properties.total\"}",
+                    )
+                })?;
+                if let Some(k) = aggregate
+                    .keys()
+                    .find(|k| *k != "function" && *k != "property")
+                {
+                    return Err(err(
+                        join(&here, k),
+                        "unknown key; expected function or property",
+                    ));
+                }
+                let function = aggregate
+                    .get("function")
+                    .ok_or_else(|| err(join(&here, "function"), "is required"))?;
+                if let Some(f) = function.as_str().and_then(Function::parse) {
+                    if !NUMERIC_FUNCTIONS.contains(&f) {
+                        return Err(err(
+                            join(&here, "function"),
+                            format!(
+                                "a segment compares a number: use one of {} (for {} define a computed trait and compare it with \"computed\")",
+                                names(NUMERIC_FUNCTIONS.iter().map(|f| f.as_str())),
+                                f.as_str()
+                            ),
+                        ));
+                    }
+                }
+                for (k, v) in aggregate {
+                    trait_def.insert(k.clone(), v.clone());
+                }
+                numeric_comparison(obj, at, "an aggregate")?
+            }
+        };
+        let def = TraitDef::parse(&Value::Object(trait_def)).map_err(|e| {
+            let field = match e.field.as_str() {
+                "function" | "property" => format!("{}.{}", join(at, "aggregate"), e.field),
+                other => join(at, other),
+            };
+            DefinitionError::new(field, e.message)
+        })?;
+        let index = self.events;
+        self.events += 1;
+        Ok(SegmentCondition::Event {
+            index,
+            source: Value::Object(obj.clone()),
+            def,
+            cmp,
+        })
+    }
+}
+
+/// The `op` and `value` of `obj`, compared with a number: only numeric operators with numeric operands.
+fn numeric_comparison(
+    obj: &Map<String, Value>,
+    at: &str,
+    what: &str,
+) -> Result<Comparison, DefinitionError> {
+    let allowed = || names(NUMERIC_OPS.iter().map(|op| op.as_str()));
+    if let Some(op) = obj.get("op").and_then(Value::as_str).and_then(Op::parse) {
+        if !NUMERIC_OPS.contains(&op) {
+            return Err(err(
+                join(at, "op"),
+                format!(
+                    "{op} is not valid for {what}, which is a number: use one of the numeric operators {}",
+                    allowed()
+                ),
+            ));
+        }
+    }
+    let cmp = Comparison::parse(obj, at)?;
+    let numeric = match &cmp.value {
+        Value::Number(_) => true,
+        Value::Array(items) => items.iter().all(Value::is_number),
+        _ => false,
+    };
+    if !numeric {
+        return Err(err(
+            join(at, "value"),
+            format!("{what} is compared with numbers: a number, or a list of numbers for between, in and not_in"),
+        ));
+    }
+    Ok(cmp)
+}
+
+/// Refuses any key beside the combinator `key` (say `{"all": [..], "op": "eq"}`).
+fn only_key(obj: &Map<String, Value>, key: &str, at: &str) -> Result<(), DefinitionError> {
+    match obj.keys().find(|k| *k != key) {
+        Some(other) => Err(err(join(at, other), format!("unknown key beside {key}"))),
+        None => Ok(()),
+    }
+}
+
+fn names<'a>(list: impl Iterator<Item = &'a str>) -> String {
+    list.collect::<Vec<_>>().join(", ")
+}
+
+/// A definition error at `field`.
+fn err(field: impl Into<String>, message: impl Into<String>) -> DefinitionError {
+    DefinitionError::new(field, message)
+}
+
+/// `at.key`, or `key` at the top.
+fn join(at: &str, key: &str) -> String {
+    if at.is_empty() {
+        key.to_string()
+    } else {
+        format!("{at}.{key}")
+    }
+}
+
+#[cfg(test)]
+mod tests;
