@@ -47,7 +47,7 @@ pub fn router() -> Router<Arc<AppState>> {
         )
 }
 
-fn definition_error(e: DefinitionError) -> ApiError {
+pub(crate) fn definition_error(e: DefinitionError) -> ApiError {
     ApiError::bad_request(
         "invalid_definition",
         e.field.clone(),
@@ -55,11 +55,11 @@ fn definition_error(e: DefinitionError) -> ApiError {
     )
 }
 
-fn named(name: &str) -> Result<(), ApiError> {
+pub(crate) fn named(name: &str) -> Result<(), ApiError> {
     check_name(name).map_err(definition_error)
 }
 
-fn json_body(raw: &[u8]) -> Result<Value, ApiError> {
+pub(crate) fn json_body(raw: &[u8]) -> Result<Value, ApiError> {
     if raw.is_empty() {
         return Ok(Value::Null);
     }
@@ -82,7 +82,7 @@ fn job_json(job: Option<&Job>) -> Value {
     }
 }
 
-async fn definition_json(
+pub(crate) async fn definition_json(
     state: &AppState,
     workspace: &str,
     kind: &str,
@@ -101,7 +101,7 @@ async fn definition_json(
     Ok(body)
 }
 
-async fn find(
+pub(crate) async fn find(
     state: &AppState,
     workspace: &str,
     kind: &str,
@@ -116,7 +116,7 @@ async fn find(
 
 /// The definition in force when it is exactly `canonical`: putting it again changes nothing (and
 /// starts no backfill).
-async fn unchanged(
+pub(crate) async fn unchanged(
     state: &AppState,
     workspace: &str,
     kind: &str,
@@ -130,7 +130,7 @@ async fn unchanged(
 }
 
 /// Runs a catalog command: 200 once applied, 202 if not yet, 409 with the reason when refused.
-async fn apply(
+pub(crate) async fn apply(
     state: &AppState,
     workspace: &str,
     command: CatalogCommand,
@@ -147,7 +147,7 @@ async fn apply(
     }
 }
 
-fn pending(command_id: String) -> (StatusCode, Json<Value>) {
+pub(crate) fn pending(command_id: String) -> (StatusCode, Json<Value>) {
     (
         StatusCode::ACCEPTED,
         Json(json!({

@@ -19,6 +19,7 @@ pub mod ops;
 pub mod provision;
 pub mod publish;
 pub mod read;
+pub mod segments;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -180,6 +181,7 @@ impl Application {
             .merge(read::router())
             .merge(operate::router())
             .merge(catalog::router())
+            .merge(segments::router())
             .merge(ops::router())
             .fallback(|| async { error::ApiError::not_found("no such endpoint") })
             .with_state(state.clone());

@@ -1,4 +1,4 @@
-//! A workspace's catalog — its computed traits and tags — and the operator commands that change it.
+//! A workspace's catalog — its computed traits, tags and segments — and the operator commands that change it.
 //!
 //! Definitions are events of the log like every other operator command (`MessageKind::Operator`), so the
 //! resolver takes them in their place in the global order: the events before a definition are folded
@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 use crate::computed::{DefinitionError, TraitDef};
 use crate::identity::ProfileId;
+use crate::segments::SegmentDef;
 use crate::tags::TagDef;
 
 /// The hidden computed trait every workspace keeps: what a profile has spent (the sum of
@@ -54,6 +55,15 @@ pub enum CatalogCommand {
         tag: String,
         actor: String,
     },
+    PutSegment {
+        id: String,
+        definition: Value,
+        actor: String,
+    },
+    DeleteSegment {
+        id: String,
+        actor: String,
+    },
 }
 
 impl CatalogCommand {
@@ -65,6 +75,8 @@ impl CatalogCommand {
             CatalogCommand::DeleteTag { .. } => "delete_tag",
             CatalogCommand::TagProfile { .. } => "tag_profile",
             CatalogCommand::UntagProfile { .. } => "untag_profile",
+            CatalogCommand::PutSegment { .. } => "put_segment",
+            CatalogCommand::DeleteSegment { .. } => "delete_segment",
         }
     }
 
@@ -79,6 +91,8 @@ impl CatalogCommand {
                     | "delete_tag"
                     | "tag_profile"
                     | "untag_profile"
+                    | "put_segment"
+                    | "delete_segment"
             )
         )
     }
@@ -115,13 +129,22 @@ pub struct DefinedTag {
     pub def: TagDef,
 }
 
+/// A segment in force.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DefinedSegment {
+    pub version: i64,
+    pub def: SegmentDef,
+}
+
 /// The definitions in force in one workspace.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Catalog {
     /// Computed traits the workspace defined.
     pub traits: BTreeMap<String, DefinedTrait>,
     pub tags: BTreeMap<String, DefinedTag>,
-    /// Every trait folded into profiles: the defined ones, the ones tags need (RFM), and the built-in.
+    pub segments: BTreeMap<String, DefinedSegment>,
+    /// Every trait folded into profiles: the defined ones, the ones tags and segments need (RFM inputs,
+    /// event conditions), and the built-in.
     folded: BTreeMap<String, DefinedTrait>,
 }
 
@@ -129,6 +152,7 @@ impl Catalog {
     pub fn new(
         traits: BTreeMap<String, DefinedTrait>,
         tags: BTreeMap<String, DefinedTag>,
+        segments: BTreeMap<String, DefinedSegment>,
     ) -> Catalog {
         let mut folded = traits.clone();
         folded.insert(SPEND_TRAIT.to_owned(), spend_trait());
@@ -143,9 +167,21 @@ impl Catalog {
                 );
             }
         }
+        for (id, segment) in &segments {
+            for (hidden, def) in segment.def.hidden_traits(id) {
+                folded.insert(
+                    hidden,
+                    DefinedTrait {
+                        version: segment.version,
+                        def,
+                    },
+                );
+            }
+        }
         Catalog {
             traits,
             tags,
+            segments,
             folded,
         }
     }

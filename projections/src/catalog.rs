@@ -5,8 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use cdp_domain::catalog::{Catalog, DefinedTag, DefinedTrait};
+use cdp_domain::catalog::{Catalog, DefinedSegment, DefinedTag, DefinedTrait};
 use cdp_domain::computed::TraitDef;
+use cdp_domain::segments::SegmentDef;
 use cdp_domain::store::Store;
 use cdp_domain::tags::{RfmThresholds, TagDef, TagValue};
 use serde_json::Value;
@@ -36,6 +37,7 @@ macro_rules! read {
 /// Definition kinds.
 pub const TRAIT: &str = "trait";
 pub const TAG: &str = "tag";
+pub const SEGMENT: &str = "segment";
 
 /// One stored version of a definition.
 #[derive(Debug, Clone, PartialEq)]
@@ -104,7 +106,19 @@ pub async fn load(store: &Store, workspace: &str) -> Result<Catalog, ProjectionE
             },
         );
     }
-    Ok(Catalog::new(traits, tags))
+    let mut segments = BTreeMap::new();
+    for d in definitions(store, workspace, SEGMENT).await? {
+        let body = d.body.unwrap_or_default();
+        let def = SegmentDef::parse(&body).map_err(ProjectionError::corrupt)?;
+        segments.insert(
+            d.name,
+            DefinedSegment {
+                version: d.version,
+                def,
+            },
+        );
+    }
+    Ok(Catalog::new(traits, tags, segments))
 }
 
 /// A backfill or re-evaluation job.
@@ -387,6 +401,115 @@ pub async fn outbox_after(
         .collect())
 }
 
+/// A profile's membership of a segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    pub segment: String,
+    pub since: i64,
+    pub caused_by: Option<String>,
+}
+
+/// The segments these profiles of `workspace` are in now, by profile.
+pub async fn memberships_of(
+    store: &Store,
+    workspace: &str,
+    profiles: &[&str],
+) -> Result<BTreeMap<String, Vec<Membership>>, ProjectionError> {
+    let mut out: BTreeMap<String, Vec<Membership>> = BTreeMap::new();
+    for chunk in profiles.chunks(500) {
+        let rows: Vec<(String, String, i64, Option<String>)> = match store {
+            Store::Sqlite(s) => {
+                let mut q: QueryBuilder<sqlx::Sqlite> = QueryBuilder::new(
+                    "SELECT profile, segment, since, caused_by FROM segment_members WHERE workspace = ",
+                );
+                q.push_bind(workspace).push(" AND profile IN (");
+                let mut list = q.separated(", ");
+                for p in chunk {
+                    list.push_bind(*p);
+                }
+                q.push(") ORDER BY profile, segment");
+                q.build_query_as().fetch_all(s.read_pool()).await?
+            }
+            Store::Postgres(s) => {
+                sqlx::query_as(
+                    "SELECT profile, segment, since, caused_by FROM segment_members \
+                     WHERE workspace = $1 AND profile = ANY($2) ORDER BY profile, segment",
+                )
+                .bind(workspace)
+                .bind(chunk)
+                .fetch_all(s.pool())
+                .await?
+            }
+        };
+        for (profile, segment, since, caused_by) in rows {
+            out.entry(profile).or_default().push(Membership {
+                segment,
+                since,
+                caused_by,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// One enter or exit of a segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembershipChange {
+    pub seq: i64,
+    pub profile: String,
+    pub segment: String,
+    pub entered: bool,
+    pub at: i64,
+    pub caused_by: Option<String>,
+}
+
+/// Every enter and exit of these profiles (a live profile and the ones merged into it), in order.
+pub async fn membership_history(
+    store: &Store,
+    workspace: &str,
+    profiles: &[String],
+) -> Result<Vec<MembershipChange>, ProjectionError> {
+    let mut out = Vec::new();
+    for p in profiles {
+        let rows: Vec<(i64, String, String, bool, i64, Option<String>)> = read!(
+            store,
+            "SELECT seq, profile, segment, entered, at, caused_by FROM segment_history \
+             WHERE workspace = ? AND profile = ? ORDER BY seq",
+            |q| q.bind(workspace).bind(p),
+            fetch_all
+        );
+        out.extend(
+            rows.into_iter()
+                .map(
+                    |(seq, profile, segment, entered, at, caused_by)| MembershipChange {
+                        seq,
+                        profile,
+                        segment,
+                        entered,
+                        at,
+                        caused_by,
+                    },
+                ),
+        );
+    }
+    out.sort_by_key(|c| c.seq);
+    Ok(out)
+}
+
+/// How many profiles each segment of `workspace` has now.
+pub async fn segment_sizes(
+    store: &Store,
+    workspace: &str,
+) -> Result<BTreeMap<String, i64>, ProjectionError> {
+    let rows: Vec<(String, i64)> = read!(
+        store,
+        "SELECT segment, count(*) FROM segment_members WHERE workspace = ? GROUP BY segment",
+        |q| q.bind(workspace),
+        fetch_all
+    );
+    Ok(rows.into_iter().collect())
+}
+
 /// What the resolver writes about the catalog for a batch.
 #[derive(Debug, Default)]
 pub struct CatalogWrites {
@@ -404,6 +527,10 @@ pub struct CatalogWrites {
     pub thresholds: Vec<(String, String, i64, i64, RfmThresholds)>,
     /// `(workspace, subject, payload)`.
     pub outbox: Vec<(String, String, String)>,
+    /// `(workspace, segment, profile, membership)`: entered (`Some`) or exited.
+    pub members: Vec<(String, String, String, Option<Membership>)>,
+    /// Enters and exits, in order (`seq` unused).
+    pub history: Vec<(String, MembershipChange)>,
 }
 
 impl CatalogWrites {
@@ -415,6 +542,8 @@ impl CatalogWrites {
             && self.due.is_empty()
             && self.thresholds.is_empty()
             && self.outbox.is_empty()
+            && self.members.is_empty()
+            && self.history.is_empty()
     }
 }
 
@@ -539,6 +668,52 @@ pub async fn write(tx: &mut ModelTx<'_>, w: &CatalogWrites) -> Result<(), Projec
                     " ON CONFLICT (workspace, tag) DO UPDATE SET version = excluded.version, \
                      computed_at = excluded.computed_at, body = excluded.body",
                 );
+                q.build().execute(&mut **$tx).await?;
+            }
+            for (ws, segment, profile, membership) in &w.members {
+                let mut q: QueryBuilder<$db> = match membership {
+                    Some(m) => {
+                        let mut q = QueryBuilder::new(
+                            "INSERT INTO segment_members (workspace, segment, profile, since, caused_by) ",
+                        );
+                        q.push_values([m], |mut row, m| {
+                            row.push_bind(ws)
+                                .push_bind(segment)
+                                .push_bind(profile)
+                                .push_bind(m.since)
+                                .push_bind(m.caused_by.clone());
+                        });
+                        q.push(
+                            " ON CONFLICT (workspace, segment, profile) DO UPDATE SET \
+                             since = excluded.since, caused_by = excluded.caused_by",
+                        );
+                        q
+                    }
+                    None => {
+                        let mut q =
+                            QueryBuilder::new("DELETE FROM segment_members WHERE workspace = ");
+                        q.push_bind(ws)
+                            .push(" AND segment = ")
+                            .push_bind(segment)
+                            .push(" AND profile = ")
+                            .push_bind(profile);
+                        q
+                    }
+                };
+                q.build().execute(&mut **$tx).await?;
+            }
+            for chunk in w.history.chunks(500) {
+                let mut q: QueryBuilder<$db> = QueryBuilder::new(
+                    "INSERT INTO segment_history (workspace, profile, segment, entered, at, caused_by) ",
+                );
+                q.push_values(chunk, |mut row, (ws, c)| {
+                    row.push_bind(ws)
+                        .push_bind(&c.profile)
+                        .push_bind(&c.segment)
+                        .push_bind(c.entered)
+                        .push_bind(c.at)
+                        .push_bind(&c.caused_by);
+                });
                 q.build().execute(&mut **$tx).await?;
             }
             for chunk in w.outbox.chunks(500) {

@@ -6,7 +6,9 @@ use std::collections::{HashMap, HashSet};
 
 use std::collections::BTreeMap;
 
-use cdp_domain::catalog::{check_name, Catalog, CatalogCommand, DefinedTag, DefinedTrait};
+use cdp_domain::catalog::{
+    check_name, Catalog, CatalogCommand, DefinedSegment, DefinedTag, DefinedTrait,
+};
 use cdp_domain::computed::TraitDef;
 use cdp_domain::event::{Position, StoredEvent};
 use cdp_domain::identity::{
@@ -15,6 +17,7 @@ use cdp_domain::identity::{
 };
 use cdp_domain::message::MessageKind;
 use cdp_domain::profile::{split_docs, FoldRules, OwnedEvent, ProfileDoc};
+use cdp_domain::segments::{segment_cycle, SegmentDef};
 use cdp_domain::store::{EventStore, Store};
 use cdp_domain::tags::{cycle, RfmThresholds, TagDef};
 use chrono::{DateTime, Utc};
@@ -362,7 +365,34 @@ fn decide_catalog(
                 None
             }
         }
-        CatalogCommand::DeleteTrait { .. } | CatalogCommand::DeleteTag { .. } => None,
+        CatalogCommand::PutSegment { id, definition, .. } => {
+            match check_name(id).and_then(|()| SegmentDef::parse(definition)) {
+                Err(err) => Some(err.to_string()),
+                Ok(def) => {
+                    let mut defs: BTreeMap<String, SegmentDef> = catalog
+                        .map(|c| {
+                            c.segments
+                                .iter()
+                                .map(|(k, s)| (k.clone(), s.def.clone()))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let unknown = def
+                        .references()
+                        .into_iter()
+                        .find(|r| r != id && !defs.contains_key(r));
+                    defs.insert(id.clone(), def);
+                    match unknown {
+                        Some(r) => Some(format!("no segment {r:?}")),
+                        None => segment_cycle(&defs, id)
+                            .map(|path| format!("the segment reads itself: {}", path.join(" -> "))),
+                    }
+                }
+            }
+        }
+        CatalogCommand::DeleteTrait { .. }
+        | CatalogCommand::DeleteTag { .. }
+        | CatalogCommand::DeleteSegment { .. } => None,
     };
     match refusal {
         Some(reason) => rejected(name, reason),
@@ -385,6 +415,7 @@ fn apply_catalog(
     let catalog = catalogs.entry(ws.clone()).or_default();
     let mut traits = catalog.traits.clone();
     let mut tags = catalog.tags.clone();
+    let mut segments = catalog.segments.clone();
     let (kind, name, body) = match command {
         CatalogCommand::PutTrait {
             name, definition, ..
@@ -410,6 +441,16 @@ fn apply_catalog(
             tags.remove(name)?;
             (stored_catalog::TAG, name, None)
         }
+        CatalogCommand::PutSegment { id, definition, .. } => {
+            let def = SegmentDef::parse(definition).ok()?;
+            let body = def.to_json().to_string();
+            segments.insert(id.clone(), DefinedSegment { version, def });
+            (stored_catalog::SEGMENT, id, Some(body))
+        }
+        CatalogCommand::DeleteSegment { id, .. } => {
+            segments.remove(id)?;
+            (stored_catalog::SEGMENT, id, None)
+        }
         CatalogCommand::TagProfile {
             profile_id,
             tag,
@@ -434,7 +475,7 @@ fn apply_catalog(
             })
         }
     };
-    *catalog = Catalog::new(traits, tags);
+    *catalog = Catalog::new(traits, tags, segments);
     writes
         .definitions
         .push((ws.clone(), kind, name.clone(), version, body));

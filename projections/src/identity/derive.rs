@@ -9,12 +9,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use cdp_domain::catalog::{Catalog, SPEND_TRAIT};
 use cdp_domain::event::to_millis;
 use cdp_domain::profile::{FoldRules, OwnedEvent, ProfileDoc};
+use cdp_domain::segments::SegmentFacts;
 use cdp_domain::store::Store;
 use cdp_domain::tags::{Facts, FieldKey, RfmInputs, RfmThresholds, Scoring, TagDef, TagValue};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Value};
 
-use crate::catalog::{self, CatalogWrites, Job, ProfileTag};
+use crate::catalog::{self, CatalogWrites, Job, Membership, MembershipChange, ProfileTag};
 use crate::profiles::{self, ProfileKey};
 use crate::runner::ProjectionError;
 
@@ -41,6 +42,28 @@ struct ProfileFacts<'a> {
     now: DateTime<Utc>,
     tags: RefCell<BTreeMap<String, Option<TagValue>>>,
     visiting: RefCell<BTreeSet<String>>,
+    segments: RefCell<BTreeMap<String, bool>>,
+}
+
+impl SegmentFacts for ProfileFacts<'_> {
+    fn in_segment(&self, id: &str) -> bool {
+        if let Some(known) = self.segments.borrow().get(id) {
+            return *known;
+        }
+        // Definitions that read themselves are refused; this guards against one slipping through.
+        let key = format!("segment {id}");
+        if !self.visiting.borrow_mut().insert(key.clone()) {
+            return false;
+        }
+        let member = self
+            .catalog
+            .segments
+            .get(id)
+            .is_some_and(|s| s.def.holds(id, self, self.now));
+        self.visiting.borrow_mut().remove(&key);
+        self.segments.borrow_mut().insert(id.to_owned(), member);
+        member
+    }
 }
 
 fn values_of(v: &Value) -> Vec<Value> {
@@ -98,6 +121,8 @@ impl Facts for ProfileFacts<'_> {
 pub struct Evaluation {
     /// Every tag the profile has, manual ones included.
     pub tags: BTreeMap<String, TagValue>,
+    /// The segments the profile is in.
+    pub segments: BTreeSet<String>,
     pub spend: f64,
     pub due_at: Option<DateTime<Utc>>,
 }
@@ -128,14 +153,21 @@ pub fn evaluate(
         now,
         tags: RefCell::new(BTreeMap::new()),
         visiting: RefCell::new(BTreeSet::new()),
+        segments: RefCell::new(BTreeMap::new()),
     };
     let tags: BTreeMap<String, TagValue> = catalog
         .tags
         .keys()
         .filter_map(|name| facts.tag(name).map(|v| (name.clone(), v)))
         .collect();
-    // Tags read windows and the age of the last purchase, which move with the clock.
-    let mut due_at = if catalog.tags.is_empty() {
+    let segments: BTreeSet<String> = catalog
+        .segments
+        .keys()
+        .filter(|id| facts.in_segment(id))
+        .cloned()
+        .collect();
+    // Tags and segments read windows and the age of the last purchase, which move with the clock.
+    let mut due_at = if catalog.tags.is_empty() && catalog.segments.is_empty() {
         None
     } else {
         doc.next_computed_change(catalog.folded(), now)
@@ -156,6 +188,7 @@ pub fn evaluate(
     }
     Evaluation {
         tags,
+        segments,
         spend,
         due_at,
     }
@@ -186,6 +219,7 @@ fn rfm_inputs(
         now,
         tags: RefCell::new(BTreeMap::new()),
         visiting: RefCell::new(BTreeSet::new()),
+        segments: RefCell::new(BTreeMap::new()),
     };
     def.inputs(tag, &facts, now)
 }
@@ -262,6 +296,17 @@ pub async fn derive(
             stored.insert(key, tags.into_iter().map(|t| (t.tag.clone(), t)).collect());
         }
     }
+    let mut members: HashMap<ProfileKey, BTreeMap<String, Membership>> = HashMap::new();
+    for (w, profiles) in &by_workspace {
+        let list: Vec<&str> = profiles.iter().copied().collect();
+        for (p, ms) in catalog::memberships_of(store, w, &list).await? {
+            let key = (w.to_string(), parse_profile(&p)?);
+            members.insert(
+                key,
+                ms.into_iter().map(|m| (m.segment.clone(), m)).collect(),
+            );
+        }
+    }
     // Manual values after the batch: stored, moved by merges, then changed by commands.
     let mut manual: HashMap<ProfileKey, BTreeMap<String, (Value, String)>> = HashMap::new();
     let stored_manual = |key: &ProfileKey| -> BTreeMap<String, (Value, String)> {
@@ -306,6 +351,9 @@ pub async fn derive(
                 d.now,
             ));
         }
+        for segment in members.get(gone).into_iter().flatten().map(|(s, _)| s) {
+            leave(out, gone, segment, cause, d.now);
+        }
         out.spend.push((gone.0.clone(), gone.1.to_string(), None));
         out.due.push((gone.0.clone(), gone.1.to_string(), None));
     }
@@ -331,8 +379,12 @@ pub async fn derive(
         let Some(catalog) = catalog else {
             continue;
         };
-        if catalog.tags.is_empty() && !stored.contains_key(key) {
-            // Nothing to evaluate: a workspace without tags pays nothing here.
+        if catalog.tags.is_empty()
+            && catalog.segments.is_empty()
+            && !stored.contains_key(key)
+            && !members.contains_key(key)
+        {
+            // Nothing to evaluate: a workspace without tags or segments pays nothing here.
             continue;
         }
         let manual_values: BTreeMap<String, Value> = manual[key]
@@ -415,12 +467,79 @@ pub async fn derive(
                 ));
             }
         }
+        let was: BTreeSet<&String> = members
+            .get(key)
+            .into_iter()
+            .flatten()
+            .map(|(s, _)| s)
+            .collect();
+        for segment in eval.segments.iter().filter(|s| !was.contains(s)) {
+            let segment_cause = attribute(&cause, segment, catalog);
+            enter(out, key, segment, &segment_cause, d.now);
+        }
+        for segment in was.into_iter().filter(|s| !eval.segments.contains(*s)) {
+            let segment_cause = attribute(&cause, segment, catalog);
+            leave(out, key, segment, &segment_cause, d.now);
+        }
         out.spend.push((w.clone(), p.to_string(), Some(eval.spend)));
         // Stored as a float so one statement serves both tables; whole milliseconds are exact.
         let due = eval.due_at.map(|t| to_millis(t).max(now_ms + 1_000) as f64);
         out.due.push((w.clone(), p.to_string(), due));
     }
     Ok(())
+}
+
+/// A profile enters a segment: its membership, the history, and the message.
+fn enter(out: &mut CatalogWrites, key: &ProfileKey, segment: &str, cause: &str, at: DateTime<Utc>) {
+    membership_change(out, key, segment, true, cause, at);
+}
+
+/// A profile leaves a segment.
+fn leave(out: &mut CatalogWrites, key: &ProfileKey, segment: &str, cause: &str, at: DateTime<Utc>) {
+    membership_change(out, key, segment, false, cause, at);
+}
+
+fn membership_change(
+    out: &mut CatalogWrites,
+    (w, p): &ProfileKey,
+    segment: &str,
+    entered: bool,
+    cause: &str,
+    at: DateTime<Utc>,
+) {
+    let at_ms = to_millis(at);
+    let membership = entered.then(|| Membership {
+        segment: segment.to_owned(),
+        since: at_ms,
+        caused_by: Some(cause.to_owned()),
+    });
+    out.members
+        .push((w.clone(), segment.to_owned(), p.to_string(), membership));
+    out.history.push((
+        w.clone(),
+        MembershipChange {
+            seq: 0,
+            profile: p.to_string(),
+            segment: segment.to_owned(),
+            entered,
+            at: at_ms,
+            caused_by: Some(cause.to_owned()),
+        },
+    ));
+    let what = if entered { "entered" } else { "exited" };
+    let payload = json!({
+        "type": format!("segment.{what}"),
+        "workspace": w,
+        "profile_id": p.as_str(),
+        "segment": segment,
+        "at": cdp_domain::message::rfc3339(at),
+        "caused_by": cause,
+    });
+    out.outbox.push((
+        w.clone(),
+        format!("cdp.out.{w}.segment.{segment}.{what}"),
+        payload.to_string(),
+    ));
 }
 
 /// What caused a change of `tag` found by a profile's evaluation that `cause` prompted. A job re-evaluates
@@ -430,10 +549,21 @@ fn attribute(cause: &str, tag: &str, catalog: &Catalog) -> String {
     let job_version = match cause.split_once(':') {
         Some((catalog::TAG, name)) => catalog.tags.get(name).map(|t| t.version),
         Some((catalog::TRAIT, name)) => catalog.folded().get(name).map(|t| t.version),
+        Some((catalog::SEGMENT, name)) => catalog.segments.get(name).map(|t| t.version),
         _ => None,
     };
-    match (job_version, catalog.tags.get(tag)) {
-        (Some(job), Some(t)) if t.version > job => format!("{}:{tag}", catalog::TAG),
+    let own = catalog
+        .tags
+        .get(tag)
+        .map(|t| (catalog::TAG, t.version))
+        .or_else(|| {
+            catalog
+                .segments
+                .get(tag)
+                .map(|s| (catalog::SEGMENT, s.version))
+        });
+    match (job_version, own) {
+        (Some(job), Some((kind, version))) if version > job => format!("{kind}:{tag}"),
         _ => cause.to_owned(),
     }
 }
@@ -588,6 +718,7 @@ async fn run_job_page(
     // A definition changed or deleted since the job began: a newer job visits every profile anyway.
     let current = match job.kind.as_str() {
         catalog::TRAIT => catalog.folded().get(&job.name).map(|t| t.version),
+        catalog::SEGMENT => catalog.segments.get(&job.name).map(|s| s.version),
         _ => catalog.tags.get(&job.name).map(|t| t.version),
     };
     if current.is_some_and(|v| v != job.version) {

@@ -15,4 +15,5 @@ mod ops;
 mod provision;
 mod quarantine;
 mod read;
+mod segments;
 mod traits;

@@ -1,0 +1,176 @@
+//! Segments through the API: the seed-002 case (history + today's order crossing a cumulative threshold
+//! enters the segment within seconds, published on NATS and the stream), membership history with `?at=`,
+//! references between segments, and definitions refused naming the place.
+
+use std::time::Duration;
+
+use chrono::{Duration as Days, Utc};
+use futures::StreamExt;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+fn order(user: &str, id: &str, total: f64, days_ago: i64) -> Value {
+    json!({
+        "type": "track", "userId": user, "event": "Order Completed", "messageId": id,
+        "timestamp": (Utc::now() - Days::days(days_ago)).to_rfc3339(),
+        "properties": {"total": total},
+    })
+}
+
+async fn put(app: &TestApp, path: &str, body: Value) -> (StatusCode, Value) {
+    app.put_as(path, &body, Auth::Bearer(ADMIN_TOKEN)).await
+}
+
+async fn memberships(app: &TestApp, id: &str, at: Option<&str>) -> Value {
+    let mut request = app.request(
+        Method::GET,
+        &format!("/v1/profiles/{id}/memberships"),
+        Auth::Bearer(ADMIN_TOKEN),
+    );
+    if let Some(at) = at {
+        request = request.query(&[("at", at)]);
+    }
+    let (status, body) = read_json(request.send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+#[tokio::test]
+async fn history_plus_todays_order_enters_the_segment_within_seconds() {
+    on_each_backend("segments_seed002", |backend| async move {
+        let nats = backend == Backend::Postgres && nats_available("segments_seed002");
+        let app = spawn_app_with(backend, Options { nats, ..Options::default() }).await;
+        // 40,000 of history, long before the segment exists.
+        let (status, body) = app
+            .post("/v1/batch", &json!({"batch": [order("big", "h1", 25_000.0, 90), order("big", "h2", 15_000.0, 40),
+                                                 order("small", "s1", 100.0, 3)]}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let big = app.profile_with_count("user_id", "big", "track", 2).await;
+        app.profile_with_count("user_id", "small", "track", 1).await;
+        let id = big["profile_id"].as_str().unwrap().to_owned();
+
+        let (status, body) = put(&app, "/v1/segments/high_value", json!({"name": "Spent 50,000 or more",
+            "condition": {"event": "Order Completed", "aggregate": {"function": "sum", "property": "properties.total"},
+                          "op": "gte", "value": 50000}})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (status, body) = put(&app, "/v1/segments/high_value_not_male", json!({
+            "condition": {"all": [{"segment": "high_value"}, {"trait": "gender", "op": "neq", "value": "male"}]}})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        eventually("segments evaluated over history", || async {
+            let (_, b) = app.get_as("/v1/segments/high_value", Auth::Bearer(ADMIN_TOKEN)).await;
+            if b["status"] == "ready" { Ok(b) } else { Err(b.to_string()) }
+        })
+        .await;
+        assert_eq!(memberships(&app, &id, None).await["segments"], json!([]));
+
+        let mut bus = app.state.bus.subscribe();
+        let subscriber = match &app.nats {
+            Some(n) => {
+                let client = async_nats::connect(n.url.as_str()).await.unwrap();
+                let subject = format!("{}.cdp.out.{WORKSPACE}.segment.high_value.entered", n.namespace);
+                Some((client.subscribe(subject).await.unwrap(), client))
+            }
+            None => None,
+        };
+        let stream = app
+            .request(Method::GET, "/v1/stream", Auth::Bearer(ADMIN_TOKEN))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stream.status(), StatusCode::OK);
+        let before = Utc::now();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Today: 10,000 more.
+        let (status, _) = app.post("/v1/track", &order("big", "today", 10_000.0, 0)).await;
+        assert_eq!(status, StatusCode::OK);
+
+        let entered = tokio::time::timeout(DEADLINE, async {
+            loop {
+                let m = bus.recv().await.unwrap();
+                if m.subject == format!("cdp.out.{WORKSPACE}.segment.high_value.entered") {
+                    return serde_json::from_str::<Value>(&m.payload).unwrap();
+                }
+            }
+        })
+        .await
+        .expect("the entered message is published");
+        assert_eq!(entered["profile_id"], id.as_str());
+        assert_eq!(entered["caused_by"], "today");
+        if let Some((mut sub, _client)) = subscriber {
+            let m = tokio::time::timeout(DEADLINE, sub.next()).await.expect("on NATS").unwrap();
+            let payload: Value = serde_json::from_slice(&m.payload).unwrap();
+            assert_eq!(payload["profile_id"], id.as_str());
+        }
+        // The stream carries it too.
+        let mut stream = stream;
+        let text = tokio::time::timeout(DEADLINE, async {
+            let mut text = String::new();
+            while let Ok(Some(chunk)) = stream.chunk().await {
+                text.push_str(&String::from_utf8_lossy(&chunk));
+                if text.contains("event: segment.entered") {
+                    return text;
+                }
+            }
+            text
+        })
+        .await
+        .expect("the stream delivers the change");
+        assert!(text.contains("high_value"), "{text}");
+
+        let now = memberships(&app, &id, None).await;
+        let segments: Vec<&str> = now["segments"].as_array().unwrap().iter()
+            .map(|s| s["segment"].as_str().unwrap()).collect();
+        assert_eq!(segments, ["high_value", "high_value_not_male"], "{now}");
+        assert_eq!(now["segments"][0]["because"]["caused_by"], "today");
+        // Was the customer in the segment before the order? No.
+        let then = memberships(&app, &id, Some(&before.to_rfc3339())).await;
+        assert_eq!(then["segments_at"], json!([]), "{then}");
+        let (_, size) = app.get_as("/v1/segments/high_value", Auth::Bearer(ADMIN_TOKEN)).await;
+        assert_eq!(size["members"], 1, "{size}");
+
+        // A male customer leaves the difference segment, not the other.
+        app.post("/v1/identify", &json!({"type": "identify", "userId": "big", "messageId": "g", "traits": {"gender": "male"}}))
+            .await;
+        eventually("the difference segment is left", || async {
+            let m = memberships(&app, &id, None).await;
+            if m["segments"].as_array().map(Vec::len) == Some(1) { Ok(m) } else { Err(m.to_string()) }
+        })
+        .await;
+        let history = memberships(&app, &id, None).await["history"].clone();
+        let changes: Vec<(String, String)> = history.as_array().unwrap().iter()
+            .map(|c| (c["segment"].as_str().unwrap().into(), c["change"].as_str().unwrap().into())).collect();
+        assert!(changes.contains(&("high_value_not_male".into(), "exited".into())), "{history}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn segment_definitions_are_checked() {
+    on_each_backend("segments_invalid", |backend| async move {
+        let app = spawn_app(backend).await;
+        for (definition, field) in [
+            (json!({"condition": {"sequence": [{"event": "Product Added"}, {"not_event": "Order Completed"}], "within": "2h"}}), "condition.sequence"),
+            (json!({"condition": {"all": [{"trait": "a", "op": "sometimes", "value": 1}]}}), "condition.all[0].op"),
+            (json!({"condition": {"event": "A", "count": {"op": "contains", "value": 3}}}), "condition.count.op"),
+            (json!({"condition": {"all": []}}), "condition.all"),
+        ] {
+            let (status, body) = put(&app, "/v1/segments/s", definition.clone()).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{definition}: {body}");
+            assert_eq!(body["error"]["field"], field, "{definition}: {body}");
+        }
+        let (status, body) = put(&app, "/v1/segments/s", json!({"condition": {"segment": "nope"}})).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        let (status, _) = put(&app, "/v1/segments/a", json!({"condition": {"trait": "x", "op": "is_set"}})).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) = put(&app, "/v1/segments/b", json!({"condition": {"segment": "a"}})).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, body) = put(&app, "/v1/segments/a", json!({"condition": {"segment": "b"}})).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "a cycle: {body}");
+        let response = app.request(Method::DELETE, "/v1/segments/a", Auth::Bearer(ADMIN_TOKEN)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::CONFLICT, "b reads a");
+    })
+    .await;
+}
