@@ -31,6 +31,12 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ("delete", "/v1/tags/{name}"),
     ("post", "/v1/profiles/{id}/tags/{tag}"),
     ("delete", "/v1/profiles/{id}/tags/{tag}"),
+    ("get", "/v1/segments"),
+    ("get", "/v1/segments/{id}"),
+    ("put", "/v1/segments/{id}"),
+    ("delete", "/v1/segments/{id}"),
+    ("get", "/v1/profiles/{id}/memberships"),
+    ("get", "/v1/stream"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -272,6 +278,60 @@ pub fn document() -> Value {
             "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}},
                            {"name": "tag", "in": "path", "required": true, "schema": {"type": "string"}}],
             "responses": definition_responses("`profile_id`, `tag`, `value` (null)."),
+        }
+    }));
+    let id = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}});
+    paths.insert(
+        "/v1/segments".into(),
+        json!({
+            "get": {
+                "tags": ["segments"],
+                "summary": "The workspace's segments with their status and member counts",
+                "security": [{"bearer": ["read"]}],
+                "responses": read_responses("`items`: each as GET /v1/segments/{id}."),
+            }
+        }),
+    );
+    paths.insert("/v1/segments/{id}".into(), json!({
+        "get": {
+            "tags": ["segments"],
+            "summary": "A segment: definition, version, evaluation status (`status`, `profiles_done`) and `members`",
+            "security": [{"bearer": ["read"]}],
+            "parameters": [id],
+            "responses": read_responses("The segment."),
+        },
+        "put": {
+            "tags": ["segments"],
+            "summary": "Define or change a segment; every profile is evaluated, and every enter and exit is recorded and published on `cdp.out.<workspace>.segment.<id>.entered|exited`",
+            "description": "Body `{\"name\": \"..\", \"condition\": {..}}`. Conditions: `{\"all\": [..]}`, `{\"any\": [..]}`, `{\"not\": {..}}`, `{\"segment\": \"<id>\"}`, `{\"trait\": \"gender\", \"op\": \"neq\", \"value\": \"male\"}` (also `computed`, `tag`; negations hold for an unknown field), `{\"event\": \"Order Completed\", \"where\": [..], \"count\": {\"op\": \"gte\", \"value\": 3}, \"window\": \"7d\"}`, `{\"event\": \"Order Completed\", \"aggregate\": {\"function\": \"sum\", \"property\": \"properties.total\"}, \"op\": \"gte\", \"value\": 1000}`. Behavioural sequences are refused for now.",
+            "security": [{"bearer": ["admin"]}],
+            "parameters": [id],
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object"}}}},
+            "responses": definition_responses("The stored segment with its status."),
+        },
+        "delete": {
+            "tags": ["segments"],
+            "summary": "Delete a segment (refused while another segment reads it); its members exit",
+            "security": [{"bearer": ["admin"]}],
+            "parameters": [id],
+            "responses": definition_responses("`status`: deleted."),
+        }
+    }));
+    paths.insert("/v1/profiles/{id}/memberships".into(), json!({
+        "get": {
+            "tags": ["segments"],
+            "summary": "Every enter and exit of the profile (and of profiles merged into it) with its cause; `segments` now, or with `at` the segments it was in then and why",
+            "security": [{"bearer": ["read"]}],
+            "parameters": [id, {"name": "at", "in": "query", "schema": {"type": "string", "format": "date-time"}}],
+            "responses": read_responses("`history`, and `segments` or `segments_at`."),
+        }
+    }));
+    paths.insert("/v1/stream".into(), json!({
+        "get": {
+            "tags": ["segments"],
+            "summary": "Server-sent events of the workspace's tag changes and segment enters and exits (`event`: the type, `id`: the outbox sequence, `data`: the message as published on NATS)",
+            "security": [{"bearer": ["read"]}],
+            "responses": read_responses("`text/event-stream`."),
         }
     }));
     paths.insert("/v1/quarantine".into(), json!({
