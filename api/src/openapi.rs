@@ -35,6 +35,7 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ("get", "/v1/segments/{id}"),
     ("put", "/v1/segments/{id}"),
     ("delete", "/v1/segments/{id}"),
+    ("get", "/v1/segments/{id}/members"),
     ("get", "/v1/profiles/{id}/memberships"),
     ("get", "/v1/stream"),
     ("get", "/healthz"),
@@ -315,6 +316,17 @@ pub fn document() -> Value {
             "security": [{"bearer": ["admin"]}],
             "parameters": [id],
             "responses": definition_responses("`status`: deleted."),
+        }
+    }));
+    paths.insert("/v1/segments/{id}/members".into(), json!({
+        "get": {
+            "tags": ["segments"],
+            "summary": "A page of the segment's members (profile id order): `format=json` (`items`, `next_after`), `ndjson` or `csv` (next page in the `x-next-after` header); `channel=` is refused until consent is recorded",
+            "security": [{"bearer": ["read"]}],
+            "parameters": [id, {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100000}},
+                {"name": "after", "in": "query", "schema": {"type": "string"}},
+                {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "ndjson", "csv"]}}],
+            "responses": read_responses("The members."),
         }
     }));
     paths.insert("/v1/profiles/{id}/memberships".into(), json!({

@@ -40,6 +40,7 @@ pub fn router() -> Router<Arc<AppState>> {
             "/v1/segments/{id}",
             get(get_segment).put(put_segment).delete(delete_segment),
         )
+        .route("/v1/segments/{id}/members", get(members))
         .route("/v1/profiles/{id}/memberships", get(memberships))
         .route("/v1/stream", get(stream))
 }
@@ -163,6 +164,99 @@ async fn delete_segment(
         return Ok(pending(command_id));
     }
     Ok((StatusCode::OK, Json(json!({"id": id, "status": "deleted"}))))
+}
+
+#[derive(Deserialize)]
+struct MembersQuery {
+    limit: Option<i64>,
+    after: Option<String>,
+    format: Option<String>,
+    channel: Option<String>,
+}
+
+/// A page of a segment's members in profile id order: JSON (`items`, `next_after`), NDJSON (one member
+/// per line) or CSV; `after` is the last profile id of the previous page.
+async fn members(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    Path(id): Path<String>,
+    Query(q): Query<MembersQuery>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    principal.require(Scope::Read)?;
+    let ws = &principal.workspace;
+    if q.channel.is_some() {
+        return Err(ApiError::bad_request(
+            "unsupported",
+            "channel",
+            "channel: consent per channel is not recorded yet, so members cannot be filtered by it",
+        ));
+    }
+    find(&state, ws, SEGMENT, &id).await?;
+    let limit = q.limit.unwrap_or(1_000).clamp(1, 100_000);
+    let after = q.after.unwrap_or_default();
+    let page = catalog::members_page(&state.store, ws, &id, &after, limit).await?;
+    let next_after = (page.len() as i64 == limit)
+        .then(|| page.last().map(|m| m.0.clone()))
+        .flatten();
+    let rows: Vec<Value> = page
+        .iter()
+        .map(|(profile, since, caused_by)| {
+            json!({"profile_id": profile, "since": rfc3339(from_millis(*since)), "caused_by": caused_by})
+        })
+        .collect();
+    let with_next = |mut response: axum::response::Response| {
+        if let Some(next) = next_after
+            .as_deref()
+            .and_then(|n| axum::http::HeaderValue::from_str(n).ok())
+        {
+            response.headers_mut().insert("x-next-after", next);
+        }
+        response
+    };
+    Ok(match q.format.as_deref().unwrap_or("json") {
+        "json" => {
+            Json(json!({"segment": id, "items": rows, "next_after": next_after})).into_response()
+        }
+        "ndjson" => {
+            let body: String = rows.iter().map(|r| format!("{r}\n")).collect();
+            with_next(
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+                    body,
+                )
+                    .into_response(),
+            )
+        }
+        "csv" => {
+            let mut body = String::from("profile_id,since,caused_by\n");
+            for (profile, since, caused_by) in &page {
+                body.push_str(&format!(
+                    "{},{},{}\n",
+                    csv_field(profile),
+                    rfc3339(from_millis(*since)),
+                    csv_field(caused_by.as_deref().unwrap_or(""))
+                ));
+            }
+            with_next(([(axum::http::header::CONTENT_TYPE, "text/csv")], body).into_response())
+        }
+        other => {
+            return Err(ApiError::bad_request(
+                "invalid_value",
+                "format",
+                format!("format: {other:?} is not json, ndjson or csv"),
+            ))
+        }
+    })
+}
+
+/// A CSV field, quoted when it holds a comma, quote or line break.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
 }
 
 #[derive(Deserialize)]

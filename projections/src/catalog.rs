@@ -758,3 +758,20 @@ pub async fn count_profiles(store: &Store, workspace: &str) -> Result<i64, Proje
     );
     Ok(row.0)
 }
+
+/// A page of a segment's members after `after` (profile id order).
+pub async fn members_page(
+    store: &Store,
+    workspace: &str,
+    segment: &str,
+    after: &str,
+    limit: i64,
+) -> Result<Vec<(String, i64, Option<String>)>, ProjectionError> {
+    Ok(read!(
+        store,
+        "SELECT profile, since, caused_by FROM segment_members \
+         WHERE workspace = ? AND segment = ? AND profile > ? ORDER BY profile LIMIT ?",
+        |q| q.bind(workspace).bind(segment).bind(after).bind(limit),
+        fetch_all
+    ))
+}

@@ -131,6 +131,23 @@ async fn history_plus_todays_order_enters_the_segment_within_seconds() {
         let (_, size) = app.get_as("/v1/segments/high_value", Auth::Bearer(ADMIN_TOKEN)).await;
         assert_eq!(size["members"], 1, "{size}");
 
+        let (status, page) = app
+            .get_as("/v1/segments/high_value/members", Auth::Bearer(ADMIN_TOKEN))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(page["items"][0]["profile_id"], id.as_str(), "{page}");
+        assert_eq!(page["items"].as_array().map(Vec::len), Some(1));
+        for (format, expected) in [("csv", format!("profile_id,since,caused_by\n{id},")), ("ndjson", format!("{{\"caused_by\":\"today\",\"profile_id\":\"{id}\""))] {
+            let response = app
+                .request(Method::GET, "/v1/segments/high_value/members", Auth::Bearer(ADMIN_TOKEN))
+                .query(&[("format", format)])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let text = response.text().await.unwrap();
+            assert!(text.starts_with(&expected), "{format}: {text}");
+        }
         // A male customer leaves the difference segment, not the other.
         app.post("/v1/identify", &json!({"type": "identify", "userId": "big", "messageId": "g", "traits": {"gender": "male"}}))
             .await;
