@@ -28,11 +28,14 @@ pub enum Command {
     Replay(ReplayArgs),
 }
 
-/// `cdp replay profiles`: what to rebuild, and the database to rebuild it in.
+/// `cdp replay profiles|batch`: what to rebuild, and the database to rebuild it in.
 #[derive(Debug, clap::Args)]
 pub struct ReplayArgs {
-    /// The read model: `profiles` (every 360° profile document, under the current trait precedence).
-    #[arg(value_parser = ["profiles"])]
+    /// `profiles`: every 360° profile document (under the current trait precedence and catalog);
+    /// `batch`: the batch side of the lambda merge — the same recomputation up to the resolver's
+    /// watermark, then every tag and segment re-evaluated by the resolver (run in `serve` every
+    /// `CDP_BATCH_INTERVAL` seconds too).
+    #[arg(value_parser = ["profiles", "batch"])]
     pub model: String,
     /// Directory of the embedded SQLite database, used when no database URL is given.
     #[arg(long, env = "CDP_DATA_DIR", default_value = "./cdp-data")]
@@ -67,12 +70,20 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     }
     .context("failed to open the database")?;
     let started = std::time::Instant::now();
-    let folded = cdp_replay::rebuild_profiles(&store)
+    let run = cdp_replay::batch(&store)
         .await
         .context("the rebuild failed")?;
     println!(
-        "rebuilt the profiles from {folded} events in {:.2} s",
-        started.elapsed().as_secs_f64()
+        "rebuilt the profiles from {} events up to the watermark {}:{} in {:.2} s{}",
+        run.folded,
+        run.watermark.tx,
+        run.watermark.seq,
+        started.elapsed().as_secs_f64(),
+        if args.model == "batch" {
+            "; tags and segments are re-evaluated by the resolver (a `batch` job) when the service runs"
+        } else {
+            ""
+        }
     );
     Ok(())
 }

@@ -37,6 +37,10 @@ pub struct Config {
     pub bootstrap_write_key: Option<String>,
     #[arg(long, env = "CDP_BOOTSTRAP_ADMIN_TOKEN", hide_env_values = true)]
     pub bootstrap_admin_token: Option<String>,
+    /// Seconds between runs of the batch side (every profile's computed traits recomputed from the log
+    /// up to a watermark, then tags and segments re-evaluated); 0 never runs it.
+    #[arg(long, env = "CDP_BATCH_INTERVAL", default_value_t = 86_400)]
+    pub batch_interval: u64,
 }
 
 impl Config {
@@ -52,6 +56,7 @@ impl Config {
             bootstrap_workspace: None,
             bootstrap_write_key: None,
             bootstrap_admin_token: None,
+            batch_interval: 0,
         }
     }
 

@@ -99,7 +99,9 @@ pub struct Application {
     generated: Option<GeneratedCredentials>,
     _runners: Vec<RunnerHandle>,
     nats_task: Option<JoinHandle<()>>,
-    _publisher: publish::Publisher,
+    _publisher: publish::BackgroundTask,
+    /// The scheduled batch side (`CDP_BATCH_INTERVAL`).
+    _batch: Option<publish::BackgroundTask>,
 }
 
 impl Application {
@@ -156,6 +158,18 @@ impl Application {
         if let Some(client) = &nats {
             publish::ensure_stream(client, &out).await?;
         }
+        let batch = (config.batch_interval > 0).then(|| {
+            let store = state.store.clone();
+            let every = Duration::from_secs(config.batch_interval);
+            publish::BackgroundTask::from(tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    if let Err(e) = cdp_replay::batch(&store).await {
+                        tracing::error!(error = %e, "the scheduled batch failed");
+                    }
+                }
+            }))
+        });
         let publisher = publish::spawn(
             state.store.clone(),
             nats.clone().map(|c| (c, out)),
@@ -196,6 +210,7 @@ impl Application {
             _runners: vec![resolver],
             nats_task,
             _publisher: publisher,
+            _batch: batch,
         })
     }
 
@@ -226,6 +241,7 @@ impl Application {
             nats_task,
             _runners,
             _publisher,
+            _batch,
             ..
         } = self;
         axum::serve(listener, router)

@@ -57,11 +57,17 @@ pub async fn ensure_stream(
     Ok(())
 }
 
-/// The running publisher; dropping it stops it.
+/// A background task (the publisher, the scheduled batch); dropping it stops it.
 #[derive(Debug)]
-pub struct Publisher(JoinHandle<()>);
+pub struct BackgroundTask(JoinHandle<()>);
 
-impl Drop for Publisher {
+impl From<JoinHandle<()>> for BackgroundTask {
+    fn from(task: JoinHandle<()>) -> Self {
+        BackgroundTask(task)
+    }
+}
+
+impl Drop for BackgroundTask {
     fn drop(&mut self) {
         self.0.abort();
     }
@@ -72,8 +78,8 @@ pub fn spawn(
     store: Store,
     nats: Option<(async_nats::Client, OutTopology)>,
     bus: broadcast::Sender<Published>,
-) -> Publisher {
-    Publisher(tokio::spawn(async move {
+) -> BackgroundTask {
+    BackgroundTask(tokio::spawn(async move {
         loop {
             match publish_some(&store, nats.as_ref(), &bus).await {
                 Ok(0) => tokio::time::sleep(POLL).await,

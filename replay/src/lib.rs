@@ -9,11 +9,15 @@ use cdp_domain::identity::{identifiers_of, IdentityRules, ProfileId};
 use cdp_domain::message::MessageKind;
 use cdp_domain::profile::{FoldRules, ProfileDoc};
 use cdp_domain::store::{EventStore, Store};
-use cdp_projections::catalog;
+use cdp_projections::catalog::{self, CatalogWrites};
+use cdp_projections::identity::derive::new_job;
 use cdp_projections::identity::{graph_of, rules_of, IdentityResolver};
 use cdp_projections::profiles::{self, ModelWrites, ProfileKey};
 use cdp_projections::runner::{checkpoint, ModelTx, ProjectionError};
 use serde_json::Value;
+
+/// The kind and name of the job that re-evaluates tags and segments after a batch.
+pub const BATCH_JOB: &str = "batch";
 
 /// How many times a rebuild starts over when the resolver moved on while it read.
 const ATTEMPTS: usize = 5;
@@ -24,12 +28,34 @@ const ATTEMPTS: usize = 5;
 /// are facts of the log. The resolver may run meanwhile; the rebuild is written only if the resolver's
 /// checkpoint did not move while it read, and starts over otherwise.
 pub async fn rebuild_profiles(store: &Store) -> Result<u64, ProjectionError> {
+    Ok(batch(store).await?.folded)
+}
+
+/// What a batch run did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchRun {
+    /// The watermark: the resolver's position the batch computed up to. Events after it are the stream
+    /// side's, folded by the resolver as deltas.
+    pub watermark: Position,
+    /// Events folded.
+    pub folded: u64,
+}
+
+/// The batch side of the lambda merge: recomputes every profile document — its computed traits with
+/// it — from the log up to a watermark W (the resolver's checkpoint), and switches to it atomically only
+/// if the resolver has not moved past W meanwhile (else it starts again), so that value = batch(≤ W) +
+/// the resolver's deltas (> W), no event counted twice or missed. Every workspace's tags and segments are
+/// then re-evaluated by a job of the resolver (`batch`), in the same transaction as the switch.
+pub async fn batch(store: &Store) -> Result<BatchRun, ProjectionError> {
     for _ in 0..ATTEMPTS {
         let at = checkpoint(store, IdentityResolver::NAME).await?;
         let (docs, folded) = fold_log(store, at).await?;
         if write_if_unmoved(store, at, docs).await? {
-            tracing::info!(folded, "profiles rebuilt");
-            return Ok(folded);
+            tracing::info!(folded, watermark = at.seq, "batch: profiles recomputed");
+            return Ok(BatchRun {
+                watermark: at,
+                folded,
+            });
         }
     }
     Err(ProjectionError::Corrupt(format!(
@@ -170,7 +196,19 @@ async fn write_if_unmoved(
                 .await?;
         }
     }
+    let now = chrono::Utc::now();
+    let mut workspaces: Vec<&String> = writes.docs.iter().map(|((w, _), _)| w).collect();
+    workspaces.sort();
+    workspaces.dedup();
+    let jobs = CatalogWrites {
+        jobs: workspaces
+            .into_iter()
+            .map(|w| new_job(w, BATCH_JOB, BATCH_JOB, at.seq, now))
+            .collect(),
+        ..CatalogWrites::default()
+    };
     profiles::write(&mut tx, &writes).await?;
+    catalog::write(&mut tx, &jobs).await?;
     cdp_projections::identity::forget_state(&mut tx).await?;
     match tx {
         ModelTx::Sqlite(tx) => tx.commit().await?,
@@ -748,5 +786,129 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(scored, 10);
+    }
+
+    /// Facts for the reference: the hidden traits recomputed from raw events, segments by definition.
+    struct Reference<'a> {
+        computed: std::collections::BTreeMap<String, Value>,
+        segments: &'a std::collections::BTreeMap<String, cdp_domain::segments::SegmentDef>,
+        now: chrono::DateTime<chrono::Utc>,
+    }
+
+    impl cdp_domain::tags::Facts for Reference<'_> {
+        fn field(&self, _key: cdp_domain::tags::FieldKey, name: &str) -> Vec<Value> {
+            self.computed
+                .get(name)
+                .filter(|v| !v.is_null())
+                .cloned()
+                .into_iter()
+                .collect()
+        }
+    }
+
+    impl cdp_domain::segments::SegmentFacts for Reference<'_> {
+        fn in_segment(&self, id: &str) -> bool {
+            self.segments[id].holds(id, self, self.now)
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 24, ..Default::default() })]
+        /// The lambda merge: batch runs (every profile recomputed from the log up to the resolver's
+        /// watermark, switched in atomically) at random points of the stream, racing resolver instances
+        /// (a batch delivered twice), duplicate deliveries of events, and segments defined anywhere →
+        /// memberships equal a full recomputation from the log.
+        #[test]
+        fn batch_plus_stream_equals_a_recomputation(
+            orders in proptest::collection::vec((0usize..5, 1u32..900, 0u32..50), 1..30),
+            segments_at in proptest::collection::vec(0usize..40, 3),
+            cuts in proptest::collection::vec((0usize..40, 0u8..3), 0..6),
+            batch_size in 1u32..7,
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                let now = chrono::DateTime::parse_from_rfc3339("2026-06-10T10:00:00Z").unwrap().to_utc();
+                let envelope = Envelope { workspace: "w", received_at: now, batch_sent_at: None, implied_kind: None };
+                let mut events: Vec<NewEvent> = orders.iter().enumerate().map(|(i, (user, total, days))| {
+                    validate(json!({"type": "track", "event": "Order Completed", "userId": format!("u{user}"),
+                        "messageId": format!("o{i}"), "timestamp": (now - chrono::Duration::days(i64::from(*days))).to_rfc3339(),
+                        "properties": {"total": total}}), &envelope, || unreachable!()).unwrap()
+                }).collect();
+                let definitions = [
+                    ("big", json!({"condition": {"event": "Order Completed",
+                        "aggregate": {"function": "sum", "property": "properties.total"}, "op": "gte", "value": 1000}})),
+                    ("regular", json!({"condition": {"event": "Order Completed", "count": {"op": "gte", "value": 2}, "window": "30d"}})),
+                    ("big_not_regular", json!({"condition": {"all": [{"segment": "big"}, {"not": {"segment": "regular"}}]}})),
+                ];
+                // Defined in order (the third reads the first two), each somewhere in the log.
+                let mut at = 0;
+                for (n, ((id, definition), pos)) in definitions.iter().zip(&segments_at).enumerate() {
+                    at = (at + pos).min(events.len());
+                    let command = CatalogCommand::PutSegment { id: (*id).into(), definition: definition.clone(), actor: "t".into() };
+                    events.insert(at, catalog_event(n, &command, now));
+                    at += 1;
+                }
+                let dir = tempfile::tempdir().unwrap();
+                let store = Store::open_embedded(dir.path()).await.unwrap();
+                let clock: cdp_projections::identity::Clock = std::sync::Arc::new(move || now);
+                let first = IdentityResolver::with_clock(clock.clone());
+                let second = IdentityResolver::with_clock(clock.clone());
+                // The log grows while the resolvers and batches run.
+                let mut appended = 0;
+                let mut cuts = cuts.clone();
+                cuts.sort_unstable();
+                for (cut, action) in cuts.iter().chain(std::iter::once(&(usize::MAX, 0))) {
+                    let upto = (*cut).min(events.len());
+                    if upto > appended {
+                        store.append(&events[appended..upto]).await.unwrap();
+                        // A redelivery: the same messages again are stored once.
+                        store.append(&events[appended..upto]).await.unwrap();
+                        appended = upto;
+                    }
+                    match action {
+                        0 => { run_once(&store, &first, batch_size).await.unwrap(); }
+                        1 => {
+                            let (a, b) = tokio::join!(run_once(&store, &first, batch_size), run_once(&store, &second, batch_size));
+                            a.unwrap();
+                            b.unwrap();
+                        }
+                        _ => { batch(&store).await.unwrap(); }
+                    }
+                }
+                catch_up(&store, &first).await.unwrap();
+                batch(&store).await.unwrap();
+                store.append(&events[..1]).await.unwrap();
+                catch_up(&store, &second).await.unwrap();
+
+                // The reference: each live profile's orders, straight from the log.
+                let owners = all_owners(&store).await.unwrap();
+                let log = cdp_domain::store::EventStore::read_after(&store, Position::START, 100_000).await.unwrap();
+                let payloads: Vec<Value> = log.iter().map(|e| serde_json::from_str(&e.event.payload).unwrap()).collect();
+                let defs: std::collections::BTreeMap<String, cdp_domain::segments::SegmentDef> = definitions.iter()
+                    .map(|(id, d)| ((*id).to_owned(), cdp_domain::segments::SegmentDef::parse(d).unwrap())).collect();
+                let Store::Sqlite(s) = &store else { unreachable!() };
+                for (_, profile, _) in all_docs(&store).await {
+                    let raw: Vec<RawEvent<'_>> = log.iter().zip(&payloads)
+                        .filter(|(e, _)| owners.get(&e.position.seq).is_some_and(|(_, p)| p.as_str() == profile))
+                        .map(|(e, payload)| RawEvent { kind: e.event.kind, name: e.event.name.as_deref(), payload,
+                            event_time: e.event.event_time, message_id: &e.event.message_id })
+                        .collect();
+                    let mut computed = std::collections::BTreeMap::new();
+                    for (id, def) in &defs {
+                        for (name, trait_def) in def.hidden_traits(id) {
+                            computed.insert(name, recompute(&trait_def, &raw, now));
+                        }
+                    }
+                    let reference = Reference { computed, segments: &defs, now };
+                    let expected: Vec<String> = defs.keys()
+                        .filter(|id| cdp_domain::segments::SegmentFacts::in_segment(&reference, id))
+                        .cloned().collect();
+                    let got: Vec<String> = sqlx::query_scalar(
+                        "SELECT segment FROM segment_members WHERE profile = ? ORDER BY segment")
+                        .bind(&profile).fetch_all(s.read_pool()).await.unwrap();
+                    assert_eq!(got, expected, "{profile}: {} orders", raw.len());
+                }
+            });
+        }
     }
 }

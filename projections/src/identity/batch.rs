@@ -65,14 +65,26 @@ pub(super) async fn prepare(
         now,
     } = ctx;
     let mut steps = Vec::with_capacity(events.len());
+    // The catalogs as the commands of this batch change them, for deciding the later commands (a
+    // segment may read one defined earlier in the same batch).
+    let mut deciding = catalogs.clone();
     for stored in events {
         let e = &stored.event;
         let rules = &rules[&e.workspace];
         let payload: Value = serde_json::from_str(&e.payload).map_err(ProjectionError::corrupt)?;
         let graph = graphs.entry(e.workspace.clone()).or_default();
         let step = if e.kind == MessageKind::Operator && CatalogCommand::is_catalog(&payload) {
-            let catalog = catalogs.get(&e.workspace);
+            let catalog = deciding.get(&e.workspace);
             let (command, decisions) = decide_catalog(graph, catalog, stored, payload);
+            if let Some(accepted) = &command {
+                apply_catalog(
+                    accepted,
+                    stored,
+                    &mut deciding,
+                    &mut CatalogWrites::default(),
+                    now,
+                );
+            }
             Step {
                 event: stored,
                 payload: None,
