@@ -32,6 +32,7 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ("post", "/v1/profiles/{id}/tags/{tag}"),
     ("delete", "/v1/profiles/{id}/tags/{tag}"),
     ("get", "/v1/segments"),
+    ("post", "/v1/segments/preview"),
     ("get", "/v1/segments/{id}"),
     ("put", "/v1/segments/{id}"),
     ("delete", "/v1/segments/{id}"),
@@ -316,6 +317,15 @@ pub fn document() -> Value {
             "security": [{"bearer": ["admin"]}],
             "parameters": [id],
             "responses": definition_responses("`status`: deleted."),
+        }
+    }));
+    paths.insert("/v1/segments/preview".into(), json!({
+        "post": {
+            "tags": ["segments"],
+            "summary": "Insight before selection: a definition (as PUT /v1/segments/{id} takes it) evaluated over every profile without saving it — `count`, `profiles` looked at, a `sample` of members, `totals` (spend, orders), `took_ms`",
+            "security": [{"bearer": ["read"]}],
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object"}}}},
+            "responses": read_responses("The preview."),
         }
     }));
     paths.insert("/v1/segments/{id}/members".into(), json!({

@@ -36,6 +36,7 @@ use crate::AppState;
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/v1/segments", get(list_segments))
+        .route("/v1/segments/preview", axum::routing::post(preview))
         .route(
             "/v1/segments/{id}",
             get(get_segment).put(put_segment).delete(delete_segment),
@@ -130,6 +131,38 @@ async fn put_segment(
     }
     let d = find(&state, ws, SEGMENT, &id).await?;
     Ok((StatusCode::OK, Json(segment_json(&state, ws, &d).await?)))
+}
+
+/// What a definition would hold before it is saved: count, a sample, and the members' spend and orders.
+async fn preview(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    raw: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(Scope::Read)?;
+    let ws = &principal.workspace;
+    let def = SegmentDef::parse(&json_body(&raw)?).map_err(definition_error)?;
+    let known = catalog::definitions(&state.store, ws, SEGMENT).await?;
+    if let Some(missing) = def
+        .references()
+        .into_iter()
+        .find(|r| !known.iter().any(|k| &k.name == r))
+    {
+        return Err(ApiError::bad_request(
+            "invalid_definition",
+            "condition",
+            format!("invalid definition: condition: no segment {missing:?}"),
+        ));
+    }
+    let started = std::time::Instant::now();
+    let p = identity::derive::preview(&state.store, ws, &def, 10, Utc::now()).await?;
+    Ok(Json(json!({
+        "count": p.count,
+        "profiles": p.profiles,
+        "sample": p.sample,
+        "totals": {"spend": p.spend, "orders": p.orders},
+        "took_ms": started.elapsed().as_millis() as u64,
+    })))
 }
 
 async fn delete_segment(

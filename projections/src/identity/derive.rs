@@ -860,3 +860,94 @@ async fn measure_rfm(
     }
     Ok(RfmThresholds::from_population(&population))
 }
+
+/// What a segment definition would hold, evaluated over every live profile of a workspace without
+/// saving it (`POST /v1/segments/preview`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preview {
+    /// Profiles in the segment.
+    pub count: i64,
+    /// Profiles looked at.
+    pub profiles: i64,
+    /// Up to `sample` members, in profile id order.
+    pub sample: Vec<String>,
+    /// What the members spent (the built-in spend) and how many orders they placed.
+    pub spend: f64,
+    pub orders: u64,
+}
+
+/// The id a previewed definition is evaluated under.
+pub const PREVIEW: &str = "~preview";
+
+/// Evaluates `def` on every live profile of `workspace` as it stands: event conditions are folded from
+/// each profile's events (as a backfill would), other conditions read the profile, its computed traits,
+/// tags and the segments in force.
+pub async fn preview(
+    store: &Store,
+    workspace: &str,
+    def: &cdp_domain::segments::SegmentDef,
+    sample: usize,
+    now: DateTime<Utc>,
+) -> Result<Preview, ProjectionError> {
+    let stored = catalog::load(store, workspace).await?;
+    let mut segments = stored.segments.clone();
+    segments.insert(
+        PREVIEW.to_owned(),
+        cdp_domain::catalog::DefinedSegment {
+            version: i64::MAX,
+            def: def.clone(),
+        },
+    );
+    let cat = Catalog::new(stored.traits.clone(), stored.tags.clone(), segments);
+    let thresholds: BTreeMap<String, RfmThresholds> = catalog::thresholds(store, workspace)
+        .await?
+        .into_iter()
+        .map(|(tag, (_, _, t))| (tag, t))
+        .collect();
+    let mut out = Preview {
+        count: 0,
+        profiles: 0,
+        sample: Vec::new(),
+        spend: 0.0,
+        orders: 0,
+    };
+    let mut after = String::new();
+    loop {
+        let page = catalog::profiles_after(store, workspace, &after, 1_000).await?;
+        let Some((last, _)) = page.last() else {
+            return Ok(out);
+        };
+        after = last.clone();
+        let mut docs = Vec::with_capacity(page.len());
+        for (p, json) in &page {
+            let doc: ProfileDoc = serde_json::from_str(json).map_err(ProjectionError::corrupt)?;
+            docs.push((parse_profile(p)?, doc));
+        }
+        backfill(store, &cat, workspace, &mut docs).await?;
+        let names: Vec<&str> = docs.iter().map(|(p, _)| p.as_str()).collect();
+        let tags = catalog::tags_of(store, workspace, &names).await?;
+        for (p, doc) in &docs {
+            let manual: BTreeMap<String, Value> = tags
+                .get(p.as_str())
+                .into_iter()
+                .flatten()
+                .filter(|t| t.manual)
+                .map(|t| (t.tag.clone(), t.value.value.clone()))
+                .collect();
+            let eval = evaluate(doc, &cat, &manual, &thresholds, now);
+            out.profiles += 1;
+            if eval.segments.contains(PREVIEW) {
+                out.count += 1;
+                out.spend += eval.spend;
+                out.orders += doc
+                    .counts_by_event
+                    .get("Order Completed")
+                    .copied()
+                    .unwrap_or(0);
+                if out.sample.len() < sample {
+                    out.sample.push(p.to_string());
+                }
+            }
+        }
+    }
+}

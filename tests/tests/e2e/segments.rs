@@ -148,6 +148,17 @@ async fn history_plus_todays_order_enters_the_segment_within_seconds() {
             let text = response.text().await.unwrap();
             assert!(text.starts_with(&expected), "{format}: {text}");
         }
+        // Preview before saving: who has ordered at least twice, and what they are worth.
+        let (status, preview) = app
+            .post_as("/v1/segments/preview", Auth::Bearer(ADMIN_TOKEN),
+                &json!({"condition": {"event": "Order Completed", "count": {"op": "gte", "value": 2}}}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{preview}");
+        assert_eq!(preview["count"], 1, "{preview}");
+        assert_eq!(preview["profiles"], 2, "{preview}");
+        assert_eq!(preview["sample"], json!([id.as_str()]));
+        assert_eq!(preview["totals"]["spend"], 50_000.0);
+        assert_eq!(preview["totals"]["orders"], 3);
         // A male customer leaves the difference segment, not the other.
         app.post("/v1/identify", &json!({"type": "identify", "userId": "big", "messageId": "g", "traits": {"gender": "male"}}))
             .await;
