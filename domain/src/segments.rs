@@ -14,7 +14,9 @@
 //!   `"value"` beside it. No window means all time. Only numeric operators (eq, neq, gt, gte, lt, lte, between,
 //!   in, not_in) with numeric operands compare a count or an aggregate.
 //!
-//! Behavioural sequences (`{"sequence": [..], "within": "2h"}`) are refused: not supported yet.
+//! Behavioural sequences (`{"sequence": [{"event": A}, {"event" | "not_event": B}], "within": "2h"}`) are
+//! judged on the latest A: B came within the time after it, or (`not_event`) did not and the time has
+//! passed — so "added to cart, no order within 2 hours" holds from the moment the 2 hours pass.
 //!
 //! # Evaluation
 //! An event condition is compiled to a hidden computed trait ([`SegmentDef::hidden_traits`], named by
@@ -362,10 +364,7 @@ impl Parser {
                     )),
                 }
             }
-            "sequence" => Err(err(
-                join(at, "sequence"),
-                "behavioural sequences are not supported yet",
-            )),
+            "sequence" => self.sequence(obj, at),
             "event" => self.event(obj, at),
             _ => match Condition::parse(v, at)? {
                 Condition::Field { key, name, cmp } => {
@@ -377,6 +376,110 @@ impl Parser {
                 )),
             },
         }
+    }
+
+    /// A behavioural sequence, `{"sequence": [{"event": "Product Added"}, {"not_event": "Order Completed"}],
+    /// "within": "2h"}`: compiled to a hidden `sequence` trait (the latest first step followed — or, with
+    /// `not_event`, not followed — by the second within the time), true when it holds.
+    fn sequence(
+        &mut self,
+        obj: &Map<String, Value>,
+        at: &str,
+    ) -> Result<SegmentCondition, DefinitionError> {
+        if let Some(k) = obj.keys().find(|k| *k != "sequence" && *k != "within") {
+            return Err(err(
+                join(at, k),
+                "unknown key; a sequence has sequence and within",
+            ));
+        }
+        if self.events >= MAX_EVENT_CONDITIONS {
+            return Err(err(
+                at,
+                format!("a segment has at most {MAX_EVENT_CONDITIONS} event conditions"),
+            ));
+        }
+        let here = join(at, "sequence");
+        let steps = obj
+            .get("sequence")
+            .and_then(Value::as_array)
+            .filter(|s| s.len() == 2)
+            .ok_or_else(|| {
+                err(
+                    &here,
+                    "must be two steps: [{\"event\": A}, {\"event\": B}] (A then B) or [{\"event\": A}, {\"not_event\": B}] (A and no B)",
+                )
+            })?;
+        let step = |i: usize,
+                    allowed: &[&str]|
+         -> Result<(String, Option<Value>, bool), DefinitionError> {
+            let place = format!("{here}[{i}]");
+            let step = steps[i].as_object().ok_or_else(|| {
+                err(
+                    &place,
+                    "must be an object such as {\"event\": \"Order Completed\"}",
+                )
+            })?;
+            if let Some(k) = step
+                .keys()
+                .find(|k| !allowed.contains(&k.as_str()) && *k != "where")
+            {
+                return Err(err(
+                    join(&place, k),
+                    format!("unknown key; expected {} or where", allowed.join(" or ")),
+                ));
+            }
+            let (key, absent) = match (step.get("event"), step.get("not_event")) {
+                (Some(_), None) => ("event", false),
+                (None, Some(_)) if allowed.contains(&"not_event") => ("not_event", true),
+                _ => {
+                    return Err(err(
+                        &place,
+                        format!("must have one of {}", allowed.join(", ")),
+                    ))
+                }
+            };
+            let name = step[key]
+                .as_str()
+                .filter(|s| !s.trim().is_empty())
+                .ok_or_else(|| err(join(&place, key), "must be an event name"))?;
+            Ok((name.to_owned(), step.get("where").cloned(), absent))
+        };
+        let (first, first_where, _) = step(0, &["event"])?;
+        let (second, second_where, absent) = step(1, &["event", "not_event"])?;
+        let within = obj
+            .get("within")
+            .cloned()
+            .ok_or_else(|| err(join(at, "within"), "is required, e.g. \"2h\""))?;
+        let mut then = json!({"event": second, "within": within, "absent": absent});
+        if let Some(w) = second_where {
+            then["where"] = w;
+        }
+        let mut trait_def = json!({"event": first, "function": "sequence", "then": then});
+        if let Some(w) = first_where {
+            trait_def["where"] = w;
+        }
+        let def = TraitDef::parse(&trait_def).map_err(|e| {
+            let field = match e.field.as_str() {
+                "then.within" => join(at, "within"),
+                f if f.starts_with("then.where") => {
+                    format!("{here}[1].{}", f.trim_start_matches("then."))
+                }
+                f if f.starts_with("where") => format!("{here}[0].{f}"),
+                _ => here.clone(),
+            };
+            DefinitionError::new(field, e.message)
+        })?;
+        let index = self.events;
+        self.events += 1;
+        Ok(SegmentCondition::Event {
+            index,
+            source: Value::Object(obj.clone()),
+            def,
+            cmp: Comparison {
+                op: Op::IsTrue,
+                value: Value::Null,
+            },
+        })
     }
 
     /// An event condition: compiles it to a hidden trait definition and the comparison of its value.

@@ -821,7 +821,7 @@ mod tests {
         #[test]
         fn batch_plus_stream_equals_a_recomputation(
             orders in proptest::collection::vec((0usize..5, 1u32..900, 0u32..50), 1..30),
-            segments_at in proptest::collection::vec(0usize..40, 3),
+            segments_at in proptest::collection::vec(0usize..40, 4),
             cuts in proptest::collection::vec((0usize..40, 0u8..3), 0..6),
             batch_size in 1u32..7,
         ) {
@@ -839,6 +839,7 @@ mod tests {
                         "aggregate": {"function": "sum", "property": "properties.total"}, "op": "gte", "value": 1000}})),
                     ("regular", json!({"condition": {"event": "Order Completed", "count": {"op": "gte", "value": 2}, "window": "30d"}})),
                     ("big_not_regular", json!({"condition": {"all": [{"segment": "big"}, {"not": {"segment": "regular"}}]}})),
+                    ("lapsed", json!({"condition": {"sequence": [{"event": "Order Completed"}, {"not_event": "Order Completed"}], "within": "20d"}})),
                 ];
                 // Defined in order (the third reads the first two), each somewhere in the log.
                 let mut at = 0;
@@ -910,5 +911,106 @@ mod tests {
                 }
             });
         }
+    }
+
+    /// "Added to cart, no order within 2 hours" fires when the 2 hours pass, not when the next event
+    /// comes; an order in time keeps the customer out; "viewed then bought within a day" enters on the
+    /// order.
+    #[tokio::test]
+    async fn a_sequence_times_out_on_time_and_is_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_embedded(dir.path()).await.unwrap();
+        let start = chrono::DateTime::parse_from_rfc3339("2026-06-10T10:00:00Z")
+            .unwrap()
+            .to_utc();
+        let now = std::sync::Arc::new(std::sync::Mutex::new(start));
+        let clock_now = now.clone();
+        let clock: cdp_projections::identity::Clock =
+            std::sync::Arc::new(move || *clock_now.lock().unwrap());
+        let resolver = IdentityResolver::with_clock(clock);
+        let envelope = Envelope {
+            workspace: "w",
+            received_at: start,
+            batch_sent_at: None,
+            implied_kind: None,
+        };
+        let event = |user: &str, id: &str, name: &str, minutes: i64| {
+            validate(json!({"type": "track", "event": name,
+            "userId": user, "messageId": id, "timestamp": (start + chrono::Duration::minutes(minutes)).to_rfc3339()}),
+            &envelope, || unreachable!()).unwrap()
+        };
+        let abandoned = CatalogCommand::PutSegment {
+            id: "abandoned_cart".into(),
+            actor: "t".into(),
+            definition: json!({"condition": {"sequence": [{"event": "Product Added"}, {"not_event": "Order Completed"}], "within": "2h"}}),
+        };
+        let converted = CatalogCommand::PutSegment {
+            id: "converted".into(),
+            actor: "t".into(),
+            definition: json!({"condition": {"sequence": [{"event": "Product Viewed"}, {"event": "Order Completed"}], "within": "1d"}}),
+        };
+        store
+            .append(&[
+                catalog_event(0, &abandoned, start),
+                catalog_event(1, &converted, start),
+                event("slow", "a1", "Product Added", 0),
+                event("quick", "b1", "Product Added", 0),
+                event("quick", "b2", "Order Completed", 30),
+                event("quick", "b0", "Product Viewed", -60),
+            ])
+            .await
+            .unwrap();
+        catch_up(&store, &resolver).await.unwrap();
+        let outbox = |store: Store| async move {
+            cdp_projections::catalog::outbox_after(&store, 0, 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|m| {
+                    (
+                        m.subject,
+                        serde_json::from_str::<Value>(&m.payload).unwrap(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        let sent = outbox(store.clone()).await;
+        assert_eq!(
+            sent.len(),
+            1,
+            "only the quick buyer converted so far: {sent:?}"
+        );
+        assert_eq!(sent[0].0, "cdp.out.w.segment.converted.entered");
+        // The view arrived late (after the order, with an earlier time): it completed the sequence.
+        assert_eq!(sent[0].1["caused_by"], "b0");
+
+        // 1h59m: nothing yet.
+        *now.lock().unwrap() = start + chrono::Duration::minutes(119);
+        catch_up(&store, &resolver).await.unwrap();
+        assert_eq!(outbox(store.clone()).await.len(), 1);
+        // 2h: the slow customer's cart is abandoned — on time, without any event.
+        *now.lock().unwrap() = start + chrono::Duration::minutes(120);
+        assert!(
+            cdp_projections::runner::Projection::has_pending_work(&resolver, &store)
+                .await
+                .unwrap()
+        );
+        catch_up(&store, &resolver).await.unwrap();
+        let sent = outbox(store.clone()).await;
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        assert_eq!(sent[1].0, "cdp.out.w.segment.abandoned_cart.entered");
+        assert_eq!(sent[1].1["caused_by"], "clock");
+        // A late order leaves it (the latest cart was not followed within 2 h, but a new cart resets it).
+        store
+            .append(&[event("slow", "a2", "Product Added", 130)])
+            .await
+            .unwrap();
+        catch_up(&store, &resolver).await.unwrap();
+        let sent = outbox(store.clone()).await;
+        assert_eq!(
+            sent.last().unwrap().0,
+            "cdp.out.w.segment.abandoned_cart.exited",
+            "{sent:?}"
+        );
     }
 }

@@ -72,10 +72,13 @@ pub enum Function {
     DistinctCount,
     UniqueList,
     DaysActive,
+    /// Whether the latest `event` was followed by `then.event` within `then.within` (or, with
+    /// `then.absent`, was not, once that time has passed): a boolean.
+    Sequence,
 }
 
 impl Function {
-    pub const ALL: [Function; 11] = [
+    pub const ALL: [Function; 12] = [
         Function::Count,
         Function::Sum,
         Function::Min,
@@ -87,6 +90,7 @@ impl Function {
         Function::DistinctCount,
         Function::UniqueList,
         Function::DaysActive,
+        Function::Sequence,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -102,6 +106,7 @@ impl Function {
             Function::DistinctCount => "distinct_count",
             Function::UniqueList => "unique_list",
             Function::DaysActive => "days_active",
+            Function::Sequence => "sequence",
         }
     }
 
@@ -111,7 +116,7 @@ impl Function {
 
     fn property_rule(self) -> PropertyRule {
         match self {
-            Function::Count | Function::DaysActive => PropertyRule::Forbidden,
+            Function::Count | Function::DaysActive | Function::Sequence => PropertyRule::Forbidden,
             Function::First | Function::Last => PropertyRule::Optional,
             _ => PropertyRule::Required,
         }
@@ -196,6 +201,31 @@ impl path::ItemFilter for LineItems<'_> {
     }
 }
 
+/// The second step of a sequence: `{"event": "Order Completed", "where": [..], "within": "2h",
+/// "absent": true}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Then {
+    pub event: String,
+    pub filters: Vec<Filter>,
+    pub within: chrono::Duration,
+    /// "A and not B within T" rather than "A then B within T".
+    pub absent: bool,
+}
+
+impl Then {
+    fn matches(
+        &self,
+        kind: MessageKind,
+        name: Option<&str>,
+        payload: &Value,
+        t: DateTime<Utc>,
+    ) -> bool {
+        kind == MessageKind::Track
+            && name == Some(self.event.as_str())
+            && self.filters.iter().all(|f| f.holds(payload, t))
+    }
+}
+
 /// A computed trait's definition.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TraitDef {
@@ -204,6 +234,8 @@ pub struct TraitDef {
     pub property: Option<Expr>,
     pub window: Window,
     pub filters: Vec<Filter>,
+    /// The second step of a `sequence`; `None` for every other function.
+    pub then: Option<Box<Then>>,
 }
 
 impl TraitDef {
@@ -216,10 +248,11 @@ impl TraitDef {
             return Err(DefinitionError::new("definition", "must be a JSON object"));
         };
         for key in obj.keys() {
-            if !["event", "function", "property", "window", "where"].contains(&key.as_str()) {
+            if !["event", "function", "property", "window", "where", "then"].contains(&key.as_str())
+            {
                 return Err(DefinitionError::new(
                     key.clone(),
-                    "unknown key; expected event, function, property, window or where",
+                    "unknown key; expected event, function, property, window, where or then",
                 ));
             }
         }
@@ -316,12 +349,29 @@ impl TraitDef {
                 ))
             }
         };
+        let then = match (function, obj.get("then")) {
+            (Function::Sequence, Some(then)) => Some(Box::new(parse_then(then)?)),
+            (Function::Sequence, None) => {
+                return Err(DefinitionError::new("then", "is required for sequence"))
+            }
+            (_, None | Some(Value::Null)) => None,
+            (_, Some(_)) => {
+                return Err(DefinitionError::new("then", "is allowed for sequence only"))
+            }
+        };
+        if function == Function::Sequence && window != Window::All {
+            return Err(DefinitionError::new(
+                "window",
+                "a sequence has no window: `then.within` bounds it",
+            ));
+        }
         Ok(TraitDef {
             event,
             function,
             property,
             window,
             filters,
+            then,
         })
     }
 
@@ -335,18 +385,17 @@ impl TraitDef {
         }
         obj.insert("window".into(), json!(self.window.to_string()));
         if !self.filters.is_empty() {
-            let filters = self
-                .filters
-                .iter()
-                .map(|f| {
-                    let mut c = f.cmp.to_json();
-                    if let Value::Object(o) = &mut c {
-                        o.insert("property".into(), json!(f.path.as_str()));
-                    }
-                    c
-                })
-                .collect();
-            obj.insert("where".into(), Value::Array(filters));
+            obj.insert("where".into(), Value::Array(filters_json(&self.filters)));
+        }
+        if let Some(then) = &self.then {
+            let mut t = Map::new();
+            t.insert("event".into(), json!(then.event));
+            if !then.filters.is_empty() {
+                t.insert("where".into(), Value::Array(filters_json(&then.filters)));
+            }
+            t.insert("within".into(), json!(duration_text(then.within)));
+            t.insert("absent".into(), json!(then.absent));
+            obj.insert("then".into(), Value::Object(t));
         }
         Value::Object(obj)
     }
@@ -354,6 +403,22 @@ impl TraitDef {
     /// Whether the event counts: a `track` whose event name equals `event` and every filter holds
     /// (filters evaluated with `now` = the event's time).
     pub fn matches(
+        &self,
+        kind: MessageKind,
+        name: Option<&str>,
+        payload: &Value,
+        event_time: DateTime<Utc>,
+    ) -> bool {
+        if let Some(then) = &self.then {
+            if then.matches(kind, name, payload, event_time) {
+                return true;
+            }
+        }
+        self.matches_first(kind, name, payload, event_time)
+    }
+
+    /// Whether the event is one of `event` with every filter holding (for a sequence: its first step).
+    pub(crate) fn matches_first(
         &self,
         kind: MessageKind,
         name: Option<&str>,
@@ -403,6 +468,97 @@ impl TraitDef {
             None => Vec::new(),
         }
     }
+}
+
+fn filters_json(filters: &[Filter]) -> Vec<Value> {
+    filters
+        .iter()
+        .map(|f| {
+            let mut c = f.cmp.to_json();
+            if let Value::Object(o) = &mut c {
+                o.insert("property".into(), json!(f.path.as_str()));
+            }
+            c
+        })
+        .collect()
+}
+
+/// "2h", "90m", "3d": the shortest exact spelling of a duration.
+fn duration_text(d: chrono::Duration) -> String {
+    let minutes = d.num_minutes();
+    if minutes % (24 * 60) == 0 {
+        format!("{}d", minutes / (24 * 60))
+    } else if minutes % 60 == 0 {
+        format!("{}h", minutes / 60)
+    } else {
+        format!("{minutes}m")
+    }
+}
+
+fn parse_then(v: &Value) -> Result<Then, DefinitionError> {
+    let Value::Object(obj) = v else {
+        return Err(DefinitionError::new(
+            "then",
+            "must be an object with event, within and optionally where and absent",
+        ));
+    };
+    for key in obj.keys() {
+        if !["event", "where", "within", "absent"].contains(&key.as_str()) {
+            return Err(DefinitionError::new(
+                format!("then.{key}"),
+                "unknown key; expected event, where, within or absent",
+            ));
+        }
+    }
+    let event = match obj.get("event") {
+        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= MAX_EVENT_NAME => s.clone(),
+        _ => {
+            return Err(DefinitionError::new(
+                "then.event",
+                "must be a non-empty event name",
+            ))
+        }
+    };
+    let within = obj
+        .get("within")
+        .and_then(Value::as_str)
+        .and_then(parse_duration)
+        .filter(|d| *d > chrono::Duration::zero() && *d <= chrono::Duration::days(366))
+        .filter(|d| d.num_seconds() % 60 == 0)
+        .ok_or_else(|| {
+            DefinitionError::new(
+                "then.within",
+                "must be a duration such as \"2h\", \"30m\" or \"7d\" (whole minutes, at most 366 days)",
+            )
+        })?;
+    let absent = match obj.get("absent") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(DefinitionError::new("then.absent", "must be true or false")),
+    };
+    let filters = match obj.get("where") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) if items.len() <= MAX_FILTERS => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                parse_filter(item, i)
+                    .map_err(|e| DefinitionError::new(format!("then.{}", e.field), e.message))
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => {
+            return Err(DefinitionError::new(
+                "then.where",
+                format!("must be an array of at most {MAX_FILTERS} conditions"),
+            ))
+        }
+    };
+    Ok(Then {
+        event,
+        filters,
+        within,
+        absent,
+    })
 }
 
 fn parse_filter(item: &Value, i: usize) -> Result<Filter, DefinitionError> {

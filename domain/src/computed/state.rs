@@ -33,6 +33,53 @@ pub struct RawEvent<'a> {
 pub struct TraitState {
     #[serde(rename = "b", default, skip_serializing_if = "BTreeMap::is_empty")]
     buckets: BTreeMap<i64, Agg>,
+    /// A sequence's state (function `sequence` only).
+    #[serde(rename = "q", default, skip_serializing_if = "Option::is_none")]
+    seq: Option<Seq>,
+}
+
+/// How many second-step times a sequence keeps (the latest ones after its latest first step).
+const SEQUENCE_KEEPS: usize = 256;
+
+/// A sequence's state: the latest first-step event, and the second-step events after it. Merging takes
+/// the later first step and the union of the second steps after it, so order does not matter.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Seq {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    a: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    b: BTreeSet<DateTime<Utc>>,
+}
+
+impl Seq {
+    fn prune(&mut self) {
+        if let Some(a) = self.a {
+            self.b = self.b.split_off(&(a + chrono::Duration::nanoseconds(1)));
+        }
+        while self.b.len() > SEQUENCE_KEEPS {
+            self.b.pop_first();
+        }
+    }
+
+    /// The sequence's value at `now` and, if it will change by itself (a time-out), when.
+    fn judge(&self, then: &super::Then, now: DateTime<Utc>) -> (bool, Option<DateTime<Utc>>) {
+        let Some(a) = self.a else {
+            return (false, None);
+        };
+        let deadline = a + then.within;
+        let followed = self.b.iter().next().is_some_and(|b| *b <= deadline);
+        if then.absent {
+            if followed {
+                (false, None)
+            } else if now >= deadline {
+                (true, None)
+            } else {
+                (false, Some(deadline))
+            }
+        } else {
+            (followed, None)
+        }
+    }
 }
 
 /// What one bucket holds; only the fields the trait's function uses are ever set.
@@ -112,6 +159,17 @@ impl TraitState {
         event_time: DateTime<Utc>,
         message_id: &str,
     ) {
+        if let Some(then) = &def.then {
+            let seq = self.seq.get_or_insert_with(Seq::default);
+            if def.matches_first(kind, name, payload, event_time) {
+                seq.a = seq.a.max(Some(event_time));
+            }
+            if then.matches(kind, name, payload, event_time) {
+                seq.b.insert(event_time);
+            }
+            seq.prune();
+            return;
+        }
         if !def.matches(kind, name, payload, event_time) {
             return;
         }
@@ -127,6 +185,12 @@ impl TraitState {
 
     /// Joins another profile's state (a merge).
     pub fn absorb(&mut self, def: &TraitDef, other: TraitState) {
+        if let Some(theirs) = other.seq {
+            let seq = self.seq.get_or_insert_with(Seq::default);
+            seq.a = seq.a.max(theirs.a);
+            seq.b.extend(theirs.b);
+            seq.prune();
+        }
         for (k, agg) in other.buckets {
             self.buckets.entry(k).or_default().absorb(agg);
         }
@@ -136,6 +200,10 @@ impl TraitState {
     /// The value at `now`: count/days_active/sum/distinct_count → a number (0 when none); unique_list → a
     /// sorted array; min/max/average/first/last/most_frequent → the value or null.
     pub fn value_at(&self, def: &TraitDef, now: DateTime<Utc>) -> Value {
+        if let Some(then) = &def.then {
+            let seq = self.seq.clone().unwrap_or_default();
+            return Value::Bool(seq.judge(then, now).0);
+        }
         let in_window = self.buckets.range(cutoff(def.window, now)..);
         if def.function == Function::DaysActive {
             let days: BTreeSet<i64> = in_window.map(|(k, _)| day_of_bucket(def, *k)).collect();
@@ -151,6 +219,9 @@ impl TraitState {
     /// The next time after `now` at which the oldest bucket still in the window leaves it (the value may
     /// change then without any new event); `None` for `all` or when no bucket is in the window.
     pub fn next_change(&self, def: &TraitDef, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        if let Some(then) = &def.then {
+            return self.seq.as_ref().and_then(|s| s.judge(then, now).1);
+        }
         let (n, unit) = match def.window {
             Window::All => return None,
             Window::Days(n) => (n, 86_400),
@@ -161,7 +232,7 @@ impl TraitState {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.buckets.is_empty()
+        self.buckets.is_empty() && self.seq.is_none()
     }
 
     /// Drops buckets older than (newest bucket − window − 24 hours): whatever the order of events and merges,
@@ -288,7 +359,8 @@ fn contribution(
     let numbers = || values().iter().filter_map(units).collect::<Vec<_>>();
     match def.function {
         Function::Count => agg.n = 1,
-        Function::DaysActive => {}
+        // Kept in `Seq`, never in buckets.
+        Function::DaysActive | Function::Sequence => {}
         Function::Sum => agg.s = sum(&non_empty(numbers())?),
         Function::Average => {
             let xs = non_empty(numbers())?;
@@ -338,6 +410,7 @@ fn sum(xs: &[i128]) -> i128 {
 fn output(function: Function, agg: Agg) -> Value {
     match function {
         Function::Count => Value::from(agg.n),
+        Function::Sequence => Value::Bool(false),
         Function::Sum => units_value(agg.s),
         Function::Average => average_value(agg.s, agg.n),
         Function::Min => agg.lo.map_or(Value::Null, units_value),
@@ -395,6 +468,27 @@ fn value_order(a: &Value, b: &Value) -> Ordering {
 
 /// The value straight from the raw events (no buckets): the reference the incremental state must equal.
 pub fn recompute(def: &TraitDef, events: &[RawEvent<'_>], now: DateTime<Utc>) -> Value {
+    if let Some(then) = &def.then {
+        // The latest first step, and whether a second step came after it within the time.
+        let latest = events
+            .iter()
+            .filter(|e| def.matches_first(e.kind, e.name, e.payload, e.event_time))
+            .map(|e| e.event_time)
+            .max();
+        let Some(a) = latest else {
+            return Value::Bool(false);
+        };
+        let followed = events.iter().any(|e| {
+            then.matches(e.kind, e.name, e.payload, e.event_time)
+                && e.event_time > a
+                && e.event_time <= a + then.within
+        });
+        return Value::Bool(if then.absent {
+            !followed && now >= a + then.within
+        } else {
+            followed
+        });
+    }
     let cut = cutoff(def.window, now);
     let in_window = |t: DateTime<Utc>| match def.window {
         Window::All => true,
@@ -413,6 +507,7 @@ pub fn recompute(def: &TraitDef, events: &[RawEvent<'_>], now: DateTime<Utc>) ->
     let all_numbers = || all_values().filter_map(|v| units(&v)).collect::<Vec<_>>();
     match def.function {
         Function::Count => Value::from(matched.len()),
+        Function::Sequence => Value::Bool(false),
         Function::DaysActive => Value::from(
             matched
                 .iter()

@@ -976,6 +976,12 @@ fn def_strategy() -> impl Strategy<Value = TraitDef> {
             let property = properties[p % properties.len()];
             match function {
                 Function::Count | Function::DaysActive => {}
+                Function::Sequence => {
+                    v["window"] = json!("all");
+                    let within = ["2h", "30m", "3d"][w % 3];
+                    v["then"] = json!({"event": NAMES[(name + p) % 2], "within": within,
+                        "absent": p % 2 == 0});
+                }
                 Function::First | Function::Last if p == properties.len() => {}
                 _ => v["property"] = json!(property),
             }

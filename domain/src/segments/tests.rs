@@ -277,15 +277,38 @@ fn a_bad_where_inside_an_event_condition_names_its_place() {
 }
 
 #[test]
-fn a_sequence_is_refused_as_not_supported_yet() {
-    let e = error(
+fn a_sequence_compiles_to_a_hidden_sequence_trait() {
+    let abandoned = segment(
         json!({"sequence": [{"event": "Product Added"}, {"not_event": "Order Completed"}],
         "within": "2h"}),
     );
+    round_trips(&abandoned);
+    let hidden = abandoned.hidden_traits("s");
+    assert_eq!(hidden.len(), 1);
+    let then = hidden[0].1.then.as_ref().expect("a sequence trait");
+    assert_eq!(hidden[0].1.event, "Product Added");
+    assert_eq!(then.event, "Order Completed");
+    assert!(then.absent);
+    assert_eq!(then.within, chrono::Duration::hours(2));
+    // It holds when its hidden trait is true.
+    assert!(holds(
+        &abandoned,
+        &Profile::default().with("seg:s:0", json!(true))
+    ));
+    assert!(!holds(
+        &abandoned,
+        &Profile::default().with("seg:s:0", json!(false))
+    ));
+    assert!(!holds(&abandoned, &Profile::default()));
+    // Errors name the place.
+    let e = error(json!({"sequence": [{"event": "A"}], "within": "2h"}));
     assert_eq!(e.field, "condition.sequence");
-    assert!(e.message.contains("not supported yet"), "{}", e.message);
-    let e = error(json!({"any": [{"sequence": [{"event": "A"}]}]}));
-    assert_eq!(e.field, "condition.any[0].sequence");
+    let e = error(json!({"any": [{"sequence": [{"event": "A"}, {"event": "B"}]}]}));
+    assert_eq!(e.field, "condition.any[0].within");
+    let e = error(json!({"sequence": [{"event": "A"}, {"event": "B"}], "within": "soon"}));
+    assert_eq!(e.field, "condition.within");
+    let e = error(json!({"sequence": [{"not_event": "A"}, {"event": "B"}], "within": "1h"}));
+    assert_eq!(e.field, "condition.sequence[0].not_event");
 }
 
 #[test]

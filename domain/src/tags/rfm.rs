@@ -248,6 +248,7 @@ impl RfmDef {
             property: property.cloned(),
             window: self.window,
             filters: Vec::new(),
+            then: None,
         };
         [
             def(Function::Last, None),

@@ -180,7 +180,8 @@ async fn segment_definitions_are_checked() {
     on_each_backend("segments_invalid", |backend| async move {
         let app = spawn_app(backend).await;
         for (definition, field) in [
-            (json!({"condition": {"sequence": [{"event": "Product Added"}, {"not_event": "Order Completed"}], "within": "2h"}}), "condition.sequence"),
+            (json!({"condition": {"sequence": [{"event": "Product Added"}], "within": "2h"}}), "condition.sequence"),
+            (json!({"condition": {"sequence": [{"event": "Product Added"}, {"not_event": "Order Completed"}], "within": "soon"}}), "condition.within"),
             (json!({"condition": {"all": [{"trait": "a", "op": "sometimes", "value": 1}]}}), "condition.all[0].op"),
             (json!({"condition": {"event": "A", "count": {"op": "contains", "value": 3}}}), "condition.count.op"),
             (json!({"condition": {"all": []}}), "condition.all"),
