@@ -65,6 +65,9 @@ async fn history_plus_todays_order_enters_the_segment_within_seconds() {
         })
         .await;
         assert_eq!(memberships(&app, &id, None).await["segments"], json!([]));
+        // The nightly batch over the history (the lambda's batch side), then the live order.
+        let run = cdp_replay::batch(&app.state.store).await.expect("the batch runs");
+        assert!(run.folded >= 3, "{run:?}");
 
         let mut bus = app.state.bus.subscribe();
         let subscriber = match &app.nats {
@@ -171,6 +174,64 @@ async fn history_plus_todays_order_enters_the_segment_within_seconds() {
         let changes: Vec<(String, String)> = history.as_array().unwrap().iter()
             .map(|c| (c["segment"].as_str().unwrap().into(), c["change"].as_str().unwrap().into())).collect();
         assert!(changes.contains(&("high_value_not_male".into(), "exited".into())), "{history}");
+    })
+    .await;
+}
+
+/// The lottery case: "1,000 this month (history + today)" lights the button well within 30 seconds of
+/// the order that completes it — the `entered` message on NATS (or the bus without NATS).
+#[tokio::test]
+async fn the_order_that_completes_a_monthly_total_enters_within_seconds() {
+    on_each_backend("segments_lottery", |backend| async move {
+        let nats = backend == Backend::Postgres && nats_available("segments_lottery");
+        let app = spawn_app_with(backend, Options { nats, ..Options::default() }).await;
+        let (status, _) = app
+            .post("/v1/batch", &json!({"batch": [order("m", "l1", 350.0, 12), order("m", "l2", 250.0, 3),
+                                                 order("m", "old", 5_000.0, 60)]}))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let profile = app.profile_with_count("user_id", "m", "track", 3).await;
+        let (status, body) = put(&app, "/v1/segments/lottery", json!({"name": "1,000 in 30 days",
+            "condition": {"event": "Order Completed", "aggregate": {"function": "sum", "property": "properties.total"},
+                          "window": "30d", "op": "gte", "value": 1000}})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        eventually("the segment is evaluated", || async {
+            let (_, b) = app.get_as("/v1/segments/lottery", Auth::Bearer(ADMIN_TOKEN)).await;
+            if b["status"] == "ready" { Ok(b) } else { Err(b.to_string()) }
+        })
+        .await;
+        cdp_replay::batch(&app.state.store).await.expect("the batch runs");
+        let mut bus = app.state.bus.subscribe();
+        let subscriber = match &app.nats {
+            Some(n) => {
+                let client = async_nats::connect(n.url.as_str()).await.unwrap();
+                let subject = format!("{}.cdp.out.{WORKSPACE}.segment.lottery.entered", n.namespace);
+                Some((client.subscribe(subject).await.unwrap(), client))
+            }
+            None => None,
+        };
+        let sent = std::time::Instant::now();
+        let (status, _) = app.post("/v1/track", &order("m", "l3", 400.0, 0)).await;
+        assert_eq!(status, StatusCode::OK);
+        let payload: Value = match subscriber {
+            Some((mut sub, _client)) => {
+                let m = tokio::time::timeout(Duration::from_secs(30), sub.next()).await.expect("on NATS within 30 s").unwrap();
+                serde_json::from_slice(&m.payload).unwrap()
+            }
+            None => tokio::time::timeout(Duration::from_secs(30), async {
+                loop {
+                    let m = bus.recv().await.unwrap();
+                    if m.subject.ends_with("segment.lottery.entered") {
+                        return serde_json::from_str(&m.payload).unwrap();
+                    }
+                }
+            })
+            .await
+            .expect("on the bus within 30 s"),
+        };
+        assert!(sent.elapsed() < Duration::from_secs(30));
+        assert_eq!(payload["profile_id"], profile["profile_id"]);
+        assert_eq!(payload["caused_by"], "l3");
     })
     .await;
 }
