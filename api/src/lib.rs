@@ -19,6 +19,7 @@ pub mod ops;
 pub mod provision;
 pub mod publish;
 pub mod read;
+pub mod schema;
 pub mod segments;
 
 use std::net::SocketAddr;
@@ -196,6 +197,7 @@ impl Application {
             .merge(operate::router())
             .merge(catalog::router())
             .merge(segments::router())
+            .merge(schema::router())
             .merge(ops::router())
             .fallback(|| async { error::ApiError::not_found("no such endpoint") })
             .with_state(state.clone());

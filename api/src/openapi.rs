@@ -39,6 +39,7 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ("get", "/v1/segments/{id}/members"),
     ("get", "/v1/profiles/{id}/memberships"),
     ("get", "/v1/stream"),
+    ("get", "/v1/schema"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -346,6 +347,14 @@ pub fn document() -> Value {
             "security": [{"bearer": ["read"]}],
             "parameters": [id, {"name": "at", "in": "query", "schema": {"type": "string", "format": "date-time"}}],
             "responses": read_responses("`history`, and `segments` or `segments_at`."),
+        }
+    }));
+    paths.insert("/v1/schema".into(), json!({
+        "get": {
+            "tags": ["segments"],
+            "summary": "What conditions can use: `operators` per type (string, number, time, boolean, list), profile `traits` (type, candidate values, from a sample of profiles), `computed_traits`, `tags` (with their values), `segments`, and `events` with their property paths (line items as `properties.products[].category`; objects with id and name offer `<path>.id` with the name as label)",
+            "security": [{"bearer": ["read"]}],
+            "responses": read_responses("The schema."),
         }
     }));
     paths.insert("/v1/stream".into(), json!({

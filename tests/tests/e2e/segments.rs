@@ -162,6 +162,15 @@ async fn history_plus_todays_order_enters_the_segment_within_seconds() {
         assert_eq!(preview["sample"], json!([id.as_str()]));
         assert_eq!(preview["totals"]["spend"], 50_000.0);
         assert_eq!(preview["totals"]["orders"], 3);
+        // The schema offers what the data has.
+        let (status, schema) = app.get_as("/v1/schema", Auth::Bearer(ADMIN_TOKEN)).await;
+        assert_eq!(status, StatusCode::OK, "{schema}");
+        assert!(schema["operators"]["number"].as_array().unwrap().contains(&json!("gte")));
+        let order_event = schema["events"].as_array().unwrap().iter().find(|e| e["name"] == "Order Completed").cloned();
+        let total = order_event.as_ref().and_then(|e| e["properties"].as_array().unwrap().iter()
+            .find(|p| p["name"] == "properties.total").cloned());
+        assert_eq!(total.map(|t| t["type"].clone()), Some(json!("number")), "{schema}");
+        assert_eq!(schema["segments"].as_array().map(Vec::len), Some(2), "{schema}");
         // A male customer leaves the difference segment, not the other.
         app.post("/v1/identify", &json!({"type": "identify", "userId": "big", "messageId": "g", "traits": {"gender": "male"}}))
             .await;
