@@ -142,7 +142,34 @@ async fn publish_some(
         });
     }
     save(store, last).await?;
+    prune(store, last).await?;
     Ok(page.len())
+}
+
+/// Published messages kept in the outbox (for inspection), beyond which the oldest are deleted.
+const KEEP_PUBLISHED: i64 = 100_000;
+
+/// Deletes published messages older than the last [`KEEP_PUBLISHED`]: the outbox is a queue, not the log.
+async fn prune(store: &Store, published: i64) -> Result<(), ProjectionError> {
+    let below = published - KEEP_PUBLISHED;
+    if below <= 0 {
+        return Ok(());
+    }
+    match store {
+        Store::Sqlite(s) => {
+            sqlx::query("DELETE FROM outbox WHERE seq <= ?")
+                .bind(below)
+                .execute(s.write_pool())
+                .await?;
+        }
+        Store::Postgres(s) => {
+            sqlx::query("DELETE FROM outbox WHERE seq <= $1")
+                .bind(below)
+                .execute(s.pool())
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 async fn save(store: &Store, seq: i64) -> Result<(), ProjectionError> {

@@ -602,6 +602,7 @@ mod tests {
                 .await
                 .unwrap()
                 .into_iter()
+                .filter(|m| m.subject.contains(".tag."))
                 .map(|m| serde_json::from_str::<Value>(&m.payload).unwrap())
                 .collect::<Vec<_>>()
         };
@@ -966,6 +967,7 @@ mod tests {
                 .await
                 .unwrap()
                 .into_iter()
+                .filter(|m| m.subject.contains(".segment."))
                 .map(|m| {
                     (
                         m.subject,

@@ -176,6 +176,8 @@ pub(super) async fn prepare(
     };
     let mut manual = Vec::new();
     let mut merged = Vec::new();
+    // Track events, for the subscriptions on `cdp.out.<ws>.event.<slug>`.
+    let mut subscribed: Vec<(usize, ProfileId)> = Vec::new();
 
     let mut model = Model {
         store,
@@ -247,12 +249,40 @@ pub(super) async fn prepare(
                 .insert(seq, (e.workspace.clone(), target.clone()));
             model.in_batch.insert(seq, i);
             touched.insert((e.workspace.clone(), target.clone()), e.message_id.clone());
+            if e.kind == MessageKind::Track {
+                subscribed.push((i, target.clone()));
+            }
         }
         decisions.extend(step.decisions.iter().map(|d| RecordedDecision {
             workspace: e.workspace.clone(),
             log_seq: seq,
             event: d.clone(),
         }));
+    }
+    for (i, profile) in subscribed {
+        let e = &steps[i].event.event;
+        let profile = model.resolve_in_batch(&e.workspace, &profile);
+        let name = e.name.as_deref().unwrap_or_default();
+        let properties = steps[i]
+            .payload
+            .as_ref()
+            .and_then(|p| p.get("properties"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        let payload = serde_json::json!({
+            "type": "event",
+            "workspace": e.workspace,
+            "profile_id": profile.as_str(),
+            "event": name,
+            "message_id": e.message_id,
+            "timestamp": cdp_domain::message::rfc3339(e.event_time),
+            "properties": properties,
+        });
+        catalog_writes.outbox.push((
+            e.workspace.clone(),
+            format!("cdp.out.{}.event.{}", e.workspace, event_slug(name)),
+            payload.to_string(),
+        ));
     }
     // Profiles merged away in the batch are evaluated as their survivors.
     let merged: Vec<(ProfileKey, ProfileKey, String)> = merged
@@ -306,6 +336,25 @@ pub(super) async fn prepare(
         catalog: catalog_writes,
         token: String::new(),
     })
+}
+
+/// An event name as one NATS subject token: lower case, runs of anything but letters and digits as `_`
+/// ("Order Completed" → `order_completed`).
+pub fn event_slug(name: &str) -> String {
+    let mut slug = String::with_capacity(name.len());
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c.to_ascii_lowercase());
+        } else if !slug.ends_with('_') {
+            slug.push('_');
+        }
+    }
+    let slug = slug.trim_matches('_');
+    if slug.is_empty() {
+        "unnamed".to_owned()
+    } else {
+        slug.to_owned()
+    }
 }
 
 /// The decisions on a catalog command: none when it applies, a refusal when it cannot (a definition

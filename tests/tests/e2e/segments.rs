@@ -211,6 +211,7 @@ async fn the_order_that_completes_a_monthly_total_enters_within_seconds() {
         .await;
         cdp_replay::batch(&app.state.store).await.expect("the batch runs");
         let mut bus = app.state.bus.subscribe();
+        let mut events = app.state.bus.subscribe();
         let subscriber = match &app.nats {
             Some(n) => {
                 let client = async_nats::connect(n.url.as_str()).await.unwrap();
@@ -241,6 +242,20 @@ async fn the_order_that_completes_a_monthly_total_enters_within_seconds() {
         assert!(sent.elapsed() < Duration::from_secs(30));
         assert_eq!(payload["profile_id"], profile["profile_id"]);
         assert_eq!(payload["caused_by"], "l3");
+        // The event itself, with the resolved profile, for marketing automation.
+        let event: Value = tokio::time::timeout(DEADLINE, async {
+            loop {
+                let m = events.recv().await.unwrap();
+                if m.subject == format!("cdp.out.{WORKSPACE}.event.order_completed") {
+                    return serde_json::from_str(&m.payload).unwrap();
+                }
+            }
+        })
+        .await
+        .expect("the event subscription");
+        assert_eq!(event["message_id"], "l3");
+        assert_eq!(event["profile_id"], profile["profile_id"]);
+        assert_eq!(event["properties"]["total"], 400.0);
     })
     .await;
 }
