@@ -5,6 +5,7 @@
 //! A scenario is a module with a `run` that returns an [`report::Outcome`]; adding one means a variant
 //! of [`Scenario`] and a line in [`run_scenario`].
 
+mod freshness;
 mod ingest_http;
 mod profile_read;
 pub mod report;
@@ -29,6 +30,10 @@ pub enum Scenario {
     /// The workload appended and resolved without, then with computed traits and tags defined
     /// beforehand (events/s and their ratio), then the same definitions backfilled (profiles/s).
     Traits,
+    /// History below a spend threshold, a segment on it, then a steady stream at --rate events/s in which
+    /// some orders cross it: from the 200 of each crossing order to its `segment…entered` message
+    /// (NATS with --nats-url, the in-process bus otherwise): p50, p99, max.
+    Freshness,
 }
 
 impl Scenario {
@@ -36,6 +41,7 @@ impl Scenario {
         Scenario::IngestHttp,
         Scenario::ProfileRead,
         Scenario::Traits,
+        Scenario::Freshness,
     ];
 
     pub fn name(self) -> &'static str {
@@ -43,6 +49,7 @@ impl Scenario {
             Scenario::IngestHttp => ingest_http::NAME,
             Scenario::ProfileRead => profile_read::NAME,
             Scenario::Traits => traits::NAME,
+            Scenario::Freshness => freshness::NAME,
         }
     }
 }
@@ -81,6 +88,13 @@ pub struct BenchArgs {
     /// Profile reads of profile-read.
     #[arg(long, default_value_t = 20_000)]
     pub requests: usize,
+    /// Target events/s of freshness's stream.
+    #[arg(long, default_value_t = 2_000)]
+    pub rate: usize,
+    /// A NATS server (JetStream) on which freshness takes the `segment…entered` messages, in a namespace
+    /// `bench_<random>` of its own (streams deleted afterwards); the in-process bus when absent.
+    #[arg(long)]
+    pub nats_url: Option<String>,
     /// Seed of the generated messages (and of profile-read's choice of profiles).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -159,6 +173,17 @@ async fn run_scenario(
             profile_read::run(backend, workload, args.clients, args.requests, args.seed).await
         }
         Scenario::Traits => traits::run(backend, workload).await,
+        Scenario::Freshness => {
+            let settings = freshness::Settings {
+                events: args.events,
+                rate: args.rate,
+                batch: args.batch,
+                clients: args.clients,
+                seed: args.seed,
+                nats_url: args.nats_url.as_deref(),
+            };
+            freshness::run(backend, &settings).await
+        }
     }
 }
 
