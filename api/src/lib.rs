@@ -175,6 +175,7 @@ impl Application {
             state.store.clone(),
             nats.clone().map(|c| (c, out)),
             state.bus.clone(),
+            state.identity.clone(),
         );
         let nats_task = match nats {
             Some(client) => {

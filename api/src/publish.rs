@@ -73,16 +73,19 @@ impl Drop for BackgroundTask {
     }
 }
 
-/// Starts publishing.
+/// Starts publishing; `resolver` tells it when the resolver committed (else it polls every `POLL`).
 pub fn spawn(
     store: Store,
     nats: Option<(async_nats::Client, OutTopology)>,
     bus: broadcast::Sender<Published>,
+    resolver: std::sync::Arc<cdp_projections::RunnerStatus>,
 ) -> BackgroundTask {
     BackgroundTask(tokio::spawn(async move {
         loop {
             match publish_some(&store, nats.as_ref(), &bus).await {
-                Ok(0) => tokio::time::sleep(POLL).await,
+                Ok(0) => {
+                    let _ = tokio::time::timeout(POLL, resolver.committed.notified()).await;
+                }
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "publishing the outbox failed; retrying");

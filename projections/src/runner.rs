@@ -281,6 +281,9 @@ pub struct RunnerStatus {
     /// How far behind the newest applied event's arrival the runner is, in ms (0 when caught up).
     pub lag_ms: AtomicI64,
     pub position_seq: AtomicI64,
+    /// Notified after each step that committed something (events applied or pending work done), so that
+    /// readers of what the projection writes (the outbox publisher) need not poll.
+    pub committed: Notify,
 }
 
 /// A projection running in the background.
@@ -341,6 +344,9 @@ async fn follow<P: Projection>(
                     _ => 0,
                 };
                 status.lag_ms.store(lag, Ordering::Relaxed);
+                if progress.applied > 0 || progress.worked {
+                    status.committed.notify_one();
+                }
                 if progress.applied == 0 && !progress.worked {
                     let _ = tokio::time::timeout(POLL, wake.notified()).await;
                 }
