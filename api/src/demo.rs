@@ -3,11 +3,13 @@
 //! prints what cdp made of it: ingestion rate, the quarantine, one customer's 360 profile (found by user
 //! id and by email) with why OneID made it one customer, and an operator splitting one channel's
 //! identifiers off the profile and merging them back, checked to lose and double nothing, and the four tag
-//! families (natural attributes, product preference, consumption behaviour, RFM) with their populations.
+//! families (natural attributes, product preference, consumption behaviour, RFM) with their populations,
+//! and two segments: counted, then filled live by orders, as a subscriber of `GET /v1/stream` sees it.
 
 pub mod dataset;
 mod oneid;
 pub mod retail;
+mod segments;
 mod tags;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -255,6 +257,7 @@ async fn show(
     show_identity(&http, base, token, &profile, &messages).await?;
     split_and_merge(&http, base, token, &view, &timeline, &messages).await?;
     tags::show_tags(&http, base, token, data, before == 0).await?;
+    segments::show_segments(&http, base, credentials, data, args.seed, before == 0).await?;
 
     println!();
     if args.data_dir.is_some() {
