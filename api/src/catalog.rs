@@ -136,6 +136,8 @@ pub(crate) async fn apply(
     command: CatalogCommand,
 ) -> Result<Option<String>, ApiError> {
     let (id, decisions) = run_command(state, workspace, command.name(), &command).await?;
+    // This instance shows the new catalog at once; others within their cache's second.
+    state.forget_catalog(workspace);
     match decisions {
         None => Ok(Some(id)),
         Some(d) => match d.first() {

@@ -58,6 +58,11 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Drops the cached catalog of `workspace` (after this instance changed it).
+    pub fn forget_catalog(&self, workspace: &str) {
+        self.catalogs.invalidate(workspace);
+    }
+
     /// The catalog in force in `workspace` (at most a second old).
     pub async fn catalog(
         &self,
