@@ -155,7 +155,7 @@ async fn preview(
         ));
     }
     let started = std::time::Instant::now();
-    let p = identity::derive::preview(&state.store, ws, &def, 10, Utc::now()).await?;
+    let p = identity::housekeeping::preview(&state.store, ws, &def, 10, Utc::now()).await?;
     Ok(Json(json!({
         "count": p.count,
         "profiles": p.profiles,

@@ -23,7 +23,8 @@ use cdp_domain::tags::{cycle, RfmThresholds, TagDef};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::derive::{self, Derivation, Housekeeping, ManualChange};
+use super::derive::{self, Derivation, ManualChange};
+use super::housekeeping::{new_job, Housekeeping};
 use super::{profile_id_for, PreparedDecisions, RecordedDecision};
 use crate::catalog::{self as stored_catalog, CatalogWrites};
 use crate::profiles::{self, ModelWrites, ProfileKey, Reassign};
@@ -540,9 +541,7 @@ fn apply_catalog(
     writes
         .definitions
         .push((ws.clone(), kind, name.clone(), version, body));
-    writes
-        .jobs
-        .push(derive::new_job(ws, kind, name, version, now));
+    writes.jobs.push(new_job(ws, kind, name, version, now));
     None
 }
 

@@ -14,6 +14,7 @@
 
 mod batch;
 pub mod derive;
+pub mod housekeeping;
 pub mod queries;
 
 pub use batch::workspace_log;
@@ -303,7 +304,7 @@ impl Projection for IdentityResolver {
         let now = (self.clock)();
         let mut catalogs = HashMap::new();
         let mut thresholds = HashMap::new();
-        let house = derive::housekeeping(store, &mut catalogs, &mut thresholds, now).await?;
+        let house = housekeeping::housekeeping(store, &mut catalogs, &mut thresholds, now).await?;
         let mut rules: HashMap<String, IdentityRules> = HashMap::new();
         let workspaces = events
             .iter()
@@ -312,7 +313,7 @@ impl Projection for IdentityResolver {
         for w in workspaces {
             if !rules.contains_key(w) {
                 rules.insert(w.clone(), rules_of(store, w).await?);
-                derive::ensure_workspace(store, &mut catalogs, &mut thresholds, w).await?;
+                housekeeping::ensure_workspace(store, &mut catalogs, &mut thresholds, w).await?;
             }
         }
         let context = batch::Context {
@@ -379,6 +380,6 @@ impl Projection for IdentityResolver {
     }
 
     async fn has_pending_work(&self, store: &Store) -> Result<bool, ProjectionError> {
-        derive::pending(store, (self.clock)()).await
+        housekeeping::pending(store, (self.clock)()).await
     }
 }

@@ -1,0 +1,423 @@
+//! The work the resolver does between batches, a page at a time so the service keeps serving: backfilling
+//! computed traits from the log and re-evaluating tags and segments for every profile (jobs), profiles
+//! whose time came (a window moving on, a sequence timing out), measuring the RFM quintiles of a
+//! workspace; and `preview`, a segment definition evaluated over every profile before it is saved.
+
+use std::collections::{BTreeMap, HashMap};
+
+use cdp_domain::catalog::Catalog;
+use cdp_domain::event::to_millis;
+use cdp_domain::profile::{FoldRules, OwnedEvent, ProfileDoc};
+use cdp_domain::store::Store;
+use cdp_domain::tags::{RfmInputs, RfmThresholds, Scoring, TagDef};
+use chrono::{DateTime, Duration, Utc};
+use serde_json::Value;
+
+use super::derive::{evaluate, parse_profile, ProfileFacts};
+use crate::catalog::{self, Job};
+use crate::profiles::{self, ProfileKey};
+use crate::runner::ProjectionError;
+
+/// Profiles a job visits per batch.
+pub const JOB_PAGE: i64 = 200;
+/// Profiles whose time came, looked at per batch.
+pub const DUE_PAGE: i64 = 500;
+/// How old quantile RFM cut points may get before the population is measured again.
+pub const RFM_REFRESH: Duration = Duration::hours(24);
+/// How soon a quantile RFM tag without cut points (no purchases yet) is measured again.
+pub const RFM_RETRY: Duration = Duration::minutes(1);
+/// The cursor of a quantile RFM job whose cut points are computed next.
+const THRESHOLDS_NEXT: &str = "T";
+/// The cursor prefix of a quantile RFM job's second pass (scoring with the new cut points).
+const SECOND_PASS: &str = "2:";
+
+/// The RFM inputs of a profile for the RFM tag `tag`.
+fn rfm_inputs(
+    doc: &ProfileDoc,
+    catalog: &Catalog,
+    tag: &str,
+    now: DateTime<Utc>,
+) -> Option<RfmInputs> {
+    let Some(TagDef::Rfm(def)) = catalog.tags.get(tag).map(|t| &t.def) else {
+        return None;
+    };
+    let no_manual = BTreeMap::new();
+    let no_thresholds = BTreeMap::new();
+    let facts = ProfileFacts::new(doc, catalog, &no_manual, &no_thresholds, now);
+    def.inputs(tag, &facts, now)
+}
+
+/// Work found between batches: documents re-folded by a backfill (to be used instead of the stored
+/// ones), profiles to evaluate, and the jobs' progress.
+#[derive(Default)]
+pub struct Housekeeping {
+    pub docs: HashMap<ProfileKey, ProfileDoc>,
+    pub touched: BTreeMap<ProfileKey, String>,
+    pub jobs: Vec<Job>,
+    /// New RFM cut points: `(workspace, tag, version, thresholds)`.
+    pub thresholds: Vec<(String, String, i64, RfmThresholds)>,
+}
+
+/// Whether there is work without new events: a running job, a profile whose time came, or RFM cut
+/// points to measure again.
+pub async fn pending(store: &Store, now: DateTime<Utc>) -> Result<bool, ProjectionError> {
+    if !catalog::running_jobs(store).await?.is_empty() {
+        return Ok(true);
+    }
+    if catalog::next_due(store)
+        .await?
+        .is_some_and(|t| t <= to_millis(now))
+    {
+        return Ok(true);
+    }
+    Ok(!stale_rfm_jobs(store, now).await?.is_empty())
+}
+
+/// Quantile RFM tags whose cut points must be measured again, as jobs to start: those whose last job
+/// finished more than [`RFM_REFRESH`] ago, or — while no cut points exist (nobody had bought when the
+/// tag was defined) — more than [`RFM_RETRY`] ago. Defining a tag starts its first job.
+async fn stale_rfm_jobs(store: &Store, now: DateTime<Utc>) -> Result<Vec<Job>, ProjectionError> {
+    let workspaces = catalog::workspaces_with_rfm(store).await?;
+    let mut jobs = Vec::new();
+    for w in workspaces {
+        let cat = catalog::load(store, &w).await?;
+        let measured = catalog::thresholds(store, &w).await?;
+        for (tag, t) in &cat.tags {
+            if !matches!(&t.def, TagDef::Rfm(r) if r.scoring == Scoring::Quantiles) {
+                continue;
+            }
+            let has_cut_points = measured.get(tag).is_some_and(|(v, _, _)| *v == t.version);
+            let interval = if has_cut_points {
+                RFM_REFRESH
+            } else {
+                RFM_RETRY
+            };
+            let stale = catalog::latest_job(store, &w, catalog::TAG, tag)
+                .await?
+                .and_then(|j| j.finished_at)
+                .is_some_and(|at| at < to_millis(now - interval));
+            if stale {
+                jobs.push(new_job(&w, catalog::TAG, tag, t.version, now));
+            }
+        }
+    }
+    Ok(jobs)
+}
+
+/// A job to visit every profile of `workspace`.
+pub fn new_job(workspace: &str, kind: &str, name: &str, version: i64, now: DateTime<Utc>) -> Job {
+    Job {
+        workspace: workspace.to_owned(),
+        kind: kind.to_owned(),
+        name: name.to_owned(),
+        version,
+        cursor: String::new(),
+        done: 0,
+        total: -1,
+        status: "running".to_owned(),
+        started_at: to_millis(now),
+        finished_at: None,
+    }
+}
+
+/// Does one page of the oldest running job and takes the profiles whose time came.
+pub async fn housekeeping(
+    store: &Store,
+    catalogs: &mut HashMap<String, Catalog>,
+    thresholds: &mut HashMap<String, BTreeMap<String, RfmThresholds>>,
+    now: DateTime<Utc>,
+) -> Result<Housekeeping, ProjectionError> {
+    let mut work = Housekeeping::default();
+    let mut jobs = catalog::running_jobs(store).await?;
+    if jobs.is_empty() {
+        jobs = stale_rfm_jobs(store, now).await?;
+        for j in &mut jobs {
+            j.cursor = THRESHOLDS_NEXT.to_owned();
+        }
+    }
+    if let Some(mut job) = jobs.into_iter().next() {
+        ensure_workspace(store, catalogs, thresholds, &job.workspace).await?;
+        run_job_page(store, catalogs, thresholds, &mut job, now, &mut work).await?;
+        work.jobs.push(job);
+    }
+    for (w, p) in catalog::due(store, to_millis(now), DUE_PAGE).await? {
+        ensure_workspace(store, catalogs, thresholds, &w).await?;
+        let key = (w, parse_profile(&p)?);
+        work.touched
+            .entry(key)
+            .or_insert_with(|| "clock".to_owned());
+    }
+    Ok(work)
+}
+
+/// Loads a workspace's catalog and cut points if this batch has not yet.
+pub async fn ensure_workspace(
+    store: &Store,
+    catalogs: &mut HashMap<String, Catalog>,
+    thresholds: &mut HashMap<String, BTreeMap<String, RfmThresholds>>,
+    workspace: &str,
+) -> Result<(), ProjectionError> {
+    if !catalogs.contains_key(workspace) {
+        catalogs.insert(workspace.to_owned(), catalog::load(store, workspace).await?);
+    }
+    if !thresholds.contains_key(workspace) {
+        let cat = &catalogs[workspace];
+        let current = catalog::thresholds(store, workspace)
+            .await?
+            .into_iter()
+            .filter(|(tag, (version, _, _))| {
+                cat.tags.get(tag).is_some_and(|t| t.version == *version)
+            })
+            .map(|(tag, (_, _, t))| (tag, t))
+            .collect();
+        thresholds.insert(workspace.to_owned(), current);
+    }
+    Ok(())
+}
+
+async fn run_job_page(
+    store: &Store,
+    catalogs: &HashMap<String, Catalog>,
+    thresholds: &mut HashMap<String, BTreeMap<String, RfmThresholds>>,
+    job: &mut Job,
+    now: DateTime<Utc>,
+    work: &mut Housekeeping,
+) -> Result<(), ProjectionError> {
+    let ws = job.workspace.clone();
+    let catalog = &catalogs[&ws];
+    // A definition changed or deleted since the job began: a newer job visits every profile anyway.
+    let current = match job.kind.as_str() {
+        catalog::TRAIT => catalog.folded().get(&job.name).map(|t| t.version),
+        catalog::SEGMENT => catalog.segments.get(&job.name).map(|s| s.version),
+        _ => catalog.tags.get(&job.name).map(|t| t.version),
+    };
+    if current.is_some_and(|v| v != job.version) {
+        job.status = "superseded".to_owned();
+        job.finished_at = Some(to_millis(now));
+        return Ok(());
+    }
+    if job.total < 0 {
+        job.total = catalog::count_profiles(store, &ws).await?;
+    }
+    if job.cursor == THRESHOLDS_NEXT {
+        let measured = measure_rfm(store, catalog, &ws, &job.name, now).await?;
+        if let Some(t) = measured {
+            thresholds
+                .entry(ws.clone())
+                .or_default()
+                .insert(job.name.clone(), t.clone());
+            work.thresholds
+                .push((ws.clone(), job.name.clone(), job.version, t));
+        }
+        job.cursor = SECOND_PASS.to_owned();
+        job.done = 0;
+        return Ok(());
+    }
+    let (prefix, after) = match job.cursor.strip_prefix(SECOND_PASS) {
+        Some(rest) => (SECOND_PASS, rest.to_owned()),
+        None => ("", job.cursor.clone()),
+    };
+    let page = catalog::profiles_after(store, &ws, &after, JOB_PAGE).await?;
+    let mut docs = Vec::with_capacity(page.len());
+    for (p, json) in &page {
+        let doc: ProfileDoc = serde_json::from_str(json).map_err(ProjectionError::corrupt)?;
+        docs.push((parse_profile(p)?, doc));
+    }
+    backfill(store, catalog, &ws, &mut docs).await?;
+    let cause = format!("{}:{}", job.kind, job.name);
+    for (p, doc) in docs {
+        let key = (ws.clone(), p);
+        work.touched.insert(key.clone(), cause.clone());
+        work.docs.insert(key, doc);
+    }
+    job.done += page.len() as i64;
+    match page.last() {
+        Some((last, _)) if page.len() as i64 == JOB_PAGE => {
+            job.cursor = format!("{prefix}{last}");
+        }
+        _ => {
+            let quantile_rfm = job.kind == catalog::TAG
+                && matches!(catalog.tags.get(&job.name).map(|t| &t.def),
+                    Some(TagDef::Rfm(r)) if r.scoring == Scoring::Quantiles);
+            if quantile_rfm && prefix.is_empty() {
+                // Every profile's inputs are complete now: measure the population, then score.
+                job.cursor = THRESHOLDS_NEXT.to_owned();
+            } else {
+                job.status = "done".to_owned();
+                job.finished_at = Some(to_millis(now));
+                job.cursor = format!("{prefix}{}", page.last().map_or("", |l| l.0.as_str()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Re-folds the computed traits the documents lack from their events in the log.
+pub async fn backfill(
+    store: &Store,
+    catalog: &Catalog,
+    workspace: &str,
+    docs: &mut [(cdp_domain::identity::ProfileId, ProfileDoc)],
+) -> Result<(), ProjectionError> {
+    let lacking: Vec<usize> = docs
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, d))| !d.incomplete_computed(catalog.folded()).is_empty())
+        .map(|(i, _)| i)
+        .collect();
+    if lacking.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<cdp_domain::identity::ProfileId> =
+        lacking.iter().map(|i| docs[*i].0.clone()).collect();
+    let owned = profiles::events_by_profile(store, workspace, &names).await?;
+    let seqs: Vec<i64> = {
+        let mut all: Vec<i64> = owned.values().flatten().copied().collect();
+        all.sort_unstable();
+        all
+    };
+    let events = store.events_by_seq(&seqs).await?;
+    let mut payloads: HashMap<i64, (usize, Value)> = HashMap::with_capacity(events.len());
+    for (i, e) in events.iter().enumerate() {
+        let payload: Value =
+            serde_json::from_str(&e.event.payload).map_err(ProjectionError::corrupt)?;
+        payloads.insert(e.position.seq, (i, payload));
+    }
+    let fold = FoldRules {
+        source_priority: &[],
+        traits: catalog.folded(),
+    };
+    for i in lacking {
+        let (p, doc) = &mut docs[i];
+        let mine: Vec<OwnedEvent<'_>> = owned
+            .get(p.as_str())
+            .into_iter()
+            .flatten()
+            .filter_map(|seq| payloads.get(seq))
+            .map(|(n, payload)| OwnedEvent {
+                event: &events[*n].event,
+                payload,
+                carried: &[],
+            })
+            .collect();
+        doc.backfill_computed(&mine, fold);
+    }
+    Ok(())
+}
+
+/// The quintile cut points of an RFM tag over every profile of the workspace with a purchase.
+async fn measure_rfm(
+    store: &Store,
+    catalog: &Catalog,
+    workspace: &str,
+    tag: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<RfmThresholds>, ProjectionError> {
+    let mut population = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page = catalog::profiles_after(store, workspace, &after, 1_000).await?;
+        let Some((last, _)) = page.last() else {
+            break;
+        };
+        after = last.clone();
+        for (_, json) in &page {
+            let doc: ProfileDoc = serde_json::from_str(json).map_err(ProjectionError::corrupt)?;
+            if let Some(inputs) = rfm_inputs(&doc, catalog, tag, now) {
+                population.push(inputs);
+            }
+        }
+    }
+    Ok(RfmThresholds::from_population(&population))
+}
+
+/// What a segment definition would hold, evaluated over every live profile of a workspace without
+/// saving it (`POST /v1/segments/preview`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preview {
+    /// Profiles in the segment.
+    pub count: i64,
+    /// Profiles looked at.
+    pub profiles: i64,
+    /// Up to `sample` members, in profile id order.
+    pub sample: Vec<String>,
+    /// What the members spent (the built-in spend) and how many orders they placed.
+    pub spend: f64,
+    pub orders: u64,
+}
+
+/// The id a previewed definition is evaluated under.
+pub const PREVIEW: &str = "~preview";
+
+/// Evaluates `def` on every live profile of `workspace` as it stands: event conditions are folded from
+/// each profile's events (as a backfill would), other conditions read the profile, its computed traits,
+/// tags and the segments in force.
+pub async fn preview(
+    store: &Store,
+    workspace: &str,
+    def: &cdp_domain::segments::SegmentDef,
+    sample: usize,
+    now: DateTime<Utc>,
+) -> Result<Preview, ProjectionError> {
+    let stored = catalog::load(store, workspace).await?;
+    let mut segments = stored.segments.clone();
+    segments.insert(
+        PREVIEW.to_owned(),
+        cdp_domain::catalog::DefinedSegment {
+            version: i64::MAX,
+            def: def.clone(),
+        },
+    );
+    let cat = Catalog::new(stored.traits.clone(), stored.tags.clone(), segments);
+    let thresholds: BTreeMap<String, RfmThresholds> = catalog::thresholds(store, workspace)
+        .await?
+        .into_iter()
+        .map(|(tag, (_, _, t))| (tag, t))
+        .collect();
+    let mut out = Preview {
+        count: 0,
+        profiles: 0,
+        sample: Vec::new(),
+        spend: 0.0,
+        orders: 0,
+    };
+    let mut after = String::new();
+    loop {
+        let page = catalog::profiles_after(store, workspace, &after, 1_000).await?;
+        let Some((last, _)) = page.last() else {
+            return Ok(out);
+        };
+        after = last.clone();
+        let mut docs = Vec::with_capacity(page.len());
+        for (p, json) in &page {
+            let doc: ProfileDoc = serde_json::from_str(json).map_err(ProjectionError::corrupt)?;
+            docs.push((parse_profile(p)?, doc));
+        }
+        backfill(store, &cat, workspace, &mut docs).await?;
+        let names: Vec<&str> = docs.iter().map(|(p, _)| p.as_str()).collect();
+        let tags = catalog::tags_of(store, workspace, &names).await?;
+        for (p, doc) in &docs {
+            let manual: BTreeMap<String, Value> = tags
+                .get(p.as_str())
+                .into_iter()
+                .flatten()
+                .filter(|t| t.manual)
+                .map(|t| (t.tag.clone(), t.value.value.clone()))
+                .collect();
+            let eval = evaluate(doc, &cat, &manual, &thresholds, now);
+            out.profiles += 1;
+            if eval.segments.contains(PREVIEW) {
+                out.count += 1;
+                out.spend += eval.spend;
+                out.orders += doc
+                    .counts_by_event
+                    .get("Order Completed")
+                    .copied()
+                    .unwrap_or(0);
+                if out.sample.len() < sample {
+                    out.sample.push(p.to_string());
+                }
+            }
+        }
+    }
+}

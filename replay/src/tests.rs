@@ -1,0 +1,803 @@
+//! The replay crate's tests: rebuilds, batch + stream, traits, tags and segments against recomputations
+//! from the log.
+use super::*;
+use cdp_domain::catalog::CatalogCommand;
+use cdp_domain::computed::{recompute, RawEvent};
+use cdp_domain::event::NewEvent;
+use cdp_domain::identity::{Identifier, OperatorCommand};
+use cdp_domain::message::{validate, Envelope};
+use cdp_projections::runner::{catch_up, run_once};
+use serde_json::json;
+
+async fn all_docs(store: &Store) -> Vec<(String, String, String)> {
+    let Store::Sqlite(s) = store else {
+        unreachable!()
+    };
+    sqlx::query_as("SELECT workspace, profile, doc FROM profiles ORDER BY workspace, profile")
+        .fetch_all(s.read_pool())
+        .await
+        .unwrap()
+}
+
+/// The whole profile model: documents, event owners, identifier holders.
+async fn model(
+    store: &Store,
+) -> (
+    Vec<(String, String, String)>,
+    Vec<(i64, String)>,
+    Vec<(String, String, String)>,
+) {
+    let Store::Sqlite(s) = store else {
+        unreachable!()
+    };
+    let owners = sqlx::query_as("SELECT log_seq, profile FROM event_profiles ORDER BY log_seq")
+        .fetch_all(s.read_pool())
+        .await
+        .unwrap();
+    let holders = sqlx::query_as(
+        "SELECT id_type, value, profile FROM identifier_owners ORDER BY id_type, value",
+    )
+    .fetch_all(s.read_pool())
+    .await
+    .unwrap();
+    (all_docs(store).await, owners, holders)
+}
+
+fn message(
+    i: usize,
+    user: Option<usize>,
+    email: Option<usize>,
+    phone: Option<usize>,
+    op: bool,
+) -> Value {
+    let channel = ["pos", "crm", "app"][i % 3];
+    let mut m = json!({"type": if op { "identify" } else { "track" }, "event": "Viewed",
+        "messageId": format!("m{i}"), "anonymousId": format!("a{i}"),
+        "timestamp": format!("2026-01-01T{:02}:00:00Z", i % 24),
+        "traits": {"n": i}, "context": {"channel": channel}});
+    if let Some(u) = user {
+        m["userId"] = json!(format!("u{u}"));
+    }
+    if let Some(e) = email {
+        m["traits"]["email"] = json!(format!("e{e}@x.cn"));
+    }
+    if let Some(p) = phone {
+        m["traits"]["phone"] = json!(format!("1380013800{p}"));
+    }
+    m
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 32, ..Default::default() })]
+    /// However the log is cut into batches, the resolver builds the same profiles, and a rebuild from
+    /// the log gives them again.
+    #[test]
+    fn batch_cuts_and_rebuilds_do_not_change_the_profiles(
+        specs in proptest::collection::vec(
+            (proptest::option::of(0usize..4), proptest::option::of(0usize..4),
+             proptest::option::of(0usize..3), proptest::bool::ANY), 1..40),
+        commands in proptest::collection::vec((0usize..40, 0usize..40, 0usize..4, proptest::bool::ANY), 0..6),
+        batch in 1u32..7,
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let now = chrono::Utc::now();
+            let envelope = Envelope { workspace: "w", received_at: now, batch_sent_at: None, implied_kind: None };
+            let mut events: Vec<NewEvent> = specs.iter().enumerate()
+                .map(|(i, (u, e, p, op))| validate(message(i, *u, *e, *p, *op), &envelope, || unreachable!()).unwrap())
+                .collect();
+            // Operator merges and splits among them (many refused: the profiles may not exist).
+            let customers = events.len();
+            for (n, (at, other, k, merge)) in commands.iter().enumerate() {
+                let other = &(*other % customers);
+                let profile = |m: usize| cdp_projections::identity::profile_id_for("w", &format!("m{m}"));
+                let command = if *merge {
+                    OperatorCommand::Merge { profile_ids: vec![profile(*other), profile(0)],
+                        reason: "p".into(), actor: "t".into() }
+                } else {
+                    OperatorCommand::Split { profile_id: profile(*other),
+                        identifiers: [Identifier::new("anonymous_id", &format!("a{other}")),
+                                      Identifier::new("email", &format!("e{k}@x.cn"))][..1 + k % 2].to_vec(),
+                        reason: "p".into(), actor: "t".into() }
+                };
+                let mut payload = serde_json::to_value(&command).unwrap();
+                payload["type"] = json!("operator");
+                let op = NewEvent { workspace: "w".into(), message_id: format!("op{n}"), kind: MessageKind::Operator,
+                    name: Some(command.name().into()), user_id: None, anonymous_id: None,
+                    event_time: now, received_at: now, payload: payload.to_string() };
+                // After the event it names, so that the profile may exist.
+                let after = events.iter().position(|e| e.message_id == format!("m{other}")).unwrap();
+                events.insert(after + 1 + *at % (events.len() - after), op);
+            }
+            let mut models = Vec::new();
+            for limit in [2_000, batch] {
+                let dir = tempfile::tempdir().unwrap();
+                let store = Store::open_embedded(dir.path()).await.unwrap();
+                store.append(&events).await.unwrap();
+                let resolver = IdentityResolver::default();
+                while run_once(&store, &resolver, limit).await.unwrap().applied > 0 {}
+                let live = model(&store).await;
+                rebuild_profiles(&store).await.unwrap();
+                assert_eq!(model(&store).await, live, "a rebuild changes nothing");
+                models.push(live);
+            }
+            assert_eq!(models[0], models[1], "batches of {batch} build other profiles");
+            // Every event belongs to exactly one live profile, and every live profile has a document.
+            let (docs, owners, _) = &models[0];
+            let customer_events = events.iter().filter(|e| e.kind != MessageKind::Operator).count();
+            assert_eq!(owners.len(), customer_events);
+            for (_, p) in owners {
+                assert!(docs.iter().any(|(_, d, _)| d == p), "{p} owns events but has no document");
+            }
+        });
+    }
+}
+
+#[tokio::test]
+async fn a_rebuild_gives_exactly_the_live_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_embedded(dir.path()).await.unwrap();
+    let now = chrono::Utc::now();
+    let envelope = Envelope {
+        workspace: "w",
+        received_at: now,
+        batch_sent_at: None,
+        implied_kind: None,
+    };
+    // Seven users, some of them joined by shared emails, so that merges happen on the way.
+    let events: Vec<NewEvent> = (0..60)
+        .map(|i| {
+            let channel = ["pos", "crm", "app"][i % 3];
+            let m = json!({"type": if i % 5 == 0 { "identify" } else { "track" }, "event": "Viewed",
+                "userId": format!("u{}", i % 7), "messageId": format!("m{i}"),
+                "traits": {"n": i, "email": format!("e{}@x.cn", i % 9)},
+                "context": {"channel": channel}});
+            validate(m, &envelope, || unreachable!()).unwrap()
+        })
+        .collect();
+    let resolver = IdentityResolver::default();
+    store.append(&events[..30]).await.unwrap();
+    catch_up(&store, &resolver).await.unwrap();
+    store.append(&events[30..]).await.unwrap();
+    catch_up(&store, &resolver).await.unwrap();
+    let live = all_docs(&store).await;
+    assert!(live.len() > 1);
+
+    assert_eq!(rebuild_profiles(&store).await.unwrap(), 60);
+    assert_eq!(all_docs(&store).await, live);
+}
+
+/// Trait definitions the property test picks from: every function, windows, line items, filters.
+fn trait_definitions() -> Vec<Value> {
+    vec![
+        json!({"event": "Order Completed", "function": "sum", "property": "properties.total", "window": "30d"}),
+        json!({"event": "Order Completed", "function": "count", "where": [
+            {"property": "properties.products[].category", "op": "eq", "value": "shoes"}]}),
+        json!({"event": "Order Completed", "function": "sum",
+               "property": "properties.products[].price * properties.products[].quantity",
+               "where": [{"property": "properties.products[].category", "op": "neq", "value": "hats"}]}),
+        json!({"event": "Order Completed", "function": "max", "property": "properties.total", "window": "7d"}),
+        json!({"event": "Order Completed", "function": "min", "property": "properties.total"}),
+        json!({"event": "Order Completed", "function": "average", "property": "properties.total", "window": "45d"}),
+        json!({"event": "Order Completed", "function": "first", "property": "properties.store"}),
+        json!({"event": "Order Completed", "function": "last"}),
+        json!({"event": "Order Completed", "function": "most_frequent", "property": "properties.products[].category"}),
+        json!({"event": "Order Completed", "function": "distinct_count", "property": "properties.store", "window": "20d"}),
+        json!({"event": "Order Completed", "function": "unique_list", "property": "properties.products[].category"}),
+        json!({"event": "Order Completed", "function": "days_active", "window": "30d"}),
+        json!({"event": "Order Completed", "function": "count", "window": "36h"}),
+    ]
+}
+
+fn catalog_event(
+    n: usize,
+    command: &CatalogCommand,
+    now: chrono::DateTime<chrono::Utc>,
+) -> NewEvent {
+    let mut payload = serde_json::to_value(command).unwrap();
+    payload["type"] = json!("operator");
+    NewEvent {
+        workspace: "w".into(),
+        message_id: format!("cat{n}"),
+        kind: MessageKind::Operator,
+        name: Some(command.name().into()),
+        user_id: None,
+        anonymous_id: None,
+        event_time: now,
+        received_at: now,
+        payload: payload.to_string(),
+    }
+}
+
+/// Every live profile's computed traits against a recomputation from the raw events it owns.
+async fn check_traits_against_the_log(store: &Store, now: chrono::DateTime<chrono::Utc>) {
+    let catalog = catalog::load(store, "w").await.unwrap();
+    let owners = all_owners(store).await.unwrap();
+    let log = cdp_domain::store::EventStore::read_after(store, Position::START, 100_000)
+        .await
+        .unwrap();
+    let payloads: Vec<Value> = log
+        .iter()
+        .map(|e| serde_json::from_str(&e.event.payload).unwrap())
+        .collect();
+    for (_, profile, json) in all_docs(store).await {
+        let doc: ProfileDoc = serde_json::from_str(&json).unwrap();
+        let raw: Vec<RawEvent<'_>> = log
+            .iter()
+            .zip(&payloads)
+            .filter(|(e, _)| {
+                owners
+                    .get(&e.position.seq)
+                    .is_some_and(|(_, p)| p.as_str() == profile)
+            })
+            .map(|(e, payload)| RawEvent {
+                kind: e.event.kind,
+                name: e.event.name.as_deref(),
+                payload,
+                event_time: e.event.event_time,
+                message_id: &e.event.message_id,
+            })
+            .collect();
+        let values = doc.computed_values(catalog.folded(), now);
+        for (name, defined) in catalog.folded() {
+            let expected = recompute(&defined.def, &raw, now);
+            let got = &values[name];
+            assert!(got.complete, "{name} of {profile} is not complete");
+            assert_eq!(
+                got.value,
+                expected,
+                "{name} of {profile} ({} events)",
+                raw.len()
+            );
+        }
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 24, ..Default::default() })]
+    /// Computed traits defined at any point of the log — over history (backfilled) or before the
+    /// events — with merges and splits among the events, in batches of any size, with the resolver
+    /// restarted between batches, equal a recomputation from each profile's raw events; and a rebuild
+    /// from the log gives the same documents.
+    #[test]
+    fn computed_traits_equal_a_recomputation_from_the_log(
+        orders in proptest::collection::vec(
+            (0usize..5, proptest::option::of(0usize..3), 0u32..60, 0u32..2000, 0usize..3, 0usize..3), 1..30),
+        definitions in proptest::collection::vec((0usize..13, 0usize..40), 1..5),
+        commands in proptest::collection::vec((0usize..40, 0usize..30, proptest::bool::ANY), 0..4),
+        batch in 1u32..9,
+        restart_every in 1usize..4,
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let now = chrono::Utc::now();
+            let envelope = Envelope { workspace: "w", received_at: now, batch_sent_at: None, implied_kind: None };
+            let categories = ["shoes", "hats", "bags"];
+            let mut events: Vec<NewEvent> = orders.iter().enumerate().map(|(i, (user, email, days, cents, cat, store))| {
+                let t = now - chrono::Duration::hours(i64::from(*days) * 17 % (60 * 24));
+                let mut m = json!({"type": "track", "event": "Order Completed", "messageId": format!("m{i}"),
+                    "userId": format!("u{user}"), "anonymousId": format!("a{i}"),
+                    "timestamp": t.to_rfc3339(),
+                    "properties": {"total": f64::from(*cents) / 4.0, "store": format!("s{store}"),
+                        "products": [{"category": categories[*cat], "price": f64::from(*cents % 97) / 2.0, "quantity": 1 + cat},
+                                     {"category": categories[(cat + 1) % 3], "price": 3.5, "quantity": 2}]}});
+                if let Some(e) = email {
+                    m["traits"] = json!({"email": format!("e{e}@x.cn")});
+                }
+                validate(m, &envelope, || unreachable!()).unwrap()
+            }).collect();
+            for (n, (at, other, merge)) in commands.iter().enumerate() {
+                let other = *other % orders.len();
+                let profile = |m: usize| cdp_projections::identity::profile_id_for("w", &format!("m{m}"));
+                let command = if *merge {
+                    OperatorCommand::Merge { profile_ids: vec![profile(other), profile(0)], reason: "p".into(), actor: "t".into() }
+                } else {
+                    OperatorCommand::Split { profile_id: profile(other),
+                        identifiers: vec![Identifier::new("anonymous_id", &format!("a{other}"))],
+                        reason: "p".into(), actor: "t".into() }
+                };
+                let mut payload = serde_json::to_value(&command).unwrap();
+                payload["type"] = json!("operator");
+                let op = NewEvent { workspace: "w".into(), message_id: format!("op{n}"), kind: MessageKind::Operator,
+                    name: Some(command.name().into()), user_id: None, anonymous_id: None,
+                    event_time: now, received_at: now, payload: payload.to_string() };
+                let after = events.iter().position(|e| e.message_id == format!("m{other}")).unwrap();
+                events.insert(after + 1 + at % (events.len() - after), op);
+            }
+            // Definitions anywhere in the log; the same name twice is a change of definition.
+            let all = trait_definitions();
+            for (n, (which, at)) in definitions.iter().enumerate() {
+                let command = CatalogCommand::PutTrait { name: format!("t{}", which % 4),
+                    definition: all[*which].clone(), actor: "t".into() };
+                events.insert(at % (events.len() + 1), catalog_event(n, &command, now));
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open_embedded(dir.path()).await.unwrap();
+            store.append(&events).await.unwrap();
+            let clock: cdp_projections::identity::Clock = std::sync::Arc::new(move || now);
+            let mut resolver = IdentityResolver::with_clock(clock.clone());
+            let mut steps = 0;
+            loop {
+                let progress = run_once(&store, &resolver, batch).await.unwrap();
+                if progress.applied == 0 && !progress.worked {
+                    break;
+                }
+                steps += 1;
+                if steps % restart_every == 0 {
+                    resolver = IdentityResolver::with_clock(clock.clone());
+                }
+            }
+            check_traits_against_the_log(&store, now).await;
+            let live = all_docs(&store).await;
+            rebuild_profiles(&store).await.unwrap();
+            assert_eq!(all_docs(&store).await, live, "a rebuild from the log changes nothing");
+        });
+    }
+}
+
+/// A windowed value leaving a tag's range changes the tag when the window moves on, with no new
+/// event: the profile is due at the moment, and the change is published like any other.
+#[tokio::test]
+async fn a_tag_changes_on_time_without_new_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_embedded(dir.path()).await.unwrap();
+    // Windows are UTC calendar days: 10:00 leaves the rest of the day before the next one.
+    let start = chrono::DateTime::parse_from_rfc3339("2026-06-10T10:00:00Z")
+        .unwrap()
+        .to_utc();
+    let now = std::sync::Arc::new(std::sync::Mutex::new(start));
+    let clock_now = now.clone();
+    let clock: cdp_projections::identity::Clock =
+        std::sync::Arc::new(move || *clock_now.lock().unwrap());
+    let resolver = IdentityResolver::with_clock(clock);
+    let envelope = Envelope {
+        workspace: "w",
+        received_at: start,
+        batch_sent_at: None,
+        implied_kind: None,
+    };
+    let spend = CatalogCommand::PutTrait {
+        name: "spend_7d".into(),
+        actor: "t".into(),
+        definition: json!({"event": "Order Completed", "function": "sum", "property": "properties.total", "window": "7d"}),
+    };
+    let tag = CatalogCommand::PutTag {
+        name: "active_buyer".into(),
+        actor: "t".into(),
+        definition: json!({"type": "rule", "condition": {"computed": "spend_7d", "op": "gte", "value": 100}}),
+    };
+    let order = validate(json!({"type": "track", "event": "Order Completed", "userId": "u1", "messageId": "o1",
+        "timestamp": (start - chrono::Duration::days(6)).to_rfc3339(), "properties": {"total": 150}}),
+        &envelope, || unreachable!()).unwrap();
+    store
+        .append(&[
+            catalog_event(0, &spend, start),
+            catalog_event(1, &tag, start),
+            order,
+        ])
+        .await
+        .unwrap();
+    catch_up(&store, &resolver).await.unwrap();
+    let messages = |store: Store| async move {
+        cdp_projections::catalog::outbox_after(&store, 0, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|m| m.subject.contains(".tag."))
+            .map(|m| serde_json::from_str::<Value>(&m.payload).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let sent = messages(store.clone()).await;
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["value"], true);
+    assert_eq!(sent[0]["caused_by"], "o1");
+
+    // Later that day the order is still in the window: nothing is due, nothing changes.
+    *now.lock().unwrap() = start + chrono::Duration::hours(13);
+    catch_up(&store, &resolver).await.unwrap();
+    let sent = messages(store.clone()).await;
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    // Once the order's day leaves the 7-day window (at midnight), the tag goes, without any event.
+    *now.lock().unwrap() = start + chrono::Duration::hours(14);
+    assert!(
+        cdp_projections::runner::Projection::has_pending_work(&resolver, &store)
+            .await
+            .unwrap()
+    );
+    catch_up(&store, &resolver).await.unwrap();
+    let sent = messages(store.clone()).await;
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(sent[1]["value"], Value::Null);
+    assert_eq!(sent[1]["previous"], true);
+    assert_eq!(sent[1]["caused_by"], "clock");
+    let tags =
+        cdp_projections::catalog::tags_of(&store, "w", &[sent[0]["profile_id"].as_str().unwrap()])
+            .await
+            .unwrap();
+    assert!(tags.is_empty(), "{tags:?}");
+    assert!(
+        !cdp_projections::runner::Projection::has_pending_work(&resolver, &store)
+            .await
+            .unwrap()
+    );
+}
+
+/// A quantile RFM tag over existing history: the resolver backfills the inputs, measures the
+/// population's quintiles, then scores every profile with them — the same groups a direct computation
+/// over the raw orders gives.
+#[tokio::test]
+async fn quantile_rfm_scores_every_profile_against_the_population() {
+    use cdp_domain::tags::{group, scores, RfmInputs, RfmThresholds};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_embedded(dir.path()).await.unwrap();
+    let now = chrono::DateTime::parse_from_rfc3339("2026-06-10T10:00:00Z")
+        .unwrap()
+        .to_utc();
+    let clock: cdp_projections::identity::Clock = std::sync::Arc::new(move || now);
+    let resolver = IdentityResolver::with_clock(clock);
+    let envelope = Envelope {
+        workspace: "w",
+        received_at: now,
+        batch_sent_at: None,
+        implied_kind: None,
+    };
+    let mut events = Vec::new();
+    let mut inputs = std::collections::BTreeMap::new();
+    for user in 0..60u32 {
+        let orders = 1 + user % 7;
+        let mut spent = 0.0;
+        let mut last_days = i64::MAX;
+        for k in 0..orders {
+            let days = i64::from((user * 13 + k * 29) % 300);
+            let total = f64::from((user * 37 + k * 11) % 500) + 0.5;
+            spent += total;
+            last_days = last_days.min(days);
+            events.push(validate(json!({"type": "track", "event": "Order Completed", "userId": format!("u{user}"),
+                "messageId": format!("o{user}-{k}"), "timestamp": (now - chrono::Duration::days(days)).to_rfc3339(),
+                "properties": {"total": total}}), &envelope, || unreachable!()).unwrap());
+        }
+        inputs.insert(
+            format!("u{user}"),
+            RfmInputs {
+                recency_days: last_days as f64,
+                frequency: f64::from(orders),
+                monetary: spent,
+            },
+        );
+    }
+    store.append(&events).await.unwrap();
+    catch_up(&store, &resolver).await.unwrap();
+    let tag = CatalogCommand::PutTag {
+        name: "rfm".into(),
+        actor: "t".into(),
+        definition: json!({"type": "rfm", "event": "Order Completed", "monetary": "properties.total", "scoring": "quantiles"}),
+    };
+    store.append(&[catalog_event(0, &tag, now)]).await.unwrap();
+    catch_up(&store, &resolver).await.unwrap();
+
+    let population: Vec<RfmInputs> = inputs.values().copied().collect();
+    let thresholds = RfmThresholds::from_population(&population).unwrap();
+    let stored = cdp_projections::catalog::thresholds(&store, "w")
+        .await
+        .unwrap();
+    assert_eq!(stored["rfm"].2, thresholds);
+    let Store::Sqlite(s) = &store else {
+        unreachable!()
+    };
+    let holders: Vec<(String, String)> =
+        sqlx::query_as("SELECT value, profile FROM identifier_owners WHERE id_type = 'user_id'")
+            .fetch_all(s.read_pool())
+            .await
+            .unwrap();
+    for (user, profile) in holders {
+        let tags = cdp_projections::catalog::tags_of(&store, "w", &[profile.as_str()])
+            .await
+            .unwrap();
+        let rfm = &tags[&profile][0];
+        let expected = scores(&inputs[&user], &thresholds);
+        assert_eq!(
+            rfm.value.value,
+            json!(group(&expected)),
+            "{user}: {:?}",
+            rfm.value
+        );
+        assert_eq!(rfm.value.detail["r"], json!(expected.r), "{user}");
+        assert_eq!(rfm.value.detail["m"], json!(expected.m), "{user}");
+    }
+    let job = cdp_projections::catalog::latest_job(&store, "w", "tag", "rfm")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(job.status, "done");
+}
+
+/// A quantile RFM tag defined before anyone bought has no cut points; once purchases exist, they are
+/// measured within a minute and the buyers scored.
+#[tokio::test]
+async fn quantile_rfm_defined_before_any_purchase_scores_buyers_soon_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_embedded(dir.path()).await.unwrap();
+    let start = chrono::DateTime::parse_from_rfc3339("2026-06-10T10:00:00Z")
+        .unwrap()
+        .to_utc();
+    let now = std::sync::Arc::new(std::sync::Mutex::new(start));
+    let clock_now = now.clone();
+    let clock: cdp_projections::identity::Clock =
+        std::sync::Arc::new(move || *clock_now.lock().unwrap());
+    let resolver = IdentityResolver::with_clock(clock);
+    let tag = CatalogCommand::PutTag {
+        name: "rfm".into(),
+        actor: "t".into(),
+        definition: json!({"type": "rfm", "event": "Order Completed", "monetary": "properties.total", "scoring": "quantiles"}),
+    };
+    store
+        .append(&[catalog_event(0, &tag, start)])
+        .await
+        .unwrap();
+    catch_up(&store, &resolver).await.unwrap();
+    let envelope = Envelope {
+        workspace: "w",
+        received_at: start,
+        batch_sent_at: None,
+        implied_kind: None,
+    };
+    let orders: Vec<NewEvent> = (0..10)
+        .map(|i| {
+            validate(
+                json!({"type": "track", "event": "Order Completed",
+        "userId": format!("u{i}"), "messageId": format!("o{i}"), "timestamp": start.to_rfc3339(),
+        "properties": {"total": 10 * i + 5}}),
+                &envelope,
+                || unreachable!(),
+            )
+            .unwrap()
+        })
+        .collect();
+    store.append(&orders).await.unwrap();
+    catch_up(&store, &resolver).await.unwrap();
+    assert!(cdp_projections::catalog::thresholds(&store, "w")
+        .await
+        .unwrap()
+        .is_empty());
+    *now.lock().unwrap() = start + chrono::Duration::minutes(2);
+    catch_up(&store, &resolver).await.unwrap();
+    assert!(cdp_projections::catalog::thresholds(&store, "w")
+        .await
+        .unwrap()
+        .contains_key("rfm"));
+    let Store::Sqlite(s) = &store else {
+        unreachable!()
+    };
+    let scored: i64 = sqlx::query_scalar("SELECT count(*) FROM profile_tags WHERE tag = 'rfm'")
+        .fetch_one(s.read_pool())
+        .await
+        .unwrap();
+    assert_eq!(scored, 10);
+}
+
+/// Facts for the reference: the hidden traits recomputed from raw events, segments by definition.
+struct Reference<'a> {
+    computed: std::collections::BTreeMap<String, Value>,
+    segments: &'a std::collections::BTreeMap<String, cdp_domain::segments::SegmentDef>,
+    now: chrono::DateTime<chrono::Utc>,
+}
+
+impl cdp_domain::tags::Facts for Reference<'_> {
+    fn field(&self, _key: cdp_domain::tags::FieldKey, name: &str) -> Vec<Value> {
+        self.computed
+            .get(name)
+            .filter(|v| !v.is_null())
+            .cloned()
+            .into_iter()
+            .collect()
+    }
+}
+
+impl cdp_domain::segments::SegmentFacts for Reference<'_> {
+    fn in_segment(&self, id: &str) -> bool {
+        self.segments[id].holds(id, self, self.now)
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 24, ..Default::default() })]
+    /// The lambda merge: batch runs (every profile recomputed from the log up to the resolver's
+    /// watermark, switched in atomically) at random points of the stream, racing resolver instances
+    /// (a batch delivered twice), duplicate deliveries of events, and segments defined anywhere →
+    /// memberships equal a full recomputation from the log.
+    #[test]
+    fn batch_plus_stream_equals_a_recomputation(
+        orders in proptest::collection::vec((0usize..5, 1u32..900, 0u32..50), 1..30),
+        segments_at in proptest::collection::vec(0usize..40, 4),
+        cuts in proptest::collection::vec((0usize..40, 0u8..3), 0..6),
+        batch_size in 1u32..7,
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let now = chrono::DateTime::parse_from_rfc3339("2026-06-10T10:00:00Z").unwrap().to_utc();
+            let envelope = Envelope { workspace: "w", received_at: now, batch_sent_at: None, implied_kind: None };
+            let mut events: Vec<NewEvent> = orders.iter().enumerate().map(|(i, (user, total, days))| {
+                validate(json!({"type": "track", "event": "Order Completed", "userId": format!("u{user}"),
+                    "messageId": format!("o{i}"), "timestamp": (now - chrono::Duration::days(i64::from(*days))).to_rfc3339(),
+                    "properties": {"total": total}}), &envelope, || unreachable!()).unwrap()
+            }).collect();
+            let definitions = [
+                ("big", json!({"condition": {"event": "Order Completed",
+                    "aggregate": {"function": "sum", "property": "properties.total"}, "op": "gte", "value": 1000}})),
+                ("regular", json!({"condition": {"event": "Order Completed", "count": {"op": "gte", "value": 2}, "window": "30d"}})),
+                ("big_not_regular", json!({"condition": {"all": [{"segment": "big"}, {"not": {"segment": "regular"}}]}})),
+                ("lapsed", json!({"condition": {"sequence": [{"event": "Order Completed"}, {"not_event": "Order Completed"}], "within": "20d"}})),
+            ];
+            // Defined in order (the third reads the first two), each somewhere in the log.
+            let mut at = 0;
+            for (n, ((id, definition), pos)) in definitions.iter().zip(&segments_at).enumerate() {
+                at = (at + pos).min(events.len());
+                let command = CatalogCommand::PutSegment { id: (*id).into(), definition: definition.clone(), actor: "t".into() };
+                events.insert(at, catalog_event(n, &command, now));
+                at += 1;
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open_embedded(dir.path()).await.unwrap();
+            let clock: cdp_projections::identity::Clock = std::sync::Arc::new(move || now);
+            let first = IdentityResolver::with_clock(clock.clone());
+            let second = IdentityResolver::with_clock(clock.clone());
+            // The log grows while the resolvers and batches run.
+            let mut appended = 0;
+            let mut cuts = cuts.clone();
+            cuts.sort_unstable();
+            for (cut, action) in cuts.iter().chain(std::iter::once(&(usize::MAX, 0))) {
+                let upto = (*cut).min(events.len());
+                if upto > appended {
+                    store.append(&events[appended..upto]).await.unwrap();
+                    // A redelivery: the same messages again are stored once.
+                    store.append(&events[appended..upto]).await.unwrap();
+                    appended = upto;
+                }
+                match action {
+                    0 => { run_once(&store, &first, batch_size).await.unwrap(); }
+                    1 => {
+                        let (a, b) = tokio::join!(run_once(&store, &first, batch_size), run_once(&store, &second, batch_size));
+                        a.unwrap();
+                        b.unwrap();
+                    }
+                    _ => { batch(&store).await.unwrap(); }
+                }
+            }
+            catch_up(&store, &first).await.unwrap();
+            batch(&store).await.unwrap();
+            store.append(&events[..1]).await.unwrap();
+            catch_up(&store, &second).await.unwrap();
+
+            // The reference: each live profile's orders, straight from the log.
+            let owners = all_owners(&store).await.unwrap();
+            let log = cdp_domain::store::EventStore::read_after(&store, Position::START, 100_000).await.unwrap();
+            let payloads: Vec<Value> = log.iter().map(|e| serde_json::from_str(&e.event.payload).unwrap()).collect();
+            let defs: std::collections::BTreeMap<String, cdp_domain::segments::SegmentDef> = definitions.iter()
+                .map(|(id, d)| ((*id).to_owned(), cdp_domain::segments::SegmentDef::parse(d).unwrap())).collect();
+            let Store::Sqlite(s) = &store else { unreachable!() };
+            for (_, profile, _) in all_docs(&store).await {
+                let raw: Vec<RawEvent<'_>> = log.iter().zip(&payloads)
+                    .filter(|(e, _)| owners.get(&e.position.seq).is_some_and(|(_, p)| p.as_str() == profile))
+                    .map(|(e, payload)| RawEvent { kind: e.event.kind, name: e.event.name.as_deref(), payload,
+                        event_time: e.event.event_time, message_id: &e.event.message_id })
+                    .collect();
+                let mut computed = std::collections::BTreeMap::new();
+                for (id, def) in &defs {
+                    for (name, trait_def) in def.hidden_traits(id) {
+                        computed.insert(name, recompute(&trait_def, &raw, now));
+                    }
+                }
+                let reference = Reference { computed, segments: &defs, now };
+                let expected: Vec<String> = defs.keys()
+                    .filter(|id| cdp_domain::segments::SegmentFacts::in_segment(&reference, id))
+                    .cloned().collect();
+                let got: Vec<String> = sqlx::query_scalar(
+                    "SELECT segment FROM segment_members WHERE profile = ? ORDER BY segment")
+                    .bind(&profile).fetch_all(s.read_pool()).await.unwrap();
+                assert_eq!(got, expected, "{profile}: {} orders", raw.len());
+            }
+        });
+    }
+}
+
+/// "Added to cart, no order within 2 hours" fires when the 2 hours pass, not when the next event
+/// comes; an order in time keeps the customer out; "viewed then bought within a day" enters on the
+/// order.
+#[tokio::test]
+async fn a_sequence_times_out_on_time_and_is_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_embedded(dir.path()).await.unwrap();
+    let start = chrono::DateTime::parse_from_rfc3339("2026-06-10T10:00:00Z")
+        .unwrap()
+        .to_utc();
+    let now = std::sync::Arc::new(std::sync::Mutex::new(start));
+    let clock_now = now.clone();
+    let clock: cdp_projections::identity::Clock =
+        std::sync::Arc::new(move || *clock_now.lock().unwrap());
+    let resolver = IdentityResolver::with_clock(clock);
+    let envelope = Envelope {
+        workspace: "w",
+        received_at: start,
+        batch_sent_at: None,
+        implied_kind: None,
+    };
+    let event = |user: &str, id: &str, name: &str, minutes: i64| {
+        validate(json!({"type": "track", "event": name,
+        "userId": user, "messageId": id, "timestamp": (start + chrono::Duration::minutes(minutes)).to_rfc3339()}),
+        &envelope, || unreachable!()).unwrap()
+    };
+    let abandoned = CatalogCommand::PutSegment {
+        id: "abandoned_cart".into(),
+        actor: "t".into(),
+        definition: json!({"condition": {"sequence": [{"event": "Product Added"}, {"not_event": "Order Completed"}], "within": "2h"}}),
+    };
+    let converted = CatalogCommand::PutSegment {
+        id: "converted".into(),
+        actor: "t".into(),
+        definition: json!({"condition": {"sequence": [{"event": "Product Viewed"}, {"event": "Order Completed"}], "within": "1d"}}),
+    };
+    store
+        .append(&[
+            catalog_event(0, &abandoned, start),
+            catalog_event(1, &converted, start),
+            event("slow", "a1", "Product Added", 0),
+            event("quick", "b1", "Product Added", 0),
+            event("quick", "b2", "Order Completed", 30),
+            event("quick", "b0", "Product Viewed", -60),
+        ])
+        .await
+        .unwrap();
+    catch_up(&store, &resolver).await.unwrap();
+    let outbox = |store: Store| async move {
+        cdp_projections::catalog::outbox_after(&store, 0, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|m| m.subject.contains(".segment."))
+            .map(|m| {
+                (
+                    m.subject,
+                    serde_json::from_str::<Value>(&m.payload).unwrap(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let sent = outbox(store.clone()).await;
+    assert_eq!(
+        sent.len(),
+        1,
+        "only the quick buyer converted so far: {sent:?}"
+    );
+    assert_eq!(sent[0].0, "cdp.out.w.segment.converted.entered");
+    // The view arrived late (after the order, with an earlier time): it completed the sequence.
+    assert_eq!(sent[0].1["caused_by"], "b0");
+
+    // 1h59m: nothing yet.
+    *now.lock().unwrap() = start + chrono::Duration::minutes(119);
+    catch_up(&store, &resolver).await.unwrap();
+    assert_eq!(outbox(store.clone()).await.len(), 1);
+    // 2h: the slow customer's cart is abandoned — on time, without any event.
+    *now.lock().unwrap() = start + chrono::Duration::minutes(120);
+    assert!(
+        cdp_projections::runner::Projection::has_pending_work(&resolver, &store)
+            .await
+            .unwrap()
+    );
+    catch_up(&store, &resolver).await.unwrap();
+    let sent = outbox(store.clone()).await;
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(sent[1].0, "cdp.out.w.segment.abandoned_cart.entered");
+    assert_eq!(sent[1].1["caused_by"], "clock");
+    // A late order leaves it (the latest cart was not followed within 2 h, but a new cart resets it).
+    store
+        .append(&[event("slow", "a2", "Product Added", 130)])
+        .await
+        .unwrap();
+    catch_up(&store, &resolver).await.unwrap();
+    let sent = outbox(store.clone()).await;
+    assert_eq!(
+        sent.last().unwrap().0,
+        "cdp.out.w.segment.abandoned_cart.exited",
+        "{sent:?}"
+    );
+}
