@@ -10,6 +10,7 @@ mod ingest_http;
 mod profile_read;
 pub mod report;
 mod target;
+mod timeout;
 mod traits;
 mod workload;
 
@@ -34,6 +35,10 @@ pub enum Scenario {
     /// some orders cross it: from the 200 of each crossing order to its `segment…entered` message
     /// (NATS with --nats-url, the in-process bus otherwise): p50, p99, max.
     Freshness,
+    /// "Added to cart, not paid within 1 minute": --customers carts over 10 s, a third of them paid
+    /// 10–30 s later; from each abandoned cart's deadline to its `segment…entered` message (in-process
+    /// bus): p50, p99, max.
+    TimeOut,
 }
 
 impl Scenario {
@@ -42,6 +47,7 @@ impl Scenario {
         Scenario::ProfileRead,
         Scenario::Traits,
         Scenario::Freshness,
+        Scenario::TimeOut,
     ];
 
     pub fn name(self) -> &'static str {
@@ -50,6 +56,7 @@ impl Scenario {
             Scenario::ProfileRead => profile_read::NAME,
             Scenario::Traits => traits::NAME,
             Scenario::Freshness => freshness::NAME,
+            Scenario::TimeOut => timeout::NAME,
         }
     }
 }
@@ -91,6 +98,9 @@ pub struct BenchArgs {
     /// Target events/s of freshness's stream.
     #[arg(long, default_value_t = 2_000)]
     pub rate: usize,
+    /// Customers of time-out (each adds to a cart once).
+    #[arg(long, default_value_t = 2_000)]
+    pub customers: usize,
     /// A NATS server (JetStream) on which freshness takes the `segment…entered` messages, in a namespace
     /// `bench_<random>` of its own (streams deleted afterwards); the in-process bus when absent.
     #[arg(long)]
@@ -183,6 +193,14 @@ async fn run_scenario(
                 nats_url: args.nats_url.as_deref(),
             };
             freshness::run(backend, &settings).await
+        }
+        Scenario::TimeOut => {
+            let settings = timeout::Settings {
+                customers: args.customers,
+                clients: args.clients,
+                seed: args.seed,
+            };
+            timeout::run(backend, &settings).await
         }
     }
 }

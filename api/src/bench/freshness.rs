@@ -32,7 +32,7 @@ use rand::{Rng, SeedableRng};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 
 use super::ingest_http::{send_all, stop};
 use super::report::{quantile, thousands, Outcome, Row};
@@ -40,10 +40,10 @@ use super::target::{Backend, FreshStore};
 use super::workload::Workload;
 use crate::demo::retail::{self, revenue_cents, Channel, Customer, Line, Who};
 use crate::provision::random_secret;
-use crate::{AppState, Application};
+use crate::{AppState, Application, Config};
 
 pub const NAME: &str = "freshness";
-const WORKSPACE: &str = "bench";
+pub(super) const WORKSPACE: &str = "bench";
 const SEGMENT: &str = "spent_1000";
 /// The segment's threshold, in cents.
 const THRESHOLD: u32 = 100_000;
@@ -305,20 +305,15 @@ struct Latencies {
 }
 
 /// Messages as they arrive on one channel: arrival, subject, payload.
-type Inbox = Arc<Mutex<Vec<(Instant, String, String)>>>;
+pub(super) type Inbox = Arc<Mutex<Vec<(Instant, String, String)>>>;
 
 async fn measure(
     fresh: &FreshStore,
     plan: &Plan,
     settings: &Settings<'_>,
 ) -> anyhow::Result<Measured> {
-    let write_key = random_secret("wk");
-    let token = random_secret("tok");
+    let (mut config, write_key, token) = bootstrapped(fresh);
     let namespace = format!("bench_{}", random_secret("ns").to_lowercase());
-    let mut config = fresh.config();
-    config.bootstrap_workspace = Some(WORKSPACE.into());
-    config.bootstrap_write_key = Some(write_key.clone());
-    config.bootstrap_admin_token = Some(token.clone());
     if let Some(url) = settings.nats_url {
         config.nats_url = Some(url.to_owned());
         config.nats_namespace = namespace
@@ -328,12 +323,7 @@ async fn measure(
     }
     let streams = [config.out_stream_name(), config.ingest_stream_name()];
     let subjects = format!("{}{WORKSPACE}.segment.>", config.out_subject_prefix());
-    let app = Application::build(config)
-        .await
-        .context("failed to start the service")?;
-    let state = app.state();
-    let base = format!("http://{}", app.local_addr());
-    let server = tokio::spawn(app.run_until_stopped());
+    let (state, base, server) = start(config).await?;
     let nats = match settings.nats_url {
         Some(url) => Some(
             async_nats::connect(url)
@@ -358,22 +348,7 @@ async fn measure(
 
         // Listen before the segment exists: its backfill must not make anybody enter.
         let mut listeners: JoinSet<anyhow::Result<()>> = JoinSet::new();
-        let bus_inbox = Inbox::default();
-        let mut receiver = state.bus.subscribe();
-        let inbox = bus_inbox.clone();
-        listeners.spawn(async move {
-            loop {
-                match receiver.recv().await {
-                    Ok(m) => {
-                        let arrived = Instant::now();
-                        if m.subject.starts_with(&format!("cdp.out.{WORKSPACE}.segment.")) {
-                            lock(&inbox).push((arrived, m.subject, m.payload));
-                        }
-                    }
-                    Err(e) => bail!("the in-process bus failed: {e}"),
-                }
-            }
-        });
+        let bus_inbox = listen_bus(&mut listeners, &state);
         let nats_inbox = match &nats {
             Some(client) => {
                 let mut subscriber = client
@@ -402,7 +377,13 @@ async fn measure(
             .build()
             .context("failed to build the HTTP client")?;
         let started = Instant::now();
-        define(&client, &base, &token).await?;
+        let definition = json!({
+            "name": "spent 1000",
+            "condition": {"event": "Order Completed",
+                          "aggregate": {"function": "sum", "property": "properties.total"},
+                          "op": "gte", "value": THRESHOLD / 100},
+        });
+        define(&client, &base, &token, SEGMENT, &definition).await?;
         let backfill = started.elapsed();
         let before = lock(&bus_inbox).len();
         ensure!(
@@ -424,25 +405,8 @@ async fn measure(
             arrived(channel, inbox, plan.crossers).await?;
         }
         tokio::time::sleep(QUIET).await;
-        listeners.abort_all();
-        while let Some(joined) = listeners.join_next().await {
-            if let Ok(Err(e)) = joined {
-                return Err(e);
-            }
-        }
-
-        let stored = state
-            .store
-            .count_events(WORKSPACE)
-            .await
-            .context("failed to count the stored events")?;
-        ensure!(
-            stored == total as i64,
-            "{total} events were acknowledged (with the segment's definition) but {stored} are stored"
-        );
-        let errors = state.identity.errors.load(std::sync::atomic::Ordering::Relaxed);
-        ensure!(errors == 0, "the resolver reported {errors} failed steps");
-        let segment = admin(&client, Method::GET, &base, &token, None).await?;
+        stopped_and_stored(listeners, &state, total).await?;
+        let segment = admin(&client, Method::GET, &base, &token, SEGMENT, None).await?;
         ensure!(
             segment.1["members"] == plan.crossers,
             "the segment has {} members but {} customers crossed the threshold",
@@ -482,7 +446,86 @@ async fn measure(
     outcome
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// A configuration of `fresh` that bootstraps the workspace [`WORKSPACE`] with a new write key and admin
+/// token (returned with it).
+pub(super) fn bootstrapped(fresh: &FreshStore) -> (Config, String, String) {
+    let write_key = random_secret("wk");
+    let token = random_secret("tok");
+    let mut config = fresh.config();
+    config.bootstrap_workspace = Some(WORKSPACE.into());
+    config.bootstrap_write_key = Some(write_key.clone());
+    config.bootstrap_admin_token = Some(token.clone());
+    (config, write_key, token)
+}
+
+/// Collects every segment message of [`WORKSPACE`] on the in-process bus, with its arrival, from a task
+/// of `listeners` (which fails when the bus does).
+pub(super) fn listen_bus(listeners: &mut JoinSet<anyhow::Result<()>>, state: &AppState) -> Inbox {
+    let bus_inbox = Inbox::default();
+    let mut receiver = state.bus.subscribe();
+    let inbox = bus_inbox.clone();
+    listeners.spawn(async move {
+        loop {
+            match receiver.recv().await {
+                Ok(m) => {
+                    let arrived = Instant::now();
+                    if m.subject
+                        .starts_with(&format!("cdp.out.{WORKSPACE}.segment."))
+                    {
+                        lock(&inbox).push((arrived, m.subject, m.payload));
+                    }
+                }
+                Err(e) => bail!("the in-process bus failed: {e}"),
+            }
+        }
+    });
+    bus_inbox
+}
+
+/// Starts the service with `config`: its state, base URL and server task.
+pub(super) async fn start(
+    config: Config,
+) -> anyhow::Result<(Arc<AppState>, String, JoinHandle<anyhow::Result<()>>)> {
+    let app = Application::build(config)
+        .await
+        .context("failed to start the service")?;
+    let state = app.state();
+    let base = format!("http://{}", app.local_addr());
+    let server = tokio::spawn(app.run_until_stopped());
+    Ok((state, base, server))
+}
+
+/// Stops the listeners (failing with the first that failed), then checks that `total` events (with
+/// the segment's definition) are stored and that the resolver reported no failed step.
+pub(super) async fn stopped_and_stored(
+    mut listeners: JoinSet<anyhow::Result<()>>,
+    state: &AppState,
+    total: u64,
+) -> anyhow::Result<()> {
+    listeners.abort_all();
+    while let Some(joined) = listeners.join_next().await {
+        if let Ok(Err(e)) = joined {
+            return Err(e);
+        }
+    }
+    let stored = state
+        .store
+        .count_events(WORKSPACE)
+        .await
+        .context("failed to count the stored events")?;
+    ensure!(
+        stored == total as i64,
+        "{total} events were acknowledged (with the segment's definition) but {stored} are stored"
+    );
+    let errors = state
+        .identity
+        .errors
+        .load(std::sync::atomic::Ordering::Relaxed);
+    ensure!(errors == 0, "the resolver reported {errors} failed steps");
+    Ok(())
+}
+
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -540,23 +583,24 @@ async fn send_paced(
     Ok((elapsed, answered))
 }
 
-/// `PUT`s the segment and waits for its backfill to be `ready` with nobody in it.
-async fn define(client: &reqwest::Client, base: &str, token: &str) -> anyhow::Result<()> {
-    let definition = json!({
-        "name": "spent 1000",
-        "condition": {"event": "Order Completed",
-                      "aggregate": {"function": "sum", "property": "properties.total"},
-                      "op": "gte", "value": THRESHOLD / 100},
-    });
-    let (status, body) = admin(client, Method::PUT, base, token, Some(&definition)).await?;
+/// `PUT`s the segment `segment` with `definition` and waits for its backfill to be `ready` with nobody in
+/// it.
+pub(super) async fn define(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    segment: &str,
+    definition: &Value,
+) -> anyhow::Result<()> {
+    let (status, body) = admin(client, Method::PUT, base, token, segment, Some(definition)).await?;
     ensure!(
         status == StatusCode::OK || status == StatusCode::ACCEPTED,
-        "PUT /v1/segments/{SEGMENT} answered {status}: {body}"
+        "PUT /v1/segments/{segment} answered {status}: {body}"
     );
     let mut last = Value::Null;
     let mut moved = Instant::now();
     loop {
-        let (status, body) = admin(client, Method::GET, base, token, None).await?;
+        let (status, body) = admin(client, Method::GET, base, token, segment, None).await?;
         match status {
             StatusCode::NOT_FOUND => {}
             StatusCode::OK if body["status"] == "ready" => {
@@ -569,7 +613,7 @@ async fn define(client: &reqwest::Client, base: &str, token: &str) -> anyhow::Re
                 return Ok(());
             }
             StatusCode::OK => {}
-            _ => bail!("GET /v1/segments/{SEGMENT} answered {status}: {body}"),
+            _ => bail!("GET /v1/segments/{segment} answered {status}: {body}"),
         }
         if body != last {
             last = body;
@@ -581,15 +625,16 @@ async fn define(client: &reqwest::Client, base: &str, token: &str) -> anyhow::Re
     }
 }
 
-/// A request on the segment with the admin token: the status and the JSON answer.
-async fn admin(
+/// A request on the segment `segment` with the admin token: the status and the JSON answer.
+pub(super) async fn admin(
     client: &reqwest::Client,
     method: Method,
     base: &str,
     token: &str,
+    segment: &str,
     body: Option<&Value>,
 ) -> anyhow::Result<(StatusCode, Value)> {
-    let path = format!("/v1/segments/{SEGMENT}");
+    let path = format!("/v1/segments/{segment}");
     let mut request = client
         .request(method.clone(), format!("{base}{path}"))
         .bearer_auth(token);
@@ -606,7 +651,7 @@ async fn admin(
 }
 
 /// Waits until the resolver has applied exactly `expected` events.
-async fn resolved(state: &AppState, expected: u64) -> anyhow::Result<()> {
+pub(super) async fn resolved(state: &AppState, expected: u64) -> anyhow::Result<()> {
     let applied = || {
         state
             .identity
@@ -633,7 +678,7 @@ async fn arrived(channel: &str, inbox: &Inbox, expected: usize) -> anyhow::Resul
 }
 
 /// Polls `progress` until `done` holds; fails when it stays the same for [`STALLED`].
-async fn until<T: PartialEq + std::fmt::Debug>(
+pub(super) async fn until<T: PartialEq + std::fmt::Debug>(
     what: &str,
     progress: impl Fn() -> T,
     done: impl Fn(&T) -> bool,
