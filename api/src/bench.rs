@@ -7,6 +7,7 @@
 
 mod freshness;
 mod ingest_http;
+mod preview;
 mod profile_read;
 pub mod report;
 mod target;
@@ -39,6 +40,10 @@ pub enum Scenario {
     /// 10–30 s later; from each abandoned cart's deadline to its `segment…entered` message (in-process
     /// bus): p50, p99, max.
     TimeOut,
+    /// --customers profiles (a city, orders and carts over 60 days), a computed trait spend_30d, then
+    /// `POST /v1/segments/preview` of a 4-condition segment, timed: ms and profiles/s; the reference is
+    /// one SQL query over the events table.
+    SegmentPreview,
 }
 
 impl Scenario {
@@ -48,6 +53,7 @@ impl Scenario {
         Scenario::Traits,
         Scenario::Freshness,
         Scenario::TimeOut,
+        Scenario::SegmentPreview,
     ];
 
     pub fn name(self) -> &'static str {
@@ -57,6 +63,7 @@ impl Scenario {
             Scenario::Traits => traits::NAME,
             Scenario::Freshness => freshness::NAME,
             Scenario::TimeOut => timeout::NAME,
+            Scenario::SegmentPreview => preview::NAME,
         }
     }
 }
@@ -98,7 +105,7 @@ pub struct BenchArgs {
     /// Target events/s of freshness's stream.
     #[arg(long, default_value_t = 2_000)]
     pub rate: usize,
-    /// Customers of time-out (each adds to a cart once).
+    /// Customers of time-out (each adds to a cart once); profiles of segment-preview.
     #[arg(long, default_value_t = 2_000)]
     pub customers: usize,
     /// A NATS server (JetStream) on which freshness takes the `segment…entered` messages, in a namespace
@@ -201,6 +208,15 @@ async fn run_scenario(
                 seed: args.seed,
             };
             timeout::run(backend, &settings).await
+        }
+        Scenario::SegmentPreview => {
+            let settings = preview::Settings {
+                customers: args.customers,
+                batch: args.batch,
+                clients: args.clients,
+                seed: args.seed,
+            };
+            preview::run(backend, &settings).await
         }
     }
 }
