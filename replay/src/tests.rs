@@ -337,25 +337,57 @@ proptest::proptest! {
 
 /// A windowed value leaving a tag's range changes the tag when the window moves on, with no new
 /// event: the profile is due at the moment, and the change is published like any other.
-#[tokio::test]
-async fn a_tag_changes_on_time_without_new_events() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_embedded(dir.path()).await.unwrap();
-    // Windows are UTC calendar days: 10:00 leaves the rest of the day before the next one.
-    let start = chrono::DateTime::parse_from_rfc3339("2026-06-10T10:00:00Z")
-        .unwrap()
-        .to_utc();
-    let now = std::sync::Arc::new(std::sync::Mutex::new(start));
-    let clock_now = now.clone();
-    let clock: cdp_projections::identity::Clock =
-        std::sync::Arc::new(move || *clock_now.lock().unwrap());
-    let resolver = IdentityResolver::with_clock(clock);
-    let envelope = Envelope {
+/// A fresh store and a resolver on a clock the test moves, starting at 2026-06-10T10:00:00Z (windows are
+/// UTC calendar days: 10:00 leaves the rest of the day before the next).
+struct Clocked {
+    _dir: tempfile::TempDir,
+    store: Store,
+    now: std::sync::Arc<std::sync::Mutex<chrono::DateTime<chrono::Utc>>>,
+    resolver: IdentityResolver,
+    start: chrono::DateTime<chrono::Utc>,
+}
+
+impl Clocked {
+    async fn new() -> Clocked {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_embedded(dir.path()).await.unwrap();
+        let start = chrono::DateTime::parse_from_rfc3339("2026-06-10T10:00:00Z")
+            .unwrap()
+            .to_utc();
+        let now = std::sync::Arc::new(std::sync::Mutex::new(start));
+        let clock_now = now.clone();
+        let clock: cdp_projections::identity::Clock =
+            std::sync::Arc::new(move || *clock_now.lock().unwrap());
+        Clocked {
+            _dir: dir,
+            store,
+            now,
+            resolver: IdentityResolver::with_clock(clock),
+            start,
+        }
+    }
+}
+
+/// Messages of workspace `w` received at `at`.
+fn envelope_at(at: chrono::DateTime<chrono::Utc>) -> Envelope<'static> {
+    Envelope {
         workspace: "w",
-        received_at: start,
+        received_at: at,
         batch_sent_at: None,
         implied_kind: None,
-    };
+    }
+}
+
+#[tokio::test]
+async fn a_tag_changes_on_time_without_new_events() {
+    let Clocked {
+        _dir,
+        store,
+        now,
+        resolver,
+        start,
+    } = Clocked::new().await;
+    let envelope = envelope_at(start);
     let spend = CatalogCommand::PutTrait {
         name: "spend_7d".into(),
         actor: "t".into(),
@@ -515,16 +547,13 @@ async fn quantile_rfm_scores_every_profile_against_the_population() {
 /// measured within a minute and the buyers scored.
 #[tokio::test]
 async fn quantile_rfm_defined_before_any_purchase_scores_buyers_soon_after() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_embedded(dir.path()).await.unwrap();
-    let start = chrono::DateTime::parse_from_rfc3339("2026-06-10T10:00:00Z")
-        .unwrap()
-        .to_utc();
-    let now = std::sync::Arc::new(std::sync::Mutex::new(start));
-    let clock_now = now.clone();
-    let clock: cdp_projections::identity::Clock =
-        std::sync::Arc::new(move || *clock_now.lock().unwrap());
-    let resolver = IdentityResolver::with_clock(clock);
+    let Clocked {
+        _dir,
+        store,
+        now,
+        resolver,
+        start,
+    } = Clocked::new().await;
     let tag = CatalogCommand::PutTag {
         name: "rfm".into(),
         actor: "t".into(),
@@ -535,12 +564,7 @@ async fn quantile_rfm_defined_before_any_purchase_scores_buyers_soon_after() {
         .await
         .unwrap();
     catch_up(&store, &resolver).await.unwrap();
-    let envelope = Envelope {
-        workspace: "w",
-        received_at: start,
-        batch_sent_at: None,
-        implied_kind: None,
-    };
+    let envelope = envelope_at(start);
     let orders: Vec<NewEvent> = (0..10)
         .map(|i| {
             validate(
@@ -705,22 +729,14 @@ proptest::proptest! {
 /// order.
 #[tokio::test]
 async fn a_sequence_times_out_on_time_and_is_published() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_embedded(dir.path()).await.unwrap();
-    let start = chrono::DateTime::parse_from_rfc3339("2026-06-10T10:00:00Z")
-        .unwrap()
-        .to_utc();
-    let now = std::sync::Arc::new(std::sync::Mutex::new(start));
-    let clock_now = now.clone();
-    let clock: cdp_projections::identity::Clock =
-        std::sync::Arc::new(move || *clock_now.lock().unwrap());
-    let resolver = IdentityResolver::with_clock(clock);
-    let envelope = Envelope {
-        workspace: "w",
-        received_at: start,
-        batch_sent_at: None,
-        implied_kind: None,
-    };
+    let Clocked {
+        _dir,
+        store,
+        now,
+        resolver,
+        start,
+    } = Clocked::new().await;
+    let envelope = envelope_at(start);
     let event = |user: &str, id: &str, name: &str, minutes: i64| {
         validate(json!({"type": "track", "event": name,
         "userId": user, "messageId": id, "timestamp": (start + chrono::Duration::minutes(minutes)).to_rfc3339()}),
