@@ -13,6 +13,7 @@
 //! here too, in their place in the log.
 
 mod batch;
+mod catalog_commands;
 pub mod derive;
 pub mod housekeeping;
 pub mod queries;

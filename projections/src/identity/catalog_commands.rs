@@ -1,0 +1,226 @@
+//! Catalog commands in the resolver's batch: deciding them against the catalog as the batch has changed
+//! it so far (a refusal is recorded like any refused command), applying them (the definition, the job
+//! that brings every profile up to it, a manual tag change), and the subject token of a published event.
+
+use std::collections::{BTreeMap, HashMap};
+
+use cdp_domain::catalog::{
+    check_name, Catalog, CatalogCommand, DefinedSegment, DefinedTag, DefinedTrait,
+};
+use cdp_domain::computed::TraitDef;
+use cdp_domain::event::StoredEvent;
+use cdp_domain::identity::{IdentityEvent, IdentityGraph};
+use cdp_domain::segments::{segment_cycle, SegmentDef};
+use cdp_domain::tags::{cycle, TagDef};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use super::derive::ManualChange;
+use super::housekeeping::new_job;
+use crate::catalog::{self as stored_catalog, CatalogWrites};
+
+/// An event name as one NATS subject token: lower case, runs of anything but letters and digits as `_`
+/// ("Order Completed" → `order_completed`).
+pub fn event_slug(name: &str) -> String {
+    let mut slug = String::with_capacity(name.len());
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c.to_ascii_lowercase());
+        } else if !slug.ends_with('_') {
+            slug.push('_');
+        }
+    }
+    let slug = slug.trim_matches('_');
+    if slug.is_empty() {
+        "unnamed".to_owned()
+    } else {
+        slug.to_owned()
+    }
+}
+
+/// The decisions on a catalog command: none when it applies, a refusal when it cannot (a definition
+/// that no longer parses, a profile that does not exist, a tag that is not manual).
+pub(super) fn decide_catalog(
+    graph: &IdentityGraph,
+    catalog: Option<&Catalog>,
+    stored: &StoredEvent,
+    payload: Value,
+) -> (Option<CatalogCommand>, Vec<IdentityEvent>) {
+    let e = &stored.event;
+    let rejected = |command: &str, reason: String| {
+        (
+            None,
+            vec![IdentityEvent::CommandRejected {
+                command: command.to_owned(),
+                reason,
+                caused_by: e.message_id.clone(),
+            }],
+        )
+    };
+    let command: CatalogCommand = match serde_json::from_value(payload) {
+        Ok(c) => c,
+        Err(err) => return rejected("unknown", format!("not a command: {err}")),
+    };
+    let name = command.name();
+    let refusal = match &command {
+        CatalogCommand::PutTrait {
+            name: n,
+            definition,
+            ..
+        } => check_name(n)
+            .and_then(|()| TraitDef::parse(definition).map(|_| ()))
+            .err()
+            .map(|err| err.to_string()),
+        CatalogCommand::PutTag {
+            name: n,
+            definition,
+            ..
+        } => match check_name(n).and_then(|()| TagDef::parse(definition)) {
+            Err(err) => Some(err.to_string()),
+            Ok(def) => {
+                let mut defs: BTreeMap<String, TagDef> = catalog
+                    .map(|c| {
+                        c.tags
+                            .iter()
+                            .map(|(k, t)| (k.clone(), t.def.clone()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                defs.insert(n.clone(), def);
+                cycle(&defs, n).map(|path| format!("the tag reads itself: {}", path.join(" -> ")))
+            }
+        },
+        CatalogCommand::TagProfile {
+            profile_id, tag, ..
+        }
+        | CatalogCommand::UntagProfile {
+            profile_id, tag, ..
+        } => {
+            let manual = catalog
+                .and_then(|c| c.tags.get(tag))
+                .is_some_and(|t| t.def == TagDef::Manual);
+            if !graph.knows(profile_id) {
+                Some(format!("profile {profile_id} does not exist"))
+            } else if !manual {
+                Some(format!("{tag} is not a manual tag"))
+            } else {
+                None
+            }
+        }
+        CatalogCommand::PutSegment { id, definition, .. } => {
+            match check_name(id).and_then(|()| SegmentDef::parse(definition)) {
+                Err(err) => Some(err.to_string()),
+                Ok(def) => {
+                    let mut defs: BTreeMap<String, SegmentDef> = catalog
+                        .map(|c| {
+                            c.segments
+                                .iter()
+                                .map(|(k, s)| (k.clone(), s.def.clone()))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let unknown = def
+                        .references()
+                        .into_iter()
+                        .find(|r| r != id && !defs.contains_key(r));
+                    defs.insert(id.clone(), def);
+                    match unknown {
+                        Some(r) => Some(format!("no segment {r:?}")),
+                        None => segment_cycle(&defs, id)
+                            .map(|path| format!("the segment reads itself: {}", path.join(" -> "))),
+                    }
+                }
+            }
+        }
+        CatalogCommand::DeleteTrait { .. }
+        | CatalogCommand::DeleteTag { .. }
+        | CatalogCommand::DeleteSegment { .. } => None,
+    };
+    match refusal {
+        Some(reason) => rejected(name, reason),
+        None => (Some(command), Vec::new()),
+    }
+}
+
+/// Applies a catalog command to the workspace's catalog, recording the definition and the job that
+/// brings every profile up to it. Returns the manual tag change it makes, if any.
+pub(super) fn apply_catalog(
+    command: &CatalogCommand,
+    stored: &StoredEvent,
+    catalogs: &mut HashMap<String, Catalog>,
+    writes: &mut CatalogWrites,
+    now: DateTime<Utc>,
+) -> Option<ManualChange> {
+    let e = &stored.event;
+    let ws = &e.workspace;
+    let version = stored.position.seq;
+    let catalog = catalogs.entry(ws.clone()).or_default();
+    let mut traits = catalog.traits.clone();
+    let mut tags = catalog.tags.clone();
+    let mut segments = catalog.segments.clone();
+    let (kind, name, body) = match command {
+        CatalogCommand::PutTrait {
+            name, definition, ..
+        } => {
+            let def = TraitDef::parse(definition).ok()?;
+            let body = def.to_json().to_string();
+            traits.insert(name.clone(), DefinedTrait { version, def });
+            (stored_catalog::TRAIT, name, Some(body))
+        }
+        CatalogCommand::DeleteTrait { name, .. } => {
+            traits.remove(name)?;
+            (stored_catalog::TRAIT, name, None)
+        }
+        CatalogCommand::PutTag {
+            name, definition, ..
+        } => {
+            let def = TagDef::parse(definition).ok()?;
+            let body = def.to_json().to_string();
+            tags.insert(name.clone(), DefinedTag { version, def });
+            (stored_catalog::TAG, name, Some(body))
+        }
+        CatalogCommand::DeleteTag { name, .. } => {
+            tags.remove(name)?;
+            (stored_catalog::TAG, name, None)
+        }
+        CatalogCommand::PutSegment { id, definition, .. } => {
+            let def = SegmentDef::parse(definition).ok()?;
+            let body = def.to_json().to_string();
+            segments.insert(id.clone(), DefinedSegment { version, def });
+            (stored_catalog::SEGMENT, id, Some(body))
+        }
+        CatalogCommand::DeleteSegment { id, .. } => {
+            segments.remove(id)?;
+            (stored_catalog::SEGMENT, id, None)
+        }
+        CatalogCommand::TagProfile {
+            profile_id,
+            tag,
+            value,
+            ..
+        } => {
+            return Some(ManualChange {
+                key: (ws.clone(), profile_id.clone()),
+                tag: tag.clone(),
+                value: Some(value.clone()),
+                caused_by: e.message_id.clone(),
+            })
+        }
+        CatalogCommand::UntagProfile {
+            profile_id, tag, ..
+        } => {
+            return Some(ManualChange {
+                key: (ws.clone(), profile_id.clone()),
+                tag: tag.clone(),
+                value: None,
+                caused_by: e.message_id.clone(),
+            })
+        }
+    };
+    *catalog = Catalog::new(traits, tags, segments);
+    writes
+        .definitions
+        .push((ws.clone(), kind, name.clone(), version, body));
+    writes.jobs.push(new_job(ws, kind, name, version, now));
+    None
+}
