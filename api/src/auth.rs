@@ -1,6 +1,7 @@
 //! Authentication: Segment write keys (HTTP Basic user name or `writeKey` in the body) for ingestion,
 //! Bearer tokens with scopes for everything else. Every credential belongs to exactly one workspace, and
-//! every query is scoped to it.
+//! every query is scoped to it. A token's call is counted against its workspace's API budget
+//! (`limits`) once the token is known, and reported to the audit middleware (`audit`).
 
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use base64::Engine;
 use cdp_domain::store::EventStore;
 use cdp_domain::workspace::{hash_secret, Credential, CredentialKind, Scope};
 
+use crate::audit::AuditSlot;
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -19,6 +21,8 @@ use crate::AppState;
 pub struct Principal {
     pub workspace: String,
     credential: Credential,
+    /// Where the audit middleware learns who called and which scope the call needed.
+    audit: Option<AuditSlot>,
 }
 
 impl Principal {
@@ -34,6 +38,9 @@ impl Principal {
 
     /// Fails with 403 unless the token carries `scope` (admin implies write implies read).
     pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
+        if let Some(slot) = &self.audit {
+            slot.required(scope);
+        }
         if self.credential.allows(scope) {
             Ok(())
         } else {
@@ -41,6 +48,13 @@ impl Principal {
                 "this token lacks the {} scope",
                 scope.as_str()
             )))
+        }
+    }
+
+    /// Names what the call acts on, for the audit log, when the path does not (a merge's profiles).
+    pub fn audit_target(&self, target: &str) {
+        if let Some(slot) = &self.audit {
+            slot.target(target);
         }
     }
 }
@@ -113,12 +127,19 @@ impl FromRequestParts<Arc<AppState>> for Principal {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| unauthorized("the Authorization header must be 'Bearer <token>'"))?;
-        match state.credential(token).await? {
-            Some(credential) if credential.kind == CredentialKind::Token => Ok(Principal {
-                workspace: credential.workspace.clone(),
-                credential,
-            }),
-            _ => Err(unauthorized("unknown token")),
+        let credential = match state.credential(token).await? {
+            Some(credential) if credential.kind == CredentialKind::Token => credential,
+            _ => return Err(unauthorized("unknown token")),
+        };
+        state.limits.api.take(&credential.workspace, 1)?;
+        let principal = Principal {
+            workspace: credential.workspace.clone(),
+            credential,
+            audit: parts.extensions.get::<AuditSlot>().cloned(),
+        };
+        if let Some(slot) = &principal.audit {
+            slot.authenticated(&principal.workspace, principal.actor());
         }
+        Ok(principal)
     }
 }

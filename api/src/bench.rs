@@ -6,9 +6,11 @@
 //! of [`Scenario`] and a line in [`run_scenario`].
 
 mod freshness;
+mod ingest_bulk;
 mod ingest_http;
 mod preview;
 mod profile_read;
+mod replay;
 pub mod report;
 mod target;
 mod timeout;
@@ -26,6 +28,9 @@ use workload::Workload;
 pub enum Scenario {
     /// Segment `/v1/batch` over HTTP from concurrent clients: durable events/s.
     IngestHttp,
+    /// `cdp backfill` of a generated --events-row POS export (CSV) into a fresh store: events/s; the
+    /// reference is a raw bulk load of the same rows (PostgreSQL `COPY`, SQLite multi-row `INSERT`).
+    IngestBulk,
     /// The workload ingested, the resolver's catch-up events/s, then `GET /v1/profiles/{id}` on random
     /// profiles from concurrent clients: requests/s, p50, p99.
     ProfileRead,
@@ -44,26 +49,35 @@ pub enum Scenario {
     /// `POST /v1/segments/preview` of a 4-condition segment, timed: ms and profiles/s; the reference is
     /// one SQL query over the events table.
     SegmentPreview,
+    /// The workload and a catalog (computed traits, a tag, a segment) resolved live, then `cdp replay
+    /// rebuild` of the resolver's whole model from the log: events/s; the reference is a `read_after`
+    /// scan of the same log (payloads parsed) in the same run. Verified: every event applied, the
+    /// profiles and segment members unchanged.
+    Replay,
 }
 
 impl Scenario {
     pub const ALL: &'static [Scenario] = &[
         Scenario::IngestHttp,
+        Scenario::IngestBulk,
         Scenario::ProfileRead,
         Scenario::Traits,
         Scenario::Freshness,
         Scenario::TimeOut,
         Scenario::SegmentPreview,
+        Scenario::Replay,
     ];
 
     pub fn name(self) -> &'static str {
         match self {
             Scenario::IngestHttp => ingest_http::NAME,
+            Scenario::IngestBulk => ingest_bulk::NAME,
             Scenario::ProfileRead => profile_read::NAME,
             Scenario::Traits => traits::NAME,
             Scenario::Freshness => freshness::NAME,
             Scenario::TimeOut => timeout::NAME,
             Scenario::SegmentPreview => preview::NAME,
+            Scenario::Replay => replay::NAME,
         }
     }
 }
@@ -186,6 +200,7 @@ async fn run_scenario(
 ) -> anyhow::Result<Outcome> {
     match scenario {
         Scenario::IngestHttp => ingest_http::run(backend, workload, args.clients).await,
+        Scenario::IngestBulk => ingest_bulk::run(backend, args.events, args.seed).await,
         Scenario::ProfileRead => {
             profile_read::run(backend, workload, args.clients, args.requests, args.seed).await
         }
@@ -218,6 +233,7 @@ async fn run_scenario(
             };
             preview::run(backend, &settings).await
         }
+        Scenario::Replay => replay::run(backend, workload).await,
     }
 }
 

@@ -1,4 +1,4 @@
-//! The `cdp` command line: `serve`, `demo`, `bench`, `replay`.
+//! The `cdp` command line: `serve`, `demo`, `bench`, `replay`, `backfill`.
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -24,25 +24,10 @@ pub enum Command {
     Demo(crate::demo::DemoArgs),
     /// Run the benchmark scenarios and print the table.
     Bench(crate::bench::BenchArgs),
-    /// Rebuild a read model from the event log and the recorded identity decisions.
-    Replay(ReplayArgs),
-}
-
-/// `cdp replay profiles|batch`: what to rebuild, and the database to rebuild it in.
-#[derive(Debug, clap::Args)]
-pub struct ReplayArgs {
-    /// `profiles`: every 360° profile document (under the current trait precedence and catalog);
-    /// `batch`: the batch side of the lambda merge — the same recomputation up to the resolver's
-    /// watermark, then every tag and segment re-evaluated by the resolver (run in `serve` every
-    /// `CDP_BATCH_INTERVAL` seconds too).
-    #[arg(value_parser = ["profiles", "batch"])]
-    pub model: String,
-    /// Directory of the embedded SQLite database, used when no database URL is given.
-    #[arg(long, env = "CDP_DATA_DIR", default_value = "./cdp-data")]
-    pub data_dir: std::path::PathBuf,
-    /// `postgres://…` (or `sqlite://…`); the embedded database in `--data-dir` when absent.
-    #[arg(long, env = "CDP_DATABASE_URL")]
-    pub database_url: Option<String>,
+    /// Rebuild read models from the event log: all of them (`rebuild`), one profile, or the batch side.
+    Replay(crate::replay_cli::ReplayArgs),
+    /// Import historical events from an NDJSON or CSV file: validated, idempotent, resumable.
+    Backfill(crate::backfill::BackfillArgs),
 }
 
 /// Parses the command line and runs the command.
@@ -58,34 +43,9 @@ pub async fn run() -> anyhow::Result<()> {
         Command::Serve(config) => serve(*config).await,
         Command::Demo(args) => crate::demo::run(args).await,
         Command::Bench(args) => crate::bench::run(args).await,
-        Command::Replay(args) => replay(args).await,
+        Command::Replay(args) => crate::replay_cli::run(args).await,
+        Command::Backfill(args) => crate::backfill::run(args).await,
     }
-}
-
-async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
-    use anyhow::Context;
-    let store = match &args.database_url {
-        Some(url) => cdp_domain::store::Store::connect(url).await,
-        None => cdp_domain::store::Store::open_embedded(&args.data_dir).await,
-    }
-    .context("failed to open the database")?;
-    let started = std::time::Instant::now();
-    let run = cdp_replay::batch(&store)
-        .await
-        .context("the rebuild failed")?;
-    println!(
-        "rebuilt the profiles from {} events up to the watermark {}:{} in {:.2} s{}",
-        run.folded,
-        run.watermark.tx,
-        run.watermark.seq,
-        started.elapsed().as_secs_f64(),
-        if args.model == "batch" {
-            "; tags and segments are re-evaluated by the resolver (a `batch` job) when the service runs"
-        } else {
-            ""
-        }
-    );
-    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -41,7 +41,23 @@ pub struct Config {
     /// up to a watermark, then tags and segments re-evaluated); 0 never runs it.
     #[arg(long, env = "CDP_BATCH_INTERVAL", default_value_t = 86_400)]
     pub batch_interval: u64,
+    /// Ingestion budget of each workspace, in messages per second (every message of a batch counts);
+    /// over it, 429 with `Retry-After`. 0 is unlimited.
+    #[arg(long, env = "CDP_RATE_INGEST", default_value_t = DEFAULT_RATE_INGEST)]
+    pub rate_ingest: u32,
+    /// Query and admin API budget of each workspace, in requests per second. 0 is unlimited.
+    #[arg(long, env = "CDP_RATE_API", default_value_t = DEFAULT_RATE_API)]
+    pub rate_api: u32,
+    /// Seconds of either budget a quiet workspace may spend at once.
+    #[arg(long, env = "CDP_RATE_BURST", default_value_t = DEFAULT_RATE_BURST)]
+    pub rate_burst: f64,
 }
+
+/// Above what `cdp bench` pushes from one workspace (100,000 events/s, 5,000 profile reads/s), so only a
+/// flood is limited; set them to a workspace's fair share of the machine.
+pub const DEFAULT_RATE_INGEST: u32 = 200_000;
+pub const DEFAULT_RATE_API: u32 = 20_000;
+pub const DEFAULT_RATE_BURST: f64 = 5.0;
 
 impl Config {
     /// A configuration for an in-process server on a free loopback port over the given data directory.
@@ -57,7 +73,30 @@ impl Config {
             bootstrap_write_key: None,
             bootstrap_admin_token: None,
             batch_interval: 0,
+            rate_ingest: DEFAULT_RATE_INGEST,
+            rate_api: DEFAULT_RATE_API,
+            rate_burst: DEFAULT_RATE_BURST,
         }
+    }
+
+    /// The per-workspace budgets these settings make.
+    pub fn limits(&self) -> crate::limits::Limits {
+        use crate::limits::Budget;
+        let burst = if self.rate_burst.is_finite() && self.rate_burst > 0.0 {
+            self.rate_burst
+        } else {
+            DEFAULT_RATE_BURST
+        };
+        crate::limits::Limits::new(
+            Budget {
+                rate: self.rate_ingest,
+                burst,
+            },
+            Budget {
+                rate: self.rate_api,
+                burst,
+            },
+        )
     }
 
     pub fn has_credentials(&self) -> bool {

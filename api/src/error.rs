@@ -18,6 +18,11 @@ pub enum ApiError {
     },
     /// Missing or wrong credentials.
     Unauthorized { message: String, basic: bool },
+    /// The workspace spent its budget (`limit`: `ingest` or `api`); 429 with `Retry-After`.
+    RateLimited {
+        limit: &'static str,
+        retry_after: std::time::Duration,
+    },
     /// A failure of ours; the cause is logged, never shown.
     Internal(String),
 }
@@ -71,6 +76,10 @@ impl ApiError {
             field: String::new(),
             message: message.into(),
         }
+    }
+
+    pub fn rate_limited(limit: &'static str, retry_after: std::time::Duration) -> Self {
+        ApiError::RateLimited { limit, retry_after }
     }
 
     pub fn internal(e: impl std::fmt::Display) -> Self {
@@ -134,6 +143,27 @@ impl IntoResponse for ApiError {
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static(challenge),
                 );
+                response
+            }
+            ApiError::RateLimited { limit, retry_after } => {
+                // Whole seconds, rounded up: a client waiting this long finds the budget refilled.
+                let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                let seconds = seconds.max(1);
+                let mut response = (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    Json(error_body(
+                        "rate_limited",
+                        limit,
+                        &format!(
+                            "the workspace's {limit} rate limit is spent; retry after {seconds} s \
+                             (nothing of this request was stored)"
+                        ),
+                    )),
+                )
+                    .into_response();
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
                 response
             }
             ApiError::Internal(cause) => {

@@ -248,6 +248,7 @@ async fn single_inner(
     let bytes = read_body(headers, body).await?;
     let Ok(text) = std::str::from_utf8(&bytes) else {
         let workspace = state.workspace_for_write_key(header_key.as_deref()).await?;
+        state.limits.ingest.take(&workspace, 1)?;
         let error = MessageError::new("invalid_json", "", "body is not UTF-8 JSON");
         return refuse_body(state, &workspace, error, &bytes).await;
     };
@@ -260,6 +261,8 @@ async fn single_inner(
     let workspace = state
         .workspace_for_write_key(header_key.as_deref().or(body_key))
         .await?;
+    // Counted before anything is stored (a refusal is quarantined): a 429 leaves no trace to retry over.
+    state.limits.ingest.take(&workspace, 1)?;
     if let Err(e) = parsed {
         let error = MessageError::new("invalid_json", "", format!("body is not JSON: {e}"));
         return refuse_body(state, &workspace, error, &bytes).await;
@@ -312,6 +315,9 @@ async fn batch_inner(
     let workspace = state
         .workspace_for_write_key(header_key.as_deref().or(body_key.as_deref()))
         .await?;
+    // Every message of the batch counts, before anything is stored: a 429 refuses the batch whole.
+    let messages = parsed.as_ref().map_or(1, |b| b.batch.len());
+    state.limits.ingest.take(&workspace, messages)?;
     let body = match parsed {
         Ok(body) => body,
         Err(e) => {

@@ -3,14 +3,18 @@
 //! `Application::build` opens the store, provisions credentials, starts the appender, the projection
 //! runner and the NATS consumer, and binds the listener (port 0 allowed) so tests run the real server.
 
+pub mod audit;
 pub mod auth;
+pub mod backfill;
 pub mod bench;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod consent;
 pub mod demo;
 pub mod error;
 pub mod ingest;
+pub mod limits;
 pub mod metrics;
 pub mod nats;
 pub mod openapi;
@@ -19,6 +23,7 @@ pub mod ops;
 pub mod provision;
 pub mod publish;
 pub mod read;
+pub mod replay_cli;
 pub mod schema;
 pub mod segments;
 
@@ -55,6 +60,8 @@ pub struct AppState {
     catalogs: moka::sync::Cache<String, Arc<cdp_domain::catalog::Catalog>>,
     /// Every message of the outbox as it is published (tag changes), for in-process subscribers.
     pub bus: tokio::sync::broadcast::Sender<publish::Published>,
+    /// Per-workspace rate limits (`CDP_RATE_INGEST`, `CDP_RATE_API`).
+    pub limits: limits::Limits,
 }
 
 impl AppState {
@@ -108,6 +115,8 @@ pub struct Application {
     _publisher: publish::BackgroundTask,
     /// The scheduled batch side (`CDP_BATCH_INTERVAL`).
     _batch: Option<publish::BackgroundTask>,
+    /// A rebuild of a model built by another code version (or an interrupted one), started at start.
+    _rebuild: Option<publish::BackgroundTask>,
 }
 
 impl Application {
@@ -156,6 +165,7 @@ impl Application {
                 .time_to_live(Duration::from_secs(1))
                 .build(),
             bus: tokio::sync::broadcast::channel(4_096).0,
+            limits: config.limits(),
         });
         let out = publish::OutTopology {
             stream: config.out_stream_name(),
@@ -172,6 +182,34 @@ impl Application {
                     tokio::time::sleep(every).await;
                     if let Err(e) = cdp_replay::batch(&store).await {
                         tracing::error!(error = %e, "the scheduled batch failed");
+                    }
+                }
+            }))
+        });
+        // Decided before any traffic: a model is outdated by its code version, never by the events
+        // that arrive while the check runs.
+        let outdated =
+            cdp_replay::rebuild::needs_rebuild(&state.store, &IdentityResolver::default()).await?;
+        let rebuild = outdated.then(|| {
+            let store = state.store.clone();
+            publish::BackgroundTask::from(tokio::spawn(async move {
+                let resolver = IdentityResolver::default();
+                match cdp_replay::rebuild::rebuild_if_outdated(&store, &resolver, &|p| {
+                    if p.phase != cdp_replay::rebuild::Phase::CatchingUp {
+                        tracing::info!(phase = ?p.phase, applied = p.applied, "rebuild");
+                    }
+                })
+                .await
+                {
+                    Ok(Some(r)) => tracing::info!(
+                        applied = r.applied,
+                        rows = r.rows,
+                        seconds = r.seconds,
+                        "the model was rebuilt from the log and switched in"
+                    ),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "the rebuild at start failed; `cdp replay rebuild --all` resumes it")
                     }
                 }
             }))
@@ -203,8 +241,14 @@ impl Application {
             .merge(operate::router())
             .merge(catalog::router())
             .merge(segments::router())
+            .merge(consent::router())
             .merge(schema::router())
             .merge(ops::router())
+            .merge(audit::router())
+            .route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                audit::record,
+            ))
             .fallback(|| async { error::ApiError::not_found("no such endpoint") })
             .with_state(state.clone());
         let listener = TcpListener::bind(config.listen)
@@ -219,6 +263,7 @@ impl Application {
             nats_task,
             _publisher: publisher,
             _batch: batch,
+            _rebuild: rebuild,
         })
     }
 

@@ -171,6 +171,29 @@ async fn process(state: &AppState, topology: &IngestTopology, batch: Vec<jetstre
         settle(&unknown, outcome).await;
     }
     for (workspace, items) in by_workspace {
+        // The workspace's ingestion budget, as over HTTP, message by message: those past it wait in
+        // the stream (redelivered as the budget refills) — nothing stored twice, nothing lost — while
+        // the other workspaces of the batch go on.
+        let now = std::time::Instant::now();
+        let mut items = items;
+        let mut delayed = Vec::new();
+        let mut kept = Vec::with_capacity(items.len());
+        for item in items.drain(..) {
+            match state.limits.ingest.take_at(&workspace, 1, now) {
+                Ok(()) => kept.push(item),
+                Err(refusal) => delayed.push((item, refusal.retry_after)),
+            }
+        }
+        for ((m, _), wait) in &delayed {
+            let later = (*wait).max(Duration::from_millis(100));
+            if let Err(e) = m.ack_with(AckKind::Nak(Some(later))).await {
+                tracing::warn!(error = %e, "failed to delay a rate-limited NATS message; it will be redelivered");
+            }
+        }
+        let items = kept;
+        if items.is_empty() {
+            continue;
+        }
         let mut texts = Vec::with_capacity(items.len());
         let mut unreadable = Vec::new();
         for (i, (_, text)) in items.iter().enumerate() {

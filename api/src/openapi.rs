@@ -38,8 +38,11 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ("delete", "/v1/segments/{id}"),
     ("get", "/v1/segments/{id}/members"),
     ("get", "/v1/profiles/{id}/memberships"),
+    ("get", "/v1/profiles/{id}/consent"),
+    ("put", "/v1/profiles/{id}/consent"),
     ("get", "/v1/stream"),
     ("get", "/v1/schema"),
+    ("get", "/v1/audit"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -72,6 +75,8 @@ fn ingest_responses() -> Value {
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
         "413": {"description": "A message over 32 KB or a body over 500 KB.",
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+        "429": {"description": "The workspace's ingestion budget (`CDP_RATE_INGEST` messages/s, every message of a batch counted) is spent: nothing of the request was stored; retry after `Retry-After` seconds.",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
     })
 }
 
@@ -82,6 +87,7 @@ fn read_responses(ok: &str) -> Value {
         "401": {"description": "Missing or unknown token.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
         "403": {"description": "The token lacks the scope.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
         "404": {"description": "Not found.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+        "429": {"description": "The workspace's API budget (`CDP_RATE_API` requests/s) is spent; retry after `Retry-After` seconds.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
     })
 }
 
@@ -336,7 +342,9 @@ pub fn document() -> Value {
             "security": [{"bearer": ["read"]}],
             "parameters": [id, {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100000}},
                 {"name": "after", "in": "query", "schema": {"type": "string"}},
-                {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "ndjson", "csv"]}}],
+                {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "ndjson", "csv"]}},
+                {"name": "channel", "in": "query", "description": "only members who may be reached on this channel", "schema": {"type": "string", "enum": ["sms", "email", "push", "wechat", "phone"]}},
+                {"name": "purpose", "in": "query", "schema": {"type": "string", "enum": ["marketing", "service", "analytics"], "default": "marketing"}}],
             "responses": read_responses("The members."),
         }
     }));
@@ -347,6 +355,22 @@ pub fn document() -> Value {
             "security": [{"bearer": ["read"]}],
             "parameters": [id, {"name": "at", "in": "query", "schema": {"type": "string", "format": "date-time"}}],
             "responses": read_responses("`history`, and `segments` or `segments_at`."),
+        }
+    }));
+    paths.insert("/v1/profiles/{id}/consent".into(), json!({
+        "get": {
+            "tags": ["profiles"],
+            "summary": "Where the profile stands per channel and purpose (granted, time, source; `revoked_by` when its identities disagree: a revoke wins) and the channels it may be reached on per purpose (opt-in: nothing recorded, not reachable)",
+            "security": [{"bearer": ["read"]}],
+            "parameters": [id],
+            "responses": read_responses("`consent`, `reachable`."),
+        },
+        "put": {
+            "tags": ["profiles"],
+            "summary": "Records a choice `{channel: sms|email|push|wechat|phone, purpose: marketing|service|analytics (default marketing), granted, source}` as a `Segment Consent Preference Updated` message of the profile; answers once folded (202 if not within 20 s)",
+            "security": [{"bearer": ["write"]}],
+            "parameters": [id],
+            "responses": read_responses("The profile's consent after the change."),
         }
     }));
     paths.insert("/v1/schema".into(), json!({
@@ -423,6 +447,24 @@ pub fn document() -> Value {
                     "source_priority": {"type": "array", "items": {"type": "string"},
                         "description": "Channels whose trait values win, strongest first."}}}}}},
             "responses": command_responses("Dry run: `changes` {merges, splits}. Otherwise `rules` (new version), `merges`, `splits`."),
+        }
+    }));
+    paths.insert("/v1/audit".into(), json!({
+        "get": {
+            "tags": ["security"],
+            "summary": "The workspace's audit log (append-only), newest first: every call with a token that needed the admin scope or changed something, and every segment export — `seq`, `at`, `actor` (the credential's kind and the start of its SHA-256, never the secret), `scope`, `action` (identity.merge, identity.split, identity.rules, trait.put, trait.delete, tag.put, tag.delete, profile.tag, profile.untag, segment.put, segment.delete, segment.preview, segment.export, admin.read, …), `method`, `path` (without the query string), `target`, `status`, `request_id` (the caller's X-Request-Id)",
+            "security": [{"bearer": ["admin"]}],
+            "parameters": [
+                {"name": "action", "in": "query", "schema": {"type": "string"}},
+                {"name": "actor", "in": "query", "schema": {"type": "string"}},
+                {"name": "since", "in": "query", "schema": {"type": "string", "format": "date-time"}, "description": "Inclusive."},
+                {"name": "until", "in": "query", "schema": {"type": "string", "format": "date-time"}, "description": "Inclusive."},
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
+                {"name": "after", "in": "query", "schema": {"type": "integer"}, "description": "Only entries with a larger seq."},
+                {"name": "before", "in": "query", "schema": {"type": "integer"}, "description": "Only entries with a smaller seq."},
+                {"name": "order", "in": "query", "schema": {"type": "string", "enum": ["desc", "asc"], "default": "desc"}}
+            ],
+            "responses": read_responses("`items`, `order` and `next` (`{\"before\": seq}` newest first, `{\"after\": seq}` oldest first; null on the last page)."),
         }
     }));
     for (path, summary) in [

@@ -150,6 +150,7 @@ async fn merge(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     principal.require(Scope::Admin)?;
     let request: MergeRequest = body(&raw)?;
+    principal.audit_target(&request.profile_ids.join(","));
     if request.profile_ids.len() < 2 || request.profile_ids.len() > MAX_PROFILES {
         return Err(ApiError::bad_request(
             "invalid_value",
@@ -214,6 +215,7 @@ async fn split(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     principal.require(Scope::Admin)?;
     let request: SplitRequest = body(&raw)?;
+    principal.audit_target(&request.profile_id);
     let profile_id = ProfileId::parse(&request.profile_id)
         .map_err(|e| ApiError::bad_request("invalid_value", "profile_id", e.to_string()))?;
     if identity::survivor_of(&state.store, &principal.workspace, profile_id.as_str())

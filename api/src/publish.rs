@@ -107,6 +107,8 @@ async fn publish_some(
     let Some(last) = page.last().map(|m| m.seq) else {
         return Ok(0);
     };
+    // Every message leaves with the channels its profile may be reached on.
+    let page = crate::consent::gate(store, page).await?;
     if let Some((client, topology)) = nats {
         let js = jetstream::new(client.clone());
         let mut acks = Vec::with_capacity(page.len());

@@ -92,6 +92,8 @@ fn profile_json(survivor: &str, requested: &str, doc: &ProfileDoc) -> Value {
     body["profile_id"] = json!(survivor);
     body["requested_id"] = json!(requested);
     body["merged_away"] = json!(survivor != requested);
+    body["consent"] = json!(doc.consent.view());
+    body["reachable"] = json!(doc.consent.reachable(cdp_domain::consent::DEFAULT_PURPOSE));
     body
 }
 

@@ -226,6 +226,12 @@ async fn schema(
         "computed_traits": computed,
         "tags": tags,
         "segments": segments,
+        "consent": {
+            "condition": "{\"consent\": \"<channel>\"} or {\"consent\": {\"channel\": .., \"purpose\": ..}}: the profile may be reached there (opt-in: nothing recorded is not reachable)",
+            "channels": cdp_domain::consent::CHANNELS,
+            "purposes": cdp_domain::consent::PURPOSES,
+            "default_purpose": cdp_domain::consent::DEFAULT_PURPOSE,
+        },
         "events": events.iter().map(|(name, (n, props))| json!({
             "name": name,
             "seen": n,

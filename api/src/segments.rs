@@ -204,7 +204,9 @@ struct MembersQuery {
     limit: Option<i64>,
     after: Option<String>,
     format: Option<String>,
+    /// Only members who may be reached on this channel (for `purpose`, marketing by default).
     channel: Option<String>,
+    purpose: Option<String>,
 }
 
 /// A page of a segment's members in profile id order: JSON (`items`, `next_after`), NDJSON (one member
@@ -218,20 +220,29 @@ async fn members(
     use axum::response::IntoResponse;
     principal.require(Scope::Read)?;
     let ws = &principal.workspace;
-    if q.channel.is_some() {
-        return Err(ApiError::bad_request(
-            "unsupported",
-            "channel",
-            "channel: consent per channel is not recorded yet, so members cannot be filtered by it",
-        ));
-    }
+    let channel = q
+        .channel
+        .as_deref()
+        .map(|c| crate::consent::channel_param(c, "channel"))
+        .transpose()?;
+    let purpose = crate::consent::purpose_param(q.purpose.as_deref(), "purpose")?;
     find(&state, ws, SEGMENT, &id).await?;
     let limit = q.limit.unwrap_or(1_000).clamp(1, 100_000);
     let after = q.after.unwrap_or_default();
-    let page = catalog::members_page(&state.store, ws, &id, &after, limit).await?;
+    let mut page = catalog::members_page(&state.store, ws, &id, &after, limit).await?;
+    // The page is cut before the consent filter, so `next_after` pages through every member.
     let next_after = (page.len() as i64 == limit)
         .then(|| page.last().map(|m| m.0.clone()))
         .flatten();
+    if let Some(channel) = channel {
+        let keys: Vec<(String, String)> = page.iter().map(|m| (ws.clone(), m.0.clone())).collect();
+        let reachable = crate::consent::reachable_of(&state.store, &keys, purpose).await?;
+        page.retain(|m| {
+            reachable
+                .get(&(ws.clone(), m.0.clone()))
+                .is_some_and(|r| r.contains(&channel))
+        });
+    }
     let rows: Vec<Value> = page
         .iter()
         .map(|(profile, since, caused_by)| {

@@ -5,6 +5,7 @@
 
 pub mod catalog;
 pub mod computed;
+pub mod consent;
 pub mod event;
 pub mod ident;
 pub mod identity;

@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use crate::catalog::DefinedTrait;
 use crate::computed::TraitState;
+use crate::consent::{Choice, Consents};
 use crate::event::NewEvent;
 use crate::identity::{Identifier, IdentityRules};
 use crate::message::{rfc3339, MessageKind};
@@ -174,6 +175,9 @@ pub struct ProfileDoc {
     /// Computed traits by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub computed: BTreeMap<String, ComputedEntry>,
+    /// Consent by channel and purpose, as the profile's messages stated it (`crate::consent`).
+    #[serde(default, skip_serializing_if = "Consents::is_empty")]
+    pub consent: Consents,
 }
 
 impl ProfileDoc {
@@ -198,6 +202,29 @@ impl ProfileDoc {
         }
         self.first_seen = Some(self.first_seen.map_or(time, |t| t.min(time)));
         self.last_seen = Some(self.last_seen.map_or(time, |t| t.max(time)));
+        let choices = crate::consent::choices_of(payload);
+        if !choices.is_empty() {
+            // The identity that chose: the message's user id, else its anonymous id.
+            let subject = match (&event.user_id, &event.anonymous_id) {
+                (Some(u), _) => format!("user_id:{u}"),
+                (None, Some(a)) => format!("anonymous_id:{a}"),
+                (None, None) => "unknown".to_owned(),
+            };
+            let source = crate::consent::source_of(payload, &channel);
+            for (c, p, granted) in choices {
+                self.consent.record(
+                    c,
+                    p,
+                    &subject,
+                    Choice {
+                        granted,
+                        at: time,
+                        source: source.clone(),
+                        message_id: event.message_id.clone(),
+                    },
+                );
+            }
+        }
         // `traits` after `context.traits`: within one message the explicit traits win.
         for traits in [payload.pointer("/context/traits"), payload.get("traits")] {
             let Some(Value::Object(traits)) = traits else {
@@ -233,10 +260,14 @@ impl ProfileDoc {
         }]);
     }
 
+    /// Drops the state of computed traits no longer defined (a deleted trait, tag or segment).
+    pub fn prune_computed(&mut self, traits: &BTreeMap<String, DefinedTrait>) {
+        self.computed.retain(|name, _| traits.contains_key(name));
+    }
+
     /// Folds the event into every computed trait (before it is counted in `events`).
     fn fold_computed(&mut self, event: &NewEvent, payload: &Value, fold: FoldRules<'_>) {
-        self.computed
-            .retain(|name, _| fold.traits.contains_key(name));
+        self.prune_computed(fold.traits);
         let fresh = self.events == 0;
         for (name, defined) in fold.traits {
             let entry = match self.computed.get_mut(name) {
@@ -388,6 +419,7 @@ impl ProfileDoc {
         self.first_seen = min_opt(self.first_seen, other.first_seen);
         self.last_seen = self.last_seen.max(other.last_seen);
         self.push_recent(other.recent_events);
+        self.consent.absorb(other.consent);
     }
 
     fn absorb_computed(&mut self, other: &ProfileDoc, fold: FoldRules<'_>) {

@@ -72,8 +72,8 @@ const NUMERIC_FUNCTIONS: [Function; 7] = [
 ];
 
 /// The keys that say what kind of condition a node is; a node has exactly one.
-const KINDS: [&str; 9] = [
-    "all", "any", "not", "segment", "trait", "tag", "computed", "event", "sequence",
+const KINDS: [&str; 10] = [
+    "all", "any", "not", "segment", "consent", "trait", "tag", "computed", "event", "sequence",
 ];
 
 /// A condition on a profile (see the module documentation for the JSON).
@@ -93,6 +93,12 @@ pub enum SegmentCondition {
     },
     /// Membership of another segment.
     Segment(String),
+    /// The profile may be reached on the channel for the purpose: `{"consent": "sms"}` (marketing) or
+    /// `{"consent": {"channel": "sms", "purpose": "service"}}`.
+    Consent {
+        channel: &'static str,
+        purpose: &'static str,
+    },
     /// `index`: the event condition's number in the definition (depth-first, from 0), naming its hidden trait.
     Event {
         index: usize,
@@ -113,6 +119,8 @@ pub struct SegmentDef {
 /// What a segment's evaluation reads: the tag facts, and other segments' membership.
 pub trait SegmentFacts: Facts {
     fn in_segment(&self, id: &str) -> bool;
+    /// Whether the profile may be reached on `channel` for `purpose` (`crate::consent`).
+    fn consents(&self, channel: &str, purpose: &str) -> bool;
 }
 
 impl SegmentDef {
@@ -200,6 +208,7 @@ impl SegmentCondition {
                 cmp.holds(&actual, now)
             }
             SegmentCondition::Segment(other) => facts.in_segment(other),
+            SegmentCondition::Consent { channel, purpose } => facts.consents(channel, purpose),
             SegmentCondition::Event {
                 index, def, cmp, ..
             } => {
@@ -245,9 +254,60 @@ impl SegmentCondition {
             }
             .to_json(),
             SegmentCondition::Segment(other) => json!({ "segment": other }),
+            SegmentCondition::Consent { channel, purpose } => {
+                json!({ "consent": {"channel": channel, "purpose": purpose} })
+            }
             SegmentCondition::Event { source, .. } => source.clone(),
         }
     }
+}
+
+/// `"sms"` or `{"channel": "sms", "purpose": "marketing"}` (the purpose defaults to marketing).
+fn consent_condition(v: &Value, at: &str) -> Result<SegmentCondition, DefinitionError> {
+    use crate::consent::{CHANNELS, DEFAULT_PURPOSE, PURPOSES};
+    let (channel, purpose, channel_at, purpose_at) = match v {
+        Value::String(c) => (
+            Some(c.as_str()),
+            Some(DEFAULT_PURPOSE),
+            at.to_owned(),
+            at.to_owned(),
+        ),
+        Value::Object(o) => {
+            if let Some(k) = o.keys().find(|k| *k != "channel" && *k != "purpose") {
+                return Err(err(join(at, k), "unknown key; expected channel or purpose"));
+            }
+            (
+                o.get("channel").and_then(Value::as_str),
+                o.get("purpose")
+                    .map_or(Some(DEFAULT_PURPOSE), Value::as_str),
+                join(at, "channel"),
+                join(at, "purpose"),
+            )
+        }
+        _ => {
+            return Err(err(
+                at,
+                "must be a channel, or {\"channel\": .., \"purpose\": ..}",
+            ))
+        }
+    };
+    let channel = channel
+        .and_then(|c| CHANNELS.into_iter().find(|k| *k == c))
+        .ok_or_else(|| {
+            err(
+                &channel_at,
+                format!("must be one of {}", CHANNELS.join(", ")),
+            )
+        })?;
+    let purpose = purpose
+        .and_then(|p| PURPOSES.into_iter().find(|k| *k == p))
+        .ok_or_else(|| {
+            err(
+                &purpose_at,
+                format!("must be one of {}", PURPOSES.join(", ")),
+            )
+        })?;
+    Ok(SegmentCondition::Consent { channel, purpose })
 }
 
 /// The name of the hidden computed trait of segment `id`'s event condition number `index`.
@@ -317,7 +377,7 @@ impl Parser {
         let Some(kind) = kinds.next() else {
             return Err(err(
                 at,
-                format!("must have one of the keys {}", KINDS[..8].join(", ")),
+                format!("must have one of the keys {}", KINDS.join(", ")),
             ));
         };
         if let Some(other) = kinds.next() {
@@ -363,6 +423,10 @@ impl Parser {
                         format!("must be a segment id: a non-empty string of at most {MAX_NAME} characters"),
                     )),
                 }
+            }
+            "consent" => {
+                only_key(obj, kind, at)?;
+                consent_condition(&obj["consent"], &join(at, "consent"))
             }
             "sequence" => self.sequence(obj, at),
             "event" => self.event(obj, at),

@@ -207,7 +207,8 @@ pub struct ProfileTag {
     pub caused_by: Option<String>,
 }
 
-type TagRow = (
+/// A `profile_tags` row: profile, tag, value, detail, manual, changed_at, caused_by.
+pub type TagRow = (
     String,
     String,
     String,
@@ -217,7 +218,8 @@ type TagRow = (
     Option<String>,
 );
 
-fn tag_of(r: TagRow) -> Result<(String, ProfileTag), ProjectionError> {
+/// Decodes a [`TagRow`] into the profile and its tag.
+pub fn tag_of(r: TagRow) -> Result<(String, ProfileTag), ProjectionError> {
     let value = serde_json::from_str(&r.2).map_err(ProjectionError::corrupt)?;
     let detail =
         r.3.map(|d| serde_json::from_str(&d).map_err(ProjectionError::corrupt))
@@ -513,8 +515,7 @@ pub async fn segment_sizes(
 /// What the resolver writes about the catalog for a batch.
 #[derive(Debug, Default)]
 pub struct CatalogWrites {
-    /// `(workspace, kind, name, version, body)`; `None` body: deleted.
-    pub definitions: Vec<(String, &'static str, String, i64, Option<String>)>,
+    pub definitions: Vec<DefinitionRow>,
     /// Jobs to start (or to move on): written as given.
     pub jobs: Vec<Job>,
     /// `(workspace, profile, tag, value)`: set (`Some`) or removed.
@@ -531,6 +532,18 @@ pub struct CatalogWrites {
     pub members: Vec<(String, String, String, Option<Membership>)>,
     /// Enters and exits, in order (`seq` unused).
     pub history: Vec<(String, MembershipChange)>,
+}
+
+/// A definition as stored: `None` body: deleted.
+#[derive(Debug, Clone)]
+pub struct DefinitionRow {
+    pub workspace: String,
+    pub kind: &'static str,
+    pub name: String,
+    pub version: i64,
+    pub body: Option<String>,
+    /// The defining command's arrival (ms), so that a rebuild records the same.
+    pub defined_at: i64,
 }
 
 impl CatalogWrites {
@@ -553,7 +566,15 @@ pub async fn write(tx: &mut ModelTx<'_>, w: &CatalogWrites) -> Result<(), Projec
     // The same statements on both backends; only the builder's database type differs.
     macro_rules! writes {
         ($db:ty, $tx:expr) => {{
-            for (ws, kind, name, version, body) in &w.definitions {
+            for DefinitionRow {
+                workspace: ws,
+                kind,
+                name,
+                version,
+                body,
+                defined_at,
+            } in &w.definitions
+            {
                 let mut q: QueryBuilder<$db> = QueryBuilder::new(
                     "INSERT INTO definitions (workspace, kind, name, version, body, defined_at) ",
                 );
@@ -563,7 +584,7 @@ pub async fn write(tx: &mut ModelTx<'_>, w: &CatalogWrites) -> Result<(), Projec
                         .push_bind(name)
                         .push_bind(*version)
                         .push_bind(body)
-                        .push_bind(now);
+                        .push_bind(*defined_at);
                 });
                 q.push(" ON CONFLICT DO NOTHING");
                 q.build().execute(&mut **$tx).await?;

@@ -53,6 +53,13 @@ pub trait Projection: Send + Sync + 'static {
     /// Stable: the checkpoint is stored under it.
     fn name(&self) -> &'static str;
 
+    /// The version of the code that builds the read model (`projection_versions` records the one that
+    /// built the stored model). Raise it with a change that makes a model built so far wrong: the next
+    /// `cdp serve` rebuilds it from the log while serving the old one (`replay::rebuild`).
+    fn version(&self) -> i64 {
+        1
+    }
+
     /// Applies a batch of events, in log order, to the current read model, without writing.
     fn prepare(
         &self,
@@ -143,13 +150,45 @@ pub async fn run_once<P: Projection>(
     projection: &P,
     limit: u32,
 ) -> Result<Progress, ProjectionError> {
+    step(store, projection, limit, Position::END).await
+}
+
+/// [`run_once`], applying no event after `through` (a rebuild catching up to a live projection's
+/// checkpoint).
+pub async fn run_once_through<P: Projection>(
+    store: &Store,
+    projection: &P,
+    limit: u32,
+    through: Position,
+) -> Result<Progress, ProjectionError> {
+    step(store, projection, limit, through).await
+}
+
+/// The events after `start`, up to `limit` and none after `through`.
+async fn next_events(
+    store: &Store,
+    start: Position,
+    limit: u32,
+    through: Position,
+) -> Result<Vec<StoredEvent>, ProjectionError> {
+    let mut events = store.read_after(start, limit).await?;
+    events.retain(|e| e.position <= through);
+    Ok(events)
+}
+
+async fn step<P: Projection>(
+    store: &Store,
+    projection: &P,
+    limit: u32,
+    through: Position,
+) -> Result<Progress, ProjectionError> {
     let name = projection.name();
     match store {
         Store::Sqlite(s) => {
             // Read and compute outside the write lock so ingestion is held up only while the model is
             // written; the checkpoint is checked again under the lock.
             let start = checkpoint(store, name).await?;
-            let events = store.read_after(start, limit).await?;
+            let events = next_events(store, start, limit, through).await?;
             if events.is_empty() && !projection.has_pending_work(store).await? {
                 return Ok(Progress {
                     position: start,
@@ -157,7 +196,7 @@ pub async fn run_once<P: Projection>(
                 });
             }
             let prepared = projection.prepare(store, &events).await?;
-            let mut tx = s.write_pool().begin_with("BEGIN IMMEDIATE").await?;
+            let mut tx = s.begin_write().await?;
             let now: Option<i64> =
                 sqlx::query_scalar("SELECT seq FROM projection_checkpoints WHERE name = ?")
                     .bind(name)
@@ -210,7 +249,7 @@ pub async fn run_once<P: Projection>(
                 tx: start_tx,
                 seq: start_seq,
             };
-            let events = store.read_after(start, limit).await?;
+            let events = next_events(store, start, limit, through).await?;
             if events.is_empty() && !projection.has_pending_work(store).await? {
                 tx.rollback().await?;
                 return Ok(Progress {

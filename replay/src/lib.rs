@@ -1,6 +1,10 @@
 //! Operator jobs: rebuilding read models from the event log and the recorded identity decisions, with the
 //! same pure code live processing runs (`cdp_domain::profile`), never a second implementation.
 
+pub mod backfill;
+
+pub mod rebuild;
+
 use std::collections::HashMap;
 
 use cdp_domain::catalog::Catalog;
@@ -50,7 +54,18 @@ pub async fn batch(store: &Store) -> Result<BatchRun, ProjectionError> {
     for _ in 0..ATTEMPTS {
         let at = checkpoint(store, IdentityResolver::NAME).await?;
         let (docs, folded) = fold_log(store, at).await?;
-        if write_if_unmoved(store, at, docs).await? {
+        let now = chrono::Utc::now();
+        let mut workspaces: Vec<String> = docs.keys().map(|(w, _)| w.clone()).collect();
+        workspaces.sort();
+        workspaces.dedup();
+        let jobs = CatalogWrites {
+            jobs: workspaces
+                .iter()
+                .map(|w| new_job(w, BATCH_JOB, BATCH_JOB, at.seq, now))
+                .collect(),
+            ..CatalogWrites::default()
+        };
+        if write_if_unmoved(store, at, docs, true, jobs).await? {
             tracing::info!(folded, watermark = at.seq, "batch: profiles recomputed");
             return Ok(BatchRun {
                 watermark: at,
@@ -93,22 +108,12 @@ async fn fold_log(
                 rules.insert(ws.clone(), rules_of(store, ws).await?);
                 catalogs.insert(ws.clone(), catalog::load(store, ws).await?);
             }
-            let rules = &rules[ws];
-            let payload: Value =
-                serde_json::from_str(&e.payload).map_err(ProjectionError::corrupt)?;
-            let carried = identifiers_of(
-                &payload,
-                e.user_id.as_deref(),
-                e.anonymous_id.as_deref(),
-                rules,
-            );
-            let fold = FoldRules {
-                source_priority: &rules.source_priority,
-                traits: catalogs[ws].folded(),
-            };
-            docs.entry((ws.clone(), profile.clone()))
-                .or_default()
-                .apply(e, &payload, &carried, fold);
+            fold_event(
+                docs.entry((ws.clone(), profile.clone())).or_default(),
+                e,
+                &rules[ws],
+                &catalogs[ws],
+            )?;
             folded += 1;
         }
     }
@@ -127,6 +132,81 @@ async fn fold_log(
         }
     }
     Ok((docs, folded))
+}
+
+/// Folds one stored customer event into `doc`, as live processing does.
+fn fold_event(
+    doc: &mut ProfileDoc,
+    e: &cdp_domain::event::NewEvent,
+    rules: &IdentityRules,
+    catalog: &Catalog,
+) -> Result<(), ProjectionError> {
+    let payload: Value = serde_json::from_str(&e.payload).map_err(ProjectionError::corrupt)?;
+    let carried = identifiers_of(
+        &payload,
+        e.user_id.as_deref(),
+        e.anonymous_id.as_deref(),
+        rules,
+    );
+    let fold = FoldRules {
+        source_priority: &rules.source_priority,
+        traits: catalog.folded(),
+    };
+    doc.apply(e, &payload, &carried, fold);
+    Ok(())
+}
+
+/// What `cdp replay profile` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileRebuild {
+    /// The live profile rebuilt (the survivor, when the id asked for was merged away).
+    pub profile: String,
+    pub events: usize,
+}
+
+/// Targeted re-processing: re-folds one profile's document from its events (as the recorded decisions
+/// assign them) and its identifiers, under the current trait fold and catalog, and makes it due at once
+/// so that the resolver re-evaluates its tags and segments (and publishes what changed) in its next
+/// round. Written only if the resolver did not move meanwhile (else it starts again). `None` when no
+/// such profile exists in `workspace`.
+pub async fn rebuild_profile(
+    store: &Store,
+    workspace: &str,
+    profile: &str,
+) -> Result<Option<ProfileRebuild>, ProjectionError> {
+    let Some(live) = cdp_projections::identity::survivor_of(store, workspace, profile).await?
+    else {
+        return Ok(None);
+    };
+    let id = ProfileId::parse(&live).map_err(ProjectionError::corrupt)?;
+    let rules = rules_of(store, workspace).await?;
+    let catalog = catalog::load(store, workspace).await?;
+    for _ in 0..ATTEMPTS {
+        let at = checkpoint(store, IdentityResolver::NAME).await?;
+        let seqs = profiles::events_of(store, workspace, std::slice::from_ref(&id)).await?;
+        let mut doc = ProfileDoc::default();
+        for stored in store.events_by_seq(&seqs).await? {
+            fold_event(&mut doc, &stored.event, &rules, &catalog)?;
+        }
+        let graph = graph_of(store, workspace).await?;
+        if let Some((_, state)) = graph.profiles().find(|(p, _)| **p == id) {
+            doc.linked = state.identifiers.clone();
+        }
+        let key = (workspace.to_owned(), id.clone());
+        let due = CatalogWrites {
+            due: vec![(workspace.to_owned(), live.clone(), Some(0.0))],
+            ..CatalogWrites::default()
+        };
+        if write_if_unmoved(store, at, vec![(key, doc)], false, due).await? {
+            return Ok(Some(ProfileRebuild {
+                profile: live,
+                events: seqs.len(),
+            }));
+        }
+    }
+    Err(ProjectionError::Corrupt(format!(
+        "the resolver kept moving: no consistent rebuild of {live} in {ATTEMPTS} attempts"
+    )))
 }
 
 async fn all_owners(store: &Store) -> Result<HashMap<i64, (String, ProfileId)>, ProjectionError> {
@@ -148,9 +228,11 @@ async fn all_owners(store: &Store) -> Result<HashMap<i64, (String, ProfileId)>, 
 async fn write_if_unmoved(
     store: &Store,
     at: Position,
-    docs: HashMap<ProfileKey, ProfileDoc>,
+    docs: impl IntoIterator<Item = (ProfileKey, ProfileDoc)>,
+    replace_all: bool,
+    catalog_writes: CatalogWrites,
 ) -> Result<bool, ProjectionError> {
-    let mut rows = Vec::with_capacity(docs.len());
+    let mut rows = Vec::new();
     for (key, doc) in docs {
         rows.push((
             key,
@@ -163,7 +245,7 @@ async fn write_if_unmoved(
     };
     let name = IdentityResolver::NAME;
     let mut tx = match store {
-        Store::Sqlite(s) => ModelTx::Sqlite(s.write_pool().begin_with("BEGIN IMMEDIATE").await?),
+        Store::Sqlite(s) => ModelTx::Sqlite(s.begin_write().await?),
         Store::Postgres(s) => ModelTx::Postgres(s.pool().begin().await?),
     };
     let now: Option<(i64, i64)> = match &mut tx {
@@ -184,31 +266,22 @@ async fn write_if_unmoved(
     if now != at {
         return Ok(false);
     }
-    match &mut tx {
-        ModelTx::Sqlite(tx) => {
-            sqlx::query("DELETE FROM profiles")
-                .execute(&mut **tx)
-                .await?;
-        }
-        ModelTx::Postgres(tx) => {
-            sqlx::query("DELETE FROM profiles")
-                .execute(&mut **tx)
-                .await?;
+    if replace_all {
+        match &mut tx {
+            ModelTx::Sqlite(tx) => {
+                sqlx::query("DELETE FROM profiles")
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            ModelTx::Postgres(tx) => {
+                sqlx::query("DELETE FROM profiles")
+                    .execute(&mut **tx)
+                    .await?;
+            }
         }
     }
-    let now = chrono::Utc::now();
-    let mut workspaces: Vec<&String> = writes.docs.iter().map(|((w, _), _)| w).collect();
-    workspaces.sort();
-    workspaces.dedup();
-    let jobs = CatalogWrites {
-        jobs: workspaces
-            .into_iter()
-            .map(|w| new_job(w, BATCH_JOB, BATCH_JOB, at.seq, now))
-            .collect(),
-        ..CatalogWrites::default()
-    };
     profiles::write(&mut tx, &writes).await?;
-    catalog::write(&mut tx, &jobs).await?;
+    catalog::write(&mut tx, &catalog_writes).await?;
     cdp_projections::identity::forget_state(&mut tx).await?;
     match tx {
         ModelTx::Sqlite(tx) => tx.commit().await?,

@@ -621,6 +621,10 @@ impl cdp_domain::segments::SegmentFacts for Reference<'_> {
     fn in_segment(&self, id: &str) -> bool {
         self.segments[id].holds(id, self, self.now)
     }
+
+    fn consents(&self, _channel: &str, _purpose: &str) -> bool {
+        false
+    }
 }
 
 proptest::proptest! {
@@ -817,3 +821,5 @@ async fn a_sequence_times_out_on_time_and_is_published() {
         "{sent:?}"
     );
 }
+
+mod rebuild;

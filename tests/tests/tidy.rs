@@ -103,3 +103,72 @@ fn the_import_check_recognises_io_and_ignores_comments() {
     assert_eq!(io_imports("let p = sqlx::query(\"x\");").len(), 1);
     assert!(io_imports("// tokio:: is mentioned in a comment\nuse serde::Serialize;").is_empty());
 }
+
+/// Replay runs the live handlers without their outside effects, by construction: the crates that
+/// rebuild read models (`projections`, `replay`) cannot reach NATS — only `api` depends on async-nats
+/// and holds the outbox publisher — so nothing a rebuild computes is ever published.
+#[test]
+fn the_rebuilding_crates_cannot_publish() {
+    for krate in ["domain", "projections", "replay"] {
+        let manifest = std::fs::read_to_string(workspace_root().join(krate).join("Cargo.toml"))
+            .expect("the crate's manifest is readable");
+        assert!(
+            !manifest.contains("async-nats"),
+            "{krate} depends on async-nats: replay could publish"
+        );
+        for file in sources(&[krate]) {
+            let text = std::fs::read_to_string(&file).unwrap();
+            assert!(
+                !text.contains("async_nats") && !text.contains("cdp_api"),
+                "{} reaches NATS or the API crate",
+                file.display()
+            );
+        }
+    }
+}
+
+/// Consent is enforced by construction on every output: messages reach NATS and the in-process bus
+/// (hence `/v1/stream`) only in `api::publish`, after `consent::gate` set their reachable channels, and
+/// segment members leave only through `api::segments`' export, which filters by `consent::reachable_of`.
+#[test]
+fn every_output_passes_the_consent_gate() {
+    let root = workspace_root();
+    for file in sources(&["api/src"]) {
+        let relative = file
+            .strip_prefix(&root)
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/");
+        if relative.starts_with("api/src/bench") {
+            continue; // the benchmark's own subscribers and publishers, not outputs of the service
+        }
+        let text = fs::read_to_string(&file).unwrap();
+        for sink in ["publish_with_headers(", "bus.send(", ".publish("] {
+            if text.contains(sink) {
+                assert_eq!(
+                    relative, "api/src/publish.rs",
+                    "{relative} publishes ({sink}) outside the gate"
+                );
+            }
+        }
+        if text.contains("members_page(") {
+            assert_eq!(
+                relative, "api/src/segments.rs",
+                "{relative} exports members outside the filter"
+            );
+        }
+    }
+    let publish = fs::read_to_string(root.join("api/src/publish.rs")).unwrap();
+    let gate = publish
+        .find("consent::gate(")
+        .expect("the publisher passes the gate");
+    for sink in ["publish_with_headers(", "bus.send("] {
+        let at = publish.find(sink).expect("the publisher's sinks");
+        assert!(gate < at, "{sink} comes before the consent gate");
+    }
+    let segments = fs::read_to_string(root.join("api/src/segments.rs")).unwrap();
+    assert!(
+        segments.contains("consent::reachable_of("),
+        "the export filters by consent"
+    );
+}

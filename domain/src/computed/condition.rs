@@ -491,3 +491,6 @@ fn positive_holds(op: Op, operand: &Value, actual: &[&Value], now: DateTime<Utc>
             .is_some_and(|p| !positive_holds(p, operand, actual, now)),
     }
 }
+
+#[cfg(test)]
+mod tests;

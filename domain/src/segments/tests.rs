@@ -16,6 +16,8 @@ use crate::computed::Window;
 struct Profile {
     fields: BTreeMap<String, Vec<Value>>,
     segments: BTreeSet<String>,
+    /// `channel:purpose` granted.
+    consents: BTreeSet<String>,
 }
 
 impl Profile {
@@ -26,6 +28,11 @@ impl Profile {
 
     fn in_(mut self, id: &str) -> Self {
         self.segments.insert(id.to_string());
+        self
+    }
+
+    fn consenting(mut self, channel: &str, purpose: &str) -> Self {
+        self.consents.insert(format!("{channel}:{purpose}"));
         self
     }
 }
@@ -39,6 +46,10 @@ impl Facts for Profile {
 impl SegmentFacts for Profile {
     fn in_segment(&self, id: &str) -> bool {
         self.segments.contains(id)
+    }
+
+    fn consents(&self, channel: &str, purpose: &str) -> bool {
+        self.consents.contains(&format!("{channel}:{purpose}"))
     }
 }
 
@@ -658,4 +669,38 @@ proptest! {
         let events = def.to_json().to_string().matches("\"event\"").count();
         prop_assert_eq!(names.len(), events);
     }
+}
+
+#[test]
+fn consent_is_a_condition() {
+    let sms =
+        segment(json!({"all": [{"consent": "sms"}, {"trait": "city", "op": "eq", "value": "sh"}]}));
+    let shanghai = Profile::default().with("city", json!("sh"));
+    assert!(
+        !holds(&sms, &shanghai),
+        "no consent recorded: not reachable"
+    );
+    assert!(holds(&sms, &shanghai.consenting("sms", "marketing")));
+    let service = segment(json!({"consent": {"channel": "email", "purpose": "service"}}));
+    assert!(!holds(
+        &service,
+        &Profile::default().consenting("email", "marketing")
+    ));
+    assert!(holds(
+        &service,
+        &Profile::default().consenting("email", "service")
+    ));
+    let not_sms = segment(json!({"not": {"consent": "sms"}}));
+    assert!(holds(&not_sms, &Profile::default()));
+    assert_eq!(error(json!({"consent": "fax"})).field, "condition.consent");
+    assert_eq!(
+        error(json!({"consent": {"channel": "sms", "purpose": "ads"}})).field,
+        "condition.consent.purpose"
+    );
+    assert_eq!(
+        error(json!({"consent": {"chanel": "sms"}})).field,
+        "condition.consent.chanel"
+    );
+    // The canonical JSON reads back the same.
+    assert_eq!(segment(service.to_json()["condition"].clone()), service);
 }

@@ -46,7 +46,7 @@ pub struct QuarantineEntry {
     pub id: i64,
     /// `None` when the workspace could not be told (unknown NATS subject).
     pub workspace: Option<String>,
-    /// `http` or `nats`.
+    /// `http`, `nats` or `backfill` (`cdp backfill`, with the line in `reason`).
     pub source: String,
     pub received_at_ms: i64,
     pub code: String,

@@ -31,6 +31,20 @@ impl PostgresStore {
         Ok(Self { pool })
     }
 
+    /// A store over the same database whose connections look up names along `search_path` (the
+    /// shadow's schema first, then the live one): a rebuild's shadow, where the projection code reads the
+    /// log from the live schema and reads and writes its model in the shadow's. No migrations are run.
+    pub fn shadow(&self, search_path: &str) -> Self {
+        let options = (*self.pool.connect_options())
+            .clone()
+            .options([("search_path", search_path)]);
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy_with(options);
+        Self { pool }
+    }
+
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }

@@ -24,6 +24,10 @@ const ROWS_PER_STATEMENT: usize = 1000;
 pub struct SqliteStore {
     write: SqlitePool,
     read: SqlitePool,
+    /// How the writer opens a transaction: `BEGIN IMMEDIATE` (take the write lock at once), or a
+    /// deferred `BEGIN` for a rebuild's shadow, whose connections also see the live database attached and
+    /// must not lock it.
+    begin: &'static str,
 }
 
 impl SqliteStore {
@@ -59,7 +63,66 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options.read_only(true))
             .await?;
-        Ok(Self { write, read })
+        Ok(Self {
+            write,
+            read,
+            begin: "BEGIN IMMEDIATE",
+        })
+    }
+
+    /// A store over a rebuild's shadow database `shadow` (created if missing, no migrations run: the
+    /// rebuild creates its tables), with the live database `live` attached as `live` to every connection.
+    /// Unqualified names resolve in the shadow first, then in the live database, so the projection code
+    /// reads the log from the live database and reads and writes its model in the shadow.
+    pub async fn open_shadow(shadow: &Path, live: &Path) -> Result<Self, StoreError> {
+        // NORMAL: a rebuild needs consistency, not durability (it resumes from its checkpoint).
+        let options = SqliteConnectOptions::new()
+            .filename(shadow)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10));
+        let live = live.to_string_lossy().into_owned();
+        let write_live = live.clone();
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .after_connect(move |conn, _| {
+                let live = write_live.clone();
+                Box::pin(async move { attach_live(conn, live).await })
+            })
+            .connect_with(options.clone())
+            .await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .after_connect(move |conn, _| {
+                let live = live.clone();
+                Box::pin(async move { attach_live(conn, live).await })
+            })
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(Self {
+            write,
+            read,
+            begin: "BEGIN",
+        })
+    }
+
+    /// The path of the main database file.
+    pub async fn path(&self) -> Result<std::path::PathBuf, StoreError> {
+        let rows = sqlx::query("PRAGMA database_list")
+            .fetch_all(&self.read)
+            .await?;
+        let file: String = rows
+            .iter()
+            .find(|r| r.get::<String, _>(1) == "main")
+            .map(|r| r.get(2))
+            .unwrap_or_default();
+        Ok(file.into())
+    }
+
+    /// Opens a write transaction (`BEGIN IMMEDIATE` on the live store).
+    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Sqlite>, sqlx::Error> {
+        self.write.begin_with(self.begin).await
     }
 
     /// The single writing connection's pool; every write of every crate goes through it.
@@ -77,12 +140,20 @@ impl SqliteStore {
     }
 }
 
+async fn attach_live(conn: &mut sqlx::SqliteConnection, live: String) -> Result<(), sqlx::Error> {
+    sqlx::query("ATTACH DATABASE ? AS live")
+        .bind(live)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 impl EventStore for SqliteStore {
     async fn append(&self, events: &[NewEvent]) -> Result<AppendReport, StoreError> {
         if events.is_empty() {
             return Ok(AppendReport::default());
         }
-        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.write.begin_with(self.begin).await?;
         let mut inserted = 0;
         for chunk in events.chunks(ROWS_PER_STATEMENT) {
             let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
@@ -138,7 +209,7 @@ impl EventStore for SqliteStore {
         if entries.is_empty() {
             return Ok(());
         }
-        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.write.begin_with(self.begin).await?;
         for chunk in entries.chunks(ROWS_PER_STATEMENT) {
             let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT INTO quarantine (workspace, source, received_at, code, field, reason, payload) ",

@@ -254,6 +254,7 @@ pub(super) async fn prepare(
         decisions.extend(step.decisions.iter().map(|d| RecordedDecision {
             workspace: e.workspace.clone(),
             log_seq: seq,
+            recorded_at_ms: cdp_domain::event::to_millis(e.received_at),
             event: d.clone(),
         }));
     }

@@ -218,9 +218,14 @@ pub(super) fn apply_catalog(
         }
     };
     *catalog = Catalog::new(traits, tags, segments);
-    writes
-        .definitions
-        .push((ws.clone(), kind, name.clone(), version, body));
+    writes.definitions.push(crate::catalog::DefinitionRow {
+        workspace: ws.clone(),
+        kind,
+        name: name.clone(),
+        version,
+        body,
+        defined_at: cdp_domain::event::to_millis(e.received_at),
+    });
     writes.jobs.push(new_job(ws, kind, name, version, now));
     None
 }

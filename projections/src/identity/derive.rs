@@ -50,6 +50,10 @@ impl SegmentFacts for ProfileFacts<'_> {
         self.segments.borrow_mut().insert(id.to_owned(), member);
         member
     }
+
+    fn consents(&self, channel: &str, purpose: &str) -> bool {
+        self.doc.consent.allows(channel, purpose)
+    }
 }
 
 fn values_of(v: &Value) -> Vec<Value> {
@@ -233,6 +237,61 @@ fn change_message(
     )
 }
 
+/// A tag of a profile set to `now_value` (or removed) from `previous`, because of `caused_by`: the row
+/// and, when the value changed, the message. A change of the detail alone keeps the row's time and cause.
+pub fn tag_change(
+    out: &mut CatalogWrites,
+    (w, p): (&str, &str),
+    previous: Option<&ProfileTag>,
+    now_value: Option<ProfileTag>,
+    caused_by: &str,
+    at: DateTime<Utc>,
+) {
+    let tag = match (&now_value, previous) {
+        (Some(t), _) | (None, Some(t)) => t.tag.clone(),
+        (None, None) => return,
+    };
+    let same_value = match (previous, &now_value) {
+        (Some(old), Some(new)) => old.value.value == new.value.value,
+        _ => false,
+    };
+    if same_value {
+        let (Some(old), Some(new)) = (previous, now_value) else {
+            return;
+        };
+        out.tags.push((
+            w.to_owned(),
+            p.to_owned(),
+            tag,
+            Some(ProfileTag {
+                value: new.value,
+                manual: new.manual,
+                ..old.clone()
+            }),
+        ));
+        return;
+    }
+    out.outbox.push(change_message(
+        w,
+        p,
+        &tag,
+        previous.map(|o| &o.value),
+        now_value.as_ref().map(|n| &n.value),
+        caused_by,
+        at,
+    ));
+    out.tags.push((
+        w.to_owned(),
+        p.to_owned(),
+        tag,
+        now_value.map(|n| ProfileTag {
+            changed_at: to_millis(at),
+            caused_by: Some(caused_by.to_owned()),
+            ..n
+        }),
+    ));
+}
+
 /// A manual tag set (`Some`) or removed on a profile by a command of the batch.
 #[derive(Debug, Clone)]
 pub struct ManualChange {
@@ -254,6 +313,9 @@ pub struct Derivation<'a> {
     pub thresholds: &'a HashMap<String, BTreeMap<String, RfmThresholds>>,
     pub now: DateTime<Utc>,
 }
+
+/// The cause of a re-evaluation because a profile was due.
+pub const CLOCK: &str = "clock";
 
 /// Evaluates the touched profiles and writes the differences with their stored tags into `out`.
 pub async fn derive(
@@ -365,7 +427,11 @@ pub async fn derive(
             && !stored.contains_key(key)
             && !members.contains_key(key)
         {
-            // Nothing to evaluate: a workspace without tags or segments pays nothing here.
+            // Nothing to evaluate: a workspace without tags or segments pays nothing here. A profile
+            // taken because it was due is due no more.
+            if d.touched.get(key).is_some_and(|cause| cause == CLOCK) {
+                out.due.push((w.clone(), p.to_string(), None));
+            }
             continue;
         }
         let manual_values: BTreeMap<String, Value> = manual[key]
@@ -480,7 +546,8 @@ fn leave(out: &mut CatalogWrites, key: &ProfileKey, segment: &str, cause: &str, 
     membership_change(out, key, segment, false, cause, at);
 }
 
-fn membership_change(
+/// A profile enters (`entered`) or leaves a segment: the membership, its history and the message.
+pub fn membership_change(
     out: &mut CatalogWrites,
     (w, p): &ProfileKey,
     segment: &str,

@@ -145,7 +145,7 @@ pub async fn housekeeping(
         let key = (w, parse_profile(&p)?);
         work.touched
             .entry(key)
-            .or_insert_with(|| "clock".to_owned());
+            .or_insert_with(|| super::derive::CLOCK.to_owned());
     }
     Ok(work)
 }
@@ -220,7 +220,9 @@ async fn run_job_page(
     let page = catalog::profiles_after(store, &ws, &after, JOB_PAGE).await?;
     let mut docs = Vec::with_capacity(page.len());
     for (p, json) in &page {
-        let doc: ProfileDoc = serde_json::from_str(json).map_err(ProjectionError::corrupt)?;
+        let mut doc: ProfileDoc = serde_json::from_str(json).map_err(ProjectionError::corrupt)?;
+        // A deleted definition's job visits every profile: its state goes.
+        doc.prune_computed(catalog.folded());
         docs.push((parse_profile(p)?, doc));
     }
     backfill(store, catalog, &ws, &mut docs).await?;

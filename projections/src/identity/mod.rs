@@ -41,6 +41,8 @@ use crate::runner::{ModelTx, Projection, ProjectionError};
 pub struct RecordedDecision {
     pub workspace: String,
     pub log_seq: i64,
+    /// When the causing event arrived: a fact of the log, so a rebuild records the same time.
+    pub recorded_at_ms: i64,
     pub event: IdentityEvent,
 }
 
@@ -172,6 +174,13 @@ pub fn profile_id_for(workspace: &str, message_id: &str) -> ProfileId {
 
 impl IdentityResolver {
     pub const NAME: &'static str = "identity";
+    /// The version of the resolver's model code; see [`Projection::version`]. 2: documents hold consent.
+    pub const VERSION: i64 = 2;
+
+    /// The time as this resolver sees it.
+    pub fn now(&self) -> DateTime<Utc> {
+        (self.clock)()
+    }
 
     /// A resolver reading the time from `clock` (windows, tags that move with time).
     pub fn with_clock(clock: Clock) -> IdentityResolver {
@@ -280,6 +289,10 @@ impl Projection for IdentityResolver {
         Self::NAME
     }
 
+    fn version(&self) -> i64 {
+        Self::VERSION
+    }
+
     async fn prepare(
         &self,
         store: &Store,
@@ -339,7 +352,6 @@ impl Projection for IdentityResolver {
         prepared: PreparedDecisions,
     ) -> Result<(), ProjectionError> {
         const ROWS_PER_STATEMENT: usize = 500;
-        let now = Utc::now().timestamp_millis();
         let mut bodies = Vec::with_capacity(prepared.decisions.len());
         for d in &prepared.decisions {
             bodies.push(serde_json::to_string(&d.event).map_err(ProjectionError::corrupt)?);
@@ -364,7 +376,7 @@ impl Projection for IdentityResolver {
                             .push_bind(other)
                             .push_bind(id_type)
                             .push_bind(value)
-                            .push_bind(now)
+                            .push_bind(d.recorded_at_ms)
                             .push_bind(*body);
                     });
                     q.build().execute(&mut **$tx).await?;

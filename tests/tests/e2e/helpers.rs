@@ -348,6 +348,9 @@ pub struct Options {
     pub no_bootstrap: bool,
     /// Share this PostgreSQL database (another instance's) instead of creating a fresh one.
     pub database_url: Option<String>,
+    /// Per-workspace rate limits (`CDP_RATE_INGEST`, `CDP_RATE_API`, `CDP_RATE_BURST`) instead of the
+    /// defaults.
+    pub rate_limits: Option<(u32, u32, f64)>,
 }
 
 /// The real service, serving on a free loopback port over a fresh database.
@@ -387,6 +390,11 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
         config.bootstrap_workspace = Some(WORKSPACE.into());
         config.bootstrap_write_key = Some(WRITE_KEY.into());
         config.bootstrap_admin_token = Some(ADMIN_TOKEN.into());
+    }
+    if let Some((ingest, api, burst)) = options.rate_limits {
+        config.rate_ingest = ingest;
+        config.rate_api = api;
+        config.rate_burst = burst;
     }
     if let Some(text) = &options.config_toml {
         let path = dir.path().join("cdp.toml");

@@ -3,10 +3,13 @@
 //! Set `TEST_LOG=1` to see the service's logs.
 
 mod auth;
+mod backfill;
+mod consent;
 mod durability;
 mod helpers;
 mod identity;
 mod ingest;
+mod isolation;
 mod limits;
 mod log;
 mod nats;
@@ -15,5 +18,6 @@ mod ops;
 mod provision;
 mod quarantine;
 mod read;
+mod replay;
 mod segments;
 mod traits;

@@ -166,6 +166,7 @@ async fn history_plus_todays_order_enters_the_segment_within_seconds() {
         let (status, schema) = app.get_as("/v1/schema", Auth::Bearer(ADMIN_TOKEN)).await;
         assert_eq!(status, StatusCode::OK, "{schema}");
         assert!(schema["operators"]["number"].as_array().unwrap().contains(&json!("gte")));
+        assert_eq!(schema["consent"]["channels"], json!(["sms", "email", "push", "wechat", "phone"]), "{schema}");
         let order_event = schema["events"].as_array().unwrap().iter().find(|e| e["name"] == "Order Completed").cloned();
         let total = order_event.as_ref().and_then(|e| e["properties"].as_array().unwrap().iter()
             .find(|p| p["name"] == "properties.total").cloned());

@@ -1,0 +1,448 @@
+//! The audit trail of operator actions: a middleware records, once the status is known, every call made
+//! with a token that needed the admin scope or changed something (any method but GET), and every export
+//! of a segment's members, into the append-only `audit_log` table; `GET /v1/audit` reads it back.
+//!
+//! The actor is the credential's kind and the start of its SHA-256 (`Principal::actor`), never the secret;
+//! the path is recorded without its query string (lookups carry identifier values there). Ingestion with
+//! write keys is not audited, so the log costs ingestion nothing.
+
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{MatchedPath, Query, Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::get;
+use axum::{Json, Router};
+use cdp_domain::store::Store;
+use cdp_domain::workspace::Scope;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sqlx::Row;
+
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::AppState;
+
+/// The route of exports: reading it is audited although it is a GET.
+const EXPORT_ROUTE: &str = "/v1/segments/{id}/members";
+const DEFAULT_LIMIT: i64 = 100;
+const MAX_LIMIT: i64 = 1_000;
+/// Longest `X-Request-Id` kept.
+const MAX_REQUEST_ID: usize = 128;
+
+pub fn router() -> Router<Arc<AppState>> {
+    Router::new().route("/v1/audit", get(list))
+}
+
+/// What the handler learnt about the caller, shared between the middleware and the `Principal`
+/// extractor (through the request's extensions).
+#[derive(Debug, Clone, Default)]
+pub struct AuditSlot(Arc<Mutex<Call>>);
+
+#[derive(Debug, Default)]
+struct Call {
+    workspace: Option<String>,
+    actor: String,
+    /// The strongest scope the handler asked for.
+    required: Option<Scope>,
+    /// Set by a handler whose target is in the body (merge, split).
+    target: Option<String>,
+}
+
+impl AuditSlot {
+    fn with<T>(&self, f: impl FnOnce(&mut Call) -> T) -> T {
+        f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// A token of `workspace` authenticated the call.
+    pub fn authenticated(&self, workspace: &str, actor: String) {
+        self.with(|c| {
+            c.workspace = Some(workspace.to_owned());
+            c.actor = actor;
+        });
+    }
+
+    /// The handler demanded `scope`.
+    pub fn required(&self, scope: Scope) {
+        self.with(|c| c.required = c.required.max(Some(scope)));
+    }
+
+    pub fn target(&self, target: &str) {
+        self.with(|c| c.target = Some(target.to_owned()));
+    }
+}
+
+/// The action name of a call: stable, dotted, for filtering.
+pub fn action_of(method: &Method, route: &str, required: Option<Scope>) -> String {
+    let named = match (method.as_str(), route) {
+        ("POST", "/v1/identity/merge") => Some("identity.merge"),
+        ("POST", "/v1/identity/split") => Some("identity.split"),
+        ("PUT", "/v1/identity/rules") => Some("identity.rules"),
+        ("PUT", "/v1/traits/{name}") => Some("trait.put"),
+        ("DELETE", "/v1/traits/{name}") => Some("trait.delete"),
+        ("PUT", "/v1/tags/{name}") => Some("tag.put"),
+        ("DELETE", "/v1/tags/{name}") => Some("tag.delete"),
+        ("POST", "/v1/profiles/{id}/tags/{tag}") => Some("profile.tag"),
+        ("DELETE", "/v1/profiles/{id}/tags/{tag}") => Some("profile.untag"),
+        ("DELETE", "/v1/profiles/{id}") => Some("profile.erase"),
+        ("PUT", "/v1/profiles/{id}/consent") => Some("consent.put"),
+        ("PUT", "/v1/segments/{id}") => Some("segment.put"),
+        ("DELETE", "/v1/segments/{id}") => Some("segment.delete"),
+        ("POST", "/v1/segments/preview") => Some("segment.preview"),
+        ("GET", EXPORT_ROUTE) => Some("segment.export"),
+        _ => None,
+    };
+    if let Some(name) = named {
+        return name.to_owned();
+    }
+    if *method == Method::GET && required == Some(Scope::Admin) {
+        return "admin.read".to_owned();
+    }
+    // A route without a name of its own: its literal segments and the method, e.g. `profiles.notes.put`.
+    let mut parts: Vec<&str> = route
+        .split('/')
+        .filter(|s| !s.is_empty() && *s != "v1" && !s.starts_with('{'))
+        .collect();
+    let verb = method.as_str().to_ascii_lowercase();
+    parts.push(&verb);
+    parts.join(".")
+}
+
+/// The first path parameter's value (the profile, segment, trait or tag the route names).
+fn path_target(route: &str, path: &str) -> Option<String> {
+    route
+        .split('/')
+        .zip(path.split('/'))
+        .find(|(r, _)| r.starts_with('{'))
+        .map(|(_, p)| p.to_owned())
+}
+
+/// The middleware (installed with `route_layer`, so the route template is known).
+pub async fn record(
+    State(state): State<Arc<AppState>>,
+    route: Option<MatchedPath>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let slot = AuditSlot::default();
+    request.extensions_mut().insert(slot.clone());
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let route = route.map_or_else(|| path.clone(), |r| r.as_str().to_owned());
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.chars().take(MAX_REQUEST_ID).collect::<String>());
+    let response = next.run(request).await;
+    let status = response.status();
+    let call = std::mem::take(&mut *slot.0.lock().unwrap_or_else(|p| p.into_inner()));
+    let Some(workspace) = call.workspace else {
+        // Not authenticated with a token: nothing to attribute.
+        return response;
+    };
+    let audited =
+        call.required == Some(Scope::Admin) || method != Method::GET || route == EXPORT_ROUTE;
+    // A refused flood is not an action; recording it would let a flood write to the log.
+    if !audited || status == StatusCode::TOO_MANY_REQUESTS {
+        return response;
+    }
+    let entry = Entry {
+        seq: 0,
+        workspace,
+        at: Utc::now().timestamp_millis(),
+        actor: call.actor,
+        scope: call.required.map_or("none", Scope::as_str).to_owned(),
+        action: action_of(&method, &route, call.required),
+        method: method.as_str().to_owned(),
+        target: call.target.or_else(|| path_target(&route, &path)),
+        path,
+        status: i64::from(status.as_u16()),
+        request_id,
+    };
+    if let Err(e) = append(&state.store, &entry).await {
+        tracing::error!(error = %e, action = %entry.action, "failed to write the audit log");
+    }
+    response
+}
+
+/// A row of the audit log.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub seq: i64,
+    pub workspace: String,
+    pub at: i64,
+    pub actor: String,
+    pub scope: String,
+    pub action: String,
+    pub method: String,
+    pub path: String,
+    pub target: Option<String>,
+    pub status: i64,
+    pub request_id: Option<String>,
+}
+
+impl Entry {
+    fn json(&self) -> Value {
+        json!({
+            "seq": self.seq,
+            "at": DateTime::<Utc>::from_timestamp_millis(self.at).map(|t| t.to_rfc3339()),
+            "actor": self.actor,
+            "scope": self.scope,
+            "action": self.action,
+            "method": self.method,
+            "path": self.path,
+            "target": self.target,
+            "status": self.status,
+            "request_id": self.request_id,
+        })
+    }
+}
+
+const INSERT_SQLITE: &str = "INSERT INTO audit_log \
+    (workspace, at, actor, scope, action, method, path, target, status, request_id) \
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+const INSERT_POSTGRES: &str = "INSERT INTO audit_log \
+    (workspace, at, actor, scope, action, method, path, target, status, request_id) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+
+/// Appends one entry.
+pub async fn append(store: &Store, e: &Entry) -> Result<(), sqlx::Error> {
+    macro_rules! bind_all {
+        ($q:expr) => {
+            $q.bind(&e.workspace)
+                .bind(e.at)
+                .bind(&e.actor)
+                .bind(&e.scope)
+                .bind(&e.action)
+                .bind(&e.method)
+                .bind(&e.path)
+                .bind(&e.target)
+                .bind(e.status)
+                .bind(&e.request_id)
+        };
+    }
+    match store {
+        Store::Sqlite(s) => {
+            bind_all!(sqlx::query(INSERT_SQLITE))
+                .execute(s.write_pool())
+                .await?;
+        }
+        Store::Postgres(s) => {
+            bind_all!(sqlx::query(INSERT_POSTGRES))
+                .execute(s.pool())
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// A filter value to bind.
+enum Bind {
+    Text(String),
+    Int(i64),
+}
+
+/// What `GET /v1/audit` selects.
+#[derive(Debug, Default)]
+pub struct Filter {
+    pub action: Option<String>,
+    pub actor: Option<String>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    pub after: Option<i64>,
+    pub before: Option<i64>,
+    pub oldest_first: bool,
+    pub limit: i64,
+}
+
+/// The workspace's entries that pass `filter`, in the order it asks.
+pub async fn query(store: &Store, workspace: &str, f: &Filter) -> Result<Vec<Entry>, sqlx::Error> {
+    let postgres = matches!(store, Store::Postgres(_));
+    let mut binds = vec![Bind::Text(workspace.to_owned())];
+    let mut sql = String::from(
+        "SELECT seq, workspace, at, actor, scope, action, method, path, target, status, request_id \
+         FROM audit_log WHERE workspace = ",
+    );
+    let placeholder = |sql: &mut String, n: usize| {
+        if postgres {
+            sql.push_str(&format!("${n}"));
+        } else {
+            sql.push('?');
+        }
+    };
+    placeholder(&mut sql, 1);
+    let conditions: [(&str, Option<Bind>); 6] = [
+        ("action = ", f.action.clone().map(Bind::Text)),
+        ("actor = ", f.actor.clone().map(Bind::Text)),
+        ("at >= ", f.since_ms.map(Bind::Int)),
+        ("at <= ", f.until_ms.map(Bind::Int)),
+        ("seq > ", f.after.map(Bind::Int)),
+        ("seq < ", f.before.map(Bind::Int)),
+    ];
+    for (condition, value) in conditions {
+        if let Some(value) = value {
+            sql.push_str(" AND ");
+            sql.push_str(condition);
+            binds.push(value);
+            placeholder(&mut sql, binds.len());
+        }
+    }
+    sql.push_str(if f.oldest_first {
+        " ORDER BY seq ASC LIMIT "
+    } else {
+        " ORDER BY seq DESC LIMIT "
+    });
+    sql.push_str(&f.limit.to_string());
+    macro_rules! run {
+        ($pool:expr, $db:ty) => {{
+            let mut q = sqlx::query::<$db>(&sql);
+            for b in binds {
+                q = match b {
+                    Bind::Text(t) => q.bind(t),
+                    Bind::Int(i) => q.bind(i),
+                };
+            }
+            q.fetch_all($pool)
+                .await?
+                .iter()
+                .map(|r| {
+                    Ok(Entry {
+                        seq: r.try_get("seq")?,
+                        workspace: r.try_get("workspace")?,
+                        at: r.try_get("at")?,
+                        actor: r.try_get("actor")?,
+                        scope: r.try_get("scope")?,
+                        action: r.try_get("action")?,
+                        method: r.try_get("method")?,
+                        path: r.try_get("path")?,
+                        target: r.try_get("target")?,
+                        status: r.try_get("status")?,
+                        request_id: r.try_get("request_id")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+        }};
+    }
+    match store {
+        Store::Sqlite(s) => run!(s.read_pool(), sqlx::Sqlite),
+        Store::Postgres(s) => run!(s.pool(), sqlx::Postgres),
+    }
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    action: Option<String>,
+    actor: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<i64>,
+    after: Option<i64>,
+    before: Option<i64>,
+    order: Option<String>,
+}
+
+fn instant(field: &'static str, raw: Option<&str>) -> Result<Option<i64>, ApiError> {
+    raw.map(|raw| {
+        DateTime::parse_from_rfc3339(raw)
+            .map(|t| t.timestamp_millis())
+            .map_err(|e| {
+                ApiError::bad_request(
+                    "invalid_value",
+                    field,
+                    format!("{field} must be an RFC 3339 time: {e}"),
+                )
+            })
+    })
+    .transpose()
+}
+
+/// `GET /v1/audit`: the workspace's audit log, newest first (`order=asc`: oldest first), filtered by
+/// `action`, `actor`, `since`/`until` (RFC 3339, inclusive) and the `after`/`before` sequence cursors;
+/// `next` is the cursor of the following page (`before` newest first, `after` oldest first).
+async fn list(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(Scope::Admin)?;
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_value",
+            "limit",
+            format!("limit must be 1 to {MAX_LIMIT}"),
+        ));
+    }
+    let oldest_first = match q.order.as_deref() {
+        None | Some("desc") => false,
+        Some("asc") => true,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_value",
+                "order",
+                "order is asc or desc",
+            ))
+        }
+    };
+    let filter = Filter {
+        action: q.action,
+        actor: q.actor,
+        since_ms: instant("since", q.since.as_deref())?,
+        until_ms: instant("until", q.until.as_deref())?,
+        after: q.after,
+        before: q.before,
+        oldest_first,
+        limit,
+    };
+    let entries = query(&state.store, &principal.workspace, &filter)
+        .await
+        .map_err(ApiError::internal)?;
+    let next = (entries.len() as i64 == limit)
+        .then(|| entries.last().map(|e| e.seq))
+        .flatten();
+    Ok(Json(json!({
+        "items": entries.iter().map(Entry::json).collect::<Vec<_>>(),
+        "order": if oldest_first { "asc" } else { "desc" },
+        "next": next.map(|seq| if oldest_first { json!({"after": seq}) } else { json!({"before": seq}) }),
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_are_named_by_route_and_method() {
+        assert_eq!(
+            action_of(&Method::POST, "/v1/identity/merge", Some(Scope::Admin)),
+            "identity.merge"
+        );
+        assert_eq!(
+            action_of(&Method::GET, EXPORT_ROUTE, Some(Scope::Read)),
+            "segment.export"
+        );
+        assert_eq!(
+            action_of(&Method::GET, "/v1/audit", Some(Scope::Admin)),
+            "admin.read"
+        );
+        assert_eq!(
+            action_of(&Method::PUT, "/v1/profiles/{id}/notes", Some(Scope::Write)),
+            "profiles.notes.put"
+        );
+    }
+
+    #[test]
+    fn the_target_is_the_first_path_parameter() {
+        assert_eq!(
+            path_target("/v1/profiles/{id}/tags/{tag}", "/v1/profiles/p_1/tags/vip").as_deref(),
+            Some("p_1")
+        );
+        assert_eq!(
+            path_target("/v1/identity/merge", "/v1/identity/merge"),
+            None
+        );
+    }
+}

@@ -1,0 +1,275 @@
+//! `cdp replay`: the operators' rebuilds — the whole read model into a shadow and switched in
+//! (`rebuild`), where every projection stands (`status`), one profile from its events (`profile`), and
+//! the batch side of the lambda merge (`profiles`, `batch`).
+
+use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use cdp_domain::store::Store;
+use cdp_projections::identity::IdentityResolver;
+use cdp_projections::runner::checkpoint;
+use cdp_replay::rebuild::{self, Phase, RebuildProgress};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// `cdp replay …`.
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    #[command(subcommand)]
+    pub command: ReplayCommand,
+    /// Directory of the embedded SQLite database, used when no database URL is given.
+    #[arg(
+        long,
+        env = "CDP_DATA_DIR",
+        default_value = "./cdp-data",
+        global = true
+    )]
+    pub data_dir: std::path::PathBuf,
+    /// `postgres://…` (or `sqlite://…`); the embedded database in `--data-dir` when absent.
+    #[arg(long, env = "CDP_DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ReplayCommand {
+    /// Rebuilds read models from the log into new tables while the service keeps serving the old
+    /// ones, and switches to them atomically once caught up (resumes an interrupted rebuild).
+    Rebuild {
+        /// The projection to rebuild: `identity` (the OneID graph, profiles, computed traits, tags,
+        /// segments and their history: one model, rebuilt together).
+        #[arg(long, value_parser = [IdentityResolver::NAME], conflicts_with = "all")]
+        projection: Option<String>,
+        /// Every projection.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Every projection's checkpoint, its lag behind the log, the code version that built it, and any
+    /// rebuild in progress.
+    Status,
+    /// Re-folds one profile from its events and re-evaluates its tags and segments.
+    Profile {
+        /// The profile id (a profile merged away stands for its survivor).
+        id: String,
+        #[arg(long)]
+        workspace: String,
+    },
+    /// Every 360° profile document recomputed up to the resolver's watermark (the batch side).
+    Profiles,
+    /// `profiles`, then every tag and segment re-evaluated by the resolver (a `batch` job); `serve`
+    /// runs it every `CDP_BATCH_INTERVAL` seconds.
+    Batch,
+}
+
+pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
+    let store = match &args.database_url {
+        Some(url) => Store::connect(url).await,
+        None => Store::open_embedded(&args.data_dir).await,
+    }
+    .context("failed to open the database")?;
+    match args.command {
+        ReplayCommand::Rebuild { projection, all } => {
+            if projection.is_none() && !all {
+                bail!("say which projection to rebuild: --projection identity, or --all");
+            }
+            rebuild_all(&store).await
+        }
+        ReplayCommand::Status => status(&store).await,
+        ReplayCommand::Profile { id, workspace } => {
+            let started = Instant::now();
+            match cdp_replay::rebuild_profile(&store, &workspace, &id).await? {
+                Some(done) => println!(
+                    "rebuilt profile {} from {} events in {} ms; its tags and segments are re-evaluated by \
+                     the resolver's next round",
+                    done.profile,
+                    done.events,
+                    started.elapsed().as_millis()
+                ),
+                None => bail!("no profile {id} in workspace {workspace}"),
+            }
+            Ok(())
+        }
+        ReplayCommand::Profiles | ReplayCommand::Batch => {
+            let started = Instant::now();
+            let run = cdp_replay::batch(&store)
+                .await
+                .context("the rebuild failed")?;
+            println!(
+                "rebuilt the profiles from {} events up to the watermark {}:{} in {:.2} s; tags and \
+                 segments are re-evaluated by the resolver (a `batch` job) when the service runs",
+                run.folded,
+                run.watermark.tx,
+                run.watermark.seq,
+                started.elapsed().as_secs_f64(),
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Rebuilds with a progress bar (rate, ETA) on a terminal, log lines every few seconds otherwise.
+pub async fn rebuild_all(store: &Store) -> anyhow::Result<()> {
+    let reporter = Reporter::new();
+    let report = rebuild::rebuild(store, &|p| reporter.report(p))
+        .await
+        .context("the rebuild failed")?;
+    reporter.finish();
+    println!(
+        "rebuilt the read model from the log{}: {} events applied, {} rows switched in, caught up at \
+         {}:{}, in {:.2} s ({:.0} events/s)",
+        if report.resumed_from.seq > 0 {
+            format!(" (resumed after {})", report.resumed_from.seq)
+        } else {
+            String::new()
+        },
+        report.applied,
+        report.rows,
+        report.through.tx,
+        report.through.seq,
+        report.seconds,
+        report.applied as f64 / report.seconds.max(1e-9),
+    );
+    Ok(())
+}
+
+/// Shows a rebuild's progress: indicatif on a terminal, a log line every 5 s otherwise.
+struct Reporter {
+    bar: Option<ProgressBar>,
+    last_line: Mutex<Instant>,
+}
+
+impl Reporter {
+    fn new() -> Reporter {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(0);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{msg} [{bar:40}] {pos}/{len} events {per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            bar
+        });
+        Reporter {
+            bar,
+            last_line: Mutex::new(Instant::now()),
+        }
+    }
+
+    fn report(&self, p: &RebuildProgress) {
+        let phase = match p.phase {
+            Phase::CatchingUp => "catching up",
+            Phase::Switching => "switching",
+            Phase::Done => "done",
+        };
+        let done = (p.position - p.resumed_from).max(0) as u64;
+        let total = (p.target - p.resumed_from).max(0) as u64;
+        match &self.bar {
+            Some(bar) => {
+                bar.set_message(phase);
+                bar.set_length(total.max(done));
+                bar.set_position(done);
+            }
+            None => {
+                let mut last = self.last_line.lock().expect("reporter lock");
+                if last.elapsed() >= Duration::from_secs(5) || p.phase != Phase::CatchingUp {
+                    tracing::info!(
+                        phase,
+                        position = p.position,
+                        target = p.target,
+                        applied = p.applied,
+                        "rebuild"
+                    );
+                    *last = Instant::now();
+                }
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+async fn status(store: &Store) -> anyhow::Result<()> {
+    let head = log_head(store).await?;
+    println!("log: {head} events (last sequence)");
+    println!(
+        "{:<12} {:>12} {:>12} {:>8}",
+        "projection", "checkpoint", "lag events", "version"
+    );
+    let at = checkpoint(store, IdentityResolver::NAME).await?;
+    println!(
+        "{:<12} {:>12} {:>12} {:>8}",
+        IdentityResolver::NAME,
+        at.seq,
+        events_after(store, at.seq).await?,
+        format!(
+            "{}/{}",
+            rebuild::built_version(store, IdentityResolver::NAME).await?,
+            IdentityResolver::VERSION
+        ),
+    );
+    let published = checkpoint(store, crate::publish::PUBLISHER).await?;
+    let outbox_head = outbox_head(store).await?;
+    println!(
+        "{:<12} {:>12} {:>12} {:>8}",
+        "publisher",
+        published.seq,
+        format!("{} msgs", (outbox_head - published.seq).max(0)),
+        "-"
+    );
+    match rebuild::shadow_status(store).await? {
+        Some(shadow) => println!(
+            "rebuild in progress (or interrupted; `cdp replay rebuild --all` resumes it): code version {}, \
+             at {} of the log, {} events behind the live resolver, started {}",
+            shadow.version,
+            shadow.position.seq,
+            (at.seq - shadow.position.seq).max(0),
+            cdp_domain::message::rfc3339(cdp_domain::event::from_millis(shadow.started_at_ms)),
+        ),
+        None => println!("no rebuild in progress"),
+    }
+    Ok(())
+}
+
+async fn scalar(store: &Store, sql: &str, bind: Option<i64>) -> anyhow::Result<i64> {
+    Ok(match store {
+        Store::Sqlite(s) => {
+            let mut q = sqlx::query_scalar::<_, Option<i64>>(sql);
+            if let Some(b) = bind {
+                q = q.bind(b);
+            }
+            q.fetch_one(s.read_pool()).await?
+        }
+        Store::Postgres(s) => {
+            let sql = sql.replace('?', "$1");
+            let mut q = sqlx::query_scalar::<_, Option<i64>>(&sql);
+            if let Some(b) = bind {
+                q = q.bind(b);
+            }
+            q.fetch_one(s.pool()).await?
+        }
+    }
+    .unwrap_or(0))
+}
+
+async fn log_head(store: &Store) -> anyhow::Result<i64> {
+    scalar(store, "SELECT max(seq) FROM events", None).await
+}
+
+async fn events_after(store: &Store, seq: i64) -> anyhow::Result<i64> {
+    scalar(
+        store,
+        "SELECT count(*) FROM events WHERE seq > ?",
+        Some(seq),
+    )
+    .await
+}
+
+async fn outbox_head(store: &Store) -> anyhow::Result<i64> {
+    scalar(store, "SELECT max(seq) FROM outbox", None).await
+}

@@ -1,0 +1,828 @@
+//! `cdp replay rebuild`: the resolver's whole read model (identity decisions, profiles, computed traits,
+//! tags, segments and their history) rebuilt from the log into shadow tables while the service keeps
+//! serving the old ones, then switched in atomically once caught up with the live resolver.
+//!
+//! The shadow is a second SQLite database next to the live one, whose connections attach the live one
+//! (unqualified names find the shadow's model tables first and the log in the live database), or a
+//! PostgreSQL schema first on the search path. The resolver runs there unchanged — the same handlers as
+//! live processing — and never passes the live resolver's checkpoint. At the switch the live resolver
+//! is held (SQLite: the write lock; PostgreSQL: its checkpoint row), the shadow catches up to exactly
+//! its position, and every model table is replaced by the shadow's in one transaction. The outbox is not
+//! among them: what the live resolver published up to that position stands, and nothing the rebuild
+//! computes is published — this crate cannot reach a publisher (NATS is a dependency of `cdp-api` only,
+//! checked by the tidy test). Interrupted, a rebuild resumes from the shadow's own checkpoint.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use cdp_domain::event::Position;
+use cdp_domain::identity::ProfileId;
+use cdp_domain::store::{EventStore, PostgresStore, SqliteStore, Store};
+use cdp_projections::catalog::{tag_of, CatalogWrites};
+use cdp_projections::identity::derive::{membership_change, tag_change};
+use cdp_projections::identity::{forget_state, IdentityResolver};
+use cdp_projections::runner::{checkpoint, run_once_through, ModelTx, Projection, ProjectionError};
+use sqlx::{Connection, Row};
+
+/// The PostgreSQL schema of a rebuild in progress.
+pub const SHADOW_SCHEMA: &str = "cdp_rebuild";
+/// The SQLite database of a rebuild in progress, next to the live one.
+pub const SHADOW_FILE: &str = "cdp-rebuild.db";
+
+/// The resolver's read model, rebuilt together. `identity_rules` is not among them (the rules are
+/// configuration, written by the API), nor the outbox (see the module's documentation).
+pub const MODEL_TABLES: &[&str] = &[
+    "identity_events",
+    "profiles",
+    "event_profiles",
+    "identifier_owners",
+    "profile_aliases",
+    "definitions",
+    "catalog_jobs",
+    "profile_tags",
+    "profile_spend",
+    "profile_due",
+    "rfm_thresholds",
+    "segment_members",
+    "segment_history",
+];
+
+/// The model tables whose rows the switch replaces with the shadow's.
+const REPLACED_TABLES: &[&str] = &[
+    "identity_events",
+    "profiles",
+    "event_profiles",
+    "identifier_owners",
+    "profile_aliases",
+    "definitions",
+    "catalog_jobs",
+    "profile_spend",
+    "profile_due",
+    "rfm_thresholds",
+];
+// `profile_tags` and `segment_members` are reconciled instead: a tag or membership the rebuild agrees
+// with keeps its row (its time and cause: what subscribers were told); one it does not is changed
+// like any other change — the row, an enter or exit in `segment_history`, a message in the outbox
+// (cause `rebuild`). `segment_history`, like the outbox, is the record of what was published and only
+// grows. A rebuild by the same code changes none of them.
+
+/// The cause of the changes a switch makes.
+pub const REBUILD_CAUSE: &str = "rebuild";
+
+/// The shadow resolver's own bookkeeping: in the shadow so that it never touches the live one's, and
+/// never switched.
+const SHADOW_BOOKKEEPING: &[&str] = &["projection_checkpoints", "projection_tokens", "outbox"];
+
+/// Events a rebuild applies per transaction: more than the live resolver's batch (which keeps latency
+/// low), so that a profile touched by many events of the history is written once per batch, not once
+/// per event group.
+pub const REBUILD_BATCH: u32 = 20_000;
+
+/// An arbitrary constant: the PostgreSQL advisory lock that keeps two rebuilds from sharing a shadow.
+const REBUILD_LOCK: i64 = 0x0cdb_5eb1;
+
+/// Where a rebuild is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Following the log behind the live resolver.
+    CatchingUp,
+    /// The live resolver is held; the last events and the table switch.
+    Switching,
+    /// Switched; the shadow is dropped.
+    Done,
+}
+
+/// What a rebuild reports as it goes.
+#[derive(Debug, Clone, Copy)]
+pub struct RebuildProgress {
+    pub phase: Phase,
+    /// Events the shadow applied in this run.
+    pub applied: u64,
+    /// The shadow's position in the log (sequence).
+    pub position: i64,
+    /// The live resolver's position, which the shadow catches up to.
+    pub target: i64,
+    /// Where the shadow started in this run (0 unless it resumed an interrupted rebuild).
+    pub resumed_from: i64,
+}
+
+/// What a rebuild did.
+#[derive(Debug, Clone)]
+pub struct RebuildReport {
+    /// Events applied by this run (not counting those of an interrupted run it resumed).
+    pub applied: u64,
+    pub resumed_from: Position,
+    /// The log position the switched model reflects.
+    pub through: Position,
+    /// Rows of the switched model.
+    pub rows: u64,
+    pub seconds: f64,
+}
+
+/// A rebuild in progress, as `cdp replay status` shows it.
+#[derive(Debug, Clone, Copy)]
+pub struct ShadowStatus {
+    pub position: Position,
+    pub version: i64,
+    pub started_at_ms: i64,
+}
+
+/// Rebuilds the resolver's read model with a resolver on the wall clock; see [`rebuild_with`].
+pub async fn rebuild(
+    store: &Store,
+    on_progress: &(dyn Fn(&RebuildProgress) + Send + Sync),
+) -> Result<RebuildReport, ProjectionError> {
+    rebuild_with(store, &IdentityResolver::default(), on_progress).await
+}
+
+/// Rebuilds the resolver's read model from the log with `resolver` (a fresh one: its in-memory state is
+/// the shadow's), resuming an interrupted rebuild of the same code version, and switches to it.
+pub async fn rebuild_with(
+    store: &Store,
+    resolver: &IdentityResolver,
+    on_progress: &(dyn Fn(&RebuildProgress) + Send + Sync),
+) -> Result<RebuildReport, ProjectionError> {
+    let started = Instant::now();
+    let shadow = Shadow::open(store, resolver.version()).await?;
+    let resumed_from = checkpoint(&shadow.store, IdentityResolver::NAME).await?;
+    let mut progress = RebuildProgress {
+        phase: Phase::CatchingUp,
+        applied: 0,
+        position: resumed_from.seq,
+        target: checkpoint(store, IdentityResolver::NAME).await?.seq,
+        resumed_from: resumed_from.seq,
+    };
+    on_progress(&progress);
+    // Behind the live resolver, never past it: what it has not applied yet it will apply itself.
+    loop {
+        let target = checkpoint(store, IdentityResolver::NAME).await?;
+        let step = run_once_through(&shadow.store, resolver, REBUILD_BATCH, target).await?;
+        progress.applied += step.applied as u64;
+        progress.position = step.position.seq;
+        progress.target = target.seq;
+        on_progress(&progress);
+        if step.applied == 0 && !step.worked {
+            break;
+        }
+    }
+    progress.phase = Phase::Switching;
+    on_progress(&progress);
+    let (through, rows, applied) = match (store, &shadow.store) {
+        (Store::Sqlite(live), Store::Sqlite(_)) => switch_sqlite(live, &shadow, resolver).await?,
+        (Store::Postgres(live), Store::Postgres(_)) => {
+            switch_postgres(live, &shadow, resolver).await?
+        }
+        _ => unreachable!("the shadow is on the live store's backend"),
+    };
+    progress.applied += applied;
+    progress.position = through.seq;
+    progress.target = through.seq;
+    shadow.drop_it(store).await?;
+    progress.phase = Phase::Done;
+    on_progress(&progress);
+    tracing::info!(
+        applied = progress.applied,
+        through = through.seq,
+        rows,
+        "rebuild: switched to the rebuilt model"
+    );
+    Ok(RebuildReport {
+        applied: progress.applied,
+        resumed_from,
+        through,
+        rows,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// At start: rebuilds the resolver's model when the code declares another version than the one that
+/// built it, or when a rebuild was interrupted (it resumes). `None` when nothing was to do.
+pub async fn rebuild_if_outdated(
+    store: &Store,
+    resolver: &IdentityResolver,
+    on_progress: &(dyn Fn(&RebuildProgress) + Send + Sync),
+) -> Result<Option<RebuildReport>, ProjectionError> {
+    if !needs_rebuild(store, resolver).await? {
+        return Ok(None);
+    }
+    Ok(Some(rebuild_with(store, resolver, on_progress).await?))
+}
+
+/// Whether the stored model was built by another code version than `resolver`'s or a rebuild was
+/// interrupted. An empty log is recorded as built by this version at once. `serve` asks before it
+/// accepts traffic, so that events ingested right after the start never make a current model look
+/// outdated.
+pub async fn needs_rebuild(
+    store: &Store,
+    resolver: &IdentityResolver,
+) -> Result<bool, ProjectionError> {
+    let built = built_version(store, IdentityResolver::NAME).await?;
+    let interrupted = shadow_status(store).await?.is_some();
+    if built == resolver.version() && !interrupted {
+        return Ok(false);
+    }
+    if !interrupted && store.read_after(Position::START, 1).await?.is_empty() {
+        // An empty log: the (empty) model is this version's already.
+        record_version(store, resolver.version()).await?;
+        return Ok(false);
+    }
+    tracing::info!(
+        built,
+        code = resolver.version(),
+        interrupted,
+        "rebuilding the resolver's model from the log while serving the current one"
+    );
+    Ok(true)
+}
+
+async fn record_version(store: &Store, version: i64) -> Result<(), ProjectionError> {
+    let mut tx = match store {
+        Store::Sqlite(s) => ModelTx::Sqlite(s.begin_write().await?),
+        Store::Postgres(s) => ModelTx::Postgres(s.pool().begin().await?),
+    };
+    write_version(&mut tx, version).await?;
+    match tx {
+        ModelTx::Sqlite(tx) => tx.commit().await?,
+        ModelTx::Postgres(tx) => tx.commit().await?,
+    }
+    Ok(())
+}
+
+/// Records that the resolver's model was built by code `version` (unqualified: the live model's table).
+async fn write_version(tx: &mut ModelTx<'_>, version: i64) -> Result<(), ProjectionError> {
+    let sql = "INSERT INTO projection_versions (name, version) VALUES ($1, $2) \
+               ON CONFLICT (name) DO UPDATE SET version = excluded.version";
+    match tx {
+        ModelTx::Sqlite(tx) => {
+            sqlx::query(&sql.replace("$1", "?").replace("$2", "?"))
+                .bind(IdentityResolver::NAME)
+                .bind(version)
+                .execute(&mut **tx)
+                .await?;
+        }
+        ModelTx::Postgres(tx) => {
+            sqlx::query(sql)
+                .bind(IdentityResolver::NAME)
+                .bind(version)
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// The end of a switch, in its transaction: the code version, the reconciled tags and memberships
+/// (rows, history, messages), and every resolver told to reload its in-memory state.
+async fn finish_switch(
+    tx: &mut ModelTx<'_>,
+    version: i64,
+    changes: &CatalogWrites,
+) -> Result<(), ProjectionError> {
+    write_version(tx, version).await?;
+    cdp_projections::catalog::write(tx, changes).await?;
+    forget_state(tx).await
+}
+
+/// The version of the code that built the stored model of `projection` (1 when none is recorded).
+pub async fn built_version(store: &Store, projection: &str) -> Result<i64, ProjectionError> {
+    let sql = "SELECT version FROM projection_versions WHERE name = ";
+    let version: Option<i64> = match store {
+        Store::Sqlite(s) => {
+            sqlx::query_scalar(&format!("{sql}?"))
+                .bind(projection)
+                .fetch_optional(s.read_pool())
+                .await?
+        }
+        Store::Postgres(s) => {
+            sqlx::query_scalar(&format!("{sql}$1"))
+                .bind(projection)
+                .fetch_optional(s.pool())
+                .await?
+        }
+    };
+    Ok(version.unwrap_or(1))
+}
+
+/// The rebuild in progress (or interrupted), if any.
+pub async fn shadow_status(store: &Store) -> Result<Option<ShadowStatus>, ProjectionError> {
+    let meta_sql = "SELECT version, started_at FROM rebuild_meta";
+    let checkpoint_sql = "SELECT tx, seq FROM projection_checkpoints WHERE name = ";
+    /// Two numbers of a row: (version, started_at) or (tx, seq).
+    type Pair = Option<(i64, i64)>;
+    let (meta, at): (Pair, Pair) = match store {
+        Store::Sqlite(s) => {
+            let path = shadow_path(s).await?;
+            if !path.exists() {
+                return Ok(None);
+            }
+            let Store::Sqlite(shadow) = shadow_store_sqlite(s).await? else {
+                unreachable!()
+            };
+            let pool = shadow.read_pool();
+            let has_meta: Option<String> = sqlx::query_scalar(
+                "SELECT name FROM main.sqlite_master WHERE type = 'table' AND name = 'rebuild_meta'",
+            )
+            .fetch_optional(pool)
+            .await?;
+            if has_meta.is_none() {
+                return Ok(None);
+            }
+            let meta = sqlx::query_as(meta_sql).fetch_optional(pool).await?;
+            let at = sqlx::query_as(&format!("{checkpoint_sql}?"))
+                .bind(IdentityResolver::NAME)
+                .fetch_optional(pool)
+                .await?;
+            (meta, at)
+        }
+        Store::Postgres(s) => {
+            let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
+                .bind(format!("{SHADOW_SCHEMA}.rebuild_meta"))
+                .fetch_one(s.pool())
+                .await?;
+            if exists.is_none() {
+                return Ok(None);
+            }
+            let meta = sqlx::query_as(&format!(
+                "SELECT version, started_at FROM {SHADOW_SCHEMA}.rebuild_meta"
+            ))
+            .fetch_optional(s.pool())
+            .await?;
+            let at = sqlx::query_as(&format!(
+                "SELECT tx, seq FROM {SHADOW_SCHEMA}.projection_checkpoints WHERE name = $1"
+            ))
+            .bind(IdentityResolver::NAME)
+            .fetch_optional(s.pool())
+            .await?;
+            (meta, at)
+        }
+    };
+    Ok(meta.map(|(version, started_at_ms)| ShadowStatus {
+        position: at.map_or(Position::START, |(tx, seq)| Position { tx, seq }),
+        version,
+        started_at_ms,
+    }))
+}
+
+/// The shadow a rebuild writes into.
+struct Shadow {
+    /// The shadow's store: the projection code runs on it unchanged.
+    store: Store,
+    /// PostgreSQL: the session holding the advisory lock, and the live schema.
+    postgres: Option<(sqlx::PgConnection, String)>,
+}
+
+async fn shadow_path(live: &SqliteStore) -> Result<PathBuf, ProjectionError> {
+    Ok(live.path().await?.with_file_name(SHADOW_FILE))
+}
+
+async fn shadow_store_sqlite(live: &SqliteStore) -> Result<Store, ProjectionError> {
+    let live_path = live.path().await?;
+    let path = live_path.with_file_name(SHADOW_FILE);
+    Ok(Store::Sqlite(
+        SqliteStore::open_shadow(&path, &live_path).await?,
+    ))
+}
+
+/// `name` as a quoted PostgreSQL identifier.
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+impl Shadow {
+    /// Opens the shadow of an interrupted rebuild by the same code `version`, or creates an empty one.
+    async fn open(store: &Store, version: i64) -> Result<Shadow, ProjectionError> {
+        let now = chrono::Utc::now().timestamp_millis();
+        match store {
+            Store::Sqlite(live) => {
+                // Set up through connections of their own: a connection that resolved a name to the
+                // live database before the shadow had the table would keep doing so (SQLite re-checks
+                // only the schemas a statement uses).
+                let setup = shadow_store_sqlite(live).await?;
+                let Store::Sqlite(s) = &setup else {
+                    unreachable!()
+                };
+                let mut tx = s.begin_write().await?;
+                let tables: Vec<String> = sqlx::query_scalar(
+                    "SELECT name FROM main.sqlite_master WHERE type = 'table' \
+                     AND name NOT LIKE 'sqlite_%'",
+                )
+                .fetch_all(&mut *tx)
+                .await?;
+                let resumable = if tables.iter().any(|t| t == "rebuild_meta") {
+                    let built: Option<i64> =
+                        sqlx::query_scalar("SELECT version FROM main.rebuild_meta")
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    built == Some(version)
+                } else {
+                    false
+                };
+                if !resumable {
+                    for t in &tables {
+                        sqlx::query(&format!("DROP TABLE main.{}", quoted(t)))
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    let mut names = MODEL_TABLES.to_vec();
+                    names.extend_from_slice(SHADOW_BOOKKEEPING);
+                    let placeholders = vec!["?"; names.len()].join(", ");
+                    let ddl_sql = format!(
+                        "SELECT sql FROM live.sqlite_master WHERE tbl_name IN ({placeholders}) \
+                         AND sql IS NOT NULL ORDER BY CASE type WHEN 'table' THEN 0 ELSE 1 END"
+                    );
+                    let mut ddl_query = sqlx::query_scalar(&ddl_sql);
+                    for n in &names {
+                        ddl_query = ddl_query.bind(*n);
+                    }
+                    let ddl: Vec<String> = ddl_query.fetch_all(&mut *tx).await?;
+                    for statement in ddl {
+                        sqlx::query(&statement).execute(&mut *tx).await?;
+                    }
+                    sqlx::query(
+                        "CREATE TABLE main.rebuild_meta (version INTEGER NOT NULL, \
+                         started_at INTEGER NOT NULL)",
+                    )
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "INSERT INTO main.rebuild_meta (version, started_at) VALUES (?, ?)",
+                    )
+                    .bind(version)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                s.write_pool().close().await;
+                s.read_pool().close().await;
+                Ok(Shadow {
+                    store: shadow_store_sqlite(live).await?,
+                    postgres: None,
+                })
+            }
+            Store::Postgres(live) => {
+                let mut lock = live.pool().acquire().await?.detach();
+                let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                    .bind(REBUILD_LOCK)
+                    .fetch_one(&mut lock)
+                    .await?;
+                if !locked {
+                    return Err(ProjectionError::Corrupt(
+                        "another rebuild is running on this database".into(),
+                    ));
+                }
+                let live_schema: String = sqlx::query_scalar("SELECT current_schema()")
+                    .fetch_one(&mut lock)
+                    .await?;
+                let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
+                    .bind(format!("{SHADOW_SCHEMA}.rebuild_meta"))
+                    .fetch_one(&mut lock)
+                    .await?;
+                let resumable = match exists {
+                    Some(_) => {
+                        let built: Option<i64> = sqlx::query_scalar(&format!(
+                            "SELECT version FROM {SHADOW_SCHEMA}.rebuild_meta"
+                        ))
+                        .fetch_optional(&mut lock)
+                        .await?;
+                        built == Some(version)
+                    }
+                    None => false,
+                };
+                if !resumable {
+                    let mut tx = lock.begin().await?;
+                    sqlx::query(&format!("DROP SCHEMA IF EXISTS {SHADOW_SCHEMA} CASCADE"))
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(&format!("CREATE SCHEMA {SHADOW_SCHEMA}"))
+                        .execute(&mut *tx)
+                        .await?;
+                    for t in MODEL_TABLES.iter().chain(SHADOW_BOOKKEEPING) {
+                        sqlx::query(&format!(
+                            "CREATE TABLE {SHADOW_SCHEMA}.{t} (LIKE {}.{t} INCLUDING ALL)",
+                            quoted(&live_schema)
+                        ))
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    sqlx::query(&format!(
+                        "CREATE TABLE {SHADOW_SCHEMA}.rebuild_meta (version BIGINT NOT NULL, \
+                         started_at BIGINT NOT NULL)"
+                    ))
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query(&format!(
+                        "INSERT INTO {SHADOW_SCHEMA}.rebuild_meta (version, started_at) \
+                         VALUES ($1, $2)"
+                    ))
+                    .bind(version)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                }
+                let store = Store::Postgres(PostgresStore::shadow(
+                    live,
+                    &format!("{SHADOW_SCHEMA},{}", quoted(&live_schema)),
+                ));
+                Ok(Shadow {
+                    store,
+                    postgres: Some((lock, live_schema)),
+                })
+            }
+        }
+    }
+
+    /// Removes the shadow after the switch.
+    async fn drop_it(self, live: &Store) -> Result<(), ProjectionError> {
+        match (live, self.store) {
+            (Store::Sqlite(l), Store::Sqlite(s)) => {
+                s.write_pool().close().await;
+                s.read_pool().close().await;
+                let path = shadow_path(l).await?;
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut file = path.clone().into_os_string();
+                    file.push(suffix);
+                    match std::fs::remove_file(&file) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(ProjectionError::corrupt(e)),
+                    }
+                }
+            }
+            (_, Store::Postgres(s)) => {
+                s.pool().close().await;
+                if let Some((mut lock, _)) = self.postgres {
+                    sqlx::query(&format!("DROP SCHEMA IF EXISTS {SHADOW_SCHEMA} CASCADE"))
+                        .execute(&mut lock)
+                        .await?;
+                    lock.close().await?;
+                }
+            }
+            _ => unreachable!("the shadow is on the live store's backend"),
+        }
+        Ok(())
+    }
+}
+
+/// Applies the shadow's events up to exactly `through` (the live resolver is held meanwhile).
+async fn finish_through(
+    shadow: &Store,
+    resolver: &IdentityResolver,
+    through: Position,
+) -> Result<u64, ProjectionError> {
+    let mut applied = 0;
+    loop {
+        let step = run_once_through(shadow, resolver, REBUILD_BATCH, through).await?;
+        applied += step.applied as u64;
+        if step.applied == 0 {
+            let at = checkpoint(shadow, IdentityResolver::NAME).await?;
+            if at != through && through != Position::START {
+                return Err(ProjectionError::Corrupt(format!(
+                    "the rebuild stopped at {}:{} short of the live resolver's {}:{}",
+                    at.tx, at.seq, through.tx, through.seq
+                )));
+            }
+            return Ok(applied);
+        }
+    }
+}
+
+async fn switch_sqlite(
+    live: &SqliteStore,
+    shadow: &Shadow,
+    resolver: &IdentityResolver,
+) -> Result<(Position, u64, u64), ProjectionError> {
+    let path = shadow_path(live).await?;
+    let mut conn = live.write_pool().acquire().await?;
+    sqlx::query("ATTACH DATABASE ? AS shadow")
+        .bind(path.to_string_lossy().into_owned())
+        .execute(&mut *conn)
+        .await?;
+    let outcome = switch_attached(&mut conn, shadow, resolver).await;
+    if sqlx::query("DETACH DATABASE shadow")
+        .execute(&mut *conn)
+        .await
+        .is_err()
+    {
+        // Never hand the live writer back with the shadow attached.
+        conn.close_on_drop();
+    }
+    outcome
+}
+
+async fn switch_attached(
+    conn: &mut sqlx::SqliteConnection,
+    shadow: &Shadow,
+    resolver: &IdentityResolver,
+) -> Result<(Position, u64, u64), ProjectionError> {
+    // A deferred transaction whose first write takes the live database's write lock only: the shadow
+    // (attached here too) stays free for the shadow resolver's last batches.
+    let mut tx = conn.begin().await?;
+    sqlx::query("UPDATE main.projection_checkpoints SET updated_at = updated_at WHERE name = ?")
+        .bind(IdentityResolver::NAME)
+        .execute(&mut *tx)
+        .await?;
+    let at: Option<(i64, i64)> =
+        sqlx::query_as("SELECT tx, seq FROM main.projection_checkpoints WHERE name = ?")
+            .bind(IdentityResolver::NAME)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let through = at.map_or(Position::START, |(tx, seq)| Position { tx, seq });
+    let applied = finish_through(&shadow.store, resolver, through).await?;
+    let mut model = ModelTx::Sqlite(tx);
+    let changes = reconcile(&mut model, "main", "shadow", resolver.now()).await?;
+    let ModelTx::Sqlite(mut tx) = model else {
+        unreachable!()
+    };
+    let mut rows = 0;
+    for t in REPLACED_TABLES {
+        // The append-only triggers (identity_events) would refuse the replacement: set aside and
+        // restored in the same transaction.
+        let triggers: Vec<(String, String)> = sqlx::query_as(
+            "SELECT name, sql FROM main.sqlite_master WHERE type = 'trigger' AND tbl_name = ?",
+        )
+        .bind(*t)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (name, _) in &triggers {
+            sqlx::query(&format!("DROP TRIGGER main.{}", quoted(name)))
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(&format!("DELETE FROM main.{t}"))
+            .execute(&mut *tx)
+            .await?;
+        rows += sqlx::query(&format!("INSERT INTO main.{t} SELECT * FROM shadow.{t}"))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        for (_, sql) in &triggers {
+            sqlx::query(sql).execute(&mut *tx).await?;
+        }
+    }
+    let mut model = ModelTx::Sqlite(tx);
+    finish_switch(&mut model, resolver.version(), &changes).await?;
+    let ModelTx::Sqlite(tx) = model else {
+        unreachable!()
+    };
+    tx.commit().await?;
+    Ok((through, rows, applied))
+}
+
+async fn switch_postgres(
+    live: &PostgresStore,
+    shadow: &Shadow,
+    resolver: &IdentityResolver,
+) -> Result<(Position, u64, u64), ProjectionError> {
+    let live_schema = quoted(
+        &shadow
+            .postgres
+            .as_ref()
+            .expect("a PostgreSQL shadow holds its lock session")
+            .1,
+    );
+    let mut tx = live.pool().begin().await?;
+    sqlx::query(&format!(
+        "INSERT INTO {live_schema}.projection_checkpoints (name, tx, seq, updated_at) \
+         VALUES ($1, 0, 0, 0) ON CONFLICT (name) DO NOTHING"
+    ))
+    .bind(IdentityResolver::NAME)
+    .execute(&mut *tx)
+    .await?;
+    // Held to the commit: the live resolver waits for this row before each batch.
+    let row = sqlx::query(&format!(
+        "SELECT tx, seq FROM {live_schema}.projection_checkpoints WHERE name = $1 FOR UPDATE"
+    ))
+    .bind(IdentityResolver::NAME)
+    .fetch_one(&mut *tx)
+    .await?;
+    let through = Position {
+        tx: row.get(0),
+        seq: row.get(1),
+    };
+    let applied = finish_through(&shadow.store, resolver, through).await?;
+    let mut model = ModelTx::Postgres(tx);
+    let changes = reconcile(&mut model, &live_schema, SHADOW_SCHEMA, resolver.now()).await?;
+    let ModelTx::Postgres(mut tx) = model else {
+        unreachable!()
+    };
+    let mut rows = 0;
+    for t in REPLACED_TABLES {
+        let table = format!("{live_schema}.{t}");
+        sqlx::query(&format!("ALTER TABLE {table} DISABLE TRIGGER USER"))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(&format!("DELETE FROM {table}"))
+            .execute(&mut *tx)
+            .await?;
+        rows += sqlx::query(&format!(
+            "INSERT INTO {table} SELECT * FROM {SHADOW_SCHEMA}.{t}"
+        ))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query(&format!("ALTER TABLE {table} ENABLE TRIGGER USER"))
+            .execute(&mut *tx)
+            .await?;
+    }
+    let mut model = ModelTx::Postgres(tx);
+    finish_switch(&mut model, resolver.version(), &changes).await?;
+    let ModelTx::Postgres(tx) = model else {
+        unreachable!()
+    };
+    tx.commit().await?;
+    Ok((through, rows, applied))
+}
+
+/// A `profile_tags` row with its workspace.
+type WorkspaceTagRow = (
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    bool,
+    i64,
+    Option<String>,
+);
+
+/// The tags and memberships on which the rebuilt model (`shadow`) and the live one differ, as the
+/// changes that take the live one to the rebuilt one (see [`REPLACED_TABLES`]).
+async fn reconcile(
+    tx: &mut ModelTx<'_>,
+    live: &str,
+    shadow: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<CatalogWrites, ProjectionError> {
+    let tags_sql = |from: &str, other: &str| {
+        format!(
+            "SELECT a.workspace, a.profile, a.tag, a.value, a.detail, a.manual, a.changed_at, \
+             a.caused_by FROM {from}.profile_tags a LEFT JOIN {other}.profile_tags b \
+             ON b.workspace = a.workspace AND b.profile = a.profile AND b.tag = a.tag \
+             WHERE b.tag IS NULL OR b.value <> a.value \
+             OR coalesce(b.detail, '') <> coalesce(a.detail, '') OR b.manual <> a.manual"
+        )
+    };
+    let members_sql = |from: &str, other: &str| {
+        format!(
+            "SELECT a.workspace, a.segment, a.profile FROM {from}.segment_members a \
+             WHERE NOT EXISTS (SELECT 1 FROM {other}.segment_members b WHERE \
+             b.workspace = a.workspace AND b.segment = a.segment AND b.profile = a.profile)"
+        )
+    };
+    macro_rules! fetch {
+        ($tx:expr) => {{
+            let rebuilt: Vec<WorkspaceTagRow> = sqlx::query_as(&tags_sql(shadow, live))
+                .fetch_all(&mut **$tx)
+                .await?;
+            let stale: Vec<WorkspaceTagRow> = sqlx::query_as(&tags_sql(live, shadow))
+                .fetch_all(&mut **$tx)
+                .await?;
+            let entered: Vec<(String, String, String)> = sqlx::query_as(&members_sql(shadow, live))
+                .fetch_all(&mut **$tx)
+                .await?;
+            let exited: Vec<(String, String, String)> = sqlx::query_as(&members_sql(live, shadow))
+                .fetch_all(&mut **$tx)
+                .await?;
+            (rebuilt, stale, entered, exited)
+        }};
+    }
+    let (rebuilt, stale, entered, exited) = match tx {
+        ModelTx::Sqlite(tx) => fetch!(tx),
+        ModelTx::Postgres(tx) => fetch!(tx),
+    };
+    let decode = |rows: Vec<WorkspaceTagRow>| {
+        rows.into_iter()
+            .map(
+                |(w, p, tag, value, detail, manual, changed_at, caused_by)| {
+                    let (p, t) = tag_of((p, tag, value, detail, manual, changed_at, caused_by))?;
+                    Ok(((w, p, t.tag.clone()), t))
+                },
+            )
+            .collect::<Result<std::collections::BTreeMap<_, _>, ProjectionError>>()
+    };
+    let (rebuilt, mut stale) = (decode(rebuilt)?, decode(stale)?);
+    let mut out = CatalogWrites::default();
+    for ((w, p, tag), new) in rebuilt {
+        let old = stale.remove(&(w.clone(), p.clone(), tag));
+        tag_change(
+            &mut out,
+            (&w, &p),
+            old.as_ref(),
+            Some(new),
+            REBUILD_CAUSE,
+            at,
+        );
+    }
+    for ((w, p, _), old) in stale {
+        tag_change(&mut out, (&w, &p), Some(&old), None, REBUILD_CAUSE, at);
+    }
+    for (rows, entering) in [(entered, true), (exited, false)] {
+        for (w, segment, p) in rows {
+            let key = (w, ProfileId::parse(&p).map_err(ProjectionError::corrupt)?);
+            membership_change(&mut out, &key, &segment, entering, REBUILD_CAUSE, at);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,193 @@
+//! Consent through the API: choices from ingestion (`context.consent.categoryPreferences`) and from
+//! `PUT /v1/profiles/{id}/consent`; an SMS opt-out never appears in a `channel=sms` export nor in an
+//! activation message's reachable channels (in-process bus, NATS, the stream); a merge is conservative
+//! and says so; consent is a segment condition.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn order(user: &str, id: &str, total: f64, prefs: Value) -> Value {
+    json!({"type": "track", "userId": user, "event": "Order Completed", "messageId": id,
+        "properties": {"total": total},
+        "context": {"consent": {"categoryPreferences": prefs, "source": "shop"}}})
+}
+
+async fn export(app: &TestApp, query: &str) -> Vec<String> {
+    let (status, body) = app
+        .get_as(
+            &format!("/v1/segments/buyers/members?{query}"),
+            Auth::Bearer(ADMIN_TOKEN),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["profile_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn profile_id(app: &TestApp, user: &str) -> String {
+    let p = app.profile_when("user_id", user, |_| true).await;
+    p["profile_id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sms_opt_out_never_reaches_an_export_or_a_message() {
+    on_each_backend("consent_opt_out", |backend| async move {
+        let nats = backend == Backend::Postgres && nats_available("consent_opt_out");
+        let app = spawn_app_with(backend, Options { nats, ..Options::default() }).await;
+        let (status, body) = app
+            .put_as("/v1/segments/buyers", &json!({"name": "Buyers", "condition":
+                {"event": "Order Completed", "count": {"op": "gte", "value": 1}}}), Auth::Bearer(ADMIN_TOKEN))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (status, body) = app
+            .put_as("/v1/segments/sms_reachable_buyers", &json!({"condition":
+                {"all": [{"segment": "buyers"}, {"consent": "sms"}]}}), Auth::Bearer(ADMIN_TOKEN))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (status, body) = app
+            .put_as("/v1/segments/bad", &json!({"condition": {"consent": {"channel": "fax"}}}), Auth::Bearer(ADMIN_TOKEN))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["error"]["field"], "condition.consent.channel", "{body}");
+
+        let mut bus = app.state.bus.subscribe();
+        let subscriber = match &app.nats {
+            Some(n) => {
+                let client = async_nats::connect(n.url.as_str()).await.unwrap();
+                let subject = format!("{}.cdp.out.{WORKSPACE}.segment.buyers.entered", n.namespace);
+                Some((client.subscribe(subject).await.unwrap(), client))
+            }
+            None => None,
+        };
+        let stream = app.request(Method::GET, "/v1/stream", Auth::Bearer(ADMIN_TOKEN)).send().await.unwrap();
+        assert_eq!(stream.status(), StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Ann opts in to SMS and email; Bob opts out of SMS marketing but in to email; Cy says nothing.
+        for m in [
+            order("ann", "o-ann", 50.0, json!({"sms": true, "email:marketing": true})),
+            order("bob", "o-bob", 60.0, json!({"sms:marketing": false, "email": true})),
+            order("cy", "o-cy", 70.0, json!({})),
+        ] {
+            let (status, body) = app.post("/v1/track", &m).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+        let (ann, bob, cy) = (profile_id(&app, "ann").await, profile_id(&app, "bob").await, profile_id(&app, "cy").await);
+
+        // Activation messages carry the reachable channels: never sms for Bob.
+        let mut reachable = std::collections::BTreeMap::new();
+        tokio::time::timeout(DEADLINE, async {
+            while reachable.len() < 3 {
+                let m = bus.recv().await.unwrap();
+                if m.subject.ends_with(".segment.buyers.entered") {
+                    let p: Value = serde_json::from_str(&m.payload).unwrap();
+                    reachable.insert(p["profile_id"].as_str().unwrap().to_owned(), p["reachable"].clone());
+                }
+            }
+        })
+        .await
+        .expect("three entered messages on the bus");
+        assert_eq!(reachable[&ann], json!(["sms", "email"]));
+        assert_eq!(reachable[&bob], json!(["email"]));
+        assert_eq!(reachable[&cy], json!([]), "nothing said: reachable nowhere");
+        if let Some((mut sub, _client)) = subscriber {
+            for _ in 0..3 {
+                let m = tokio::time::timeout(DEADLINE, sub.next()).await.expect("on NATS").unwrap();
+                let p: Value = serde_json::from_slice(&m.payload).unwrap();
+                let channels = p["reachable"].as_array().expect("reachable on NATS");
+                if p["profile_id"] == bob.as_str() {
+                    assert!(!channels.contains(&json!("sms")), "{p}");
+                }
+            }
+        }
+        let mut stream = stream;
+        let text = tokio::time::timeout(DEADLINE, async {
+            let mut text = String::new();
+            while let Ok(Some(chunk)) = stream.chunk().await {
+                text.push_str(&String::from_utf8_lossy(&chunk));
+                if text.matches("segment.entered").count() >= 3 && text.contains(&bob) {
+                    return text;
+                }
+            }
+            text
+        })
+        .await
+        .expect("the stream delivers the changes");
+        for line in text.lines().filter(|l| l.contains(&bob) && l.contains("\"segment\":\"buyers\"")) {
+            assert!(line.contains("\"reachable\":[\"email\"]"), "{line}");
+        }
+
+        // Exports: channel=sms keeps Ann only; email Ann and Bob; without channel everyone.
+        eventually("three buyers", || async {
+            let all = export(&app, "").await;
+            if all.len() == 3 { Ok(()) } else { Err(format!("{all:?}")) }
+        })
+        .await;
+        assert_eq!(export(&app, "channel=sms").await, vec![ann.clone()]);
+        let mut email = export(&app, "channel=email&format=json").await;
+        email.sort();
+        let mut want = vec![ann.clone(), bob.clone()];
+        want.sort();
+        assert_eq!(email, want);
+        assert!(export(&app, "channel=sms&purpose=service").await.contains(&ann));
+        let (status, body) = app.get_as("/v1/segments/buyers/members?channel=fax", Auth::Bearer(ADMIN_TOKEN)).await;
+        assert_eq!((status, body["error"]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("channel")), "{body}");
+        // The consent segment holds Ann only.
+        eventually("sms-reachable buyers", || async {
+            let (_, b) = app.get_as("/v1/segments/sms_reachable_buyers/members", Auth::Bearer(ADMIN_TOKEN)).await;
+            let n = b["items"].as_array().map_or(0, Vec::len);
+            if n == 1 && b["items"][0]["profile_id"] == ann.as_str() { Ok(()) } else { Err(b.to_string()) }
+        })
+        .await;
+
+        // Staff record Ann's SMS opt-out: from then on she is out of the SMS export, her profile says so.
+        let (status, body) = app
+            .put_as(&format!("/v1/profiles/{ann}/consent"),
+                &json!({"channel": "sms", "purpose": "marketing", "granted": false, "source": "call centre"}),
+                Auth::Bearer(ADMIN_TOKEN))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["consent"]["sms"]["marketing"]["granted"], false, "{body}");
+        assert_eq!(body["consent"]["sms"]["marketing"]["source"], "call centre", "{body}");
+        assert_eq!(body["reachable"]["marketing"], json!(["email"]), "{body}");
+        assert!(export(&app, "channel=sms").await.is_empty());
+        let (status, body) = app
+            .put_as(&format!("/v1/profiles/{ann}/consent"), &json!({"channel": "sms", "granted": "no"}), Auth::Bearer(ADMIN_TOKEN))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        let (status, body) = app
+            .put_as(&format!("/v1/profiles/{ann}/consent"), &json!({"channel": "fax", "granted": true}), Auth::Bearer(ADMIN_TOKEN))
+            .await;
+        assert_eq!((status, body["error"]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("channel")), "{body}");
+
+        // Bob's two identities meet: Bob's revoke wins over the other identity's grant, and says so.
+        let (status, _) = app
+            .post("/v1/identify", &json!({"anonymousId": "dev-9", "traits": {"email": "bob@x.cn"},
+                "context": {"consent": {"categoryPreferences": {"sms": true}}}}))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) = app
+            .post("/v1/identify", &json!({"userId": "bob", "traits": {"email": "bob@x.cn"}}))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let merged = app
+            .profile_when("user_id", "bob", |p| p["linked_identifiers"].to_string().contains("dev-9")
+                || p.to_string().contains("dev-9"))
+            .await;
+        let sms = &merged["consent"]["sms"]["marketing"];
+        assert_eq!(sms["granted"], false, "{merged}");
+        assert_eq!(sms["revoked_by"], json!(["user_id:bob"]), "{merged}");
+        assert!(!merged["reachable"].as_array().unwrap().contains(&json!("sms")), "{merged}");
+    })
+    .await;
+}
