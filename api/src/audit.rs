@@ -86,7 +86,9 @@ pub fn action_of(method: &Method, route: &str, required: Option<Scope>) -> Strin
         ("DELETE", "/v1/tags/{name}") => Some("tag.delete"),
         ("POST", "/v1/profiles/{id}/tags/{tag}") => Some("profile.tag"),
         ("DELETE", "/v1/profiles/{id}/tags/{tag}") => Some("profile.untag"),
-        ("DELETE", "/v1/profiles/{id}") => Some("profile.erase"),
+        ("DELETE", "/v1/profiles/{id}") | ("DELETE", "/v1/profiles/lookup") => {
+            Some("profile.erase")
+        }
         ("PUT", "/v1/profiles/{id}/consent") => Some("consent.put"),
         ("PUT", "/v1/segments/{id}") => Some("segment.put"),
         ("DELETE", "/v1/segments/{id}") => Some("segment.delete"),

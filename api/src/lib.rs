@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod consent;
 pub mod demo;
+pub mod erasure;
 pub mod error;
 pub mod ingest;
 pub mod limits;
@@ -242,6 +243,7 @@ impl Application {
             .merge(catalog::router())
             .merge(segments::router())
             .merge(consent::router())
+            .merge(erasure::router())
             .merge(schema::router())
             .merge(ops::router())
             .merge(audit::router())

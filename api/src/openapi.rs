@@ -38,6 +38,8 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ("delete", "/v1/segments/{id}"),
     ("get", "/v1/segments/{id}/members"),
     ("get", "/v1/profiles/{id}/memberships"),
+    ("delete", "/v1/profiles/lookup"),
+    ("delete", "/v1/profiles/{id}"),
     ("get", "/v1/profiles/{id}/consent"),
     ("put", "/v1/profiles/{id}/consent"),
     ("get", "/v1/stream"),
@@ -123,6 +125,16 @@ pub fn document() -> Value {
                  "description": "Normalised as ingestion normalises it."}
             ],
             "responses": read_responses("The profile (as GET /v1/profiles/{id}) and `matched`."),
+        },
+        "delete": {
+            "tags": ["compliance"],
+            "summary": "Erases the profile holding an identifier (as DELETE /v1/profiles/{id}); the identifier is not echoed",
+            "security": [{"bearer": ["admin"]}],
+            "parameters": [
+                {"name": "type", "in": "query", "required": true, "schema": {"type": "string"}},
+                {"name": "value", "in": "query", "required": true, "schema": {"type": "string"}}
+            ],
+            "responses": read_responses("What was erased."),
         }
     }));
     paths.insert("/v1/profiles/{id}".into(), json!({
@@ -133,6 +145,13 @@ pub fn document() -> Value {
             "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"},
                 "description": "A profile id; a merged-away id answers with its survivor (`merged_away`: true)."}],
             "responses": read_responses("The profile."),
+        },
+        "delete": {
+            "tags": ["compliance"],
+            "summary": "Right to erasure: the profile and every profile merged into it. The subject keys of its events are destroyed (crypto-shredding: the log keeps rows nobody can read, so no replay or rebuild brings them back), its read models deleted, its identifiers redacted from the identity decisions, its messages dropped from the outbox and its refused messages from the quarantine; its segments are left (published, cause `erasure`). Recorded (who, when, which profile). Answers `erasure`, `profile_id`, `profiles`, `events`, `keys_destroyed`, `segments_left`",
+            "security": [{"bearer": ["admin"]}],
+            "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+            "responses": read_responses("What was erased."),
         }
     }));
     paths.insert("/v1/profiles/{id}/events".into(), json!({

@@ -311,8 +311,9 @@ fn diff_json(diff: &RulesDiff) -> Value {
 }
 
 /// Replaces the workspace's identity rules. With `dry_run=true` answers what they would change in the
-/// existing profiles and stores nothing; otherwise stores them (a new version) and applies the changes
-/// retroactively as identity events.
+/// existing profiles and stores nothing; otherwise, unless they are the rules in force, appends them as
+/// a rules command: the resolver puts them in force (a new version) in their place in the log and
+/// applies the changes retroactively as identity events. The answer shows the rules it stored.
 async fn put_rules(
     State(state): State<Arc<AppState>>,
     principal: Principal,
@@ -342,19 +343,27 @@ async fn put_rules(
         ));
     }
     let before = identity::rules_of(&state.store, ws).await?;
-    let stored = identity::put_rules(&state.store, ws, rules).await?;
-    let rules_json = serde_json::to_value(&stored).map_err(ApiError::internal)?;
-    if stored.version == before.version {
+    let Some(next) = identity::rules_after(&before, rules) else {
+        let rules_json = serde_json::to_value(&before).map_err(ApiError::internal)?;
         return Ok((
             StatusCode::OK,
             Json(json!({"rules": rules_json, "changed": false})),
         ));
-    }
+    };
+    // Only the resolver writes the rules in force, when it decides the command (its version is the
+    // resolver's to give; `next` names the one it will give unless another change comes first).
     let command = OperatorCommand::Rules {
-        rules: stored,
+        rules: next,
         actor: principal.actor(),
     };
     let (id, decisions) = run_command(&state, ws, command.name(), &command).await?;
+    let rules_json = match decisions {
+        Some(_) => {
+            let stored = identity::rules_of(&state.store, ws).await?;
+            serde_json::to_value(&stored).map_err(ApiError::internal)?
+        }
+        None => Value::Null,
+    };
     answer(&id, decisions, |decisions| {
         let merges = decisions
             .iter()

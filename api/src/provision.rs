@@ -102,14 +102,17 @@ pub async fn provision(
                     .await?;
             }
             if let Some(identity) = &w.identity {
-                let before = cdp_projections::identity::rules_of(store, &w.id).await?;
-                let stored = cdp_projections::identity::put_rules(store, &w.id, identity.rules())
+                let in_force = cdp_projections::identity::rules_of(store, &w.id)
                     .await
-                    .with_context(|| format!("failed to store the identity rules of {}", w.id))?;
-                // Changed rules apply to the existing profiles too, as through PUT /v1/identity/rules.
-                if stored.version != before.version && store.count_events(&w.id).await? > 0 {
+                    .with_context(|| format!("failed to read the identity rules of {}", w.id))?;
+                // Changed rules are a rules command of the log, as through PUT /v1/identity/rules,
+                // even with no events yet: the resolver puts them in force when it reaches it (before
+                // any event that arrives after the start), and a rebuild meets it in the same place.
+                if let Some(rules) =
+                    cdp_projections::identity::rules_after(&in_force, identity.rules())
+                {
                     let command = cdp_domain::identity::OperatorCommand::Rules {
-                        rules: stored,
+                        rules,
                         actor: "config".into(),
                     };
                     store

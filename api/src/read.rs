@@ -33,7 +33,7 @@ pub fn router() -> Router<Arc<AppState>> {
 }
 
 #[derive(Deserialize)]
-struct LookupQuery {
+pub(crate) struct LookupQuery {
     #[serde(rename = "type")]
     id_type: Option<String>,
     value: Option<String>,
@@ -45,6 +45,26 @@ async fn lookup(
     Query(q): Query<LookupQuery>,
 ) -> Result<Json<Value>, ApiError> {
     principal.require(Scope::Read)?;
+    let (holder, id_type, value) = holder_of(&state, &principal.workspace, q).await?;
+    let doc = profiles::load(&state.store, &principal.workspace, &holder)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no profile has {id_type} {value:?}")))?;
+    let mut body = profile_json(&holder, &holder, &doc);
+    body["matched"] = json!({"type": id_type, "value": value});
+    let ws = &principal.workspace;
+    let (computed, tags) = crate::catalog::profile_sections(&state, ws, &holder, &doc).await?;
+    body["computed_traits"] = computed;
+    body["tags"] = tags;
+    Ok(Json(body))
+}
+
+/// The profile holding the identifier `?type=&value=` names (the value normalised as ingestion does):
+/// `(profile, type, normalised value)`, or a 400 naming the parameter, or a 404.
+pub(crate) async fn holder_of(
+    state: &AppState,
+    workspace: &str,
+    q: LookupQuery,
+) -> Result<(String, String, String), ApiError> {
     let id_type = q
         .id_type
         .ok_or_else(|| ApiError::bad_request("missing_field", "type", "type is required"))?;
@@ -63,7 +83,7 @@ async fn lookup(
     let raw_value = q
         .value
         .ok_or_else(|| ApiError::bad_request("missing_field", "value", "value is required"))?;
-    let rules = identity::rules_of(&state.store, &principal.workspace).await?;
+    let rules = identity::rules_of(&state.store, workspace).await?;
     let value = rules.normalise(&id_type, &raw_value).ok_or_else(|| {
         ApiError::bad_request(
             "invalid_value",
@@ -71,19 +91,10 @@ async fn lookup(
             format!("{raw_value:?} is not a valid {id_type} (or is a blocked value)"),
         )
     })?;
-    let holder = identity::profile_holding(&state.store, &principal.workspace, &id_type, &value)
+    let holder = identity::profile_holding(&state.store, workspace, &id_type, &value)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no profile has {id_type} {value:?}")))?;
-    let doc = profiles::load(&state.store, &principal.workspace, &holder)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no profile has {id_type} {value:?}")))?;
-    let mut body = profile_json(&holder, &holder, &doc);
-    body["matched"] = json!({"type": id_type, "value": value});
-    let ws = &principal.workspace;
-    let (computed, tags) = crate::catalog::profile_sections(&state, ws, &holder, &doc).await?;
-    body["computed_traits"] = computed;
-    body["tags"] = tags;
-    Ok(Json(body))
+    Ok((holder, id_type, value))
 }
 
 /// The profile document with its id; `requested_id` differs when the id asked for was merged away.

@@ -12,6 +12,7 @@ pub mod identity;
 pub mod message;
 pub mod profile;
 pub mod segments;
+pub mod shred;
 pub mod store;
 pub mod tags;
 pub mod workspace;

@@ -4,6 +4,7 @@
 //! same transaction as its read model, so a crash at any point leaves a model that converges again.
 
 pub mod catalog;
+pub mod erasure;
 pub mod identity;
 pub mod profiles;
 pub mod runner;

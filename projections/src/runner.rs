@@ -27,6 +27,10 @@ pub enum ProjectionError {
     Store(#[from] StoreError),
     #[error("read model or event is corrupt: {0}")]
     Corrupt(String),
+    /// The model was changed by something else (an erasure, a rebuild's switch) after the batch was
+    /// prepared: nothing was written, and the batch is prepared again from the new state.
+    #[error("the model changed under the batch: {0}")]
+    Stale(String),
 }
 
 impl ProjectionError {
@@ -210,7 +214,12 @@ async fn step<P: Projection>(
                 });
             }
             let mut model = ModelTx::Sqlite(tx);
-            projection.write(&mut model, prepared).await?;
+            match projection.write(&mut model, prepared).await {
+                Ok(()) => {}
+                // Rolled back with the transaction; the caller prepares it again.
+                Err(ProjectionError::Stale(_)) => return Ok(again(start)),
+                Err(e) => return Err(e),
+            }
             let ModelTx::Sqlite(mut tx) = model else {
                 unreachable!("the runner built a SQLite transaction")
             };
@@ -260,7 +269,12 @@ async fn step<P: Projection>(
             // The row lock is held, so no other runner changes the model while this one prepares.
             let prepared = projection.prepare(store, &events).await?;
             let mut model = ModelTx::Postgres(tx);
-            projection.write(&mut model, prepared).await?;
+            match projection.write(&mut model, prepared).await {
+                Ok(()) => {}
+                // Rolled back with the transaction; the caller prepares it again.
+                Err(ProjectionError::Stale(_)) => return Ok(again(start)),
+                Err(e) => return Err(e),
+            }
             let ModelTx::Postgres(mut tx) = model else {
                 unreachable!("the runner built a PostgreSQL transaction")
             };
@@ -277,6 +291,15 @@ async fn step<P: Projection>(
             tx.commit().await?;
             Ok(end)
         }
+    }
+}
+
+/// Nothing applied, but the step is to be tried again at once.
+fn again(start: Position) -> Progress {
+    Progress {
+        position: start,
+        worked: true,
+        ..Progress::default()
     }
 }
 

@@ -101,7 +101,7 @@ async fn fold_log(
             let Some((ws, profile)) = owners.get(&stored.position.seq) else {
                 continue;
             };
-            if e.kind == MessageKind::Operator {
+            if e.kind == MessageKind::Operator || cdp_domain::shred::is_erased(e) {
                 continue;
             }
             if !rules.contains_key(ws) {

@@ -29,9 +29,11 @@ pub const SHADOW_SCHEMA: &str = "cdp_rebuild";
 /// The SQLite database of a rebuild in progress, next to the live one.
 pub const SHADOW_FILE: &str = "cdp-rebuild.db";
 
-/// The resolver's read model, rebuilt together. `identity_rules` is not among them (the rules are
-/// configuration, written by the API), nor the outbox (see the module's documentation).
+/// The resolver's read model, rebuilt together — `identity_rules` too: the rules in force are put there
+/// by the resolver as it decides the log's rules commands, so the shadow starts with none (Segment's
+/// defaults) and meets each change in its place. Not the outbox (see the module's documentation).
 pub const MODEL_TABLES: &[&str] = &[
+    "identity_rules",
     "identity_events",
     "profiles",
     "event_profiles",
@@ -49,6 +51,7 @@ pub const MODEL_TABLES: &[&str] = &[
 
 /// The model tables whose rows the switch replaces with the shadow's.
 const REPLACED_TABLES: &[&str] = &[
+    "identity_rules",
     "identity_events",
     "profiles",
     "event_profiles",

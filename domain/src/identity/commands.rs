@@ -33,7 +33,8 @@ pub enum OperatorCommand {
         reason: String,
         actor: String,
     },
-    /// The rules as stored by the change: re-resolve the workspace under them and apply the difference.
+    /// New rules: re-resolve the workspace under them and apply the difference. The resolver puts them
+    /// in force under the next version (whatever `rules.version` says); the rules in force change nothing.
     Rules { rules: IdentityRules, actor: String },
 }
 

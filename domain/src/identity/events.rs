@@ -155,6 +155,13 @@ pub enum IdentityEvent {
         caused_by: String,
         rule_version: u64,
     },
+    /// The profile, and every profile merged into it, was erased (the right to be forgotten): it is gone
+    /// from the graph, its identifiers are free, and the decisions about it keep no identifier value.
+    /// `caused_by` is the erasure's id (`erasure_<seq>`), not a customer message.
+    ProfileErased {
+        profile: ProfileId,
+        caused_by: String,
+    },
     /// An operator command that could not be carried out as the graph stood when it was processed.
     CommandRejected {
         command: String,
@@ -190,6 +197,7 @@ impl IdentityEvent {
             | IdentityEvent::MergeRejected { caused_by, .. }
             | IdentityEvent::LinkRejected { caused_by, .. }
             | IdentityEvent::ProfileSplit { caused_by, .. }
+            | IdentityEvent::ProfileErased { caused_by, .. }
             | IdentityEvent::CommandRejected { caused_by, .. } => caused_by,
         }
     }

@@ -37,6 +37,8 @@ pub struct IdentityGraph {
     merged_into: BTreeMap<ProfileId, ProfileId>,
     /// Pairs an operator split apart, smaller id first; compared after resolving both sides.
     apart: BTreeSet<(ProfileId, ProfileId)>,
+    /// Erased profiles: never live again, whatever is applied after.
+    erased: BTreeSet<ProfileId>,
     created: u64,
 }
 
@@ -50,7 +52,7 @@ impl IdentityGraph {
     pub fn apply(&mut self, event: &IdentityEvent) {
         match event {
             IdentityEvent::ProfileCreated { profile, .. } => {
-                if !self.profiles.contains_key(profile) && !self.merged_into.contains_key(profile) {
+                if !self.knows(profile) {
                     self.profiles.insert(
                         profile.clone(),
                         Profile {
@@ -138,6 +140,19 @@ impl IdentityGraph {
                     self.apart.insert(ordered(from, into.clone()));
                 }
             }
+            IdentityEvent::ProfileErased { profile, .. } => {
+                let profile = self.resolve(profile);
+                let members = self.members(&profile);
+                if let Some(gone) = self.profiles.remove(&profile) {
+                    for identifier in &gone.identifiers {
+                        self.owners.remove(identifier);
+                    }
+                }
+                for member in members {
+                    self.merged_into.remove(&member);
+                    self.erased.insert(member);
+                }
+            }
             IdentityEvent::MergeRejected { .. }
             | IdentityEvent::LinkRejected { .. }
             | IdentityEvent::CommandRejected { .. } => {}
@@ -204,7 +219,9 @@ impl IdentityGraph {
 
     /// Whether `profile` was ever created (live or merged away).
     pub fn knows(&self, profile: &ProfileId) -> bool {
-        self.profiles.contains_key(profile) || self.merged_into.contains_key(profile)
+        self.profiles.contains_key(profile)
+            || self.merged_into.contains_key(profile)
+            || self.erased.contains(profile)
     }
 }
 

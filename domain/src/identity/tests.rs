@@ -442,7 +442,9 @@ fn decisions_record_the_rule_version_and_replay_into_the_same_graph() {
     world.ingest("m2", &[("member_card", "C1")]);
     world.ingest("m3", &[("member_card", "C1"), ("phone", "13800138000")]);
     assert!(world.log.iter().all(|e| match e {
-        IdentityEvent::ProfileCreated { .. } | IdentityEvent::CommandRejected { .. } => true,
+        IdentityEvent::ProfileCreated { .. }
+        | IdentityEvent::CommandRejected { .. }
+        | IdentityEvent::ProfileErased { .. } => true,
         IdentityEvent::IdentifierLinked { rule_version, .. }
         | IdentityEvent::ProfileSplit { rule_version, .. }
         | IdentityEvent::ProfilesMerged { rule_version, .. }
@@ -623,4 +625,34 @@ proptest! {
             prop_assert!(profile.merges <= rules.max_merges);
         }
     }
+}
+
+#[test]
+fn an_erased_profile_and_the_profiles_merged_into_it_are_gone_and_their_identifiers_free() {
+    let mut world = World::new(retail_rules());
+    let (first, _) = world.ingest("pos-1", &[("phone", "13800138000")]);
+    world.ingest("mp-1", &[("wechat_unionid", "uB1")]);
+    let (member, _) = world.ingest(
+        "crm-1",
+        &[("phone", "13800138000"), ("wechat_unionid", "uB1")],
+    );
+    let (other, _) = world.ingest("pos-2", &[("phone", "13900139000")]);
+    assert_eq!(member, first);
+    // When the member is erased (by its merged-away id).
+    let erased = IdentityEvent::ProfileErased {
+        profile: pid(2),
+        caused_by: "erasure_1".into(),
+    };
+    world.graph.apply(&erased);
+    world.log.push(erased);
+    // Then neither id is known, nothing holds its identifiers, the other customer is untouched.
+    assert!(world.graph.profile(&pid(1)).is_none() && world.graph.profile(&pid(2)).is_none());
+    assert_eq!(world.owner("phone", "8613800138000"), None);
+    assert_eq!(world.owner("wechat_unionid", "uB1"), None);
+    assert_eq!(world.owner("phone", "8613900139000"), other);
+    assert_eq!(world.live(), 1);
+    // And the same phone arriving again is a new customer, never the erased one.
+    let (again, _) = world.ingest("pos-3", &[("phone", "13800138000")]);
+    assert!(again.is_some() && again != first);
+    assert_eq!(world.replayed(), world.graph);
 }

@@ -5,6 +5,7 @@
 
 mod appender;
 pub mod postgres;
+mod sealing;
 pub mod sqlite;
 
 use std::future::Future;
@@ -153,7 +154,7 @@ impl Store {
         }
     }
 
-    /// The events with these sequence numbers, in `seq` order; missing ones are left out.
+    /// The events with these sequence numbers, in `seq` order; missing and erased ones are left out.
     pub async fn events_by_seq(&self, seqs: &[i64]) -> Result<Vec<StoredEvent>, StoreError> {
         const PER_STATEMENT: usize = 500;
         let mut out = Vec::with_capacity(seqs.len());
@@ -181,11 +182,12 @@ impl Store {
                     .await?;
                     for row in &rows {
                         use sqlx::Row;
-                        out.push(decode_event(row, row.try_get(10)?)?);
+                        out.push(decode_event(row, row.try_get(TX_COLUMN)?)?);
                     }
                 }
             }
         }
+        out.retain(|e| !crate::shred::is_erased(&e.event));
         out.sort_by_key(|e| e.position.seq);
         Ok(out)
     }
@@ -250,13 +252,15 @@ where
     i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i16: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<Vec<u8>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
     use crate::event::from_millis;
     use crate::message::MessageKind;
     let kind: String = row.try_get(2)?;
     let kind = MessageKind::from_stored(&kind)
         .ok_or_else(|| StoreError::Corrupt(format!("unknown event kind {kind:?}")))?;
-    Ok(StoredEvent {
+    let mut stored = StoredEvent {
         position: Position {
             tx,
             seq: row.try_get(0)?,
@@ -272,12 +276,19 @@ where
             received_at: from_millis(row.try_get(8)?),
             payload: row.try_get(9)?,
         },
-    })
+    };
+    sealing::open(&mut stored.event, row.try_get(10)?, row.try_get(11)?)?;
+    Ok(stored)
 }
 
-/// The columns `decode_event` expects, in order (PostgreSQL appends `tx`).
+/// The columns `decode_event` expects, in order (PostgreSQL appends `tx`, at [`TX_COLUMN`]): the
+/// event's own, then its payload format and the key it was sealed with (none once erased).
 pub(crate) const EVENT_COLUMNS: &str =
-    "seq, workspace, kind, message_id, name, user_id, anonymous_id, event_time, received_at, payload";
+    "seq, workspace, kind, message_id, name, user_id, anonymous_id, event_time, received_at, payload, \
+     format, (SELECT k.key FROM subject_keys k WHERE k.id = events.key_id)";
+
+/// Where PostgreSQL's queries put `tx` after [`EVENT_COLUMNS`].
+pub(crate) const TX_COLUMN: usize = 12;
 
 pub(crate) fn decode_quarantine<'r, R>(row: &'r R) -> Result<QuarantineEntry, StoreError>
 where

@@ -1,15 +1,17 @@
 //! The production backend: PostgreSQL. Batches are appended with one `UNNEST` insert; readers follow the
 //! commit order by (writing transaction id, sequence) below the oldest running transaction.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::Row;
 
+use super::sealing::{self, SubjectKey};
 use super::{
     decode_credential, decode_event, decode_quarantine, AppendReport, EventStore, QuarantineEntry,
-    StoreError, EVENT_COLUMNS, QUARANTINE_COLUMNS,
+    StoreError, EVENT_COLUMNS, QUARANTINE_COLUMNS, TX_COLUMN,
 };
 use crate::event::{to_millis, NewEvent, Position, StoredEvent};
 use crate::workspace::Credential;
@@ -60,31 +62,40 @@ impl EventStore for PostgresStore {
         if events.is_empty() {
             return Ok(AppendReport::default());
         }
-        let mut workspace = Vec::with_capacity(events.len());
-        let mut message_id = Vec::with_capacity(events.len());
-        let mut kind = Vec::with_capacity(events.len());
-        let mut name = Vec::with_capacity(events.len());
-        let mut user_id = Vec::with_capacity(events.len());
-        let mut anonymous_id = Vec::with_capacity(events.len());
-        let mut event_time = Vec::with_capacity(events.len());
-        let mut received_at = Vec::with_capacity(events.len());
-        let mut payload = Vec::with_capacity(events.len());
-        for e in events {
+        let subjects = sealing::subjects(events);
+        let mut tx = self.pool.begin().await?;
+        let keys = subject_keys(&mut tx, &sealing::wanted(events, &subjects)).await?;
+        let rows = sealing::rows(events, &subjects, &keys)?;
+        let mut workspace = Vec::with_capacity(rows.len());
+        let mut message_id = Vec::with_capacity(rows.len());
+        let mut kind = Vec::with_capacity(rows.len());
+        let mut name = Vec::with_capacity(rows.len());
+        let mut user_id = Vec::with_capacity(rows.len());
+        let mut anonymous_id = Vec::with_capacity(rows.len());
+        let mut event_time = Vec::with_capacity(rows.len());
+        let mut received_at = Vec::with_capacity(rows.len());
+        let mut payload = Vec::with_capacity(rows.len());
+        let mut format = Vec::with_capacity(rows.len());
+        let mut key_id = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let e = r.event;
             workspace.push(e.workspace.as_str());
             message_id.push(e.message_id.as_str());
             kind.push(e.kind.as_str());
             name.push(e.name.as_deref());
-            user_id.push(e.user_id.as_deref());
-            anonymous_id.push(e.anonymous_id.as_deref());
+            user_id.push(r.user_id);
+            anonymous_id.push(r.anonymous_id);
             event_time.push(to_millis(e.event_time));
             received_at.push(to_millis(e.received_at));
-            payload.push(e.payload.as_str());
+            payload.push(r.payload.as_str());
+            format.push(r.format);
+            key_id.push(r.key_id);
         }
         let done = sqlx::query(
             "INSERT INTO events (workspace, message_id, kind, name, user_id, anonymous_id, \
-             event_time, received_at, payload) \
+             event_time, received_at, payload, format, key_id) \
              SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
-             $6::text[], $7::int8[], $8::int8[], $9::text[]) \
+             $6::text[], $7::int8[], $8::int8[], $9::text[], $10::int2[], $11::int8[]) \
              ON CONFLICT (workspace, message_id) DO NOTHING",
         )
         .bind(&workspace)
@@ -96,8 +107,11 @@ impl EventStore for PostgresStore {
         .bind(&event_time)
         .bind(&received_at)
         .bind(&payload)
-        .execute(&self.pool)
+        .bind(&format)
+        .bind(&key_id)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         let inserted = done.rows_affected();
         Ok(AppendReport {
             inserted,
@@ -126,7 +140,7 @@ impl EventStore for PostgresStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
-            .map(|r| decode_event(r, r.try_get(10)?))
+            .map(|r| decode_event(r, r.try_get(TX_COLUMN)?))
             .collect()
     }
 
@@ -236,4 +250,55 @@ impl EventStore for PostgresStore {
             .fetch_one(&self.pool)
             .await?)
     }
+}
+
+/// The live key of each subject, made where a subject has none, in the append's transaction. A key made
+/// by a concurrent append of the same subject is found by the second look (the insert waits for it).
+async fn subject_keys(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    wanted: &[(String, String)],
+) -> Result<HashMap<String, SubjectKey>, StoreError> {
+    let mut keys = HashMap::with_capacity(wanted.len());
+    if wanted.is_empty() {
+        return Ok(keys);
+    }
+    let subjects: Vec<&str> = wanted.iter().map(|(_, s)| s.as_str()).collect();
+    let select =
+        "SELECT subject, id, key FROM subject_keys WHERE subject = ANY($1) AND key IS NOT NULL";
+    let found: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(select)
+        .bind(&subjects)
+        .fetch_all(&mut **tx)
+        .await?;
+    keys.extend(found.into_iter().map(|(s, id, k)| (s, (id, k))));
+    let missing: Vec<&(String, String)> = wanted
+        .iter()
+        .filter(|(_, s)| !keys.contains_key(s))
+        .collect();
+    if missing.is_empty() {
+        return Ok(keys);
+    }
+    let workspaces: Vec<&str> = missing.iter().map(|(w, _)| w.as_str()).collect();
+    let new_subjects: Vec<&str> = missing.iter().map(|(_, s)| s.as_str()).collect();
+    let new_keys: Vec<Vec<u8>> = missing.iter().map(|_| sealing::fresh_key()).collect();
+    let now = chrono::Utc::now().timestamp_millis();
+    let made: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(
+        "INSERT INTO subject_keys (workspace, subject, key, created_at) \
+         SELECT w, s, k, $4 FROM UNNEST($1::text[], $2::text[], $3::bytea[]) AS t(w, s, k) \
+         ON CONFLICT (subject) DO NOTHING RETURNING subject, id, key",
+    )
+    .bind(&workspaces)
+    .bind(&new_subjects)
+    .bind(&new_keys)
+    .bind(now)
+    .fetch_all(&mut **tx)
+    .await?;
+    keys.extend(made.into_iter().map(|(s, id, k)| (s, (id, k))));
+    if keys.len() < wanted.len() {
+        let found: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(select)
+            .bind(&subjects)
+            .fetch_all(&mut **tx)
+            .await?;
+        keys.extend(found.into_iter().map(|(s, id, k)| (s, (id, k))));
+    }
+    Ok(keys)
 }

@@ -1,6 +1,7 @@
 //! The embedded default backend: one SQLite file in WAL mode, written by exactly one connection in
 //! `BEGIN IMMEDIATE` transactions, read by a small pool of read-only connections.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, Sqlite};
 
+use super::sealing::{self, SubjectKey};
 use super::{
     decode_credential, decode_event, decode_quarantine, AppendReport, EventStore, QuarantineEntry,
     StoreError, EVENT_COLUMNS, QUARANTINE_COLUMNS,
@@ -17,7 +19,7 @@ use super::{
 use crate::event::{to_millis, NewEvent, Position, StoredEvent};
 use crate::workspace::Credential;
 
-/// 10 bound parameters a row; SQLite allows 32,766 per statement.
+/// 11 bound parameters a row; SQLite allows 32,766 per statement.
 const ROWS_PER_STATEMENT: usize = 1000;
 
 #[derive(Debug, Clone)]
@@ -153,23 +155,29 @@ impl EventStore for SqliteStore {
         if events.is_empty() {
             return Ok(AppendReport::default());
         }
+        let subjects = sealing::subjects(events);
         let mut tx = self.write.begin_with(self.begin).await?;
+        let keys = subject_keys(&mut tx, &sealing::wanted(events, &subjects)).await?;
+        let rows = sealing::rows(events, &subjects, &keys)?;
         let mut inserted = 0;
-        for chunk in events.chunks(ROWS_PER_STATEMENT) {
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT INTO events (workspace, message_id, kind, name, user_id, anonymous_id, \
-                 event_time, received_at, payload) ",
+                 event_time, received_at, payload, format, key_id) ",
             );
-            query.push_values(chunk, |mut row, e| {
+            query.push_values(chunk, |mut row, r| {
+                let e = r.event;
                 row.push_bind(&e.workspace)
                     .push_bind(&e.message_id)
                     .push_bind(e.kind.as_str())
                     .push_bind(&e.name)
-                    .push_bind(&e.user_id)
-                    .push_bind(&e.anonymous_id)
+                    .push_bind(r.user_id)
+                    .push_bind(r.anonymous_id)
                     .push_bind(to_millis(e.event_time))
                     .push_bind(to_millis(e.received_at))
-                    .push_bind(&e.payload);
+                    .push_bind(&r.payload)
+                    .push_bind(r.format)
+                    .push_bind(r.key_id);
             });
             query.push(" ON CONFLICT (workspace, message_id) DO NOTHING");
             inserted += query.build().execute(&mut *tx).await?.rows_affected();
@@ -298,4 +306,47 @@ impl EventStore for SqliteStore {
             .fetch_one(&self.read)
             .await?)
     }
+}
+
+/// The live key of each subject, made where a subject has none, in the append's transaction (which holds
+/// the only writer).
+async fn subject_keys(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    wanted: &[(String, String)],
+) -> Result<HashMap<String, SubjectKey>, StoreError> {
+    let mut keys = HashMap::with_capacity(wanted.len());
+    for chunk in wanted.chunks(ROWS_PER_STATEMENT) {
+        let mut select: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT subject, id, key FROM subject_keys WHERE key IS NOT NULL AND subject IN (",
+        );
+        let mut list = select.separated(", ");
+        for (_, subject) in chunk {
+            list.push_bind(subject);
+        }
+        select.push(")");
+        let found: Vec<(String, i64, Vec<u8>)> =
+            select.build_query_as().fetch_all(&mut **tx).await?;
+        keys.extend(found.into_iter().map(|(s, id, k)| (s, (id, k))));
+        let missing: Vec<&(String, String)> = chunk
+            .iter()
+            .filter(|(_, s)| !keys.contains_key(s))
+            .collect();
+        if missing.is_empty() {
+            continue;
+        }
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut insert: QueryBuilder<Sqlite> =
+            QueryBuilder::new("INSERT INTO subject_keys (workspace, subject, key, created_at) ");
+        insert.push_values(missing, |mut row, (workspace, subject)| {
+            row.push_bind(workspace)
+                .push_bind(subject)
+                .push_bind(sealing::fresh_key())
+                .push_bind(now);
+        });
+        insert.push(" RETURNING subject, id, key");
+        let made: Vec<(String, i64, Vec<u8>)> =
+            insert.build_query_as().fetch_all(&mut **tx).await?;
+        keys.extend(made.into_iter().map(|(s, id, k)| (s, (id, k))));
+    }
+    Ok(keys)
 }

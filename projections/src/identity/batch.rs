@@ -22,7 +22,7 @@ use serde_json::Value;
 use super::catalog_commands::{apply_catalog, decide_catalog, event_slug};
 use super::derive::{self, Derivation, ManualChange};
 use super::housekeeping::Housekeeping;
-use super::{profile_id_for, PreparedDecisions, RecordedDecision};
+use super::{profile_id_for, rules_after, PreparedDecisions, RecordedDecision};
 use crate::catalog::CatalogWrites;
 use crate::profiles::{self, ModelWrites, ProfileKey, Reassign};
 use crate::runner::ProjectionError;
@@ -37,11 +37,14 @@ struct Step<'a> {
     decisions: Vec<IdentityEvent>,
     /// A catalog command that was not refused.
     command: Option<CatalogCommand>,
+    /// The rules a rules command put in force: the workspace's later events resolve under them.
+    rules: Option<IdentityRules>,
 }
 
 /// What the batch works with besides its events.
 pub(super) struct Context<'a> {
-    pub rules: &'a HashMap<String, IdentityRules>,
+    /// The rules in force for each workspace of the batch at its start.
+    pub rules: HashMap<String, IdentityRules>,
     pub catalogs: &'a mut HashMap<String, Catalog>,
     pub thresholds: &'a HashMap<String, BTreeMap<String, RfmThresholds>>,
     pub house: Housekeeping,
@@ -63,12 +66,28 @@ pub(super) async fn prepare(
         now,
     } = ctx;
     let mut steps = Vec::with_capacity(events.len());
+    // The rules in force as the batch's rules commands change them, for the later events.
+    let at_start = rules.clone();
+    let mut rules = rules;
     // The catalogs as the commands of this batch change them, for deciding the later commands (a
     // segment may read one defined earlier in the same batch).
     let mut deciding = catalogs.clone();
     for stored in events {
         let e = &stored.event;
-        let rules = &rules[&e.workspace];
+        if cdp_domain::shred::is_erased(e) {
+            // Its subject was erased: nothing of it belongs to anyone any more.
+            steps.push(Step {
+                event: stored,
+                payload: None,
+                carried: Vec::new(),
+                target: None,
+                decisions: Vec::new(),
+                command: None,
+                rules: None,
+            });
+            continue;
+        }
+        let in_force = &rules[&e.workspace];
         let payload: Value = serde_json::from_str(&e.payload).map_err(ProjectionError::corrupt)?;
         let graph = graphs.entry(e.workspace.clone()).or_default();
         let step = if e.kind == MessageKind::Operator && CatalogCommand::is_catalog(&payload) {
@@ -90,9 +109,11 @@ pub(super) async fn prepare(
                 target: None,
                 decisions,
                 command,
+                rules: None,
             }
         } else if e.kind == MessageKind::Operator {
-            let decisions = decide_command(store, graph, rules, stored, payload).await?;
+            let (decisions, new_rules) =
+                decide_command(store, graph, in_force, stored, payload).await?;
             Step {
                 event: stored,
                 payload: None,
@@ -100,19 +121,20 @@ pub(super) async fn prepare(
                 target: None,
                 decisions,
                 command: None,
+                rules: new_rules,
             }
         } else {
             let carried = identifiers_of(
                 &payload,
                 e.user_id.as_deref(),
                 e.anonymous_id.as_deref(),
-                rules,
+                in_force,
             );
             let pairs: Vec<(String, String)> = carried
                 .iter()
                 .map(|i| (i.id_type.clone(), i.value.clone()))
                 .collect();
-            let resolution = resolve(graph, rules, &pairs, &e.message_id, || {
+            let resolution = resolve(graph, in_force, &pairs, &e.message_id, || {
                 profile_id_for(&e.workspace, &e.message_id)
             });
             Step {
@@ -122,10 +144,14 @@ pub(super) async fn prepare(
                 target: resolution.profile,
                 decisions: resolution.events,
                 command: None,
+                rules: None,
             }
         };
         for d in &step.decisions {
             graph.apply(d);
+        }
+        if let Some(new_rules) = &step.rules {
+            rules.insert(e.workspace.clone(), new_rules.clone());
         }
         steps.push(step);
     }
@@ -179,7 +205,8 @@ pub(super) async fn prepare(
 
     let mut model = Model {
         store,
-        rules,
+        // The second pass meets the rules commands again, in the same places.
+        rules: at_start,
         catalogs: std::mem::take(catalogs),
         docs,
         gone: HashSet::new(),
@@ -190,9 +217,16 @@ pub(super) async fn prepare(
         in_batch: HashMap::new(),
     };
     let mut decisions = Vec::new();
+    let mut rules_writes: BTreeMap<String, (IdentityRules, i64)> = BTreeMap::new();
     for (i, step) in steps.iter().enumerate() {
         let e = &step.event.event;
         let seq = step.event.position.seq;
+        if let Some(new_rules) = &step.rules {
+            // The command's own decisions (its merges and splits) are taken under the new rules.
+            model.rules.insert(e.workspace.clone(), new_rules.clone());
+            let at = cdp_domain::event::to_millis(e.received_at);
+            rules_writes.insert(e.workspace.clone(), (new_rules.clone(), at));
+        }
         for d in &step.decisions {
             model.apply_decision(&e.workspace, d, &steps).await?;
             match d {
@@ -234,7 +268,7 @@ pub(super) async fn prepare(
         }
         if let (Some(target), Some(payload)) = (&step.target, &step.payload) {
             let fold = FoldRules {
-                source_priority: &rules[&e.workspace].source_priority,
+                source_priority: &model.rules[&e.workspace].source_priority,
                 traits: model.catalogs[&e.workspace].folded(),
             };
             model
@@ -333,7 +367,12 @@ pub(super) async fn prepare(
         decisions,
         model: model.into_writes()?,
         catalog: catalog_writes,
+        rules: rules_writes
+            .into_iter()
+            .map(|(w, (r, at))| (w, r, at))
+            .collect(),
         token: String::new(),
+        based_on: None,
     })
 }
 
@@ -348,18 +387,21 @@ fn profiles_named(d: &IdentityEvent) -> Vec<ProfileId> {
         IdentityEvent::ProfileCreated { .. }
         | IdentityEvent::MergeRejected { .. }
         | IdentityEvent::LinkRejected { .. }
+        | IdentityEvent::ProfileErased { .. }
         | IdentityEvent::CommandRejected { .. } => Vec::new(),
     }
 }
 
-/// The decisions of an operator command, against the graph as it stands at the command's place in the log.
+/// The decisions of an operator command, against the graph and under the rules as they stand at the
+/// command's place in the log; with the rules a rules command puts in force (`None` when it changes
+/// nothing: the same rules, whatever version it names).
 async fn decide_command(
     store: &Store,
     graph: &IdentityGraph,
     rules: &IdentityRules,
     stored: &StoredEvent,
     payload: Value,
-) -> Result<Vec<IdentityEvent>, ProjectionError> {
+) -> Result<(Vec<IdentityEvent>, Option<IdentityRules>), ProjectionError> {
     let e = &stored.event;
     let rejected = |command: &str, reason: String| {
         vec![IdentityEvent::CommandRejected {
@@ -370,10 +412,10 @@ async fn decide_command(
     };
     let command: OperatorCommand = match serde_json::from_value(payload) {
         Ok(c) => c,
-        Err(err) => return Ok(rejected("unknown", format!("not a command: {err}"))),
+        Err(err) => return Ok((rejected("unknown", format!("not a command: {err}")), None)),
     };
     let name = command.name();
-    Ok(match command {
+    let decisions = match command {
         OperatorCommand::Merge {
             profile_ids,
             reason,
@@ -400,16 +442,25 @@ async fn decide_command(
                 Err(err) => rejected(name, err.0),
             }
         }
-        OperatorCommand::Rules { rules: new, .. } => {
+        OperatorCommand::Rules {
+            rules: proposed, ..
+        } => {
+            // The version is the resolver's to give (the one in force + 1), so that it follows the
+            // log whatever the command names.
+            let Some(new) = rules_after(rules, proposed) else {
+                return Ok((Vec::new(), None));
+            };
             let log = workspace_log(store, &e.workspace, stored.position, &new).await?;
             let diff = rules_diff(graph, &new, &log);
             let mut n = 0;
-            apply_rules_diff(graph, &new, &diff, &e.message_id, || {
+            let decisions = apply_rules_diff(graph, &new, &diff, &e.message_id, || {
                 n += 1;
                 profile_id_for(&e.workspace, &format!("{}#{n}", e.message_id))
-            })
+            });
+            return Ok((decisions, Some(new)));
         }
-    })
+    };
+    Ok((decisions, None))
 }
 
 /// The customer events of a workspace before `until`, in log order, with their identifiers under `rules`.
@@ -433,7 +484,10 @@ pub async fn workspace_log(
                 return Ok(out);
             }
             let e = &stored.event;
-            if e.workspace != workspace || e.kind == MessageKind::Operator {
+            if e.workspace != workspace
+                || e.kind == MessageKind::Operator
+                || cdp_domain::shred::is_erased(e)
+            {
                 continue;
             }
             let payload: Value =
@@ -455,7 +509,8 @@ pub async fn workspace_log(
 /// The profile model as the batch changes it, in memory until written.
 struct Model<'a> {
     store: &'a Store,
-    rules: &'a HashMap<String, IdentityRules>,
+    /// The rules in force at the step being applied.
+    rules: HashMap<String, IdentityRules>,
     catalogs: HashMap<String, Catalog>,
     docs: HashMap<ProfileKey, ProfileDoc>,
     gone: HashSet<ProfileKey>,
@@ -504,10 +559,9 @@ impl Model<'_> {
             } => {
                 let gone = (ws.to_owned(), absorbed.clone());
                 let absorbed_doc = self.docs.remove(&gone).unwrap_or_default();
-                let rules = self.rules;
                 let catalogs = &self.catalogs;
                 let fold = FoldRules {
-                    source_priority: &rules[ws].source_priority,
+                    source_priority: &self.rules[ws].source_priority,
                     traits: catalogs[ws].folded(),
                 };
                 self.docs
@@ -540,6 +594,7 @@ impl Model<'_> {
             } => self.split(ws, from, into, identifiers, steps).await?,
             IdentityEvent::MergeRejected { .. }
             | IdentityEvent::LinkRejected { .. }
+            | IdentityEvent::ProfileErased { .. }
             | IdentityEvent::CommandRejected { .. } => {}
         }
         Ok(())
@@ -579,11 +634,14 @@ impl Model<'_> {
             .copied()
             .filter(|s| !self.in_batch.contains_key(s))
             .collect();
-        let all_rules = self.rules;
-        let rules = &all_rules[ws];
+        let rules = self.rules[ws].clone();
+        let rules = &rules;
         let store = self.store;
         let mut fetched = Vec::with_capacity(earlier.len());
         for stored in store.events_by_seq(&earlier).await? {
+            if cdp_domain::shred::is_erased(&stored.event) {
+                continue;
+            }
             let payload: Value =
                 serde_json::from_str(&stored.event.payload).map_err(ProjectionError::corrupt)?;
             let carried = identifiers_of(

@@ -52,7 +52,11 @@ pub struct PreparedDecisions {
     decisions: Vec<RecordedDecision>,
     model: ModelWrites,
     catalog: CatalogWrites,
+    /// The rules the batch's rules commands put in force: `(workspace, rules, command's arrival in ms)`.
+    rules: Vec<(String, IdentityRules, i64)>,
     token: String,
+    /// The stored token the batch was prepared against; the write refuses when it changed meanwhile.
+    based_on: Option<String>,
 }
 
 /// A token no other batch has: this process's start, its address space and a counter.
@@ -91,6 +95,24 @@ async fn stored_token(store: &Store) -> Result<Option<String>, ProjectionError> 
 /// something else, e.g. a rebuild).
 pub async fn forget_state(tx: &mut ModelTx<'_>) -> Result<(), ProjectionError> {
     write_token(tx, "forgotten").await
+}
+
+async fn stored_token_in(tx: &mut ModelTx<'_>) -> Result<Option<String>, ProjectionError> {
+    let sql = "SELECT token FROM projection_tokens WHERE name = ?";
+    Ok(match tx {
+        ModelTx::Sqlite(tx) => {
+            sqlx::query_scalar(sql)
+                .bind(IdentityResolver::NAME)
+                .fetch_optional(&mut **tx)
+                .await?
+        }
+        ModelTx::Postgres(tx) => {
+            sqlx::query_scalar(&crate::profiles::numbered(sql))
+                .bind(IdentityResolver::NAME)
+                .fetch_optional(&mut **tx)
+                .await?
+        }
+    })
 }
 
 async fn write_token(tx: &mut ModelTx<'_>, token: &str) -> Result<(), ProjectionError> {
@@ -146,7 +168,8 @@ impl Default for ResolverState {
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
 /// The resolver projection. Each batch resolves under the rules in force for its workspaces
-/// (`identity_rules`, Segment's defaults where none are stored), and folds and evaluates the computed
+/// (`identity_rules`, Segment's defaults where none are stored) — changed, in their place in the log,
+/// by the rules commands it decides, which it stores with the batch —, and folds and evaluates the computed
 /// traits and tags of their catalogs.
 pub struct IdentityResolver {
     state: Mutex<ResolverState>,
@@ -278,6 +301,9 @@ fn columns(
             None,
             None,
         ),
+        IdentityEvent::ProfileErased { profile, .. } => {
+            ("profile_erased", Some(profile.as_str()), None, None, None)
+        }
         IdentityEvent::CommandRejected { .. } => ("command_rejected", None, None, None, None),
     }
 }
@@ -331,7 +357,7 @@ impl Projection for IdentityResolver {
             }
         }
         let context = batch::Context {
-            rules: &rules,
+            rules,
             catalogs: &mut catalogs,
             thresholds: &thresholds,
             house,
@@ -342,6 +368,7 @@ impl Projection for IdentityResolver {
         let token = new_token();
         state.token = Some(token.clone());
         prepared.token = token;
+        prepared.based_on = stored_token;
         *self.state.lock().expect("resolver state lock") = state;
         Ok(prepared)
     }
@@ -352,6 +379,14 @@ impl Projection for IdentityResolver {
         prepared: PreparedDecisions,
     ) -> Result<(), ProjectionError> {
         const ROWS_PER_STATEMENT: usize = 500;
+        // Under the write lock (SQLite) or the checkpoint's row lock (PostgreSQL): a model changed
+        // since the batch was prepared (an erasure, a rebuild's switch) must not be overwritten with
+        // documents computed from the old one.
+        if stored_token_in(tx).await? != prepared.based_on {
+            return Err(ProjectionError::Stale(
+                "the resolver's token moved since the batch was prepared".into(),
+            ));
+        }
         let mut bodies = Vec::with_capacity(prepared.decisions.len());
         for d in &prepared.decisions {
             bodies.push(serde_json::to_string(&d.event).map_err(ProjectionError::corrupt)?);
@@ -389,6 +424,7 @@ impl Projection for IdentityResolver {
         }
         crate::profiles::write(tx, &prepared.model).await?;
         crate::catalog::write(tx, &prepared.catalog).await?;
+        queries::write_rules(tx, &prepared.rules).await?;
         write_token(tx, &prepared.token).await
     }
 

@@ -3,10 +3,9 @@
 
 use cdp_domain::identity::{IdentityEvent, IdentityGraph, IdentityRules};
 use cdp_domain::store::Store;
-use chrono::Utc;
 
 use crate::profiles::{self, numbered};
-use crate::runner::ProjectionError;
+use crate::runner::{ModelTx, ProjectionError};
 
 /// One stored identity decision, as the API shows it.
 #[derive(Debug, Clone, PartialEq)]
@@ -214,7 +213,8 @@ pub async fn conflicts(
     .await
 }
 
-/// The identity rules in force for a workspace: the stored ones, or Segment's defaults.
+/// The identity rules in force for a workspace: the ones the last rules command of its log put in force
+/// (stored by the resolver), or Segment's defaults.
 pub async fn rules_of(store: &Store, workspace: &str) -> Result<IdentityRules, ProjectionError> {
     let row: Option<(String,)> = match store {
         Store::Sqlite(s) => {
@@ -236,45 +236,51 @@ pub async fn rules_of(store: &Store, workspace: &str) -> Result<IdentityRules, P
     }
 }
 
-/// Stores `rules` for a workspace. The version goes up by one when they differ from the rules in force
-/// (whatever version the caller wrote); unchanged rules keep theirs. Returns the rules as stored.
-pub async fn put_rules(
-    store: &Store,
-    workspace: &str,
-    rules: IdentityRules,
-) -> Result<IdentityRules, ProjectionError> {
-    let current = rules_of(store, workspace).await?;
-    let mut next = rules;
+/// The rules a change to `proposed` puts in force after `current`: `None` when they are the same
+/// (whatever version the proposal names), else `proposed` under the next version (`current`'s + 1).
+pub fn rules_after(current: &IdentityRules, proposed: IdentityRules) -> Option<IdentityRules> {
+    let mut next = proposed;
     next.version = current.version;
-    if next == current {
-        return Ok(current);
+    if next == *current {
+        return None;
     }
     next.version = current.version + 1;
-    let json = serde_json::to_string(&next).map_err(ProjectionError::corrupt)?;
-    let now = Utc::now().timestamp_millis();
-    let version = i64::try_from(next.version).map_err(ProjectionError::corrupt)?;
-    let upsert = "INSERT INTO identity_rules (workspace, version, rules, updated_at) VALUES ";
-    let conflict = " ON CONFLICT (workspace) DO UPDATE SET version = excluded.version, \
-                    rules = excluded.rules, updated_at = excluded.updated_at";
-    match store {
-        Store::Sqlite(s) => {
-            sqlx::query(&format!("{upsert}(?, ?, ?, ?){conflict}"))
-                .bind(workspace)
-                .bind(version)
-                .bind(&json)
-                .bind(now)
-                .execute(s.write_pool())
-                .await?;
-        }
-        Store::Postgres(s) => {
-            sqlx::query(&format!("{upsert}($1, $2, $3, $4){conflict}"))
-                .bind(workspace)
-                .bind(version)
-                .bind(&json)
-                .bind(now)
-                .execute(s.pool())
-                .await?;
+    Some(next)
+}
+
+/// Stores the rules a batch put in force, `(workspace, rules, time of the command in ms)`, in the
+/// batch's transaction: the resolver, deciding the rules commands of the log, is the only writer of
+/// `identity_rules`, so the rules in force are a function of the log (and a rebuild reproduces them).
+pub(crate) async fn write_rules(
+    tx: &mut ModelTx<'_>,
+    rows: &[(String, IdentityRules, i64)],
+) -> Result<(), ProjectionError> {
+    let sql = "INSERT INTO identity_rules (workspace, version, rules, updated_at) \
+               VALUES (?, ?, ?, ?) ON CONFLICT (workspace) DO UPDATE SET \
+               version = excluded.version, rules = excluded.rules, updated_at = excluded.updated_at";
+    for (workspace, rules, at_ms) in rows {
+        let json = serde_json::to_string(rules).map_err(ProjectionError::corrupt)?;
+        let version = i64::try_from(rules.version).map_err(ProjectionError::corrupt)?;
+        match tx {
+            ModelTx::Sqlite(tx) => {
+                sqlx::query(sql)
+                    .bind(workspace)
+                    .bind(version)
+                    .bind(&json)
+                    .bind(at_ms)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            ModelTx::Postgres(tx) => {
+                sqlx::query(&numbered(sql))
+                    .bind(workspace)
+                    .bind(version)
+                    .bind(&json)
+                    .bind(at_ms)
+                    .execute(&mut **tx)
+                    .await?;
+            }
         }
     }
-    Ok(next)
+    Ok(())
 }

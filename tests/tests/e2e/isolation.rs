@@ -199,10 +199,13 @@ fn concrete(route: &str, method: &str, f: &Fixture, n: usize) -> (String, Value)
         .replace("{tag}", TAG)
         .replace("{id}", &f.ann)
         .replace("{name}", TRAIT);
-    let path = if route == "/v1/profiles/lookup" {
-        format!("{path}?type=email&value=ann.iso%40example.com")
-    } else {
-        path
+    let path = match (method, route) {
+        // Erasing by identifier takes amy (merged with cat by then); erasing by id takes ann, last.
+        ("delete", "/v1/profiles/lookup") => {
+            format!("{path}?type=email&value=amy.iso%40example.com")
+        }
+        (_, "/v1/profiles/lookup") => format!("{path}?type=email&value=ann.iso%40example.com"),
+        _ => path,
     };
     let kind = route.strip_prefix("/v1/").unwrap_or_default();
     let body = match (method, route) {
@@ -434,9 +437,12 @@ async fn every_endpoint_refuses_other_workspaces_narrow_scopes_and_forged_creden
             .await;
         }
         commands.sort_by_key(|(_, route, ..)| route.ends_with("split"));
-        for (method, route, scheme, scope) in
-            commands.into_iter().chain(deletions.into_iter().rev())
-        {
+        // Erasures last: they take the profiles the other deletions act on.
+        deletions.reverse();
+        deletions.sort_by_key(|(method, route, ..)| {
+            **method == "delete" && route.starts_with("/v1/profiles/") && !route.contains("/tags/")
+        });
+        for (method, route, scheme, scope) in commands.into_iter().chain(deletions) {
             n += 1;
             allowed(
                 &app,

@@ -1,0 +1,164 @@
+//! Crypto-shredding of customer events: the personal part of every customer event (its identifiers and
+//! its payload) is sealed in the log with a key of its *subject* — the identifier it is filed under —
+//! and erasing a person destroys the keys of their subjects, so the append-only log keeps the rows but
+//! nobody, no replay and no rebuild, can read them again.
+//!
+//! Pure: the keys and nonces are passed in (the store draws them from the operating system).
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use chacha20poly1305::aead::{Aead, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Key, KeyInit, Nonce};
+use sha2::{Digest, Sha256};
+
+use crate::event::NewEvent;
+use crate::message::MessageKind;
+
+/// The payload format of a sealed customer event (format 1: the plain JSON of `event`).
+pub const SEALED_FORMAT: i16 = 2;
+
+/// Bytes of a subject key (ChaCha20-Poly1305).
+pub const KEY_LEN: usize = 32;
+/// Bytes of a nonce.
+pub const NONCE_LEN: usize = 12;
+
+/// The payload an event reads back as once its subject's key is destroyed: nothing of the person.
+pub const ERASED_PAYLOAD: &str = r#"{"erased":true}"#;
+
+/// Whether this event was erased (its key destroyed): readers skip it, as if it never carried anyone.
+pub fn is_erased(event: &NewEvent) -> bool {
+    event.payload == ERASED_PAYLOAD
+}
+
+/// Whether events of this kind are sealed: every customer message. Operator commands (merges, rules,
+/// definitions) are the operators' records, not a customer's data, and stay readable.
+pub fn is_sealed(kind: MessageKind) -> bool {
+    kind != MessageKind::Operator
+}
+
+/// The subject an event is filed under: its user id, else its anonymous id, else the message itself. The
+/// store keeps one key per (workspace, subject) as the SHA-256 of both, never the identifier itself.
+pub fn subject_of(event: &NewEvent) -> String {
+    let subject = match (&event.user_id, &event.anonymous_id) {
+        (Some(user), _) => format!("u\n{user}"),
+        (None, Some(anonymous)) => format!("a\n{anonymous}"),
+        (None, None) => format!("m\n{}", event.message_id),
+    };
+    let digest = Sha256::digest(format!("{}\n{subject}", event.workspace).as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Something that could not be unsealed although its key exists: the log or the key was tampered with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a sealed event could not be opened: {0}")]
+pub struct ShredError(&'static str);
+
+/// The personal part of a customer event sealed under `key`: user id, anonymous id and payload, bound to
+/// the event's workspace and message id (a sealed payload moved to another row does not open). The
+/// result is text: base64 of the nonce and the ciphertext.
+pub fn seal(event: &NewEvent, key: &[u8; KEY_LEN], nonce: &[u8; NONCE_LEN]) -> String {
+    let ids = serde_json::to_string(&(&event.user_id, &event.anonymous_id))
+        .expect("two optional strings serialise");
+    // JSON never holds a raw newline, so the first one ends the identifiers.
+    let plain = format!("{ids}\n{}", event.payload);
+    let cipher = ChaCha20Poly1305::new(Key::from_slice(key));
+    let sealed = cipher
+        .encrypt(
+            Nonce::from_slice(nonce),
+            Payload {
+                msg: plain.as_bytes(),
+                aad: &associated(&event.workspace, &event.message_id),
+            },
+        )
+        .expect("ChaCha20-Poly1305 seals any message of a sane size");
+    let mut out = Vec::with_capacity(NONCE_LEN + sealed.len());
+    out.extend_from_slice(nonce);
+    out.extend_from_slice(&sealed);
+    BASE64.encode(out)
+}
+
+/// The inverse of [`seal`]: (user id, anonymous id, payload).
+pub fn open(
+    workspace: &str,
+    message_id: &str,
+    sealed: &str,
+    key: &[u8],
+) -> Result<(Option<String>, Option<String>, String), ShredError> {
+    if key.len() != KEY_LEN {
+        return Err(ShredError("the key has the wrong length"));
+    }
+    let bytes = BASE64
+        .decode(sealed)
+        .map_err(|_| ShredError("not base64"))?;
+    if bytes.len() < NONCE_LEN {
+        return Err(ShredError("too short"));
+    }
+    let (nonce, body) = bytes.split_at(NONCE_LEN);
+    let cipher = ChaCha20Poly1305::new(Key::from_slice(key));
+    let plain = cipher
+        .decrypt(
+            Nonce::from_slice(nonce),
+            Payload {
+                msg: body,
+                aad: &associated(workspace, message_id),
+            },
+        )
+        .map_err(|_| ShredError("authentication failed"))?;
+    let plain = String::from_utf8(plain).map_err(|_| ShredError("not UTF-8"))?;
+    let (ids, payload) = plain.split_once('\n').ok_or(ShredError("no identifiers"))?;
+    let (user_id, anonymous_id): (Option<String>, Option<String>) =
+        serde_json::from_str(ids).map_err(|_| ShredError("bad identifiers"))?;
+    Ok((user_id, anonymous_id, payload.to_owned()))
+}
+
+fn associated(workspace: &str, message_id: &str) -> Vec<u8> {
+    format!("{workspace}\n{message_id}").into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+
+    fn event(user: Option<&str>, anonymous: Option<&str>) -> NewEvent {
+        NewEvent {
+            workspace: "w".into(),
+            message_id: "m1".into(),
+            kind: MessageKind::Track,
+            name: Some("Order Completed".into()),
+            user_id: user.map(Into::into),
+            anonymous_id: anonymous.map(Into::into),
+            event_time: Utc::now(),
+            received_at: Utc::now(),
+            payload: r#"{"properties":{"total":10},"traits":{"email":"ann@example.com"}}"#.into(),
+        }
+    }
+
+    #[test]
+    fn a_sealed_event_opens_with_its_key_only() {
+        let e = event(Some("u1"), Some("a1"));
+        let key = [7u8; KEY_LEN];
+        let sealed = seal(&e, &key, &[1u8; NONCE_LEN]);
+        assert!(!sealed.contains("ann@example.com") && !sealed.contains("u1"));
+        let (user, anonymous, payload) = open("w", "m1", &sealed, &key).unwrap();
+        assert_eq!(user.as_deref(), Some("u1"));
+        assert_eq!(anonymous.as_deref(), Some("a1"));
+        assert_eq!(payload, e.payload);
+        assert!(open("w", "m1", &sealed, &[8u8; KEY_LEN]).is_err());
+        // Bound to its row: another message id or workspace does not open it.
+        assert!(open("w", "m2", &sealed, &key).is_err());
+        assert!(open("x", "m1", &sealed, &key).is_err());
+        assert!(open("w", "m1", "not base64!", &key).is_err());
+        assert!(open("w", "m1", "", &key).is_err());
+    }
+
+    #[test]
+    fn the_subject_is_the_strongest_message_identifier_hashed() {
+        let by_user = subject_of(&event(Some("u1"), Some("a1")));
+        assert_eq!(by_user, subject_of(&event(Some("u1"), None)));
+        assert_ne!(by_user, subject_of(&event(None, Some("a1"))));
+        assert_ne!(by_user, subject_of(&event(None, Some("u1"))));
+        assert_eq!(by_user.len(), 64);
+        assert!(!by_user.contains("u1"));
+    }
+}
