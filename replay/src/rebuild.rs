@@ -139,8 +139,31 @@ pub async fn rebuild(
 }
 
 /// Rebuilds the resolver's read model from the log with `resolver` (a fresh one: its in-memory state is
-/// the shadow's), resuming an interrupted rebuild of the same code version, and switches to it.
+/// the shadow's), resuming an interrupted rebuild of the same code version, and switches to it. A
+/// profile erased while the shadow was built may have been rebuilt from events that could still be
+/// read then: the switch sees the erasure (under the same lock) and the rebuild starts over.
 pub async fn rebuild_with(
+    store: &Store,
+    resolver: &IdentityResolver,
+    on_progress: &(dyn Fn(&RebuildProgress) + Send + Sync),
+) -> Result<RebuildReport, ProjectionError> {
+    loop {
+        match rebuild_once(store, resolver, on_progress).await {
+            Err(ProjectionError::Stale(why)) => {
+                tracing::info!(why, "rebuild: starting over");
+                let shadow = Shadow::open(store, resolver.version()).await?;
+                shadow.drop_it(store).await?;
+            }
+            done => return done,
+        }
+    }
+}
+
+fn erased_meanwhile() -> ProjectionError {
+    ProjectionError::Stale("a profile was erased while the shadow was built".into())
+}
+
+async fn rebuild_once(
     store: &Store,
     resolver: &IdentityResolver,
     on_progress: &(dyn Fn(&RebuildProgress) + Send + Sync),
@@ -633,6 +656,16 @@ async fn switch_attached(
             .await?;
     let through = at.map_or(Position::START, |(tx, seq)| Position { tx, seq });
     let applied = finish_through(&shadow.store, resolver, through).await?;
+    // Only now does this transaction read the shadow (a read lock on it would hold up the shadow
+    // resolver's last batches above).
+    let erased: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM main.erasures WHERE at >= (SELECT started_at FROM shadow.rebuild_meta)",
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if erased > 0 {
+        return Err(erased_meanwhile());
+    }
     let mut model = ModelTx::Sqlite(tx);
     let changes = reconcile(&mut model, "main", "shadow", resolver.now()).await?;
     let ModelTx::Sqlite(mut tx) = model else {
@@ -704,6 +737,15 @@ async fn switch_postgres(
         tx: row.get(0),
         seq: row.get(1),
     };
+    let erased: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM {live_schema}.erasures \
+         WHERE at >= (SELECT started_at FROM {SHADOW_SCHEMA}.rebuild_meta)"
+    ))
+    .fetch_one(&mut *tx)
+    .await?;
+    if erased > 0 {
+        return Err(erased_meanwhile());
+    }
     let applied = finish_through(&shadow.store, resolver, through).await?;
     let mut model = ModelTx::Postgres(tx);
     let changes = reconcile(&mut model, &live_schema, SHADOW_SCHEMA, resolver.now()).await?;

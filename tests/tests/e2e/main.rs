@@ -6,6 +6,7 @@ mod auth;
 mod backfill;
 mod consent;
 mod durability;
+mod erasure;
 mod helpers;
 mod identity;
 mod ingest;
