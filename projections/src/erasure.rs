@@ -52,26 +52,34 @@ enum Bind {
     Int(i64),
 }
 
-async fn execute(tx: &mut ModelTx<'_>, sql: &str, binds: &[Bind]) -> Result<u64, ProjectionError> {
-    macro_rules! run {
-        ($tx:expr, $sql:expr) => {{
-            let mut q = sqlx::query($sql);
-            for b in binds {
-                q = match b {
-                    Bind::Text(s) => q.bind(s.clone()),
-                    Bind::Int(i) => q.bind(*i),
-                };
-            }
-            q.execute(&mut **$tx).await?.rows_affected()
-        }};
-    }
-    Ok(match tx {
-        ModelTx::Sqlite(t) => run!(t, sql),
-        ModelTx::Postgres(t) => {
-            let numbered = crate::profiles::numbered(sql);
-            run!(t, &numbered)
+/// Builds a query with `$make(sql)` on either backend's transaction, binds `$binds` and finishes it with
+/// `$finish` (SQLite takes `?` placeholders, PostgreSQL the numbered ones).
+macro_rules! on_tx {
+    ($tx:expr, $sql:expr, $binds:expr, $make:expr, $finish:ident $(, $then:ident)?) => {{
+        macro_rules! bound {
+            ($q:expr) => {{
+                let mut q = $q;
+                for b in $binds {
+                    q = match b {
+                        Bind::Text(s) => q.bind(s.clone()),
+                        Bind::Int(i) => q.bind(*i),
+                    };
+                }
+                q
+            }};
         }
-    })
+        match $tx {
+            ModelTx::Sqlite(t) => bound!(($make)($sql)).$finish(&mut **t).await? $(.$then())?,
+            ModelTx::Postgres(t) => {
+                let numbered = crate::profiles::numbered($sql);
+                bound!(($make)(numbered.as_str())).$finish(&mut **t).await? $(.$then())?
+            }
+        }
+    }};
+}
+
+async fn execute(tx: &mut ModelTx<'_>, sql: &str, binds: &[Bind]) -> Result<u64, ProjectionError> {
+    Ok(on_tx!(tx, sql, binds, sqlx::query, execute, rows_affected))
 }
 
 async fn texts(
@@ -79,25 +87,7 @@ async fn texts(
     sql: &str,
     binds: &[Bind],
 ) -> Result<Vec<String>, ProjectionError> {
-    macro_rules! run {
-        ($tx:expr, $sql:expr) => {{
-            let mut q = sqlx::query_scalar::<_, String>($sql);
-            for b in binds {
-                q = match b {
-                    Bind::Text(s) => q.bind(s.clone()),
-                    Bind::Int(i) => q.bind(*i),
-                };
-            }
-            q.fetch_all(&mut **$tx).await?
-        }};
-    }
-    Ok(match tx {
-        ModelTx::Sqlite(t) => run!(t, sql),
-        ModelTx::Postgres(t) => {
-            let numbered = crate::profiles::numbered(sql);
-            run!(t, &numbered)
-        }
-    })
+    Ok(on_tx!(tx, sql, binds, sqlx::query_scalar, fetch_all))
 }
 
 async fn ints(
@@ -105,25 +95,7 @@ async fn ints(
     sql: &str,
     binds: &[Bind],
 ) -> Result<Vec<i64>, ProjectionError> {
-    macro_rules! run {
-        ($tx:expr, $sql:expr) => {{
-            let mut q = sqlx::query_scalar::<_, i64>($sql);
-            for b in binds {
-                q = match b {
-                    Bind::Text(s) => q.bind(s.clone()),
-                    Bind::Int(i) => q.bind(*i),
-                };
-            }
-            q.fetch_all(&mut **$tx).await?
-        }};
-    }
-    Ok(match tx {
-        ModelTx::Sqlite(t) => run!(t, sql),
-        ModelTx::Postgres(t) => {
-            let numbered = crate::profiles::numbered(sql);
-            run!(t, &numbered)
-        }
-    })
+    Ok(on_tx!(tx, sql, binds, sqlx::query_scalar, fetch_all))
 }
 
 /// `(seq, value, body)` of identity decisions.
@@ -132,25 +104,7 @@ async fn decisions(
     sql: &str,
     binds: &[Bind],
 ) -> Result<Vec<(i64, Option<String>, String)>, ProjectionError> {
-    macro_rules! run {
-        ($tx:expr, $sql:expr) => {{
-            let mut q = sqlx::query_as::<_, (i64, Option<String>, String)>($sql);
-            for b in binds {
-                q = match b {
-                    Bind::Text(s) => q.bind(s.clone()),
-                    Bind::Int(i) => q.bind(*i),
-                };
-            }
-            q.fetch_all(&mut **$tx).await?
-        }};
-    }
-    Ok(match tx {
-        ModelTx::Sqlite(t) => run!(t, sql),
-        ModelTx::Postgres(t) => {
-            let numbered = crate::profiles::numbered(sql);
-            run!(t, &numbered)
-        }
-    })
+    Ok(on_tx!(tx, sql, binds, sqlx::query_as, fetch_all))
 }
 
 /// `?, ?, …` for `n` values.
