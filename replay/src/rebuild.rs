@@ -49,20 +49,16 @@ pub const MODEL_TABLES: &[&str] = &[
     "segment_history",
 ];
 
-/// The model tables whose rows the switch replaces with the shadow's.
-const REPLACED_TABLES: &[&str] = &[
-    "identity_rules",
-    "identity_events",
-    "profiles",
-    "event_profiles",
-    "identifier_owners",
-    "profile_aliases",
-    "definitions",
-    "catalog_jobs",
-    "profile_spend",
-    "profile_due",
-    "rfm_thresholds",
-];
+/// The model tables whose rows the switch does not replace with the shadow's; see below.
+const RECONCILED_TABLES: &[&str] = &["profile_tags", "segment_members", "segment_history"];
+
+/// The model tables whose rows the switch replaces with the shadow's: all but [`RECONCILED_TABLES`].
+fn replaced_tables() -> impl Iterator<Item = &'static str> {
+    MODEL_TABLES
+        .iter()
+        .copied()
+        .filter(|t| !RECONCILED_TABLES.contains(t))
+}
 // `profile_tags` and `segment_members` are reconciled instead: a tag or membership the rebuild agrees
 // with keeps its row (its time and cause: what subscribers were told); one it does not is changed
 // like any other change — the row, an enter or exit in `segment_history`, a message in the outbox
@@ -672,13 +668,13 @@ async fn switch_attached(
         unreachable!()
     };
     let mut rows = 0;
-    for t in REPLACED_TABLES {
+    for t in replaced_tables() {
         // The append-only triggers (identity_events) would refuse the replacement: set aside and
         // restored in the same transaction.
         let triggers: Vec<(String, String)> = sqlx::query_as(
             "SELECT name, sql FROM main.sqlite_master WHERE type = 'trigger' AND tbl_name = ?",
         )
-        .bind(*t)
+        .bind(t)
         .fetch_all(&mut *tx)
         .await?;
         for (name, _) in &triggers {
@@ -753,7 +749,7 @@ async fn switch_postgres(
         unreachable!()
     };
     let mut rows = 0;
-    for t in REPLACED_TABLES {
+    for t in replaced_tables() {
         let table = format!("{live_schema}.{t}");
         sqlx::query(&format!("ALTER TABLE {table} DISABLE TRIGGER USER"))
             .execute(&mut *tx)
@@ -793,7 +789,7 @@ type WorkspaceTagRow = (
 );
 
 /// The tags and memberships on which the rebuilt model (`shadow`) and the live one differ, as the
-/// changes that take the live one to the rebuilt one (see [`REPLACED_TABLES`]).
+/// changes that take the live one to the rebuilt one (see [`RECONCILED_TABLES`]).
 async fn reconcile(
     tx: &mut ModelTx<'_>,
     live: &str,

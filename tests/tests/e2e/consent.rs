@@ -45,11 +45,7 @@ async fn an_sms_opt_out_never_reaches_an_export_or_a_message() {
     on_each_backend("consent_opt_out", |backend| async move {
         let nats = backend == Backend::Postgres && nats_available("consent_opt_out");
         let app = spawn_app_with(backend, Options { nats, ..Options::default() }).await;
-        let (status, body) = app
-            .put_as("/v1/segments/buyers", &json!({"name": "Buyers", "condition":
-                {"event": "Order Completed", "count": {"op": "gte", "value": 1}}}), Auth::Bearer(ADMIN_TOKEN))
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
+        define_buyers(&app).await;
         let (status, body) = app
             .put_as("/v1/segments/sms_reachable_buyers", &json!({"condition":
                 {"all": [{"segment": "buyers"}, {"consent": "sms"}]}}), Auth::Bearer(ADMIN_TOKEN))
@@ -62,14 +58,7 @@ async fn an_sms_opt_out_never_reaches_an_export_or_a_message() {
         assert_eq!(body["error"]["field"], "condition.consent.channel", "{body}");
 
         let mut bus = app.state.bus.subscribe();
-        let subscriber = match &app.nats {
-            Some(n) => {
-                let client = async_nats::connect(n.url.as_str()).await.unwrap();
-                let subject = format!("{}.cdp.out.{WORKSPACE}.segment.buyers.entered", n.namespace);
-                Some((client.subscribe(subject).await.unwrap(), client))
-            }
-            None => None,
-        };
+        let subscriber = subscribe_out(&app, "segment.buyers.entered").await;
         let stream = app.request(Method::GET, "/v1/stream", Auth::Bearer(ADMIN_TOKEN)).send().await.unwrap();
         assert_eq!(stream.status(), StatusCode::OK);
         tokio::time::sleep(Duration::from_millis(20)).await;

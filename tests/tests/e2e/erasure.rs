@@ -119,11 +119,7 @@ async fn an_erased_customer_leaves_no_trace_before_and_after_a_rebuild() {
     on_each_backend("erasure", |backend| async move {
         let nats = backend == Backend::Postgres && nats_available("erasure");
         let app = spawn_app_with(backend, Options { nats, ..Options::default() }).await;
-        let (status, body) = app
-            .put_as("/v1/segments/buyers", &json!({"name": "Buyers", "condition":
-                {"event": "Order Completed", "count": {"op": "gte", "value": 1}}}), Auth::Bearer(ADMIN_TOKEN))
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
+        define_buyers(&app).await;
 
         // Ann browses anonymously, then logs in (two profiles merged), buys with a note; Bob buys too.
         for m in [
@@ -165,14 +161,7 @@ async fn an_erased_customer_leaves_no_trace_before_and_after_a_rebuild() {
         assert_clean("the raw log", &raw_payloads(&app).await);
 
         let mut bus = app.state.bus.subscribe();
-        let subscriber = match &app.nats {
-            Some(n) => {
-                let client = async_nats::connect(n.url.as_str()).await.unwrap();
-                let subject = format!("{}.cdp.out.{WORKSPACE}.>", n.namespace);
-                Some((client.subscribe(subject).await.unwrap(), client))
-            }
-            None => None,
-        };
+        let subscriber = subscribe_out(&app, ">").await;
 
         // Erased by identifier (write scope is not enough).
         let response = app

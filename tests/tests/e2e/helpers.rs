@@ -675,3 +675,28 @@ pub fn free_port() -> u16 {
         .expect("a free port")
         .port()
 }
+
+/// Defines the segment `buyers` (at least one `Order Completed`) as the admin.
+pub async fn define_buyers(app: &TestApp) {
+    let (status, body) = app
+        .put_as(
+            "/v1/segments/buyers",
+            &serde_json::json!({"name": "Buyers", "condition":
+                {"event": "Order Completed", "count": {"op": "gte", "value": 1}}}),
+            Auth::Bearer(ADMIN_TOKEN),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+}
+
+/// A subscription to `cdp.out.<WORKSPACE>.<tail>` in the app's NATS namespace, when it has NATS (the
+/// client is returned with it: dropping it ends the subscription).
+pub async fn subscribe_out(
+    app: &TestApp,
+    tail: &str,
+) -> Option<(async_nats::Subscriber, async_nats::Client)> {
+    let n = app.nats.as_ref()?;
+    let client = async_nats::connect(n.url.as_str()).await.unwrap();
+    let subject = format!("{}.cdp.out.{WORKSPACE}.{tail}", n.namespace);
+    Some((client.subscribe(subject).await.unwrap(), client))
+}
