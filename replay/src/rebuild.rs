@@ -652,8 +652,9 @@ async fn switch_attached(
             .await?;
     let through = at.map_or(Position::START, |(tx, seq)| Position { tx, seq });
     let applied = finish_through(&shadow.store, resolver, through).await?;
-    // Only now does this transaction read the shadow (a read lock on it would hold up the shadow
-    // resolver's last batches above).
+    // Only now does this transaction read the shadow: its first read of the attached shadow fixes the
+    // snapshot every later read here sees (WAL), so a read before `finish_through` would switch in
+    // tables without the shadow's last batches under a checkpoint that claims them.
     let erased: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM main.erasures WHERE at >= (SELECT started_at FROM shadow.rebuild_meta)",
     )
@@ -661,6 +662,19 @@ async fn switch_attached(
     .await?;
     if erased > 0 {
         return Err(erased_meanwhile());
+    }
+    // What this transaction will copy must be the shadow at exactly the live position.
+    let seen: Option<i64> =
+        sqlx::query_scalar("SELECT seq FROM shadow.projection_checkpoints WHERE name = ?")
+            .bind(IdentityResolver::NAME)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if seen.unwrap_or(0) != through.seq {
+        return Err(ProjectionError::Corrupt(format!(
+            "the switch sees the shadow at {} instead of the live resolver's {}",
+            seen.unwrap_or(0),
+            through.seq
+        )));
     }
     let mut model = ModelTx::Sqlite(tx);
     let changes = reconcile(&mut model, "main", "shadow", resolver.now()).await?;
