@@ -60,6 +60,10 @@ async fn erase(
     )
     .await?
     .ok_or_else(|| ApiError::not_found(format!("no profile {:?}", profile.as_str())))?;
+    for other in &report.affected {
+        // Re-folded from the events it can still read, and re-evaluated by the resolver.
+        cdp_replay::rebuild_profile(&state.store, &principal.workspace, other.as_str()).await?;
+    }
     tracing::info!(
         workspace = %principal.workspace,
         profile = %report.profile,
@@ -75,5 +79,6 @@ async fn erase(
         "events": report.events,
         "keys_destroyed": report.keys,
         "segments_left": report.segments,
+        "profiles_refolded": report.affected.iter().map(ProfileId::as_str).collect::<Vec<_>>(),
     })))
 }

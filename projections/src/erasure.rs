@@ -43,6 +43,8 @@ pub struct ErasureReport {
     pub keys: u64,
     /// Segments it left.
     pub segments: u64,
+    /// Other live profiles that lost events filed under an erased subject: to be re-folded.
+    pub affected: Vec<ProfileId>,
 }
 
 /// A bound parameter of the few statements here.
@@ -289,6 +291,49 @@ async fn erase_in(
         .await?;
     }
 
+    // Events of other profiles filed under one of those subjects (a split left some of the person's
+    // anonymous events with another profile) are erased too: they belong to no one any more, and those
+    // profiles are to be re-folded from what they still can read.
+    let mut shared = Vec::new();
+    for chunk in key_ids.chunks(500) {
+        let binds: Vec<Bind> = chunk.iter().map(|k| Bind::Int(*k)).collect();
+        shared.extend(
+            ints(
+                tx,
+                &format!(
+                    "SELECT seq FROM events WHERE key_id IN ({})",
+                    marks(chunk.len())
+                ),
+                &binds,
+            )
+            .await?,
+        );
+    }
+    let mut affected = BTreeSet::new();
+    for chunk in shared.chunks(500) {
+        let mut binds = vec![ws.clone()];
+        binds.extend(chunk.iter().map(|s| Bind::Int(*s)));
+        binds.extend(cluster.iter().map(|p| Bind::Text(p.clone())));
+        let list = marks(chunk.len());
+        affected.extend(
+            texts(
+                tx,
+                &format!(
+                    "SELECT DISTINCT profile FROM event_profiles WHERE workspace = ? \
+                     AND log_seq IN ({list}) AND profile NOT IN ({in_cluster})"
+                ),
+                &binds,
+            )
+            .await?,
+        );
+        execute(
+            tx,
+            &format!("DELETE FROM event_profiles WHERE workspace = ? AND log_seq IN ({list})"),
+            &binds[..=chunk.len()],
+        )
+        .await?;
+    }
+
     // Messages about it, published or not, and refused messages carrying its identifiers.
     for p in &cluster {
         execute(
@@ -453,6 +498,10 @@ async fn erase_in(
         events: seqs.len() as u64,
         keys,
         segments: segments.len() as u64,
+        affected: affected
+            .iter()
+            .map(|p| ProfileId::parse(p).map_err(ProjectionError::corrupt))
+            .collect::<Result<_, _>>()?,
     }))
 }
 

@@ -244,3 +244,48 @@ async fn an_erased_customer_leaves_no_trace_before_and_after_a_rebuild() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_another_profile_holds_under_an_erased_subject_are_erased_and_it_is_refolded() {
+    on_each_backend("erasure_shared", |backend| async move {
+        let app = spawn_app(backend).await;
+        // A tablet's anonymous id: a page by it alone, then Ann's sign-up on it (email), then her login.
+        for m in [
+            json!({"type": "page", "anonymousId": "tab-1", "name": "Kiosk", "messageId": "s-1",
+                "properties": {"shelf": "kiosk shelf"}}),
+            json!({"type": "identify", "anonymousId": "tab-1", "messageId": "s-2",
+                "traits": {"email": "ann@erase.cn", "name": "Ann Secret"}}),
+            json!({"type": "identify", "userId": "u-ann-erase", "anonymousId": "tab-1", "messageId": "s-3"}),
+        ] {
+            let (status, body) = app.post("/v1/batch", &json!({"batch": [m]})).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+        let ann = app.profile_when("user_id", "u-ann-erase", |p| p["event_counts"]["total"] == 3).await;
+        let ann_id = ann["profile_id"].as_str().unwrap().to_owned();
+        // The tablet was the shop's, not Ann's: an operator splits it off with the page it alone sent.
+        let (status, split) = app
+            .post_as("/v1/identity/split", Auth::Bearer(ADMIN_TOKEN), &json!({"profile_id": ann_id,
+                "identifiers": [{"type": "anonymous_id", "value": "tab-1"}], "reason": "shop tablet"}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{split}");
+        let tablet_id = split["profile_id"].as_str().unwrap().to_owned();
+        let tablet = app.profile_when("anonymous_id", "tab-1", |p| p["profile_id"] == tablet_id.as_str()).await;
+        assert_eq!(tablet["event_counts"]["total"], 1, "{tablet}");
+
+        // Ann is erased. Her sign-up was filed under the tablet's id (its only id then), so the tablet's
+        // key goes with it, and the tablet's own page with it: re-folded, the tablet holds nothing of it.
+        let (status, report) = delete(&app, &format!("/v1/profiles/{ann_id}")).await;
+        assert_eq!(status, StatusCode::OK, "{report}");
+        assert_eq!(report["profiles_refolded"], json!([tablet_id]), "{report}");
+        let tablet = app.profile_when("anonymous_id", "tab-1", |p| p["event_counts"]["total"] == 0).await;
+        assert_eq!(tablet["profile_id"], tablet_id.as_str());
+        assert!(!tablet.to_string().contains("kiosk shelf"), "{tablet}");
+        assert_clean("the tablet's profile", &tablet.to_string().replace("tab-1", ""));
+        let (status, timeline) = app.get_as(&format!("/v1/profiles/{tablet_id}/events"), Auth::Bearer(ADMIN_TOKEN)).await;
+        assert_eq!(status, StatusCode::OK, "{timeline}");
+        assert!(!timeline.to_string().contains("kiosk shelf"), "{timeline}");
+        let (status, _) = app.lookup("email", "ann@erase.cn").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    })
+    .await;
+}
