@@ -16,16 +16,25 @@ use crate::helpers::{
 };
 
 /// A `cdp serve` process (`cdp-under-test`) and its address.
-struct Server {
-    child: Child,
-    address: String,
+pub(crate) struct Server {
+    pub child: Child,
+    pub address: String,
 }
 
 /// Starts `cdp serve` on a free port and waits until it is healthy. A port is only known to be free when
 /// it is picked, so a start that fails (someone took the port) is retried on another.
 async fn start(data_dir: &Path, database_url: Option<&str>) -> Server {
+    start_logging(data_dir, database_url, None).await
+}
+
+/// [`start`], its standard output and error written to `log` when given.
+pub(crate) async fn start_logging(
+    data_dir: &Path,
+    database_url: Option<&str>,
+    log: Option<&Path>,
+) -> Server {
     for attempt in 1..=3 {
-        match try_start(data_dir, database_url).await {
+        match try_start(data_dir, database_url, log).await {
             Ok(server) => return server,
             Err(status) if attempt < 3 => {
                 eprintln!("cdp serve exited at start ({status}); retrying on another port");
@@ -39,6 +48,7 @@ async fn start(data_dir: &Path, database_url: Option<&str>) -> Server {
 async fn try_start(
     data_dir: &Path,
     database_url: Option<&str>,
+    log: Option<&Path>,
 ) -> Result<Server, std::process::ExitStatus> {
     let port = free_port();
     let mut command = Command::new(env!("CARGO_BIN_EXE_cdp-under-test"));
@@ -60,7 +70,16 @@ async fn try_start(
     if let Some(url) = database_url {
         command.env("CDP_DATABASE_URL", url);
     }
-    if std::env::var_os("TEST_LOG").is_none() {
+    if let Some(log) = log {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("open the log file");
+        command
+            .stdout(file.try_clone().expect("the log file"))
+            .stderr(file);
+    } else if std::env::var_os("TEST_LOG").is_none() {
         command.stdout(Stdio::null()).stderr(Stdio::null());
     }
     let mut child = command.spawn().expect("start cdp-under-test serve");

@@ -96,6 +96,13 @@ async fn api_answers(app: &TestApp, ids: &[String]) -> String {
         assert_eq!(status, StatusCode::NOT_FOUND, "{t} after erasure: {body}");
     }
     out.push_str(&members(app).await);
+    let metrics = app
+        .request(Method::GET, "/metrics", Auth::None)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), StatusCode::OK);
+    out.push_str(&metrics.text().await.unwrap());
     out
 }
 
@@ -288,4 +295,65 @@ async fn events_another_profile_holds_under_an_erased_subject_are_erased_and_it_
         assert_eq!(status, StatusCode::NOT_FOUND);
     })
     .await;
+}
+
+/// The service's own log (the default filter, as an operator runs it): a customer's identifiers,
+/// traits and event properties never appear in it — not when the events arrive, are refused, looked up
+/// or erased.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_log_line_carries_a_customers_personal_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("serve.log");
+    let mut server = crate::durability::start_logging(dir.path(), None, Some(&log)).await;
+    let client = http_client();
+    let url = |path: &str| format!("{}{path}", server.address);
+    for m in [
+        json!({"type": "identify", "userId": "u-ann-erase", "anonymousId": "dev-ann", "messageId": "l-1",
+            "traits": {"email": "ann@erase.cn", "phone": "+86 138 0013 8123", "name": "Ann Secret"}}),
+        json!({"type": "track", "userId": "u-ann-erase", "event": "Order Completed", "messageId": "l-2",
+            "properties": {"total": 88, "note": "ann's note"}}),
+        json!({"type": "track", "userId": "u-ann-erase", "event": "Order Completed", "messageId": "l-3",
+            "timestamp": "not a time", "traits": {"email": "ann@erase.cn"}}),
+    ] {
+        let response = client
+            .post(url("/v1/batch"))
+            .basic_auth(WRITE_KEY, Some(""))
+            .json(&json!({"batch": [m]}))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success() || response.status().is_client_error());
+    }
+    let lookup = || {
+        client
+            .get(url("/v1/profiles/lookup"))
+            .bearer_auth(ADMIN_TOKEN)
+            .query(&[("type", "email"), ("value", "ann@erase.cn")])
+            .send()
+    };
+    eventually("Ann's profile", || async {
+        let r = lookup().await.unwrap();
+        if r.status() == StatusCode::OK {
+            Ok(())
+        } else {
+            Err(r.status().to_string())
+        }
+    })
+    .await;
+    let erased = client
+        .delete(url("/v1/profiles/lookup"))
+        .bearer_auth(ADMIN_TOKEN)
+        .query(&[("type", "email"), ("value", "ann@erase.cn")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(erased.status(), StatusCode::OK);
+    assert_eq!(lookup().await.unwrap().status(), StatusCode::NOT_FOUND);
+    server.child.kill().await.unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("profile erased"),
+        "the service logged its work: {text}"
+    );
+    assert_clean("the service's log", &text);
 }
