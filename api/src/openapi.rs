@@ -148,7 +148,7 @@ pub fn document() -> Value {
         },
         "delete": {
             "tags": ["compliance"],
-            "summary": "Right to erasure: the profile and every profile merged into it. The subject keys of its events are destroyed (crypto-shredding: the log keeps rows nobody can read, so no replay or rebuild brings them back), its read models deleted, its identifiers redacted from the identity decisions, its messages dropped from the outbox and its refused messages from the quarantine; its segments are left (published, cause `erasure`). Recorded (who, when, which profile). Answers `erasure`, `profile_id`, `profiles`, `events`, `keys_destroyed`, `segments_left`, `profiles_refolded` (other profiles that held events under an erased subject, re-folded without them)",
+            "summary": "Right to erasure: the profile and every profile merged into it. The subject keys of its events are destroyed (crypto-shredding: the log keeps rows nobody can read, so no replay or rebuild brings them back), its read models deleted, its identifiers redacted from the identity decisions, its messages dropped from the outbox and its refused messages from the quarantine; its segments are left and its tags taken off (published, cause `erasure`, no values). Recorded (who, when, which profile). Answers `erasure`, `profile_id`, `profiles`, `events`, `keys_destroyed`, `segments_left`, `profiles_refolded` (other profiles that held events under an erased subject, re-folded without them)",
             "security": [{"bearer": ["admin"]}],
             "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
             "responses": read_responses("What was erased."),

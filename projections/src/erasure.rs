@@ -4,8 +4,8 @@
 //! keeps its rows but they no longer open, so no replay or rebuild brings them back), deletes the
 //! profile's read models, redacts the identifier values out of its identity decisions, drops its
 //! messages from the outbox and its refused messages from the quarantine, records a `profile_erased`
-//! decision and the erasure (no personal data), publishes the exits from its segments (cause `erasure`,
-//! reachable nowhere) and makes every resolver reload its state.
+//! decision and the erasure (no personal data), publishes the exits from its segments and the removal of
+//! its tags (cause `erasure`, no values, reachable nowhere) and makes every resolver reload its state.
 //!
 //! What may stay is what identifies nobody: segment history counts under the pseudonymous id, the
 //! events' rows with their times and names.
@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::catalog::CatalogWrites;
-use crate::identity::derive::membership_change;
+use crate::identity::derive::{change_message, membership_change};
 use crate::identity::{forget_state, IdentityResolver};
 use crate::runner::{ModelTx, ProjectionError};
 
@@ -373,6 +373,24 @@ async fn erase_in(
             ERASURE_CAUSE,
             now,
         );
+    }
+    // And its tags are taken off: subscribers keeping tags in sync hear it, with no value, old or new.
+    let tags = texts(
+        tx,
+        "SELECT tag FROM profile_tags WHERE workspace = ? AND profile = ? ORDER BY tag",
+        &[ws.clone(), Bind::Text(survivor.clone())],
+    )
+    .await?;
+    for tag in &tags {
+        exits.outbox.push(change_message(
+            workspace,
+            &survivor,
+            tag,
+            None,
+            None,
+            ERASURE_CAUSE,
+            now,
+        ));
     }
     crate::catalog::write(tx, &exits).await?;
 

@@ -210,7 +210,8 @@ pub fn evaluate(
 }
 
 /// A change of a profile's tag, for the outbox.
-fn change_message(
+/// The `tag.changed` message of a change (`now_value: None`: the tag was taken off).
+pub fn change_message(
     workspace: &str,
     profile: &str,
     tag: &str,

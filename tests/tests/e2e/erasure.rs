@@ -160,6 +160,14 @@ async fn an_erased_customer_leaves_no_trace_before_and_after_a_rebuild() {
             if m.contains(&ann_id) && m.contains(&bob_id) { Ok(()) } else { Err(m) }
         })
         .await;
+        // Staff tag her.
+        let (status, body) = app.put_as("/v1/tags/staff_pick", &json!({"type": "manual"}), Auth::Bearer(ADMIN_TOKEN)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (status, body) = app
+            .post_as(&format!("/v1/profiles/{ann_id}/tags/staff_pick"), Auth::Bearer(ADMIN_TOKEN), &json!({"value": "window display"}))
+            .await;
+        assert!(status.is_success(), "{body}");
+        app.profile_when("user_id", "u-ann-erase", |p| p["tags"]["staff_pick"]["value"] == "window display").await;
         let (_, why) = app.get_as(&format!("/v1/profiles/{ann_id}/identity"), Auth::Bearer(ADMIN_TOKEN)).await;
         let merged: Vec<String> = why["merged_profiles"].as_array().unwrap().iter()
             .map(|p| p.as_str().unwrap_or_else(|| p["profile_id"].as_str().unwrap()).to_owned()).collect();
@@ -188,26 +196,40 @@ async fn an_erased_customer_leaves_no_trace_before_and_after_a_rebuild() {
         let (status, _) = delete(&app, &format!("/v1/profiles/{ann_id}")).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "erased once");
 
-        // Subscribers are told she left the segment, and nothing about her.
-        let exited = tokio::time::timeout(DEADLINE, async {
-            loop {
+        // Subscribers are told she left the segment and lost her tag, and nothing about her.
+        let (exited, untagged) = tokio::time::timeout(DEADLINE, async {
+            let (mut exited, mut untagged) = (None, None);
+            while exited.is_none() || untagged.is_none() {
                 let m = bus.recv().await.unwrap();
                 assert_clean("a bus message", &m.payload);
+                assert!(!m.payload.contains("window display"), "{}", m.payload);
+                let p = serde_json::from_str::<Value>(&m.payload).unwrap();
                 if m.subject.ends_with(".segment.buyers.exited") {
-                    return serde_json::from_str::<Value>(&m.payload).unwrap();
+                    exited = Some(p);
+                } else if m.subject.ends_with(".tag.staff_pick.changed") && p["caused_by"] == "erasure" {
+                    untagged = Some(p);
                 }
             }
+            (exited.unwrap(), untagged.unwrap())
         })
         .await
-        .expect("the exit on the bus");
+        .expect("the exit and the tag's removal on the bus");
+        assert_eq!(untagged["profile_id"], ann_id.as_str());
+        assert_eq!((&untagged["value"], &untagged["previous"]), (&Value::Null, &Value::Null), "{untagged}");
         assert_eq!(exited["profile_id"], ann_id.as_str());
         assert_eq!(exited["caused_by"], "erasure");
         assert_eq!(exited["reachable"], json!([]));
         if let Some((mut sub, _client)) = subscriber {
-            let m = tokio::time::timeout(DEADLINE, sub.next()).await.expect("on NATS").unwrap();
-            let text = String::from_utf8_lossy(&m.payload).into_owned();
-            assert_clean("a NATS message", &text);
-            assert!(m.subject.ends_with(".segment.buyers.exited"), "{}", m.subject);
+            for _ in 0..2 {
+                let m = tokio::time::timeout(DEADLINE, sub.next()).await.expect("on NATS").unwrap();
+                let text = String::from_utf8_lossy(&m.payload).into_owned();
+                assert_clean("a NATS message", &text);
+                assert!(
+                    m.subject.ends_with(".segment.buyers.exited") || m.subject.ends_with(".tag.staff_pick.changed"),
+                    "{}",
+                    m.subject
+                );
+            }
         }
 
         let mut ids = vec![ann_id.clone()];
