@@ -7,6 +7,7 @@
 //! and two segments: counted, then filled live by orders, as a subscriber of `GET /v1/stream` sees it.
 
 pub mod dataset;
+mod erasure;
 mod oneid;
 pub mod retail;
 mod segments;
@@ -258,6 +259,7 @@ async fn show(
     split_and_merge(&http, base, token, &view, &timeline, &messages).await?;
     tags::show_tags(&http, base, token, data, before == 0).await?;
     segments::show_segments(&http, base, credentials, data, args.seed, before == 0).await?;
+    erasure::show_erasure(&http, base, token, store, data).await?;
 
     println!();
     if args.data_dir.is_some() {
