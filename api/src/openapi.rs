@@ -370,7 +370,7 @@ pub fn document() -> Value {
     paths.insert("/v1/profiles/{id}/memberships".into(), json!({
         "get": {
             "tags": ["segments"],
-            "summary": "Every enter and exit of the profile (and of profiles merged into it) with its cause; `segments` now, or with `at` the segments it was in then and why",
+            "summary": "Every enter and exit of the profile (and of profiles merged into it) with its cause; `segments` now, or with `at` the segments it was in then and why (`segments_at`, the recorded history) and `by_event_time` (`segments` its events up to `at` make it by event time under today's definitions, `events`, `latest_event`) — also for a time before a segment was defined",
             "security": [{"bearer": ["read"]}],
             "parameters": [id, {"name": "at", "in": "query", "schema": {"type": "string", "format": "date-time"}}],
             "responses": read_responses("`history`, and `segments` or `segments_at`."),

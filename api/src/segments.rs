@@ -309,7 +309,9 @@ struct AtQuery {
 }
 
 /// Every enter and exit of a profile (and of the profiles merged into it) with its cause; with `at`, the
-/// segments it was in at that time and the change that put it there.
+/// segments it was in at that time and the change that put it there (`segments_at`: the recorded
+/// history, what was published), and `by_event_time`: the segments its events up to `at` make it, by
+/// event time, under today's definitions (also for a time before a segment was defined).
 async fn memberships(
     State(state): State<Arc<AppState>>,
     principal: Principal,
@@ -368,6 +370,19 @@ async fn memberships(
         Some(t) => {
             body["at"] = json!(rfc3339(t));
             body["segments_at"] = json!(current);
+            // And by event time: what the customer's own history made them then.
+            let profile =
+                cdp_domain::identity::ProfileId::parse(&survivor).map_err(ApiError::internal)?;
+            let as_of = identity::housekeeping::segments_at(&state.store, ws, &profile, t).await?;
+            body["by_event_time"] = json!({
+                "segments": as_of.segments,
+                "events": as_of.events,
+                "latest_event": as_of.latest.map(|(message_id, event, time)| json!({
+                    "message_id": message_id,
+                    "event": event,
+                    "timestamp": rfc3339(time),
+                })),
+            });
         }
         None => body["segments"] = json!(current),
     }

@@ -423,3 +423,85 @@ pub async fn preview(
         }
     }
 }
+
+/// What a profile's events up to a time make of it, by event time: see [`segments_at`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct AsOf {
+    /// The segments the profile's events up to the time put it in, under today's definitions.
+    pub segments: Vec<String>,
+    /// Its events that had happened by then.
+    pub events: usize,
+    /// The latest of them: (message id, event name or kind, event time).
+    pub latest: Option<(String, String, DateTime<Utc>)>,
+}
+
+/// "Was this customer in the segment then": the profile's document folded from its events that had
+/// happened by `at` (event time, whenever they arrived — a backfilled order of 2023 counts in 2023),
+/// evaluated at `at` under the definitions in force now (manual tags and RFM cut points as they stand).
+/// The recorded membership history says what the platform published and when; this says what the
+/// customer's history made them at that moment, also before a segment was defined.
+pub async fn segments_at(
+    store: &Store,
+    workspace: &str,
+    profile: &cdp_domain::identity::ProfileId,
+    at: DateTime<Utc>,
+) -> Result<AsOf, ProjectionError> {
+    use cdp_domain::identity::identifiers_of;
+    use cdp_domain::message::MessageKind;
+    let cat = catalog::load(store, workspace).await?;
+    let thresholds: BTreeMap<String, RfmThresholds> = catalog::thresholds(store, workspace)
+        .await?
+        .into_iter()
+        .map(|(tag, (_, _, t))| (tag, t))
+        .collect();
+    let rules = super::rules_of(store, workspace).await?;
+    let seqs = profiles::events_of(store, workspace, std::slice::from_ref(profile)).await?;
+    let mut events: Vec<_> = store
+        .events_by_seq(&seqs)
+        .await?
+        .into_iter()
+        .filter(|e| e.event.kind != MessageKind::Operator && e.event.event_time <= at)
+        .collect();
+    events.sort_by_key(|e| (e.event.event_time, e.position.seq));
+    let fold = FoldRules {
+        source_priority: &rules.source_priority,
+        traits: cat.folded(),
+    };
+    let mut doc = ProfileDoc::default();
+    for stored in &events {
+        let e = &stored.event;
+        let payload: Value = serde_json::from_str(&e.payload).map_err(ProjectionError::corrupt)?;
+        let carried = identifiers_of(
+            &payload,
+            e.user_id.as_deref(),
+            e.anonymous_id.as_deref(),
+            &rules,
+        );
+        doc.apply(e, &payload, &carried, fold);
+    }
+    let tags = catalog::tags_of(store, workspace, &[profile.as_str()]).await?;
+    let manual: BTreeMap<String, Value> = tags
+        .get(profile.as_str())
+        .into_iter()
+        .flatten()
+        .filter(|t| t.manual)
+        .map(|t| (t.tag.clone(), t.value.value.clone()))
+        .collect();
+    let eval = evaluate(&doc, &cat, &manual, &thresholds, at);
+    Ok(AsOf {
+        segments: eval
+            .segments
+            .into_iter()
+            .filter(|s| cat.segments.contains_key(s))
+            .collect(),
+        events: events.len(),
+        latest: events.last().map(|s| {
+            let e = &s.event;
+            (
+                e.message_id.clone(),
+                e.name.clone().unwrap_or_else(|| e.kind.as_str().to_owned()),
+                e.event_time,
+            )
+        }),
+    })
+}

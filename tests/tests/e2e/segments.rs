@@ -289,3 +289,61 @@ async fn segment_definitions_are_checked() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_a_time_by_event_time_a_customers_history_answers_for_segments_defined_later() {
+    on_each_backend("segments_at_event_time", |backend| async move {
+        let app = spawn_app(backend).await;
+        // History from the POS, stamped when it happened: 600 in January 2024, 600 in March.
+        for (id, ts) in [("h-1", "2024-01-10T10:00:00Z"), ("h-2", "2024-03-10T10:00:00Z")] {
+            let (status, body) = app
+                .post("/v1/batch", &json!({"batch": [{"type": "track", "userId": "hist", "event": "Order Completed",
+                    "messageId": id, "timestamp": ts, "properties": {"total": 600}}]}))
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+        let p = app.profile_with_count("user_id", "hist", "track", 2).await;
+        let id = p["profile_id"].as_str().unwrap().to_owned();
+        // Defined today, long after.
+        for (name, condition) in [
+            ("spent_1000", json!({"event": "Order Completed", "aggregate": {"function": "sum", "property": "properties.total"}, "op": "gte", "value": 1000})),
+            ("ordered_30d", json!({"event": "Order Completed", "count": {"op": "gte", "value": 1}, "window": "30d"})),
+        ] {
+            let (status, body) = app
+                .put_as(&format!("/v1/segments/{name}"), &json!({"condition": condition}), Auth::Bearer(ADMIN_TOKEN))
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+        let at = |t: &'static str| {
+            let app = &app;
+            let id = id.clone();
+            async move {
+                let (status, body) = app
+                    .get_as(&format!("/v1/profiles/{id}/memberships?at={t}"), Auth::Bearer(ADMIN_TOKEN))
+                    .await;
+                assert_eq!(status, StatusCode::OK, "{body}");
+                body
+            }
+        };
+        // February: 600 spent, an order in the last 30 days.
+        let feb = at("2024-02-01T00:00:00Z").await;
+        assert_eq!(feb["by_event_time"]["segments"], json!(["ordered_30d"]), "{feb}");
+        assert_eq!(feb["by_event_time"]["events"], 1, "{feb}");
+        assert_eq!(feb["by_event_time"]["latest_event"]["message_id"], "h-1", "{feb}");
+        // The recorded history knows nothing then: the segments did not exist.
+        assert_eq!(feb["segments_at"], json!([]), "{feb}");
+        // Mid-March: 1,200, and the March order within 30 days.
+        let mar = at("2024-03-15T00:00:00Z").await;
+        assert_eq!(mar["by_event_time"]["segments"], json!(["ordered_30d", "spent_1000"]), "{mar}");
+        assert_eq!(mar["by_event_time"]["latest_event"]["message_id"], "h-2", "{mar}");
+        // May: still 1,200, but no order in 30 days.
+        let may = at("2024-05-01T00:00:00Z").await;
+        assert_eq!(may["by_event_time"]["segments"], json!(["spent_1000"]), "{may}");
+        // Before anything happened: nothing.
+        let before = at("2023-12-31T00:00:00Z").await;
+        assert_eq!(before["by_event_time"]["segments"], json!([]), "{before}");
+        assert_eq!(before["by_event_time"]["events"], 0, "{before}");
+        assert_eq!(before["by_event_time"]["latest_event"], Value::Null, "{before}");
+    })
+    .await;
+}
