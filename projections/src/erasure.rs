@@ -100,6 +100,14 @@ async fn ints(
     Ok(on_tx!(tx, sql, binds, sqlx::query_scalar, fetch_all))
 }
 
+async fn pairs(
+    tx: &mut ModelTx<'_>,
+    sql: &str,
+    binds: &[Bind],
+) -> Result<Vec<(String, String)>, ProjectionError> {
+    Ok(on_tx!(tx, sql, binds, sqlx::query_as, fetch_all))
+}
+
 /// `(seq, value, body)` of identity decisions.
 async fn decisions(
     tx: &mut ModelTx<'_>,
@@ -216,39 +224,47 @@ async fn erase_in(
 
     // The identifier values to redact: those of the cluster's decisions, except values another live
     // profile holds now (a split moved them there: they are that profile's).
-    let mut values: BTreeSet<String> = texts(
+    let mut typed: BTreeSet<(String, String)> = pairs(
         tx,
         &format!(
-            "SELECT value FROM identity_events WHERE workspace = ? AND value IS NOT NULL \
-             AND profile IN ({in_cluster})"
+            "SELECT id_type, value FROM identity_events WHERE workspace = ? AND value IS NOT NULL \
+             AND id_type IS NOT NULL AND profile IN ({in_cluster})"
         ),
         &cluster_binds,
     )
     .await?
     .into_iter()
     .collect();
-    values.extend(
-        texts(
+    typed.extend(
+        pairs(
             tx,
-            "SELECT value FROM identifier_owners WHERE workspace = ? AND profile = ?",
+            "SELECT id_type, value FROM identifier_owners WHERE workspace = ? AND profile = ?",
             &[ws.clone(), Bind::Text(survivor.clone())],
         )
         .await?,
     );
-    let others = texts(
-        tx,
-        &format!(
-            "SELECT value FROM identifier_owners WHERE workspace = ? AND profile NOT IN ({in_cluster})"
-        ),
-        &cluster_binds,
-    )
-    .await?;
-    if !others.is_empty() {
-        // Only those among our values matter; the query above reads the workspace's other owners.
-        for v in others {
-            values.remove(&v);
+    let ours: Vec<(String, String)> = typed.iter().cloned().collect();
+    for chunk in ours.chunks(200) {
+        let mut binds = cluster_binds.clone();
+        for (t, v) in chunk {
+            binds.push(Bind::Text(t.clone()));
+            binds.push(Bind::Text(v.clone()));
+        }
+        let any = vec!["(id_type = ? AND value = ?)"; chunk.len()].join(" OR ");
+        let held_elsewhere = pairs(
+            tx,
+            &format!(
+                "SELECT id_type, value FROM identifier_owners WHERE workspace = ? \
+                 AND profile NOT IN ({in_cluster}) AND ({any})"
+            ),
+            &binds,
+        )
+        .await?;
+        for held in held_elsewhere {
+            typed.remove(&held);
         }
     }
+    let values: BTreeSet<String> = typed.into_iter().map(|(_, v)| v).collect();
 
     // The keys of every event of the cluster.
     let seqs = ints(
@@ -301,7 +317,7 @@ async fn erase_in(
             ints(
                 tx,
                 &format!(
-                    "SELECT seq FROM events WHERE key_id IN ({})",
+                    "SELECT seq FROM events WHERE key_id IS NOT NULL AND key_id IN ({})",
                     marks(chunk.len())
                 ),
                 &binds,
