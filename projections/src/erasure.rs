@@ -108,6 +108,14 @@ async fn pairs(
     Ok(on_tx!(tx, sql, binds, sqlx::query_as, fetch_all))
 }
 
+async fn pairs_int(
+    tx: &mut ModelTx<'_>,
+    sql: &str,
+    binds: &[Bind],
+) -> Result<Vec<(i64, i64)>, ProjectionError> {
+    Ok(on_tx!(tx, sql, binds, sqlx::query_as, fetch_all))
+}
+
 /// `(seq, value, body)` of identity decisions.
 async fn decisions(
     tx: &mut ModelTx<'_>,
@@ -244,6 +252,7 @@ async fn erase_in(
         .await?,
     );
     let ours: Vec<(String, String)> = typed.iter().cloned().collect();
+    let mut candidates: BTreeSet<String> = BTreeSet::new();
     for chunk in ours.chunks(200) {
         let mut binds = cluster_binds.clone();
         for (t, v) in chunk {
@@ -262,6 +271,22 @@ async fn erase_in(
         .await?;
         for held in held_elsewhere {
             typed.remove(&held);
+        }
+        // Profiles that may hold events filed under one of its subjects: those holding one of its
+        // identifiers now (a split moved it there) and those its identifiers were refused to (the event
+        // went to another profile).
+        for sql in [
+            "SELECT DISTINCT profile FROM identifier_owners WHERE workspace = ?",
+            "SELECT DISTINCT profile FROM identity_events WHERE kind = 'link_rejected' AND workspace = ?",
+        ] {
+            candidates.extend(
+                texts(
+                    tx,
+                    &format!("{sql} AND profile NOT IN ({in_cluster}) AND ({any})"),
+                    &binds,
+                )
+                .await?,
+            );
         }
     }
     let values: BTreeSet<String> = typed.into_iter().map(|(_, v)| v).collect();
@@ -310,20 +335,37 @@ async fn erase_in(
     // Events of other profiles filed under one of those subjects (a split left some of the person's
     // anonymous events with another profile) are erased too: they belong to no one any more, and those
     // profiles are to be re-folded from what they still can read.
+    let destroyed: BTreeSet<i64> = key_ids.iter().copied().collect();
+    let candidates: Vec<String> = candidates.into_iter().collect();
     let mut shared = Vec::new();
-    for chunk in key_ids.chunks(500) {
-        let binds: Vec<Bind> = chunk.iter().map(|k| Bind::Int(*k)).collect();
-        shared.extend(
-            ints(
+    for chunk in candidates.chunks(200) {
+        let theirs = ints(
+            tx,
+            &format!(
+                "SELECT log_seq FROM event_profiles WHERE workspace = ? AND profile IN ({})",
+                marks(chunk.len())
+            ),
+            &text_binds(workspace, chunk),
+        )
+        .await?;
+        for seqs in theirs.chunks(500) {
+            let binds: Vec<Bind> = seqs.iter().map(|s| Bind::Int(*s)).collect();
+            let keyed = pairs_int(
                 tx,
                 &format!(
-                    "SELECT seq FROM events WHERE key_id IS NOT NULL AND key_id IN ({})",
-                    marks(chunk.len())
+                    "SELECT seq, key_id FROM events WHERE key_id IS NOT NULL AND seq IN ({})",
+                    marks(seqs.len())
                 ),
                 &binds,
             )
-            .await?,
-        );
+            .await?;
+            shared.extend(
+                keyed
+                    .into_iter()
+                    .filter(|(_, k)| destroyed.contains(k))
+                    .map(|(seq, _)| seq),
+            );
+        }
     }
     let mut affected = BTreeSet::new();
     for chunk in shared.chunks(500) {

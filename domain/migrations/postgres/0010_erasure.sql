@@ -16,8 +16,6 @@ CREATE UNIQUE INDEX subject_keys_by_subject ON subject_keys (subject); -- the ha
 -- The key a sealed event (format 2) was sealed with; NULL for plain events (format 1: operator commands
 -- and events logged before sealing).
 ALTER TABLE events ADD COLUMN key_id BIGINT;
--- An erasure finds every event sealed with a key it destroys (also those another profile holds).
-CREATE INDEX events_by_key ON events (key_id) WHERE key_id IS NOT NULL;
 
 -- Every erasure, with no personal data: which profile (a pseudonymous id), who, when, how much.
 CREATE TABLE erasures (
