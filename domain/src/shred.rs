@@ -7,7 +7,7 @@
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
-use chacha20poly1305::aead::{Aead, Payload};
+use chacha20poly1305::aead::{Aead, AeadInPlace, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, KeyInit, Nonce};
 use sha2::{Digest, Sha256};
 
@@ -39,13 +39,25 @@ pub fn is_sealed(kind: MessageKind) -> bool {
 /// The subject an event is filed under: its user id, else its anonymous id, else the message itself. The
 /// store keeps one key per (workspace, subject) as the SHA-256 of both, never the identifier itself.
 pub fn subject_of(event: &NewEvent) -> String {
-    let subject = match (&event.user_id, &event.anonymous_id) {
-        (Some(user), _) => format!("u\n{user}"),
-        (None, Some(anonymous)) => format!("a\n{anonymous}"),
-        (None, None) => format!("m\n{}", event.message_id),
+    let (tag, value) = match (&event.user_id, &event.anonymous_id) {
+        (Some(user), _) => ("u", user),
+        (None, Some(anonymous)) => ("a", anonymous),
+        (None, None) => ("m", &event.message_id),
     };
-    let digest = Sha256::digest(format!("{}\n{subject}", event.workspace).as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    let digest = Sha256::new()
+        .chain_update(event.workspace.as_bytes())
+        .chain_update(b"\n")
+        .chain_update(tag.as_bytes())
+        .chain_update(b"\n")
+        .chain_update(value.as_bytes())
+        .finalize();
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 0xf)] as char);
+    }
+    out
 }
 
 /// Something that could not be unsealed although its key exists: the log or the key was tampered with.
@@ -60,21 +72,21 @@ pub fn seal(event: &NewEvent, key: &[u8; KEY_LEN], nonce: &[u8; NONCE_LEN]) -> S
     let ids = serde_json::to_string(&(&event.user_id, &event.anonymous_id))
         .expect("two optional strings serialise");
     // JSON never holds a raw newline, so the first one ends the identifiers.
-    let plain = format!("{ids}\n{}", event.payload);
+    let mut sealed = Vec::with_capacity(NONCE_LEN + ids.len() + 1 + event.payload.len() + 16);
+    sealed.extend_from_slice(nonce);
+    sealed.extend_from_slice(ids.as_bytes());
+    sealed.push(b'\n');
+    sealed.extend_from_slice(event.payload.as_bytes());
     let cipher = ChaCha20Poly1305::new(Key::from_slice(key));
-    let sealed = cipher
-        .encrypt(
+    let tag = cipher
+        .encrypt_in_place_detached(
             Nonce::from_slice(nonce),
-            Payload {
-                msg: plain.as_bytes(),
-                aad: &associated(&event.workspace, &event.message_id),
-            },
+            &associated(&event.workspace, &event.message_id),
+            &mut sealed[NONCE_LEN..],
         )
         .expect("ChaCha20-Poly1305 seals any message of a sane size");
-    let mut out = Vec::with_capacity(NONCE_LEN + sealed.len());
-    out.extend_from_slice(nonce);
-    out.extend_from_slice(&sealed);
-    BASE64.encode(out)
+    sealed.extend_from_slice(&tag);
+    BASE64.encode(sealed)
 }
 
 /// The inverse of [`seal`]: (user id, anonymous id, payload).

@@ -8,7 +8,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::Row;
 
-use super::sealing::{self, SubjectKey};
+use super::sealing::{self, KeyCache, SubjectKey};
 use super::{
     decode_credential, decode_event, decode_quarantine, AppendReport, EventStore, QuarantineEntry,
     StoreError, EVENT_COLUMNS, QUARANTINE_COLUMNS, TX_COLUMN,
@@ -19,6 +19,7 @@ use crate::workspace::Credential;
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    keys: KeyCache,
 }
 
 impl PostgresStore {
@@ -30,7 +31,10 @@ impl PostgresStore {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            keys: KeyCache::default(),
+        })
     }
 
     /// A store over the same database whose connections look up names along `search_path` (the
@@ -44,7 +48,10 @@ impl PostgresStore {
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(10))
             .connect_lazy_with(options);
-        Self { pool }
+        Self {
+            pool,
+            keys: KeyCache::default(),
+        }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -64,7 +71,7 @@ impl EventStore for PostgresStore {
         }
         let subjects = sealing::subjects(events);
         let mut tx = self.pool.begin().await?;
-        let keys = subject_keys(&mut tx, &sealing::wanted(events, &subjects)).await?;
+        let keys = subject_keys(&mut tx, &self.keys, &sealing::wanted(events, &subjects)).await?;
         let rows = sealing::rows(events, &subjects, &keys)?;
         let mut workspace = Vec::with_capacity(rows.len());
         let mut message_id = Vec::with_capacity(rows.len());
@@ -256,12 +263,33 @@ impl EventStore for PostgresStore {
 /// by a concurrent append of the same subject is found by the second look (the insert waits for it).
 async fn subject_keys(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    wanted: &[(String, String)],
+    cache: &KeyCache,
+    all: &[(String, String)],
 ) -> Result<HashMap<String, SubjectKey>, StoreError> {
-    let mut keys = HashMap::with_capacity(wanted.len());
+    let (cached, mut wanted) = cache.split(all);
+    if !cached.is_empty() {
+        // Still alive, all of them? (An erasure destroys keys; then look everything up again.)
+        let ids: Vec<i64> = cached.values().map(|(id, _)| *id).collect();
+        let alive: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM subject_keys WHERE key IS NOT NULL AND id = ANY($1)",
+        )
+        .bind(&ids)
+        .fetch_one(&mut **tx)
+        .await?;
+        if alive != ids.len() as i64 {
+            cache.forget();
+            wanted = all.to_vec();
+        }
+    }
+    let mut keys = if wanted.len() == all.len() {
+        HashMap::with_capacity(all.len())
+    } else {
+        cached
+    };
     if wanted.is_empty() {
         return Ok(keys);
     }
+    let wanted = &wanted[..];
     let subjects: Vec<&str> = wanted.iter().map(|(_, s)| s.as_str()).collect();
     let select =
         "SELECT subject, id, key FROM subject_keys WHERE subject = ANY($1) AND key IS NOT NULL";
@@ -275,6 +303,7 @@ async fn subject_keys(
         .filter(|(_, s)| !keys.contains_key(s))
         .collect();
     if missing.is_empty() {
+        cache.remember(&keys);
         return Ok(keys);
     }
     let workspaces: Vec<&str> = missing.iter().map(|(w, _)| w.as_str()).collect();
@@ -293,12 +322,13 @@ async fn subject_keys(
     .fetch_all(&mut **tx)
     .await?;
     keys.extend(made.into_iter().map(|(s, id, k)| (s, (id, k))));
-    if keys.len() < wanted.len() {
+    if wanted.iter().any(|(_, s)| !keys.contains_key(s)) {
         let found: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(select)
             .bind(&subjects)
             .fetch_all(&mut **tx)
             .await?;
         keys.extend(found.into_iter().map(|(s, id, k)| (s, (id, k))));
     }
+    cache.remember(&keys);
     Ok(keys)
 }

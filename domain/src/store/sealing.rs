@@ -53,10 +53,15 @@ pub(crate) fn rows<'a>(
     subjects: &[Option<String>],
     keys: &HashMap<String, SubjectKey>,
 ) -> Result<Vec<EventRow<'a>>, StoreError> {
+    // One random nonce per append, counted up per event: unique within it, and a fresh random 96-bit
+    // start for every append (one system call, not one per event).
+    let base: [u8; NONCE_LEN] = ChaCha20Poly1305::generate_nonce(&mut OsRng).into();
+    let counter = u64::from_le_bytes(base[4..].try_into().expect("8 bytes"));
     events
         .iter()
         .zip(subjects)
-        .map(|(e, subject)| match subject {
+        .enumerate()
+        .map(|(i, (e, subject))| match subject {
             None => Ok(EventRow {
                 event: e,
                 format: EVENT_FORMAT_VERSION,
@@ -72,7 +77,8 @@ pub(crate) fn rows<'a>(
                 let key: &[u8; KEY_LEN] = key.as_slice().try_into().map_err(|_| {
                     StoreError::Corrupt(format!("subject key {id} has the wrong length"))
                 })?;
-                let nonce: [u8; NONCE_LEN] = ChaCha20Poly1305::generate_nonce(&mut OsRng).into();
+                let mut nonce = base;
+                nonce[4..].copy_from_slice(&counter.wrapping_add(i as u64).to_le_bytes());
                 Ok(EventRow {
                     event: e,
                     format: SEALED_FORMAT,
@@ -111,4 +117,46 @@ pub(crate) fn open(
         }
     }
     Ok(())
+}
+
+/// The subject keys this process used lately, so that an append asks the database only whether they
+/// are all still alive (one row) instead of reading each back. Bounded: cleared when full, and when a key
+/// it holds turns out destroyed (an erasure).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct KeyCache(std::sync::Arc<std::sync::Mutex<HashMap<String, SubjectKey>>>);
+
+/// Keys a cache holds at most before it starts over.
+const CACHED_KEYS: usize = 200_000;
+
+impl KeyCache {
+    /// The cached keys among `wanted`, and the subjects it lacks.
+    pub(crate) fn split(
+        &self,
+        wanted: &[(String, String)],
+    ) -> (HashMap<String, SubjectKey>, Vec<(String, String)>) {
+        let cache = self.0.lock().expect("key cache lock");
+        let mut found = HashMap::with_capacity(wanted.len());
+        let mut missing = Vec::new();
+        for w in wanted {
+            match cache.get(&w.1) {
+                Some(k) => {
+                    found.insert(w.1.clone(), k.clone());
+                }
+                None => missing.push(w.clone()),
+            }
+        }
+        (found, missing)
+    }
+
+    pub(crate) fn remember(&self, keys: &HashMap<String, SubjectKey>) {
+        let mut cache = self.0.lock().expect("key cache lock");
+        if cache.len() + keys.len() > CACHED_KEYS {
+            cache.clear();
+        }
+        cache.extend(keys.iter().map(|(s, k)| (s.clone(), k.clone())));
+    }
+
+    pub(crate) fn forget(&self) {
+        self.0.lock().expect("key cache lock").clear();
+    }
 }

@@ -11,7 +11,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use super::sealing::{self, SubjectKey};
+use super::sealing::{self, KeyCache, SubjectKey};
 use super::{
     decode_credential, decode_event, decode_quarantine, AppendReport, EventStore, QuarantineEntry,
     StoreError, EVENT_COLUMNS, QUARANTINE_COLUMNS,
@@ -30,6 +30,7 @@ pub struct SqliteStore {
     /// deferred `BEGIN` for a rebuild's shadow, whose connections also see the live database attached and
     /// must not lock it.
     begin: &'static str,
+    keys: KeyCache,
 }
 
 impl SqliteStore {
@@ -69,6 +70,7 @@ impl SqliteStore {
             write,
             read,
             begin: "BEGIN IMMEDIATE",
+            keys: KeyCache::default(),
         })
     }
 
@@ -106,6 +108,7 @@ impl SqliteStore {
             write,
             read,
             begin: "BEGIN",
+            keys: KeyCache::default(),
         })
     }
 
@@ -157,7 +160,7 @@ impl EventStore for SqliteStore {
         }
         let subjects = sealing::subjects(events);
         let mut tx = self.write.begin_with(self.begin).await?;
-        let keys = subject_keys(&mut tx, &sealing::wanted(events, &subjects)).await?;
+        let keys = subject_keys(&mut tx, &self.keys, &sealing::wanted(events, &subjects)).await?;
         let rows = sealing::rows(events, &subjects, &keys)?;
         let mut inserted = 0;
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
@@ -312,10 +315,33 @@ impl EventStore for SqliteStore {
 /// the only writer).
 async fn subject_keys(
     tx: &mut sqlx::Transaction<'_, Sqlite>,
+    cache: &KeyCache,
     wanted: &[(String, String)],
 ) -> Result<HashMap<String, SubjectKey>, StoreError> {
-    let mut keys = HashMap::with_capacity(wanted.len());
-    for chunk in wanted.chunks(ROWS_PER_STATEMENT) {
+    let (mut keys, mut missing) = cache.split(wanted);
+    if !keys.is_empty() {
+        // Still alive, all of them? (An erasure destroys keys; then look everything up again.)
+        let ids: Vec<i64> = keys.values().map(|(id, _)| *id).collect();
+        let mut n = 0;
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let mut alive: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "SELECT count(*) FROM subject_keys WHERE key IS NOT NULL AND id IN (",
+            );
+            let mut list = alive.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            alive.push(")");
+            let alive: i64 = alive.build_query_scalar().fetch_one(&mut **tx).await?;
+            n += alive;
+        }
+        if n != ids.len() as i64 {
+            cache.forget();
+            keys.clear();
+            missing = wanted.to_vec();
+        }
+    }
+    for chunk in missing.chunks(ROWS_PER_STATEMENT) {
         let mut select: QueryBuilder<Sqlite> = QueryBuilder::new(
             "SELECT subject, id, key FROM subject_keys WHERE key IS NOT NULL AND subject IN (",
         );
@@ -348,5 +374,6 @@ async fn subject_keys(
             insert.build_query_as().fetch_all(&mut **tx).await?;
         keys.extend(made.into_iter().map(|(s, id, k)| (s, (id, k))));
     }
+    cache.remember(&keys);
     Ok(keys)
 }
