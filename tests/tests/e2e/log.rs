@@ -204,3 +204,74 @@ async fn events_cannot_be_updated_or_deleted() {
     })
     .await;
 }
+
+/// Customer events are sealed: the stored row holds no identifier or property in the clear and reads
+/// back whole; once its subject's key is destroyed it reads back erased, and a later event of the same
+/// subject gets a new key — also when this store cached the old one — and reads back whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_sealed_and_a_destroyed_key_is_never_used_again() {
+    on_each_backend("sealed_log", |backend| async move {
+        let (store, _guard) = fresh_store(backend).await;
+        let first = new_event("shop", "m-1");
+        store.append(std::slice::from_ref(&first)).await.unwrap();
+        let raw = |sql: &'static str| {
+            let store = store.clone();
+            async move {
+                match &store {
+                    Store::Sqlite(s) => sqlx::query_scalar::<_, String>(sql)
+                        .fetch_all(s.read_pool())
+                        .await
+                        .unwrap(),
+                    Store::Postgres(s) => sqlx::query_scalar::<_, String>(sql)
+                        .fetch_all(s.pool())
+                        .await
+                        .unwrap(),
+                }
+            }
+        };
+        let stored = raw("SELECT payload FROM events").await.join("\n");
+        assert!(
+            !stored.contains("u-log") && !stored.contains("Order Completed\""),
+            "{stored}"
+        );
+        let read = read_all(&store).await;
+        assert_eq!(read[0].event.payload, first.payload);
+        assert_eq!(read[0].event.user_id.as_deref(), Some("u-log"));
+
+        // The key destroyed (as an erasure does): the event reads back erased.
+        let destroy = "UPDATE subject_keys SET key = NULL, subject = NULL";
+        match &store {
+            Store::Sqlite(s) => sqlx::query(destroy)
+                .execute(s.write_pool())
+                .await
+                .map(|_| ())
+                .unwrap(),
+            Store::Postgres(s) => sqlx::query(destroy)
+                .execute(s.pool())
+                .await
+                .map(|_| ())
+                .unwrap(),
+        }
+        let read = read_all(&store).await;
+        assert!(
+            cdp_domain::shred::is_erased(&read[0].event),
+            "{:?}",
+            read[0]
+        );
+        assert_eq!(read[0].event.user_id, None);
+
+        // The same subject again, through the same store (which cached the destroyed key).
+        let second = new_event("shop", "m-2");
+        store.append(std::slice::from_ref(&second)).await.unwrap();
+        let read = read_all(&store).await;
+        assert_eq!(read.len(), 2);
+        assert_eq!(
+            read[1].event.payload, second.payload,
+            "the new event is readable"
+        );
+        assert!(cdp_domain::shred::is_erased(&read[0].event));
+        let live = raw("SELECT subject FROM subject_keys WHERE key IS NOT NULL").await;
+        assert_eq!(live.len(), 1, "one live key, a new one");
+    })
+    .await;
+}
