@@ -234,7 +234,7 @@ async fn events_are_sealed_and_a_destroyed_key_is_never_used_again() {
             !stored.contains("u-log") && !stored.contains("Order Completed\""),
             "{stored}"
         );
-        let read = read_all(&store).await;
+        let read = readable(&store, 1).await;
         assert_eq!(read[0].event.payload, first.payload);
         assert_eq!(read[0].event.user_id.as_deref(), Some("u-log"));
 
@@ -252,7 +252,7 @@ async fn events_are_sealed_and_a_destroyed_key_is_never_used_again() {
                 .map(|_| ())
                 .unwrap(),
         }
-        let read = read_all(&store).await;
+        let read = readable(&store, 1).await;
         assert!(
             cdp_domain::shred::is_erased(&read[0].event),
             "{:?}",
@@ -263,7 +263,7 @@ async fn events_are_sealed_and_a_destroyed_key_is_never_used_again() {
         // The same subject again, through the same store (which cached the destroyed key).
         let second = new_event("shop", "m-2");
         store.append(std::slice::from_ref(&second)).await.unwrap();
-        let read = read_all(&store).await;
+        let read = readable(&store, 2).await;
         assert_eq!(read.len(), 2);
         assert_eq!(
             read[1].event.payload, second.payload,
@@ -274,4 +274,18 @@ async fn events_are_sealed_and_a_destroyed_key_is_never_used_again() {
         assert_eq!(live.len(), 1, "one live key, a new one");
     })
     .await;
+}
+
+/// Every event of the log once at least `n` are readable (PostgreSQL readers wait for older transactions
+/// of the server, other tests' included).
+async fn readable(store: &Store, n: usize) -> Vec<cdp_domain::event::StoredEvent> {
+    crate::helpers::eventually(&format!("{n} events readable"), || async {
+        let all = read_all(store).await;
+        if all.len() >= n {
+            Ok(all)
+        } else {
+            Err(format!("{} events", all.len()))
+        }
+    })
+    .await
 }
