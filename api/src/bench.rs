@@ -49,6 +49,10 @@ pub enum Scenario {
     /// `POST /v1/segments/preview` of a 4-condition segment, timed: ms and profiles/s; the reference is
     /// one SQL query over the events table.
     SegmentPreview,
+    /// The replay scenario's catalog and the workload appended to the log, then caught up by a new live
+    /// resolver (identity, profiles, traits, tags, segments): events/s; the reference is a `read_after`
+    /// scan of the same log (payloads parsed) in the same run. Verified: every event applied once.
+    Resolve,
     /// The workload and a catalog (computed traits, a tag, a segment) resolved live, then `cdp replay
     /// rebuild` of the resolver's whole model from the log: events/s; the reference is a `read_after`
     /// scan of the same log (payloads parsed) in the same run. Verified: every event applied, the
@@ -65,6 +69,7 @@ impl Scenario {
         Scenario::Freshness,
         Scenario::TimeOut,
         Scenario::SegmentPreview,
+        Scenario::Resolve,
         Scenario::Replay,
     ];
 
@@ -77,6 +82,7 @@ impl Scenario {
             Scenario::Freshness => freshness::NAME,
             Scenario::TimeOut => timeout::NAME,
             Scenario::SegmentPreview => preview::NAME,
+            Scenario::Resolve => replay::RESOLVE,
             Scenario::Replay => replay::NAME,
         }
     }
@@ -233,6 +239,7 @@ async fn run_scenario(
             };
             preview::run(backend, &settings).await
         }
+        Scenario::Resolve => replay::run_resolve(backend, workload).await,
         Scenario::Replay => replay::run(backend, workload).await,
     }
 }
