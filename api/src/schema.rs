@@ -12,7 +12,6 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use cdp_domain::computed::Function;
-use cdp_domain::profile::ProfileDoc;
 use cdp_domain::store::Store;
 use cdp_domain::tags::TagDef;
 use cdp_domain::workspace::Scope;
@@ -174,10 +173,7 @@ async fn schema(
     principal.require(Scope::Read)?;
     let ws = &principal.workspace;
     let mut traits: BTreeMap<String, Seen> = BTreeMap::new();
-    for (_, json) in catalog::profiles_after(&state.store, ws, "", SAMPLE).await? {
-        let Ok(doc) = serde_json::from_str::<ProfileDoc>(&json) else {
-            continue;
-        };
+    for (_, doc) in catalog::profiles_after(&state.store, ws, "", SAMPLE).await? {
         for (name, t) in &doc.traits {
             traits.entry(name.clone()).or_default().see(&t.value, None);
         }

@@ -29,6 +29,7 @@ pub const CONSENT_EVENT: &str = "Segment Consent Preference Updated";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Choice {
     pub granted: bool,
+    #[serde(with = "crate::codec::time")]
     pub at: DateTime<Utc>,
     /// Where it came from: the message's `context.consent.source`, else its channel (`pos`, `crm`, ..).
     pub source: String,

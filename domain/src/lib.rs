@@ -4,6 +4,7 @@
 //! Every module except `store` is synchronous and free of IO: the clock and id generation are passed in.
 
 pub mod catalog;
+pub mod codec;
 pub mod computed;
 pub mod consent;
 pub mod event;

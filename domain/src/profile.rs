@@ -42,8 +42,10 @@ pub fn channel_of(payload: &Value) -> String {
 /// A trait value and what set it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TraitValue {
+    #[serde(with = "crate::codec::json")]
     pub value: Value,
     /// The event time of the message that set it.
+    #[serde(with = "crate::codec::time")]
     pub set_at: DateTime<Utc>,
     pub message_id: String,
     pub channel: String,
@@ -54,7 +56,9 @@ pub struct TraitValue {
 /// When an identifier was first and last carried by the profile's events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Seen {
+    #[serde(with = "crate::codec::time")]
     pub first: DateTime<Utc>,
+    #[serde(with = "crate::codec::time")]
     pub last: DateTime<Utc>,
 }
 
@@ -71,10 +75,12 @@ pub struct EventSummary {
     pub message_id: String,
     #[serde(rename = "type")]
     pub kind: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub name: Option<String>,
     pub channel: String,
+    #[serde(with = "crate::codec::time")]
     pub timestamp: DateTime<Utc>,
+    #[serde(with = "crate::codec::time")]
     pub received_at: DateTime<Utc>,
 }
 
@@ -129,7 +135,7 @@ pub struct ComputedEntry {
     #[serde(rename = "c")]
     pub complete: bool,
     /// The event time of the latest event that counted.
-    #[serde(rename = "at", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "at", default, with = "crate::codec::opt_time")]
     pub last_event_at: Option<DateTime<Utc>>,
     #[serde(rename = "s")]
     pub state: TraitState,
@@ -168,19 +174,46 @@ pub struct ProfileDoc {
     /// Track messages by event name.
     pub counts_by_event: BTreeMap<String, u64>,
     pub counts_by_channel: BTreeMap<String, u64>,
+    #[serde(with = "crate::codec::opt_time")]
     pub first_seen: Option<DateTime<Utc>>,
+    #[serde(with = "crate::codec::opt_time")]
     pub last_seen: Option<DateTime<Utc>>,
     /// Newest first by event time.
     pub recent_events: Vec<EventSummary>,
     /// Computed traits by name.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default)]
     pub computed: BTreeMap<String, ComputedEntry>,
     /// Consent by channel and purpose, as the profile's messages stated it (`crate::consent`).
-    #[serde(default, skip_serializing_if = "Consents::is_empty")]
+    #[serde(default)]
     pub consent: Consents,
 }
 
+/// Why a stored profile state could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StoredDocError {
+    #[error(transparent)]
+    Binary(#[from] crate::codec::CodecError),
+    #[error("the JSON document does not parse: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("the row holds neither a state nor a document")]
+    Missing,
+}
+
 impl ProfileDoc {
+    /// The document in its stored binary form ([`crate::codec`]).
+    pub fn to_state(&self) -> Vec<u8> {
+        crate::codec::encode(self).expect("a profile document always serialises")
+    }
+
+    /// The document of a stored row: its binary `state`, else the JSON `doc` earlier versions wrote.
+    pub fn from_stored(state: Option<&[u8]>, doc: Option<&str>) -> Result<Self, StoredDocError> {
+        match (state, doc) {
+            (Some(bytes), _) => Ok(crate::codec::decode(bytes)?),
+            (None, Some(json)) => Ok(serde_json::from_str(json)?),
+            (None, None) => Err(StoredDocError::Missing),
+        }
+    }
+
     /// Folds one customer event in. `carried` are the normalised identifiers it carries.
     pub fn apply(
         &mut self,

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use cdp_domain::catalog::{Catalog, DefinedSegment, DefinedTag, DefinedTrait};
 use cdp_domain::computed::TraitDef;
+use cdp_domain::profile::ProfileDoc;
 use cdp_domain::segments::SegmentDef;
 use cdp_domain::store::Store;
 use cdp_domain::tags::{RfmThresholds, TagDef, TagValue};
@@ -330,20 +331,23 @@ pub async fn thresholds(
         .collect()
 }
 
-/// One page of a workspace's live profiles after `cursor`, in id order, with their documents (JSON).
+/// One page of a workspace's live profiles after `cursor`, in id order, with their documents.
 pub async fn profiles_after(
     store: &Store,
     workspace: &str,
     cursor: &str,
     limit: i64,
-) -> Result<Vec<(String, String)>, ProjectionError> {
-    Ok(read!(
+) -> Result<Vec<(String, ProfileDoc)>, ProjectionError> {
+    let rows: Vec<(String, Option<Vec<u8>>, Option<String>)> = read!(
         store,
-        "SELECT profile, doc FROM profiles WHERE workspace = ? AND profile > ? \
+        "SELECT profile, state, doc FROM profiles WHERE workspace = ? AND profile > ? \
          ORDER BY profile LIMIT ?",
         |q| q.bind(workspace).bind(cursor).bind(limit),
         fetch_all
-    ))
+    );
+    rows.into_iter()
+        .map(|(p, state, doc)| Ok((p, crate::profiles::decode(&(state, doc))?)))
+        .collect()
 }
 
 /// Profiles whose tags are due to be evaluated again by `now_ms`.

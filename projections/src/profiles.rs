@@ -17,30 +17,37 @@ pub type ProfileKey = (String, ProfileId);
 
 const PER_STATEMENT: usize = 500;
 
+/// A stored profile row's state (binary) and document (JSON of earlier versions).
+pub type StoredDoc = (Option<Vec<u8>>, Option<String>);
+
+/// The document of a stored row.
+pub fn decode((state, doc): &StoredDoc) -> Result<ProfileDoc, ProjectionError> {
+    ProfileDoc::from_stored(state.as_deref(), doc.as_deref()).map_err(ProjectionError::corrupt)
+}
+
 /// The document of a live profile; `None` for a profile merged away or never created.
 pub async fn load(
     store: &Store,
     workspace: &str,
     profile: &str,
 ) -> Result<Option<ProfileDoc>, ProjectionError> {
-    let json: Option<String> = match store {
+    let row: Option<StoredDoc> = match store {
         Store::Sqlite(s) => {
-            sqlx::query_scalar("SELECT doc FROM profiles WHERE workspace = ? AND profile = ?")
+            sqlx::query_as("SELECT state, doc FROM profiles WHERE workspace = ? AND profile = ?")
                 .bind(workspace)
                 .bind(profile)
                 .fetch_optional(s.read_pool())
                 .await?
         }
         Store::Postgres(s) => {
-            sqlx::query_scalar("SELECT doc FROM profiles WHERE workspace = $1 AND profile = $2")
+            sqlx::query_as("SELECT state, doc FROM profiles WHERE workspace = $1 AND profile = $2")
                 .bind(workspace)
                 .bind(profile)
                 .fetch_optional(s.pool())
                 .await?
         }
     };
-    json.map(|j| serde_json::from_str(&j).map_err(ProjectionError::corrupt))
-        .transpose()
+    row.as_ref().map(decode).transpose()
 }
 
 /// The documents of these profiles that exist. Reads through the pools: only the resolver writes them,
@@ -51,7 +58,7 @@ pub async fn load_many(
 ) -> Result<HashMap<ProfileKey, ProfileDoc>, ProjectionError> {
     let mut found = HashMap::with_capacity(keys.len());
     for chunk in keys.chunks(PER_STATEMENT) {
-        let rows: Vec<(String, String, String)> = match store {
+        let rows: Vec<(String, String, Option<Vec<u8>>, Option<String>)> = match store {
             Store::Sqlite(s) => {
                 // `workspace = ? AND profile IN (…)` per workspace: SQLite answers a row-value
                 // `IN (VALUES …)` with a scan of the whole table.
@@ -65,7 +72,7 @@ pub async fn load_many(
                 }
                 for (w, ps) in by_workspace {
                     let mut q: QueryBuilder<sqlx::Sqlite> = QueryBuilder::new(
-                        "SELECT workspace, profile, doc FROM profiles WHERE workspace = ",
+                        "SELECT workspace, profile, state, doc FROM profiles WHERE workspace = ",
                     );
                     q.push_bind(w).push(" AND profile IN (");
                     let mut list = q.separated(", ");
@@ -73,7 +80,7 @@ pub async fn load_many(
                         list.push_bind(p);
                     }
                     q.push(")");
-                    let found: Vec<(String, String, String)> =
+                    let found: Vec<(String, String, Option<Vec<u8>>, Option<String>)> =
                         q.build_query_as().fetch_all(s.read_pool()).await?;
                     rows.extend(found);
                 }
@@ -82,7 +89,7 @@ pub async fn load_many(
             Store::Postgres(s) => {
                 let (w, p) = unzip(chunk);
                 sqlx::query_as(
-                    "SELECT d.workspace, d.profile, d.doc FROM profiles d \
+                    "SELECT d.workspace, d.profile, d.state, d.doc FROM profiles d \
                      JOIN UNNEST($1::text[], $2::text[]) AS k(w, p) \
                        ON d.workspace = k.w AND d.profile = k.p",
                 )
@@ -92,9 +99,9 @@ pub async fn load_many(
                 .await?
             }
         };
-        for (w, p, json) in rows {
+        for (w, p, state, json) in rows {
             let profile = ProfileId::parse(&p).map_err(ProjectionError::corrupt)?;
-            let doc = serde_json::from_str(&json).map_err(ProjectionError::corrupt)?;
+            let doc = decode(&(state, json))?;
             found.insert((w, profile), doc);
         }
     }
@@ -330,8 +337,8 @@ pub struct ModelWrites {
     pub owners: Vec<(i64, String, ProfileId)>,
     /// `(workspace, identifier, profile)`: who holds an identifier after the batch.
     pub holders: Vec<(String, Identifier, ProfileId)>,
-    /// Documents of live profiles, as JSON.
-    pub docs: Vec<(ProfileKey, String)>,
+    /// Documents of live profiles, in their binary form (`ProfileDoc::to_state`).
+    pub docs: Vec<(ProfileKey, Vec<u8>)>,
     /// Profiles merged away in the batch.
     pub gone: Vec<ProfileKey>,
 }
@@ -399,11 +406,16 @@ pub async fn write(tx: &mut ModelTx<'_>, writes: &ModelWrites) -> Result<(), Pro
             }
             for chunk in writes.docs.chunks(PER_STATEMENT) {
                 let mut q: QueryBuilder<$db> =
-                    QueryBuilder::new("INSERT INTO profiles (workspace, profile, doc) ");
-                q.push_values(chunk, |mut row, ((w, p), json)| {
-                    row.push_bind(w).push_bind(p.as_str()).push_bind(json);
+                    QueryBuilder::new("INSERT INTO profiles (workspace, profile, doc, state) ");
+                q.push_values(chunk, |mut row, ((w, p), state)| {
+                    row.push_bind(w)
+                        .push_bind(p.as_str())
+                        .push_bind(None::<String>)
+                        .push_bind(state);
                 });
-                q.push(" ON CONFLICT (workspace, profile) DO UPDATE SET doc = excluded.doc");
+                q.push(
+                    " ON CONFLICT (workspace, profile) DO UPDATE SET doc = NULL, state = excluded.state",
+                );
                 q.build().execute(&mut **$tx).await?;
             }
             for (w, p) in &writes.gone {

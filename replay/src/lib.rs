@@ -232,13 +232,10 @@ async fn write_if_unmoved(
     replace_all: bool,
     catalog_writes: CatalogWrites,
 ) -> Result<bool, ProjectionError> {
-    let mut rows = Vec::new();
-    for (key, doc) in docs {
-        rows.push((
-            key,
-            serde_json::to_string(&doc).map_err(ProjectionError::corrupt)?,
-        ));
-    }
+    let rows = docs
+        .into_iter()
+        .map(|(key, doc)| (key, doc.to_state()))
+        .collect();
     let writes = ModelWrites {
         docs: rows,
         ..ModelWrites::default()

@@ -9,21 +9,30 @@ use cdp_domain::message::{validate, Envelope};
 use cdp_projections::runner::{catch_up, run_once};
 use serde_json::json;
 
-async fn all_docs(store: &Store) -> Vec<(String, String, String)> {
+/// Every profile row: its workspace, id and stored binary state (none of them JSON any more).
+async fn all_docs(store: &Store) -> Vec<(String, String, Vec<u8>)> {
     let Store::Sqlite(s) = store else {
         unreachable!()
     };
-    sqlx::query_as("SELECT workspace, profile, doc FROM profiles ORDER BY workspace, profile")
-        .fetch_all(s.read_pool())
-        .await
-        .unwrap()
+    let rows: Vec<(String, String, Option<Vec<u8>>, Option<String>)> = sqlx::query_as(
+        "SELECT workspace, profile, state, doc FROM profiles ORDER BY workspace, profile",
+    )
+    .fetch_all(s.read_pool())
+    .await
+    .unwrap();
+    rows.into_iter()
+        .map(|(w, p, state, doc)| {
+            assert!(doc.is_none(), "{w}/{p} was written as JSON");
+            (w, p, state.expect("every profile row holds its state"))
+        })
+        .collect()
 }
 
 /// The whole profile model: documents, event owners, identifier holders.
 async fn model(
     store: &Store,
 ) -> (
-    Vec<(String, String, String)>,
+    Vec<(String, String, Vec<u8>)>,
     Vec<(i64, String)>,
     Vec<(String, String, String)>,
 ) {
@@ -220,8 +229,8 @@ async fn check_traits_against_the_log(store: &Store, now: chrono::DateTime<chron
         .iter()
         .map(|e| serde_json::from_str(&e.event.payload).unwrap())
         .collect();
-    for (_, profile, json) in all_docs(store).await {
-        let doc: ProfileDoc = serde_json::from_str(&json).unwrap();
+    for (_, profile, state) in all_docs(store).await {
+        let doc = ProfileDoc::from_stored(Some(&state), None).unwrap();
         let raw: Vec<RawEvent<'_>> = log
             .iter()
             .zip(&payloads)

@@ -66,7 +66,7 @@ const SEGMENT: &str = "big_shoppers";
 /// The rule tag's threshold on `spend_30d`.
 const BIG_SPENDER: f64 = 500.0;
 /// Separates the columns of a row in [`digest`] (ASCII unit separator; no column holds it unescaped:
-/// documents are JSON).
+/// documents are hex).
 const SEPARATOR: u8 = 0x1f;
 
 /// The catalog of the log, in the order it is defined (a tag after its trait, the segment after its
@@ -168,7 +168,12 @@ async fn digest(
     columns: &[&str],
     order: &str,
 ) -> anyhow::Result<TableDigest> {
-    let sql = |chr: &str| {
+    // Binary states are compared as hex text (`HEXSTATE`).
+    let sql = |chr: &str, hex: &str| {
+        let columns: Vec<&str> = columns
+            .iter()
+            .map(|c| if *c == "HEXSTATE" { hex } else { c })
+            .collect();
         let joined = columns.join(&format!(" || {chr}({SEPARATOR}) || "));
         format!("SELECT {joined} FROM {table} ORDER BY {order}")
     };
@@ -176,14 +181,14 @@ async fn digest(
     let failed = || format!("failed to read {table}");
     match store {
         Store::Sqlite(s) => {
-            let sql = sql("char");
+            let sql = sql("char", "hex(state)");
             let mut rows = sqlx::query_scalar::<_, String>(&sql).fetch(s.read_pool());
             while let Some(row) = rows.try_next().await.with_context(failed)? {
                 digester.add(&row);
             }
         }
         Store::Postgres(s) => {
-            let sql = sql("chr");
+            let sql = sql("chr", "encode(state, 'hex')");
             let mut rows = sqlx::query_scalar::<_, String>(&sql).fetch(s.pool());
             while let Some(row) = rows.try_next().await.with_context(failed)? {
                 digester.add(&row);
@@ -198,7 +203,7 @@ async fn model(store: &Store) -> anyhow::Result<Model> {
         profiles: digest(
             store,
             "profiles",
-            &["workspace", "profile", "doc"],
+            &["workspace", "profile", "HEXSTATE"],
             "workspace, profile",
         )
         .await?,

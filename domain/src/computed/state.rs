@@ -31,10 +31,10 @@ pub struct RawEvent<'a> {
 /// partial aggregates. Merges are order-independent; see the module doc of `computed`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TraitState {
-    #[serde(rename = "b", default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(rename = "b", default)]
     buckets: BTreeMap<i64, Agg>,
     /// A sequence's state (function `sequence` only).
-    #[serde(rename = "q", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "q", default)]
     seq: Option<Seq>,
 }
 
@@ -45,9 +45,9 @@ const SEQUENCE_KEEPS: usize = 256;
 /// the later first step and the union of the second steps after it, so order does not matter.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct Seq {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, with = "crate::codec::opt_time")]
     a: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    #[serde(default)]
     b: BTreeSet<DateTime<Utc>>,
 }
 
@@ -86,38 +86,31 @@ impl Seq {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct Agg {
     /// Events (count) or numeric values (average).
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default)]
     n: u64,
     /// Sum in micro-units (sum, average).
-    #[serde(default, skip_serializing_if = "is_zero_i128")]
+    #[serde(default)]
     s: i128,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     lo: Option<i128>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     hi: Option<i128>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     first: Option<Mark>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     last: Option<Mark>,
     /// Occurrences per canonical value (most_frequent).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default)]
     f: BTreeMap<String, u64>,
     /// Distinct canonical values (distinct_count, unique_list).
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    #[serde(default)]
     u: BTreeSet<String>,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
-}
-
-fn is_zero_i128(n: &i128) -> bool {
-    *n == 0
 }
 
 /// An event's place in time and its value (canonical JSON text), for first/last.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 struct Mark {
+    #[serde(with = "crate::codec::time")]
     t: DateTime<Utc>,
     i: String,
     v: String,

@@ -414,12 +414,17 @@ fn state_is_compact_and_pruned() {
     let d = def(json!({"event": "Order Completed", "function": "count", "window": "2d"}));
     let s = fold(&d, &orders());
     // Only the newest bucket's window (2024-05-06..=07) and a day of margin (05-05) remain; 2024-05-01 is
-    // gone. Short keys, no empty fields.
+    // gone. Stored in binary: a few bytes per bucket.
+    let v = serde_json::to_value(&s).unwrap();
+    let days: Vec<&String> = v["b"].as_object().unwrap().keys().collect();
+    assert_eq!(days, ["19848", "19850"]);
+    assert_eq!(v["b"]["19848"]["n"], 1);
+    assert_eq!(v["b"]["19850"]["n"], 1);
+    assert!(crate::codec::encode(&s).unwrap().len() <= 32);
     assert_eq!(
-        serde_json::to_value(&s).unwrap(),
-        json!({"b": {"19848": {"n": 1}, "19850": {"n": 1}}})
+        crate::codec::encode(&TraitState::default()).unwrap().len(),
+        3
     );
-    assert_eq!(serde_json::to_string(&TraitState::default()).unwrap(), "{}");
 }
 
 #[test]
@@ -456,6 +461,7 @@ fn large_sums_are_exact_and_survive_a_restart() {
     let s = fold(&d, &events);
     let restarted: TraitState = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
     assert_eq!(restarted, s);
+    assert_eq!(round_trip(&s), s);
     assert_eq!(value(&d, &events, "2024-05-02T00:00:00Z"), json!(1.8e19));
 }
 
@@ -728,8 +734,13 @@ fn def_strategy() -> impl Strategy<Value = TraitDef> {
         })
 }
 
+/// The state through its stored binary form, checked against its JSON form (documents of earlier
+/// versions) on the way.
 fn round_trip(s: &TraitState) -> TraitState {
-    serde_json::from_str(&serde_json::to_string(s).unwrap()).unwrap()
+    let from_json: TraitState = serde_json::from_str(&serde_json::to_string(s).unwrap()).unwrap();
+    let from_binary: TraitState = crate::codec::decode(&crate::codec::encode(s).unwrap()).unwrap();
+    assert_eq!(from_json, from_binary);
+    from_binary
 }
 
 fn arbitrary_json() -> impl Strategy<Value = Value> {

@@ -197,5 +197,39 @@ proptest! {
         let mut left = fold(&shuffled[..cut], rules);
         left.absorb(fold(&shuffled[cut..], rules), rules);
         prop_assert_eq!(&left, &whole);
+
+        // Stored and read back, in the binary form and in the JSON form of earlier versions.
+        let state = whole.to_state();
+        prop_assert_eq!(&ProfileDoc::from_stored(Some(&state), None).unwrap(), &whole);
+        let json = serde_json::to_string(&whole).unwrap();
+        prop_assert_eq!(&ProfileDoc::from_stored(None, Some(&json)).unwrap(), &whole);
     }
+}
+
+#[test]
+fn a_document_stored_as_json_by_an_earlier_version_still_reads() {
+    // As version 0.1 wrote it: empty maps, absent names and times left out.
+    let json = r#"{"linked":[{"type":"user_id","value":"u"}],
+        "seen":{"user_id":{"u":{"first":"2026-01-01T09:00:00Z","last":"2026-01-01T10:00:00Z"}}},
+        "traits":{"plan":{"value":{"tier":["gold"]},"set_at":"2026-01-01T10:00:00Z",
+            "message_id":"m1","channel":"crm","kind":"identify"}},
+        "events":2,"counts_by_type":{"identify":2},"counts_by_event":{},
+        "counts_by_channel":{"crm":2},"first_seen":"2026-01-01T09:00:00Z",
+        "last_seen":"2026-01-01T10:00:00Z",
+        "recent_events":[{"message_id":"m1","type":"identify","channel":"crm",
+            "timestamp":"2026-01-01T10:00:00Z","received_at":"2026-01-01T10:00:00Z"}],
+        "computed":{"spend":{"v":1,"c":true,"s":{"b":{"19848":{"n":1,"s":5000000}}}}}}"#;
+    let doc = ProfileDoc::from_stored(None, Some(json)).unwrap();
+    assert_eq!(doc.traits["plan"].value, json!({"tier": ["gold"]}));
+    assert_eq!(doc.recent_events[0].name, None);
+    assert_eq!(doc.computed["spend"].last_event_at, None);
+    assert!(doc.consent.is_empty());
+    let again = ProfileDoc::from_stored(Some(&doc.to_state()), None).unwrap();
+    assert_eq!(again, doc);
+    assert!(doc.to_state().len() < json.len() / 2);
+    assert!(matches!(
+        ProfileDoc::from_stored(None, None),
+        Err(StoredDocError::Missing)
+    ));
+    assert!(ProfileDoc::from_stored(Some(&[1, 0xff, 0xff]), Some(json)).is_err());
 }

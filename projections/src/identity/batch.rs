@@ -54,7 +54,7 @@ pub(super) struct Context<'a> {
 pub(super) async fn prepare(
     store: &Store,
     graphs: &mut HashMap<String, IdentityGraph>,
-    cache: &super::DocCache,
+    cache: &mut super::Docs,
     ctx: Context<'_>,
     events: &[StoredEvent],
 ) -> Result<PreparedDecisions, ProjectionError> {
@@ -179,9 +179,9 @@ pub(super) async fn prepare(
     keys.dedup();
     keys.retain(|k| !house.docs.contains_key(k));
     let mut docs = HashMap::with_capacity(keys.len() + house.docs.len());
-    keys.retain(|k| match cache.get(k) {
+    keys.retain(|k| match cache.take(k) {
         Some(doc) => {
-            docs.insert(k.clone(), ProfileDoc::clone(&doc));
+            docs.insert(k.clone(), doc);
             false
         }
         None => true,
@@ -358,14 +358,13 @@ pub(super) async fn prepare(
     *catalogs = std::mem::take(&mut model.catalogs);
     // The documents as this batch leaves them; if it does not commit, the whole cache is dropped.
     for key in &model.gone {
-        cache.invalidate(key);
+        cache.forget(key);
     }
-    for (key, doc) in &model.docs {
-        cache.insert(key.clone(), std::sync::Arc::new(doc.clone()));
-    }
+    let (writes, docs) = model.into_writes();
+    cache.put_back(docs);
     Ok(PreparedDecisions {
         decisions,
-        model: model.into_writes()?,
+        model: writes,
         catalog: catalog_writes,
         rules: rules_writes
             .into_iter()
@@ -723,14 +722,13 @@ impl Model<'_> {
         current
     }
 
-    fn into_writes(self) -> Result<ModelWrites, ProjectionError> {
-        let mut docs = Vec::with_capacity(self.docs.len());
-        for (key, doc) in &self.docs {
-            docs.push((
-                key.clone(),
-                serde_json::to_string(doc).map_err(ProjectionError::corrupt)?,
-            ));
-        }
+    /// The rows to write, and the documents to keep in memory.
+    fn into_writes(self) -> (ModelWrites, HashMap<ProfileKey, ProfileDoc>) {
+        let mut docs: Vec<(ProfileKey, Vec<u8>)> = self
+            .docs
+            .iter()
+            .map(|(key, doc)| (key.clone(), doc.to_state()))
+            .collect();
         docs.sort_by(|a, b| a.0.cmp(&b.0));
         let mut owners: Vec<(i64, String, ProfileId)> = self
             .owners
@@ -750,12 +748,13 @@ impl Model<'_> {
             .filter(|k| !self.docs.contains_key(k))
             .collect();
         gone.sort();
-        Ok(ModelWrites {
+        let writes = ModelWrites {
             reassigns: self.reassigns,
             owners,
             holders,
             docs,
             gone,
-        })
+        };
+        (writes, self.docs)
     }
 }

@@ -219,11 +219,12 @@ async fn run_job_page(
     };
     let page = catalog::profiles_after(store, &ws, &after, JOB_PAGE).await?;
     let mut docs = Vec::with_capacity(page.len());
-    for (p, json) in &page {
-        let mut doc: ProfileDoc = serde_json::from_str(json).map_err(ProjectionError::corrupt)?;
+    let last = page.last().map(|(p, _)| p.clone());
+    let visited = page.len() as i64;
+    for (p, mut doc) in page {
         // A deleted definition's job visits every profile: its state goes.
         doc.prune_computed(catalog.folded());
-        docs.push((parse_profile(p)?, doc));
+        docs.push((parse_profile(&p)?, doc));
     }
     backfill(store, catalog, &ws, &mut docs).await?;
     let cause = format!("{}:{}", job.kind, job.name);
@@ -232,9 +233,9 @@ async fn run_job_page(
         work.touched.insert(key.clone(), cause.clone());
         work.docs.insert(key, doc);
     }
-    job.done += page.len() as i64;
-    match page.last() {
-        Some((last, _)) if page.len() as i64 == JOB_PAGE => {
+    job.done += visited;
+    match last {
+        Some(last) if visited == JOB_PAGE => {
             job.cursor = format!("{prefix}{last}");
         }
         _ => {
@@ -247,7 +248,7 @@ async fn run_job_page(
             } else {
                 job.status = "done".to_owned();
                 job.finished_at = Some(to_millis(now));
-                job.cursor = format!("{prefix}{}", page.last().map_or("", |l| l.0.as_str()));
+                job.cursor = format!("{prefix}{}", last.as_deref().unwrap_or(""));
             }
         }
     }
@@ -323,9 +324,8 @@ async fn measure_rfm(
             break;
         };
         after = last.clone();
-        for (_, json) in &page {
-            let doc: ProfileDoc = serde_json::from_str(json).map_err(ProjectionError::corrupt)?;
-            if let Some(inputs) = rfm_inputs(&doc, catalog, tag, now) {
+        for (_, doc) in &page {
+            if let Some(inputs) = rfm_inputs(doc, catalog, tag, now) {
                 population.push(inputs);
             }
         }
@@ -391,9 +391,8 @@ pub async fn preview(
         };
         after = last.clone();
         let mut docs = Vec::with_capacity(page.len());
-        for (p, json) in &page {
-            let doc: ProfileDoc = serde_json::from_str(json).map_err(ProjectionError::corrupt)?;
-            docs.push((parse_profile(p)?, doc));
+        for (p, doc) in page {
+            docs.push((parse_profile(&p)?, doc));
         }
         backfill(store, &cat, workspace, &mut docs).await?;
         let names: Vec<&str> = docs.iter().map(|(p, _)| p.as_str()).collect();

@@ -138,16 +138,50 @@ async fn write_token(tx: &mut ModelTx<'_>, token: &str) -> Result<(), Projection
 }
 
 /// Profile documents kept in memory between batches.
-const CACHED_DOCUMENTS: u64 = 20_000;
+const CACHED_DOCUMENTS: usize = 200_000;
 
-/// A cache of profile documents as the last committed batch left them.
-pub type DocCache = moka::sync::Cache<ProfileKey, Arc<ProfileDoc>>;
+/// The profile documents as the last batch left them, owned by the resolver: a batch takes the ones it
+/// touches out (no copy) and puts them back when it is prepared. When a batch may not have committed,
+/// the whole resolver state is dropped (the token), so what is here is never ahead of the database.
+#[derive(Debug, Default)]
+pub struct Docs {
+    docs: HashMap<ProfileKey, ProfileDoc>,
+}
+
+impl Docs {
+    /// Takes a profile's document out, if it is held.
+    pub fn take(&mut self, key: &ProfileKey) -> Option<ProfileDoc> {
+        self.docs.remove(key)
+    }
+
+    /// Forgets a profile (merged away).
+    pub fn forget(&mut self, key: &ProfileKey) {
+        self.docs.remove(key);
+    }
+
+    /// Puts documents back; past [`CACHED_DOCUMENTS`] some of the others are dropped (they are read from
+    /// the database when next touched).
+    pub fn put_back(&mut self, docs: impl IntoIterator<Item = (ProfileKey, ProfileDoc)>) {
+        let docs = docs.into_iter();
+        let (incoming, _) = docs.size_hint();
+        let room = CACHED_DOCUMENTS.saturating_sub(incoming);
+        if self.docs.len() > room {
+            let mut excess = self.docs.len() - room;
+            self.docs.retain(|_, _| {
+                let keep = excess == 0;
+                excess = excess.saturating_sub(1);
+                keep
+            });
+        }
+        self.docs.extend(docs);
+    }
+}
 
 struct ResolverState {
     graphs: HashMap<String, IdentityGraph>,
     /// The highest `identity_events.seq` folded into `graphs`.
     loaded_through: i64,
-    docs: DocCache,
+    docs: Docs,
     /// The token written with the last batch prepared; when the stored token is another at the next
     /// batch, that batch was not committed (or another instance went on) and the state is reloaded.
     token: Option<String>,
@@ -158,7 +192,7 @@ impl Default for ResolverState {
         ResolverState {
             graphs: HashMap::new(),
             loaded_through: 0,
-            docs: moka::sync::Cache::new(CACHED_DOCUMENTS),
+            docs: Docs::default(),
             token: None,
         }
     }
@@ -364,7 +398,7 @@ impl Projection for IdentityResolver {
             now,
         };
         let mut prepared =
-            batch::prepare(store, &mut state.graphs, &state.docs, context, events).await?;
+            batch::prepare(store, &mut state.graphs, &mut state.docs, context, events).await?;
         let token = new_token();
         state.token = Some(token.clone());
         prepared.token = token;

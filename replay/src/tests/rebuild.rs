@@ -90,17 +90,31 @@ async fn model_rows(store: &Store) -> Vec<(String, Vec<String>)> {
         } else {
             "1"
         };
+        // Binary columns (the profiles' state) as hex text: JSON holds no blob.
+        let as_text = |hex: &str| -> String {
+            columns
+                .iter()
+                .map(|c| {
+                    if c == "state" {
+                        hex.to_owned()
+                    } else {
+                        c.clone()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let rows: Vec<String> = match store {
             Store::Sqlite(s) => sqlx::query_scalar(&format!(
                 "SELECT json_array({}) FROM {t} ORDER BY {order}",
-                columns.join(", ")
+                as_text("hex(state)")
             ))
             .fetch_all(s.read_pool())
             .await
             .unwrap(),
             Store::Postgres(s) => sqlx::query_scalar(&format!(
                 "SELECT json_build_array({})::text FROM {t} ORDER BY {order}",
-                columns.join(", ")
+                as_text("encode(state, 'hex')")
             ))
             .fetch_all(s.pool())
             .await
