@@ -3,7 +3,7 @@
 //! profile must be looked at again, the RFM cut points, and the outbox of messages for subscribers.
 //! The resolver writes all of it in the transaction of its batch; the API reads it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use cdp_domain::catalog::{Catalog, DefinedSegment, DefinedTag, DefinedTrait};
 use cdp_domain::computed::TraitDef;
@@ -550,6 +550,22 @@ pub struct DefinitionRow {
     pub defined_at: i64,
 }
 
+/// The last of `rows` for each key, in the order those last ones came.
+fn last_per_key<'r, T, K: Eq + std::hash::Hash>(
+    rows: &'r [T],
+    key: impl Fn(&'r T) -> K,
+) -> Vec<&'r T> {
+    let mut last: HashMap<K, usize> = HashMap::with_capacity(rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        last.insert(key(row), i);
+    }
+    rows.iter()
+        .enumerate()
+        .filter(|(i, row)| last.get(&key(row)) == Some(&*i))
+        .map(|(_, row)| row)
+        .collect()
+}
+
 impl CatalogWrites {
     pub fn is_empty(&self) -> bool {
         self.definitions.is_empty()
@@ -616,42 +632,45 @@ pub async fn write(tx: &mut ModelTx<'_>, w: &CatalogWrites) -> Result<(), Projec
                 );
                 q.build().execute(&mut **$tx).await?;
             }
-            for (ws, profile, tag, value) in &w.tags {
-                match value {
-                    Some(t) => {
-                        let detail = (!t.value.detail.is_null()).then(|| t.value.detail.to_string());
-                        let mut q: QueryBuilder<$db> = QueryBuilder::new(
-                            "INSERT INTO profile_tags (workspace, profile, tag, value, detail, manual, \
-                             changed_at, caused_by) ",
-                        );
-                        q.push_values([()], |mut row, ()| {
-                            row.push_bind(ws)
-                                .push_bind(profile)
-                                .push_bind(tag)
-                                .push_bind(t.value.value.to_string())
-                                .push_bind(detail.clone())
-                                .push_bind(t.manual)
-                                .push_bind(t.changed_at)
-                                .push_bind(t.caused_by.clone());
-                        });
-                        q.push(
-                            " ON CONFLICT (workspace, profile, tag) DO UPDATE SET value = excluded.value, \
-                             detail = excluded.detail, manual = excluded.manual, \
-                             changed_at = excluded.changed_at, caused_by = excluded.caused_by",
-                        );
-                        q.build().execute(&mut **$tx).await?;
-                    }
-                    None => {
-                        let mut q: QueryBuilder<$db> =
-                            QueryBuilder::new("DELETE FROM profile_tags WHERE workspace = ");
-                        q.push_bind(ws)
-                            .push(" AND profile = ")
-                            .push_bind(profile)
-                            .push(" AND tag = ")
-                            .push_bind(tag);
-                        q.build().execute(&mut **$tx).await?;
-                    }
-                }
+            // The last change of each (workspace, profile, tag) wins; removals, then one upsert per
+            // chunk of rows (an upsert may not touch a row twice).
+            let tags = last_per_key(&w.tags, |(ws, p, tag, _)| (ws, p, tag));
+            for (ws, profile, tag, _) in tags.iter().filter(|t| t.3.is_none()) {
+                let mut q: QueryBuilder<$db> =
+                    QueryBuilder::new("DELETE FROM profile_tags WHERE workspace = ");
+                q.push_bind(ws)
+                    .push(" AND profile = ")
+                    .push_bind(profile)
+                    .push(" AND tag = ")
+                    .push_bind(tag);
+                q.build().execute(&mut **$tx).await?;
+            }
+            let set: Vec<_> = tags
+                .iter()
+                .filter_map(|(ws, p, tag, t)| t.as_ref().map(|t| (ws, p, tag, t)))
+                .collect();
+            for chunk in set.chunks(500) {
+                let mut q: QueryBuilder<$db> = QueryBuilder::new(
+                    "INSERT INTO profile_tags (workspace, profile, tag, value, detail, manual, \
+                     changed_at, caused_by) ",
+                );
+                q.push_values(chunk, |mut row, (ws, profile, tag, t)| {
+                    let detail = (!t.value.detail.is_null()).then(|| t.value.detail.to_string());
+                    row.push_bind(*ws)
+                        .push_bind(*profile)
+                        .push_bind(*tag)
+                        .push_bind(t.value.value.to_string())
+                        .push_bind(detail)
+                        .push_bind(t.manual)
+                        .push_bind(t.changed_at)
+                        .push_bind(t.caused_by.clone());
+                });
+                q.push(
+                    " ON CONFLICT (workspace, profile, tag) DO UPDATE SET value = excluded.value, \
+                     detail = excluded.detail, manual = excluded.manual, \
+                     changed_at = excluded.changed_at, caused_by = excluded.caused_by",
+                );
+                q.build().execute(&mut **$tx).await?;
             }
             for (table, column, rows) in [
                 ("profile_spend", "spend", &w.spend),
@@ -695,36 +714,36 @@ pub async fn write(tx: &mut ModelTx<'_>, w: &CatalogWrites) -> Result<(), Projec
                 );
                 q.build().execute(&mut **$tx).await?;
             }
-            for (ws, segment, profile, membership) in &w.members {
-                let mut q: QueryBuilder<$db> = match membership {
-                    Some(m) => {
-                        let mut q = QueryBuilder::new(
-                            "INSERT INTO segment_members (workspace, segment, profile, since, caused_by) ",
-                        );
-                        q.push_values([m], |mut row, m| {
-                            row.push_bind(ws)
-                                .push_bind(segment)
-                                .push_bind(profile)
-                                .push_bind(m.since)
-                                .push_bind(m.caused_by.clone());
-                        });
-                        q.push(
-                            " ON CONFLICT (workspace, segment, profile) DO UPDATE SET \
-                             since = excluded.since, caused_by = excluded.caused_by",
-                        );
-                        q
-                    }
-                    None => {
-                        let mut q =
-                            QueryBuilder::new("DELETE FROM segment_members WHERE workspace = ");
-                        q.push_bind(ws)
-                            .push(" AND segment = ")
-                            .push_bind(segment)
-                            .push(" AND profile = ")
-                            .push_bind(profile);
-                        q
-                    }
-                };
+            let members = last_per_key(&w.members, |(ws, segment, p, _)| (ws, segment, p));
+            for (ws, segment, profile, _) in members.iter().filter(|m| m.3.is_none()) {
+                let mut q: QueryBuilder<$db> =
+                    QueryBuilder::new("DELETE FROM segment_members WHERE workspace = ");
+                q.push_bind(ws)
+                    .push(" AND segment = ")
+                    .push_bind(segment)
+                    .push(" AND profile = ")
+                    .push_bind(profile);
+                q.build().execute(&mut **$tx).await?;
+            }
+            let entered: Vec<_> = members
+                .iter()
+                .filter_map(|(ws, s, p, m)| m.as_ref().map(|m| (ws, s, p, m)))
+                .collect();
+            for chunk in entered.chunks(500) {
+                let mut q: QueryBuilder<$db> = QueryBuilder::new(
+                    "INSERT INTO segment_members (workspace, segment, profile, since, caused_by) ",
+                );
+                q.push_values(chunk, |mut row, (ws, segment, profile, m)| {
+                    row.push_bind(*ws)
+                        .push_bind(*segment)
+                        .push_bind(*profile)
+                        .push_bind(m.since)
+                        .push_bind(m.caused_by.clone());
+                });
+                q.push(
+                    " ON CONFLICT (workspace, segment, profile) DO UPDATE SET \
+                     since = excluded.since, caused_by = excluded.caused_by",
+                );
                 q.build().execute(&mut **$tx).await?;
             }
             for chunk in w.history.chunks(500) {

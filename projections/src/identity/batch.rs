@@ -55,6 +55,7 @@ pub(super) async fn prepare(
     store: &Store,
     graphs: &mut HashMap<String, IdentityGraph>,
     cache: &mut super::Docs,
+    known: &mut derive::DerivedCache,
     ctx: Context<'_>,
     events: &[StoredEvent],
 ) -> Result<PreparedDecisions, ProjectionError> {
@@ -352,6 +353,7 @@ pub(super) async fn prepare(
             thresholds,
             now,
         },
+        known,
         &mut catalog_writes,
     )
     .await?;

@@ -322,6 +322,7 @@ pub const CLOCK: &str = "clock";
 pub async fn derive(
     store: &Store,
     d: Derivation<'_>,
+    known: &mut DerivedCache,
     out: &mut CatalogWrites,
 ) -> Result<(), ProjectionError> {
     let now_ms = to_millis(d.now);
@@ -332,18 +333,35 @@ pub async fn derive(
     for ((w, p), _, _) in &d.merged {
         by_workspace.entry(w).or_default().insert(p.as_str());
     }
+    // What derive wrote last for each profile: from memory where held, else from the tables.
     let mut stored: HashMap<ProfileKey, BTreeMap<String, ProfileTag>> = HashMap::new();
+    let mut members: HashMap<ProfileKey, BTreeMap<String, Membership>> = HashMap::new();
+    let mut last_written: HashMap<ProfileKey, (Option<f64>, Option<Option<f64>>)> = HashMap::new();
     for (w, profiles) in &by_workspace {
-        let list: Vec<&str> = profiles.iter().copied().collect();
-        for (p, tags) in catalog::tags_of(store, w, &list).await? {
+        let mut missing: Vec<&str> = Vec::new();
+        for p in profiles {
+            let key = (w.to_string(), parse_profile(p)?);
+            match known.take(&key) {
+                Some(k) => {
+                    if !k.tags.is_empty() {
+                        stored.insert(key.clone(), k.tags);
+                    }
+                    if !k.members.is_empty() {
+                        members.insert(key.clone(), k.members);
+                    }
+                    last_written.insert(key, (k.spend, k.due));
+                }
+                None => missing.push(p),
+            }
+        }
+        if missing.is_empty() {
+            continue;
+        }
+        for (p, tags) in catalog::tags_of(store, w, &missing).await? {
             let key = (w.to_string(), parse_profile(&p)?);
             stored.insert(key, tags.into_iter().map(|t| (t.tag.clone(), t)).collect());
         }
-    }
-    let mut members: HashMap<ProfileKey, BTreeMap<String, Membership>> = HashMap::new();
-    for (w, profiles) in &by_workspace {
-        let list: Vec<&str> = profiles.iter().copied().collect();
-        for (p, ms) in catalog::memberships_of(store, w, &list).await? {
+        for (p, ms) in catalog::memberships_of(store, w, &missing).await? {
             let key = (w.to_string(), parse_profile(&p)?);
             members.insert(
                 key,
@@ -351,6 +369,7 @@ pub async fn derive(
             );
         }
     }
+    let evaluated = (out.tags.len(), out.members.len());
     // Manual values after the batch: stored, moved by merges, then changed by commands.
     let mut manual: HashMap<ProfileKey, BTreeMap<String, (Value, String)>> = HashMap::new();
     let stored_manual = |key: &ProfileKey| -> BTreeMap<String, (Value, String)> {
@@ -529,12 +548,97 @@ pub async fn derive(
             let segment_cause = attribute(&cause, segment, catalog);
             leave(out, key, segment, &segment_cause, d.now);
         }
-        out.spend.push((w.clone(), p.to_string(), Some(eval.spend)));
+        // Written only when it changed since this resolver last wrote it.
+        let (spend_was, due_was) = last_written.get(key).copied().unwrap_or((None, None));
+        if spend_was != Some(eval.spend) {
+            out.spend.push((w.clone(), p.to_string(), Some(eval.spend)));
+        }
         // Stored as a float so one statement serves both tables; whole milliseconds are exact.
         let due = eval.due_at.map(|t| to_millis(t).max(now_ms + 1_000) as f64);
-        out.due.push((w.clone(), p.to_string(), due));
+        if due_was != Some(due) {
+            out.due.push((w.clone(), p.to_string(), due));
+        }
+        last_written.insert(key.clone(), (Some(eval.spend), Some(due)));
+    }
+    // What is stored now, for the next batch: the stored rows with this batch's changes.
+    for (w, p, tag, value) in &out.tags[evaluated.0..] {
+        let Ok(profile) = parse_profile(p) else {
+            continue;
+        };
+        let tags = stored.entry((w.clone(), profile)).or_default();
+        match value {
+            Some(t) => tags.insert(tag.clone(), t.clone()),
+            None => tags.remove(tag),
+        };
+    }
+    for (w, segment, p, membership) in &out.members[evaluated.1..] {
+        let Ok(profile) = parse_profile(p) else {
+            continue;
+        };
+        let ms = members.entry((w.clone(), profile)).or_default();
+        match membership {
+            Some(m) => ms.insert(segment.clone(), m.clone()),
+            None => ms.remove(segment),
+        };
+    }
+    let gone: Vec<&ProfileKey> = d.merged.iter().map(|(gone, _, _)| gone).collect();
+    let mut keys: Vec<ProfileKey> = stored.keys().chain(members.keys()).cloned().collect();
+    keys.extend(last_written.keys().cloned());
+    keys.sort();
+    keys.dedup();
+    known.put_back(keys.into_iter().filter(|k| !gone.contains(&k)).map(|key| {
+        let (spend, due) = last_written.get(&key).copied().unwrap_or((None, None));
+        let entry = Derived {
+            tags: stored.remove(&key).unwrap_or_default(),
+            members: members.remove(&key).unwrap_or_default(),
+            spend,
+            due,
+        };
+        (key, entry)
+    }));
+    for g in gone {
+        known.take(g);
     }
     Ok(())
+}
+
+/// What derive last stored for a profile: its tags, its segments, and the spend and due time it wrote
+/// (`None`: not known to have been written by this resolver).
+#[derive(Debug, Clone, Default)]
+pub struct Derived {
+    pub tags: BTreeMap<String, ProfileTag>,
+    pub members: BTreeMap<String, Membership>,
+    pub spend: Option<f64>,
+    pub due: Option<Option<f64>>,
+}
+
+/// Profiles' [`Derived`] kept in memory by the resolver between batches (bounded; the tables are read
+/// for a profile not held). Valid while the resolver's token holds, like its documents.
+#[derive(Debug, Default)]
+pub struct DerivedCache {
+    held: HashMap<ProfileKey, Derived>,
+}
+
+/// Profiles whose derived rows are kept in memory.
+const CACHED_DERIVED: usize = 200_000;
+
+impl DerivedCache {
+    fn take(&mut self, key: &ProfileKey) -> Option<Derived> {
+        self.held.remove(key)
+    }
+
+    fn put_back(&mut self, entries: impl Iterator<Item = (ProfileKey, Derived)>) {
+        if self.held.len() > CACHED_DERIVED {
+            // Dropped entries are read from the tables when next needed.
+            self.held.clear();
+        }
+        self.held.extend(entries);
+    }
+
+    /// Forgets everything (a batch changed definitions, which may rewrite many profiles' rows).
+    pub fn clear(&mut self) {
+        self.held.clear();
+    }
 }
 
 /// A profile enters a segment: its membership, the history, and the message.

@@ -21,13 +21,15 @@ pub mod queries;
 pub use batch::workspace_log;
 pub use queries::*;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
+use cdp_domain::catalog::Catalog;
 use cdp_domain::event::StoredEvent;
 use cdp_domain::identity::{IdentityEvent, IdentityGraph, IdentityRules, ProfileId};
 use cdp_domain::profile::ProfileDoc;
 use cdp_domain::store::Store;
+use cdp_domain::tags::RfmThresholds;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use sqlx::QueryBuilder;
@@ -179,9 +181,15 @@ impl Docs {
 
 struct ResolverState {
     graphs: HashMap<String, IdentityGraph>,
-    /// The highest `identity_events.seq` folded into `graphs`.
-    loaded_through: i64,
+    /// Whether `graphs` were loaded from `identity_events`.
+    loaded: bool,
     docs: Docs,
+    /// The tags, segments, spend and due time derive last wrote per profile.
+    derived: derive::DerivedCache,
+    /// The catalogs, RFM cut points and identity rules of the workspaces met so far.
+    catalogs: HashMap<String, Catalog>,
+    thresholds: HashMap<String, BTreeMap<String, RfmThresholds>>,
+    rules: HashMap<String, IdentityRules>,
     /// The token written with the last batch prepared; when the stored token is another at the next
     /// batch, that batch was not committed (or another instance went on) and the state is reloaded.
     token: Option<String>,
@@ -191,8 +199,12 @@ impl Default for ResolverState {
     fn default() -> Self {
         ResolverState {
             graphs: HashMap::new(),
-            loaded_through: 0,
+            loaded: false,
             docs: Docs::default(),
+            derived: derive::DerivedCache::default(),
+            catalogs: HashMap::new(),
+            thresholds: HashMap::new(),
+            rules: HashMap::new(),
             token: None,
         }
     }
@@ -365,19 +377,24 @@ impl Projection for IdentityResolver {
         if state.token != stored_token {
             state = ResolverState::default();
         }
-        let stored = Self::load_after(store, state.loaded_through).await?;
-        // Re-applying our own committed decisions is harmless: applying is idempotent.
-        for (seq, workspace, event) in &stored {
-            state
-                .graphs
-                .entry(workspace.clone())
-                .or_default()
-                .apply(event);
-            state.loaded_through = state.loaded_through.max(*seq);
+        if !state.loaded {
+            // A fresh state: the graphs are the fold of every decision stored. Otherwise the last
+            // batch this resolver prepared committed (the token) and nothing else wrote decisions
+            // since (every writer moves the token), so the graphs hold them already.
+            for (_, workspace, event) in &Self::load_after(store, 0).await? {
+                state
+                    .graphs
+                    .entry(workspace.clone())
+                    .or_default()
+                    .apply(event);
+            }
+            state.loaded = true;
         }
         let now = (self.clock)();
-        let mut catalogs = HashMap::new();
-        let mut thresholds = HashMap::new();
+        // The catalogs, cut points and rules of the workspaces met so far stay in memory while the
+        // token holds: only the resolver changes them, through the log.
+        let mut catalogs = std::mem::take(&mut state.catalogs);
+        let mut thresholds = std::mem::take(&mut state.thresholds);
         let house = housekeeping::housekeeping(store, &mut catalogs, &mut thresholds, now).await?;
         let mut rules: HashMap<String, IdentityRules> = HashMap::new();
         let workspaces = events
@@ -386,7 +403,15 @@ impl Projection for IdentityResolver {
             .chain(house.touched.keys().map(|k| &k.0));
         for w in workspaces {
             if !rules.contains_key(w) {
-                rules.insert(w.clone(), rules_of(store, w).await?);
+                let in_force = match state.rules.get(w) {
+                    Some(r) => r.clone(),
+                    None => {
+                        let r = rules_of(store, w).await?;
+                        state.rules.insert(w.clone(), r.clone());
+                        r
+                    }
+                };
+                rules.insert(w.clone(), in_force);
                 housekeeping::ensure_workspace(store, &mut catalogs, &mut thresholds, w).await?;
             }
         }
@@ -397,8 +422,26 @@ impl Projection for IdentityResolver {
             house,
             now,
         };
-        let mut prepared =
-            batch::prepare(store, &mut state.graphs, &mut state.docs, context, events).await?;
+        let mut prepared = batch::prepare(
+            store,
+            &mut state.graphs,
+            &mut state.docs,
+            &mut state.derived,
+            context,
+            events,
+        )
+        .await?;
+        for (w, r, _) in &prepared.rules {
+            state.rules.insert(w.clone(), r.clone());
+        }
+        // A batch that changed definitions has them (and the cut points, kept per tag version) read
+        // again from what it wrote.
+        if prepared.catalog.definitions.is_empty() {
+            state.catalogs = catalogs;
+            state.thresholds = thresholds;
+        } else {
+            state.derived.clear();
+        }
         let token = new_token();
         state.token = Some(token.clone());
         prepared.token = token;
