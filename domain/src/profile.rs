@@ -502,18 +502,24 @@ impl ProfileDoc {
             .or_insert(seen);
     }
 
+    /// Adds events to the recent list, kept newest first and at most [`RECENT_EVENTS`] long. An event
+    /// already listed (the same message id, hence the same time) is not listed twice.
     fn push_recent(&mut self, more: Vec<EventSummary>) {
         for summary in more {
-            if !self
-                .recent_events
-                .iter()
-                .any(|s| s.message_id == summary.message_id)
-            {
-                self.recent_events.push(summary);
+            let list = &mut self.recent_events;
+            // The place of `summary` in newest-first order; an equal (time, message id) is the same
+            // event.
+            let at =
+                match list.binary_search_by(|probe| EventSummary::newest_first(probe, &summary)) {
+                    Ok(_) => continue,
+                    Err(at) => at,
+                };
+            if at >= RECENT_EVENTS {
+                continue;
             }
+            list.insert(at, summary);
+            list.truncate(RECENT_EVENTS);
         }
-        self.recent_events.sort_by(EventSummary::newest_first);
-        self.recent_events.truncate(RECENT_EVENTS);
     }
 
     /// The profile as the API shows it.

@@ -191,6 +191,7 @@ async fn step<P: Projection>(
         Store::Sqlite(s) => {
             // Read and compute outside the write lock so ingestion is held up only while the model is
             // written; the checkpoint is checked again under the lock.
+            let mut timer = StepTimer::start();
             let start = checkpoint(store, name).await?;
             let events = next_events(store, start, limit, through).await?;
             if events.is_empty() && !projection.has_pending_work(store).await? {
@@ -199,7 +200,9 @@ async fn step<P: Projection>(
                     ..Progress::default()
                 });
             }
+            timer.lap(Phase::Read);
             let prepared = projection.prepare(store, &events).await?;
+            timer.lap(Phase::Prepare);
             let mut tx = s.begin_write().await?;
             let now: Option<i64> =
                 sqlx::query_scalar("SELECT seq FROM projection_checkpoints WHERE name = ?")
@@ -223,6 +226,7 @@ async fn step<P: Projection>(
             let ModelTx::Sqlite(mut tx) = model else {
                 unreachable!("the runner built a SQLite transaction")
             };
+            timer.lap(Phase::Write);
             let end = finish(start, &events);
             sqlx::query(
                 "INSERT INTO projection_checkpoints (name, tx, seq, updated_at) VALUES (?, ?, ?, ?) \
@@ -236,9 +240,12 @@ async fn step<P: Projection>(
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
+            timer.lap(Phase::Commit);
+            timer.report(name, events.len());
             Ok(end)
         }
         Store::Postgres(s) => {
+            let mut timer = StepTimer::start();
             let mut tx = s.pool().begin().await?;
             sqlx::query(
                 "INSERT INTO projection_checkpoints (name, tx, seq, updated_at) VALUES ($1, 0, 0, 0) \
@@ -266,8 +273,10 @@ async fn step<P: Projection>(
                     ..Progress::default()
                 });
             }
+            timer.lap(Phase::Read);
             // The row lock is held, so no other runner changes the model while this one prepares.
             let prepared = projection.prepare(store, &events).await?;
+            timer.lap(Phase::Prepare);
             let mut model = ModelTx::Postgres(tx);
             match projection.write(&mut model, prepared).await {
                 Ok(()) => {}
@@ -278,6 +287,7 @@ async fn step<P: Projection>(
             let ModelTx::Postgres(mut tx) = model else {
                 unreachable!("the runner built a PostgreSQL transaction")
             };
+            timer.lap(Phase::Write);
             let end = finish(start, &events);
             sqlx::query(
                 "UPDATE projection_checkpoints SET tx = $2, seq = $3, updated_at = $4 WHERE name = $1",
@@ -289,8 +299,53 @@ async fn step<P: Projection>(
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
+            timer.lap(Phase::Commit);
+            timer.report(name, events.len());
             Ok(end)
         }
+    }
+}
+
+/// The phases of a step, timed for the `debug` log of [`StepTimer::report`].
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    Read,
+    Prepare,
+    Write,
+    Commit,
+}
+
+/// Where a step's time went: read the log, prepare, write the model, commit.
+struct StepTimer {
+    last: std::time::Instant,
+    spent: [Duration; 4],
+}
+
+impl StepTimer {
+    fn start() -> Self {
+        StepTimer {
+            last: std::time::Instant::now(),
+            spent: [Duration::ZERO; 4],
+        }
+    }
+
+    fn lap(&mut self, phase: Phase) {
+        let now = std::time::Instant::now();
+        self.spent[phase as usize] += now - self.last;
+        self.last = now;
+    }
+
+    fn report(&self, projection: &str, events: usize) {
+        let ms = |p: Phase| self.spent[p as usize].as_secs_f64() * 1e3;
+        tracing::debug!(
+            projection,
+            events,
+            read_ms = ms(Phase::Read),
+            prepare_ms = ms(Phase::Prepare),
+            write_ms = ms(Phase::Write),
+            commit_ms = ms(Phase::Commit),
+            "projection step"
+        );
     }
 }
 

@@ -66,6 +66,7 @@ pub(super) async fn prepare(
         house,
         now,
     } = ctx;
+    let started = std::time::Instant::now();
     let mut steps = Vec::with_capacity(events.len());
     // The rules in force as the batch's rules commands change them, for the later events.
     let at_start = rules.clone();
@@ -175,6 +176,7 @@ pub(super) async fn prepare(
             keys.push((ws.clone(), survivor));
         }
     }
+    let decided = started.elapsed();
     keys.extend(house.touched.keys().cloned());
     keys.sort();
     keys.dedup();
@@ -187,7 +189,9 @@ pub(super) async fn prepare(
         }
         None => true,
     });
+    let missed = keys.len();
     docs.extend(profiles::load_many(store, &keys).await?);
+    let loaded = started.elapsed();
     docs.extend(house.docs);
     let mut touched = house.touched;
     let mut catalog_writes = CatalogWrites {
@@ -342,6 +346,7 @@ pub(super) async fn prepare(
             .or_insert_with(|| change.caused_by.clone());
     }
     touched.retain(|k, _| model.docs.contains_key(k));
+    let folded = started.elapsed();
     derive::derive(
         store,
         Derivation {
@@ -362,8 +367,21 @@ pub(super) async fn prepare(
     for key in &model.gone {
         cache.forget(key);
     }
+    let derived = started.elapsed();
     let (writes, docs) = model.into_writes();
     cache.put_back(docs);
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    tracing::debug!(
+        events = events.len(),
+        profiles = writes.docs.len(),
+        read_from_database = missed,
+        decide_ms = ms(decided),
+        load_ms = ms(loaded - decided),
+        fold_ms = ms(folded - loaded),
+        derive_ms = ms(derived - folded),
+        encode_ms = ms(started.elapsed() - derived),
+        "resolver batch prepared"
+    );
     Ok(PreparedDecisions {
         decisions,
         model: writes,
