@@ -49,7 +49,8 @@ async fn lookup(
     let doc = profiles::load(&state.store, &principal.workspace, &holder)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no profile has {id_type} {value:?}")))?;
-    let mut body = profile_json(&holder, &holder, &doc);
+    let recent = profiles::recent_events(&state.store, &principal.workspace, &holder).await?;
+    let mut body = profile_json(&holder, &holder, &doc, &recent);
     body["matched"] = json!({"type": id_type, "value": value});
     let ws = &principal.workspace;
     let (computed, tags) = crate::catalog::profile_sections(&state, ws, &holder, &doc).await?;
@@ -98,8 +99,13 @@ pub(crate) async fn holder_of(
 }
 
 /// The profile document with its id; `requested_id` differs when the id asked for was merged away.
-fn profile_json(survivor: &str, requested: &str, doc: &ProfileDoc) -> Value {
-    let mut body = doc.to_json();
+fn profile_json(
+    survivor: &str,
+    requested: &str,
+    doc: &ProfileDoc,
+    recent: &[cdp_domain::profile::EventSummary],
+) -> Value {
+    let mut body = doc.to_json(recent);
     body["profile_id"] = json!(survivor);
     body["requested_id"] = json!(requested);
     body["merged_away"] = json!(survivor != requested);
@@ -133,7 +139,8 @@ async fn profile(
             (survivor, doc)
         }
     };
-    let mut body = profile_json(&survivor, &id, &doc);
+    let recent = profiles::recent_events(&state.store, ws, &survivor).await?;
+    let mut body = profile_json(&survivor, &id, &doc, &recent);
     let (computed, tags) = crate::catalog::profile_sections(&state, ws, &survivor, &doc).await?;
     body["computed_traits"] = computed;
     body["tags"] = tags;

@@ -21,7 +21,7 @@ use crate::event::NewEvent;
 use crate::identity::{Identifier, IdentityRules};
 use crate::message::{rfc3339, MessageKind};
 
-/// How many recent events a profile keeps.
+/// How many recent events the 360 view shows (read from `event_profiles`, not kept in the document).
 pub const RECENT_EVENTS: usize = 50;
 
 /// The channel of a message: `context.channel`, else the top-level `channel` (RudderStack), else
@@ -85,8 +85,20 @@ pub struct EventSummary {
 }
 
 impl EventSummary {
+    /// The summary of a customer event whose channel is `channel`.
+    pub fn of(event: &NewEvent, channel: String) -> EventSummary {
+        EventSummary {
+            message_id: event.message_id.clone(),
+            kind: event.kind.as_str().into(),
+            name: event.name.clone(),
+            channel,
+            timestamp: event.event_time,
+            received_at: event.received_at,
+        }
+    }
+
     /// Newest first: by event time, then message id, both descending.
-    fn newest_first(a: &EventSummary, b: &EventSummary) -> Ordering {
+    pub fn newest_first(a: &EventSummary, b: &EventSummary) -> Ordering {
         (b.timestamp, &b.message_id).cmp(&(a.timestamp, &a.message_id))
     }
 }
@@ -178,8 +190,6 @@ pub struct ProfileDoc {
     pub first_seen: Option<DateTime<Utc>>,
     #[serde(with = "crate::codec::opt_time")]
     pub last_seen: Option<DateTime<Utc>>,
-    /// Newest first by event time.
-    pub recent_events: Vec<EventSummary>,
     /// Computed traits by name.
     #[serde(default)]
     pub computed: BTreeMap<String, ComputedEntry>,
@@ -283,14 +293,6 @@ impl ProfileDoc {
                 },
             );
         }
-        self.push_recent(vec![EventSummary {
-            message_id: event.message_id.clone(),
-            kind: event.kind.as_str().into(),
-            name: event.name.clone(),
-            channel,
-            timestamp: time,
-            received_at: event.received_at,
-        }]);
     }
 
     /// Drops the state of computed traits no longer defined (a deleted trait, tag or segment).
@@ -451,7 +453,6 @@ impl ProfileDoc {
         }
         self.first_seen = min_opt(self.first_seen, other.first_seen);
         self.last_seen = self.last_seen.max(other.last_seen);
-        self.push_recent(other.recent_events);
         self.consent.absorb(other.consent);
     }
 
@@ -502,28 +503,8 @@ impl ProfileDoc {
             .or_insert(seen);
     }
 
-    /// Adds events to the recent list, kept newest first and at most [`RECENT_EVENTS`] long. An event
-    /// already listed (the same message id, hence the same time) is not listed twice.
-    fn push_recent(&mut self, more: Vec<EventSummary>) {
-        for summary in more {
-            let list = &mut self.recent_events;
-            // The place of `summary` in newest-first order; an equal (time, message id) is the same
-            // event.
-            let at =
-                match list.binary_search_by(|probe| EventSummary::newest_first(probe, &summary)) {
-                    Ok(_) => continue,
-                    Err(at) => at,
-                };
-            if at >= RECENT_EVENTS {
-                continue;
-            }
-            list.insert(at, summary);
-            list.truncate(RECENT_EVENTS);
-        }
-    }
-
-    /// The profile as the API shows it.
-    pub fn to_json(&self) -> Value {
+    /// The profile as the API shows it, with its most recent events (newest first).
+    pub fn to_json(&self, recent_events: &[EventSummary]) -> Value {
         let identifiers: Vec<Value> = self
             .linked
             .iter()
@@ -553,8 +534,7 @@ impl ProfileDoc {
                 )
             })
             .collect();
-        let recent: Vec<Value> = self
-            .recent_events
+        let recent: Vec<Value> = recent_events
             .iter()
             .map(|e| {
                 serde_json::json!({

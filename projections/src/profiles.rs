@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use cdp_domain::event::StoredEvent;
 use cdp_domain::identity::{Identifier, ProfileId};
-use cdp_domain::profile::ProfileDoc;
+use cdp_domain::profile::{EventSummary, ProfileDoc, RECENT_EVENTS};
 use cdp_domain::store::Store;
 use sqlx::QueryBuilder;
 
@@ -319,6 +319,66 @@ pub async fn timeline(
     Ok(events)
 }
 
+/// A stored event summary: message id, type, name, channel, event time and arrival (µs).
+type SummaryRow = (String, String, Option<String>, String, i64, i64);
+
+/// The most recent events of a live profile by event time (then message id), newest first: the
+/// summaries the resolver wrote with each event's `event_profiles` row.
+pub async fn recent_events(
+    store: &Store,
+    workspace: &str,
+    profile: &str,
+) -> Result<Vec<EventSummary>, ProjectionError> {
+    // Every event at the boundary's time is taken, so the message-id order among equal times is the
+    // same as a sort of all of them would give.
+    let sql =
+        "SELECT message_id, kind, name, channel, event_time, received_at FROM event_profiles \
+               WHERE workspace = ? AND profile = ? AND event_time >= coalesce((SELECT event_time \
+               FROM event_profiles WHERE workspace = ? AND profile = ? AND event_time IS NOT NULL \
+               ORDER BY event_time DESC LIMIT 1 OFFSET ?), -9223372036854775807)";
+    let skip = RECENT_EVENTS as i64 - 1;
+    let rows: Vec<SummaryRow> = match store {
+        Store::Sqlite(s) => {
+            sqlx::query_as(sql)
+                .bind(workspace)
+                .bind(profile)
+                .bind(workspace)
+                .bind(profile)
+                .bind(skip)
+                .fetch_all(s.read_pool())
+                .await?
+        }
+        Store::Postgres(s) => {
+            sqlx::query_as(&numbered(sql))
+                .bind(workspace)
+                .bind(profile)
+                .bind(workspace)
+                .bind(profile)
+                .bind(skip)
+                .fetch_all(s.pool())
+                .await?
+        }
+    };
+    let time = |us: i64| {
+        chrono::DateTime::from_timestamp_micros(us)
+            .ok_or_else(|| ProjectionError::corrupt(format!("{us} µs is not a time")))
+    };
+    let mut recent = Vec::with_capacity(rows.len());
+    for (message_id, kind, name, channel, at, received) in rows {
+        recent.push(EventSummary {
+            message_id,
+            kind,
+            name,
+            channel,
+            timestamp: time(at)?,
+            received_at: time(received)?,
+        });
+    }
+    recent.sort_by(EventSummary::newest_first);
+    recent.truncate(RECENT_EVENTS);
+    Ok(recent)
+}
+
 /// A merge, applied in order inside the resolver's transaction: every event and identifier of `from`
 /// now belongs to `to`, and `from` (and whatever was merged into it) is an alias of `to`.
 #[derive(Debug, Clone)]
@@ -334,7 +394,8 @@ pub struct ModelWrites {
     pub reassigns: Vec<Reassign>,
     /// `(log_seq, workspace, profile)`: where an event belongs after the batch; written after the
     /// reassigns, so they hold for the events and identifiers the batch touched.
-    pub owners: Vec<(i64, String, ProfileId)>,
+    /// With the event's summary when it is new to the model (an event of the batch).
+    pub owners: Vec<(i64, String, ProfileId, Option<EventSummary>)>,
     /// `(workspace, identifier, profile)`: who holds an identifier after the batch.
     pub holders: Vec<(String, Identifier, ProfileId)>,
     /// Documents of live profiles, in their binary form (`ProfileDoc::to_state`).
@@ -381,10 +442,21 @@ pub async fn write(tx: &mut ModelTx<'_>, writes: &ModelWrites) -> Result<(), Pro
     macro_rules! upserts {
         ($db:ty, $tx:expr) => {{
             for chunk in writes.owners.chunks(PER_STATEMENT) {
-                let mut q: QueryBuilder<$db> =
-                    QueryBuilder::new("INSERT INTO event_profiles (log_seq, workspace, profile) ");
-                q.push_values(chunk, |mut row, (seq, w, p)| {
-                    row.push_bind(*seq).push_bind(w).push_bind(p.as_str());
+                let mut q: QueryBuilder<$db> = QueryBuilder::new(
+                    "INSERT INTO event_profiles (log_seq, workspace, profile, message_id, kind, name, \
+                     channel, event_time, received_at) ",
+                );
+                q.push_values(chunk, |mut row, (seq, w, p, summary)| {
+                    let s = summary.as_ref();
+                    row.push_bind(*seq)
+                        .push_bind(w)
+                        .push_bind(p.as_str())
+                        .push_bind(s.map(|s| s.message_id.as_str()))
+                        .push_bind(s.map(|s| s.kind.as_str()))
+                        .push_bind(s.and_then(|s| s.name.as_deref()))
+                        .push_bind(s.map(|s| s.channel.as_str()))
+                        .push_bind(s.map(|s| s.timestamp.timestamp_micros()))
+                        .push_bind(s.map(|s| s.received_at.timestamp_micros()));
                 });
                 q.push(" ON CONFLICT (log_seq) DO UPDATE SET profile = excluded.profile");
                 q.build().execute(&mut **$tx).await?;

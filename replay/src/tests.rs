@@ -33,13 +33,18 @@ async fn model(
     store: &Store,
 ) -> (
     Vec<(String, String, Vec<u8>)>,
-    Vec<(i64, String)>,
+    Vec<(i64, String, String)>,
     Vec<(String, String, String)>,
 ) {
     let Store::Sqlite(s) = store else {
         unreachable!()
     };
-    let owners = sqlx::query_as("SELECT log_seq, profile FROM event_profiles ORDER BY log_seq")
+    // With each event's summary (the 360 view's recent events).
+    let owners = sqlx::query_as(
+        "SELECT log_seq, profile, coalesce(message_id, '') || ',' || coalesce(kind, '') || ',' || \
+         coalesce(name, '') || ',' || coalesce(channel, '') || ',' || coalesce(event_time, 0) || ',' \
+         || coalesce(received_at, 0) FROM event_profiles ORDER BY log_seq",
+    )
         .fetch_all(s.read_pool())
         .await
         .unwrap();
@@ -135,11 +140,69 @@ proptest::proptest! {
             let (docs, owners, _) = &models[0];
             let customer_events = events.iter().filter(|e| e.kind != MessageKind::Operator).count();
             assert_eq!(owners.len(), customer_events);
-            for (_, p) in owners {
+            for (_, p, summary) in owners {
+                assert!(!summary.starts_with(','), "an event of {p} has no summary");
                 assert!(docs.iter().any(|(_, d, _)| d == p), "{p} owns events but has no document");
             }
         });
     }
+}
+
+#[tokio::test]
+async fn the_recent_events_are_the_newest_fifty_by_event_time_whatever_the_arrival_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_embedded(dir.path()).await.unwrap();
+    let now = chrono::Utc::now();
+    let envelope = Envelope {
+        workspace: "w",
+        received_at: now,
+        batch_sent_at: None,
+        implied_kind: None,
+    };
+    // 120 events of one customer, arriving out of event-time order (a backfill among live ones), four
+    // of them at each minute so that the message id decides among equal times.
+    let minute = |i: usize| (i * 7) % 30;
+    let events: Vec<NewEvent> = (0..120)
+        .map(|i| {
+            let channel = ["pos", "app"][i % 2];
+            let m = json!({"type": "track", "event": format!("E{}", i % 3), "userId": "u",
+                "messageId": format!("m{i:03}"),
+                "timestamp": format!("2026-01-01T10:{:02}:00Z", minute(i)),
+                "context": {"channel": channel}});
+            validate(m, &envelope, || unreachable!()).unwrap()
+        })
+        .collect();
+    let resolver = IdentityResolver::default();
+    for part in events.chunks(25) {
+        store.append(part).await.unwrap();
+        catch_up(&store, &resolver).await.unwrap();
+    }
+    let profile = cdp_projections::identity::profile_id_for("w", "m000");
+    let recent = profiles::recent_events(&store, "w", profile.as_str())
+        .await
+        .unwrap();
+    let mut expected: Vec<&NewEvent> = events.iter().collect();
+    expected.sort_by(|a, b| (b.event_time, &b.message_id).cmp(&(a.event_time, &a.message_id)));
+    expected.truncate(cdp_domain::profile::RECENT_EVENTS);
+    let ids: Vec<&str> = recent.iter().map(|e| e.message_id.as_str()).collect();
+    let want: Vec<&str> = expected.iter().map(|e| e.message_id.as_str()).collect();
+    assert_eq!(ids, want);
+    let first = &recent[0];
+    let source = expected[0];
+    assert_eq!(
+        (first.kind.as_str(), first.name.as_deref(), first.timestamp),
+        ("track", source.name.as_deref(), source.event_time)
+    );
+    let channel = if source.message_id.ends_with(['0', '2', '4', '6', '8']) {
+        "pos"
+    } else {
+        "app"
+    };
+    assert_eq!(first.channel, channel);
+    assert!(profiles::recent_events(&store, "w", "p_none")
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 #[tokio::test]

@@ -50,7 +50,6 @@ fn the_later_value_wins_whatever_order_events_arrive_in() {
     assert_eq!(doc.traits["plan"].channel, "crm");
     assert_eq!(doc.traits["city"].value, json!("SH"));
     assert_eq!(doc.counts_by_channel["pos"], 1);
-    assert_eq!(doc.recent_events[0].message_id, "m001");
     let seen = doc.seen["user_id"]["u"];
     assert_eq!(
         (
@@ -83,20 +82,6 @@ fn explicit_traits_win_over_context_traits_of_the_same_message() {
     let mut doc = ProfileDoc::default();
     doc.apply(&e, &payload, &[], FoldRules::NONE);
     assert_eq!(doc.traits["tier"].value, json!("gold"));
-}
-
-#[test]
-fn recent_events_keep_the_newest_fifty() {
-    let events: Vec<_> = (0..120)
-        .map(|i| event(i, (i % 24) as u32, "pos", json!({})))
-        .collect();
-    let doc = fold(&events, FoldRules::NONE);
-    assert_eq!(doc.recent_events.len(), RECENT_EVENTS);
-    assert!(doc
-        .recent_events
-        .windows(2)
-        .all(|w| w[0].timestamp >= w[1].timestamp));
-    assert_eq!(doc.events, 120);
 }
 
 #[test]
@@ -208,7 +193,8 @@ proptest! {
 
 #[test]
 fn a_document_stored_as_json_by_an_earlier_version_still_reads() {
-    // As version 0.1 wrote it: empty maps, absent names and times left out.
+    // As version 0.1 wrote it: empty maps, absent names and times left out, the recent events in the
+    // document (now read from `event_profiles`: ignored).
     let json = r#"{"linked":[{"type":"user_id","value":"u"}],
         "seen":{"user_id":{"u":{"first":"2026-01-01T09:00:00Z","last":"2026-01-01T10:00:00Z"}}},
         "traits":{"plan":{"value":{"tier":["gold"]},"set_at":"2026-01-01T10:00:00Z",
@@ -221,7 +207,7 @@ fn a_document_stored_as_json_by_an_earlier_version_still_reads() {
         "computed":{"spend":{"v":1,"c":true,"s":{"b":{"19848":{"n":1,"s":5000000}}}}}}"#;
     let doc = ProfileDoc::from_stored(None, Some(json)).unwrap();
     assert_eq!(doc.traits["plan"].value, json!({"tier": ["gold"]}));
-    assert_eq!(doc.recent_events[0].name, None);
+    assert_eq!(doc.events, 2);
     assert_eq!(doc.computed["spend"].last_event_at, None);
     assert!(doc.consent.is_empty());
     let again = ProfileDoc::from_stored(Some(&doc.to_state()), None).unwrap();

@@ -13,7 +13,9 @@ use cdp_domain::identity::{
     IdentityEvent, IdentityGraph, IdentityRules, OperatorCommand, ProfileId,
 };
 use cdp_domain::message::MessageKind;
-use cdp_domain::profile::{split_docs, FoldRules, OwnedEvent, ProfileDoc};
+use cdp_domain::profile::{
+    channel_of, split_docs, EventSummary, FoldRules, OwnedEvent, ProfileDoc,
+};
 use cdp_domain::store::{EventStore, Store};
 use cdp_domain::tags::RfmThresholds;
 use chrono::{DateTime, Utc};
@@ -216,6 +218,7 @@ pub(super) async fn prepare(
         docs,
         gone: HashSet::new(),
         owners: HashMap::new(),
+        summaries: HashMap::new(),
         holders: HashMap::new(),
         merged_in_batch: HashMap::new(),
         reassigns: Vec::new(),
@@ -284,6 +287,9 @@ pub(super) async fn prepare(
             model
                 .owners
                 .insert(seq, (e.workspace.clone(), target.clone()));
+            model
+                .summaries
+                .insert(seq, EventSummary::of(e, channel_of(payload)));
             model.in_batch.insert(seq, i);
             touched.insert((e.workspace.clone(), target.clone()), e.message_id.clone());
             if e.kind == MessageKind::Track {
@@ -535,6 +541,8 @@ struct Model<'a> {
     gone: HashSet<ProfileKey>,
     /// Where each event the batch touched belongs now.
     owners: HashMap<i64, (String, ProfileId)>,
+    /// The summary of each customer event of the batch (the 360 view's recent events).
+    summaries: HashMap<i64, EventSummary>,
     /// Who holds each identifier the batch touched.
     holders: HashMap<(String, Identifier), ProfileId>,
     /// Profiles merged away in this batch, to the profile that absorbed them.
@@ -750,10 +758,11 @@ impl Model<'_> {
             .map(|(key, doc)| (key.clone(), doc.to_state()))
             .collect();
         docs.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut owners: Vec<(i64, String, ProfileId)> = self
+        let mut summaries = self.summaries;
+        let mut owners: Vec<(i64, String, ProfileId, Option<EventSummary>)> = self
             .owners
             .into_iter()
-            .map(|(seq, (w, p))| (seq, w, p))
+            .map(|(seq, (w, p))| (seq, w, p, summaries.remove(&seq)))
             .collect();
         owners.sort_by_key(|o| o.0);
         let mut holders: Vec<(String, Identifier, ProfileId)> = self

@@ -244,7 +244,8 @@ pub fn profile_id_for(workspace: &str, message_id: &str) -> ProfileId {
 impl IdentityResolver {
     pub const NAME: &'static str = "identity";
     /// The version of the resolver's model code; see [`Projection::version`]. 2: documents hold consent.
-    pub const VERSION: i64 = 2;
+    /// 3: recent events are summaries in `event_profiles`, no longer in the documents.
+    pub const VERSION: i64 = 3;
 
     /// The time as this resolver sees it.
     pub fn now(&self) -> DateTime<Utc> {
