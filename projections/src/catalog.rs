@@ -760,8 +760,29 @@ pub async fn write(tx: &mut ModelTx<'_>, w: &CatalogWrites) -> Result<(), Projec
                 });
                 q.build().execute(&mut **$tx).await?;
             }
-            for chunk in w.outbox.chunks(500) {
-                let mut q: QueryBuilder<$db> = QueryBuilder::new(
+        }};
+    }
+    match tx {
+        ModelTx::Sqlite(tx) => writes!(sqlx::Sqlite, tx),
+        ModelTx::Postgres(tx) => writes!(sqlx::Postgres, tx),
+    }
+    write_outbox(tx, &w.outbox, now).await
+}
+
+/// Appends messages to the outbox, in their order (the sequence numbers follow it). PostgreSQL takes
+/// them in one statement over arrays; SQLite in multi-row inserts.
+async fn write_outbox(
+    tx: &mut ModelTx<'_>,
+    outbox: &[(String, String, String)],
+    now: i64,
+) -> Result<(), ProjectionError> {
+    if outbox.is_empty() {
+        return Ok(());
+    }
+    match tx {
+        ModelTx::Sqlite(tx) => {
+            for chunk in outbox.chunks(500) {
+                let mut q: QueryBuilder<sqlx::Sqlite> = QueryBuilder::new(
                     "INSERT INTO outbox (workspace, subject, payload, created_at) ",
                 );
                 q.push_values(chunk, |mut row, (ws, subject, payload)| {
@@ -770,13 +791,28 @@ pub async fn write(tx: &mut ModelTx<'_>, w: &CatalogWrites) -> Result<(), Projec
                         .push_bind(payload)
                         .push_bind(now);
                 });
-                q.build().execute(&mut **$tx).await?;
+                q.build().execute(&mut **tx).await?;
             }
-        }};
-    }
-    match tx {
-        ModelTx::Sqlite(tx) => writes!(sqlx::Sqlite, tx),
-        ModelTx::Postgres(tx) => writes!(sqlx::Postgres, tx),
+        }
+        ModelTx::Postgres(tx) => {
+            let (mut ws, mut subjects, mut payloads) = (Vec::new(), Vec::new(), Vec::new());
+            for (w, subject, payload) in outbox {
+                ws.push(w.as_str());
+                subjects.push(subject.as_str());
+                payloads.push(payload.as_str());
+            }
+            sqlx::query(
+                "INSERT INTO outbox (workspace, subject, payload, created_at) \
+                 SELECT w, s, p, $4 FROM UNNEST($1::text[], $2::text[], $3::text[]) \
+                 WITH ORDINALITY AS m(w, s, p, n) ORDER BY n",
+            )
+            .bind(&ws)
+            .bind(&subjects)
+            .bind(&payloads)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        }
     }
     Ok(())
 }

@@ -441,6 +441,47 @@ pub async fn write(tx: &mut ModelTx<'_>, writes: &ModelWrites) -> Result<(), Pro
     // The same statements on both backends; only the builder's database type differs.
     macro_rules! upserts {
         ($db:ty, $tx:expr) => {{
+            for chunk in writes.holders.chunks(PER_STATEMENT) {
+                let mut q: QueryBuilder<$db> = QueryBuilder::new(
+                    "INSERT INTO identifier_owners (workspace, id_type, value, profile) ",
+                );
+                q.push_values(chunk, |mut row, (w, id, p)| {
+                    row.push_bind(w)
+                        .push_bind(&id.id_type)
+                        .push_bind(&id.value)
+                        .push_bind(p.as_str());
+                });
+                q.push(
+                    " ON CONFLICT (workspace, id_type, value) DO UPDATE SET profile = excluded.profile",
+                );
+                q.build().execute(&mut **$tx).await?;
+            }
+            for (w, p) in &writes.gone {
+                let mut q: QueryBuilder<$db> =
+                    QueryBuilder::new("DELETE FROM profiles WHERE workspace = ");
+                q.push_bind(w).push(" AND profile = ").push_bind(p.as_str());
+                q.build().execute(&mut **$tx).await?;
+            }
+        }};
+    }
+    match tx {
+        ModelTx::Sqlite(tx) => upserts!(sqlx::Sqlite, tx),
+        ModelTx::Postgres(tx) => upserts!(sqlx::Postgres, tx),
+    }
+    write_owners_and_docs(tx, writes).await
+}
+
+/// Where the batch's events belong (with their summaries) and the documents it changed: one statement
+/// per table over arrays on PostgreSQL, multi-row inserts on SQLite. Keys are unique within a batch.
+async fn write_owners_and_docs(
+    tx: &mut ModelTx<'_>,
+    writes: &ModelWrites,
+) -> Result<(), ProjectionError> {
+    match tx {
+        ModelTx::Sqlite(tx) => {
+            let tx = &mut *tx;
+            macro_rules! sqlite_rows {
+                ($db:ty, $tx:expr) => {{
             for chunk in writes.owners.chunks(PER_STATEMENT) {
                 let mut q: QueryBuilder<$db> = QueryBuilder::new(
                     "INSERT INTO event_profiles (log_seq, workspace, profile, message_id, kind, name, \
@@ -461,21 +502,6 @@ pub async fn write(tx: &mut ModelTx<'_>, writes: &ModelWrites) -> Result<(), Pro
                 q.push(" ON CONFLICT (log_seq) DO UPDATE SET profile = excluded.profile");
                 q.build().execute(&mut **$tx).await?;
             }
-            for chunk in writes.holders.chunks(PER_STATEMENT) {
-                let mut q: QueryBuilder<$db> = QueryBuilder::new(
-                    "INSERT INTO identifier_owners (workspace, id_type, value, profile) ",
-                );
-                q.push_values(chunk, |mut row, (w, id, p)| {
-                    row.push_bind(w)
-                        .push_bind(&id.id_type)
-                        .push_bind(&id.value)
-                        .push_bind(p.as_str());
-                });
-                q.push(
-                    " ON CONFLICT (workspace, id_type, value) DO UPDATE SET profile = excluded.profile",
-                );
-                q.build().execute(&mut **$tx).await?;
-            }
             for chunk in writes.docs.chunks(PER_STATEMENT) {
                 let mut q: QueryBuilder<$db> =
                     QueryBuilder::new("INSERT INTO profiles (workspace, profile, doc, state) ");
@@ -490,17 +516,72 @@ pub async fn write(tx: &mut ModelTx<'_>, writes: &ModelWrites) -> Result<(), Pro
                 );
                 q.build().execute(&mut **$tx).await?;
             }
-            for (w, p) in &writes.gone {
-                let mut q: QueryBuilder<$db> =
-                    QueryBuilder::new("DELETE FROM profiles WHERE workspace = ");
-                q.push_bind(w).push(" AND profile = ").push_bind(p.as_str());
-                q.build().execute(&mut **$tx).await?;
+                }};
             }
-        }};
-    }
-    match tx {
-        ModelTx::Sqlite(tx) => upserts!(sqlx::Sqlite, tx),
-        ModelTx::Postgres(tx) => upserts!(sqlx::Postgres, tx),
+            sqlite_rows!(sqlx::Sqlite, tx);
+        }
+        ModelTx::Postgres(tx) => {
+            if !writes.owners.is_empty() {
+                let n = writes.owners.len();
+                let mut seqs = Vec::with_capacity(n);
+                let (mut ws, mut ps) = (Vec::with_capacity(n), Vec::with_capacity(n));
+                let (mut ids, mut kinds, mut names, mut channels) = (
+                    Vec::with_capacity(n),
+                    Vec::with_capacity(n),
+                    Vec::with_capacity(n),
+                    Vec::with_capacity(n),
+                );
+                let (mut times, mut arrivals) = (Vec::with_capacity(n), Vec::with_capacity(n));
+                for (seq, w, p, summary) in &writes.owners {
+                    let s = summary.as_ref();
+                    seqs.push(*seq);
+                    ws.push(w.as_str());
+                    ps.push(p.as_str());
+                    ids.push(s.map(|s| s.message_id.as_str()));
+                    kinds.push(s.map(|s| s.kind.as_str()));
+                    names.push(s.and_then(|s| s.name.as_deref()));
+                    channels.push(s.map(|s| s.channel.as_str()));
+                    times.push(s.map(|s| s.timestamp.timestamp_micros()));
+                    arrivals.push(s.map(|s| s.received_at.timestamp_micros()));
+                }
+                sqlx::query(
+                    "INSERT INTO event_profiles (log_seq, workspace, profile, message_id, kind, name, \
+                     channel, event_time, received_at) \
+                     SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], \
+                     $5::text[], $6::text[], $7::text[], $8::bigint[], $9::bigint[]) \
+                     ON CONFLICT (log_seq) DO UPDATE SET profile = excluded.profile",
+                )
+                .bind(&seqs)
+                .bind(&ws)
+                .bind(&ps)
+                .bind(&ids)
+                .bind(&kinds)
+                .bind(&names)
+                .bind(&channels)
+                .bind(&times)
+                .bind(&arrivals)
+                .execute(&mut **tx)
+                .await?;
+            }
+            if !writes.docs.is_empty() {
+                let (mut ws, mut ps, mut states) = (Vec::new(), Vec::new(), Vec::new());
+                for ((w, p), state) in &writes.docs {
+                    ws.push(w.as_str());
+                    ps.push(p.as_str());
+                    states.push(state.as_slice());
+                }
+                sqlx::query(
+                    "INSERT INTO profiles (workspace, profile, doc, state) \
+                     SELECT w, p, NULL, s FROM UNNEST($1::text[], $2::text[], $3::bytea[]) AS d(w, p, s) \
+                     ON CONFLICT (workspace, profile) DO UPDATE SET doc = NULL, state = excluded.state",
+                )
+                .bind(&ws)
+                .bind(&ps)
+                .bind(&states)
+                .execute(&mut **tx)
+                .await?;
+            }
+        }
     }
     Ok(())
 }

@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 /// Events handed to a projection per transaction.
-pub const BATCH: u32 = 2_000;
+pub const BATCH: u32 = 10_000;
 /// How often a caught-up runner looks for events written by other instances.
 const POLL: Duration = Duration::from_millis(100);
 

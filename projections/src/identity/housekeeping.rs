@@ -19,7 +19,7 @@ use crate::profiles::{self, ProfileKey};
 use crate::runner::ProjectionError;
 
 /// Profiles a job visits per batch.
-pub const JOB_PAGE: i64 = 200;
+pub const JOB_PAGE: i64 = 1_000;
 /// Profiles whose time came, looked at per batch.
 pub const DUE_PAGE: i64 = 500;
 /// How old quantile RFM cut points may get before the population is measured again.
