@@ -394,6 +394,24 @@ async fn live_catch_up(store: &Store, clock: Clock, appended: u64) -> anyhow::Re
     Ok(live)
 }
 
+/// This process's resident memory in bytes (Linux), if it can be read.
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// The bytes of every stored profile state.
+async fn stored_state_bytes(store: &Store) -> anyhow::Result<u64> {
+    let sql = "SELECT CAST(coalesce(sum(length(state)), 0) AS BIGINT) FROM profiles";
+    let bytes: i64 = match store {
+        Store::Sqlite(s) => sqlx::query_scalar(sql).fetch_one(s.read_pool()).await,
+        Store::Postgres(s) => sqlx::query_scalar(sql).fetch_one(s.pool()).await,
+    }
+    .context("failed to measure the stored states")?;
+    Ok(bytes as u64)
+}
+
 /// The scenario `resolve`: the live resolver's catch-up against a `read_after` scan of the same log.
 pub async fn run_resolve(backend: &Backend, workload: &Workload) -> anyhow::Result<Outcome> {
     let catalog = definitions()?;
@@ -404,8 +422,11 @@ pub async fn run_resolve(backend: &Backend, workload: &Workload) -> anyhow::Resu
         let measured = async {
             let appended = append_log(&store, &catalog, &batches).await?;
             let now = Utc::now();
+            let resident_before = resident_bytes();
             let live = live_catch_up(&store, Arc::new(move || now), appended).await?;
+            let resident_after = resident_bytes();
             let model = model(&store).await?;
+            let stored = stored_state_bytes(&store).await?;
             ensure!(model.profiles.rows > 0, "the live resolver made no profile");
             ensure!(
                 model.members.rows > 0,
@@ -417,7 +438,10 @@ pub async fn run_resolve(backend: &Backend, workload: &Workload) -> anyhow::Resu
                 "the scan read {} events but {appended} were appended",
                 scan.events
             );
-            Ok((appended, live, scan, model))
+            let resident = resident_after
+                .zip(resident_before)
+                .map(|(a, b)| a.saturating_sub(b));
+            Ok((appended, live, scan, model, stored, resident))
         }
         .await;
         close(&store).await;
@@ -425,7 +449,7 @@ pub async fn run_resolve(backend: &Backend, workload: &Workload) -> anyhow::Resu
     }
     .await;
     let removed = fresh.remove().await;
-    let (appended, live, scan, model) =
+    let (appended, live, scan, model, stored, resident) =
         measured.with_context(|| format!("{RESOLVE} on {} failed", backend.name()))?;
     removed?;
     let scan_rate = scan.events as f64 / scan.elapsed.as_secs_f64();
@@ -444,8 +468,12 @@ pub async fn run_resolve(backend: &Backend, workload: &Workload) -> anyhow::Resu
         "{RESOLVE} on {backend}: a new live resolver caught up on {events} events (the replay \
          scenario's catalog: 2 computed traits, a tag, a segment, defined before the history) in \
          {secs:.2} s = {rate} events/s, {ratio:.2} of a read_after scan of the same log ({scan_rate} \
-         events/s). Verified: every event applied once; {profiles} profiles, {members} members of \
-         {SEGMENT}.",
+         events/s). Stored state: {stored_per} bytes per profile (binary); the process grew by \
+         {resident_per} bytes per profile while resolving (resident memory, the profiles held in memory \
+         and everything else). Verified: every event applied once; {profiles} profiles, {members} \
+         members of {SEGMENT}.",
+        stored_per = thousands(stored / model.profiles.rows.max(1)),
+        resident_per = resident.map_or("(unknown)".to_owned(), |r| thousands(r / model.profiles.rows.max(1))),
         backend = backend.name(),
         events = thousands(appended),
         secs = row.seconds,

@@ -457,6 +457,7 @@ impl Projection for IdentityResolver {
         prepared: PreparedDecisions,
     ) -> Result<(), ProjectionError> {
         const ROWS_PER_STATEMENT: usize = 500;
+        let started = std::time::Instant::now();
         // Under the write lock (SQLite) or the checkpoint's row lock (PostgreSQL): a model changed
         // since the batch was prepared (an erasure, a rebuild's switch) must not be overwritten with
         // documents computed from the old one.
@@ -500,8 +501,21 @@ impl Projection for IdentityResolver {
                 ModelTx::Postgres(tx) => insert_chunk!(sqlx::Postgres, tx),
             }
         }
+        let decided = started.elapsed();
         crate::profiles::write(tx, &prepared.model).await?;
+        let profiled = started.elapsed();
         crate::catalog::write(tx, &prepared.catalog).await?;
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        tracing::debug!(
+            decisions = prepared.decisions.len(),
+            owners = prepared.model.owners.len(),
+            holders = prepared.model.holders.len(),
+            outbox = prepared.catalog.outbox.len(),
+            decisions_ms = ms(decided),
+            profiles_ms = ms(profiled - decided),
+            catalog_ms = ms(started.elapsed() - profiled),
+            "resolver batch written"
+        );
         queries::write_rules(tx, &prepared.rules).await?;
         write_token(tx, &prepared.token).await
     }
