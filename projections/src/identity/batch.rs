@@ -219,6 +219,8 @@ pub(super) async fn prepare(
         gone: HashSet::new(),
         owners: HashMap::new(),
         summaries: HashMap::new(),
+        owned_by: HashMap::new(),
+        held_by: HashMap::new(),
         holders: HashMap::new(),
         merged_in_batch: HashMap::new(),
         reassigns: Vec::new(),
@@ -284,9 +286,7 @@ pub(super) async fn prepare(
                 .entry((e.workspace.clone(), target.clone()))
                 .or_default()
                 .apply(e, payload, &step.carried, fold);
-            model
-                .owners
-                .insert(seq, (e.workspace.clone(), target.clone()));
+            model.set_owner(seq, &e.workspace, target);
             model
                 .summaries
                 .insert(seq, EventSummary::of(e, channel_of(payload)));
@@ -543,6 +543,11 @@ struct Model<'a> {
     owners: HashMap<i64, (String, ProfileId)>,
     /// The summary of each customer event of the batch (the 360 view's recent events).
     summaries: HashMap<i64, EventSummary>,
+    /// The events of `owners` by owner, and the identifiers of `holders` by holder (an entry may be
+    /// stale: checked against `owners` / `holders` when used), so a merge moves what it must without a
+    /// scan of the batch.
+    owned_by: HashMap<ProfileKey, Vec<i64>>,
+    held_by: HashMap<ProfileKey, Vec<Identifier>>,
     /// Who holds each identifier the batch touched.
     holders: HashMap<(String, Identifier), ProfileId>,
     /// Profiles merged away in this batch, to the profile that absorbed them.
@@ -553,6 +558,24 @@ struct Model<'a> {
 }
 
 impl Model<'_> {
+    /// Event `seq` belongs to `profile` now.
+    fn set_owner(&mut self, seq: i64, ws: &str, profile: &ProfileId) {
+        self.owners.insert(seq, (ws.to_owned(), profile.clone()));
+        self.owned_by
+            .entry((ws.to_owned(), profile.clone()))
+            .or_default()
+            .push(seq);
+    }
+
+    /// `profile` holds identifier `id` now.
+    fn set_holder(&mut self, ws: &str, id: Identifier, profile: &ProfileId) {
+        self.held_by
+            .entry((ws.to_owned(), profile.clone()))
+            .or_default()
+            .push(id.clone());
+        self.holders.insert((ws.to_owned(), id), profile.clone());
+    }
+
     async fn apply_decision(
         &mut self,
         ws: &str,
@@ -579,7 +602,7 @@ impl Model<'_> {
                 if !doc.linked.contains(&id) {
                     doc.linked.push(id.clone());
                 }
-                self.holders.insert((ws.to_owned(), id), profile.clone());
+                self.set_holder(ws, id, profile);
             }
             IdentityEvent::ProfilesMerged {
                 survivor, absorbed, ..
@@ -595,14 +618,17 @@ impl Model<'_> {
                     .entry((ws.to_owned(), survivor.clone()))
                     .or_default()
                     .absorb(absorbed_doc, fold);
-                for (w, owner) in self.owners.values_mut() {
-                    if w == ws && owner == absorbed {
-                        *owner = survivor.clone();
+                // Through the reverse indexes: what the absorbed profile owns and holds in the batch.
+                let absorbed_key = (ws.to_owned(), absorbed.clone());
+                for seq in self.owned_by.remove(&absorbed_key).unwrap_or_default() {
+                    if self.owners.get(&seq).is_some_and(|o| o.1 == *absorbed) {
+                        self.set_owner(seq, ws, survivor);
                     }
                 }
-                for ((w, _), holder) in &mut self.holders {
-                    if w == ws && holder == absorbed {
-                        *holder = survivor.clone();
+                for id in self.held_by.remove(&absorbed_key).unwrap_or_default() {
+                    let key = (ws.to_owned(), id);
+                    if self.holders.get(&key) == Some(absorbed) {
+                        self.set_holder(ws, key.1, survivor);
                     }
                 }
                 self.reassigns.push(Reassign {
@@ -644,9 +670,9 @@ impl Model<'_> {
             }
         }
         for seq in profiles::events_of(self.store, ws, &stored_owners).await? {
-            self.owners
-                .entry(seq)
-                .or_insert_with(|| (ws.to_owned(), from.clone()));
+            if !self.owners.contains_key(&seq) {
+                self.set_owner(seq, ws, from);
+            }
         }
         let mut members: Vec<i64> = self
             .owners
@@ -728,11 +754,10 @@ impl Model<'_> {
         drop(events);
         drop(owned);
         for seq in moved_seqs {
-            self.owners.insert(seq, (ws.to_owned(), into.clone()));
+            self.set_owner(seq, ws, into);
         }
         for id in moved {
-            self.holders
-                .insert((ws.to_owned(), id.clone()), into.clone());
+            self.set_holder(ws, id.clone(), into);
         }
         self.docs.insert(from_key, stays);
         self.docs.insert((ws.to_owned(), into.clone()), leaves);
