@@ -78,6 +78,15 @@ pub async fn pending(store: &Store, now: DateTime<Utc>) -> Result<bool, Projecti
 /// tag was defined) — more than [`RFM_RETRY`] ago. Defining a tag starts its first job.
 async fn stale_rfm_jobs(store: &Store, now: DateTime<Utc>) -> Result<Vec<Job>, ProjectionError> {
     let workspaces = catalog::workspaces_with_rfm(store).await?;
+    stale_rfm_jobs_in(store, workspaces, now).await
+}
+
+/// [`stale_rfm_jobs`] of these workspaces.
+async fn stale_rfm_jobs_in(
+    store: &Store,
+    workspaces: Vec<String>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Job>, ProjectionError> {
     let mut jobs = Vec::new();
     for w in workspaces {
         let cat = catalog::load(store, &w).await?;
@@ -120,17 +129,65 @@ pub fn new_job(workspace: &str, kind: &str, name: &str, version: i64, now: DateT
     }
 }
 
+/// What the resolver knows of the work between batches without asking the database: valid while its
+/// token holds (only the resolver starts jobs, writes due times and definitions), so a step with no such
+/// work costs no query for it.
+#[derive(Debug, Default, Clone)]
+pub struct Memo {
+    /// No job is running: none was found, and no batch started one since.
+    pub no_running_jobs: bool,
+    /// The workspaces with RFM tags, read since definitions last changed.
+    pub rfm_workspaces: Option<Vec<String>>,
+    /// The earliest due time stored (ms; `Some(None)`: nothing is due), when known.
+    pub next_due: Option<Option<i64>>,
+}
+
+impl Memo {
+    /// A batch wrote `writes`: what it started, defined and made due.
+    pub fn wrote(&mut self, writes: &catalog::CatalogWrites) {
+        if !writes.jobs.is_empty() {
+            self.no_running_jobs = false;
+        }
+        if !writes.definitions.is_empty() {
+            self.rfm_workspaces = None;
+        }
+        if let Some(known) = &mut self.next_due {
+            for due in writes.due.iter().filter_map(|(_, _, d)| *d) {
+                let due = due as i64;
+                *known = Some(known.map_or(due, |k| k.min(due)));
+            }
+        }
+    }
+
+    /// Whether there is surely no work without events at `now` (no query needed to say so).
+    pub fn idle_at(&self, now: DateTime<Utc>) -> bool {
+        self.no_running_jobs
+            && self.rfm_workspaces.as_ref().is_some_and(Vec::is_empty)
+            && matches!(self.next_due, Some(due) if due.is_none_or(|t| t > to_millis(now)))
+    }
+}
+
 /// Does one page of the oldest running job and takes the profiles whose time came.
 pub async fn housekeeping(
     store: &Store,
+    memo: &mut Memo,
     catalogs: &mut HashMap<String, Catalog>,
     thresholds: &mut HashMap<String, BTreeMap<String, RfmThresholds>>,
     now: DateTime<Utc>,
 ) -> Result<Housekeeping, ProjectionError> {
     let mut work = Housekeeping::default();
-    let mut jobs = catalog::running_jobs(store).await?;
+    let mut jobs = if memo.no_running_jobs {
+        Vec::new()
+    } else {
+        catalog::running_jobs(store).await?
+    };
     if jobs.is_empty() {
-        jobs = stale_rfm_jobs(store, now).await?;
+        memo.no_running_jobs = true;
+        if memo.rfm_workspaces.is_none() {
+            memo.rfm_workspaces = Some(catalog::workspaces_with_rfm(store).await?);
+        }
+        let rfm = memo.rfm_workspaces.clone().unwrap_or_default();
+        jobs = stale_rfm_jobs_in(store, rfm, now).await?;
         for j in &mut jobs {
             j.cursor = THRESHOLDS_NEXT.to_owned();
         }
@@ -140,12 +197,22 @@ pub async fn housekeeping(
         run_job_page(store, catalogs, thresholds, &mut job, now, &mut work).await?;
         work.jobs.push(job);
     }
-    for (w, p) in catalog::due(store, to_millis(now), DUE_PAGE).await? {
-        ensure_workspace(store, catalogs, thresholds, &w).await?;
-        let key = (w, parse_profile(&p)?);
-        work.touched
-            .entry(key)
-            .or_insert_with(|| super::derive::CLOCK.to_owned());
+    if memo.next_due.is_none() {
+        memo.next_due = Some(catalog::next_due(store).await?);
+    }
+    let due_now = memo
+        .next_due
+        .is_some_and(|due| due.is_some_and(|t| t <= to_millis(now)));
+    if due_now {
+        for (w, p) in catalog::due(store, to_millis(now), DUE_PAGE).await? {
+            ensure_workspace(store, catalogs, thresholds, &w).await?;
+            let key = (w, parse_profile(&p)?);
+            work.touched
+                .entry(key)
+                .or_insert_with(|| super::derive::CLOCK.to_owned());
+        }
+        // More may be due than a page: asked again at the next step.
+        memo.next_due = None;
     }
     Ok(work)
 }

@@ -184,6 +184,8 @@ struct ResolverState {
     /// Whether `graphs` were loaded from `identity_events`.
     loaded: bool,
     docs: Docs,
+    /// What is known of the work between batches (jobs, due profiles, RFM).
+    memo: housekeeping::Memo,
     /// The tags, segments, spend and due time derive last wrote per profile.
     derived: derive::DerivedCache,
     /// The catalogs, RFM cut points and identity rules of the workspaces met so far.
@@ -202,6 +204,7 @@ impl Default for ResolverState {
             loaded: false,
             docs: Docs::default(),
             derived: derive::DerivedCache::default(),
+            memo: housekeeping::Memo::default(),
             catalogs: HashMap::new(),
             thresholds: HashMap::new(),
             rules: HashMap::new(),
@@ -396,7 +399,9 @@ impl Projection for IdentityResolver {
         // token holds: only the resolver changes them, through the log.
         let mut catalogs = std::mem::take(&mut state.catalogs);
         let mut thresholds = std::mem::take(&mut state.thresholds);
-        let house = housekeeping::housekeeping(store, &mut catalogs, &mut thresholds, now).await?;
+        let house =
+            housekeeping::housekeeping(store, &mut state.memo, &mut catalogs, &mut thresholds, now)
+                .await?;
         let mut rules: HashMap<String, IdentityRules> = HashMap::new();
         let workspaces = events
             .iter()
@@ -435,6 +440,7 @@ impl Projection for IdentityResolver {
         for (w, r, _) in &prepared.rules {
             state.rules.insert(w.clone(), r.clone());
         }
+        state.memo.wrote(&prepared.catalog);
         // A batch that changed definitions has them (and the cut points, kept per tag version) read
         // again from what it wrote.
         if prepared.catalog.definitions.is_empty() {
@@ -521,6 +527,17 @@ impl Projection for IdentityResolver {
     }
 
     async fn has_pending_work(&self, store: &Store) -> Result<bool, ProjectionError> {
-        housekeeping::pending(store, (self.clock)()).await
+        let now = (self.clock)();
+        let idle = {
+            let state = self.state.lock().expect("resolver state lock");
+            state.memo.idle_at(now).then(|| state.token.clone())
+        };
+        // What this resolver knows holds only if nothing else wrote since its last batch.
+        if let Some(token) = idle {
+            if token.is_some() && stored_token(store).await? == token {
+                return Ok(false);
+            }
+        }
+        housekeeping::pending(store, now).await
     }
 }
