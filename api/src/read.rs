@@ -127,19 +127,24 @@ async fn profile(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     principal.require(Scope::Read)?;
-    // A live profile in one read; a merged-away one through its survivor.
+    // A live profile in one read (its document and recent events side by side); a merged-away one
+    // through its survivor.
     let ws = &principal.workspace;
-    let (survivor, doc) = match profiles::load(&state.store, ws, &id).await? {
-        Some(doc) => (id.clone(), doc),
+    let (found, recent) = tokio::try_join!(
+        profiles::load(&state.store, ws, &id),
+        profiles::recent_events(&state.store, ws, &id)
+    )?;
+    let (survivor, doc, recent) = match found {
+        Some(doc) => (id.clone(), doc, recent),
         None => {
             let survivor = survivor(&state, ws, &id).await?;
             let doc = profiles::load(&state.store, ws, &survivor)
                 .await?
                 .ok_or_else(|| ApiError::not_found(format!("no profile {id:?}")))?;
-            (survivor, doc)
+            let recent = profiles::recent_events(&state.store, ws, &survivor).await?;
+            (survivor, doc, recent)
         }
     };
-    let recent = profiles::recent_events(&state.store, ws, &survivor).await?;
     let mut body = profile_json(&survivor, &id, &doc, &recent);
     let (computed, tags) = crate::catalog::profile_sections(&state, ws, &survivor, &doc).await?;
     body["computed_traits"] = computed;
