@@ -441,21 +441,6 @@ pub async fn write(tx: &mut ModelTx<'_>, writes: &ModelWrites) -> Result<(), Pro
     // The same statements on both backends; only the builder's database type differs.
     macro_rules! upserts {
         ($db:ty, $tx:expr) => {{
-            for chunk in writes.holders.chunks(PER_STATEMENT) {
-                let mut q: QueryBuilder<$db> = QueryBuilder::new(
-                    "INSERT INTO identifier_owners (workspace, id_type, value, profile) ",
-                );
-                q.push_values(chunk, |mut row, (w, id, p)| {
-                    row.push_bind(w)
-                        .push_bind(&id.id_type)
-                        .push_bind(&id.value)
-                        .push_bind(p.as_str());
-                });
-                q.push(
-                    " ON CONFLICT (workspace, id_type, value) DO UPDATE SET profile = excluded.profile",
-                );
-                q.build().execute(&mut **$tx).await?;
-            }
             for (w, p) in &writes.gone {
                 let mut q: QueryBuilder<$db> =
                     QueryBuilder::new("DELETE FROM profiles WHERE workspace = ");
@@ -471,7 +456,8 @@ pub async fn write(tx: &mut ModelTx<'_>, writes: &ModelWrites) -> Result<(), Pro
     write_owners_and_docs(tx, writes).await
 }
 
-/// Where the batch's events belong (with their summaries) and the documents it changed: one statement
+/// Where the batch's events belong (with their summaries), who holds its identifiers and the documents
+/// it changed: one statement
 /// per table over arrays on PostgreSQL, multi-row inserts on SQLite. Keys are unique within a batch.
 async fn write_owners_and_docs(
     tx: &mut ModelTx<'_>,
@@ -519,6 +505,26 @@ async fn write_owners_and_docs(
                 }};
             }
             sqlite_rows!(sqlx::Sqlite, tx);
+            macro_rules! sqlite_holders {
+                ($db:ty, $tx:expr) => {{
+            for chunk in writes.holders.chunks(PER_STATEMENT) {
+                let mut q: QueryBuilder<$db> = QueryBuilder::new(
+                    "INSERT INTO identifier_owners (workspace, id_type, value, profile) ",
+                );
+                q.push_values(chunk, |mut row, (w, id, p)| {
+                    row.push_bind(w)
+                        .push_bind(&id.id_type)
+                        .push_bind(&id.value)
+                        .push_bind(p.as_str());
+                });
+                q.push(
+                    " ON CONFLICT (workspace, id_type, value) DO UPDATE SET profile = excluded.profile",
+                );
+                q.build().execute(&mut **$tx).await?;
+            }
+                }};
+            }
+            sqlite_holders!(sqlx::Sqlite, tx);
         }
         ModelTx::Postgres(tx) => {
             if !writes.owners.is_empty() {
@@ -560,6 +566,32 @@ async fn write_owners_and_docs(
                 .bind(&channels)
                 .bind(&times)
                 .bind(&arrivals)
+                .execute(&mut **tx)
+                .await?;
+            }
+            if !writes.holders.is_empty() {
+                let n = writes.holders.len();
+                let (mut ws, mut types, mut values, mut ps) = (
+                    Vec::with_capacity(n),
+                    Vec::with_capacity(n),
+                    Vec::with_capacity(n),
+                    Vec::with_capacity(n),
+                );
+                for (w, id, p) in &writes.holders {
+                    ws.push(w.as_str());
+                    types.push(id.id_type.as_str());
+                    values.push(id.value.as_str());
+                    ps.push(p.as_str());
+                }
+                sqlx::query(
+                    "INSERT INTO identifier_owners (workspace, id_type, value, profile) \
+                     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) \
+                     ON CONFLICT (workspace, id_type, value) DO UPDATE SET profile = excluded.profile",
+                )
+                .bind(&ws)
+                .bind(&types)
+                .bind(&values)
+                .bind(&ps)
                 .execute(&mut **tx)
                 .await?;
             }

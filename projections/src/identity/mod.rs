@@ -478,14 +478,13 @@ impl Projection for IdentityResolver {
         }
         let rows: Vec<(&RecordedDecision, &String)> =
             prepared.decisions.iter().zip(&bodies).collect();
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            let insert =
-                "INSERT INTO identity_events (workspace, log_seq, caused_by, kind, profile, \
-                          other, id_type, value, recorded_at, body) ";
-            // The same statement on both backends; only the builder's database type differs.
-            macro_rules! insert_chunk {
-                ($db:ty, $tx:expr) => {{
-                    let mut q: QueryBuilder<$db> = QueryBuilder::new(insert);
+        match tx {
+            ModelTx::Sqlite(tx) => {
+                for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                    let mut q: QueryBuilder<sqlx::Sqlite> = QueryBuilder::new(
+                        "INSERT INTO identity_events (workspace, log_seq, caused_by, kind, profile, \
+                         other, id_type, value, recorded_at, body) ",
+                    );
                     q.push_values(chunk, |mut row, (d, body)| {
                         let (kind, profile, other, id_type, value) = columns(&d.event);
                         row.push_bind(&d.workspace)
@@ -499,13 +498,55 @@ impl Projection for IdentityResolver {
                             .push_bind(d.recorded_at_ms)
                             .push_bind(*body);
                     });
-                    q.build().execute(&mut **$tx).await?;
-                }};
+                    q.build().execute(&mut **tx).await?;
+                }
             }
-            match tx {
-                ModelTx::Sqlite(tx) => insert_chunk!(sqlx::Sqlite, tx),
-                ModelTx::Postgres(tx) => insert_chunk!(sqlx::Postgres, tx),
+            ModelTx::Postgres(tx) if !rows.is_empty() => {
+                // One statement over arrays; the decisions keep their order (their `seq`).
+                let n = rows.len();
+                let mut cols: [Vec<Option<&str>>; 7] = Default::default();
+                let (mut seqs, mut at) = (Vec::with_capacity(n), Vec::with_capacity(n));
+                for (d, _) in &rows {
+                    let (kind, profile, other, id_type, value) = columns(&d.event);
+                    let row = [
+                        Some(d.workspace.as_str()),
+                        Some(d.event.caused_by()),
+                        Some(kind),
+                        profile,
+                        other,
+                        id_type,
+                        value,
+                    ];
+                    for (col, v) in cols.iter_mut().zip(row) {
+                        col.push(v);
+                    }
+                    seqs.push(d.log_seq);
+                    at.push(d.recorded_at_ms);
+                }
+                let bodies: Vec<&str> = rows.iter().map(|(_, b)| b.as_str()).collect();
+                let [ws, caused_by, kinds, profiles, others, id_types, values] = cols;
+                sqlx::query(
+                    "INSERT INTO identity_events (workspace, log_seq, caused_by, kind, profile, other, \
+                     id_type, value, recorded_at, body) \
+                     SELECT w, s, c, k, p, o, t, v, r, b FROM UNNEST($1::text[], $2::bigint[], \
+                     $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], \
+                     $9::bigint[], $10::text[]) WITH ORDINALITY AS d(w, s, c, k, p, o, t, v, r, b, n) \
+                     ORDER BY n",
+                )
+                .bind(&ws)
+                .bind(&seqs)
+                .bind(&caused_by)
+                .bind(&kinds)
+                .bind(&profiles)
+                .bind(&others)
+                .bind(&id_types)
+                .bind(&values)
+                .bind(&at)
+                .bind(&bodies)
+                .execute(&mut **tx)
+                .await?;
             }
+            ModelTx::Postgres(_) => {}
         }
         let decided = started.elapsed();
         crate::profiles::write(tx, &prepared.model).await?;
