@@ -561,7 +561,7 @@ fn last_per_key<'r, T, K: Eq + std::hash::Hash>(
     }
     rows.iter()
         .enumerate()
-        .filter(|(i, row)| last.get(&key(row)) == Some(&*i))
+        .filter(|(i, row)| last.get(&key(row)) == Some(i))
         .map(|(_, row)| row)
         .collect()
 }

@@ -20,6 +20,9 @@ const PER_STATEMENT: usize = 500;
 /// A stored profile row's state (binary) and document (JSON of earlier versions).
 pub type StoredDoc = (Option<Vec<u8>>, Option<String>);
 
+/// A stored profile row with its key: workspace, profile, state, document.
+pub type KeyedDoc = (String, String, Option<Vec<u8>>, Option<String>);
+
 /// The document of a stored row.
 pub fn decode((state, doc): &StoredDoc) -> Result<ProfileDoc, ProjectionError> {
     ProfileDoc::from_stored(state.as_deref(), doc.as_deref()).map_err(ProjectionError::corrupt)
@@ -58,7 +61,7 @@ pub async fn load_many(
 ) -> Result<HashMap<ProfileKey, ProfileDoc>, ProjectionError> {
     let mut found = HashMap::with_capacity(keys.len());
     for chunk in keys.chunks(PER_STATEMENT) {
-        let rows: Vec<(String, String, Option<Vec<u8>>, Option<String>)> = match store {
+        let rows: Vec<KeyedDoc> = match store {
             Store::Sqlite(s) => {
                 // `workspace = ? AND profile IN (…)` per workspace: SQLite answers a row-value
                 // `IN (VALUES …)` with a scan of the whole table.
@@ -80,8 +83,7 @@ pub async fn load_many(
                         list.push_bind(p);
                     }
                     q.push(")");
-                    let found: Vec<(String, String, Option<Vec<u8>>, Option<String>)> =
-                        q.build_query_as().fetch_all(s.read_pool()).await?;
+                    let found: Vec<KeyedDoc> = q.build_query_as().fetch_all(s.read_pool()).await?;
                     rows.extend(found);
                 }
                 rows

@@ -14,7 +14,7 @@ async fn all_docs(store: &Store) -> Vec<(String, String, Vec<u8>)> {
     let Store::Sqlite(s) = store else {
         unreachable!()
     };
-    let rows: Vec<(String, String, Option<Vec<u8>>, Option<String>)> = sqlx::query_as(
+    let rows: Vec<cdp_projections::profiles::KeyedDoc> = sqlx::query_as(
         "SELECT workspace, profile, state, doc FROM profiles ORDER BY workspace, profile",
     )
     .fetch_all(s.read_pool())

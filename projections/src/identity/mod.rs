@@ -179,6 +179,7 @@ impl Docs {
     }
 }
 
+#[derive(Default)]
 struct ResolverState {
     graphs: HashMap<String, IdentityGraph>,
     /// Whether `graphs` were loaded from `identity_events`.
@@ -195,22 +196,6 @@ struct ResolverState {
     /// The token written with the last batch prepared; when the stored token is another at the next
     /// batch, that batch was not committed (or another instance went on) and the state is reloaded.
     token: Option<String>,
-}
-
-impl Default for ResolverState {
-    fn default() -> Self {
-        ResolverState {
-            graphs: HashMap::new(),
-            loaded: false,
-            docs: Docs::default(),
-            derived: derive::DerivedCache::default(),
-            memo: housekeeping::Memo::default(),
-            catalogs: HashMap::new(),
-            thresholds: HashMap::new(),
-            rules: HashMap::new(),
-            token: None,
-        }
-    }
 }
 
 /// The time, as the resolver sees it: the wall clock, or a test's.
