@@ -74,8 +74,8 @@ const SHADOW_BOOKKEEPING: &[&str] = &["projection_checkpoints", "projection_toke
 
 /// Events a rebuild applies per transaction: more than the live resolver's batch (which keeps latency
 /// low), so that a profile touched by many events of the history is written once per batch, not once
-/// per event group.
-pub const REBUILD_BATCH: u32 = 20_000;
+/// per event group. A batch holds its events parsed in memory: ~5 KB each for a retail event, so ~250 MB.
+pub const REBUILD_BATCH: u32 = 50_000;
 
 /// An arbitrary constant: the PostgreSQL advisory lock that keeps two rebuilds from sharing a shadow.
 const REBUILD_LOCK: i64 = 0x0cdb_5eb1;

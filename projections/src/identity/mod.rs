@@ -139,7 +139,7 @@ async fn write_token(tx: &mut ModelTx<'_>, token: &str) -> Result<(), Projection
     Ok(())
 }
 
-/// Profile documents kept in memory between batches.
+/// Profile documents kept in memory between batches (~1 KB each for a retail profile).
 const CACHED_DOCUMENTS: usize = 200_000;
 
 /// The profile documents as the last batch left them, owned by the resolver: a batch takes the ones it
@@ -565,5 +565,42 @@ impl Projection for IdentityResolver {
             }
         }
         housekeeping::pending(store, now).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: usize) -> ProfileKey {
+        let id = ProfileId::parse(&format!("p_{n:020x}")).unwrap();
+        ("w".to_owned(), id)
+    }
+
+    #[test]
+    fn documents_are_taken_out_and_put_back_and_stay_bounded() {
+        let mut docs = Docs::default();
+        docs.put_back((0..3).map(|n| (key(n), ProfileDoc::default())));
+        let mut taken = docs.take(&key(1)).unwrap();
+        assert!(docs.take(&key(1)).is_none(), "a taken document is out");
+        taken.events = 7;
+        docs.put_back([(key(1), taken)]);
+        assert_eq!(docs.take(&key(1)).unwrap().events, 7);
+        docs.forget(&key(2));
+        assert!(docs.take(&key(2)).is_none());
+
+        let mut docs = Docs::default();
+        docs.put_back((0..CACHED_DOCUMENTS).map(|n| (key(n), ProfileDoc::default())));
+        assert_eq!(docs.docs.len(), CACHED_DOCUMENTS);
+        let incoming = CACHED_DOCUMENTS..CACHED_DOCUMENTS + 10;
+        docs.put_back(incoming.clone().map(|n| (key(n), ProfileDoc::default())));
+        assert_eq!(
+            docs.docs.len(),
+            CACHED_DOCUMENTS,
+            "older documents make room"
+        );
+        assert!(incoming
+            .into_iter()
+            .all(|n| docs.docs.contains_key(&key(n))));
     }
 }
