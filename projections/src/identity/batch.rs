@@ -195,6 +195,7 @@ pub(super) async fn prepare(
     docs.extend(profiles::load_many(store, &keys).await?);
     let loaded = started.elapsed();
     docs.extend(house.docs);
+    let as_read = house.as_read;
     let mut touched = house.touched;
     let mut catalog_writes = CatalogWrites {
         jobs: house.jobs,
@@ -374,7 +375,7 @@ pub(super) async fn prepare(
         cache.forget(key);
     }
     let derived = started.elapsed();
-    let (writes, docs) = model.into_writes();
+    let (writes, docs) = model.into_writes(&as_read);
     cache.put_back(docs);
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
     tracing::debug!(
@@ -775,12 +776,17 @@ impl Model<'_> {
         current
     }
 
-    /// The rows to write, and the documents to keep in memory.
-    fn into_writes(self) -> (ModelWrites, HashMap<ProfileKey, ProfileDoc>) {
+    /// The rows to write, and the documents to keep in memory. A document whose state is what was read
+    /// (`as_read`) is not written again.
+    fn into_writes(
+        self,
+        as_read: &HashMap<ProfileKey, Vec<u8>>,
+    ) -> (ModelWrites, HashMap<ProfileKey, ProfileDoc>) {
         let mut docs: Vec<(ProfileKey, Vec<u8>)> = self
             .docs
             .iter()
             .map(|(key, doc)| (key.clone(), doc.to_state()))
+            .filter(|(key, state)| as_read.get(key) != Some(state))
             .collect();
         docs.sort_by(|a, b| a.0.cmp(&b.0));
         let mut summaries = self.summaries;

@@ -52,6 +52,9 @@ fn rfm_inputs(
 #[derive(Default)]
 pub struct Housekeeping {
     pub docs: HashMap<ProfileKey, ProfileDoc>,
+    /// The binary state of each of `docs` as it was read: a document the batch leaves as it was is not
+    /// written again (a job visits every profile; most are unchanged).
+    pub as_read: HashMap<ProfileKey, Vec<u8>>,
     pub touched: BTreeMap<ProfileKey, String>,
     pub jobs: Vec<Job>,
     /// New RFM cut points: `(workspace, tag, version, thresholds)`.
@@ -289,9 +292,12 @@ async fn run_job_page(
     let last = page.last().map(|(p, _)| p.clone());
     let visited = page.len() as i64;
     for (p, mut doc) in page {
+        let profile = parse_profile(&p)?;
+        work.as_read
+            .insert((ws.clone(), profile.clone()), doc.to_state());
         // A deleted definition's job visits every profile: its state goes.
         doc.prune_computed(catalog.folded());
-        docs.push((parse_profile(&p)?, doc));
+        docs.push((profile, doc));
     }
     backfill(store, catalog, &ws, &mut docs).await?;
     let cause = format!("{}:{}", job.kind, job.name);
