@@ -152,13 +152,7 @@ proptest::proptest! {
 async fn the_recent_events_are_the_newest_fifty_by_event_time_whatever_the_arrival_order() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_embedded(dir.path()).await.unwrap();
-    let now = chrono::Utc::now();
-    let envelope = Envelope {
-        workspace: "w",
-        received_at: now,
-        batch_sent_at: None,
-        implied_kind: None,
-    };
+    let envelope = envelope_at(chrono::Utc::now());
     // 120 events of one customer, arriving out of event-time order (a backfill among live ones), four
     // of them at each minute so that the message id decides among equal times.
     let minute = |i: usize| (i * 7) % 30;
