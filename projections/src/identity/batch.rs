@@ -312,21 +312,20 @@ pub(super) async fn prepare(
             .payload
             .as_ref()
             .and_then(|p| p.get("properties"))
-            .cloned()
-            .unwrap_or(Value::Null);
-        let payload = serde_json::json!({
-            "type": "event",
-            "workspace": e.workspace,
-            "profile_id": profile.as_str(),
-            "event": name,
-            "message_id": e.message_id,
-            "timestamp": cdp_domain::message::rfc3339(e.event_time),
-            "properties": properties,
-        });
+            .unwrap_or(&Value::Null);
+        let payload = EventMessage {
+            event: name,
+            message_id: &e.message_id,
+            profile_id: profile.as_str(),
+            properties,
+            timestamp: cdp_domain::message::rfc3339(e.event_time),
+            kind: "event",
+            workspace: &e.workspace,
+        };
         catalog_writes.outbox.push((
             e.workspace.clone(),
             format!("cdp.out.{}.event.{}", e.workspace, event_slug(name)),
-            payload.to_string(),
+            serde_json::to_string(&payload).map_err(ProjectionError::corrupt)?,
         ));
     }
     // Profiles merged away in the batch are evaluated as their survivors.
@@ -400,6 +399,21 @@ pub(super) async fn prepare(
         token: String::new(),
         based_on: None,
     })
+}
+
+/// The message of a track event for its subscribers, serialised without copying its properties. The
+/// fields are in the order a JSON object writes its keys (alphabetical), so the text is what a `json!`
+/// object of the same fields gave.
+#[derive(serde::Serialize)]
+struct EventMessage<'a> {
+    event: &'a str,
+    message_id: &'a str,
+    profile_id: &'a str,
+    properties: &'a Value,
+    timestamp: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    workspace: &'a str,
 }
 
 /// The profiles a decision reads or changes the document of.
@@ -816,5 +830,34 @@ impl Model<'_> {
             gone,
         };
         (writes, self.docs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_message_reads_as_the_json_object_of_its_fields() {
+        let properties = serde_json::json!({"total": 12.5, "products": [{"sku": "a"}], "b": null});
+        let message = EventMessage {
+            event: "Order Completed",
+            message_id: "m1",
+            profile_id: "p_1",
+            properties: &properties,
+            timestamp: "2026-12-03T10:00:00.000Z".into(),
+            kind: "event",
+            workspace: "w",
+        };
+        let object = serde_json::json!({
+            "type": "event",
+            "workspace": "w",
+            "profile_id": "p_1",
+            "event": "Order Completed",
+            "message_id": "m1",
+            "timestamp": "2026-12-03T10:00:00.000Z",
+            "properties": properties,
+        });
+        assert_eq!(serde_json::to_string(&message).unwrap(), object.to_string());
     }
 }
