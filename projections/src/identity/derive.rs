@@ -3,7 +3,7 @@
 //! outbox for every change of a tag value and every enter and exit of a segment.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use cdp_domain::catalog::{Catalog, SPEND_TRAIT};
 use cdp_domain::event::to_millis;
@@ -562,31 +562,17 @@ pub async fn derive(
     }
     // What is stored now, for the next batch: the stored rows with this batch's changes.
     for (w, p, tag, value) in &out.tags[evaluated.0..] {
-        let Ok(profile) = parse_profile(p) else {
-            continue;
-        };
-        let tags = stored.entry((w.clone(), profile)).or_default();
-        match value {
-            Some(t) => tags.insert(tag.clone(), t.clone()),
-            None => tags.remove(tag),
-        };
+        apply_change(&mut stored, w, p, tag, value.as_ref())?;
     }
     for (w, segment, p, membership) in &out.members[evaluated.1..] {
-        let Ok(profile) = parse_profile(p) else {
-            continue;
-        };
-        let ms = members.entry((w.clone(), profile)).or_default();
-        match membership {
-            Some(m) => ms.insert(segment.clone(), m.clone()),
-            None => ms.remove(segment),
-        };
+        apply_change(&mut members, w, p, segment, membership.as_ref())?;
     }
-    let gone: Vec<&ProfileKey> = d.merged.iter().map(|(gone, _, _)| gone).collect();
+    let gone: HashSet<&ProfileKey> = d.merged.iter().map(|(gone, _, _)| gone).collect();
     let mut keys: Vec<ProfileKey> = stored.keys().chain(members.keys()).cloned().collect();
     keys.extend(last_written.keys().cloned());
     keys.sort();
     keys.dedup();
-    known.put_back(keys.into_iter().filter(|k| !gone.contains(&k)).map(|key| {
+    known.put_back(keys.into_iter().filter(|k| !gone.contains(k)).map(|key| {
         let (spend, due) = last_written.get(&key).copied().unwrap_or((None, None));
         let entry = Derived {
             tags: stored.remove(&key).unwrap_or_default(),
@@ -599,6 +585,22 @@ pub async fn derive(
     for g in gone {
         known.take(g);
     }
+    Ok(())
+}
+
+/// Sets (`Some`) or removes the row `name` of profile `(w, p)` in `rows`.
+fn apply_change<T: Clone>(
+    rows: &mut HashMap<ProfileKey, BTreeMap<String, T>>,
+    w: &str,
+    p: &str,
+    name: &str,
+    value: Option<&T>,
+) -> Result<(), ProjectionError> {
+    let of_profile = rows.entry((w.to_owned(), parse_profile(p)?)).or_default();
+    match value {
+        Some(v) => of_profile.insert(name.to_owned(), v.clone()),
+        None => of_profile.remove(name),
+    };
     Ok(())
 }
 
