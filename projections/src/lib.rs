@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod erasure;
 pub mod identity;
 pub mod profiles;
+pub mod pipeline;
 pub mod runner;
 
 pub use runner::{ModelTx, Projection, ProjectionError, RunnerHandle, RunnerStatus};

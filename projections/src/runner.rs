@@ -78,6 +78,31 @@ pub trait Projection: Send + Sync + 'static {
         prepared: Self::Prepared,
     ) -> impl Future<Output = Result<(), ProjectionError>> + Send;
 
+    /// Writes a group of consecutive prepared batches, in log order, inside one transaction; a
+    /// projection may leave out what a later batch of the group overwrites.
+    fn write_group(
+        &self,
+        tx: &mut ModelTx<'_>,
+        group: Vec<Self::Prepared>,
+    ) -> impl Future<Output = Result<(), ProjectionError>> + Send {
+        async move {
+            for prepared in group {
+                self.write(tx, prepared).await?;
+            }
+            Ok(())
+        }
+    }
+
+    /// Whether `events` may be prepared while batches prepared before them are still being written:
+    /// only when preparing them reads nothing from the database that those batches change. The
+    /// pipeline ([`crate::pipeline::drive`]) otherwise waits for the writes first.
+    fn may_prepare_ahead(&self, _events: &[StoredEvent]) -> bool {
+        false
+    }
+
+    /// Drops what the projection holds in memory of the model: a batch it prepared was not committed.
+    fn forget(&self) {}
+
     /// Whether the projection has work to do although no event is new (a backfill, a time-driven
     /// change): the runner then prepares and writes an empty batch.
     fn has_pending_work(
@@ -169,7 +194,7 @@ pub async fn run_once_through<P: Projection>(
 }
 
 /// The events after `start`, up to `limit` and none after `through`.
-async fn next_events(
+pub(crate) async fn next_events(
     store: &Store,
     start: Position,
     limit: u32,
@@ -186,122 +211,33 @@ async fn step<P: Projection>(
     limit: u32,
     through: Position,
 ) -> Result<Progress, ProjectionError> {
-    let name = projection.name();
-    match store {
-        Store::Sqlite(s) => {
-            // Read and compute outside the write lock so ingestion is held up only while the model is
-            // written; the checkpoint is checked again under the lock.
-            let mut timer = StepTimer::start();
-            let start = checkpoint(store, name).await?;
-            let events = next_events(store, start, limit, through).await?;
-            if events.is_empty() && !projection.has_pending_work(store).await? {
-                return Ok(Progress {
-                    position: start,
-                    ..Progress::default()
-                });
-            }
-            timer.lap(Phase::Read);
-            let prepared = projection.prepare(store, &events).await?;
-            timer.lap(Phase::Prepare);
-            let mut tx = s.begin_write().await?;
-            let now: Option<i64> =
-                sqlx::query_scalar("SELECT seq FROM projection_checkpoints WHERE name = ?")
-                    .bind(name)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if now.unwrap_or(0) != start.seq {
-                // Another runner moved it; try again from the new checkpoint.
-                return Ok(Progress {
-                    position: start,
-                    ..Progress::default()
-                });
-            }
-            let mut model = ModelTx::Sqlite(tx);
-            match projection.write(&mut model, prepared).await {
-                Ok(()) => {}
-                // Rolled back with the transaction; the caller prepares it again.
-                Err(ProjectionError::Stale(_)) => return Ok(again(start)),
-                Err(e) => return Err(e),
-            }
-            let ModelTx::Sqlite(mut tx) = model else {
-                unreachable!("the runner built a SQLite transaction")
-            };
-            timer.lap(Phase::Write);
-            let end = finish(start, &events);
-            sqlx::query(
-                "INSERT INTO projection_checkpoints (name, tx, seq, updated_at) VALUES (?, ?, ?, ?) \
-                 ON CONFLICT (name) DO UPDATE SET tx = excluded.tx, seq = excluded.seq, \
-                 updated_at = excluded.updated_at",
-            )
-            .bind(name)
-            .bind(end.position.tx)
-            .bind(end.position.seq)
-            .bind(Utc::now().timestamp_millis())
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            timer.lap(Phase::Commit);
-            timer.report(name, events.len());
-            Ok(end)
+    let mut timer = StepTimer::start();
+    let start = checkpoint(store, projection.name()).await?;
+    let events = next_events(store, start, limit, through).await?;
+    if events.is_empty() && !projection.has_pending_work(store).await? {
+        return Ok(Progress {
+            position: start,
+            ..Progress::default()
+        });
+    }
+    timer.lap(Phase::Read);
+    let prepared = projection.prepare(store, &events).await?;
+    timer.lap(Phase::Prepare);
+    let end = finish(start, &events);
+    let committed = crate::pipeline::commit(store, projection, start, end.position, vec![prepared]).await;
+    timer.lap(Phase::Write);
+    timer.report(projection.name(), events.len());
+    match committed {
+        Ok(true) => Ok(end),
+        // Another runner moved the checkpoint, or the model changed under the batch: nothing was
+        // written; the caller prepares it again.
+        Ok(false) => {
+            projection.forget();
+            Ok(again(start))
         }
-        Store::Postgres(s) => {
-            let mut timer = StepTimer::start();
-            let mut tx = s.pool().begin().await?;
-            sqlx::query(
-                "INSERT INTO projection_checkpoints (name, tx, seq, updated_at) VALUES ($1, 0, 0, 0) \
-                 ON CONFLICT (name) DO NOTHING",
-            )
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-            // The row lock makes runners of several instances take turns; none applies a batch twice.
-            let (start_tx, start_seq): (i64, i64) = sqlx::query_as(
-                "SELECT tx, seq FROM projection_checkpoints WHERE name = $1 FOR UPDATE",
-            )
-            .bind(name)
-            .fetch_one(&mut *tx)
-            .await?;
-            let start = Position {
-                tx: start_tx,
-                seq: start_seq,
-            };
-            let events = next_events(store, start, limit, through).await?;
-            if events.is_empty() && !projection.has_pending_work(store).await? {
-                tx.rollback().await?;
-                return Ok(Progress {
-                    position: start,
-                    ..Progress::default()
-                });
-            }
-            timer.lap(Phase::Read);
-            // The row lock is held, so no other runner changes the model while this one prepares.
-            let prepared = projection.prepare(store, &events).await?;
-            timer.lap(Phase::Prepare);
-            let mut model = ModelTx::Postgres(tx);
-            match projection.write(&mut model, prepared).await {
-                Ok(()) => {}
-                // Rolled back with the transaction; the caller prepares it again.
-                Err(ProjectionError::Stale(_)) => return Ok(again(start)),
-                Err(e) => return Err(e),
-            }
-            let ModelTx::Postgres(mut tx) = model else {
-                unreachable!("the runner built a PostgreSQL transaction")
-            };
-            timer.lap(Phase::Write);
-            let end = finish(start, &events);
-            sqlx::query(
-                "UPDATE projection_checkpoints SET tx = $2, seq = $3, updated_at = $4 WHERE name = $1",
-            )
-            .bind(name)
-            .bind(end.position.tx)
-            .bind(end.position.seq)
-            .bind(Utc::now().timestamp_millis())
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            timer.lap(Phase::Commit);
-            timer.report(name, events.len());
-            Ok(end)
+        Err(e) => {
+            projection.forget();
+            Err(e)
         }
     }
 }
@@ -311,21 +247,21 @@ async fn step<P: Projection>(
 enum Phase {
     Read,
     Prepare,
+    /// The write and the commit.
     Write,
-    Commit,
 }
 
-/// Where a step's time went: read the log, prepare, write the model, commit.
+/// Where a step's time went: read the log, prepare, write the model and commit.
 struct StepTimer {
     last: std::time::Instant,
-    spent: [Duration; 4],
+    spent: [Duration; 3],
 }
 
 impl StepTimer {
     fn start() -> Self {
         StepTimer {
             last: std::time::Instant::now(),
-            spent: [Duration::ZERO; 4],
+            spent: [Duration::ZERO; 3],
         }
     }
 
@@ -343,14 +279,13 @@ impl StepTimer {
             read_ms = ms(Phase::Read),
             prepare_ms = ms(Phase::Prepare),
             write_ms = ms(Phase::Write),
-            commit_ms = ms(Phase::Commit),
             "projection step"
         );
     }
 }
 
 /// Nothing applied, but the step is to be tried again at once.
-fn again(start: Position) -> Progress {
+pub(crate) fn again(start: Position) -> Progress {
     Progress {
         position: start,
         worked: true,
@@ -358,7 +293,7 @@ fn again(start: Position) -> Progress {
     }
 }
 
-fn finish(start: Position, events: &[StoredEvent]) -> Progress {
+pub(crate) fn finish(start: Position, events: &[StoredEvent]) -> Progress {
     match events.last() {
         Some(last) => Progress {
             applied: events.len(),
@@ -374,20 +309,13 @@ fn finish(start: Position, events: &[StoredEvent]) -> Progress {
     }
 }
 
-/// Runs `projection` until the log is exhausted and no work is pending. Returns the number of events
-/// applied.
-pub async fn catch_up<P: Projection>(
+/// Runs `projection` until the log is exhausted and no work is pending, through the pipeline. Returns
+/// the number of events applied.
+pub async fn catch_up<P: Projection + Clone>(
     store: &Store,
     projection: &P,
 ) -> Result<u64, ProjectionError> {
-    let mut total = 0;
-    loop {
-        let progress = run_once(store, projection, BATCH).await?;
-        total += progress.applied as u64;
-        if progress.applied == 0 && !progress.worked {
-            return Ok(total);
-        }
-    }
+    crate::pipeline::drive(store, projection, BATCH, Position::END, &mut |_| {}, None).await
 }
 
 /// What a running projection has done, for metrics and readiness.
@@ -433,46 +361,48 @@ impl Drop for RunnerHandle {
 }
 
 /// Starts `projection` following the log.
-pub fn spawn<P: Projection>(store: Store, projection: P) -> RunnerHandle {
+pub fn spawn<P: Projection + Clone>(store: Store, projection: P) -> RunnerHandle {
     let status = Arc::new(RunnerStatus::default());
     let wake = Arc::new(Notify::new());
     let task = tokio::spawn(follow(store, projection, status.clone(), wake.clone()));
     RunnerHandle { status, wake, task }
 }
 
-async fn follow<P: Projection>(
+async fn follow<P: Projection + Clone>(
     store: Store,
     projection: P,
     status: Arc<RunnerStatus>,
     wake: Arc<Notify>,
 ) {
+    let mut committed = |c: &crate::pipeline::Committed| {
+        status
+            .applied
+            .fetch_add(c.progress.applied as u64, Ordering::Relaxed);
+        status
+            .position_seq
+            .store(c.progress.position.seq, Ordering::Relaxed);
+        let lag = match c.progress.last_received_ms {
+            Some(ms) if c.behind => Utc::now().timestamp_millis() - ms,
+            _ => 0,
+        };
+        status.lag_ms.store(lag, Ordering::Relaxed);
+        status.committed.notify_one();
+    };
     loop {
-        match run_once(&store, &projection, BATCH).await {
-            Ok(progress) => {
-                status
-                    .applied
-                    .fetch_add(progress.applied as u64, Ordering::Relaxed);
-                status
-                    .position_seq
-                    .store(progress.position.seq, Ordering::Relaxed);
-                let caught_up = (progress.applied as u32) < BATCH;
-                let lag = match progress.last_received_ms {
-                    Some(ms) if !caught_up => Utc::now().timestamp_millis() - ms,
-                    _ => 0,
-                };
-                status.lag_ms.store(lag, Ordering::Relaxed);
-                if progress.applied > 0 || progress.worked {
-                    status.committed.notify_one();
-                }
-                if progress.applied == 0 && !progress.worked {
-                    let _ = tokio::time::timeout(POLL, wake.notified()).await;
-                }
-            }
-            Err(e) => {
-                status.errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(projection = projection.name(), error = %e, "projection step failed; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
+        let idle = crate::pipeline::Idle { wake: &wake, poll: POLL };
+        let run = crate::pipeline::drive(
+            &store,
+            &projection,
+            BATCH,
+            Position::END,
+            &mut committed,
+            Some(idle),
+        )
+        .await;
+        if let Err(e) = run {
+            status.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(projection = projection.name(), error = %e, "projection step failed; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 }

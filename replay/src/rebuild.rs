@@ -21,6 +21,7 @@ use cdp_domain::store::{EventStore, PostgresStore, SqliteStore, Store};
 use cdp_projections::catalog::{tag_of, CatalogWrites};
 use cdp_projections::identity::derive::{membership_change, tag_change};
 use cdp_projections::identity::{forget_state, IdentityResolver};
+use cdp_projections::pipeline::{drive, Committed};
 use cdp_projections::runner::{checkpoint, run_once_through, ModelTx, Projection, ProjectionError};
 use sqlx::{Connection, Row};
 
@@ -76,6 +77,9 @@ const SHADOW_BOOKKEEPING: &[&str] = &["projection_checkpoints", "projection_toke
 /// low), so that a profile touched by many events of the history is written once per batch, not once
 /// per event group. A batch holds its events parsed in memory: ~5 KB each for a retail event, so ~250 MB.
 pub const REBUILD_BATCH: u32 = 50_000;
+
+/// How often (100 ms apart) a rebuild asks for the lock before it reports another one running.
+const LOCK_TRIES: usize = 20;
 
 /// An arbitrary constant: the PostgreSQL advisory lock that keeps two rebuilds from sharing a shadow.
 const REBUILD_LOCK: i64 = 0x0cdb_5eb1;
@@ -178,12 +182,22 @@ async fn rebuild_once(
     // Behind the live resolver, never past it: what it has not applied yet it will apply itself.
     loop {
         let target = checkpoint(store, IdentityResolver::NAME).await?;
-        let step = run_once_through(&shadow.store, resolver, REBUILD_BATCH, target).await?;
-        progress.applied += step.applied as u64;
-        progress.position = step.position.seq;
         progress.target = target.seq;
-        on_progress(&progress);
-        if step.applied == 0 && !step.worked {
+        let mut committed = |c: &Committed| {
+            progress.applied += c.progress.applied as u64;
+            progress.position = c.progress.position.seq;
+            on_progress(&progress);
+        };
+        let applied = drive(
+            &shadow.store,
+            resolver,
+            REBUILD_BATCH,
+            target,
+            &mut committed,
+            None,
+        )
+        .await?;
+        if applied == 0 {
             break;
         }
     }
@@ -484,10 +498,19 @@ impl Shadow {
             }
             Store::Postgres(live) => {
                 let mut lock = live.pool().acquire().await?.detach();
-                let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                    .bind(REBUILD_LOCK)
-                    .fetch_one(&mut lock)
-                    .await?;
+                // A rebuild that just stopped holds the lock until its server session notices the
+                // connection closed: asked again for a moment before it counts as running.
+                let mut locked = false;
+                for _ in 0..LOCK_TRIES {
+                    locked = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                        .bind(REBUILD_LOCK)
+                        .fetch_one(&mut lock)
+                        .await?;
+                    if locked {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
                 if !locked {
                     return Err(ProjectionError::Corrupt(
                         "another rebuild is running on this database".into(),
@@ -764,22 +787,7 @@ async fn switch_postgres(
     };
     let mut rows = 0;
     for t in replaced_tables() {
-        let table = format!("{live_schema}.{t}");
-        sqlx::query(&format!("ALTER TABLE {table} DISABLE TRIGGER USER"))
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(&format!("DELETE FROM {table}"))
-            .execute(&mut *tx)
-            .await?;
-        rows += sqlx::query(&format!(
-            "INSERT INTO {table} SELECT * FROM {SHADOW_SCHEMA}.{t}"
-        ))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        sqlx::query(&format!("ALTER TABLE {table} ENABLE TRIGGER USER"))
-            .execute(&mut *tx)
-            .await?;
+        rows += move_into(&mut tx, &live_schema, t).await?;
     }
     let mut model = ModelTx::Postgres(tx);
     finish_switch(&mut model, resolver.version(), &changes).await?;
@@ -788,6 +796,63 @@ async fn switch_postgres(
     };
     tx.commit().await?;
     Ok((through, rows, applied))
+}
+
+/// Replaces the live schema's table `t` with the shadow's, in the switch's transaction: the shadow's
+/// table (its rows and indexes, built while the live one served) moves into the live schema — no row
+/// is copied —, takes over the sequences the live one owned (the shadow's columns draw from them
+/// already: `LIKE … INCLUDING ALL` copies the defaults) and gets its triggers. Returns its rows.
+async fn move_into(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    live_schema: &str,
+    t: &str,
+) -> Result<u64, ProjectionError> {
+    let table = format!("{live_schema}.{t}");
+    let live_table = format!("{live_schema}.{}", quoted(t));
+    let triggers: Vec<String> = sqlx::query_scalar(
+        "SELECT pg_get_triggerdef(oid) FROM pg_trigger \
+         WHERE tgrelid = $1::regclass AND NOT tgisinternal",
+    )
+    .bind(&live_table)
+    .fetch_all(&mut **tx)
+    .await?;
+    let owned: Vec<(String, String)> = sqlx::query_as(
+        "SELECT format('%I.%I', n.nspname, s.relname), format('%I', a.attname) \
+         FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' \
+         JOIN pg_namespace n ON n.oid = s.relnamespace \
+         JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid \
+         WHERE d.classid = 'pg_class'::regclass AND d.refobjid = $1::regclass AND d.deptype = 'a'",
+    )
+    .bind(&live_table)
+    .fetch_all(&mut **tx)
+    .await?;
+    for (sequence, _) in &owned {
+        sqlx::query(&format!("ALTER SEQUENCE {sequence} OWNED BY NONE"))
+            .execute(&mut **tx)
+            .await?;
+    }
+    sqlx::query(&format!("DROP TABLE {table}"))
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query(&format!(
+        "ALTER TABLE {SHADOW_SCHEMA}.{t} SET SCHEMA {live_schema}"
+    ))
+    .execute(&mut **tx)
+    .await?;
+    for (sequence, column) in &owned {
+        sqlx::query(&format!(
+            "ALTER SEQUENCE {sequence} OWNED BY {table}.{column}"
+        ))
+        .execute(&mut **tx)
+        .await?;
+    }
+    for trigger in &triggers {
+        sqlx::query(trigger).execute(&mut **tx).await?;
+    }
+    let rows: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(rows as u64)
 }
 
 /// A `profile_tags` row with its workspace.

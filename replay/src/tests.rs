@@ -83,8 +83,9 @@ fn message(
 
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig { cases: 32, ..Default::default() })]
-    /// However the log is cut into batches, the resolver builds the same profiles, and a rebuild from
-    /// the log gives them again.
+    /// However the log is cut into batches — and whether batches are committed one by one or prepared
+    /// ahead and committed in groups by the pipeline —, the resolver builds the same profiles, and a
+    /// rebuild from the log gives them again.
     #[test]
     fn batch_cuts_and_rebuilds_do_not_change_the_profiles(
         specs in proptest::collection::vec(
@@ -124,18 +125,27 @@ proptest::proptest! {
                 events.insert(after + 1 + *at % (events.len() - after), op);
             }
             let mut models = Vec::new();
-            for limit in [2_000, batch] {
+            // One batch at a time, each committed before the next is prepared; then the pipeline,
+            // which prepares batches ahead of their commit and commits them in groups.
+            for (limit, pipelined) in [(2_000, false), (batch, false), (batch, true)] {
                 let dir = tempfile::tempdir().unwrap();
                 let store = Store::open_embedded(dir.path()).await.unwrap();
                 store.append(&events).await.unwrap();
                 let resolver = IdentityResolver::default();
-                while run_once(&store, &resolver, limit).await.unwrap().applied > 0 {}
+                if pipelined {
+                    let applied = cdp_projections::pipeline::drive(&store, &resolver, limit,
+                        cdp_domain::event::Position::END, &mut |_| {}, None).await.unwrap();
+                    assert_eq!(applied as usize, events.len());
+                } else {
+                    while run_once(&store, &resolver, limit).await.unwrap().applied > 0 {}
+                }
                 let live = model(&store).await;
                 rebuild_profiles(&store).await.unwrap();
                 assert_eq!(model(&store).await, live, "a rebuild changes nothing");
                 models.push(live);
             }
             assert_eq!(models[0], models[1], "batches of {batch} build other profiles");
+            assert_eq!(models[0], models[2], "the pipeline, in batches of {batch}, builds other profiles");
             // Every event belongs to exactly one live profile, and every live profile has a document.
             let (docs, owners, _) = &models[0];
             let customer_events = events.iter().filter(|e| e.kind != MessageKind::Operator).count();

@@ -630,11 +630,20 @@ impl DerivedCache {
     }
 
     fn put_back(&mut self, entries: impl Iterator<Item = (ProfileKey, Derived)>) {
-        if self.held.len() > CACHED_DERIVED {
-            // Dropped entries are read from the tables when next needed.
+        self.held.extend(entries);
+    }
+
+    /// Whether more than [`CACHED_DERIVED`] profiles are held.
+    pub fn over(&self) -> bool {
+        self.held.len() > CACHED_DERIVED
+    }
+
+    /// Past [`CACHED_DERIVED`], drops everything (read from the tables when next needed): only when
+    /// every batch prepared is committed.
+    pub fn trim(&mut self) {
+        if self.over() {
             self.held.clear();
         }
-        self.held.extend(entries);
     }
 
     /// Forgets everything (a batch changed definitions, which may rewrite many profiles' rows).

@@ -21,7 +21,7 @@ pub mod queries;
 pub use batch::workspace_log;
 pub use queries::*;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use cdp_domain::catalog::Catalog;
@@ -161,21 +161,26 @@ impl Docs {
         self.docs.remove(key);
     }
 
-    /// Puts documents back; past [`CACHED_DOCUMENTS`] some of the others are dropped (they are read from
-    /// the database when next touched).
+    /// Puts documents back.
     pub fn put_back(&mut self, docs: impl IntoIterator<Item = (ProfileKey, ProfileDoc)>) {
-        let docs = docs.into_iter();
-        let (incoming, _) = docs.size_hint();
-        let room = CACHED_DOCUMENTS.saturating_sub(incoming);
-        if self.docs.len() > room {
-            let mut excess = self.docs.len() - room;
+        self.docs.extend(docs);
+    }
+
+    /// Whether more than [`CACHED_DOCUMENTS`] are held.
+    pub fn over(&self) -> bool {
+        self.docs.len() > CACHED_DOCUMENTS
+    }
+
+    /// Drops documents past [`CACHED_DOCUMENTS`] (they are read from the database when next touched):
+    /// only when every batch prepared is committed, so that what is dropped is what is stored.
+    pub fn trim(&mut self) {
+        if let Some(mut excess) = self.docs.len().checked_sub(CACHED_DOCUMENTS) {
             self.docs.retain(|_, _| {
                 let keep = excess == 0;
                 excess = excess.saturating_sub(1);
                 keep
             });
         }
-        self.docs.extend(docs);
     }
 }
 
@@ -193,9 +198,21 @@ struct ResolverState {
     catalogs: HashMap<String, Catalog>,
     thresholds: HashMap<String, BTreeMap<String, RfmThresholds>>,
     rules: HashMap<String, IdentityRules>,
-    /// The token written with the last batch prepared; when the stored token is another at the next
-    /// batch, that batch was not committed (or another instance went on) and the state is reloaded.
-    token: Option<String>,
+    /// The stored token the state was last known to agree with, then the tokens of the batches
+    /// prepared since, in order (the last is the newest batch's). A batch may be prepared while those
+    /// before it are still being written (the pipeline); when the stored token is none of these, a
+    /// batch was not committed (or another instance went on) and the state is reloaded.
+    issued: VecDeque<Option<String>>,
+    /// Whether the newest batch left the state such that the next may be prepared before it commits
+    /// (it defined nothing, started no job, changed no rules).
+    plain: bool,
+}
+
+impl ResolverState {
+    /// The newest token: of the newest batch prepared, or the stored one the state was loaded at.
+    fn token(&self) -> Option<&String> {
+        self.issued.back().and_then(Option::as_ref)
+    }
 }
 
 /// The time, as the resolver sees it: the wall clock, or a test's.
@@ -205,8 +222,10 @@ pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 /// (`identity_rules`, Segment's defaults where none are stored) — changed, in their place in the log,
 /// by the rules commands it decides, which it stores with the batch —, and folds and evaluates the computed
 /// traits and tags of their catalogs.
+#[derive(Clone)]
 pub struct IdentityResolver {
-    state: Mutex<ResolverState>,
+    /// Shared by the clones of a resolver (the pipeline's writer holds one).
+    state: Arc<Mutex<ResolverState>>,
     clock: Clock,
 }
 
@@ -243,7 +262,7 @@ impl IdentityResolver {
     /// A resolver reading the time from `clock` (windows, tags that move with time).
     pub fn with_clock(clock: Clock) -> IdentityResolver {
         IdentityResolver {
-            state: Mutex::new(ResolverState::default()),
+            state: Arc::new(Mutex::new(ResolverState::default())),
             clock,
         }
     }
@@ -363,8 +382,19 @@ impl Projection for IdentityResolver {
         // The runner prepares one batch at a time, so the state can leave the lock while the batch is
         // worked on (splits and rules changes read the log). On error it is dropped and reloaded.
         let mut state = std::mem::take(&mut *self.state.lock().expect("resolver state lock"));
-        if state.token != stored_token {
-            state = ResolverState::default();
+        match state.issued.iter().position(|t| *t == stored_token) {
+            // Committed up to there; what follows is being written.
+            Some(at) => drop(state.issued.drain(..at)),
+            None => {
+                state = ResolverState::default();
+                state.issued.push_back(stored_token.clone());
+            }
+        }
+        // Batches prepared before this one are not committed yet: the caches keep every profile
+        // they hold, whose rows in the database are not yet what the caches hold.
+        if state.issued.len() == 1 {
+            state.docs.trim();
+            state.derived.trim();
         }
         if !state.loaded {
             // A fresh state: the graphs are the fold of every decision stored. Otherwise the last
@@ -434,10 +464,14 @@ impl Projection for IdentityResolver {
         } else {
             state.derived.clear();
         }
+        state.plain = prepared.catalog.definitions.is_empty()
+            && prepared.catalog.jobs.is_empty()
+            && prepared.catalog.thresholds.is_empty()
+            && prepared.rules.is_empty();
         let token = new_token();
-        state.token = Some(token.clone());
-        prepared.token = token;
-        prepared.based_on = stored_token;
+        prepared.based_on = state.token().cloned();
+        prepared.token = token.clone();
+        state.issued.push_back(Some(token));
         *self.state.lock().expect("resolver state lock") = state;
         Ok(prepared)
     }
@@ -552,11 +586,49 @@ impl Projection for IdentityResolver {
         write_token(tx, &prepared.token).await
     }
 
+    fn may_prepare_ahead(&self, events: &[StoredEvent]) -> bool {
+        let now = (self.clock)();
+        let state = self.state.lock().expect("resolver state lock");
+        // What preparing reads from the database then is what no uncommitted batch changes: the
+        // stored rows of profiles no batch in flight touched (those are in the caches, which keep
+        // everything until the writes are in), rules and catalogs nothing redefined.
+        state.plain
+            && state.loaded
+            && !state.docs.over()
+            && !state.derived.over()
+            && state.memo.idle_at(now)
+            && events
+                .iter()
+                .all(|e| e.event.kind != cdp_domain::message::MessageKind::Operator)
+    }
+
+    fn forget(&self) {
+        *self.state.lock().expect("resolver state lock") = ResolverState::default();
+    }
+
+    async fn write_group(
+        &self,
+        tx: &mut ModelTx<'_>,
+        mut group: Vec<PreparedDecisions>,
+    ) -> Result<(), ProjectionError> {
+        // A profile's state written by a later batch of the group replaces an earlier one's: only
+        // the last is written.
+        let mut later: std::collections::HashSet<ProfileKey> = std::collections::HashSet::new();
+        for prepared in group.iter_mut().rev() {
+            prepared.model.docs.retain(|(key, _)| !later.contains(key));
+            later.extend(prepared.model.docs.iter().map(|(key, _)| key.clone()));
+        }
+        for prepared in group {
+            self.write(tx, prepared).await?;
+        }
+        Ok(())
+    }
+
     async fn has_pending_work(&self, store: &Store) -> Result<bool, ProjectionError> {
         let now = (self.clock)();
         let idle = {
             let state = self.state.lock().expect("resolver state lock");
-            state.memo.idle_at(now).then(|| state.token.clone())
+            state.memo.idle_at(now).then(|| state.token().cloned())
         };
         // What this resolver knows holds only if nothing else wrote since its last batch.
         if let Some(token) = idle {
@@ -578,7 +650,7 @@ mod tests {
     }
 
     #[test]
-    fn documents_are_taken_out_and_put_back_and_stay_bounded() {
+    fn documents_are_taken_out_and_put_back_and_trimmed_to_the_bound() {
         let mut docs = Docs::default();
         docs.put_back((0..3).map(|n| (key(n), ProfileDoc::default())));
         let mut taken = docs.take(&key(1)).unwrap();
@@ -592,15 +664,13 @@ mod tests {
         let mut docs = Docs::default();
         docs.put_back((0..CACHED_DOCUMENTS).map(|n| (key(n), ProfileDoc::default())));
         assert_eq!(docs.docs.len(), CACHED_DOCUMENTS);
+        assert!(!docs.over());
         let incoming = CACHED_DOCUMENTS..CACHED_DOCUMENTS + 10;
         docs.put_back(incoming.clone().map(|n| (key(n), ProfileDoc::default())));
-        assert_eq!(
-            docs.docs.len(),
-            CACHED_DOCUMENTS,
-            "older documents make room"
-        );
-        assert!(incoming
-            .into_iter()
-            .all(|n| docs.docs.contains_key(&key(n))));
+        assert!(docs.over(), "nothing is dropped while putting back");
+        assert_eq!(docs.docs.len(), CACHED_DOCUMENTS + 10);
+        docs.trim();
+        assert_eq!(docs.docs.len(), CACHED_DOCUMENTS, "trimmed to the bound");
+        assert!(!docs.over());
     }
 }
