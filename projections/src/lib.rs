@@ -6,8 +6,8 @@
 pub mod catalog;
 pub mod erasure;
 pub mod identity;
-pub mod profiles;
 pub mod pipeline;
+pub mod profiles;
 pub mod runner;
 
 pub use runner::{ModelTx, Projection, ProjectionError, RunnerHandle, RunnerStatus};

@@ -98,7 +98,10 @@ struct Pipeline<'a, P: Projection> {
     queued: Option<Group<P>>,
     writing: Option<Writing>,
     /// The read of the batch starting at the position, under way.
-    ahead: Option<(Position, JoinHandle<Result<Vec<StoredEvent>, ProjectionError>>)>,
+    ahead: Option<(
+        Position,
+        JoinHandle<Result<Vec<StoredEvent>, ProjectionError>>,
+    )>,
 }
 
 impl<P: Projection + Clone> Pipeline<'_, P> {
@@ -151,9 +154,9 @@ impl<P: Projection + Clone> Pipeline<'_, P> {
     async fn read(&mut self) -> Result<Vec<StoredEvent>, ProjectionError> {
         if let Some((from, handle)) = self.ahead.take() {
             if from == self.next {
-                return handle
-                    .await
-                    .map_err(|e| ProjectionError::Corrupt(format!("the log reader failed: {e}")))?;
+                return handle.await.map_err(|e| {
+                    ProjectionError::Corrupt(format!("the log reader failed: {e}"))
+                })?;
             }
             handle.abort();
         }
@@ -162,8 +165,7 @@ impl<P: Projection + Clone> Pipeline<'_, P> {
 
     fn read_ahead(&mut self, from: Position) {
         let (store, limit, through) = (self.store.clone(), self.limit, self.through);
-        let handle =
-            tokio::spawn(async move { next_events(&store, from, limit, through).await });
+        let handle = tokio::spawn(async move { next_events(&store, from, limit, through).await });
         self.ahead = Some((from, handle));
     }
 
@@ -175,8 +177,9 @@ impl<P: Projection + Clone> Pipeline<'_, P> {
             Some(group) => {
                 group.progress.applied += progress.applied;
                 group.progress.position = progress.position;
-                group.progress.last_received_ms =
-                    progress.last_received_ms.or(group.progress.last_received_ms);
+                group.progress.last_received_ms = progress
+                    .last_received_ms
+                    .or(group.progress.last_received_ms);
                 group.progress.worked |= progress.worked;
                 group.behind = behind;
                 group.batches.push(prepared);

@@ -224,7 +224,8 @@ async fn step<P: Projection>(
     let prepared = projection.prepare(store, &events).await?;
     timer.lap(Phase::Prepare);
     let end = finish(start, &events);
-    let committed = crate::pipeline::commit(store, projection, start, end.position, vec![prepared]).await;
+    let committed =
+        crate::pipeline::commit(store, projection, start, end.position, vec![prepared]).await;
     timer.lap(Phase::Write);
     timer.report(projection.name(), events.len());
     match committed {
@@ -389,7 +390,10 @@ async fn follow<P: Projection + Clone>(
         status.committed.notify_one();
     };
     loop {
-        let idle = crate::pipeline::Idle { wake: &wake, poll: POLL };
+        let idle = crate::pipeline::Idle {
+            wake: &wake,
+            poll: POLL,
+        };
         let run = crate::pipeline::drive(
             &store,
             &projection,

@@ -229,6 +229,8 @@ pub(super) async fn prepare(
     };
     let mut decisions = Vec::new();
     let mut rules_writes: BTreeMap<String, (IdentityRules, i64)> = BTreeMap::new();
+    // Whether a workspace had no stored profile when the batch began, asked once per workspace.
+    let mut stored_empty: HashMap<String, bool> = HashMap::new();
     for (i, step) in steps.iter().enumerate() {
         let e = &step.event.event;
         let seq = step.event.position.seq;
@@ -259,6 +261,7 @@ pub(super) async fn prepare(
             }
         }
         if let Some(command) = &step.command {
+            let jobs_before = catalog_writes.jobs.len();
             let changed = apply_catalog(
                 command,
                 step.event,
@@ -266,6 +269,26 @@ pub(super) async fn prepare(
                 &mut catalog_writes,
                 now,
             );
+            if catalog_writes.jobs.len() > jobs_before {
+                // A definition met before the workspace has any profile (the catalog set up before
+                // the data arrives, and any rebuild of such a log) has nothing to backfill: every
+                // profile made later folds it live.
+                let empty = match stored_empty.get(&e.workspace) {
+                    Some(empty) => *empty,
+                    None => {
+                        let empty = crate::catalog::count_profiles(store, &e.workspace).await? == 0;
+                        stored_empty.insert(e.workspace.clone(), empty);
+                        empty
+                    }
+                };
+                if empty && !model.docs.keys().any(|(w, _)| *w == e.workspace) {
+                    for job in &mut catalog_writes.jobs[jobs_before..] {
+                        job.total = 0;
+                        job.status = "done".to_owned();
+                        job.finished_at = Some(derive::to_ms(now));
+                    }
+                }
+            }
             if let Some(change) = changed {
                 let survivor = graphs
                     .get(&e.workspace)

@@ -148,7 +148,7 @@ pub struct Memo {
 impl Memo {
     /// A batch wrote `writes`: what it started, defined and made due.
     pub fn wrote(&mut self, writes: &catalog::CatalogWrites) {
-        if !writes.jobs.is_empty() {
+        if writes.jobs.iter().any(|j| j.status == "running") {
             self.no_running_jobs = false;
         }
         if !writes.definitions.is_empty() {

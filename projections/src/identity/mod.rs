@@ -465,7 +465,7 @@ impl Projection for IdentityResolver {
             state.derived.clear();
         }
         state.plain = prepared.catalog.definitions.is_empty()
-            && prepared.catalog.jobs.is_empty()
+            && !prepared.catalog.jobs.iter().any(|j| j.status == "running")
             && prepared.catalog.thresholds.is_empty()
             && prepared.rules.is_empty();
         let token = new_token();
@@ -592,14 +592,27 @@ impl Projection for IdentityResolver {
         // What preparing reads from the database then is what no uncommitted batch changes: the
         // stored rows of profiles no batch in flight touched (those are in the caches, which keep
         // everything until the writes are in), rules and catalogs nothing redefined.
-        state.plain
+        let commands = events
+            .iter()
+            .any(|e| e.event.kind == cdp_domain::message::MessageKind::Operator);
+        let idle = state.memo.idle_at(now);
+        let ahead = state.plain
             && state.loaded
             && !state.docs.over()
             && !state.derived.over()
-            && state.memo.idle_at(now)
-            && events
-                .iter()
-                .all(|e| e.event.kind != cdp_domain::message::MessageKind::Operator)
+            && idle
+            && !commands;
+        if !ahead {
+            tracing::debug!(
+                plain = state.plain,
+                loaded = state.loaded,
+                idle,
+                commands,
+                memo = ?state.memo,
+                "resolver: the batch waits for the writes before it"
+            );
+        }
+        ahead
     }
 
     fn forget(&self) {
