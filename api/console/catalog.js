@@ -13,7 +13,7 @@ function traitSummary(d) {
   const parts = [t('fn.' + d.function) || d.function];
   if (d.property) parts.push(d.property);
   parts.push(`· ${d.event}`);
-  if (d.window) parts.push(`· ${t('catalog.window', { w: d.window })}`);
+  if (d.window && d.window !== 'all') parts.push(`· ${t('catalog.window', { w: d.window })}`);
   if (d.where?.length) parts.push(`· ${d.where.map((w) => `${w.property} ${w.op} ${fmtValue(w.value)}`).join(', ')}`);
   return parts.join(' ');
 }

@@ -276,8 +276,14 @@ function Save({ definition, name, setName, onSaved, initialId }) {
     setError(null); setMsg(null);
     try {
       const body = { name: name || id, condition: definition.condition };
-      const answer = await put(`/v1/segments/${enc(id)}`, body);
-      setMsg(answer.status === 'pending' ? t('builder.savedPending') : t('builder.saved', { id, n: fmtNumber(answer.members ?? 0) }));
+      let answer = await put(`/v1/segments/${enc(id)}`, body);
+      // A new definition is filled by a job in the background: follow it until it is ready.
+      for (let i = 0; answer.status !== 'ready' && i < 120; i++) {
+        setMsg(t('builder.savedPending'));
+        await new Promise((r) => setTimeout(r, 500));
+        try { answer = await get(`/v1/segments/${enc(id)}`); } catch (err) { if (err.status !== 404) throw err; }
+      }
+      setMsg(answer.status === 'ready' ? t('builder.saved', { id, n: fmtNumber(answer.members ?? 0) }) : t('builder.savedPending'));
       onSaved(id);
     } catch (err) { setError(err); }
   };

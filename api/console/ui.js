@@ -113,8 +113,6 @@ export const colour = (i) => PALETTE[i % PALETTE.length];
 export function Bars({ items, format, testid }) {
   if (!items || !items.length) return html`<${Empty} />`;
   const max = Math.max(1, ...items.map((i) => Number(i.value) || 0));
-  const rowH = 26;
-  const height = items.length * rowH;
   return html`<div class="bars" data-testid=${testid}>${items.map((it, i) => html`
     <div class="bar-row" key=${i}>
       <span class="bar-label" title=${it.label}>${it.label}</span>
@@ -124,13 +122,12 @@ export function Bars({ items, format, testid }) {
       <span class="bar-value">${format ? format(it.value) : fmtNumber(it.value)}${it.note ? html` <small>${it.note}</small>` : ''}</span>
     </div>`)}
   </div>`;
-  void height;
 }
 
 /// A line chart of several series over the same x labels: series [{name, values}].
 export function Lines({ labels, series, testid }) {
   if (!series || !series.length) return html`<${Empty} />`;
-  const W = 640, H = 200, L = 44, B = 24, T = 8, R = 8;
+  const W = 640, H = 200, L = 44, B = 24, T = 8, R = 22;
   const max = Math.max(1, ...series.flatMap((s) => s.values));
   const n = Math.max(1, labels.length - 1);
   const x = (i) => L + ((W - L - R) * i) / n;
