@@ -228,12 +228,71 @@ function Breakdown({ breakdown }) {
   if (!breakdown) return null;
   // Either {field: [{value, count}]} or [{field, values: [..]}]; shown as bars per field.
   const fields = Array.isArray(breakdown) ? breakdown.map((b) => [b.field || b.name, b.values || b.items || []]) : Object.entries(breakdown);
-  return html`<div class="breakdown" data-testid="breakdown"><h3>${t('builder.breakdown')}</h3>${fields.map(([field, values]) => html`
+  return html`<div class="breakdown" data-testid="breakdown">${fields.map(([field, values]) => html`
     <div><h4>${field}</h4><${Bars} items=${(Array.isArray(values) ? values : Object.entries(values).map(([value, count]) => ({ value, count }))).map((v) => ({ label: fmtValue(v.value), value: v.count ?? v.profiles ?? 0 }))} /></div>`)}</div>`;
 }
 
-function Preview({ definition }) {
+/// A breakdown the console computes when the server answers none: one preview per value of the chosen
+/// tag or trait (its most common values), each the definition and "field is value".
+function LocalBreakdown({ definition, schema, by }) {
+  const [rows, setRows] = useState(null);
+  const [error, setError] = useState(null);
+  const text = JSON.stringify([definition, by]);
+  useEffect(() => {
+    if (!by) { setRows(null); return; }
+    const [kind, field] = by.split(':');
+    const list = kind === 'tag' ? schema.tags : schema.traits;
+    const values = ((list.find((f) => f.name === field) || {}).candidates || [])
+      .slice().sort((a, b) => (b.profiles || b.seen || 0) - (a.profiles || a.seen || 0)).slice(0, 6).map((c) => c.value);
+    let stale = false;
+    setRows(null); setError(null);
+    const id = setTimeout(async () => {
+      const out = [];
+      try {
+        for (const value of values) {
+          const r = await post('/v1/segments/preview', { name: definition.name, condition: { all: [definition.condition, { [kind]: field, op: 'eq', value }] } });
+          if (stale) return;
+          out.push({ label: fmtValue(value), value: r.count, note: fmtMoney(r.totals?.spend) });
+          setRows([...out]);
+        }
+      } catch (err) { if (!stale) setError(err); }
+    }, 600);
+    return () => { stale = true; clearTimeout(id); };
+  }, [text]);
+  if (!by) return null;
+  return html`<div class="breakdown" data-testid="local-breakdown">
+    ${rows ? html`<${Bars} items=${rows} />` : html`<${Loading} />`}
+    <p class="muted small">${t('builder.localBreakdown')}</p>
+    <${ErrorBox} error=${error} />
+  </div>`;
+}
+
+/// The sample's profiles with a name and an identifier a marketer recognises.
+function Sample({ ids }) {
+  const [people, setPeople] = useState({});
+  const key = ids.join(',');
+  useEffect(() => {
+    let stale = false;
+    Promise.all(ids.map((id) => get(`/v1/profiles/${enc(id)}`).catch(() => null))).then((ps) => {
+      if (stale) return;
+      const out = {};
+      ps.forEach((p, i) => { if (p) out[ids[i]] = p; });
+      setPeople(out);
+    });
+    return () => { stale = true; };
+  }, [key]);
+  if (!ids.length) return html`<${Empty} />`;
+  return html`<ul class="sample" data-testid="sample">${ids.map((id) => {
+    const p = people[id];
+    const name = p?.traits?.name?.value;
+    const contact = p && (p.identifiers.find((i) => i.type === 'phone') || p.identifiers.find((i) => i.type === 'email'));
+    return html`<li><a href=${'#/customer/' + enc(id)}>${name || id}</a> <small class="muted">${contact ? contact.value : ''}${name ? ' · ' + id : ''}</small></li>`;
+  })}</ul>`;
+}
+
+function Preview({ definition, schema }) {
   const [state, setState] = useState({ result: null, error: null, busy: false });
+  const [by, setBy] = useState('');
   const seq = useRef(0);
   const text = definition ? JSON.stringify(definition) : '';
   useEffect(() => {
@@ -250,6 +309,9 @@ function Preview({ definition }) {
   }, [text]);
   const r = state.result;
   if (!definition) return html`<p class="muted">${t('builder.startHint')}</p>`;
+  const byOptions = [['', t('builder.noBreakdownChoice')],
+    ...schema.tags.filter((f) => f.candidates.length > 1).map((f) => ['tag:' + f.name, `${t('kind.tag')}: ${f.name}`]),
+    ...schema.traits.filter((f) => f.type === 'string' && f.candidates.length > 1 && f.candidates.length < 20).map((f) => ['trait:' + f.name, `${t('kind.trait')}: ${f.name}`])];
   return html`<div class=${'preview' + (state.busy ? ' busy' : '')} data-testid="preview" data-busy=${state.busy ? 'true' : 'false'}>
     <${ErrorBox} error=${state.error} />
     ${r && html`
@@ -260,9 +322,13 @@ function Preview({ definition }) {
         <div class="stat"><span>${t('builder.orders')}</span><b>${fmtNumber(r.totals?.orders)}</b></div>
         <div class="stat"><span>${t('builder.took')}</span><b>${fmtNumber(r.took_ms)} ms</b></div>
       </div>
-      ${r.breakdown ? html`<${Breakdown} breakdown=${r.breakdown} />` : html`<p class="muted small" data-testid="no-breakdown">${t('builder.noBreakdown')}</p>`}
+      <h3>${t('builder.breakdown')}</h3>
+      ${r.breakdown ? html`<${Breakdown} breakdown=${r.breakdown} />` : html`
+        <p class="muted small" data-testid="no-breakdown">${t('builder.noBreakdown')}</p>
+        <div class="inline"><${Select} label=${t('builder.breakdownBy')} value=${by} options=${byOptions} onChange=${setBy} /></div>
+        <${LocalBreakdown} definition=${definition} schema=${schema} by=${by} />`}
       <h3>${t('builder.sample')}</h3>
-      <div class="chips">${(r.sample || []).length ? r.sample.map((s) => { const id = typeof s === 'string' ? s : s.profile_id; return html`<a class="chip segment" href=${'#/customer/' + enc(id)}>${id}</a>`; }) : html`<${Empty} />`}</div>`}
+      <${Sample} ids=${(r.sample || []).map((s) => (typeof s === 'string' ? s : s.profile_id))} />`}
   </div>`;
 }
 
@@ -401,7 +467,7 @@ export function SegmentsPage({ can }) {
         <details class="json"><summary>${t('builder.json')}</summary><pre data-testid="definition">${definition ? JSON.stringify(definition, null, 1) : ''}</pre></details>
         ${can.admin ? html`<${Save} definition=${definition} name=${name} setName=${setName} initialId=${editing} onSaved=${() => list.reload()} />` : html`<p class="muted small">${t('builder.adminOnly')}</p>`}
       </${Card}>
-      <${Card} title=${t('builder.preview')} id="preview-card"><${Preview} definition=${definition} /></${Card}>
+      <${Card} title=${t('builder.preview')} id="preview-card"><${Preview} definition=${definition} schema=${schema.data} /></${Card}>
     </div>
     <${Card} title=${t('builder.list')} id="segment-list" actions=${html`<button class="ghost small" onClick=${list.reload}>${t('common.refresh')}</button>`}>
       <${Table} testid="segment-list" rows=${segments} columns=${[

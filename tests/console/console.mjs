@@ -58,6 +58,7 @@ function watch(page, name) {
   });
 }
 const shot = async (page, file) => {
+  await page.evaluate(() => window.scrollTo(0, 0));
   await page.waitForTimeout(150);
   await page.screenshot({ path: `${shots}/${file}`, fullPage: true });
   step(`screenshot ${shots}/${file}`);
@@ -111,6 +112,11 @@ try {
   assert.ok((await page.getByTestId('identifiers').innerText()).includes(phone));
   await page.getByTestId('timeline').waitFor();
   await page.locator('#why .timeline-list').first().waitFor();
+  // Membership history at a time (?at=): now, as the browser's local time.
+  const now = await page.evaluate(() => { const d = new Date(Date.now() + 60000); const p = (n) => String(n).padStart(2, '0'); return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}`; });
+  await page.getByLabel('Segments at').fill(now);
+  const asOf = await page.getByTestId('as-of').innerText();
+  for (const s of segmentIds) assert.ok(asOf.includes(s), `the segments at ${now} include ${s}: ${asOf}`);
   await shot(page, '03-customer-360.png');
 
   step('build a two-condition segment');
@@ -144,6 +150,15 @@ try {
   assert.deepEqual(definition.condition, condition, 'the builder makes the definition the test expects');
   assert.equal(shown, expected.count, `the console shows ${shown}, POST /v1/segments/preview answers ${expected.count}`);
   step(`preview: ${shown} members (tag ${tag.name} = ${tagValue} and ${number.name} > 0), as POST /v1/segments/preview answers`);
+  // The server answers no breakdown yet: the console breaks the count down by another tag's values.
+  assert.equal(expected.breakdown, undefined, 'POST /v1/segments/preview now answers a breakdown: show it in the test');
+  const other = schema.tags.find((t) => t.name !== tag.name && t.candidates.length > 1);
+  if (other) {
+    await page.getByLabel('Break down by').selectOption('tag:' + other.name);
+    await until('the breakdown', async () => (await page.getByTestId('local-breakdown').locator('.bar-row').count()) > 0);
+    await page.waitForTimeout(1500);
+  }
+  await page.getByTestId('sample').locator('li').first().waitFor();
   await shot(page, '04-segment-builder.png');
 
   step('save it');
@@ -206,6 +221,11 @@ try {
   const zpage = await zh.newPage();
   watch(zpage, 'zh-CN');
   await zpage.goto(base + '/');
+  const keys = await zpage.evaluate(async () => {
+    const m = await import(document.querySelector('script[type=module]').src.replace('app.js', 'i18n.js'));
+    return m.KEYS;
+  });
+  assert.deepEqual([...keys.zh].sort(), [...keys.en].sort(), 'every English text has a Chinese one');
   await zpage.getByLabel('API 令牌').fill(admin);
   await zpage.getByRole('button', { name: '登录' }).click();
   await zpage.getByLabel('查找客户').fill(phone);
@@ -241,6 +261,7 @@ try {
   await rpage.goto(base + '/#/segments');
   await rpage.getByText('Saving a segment needs an admin token.').waitFor();
   assert.equal(await rpage.getByRole('button', { name: 'Save segment' }).count(), 0, 'no save button for a read token');
+  await shot(rpage, '11-segments-read-only.png');
   const refused = await api('PUT', `/v1/segments/${id}_ro`, { name: 'x', condition }, reader);
   assert.equal(refused.status, 403, 'the server refuses a read token anyway');
   await ro.close();
