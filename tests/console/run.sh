@@ -23,7 +23,7 @@ cleanup() {
 trap cleanup EXIT
 
 if [ ! -d "$here/node_modules/playwright-core" ]; then
-  (cd "$here" && npm install --no-audit --no-fund --silent)
+  (cd "$here" && npm ci --no-audit --no-fund --silent)
 fi
 
 echo "loading the demo data set ($customers customers) into $data_dir"
