@@ -56,9 +56,10 @@ export const del = (path, opts) => call('DELETE', path, opts || {});
 export const enc = encodeURIComponent;
 
 /// Reads `GET /v1/stream` (server-sent events) with the Bearer header, which EventSource cannot send:
-/// `onEvent({event, id, data})` per message until `signal` aborts.
-export async function stream(onEvent, signal) {
+/// `onOpen()` once connected, then `onEvent({event, id, data})` per message until `signal` aborts.
+export async function stream(onEvent, signal, onOpen) {
   const response = await call('GET', '/v1/stream', { raw: true, signal, headers: { Accept: 'text/event-stream' } });
+  if (onOpen) onOpen();
   const reader = response.body.getReader();
   const decoder = new TextDecoder();
   let buffer = '';

@@ -21,14 +21,11 @@ export function LivePage() {
       while (!stopped) {
         try {
           setStatus('connecting');
-          const opened = stream((m) => {
-            setStatus('live');
+          await stream((m) => {
             if (m.event === 'lagged') return;
             setCounts((c) => ({ ...c, [m.event]: (c[m.event] || 0) + 1 }));
             setEvents((list) => [{ ...m, received: new Date().toISOString() }, ...list].slice(0, KEEP));
-          }, abort.signal);
-          setTimeout(() => !stopped && setStatus((s) => (s === 'connecting' ? 'live' : s)), 800);
-          await opened;
+          }, abort.signal, () => { setStatus('live'); setError(null); });
         } catch (e) {
           if (e.name === 'AbortError' || stopped) return;
           setError(e);
