@@ -19,8 +19,9 @@ function typesFor(value, known) {
   return [...new Set([...first, ...all])];
 }
 
-/// Finds the profile holding `value` under any identifier type (or a profile id).
-async function find(value) {
+/// Finds the profile holding `value` under `type`, or under any identifier type (or a profile id).
+async function find(value, type) {
+  if (type) return get('/v1/profiles/lookup', { type, value });
   if (/^p_[0-9a-z]+$/i.test(value)) {
     try { return await get(`/v1/profiles/${enc(value)}`); } catch (e) { if (e.status !== 404) throw e; }
   }
@@ -38,6 +39,7 @@ async function find(value) {
 
 export function CustomerPage({ arg, can }) {
   const [query, setQuery] = useState('');
+  const [type, setType] = useState('');
   const [error, setError] = useState(null);
   const [busy, setBusy] = useState(false);
   const submit = async (e) => {
@@ -47,7 +49,7 @@ export function CustomerPage({ arg, can }) {
     setBusy(true);
     setError(null);
     try {
-      const found = await find(v);
+      const found = await find(v, type);
       location.hash = `#/customer/${enc(found.profile_id)}`;
     } catch (err) {
       setError(err);
@@ -60,6 +62,10 @@ export function CustomerPage({ arg, can }) {
     <form class="search" onSubmit=${submit} role="search">
       <label for="find">${t('customer.find')}</label>
       <input id="find" value=${query} placeholder=${t('customer.placeholder')} onInput=${(e) => setQuery(e.target.value)} />
+      <select aria-label=${t('customer.idType')} value=${type} onChange=${(e) => setType(e.target.value)}>
+        <option value="">${t('customer.anyType')}</option>
+        ${BASE_TYPES.map((ty) => html`<option value=${ty}>${ty}</option>`)}
+      </select>
       <button type="submit" disabled=${busy}>${t('customer.search')}</button>
     </form>
     <${ErrorBox} error=${error} />
@@ -106,10 +112,21 @@ function Profile({ id, can }) {
   </div>`;
 }
 
+/// The manual tags staff may set, read once a minute (`GET /v1/tags` counts every tag's population).
+let manualTags = null;
+function loadManualTags() {
+  if (!manualTags || Date.now() - manualTags.at > 60000) {
+    const names = get('/v1/tags').then((d) => d.items.filter((x) => x.definition?.type === 'manual').map((x) => x.name));
+    manualTags = { at: Date.now(), names };
+    names.catch(() => { manualTags = null; });
+  }
+  return manualTags.names;
+}
+
 function Tags({ p, can, onChange }) {
   const tags = Object.entries(p.tags || {});
-  const defs = useLoad(() => (can.write ? get('/v1/tags') : Promise.resolve({ items: [] })), [can.write]);
-  const manual = (defs.data?.items || []).filter((d) => d.definition?.type === 'manual').map((d) => d.name);
+  const defs = useLoad(() => (can.write ? loadManualTags() : Promise.resolve([])), [can.write]);
+  const manual = defs.data || [];
   const [tag, setTag] = useState('');
   const [value, setValue] = useState('');
   const [error, setError] = useState(null);

@@ -299,13 +299,15 @@ function Preview({ definition, schema }) {
     if (!definition) { setState({ result: null, error: null, busy: false }); return; }
     const mine = ++seq.current;
     setState((s) => ({ ...s, busy: true }));
+    // A preview evaluates every profile: the one for a definition that changed meanwhile is cancelled.
+    const abort = new AbortController();
     const id = setTimeout(() => {
-      post('/v1/segments/preview', definition).then(
+      post('/v1/segments/preview', definition, { signal: abort.signal }).then(
         (result) => mine === seq.current && setState({ result, error: null, busy: false }),
-        (error) => mine === seq.current && setState({ result: null, error, busy: false }),
+        (error) => mine === seq.current && error.name !== 'AbortError' && setState({ result: null, error, busy: false }),
       );
     }, 350);
-    return () => clearTimeout(id);
+    return () => { clearTimeout(id); abort.abort(); };
   }, [text]);
   const r = state.result;
   if (!definition) return html`<p class="muted">${t('builder.startHint')}</p>`;
