@@ -189,6 +189,13 @@ try {
   step(`exported ${csv.length - 1} members (${download.suggestedFilename()})`);
   await shot(page, '05-segments-saved-and-export.png');
 
+  step('saved definitions open in the builder as they were saved');
+  for (const s of (await api('GET', '/v1/segments')).data.items) {
+    await page.getByTestId('segment-list').locator('tr', { hasText: s.id }).getByRole('button', { name: 'Open in builder' }).click();
+    const shownDef = JSON.parse(await page.getByTestId('definition').textContent());
+    assert.deepEqual(shownDef.condition, s.definition.condition, `segment ${s.id} round-trips through the builder`);
+  }
+
   step('tags and traits');
   await page.goto(base + '/#/catalog');
   await page.locator('.bars').first().waitFor();
