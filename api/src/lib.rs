@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod consent;
+pub mod console;
 pub mod demo;
 pub mod erasure;
 pub mod error;
@@ -247,6 +248,7 @@ impl Application {
             .merge(schema::router())
             .merge(ops::router())
             .merge(audit::router())
+            .merge(console::router())
             .route_layer(axum::middleware::from_fn_with_state(
                 state.clone(),
                 audit::record,

@@ -49,6 +49,9 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ("get", "/readyz"),
     ("get", "/metrics"),
     ("get", "/openapi.json"),
+    ("get", "/"),
+    ("get", "/v1/console/session"),
+    ("get", "/v1/console/segment-sizes"),
 ];
 
 fn ingest_operation(kind: &str) -> Value {
@@ -82,7 +85,7 @@ fn ingest_responses() -> Value {
     })
 }
 
-fn read_responses(ok: &str) -> Value {
+pub(crate) fn read_responses(ok: &str) -> Value {
     json!({
         "200": {"description": ok},
         "400": {"description": "Invalid parameter.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
@@ -498,6 +501,7 @@ pub fn document() -> Value {
             "responses": {"200": {"description": "OK"}, "503": {"description": "Not ready"}}}}),
         );
     }
+    crate::console::openapi_paths(&mut paths);
     json!({
         "openapi": "3.1.0",
         "info": {"title": "cdp", "version": env!("CARGO_PKG_VERSION"),

@@ -5,6 +5,7 @@
 mod auth;
 mod backfill;
 mod consent;
+mod console;
 mod durability;
 mod erasure;
 mod helpers;

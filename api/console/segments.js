@@ -1,0 +1,486 @@
+// The segment builder: conditions on traits, computed traits, tags, events (with a property filter, a
+// count or an aggregate, and a window), sequences, consent and other segments, combined with all / any /
+// not, built from `GET /v1/schema`. Every change previews the definition (`POST /v1/segments/preview`,
+// debounced): count, totals, a sample and, where the server answers one, a breakdown. Admins save it;
+// anyone exports a segment's members as CSV with the fields they choose.
+
+import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
+import { html, Card, Table, Chip, Empty, ErrorBox, Loading, Bars, useLoad, fmtNumber, fmtMoney, fmtTime, fmtValue } from './ui.js';
+import { t } from './i18n.js';
+import { get, post, put, enc } from './api.js';
+
+const NO_VALUE = ['is_set', 'is_not_set', 'is_true', 'is_false'];
+const NUMERIC = ['eq', 'neq', 'gt', 'gte', 'lt', 'lte', 'between', 'in', 'not_in'];
+const FUNCTIONS = ['sum', 'min', 'max', 'average', 'distinct_count'];
+const KINDS = ['trait', 'computed', 'tag', 'event', 'sequence', 'consent', 'segment', 'group'];
+
+let nextId = 1;
+export const blank = (kind) => {
+  const base = { id: nextId++, kind, not: false };
+  switch (kind) {
+    case 'group': return { ...base, op: 'any', items: [blank('trait')] };
+    case 'event': return { ...base, event: '', measure: 'count', countOp: 'gte', countValue: '1', fn: 'sum', property: '', window: '', whereProp: '', whereOp: 'eq', whereValue: '' };
+    case 'sequence': return { ...base, first: '', second: '', absent: true, within: '2h' };
+    case 'consent': return { ...base, channel: 'sms', purpose: 'marketing' };
+    case 'segment': return { ...base, segment: '' };
+    default: return { ...base, field: '', op: '', value: '' };
+  }
+};
+
+/// The type of a field for its operators.
+function fieldType(schema, kind, field) {
+  if (kind === 'tag') return 'string';
+  const list = kind === 'trait' ? schema.traits : schema.computed_traits;
+  return (list || []).find((f) => f.name === field)?.type || 'string';
+}
+
+function operand(type, op, raw) {
+  if (NO_VALUE.includes(op)) return undefined;
+  const num = (s) => (type === 'number' && s.trim() !== '' && !isNaN(Number(s)) ? Number(s) : s.trim());
+  if (op === 'in' || op === 'not_in' || op.startsWith('contains_')) return raw.split(',').map(num).filter((x) => x !== '');
+  if (op === 'between') return raw.split(',').slice(0, 2).map(num);
+  if (op === 'within_last' || op === 'not_within_last') return raw.trim();
+  return num(raw);
+}
+
+/// The API's JSON for a condition of the builder, or null while it is incomplete.
+export function toJson(c, schema) {
+  let out = null;
+  switch (c.kind) {
+    case 'group': {
+      const parts = c.items.map((i) => toJson(i, schema)).filter(Boolean);
+      if (!parts.length) return null;
+      out = parts.length === 1 && !c.not ? parts[0] : { [c.op]: parts };
+      break;
+    }
+    case 'trait': case 'computed': case 'tag': {
+      if (!c.field || !c.op) return null;
+      const type = fieldType(schema, c.kind, c.field);
+      const value = operand(type, c.op, c.value);
+      if (value !== undefined && (value === '' || (Array.isArray(value) && !value.length))) return null;
+      out = { [c.kind]: c.field, op: c.op };
+      if (value !== undefined) out.value = value;
+      break;
+    }
+    case 'event': {
+      if (!c.event) return null;
+      out = { event: c.event };
+      if (c.whereProp && (NO_VALUE.includes(c.whereOp) || c.whereValue !== '')) {
+        const type = (schema.events.find((e) => e.name === c.event)?.properties || []).find((p) => p.name === c.whereProp)?.type || 'string';
+        const w = { property: c.whereProp, op: c.whereOp };
+        const v = operand(type, c.whereOp, c.whereValue);
+        if (v !== undefined) w.value = v;
+        out.where = [w];
+      }
+      if (c.measure === 'count') {
+        if (c.countValue === '') return null;
+        out.count = { op: c.countOp, value: operand('number', c.countOp, c.countValue) };
+      } else {
+        if (!c.property || c.countValue === '') return null;
+        out.aggregate = { function: c.fn, property: c.property };
+        out.op = c.countOp;
+        out.value = operand('number', c.countOp, c.countValue);
+      }
+      if (c.window.trim()) out.window = c.window.trim();
+      break;
+    }
+    case 'sequence':
+      if (!c.first || !c.second || !c.within.trim()) return null;
+      out = { sequence: [{ event: c.first }, c.absent ? { not_event: c.second } : { event: c.second }], within: c.within.trim() };
+      break;
+    case 'consent':
+      out = { consent: { channel: c.channel, purpose: c.purpose } };
+      break;
+    case 'segment':
+      if (!c.segment) return null;
+      out = { segment: c.segment };
+      break;
+    default: return null;
+  }
+  if (c.kind === 'group' && c.not && out) return { not: out.all || out.any ? out : { [c.op]: [out] } };
+  return c.not ? { not: out } : out;
+}
+
+/// A saved definition back into the builder (what it cannot show becomes null: the JSON is shown instead).
+function fromJson(j) {
+  if (!j || typeof j !== 'object') return null;
+  if (j.not) { const inner = fromJson(j.not); if (inner) inner.not = !inner.not; return inner; }
+  if (j.all || j.any) {
+    const items = (j.all || j.any).map(fromJson);
+    if (items.some((i) => !i)) return null;
+    return { ...blank('group'), op: j.all ? 'all' : 'any', items };
+  }
+  for (const kind of ['trait', 'computed', 'tag']) {
+    if (typeof j[kind] === 'string') {
+      const v = j.value;
+      return { ...blank(kind), field: j[kind], op: j.op, value: v === undefined || v === null ? '' : Array.isArray(v) ? v.join(',') : String(v) };
+    }
+  }
+  if (j.segment) return { ...blank('segment'), segment: j.segment };
+  if (j.consent) return { ...blank('consent'), channel: j.consent.channel || j.consent, purpose: j.consent.purpose || 'marketing' };
+  if (j.sequence) {
+    const [a, b] = j.sequence;
+    return { ...blank('sequence'), first: a.event, second: b.event || b.not_event, absent: !!b.not_event, within: j.within };
+  }
+  if (j.event) {
+    const c = { ...blank('event'), event: j.event, window: j.window || '' };
+    const w = (j.where || [])[0];
+    if (w) Object.assign(c, { whereProp: w.property, whereOp: w.op, whereValue: w.value === undefined ? '' : Array.isArray(w.value) ? w.value.join(',') : String(w.value) });
+    if (j.aggregate) Object.assign(c, { measure: 'aggregate', fn: j.aggregate.function, property: j.aggregate.property, countOp: j.op, countValue: String(j.value) });
+    else if (j.count) Object.assign(c, { countOp: j.count.op, countValue: String(j.count.value) });
+    else Object.assign(c, { countOp: 'gte', countValue: '1' });
+    return c;
+  }
+  return null;
+}
+
+function Select({ label, value, options, onChange, testid }) {
+  return html`<select aria-label=${label} title=${label} value=${value} data-testid=${testid} onChange=${(e) => onChange(e.target.value)}>
+    ${options.map((o) => (Array.isArray(o) ? html`<option value=${o[0]}>${o[1]}</option>` : html`<option value=${o}>${o}</option>`))}
+  </select>`;
+}
+
+function ValueInput({ type, op, value, onChange, candidates, listId }) {
+  if (NO_VALUE.includes(op)) return null;
+  const hint = op === 'between' ? t('builder.betweenHint') : op === 'in' || op === 'not_in' || (op || '').startsWith('contains_') ? t('builder.listHint') : op === 'within_last' || op === 'not_within_last' ? '7d' : type === 'time' ? '2025-01-31T00:00:00Z' : '';
+  return html`<span class="value">
+    <input aria-label=${t('builder.value')} placeholder=${hint || t('builder.value')} value=${value} list=${candidates && candidates.length ? listId : undefined}
+      onInput=${(e) => onChange(e.target.value)} />
+    ${candidates && candidates.length > 0 && html`<datalist id=${listId}>${candidates.map((c) => html`<option value=${c.value}>${c.label || (c.seen || c.profiles ? `${c.value} (${fmtNumber(c.seen || c.profiles)})` : c.value)}</option>`)}</datalist>`}
+  </span>`;
+}
+
+function Condition({ c, schema, onChange, onRemove, depth }) {
+  const set = (patch) => onChange({ ...c, ...patch });
+  const kindSelect = html`<${Select} label=${t('builder.kind')} testid="kind" value=${c.kind}
+    options=${KINDS.filter((k) => k !== 'group' || depth < 2).map((k) => [k, t('kind.' + k)])}
+    onChange=${(k) => onChange({ ...blank(k), id: c.id, not: c.not })} />`;
+  const notBox = html`<label class="not"><input type="checkbox" checked=${c.not} onChange=${(e) => set({ not: e.target.checked })} /> ${t('builder.not')}</label>`;
+  let body = null;
+  if (c.kind === 'group') {
+    return html`<div class="cond group-cond">
+      <div class="cond-row">${kindSelect}${notBox}<button class="x" title=${t('builder.remove')} onClick=${onRemove}>×</button></div>
+      <${Group} g=${c} schema=${schema} onChange=${onChange} depth=${depth + 1} />
+    </div>`;
+  }
+  if (c.kind === 'trait' || c.kind === 'computed' || c.kind === 'tag') {
+    const list = c.kind === 'trait' ? schema.traits : c.kind === 'computed' ? schema.computed_traits : schema.tags;
+    const type = fieldType(schema, c.kind, c.field);
+    const ops = c.kind === 'tag' ? ['eq', 'neq', 'in', 'not_in', 'is_set', 'is_not_set'] : schema.operators[type] || schema.operators.string;
+    const entry = list.find((f) => f.name === c.field);
+    body = html`
+      <${Select} label=${t('builder.field')} testid="field" value=${c.field} options=${[['', t('builder.chooseField')], ...list.map((f) => [f.name, f.name])]}
+        onChange=${(field) => { const ty = fieldType(schema, c.kind, field); const o = c.kind === 'tag' ? ['eq'] : schema.operators[ty] || ['eq']; set({ field, op: o.includes(c.op) ? c.op : o[0], value: '' }); }} />
+      ${c.field && html`<${Select} label=${t('builder.operator')} testid="op" value=${c.op} options=${ops.map((o) => [o, t('op.' + o)])} onChange=${(op) => set({ op })} />
+      <${ValueInput} type=${type} op=${c.op} value=${c.value} onChange=${(value) => set({ value })} candidates=${entry?.candidates} listId=${'cand' + c.id} />`}`;
+  } else if (c.kind === 'event') {
+    const ev = schema.events.find((e) => e.name === c.event);
+    const props = ev?.properties || [];
+    const numProps = props.filter((p) => p.type === 'number');
+    const whereProp = props.find((p) => p.name === c.whereProp);
+    body = html`
+      <${Select} label=${t('builder.event')} testid="event" value=${c.event} options=${[['', t('builder.chooseEvent')], ...schema.events.map((e) => [e.name, e.name])]} onChange=${(event) => set({ event, whereProp: '', property: '' })} />
+      ${c.event && html`
+        <${Select} label=${t('builder.measure')} value=${c.measure} options=${[['count', t('builder.countTimes')], ['aggregate', t('builder.aggregate')]]} onChange=${(measure) => set({ measure })} />
+        ${c.measure === 'aggregate' && html`
+          <${Select} label=${t('builder.function')} value=${c.fn} options=${FUNCTIONS.map((f) => [f, t('fn.' + f)])} onChange=${(fn) => set({ fn })} />
+          <${Select} label=${t('builder.property')} value=${c.property} options=${[['', t('builder.chooseProperty')], ...(numProps.length ? numProps : props).map((p) => [p.name, p.name])]} onChange=${(property) => set({ property })} />`}
+        <${Select} label=${t('builder.operator')} value=${c.countOp} options=${NUMERIC.map((o) => [o, t('op.' + o)])} onChange=${(countOp) => set({ countOp })} />
+        <input class="short" aria-label=${t('builder.times')} value=${c.countValue} onInput=${(e) => set({ countValue: e.target.value })} />
+        <input class="short" aria-label=${t('builder.window')} placeholder=${t('builder.windowHint')} value=${c.window} onInput=${(e) => set({ window: e.target.value })} />
+        <span class="where">${t('builder.where')}
+          <${Select} label=${t('builder.property')} value=${c.whereProp} options=${[['', t('builder.anyProperty')], ...props.map((p) => [p.name, p.name])]} onChange=${(whereProp) => set({ whereProp })} />
+          ${c.whereProp && html`<${Select} label=${t('builder.operator')} value=${c.whereOp} options=${(schema.operators[whereProp?.type] || schema.operators.string).map((o) => [o, t('op.' + o)])} onChange=${(whereOp) => set({ whereOp })} />
+          <${ValueInput} type=${whereProp?.type} op=${c.whereOp} value=${c.whereValue} onChange=${(whereValue) => set({ whereValue })} candidates=${whereProp?.candidates} listId=${'wcand' + c.id} />`}
+        </span>`}`;
+  } else if (c.kind === 'sequence') {
+    const events = [['', t('builder.chooseEvent')], ...schema.events.map((e) => [e.name, e.name])];
+    body = html`
+      <${Select} label=${t('builder.first')} value=${c.first} options=${events} onChange=${(first) => set({ first })} />
+      <${Select} label=${t('builder.then')} value=${c.absent ? 'not' : 'then'} options=${[['then', t('builder.thenDid')], ['not', t('builder.thenNot')]]} onChange=${(v) => set({ absent: v === 'not' })} />
+      <${Select} label=${t('builder.second')} value=${c.second} options=${events} onChange=${(second) => set({ second })} />
+      <span>${t('builder.within')}</span><input class="short" aria-label=${t('builder.within')} value=${c.within} onInput=${(e) => set({ within: e.target.value })} />`;
+  } else if (c.kind === 'consent') {
+    body = html`
+      <${Select} label=${t('customer.channel')} value=${c.channel} options=${schema.consent.channels.map((ch) => [ch, t('channel.' + ch)])} onChange=${(channel) => set({ channel })} />
+      <${Select} label=${t('customer.purpose')} value=${c.purpose} options=${schema.consent.purposes.map((p) => [p, t('purpose.' + p)])} onChange=${(purpose) => set({ purpose })} />`;
+  } else if (c.kind === 'segment') {
+    body = html`<${Select} label=${t('builder.segment')} value=${c.segment} options=${[['', t('builder.chooseSegment')], ...schema.segments.map((s) => [s.id, `${s.id} — ${s.name || ''}`])]} onChange=${(segment) => set({ segment })} />`;
+  }
+  return html`<div class="cond" data-testid="condition">
+    <div class="cond-row">${kindSelect}${notBox}${body}<button class="x" title=${t('builder.remove')} onClick=${onRemove}>×</button></div>
+  </div>`;
+}
+
+function Group({ g, schema, onChange, depth }) {
+  const update = (i, c) => onChange({ ...g, items: g.items.map((x, j) => (j === i ? c : x)) });
+  const remove = (i) => onChange({ ...g, items: g.items.filter((_, j) => j !== i) });
+  return html`<div class=${'group depth' + depth}>
+    <div class="group-head">
+      <${Select} label=${t('builder.combine')} testid=${depth === 0 ? 'combine' : undefined} value=${g.op} options=${[['all', t('builder.all')], ['any', t('builder.any')]]} onChange=${(op) => onChange({ ...g, op })} />
+    </div>
+    ${g.items.map((c, i) => html`<${Condition} key=${c.id} c=${c} schema=${schema} depth=${depth} onChange=${(n) => update(i, n)} onRemove=${() => remove(i)} />`)}
+    <button class="ghost small" onClick=${() => onChange({ ...g, items: [...g.items, blank('trait')] })}>+ ${t('builder.add')}</button>
+  </div>`;
+}
+
+function Breakdown({ breakdown }) {
+  if (!breakdown) return null;
+  // Either {field: [{value, count}]} or [{field, values: [..]}]; shown as bars per field.
+  const fields = Array.isArray(breakdown) ? breakdown.map((b) => [b.field || b.name, b.values || b.items || []]) : Object.entries(breakdown);
+  return html`<div class="breakdown" data-testid="breakdown">${fields.map(([field, values]) => html`
+    <div><h4>${field}</h4><${Bars} items=${(Array.isArray(values) ? values : Object.entries(values).map(([value, count]) => ({ value, count }))).map((v) => ({ label: fmtValue(v.value), value: v.count ?? v.profiles ?? 0 }))} /></div>`)}</div>`;
+}
+
+/// A breakdown the console computes when the server answers none: one preview per value of the chosen
+/// tag or trait (its most common values), each the definition and "field is value".
+function LocalBreakdown({ definition, schema, by }) {
+  const [rows, setRows] = useState(null);
+  const [error, setError] = useState(null);
+  const text = JSON.stringify([definition, by]);
+  useEffect(() => {
+    if (!by) { setRows(null); return; }
+    const [kind, field] = by.split(':');
+    const list = kind === 'tag' ? schema.tags : schema.traits;
+    const values = ((list.find((f) => f.name === field) || {}).candidates || [])
+      .slice().sort((a, b) => (b.profiles || b.seen || 0) - (a.profiles || a.seen || 0)).slice(0, 6).map((c) => c.value);
+    let stale = false;
+    setRows(null); setError(null);
+    const id = setTimeout(async () => {
+      const out = [];
+      try {
+        for (const value of values) {
+          const r = await post('/v1/segments/preview', { name: definition.name, condition: { all: [definition.condition, { [kind]: field, op: 'eq', value }] } });
+          if (stale) return;
+          out.push({ label: fmtValue(value), value: r.count, note: fmtMoney(r.totals?.spend) });
+          setRows([...out]);
+        }
+      } catch (err) { if (!stale) setError(err); }
+    }, 600);
+    return () => { stale = true; clearTimeout(id); };
+  }, [text]);
+  if (!by) return null;
+  return html`<div class="breakdown" data-testid="local-breakdown">
+    ${rows ? html`<${Bars} items=${rows} />` : html`<${Loading} />`}
+    <p class="muted small">${t('builder.localBreakdown')}</p>
+    <${ErrorBox} error=${error} />
+  </div>`;
+}
+
+/// The sample's profiles with a name and an identifier a marketer recognises.
+function Sample({ ids }) {
+  const [people, setPeople] = useState({});
+  const key = ids.join(',');
+  useEffect(() => {
+    let stale = false;
+    Promise.all(ids.map((id) => get(`/v1/profiles/${enc(id)}`).catch(() => null))).then((ps) => {
+      if (stale) return;
+      const out = {};
+      ps.forEach((p, i) => { if (p) out[ids[i]] = p; });
+      setPeople(out);
+    });
+    return () => { stale = true; };
+  }, [key]);
+  if (!ids.length) return html`<${Empty} />`;
+  return html`<ul class="sample" data-testid="sample">${ids.map((id) => {
+    const p = people[id];
+    const name = p?.traits?.name?.value;
+    const contact = p && (p.identifiers.find((i) => i.type === 'phone') || p.identifiers.find((i) => i.type === 'email'));
+    return html`<li><a href=${'#/customer/' + enc(id)}>${name || id}</a> <small class="muted">${contact ? contact.value : ''}${name ? ' · ' + id : ''}</small></li>`;
+  })}</ul>`;
+}
+
+function Preview({ definition, schema }) {
+  const [state, setState] = useState({ result: null, error: null, busy: false });
+  const [by, setBy] = useState('');
+  const seq = useRef(0);
+  const text = definition ? JSON.stringify(definition) : '';
+  useEffect(() => {
+    if (!definition) { setState({ result: null, error: null, busy: false }); return; }
+    const mine = ++seq.current;
+    setState((s) => ({ ...s, busy: true }));
+    // A preview evaluates every profile: the one for a definition that changed meanwhile is cancelled.
+    const abort = new AbortController();
+    const id = setTimeout(() => {
+      post('/v1/segments/preview', definition, { signal: abort.signal }).then(
+        (result) => mine === seq.current && setState({ result, error: null, busy: false }),
+        (error) => mine === seq.current && error.name !== 'AbortError' && setState({ result: null, error, busy: false }),
+      );
+    }, 350);
+    return () => { clearTimeout(id); abort.abort(); };
+  }, [text]);
+  const r = state.result;
+  if (!definition) return html`<p class="muted">${t('builder.startHint')}</p>`;
+  const byOptions = [['', t('builder.noBreakdownChoice')],
+    ...schema.tags.filter((f) => f.candidates.length > 1).map((f) => ['tag:' + f.name, `${t('kind.tag')}: ${f.name}`]),
+    ...schema.traits.filter((f) => f.type === 'string' && f.candidates.length > 1 && f.candidates.length < 20).map((f) => ['trait:' + f.name, `${t('kind.trait')}: ${f.name}`])];
+  return html`<div class=${'preview' + (state.busy ? ' busy' : '')} data-testid="preview" data-busy=${state.busy ? 'true' : 'false'}>
+    <${ErrorBox} error=${state.error} />
+    ${r && html`
+      <div class="stats">
+        <div class="stat big"><span>${t('builder.count')}</span><b data-testid="preview-count" data-count=${r.count}>${fmtNumber(r.count)}</b>
+          ${r.profiles ? html`<small>${t('builder.ofProfiles', { n: fmtNumber(r.profiles), pct: fmtNumber((100 * r.count) / r.profiles, 1) })}</small>` : ''}</div>
+        <div class="stat"><span>${t('builder.spend')}</span><b data-testid="preview-spend">${fmtMoney(r.totals?.spend)}</b><small>${r.count ? t('builder.perMember', { v: fmtMoney((r.totals?.spend || 0) / r.count) }) : ''}</small></div>
+        <div class="stat"><span>${t('builder.orders')}</span><b>${fmtNumber(r.totals?.orders)}</b></div>
+        <div class="stat"><span>${t('builder.took')}</span><b>${fmtNumber(r.took_ms)} ms</b></div>
+      </div>
+      <h3>${t('builder.breakdown')}</h3>
+      ${r.breakdown ? html`<${Breakdown} breakdown=${r.breakdown} />` : html`
+        <p class="muted small" data-testid="no-breakdown">${t('builder.noBreakdown')}</p>
+        <div class="inline"><${Select} label=${t('builder.breakdownBy')} value=${by} options=${byOptions} onChange=${setBy} /></div>
+        <${LocalBreakdown} definition=${definition} schema=${schema} by=${by} />`}
+      <h3>${t('builder.sample')}</h3>
+      <${Sample} ids=${(r.sample || []).map((s) => (typeof s === 'string' ? s : s.profile_id))} />`}
+  </div>`;
+}
+
+function Save({ definition, name, setName, onSaved, initialId }) {
+  const [id, setId] = useState(initialId || '');
+  const [msg, setMsg] = useState(null);
+  const [error, setError] = useState(null);
+  useEffect(() => setId(initialId || ''), [initialId]);
+  const save = async (e) => {
+    e.preventDefault();
+    setError(null); setMsg(null);
+    try {
+      const body = { name: name || id, condition: definition.condition };
+      let answer = await put(`/v1/segments/${enc(id)}`, body);
+      // A new definition is filled by a job in the background: follow it until it is ready.
+      for (let i = 0; answer.status !== 'ready' && i < 120; i++) {
+        setMsg(t('builder.savedPending'));
+        await new Promise((r) => setTimeout(r, 500));
+        try { answer = await get(`/v1/segments/${enc(id)}`); } catch (err) { if (err.status !== 404) throw err; }
+      }
+      setMsg(answer.status === 'ready' ? t('builder.saved', { id, n: fmtNumber(answer.members ?? 0) }) : t('builder.savedPending'));
+      onSaved(id);
+    } catch (err) { setError(err); }
+  };
+  return html`<form class="save" onSubmit=${save}>
+    <label>${t('builder.segmentId')}<input value=${id} required pattern="[a-z0-9_]+" title=${t('builder.idHint')} onInput=${(e) => setId(e.target.value)} /></label>
+    <label>${t('builder.segmentName')}<input value=${name} onInput=${(e) => setName(e.target.value)} /></label>
+    <button type="submit" disabled=${!definition || !id}>${t('builder.save')}</button>
+    ${msg && html`<span class="ok" role="status">${msg}</span>`}
+    <${ErrorBox} error=${error} />
+  </form>`;
+}
+
+function csvField(v) {
+  const s = v === null || v === undefined ? '' : typeof v === 'object' ? JSON.stringify(v) : String(v);
+  return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+}
+
+function Export({ segments, schema }) {
+  const [segment, setSegment] = useState('');
+  const [fields, setFields] = useState(['profile_id', 'since']);
+  const [channel, setChannel] = useState('');
+  const [progress, setProgress] = useState(null);
+  const [error, setError] = useState(null);
+  useEffect(() => { if (!segment && segments.length) setSegment(segments[0].id); }, [segments]);
+  const base = ['profile_id', 'since', 'caused_by'];
+  const extra = [...['email', 'phone'].map((i) => 'id:' + i), ...schema.traits.map((f) => 'trait:' + f.name).slice(0, 12), ...schema.computed_traits.map((f) => 'computed:' + f.name).slice(0, 8)];
+  const toggle = (f) => setFields(fields.includes(f) ? fields.filter((x) => x !== f) : [...fields, f]);
+  const run = async () => {
+    setError(null);
+    const cols = [...base, ...extra].filter((f) => fields.includes(f));
+    const needsProfile = cols.some((c) => c.includes(':'));
+    const lines = [cols.map((c) => c.replace(/^(id|trait|computed):/, '')).join(',')];
+    let after = '';
+    let n = 0;
+    try {
+      for (;;) {
+        const page = await get(`/v1/segments/${enc(segment)}/members`, { format: 'json', limit: needsProfile ? 200 : 10000, after, channel });
+        let rows = page.items;
+        if (needsProfile) {
+          const profiles = [];
+          for (let i = 0; i < rows.length; i += 8) {
+            profiles.push(...(await Promise.all(rows.slice(i, i + 8).map((r) => get(`/v1/profiles/${enc(r.profile_id)}`).catch(() => null)))));
+            setProgress(t('export.progress', { n: fmtNumber(n + i) }));
+          }
+          rows = rows.map((r, i) => ({ ...r, profile: profiles[i] }));
+        }
+        for (const r of rows) {
+          lines.push(cols.map((c) => {
+            if (!c.includes(':')) return csvField(r[c]);
+            const [kind, name] = c.split(':');
+            const p = r.profile || {};
+            if (kind === 'id') return csvField((p.identifiers || []).filter((i) => i.type === name).map((i) => i.value).join(' '));
+            if (kind === 'trait') return csvField(p.traits?.[name]?.value);
+            return csvField(p.computed_traits?.[name]?.value);
+          }).join(','));
+        }
+        n += rows.length;
+        setProgress(t('export.progress', { n: fmtNumber(n) }));
+        if (!page.next_after) break;
+        after = page.next_after;
+      }
+      const blob = new Blob([lines.join('\n') + '\n'], { type: 'text/csv' });
+      const a = document.createElement('a');
+      a.href = URL.createObjectURL(blob);
+      a.download = `${segment}.csv`;
+      document.body.appendChild(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+      setProgress(t('export.done', { n: fmtNumber(n) }));
+    } catch (err) { setError(err); setProgress(null); }
+  };
+  return html`<div class="export" data-testid="export">
+    <div class="inline">
+      <${Select} label=${t('export.segment')} testid="export-segment" value=${segment} options=${segments.map((s) => [s.id, `${s.id} (${fmtNumber(s.members)})`])} onChange=${setSegment} />
+      <${Select} label=${t('export.channel')} value=${channel} options=${[['', t('export.anyChannel')], ...schema.consent.channels.map((c) => [c, t('export.reachableOn', { c: t('channel.' + c) })])]} onChange=${setChannel} />
+      <button onClick=${run} disabled=${!segment}>${t('export.csv')}</button>
+      ${progress && html`<span class="muted" role="status" data-testid="export-status">${progress}</span>`}
+    </div>
+    <fieldset class="fields"><legend>${t('export.fields')}</legend>
+      ${[...base, ...extra].map((f) => html`<label class="check"><input type="checkbox" checked=${fields.includes(f)} onChange=${() => toggle(f)} /> ${f}</label>`)}
+    </fieldset>
+    <p class="muted small">${t('export.note')}</p>
+    <${ErrorBox} error=${error} />
+  </div>`;
+}
+
+export function SegmentsPage({ can }) {
+  const schema = useLoad(() => get('/v1/schema'), []);
+  const list = useLoad(() => get('/v1/segments'), []);
+  const [root, setRoot] = useState(() => ({ ...blank('group'), op: 'all', items: [] }));
+  const [name, setName] = useState('');
+  const [editing, setEditing] = useState('');
+  const [raw, setRaw] = useState(null);
+  const definition = useMemo(() => {
+    if (!schema.data) return null;
+    const condition = toJson({ ...root, not: false }, schema.data);
+    return condition ? { name: name || 'preview', condition } : null;
+  }, [root, name, schema.data]);
+  if (schema.error) return html`<div class="page"><${ErrorBox} error=${schema.error} /></div>`;
+  if (!schema.data) return html`<div class="page"><${Loading} /></div>`;
+  const segments = list.data?.items || [];
+  const edit = (s) => {
+    const c = fromJson(s.definition?.condition);
+    setEditing(s.id); setName(s.definition?.name || s.name || '');
+    if (c) { setRoot(c.kind === 'group' && !c.not ? c : { ...blank('group'), op: 'all', items: [c] }); setRaw(null); } else setRaw(s.definition);
+    window.scrollTo(0, 0);
+  };
+  return html`<div class="page">
+    <header class="page-head"><h1>${t('builder.title')}</h1></header>
+    <div class="builder-layout">
+      <${Card} title=${t('builder.conditions')} id="builder">
+        <${Group} g=${root} schema=${schema.data} depth=${0} onChange=${setRoot} />
+        ${raw && html`<p class="muted">${t('builder.cannotShow')}</p><pre>${JSON.stringify(raw, null, 1)}</pre>`}
+        <details class="json"><summary>${t('builder.json')}</summary><pre data-testid="definition">${definition ? JSON.stringify(definition, null, 1) : ''}</pre></details>
+        ${can.admin ? html`<${Save} definition=${definition} name=${name} setName=${setName} initialId=${editing} onSaved=${() => list.reload()} />` : html`<p class="muted small">${t('builder.adminOnly')}</p>`}
+      </${Card}>
+      <${Card} title=${t('builder.preview')} id="preview-card"><${Preview} definition=${definition} schema=${schema.data} /></${Card}>
+    </div>
+    <${Card} title=${t('builder.list')} id="segment-list" actions=${html`<button class="ghost small" onClick=${list.reload}>${t('common.refresh')}</button>`}>
+      <${Table} testid="segment-list" rows=${segments} columns=${[
+        { label: t('builder.segmentId'), render: (s) => html`<code>${s.id}</code>` },
+        { label: t('builder.segmentName'), render: (s) => s.definition?.name || '—' },
+        { label: t('builder.members'), render: (s) => fmtNumber(s.members), num: true },
+        { label: t('builder.status'), render: (s) => html`<${Chip} kind=${s.status === 'ready' ? 'ok' : 'warn'}>${t('status.' + s.status)}</${Chip}>` },
+        { label: t('builder.definedAt'), render: (s) => fmtTime(s.defined_at) },
+        { label: '', render: (s) => html`<button class="ghost small" onClick=${() => edit(s)}>${t('builder.open')}</button>` },
+      ]} />
+    </${Card}>
+    <${Card} title=${t('export.title')} id="export"><${Export} segments=${segments} schema=${schema.data} /></${Card}>
+  </div>`;
+}
