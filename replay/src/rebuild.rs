@@ -169,6 +169,9 @@ async fn rebuild_once(
     on_progress: &(dyn Fn(&RebuildProgress) + Send + Sync),
 ) -> Result<RebuildReport, ProjectionError> {
     let started = Instant::now();
+    // The shadow publishes nothing (see the module's documentation): it writes no outbox and no
+    // membership history either.
+    let resolver = &resolver.without_output();
     let shadow = Shadow::open(store, resolver.version()).await?;
     let resumed_from = checkpoint(&shadow.store, IdentityResolver::NAME).await?;
     let mut progress = RebuildProgress {

@@ -227,6 +227,10 @@ pub struct IdentityResolver {
     /// Shared by the clones of a resolver (the pipeline's writer holds one).
     state: Arc<Mutex<ResolverState>>,
     clock: Clock,
+    /// Whether batches write what is published — the outbox and `segment_history`, the record of
+    /// what subscribers were told. A rebuild's shadow writes neither: it publishes nothing, and its
+    /// switch records the changes it makes itself.
+    publishes: bool,
 }
 
 impl std::fmt::Debug for IdentityResolver {
@@ -264,6 +268,16 @@ impl IdentityResolver {
         IdentityResolver {
             state: Arc::new(Mutex::new(ResolverState::default())),
             clock,
+            publishes: true,
+        }
+    }
+
+    /// A resolver on the same clock, with a state of its own, that writes nothing that is published
+    /// (a rebuild's shadow).
+    pub fn without_output(&self) -> IdentityResolver {
+        IdentityResolver {
+            publishes: false,
+            ..IdentityResolver::with_clock(self.clock.clone())
         }
     }
 
@@ -479,8 +493,12 @@ impl Projection for IdentityResolver {
     async fn write(
         &self,
         tx: &mut ModelTx<'_>,
-        prepared: PreparedDecisions,
+        mut prepared: PreparedDecisions,
     ) -> Result<(), ProjectionError> {
+        if !self.publishes {
+            prepared.catalog.outbox.clear();
+            prepared.catalog.history.clear();
+        }
         const ROWS_PER_STATEMENT: usize = 500;
         let started = std::time::Instant::now();
         // Under the write lock (SQLite) or the checkpoint's row lock (PostgreSQL): a model changed
