@@ -10,15 +10,16 @@
 //! everything prepared after it is dropped with the projection's in-memory state
 //! ([`Projection::forget`]) and the pipeline starts again from the stored checkpoint.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use cdp_domain::event::{Position, StoredEvent};
 use cdp_domain::store::Store;
 use chrono::Utc;
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
-use crate::runner::{checkpoint, finish, next_events, ModelTx, Progress, Projection};
+use crate::runner::{checkpoint, finish, next_events, ModelTx, Progress, Projection, RunnerStatus};
 use crate::ProjectionError;
 
 /// Batches prepared while the writer is busy are written together by its next commit; past this many
@@ -35,22 +36,38 @@ pub struct Committed {
     pub behind: bool,
 }
 
-/// How a following pipeline waits when it has caught up: for `wake` or `poll`, whichever comes first.
+/// How a following pipeline waits when it has caught up: for `wake` or `poll`, whichever comes first;
+/// its writer reports each commit to `status`.
 #[derive(Debug, Clone, Copy)]
 pub struct Idle<'a> {
     pub wake: &'a Notify,
     pub poll: Duration,
+    pub status: &'a Arc<RunnerStatus>,
 }
 
-/// Batches prepared and not yet handed to the writer.
-struct Group<P: Projection> {
+/// A prepared batch on its way to the writer.
+struct Batch<P: Projection> {
     start: Position,
     progress: Progress,
     behind: bool,
-    batches: Vec<P::Prepared>,
+    prepared: P::Prepared,
 }
 
-type Writing = JoinHandle<(Result<bool, ProjectionError>, Progress, bool)>;
+/// What the writer did with a group of batches.
+struct Outcome {
+    /// `Ok(true)`: committed; `Ok(false)`: the model moved under it, nothing written.
+    committed: Result<bool, ProjectionError>,
+    batches: usize,
+    progress: Progress,
+    behind: bool,
+}
+
+/// The writer task: takes every batch waiting when it is free as one group and commits it; stops at
+/// the first group not committed (what was sent after it does not hold).
+struct Writer {
+    outcomes: mpsc::UnboundedReceiver<Outcome>,
+    task: JoinHandle<()>,
+}
 
 /// Runs `projection` from its checkpoint through the pipeline, applying no event after `through`,
 /// calling `on_commit` after each commit. Without `idle` it returns once the log (up to `through`) is
@@ -71,17 +88,20 @@ pub async fn drive<P: Projection + Clone>(
         through,
         applied: 0,
         next: checkpoint(store, projection.name()).await?,
-        queued: None,
-        writing: None,
+        writer: None,
+        sent: Vec::new(),
         ahead: None,
+        status: idle.map(|i| i.status.clone()),
     };
     let result = pipeline.run(on_commit, idle).await;
     if result.is_err() {
         // What is in flight finishes (or fails) before the state is dropped, so that a next run starts
         // from a checkpoint nothing still moves.
-        if let Some(writing) = pipeline.writing.take() {
-            let _ = writing.await;
+        if let Some((to_writer, mut writer)) = pipeline.writer.take() {
+            drop(to_writer);
+            while writer.outcomes.recv().await.is_some() {}
         }
+        pipeline.sent.clear();
         projection.forget();
     }
     result
@@ -95,13 +115,15 @@ struct Pipeline<'a, P: Projection> {
     applied: u64,
     /// Where the next batch starts: after the last one prepared.
     next: Position,
-    queued: Option<Group<P>>,
-    writing: Option<Writing>,
+    writer: Option<(mpsc::UnboundedSender<Batch<P>>, Writer)>,
+    /// The events of each batch sent to the writer and not yet reported on, oldest first.
+    sent: Vec<usize>,
     /// The read of the batch starting at the position, under way.
     ahead: Option<(
         Position,
         JoinHandle<Result<Vec<StoredEvent>, ProjectionError>>,
     )>,
+    status: Option<Arc<RunnerStatus>>,
 }
 
 impl<P: Projection + Clone> Pipeline<'_, P> {
@@ -111,21 +133,24 @@ impl<P: Projection + Clone> Pipeline<'_, P> {
         idle: Option<Idle<'_>>,
     ) -> Result<u64, ProjectionError> {
         loop {
+            if self.reported(on_commit, false).await? {
+                continue;
+            }
             let events = self.read().await?;
             let behind = events.len() as u32 >= self.limit;
             if behind {
                 self.read_ahead(events.last().map_or(self.next, |e| e.position));
             }
             if events.is_empty() {
-                if self.writing.is_some() || self.queued.is_some() {
-                    self.flush(on_commit).await?;
+                if !self.sent.is_empty() {
+                    self.reported(on_commit, true).await?;
                     continue;
                 }
                 if self.projection.has_pending_work(self.store).await? {
                     // Work without events (a job's page, the clock): prepared on a committed model.
                     let prepared = self.projection.prepare(self.store, &events).await?;
-                    self.enqueue(prepared, &events, false);
-                    self.flush(on_commit).await?;
+                    self.send(prepared, &events, false);
+                    self.reported(on_commit, true).await?;
                     continue;
                 }
                 match idle {
@@ -136,17 +161,21 @@ impl<P: Projection + Clone> Pipeline<'_, P> {
                     }
                 }
             }
-            let pending = self.writing.is_some() || self.queued.is_some();
-            if pending && !self.projection.may_prepare_ahead(&events) {
-                let restarted = self.flush(on_commit).await?;
-                if restarted {
-                    // The events were read for a position that no longer holds.
-                    continue;
-                }
+            if !self.sent.is_empty()
+                && !self.projection.may_prepare_ahead(&events)
+                && self.reported(on_commit, true).await?
+            {
+                // The events were read for a position that no longer holds.
+                continue;
             }
             let prepared = self.projection.prepare(self.store, &events).await?;
-            self.enqueue(prepared, &events, behind);
-            self.hand_over(on_commit).await?;
+            self.send(prepared, &events, behind);
+            // What is prepared is bounded: past the bound, wait for the writer to catch up.
+            while self.sent.iter().sum::<usize>() > QUEUED_EVENTS {
+                if self.next_outcome(on_commit).await? {
+                    break;
+                }
+            }
         }
     }
 
@@ -169,109 +198,153 @@ impl<P: Projection + Clone> Pipeline<'_, P> {
         self.ahead = Some((from, handle));
     }
 
-    fn enqueue(&mut self, prepared: P::Prepared, events: &[StoredEvent], behind: bool) {
+    /// Sends a prepared batch to the writer (started if there is none).
+    fn send(&mut self, prepared: P::Prepared, events: &[StoredEvent], behind: bool) {
         let start = self.next;
         let progress = finish(start, events);
         self.next = progress.position;
-        match &mut self.queued {
-            Some(group) => {
-                group.progress.applied += progress.applied;
-                group.progress.position = progress.position;
-                group.progress.last_received_ms = progress
-                    .last_received_ms
-                    .or(group.progress.last_received_ms);
-                group.progress.worked |= progress.worked;
-                group.behind = behind;
-                group.batches.push(prepared);
-            }
-            None => {
-                self.queued = Some(Group {
-                    start,
-                    progress,
-                    behind,
-                    batches: vec![prepared],
-                })
-            }
-        }
+        let status = self.status.clone();
+        let (to_writer, _) = self.writer.get_or_insert_with(|| {
+            start_writer(self.store.clone(), self.projection.clone(), status)
+        });
+        let batch = Batch {
+            start,
+            progress,
+            behind,
+            prepared,
+        };
+        // Counted even if the writer stopped at a group it could not commit: its outcome, still to
+        // be collected, restarts the pipeline, and this batch goes with the rest.
+        let _ = to_writer.send(batch);
+        self.sent.push(progress.applied);
     }
 
-    /// Gives the queued batches to the writer if it is free (or the queue is full: then waits for it).
-    async fn hand_over(
+    /// Takes the writer's outcomes: those already there, or (`wait`) until everything sent is
+    /// reported. `true`: a group was not committed; what was prepared is dropped and the pipeline
+    /// starts again from the stored checkpoint.
+    async fn reported(
         &mut self,
         on_commit: &mut (dyn FnMut(&Committed) + Send),
-    ) -> Result<(), ProjectionError> {
-        let queued_events = self.queued.as_ref().map_or(0, |g| g.progress.applied);
-        let busy = self.writing.as_ref().is_some_and(|w| !w.is_finished());
-        if busy && queued_events < QUEUED_EVENTS {
-            return Ok(());
+        wait: bool,
+    ) -> Result<bool, ProjectionError> {
+        loop {
+            if self.sent.is_empty() {
+                return Ok(false);
+            }
+            let ready = match &mut self.writer {
+                Some((_, writer)) => match writer.outcomes.try_recv() {
+                    Ok(outcome) => Some(outcome),
+                    Err(mpsc::error::TryRecvError::Empty) if !wait => return Ok(false),
+                    Err(mpsc::error::TryRecvError::Empty) => None,
+                    Err(mpsc::error::TryRecvError::Disconnected) => None,
+                },
+                None => None,
+            };
+            let restarted = match ready {
+                Some(outcome) => self.take(outcome, on_commit).await?,
+                None => self.next_outcome(on_commit).await?,
+            };
+            if restarted {
+                return Ok(true);
+            }
         }
-        if !self.collect(on_commit).await? {
-            self.start_writing();
-        }
-        Ok(())
     }
 
-    /// Waits for the writer and writes what is queued: everything prepared is committed after it.
-    /// `true`: a commit found the model moved, and the pipeline starts again from the checkpoint.
-    async fn flush(
+    /// Waits for the writer's next outcome.
+    async fn next_outcome(
         &mut self,
         on_commit: &mut (dyn FnMut(&Committed) + Send),
     ) -> Result<bool, ProjectionError> {
-        if self.collect(on_commit).await? {
-            return Ok(true);
-        }
-        self.start_writing();
-        self.collect(on_commit).await
-    }
-
-    fn start_writing(&mut self) {
-        let Some(group) = self.queued.take() else {
-            return;
+        let outcome = match &mut self.writer {
+            Some((_, writer)) => writer.outcomes.recv().await,
+            None => None,
         };
-        let (store, projection) = (self.store.clone(), self.projection.clone());
-        self.writing = Some(tokio::spawn(async move {
-            let committed = commit(
-                &store,
-                &projection,
-                group.start,
-                group.progress.position,
-                group.batches,
-            )
-            .await;
-            (committed, group.progress, group.behind)
-        }));
+        match outcome {
+            Some(outcome) => self.take(outcome, on_commit).await,
+            None => Err(ProjectionError::Corrupt(
+                "the model writer stopped without a word".into(),
+            )),
+        }
     }
 
-    /// Waits for the write under way, if any. `true`: it found the model moved; what was prepared
-    /// is dropped and the pipeline starts again from the stored checkpoint.
-    async fn collect(
+    async fn take(
         &mut self,
+        outcome: Outcome,
         on_commit: &mut (dyn FnMut(&Committed) + Send),
     ) -> Result<bool, ProjectionError> {
-        let Some(writing) = self.writing.take() else {
-            return Ok(false);
-        };
-        let (committed, progress, behind) = writing
-            .await
-            .map_err(|e| ProjectionError::Corrupt(format!("the model writer failed: {e}")))?;
-        match committed? {
-            true => {
+        let Outcome {
+            committed,
+            batches,
+            progress,
+            behind,
+        } = outcome;
+        self.sent.drain(..batches.min(self.sent.len()));
+        match committed {
+            Ok(true) => {
                 self.applied += progress.applied as u64;
                 on_commit(&Committed { progress, behind });
                 Ok(false)
             }
-            false => {
-                // Moved under the pipeline: nothing of what is prepared holds.
+            failed => {
+                // Nothing of what was prepared after it holds.
                 self.projection.forget();
-                self.queued = None;
+                self.sent.clear();
+                if let Some((_, writer)) = self.writer.take() {
+                    writer.task.abort();
+                }
                 if let Some((_, h)) = self.ahead.take() {
                     h.abort();
                 }
+                failed?;
                 self.next = checkpoint(self.store, self.projection.name()).await?;
                 Ok(true)
             }
         }
     }
+}
+
+/// Starts the writer task of a pipeline.
+fn start_writer<P: Projection + Clone>(
+    store: Store,
+    projection: P,
+    status: Option<Arc<RunnerStatus>>,
+) -> (mpsc::UnboundedSender<Batch<P>>, Writer) {
+    let (to_writer, mut batches) = mpsc::unbounded_channel::<Batch<P>>();
+    let (outcomes_tx, outcomes) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        while let Some(first) = batches.recv().await {
+            let (start, mut progress, mut behind) = (first.start, first.progress, first.behind);
+            let mut group = vec![first.prepared];
+            // Everything prepared meanwhile goes in the same commit.
+            while let Ok(next) = batches.try_recv() {
+                progress.applied += next.progress.applied;
+                progress.position = next.progress.position;
+                progress.last_received_ms =
+                    next.progress.last_received_ms.or(progress.last_received_ms);
+                progress.worked |= next.progress.worked;
+                behind = next.behind;
+                group.push(next.prepared);
+            }
+            let batches_in_group = group.len();
+            let committed = commit(&store, &projection, start, progress.position, group).await;
+            let stop = !matches!(committed, Ok(true));
+            if let (false, Some(status)) = (stop, &status) {
+                // Told here, not when the pipeline next looks: readers of the model (the outbox
+                // publisher) go on at once.
+                status.record_commit(&progress, behind);
+            }
+            let outcome = Outcome {
+                committed,
+                batches: batches_in_group,
+                progress,
+                behind,
+            };
+            if outcomes_tx.send(outcome).is_err() || stop {
+                return;
+            }
+        }
+    });
+    (to_writer, Writer { outcomes, task })
 }
 
 impl<P: Projection> Drop for Pipeline<'_, P> {
@@ -281,11 +354,10 @@ impl<P: Projection> Drop for Pipeline<'_, P> {
         if let Some((_, h)) = self.ahead.take() {
             h.abort();
         }
-        let in_flight = self.writing.is_some() || self.queued.is_some();
-        if let Some(h) = self.writing.take() {
-            h.abort();
+        if let Some((_, writer)) = self.writer.take() {
+            writer.task.abort();
         }
-        if in_flight {
+        if !self.sent.is_empty() {
             // What was prepared may or may not be stored: the state is read again.
             self.projection.forget();
         }

@@ -332,6 +332,22 @@ pub struct RunnerStatus {
     pub committed: Notify,
 }
 
+impl RunnerStatus {
+    /// A commit stored `progress`; `behind`: more of the log was waiting then.
+    pub fn record_commit(&self, progress: &Progress, behind: bool) {
+        self.applied
+            .fetch_add(progress.applied as u64, Ordering::Relaxed);
+        self.position_seq
+            .store(progress.position.seq, Ordering::Relaxed);
+        let lag = match progress.last_received_ms {
+            Some(ms) if behind => Utc::now().timestamp_millis() - ms,
+            _ => 0,
+        };
+        self.lag_ms.store(lag, Ordering::Relaxed);
+        self.committed.notify_one();
+    }
+}
+
 /// A projection running in the background.
 #[derive(Debug)]
 pub struct RunnerHandle {
@@ -375,31 +391,19 @@ async fn follow<P: Projection + Clone>(
     status: Arc<RunnerStatus>,
     wake: Arc<Notify>,
 ) {
-    let mut committed = |c: &crate::pipeline::Committed| {
-        status
-            .applied
-            .fetch_add(c.progress.applied as u64, Ordering::Relaxed);
-        status
-            .position_seq
-            .store(c.progress.position.seq, Ordering::Relaxed);
-        let lag = match c.progress.last_received_ms {
-            Some(ms) if c.behind => Utc::now().timestamp_millis() - ms,
-            _ => 0,
-        };
-        status.lag_ms.store(lag, Ordering::Relaxed);
-        status.committed.notify_one();
-    };
     loop {
+        // The pipeline's writer reports each commit to `status` itself.
         let idle = crate::pipeline::Idle {
             wake: &wake,
             poll: POLL,
+            status: &status,
         };
         let run = crate::pipeline::drive(
             &store,
             &projection,
             BATCH,
             Position::END,
-            &mut committed,
+            &mut |_| {},
             Some(idle),
         )
         .await;
