@@ -23,8 +23,9 @@ use crate::runner::{checkpoint, finish, next_events, ModelTx, Progress, Projecti
 use crate::ProjectionError;
 
 /// Batches prepared while the writer is busy are written together by its next commit; past this many
-/// events the preparing waits for the writer, which bounds the memory of what is prepared.
-const QUEUED_EVENTS: usize = 40_000;
+/// batches' worth of events (`limit` each) the preparing waits for the writer, which bounds the memory
+/// of what is prepared.
+const QUEUED_BATCHES: usize = 2;
 
 /// What a commit of the pipeline stored.
 #[derive(Debug, Clone, Copy)]
@@ -171,7 +172,7 @@ impl<P: Projection + Clone> Pipeline<'_, P> {
             let prepared = self.projection.prepare(self.store, &events).await?;
             self.send(prepared, &events, behind);
             // What is prepared is bounded: past the bound, wait for the writer to catch up.
-            while self.sent.iter().sum::<usize>() > QUEUED_EVENTS {
+            while self.sent.iter().sum::<usize>() > QUEUED_BATCHES * self.limit as usize {
                 if self.next_outcome(on_commit).await? {
                     break;
                 }
