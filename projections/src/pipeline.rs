@@ -46,6 +46,9 @@ pub struct Idle<'a> {
     pub status: &'a Arc<RunnerStatus>,
 }
 
+/// A read of the log under way.
+type Reading = JoinHandle<Result<Vec<StoredEvent>, ProjectionError>>;
+
 /// A prepared batch on its way to the writer.
 struct Batch<P: Projection> {
     start: Position,
@@ -120,10 +123,7 @@ struct Pipeline<'a, P: Projection> {
     /// The events of each batch sent to the writer and not yet reported on, oldest first.
     sent: Vec<usize>,
     /// The read of the batch starting at the position, under way.
-    ahead: Option<(
-        Position,
-        JoinHandle<Result<Vec<StoredEvent>, ProjectionError>>,
-    )>,
+    ahead: Option<(Position, Reading)>,
     status: Option<Arc<RunnerStatus>>,
 }
 
