@@ -1,10 +1,12 @@
 //! The identity resolver: follows the log in its global order, resolves each event's identifiers with the
 //! pure OneID core (`cdp_domain::identity`), and records every decision in `identity_events`.
 //!
-//! Resolution runs as a projection, so it is serialised like one: one batch at a time, under the
-//! checkpoint (a row lock on PostgreSQL), which is what keeps two service instances from creating two
-//! profiles for one person. The graph is kept in memory, per workspace, as the fold of `identity_events`;
-//! when a batch may not have committed (or another instance moved on) it is reloaded from the table.
+//! Resolution runs as a projection, so it is serialised like one: batches are decided one after another
+//! in log order and committed in that order under the checkpoint (a row lock on PostgreSQL, checked at
+//! commit), which is what keeps two service instances from creating two profiles for one person. The
+//! pipeline may prepare a batch before the previous one committed (`may_prepare_ahead` says when). The
+//! graph is kept in memory, per workspace, as the fold of `identity_events`; when a batch may not have
+//! committed (or another instance moved on) it is reloaded from the table.
 //!
 //! In the same transaction the resolver keeps the 360° profiles (`crate::profiles`): each customer event
 //! is folded into the document of the profile it resolved to; a merge joins two documents; a split
