@@ -8,6 +8,7 @@
 mod freshness;
 mod ingest_bulk;
 mod ingest_http;
+mod memory;
 mod preview;
 mod profile_read;
 mod replay;
@@ -58,6 +59,10 @@ pub enum Scenario {
     /// scan of the same log (payloads parsed) in the same run. Verified: every event applied, the
     /// profiles and segment members unchanged.
     Replay,
+    /// --customers profiles (an identify and an order each) resolved with the replay scenario's
+    /// catalog: the resident memory the process grew by per profile the resolver holds in memory (the
+    /// goal is at most 2 KB at 1M profiles) and the stored bytes per profile.
+    Memory,
 }
 
 impl Scenario {
@@ -71,6 +76,7 @@ impl Scenario {
         Scenario::SegmentPreview,
         Scenario::Resolve,
         Scenario::Replay,
+        Scenario::Memory,
     ];
 
     pub fn name(self) -> &'static str {
@@ -84,6 +90,7 @@ impl Scenario {
             Scenario::SegmentPreview => preview::NAME,
             Scenario::Resolve => replay::RESOLVE,
             Scenario::Replay => replay::NAME,
+            Scenario::Memory => memory::NAME,
         }
     }
 }
@@ -125,7 +132,7 @@ pub struct BenchArgs {
     /// Target events/s of freshness's stream.
     #[arg(long, default_value_t = 2_000)]
     pub rate: usize,
-    /// Customers of time-out (each adds to a cart once); profiles of segment-preview.
+    /// Customers of time-out (each adds to a cart once); profiles of segment-preview and memory.
     #[arg(long, default_value_t = 2_000)]
     pub customers: usize,
     /// A NATS server (JetStream) on which freshness takes the `segment…entered` messages, in a namespace
@@ -241,6 +248,7 @@ async fn run_scenario(
         }
         Scenario::Resolve => replay::run_resolve(backend, workload).await,
         Scenario::Replay => replay::run(backend, workload).await,
+        Scenario::Memory => memory::run(backend, args.customers, args.seed).await,
     }
 }
 

@@ -58,7 +58,7 @@ pub const RESOLVE: &str = "resolve";
 const SCAN: &str = "replay-scan";
 /// The row of the bare SQL scan.
 const COUNT: &str = "replay-count";
-const WORKSPACE: &str = "bench";
+pub(super) const WORKSPACE: &str = "bench";
 /// Events per `read_after` page of the reference scan.
 const PAGE: u32 = 5_000;
 /// The segment of [`definitions`], which must have members after the rebuild.
@@ -71,7 +71,7 @@ const SEPARATOR: u8 = 0x1f;
 
 /// The catalog of the log, in the order it is defined (a tag after its trait, the segment after its
 /// tag), each definition in the canonical form the API stores.
-fn definitions() -> anyhow::Result<Vec<CatalogCommand>> {
+pub(super) fn definitions() -> anyhow::Result<Vec<CatalogCommand>> {
     let actor = || "bench".to_owned();
     let traits = [
         (
@@ -395,14 +395,14 @@ async fn live_catch_up(store: &Store, clock: Clock, appended: u64) -> anyhow::Re
 }
 
 /// This process's resident memory in bytes (Linux), if it can be read.
-fn resident_bytes() -> Option<u64> {
+pub(super) fn resident_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)
 }
 
 /// The bytes of every stored profile state.
-async fn stored_state_bytes(store: &Store) -> anyhow::Result<u64> {
+pub(super) async fn stored_state_bytes(store: &Store) -> anyhow::Result<u64> {
     let sql = "SELECT CAST(coalesce(sum(length(state)), 0) AS BIGINT) FROM profiles";
     let bytes: i64 = match store {
         Store::Sqlite(s) => sqlx::query_scalar(sql).fetch_one(s.read_pool()).await,

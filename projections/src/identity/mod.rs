@@ -168,6 +168,15 @@ impl Docs {
         self.docs.extend(docs);
     }
 
+    /// How many documents are held.
+    pub fn len(&self) -> usize {
+        self.docs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.docs.is_empty()
+    }
+
     /// Whether more than [`CACHED_DOCUMENTS`] are held.
     pub fn over(&self) -> bool {
         self.docs.len() > CACHED_DOCUMENTS
@@ -259,6 +268,11 @@ impl IdentityResolver {
     /// The version of the resolver's model code; see [`Projection::version`]. 2: documents hold consent.
     /// 3: recent events are summaries in `event_profiles`, no longer in the documents.
     pub const VERSION: i64 = 3;
+
+    /// The profile states this resolver holds in memory now.
+    pub fn held_profiles(&self) -> usize {
+        self.state.lock().expect("resolver state lock").docs.len()
+    }
 
     /// The time as this resolver sees it.
     pub fn now(&self) -> DateTime<Utc> {

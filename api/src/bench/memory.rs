@@ -1,0 +1,170 @@
+//! The `memory` scenario: what the resolver costs in memory per profile it holds, and in storage per
+//! profile. `--customers` customers each send an identify (user id, email, phone, city) and one order
+//! with two line items; the replay scenario's catalog (two computed traits, a tag, a segment) is defined
+//! first. A new live resolver catches up on the log; the process's resident memory before and after,
+//! divided by the profile states the resolver then holds in memory (at most its cache bound), is the
+//! figure; the stored bytes per profile are the binary states' total over the profiles.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{ensure, Context};
+use cdp_domain::store::{EventStore, Store};
+use cdp_projections::identity::IdentityResolver;
+use cdp_projections::runner;
+use chrono::Utc;
+use serde_json::{json, Value};
+
+use super::ingest_http::close;
+use super::replay::{definitions, resident_bytes, stored_state_bytes, WORKSPACE};
+use super::report::{thousands, Outcome, Row};
+use super::target::{Backend, FreshStore};
+use crate::ingest;
+use crate::operate::command_event;
+
+pub const NAME: &str = "memory";
+/// Customers whose messages are generated and appended at a time (the log is never whole in memory).
+const CHUNK: usize = 5_000;
+
+/// An identify and an order of customer `i`.
+fn messages(i: usize, seed: u64) -> [String; 2] {
+    let user = format!("m{seed}-{i:08}");
+    let city = ["Shanghai", "Beijing", "Hangzhou", "Shenzhen"][i % 4];
+    let category = ["shoes", "bags", "tea"][i % 3];
+    let identify = json!({
+        "type": "identify", "messageId": format!("{user}-id"), "userId": user,
+        "traits": {"email": format!("{user}@example.cn"), "phone": format!("138{i:08}"),
+                   "city": city},
+    });
+    let total = 80 + (i * 37) % 900;
+    let order = json!({
+        "type": "track", "event": "Order Completed", "messageId": format!("{user}-order"), "userId": user,
+        "properties": {"order_id": format!("o-{user}"), "total": total,
+            "products": [{"sku": "s1", "category": category, "price": total - 30, "quantity": 1},
+                         {"sku": "s2", "category": "socks", "price": 30, "quantity": 1}]},
+    });
+    [identify.to_string(), order.to_string()]
+}
+
+/// Runs the scenario on `backend` with `customers` customers.
+pub async fn run(backend: &Backend, customers: usize, seed: u64) -> anyhow::Result<Outcome> {
+    ensure!(customers > 0, "--customers must be at least 1");
+    let fresh = FreshStore::create(backend).await?;
+    let measured = async {
+        let store = fresh.open().await?;
+        let measured = measure(&store, customers, seed).await;
+        close(&store).await;
+        measured
+    }
+    .await;
+    let removed = fresh.remove().await;
+    let m = measured.with_context(|| format!("{NAME} on {} failed", backend.name()))?;
+    removed?;
+    let per_held = m.grew.map(|g| g / m.held.max(1) as u64);
+    let row = Row {
+        scenario: NAME,
+        backend: backend.name(),
+        count: m.profiles,
+        unit: "profiles",
+        seconds: m.seconds,
+        rate: m.profiles as f64 / m.seconds,
+        p50: None,
+        p99: None,
+        reference_rate: None,
+    };
+    let summary = format!(
+        "{NAME} on {backend}: {profiles} profiles ({events} events: an identify and an order each, the \
+         replay scenario's catalog) resolved by a new live resolver in {secs:.1} s; it then held {held} \
+         profile states in memory and the process had grown by {grew} bytes = {per_held} bytes per profile \
+         held (goal ≤ 2,048 at 1M profiles; the growth counts everything the process kept, the log \
+         reader's and the database driver's buffers included). Stored: {stored} bytes of binary state per \
+         profile.",
+        backend = backend.name(),
+        profiles = thousands(m.profiles),
+        events = thousands(m.events),
+        secs = m.seconds,
+        held = thousands(m.held as u64),
+        grew = m.grew.map_or("?".to_owned(), thousands),
+        per_held = per_held.map_or("?".to_owned(), thousands),
+        stored = thousands(m.stored / m.profiles.max(1)),
+    );
+    Ok(Outcome {
+        rows: vec![row],
+        summary,
+    })
+}
+
+struct Measured {
+    profiles: u64,
+    events: u64,
+    seconds: f64,
+    held: usize,
+    grew: Option<u64>,
+    stored: u64,
+}
+
+async fn measure(store: &Store, customers: usize, seed: u64) -> anyhow::Result<Measured> {
+    store.ensure_workspace(WORKSPACE).await?;
+    let commands: Vec<_> = definitions()?
+        .iter()
+        .map(|c| command_event(WORKSPACE, c.name(), c))
+        .collect();
+    store.append(&commands).await?;
+    let mut events = commands.len() as u64;
+    let sent_at = Value::String(cdp_domain::message::rfc3339(Utc::now()));
+    for start in (0..customers).step_by(CHUNK) {
+        let raw: Vec<String> = (start..(start + CHUNK).min(customers))
+            .flat_map(|i| messages(i, seed))
+            .collect();
+        let checked = ingest::check(
+            WORKSPACE,
+            raw.iter().map(String::as_str),
+            Some(&sent_at),
+            None,
+            Utc::now(),
+        );
+        if let Some(r) = checked.rejected.first() {
+            anyhow::bail!("the generated message {} was refused: {}", r.raw, r.error);
+        }
+        let report = store.append(&checked.events).await?;
+        ensure!(report.inserted == checked.events.len() as u64);
+        events += report.inserted;
+    }
+    let now = Utc::now();
+    let resolver = IdentityResolver::with_clock(Arc::new(move || now));
+    let before = resident_bytes();
+    let started = Instant::now();
+    let applied = runner::catch_up(store, &resolver)
+        .await
+        .context("the live resolver failed")?;
+    let seconds = started.elapsed().as_secs_f64();
+    let after = resident_bytes();
+    ensure!(
+        applied == events,
+        "the resolver applied {applied} of {events} events"
+    );
+    let profiles: i64 = match store {
+        Store::Sqlite(s) => {
+            sqlx::query_scalar("SELECT count(*) FROM profiles")
+                .fetch_one(s.read_pool())
+                .await?
+        }
+        Store::Postgres(s) => {
+            sqlx::query_scalar("SELECT count(*) FROM profiles")
+                .fetch_one(s.pool())
+                .await?
+        }
+    };
+    ensure!(
+        profiles as usize == customers,
+        "{profiles} profiles for {customers} customers"
+    );
+    Ok(Measured {
+        profiles: profiles as u64,
+        events,
+        seconds,
+        held: resolver.held_profiles(),
+        grew: after.zip(before).map(|(a, b)| a.saturating_sub(b)),
+        stored: stored_state_bytes(store).await?,
+    })
+}
