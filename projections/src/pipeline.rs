@@ -376,7 +376,52 @@ pub async fn commit<P: Projection>(
     batches: Vec<P::Prepared>,
 ) -> Result<bool, ProjectionError> {
     let name = projection.name();
+    let Some(mut model) = begin_at(store, name, start).await? else {
+        return Ok(false);
+    };
+    match projection.write_group(&mut model, batches).await {
+        Ok(()) => {}
+        // Rolled back with the transaction.
+        Err(ProjectionError::Stale(_)) => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    const MOVE: &str = "INSERT INTO projection_checkpoints (name, tx, seq, updated_at) \
+                        VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET tx = excluded.tx, \
+                        seq = excluded.seq, updated_at = excluded.updated_at";
     let now = Utc::now().timestamp_millis();
+    match model {
+        ModelTx::Sqlite(mut tx) => {
+            sqlx::query(MOVE)
+                .bind(name)
+                .bind(end.tx)
+                .bind(end.seq)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        }
+        ModelTx::Postgres(mut tx) => {
+            sqlx::query(&crate::profiles::numbered(MOVE))
+                .bind(name)
+                .bind(end.tx)
+                .bind(end.seq)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        }
+    }
+    Ok(true)
+}
+
+/// The model's transaction, if the checkpoint is still `start` (`None`: another runner moved it).
+/// SQLite: under its write lock; PostgreSQL: holding the checkpoint's row lock, which makes the commits
+/// of several instances take turns, so none applies a batch twice.
+async fn begin_at(
+    store: &Store,
+    name: &str,
+    start: Position,
+) -> Result<Option<ModelTx<'static>>, ProjectionError> {
     match store {
         Store::Sqlite(s) => {
             let mut tx = s.begin_write().await?;
@@ -385,32 +430,7 @@ pub async fn commit<P: Projection>(
                     .bind(name)
                     .fetch_optional(&mut *tx)
                     .await?;
-            if at.unwrap_or(0) != start.seq {
-                return Ok(false);
-            }
-            let mut model = ModelTx::Sqlite(tx);
-            match projection.write_group(&mut model, batches).await {
-                Ok(()) => {}
-                // Rolled back with the transaction.
-                Err(ProjectionError::Stale(_)) => return Ok(false),
-                Err(e) => return Err(e),
-            }
-            let ModelTx::Sqlite(mut tx) = model else {
-                unreachable!("the pipeline built a SQLite transaction")
-            };
-            sqlx::query(
-                "INSERT INTO projection_checkpoints (name, tx, seq, updated_at) VALUES (?, ?, ?, ?) \
-                 ON CONFLICT (name) DO UPDATE SET tx = excluded.tx, seq = excluded.seq, \
-                 updated_at = excluded.updated_at",
-            )
-            .bind(name)
-            .bind(end.tx)
-            .bind(end.seq)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            Ok(true)
+            Ok((at.unwrap_or(0) == start.seq).then_some(ModelTx::Sqlite(tx)))
         }
         Store::Postgres(s) => {
             let mut tx = s.pool().begin().await?;
@@ -421,42 +441,17 @@ pub async fn commit<P: Projection>(
             .bind(name)
             .execute(&mut *tx)
             .await?;
-            // The row lock makes the commits of several instances take turns; none applies a batch
-            // twice.
             let (at_tx, at_seq): (i64, i64) = sqlx::query_as(
                 "SELECT tx, seq FROM projection_checkpoints WHERE name = $1 FOR UPDATE",
             )
             .bind(name)
             .fetch_one(&mut *tx)
             .await?;
-            if (Position {
+            let at = Position {
                 tx: at_tx,
                 seq: at_seq,
-            }) != start
-            {
-                tx.rollback().await?;
-                return Ok(false);
-            }
-            let mut model = ModelTx::Postgres(tx);
-            match projection.write_group(&mut model, batches).await {
-                Ok(()) => {}
-                Err(ProjectionError::Stale(_)) => return Ok(false),
-                Err(e) => return Err(e),
-            }
-            let ModelTx::Postgres(mut tx) = model else {
-                unreachable!("the pipeline built a PostgreSQL transaction")
             };
-            sqlx::query(
-                "UPDATE projection_checkpoints SET tx = $2, seq = $3, updated_at = $4 WHERE name = $1",
-            )
-            .bind(name)
-            .bind(end.tx)
-            .bind(end.seq)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            Ok(true)
+            Ok((at == start).then_some(ModelTx::Postgres(tx)))
         }
     }
 }
