@@ -1,7 +1,7 @@
 //! The identity graph: the state that applying identity events builds — which profile holds each
 //! identifier, each profile's identifiers in the order they were linked, and where merged-away profiles went.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::events::{Identifier, IdentityEvent, ProfileId};
 
@@ -32,9 +32,11 @@ impl Profile {
 /// events are equal.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IdentityGraph {
-    owners: BTreeMap<Identifier, ProfileId>,
+    /// Looked up once or more per event: hashed, not ordered (nothing iterates it).
+    owners: HashMap<Identifier, ProfileId>,
     profiles: BTreeMap<ProfileId, Profile>,
-    merged_into: BTreeMap<ProfileId, ProfileId>,
+    /// Followed on every lookup; iterated only by [`IdentityGraph::members`], which sorts what it finds.
+    merged_into: HashMap<ProfileId, ProfileId>,
     /// Pairs an operator split apart, smaller id first; compared after resolving both sides.
     apart: BTreeSet<(ProfileId, ProfileId)>,
     /// Erased profiles: never live again, whatever is applied after.
@@ -173,13 +175,15 @@ impl IdentityGraph {
         if !self.profiles.contains_key(profile) {
             return Vec::new();
         }
+        let mut absorbed: Vec<ProfileId> = self
+            .merged_into
+            .keys()
+            .filter(|p| self.resolve(p) == *profile)
+            .cloned()
+            .collect();
+        absorbed.sort();
         let mut members = vec![profile.clone()];
-        members.extend(
-            self.merged_into
-                .keys()
-                .filter(|p| self.resolve(p) == *profile)
-                .cloned(),
-        );
+        members.extend(absorbed);
         members
     }
 
