@@ -16,4 +16,5 @@ pub mod segments;
 pub mod shred;
 pub mod store;
 pub mod tags;
+pub mod vecmap;
 pub mod workspace;

@@ -20,6 +20,7 @@ use crate::consent::{Choice, Consents};
 use crate::event::NewEvent;
 use crate::identity::{Identifier, IdentityRules};
 use crate::message::{rfc3339, MessageKind};
+use crate::vecmap::VecMap;
 
 /// How many recent events the 360 view shows (read from `event_profiles`, not kept in the document).
 pub const RECENT_EVENTS: usize = 50;
@@ -179,20 +180,20 @@ pub struct ProfileDoc {
     /// The identifiers the identity graph links to the profile, in the order they were linked.
     pub linked: Vec<Identifier>,
     /// Every identifier the profile's events carried, by type and value.
-    pub seen: BTreeMap<String, BTreeMap<String, Seen>>,
-    pub traits: BTreeMap<String, TraitValue>,
+    pub seen: VecMap<String, VecMap<String, Seen>>,
+    pub traits: VecMap<String, TraitValue>,
     pub events: u64,
-    pub counts_by_type: BTreeMap<String, u64>,
+    pub counts_by_type: VecMap<String, u64>,
     /// Track messages by event name.
-    pub counts_by_event: BTreeMap<String, u64>,
-    pub counts_by_channel: BTreeMap<String, u64>,
+    pub counts_by_event: VecMap<String, u64>,
+    pub counts_by_channel: VecMap<String, u64>,
     #[serde(with = "crate::codec::opt_time")]
     pub first_seen: Option<DateTime<Utc>>,
     #[serde(with = "crate::codec::opt_time")]
     pub last_seen: Option<DateTime<Utc>>,
     /// Computed traits by name.
     #[serde(default)]
-    pub computed: BTreeMap<String, ComputedEntry>,
+    pub computed: VecMap<String, ComputedEntry>,
     /// Consent by channel and purpose, as the profile's messages stated it (`crate::consent`).
     #[serde(default)]
     pub consent: Consents,
@@ -463,7 +464,7 @@ impl ProfileDoc {
             // trait's earlier events.
             _ => ComputedEntry::empty(version, doc.events == 0),
         };
-        let mut joined = BTreeMap::new();
+        let mut joined = VecMap::new();
         for (name, d) in fold.traits {
             let mut mine = side(self, name, d.version);
             let theirs = side(other, name, d.version);
@@ -616,7 +617,7 @@ pub fn split_docs(
     (stays, leaves, went)
 }
 
-fn bump(counts: &mut BTreeMap<String, u64>, key: &str, n: u64) {
+fn bump(counts: &mut VecMap<String, u64>, key: &str, n: u64) {
     match counts.get_mut(key) {
         Some(c) => *c += n,
         None => {

@@ -12,6 +12,7 @@ use super::condition::as_number;
 use super::path::number;
 use super::{Function, TraitDef, Window};
 use crate::message::MessageKind;
+use crate::vecmap::{VecMap, VecSet};
 
 const MICRO: i128 = 1_000_000;
 /// Values of this magnitude or more are not aggregated: micro-units stay far inside i128.
@@ -32,7 +33,7 @@ pub struct RawEvent<'a> {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TraitState {
     #[serde(rename = "b", default)]
-    buckets: BTreeMap<i64, Agg>,
+    buckets: VecMap<i64, Agg>,
     /// A sequence's state (function `sequence` only).
     #[serde(rename = "q", default)]
     seq: Option<Seq>,
@@ -96,15 +97,16 @@ struct Agg {
     #[serde(default)]
     hi: Option<i128>,
     #[serde(default)]
-    first: Option<Mark>,
+    /// Boxed: most traits set neither, and an unboxed pair is 128 bytes in every bucket.
+    first: Option<Box<Mark>>,
     #[serde(default)]
-    last: Option<Mark>,
+    last: Option<Box<Mark>>,
     /// Occurrences per canonical value (most_frequent).
     #[serde(default)]
-    f: BTreeMap<String, u64>,
+    f: VecMap<String, u64>,
     /// Distinct canonical values (distinct_count, unique_list).
     #[serde(default)]
-    u: BTreeSet<String>,
+    u: VecSet<String>,
 }
 
 /// An event's place in time and its value (canonical JSON text), for first/last.
@@ -370,9 +372,9 @@ fn contribution(
                 v: canonical(&v),
             };
             if def.function == Function::First {
-                agg.first = Some(mark);
+                agg.first = Some(Box::new(mark));
             } else {
-                agg.last = Some(mark);
+                agg.last = Some(Box::new(mark));
             }
         }
         Function::MostFrequent => {
@@ -418,7 +420,7 @@ fn output(function: Function, agg: Agg) -> Value {
     }
 }
 
-fn most_frequent(f: &BTreeMap<String, u64>) -> Value {
+fn most_frequent(f: &VecMap<String, u64>) -> Value {
     // Iteration is in ascending text order, so keeping only strictly greater counts picks the smallest text on ties.
     let mut best: Option<(&String, u64)> = None;
     for (k, &c) in f {
@@ -540,7 +542,7 @@ pub fn recompute(def: &TraitDef, events: &[RawEvent<'_>], now: DateTime<Utc>) ->
             for v in all_values() {
                 *f.entry(canonical(&v)).or_insert(0u64) += 1;
             }
-            most_frequent(&f)
+            most_frequent(&f.into_iter().collect())
         }
         Function::DistinctCount => Value::from(
             all_values()

@@ -11,6 +11,7 @@ use cdp_domain::profile::ProfileDoc;
 use cdp_domain::segments::SegmentFacts;
 use cdp_domain::store::Store;
 use cdp_domain::tags::{Facts, FieldKey, RfmThresholds, TagDef, TagValue};
+use cdp_domain::vecmap::VecMap;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Value};
 
@@ -315,6 +316,9 @@ pub struct Derivation<'a> {
     pub now: DateTime<Utc>,
 }
 
+/// A profile without stored tags.
+static NO_TAGS: VecMap<String, ProfileTag> = VecMap::new();
+
 /// The cause of a re-evaluation because a profile was due.
 pub const CLOCK: &str = "clock";
 
@@ -334,8 +338,8 @@ pub async fn derive(
         by_workspace.entry(w).or_default().insert(p.as_str());
     }
     // What derive wrote last for each profile: from memory where held, else from the tables.
-    let mut stored: HashMap<ProfileKey, BTreeMap<String, ProfileTag>> = HashMap::new();
-    let mut members: HashMap<ProfileKey, BTreeMap<String, Membership>> = HashMap::new();
+    let mut stored: HashMap<ProfileKey, VecMap<String, ProfileTag>> = HashMap::new();
+    let mut members: HashMap<ProfileKey, VecMap<String, Membership>> = HashMap::new();
     let mut last_written: HashMap<ProfileKey, (Option<f64>, Option<Option<f64>>)> = HashMap::new();
     for (w, profiles) in &by_workspace {
         let mut missing: Vec<&str> = Vec::new();
@@ -468,7 +472,7 @@ pub async fn derive(
             .get(key)
             .cloned()
             .unwrap_or_else(|| "merge".to_owned());
-        let before = stored.get(key).unwrap_or(&BTreeMap::new()).clone();
+        let before = stored.get(key).unwrap_or(&NO_TAGS);
         for (tag, value) in &eval.tags {
             let is_manual = manual_values.contains_key(tag);
             let tag_cause = if is_manual {
@@ -519,7 +523,7 @@ pub async fn derive(
                 }
             }
         }
-        for (tag, old) in &before {
+        for (tag, old) in before {
             if !eval.tags.contains_key(tag) {
                 let cause = attribute(&cause, tag, catalog);
                 out.tags.push((w.clone(), p.to_string(), tag.clone(), None));
@@ -590,7 +594,7 @@ pub async fn derive(
 
 /// Sets (`Some`) or removes the row `name` of profile `(w, p)` in `rows`.
 fn apply_change<T: Clone>(
-    rows: &mut HashMap<ProfileKey, BTreeMap<String, T>>,
+    rows: &mut HashMap<ProfileKey, VecMap<String, T>>,
     w: &str,
     p: &str,
     name: &str,
@@ -608,8 +612,8 @@ fn apply_change<T: Clone>(
 /// (`None`: not known to have been written by this resolver).
 #[derive(Debug, Clone, Default)]
 pub struct Derived {
-    pub tags: BTreeMap<String, ProfileTag>,
-    pub members: BTreeMap<String, Membership>,
+    pub tags: VecMap<String, ProfileTag>,
+    pub members: VecMap<String, Membership>,
     pub spend: Option<f64>,
     pub due: Option<Option<f64>>,
 }
