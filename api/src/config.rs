@@ -51,6 +51,10 @@ pub struct Config {
     /// Seconds of either budget a quiet workspace may spend at once.
     #[arg(long, env = "CDP_RATE_BURST", default_value_t = DEFAULT_RATE_BURST)]
     pub rate_burst: f64,
+    /// Profiles whose state the resolver keeps in memory between batches (~5 KB of heap each for a
+    /// retail profile); the others are read from the database when next touched.
+    #[arg(long, env = "CDP_HELD_PROFILES", default_value_t = cdp_projections::identity::HELD_PROFILES)]
+    pub held_profiles: usize,
 }
 
 /// Above what `cdp bench` pushes from one workspace (100,000 events/s, 5,000 profile reads/s), so only a
@@ -76,6 +80,7 @@ impl Config {
             rate_ingest: DEFAULT_RATE_INGEST,
             rate_api: DEFAULT_RATE_API,
             rate_burst: DEFAULT_RATE_BURST,
+            held_profiles: cdp_projections::identity::HELD_PROFILES,
         }
     }
 

@@ -138,7 +138,10 @@ impl Application {
         };
         let generated = provision::provision(&store, &config).await?;
         let appender = Appender::spawn(store.clone());
-        let resolver = runner::spawn(store.clone(), IdentityResolver::default());
+        let resolver = runner::spawn(
+            store.clone(),
+            IdentityResolver::default().holding(config.held_profiles),
+        );
         let nats = match &config.nats_url {
             Some(url) => Some(
                 async_nats::connect(url)
@@ -192,10 +195,11 @@ impl Application {
         // that arrive while the check runs.
         let outdated =
             cdp_replay::rebuild::needs_rebuild(&state.store, &IdentityResolver::default()).await?;
+        let held_profiles = config.held_profiles;
         let rebuild = outdated.then(|| {
             let store = state.store.clone();
             publish::BackgroundTask::from(tokio::spawn(async move {
-                let resolver = IdentityResolver::default();
+                let resolver = IdentityResolver::default().holding(held_profiles);
                 match cdp_replay::rebuild::rebuild_if_outdated(&store, &resolver, &|p| {
                     if p.phase != cdp_replay::rebuild::Phase::CatchingUp {
                         tracing::info!(phase = ?p.phase, applied = p.applied, "rebuild");

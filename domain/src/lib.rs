@@ -8,6 +8,7 @@ pub mod codec;
 pub mod computed;
 pub mod consent;
 pub mod event;
+pub mod fastmap;
 pub mod ident;
 pub mod identity;
 pub mod message;

@@ -1,7 +1,9 @@
 //! The identity graph: the state that applying identity events builds — which profile holds each
 //! identifier, each profile's identifiers in the order they were linked, and where merged-away profiles went.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use crate::fastmap::FastMap;
 
 use super::events::{Identifier, IdentityEvent, ProfileId};
 
@@ -33,10 +35,11 @@ impl Profile {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IdentityGraph {
     /// Looked up once or more per event: hashed, not ordered (nothing iterates it).
-    owners: HashMap<Identifier, ProfileId>,
-    profiles: BTreeMap<ProfileId, Profile>,
+    owners: FastMap<Identifier, ProfileId>,
+    /// Looked up per event; iterated only by [`IdentityGraph::profiles`], which sorts.
+    profiles: FastMap<ProfileId, Profile>,
     /// Followed on every lookup; iterated only by [`IdentityGraph::members`], which sorts what it finds.
-    merged_into: HashMap<ProfileId, ProfileId>,
+    merged_into: FastMap<ProfileId, ProfileId>,
     /// Pairs an operator split apart, smaller id first; compared after resolving both sides.
     apart: BTreeSet<(ProfileId, ProfileId)>,
     /// Erased profiles: never live again, whatever is applied after.
@@ -189,6 +192,11 @@ impl IdentityGraph {
 
     /// The live profile `profile` resolves to: itself, or the survivor of the merges that absorbed it.
     pub fn resolve(&self, profile: &ProfileId) -> ProfileId {
+        self.resolved(profile).clone()
+    }
+
+    /// [`IdentityGraph::resolve`] without a copy.
+    fn resolved<'a>(&'a self, profile: &'a ProfileId) -> &'a ProfileId {
         let mut current = profile;
         // Every merge points at a profile that was live when it was applied, so this ends; the bound
         // guards against a corrupt graph all the same.
@@ -198,7 +206,7 @@ impl IdentityGraph {
                 None => break,
             }
         }
-        current.clone()
+        current
     }
 
     /// The live profile holding an identifier, if any.
@@ -213,12 +221,14 @@ impl IdentityGraph {
 
     /// A profile's state, following merges.
     pub fn profile(&self, profile: &ProfileId) -> Option<&Profile> {
-        self.profiles.get(&self.resolve(profile))
+        self.profiles.get(self.resolved(profile))
     }
 
-    /// The live profiles, by id.
+    /// The live profiles, in id order.
     pub fn profiles(&self) -> impl Iterator<Item = (&ProfileId, &Profile)> {
-        self.profiles.iter()
+        let mut all: Vec<(&ProfileId, &Profile)> = self.profiles.iter().collect();
+        all.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        all.into_iter()
     }
 
     /// Whether `profile` was ever created (live or merged away).

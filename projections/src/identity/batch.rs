@@ -2,7 +2,8 @@
 //! `resolve`, operator commands through `commands`), then fold the events into the profile documents and
 //! work out where every event and identifier belongs afterwards.
 
-use std::collections::{HashMap, HashSet};
+use cdp_domain::fastmap::{FastMap, FastSet};
+use std::collections::HashMap;
 
 use std::collections::BTreeMap;
 
@@ -161,10 +162,15 @@ pub(super) async fn prepare(
     }
 
     let mut keys: Vec<ProfileKey> = Vec::new();
+    // Profiles this batch creates: nothing of them is stored, so nothing of them is read.
+    let mut created: FastSet<ProfileKey> = FastSet::default();
     for step in &steps {
         let ws = &step.event.event.workspace;
         keys.extend(step.target.iter().map(|p| (ws.clone(), p.clone())));
         for d in &step.decisions {
+            if let IdentityEvent::ProfileCreated { profile, .. } = d {
+                created.insert((ws.clone(), profile.clone()));
+            }
             keys.extend(profiles_named(d).into_iter().map(|p| (ws.clone(), p)));
         }
         if let Some(
@@ -182,8 +188,8 @@ pub(super) async fn prepare(
     keys.extend(house.touched.keys().cloned());
     keys.sort();
     keys.dedup();
-    keys.retain(|k| !house.docs.contains_key(k));
-    let mut docs = HashMap::with_capacity(keys.len() + house.docs.len());
+    keys.retain(|k| !house.docs.contains_key(k) && !created.contains(k));
+    let mut docs = cdp_domain::fastmap::map_with_capacity(keys.len() + house.docs.len());
     keys.retain(|k| match cache.take(k) {
         Some(doc) => {
             docs.insert(k.clone(), doc);
@@ -217,15 +223,15 @@ pub(super) async fn prepare(
         rules: at_start,
         catalogs: std::mem::take(catalogs),
         docs,
-        gone: HashSet::new(),
-        owners: HashMap::new(),
-        summaries: HashMap::new(),
-        owned_by: HashMap::new(),
-        held_by: HashMap::new(),
-        holders: HashMap::new(),
-        merged_in_batch: HashMap::new(),
+        gone: FastSet::default(),
+        owners: FastMap::default(),
+        summaries: FastMap::default(),
+        owned_by: FastMap::default(),
+        held_by: FastMap::default(),
+        holders: FastMap::default(),
+        merged_in_batch: FastMap::default(),
         reassigns: Vec::new(),
-        in_batch: HashMap::new(),
+        in_batch: FastMap::default(),
     };
     let mut decisions = Vec::new();
     let mut rules_writes: BTreeMap<String, (IdentityRules, i64)> = BTreeMap::new();
@@ -381,6 +387,7 @@ pub(super) async fn prepare(
         Derivation {
             docs: &model.docs,
             touched,
+            created: &created,
             merged,
             manual,
             catalogs: &model.catalogs,
@@ -575,24 +582,24 @@ struct Model<'a> {
     /// The rules in force at the step being applied.
     rules: HashMap<String, IdentityRules>,
     catalogs: HashMap<String, Catalog>,
-    docs: HashMap<ProfileKey, ProfileDoc>,
-    gone: HashSet<ProfileKey>,
+    docs: FastMap<ProfileKey, ProfileDoc>,
+    gone: FastSet<ProfileKey>,
     /// Where each event the batch touched belongs now.
-    owners: HashMap<i64, (String, ProfileId)>,
+    owners: FastMap<i64, (String, ProfileId)>,
     /// The summary of each customer event of the batch (the 360 view's recent events).
-    summaries: HashMap<i64, EventSummary>,
+    summaries: FastMap<i64, EventSummary>,
     /// The events of `owners` by owner, and the identifiers of `holders` by holder (an entry may be
     /// stale: checked against `owners` / `holders` when used), so a merge moves what it must without a
     /// scan of the batch.
-    owned_by: HashMap<ProfileKey, Vec<i64>>,
-    held_by: HashMap<ProfileKey, Vec<Identifier>>,
+    owned_by: FastMap<ProfileKey, Vec<i64>>,
+    held_by: FastMap<ProfileKey, Vec<Identifier>>,
     /// Who holds each identifier the batch touched.
-    holders: HashMap<(String, Identifier), ProfileId>,
+    holders: FastMap<(String, Identifier), ProfileId>,
     /// Profiles merged away in this batch, to the profile that absorbed them.
-    merged_in_batch: HashMap<ProfileKey, ProfileId>,
+    merged_in_batch: FastMap<ProfileKey, ProfileId>,
     reassigns: Vec<Reassign>,
     /// The step of each customer event of the batch, by its sequence number.
-    in_batch: HashMap<i64, usize>,
+    in_batch: FastMap<i64, usize>,
 }
 
 impl Model<'_> {
@@ -817,8 +824,8 @@ impl Model<'_> {
     /// (`as_read`) is not written again.
     fn into_writes(
         self,
-        as_read: &HashMap<ProfileKey, Vec<u8>>,
-    ) -> (ModelWrites, HashMap<ProfileKey, ProfileDoc>) {
+        as_read: &FastMap<ProfileKey, Vec<u8>>,
+    ) -> (ModelWrites, FastMap<ProfileKey, ProfileDoc>) {
         let mut docs: Vec<(ProfileKey, Vec<u8>)> = self
             .docs
             .iter()

@@ -3,7 +3,9 @@
 //! outbox for every change of a tag value and every enter and exit of a segment.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use cdp_domain::fastmap::{FastMap, FastSet};
 
 use cdp_domain::catalog::{Catalog, SPEND_TRAIT};
 use cdp_domain::event::to_millis;
@@ -305,9 +307,11 @@ pub struct ManualChange {
 
 /// Everything the batch changed that tags depend on.
 pub struct Derivation<'a> {
-    pub docs: &'a HashMap<ProfileKey, ProfileDoc>,
+    pub docs: &'a FastMap<ProfileKey, ProfileDoc>,
     /// Profiles to evaluate, with what caused it (the last event, a command, `clock`, a job).
     pub touched: BTreeMap<ProfileKey, String>,
+    /// Profiles the batch created: no rows of them are stored yet.
+    pub created: &'a FastSet<ProfileKey>,
     /// Profiles merged away, with their survivor after the batch and the cause.
     pub merged: Vec<(ProfileKey, ProfileKey, String)>,
     pub manual: Vec<ManualChange>,
@@ -338,13 +342,17 @@ pub async fn derive(
         by_workspace.entry(w).or_default().insert(p.as_str());
     }
     // What derive wrote last for each profile: from memory where held, else from the tables.
-    let mut stored: HashMap<ProfileKey, VecMap<String, ProfileTag>> = HashMap::new();
-    let mut members: HashMap<ProfileKey, VecMap<String, Membership>> = HashMap::new();
-    let mut last_written: HashMap<ProfileKey, (Option<f64>, Option<Option<f64>>)> = HashMap::new();
+    let mut stored: FastMap<ProfileKey, VecMap<String, ProfileTag>> = FastMap::default();
+    let mut members: FastMap<ProfileKey, VecMap<String, Membership>> = FastMap::default();
+    let mut last_written: FastMap<ProfileKey, (Option<f64>, Option<Option<f64>>)> =
+        FastMap::default();
     for (w, profiles) in &by_workspace {
         let mut missing: Vec<&str> = Vec::new();
         for p in profiles {
             let key = (w.to_string(), parse_profile(p)?);
+            if d.created.contains(&key) {
+                continue;
+            }
             match known.take(&key) {
                 Some(k) => {
                     if !k.tags.is_empty() {
@@ -375,7 +383,7 @@ pub async fn derive(
     }
     let evaluated = (out.tags.len(), out.members.len());
     // Manual values after the batch: stored, moved by merges, then changed by commands.
-    let mut manual: HashMap<ProfileKey, BTreeMap<String, (Value, String)>> = HashMap::new();
+    let mut manual: FastMap<ProfileKey, BTreeMap<String, (Value, String)>> = FastMap::default();
     let stored_manual = |key: &ProfileKey| -> BTreeMap<String, (Value, String)> {
         stored
             .get(key)
@@ -571,7 +579,7 @@ pub async fn derive(
     for (w, segment, p, membership) in &out.members[evaluated.1..] {
         apply_change(&mut members, w, p, segment, membership.as_ref())?;
     }
-    let gone: HashSet<&ProfileKey> = d.merged.iter().map(|(gone, _, _)| gone).collect();
+    let gone: FastSet<&ProfileKey> = d.merged.iter().map(|(gone, _, _)| gone).collect();
     let mut keys: Vec<ProfileKey> = stored.keys().chain(members.keys()).cloned().collect();
     keys.extend(last_written.keys().cloned());
     keys.sort();
@@ -594,7 +602,7 @@ pub async fn derive(
 
 /// Sets (`Some`) or removes the row `name` of profile `(w, p)` in `rows`.
 fn apply_change<T: Clone>(
-    rows: &mut HashMap<ProfileKey, VecMap<String, T>>,
+    rows: &mut FastMap<ProfileKey, VecMap<String, T>>,
     w: &str,
     p: &str,
     name: &str,
@@ -622,11 +630,8 @@ pub struct Derived {
 /// for a profile not held). Valid while the resolver's token holds, like its documents.
 #[derive(Debug, Default)]
 pub struct DerivedCache {
-    held: HashMap<ProfileKey, Derived>,
+    held: FastMap<ProfileKey, Derived>,
 }
-
-/// Profiles whose derived rows are kept in memory.
-const CACHED_DERIVED: usize = 200_000;
 
 impl DerivedCache {
     fn take(&mut self, key: &ProfileKey) -> Option<Derived> {
@@ -637,15 +642,15 @@ impl DerivedCache {
         self.held.extend(entries);
     }
 
-    /// Whether more than [`CACHED_DERIVED`] profiles are held.
-    pub fn over(&self) -> bool {
-        self.held.len() > CACHED_DERIVED
+    /// Whether more than `bound` profiles are held.
+    pub fn over(&self, bound: usize) -> bool {
+        self.held.len() > bound
     }
 
-    /// Past [`CACHED_DERIVED`], drops everything (read from the tables when next needed): only when
-    /// every batch prepared is committed.
-    pub fn trim(&mut self) {
-        if self.over() {
+    /// Past `bound`, drops everything (read from the tables when next needed): only when every batch
+    /// prepared is committed.
+    pub fn trim(&mut self, bound: usize) {
+        if self.over(bound) {
             self.held.clear();
         }
     }

@@ -5,6 +5,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use cdp_domain::fastmap::FastMap;
+
 use cdp_domain::catalog::Catalog;
 use cdp_domain::event::to_millis;
 use cdp_domain::profile::{FoldRules, OwnedEvent, ProfileDoc};
@@ -51,10 +53,10 @@ fn rfm_inputs(
 /// ones), profiles to evaluate, and the jobs' progress.
 #[derive(Default)]
 pub struct Housekeeping {
-    pub docs: HashMap<ProfileKey, ProfileDoc>,
+    pub docs: FastMap<ProfileKey, ProfileDoc>,
     /// The binary state of each of `docs` as it was read: a document the batch leaves as it was is not
     /// written again (a job visits every profile; most are unchanged).
-    pub as_read: HashMap<ProfileKey, Vec<u8>>,
+    pub as_read: FastMap<ProfileKey, Vec<u8>>,
     pub touched: BTreeMap<ProfileKey, String>,
     pub jobs: Vec<Job>,
     /// New RFM cut points: `(workspace, tag, version, thresholds)`.

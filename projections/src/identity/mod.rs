@@ -24,6 +24,8 @@ pub use batch::workspace_log;
 pub use queries::*;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use cdp_domain::fastmap::{FastMap, FastSet};
 use std::sync::{Arc, Mutex};
 
 use cdp_domain::catalog::Catalog;
@@ -141,15 +143,16 @@ async fn write_token(tx: &mut ModelTx<'_>, token: &str) -> Result<(), Projection
     Ok(())
 }
 
-/// Profile documents kept in memory between batches (~1 KB each for a retail profile).
-const CACHED_DOCUMENTS: usize = 200_000;
+/// Profiles whose state a resolver keeps in memory between batches unless told otherwise
+/// ([`IdentityResolver::holding`]): ~5 KB of heap each for a retail profile (BENCHMARKS.md, memory).
+pub const HELD_PROFILES: usize = 1_000_000;
 
 /// The profile documents as the last batch left them, owned by the resolver: a batch takes the ones it
 /// touches out (no copy) and puts them back when it is prepared. When a batch may not have committed,
 /// the whole resolver state is dropped (the token), so what is here is never ahead of the database.
 #[derive(Debug, Default)]
 pub struct Docs {
-    docs: HashMap<ProfileKey, ProfileDoc>,
+    docs: FastMap<ProfileKey, ProfileDoc>,
 }
 
 impl Docs {
@@ -177,15 +180,15 @@ impl Docs {
         self.docs.is_empty()
     }
 
-    /// Whether more than [`CACHED_DOCUMENTS`] are held.
-    pub fn over(&self) -> bool {
-        self.docs.len() > CACHED_DOCUMENTS
+    /// Whether more than `bound` are held.
+    pub fn over(&self, bound: usize) -> bool {
+        self.docs.len() > bound
     }
 
-    /// Drops documents past [`CACHED_DOCUMENTS`] (they are read from the database when next touched):
-    /// only when every batch prepared is committed, so that what is dropped is what is stored.
-    pub fn trim(&mut self) {
-        if let Some(mut excess) = self.docs.len().checked_sub(CACHED_DOCUMENTS) {
+    /// Drops documents past `bound` (they are read from the database when next touched): only when
+    /// every batch prepared is committed, so that what is dropped is what is stored.
+    pub fn trim(&mut self, bound: usize) {
+        if let Some(mut excess) = self.docs.len().checked_sub(bound) {
             self.docs.retain(|_, _| {
                 let keep = excess == 0;
                 excess = excess.saturating_sub(1);
@@ -242,6 +245,8 @@ pub struct IdentityResolver {
     /// what subscribers were told. A rebuild's shadow writes neither: it publishes nothing, and its
     /// switch records the changes it makes itself.
     publishes: bool,
+    /// How many profiles' state is kept in memory between batches.
+    held_profiles: usize,
 }
 
 impl std::fmt::Debug for IdentityResolver {
@@ -285,7 +290,15 @@ impl IdentityResolver {
             state: Arc::new(Mutex::new(ResolverState::default())),
             clock,
             publishes: true,
+            held_profiles: HELD_PROFILES,
         }
+    }
+
+    /// This resolver, keeping at most `profiles` profiles' state in memory between batches (the
+    /// others are read from the tables when next touched).
+    pub fn holding(mut self, profiles: usize) -> IdentityResolver {
+        self.held_profiles = profiles;
+        self
     }
 
     /// A resolver on the same clock, with a state of its own, that writes nothing that is published
@@ -293,6 +306,7 @@ impl IdentityResolver {
     pub fn without_output(&self) -> IdentityResolver {
         IdentityResolver {
             publishes: false,
+            held_profiles: self.held_profiles,
             ..IdentityResolver::with_clock(self.clock.clone())
         }
     }
@@ -423,8 +437,8 @@ impl Projection for IdentityResolver {
         // Batches prepared before this one are not committed yet: the caches keep every profile
         // they hold, whose rows in the database are not yet what the caches hold.
         if state.issued.len() == 1 {
-            state.docs.trim();
-            state.derived.trim();
+            state.docs.trim(self.held_profiles);
+            state.derived.trim(self.held_profiles);
         }
         if !state.loaded {
             // A fresh state: the graphs are the fold of every decision stored. Otherwise the last
@@ -632,8 +646,8 @@ impl Projection for IdentityResolver {
         let idle = state.memo.idle_at(now);
         let ahead = state.plain
             && state.loaded
-            && !state.docs.over()
-            && !state.derived.over()
+            && !state.docs.over(self.held_profiles)
+            && !state.derived.over(self.held_profiles)
             && idle
             && !commands;
         if !ahead {
@@ -660,7 +674,7 @@ impl Projection for IdentityResolver {
     ) -> Result<(), ProjectionError> {
         // A profile's state written by a later batch of the group replaces an earlier one's: only
         // the last is written.
-        let mut later: std::collections::HashSet<ProfileKey> = std::collections::HashSet::new();
+        let mut later: FastSet<ProfileKey> = FastSet::default();
         for prepared in group.iter_mut().rev() {
             prepared.model.docs.retain(|(key, _)| !later.contains(key));
             later.extend(prepared.model.docs.iter().map(|(key, _)| key.clone()));
@@ -709,15 +723,16 @@ mod tests {
         assert!(docs.take(&key(2)).is_none());
 
         let mut docs = Docs::default();
-        docs.put_back((0..CACHED_DOCUMENTS).map(|n| (key(n), ProfileDoc::default())));
-        assert_eq!(docs.docs.len(), CACHED_DOCUMENTS);
-        assert!(!docs.over());
-        let incoming = CACHED_DOCUMENTS..CACHED_DOCUMENTS + 10;
+        let bound = 1_000;
+        docs.put_back((0..bound).map(|n| (key(n), ProfileDoc::default())));
+        assert_eq!(docs.docs.len(), bound);
+        assert!(!docs.over(bound));
+        let incoming = bound..bound + 10;
         docs.put_back(incoming.clone().map(|n| (key(n), ProfileDoc::default())));
-        assert!(docs.over(), "nothing is dropped while putting back");
-        assert_eq!(docs.docs.len(), CACHED_DOCUMENTS + 10);
-        docs.trim();
-        assert_eq!(docs.docs.len(), CACHED_DOCUMENTS, "trimmed to the bound");
-        assert!(!docs.over());
+        assert!(docs.over(bound), "nothing is dropped while putting back");
+        assert_eq!(docs.docs.len(), bound + 10);
+        docs.trim(bound);
+        assert_eq!(docs.docs.len(), bound, "trimmed to the bound");
+        assert!(!docs.over(bound));
     }
 }
