@@ -477,8 +477,8 @@ async fn untag_profile(
 pub async fn profile_sections(
     state: &AppState,
     workspace: &str,
-    profile: &str,
     doc: &ProfileDoc,
+    stored_tags: &[catalog::ProfileTag],
 ) -> Result<(Value, Value), ApiError> {
     let traits: BTreeMap<String, DefinedTrait> = state
         .catalog(workspace)
@@ -502,11 +502,8 @@ pub async fn profile_sections(
             )
         })
         .collect();
-    let stored = catalog::tags_of(&state.store, workspace, &[profile]).await?;
-    let tags: serde_json::Map<String, Value> = stored
-        .get(profile)
-        .into_iter()
-        .flatten()
+    let tags: serde_json::Map<String, Value> = stored_tags
+        .iter()
         .map(|t| {
             let mut v = json!({
                 "value": t.value.value,

@@ -46,16 +46,11 @@ async fn lookup(
 ) -> Result<Json<Value>, ApiError> {
     principal.require(Scope::Read)?;
     let (holder, id_type, value) = holder_of(&state, &principal.workspace, q).await?;
-    let doc = profiles::load(&state.store, &principal.workspace, &holder)
+    let view = profiles::view(&state.store, &principal.workspace, &holder)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no profile has {id_type} {value:?}")))?;
-    let recent = profiles::recent_events(&state.store, &principal.workspace, &holder).await?;
-    let mut body = profile_json(&holder, &holder, &doc, &recent);
+    let mut body = profile_body(&state, &principal.workspace, &holder, &holder, &view).await?;
     body["matched"] = json!({"type": id_type, "value": value});
-    let ws = &principal.workspace;
-    let (computed, tags) = crate::catalog::profile_sections(&state, ws, &holder, &doc).await?;
-    body["computed_traits"] = computed;
-    body["tags"] = tags;
     Ok(Json(body))
 }
 
@@ -127,29 +122,35 @@ async fn profile(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     principal.require(Scope::Read)?;
-    // A live profile in one read (its document and recent events side by side); a merged-away one
-    // through its survivor.
+    // A live profile in one read; a merged-away one through its survivor.
     let ws = &principal.workspace;
-    let (found, recent) = tokio::try_join!(
-        profiles::load(&state.store, ws, &id),
-        profiles::recent_events(&state.store, ws, &id)
-    )?;
-    let (survivor, doc, recent) = match found {
-        Some(doc) => (id.clone(), doc, recent),
+    let (survivor, view) = match profiles::view(&state.store, ws, &id).await? {
+        Some(view) => (id.clone(), view),
         None => {
             let survivor = survivor(&state, ws, &id).await?;
-            let doc = profiles::load(&state.store, ws, &survivor)
+            let view = profiles::view(&state.store, ws, &survivor)
                 .await?
                 .ok_or_else(|| ApiError::not_found(format!("no profile {id:?}")))?;
-            let recent = profiles::recent_events(&state.store, ws, &survivor).await?;
-            (survivor, doc, recent)
+            (survivor, view)
         }
     };
-    let mut body = profile_json(&survivor, &id, &doc, &recent);
-    let (computed, tags) = crate::catalog::profile_sections(&state, ws, &survivor, &doc).await?;
+    Ok(Json(profile_body(&state, ws, &survivor, &id, &view).await?))
+}
+
+/// The 360° view's body: the profile, its computed traits and its tags.
+async fn profile_body(
+    state: &AppState,
+    workspace: &str,
+    profile: &str,
+    requested: &str,
+    view: &profiles::ProfileView,
+) -> Result<Value, ApiError> {
+    let mut body = profile_json(profile, requested, &view.doc, &view.recent);
+    let (computed, tags) =
+        crate::catalog::profile_sections(state, workspace, &view.doc, &view.tags).await?;
     body["computed_traits"] = computed;
     body["tags"] = tags;
-    Ok(Json(body))
+    Ok(body)
 }
 
 #[derive(Deserialize)]

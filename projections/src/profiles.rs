@@ -361,6 +361,11 @@ pub async fn recent_events(
                 .await?
         }
     };
+    summaries_newest_first(rows)
+}
+
+/// Stored summary rows as summaries, newest first, at most [`RECENT_EVENTS`].
+fn summaries_newest_first(rows: Vec<SummaryRow>) -> Result<Vec<EventSummary>, ProjectionError> {
     let time = |us: i64| {
         chrono::DateTime::from_timestamp_micros(us)
             .ok_or_else(|| ProjectionError::corrupt(format!("{us} µs is not a time")))
@@ -379,6 +384,109 @@ pub async fn recent_events(
     recent.sort_by(EventSummary::newest_first);
     recent.truncate(RECENT_EVENTS);
     Ok(recent)
+}
+
+/// A live profile as its 360° view reads it: the document, the most recent events (as
+/// [`recent_events`]) and the stored tags, all of one snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfileView {
+    pub doc: ProfileDoc,
+    pub recent: Vec<EventSummary>,
+    pub tags: Vec<crate::catalog::ProfileTag>,
+}
+
+/// One row of [`view`]'s statement: which part it is of (0 the profile, 1 an event, 2 a tag), then
+/// the part's columns in the shared slots.
+type ViewRow = (
+    i32,
+    Option<Vec<u8>>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<bool>,
+);
+
+/// The 360° view of a live profile; `None` for a profile merged away or never created. On
+/// PostgreSQL one statement (one round trip, one snapshot) reads the three parts; on SQLite, in the
+/// process, the three reads.
+pub async fn view(
+    store: &Store,
+    workspace: &str,
+    profile: &str,
+) -> Result<Option<ProfileView>, ProjectionError> {
+    let s = match store {
+        Store::Sqlite(_) => {
+            let Some(doc) = load(store, workspace, profile).await? else {
+                return Ok(None);
+            };
+            let recent = recent_events(store, workspace, profile).await?;
+            let tags = crate::catalog::tags_of(store, workspace, &[profile])
+                .await?
+                .remove(profile)
+                .unwrap_or_default();
+            return Ok(Some(ProfileView { doc, recent, tags }));
+        }
+        Store::Postgres(s) => s,
+    };
+    let rows: Vec<ViewRow> = sqlx::query_as(
+        "SELECT 0, state, doc, NULL, NULL, NULL, NULL::bigint, NULL::bigint, NULL::boolean \
+           FROM profiles WHERE workspace = $1 AND profile = $2 \
+         UNION ALL \
+         SELECT 1, NULL, message_id, kind, name, channel, event_time, received_at, NULL \
+           FROM event_profiles WHERE workspace = $1 AND profile = $2 AND event_time >= \
+           coalesce((SELECT event_time FROM event_profiles WHERE workspace = $1 AND profile = $2 \
+           AND event_time IS NOT NULL ORDER BY event_time DESC LIMIT 1 OFFSET $3), \
+           -9223372036854775807) \
+         UNION ALL \
+         SELECT 2, NULL, tag, value, detail, caused_by, changed_at, NULL, manual \
+           FROM profile_tags WHERE workspace = $1 AND profile = $2",
+    )
+    .bind(workspace)
+    .bind(profile)
+    .bind(RECENT_EVENTS as i64 - 1)
+    .fetch_all(s.pool())
+    .await?;
+    let missing = |what: &str| ProjectionError::corrupt(format!("a stored {what} lacks a column"));
+    let mut doc = None;
+    let mut summaries: Vec<SummaryRow> = Vec::new();
+    let mut tags = Vec::new();
+    for (part, state, a, b, c, d, e, f, g) in rows {
+        match part {
+            0 => doc = Some(decode(&(state, a))?),
+            1 => summaries.push((
+                a.ok_or_else(|| missing("event summary"))?,
+                b.ok_or_else(|| missing("event summary"))?,
+                c,
+                d.ok_or_else(|| missing("event summary"))?,
+                e.ok_or_else(|| missing("event summary"))?,
+                f.ok_or_else(|| missing("event summary"))?,
+            )),
+            _ => {
+                let row = (
+                    profile.to_owned(),
+                    a.ok_or_else(|| missing("tag"))?,
+                    b.ok_or_else(|| missing("tag"))?,
+                    c,
+                    g.ok_or_else(|| missing("tag"))?,
+                    e.ok_or_else(|| missing("tag"))?,
+                    d,
+                );
+                tags.push(crate::catalog::tag_of(row)?.1);
+            }
+        }
+    }
+    let Some(doc) = doc else {
+        return Ok(None);
+    };
+    tags.sort_by(|a, b| a.tag.cmp(&b.tag));
+    Ok(Some(ProfileView {
+        doc,
+        recent: summaries_newest_first(summaries)?,
+        tags,
+    }))
 }
 
 /// A merge, applied in order inside the resolver's transaction: every event and identifier of `from`
