@@ -514,54 +514,106 @@ pub struct ModelWrites {
     pub gone: Vec<ProfileKey>,
 }
 
-/// Writes `writes` inside `tx`.
-pub async fn write(tx: &mut ModelTx<'_>, writes: &ModelWrites) -> Result<(), ProjectionError> {
-    for Reassign {
-        workspace,
-        from,
-        to,
-    } in &writes.reassigns
-    {
-        for sql in [
-            "UPDATE event_profiles SET profile = ? WHERE workspace = ? AND profile = ?",
-            "UPDATE identifier_owners SET profile = ? WHERE workspace = ? AND profile = ?",
-            "UPDATE profile_aliases SET survivor = ? WHERE workspace = ? AND survivor = ?",
-            "INSERT INTO profile_aliases (survivor, workspace, profile) VALUES (?, ?, ?)",
-        ] {
-            match tx {
-                ModelTx::Sqlite(tx) => {
-                    sqlx::query(sql)
-                        .bind(to.as_str())
-                        .bind(workspace)
-                        .bind(from.as_str())
-                        .execute(&mut **tx)
-                        .await?;
-                }
-                ModelTx::Postgres(tx) => {
-                    sqlx::query(&numbered(sql))
-                        .bind(to.as_str())
-                        .bind(workspace)
-                        .bind(from.as_str())
-                        .execute(&mut **tx)
-                        .await?;
-                }
-            }
+/// Where each profile a batch merged away ends up: `(workspace, from, survivor)`, the chains of the
+/// batch's merges followed to their end (a→b then b→c gives a→c and b→c), in the order first met.
+/// Applying these at once leaves the rows as applying the merges one by one would.
+fn final_survivors(reassigns: &[Reassign]) -> Vec<(&str, &ProfileId, &ProfileId)> {
+    let mut next: HashMap<(&str, &ProfileId), &ProfileId> = HashMap::new();
+    let mut order = Vec::new();
+    for r in reassigns {
+        if next
+            .insert((r.workspace.as_str(), &r.from), &r.to)
+            .is_none()
+        {
+            order.push((r.workspace.as_str(), &r.from));
         }
     }
-    // The same statements on both backends; only the builder's database type differs.
-    macro_rules! upserts {
-        ($db:ty, $tx:expr) => {{
-            for (w, p) in &writes.gone {
-                let mut q: QueryBuilder<$db> =
-                    QueryBuilder::new("DELETE FROM profiles WHERE workspace = ");
-                q.push_bind(w).push(" AND profile = ").push_bind(p.as_str());
-                q.build().execute(&mut **$tx).await?;
+    order
+        .into_iter()
+        .map(|(w, from)| {
+            let mut to = next[&(w, from)];
+            // A merged-away profile never survives a later merge, so chains end; bounded all the same.
+            for _ in 0..next.len() {
+                match next.get(&(w, to)) {
+                    Some(further) => to = further,
+                    None => break,
+                }
             }
-        }};
-    }
+            (w, from, to)
+        })
+        .collect()
+}
+
+/// Writes `writes` inside `tx`.
+pub async fn write(tx: &mut ModelTx<'_>, writes: &ModelWrites) -> Result<(), ProjectionError> {
+    let moves = final_survivors(&writes.reassigns);
+    const MOVES: [&str; 4] = [
+        "UPDATE event_profiles SET profile = ? WHERE workspace = ? AND profile = ?",
+        "UPDATE identifier_owners SET profile = ? WHERE workspace = ? AND profile = ?",
+        "UPDATE profile_aliases SET survivor = ? WHERE workspace = ? AND survivor = ?",
+        "INSERT INTO profile_aliases (survivor, workspace, profile) VALUES (?, ?, ?)",
+    ];
     match tx {
-        ModelTx::Sqlite(tx) => upserts!(sqlx::Sqlite, tx),
-        ModelTx::Postgres(tx) => upserts!(sqlx::Postgres, tx),
+        ModelTx::Sqlite(tx) => {
+            // In the process: a statement per move is cheap.
+            for sql in MOVES {
+                for (w, from, to) in &moves {
+                    sqlx::query(sql)
+                        .bind(to.as_str())
+                        .bind(*w)
+                        .bind(from.as_str())
+                        .execute(&mut **tx)
+                        .await?;
+                }
+            }
+            for (w, p) in &writes.gone {
+                sqlx::query("DELETE FROM profiles WHERE workspace = ? AND profile = ?")
+                    .bind(w)
+                    .bind(p.as_str())
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+        ModelTx::Postgres(tx) => {
+            // One statement per table over arrays, whatever the number of merges.
+            if !moves.is_empty() {
+                let ws: Vec<&str> = moves.iter().map(|m| m.0).collect();
+                let froms: Vec<&str> = moves.iter().map(|m| m.1.as_str()).collect();
+                let tos: Vec<&str> = moves.iter().map(|m| m.2.as_str()).collect();
+                for sql in [
+                    "UPDATE event_profiles e SET profile = m.t \
+                     FROM UNNEST($1::text[], $2::text[], $3::text[]) AS m(w, f, t) \
+                     WHERE e.workspace = m.w AND e.profile = m.f",
+                    "UPDATE identifier_owners o SET profile = m.t \
+                     FROM UNNEST($1::text[], $2::text[], $3::text[]) AS m(w, f, t) \
+                     WHERE o.workspace = m.w AND o.profile = m.f",
+                    "UPDATE profile_aliases a SET survivor = m.t \
+                     FROM UNNEST($1::text[], $2::text[], $3::text[]) AS m(w, f, t) \
+                     WHERE a.workspace = m.w AND a.survivor = m.f",
+                    "INSERT INTO profile_aliases (survivor, workspace, profile) \
+                     SELECT t, w, f FROM UNNEST($1::text[], $2::text[], $3::text[]) AS m(w, f, t)",
+                ] {
+                    sqlx::query(sql)
+                        .bind(&ws)
+                        .bind(&froms)
+                        .bind(&tos)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+            }
+            if !writes.gone.is_empty() {
+                let ws: Vec<&str> = writes.gone.iter().map(|g| g.0.as_str()).collect();
+                let ps: Vec<&str> = writes.gone.iter().map(|g| g.1.as_str()).collect();
+                sqlx::query(
+                    "DELETE FROM profiles p USING UNNEST($1::text[], $2::text[]) AS g(w, id) \
+                     WHERE p.workspace = g.w AND p.profile = g.id",
+                )
+                .bind(&ws)
+                .bind(&ps)
+                .execute(&mut **tx)
+                .await?;
+            }
+        }
     }
     write_owners_and_docs(tx, writes).await
 }
@@ -637,6 +689,7 @@ async fn write_owners_and_docs(
             sqlite_holders!(sqlx::Sqlite, tx);
         }
         ModelTx::Postgres(tx) => {
+            let started = std::time::Instant::now();
             if !writes.owners.is_empty() {
                 let n = writes.owners.len();
                 let mut seqs = Vec::with_capacity(n);
@@ -679,6 +732,7 @@ async fn write_owners_and_docs(
                 .execute(&mut **tx)
                 .await?;
             }
+            let owners_written = started.elapsed();
             if !writes.holders.is_empty() {
                 let n = writes.holders.len();
                 let (mut ws, mut types, mut values, mut ps) = (
@@ -705,6 +759,7 @@ async fn write_owners_and_docs(
                 .execute(&mut **tx)
                 .await?;
             }
+            let holders_written = started.elapsed();
             if !writes.docs.is_empty() {
                 let (mut ws, mut ps, mut states) = (Vec::new(), Vec::new(), Vec::new());
                 for ((w, p), state) in &writes.docs {
@@ -723,6 +778,15 @@ async fn write_owners_and_docs(
                 .execute(&mut **tx)
                 .await?;
             }
+            let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+            tracing::debug!(
+                owners = writes.owners.len(),
+                docs = writes.docs.len(),
+                owners_ms = ms(owners_written),
+                holders_ms = ms(holders_written - owners_written),
+                states_ms = ms(started.elapsed() - holders_written),
+                "resolver profiles written"
+            );
         }
     }
     Ok(())
@@ -742,4 +806,41 @@ pub(crate) fn numbered(sql: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reassign(w: &str, from: &str, to: &str) -> Reassign {
+        Reassign {
+            workspace: w.to_owned(),
+            from: ProfileId::parse(from).unwrap(),
+            to: ProfileId::parse(to).unwrap(),
+        }
+    }
+
+    #[test]
+    fn merges_of_a_batch_move_rows_to_the_end_of_their_chain() {
+        let merges = [
+            reassign("w", "p_a", "p_b"),
+            reassign("v", "p_b", "p_x"),
+            reassign("w", "p_b", "p_c"),
+            reassign("w", "p_d", "p_a"),
+        ];
+        let moves: Vec<(&str, &str, &str)> = final_survivors(&merges)
+            .into_iter()
+            .map(|(w, f, t)| (w, f.as_str(), t.as_str()))
+            .collect();
+        // Chains are followed within a workspace only, whatever order the merges came in.
+        assert_eq!(
+            moves,
+            [
+                ("w", "p_a", "p_c"),
+                ("v", "p_b", "p_x"),
+                ("w", "p_b", "p_c"),
+                ("w", "p_d", "p_c")
+            ]
+        );
+    }
 }
