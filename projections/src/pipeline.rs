@@ -379,6 +379,11 @@ pub async fn commit<P: Projection>(
     let Some(mut model) = begin_at(store, name, start).await? else {
         return Ok(false);
     };
+    // Kept until the transaction has ended: the log's readers read past it meanwhile.
+    let _writing = match (store, &mut model) {
+        (Store::Postgres(s), ModelTx::Postgres(tx)) => Some(s.mark_model_writer(tx).await?),
+        _ => None,
+    };
     match projection.write_group(&mut model, batches).await {
         Ok(()) => {}
         // Rolled back with the transaction.

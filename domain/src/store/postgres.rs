@@ -1,11 +1,13 @@
 //! The production backend: PostgreSQL. Batches are appended with one `UNNEST` insert; readers follow the
-//! commit order by (writing transaction id, sequence) below the oldest running transaction.
+//! commit order by (writing transaction id, sequence) below the oldest running transaction that may
+//! append (read-model writers marked by this process never do).
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::Row;
 
 use super::sealing::{self, KeyCache, SubjectKey};
@@ -20,6 +22,35 @@ use crate::workspace::Credential;
 pub struct PostgresStore {
     pool: PgPool,
     keys: KeyCache,
+    writers: ModelWriters,
+}
+
+/// The ids of the running transactions of this process that write a read model and never an event:
+/// the log's readers here need not wait for them to end ([`EventStore::read_after`]).
+#[derive(Debug, Clone, Default)]
+struct ModelWriters(Arc<Mutex<Vec<i64>>>);
+
+impl ModelWriters {
+    fn ids(&self) -> Vec<i64> {
+        self.0.lock().expect("model writers lock").clone()
+    }
+}
+
+/// A read model's transaction marked as such ([`PostgresStore::mark_model_writer`]); dropping the mark
+/// (once the transaction has ended) makes readers wait for it again, which is always safe.
+#[derive(Debug)]
+pub struct ModelWriterMark {
+    writers: ModelWriters,
+    xid: i64,
+}
+
+impl Drop for ModelWriterMark {
+    fn drop(&mut self) {
+        let mut ids = self.writers.0.lock().expect("model writers lock");
+        if let Some(i) = ids.iter().position(|x| *x == self.xid) {
+            ids.swap_remove(i);
+        }
+    }
 }
 
 impl PostgresStore {
@@ -34,6 +65,24 @@ impl PostgresStore {
         Ok(Self {
             pool,
             keys: KeyCache::default(),
+            writers: ModelWriters::default(),
+        })
+    }
+
+    /// Marks the transaction on `tx` as a read model's writer: it must append no event while the mark
+    /// lives. Until the mark is dropped, this process's log readers read past it instead of stopping
+    /// below it — a resolver's next batch is read while the last one is being written.
+    pub async fn mark_model_writer(
+        &self,
+        tx: &mut PgConnection,
+    ) -> Result<ModelWriterMark, StoreError> {
+        let xid: i64 = sqlx::query_scalar("SELECT pg_current_xact_id()::text::bigint")
+            .fetch_one(&mut *tx)
+            .await?;
+        self.writers.0.lock().expect("model writers lock").push(xid);
+        Ok(ModelWriterMark {
+            writers: self.writers.clone(),
+            xid,
         })
     }
 
@@ -51,6 +100,8 @@ impl PostgresStore {
         Self {
             pool,
             keys: KeyCache::default(),
+            // The shadow's writer appends no event either, and reads the live log.
+            writers: self.writers.clone(),
         }
     }
 
@@ -131,19 +182,26 @@ impl EventStore for PostgresStore {
         after: Position,
         limit: u32,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        // Every transaction with an id below the snapshot's xmin has ended, so no event can still appear
-        // below that bound; above it, a running transaction may yet commit rows. Reading in (tx, seq)
-        // order up to the bound therefore never skips an event.
+        // Every transaction with an id below the oldest one still running has ended, so no event can
+        // still appear below that bound; above it, a running transaction may yet commit rows. Reading
+        // in (tx, seq) order up to the bound therefore never skips an event. The running transactions
+        // marked as model writers append no events, so the bound is taken over the others (with none
+        // marked it is the snapshot's xmin); a new transaction's id is never below the snapshot's xmax.
         let sql = format!(
-            "SELECT {EVENT_COLUMNS}, tx FROM events \
+            "WITH snap AS (SELECT pg_current_snapshot() AS s) \
+             SELECT {EVENT_COLUMNS}, tx FROM events \
              WHERE (tx, seq) > ($1, $2) \
-               AND tx < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
+               AND tx < coalesce( \
+                 (SELECT min(x::text::bigint) FROM snap, pg_snapshot_xip(snap.s) AS x \
+                   WHERE x::text::bigint <> ALL($4::bigint[])), \
+                 (SELECT pg_snapshot_xmax(s)::text::bigint FROM snap)) \
              ORDER BY tx, seq LIMIT $3"
         );
         let rows = sqlx::query(&sql)
             .bind(after.tx)
             .bind(after.seq)
             .bind(i64::from(limit))
+            .bind(self.writers.ids())
             .fetch_all(&self.pool)
             .await?;
         rows.iter()

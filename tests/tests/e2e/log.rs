@@ -205,6 +205,47 @@ async fn events_cannot_be_updated_or_deleted() {
     .await;
 }
 
+/// On PostgreSQL a reader stops below the oldest running transaction — except a read model's writer
+/// marked as such, which appends no event: events committed after it began are read while it runs
+/// (the resolver reads its next batch during the last one's write). Unmarked, it holds them back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_read_past_a_marked_model_writer_and_stop_below_any_other_running_transaction() {
+    if !crate::helpers::backends("model_writer_horizon")
+        .contains(&crate::helpers::Backend::Postgres)
+    {
+        return;
+    }
+    let (store, _guard) = fresh_store(crate::helpers::Backend::Postgres).await;
+    let Store::Postgres(pg) = &store else {
+        unreachable!("a PostgreSQL store")
+    };
+    let ids = |events: Vec<cdp_domain::event::StoredEvent>| -> Vec<String> {
+        events.into_iter().map(|e| e.event.message_id).collect()
+    };
+    store.append(&[new_event("shop", "m-1")]).await.unwrap();
+    readable(&store, 1).await;
+
+    // A model writer, marked: an event committed after it began is read while it is still open.
+    let mut writer = pg.pool().begin().await.unwrap();
+    let mark = pg.mark_model_writer(&mut writer).await.unwrap();
+    store.append(&[new_event("shop", "m-2")]).await.unwrap();
+    let read = readable(&store, 2).await;
+    let after_m2 = read.last().unwrap().position;
+    assert_eq!(ids(read), ["m-1", "m-2"]);
+
+    // The mark dropped, the same open transaction holds later events back until it ends (a reader
+    // that already read past it loses nothing: no transaction begun since can commit below that).
+    drop(mark);
+    store.append(&[new_event("shop", "m-3")]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        store.read_after(after_m2, 10).await.unwrap().is_empty(),
+        "an unmarked running transaction holds back what committed after it began"
+    );
+    writer.rollback().await.unwrap();
+    assert_eq!(ids(readable(&store, 3).await), ["m-1", "m-2", "m-3"]);
+}
+
 /// Customer events are sealed: the stored row holds no identifier or property in the clear and reads
 /// back whole; once its subject's key is destroyed it reads back erased, and a later event of the same
 /// subject gets a new key — also when this store cached the old one — and reads back whole.
