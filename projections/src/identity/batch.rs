@@ -2,7 +2,7 @@
 //! `resolve`, operator commands through `commands`), then fold the events into the profile documents and
 //! work out where every event and identifier belongs afterwards.
 
-use cdp_domain::fastmap::{FastMap, FastSet};
+use cdp_domain::fastmap::{map_with_capacity, FastMap, FastSet};
 use std::collections::HashMap;
 
 use std::collections::BTreeMap;
@@ -189,7 +189,8 @@ pub(super) async fn prepare(
     keys.sort();
     keys.dedup();
     keys.retain(|k| !house.docs.contains_key(k) && !created.contains(k));
-    let mut docs = cdp_domain::fastmap::map_with_capacity(keys.len() + house.docs.len());
+    // Sized once for every document the batch will hold (growing by rehash faults in fresh pages).
+    let mut docs = map_with_capacity(keys.len() + house.docs.len() + created.len());
     keys.retain(|k| match cache.take(k) {
         Some(doc) => {
             docs.insert(k.clone(), doc);
@@ -224,14 +225,14 @@ pub(super) async fn prepare(
         catalogs: std::mem::take(catalogs),
         docs,
         gone: FastSet::default(),
-        owners: FastMap::default(),
-        summaries: FastMap::default(),
-        owned_by: FastMap::default(),
+        owners: map_with_capacity(steps.len()),
+        summaries: map_with_capacity(steps.len()),
+        owned_by: map_with_capacity(steps.len()),
         held_by: FastMap::default(),
         holders: FastMap::default(),
         merged_in_batch: FastMap::default(),
         reassigns: Vec::new(),
-        in_batch: FastMap::default(),
+        in_batch: map_with_capacity(steps.len()),
     };
     let mut decisions = Vec::new();
     let mut rules_writes: BTreeMap<String, (IdentityRules, i64)> = BTreeMap::new();

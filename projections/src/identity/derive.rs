@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use cdp_domain::fastmap::{FastMap, FastSet};
+use cdp_domain::fastmap::{map_with_capacity, FastMap, FastSet};
 
 use cdp_domain::catalog::{Catalog, SPEND_TRAIT};
 use cdp_domain::event::to_millis;
@@ -342,10 +342,12 @@ pub async fn derive(
         by_workspace.entry(w).or_default().insert(p.as_str());
     }
     // What derive wrote last for each profile: from memory where held, else from the tables.
-    let mut stored: FastMap<ProfileKey, VecMap<String, ProfileTag>> = FastMap::default();
-    let mut members: FastMap<ProfileKey, VecMap<String, Membership>> = FastMap::default();
+    // Sized once (growing by rehash faults in fresh pages every batch).
+    let profiles = d.touched.len() + d.merged.len();
+    let mut stored: FastMap<ProfileKey, VecMap<String, ProfileTag>> = map_with_capacity(profiles);
+    let mut members: FastMap<ProfileKey, VecMap<String, Membership>> = map_with_capacity(profiles);
     let mut last_written: FastMap<ProfileKey, (Option<f64>, Option<Option<f64>>)> =
-        FastMap::default();
+        map_with_capacity(profiles);
     for (w, profiles) in &by_workspace {
         let mut missing: Vec<&str> = Vec::new();
         for p in profiles {
@@ -383,7 +385,8 @@ pub async fn derive(
     }
     let evaluated = (out.tags.len(), out.members.len());
     // Manual values after the batch: stored, moved by merges, then changed by commands.
-    let mut manual: FastMap<ProfileKey, BTreeMap<String, (Value, String)>> = FastMap::default();
+    let mut manual: FastMap<ProfileKey, BTreeMap<String, (Value, String)>> =
+        map_with_capacity(profiles);
     let stored_manual = |key: &ProfileKey| -> BTreeMap<String, (Value, String)> {
         stored
             .get(key)
