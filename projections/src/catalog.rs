@@ -538,6 +538,32 @@ pub struct CatalogWrites {
     pub history: Vec<(String, MembershipChange)>,
 }
 
+impl CatalogWrites {
+    /// Appends `other`'s writes after these, in their order.
+    pub fn append(&mut self, other: CatalogWrites) {
+        let CatalogWrites {
+            definitions,
+            jobs,
+            tags,
+            spend,
+            due,
+            thresholds,
+            outbox,
+            members,
+            history,
+        } = other;
+        self.definitions.extend(definitions);
+        self.jobs.extend(jobs);
+        self.tags.extend(tags);
+        self.spend.extend(spend);
+        self.due.extend(due);
+        self.thresholds.extend(thresholds);
+        self.outbox.extend(outbox);
+        self.members.extend(members);
+        self.history.extend(history);
+    }
+}
+
 /// A definition as stored: `None` body: deleted.
 #[derive(Debug, Clone)]
 pub struct DefinitionRow {

@@ -6,6 +6,7 @@
 pub mod catalog;
 pub mod erasure;
 pub mod identity;
+pub mod parallel;
 pub mod pipeline;
 pub mod profiles;
 pub mod runner;

@@ -84,8 +84,8 @@ fn message(
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig { cases: 32, ..Default::default() })]
     /// However the log is cut into batches — and whether batches are committed one by one or prepared
-    /// ahead and committed in groups by the pipeline —, the resolver builds the same profiles, and a
-    /// rebuild from the log gives them again.
+    /// ahead and committed in groups by the pipeline, folded on one thread or in parts —, the resolver
+    /// builds the same profiles, and a rebuild from the log gives them again.
     #[test]
     fn batch_cuts_and_rebuilds_do_not_change_the_profiles(
         specs in proptest::collection::vec(
@@ -127,11 +127,12 @@ proptest::proptest! {
             let mut models = Vec::new();
             // One batch at a time, each committed before the next is prepared; then the pipeline,
             // which prepares batches ahead of their commit and commits them in groups.
-            for (limit, pipelined) in [(2_000, false), (batch, false), (batch, true)] {
+            // Folded on one thread and in 3 and 2 parts (the profiles of a batch split between them).
+            for (limit, pipelined, parts) in [(2_000, false, 1), (batch, false, 3), (batch, true, 2)] {
                 let dir = tempfile::tempdir().unwrap();
                 let store = Store::open_embedded(dir.path()).await.unwrap();
                 store.append(&events).await.unwrap();
-                let resolver = IdentityResolver::default();
+                let resolver = IdentityResolver::default().in_parts(parts);
                 if pipelined {
                     let applied = cdp_projections::pipeline::drive(&store, &resolver, limit,
                         cdp_domain::event::Position::END, &mut |_| {}, None).await.unwrap();
@@ -144,7 +145,7 @@ proptest::proptest! {
                 assert_eq!(model(&store).await, live, "a rebuild changes nothing");
                 models.push(live);
             }
-            assert_eq!(models[0], models[1], "batches of {batch} build other profiles");
+            assert_eq!(models[0], models[1], "batches of {batch} in 3 parts build other profiles");
             assert_eq!(models[0], models[2], "the pipeline, in batches of {batch}, builds other profiles");
             // Every event belongs to exactly one live profile, and every live profile has a document.
             let (docs, owners, _) = &models[0];

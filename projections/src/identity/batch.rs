@@ -4,6 +4,7 @@
 
 use cdp_domain::fastmap::{map_with_capacity, FastMap, FastSet};
 use std::collections::HashMap;
+use std::ops::Range;
 
 use std::collections::BTreeMap;
 
@@ -52,6 +53,8 @@ pub(super) struct Context<'a> {
     pub thresholds: &'a HashMap<String, BTreeMap<String, RfmThresholds>>,
     pub house: Housekeeping,
     pub now: DateTime<Utc>,
+    /// How many parts the batch's folds and evaluations are split into (one per core).
+    pub parts: usize,
 }
 
 pub(super) async fn prepare(
@@ -68,6 +71,7 @@ pub(super) async fn prepare(
         thresholds,
         house,
         now,
+        parts,
     } = ctx;
     let started = std::time::Instant::now();
     let mut steps = Vec::with_capacity(events.len());
@@ -77,7 +81,14 @@ pub(super) async fn prepare(
     // The catalogs as the commands of this batch change them, for deciding the later commands (a
     // segment may read one defined earlier in the same batch).
     let mut deciding = catalogs.clone();
+    // Every payload parsed once, over the cores (an erased event's is not read).
+    let mut payloads = crate::parallel::map(events, parts, |stored| {
+        (!cdp_domain::shred::is_erased(&stored.event))
+            .then(|| serde_json::from_str::<Value>(&stored.event.payload))
+    })
+    .into_iter();
     for stored in events {
+        let parsed = payloads.next().flatten();
         let e = &stored.event;
         if cdp_domain::shred::is_erased(e) {
             // Its subject was erased: nothing of it belongs to anyone any more.
@@ -93,7 +104,10 @@ pub(super) async fn prepare(
             continue;
         }
         let in_force = &rules[&e.workspace];
-        let payload: Value = serde_json::from_str(&e.payload).map_err(ProjectionError::corrupt)?;
+        let payload: Value = match parsed {
+            Some(parsed) => parsed.map_err(ProjectionError::corrupt)?,
+            None => serde_json::from_str(&e.payload).map_err(ProjectionError::corrupt)?,
+        };
         let graph = graphs.entry(e.workspace.clone()).or_default();
         let step = if e.kind == MessageKind::Operator && CatalogCommand::is_catalog(&payload) {
             let catalog = deciding.get(&e.workspace);
@@ -214,72 +228,81 @@ pub(super) async fn prepare(
         ..CatalogWrites::default()
     };
     let mut manual = Vec::new();
-    let mut merged = Vec::new();
-    // Track events, for the subscriptions on `cdp.out.<ws>.event.<slug>`.
-    let mut subscribed: Vec<(usize, ProfileId)> = Vec::new();
 
-    let mut model = Model {
-        store,
-        // The second pass meets the rules commands again, in the same places.
-        rules: at_start,
-        catalogs: std::mem::take(catalogs),
-        docs,
-        gone: FastSet::default(),
-        owners: map_with_capacity(steps.len()),
-        summaries: map_with_capacity(steps.len()),
-        owned_by: map_with_capacity(steps.len()),
-        held_by: FastMap::default(),
-        holders: FastMap::default(),
-        merged_in_batch: FastMap::default(),
-        reassigns: Vec::new(),
-        in_batch: map_with_capacity(steps.len()),
-    };
-    let mut decisions = Vec::new();
+    let mut model = Model::new(store, steps.len());
+    model.docs = docs;
+    // The rules and catalogs in force at the step being folded: the batch's commands change them, in
+    // their place (the rules in force at the batch's start, again).
+    let mut rules_now = at_start;
+    let mut catalogs_now = std::mem::take(catalogs);
+    let mut folded = Folded::default();
     let mut rules_writes: BTreeMap<String, (IdentityRules, i64)> = BTreeMap::new();
     // Whether a workspace had no stored profile when the batch began, asked once per workspace.
     let mut stored_empty: HashMap<String, bool> = HashMap::new();
-    for (i, step) in steps.iter().enumerate() {
+    let mut i = 0;
+    while i < steps.len() {
+        if steps[i].event.event.kind != MessageKind::Operator {
+            // A run of customer events: folded in parts (no command among them changes what they read).
+            let end = steps[i..]
+                .iter()
+                .position(|s| s.event.event.kind == MessageKind::Operator)
+                .map_or(steps.len(), |n| i + n);
+            let run = i..end;
+            i = end;
+            fold_run(
+                &mut model,
+                &steps,
+                run,
+                parts,
+                (&rules_now, &catalogs_now),
+                &mut folded,
+            );
+            continue;
+        }
+        let step = &steps[i];
         let e = &step.event.event;
-        let seq = step.event.position.seq;
         if let Some(new_rules) = &step.rules {
             // The command's own decisions (its merges and splits) are taken under the new rules.
-            model.rules.insert(e.workspace.clone(), new_rules.clone());
+            rules_now.insert(e.workspace.clone(), new_rules.clone());
             let at = cdp_domain::event::to_millis(e.received_at);
             rules_writes.insert(e.workspace.clone(), (new_rules.clone(), at));
         }
         for d in &step.decisions {
-            model.apply_decision(&e.workspace, d, &steps).await?;
-            match d {
-                IdentityEvent::ProfilesMerged {
-                    survivor, absorbed, ..
-                } => {
-                    merged.push((e.workspace.clone(), absorbed.clone(), survivor.clone()));
-                    touched.insert(
-                        (e.workspace.clone(), survivor.clone()),
-                        e.message_id.clone(),
-                    );
-                }
-                IdentityEvent::ProfileSplit { from, into, .. } => {
-                    for p in [from, into] {
-                        touched.insert((e.workspace.clone(), p.clone()), e.message_id.clone());
-                    }
-                }
-                _ => {}
+            if let IdentityEvent::ProfileSplit {
+                from,
+                into,
+                identifiers,
+                ..
+            } = d
+            {
+                model
+                    .split(
+                        &e.workspace,
+                        from,
+                        into,
+                        identifiers,
+                        &steps,
+                        (&rules_now, &catalogs_now),
+                    )
+                    .await?;
+            } else {
+                model.apply_decision(i, &e.workspace, d, &rules_now, &catalogs_now);
             }
+            folded.record(i, &e.workspace, d, &e.message_id);
         }
         if let Some(command) = &step.command {
             let jobs_before = catalog_writes.jobs.len();
             let changed = apply_catalog(
                 command,
                 step.event,
-                &mut model.catalogs,
+                &mut catalogs_now,
                 &mut catalog_writes,
                 now,
             );
             if catalog_writes.jobs.len() > jobs_before {
-                // A definition met before the workspace has any profile (the catalog set up before
-                // the data arrives, and any rebuild of such a log) has nothing to backfill: every
-                // profile made later folds it live.
+                // A definition met before the workspace has any profile (the catalog set up
+                // before the data arrives, and any rebuild of such a log) has nothing to
+                // backfill: every profile made later folds it live.
                 let empty = match stored_empty.get(&e.workspace) {
                     Some(empty) => *empty,
                     None => {
@@ -307,33 +330,31 @@ pub(super) async fn prepare(
                 });
             }
         }
-        if let (Some(target), Some(payload)) = (&step.target, &step.payload) {
-            let fold = FoldRules {
-                source_priority: &model.rules[&e.workspace].source_priority,
-                traits: model.catalogs[&e.workspace].folded(),
-            };
-            model
-                .docs
-                .entry((e.workspace.clone(), target.clone()))
-                .or_default()
-                .apply(e, payload, &step.carried, fold);
-            model.set_owner(seq, &e.workspace, target);
-            model
-                .summaries
-                .insert(seq, EventSummary::of(e, channel_of(payload)));
-            model.in_batch.insert(seq, i);
-            touched.insert((e.workspace.clone(), target.clone()), e.message_id.clone());
-            if e.kind == MessageKind::Track {
-                subscribed.push((i, target.clone()));
-            }
-        }
-        decisions.extend(step.decisions.iter().map(|d| RecordedDecision {
-            workspace: e.workspace.clone(),
-            log_seq: seq,
-            recorded_at_ms: cdp_domain::event::to_millis(e.received_at),
-            event: d.clone(),
-        }));
+        i += 1;
     }
+    folded.merged.sort_by_key(|m| m.0);
+    folded.subscribed.sort_by_key(|s| s.0);
+    let decisions: Vec<RecordedDecision> = steps
+        .iter()
+        .flat_map(|step| {
+            let e = &step.event.event;
+            step.decisions.iter().map(|d| RecordedDecision {
+                workspace: e.workspace.clone(),
+                log_seq: step.event.position.seq,
+                recorded_at_ms: cdp_domain::event::to_millis(e.received_at),
+                event: d.clone(),
+            })
+        })
+        .collect();
+    for (key, cause) in folded.touched {
+        touched.insert(key, cause);
+    }
+    let subscribed = folded.subscribed;
+    let merged: Vec<(String, ProfileId, ProfileId)> = folded
+        .merged
+        .into_iter()
+        .map(|(_, w, absorbed, survivor)| (w, absorbed, survivor))
+        .collect();
     for (i, profile) in subscribed {
         let e = &steps[i].event.event;
         let profile = model.resolve_in_batch(&e.workspace, &profile);
@@ -391,21 +412,22 @@ pub(super) async fn prepare(
             created: &created,
             merged,
             manual,
-            catalogs: &model.catalogs,
+            catalogs: &catalogs_now,
             thresholds,
             now,
+            parts,
         },
         known,
         &mut catalog_writes,
     )
     .await?;
-    *catalogs = std::mem::take(&mut model.catalogs);
+    *catalogs = catalogs_now;
     // The documents as this batch leaves them; if it does not commit, the whole cache is dropped.
     for key in &model.gone {
         cache.forget(key);
     }
     let derived = started.elapsed();
-    let (writes, docs) = model.into_writes(&as_read);
+    let (writes, docs) = model.into_writes(&as_read, parts);
     cache.put_back(docs);
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
     tracing::debug!(
@@ -577,12 +599,205 @@ pub async fn workspace_log(
     }
 }
 
+/// What folding a batch records besides the model, each with the step it came from: the profiles to
+/// evaluate (with the message that caused it), the merges and the track events.
+#[derive(Default)]
+struct Folded {
+    touched: BTreeMap<ProfileKey, String>,
+    /// `(step, workspace, absorbed, survivor)`.
+    merged: Vec<(usize, String, ProfileId, ProfileId)>,
+    subscribed: Vec<(usize, ProfileId)>,
+}
+
+impl Folded {
+    /// What decision `d` of step `i` makes the batch evaluate.
+    fn record(&mut self, i: usize, ws: &str, d: &IdentityEvent, cause: &str) {
+        match d {
+            IdentityEvent::ProfilesMerged {
+                survivor, absorbed, ..
+            } => {
+                self.merged
+                    .push((i, ws.to_owned(), absorbed.clone(), survivor.clone()));
+                self.touched
+                    .insert((ws.to_owned(), survivor.clone()), cause.to_owned());
+            }
+            IdentityEvent::ProfileSplit { from, into, .. } => {
+                for p in [from, into] {
+                    self.touched
+                        .insert((ws.to_owned(), p.clone()), cause.to_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Takes in what another part of the batch recorded (of other profiles).
+    fn absorb(&mut self, part: Folded) {
+        self.touched.extend(part.touched);
+        self.merged.extend(part.merged);
+        self.subscribed.extend(part.subscribed);
+    }
+}
+
+/// The rules and the catalogs in force, by workspace, at a step of the batch.
+type InForce<'r> = (
+    &'r HashMap<String, IdentityRules>,
+    &'r HashMap<String, Catalog>,
+);
+
+/// Folds the customer steps `run`: in parts on threads of their own when there are enough of them
+/// (each part's profiles apart from the others'), else in turn; the same model either way.
+fn fold_run<'a>(
+    model: &mut Model<'a>,
+    steps: &[Step<'_>],
+    run: Range<usize>,
+    parts: usize,
+    (rules, catalogs): InForce<'_>,
+    folded: &mut Folded,
+) {
+    let Some(plan) = partition(steps, run.clone(), parts) else {
+        for i in run {
+            model.fold_customer(i, &steps[i], rules, catalogs, folded);
+        }
+        return;
+    };
+    let threads = run.len() >= crate::parallel::MIN_PARALLEL;
+    let models: Vec<Model<'a>> = (0..plan.parts.len())
+        .map(|part| model.take_part(&plan, part, run.len() / plan.parts.len()))
+        .collect();
+    let work: Vec<(Model<'a>, &Vec<usize>)> = models.into_iter().zip(&plan.parts).collect();
+    let done = crate::parallel::each(work, threads, |(mut part, indexes)| {
+        let mut out = Folded::default();
+        for &i in indexes {
+            part.fold_customer(i, &steps[i], rules, catalogs, &mut out);
+        }
+        (part, out)
+    });
+    for (part, out) in done {
+        model.absorb(part);
+        folded.absorb(out);
+    }
+}
+
+/// How a run of customer steps is folded in parts: the steps of each part (in log order), and the
+/// part of every profile they touch. Steps that touch the same profile, or link the same identifier,
+/// are in the same part, so a part's folds read and change nothing of another's.
+struct Plan {
+    parts: Vec<Vec<usize>>,
+    part_of: FastMap<ProfileKey, usize>,
+}
+
+impl Plan {
+    fn part_of(&self, key: &ProfileKey) -> Option<usize> {
+        self.part_of.get(key).copied()
+    }
+}
+
+/// A node of the batch's connections: a profile or an identifier of a workspace.
+#[derive(PartialEq, Eq, Hash, Clone, Copy)]
+enum Node<'s> {
+    Profile(&'s str, &'s str),
+    Identifier(&'s str, &'s str, &'s str),
+}
+
+/// The plan for folding the customer steps `run` of `steps` in up to `parts` parts, or `None` when
+/// they must be folded as one sequence (a split reads the events of the profile it splits; only
+/// commands split).
+fn partition<'s>(steps: &'s [Step<'_>], run: Range<usize>, parts: usize) -> Option<Plan> {
+    if parts <= 1 {
+        return None;
+    }
+    let offset = run.start;
+    let steps = &steps[run];
+    let mut index: FastMap<Node<'s>, usize> = map_with_capacity(steps.len() * 2);
+    let mut parent: Vec<usize> = Vec::with_capacity(steps.len() * 2);
+    fn root(parent: &mut [usize], mut n: usize) -> usize {
+        while parent[n] != n {
+            parent[n] = parent[parent[n]];
+            n = parent[n];
+        }
+        n
+    }
+    let mut node = |parent: &mut Vec<usize>, key: Node<'s>| -> usize {
+        *index.entry(key).or_insert_with(|| {
+            parent.push(parent.len());
+            parent.len() - 1
+        })
+    };
+    // The first node of each step: every step with a target or a decision has one.
+    let mut first: Vec<Option<usize>> = Vec::with_capacity(steps.len());
+    let mut step_nodes: Vec<Node<'s>> = Vec::new();
+    let mut index_of = Vec::new();
+    for step in steps {
+        let ws = step.event.event.workspace.as_str();
+        step_nodes.clear();
+        step_nodes.extend(step.target.iter().map(|p| Node::Profile(ws, p.as_str())));
+        for d in &step.decisions {
+            match d {
+                IdentityEvent::ProfileSplit { .. } => return None,
+                IdentityEvent::ProfileCreated { profile, .. } => {
+                    step_nodes.push(Node::Profile(ws, profile.as_str()));
+                }
+                IdentityEvent::IdentifierLinked {
+                    profile,
+                    id_type,
+                    value,
+                    ..
+                } => {
+                    step_nodes.push(Node::Profile(ws, profile.as_str()));
+                    step_nodes.push(Node::Identifier(ws, id_type, value));
+                }
+                IdentityEvent::ProfilesMerged {
+                    survivor, absorbed, ..
+                } => {
+                    step_nodes.push(Node::Profile(ws, survivor.as_str()));
+                    step_nodes.push(Node::Profile(ws, absorbed.as_str()));
+                }
+                _ => {}
+            }
+        }
+        index_of.clear();
+        for n in &step_nodes {
+            index_of.push(node(&mut parent, *n));
+        }
+        for pair in index_of.windows(2) {
+            let (a, b) = (root(&mut parent, pair[0]), root(&mut parent, pair[1]));
+            if a != b {
+                parent[a.max(b)] = a.min(b);
+            }
+        }
+        first.push(index_of.first().copied());
+    }
+    // Each connected set to the part with the fewest steps so far, in the order the sets first appear.
+    let mut part_of_root: FastMap<usize, usize> = FastMap::default();
+    let mut plan = Plan {
+        parts: vec![Vec::new(); parts],
+        part_of: map_with_capacity(index.len()),
+    };
+    for (i, n) in first.iter().enumerate() {
+        let Some(n) = n else { continue };
+        let r = root(&mut parent, *n);
+        let part = *part_of_root.entry(r).or_insert_with(|| {
+            (0..parts)
+                .min_by_key(|p| plan.parts[*p].len())
+                .unwrap_or_default()
+        });
+        plan.parts[part].push(offset + i);
+    }
+    for (key, n) in &index {
+        if let Node::Profile(ws, p) = key {
+            let r = root(&mut parent, *n);
+            if let (Some(part), Ok(p)) = (part_of_root.get(&r), ProfileId::parse(p)) {
+                plan.part_of.insert((ws.to_string(), p), *part);
+            }
+        }
+    }
+    Some(plan)
+}
+
 /// The profile model as the batch changes it, in memory until written.
 struct Model<'a> {
     store: &'a Store,
-    /// The rules in force at the step being applied.
-    rules: HashMap<String, IdentityRules>,
-    catalogs: HashMap<String, Catalog>,
     docs: FastMap<ProfileKey, ProfileDoc>,
     gone: FastSet<ProfileKey>,
     /// Where each event the batch touched belongs now.
@@ -598,12 +813,127 @@ struct Model<'a> {
     holders: FastMap<(String, Identifier), ProfileId>,
     /// Profiles merged away in this batch, to the profile that absorbed them.
     merged_in_batch: FastMap<ProfileKey, ProfileId>,
-    reassigns: Vec<Reassign>,
+    /// With the step of the merge, so that parts folded apart are put back in log order.
+    reassigns: Vec<(usize, Reassign)>,
     /// The step of each customer event of the batch, by its sequence number.
     in_batch: FastMap<i64, usize>,
 }
 
-impl Model<'_> {
+impl<'a> Model<'a> {
+    /// An empty model for about `events` events.
+    fn new(store: &'a Store, events: usize) -> Model<'a> {
+        Model {
+            store,
+            docs: FastMap::default(),
+            gone: FastSet::default(),
+            owners: map_with_capacity(events),
+            summaries: map_with_capacity(events),
+            owned_by: map_with_capacity(events),
+            held_by: FastMap::default(),
+            holders: FastMap::default(),
+            merged_in_batch: FastMap::default(),
+            reassigns: Vec::new(),
+            in_batch: map_with_capacity(events),
+        }
+    }
+
+    /// What part `part` of `plan` folds: the documents of its profiles, and what the batch so far
+    /// says they own and hold (a merge moves it).
+    fn take_part(&mut self, plan: &Plan, part: usize, events: usize) -> Model<'a> {
+        let mine = |key: &ProfileKey| plan.part_of(key) == Some(part);
+        let mut m = Model::new(self.store, events);
+        m.docs.extend(self.docs.extract_if(|k, _| mine(k)));
+        m.owned_by.extend(self.owned_by.extract_if(|k, _| mine(k)));
+        m.held_by.extend(self.held_by.extract_if(|k, _| mine(k)));
+        for ((ws, profile), seqs) in &m.owned_by {
+            for seq in seqs {
+                if self
+                    .owners
+                    .get(seq)
+                    .is_some_and(|o| o.0 == *ws && o.1 == *profile)
+                {
+                    if let Some(owner) = self.owners.remove(seq) {
+                        m.owners.insert(*seq, owner);
+                    }
+                }
+            }
+        }
+        for ((ws, profile), ids) in &m.held_by {
+            for id in ids {
+                let key = (ws.clone(), id.clone());
+                if self.holders.get(&key) == Some(profile) {
+                    self.holders.remove(&key);
+                    m.holders.insert(key, profile.clone());
+                }
+            }
+        }
+        m
+    }
+
+    /// Takes in a part folded apart (other profiles, other events, other identifiers).
+    fn absorb(&mut self, part: Model<'_>) {
+        self.docs.extend(part.docs);
+        self.gone.extend(part.gone);
+        self.owners.extend(part.owners);
+        self.summaries.extend(part.summaries);
+        self.owned_by.extend(part.owned_by);
+        self.held_by.extend(part.held_by);
+        self.holders.extend(part.holders);
+        self.merged_in_batch.extend(part.merged_in_batch);
+        self.reassigns.extend(part.reassigns);
+        self.in_batch.extend(part.in_batch);
+    }
+
+    /// Folds customer step `i`: its decisions, then its event into its profile.
+    fn fold_customer(
+        &mut self,
+        i: usize,
+        step: &Step<'_>,
+        rules: &HashMap<String, IdentityRules>,
+        catalogs: &HashMap<String, Catalog>,
+        out: &mut Folded,
+    ) {
+        let e = &step.event.event;
+        for d in &step.decisions {
+            self.apply_decision(i, &e.workspace, d, rules, catalogs);
+            out.record(i, &e.workspace, d, &e.message_id);
+        }
+        self.fold_event(i, step, rules, catalogs, out);
+    }
+
+    /// Folds the event of step `i` into the profile it was decided for (nothing for a command).
+    fn fold_event(
+        &mut self,
+        i: usize,
+        step: &Step<'_>,
+        rules: &HashMap<String, IdentityRules>,
+        catalogs: &HashMap<String, Catalog>,
+        out: &mut Folded,
+    ) {
+        let (Some(target), Some(payload)) = (&step.target, &step.payload) else {
+            return;
+        };
+        let e = &step.event.event;
+        let seq = step.event.position.seq;
+        let fold = FoldRules {
+            source_priority: &rules[&e.workspace].source_priority,
+            traits: catalogs[&e.workspace].folded(),
+        };
+        self.docs
+            .entry((e.workspace.clone(), target.clone()))
+            .or_default()
+            .apply(e, payload, &step.carried, fold);
+        self.set_owner(seq, &e.workspace, target);
+        self.summaries
+            .insert(seq, EventSummary::of(e, channel_of(payload)));
+        self.in_batch.insert(seq, i);
+        out.touched
+            .insert((e.workspace.clone(), target.clone()), e.message_id.clone());
+        if e.kind == MessageKind::Track {
+            out.subscribed.push((i, target.clone()));
+        }
+    }
+
     /// Event `seq` belongs to `profile` now.
     fn set_owner(&mut self, seq: i64, ws: &str, profile: &ProfileId) {
         self.owners.insert(seq, (ws.to_owned(), profile.clone()));
@@ -622,12 +952,15 @@ impl Model<'_> {
         self.holders.insert((ws.to_owned(), id), profile.clone());
     }
 
-    async fn apply_decision(
+    /// Applies decision `decision` of step `i` to the model; a split is [`Model::split`]'s.
+    fn apply_decision(
         &mut self,
+        i: usize,
         ws: &str,
         decision: &IdentityEvent,
-        steps: &[Step<'_>],
-    ) -> Result<(), ProjectionError> {
+        rules: &HashMap<String, IdentityRules>,
+        catalogs: &HashMap<String, Catalog>,
+    ) {
         match decision {
             IdentityEvent::ProfileCreated { profile, .. } => {
                 self.docs
@@ -655,9 +988,8 @@ impl Model<'_> {
             } => {
                 let gone = (ws.to_owned(), absorbed.clone());
                 let absorbed_doc = self.docs.remove(&gone).unwrap_or_default();
-                let catalogs = &self.catalogs;
                 let fold = FoldRules {
-                    source_priority: &self.rules[ws].source_priority,
+                    source_priority: &rules[ws].source_priority,
                     traits: catalogs[ws].folded(),
                 };
                 self.docs
@@ -677,26 +1009,23 @@ impl Model<'_> {
                         self.set_holder(ws, key.1, survivor);
                     }
                 }
-                self.reassigns.push(Reassign {
-                    workspace: ws.to_owned(),
-                    from: absorbed.clone(),
-                    to: survivor.clone(),
-                });
+                self.reassigns.push((
+                    i,
+                    Reassign {
+                        workspace: ws.to_owned(),
+                        from: absorbed.clone(),
+                        to: survivor.clone(),
+                    },
+                ));
                 self.merged_in_batch.insert(gone.clone(), survivor.clone());
                 self.gone.insert(gone);
             }
-            IdentityEvent::ProfileSplit {
-                from,
-                into,
-                identifiers,
-                ..
-            } => self.split(ws, from, into, identifiers, steps).await?,
-            IdentityEvent::MergeRejected { .. }
+            IdentityEvent::ProfileSplit { .. }
+            | IdentityEvent::MergeRejected { .. }
             | IdentityEvent::LinkRejected { .. }
             | IdentityEvent::ProfileErased { .. }
             | IdentityEvent::CommandRejected { .. } => {}
         }
-        Ok(())
     }
 
     /// Re-folds both sides of a split from the events that belong to `from` at this point of the batch.
@@ -707,6 +1036,7 @@ impl Model<'_> {
         into: &ProfileId,
         moved: &[Identifier],
         steps: &[Step<'_>],
+        (rules, catalogs): InForce<'_>,
     ) -> Result<(), ProjectionError> {
         // In the database, `from`'s events may still belong to profiles it absorbed in this batch.
         let mut stored_owners = vec![from.clone()];
@@ -733,8 +1063,7 @@ impl Model<'_> {
             .copied()
             .filter(|s| !self.in_batch.contains_key(s))
             .collect();
-        let rules = self.rules[ws].clone();
-        let rules = &rules;
+        let rules = &rules[ws];
         let store = self.store;
         let mut fetched = Vec::with_capacity(earlier.len());
         for stored in store.events_by_seq(&earlier).await? {
@@ -785,7 +1114,6 @@ impl Model<'_> {
             .map(|d| d.linked.clone())
             .unwrap_or_default();
         let events: Vec<OwnedEvent<'_>> = owned.iter().map(|(_, e)| e.clone()).collect();
-        let catalogs = &self.catalogs;
         let fold = FoldRules {
             source_priority: &rules.source_priority,
             traits: catalogs[ws].folded(),
@@ -826,13 +1154,15 @@ impl Model<'_> {
     fn into_writes(
         self,
         as_read: &FastMap<ProfileKey, Vec<u8>>,
+        parts: usize,
     ) -> (ModelWrites, FastMap<ProfileKey, ProfileDoc>) {
-        let mut docs: Vec<(ProfileKey, Vec<u8>)> = self
-            .docs
-            .iter()
-            .map(|(key, doc)| (key.clone(), doc.to_state()))
-            .filter(|(key, state)| as_read.get(key) != Some(state))
-            .collect();
+        let held: Vec<(&ProfileKey, &ProfileDoc)> = self.docs.iter().collect();
+        let mut docs: Vec<(ProfileKey, Vec<u8>)> =
+            crate::parallel::map(&held, parts, |(key, doc)| ((*key).clone(), doc.to_state()))
+                .into_iter()
+                .filter(|(key, state)| as_read.get(key) != Some(state))
+                .collect();
+        drop(held);
         docs.sort_by(|a, b| a.0.cmp(&b.0));
         let mut summaries = self.summaries;
         let mut owners: Vec<(i64, String, ProfileId, Option<EventSummary>)> = self
@@ -853,8 +1183,10 @@ impl Model<'_> {
             .filter(|k| !self.docs.contains_key(k))
             .collect();
         gone.sort();
+        let mut reassigns = self.reassigns;
+        reassigns.sort_by_key(|r| r.0);
         let writes = ModelWrites {
-            reassigns: self.reassigns,
+            reassigns: reassigns.into_iter().map(|r| r.1).collect(),
             owners,
             holders,
             docs,

@@ -318,6 +318,8 @@ pub struct Derivation<'a> {
     pub catalogs: &'a HashMap<String, Catalog>,
     pub thresholds: &'a HashMap<String, BTreeMap<String, RfmThresholds>>,
     pub now: DateTime<Utc>,
+    /// How many runs the profiles are evaluated in (on as many threads).
+    pub parts: usize,
 }
 
 /// A profile without stored tags.
@@ -448,14 +450,17 @@ pub async fn derive(
     let empty = BTreeMap::new();
     let mut keys: Vec<&ProfileKey> = manual.keys().collect();
     keys.sort();
-    for key in keys {
+    // Each profile on its own: the profiles in runs over the cores, their writes put together in the
+    // order of the keys (what one thread writes).
+    type Written = (ProfileKey, (Option<f64>, Option<Option<f64>>));
+    let evaluate_one = |key: &ProfileKey, out: &mut CatalogWrites, written: &mut Vec<Written>| {
         let Some(doc) = d.docs.get(key) else {
-            continue;
+            return;
         };
         let (w, p) = key;
         let catalog = d.catalogs.get(w.as_str());
         let Some(catalog) = catalog else {
-            continue;
+            return;
         };
         if catalog.tags.is_empty()
             && catalog.segments.is_empty()
@@ -467,7 +472,7 @@ pub async fn derive(
             if d.touched.get(key).is_some_and(|cause| cause == CLOCK) {
                 out.due.push((w.clone(), p.to_string(), None));
             }
-            continue;
+            return;
         }
         let manual_values: BTreeMap<String, Value> = manual[key]
             .iter()
@@ -573,7 +578,19 @@ pub async fn derive(
         if due_was != Some(due) {
             out.due.push((w.clone(), p.to_string(), due));
         }
-        last_written.insert(key.clone(), (Some(eval.spend), Some(due)));
+        written.push((key.clone(), (Some(eval.spend), Some(due))));
+    };
+    let runs = crate::parallel::map_runs(&keys, d.parts, |run| {
+        let mut out = CatalogWrites::default();
+        let mut written = Vec::with_capacity(run.len());
+        for key in run {
+            evaluate_one(key, &mut out, &mut written);
+        }
+        (out, written)
+    });
+    for (run, written) in runs {
+        out.append(run);
+        last_written.extend(written);
     }
     // What is stored now, for the next batch: the stored rows with this batch's changes.
     for (w, p, tag, value) in &out.tags[evaluated.0..] {

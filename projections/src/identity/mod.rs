@@ -247,6 +247,8 @@ pub struct IdentityResolver {
     publishes: bool,
     /// How many profiles' state is kept in memory between batches.
     held_profiles: usize,
+    /// How many parts a batch's folds and evaluations are split into (one per core by default).
+    parts: usize,
 }
 
 impl std::fmt::Debug for IdentityResolver {
@@ -291,6 +293,7 @@ impl IdentityResolver {
             clock,
             publishes: true,
             held_profiles: HELD_PROFILES,
+            parts: crate::parallel::default_parts(),
         }
     }
 
@@ -301,12 +304,20 @@ impl IdentityResolver {
         self
     }
 
+    /// This resolver, splitting each batch's folds and evaluations into `parts` parts (the result is
+    /// the same for any number; 1: all on one thread).
+    pub fn in_parts(mut self, parts: usize) -> IdentityResolver {
+        self.parts = parts.max(1);
+        self
+    }
+
     /// A resolver on the same clock, with a state of its own, that writes nothing that is published
     /// (a rebuild's shadow).
     pub fn without_output(&self) -> IdentityResolver {
         IdentityResolver {
             publishes: false,
             held_profiles: self.held_profiles,
+            parts: self.parts,
             ..IdentityResolver::with_clock(self.clock.clone())
         }
     }
@@ -486,6 +497,7 @@ impl Projection for IdentityResolver {
             thresholds: &thresholds,
             house,
             now,
+            parts: self.parts,
         };
         let mut prepared = batch::prepare(
             store,

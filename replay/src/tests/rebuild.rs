@@ -285,7 +285,8 @@ fn stream(steps: &[Step], start: chrono::DateTime<chrono::Utc>) -> Vec<NewEvent>
 /// Builds the model live from `events` in batches of `batch_size` on a clock standing at `now`, rebuilds
 /// it from the log, and compares the two row for row.
 async fn live_then_rebuild(store: &Store, events: &[NewEvent], batch_size: u32, clock: Clock) {
-    let live = IdentityResolver::with_clock(clock.clone());
+    // Live on one thread; the rebuild folds and evaluates in 3 parts: the same rows.
+    let live = IdentityResolver::with_clock(clock.clone()).in_parts(1);
     for chunk in events.chunks(5) {
         store.append(chunk).await.unwrap();
         while run_once(store, &live, batch_size).await.unwrap().applied > 0 {}
@@ -293,9 +294,11 @@ async fn live_then_rebuild(store: &Store, events: &[NewEvent], batch_size: u32, 
     caught_up(store, &live).await;
     let before = model_rows(store).await;
     let phases = std::sync::Mutex::new(Vec::new());
-    let report = rebuild_with(store, &IdentityResolver::with_clock(clock.clone()), &|p| {
-        phases.lock().unwrap().push(p.phase)
-    })
+    let report = rebuild_with(
+        store,
+        &IdentityResolver::with_clock(clock.clone()).in_parts(3),
+        &|p| phases.lock().unwrap().push(p.phase),
+    )
     .await
     .unwrap();
     assert_eq!(report.applied as usize, events.len());
