@@ -136,6 +136,8 @@ pub async fn rebuild_all(store: &Store) -> anyhow::Result<()> {
 struct Reporter {
     bar: Option<ProgressBar>,
     last_line: Mutex<Instant>,
+    /// Whether the memory estimate was told.
+    told: std::sync::atomic::AtomicBool,
 }
 
 impl Reporter {
@@ -154,6 +156,7 @@ impl Reporter {
         Reporter {
             bar,
             last_line: Mutex::new(Instant::now()),
+            told: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -163,6 +166,13 @@ impl Reporter {
             Phase::Switching => "switching",
             Phase::Done => "done",
         };
+        if !self.told.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            eprintln!(
+                "rebuild: {} profiles in the live model; the rebuild holds at most ~{} MB in memory",
+                p.profiles,
+                p.memory_bytes.div_ceil(1_000_000)
+            );
+        }
         let done = (p.position - p.resumed_from).max(0) as u64;
         let total = (p.target - p.resumed_from).max(0) as u64;
         match &self.bar {

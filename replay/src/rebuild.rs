@@ -23,7 +23,7 @@ use cdp_domain::store::{EventStore, PostgresStore, SqliteStore, Store};
 use cdp_projections::catalog::{tag_of, CatalogWrites};
 use cdp_projections::identity::derive::{membership_change, tag_change};
 use cdp_projections::identity::{forget_state, IdentityResolver};
-use cdp_projections::pipeline::{drive, Committed};
+use cdp_projections::pipeline::{drive_grouped, Committed};
 use cdp_projections::runner::{checkpoint, run_once_through, ModelTx, Projection, ProjectionError};
 use sqlx::{Connection, Row};
 
@@ -80,6 +80,25 @@ const SHADOW_BOOKKEEPING: &[&str] = &["projection_checkpoints", "projection_toke
 /// per event group. A batch holds its events parsed in memory: ~5 KB each for a retail event, so ~250 MB.
 pub const REBUILD_BATCH: u32 = 50_000;
 
+/// Events a rebuild's commit gathers (batches prepared ahead wait in memory for it): a profile's state,
+/// tags, segments, spend and due time are written once per this many events, not once per batch.
+pub const REBUILD_GROUP: usize = 400_000;
+
+/// What a rebuild holds in memory, for its estimate: a profile's state (BENCHMARKS.md, memory), an event
+/// parsed in a batch being prepared, and an event's prepared writes waiting for their commit.
+const BYTES_PER_PROFILE: u64 = 5_000;
+const BYTES_PER_PARSED_EVENT: u64 = 5_000;
+const BYTES_PER_PREPARED_EVENT: u64 = 400;
+
+/// What a rebuild of a model with `profiles` profiles holds in memory at most, in bytes, when a
+/// resolver holds up to `held` profiles' states (the others are read back from the shadow when
+/// touched, slower but in the same memory).
+pub fn memory_needed(profiles: u64, held: u64) -> u64 {
+    profiles.min(held) * BYTES_PER_PROFILE
+        + 2 * u64::from(REBUILD_BATCH) * BYTES_PER_PARSED_EVENT
+        + REBUILD_GROUP as u64 * BYTES_PER_PREPARED_EVENT
+}
+
 /// How often (100 ms apart) a rebuild asks for the lock before it reports another one running.
 const LOCK_TRIES: usize = 20;
 
@@ -109,6 +128,9 @@ pub struct RebuildProgress {
     pub target: i64,
     /// Where the shadow started in this run (0 unless it resumed an interrupted rebuild).
     pub resumed_from: i64,
+    /// The profiles of the live model, and the memory the rebuild will hold at most ([`memory_needed`]).
+    pub profiles: u64,
+    pub memory_bytes: u64,
 }
 
 /// What a rebuild did.
@@ -149,8 +171,29 @@ pub async fn rebuild_with(
     resolver: &IdentityResolver,
     on_progress: &(dyn Fn(&RebuildProgress) + Send + Sync),
 ) -> Result<RebuildReport, ProjectionError> {
+    let sizes = Sizes {
+        batch: REBUILD_BATCH,
+        group: REBUILD_GROUP,
+    };
+    rebuild_sized(store, resolver, sizes, on_progress).await
+}
+
+/// The events of a rebuild's batches and of its commits' groups.
+#[derive(Debug, Clone, Copy)]
+pub struct Sizes {
+    pub batch: u32,
+    pub group: usize,
+}
+
+/// [`rebuild_with`] in batches and groups of other sizes (tests cut small logs in many).
+pub async fn rebuild_sized(
+    store: &Store,
+    resolver: &IdentityResolver,
+    sizes: Sizes,
+    on_progress: &(dyn Fn(&RebuildProgress) + Send + Sync),
+) -> Result<RebuildReport, ProjectionError> {
     loop {
-        match rebuild_once(store, resolver, on_progress).await {
+        match rebuild_once(store, resolver, sizes, on_progress).await {
             Err(ProjectionError::Stale(why)) => {
                 tracing::info!(why, "rebuild: starting over");
                 let shadow = Shadow::open(store, resolver.version()).await?;
@@ -161,6 +204,23 @@ pub async fn rebuild_with(
     }
 }
 
+/// The profiles of the live model, every workspace.
+async fn live_profiles(store: &Store) -> Result<u64, ProjectionError> {
+    let n: i64 = match store {
+        Store::Sqlite(s) => {
+            sqlx::query_scalar("SELECT count(*) FROM profiles")
+                .fetch_one(s.read_pool())
+                .await?
+        }
+        Store::Postgres(s) => {
+            sqlx::query_scalar("SELECT count(*) FROM profiles")
+                .fetch_one(s.pool())
+                .await?
+        }
+    };
+    Ok(n.max(0) as u64)
+}
+
 fn erased_meanwhile() -> ProjectionError {
     ProjectionError::Stale("a profile was erased while the shadow was built".into())
 }
@@ -168,6 +228,7 @@ fn erased_meanwhile() -> ProjectionError {
 async fn rebuild_once(
     store: &Store,
     resolver: &IdentityResolver,
+    sizes: Sizes,
     on_progress: &(dyn Fn(&RebuildProgress) + Send + Sync),
 ) -> Result<RebuildReport, ProjectionError> {
     let started = Instant::now();
@@ -182,7 +243,17 @@ async fn rebuild_once(
         position: resumed_from.seq,
         target: checkpoint(store, IdentityResolver::NAME).await?.seq,
         resumed_from: resumed_from.seq,
+        profiles: 0,
+        memory_bytes: 0,
     };
+    progress.profiles = live_profiles(store).await?;
+    progress.memory_bytes = memory_needed(progress.profiles, resolver.held_bound() as u64);
+    tracing::info!(
+        profiles = progress.profiles,
+        held = resolver.held_bound(),
+        memory_mb = progress.memory_bytes / 1_000_000,
+        "rebuild: the memory it will hold at most"
+    );
     on_progress(&progress);
     // Behind the live resolver, never past it: what it has not applied yet it will apply itself.
     loop {
@@ -193,10 +264,11 @@ async fn rebuild_once(
             progress.position = c.progress.position.seq;
             on_progress(&progress);
         };
-        let applied = drive(
+        let applied = drive_grouped(
             &shadow.store,
             resolver,
-            REBUILD_BATCH,
+            sizes.batch,
+            sizes.group,
             target,
             &mut committed,
             None,

@@ -134,8 +134,9 @@ proptest::proptest! {
                 store.append(&events).await.unwrap();
                 let resolver = IdentityResolver::default().in_parts(parts);
                 if pipelined {
-                    let applied = cdp_projections::pipeline::drive(&store, &resolver, limit,
-                        cdp_domain::event::Position::END, &mut |_| {}, None).await.unwrap();
+                    // Commits gathering 3 batches or more.
+                    let applied = cdp_projections::pipeline::drive_grouped(&store, &resolver, limit,
+                        3 * limit as usize, cdp_domain::event::Position::END, &mut |_| {}, None).await.unwrap();
                     assert_eq!(applied as usize, events.len());
                 } else {
                     while run_once(&store, &resolver, limit).await.unwrap().applied > 0 {}

@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 
 use cdp_domain::catalog::Catalog;
 use cdp_domain::event::StoredEvent;
-use cdp_domain::identity::{IdentityEvent, IdentityGraph, IdentityRules, ProfileId};
+use cdp_domain::identity::{Identifier, IdentityEvent, IdentityGraph, IdentityRules, ProfileId};
 use cdp_domain::profile::ProfileDoc;
 use cdp_domain::store::Store;
 use cdp_domain::tags::RfmThresholds;
@@ -279,6 +279,11 @@ impl IdentityResolver {
     /// The profile states this resolver holds in memory now.
     pub fn held_profiles(&self) -> usize {
         self.state.lock().expect("resolver state lock").docs.len()
+    }
+
+    /// How many profiles' state this resolver keeps in memory at most ([`IdentityResolver::holding`]).
+    pub fn held_bound(&self) -> usize {
+        self.held_profiles
     }
 
     /// The time as this resolver sees it.
@@ -686,10 +691,33 @@ impl Projection for IdentityResolver {
     ) -> Result<(), ProjectionError> {
         // A profile's state written by a later batch of the group replaces an earlier one's: only
         // the last is written.
-        let mut later: FastSet<ProfileKey> = FastSet::default();
-        for prepared in group.iter_mut().rev() {
-            prepared.model.docs.retain(|(key, _)| !later.contains(key));
-            later.extend(prepared.model.docs.iter().map(|(key, _)| key.clone()));
+        // So are the other rows that hold a last value (who holds an identifier, a profile's tags,
+        // segments, spend and due time); what is appended (decisions, owners of new events, history,
+        // outbox) is written by every batch.
+        if group.len() > 1 {
+            let mut later: FastSet<ProfileKey> = FastSet::default();
+            let mut holders: FastSet<(String, Identifier)> = FastSet::default();
+            let mut tags: FastSet<(String, String, String)> = FastSet::default();
+            let mut members: FastSet<(String, String, String)> = FastSet::default();
+            let mut spend: FastSet<(String, String)> = FastSet::default();
+            let mut due: FastSet<(String, String)> = FastSet::default();
+            for prepared in group.iter_mut().rev() {
+                let (m, c) = (&mut prepared.model, &mut prepared.catalog);
+                keep_last(&mut m.docs, &mut later, |(key, _)| key.clone());
+                // A profile merged away by a later batch is deleted: no earlier batch writes it.
+                later.extend(m.gone.iter().cloned());
+                keep_last(&mut m.holders, &mut holders, |(w, id, _)| {
+                    (w.clone(), id.clone())
+                });
+                keep_last(&mut c.tags, &mut tags, |(w, p, t, _)| {
+                    (w.clone(), p.clone(), t.clone())
+                });
+                keep_last(&mut c.members, &mut members, |(w, s, p, _)| {
+                    (w.clone(), s.clone(), p.clone())
+                });
+                keep_last(&mut c.spend, &mut spend, |(w, p, _)| (w.clone(), p.clone()));
+                keep_last(&mut c.due, &mut due, |(w, p, _)| (w.clone(), p.clone()));
+            }
         }
         for prepared in group {
             self.write(tx, prepared).await?;
@@ -713,9 +741,34 @@ impl Projection for IdentityResolver {
     }
 }
 
+/// Drops from `rows` (a batch's, met from the last batch of a group back) those whose key a later batch
+/// writes (`later`), then adds this batch's keys to `later`. Within a batch the last row of a key wins
+/// when written, so a batch keeps all of its own.
+fn keep_last<T, K: Eq + std::hash::Hash>(
+    rows: &mut Vec<T>,
+    later: &mut FastSet<K>,
+    key: impl Fn(&T) -> K,
+) {
+    if !later.is_empty() {
+        rows.retain(|row| !later.contains(&key(row)));
+    }
+    later.extend(rows.iter().map(key));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_group_keeps_the_last_batch_s_row_of_each_key() {
+        let mut later = FastSet::default();
+        let mut newest = vec![("a", 3), ("b", 3)];
+        let mut oldest = vec![("a", 1), ("c", 1), ("a", 2)];
+        keep_last(&mut newest, &mut later, |r| r.0);
+        keep_last(&mut oldest, &mut later, |r| r.0);
+        assert_eq!(newest, vec![("a", 3), ("b", 3)]);
+        assert_eq!(oldest, vec![("c", 1)]);
+    }
 
     fn key(n: usize) -> ProfileKey {
         let id = ProfileId::parse(&format!("p_{n:020x}")).unwrap();

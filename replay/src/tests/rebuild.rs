@@ -2,7 +2,9 @@
 //! from the log into the shadow and switched in; a rebuild under ingestion serves throughout and loses
 //! nothing; an interrupted rebuild resumes.
 use super::*;
-use crate::rebuild::{built_version, rebuild_with, shadow_status, Phase, MODEL_TABLES};
+use crate::rebuild::{
+    built_version, rebuild_sized, rebuild_with, shadow_status, Phase, Sizes, MODEL_TABLES,
+};
 use cdp_domain::identity::IdentityEvent;
 use cdp_projections::identity::Clock;
 
@@ -294,11 +296,13 @@ async fn live_then_rebuild(store: &Store, events: &[NewEvent], batch_size: u32, 
     caught_up(store, &live).await;
     let before = model_rows(store).await;
     let phases = std::sync::Mutex::new(Vec::new());
-    let report = rebuild_with(
-        store,
-        &IdentityResolver::with_clock(clock.clone()).in_parts(3),
-        &|p| phases.lock().unwrap().push(p.phase),
-    )
+    // In batches of 3 events, commits gathering 7 or more (the last value of a profile's rows
+    // written once per group), folded in 3 parts.
+    let sizes = Sizes { batch: 3, group: 7 };
+    let rebuilder = IdentityResolver::with_clock(clock.clone()).in_parts(3);
+    let report = rebuild_sized(store, &rebuilder, sizes, &|p| {
+        phases.lock().unwrap().push(p.phase)
+    })
     .await
     .unwrap();
     assert_eq!(report.applied as usize, events.len());
