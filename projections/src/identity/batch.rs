@@ -205,13 +205,21 @@ pub(super) async fn prepare(
     keys.retain(|k| !house.docs.contains_key(k) && !created.contains(k));
     // Sized once for every document the batch will hold (growing by rehash faults in fresh pages).
     let mut docs = map_with_capacity(keys.len() + house.docs.len() + created.len());
+    let mut held: Vec<(ProfileKey, Box<[u8]>)> = Vec::with_capacity(keys.len());
     keys.retain(|k| match cache.take(k) {
-        Some(doc) => {
-            docs.insert(k.clone(), doc);
+        Some(state) => {
+            held.push((k.clone(), state));
             false
         }
         None => true,
     });
+    // The held states decoded over the cores.
+    let decoded = crate::parallel::map(&held, parts, |(_, state)| {
+        ProfileDoc::from_stored(Some(state), None)
+    });
+    for ((key, _), doc) in held.into_iter().zip(decoded) {
+        docs.insert(key, doc.map_err(ProjectionError::corrupt)?);
+    }
     let missed = keys.len();
     docs.extend(profiles::load_many(store, &keys).await?);
     let loaded = started.elapsed();
@@ -427,8 +435,8 @@ pub(super) async fn prepare(
         cache.forget(key);
     }
     let derived = started.elapsed();
-    let (writes, docs) = model.into_writes(&as_read, parts);
-    cache.put_back(docs);
+    let (writes, states) = model.into_writes(&as_read, parts);
+    cache.put_back(states);
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
     tracing::debug!(
         events = events.len(),
@@ -1149,20 +1157,22 @@ impl<'a> Model<'a> {
         current
     }
 
-    /// The rows to write, and the documents to keep in memory. A document whose state is what was read
-    /// (`as_read`) is not written again.
+    /// The rows to write, and the states to keep in memory (every document's, encoded once). A
+    /// document whose state is what was read (`as_read`) is not written again.
     fn into_writes(
         self,
         as_read: &FastMap<ProfileKey, Vec<u8>>,
         parts: usize,
-    ) -> (ModelWrites, FastMap<ProfileKey, ProfileDoc>) {
+    ) -> (ModelWrites, Vec<(ProfileKey, Vec<u8>)>) {
         let held: Vec<(&ProfileKey, &ProfileDoc)> = self.docs.iter().collect();
-        let mut docs: Vec<(ProfileKey, Vec<u8>)> =
-            crate::parallel::map(&held, parts, |(key, doc)| ((*key).clone(), doc.to_state()))
-                .into_iter()
-                .filter(|(key, state)| as_read.get(key) != Some(state))
-                .collect();
+        let states: Vec<(ProfileKey, Vec<u8>)> =
+            crate::parallel::map(&held, parts, |(key, doc)| ((*key).clone(), doc.to_state()));
         drop(held);
+        let mut docs: Vec<(ProfileKey, Vec<u8>)> = states
+            .iter()
+            .filter(|(key, state)| as_read.get(key) != Some(state))
+            .cloned()
+            .collect();
         docs.sort_by(|a, b| a.0.cmp(&b.0));
         let mut summaries = self.summaries;
         let mut owners: Vec<(i64, String, ProfileId, Option<EventSummary>)> = self
@@ -1192,7 +1202,7 @@ impl<'a> Model<'a> {
             docs,
             gone,
         };
-        (writes, self.docs)
+        (writes, states)
     }
 }
 
