@@ -235,7 +235,7 @@ async fn rebuild_once(
     // The shadow publishes nothing (see the module's documentation): it writes no outbox and no
     // membership history either.
     let resolver = &resolver.without_output();
-    let shadow = Shadow::open(store, resolver.version()).await?;
+    let mut shadow = Shadow::open(store, resolver.version()).await?;
     let resumed_from = checkpoint(&shadow.store, IdentityResolver::NAME).await?;
     let mut progress = RebuildProgress {
         phase: Phase::CatchingUp,
@@ -277,6 +277,10 @@ async fn rebuild_once(
         if applied == 0 {
             break;
         }
+    }
+    // The indexes left out while the shadow was written, built over its rows at once.
+    if let Some((lock, _)) = &mut shadow.postgres {
+        build_deferred_indexes(lock).await?;
     }
     progress.phase = Phase::Switching;
     on_progress(&progress);
@@ -499,6 +503,82 @@ async fn shadow_store_sqlite(live: &SqliteStore) -> Result<Store, ProjectionErro
 }
 
 /// `name` as a quoted PostgreSQL identifier.
+/// The shadow tables whose secondary indexes a PostgreSQL rebuild builds once at the end instead of
+/// row by row: the resolver never reads them by those (decisions by seq, events by profile and
+/// sequence, which stays).
+const DEFERRED_INDEX_TABLES: &[&str] = &["identity_events", "event_profiles"];
+
+/// Drops the secondary indexes of [`DEFERRED_INDEX_TABLES`] in the new shadow (but the one over
+/// `(workspace, profile, log_seq)`, which splits read), keeping their definitions in
+/// `rebuild_deferred` so that a resumed rebuild builds them too.
+async fn defer_indexes(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+) -> Result<(), ProjectionError> {
+    sqlx::query(&format!(
+        "CREATE TABLE {SHADOW_SCHEMA}.rebuild_deferred (definition TEXT NOT NULL)"
+    ))
+    .execute(&mut **tx)
+    .await?;
+    for t in DEFERRED_INDEX_TABLES {
+        let indexes: Vec<(String, String)> = sqlx::query_as(
+            "SELECT format('%I.%I', n.nspname, i.relname), pg_get_indexdef(i.oid) \
+             FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
+             JOIN pg_namespace n ON n.oid = i.relnamespace \
+             WHERE x.indrelid = $1::regclass AND NOT x.indisunique AND NOT x.indisprimary",
+        )
+        .bind(format!("{SHADOW_SCHEMA}.{t}"))
+        .fetch_all(&mut **tx)
+        .await?;
+        for (index, definition) in indexes {
+            if definition.ends_with("(workspace, profile, log_seq)") {
+                continue;
+            }
+            sqlx::query(&format!("DROP INDEX {index}"))
+                .execute(&mut **tx)
+                .await?;
+            sqlx::query(&format!(
+                "INSERT INTO {SHADOW_SCHEMA}.rebuild_deferred (definition) VALUES ($1)"
+            ))
+            .bind(&definition)
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Builds the indexes [`defer_indexes`] left out, over the shadow's rows.
+async fn build_deferred_indexes(lock: &mut sqlx::PgConnection) -> Result<(), ProjectionError> {
+    let started = Instant::now();
+    let mut tx = lock.begin().await?;
+    let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
+        .bind(format!("{SHADOW_SCHEMA}.rebuild_deferred"))
+        .fetch_one(&mut *tx)
+        .await?;
+    if exists.is_none() {
+        return Ok(());
+    }
+    let definitions: Vec<String> = sqlx::query_scalar(&format!(
+        "SELECT definition FROM {SHADOW_SCHEMA}.rebuild_deferred"
+    ))
+    .fetch_all(&mut *tx)
+    .await?;
+    for definition in &definitions {
+        // A definition read from the catalog (`pg_get_indexdef`), naming the shadow's table.
+        sqlx::query(definition).execute(&mut *tx).await?;
+    }
+    sqlx::query(&format!("DELETE FROM {SHADOW_SCHEMA}.rebuild_deferred"))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    tracing::info!(
+        indexes = definitions.len(),
+        seconds = started.elapsed().as_secs_f64(),
+        "rebuild: deferred indexes built"
+    );
+    Ok(())
+}
+
 fn quoted(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
@@ -635,6 +715,7 @@ impl Shadow {
                     ))
                     .execute(&mut *tx)
                     .await?;
+                    defer_indexes(&mut tx).await?;
                     sqlx::query(&format!(
                         "INSERT INTO {SHADOW_SCHEMA}.rebuild_meta (version, started_at) \
                          VALUES ($1, $2)"

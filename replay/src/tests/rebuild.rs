@@ -128,6 +128,25 @@ async fn model_rows(store: &Store) -> Vec<(String, Vec<String>)> {
     out
 }
 
+/// Every index of the model's tables on PostgreSQL, by table and definition without its name (a
+/// switch keeps the shadow's names); empty on SQLite.
+async fn index_definitions(store: &Store) -> Vec<(String, String)> {
+    let Store::Postgres(s) = store else {
+        return Vec::new();
+    };
+    let mut rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT tablename::text, regexp_replace(indexdef, '^CREATE (UNIQUE )?INDEX \\S+ ON \\S+ ', '\\1') \
+         FROM pg_indexes WHERE schemaname = current_schema()",
+    )
+    .fetch_all(s.pool())
+    .await
+    .unwrap();
+    rows.retain(|(t, _)| MODEL_TABLES.contains(&t.as_str()));
+    rows.sort();
+    assert!(!rows.is_empty(), "the model's tables have indexes");
+    rows
+}
+
 /// One stream step of the generator.
 #[derive(Debug, Clone)]
 enum Step {
@@ -295,6 +314,7 @@ async fn live_then_rebuild(store: &Store, events: &[NewEvent], batch_size: u32, 
     }
     caught_up(store, &live).await;
     let before = model_rows(store).await;
+    let indexes_before = index_definitions(store).await;
     let phases = std::sync::Mutex::new(Vec::new());
     // In batches of 3 events, commits gathering 7 or more (the last value of a profile's rows
     // written once per group), folded in 3 parts.
@@ -322,6 +342,11 @@ async fn live_then_rebuild(store: &Store, events: &[NewEvent], batch_size: u32, 
             "{table}: the rebuilt rows differ from the live ones"
         );
     }
+    assert_eq!(
+        index_definitions(store).await,
+        indexes_before,
+        "the switched tables have every index (those a PostgreSQL rebuild builds at the end too)"
+    );
     // The live resolver goes on from the switched model (its state was reset by the switch).
     let next = validate(
         json!({"type": "track", "event": "Order Completed", "userId": "u0", "messageId": "after",
@@ -535,7 +560,10 @@ async fn interrupted_rebuild_resumes(store: &Store) {
         })
         .await
     };
-    assert!(interrupted.is_err(), "the rebuild was interrupted");
+    assert!(
+        interrupted.is_err(),
+        "the rebuild was interrupted: {interrupted:?}"
+    );
     let left = shadow_status(store)
         .await
         .unwrap()
