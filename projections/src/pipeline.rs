@@ -57,13 +57,6 @@ struct Batch<P: Projection> {
     prepared: P::Prepared,
 }
 
-/// What the pipeline tells its writer.
-enum ToWriter<P: Projection> {
-    Batch(Batch<P>),
-    /// The pipeline waits for what was sent: write it without gathering more.
-    Flush,
-}
-
 /// What the writer did with a group of batches.
 struct Outcome {
     /// `Ok(true)`: committed; `Ok(false)`: the model moved under it, nothing written.
@@ -95,10 +88,10 @@ pub async fn drive<P: Projection + Clone>(
     drive_grouped(store, projection, limit, 0, through, on_commit, idle).await
 }
 
-/// [`drive`], each commit gathering batches of at least `group` events (the last one of a run, or
-/// one the pipeline waits for, fewer): a rebuild writes a value that many batches change (a profile's
-/// state, its tags) once per group instead of once per batch. What is prepared waits in memory for its
-/// commit: `group` bounds it.
+/// [`drive`], letting up to `group` more events wait for the writer: when preparing runs ahead of
+/// writing (a rebuild's), the writer's commits take larger groups, and a value that many batches
+/// change (a profile's state, its tags) is written once per group instead of once per batch. The
+/// writer never waits to gather a group: it takes what is waiting when it is free.
 pub async fn drive_grouped<P: Projection + Clone>(
     store: &Store,
     projection: &P,
@@ -139,13 +132,13 @@ struct Pipeline<'a, P: Projection> {
     store: &'a Store,
     projection: &'a P,
     limit: u32,
-    /// The events a commit gathers before it is written (0: whatever is waiting).
+    /// Events that may wait for the writer besides `QUEUED_BATCHES` batches.
     group: usize,
     through: Position,
     applied: u64,
     /// Where the next batch starts: after the last one prepared.
     next: Position,
-    writer: Option<(mpsc::UnboundedSender<ToWriter<P>>, Writer)>,
+    writer: Option<(mpsc::UnboundedSender<Batch<P>>, Writer)>,
     /// The events of each batch sent to the writer and not yet reported on, oldest first.
     sent: Vec<usize>,
     /// The read of the batch starting at the position, under way.
@@ -233,9 +226,8 @@ impl<P: Projection + Clone> Pipeline<'_, P> {
         let progress = finish(start, events);
         self.next = progress.position;
         let status = self.status.clone();
-        let gather = self.group;
         let (to_writer, _) = self.writer.get_or_insert_with(|| {
-            start_writer(self.store.clone(), self.projection.clone(), status, gather)
+            start_writer(self.store.clone(), self.projection.clone(), status)
         });
         let batch = Batch {
             start,
@@ -245,7 +237,7 @@ impl<P: Projection + Clone> Pipeline<'_, P> {
         };
         // Counted even if the writer stopped at a group it could not commit: its outcome, still to
         // be collected, restarts the pipeline, and this batch goes with the rest.
-        let _ = to_writer.send(ToWriter::Batch(batch));
+        let _ = to_writer.send(batch);
         self.sent.push(progress.applied);
     }
 
@@ -280,18 +272,13 @@ impl<P: Projection + Clone> Pipeline<'_, P> {
         }
     }
 
-    /// Waits for the writer's next outcome (telling a writer that gathers a group to write what it has).
+    /// Waits for the writer's next outcome.
     async fn next_outcome(
         &mut self,
         on_commit: &mut (dyn FnMut(&Committed) + Send),
     ) -> Result<bool, ProjectionError> {
         let outcome = match &mut self.writer {
-            Some((to_writer, writer)) => {
-                if self.group > 0 {
-                    let _ = to_writer.send(ToWriter::Flush);
-                }
-                writer.outcomes.recv().await
-            }
+            Some((_, writer)) => writer.outcomes.recv().await,
             None => None,
         };
         match outcome {
@@ -343,33 +330,15 @@ fn start_writer<P: Projection + Clone>(
     store: Store,
     projection: P,
     status: Option<Arc<RunnerStatus>>,
-    gather: usize,
-) -> (mpsc::UnboundedSender<ToWriter<P>>, Writer) {
-    let (to_writer, mut batches) = mpsc::unbounded_channel::<ToWriter<P>>();
+) -> (mpsc::UnboundedSender<Batch<P>>, Writer) {
+    let (to_writer, mut batches) = mpsc::unbounded_channel::<Batch<P>>();
     let (outcomes_tx, outcomes) = mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
         while let Some(first) = batches.recv().await {
-            let ToWriter::Batch(first) = first else {
-                continue;
-            };
             let (start, mut progress, mut behind) = (first.start, first.progress, first.behind);
             let mut group = vec![first.prepared];
-            // Everything prepared meanwhile goes in the same commit; a gathering writer also waits
-            // for more until it has `gather` events or is told to write.
-            let mut flushed = false;
-            loop {
-                let next = match batches.try_recv() {
-                    Ok(next) => next,
-                    Err(_) if flushed || progress.applied >= gather => break,
-                    Err(_) => match batches.recv().await {
-                        Some(next) => next,
-                        None => break,
-                    },
-                };
-                let ToWriter::Batch(next) = next else {
-                    flushed = true;
-                    continue;
-                };
+            // Everything prepared meanwhile goes in the same commit.
+            while let Ok(next) = batches.try_recv() {
                 progress.applied += next.progress.applied;
                 progress.position = next.progress.position;
                 progress.last_received_ms =

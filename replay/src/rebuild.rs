@@ -80,8 +80,9 @@ const SHADOW_BOOKKEEPING: &[&str] = &["projection_checkpoints", "projection_toke
 /// per event group. A batch holds its events parsed in memory: ~5 KB each for a retail event, so ~250 MB.
 pub const REBUILD_BATCH: u32 = 50_000;
 
-/// Events a rebuild's commit gathers (batches prepared ahead wait in memory for it): a profile's state,
-/// tags, segments, spend and due time are written once per this many events, not once per batch.
+/// Events a rebuild may prepare ahead of its writer (waiting in memory): when the fold runs ahead, the
+/// writer's next commit takes them all, and a profile's state, tags, segments, spend and due time are
+/// written once per commit, not once per batch.
 pub const REBUILD_GROUP: usize = 400_000;
 
 /// What a rebuild holds in memory, for its estimate: a profile's state (BENCHMARKS.md, memory), an event

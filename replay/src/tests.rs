@@ -134,7 +134,7 @@ proptest::proptest! {
                 store.append(&events).await.unwrap();
                 let resolver = IdentityResolver::default().in_parts(parts);
                 if pipelined {
-                    // Commits gathering 3 batches or more.
+                    // Up to 3 more batches waiting for the writer (its commits take them together).
                     let applied = cdp_projections::pipeline::drive_grouped(&store, &resolver, limit,
                         3 * limit as usize, cdp_domain::event::Position::END, &mut |_| {}, None).await.unwrap();
                     assert_eq!(applied as usize, events.len());

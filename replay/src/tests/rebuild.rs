@@ -316,8 +316,8 @@ async fn live_then_rebuild(store: &Store, events: &[NewEvent], batch_size: u32, 
     let before = model_rows(store).await;
     let indexes_before = index_definitions(store).await;
     let phases = std::sync::Mutex::new(Vec::new());
-    // In batches of 3 events, commits gathering 7 or more (the last value of a profile's rows
-    // written once per group), folded in 3 parts.
+    // In batches of 3 events, up to 7 more waiting for the writer (a commit takes every batch waiting:
+    // the last value of a profile's rows written once per group), folded in 3 parts.
     let sizes = Sizes { batch: 3, group: 7 };
     let rebuilder = IdentityResolver::with_clock(clock.clone()).in_parts(3);
     let report = rebuild_sized(store, &rebuilder, sizes, &|p| {
