@@ -87,7 +87,7 @@ pub const REBUILD_GROUP: usize = 400_000;
 
 /// What a rebuild holds in memory, for its estimate: a profile's state (BENCHMARKS.md, memory), an event
 /// parsed in a batch being prepared, and an event's prepared writes waiting for their commit.
-const BYTES_PER_PROFILE: u64 = 5_000;
+const BYTES_PER_PROFILE: u64 = 3_000;
 const BYTES_PER_PARSED_EVENT: u64 = 5_000;
 const BYTES_PER_PREPARED_EVENT: u64 = 400;
 
