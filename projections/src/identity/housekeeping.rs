@@ -153,7 +153,13 @@ impl Memo {
         if writes.jobs.iter().any(|j| j.status == "running") {
             self.no_running_jobs = false;
         }
-        if !writes.definitions.is_empty() {
+        // The workspaces with an RFM tag change only with a tag's definition that names RFM, or a
+        // tag's deletion (whose body is gone): those are asked again.
+        let rfm_may_change = writes
+            .definitions
+            .iter()
+            .any(|d| d.kind == catalog::TAG && d.body.as_deref().is_none_or(|b| b.contains("rfm")));
+        if rfm_may_change {
             self.rfm_workspaces = None;
         }
         if let Some(known) = &mut self.next_due {

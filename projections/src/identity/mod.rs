@@ -522,18 +522,22 @@ impl Projection for IdentityResolver {
             state.rules.insert(w.clone(), r.clone());
         }
         state.memo.wrote(&prepared.catalog);
-        // A batch that changed definitions has them (and the cut points, kept per tag version) read
-        // again from what it wrote.
-        if prepared.catalog.definitions.is_empty() {
+        // A batch that changed definitions but left nothing to work out from the stored rows — no job
+        // running (a definition met before its workspace has profiles starts none), no cut points, no
+        // rules — keeps its catalogs as it applied them (the later events of the batch were folded with
+        // them; reading them back gives the same) and lets the next batch be prepared before it
+        // commits. Otherwise the definitions (and the cut points, kept per tag version) are read again
+        // from what it wrote.
+        let settled = !prepared.catalog.jobs.iter().any(|j| j.status == "running")
+            && prepared.catalog.thresholds.is_empty()
+            && prepared.rules.is_empty();
+        if prepared.catalog.definitions.is_empty() || settled {
             state.catalogs = catalogs;
             state.thresholds = thresholds;
         } else {
             state.derived.clear();
         }
-        state.plain = prepared.catalog.definitions.is_empty()
-            && !prepared.catalog.jobs.iter().any(|j| j.status == "running")
-            && prepared.catalog.thresholds.is_empty()
-            && prepared.rules.is_empty();
+        state.plain = settled;
         let token = new_token();
         prepared.based_on = state.token().cloned();
         prepared.token = token.clone();
