@@ -514,6 +514,23 @@ pub struct ModelWrites {
     pub gone: Vec<ProfileKey>,
 }
 
+/// How many live profiles the model holds, every workspace.
+pub async fn count_all(store: &Store) -> Result<u64, ProjectionError> {
+    let n: i64 = match store {
+        Store::Sqlite(s) => {
+            sqlx::query_scalar("SELECT count(*) FROM profiles")
+                .fetch_one(s.read_pool())
+                .await?
+        }
+        Store::Postgres(s) => {
+            sqlx::query_scalar("SELECT count(*) FROM profiles")
+                .fetch_one(s.pool())
+                .await?
+        }
+    };
+    Ok(n.max(0) as u64)
+}
+
 /// Where each profile a batch merged away ends up: `(workspace, from, survivor)`, the chains of the
 /// batch's merges followed to their end (a→b then b→c gives a→c and b→c), in the order first met.
 /// Applying these at once leaves the rows as applying the merges one by one would.

@@ -205,23 +205,6 @@ pub async fn rebuild_sized(
     }
 }
 
-/// The profiles of the live model, every workspace.
-async fn live_profiles(store: &Store) -> Result<u64, ProjectionError> {
-    let n: i64 = match store {
-        Store::Sqlite(s) => {
-            sqlx::query_scalar("SELECT count(*) FROM profiles")
-                .fetch_one(s.read_pool())
-                .await?
-        }
-        Store::Postgres(s) => {
-            sqlx::query_scalar("SELECT count(*) FROM profiles")
-                .fetch_one(s.pool())
-                .await?
-        }
-    };
-    Ok(n.max(0) as u64)
-}
-
 fn erased_meanwhile() -> ProjectionError {
     ProjectionError::Stale("a profile was erased while the shadow was built".into())
 }
@@ -247,7 +230,7 @@ async fn rebuild_once(
         profiles: 0,
         memory_bytes: 0,
     };
-    progress.profiles = live_profiles(store).await?;
+    progress.profiles = cdp_projections::profiles::count_all(store).await?;
     progress.memory_bytes = memory_needed(progress.profiles, resolver.held_bound() as u64);
     tracing::info!(
         profiles = progress.profiles,

@@ -143,18 +143,7 @@ async fn measure(store: &Store, customers: usize, seed: u64) -> anyhow::Result<M
         applied == events,
         "the resolver applied {applied} of {events} events"
     );
-    let profiles: i64 = match store {
-        Store::Sqlite(s) => {
-            sqlx::query_scalar("SELECT count(*) FROM profiles")
-                .fetch_one(s.read_pool())
-                .await?
-        }
-        Store::Postgres(s) => {
-            sqlx::query_scalar("SELECT count(*) FROM profiles")
-                .fetch_one(s.pool())
-                .await?
-        }
-    };
+    let profiles = cdp_projections::profiles::count_all(store).await?;
     ensure!(
         profiles as usize == customers,
         "{profiles} profiles for {customers} customers"

@@ -18,6 +18,7 @@ mod batch;
 mod catalog_commands;
 pub mod derive;
 pub mod housekeeping;
+mod model;
 pub mod queries;
 
 pub use batch::workspace_log;
