@@ -353,7 +353,15 @@ impl RunnerStatus {
 pub struct RunnerHandle {
     pub status: Arc<RunnerStatus>,
     wake: Arc<Notify>,
-    task: JoinHandle<()>,
+    running: Running,
+}
+
+/// Where a runner runs: on an engine thread of its own, or as a task of the runtime.
+#[derive(Debug)]
+enum Running {
+    /// Stopped by a permit on the notify (it ends at its next await).
+    Thread(Arc<Notify>),
+    Task(JoinHandle<()>),
 }
 
 impl RunnerHandle {
@@ -367,22 +375,92 @@ impl RunnerHandle {
     }
 
     pub fn stop(&self) {
-        self.task.abort();
+        match &self.running {
+            Running::Thread(stop) => stop.notify_one(),
+            Running::Task(task) => task.abort(),
+        }
     }
 }
 
 impl Drop for RunnerHandle {
     fn drop(&mut self) {
-        self.task.abort();
+        self.stop();
     }
 }
 
-/// Starts `projection` following the log.
+/// How much lower than the edge's the engine threads' scheduling priority is (a nice value, 0–19):
+/// when the cores are short, requests are answered (and acknowledged events made durable) first and
+/// the projections catch up with what is left. `CDP_ENGINE_NICE` overrides it; 0 keeps one priority.
+pub const ENGINE_NICE: i32 = 10;
+
+/// Starts `projection` following the log. On a multi-threaded runtime it runs on an engine thread of
+/// its own at [`ENGINE_NICE`] (its folds and evaluations are CPU work that would otherwise hold a
+/// runtime worker, and the requests queued on it, for a whole batch); its IO and timers are still
+/// driven by the runtime, and the tasks it spawns (the writer) run there. On a current-thread runtime
+/// (tests), a task of it.
 pub fn spawn<P: Projection + Clone>(store: Store, projection: P) -> RunnerHandle {
     let status = Arc::new(RunnerStatus::default());
     let wake = Arc::new(Notify::new());
-    let task = tokio::spawn(follow(store, projection, status.clone(), wake.clone()));
-    RunnerHandle { status, wake, task }
+    let runtime = tokio::runtime::Handle::current();
+    let running = match runtime.runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::MultiThread => {
+            let stop = Arc::new(Notify::new());
+            let (name, status, wake, stopped) = (
+                projection.name(),
+                status.clone(),
+                wake.clone(),
+                stop.clone(),
+            );
+            std::thread::Builder::new()
+                .name(format!("cdp-{name}"))
+                .spawn(move || {
+                    lower_priority(engine_nice());
+                    runtime.block_on(async move {
+                        tokio::select! {
+                            () = follow(store, projection, status, wake) => {}
+                            () = stopped.notified() => {}
+                        }
+                    });
+                })
+                .map(|_| Running::Thread(stop))
+                .unwrap_or_else(|e| panic!("cannot start the thread of projection {name}: {e}"))
+        }
+        _ => Running::Task(tokio::spawn(follow(
+            store,
+            projection,
+            status.clone(),
+            wake.clone(),
+        ))),
+    };
+    RunnerHandle {
+        status,
+        wake,
+        running,
+    }
+}
+
+/// [`ENGINE_NICE`], or `CDP_ENGINE_NICE` when it is a number from 0 to 19.
+fn engine_nice() -> i32 {
+    std::env::var("CDP_ENGINE_NICE")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|n| (0..=19).contains(n))
+        .unwrap_or(ENGINE_NICE)
+}
+
+/// Lowers the calling thread's priority by `nice` (threads it starts inherit it). On Linux a thread's
+/// nice value is its own; elsewhere it would be the process's, so nothing is changed there.
+fn lower_priority(nice: i32) {
+    #[cfg(target_os = "linux")]
+    if nice > 0 {
+        let tid = rustix::thread::gettid();
+        let now = rustix::process::getpriority_process(Some(tid)).unwrap_or(0);
+        if let Err(e) = rustix::process::setpriority_process(Some(tid), now.saturating_add(nice)) {
+            tracing::warn!(error = %e, "could not lower the engine thread's priority");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
 }
 
 async fn follow<P: Projection + Clone>(
