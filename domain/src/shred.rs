@@ -14,8 +14,13 @@ use sha2::{Digest, Sha256};
 use crate::event::NewEvent;
 use crate::message::MessageKind;
 
-/// The payload format of a sealed customer event (format 1: the plain JSON of `event`).
-pub const SEALED_FORMAT: i16 = 2;
+/// The payload format of a sealed customer event: the nonce, ciphertext and tag as bytes in the `sealed`
+/// column, the `payload` column empty (format 1: the plain JSON of `event`).
+pub const SEALED_FORMAT: i16 = 3;
+
+/// The format sealed events were stored in before [`SEALED_FORMAT`]: the same bytes as base64 text in
+/// the `payload` column. Still read; never written.
+pub const SEALED_BASE64_FORMAT: i16 = 2;
 
 /// Bytes of a subject key (ChaCha20-Poly1305).
 pub const KEY_LEN: usize = 32;
@@ -67,8 +72,8 @@ pub struct ShredError(&'static str);
 
 /// The personal part of a customer event sealed under `key`: user id, anonymous id and payload, bound to
 /// the event's workspace and message id (a sealed payload moved to another row does not open). The
-/// result is text: base64 of the nonce and the ciphertext.
-pub fn seal(event: &NewEvent, key: &[u8; KEY_LEN], nonce: &[u8; NONCE_LEN]) -> String {
+/// result is the nonce, the ciphertext and its tag, as bytes.
+pub fn seal(event: &NewEvent, key: &[u8; KEY_LEN], nonce: &[u8; NONCE_LEN]) -> Vec<u8> {
     let ids = serde_json::to_string(&(&event.user_id, &event.anonymous_id))
         .expect("two optional strings serialise");
     // JSON never holds a raw newline, so the first one ends the identifiers.
@@ -86,22 +91,35 @@ pub fn seal(event: &NewEvent, key: &[u8; KEY_LEN], nonce: &[u8; NONCE_LEN]) -> S
         )
         .expect("ChaCha20-Poly1305 seals any message of a sane size");
     sealed.extend_from_slice(&tag);
-    BASE64.encode(sealed)
+    sealed
 }
 
-/// The inverse of [`seal`]: (user id, anonymous id, payload).
-pub fn open(
+/// What a sealed event opens to: (user id, anonymous id, payload).
+pub type Opened = (Option<String>, Option<String>, String);
+
+/// [`open`] for a payload of [`SEALED_BASE64_FORMAT`]: the sealed bytes as base64 text.
+pub fn open_base64(
     workspace: &str,
     message_id: &str,
     sealed: &str,
     key: &[u8],
-) -> Result<(Option<String>, Option<String>, String), ShredError> {
-    if key.len() != KEY_LEN {
-        return Err(ShredError("the key has the wrong length"));
-    }
+) -> Result<Opened, ShredError> {
     let bytes = BASE64
         .decode(sealed)
         .map_err(|_| ShredError("not base64"))?;
+    open(workspace, message_id, &bytes, key)
+}
+
+/// The inverse of [`seal`].
+pub fn open(
+    workspace: &str,
+    message_id: &str,
+    bytes: &[u8],
+    key: &[u8],
+) -> Result<Opened, ShredError> {
+    if key.len() != KEY_LEN {
+        return Err(ShredError("the key has the wrong length"));
+    }
     if bytes.len() < NONCE_LEN {
         return Err(ShredError("too short"));
     }
@@ -151,7 +169,8 @@ mod tests {
         let e = event(Some("u1"), Some("a1"));
         let key = [7u8; KEY_LEN];
         let sealed = seal(&e, &key, &[1u8; NONCE_LEN]);
-        assert!(!sealed.contains("ann@example.com") && !sealed.contains("u1"));
+        let seen = String::from_utf8_lossy(&sealed);
+        assert!(!seen.contains("ann@example.com") && !seen.contains("u1"));
         let (user, anonymous, payload) = open("w", "m1", &sealed, &key).unwrap();
         assert_eq!(user.as_deref(), Some("u1"));
         assert_eq!(anonymous.as_deref(), Some("a1"));
@@ -160,8 +179,20 @@ mod tests {
         // Bound to its row: another message id or workspace does not open it.
         assert!(open("w", "m2", &sealed, &key).is_err());
         assert!(open("x", "m1", &sealed, &key).is_err());
-        assert!(open("w", "m1", "not base64!", &key).is_err());
-        assert!(open("w", "m1", "", &key).is_err());
+        assert!(open("w", "m1", b"", &key).is_err());
+        assert!(open("w", "m1", &sealed[..sealed.len() - 1], &key).is_err());
+    }
+
+    #[test]
+    fn a_payload_of_the_base64_format_still_opens() {
+        let e = event(None, Some("a1"));
+        let key = [3u8; KEY_LEN];
+        let text = BASE64.encode(seal(&e, &key, &[2u8; NONCE_LEN]));
+        let (user, anonymous, payload) = open_base64("w", "m1", &text, &key).unwrap();
+        assert_eq!((user, anonymous.as_deref()), (None, Some("a1")));
+        assert_eq!(payload, e.payload);
+        assert!(open_base64("w", "m1", "not base64!", &key).is_err());
+        assert!(open_base64("w", "m1", "", &key).is_err());
     }
 
     #[test]

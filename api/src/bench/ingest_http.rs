@@ -1,7 +1,8 @@
 //! Scenario `ingest-http`: concurrent clients send Segment `/v1/batch` requests to the real service and
 //! every 200 means the batch is committed; the figure is durable events/s from the first send to the
 //! last 200. The physical reference appends the same events, in the same batches, from as many tasks,
-//! straight into a fresh store of the same kind with `EventStore::append`.
+//! straight into a fresh store of the same kind with `EventStore::append`; a second row, `append-sealed`,
+//! is that append against the same rows appended unsealed (what sealing costs).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context};
 use axum::body::Bytes;
 use cdp_domain::event::NewEvent;
+use cdp_domain::message::MessageKind;
 use cdp_domain::store::{EventStore, Store};
 use tokio::task::JoinSet;
 
@@ -20,6 +22,8 @@ use crate::provision::random_secret;
 use crate::Application;
 
 pub const NAME: &str = "ingest-http";
+/// The row of sealed `Store::append` against the same rows unsealed.
+const SEALED: &str = "append-sealed";
 const WORKSPACE: &str = "bench";
 
 /// What the HTTP run measured and verified.
@@ -49,10 +53,32 @@ pub async fn run(
 
     let batches = Arc::new(workload.new_events(WORKSPACE)?);
     let fresh = FreshStore::create(backend).await?;
-    let measured = straight_into_store(&fresh, batches, clients, workload.events).await;
+    let measured = straight_into_store(&fresh, batches.clone(), clients, workload.events).await;
     let removed = fresh.remove().await;
     let reference =
         measured.with_context(|| format!("{NAME} reference on {} failed", backend.name()))?;
+    removed?;
+
+    // The price of sealing: the same rows appended unsealed (as operator commands, which the store keeps
+    // plain: no subject keys, no encryption), into another fresh store.
+    let plain: Arc<Vec<Vec<NewEvent>>> = Arc::new(
+        batches
+            .iter()
+            .map(|b| {
+                b.iter()
+                    .map(|e| NewEvent {
+                        kind: MessageKind::Operator,
+                        ..e.clone()
+                    })
+                    .collect()
+            })
+            .collect(),
+    );
+    let fresh = FreshStore::create(backend).await?;
+    let measured = straight_into_store(&fresh, plain, clients, workload.events).await;
+    let removed = fresh.remove().await;
+    let unsealed = measured
+        .with_context(|| format!("{NAME} unsealed reference on {} failed", backend.name()))?;
     removed?;
 
     let events = workload.events as u64;
@@ -68,12 +94,24 @@ pub async fn run(
         p99: quantile(&http.latencies, 0.99),
         reference_rate: Some(events as f64 / reference.as_secs_f64()),
     };
+    let sealing = Row {
+        scenario: SEALED,
+        backend: backend.name(),
+        count: events,
+        unit: "events",
+        seconds: reference.as_secs_f64(),
+        rate: events as f64 / reference.as_secs_f64(),
+        p50: None,
+        p99: None,
+        reference_rate: Some(events as f64 / unsealed.as_secs_f64()),
+    };
     let batch = workload.batches.first().map_or(0, Vec::len);
     let summary = format!(
         "{NAME} on {}: {} events in {seconds:.2} s = {} durable events/s from {clients} clients sending \
          {batch}-message /v1/batch requests (p99 {:.1} ms, {} group commits); {:.2}x the {} events/s of Store::append \
          of the same batches from {clients} tasks; verified: every request 200, {} events stored once, \
-         nothing quarantined; the profile projection had applied {} of them at the last 200.",
+         nothing quarantined; the profile projection had applied {} of them at the last 200. Sealed, \
+         Store::append is {:.2}x the {} events/s of the same rows appended unsealed.",
         backend.name(),
         thousands(events),
         thousands(row.rate.round() as u64),
@@ -83,9 +121,11 @@ pub async fn run(
         thousands(row.reference_rate.unwrap_or_default().round() as u64),
         thousands(events),
         thousands(http.projected),
+        sealing.ratio().unwrap_or_default(),
+        thousands(sealing.reference_rate.unwrap_or_default().round() as u64),
     );
     Ok(Outcome {
-        rows: vec![row],
+        rows: vec![row, sealing],
         summary,
     })
 }

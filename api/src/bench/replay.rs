@@ -14,7 +14,7 @@
 //! - `replay-scan`: the reference — every event of the log read in log order through
 //!   `EventStore::read_after` in pages of [`PAGE`], each payload parsed as the resolver parses it; the
 //!   faster of a scan before and one after the rebuild (the caches are as warm for it as for the rebuild).
-//! - `replay-count`: one `SELECT count(*), sum(length(payload)) FROM events`, what the database alone
+//! - `replay-count`: one `SELECT count(*)` and sum of payload lengths over the events, what the database alone
 //!   reads per second (for scale; no ratio).
 //! - `replay`: `cdp_replay::rebuild::rebuild_with` timed from the call to its return (shadow set up,
 //!   caught up, switched in, shadow dropped): events/s, and the ratio to `replay-scan`. The live resolver
@@ -257,9 +257,11 @@ async fn scan(store: &Store) -> anyhow::Result<Scanned> {
     })
 }
 
-/// One `count(*)` and `sum(length(payload))` over the events table.
+/// One `count(*)` and the sum of the stored payloads' lengths (plain or sealed) over the events table.
 async fn count(store: &Store) -> anyhow::Result<Scanned> {
-    let sql = "SELECT count(*), CAST(coalesce(sum(length(payload)), 0) AS BIGINT) FROM events";
+    let sql = "SELECT count(*), \
+               CAST(coalesce(sum(length(payload) + coalesce(length(sealed), 0)), 0) AS BIGINT) \
+               FROM events";
     let started = Instant::now();
     let (events, bytes): (i64, i64) = match store {
         Store::Sqlite(s) => sqlx::query_as(sql).fetch_one(s.read_pool()).await,

@@ -277,18 +277,24 @@ where
             payload: row.try_get(9)?,
         },
     };
-    sealing::open(&mut stored.event, row.try_get(10)?, row.try_get(11)?)?;
+    sealing::open(
+        &mut stored.event,
+        row.try_get(10)?,
+        row.try_get(11)?,
+        row.try_get(12)?,
+    )?;
     Ok(stored)
 }
 
 /// The columns `decode_event` expects, in order (PostgreSQL appends `tx`, at [`TX_COLUMN`]): the
-/// event's own, then its payload format and the key it was sealed with (none once erased).
+/// event's own, then its payload format, the key it was sealed with (none once erased) and its sealed
+/// bytes.
 pub(crate) const EVENT_COLUMNS: &str =
     "seq, workspace, kind, message_id, name, user_id, anonymous_id, event_time, received_at, payload, \
-     format, (SELECT k.key FROM subject_keys k WHERE k.id = events.key_id)";
+     format, (SELECT k.key FROM subject_keys k WHERE k.id = events.key_id), sealed";
 
 /// Where PostgreSQL's queries put `tx` after [`EVENT_COLUMNS`].
-pub(crate) const TX_COLUMN: usize = 12;
+pub(crate) const TX_COLUMN: usize = 13;
 
 pub(crate) fn decode_quarantine<'r, R>(row: &'r R) -> Result<QuarantineEntry, StoreError>
 where

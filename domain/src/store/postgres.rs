@@ -133,6 +133,7 @@ impl EventStore for PostgresStore {
         let mut event_time = Vec::with_capacity(rows.len());
         let mut received_at = Vec::with_capacity(rows.len());
         let mut payload = Vec::with_capacity(rows.len());
+        let mut sealed = Vec::with_capacity(rows.len());
         let mut format = Vec::with_capacity(rows.len());
         let mut key_id = Vec::with_capacity(rows.len());
         for r in &rows {
@@ -145,15 +146,17 @@ impl EventStore for PostgresStore {
             anonymous_id.push(r.anonymous_id);
             event_time.push(to_millis(e.event_time));
             received_at.push(to_millis(e.received_at));
-            payload.push(r.payload.as_str());
+            payload.push(r.payload);
+            sealed.push(r.sealed.as_deref());
             format.push(r.format);
             key_id.push(r.key_id);
         }
         let done = sqlx::query(
             "INSERT INTO events (workspace, message_id, kind, name, user_id, anonymous_id, \
-             event_time, received_at, payload, format, key_id) \
+             event_time, received_at, payload, format, key_id, sealed) \
              SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
-             $6::text[], $7::int8[], $8::int8[], $9::text[], $10::int2[], $11::int8[]) \
+             $6::text[], $7::int8[], $8::int8[], $9::text[], $10::int2[], $11::int8[], \
+             $12::bytea[]) \
              ON CONFLICT (workspace, message_id) DO NOTHING",
         )
         .bind(&workspace)
@@ -167,6 +170,7 @@ impl EventStore for PostgresStore {
         .bind(&payload)
         .bind(&format)
         .bind(&key_id)
+        .bind(&sealed)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

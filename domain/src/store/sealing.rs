@@ -8,7 +8,7 @@ use chacha20poly1305::ChaCha20Poly1305;
 
 use super::StoreError;
 use crate::event::{NewEvent, EVENT_FORMAT_VERSION};
-use crate::shred::{self, ERASED_PAYLOAD, KEY_LEN, NONCE_LEN, SEALED_FORMAT};
+use crate::shred::{self, ERASED_PAYLOAD, KEY_LEN, NONCE_LEN, SEALED_BASE64_FORMAT, SEALED_FORMAT};
 
 /// A subject key as the store holds it: its row id and the key.
 pub(crate) type SubjectKey = (i64, Vec<u8>);
@@ -43,7 +43,10 @@ pub(crate) struct EventRow<'a> {
     pub key_id: Option<i64>,
     pub user_id: Option<&'a str>,
     pub anonymous_id: Option<&'a str>,
-    pub payload: String,
+    /// The plain payload, empty when sealed.
+    pub payload: &'a str,
+    /// The sealed bytes (nonce, ciphertext, tag) of a customer event.
+    pub sealed: Option<Vec<u8>>,
 }
 
 /// The rows of an append: customer events sealed with their subject's key (their identifier columns
@@ -68,7 +71,8 @@ pub(crate) fn rows<'a>(
                 key_id: None,
                 user_id: e.user_id.as_deref(),
                 anonymous_id: e.anonymous_id.as_deref(),
-                payload: e.payload.clone(),
+                payload: &e.payload,
+                sealed: None,
             }),
             Some(subject) => {
                 let (id, key) = keys.get(subject).ok_or_else(|| {
@@ -85,27 +89,39 @@ pub(crate) fn rows<'a>(
                     key_id: Some(*id),
                     user_id: None,
                     anonymous_id: None,
-                    payload: shred::seal(e, key, &nonce),
+                    payload: "",
+                    sealed: Some(shred::seal(e, key, &nonce)),
                 })
             }
         })
         .collect()
 }
 
-/// Opens a stored event in place: a sealed one with its key, or as erased when the key is destroyed.
+/// Opens a stored event in place: a sealed one with its key (its bytes in `sealed`, or base64 in the
+/// payload for the older format), or as erased when the key is destroyed.
 pub(crate) fn open(
     event: &mut NewEvent,
     format: i16,
     key: Option<Vec<u8>>,
+    sealed: Option<Vec<u8>>,
 ) -> Result<(), StoreError> {
-    if format != SEALED_FORMAT {
+    if format != SEALED_FORMAT && format != SEALED_BASE64_FORMAT {
         return Ok(());
     }
     match key {
         Some(key) => {
-            let (user_id, anonymous_id, payload) =
-                shred::open(&event.workspace, &event.message_id, &event.payload, &key)
-                    .map_err(|e| StoreError::Corrupt(format!("event {}: {e}", event.message_id)))?;
+            let (workspace, message_id) = (&event.workspace, &event.message_id);
+            let opened = match (format, &sealed) {
+                (SEALED_FORMAT, Some(bytes)) => shred::open(workspace, message_id, bytes, &key),
+                (SEALED_FORMAT, None) => {
+                    return Err(StoreError::Corrupt(format!(
+                        "event {message_id}: sealed, without its sealed bytes"
+                    )))
+                }
+                _ => shred::open_base64(workspace, message_id, &event.payload, &key),
+            };
+            let (user_id, anonymous_id, payload) = opened
+                .map_err(|e| StoreError::Corrupt(format!("event {}: {e}", event.message_id)))?;
             event.user_id = user_id;
             event.anonymous_id = anonymous_id;
             event.payload = payload;

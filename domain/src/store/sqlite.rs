@@ -166,7 +166,7 @@ impl EventStore for SqliteStore {
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT INTO events (workspace, message_id, kind, name, user_id, anonymous_id, \
-                 event_time, received_at, payload, format, key_id) ",
+                 event_time, received_at, payload, format, key_id, sealed) ",
             );
             query.push_values(chunk, |mut row, r| {
                 let e = r.event;
@@ -178,9 +178,10 @@ impl EventStore for SqliteStore {
                     .push_bind(r.anonymous_id)
                     .push_bind(to_millis(e.event_time))
                     .push_bind(to_millis(e.received_at))
-                    .push_bind(&r.payload)
+                    .push_bind(r.payload)
                     .push_bind(r.format)
-                    .push_bind(r.key_id);
+                    .push_bind(r.key_id)
+                    .push_bind(r.sealed.as_deref());
             });
             query.push(" ON CONFLICT (workspace, message_id) DO NOTHING");
             inserted += query.build().execute(&mut *tx).await?.rows_affected();

@@ -450,7 +450,7 @@ async fn rebuild_under_ingestion(store: &Store) {
     let (early, late) = events.split_at(200);
     store.append(early).await.unwrap();
     let live = IdentityResolver::with_clock(clock.clone());
-    catch_up(store, &live).await.unwrap();
+    caught_up(store, &live).await;
     let stop = std::sync::atomic::AtomicBool::new(false);
     let ingest = async {
         for chunk in late.chunks(10) {
@@ -458,7 +458,7 @@ async fn rebuild_under_ingestion(store: &Store) {
             run_once(store, &live, 7).await.unwrap();
             tokio::task::yield_now().await;
         }
-        catch_up(store, &live).await.unwrap();
+        caught_up(store, &live).await;
     };
     let reads = async {
         // The live model answers throughout: the first customer's profile is always there.
@@ -485,7 +485,7 @@ async fn rebuild_under_ingestion(store: &Store) {
     let ((), report, answered) = tokio::join!(ingest, rebuilding, reads);
     assert!(answered > 0);
     // Whatever the rebuild did not see the live resolver applied after the switch.
-    catch_up(store, &live).await.unwrap();
+    caught_up(store, &live).await;
     assert!(report.through.seq > 0);
     assert_eq!(
         checkpoint(store, IdentityResolver::NAME).await.unwrap().seq,
@@ -543,7 +543,7 @@ async fn interrupted_rebuild_resumes(store: &Store) {
     let events = stream(&steps, now - chrono::Duration::hours(3));
     store.append(&events).await.unwrap();
     let live = IdentityResolver::with_clock(clock.clone());
-    catch_up(store, &live).await.unwrap();
+    caught_up(store, &live).await;
     let expected = model_rows(store).await;
     // Interrupt: a progress callback that stops the rebuild (by panicking inside its task) after the
     // shadow applied some events.
@@ -606,7 +606,7 @@ async fn resolved(store: &Store, steps: &[Step]) -> (Clock, IdentityResolver) {
         .await
         .unwrap();
     let live = IdentityResolver::with_clock(clock.clone());
-    catch_up(store, &live).await.unwrap();
+    caught_up(store, &live).await;
     (clock, live)
 }
 
@@ -681,7 +681,7 @@ async fn one_profile_is_rebuilt_from_its_events() {
         .unwrap()
         .is_none());
     // The resolver takes the due profile in its next round and goes on.
-    catch_up(store, &live).await.unwrap();
+    caught_up(store, &live).await;
 }
 
 /// What the rebuilt model disagrees with (here: a live model damaged behind the resolver's back, as a

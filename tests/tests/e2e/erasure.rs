@@ -106,21 +106,6 @@ async fn api_answers(app: &TestApp, ids: &[String]) -> String {
     out
 }
 
-/// The raw payload column of the log: sealed, so no personal value is ever in it, erased or not.
-async fn raw_payloads(app: &TestApp) -> String {
-    let rows: Vec<String> = match &app.state.store {
-        cdp_domain::store::Store::Sqlite(s) => sqlx::query_scalar("SELECT payload FROM events")
-            .fetch_all(s.read_pool())
-            .await
-            .unwrap(),
-        cdp_domain::store::Store::Postgres(s) => sqlx::query_scalar("SELECT payload FROM events")
-            .fetch_all(s.pool())
-            .await
-            .unwrap(),
-    };
-    rows.join("\n")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_erased_customer_leaves_no_trace_before_and_after_a_rebuild() {
     on_each_backend("erasure", |backend| async move {
@@ -173,7 +158,7 @@ async fn an_erased_customer_leaves_no_trace_before_and_after_a_rebuild() {
             .map(|p| p.as_str().unwrap_or_else(|| p["profile_id"].as_str().unwrap()).to_owned()).collect();
         assert_eq!(merged.len(), 1, "the anonymous profile was merged in: {why}");
         // Sealed from the start: the log's payloads never held a personal value in the clear.
-        assert_clean("the raw log", &raw_payloads(&app).await);
+        assert_clean("the raw log", &crate::helpers::raw_log_text(&app.state.store).await);
 
         let mut bus = app.state.bus.subscribe();
         let subscriber = subscribe_out(&app, ">").await;
@@ -237,7 +222,7 @@ async fn an_erased_customer_leaves_no_trace_before_and_after_a_rebuild() {
         let answers = api_answers(&app, &ids).await;
         assert_clean("the API", &answers);
         assert!(answers.contains(&bob_id) && answers.contains("bob's note"), "Bob is untouched: {answers}");
-        assert_clean("the raw log", &raw_payloads(&app).await);
+        assert_clean("the raw log", &crate::helpers::raw_log_text(&app.state.store).await);
         let log = read_all(&app.state.store).await;
         assert_eq!(log.iter().filter(|e| cdp_domain::shred::is_erased(&e.event)).count(), 4);
         assert_clean("the log as read", &format!("{log:?}"));

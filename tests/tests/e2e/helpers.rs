@@ -657,6 +657,33 @@ pub async fn read_all(store: &Store) -> Vec<StoredEvent> {
     }
 }
 
+/// The log's rows as stored, bypassing the store's reads: each event's `payload` column and its
+/// `sealed` bytes, in the order of the log.
+pub async fn raw_log(store: &Store) -> Vec<(String, Option<Vec<u8>>)> {
+    let sql = "SELECT payload, sealed FROM events ORDER BY seq";
+    match store {
+        Store::Sqlite(s) => sqlx::query_as(sql).fetch_all(s.read_pool()).await,
+        Store::Postgres(s) => sqlx::query_as(sql).fetch_all(s.pool()).await,
+    }
+    .expect("the raw log")
+}
+
+/// [`raw_log`] as text, one row per line, the sealed bytes shown lossily (anything personal kept in the
+/// clear would show).
+pub async fn raw_log_text(store: &Store) -> String {
+    raw_log(store)
+        .await
+        .iter()
+        .map(|(payload, sealed)| {
+            format!(
+                "{payload}{}",
+                String::from_utf8_lossy(sealed.as_deref().unwrap_or_default())
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// A track message of `user` with an explicit messageId.
 pub fn track(user: &str, event: &str, message_id: &str) -> Value {
     json!({

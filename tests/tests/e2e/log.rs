@@ -270,7 +270,15 @@ async fn events_are_sealed_and_a_destroyed_key_is_never_used_again() {
                 }
             }
         };
-        let stored = raw("SELECT payload FROM events").await.join("\n");
+        let rows = crate::helpers::raw_log(&store).await;
+        assert!(
+            rows.iter().all(|(payload, sealed)| payload.is_empty()
+                && sealed
+                    .as_ref()
+                    .is_some_and(|b| b.len() > first.payload.len())),
+            "sealed as bytes, the payload column empty: {rows:?}"
+        );
+        let stored = crate::helpers::raw_log_text(&store).await;
         assert!(
             !stored.contains("u-log") && !stored.contains("Order Completed\""),
             "{stored}"
