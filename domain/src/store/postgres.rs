@@ -121,8 +121,12 @@ impl EventStore for PostgresStore {
             return Ok(AppendReport::default());
         }
         let subjects = sealing::subjects(events);
+        // The keys first, outside the append's transaction: a new subject's key is committed at once,
+        // so a concurrent append of the same subject waits for that short insert only, not for this
+        // append's rows and commit.
+        let keys =
+            subject_keys(&self.pool, &self.keys, &sealing::wanted(events, &subjects)).await?;
         let mut tx = self.pool.begin().await?;
-        let keys = subject_keys(&mut tx, &self.keys, &sealing::wanted(events, &subjects)).await?;
         let rows = sealing::rows(events, &subjects, &keys)?;
         let mut workspace = Vec::with_capacity(rows.len());
         let mut message_id = Vec::with_capacity(rows.len());
@@ -321,10 +325,14 @@ impl EventStore for PostgresStore {
     }
 }
 
-/// The live key of each subject, made where a subject has none, in the append's transaction. A key made
-/// by a concurrent append of the same subject is found by the second look (the insert waits for it).
+/// The live key of each subject, made where a subject has none. New keys are committed in a short
+/// transaction of their own, before the append's: concurrent appends of one new subject then wait for
+/// each other only that long (one of them makes the key, the other finds it by its second look). That
+/// commit does not wait for the disk (`synchronous_commit` off): the append's own commit, later in the
+/// same write-ahead log, flushes it too, so an event is never durable without its key. A key whose append
+/// then fails stays, unused: it names no one (the subject is a digest) and seals nothing.
 async fn subject_keys(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    pool: &PgPool,
     cache: &KeyCache,
     all: &[(String, String)],
 ) -> Result<HashMap<String, SubjectKey>, StoreError> {
@@ -336,7 +344,7 @@ async fn subject_keys(
             "SELECT count(*) FROM subject_keys WHERE key IS NOT NULL AND id = ANY($1)",
         )
         .bind(&ids)
-        .fetch_one(&mut **tx)
+        .fetch_one(pool)
         .await?;
         if alive != ids.len() as i64 {
             cache.forget();
@@ -357,7 +365,7 @@ async fn subject_keys(
         "SELECT subject, id, key FROM subject_keys WHERE subject = ANY($1) AND key IS NOT NULL";
     let found: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(select)
         .bind(&subjects)
-        .fetch_all(&mut **tx)
+        .fetch_all(pool)
         .await?;
     keys.extend(found.into_iter().map(|(s, id, k)| (s, (id, k))));
     let missing: Vec<&(String, String)> = wanted
@@ -372,6 +380,10 @@ async fn subject_keys(
     let new_subjects: Vec<&str> = missing.iter().map(|(_, s)| s.as_str()).collect();
     let new_keys: Vec<Vec<u8>> = missing.iter().map(|_| sealing::fresh_key()).collect();
     let now = chrono::Utc::now().timestamp_millis();
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET LOCAL synchronous_commit = off")
+        .execute(&mut *tx)
+        .await?;
     let made: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(
         "INSERT INTO subject_keys (workspace, subject, key, created_at) \
          SELECT w, s, k, $4 FROM UNNEST($1::text[], $2::text[], $3::bytea[]) AS t(w, s, k) \
@@ -381,13 +393,14 @@ async fn subject_keys(
     .bind(&new_subjects)
     .bind(&new_keys)
     .bind(now)
-    .fetch_all(&mut **tx)
+    .fetch_all(&mut *tx)
     .await?;
+    tx.commit().await?;
     keys.extend(made.into_iter().map(|(s, id, k)| (s, (id, k))));
     if wanted.iter().any(|(_, s)| !keys.contains_key(s)) {
         let found: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(select)
             .bind(&subjects)
-            .fetch_all(&mut **tx)
+            .fetch_all(pool)
             .await?;
         keys.extend(found.into_iter().map(|(s, id, k)| (s, (id, k))));
     }

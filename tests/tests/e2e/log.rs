@@ -338,3 +338,51 @@ async fn readable(store: &Store, n: usize) -> Vec<cdp_domain::event::StoredEvent
     })
     .await
 }
+
+/// Appends racing to make the keys of the same new subjects all land, and each subject ends with exactly
+/// one key, which opens every one of its events (PostgreSQL makes keys in a transaction of their own,
+/// before the append's: the loser of a race finds the winner's key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn appends_racing_for_new_subjects_share_one_key_each() {
+    on_each_backend("racing_keys", |backend| async move {
+        let (store, _guard) = fresh_store(backend).await;
+        const TASKS: usize = 8;
+        const USERS: usize = 12;
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|t| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    for round in 0..3 {
+                        let events: Vec<NewEvent> = (0..USERS)
+                            .map(|u| {
+                                let mut e = new_event("shop", &format!("t{t}-r{round}-u{u}"));
+                                e.user_id = Some(format!("racer-{u}"));
+                                e
+                            })
+                            .collect();
+                        let report = store.append(&events).await.expect("append");
+                        assert_eq!(report.inserted, USERS as u64);
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("an appender finished");
+        }
+        let log = read_all(&store).await;
+        assert_eq!(log.len(), TASKS * 3 * USERS);
+        for stored in &log {
+            let e = &stored.event;
+            let user = e.user_id.as_deref().expect("opened whole");
+            assert!(user.starts_with("racer-") && e.payload.contains("Order Completed"));
+        }
+        let sql = "SELECT count(*) FROM subject_keys WHERE key IS NOT NULL";
+        let keys: i64 = match &store {
+            Store::Sqlite(s) => sqlx::query_scalar(sql).fetch_one(s.read_pool()).await,
+            Store::Postgres(s) => sqlx::query_scalar(sql).fetch_one(s.pool()).await,
+        }
+        .unwrap();
+        assert_eq!(keys, USERS as i64, "one key per subject");
+    })
+    .await;
+}
