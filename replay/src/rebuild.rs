@@ -692,6 +692,25 @@ impl Shadow {
                         ))
                         .execute(&mut *tx)
                         .await?;
+                        // `LIKE` copies no storage parameters (a fillfactor): the switch moves these
+                        // tables into the live schema, so they must carry the live ones.
+                        let options: Option<Vec<String>> = sqlx::query_scalar(
+                            "SELECT c.reloptions FROM pg_class c \
+                             JOIN pg_namespace n ON n.oid = c.relnamespace \
+                             WHERE n.nspname = $1 AND c.relname = $2",
+                        )
+                        .bind(&live_schema)
+                        .bind(t)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                        if let Some(options) = options.filter(|o| !o.is_empty()) {
+                            sqlx::query(&format!(
+                                "ALTER TABLE {SHADOW_SCHEMA}.{t} SET ({})",
+                                options.join(", ")
+                            ))
+                            .execute(&mut *tx)
+                            .await?;
+                        }
                     }
                     sqlx::query(&format!(
                         "CREATE TABLE {SHADOW_SCHEMA}.rebuild_meta (version BIGINT NOT NULL, \

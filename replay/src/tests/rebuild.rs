@@ -129,7 +129,7 @@ async fn model_rows(store: &Store) -> Vec<(String, Vec<String>)> {
 }
 
 /// Every index of the model's tables on PostgreSQL, by table and definition without its name (a
-/// switch keeps the shadow's names); empty on SQLite.
+/// switch keeps the shadow's names), and every table's storage parameters; empty on SQLite.
 async fn index_definitions(store: &Store) -> Vec<(String, String)> {
     let Store::Postgres(s) = store else {
         return Vec::new();
@@ -141,9 +141,23 @@ async fn index_definitions(store: &Store) -> Vec<(String, String)> {
     .fetch_all(s.pool())
     .await
     .unwrap();
+    // The tables' storage parameters too (a switch must not lose a fillfactor).
+    let options: Vec<(String, String)> = sqlx::query_as(
+        "SELECT c.relname::text, 'WITH ' || c.reloptions::text FROM pg_class c \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = current_schema() AND c.relkind = 'r' AND c.reloptions IS NOT NULL",
+    )
+    .fetch_all(s.pool())
+    .await
+    .unwrap();
+    rows.extend(options);
     rows.retain(|(t, _)| MODEL_TABLES.contains(&t.as_str()));
     rows.sort();
     assert!(!rows.is_empty(), "the model's tables have indexes");
+    assert!(
+        rows.contains(&("profiles".into(), "WITH {fillfactor=70}".into())),
+        "profiles keep room for in-place updates: {rows:?}"
+    );
     rows
 }
 
