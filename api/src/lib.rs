@@ -4,6 +4,7 @@
 //! runner and the NATS consumer, and binds the listener (port 0 allowed) so tests run the real server.
 
 pub mod audit;
+pub mod audit_slot;
 pub mod auth;
 pub mod backfill;
 pub mod catalog;
