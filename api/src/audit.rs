@@ -6,7 +6,7 @@
 //! the path is recorded without its query string (lookups carry identifier values there). Ingestion with
 //! write keys is not audited, so the log costs ingestion nothing.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::{MatchedPath, Query, Request, State};
 use axum::http::{Method, StatusCode};
@@ -21,6 +21,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sqlx::Row;
 
+use crate::audit_slot::AuditSlot;
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::AppState;
@@ -34,44 +35,6 @@ const MAX_REQUEST_ID: usize = 128;
 
 pub fn router() -> Router<Arc<AppState>> {
     Router::new().route("/v1/audit", get(list))
-}
-
-/// What the handler learnt about the caller, shared between the middleware and the `Principal`
-/// extractor (through the request's extensions).
-#[derive(Debug, Clone, Default)]
-pub struct AuditSlot(Arc<Mutex<Call>>);
-
-#[derive(Debug, Default)]
-struct Call {
-    workspace: Option<String>,
-    actor: String,
-    /// The strongest scope the handler asked for.
-    required: Option<Scope>,
-    /// Set by a handler whose target is in the body (merge, split).
-    target: Option<String>,
-}
-
-impl AuditSlot {
-    fn with<T>(&self, f: impl FnOnce(&mut Call) -> T) -> T {
-        f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    /// A token of `workspace` authenticated the call.
-    pub fn authenticated(&self, workspace: &str, actor: String) {
-        self.with(|c| {
-            c.workspace = Some(workspace.to_owned());
-            c.actor = actor;
-        });
-    }
-
-    /// The handler demanded `scope`.
-    pub fn required(&self, scope: Scope) {
-        self.with(|c| c.required = c.required.max(Some(scope)));
-    }
-
-    pub fn target(&self, target: &str) {
-        self.with(|c| c.target = Some(target.to_owned()));
-    }
 }
 
 /// The action name of a call: stable, dotted, for filtering.
@@ -140,7 +103,7 @@ pub async fn record(
         .map(|v| v.chars().take(MAX_REQUEST_ID).collect::<String>());
     let response = next.run(request).await;
     let status = response.status();
-    let call = std::mem::take(&mut *slot.0.lock().unwrap_or_else(|p| p.into_inner()));
+    let call = slot.take();
     let Some(workspace) = call.workspace else {
         // Not authenticated with a token: nothing to attribute.
         return response;

@@ -12,7 +12,7 @@ use base64::Engine;
 use cdp_domain::store::EventStore;
 use cdp_domain::workspace::{hash_secret, Credential, CredentialKind, Scope};
 
-use crate::audit::AuditSlot;
+use crate::audit_slot::AuditSlot;
 use crate::error::ApiError;
 use crate::AppState;
 

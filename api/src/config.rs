@@ -125,6 +125,7 @@ impl Config {
         }
     }
 
+    /// The JetStream stream of outgoing messages: `CDP_OUT` (or `CDP_OUT_<namespace>`).
     pub fn out_stream_name(&self) -> String {
         if self.nats_namespace.is_empty() {
             "CDP_OUT".to_owned()
@@ -133,6 +134,7 @@ impl Config {
         }
     }
 
+    /// The JetStream stream ingested from: `CDP_INGEST` (or `CDP_INGEST_<namespace>`).
     pub fn ingest_stream_name(&self) -> String {
         if self.nats_namespace.is_empty() {
             "CDP_INGEST".to_owned()

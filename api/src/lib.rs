@@ -4,15 +4,14 @@
 //! runner and the NATS consumer, and binds the listener (port 0 allowed) so tests run the real server.
 
 pub mod audit;
+pub mod audit_slot;
 pub mod auth;
 pub mod backfill;
-pub mod bench;
 pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod consent;
 pub mod console;
-pub mod demo;
 pub mod erasure;
 pub mod error;
 pub mod ingest;
@@ -48,7 +47,9 @@ pub use provision::GeneratedCredentials;
 
 /// What every handler shares.
 pub struct AppState {
+    /// The event log and the read models.
     pub store: Store,
+    /// The group-commit writer of ingested events.
     pub appender: Appender,
     pub metrics: metrics::Metrics,
     /// SHA-256 of a secret → its credential (or its absence), for 30 s.
@@ -122,6 +123,8 @@ pub struct Application {
 }
 
 impl Application {
+    /// Opens the store, provisions credentials, starts the appender, the resolver, the publisher and the
+    /// NATS consumer, and binds the listener; serving starts with [`Application::run_until_stopped`].
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let store = match &config.database_url {
             Some(url) => Store::connect(url)
@@ -275,16 +278,19 @@ impl Application {
         })
     }
 
+    /// The bound address (the real port when `listen` asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
             .local_addr()
             .expect("a bound listener has an address")
     }
 
+    /// The bound port.
     pub fn port(&self) -> u16 {
         self.local_addr().port()
     }
 
+    /// What the handlers share: the store, the resolver's status, the bus, …
     pub fn state(&self) -> Arc<AppState> {
         self.state.clone()
     }

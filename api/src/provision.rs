@@ -18,6 +18,7 @@ pub struct GeneratedCredentials {
     pub admin_token: String,
 }
 
+/// A new secret: `prefix`, `_` and 32 random alphanumerics (write keys, tokens, test namespaces).
 pub fn random_secret(prefix: &str) -> String {
     let body: String = rand::thread_rng()
         .sample_iter(&Alphanumeric)

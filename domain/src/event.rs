@@ -6,8 +6,6 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::message::MessageKind;
-
 /// The version of the payload format written by this code.
 pub const EVENT_FORMAT_VERSION: i16 = 1;
 
@@ -27,6 +25,53 @@ impl Position {
         tx: i64::MAX,
         seq: i64::MAX,
     };
+}
+
+/// The kind of an event: one of the six Segment message types, or an operator command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageKind {
+    Track,
+    Identify,
+    Page,
+    Screen,
+    Group,
+    Alias,
+    /// A command of an operator (a manual merge, a split, a rules change), appended to the log by the API
+    /// so that it takes its place in the global order. Never accepted from ingestion: not in [`Self::ALL`].
+    Operator,
+}
+
+impl MessageKind {
+    pub const ALL: [MessageKind; 6] = [
+        MessageKind::Track,
+        MessageKind::Identify,
+        MessageKind::Page,
+        MessageKind::Screen,
+        MessageKind::Group,
+        MessageKind::Alias,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::Track => "track",
+            MessageKind::Identify => "identify",
+            MessageKind::Page => "page",
+            MessageKind::Screen => "screen",
+            MessageKind::Group => "group",
+            MessageKind::Alias => "alias",
+            MessageKind::Operator => "operator",
+        }
+    }
+
+    /// A Segment message type; never `operator`.
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == raw)
+    }
+
+    /// A kind as the log stores it: a Segment type or `operator`.
+    pub fn from_stored(raw: &str) -> Option<Self> {
+        Self::parse(raw).or((raw == "operator").then_some(MessageKind::Operator))
+    }
 }
 
 /// An event ready to be appended.

@@ -6,6 +6,8 @@
 use chrono::{DateTime, Duration, SecondsFormat, TimeZone, Utc};
 use serde_json::{Map, Value};
 
+/// The type of a message, whose home is the stored form (`event`): validation produces it.
+pub use crate::event::MessageKind;
 use crate::event::NewEvent;
 use crate::ident::{Email, Phone};
 
@@ -17,53 +19,6 @@ pub const MAX_BATCH_BYTES: usize = 500 * 1024;
 pub const MAX_FUTURE: Duration = Duration::hours(24);
 const MAX_ID_CHARS: usize = 256;
 const MAX_NAME_CHARS: usize = 256;
-
-/// The six Segment message types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum MessageKind {
-    Track,
-    Identify,
-    Page,
-    Screen,
-    Group,
-    Alias,
-    /// A command of an operator (a manual merge, a split, a rules change), appended to the log by the API
-    /// so that it takes its place in the global order. Never accepted from ingestion: not in [`Self::ALL`].
-    Operator,
-}
-
-impl MessageKind {
-    pub const ALL: [MessageKind; 6] = [
-        MessageKind::Track,
-        MessageKind::Identify,
-        MessageKind::Page,
-        MessageKind::Screen,
-        MessageKind::Group,
-        MessageKind::Alias,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MessageKind::Track => "track",
-            MessageKind::Identify => "identify",
-            MessageKind::Page => "page",
-            MessageKind::Screen => "screen",
-            MessageKind::Group => "group",
-            MessageKind::Alias => "alias",
-            MessageKind::Operator => "operator",
-        }
-    }
-
-    /// A Segment message type; never `operator`.
-    pub fn parse(raw: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.as_str() == raw)
-    }
-
-    /// A kind as the log stores it: a Segment type or `operator`.
-    pub fn from_stored(raw: &str) -> Option<Self> {
-        Self::parse(raw).or((raw == "operator").then_some(MessageKind::Operator))
-    }
-}
 
 /// Why a message was refused: the field (a dotted path, empty for the whole message), a stable code and
 /// a sentence for people.

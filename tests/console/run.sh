@@ -5,6 +5,8 @@
 #
 #   tests/console/run.sh [path/to/cdp]     (default: ${CARGO_TARGET_DIR:-target}/debug/cdp)
 #
+# `cdp demo` runs the `cdp-bench` binary beside cdp: `cargo build` builds both.
+#
 # Needs node and npm (playwright-core is installed here, into tests/console/node_modules) and
 # /usr/bin/chromium (`apt-get install -y chromium`). CDP_DEMO_CUSTOMERS sets the data set's size.
 set -euo pipefail

@@ -1,5 +1,6 @@
-//! Tidy checks over the source tree: every module opens with a `//!` line, and the pure modules of
-//! `domain` (everything but `domain::store`) import no IO crate.
+//! Tidy checks over the source tree: every module opens with a `//!` line, the pure modules of
+//! `domain` (everything but `domain::store`) import no IO crate, and the crates depend on each other
+//! one way only.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -46,6 +47,7 @@ fn every_module_opens_with_a_doc_line() {
         "projections/src",
         "replay/src",
         "api/src",
+        "bench/src",
         "tests/src",
         "tests/tests",
     ])
@@ -139,9 +141,6 @@ fn every_output_passes_the_consent_gate() {
             .unwrap()
             .to_string_lossy()
             .replace('\\', "/");
-        if relative.starts_with("api/src/bench") {
-            continue; // the benchmark's own subscribers and publishers, not outputs of the service
-        }
         let text = fs::read_to_string(&file).unwrap();
         for sink in ["publish_with_headers(", "bus.send(", ".publish("] {
             if text.contains(sink) {
@@ -170,5 +169,103 @@ fn every_output_passes_the_consent_gate() {
     assert!(
         segments.contains("consent::reachable_of("),
         "the export filters by consent"
+    );
+}
+
+/// The layers of the workspace, lowest first: a crate may depend only on crates of lower layers, so
+/// `domain` ← `projections` ← `replay` ← `api`, and only the clients of the service — the benchmark and
+/// demo (`cdp-bench`) and the end-to-end tests (`cdp-tests`) — depend on `api`; nothing depends on them.
+const LAYERS: [&[&str]; 5] = [
+    &["cdp-domain"],
+    &["cdp-projections"],
+    &["cdp-replay"],
+    &["cdp-api"],
+    &["cdp-bench", "cdp-tests"],
+];
+
+/// The package name of a manifest and the names of the packages it depends on (any dependency table:
+/// `name.workspace = true`, `name = …`, or a `[dependencies.name]` table).
+fn package_and_dependencies(manifest: &str) -> (String, Vec<String>) {
+    let mut package = String::new();
+    let mut dependencies = Vec::new();
+    let mut section = String::new();
+    for line in manifest.lines() {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        if let Some(header) = line.strip_prefix('[') {
+            section = header.trim_end_matches(']').trim().to_owned();
+            if let Some((table, name)) = section.rsplit_once("dependencies.") {
+                if table.is_empty() || table.ends_with('-') || table.ends_with('.') {
+                    dependencies.push(name.trim().to_owned());
+                }
+            }
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        if section == "package" && key.trim() == "name" {
+            package = value.trim().trim_matches('"').to_owned();
+        } else if section.ends_with("dependencies") {
+            let name = key.split('.').next().unwrap_or_default().trim();
+            dependencies.push(name.to_owned());
+        }
+    }
+    (package, dependencies)
+}
+
+#[test]
+fn the_manifest_reader_finds_every_form_of_dependency() {
+    let manifest = r#"
+[package]
+name = "cdp-x" # a comment
+
+[dependencies]
+cdp-domain.workspace = true
+serde = { version = "1" }
+
+[dev-dependencies]
+cdp-api.workspace = true
+
+[target.'cfg(unix)'.dependencies]
+rustix = "1"
+
+[dependencies.cdp-replay]
+workspace = true
+"#;
+    let (package, dependencies) = package_and_dependencies(manifest);
+    assert_eq!(package, "cdp-x");
+    assert_eq!(
+        dependencies,
+        ["cdp-domain", "serde", "cdp-api", "rustix", "cdp-replay"]
+    );
+}
+
+#[test]
+fn crates_depend_on_lower_layers_only() {
+    let root = workspace_root();
+    let mut found = Vec::new();
+    for entry in fs::read_dir(&root).unwrap().flatten() {
+        let Ok(manifest) = fs::read_to_string(entry.path().join("Cargo.toml")) else {
+            continue;
+        };
+        let (package, dependencies) = package_and_dependencies(&manifest);
+        let layer_of = |name: &str| LAYERS.iter().position(|layer| layer.contains(&name));
+        let layer = layer_of(&package)
+            .unwrap_or_else(|| panic!("{package} is in no layer of tidy.rs's LAYERS: place it"));
+        for dependency in dependencies.iter().filter(|d| d.starts_with("cdp-")) {
+            let below = layer_of(dependency).is_some_and(|l| l < layer);
+            assert!(
+                below,
+                "{package} depends on {dependency}: crates depend only on lower layers ({LAYERS:?})"
+            );
+        }
+        found.push(package);
+    }
+    found.sort();
+    let mut expected = LAYERS.concat();
+    expected.sort_unstable();
+    assert_eq!(
+        found, expected,
+        "the workspace's crates are those of LAYERS"
     );
 }

@@ -5,13 +5,12 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use anyhow::Context;
+use cdp_api::Config;
 use cdp_domain::store::Store;
 use rand::distributions::Alphanumeric;
 use rand::Rng;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection};
-
-use crate::Config;
 
 /// Which kind of store a measurement runs on.
 #[derive(Debug, Clone)]

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{ensure, Context};
+use cdp_api::ingest;
+use cdp_api::operate::command_event;
 use cdp_domain::store::{EventStore, Store};
 use cdp_projections::identity::IdentityResolver;
 use cdp_projections::runner;
@@ -19,8 +21,6 @@ use super::ingest_http::close;
 use super::replay::{definitions, resident_bytes, stored_state_bytes, WORKSPACE};
 use super::report::{thousands, Outcome, Row};
 use super::target::{Backend, FreshStore};
-use crate::ingest;
-use crate::operate::command_event;
 
 pub const NAME: &str = "memory";
 /// Customers whose messages are generated and appended at a time (the log is never whole in memory).

@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 use axum::body::Bytes;
+use cdp_api::provision::random_secret;
+use cdp_api::{AppState, Application, Config};
 use cdp_domain::message::rfc3339;
 use cdp_domain::store::EventStore;
 use chrono::{Duration as Days, Utc};
@@ -39,8 +41,6 @@ use super::report::{quantile, thousands, Outcome, Row};
 use super::target::{Backend, FreshStore};
 use super::workload::Workload;
 use crate::demo::retail::{self, revenue_cents, Channel, Customer, Line, Who};
-use crate::provision::random_secret;
-use crate::{AppState, Application, Config};
 
 pub const NAME: &str = "freshness";
 pub(super) const WORKSPACE: &str = "bench";

@@ -20,6 +20,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
+use cdp_api::provision::random_secret;
+use cdp_api::{Application, Config};
 use cdp_domain::message::rfc3339;
 use cdp_domain::store::{EventStore, Store};
 use chrono::Utc;
@@ -27,8 +29,6 @@ use serde_json::{json, Value};
 use tokio::task::JoinSet;
 
 use crate::bench::report::thousands;
-use crate::provision::random_secret;
-use crate::{Application, Config};
 use dataset::Dataset;
 use oneid::{show_identity, split_and_merge, timeline};
 

@@ -23,6 +23,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
+use cdp_api::provision::random_secret;
+use cdp_api::{AppState, Application};
 use cdp_domain::computed::{recompute, RawEvent, TraitDef};
 use cdp_domain::event::NewEvent;
 use cdp_domain::store::EventStore;
@@ -36,8 +38,6 @@ use super::ingest_http::{close, stop};
 use super::report::{thousands, Outcome, Row};
 use super::target::{Backend, FreshStore};
 use super::workload::Workload;
-use crate::provision::random_secret;
-use crate::{AppState, Application};
 
 pub const NAME: &str = "traits";
 /// The row of the resolver without a catalog (the reference of [`NAME`]).

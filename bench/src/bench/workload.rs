@@ -4,6 +4,7 @@
 
 use anyhow::{bail, ensure, Context};
 use axum::body::Bytes;
+use cdp_api::ingest;
 use cdp_domain::event::NewEvent;
 use cdp_domain::message::{rfc3339, MAX_BATCH_BYTES};
 use chrono::{Duration, Utc};
@@ -12,7 +13,6 @@ use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
 use crate::demo::retail::{self, Channel, Customer, Line, Who};
-use crate::ingest;
 
 /// Messages grouped into the batches they are sent in.
 pub struct Workload {

@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 use axum::body::Bytes;
+use cdp_api::provision::random_secret;
+use cdp_api::{AppState, Application};
 use cdp_domain::store::EventStore;
 use cdp_projections::identity::IdentityResolver;
 use cdp_projections::{profiles, runner};
@@ -34,8 +36,6 @@ use super::ingest_http::{send_all, stop};
 use super::report::{quantile, thousands, Outcome, Row};
 use super::target::{Backend, FreshStore};
 use super::workload::Workload;
-use crate::provision::random_secret;
-use crate::{AppState, Application};
 
 pub const NAME: &str = "profile-read";
 /// The row of the resolver's catch-up throughput.

@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
+use cdp_api::operate::command_event;
 use cdp_domain::catalog::CatalogCommand;
 use cdp_domain::computed::TraitDef;
 use cdp_domain::event::{NewEvent, Position};
@@ -49,7 +50,6 @@ use super::ingest_http::close;
 use super::report::{thousands, Outcome, Row};
 use super::target::{Backend, FreshStore};
 use super::workload::Workload;
-use crate::operate::command_event;
 
 pub const NAME: &str = "replay";
 /// The scenario of the live resolver's catch-up alone.

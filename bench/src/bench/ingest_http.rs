@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 use axum::body::Bytes;
+use cdp_api::provision::random_secret;
+use cdp_api::Application;
 use cdp_domain::event::NewEvent;
 use cdp_domain::message::MessageKind;
 use cdp_domain::store::{EventStore, Store};
@@ -18,8 +20,6 @@ use tokio::task::JoinSet;
 use super::report::{quantile, thousands, Outcome, Row};
 use super::target::{Backend, FreshStore};
 use super::workload::Workload;
-use crate::provision::random_secret;
-use crate::Application;
 
 pub const NAME: &str = "ingest-http";
 /// The row of sealed `Store::append` against the same rows unsealed.
@@ -193,7 +193,7 @@ async fn over_http(
 /// closes its store before the database is dropped, so no connection is cut off mid-use.
 pub(super) async fn stop(
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
-    state: std::sync::Arc<crate::AppState>,
+    state: std::sync::Arc<cdp_api::AppState>,
 ) -> anyhow::Result<()> {
     server.abort();
     if let Err(e) = server.await {
