@@ -641,13 +641,17 @@ fn check(
         .iter()
         .filter(|o| (today - o.at.date_naive()).num_days() < 365)
         .collect();
-    let recency = in_365
-        .iter()
-        .map(|o| (today - o.at.date_naive()).num_days())
-        .min();
+    // Recency counts whole 24-hour periods since the last order, at the time the tag was evaluated (when
+    // the profile was last touched, moments ago): a day boundary may have passed since.
+    let recency_at =
+        |now: DateTime<Utc>| in_365.iter().map(|o| (now - o.at).num_days().max(0)).min();
+    let now = Utc::now();
+    let recency = recency_at(now);
+    let evaluated_recency = rfm["recency_days"].as_i64();
     let monetary: i64 = in_365.iter().map(|o| o.cents).sum();
     ensure!(
-        rfm["recency_days"].as_i64() == recency
+        (evaluated_recency == recency
+            || evaluated_recency == recency_at(now - chrono::Duration::minutes(15)))
             && rfm["frequency"] == json!(in_365.len())
             && cents(&rfm["monetary"]) == monetary,
         "{}'s rfm inputs are {rfm} but the data set has {} orders in 365 days worth CNY {}, the last \
