@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use cdp_domain::store::Store;
+use cdp_domain::store::{EventStore, Store};
 use cdp_replay::backfill::{self, Format, Mapping, Options, Source, Update};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -29,9 +29,10 @@ pub enum FileFormat {
 pub struct BackfillArgs {
     /// The file: NDJSON of Segment messages, or CSV with a column mapping.
     pub file: PathBuf,
-    /// The workspace the events belong to (it must exist).
+    /// The workspace the events belong to (it must exist); the only one when the database has exactly
+    /// one.
     #[arg(long)]
-    pub workspace: String,
+    pub workspace: Option<String>,
     /// The file's format; from its extension when absent (.csv; .ndjson, .jsonl, .json).
     #[arg(long, value_enum)]
     pub format: Option<FileFormat>,
@@ -59,6 +60,29 @@ pub struct BackfillArgs {
     pub database_url: Option<String>,
 }
 
+/// The workspace a backfill writes to: the one named, else the database's only workspace.
+async fn workspace_of(store: &Store, named: Option<&str>) -> anyhow::Result<String> {
+    if let Some(named) = named {
+        return Ok(named.to_owned());
+    }
+    let ids = store
+        .workspace_ids()
+        .await
+        .context("failed to list the workspaces")?;
+    match ids.as_slice() {
+        [only] => Ok(only.clone()),
+        [] => bail!(
+            "the database has no workspace yet: start `cdp serve` on it once (it creates one), or \
+             name one with --workspace"
+        ),
+        several => bail!(
+            "the database has {} workspaces ({}): name one with --workspace",
+            several.len(),
+            several.join(", ")
+        ),
+    }
+}
+
 pub async fn run(args: BackfillArgs) -> anyhow::Result<()> {
     let format = format_of(&args)?;
     let store = match &args.database_url {
@@ -66,6 +90,7 @@ pub async fn run(args: BackfillArgs) -> anyhow::Result<()> {
         None => Store::open_embedded(&args.data_dir).await,
     }
     .context("failed to open the database")?;
+    let workspace = workspace_of(&store, args.workspace.as_deref()).await?;
     let options = Options {
         batch_size: args.batch_size,
         restart: args.restart,
@@ -77,11 +102,9 @@ pub async fn run(args: BackfillArgs) -> anyhow::Result<()> {
     };
     let display = Display::new(std::io::stderr().is_terminal());
     let started = Instant::now();
-    let report = backfill::backfill(&store, &args.workspace, source, &options, &|u| {
-        display.update(u)
-    })
-    .await
-    .with_context(|| format!("backfill of {} failed", args.file.display()));
+    let report = backfill::backfill(&store, &workspace, source, &options, &|u| display.update(u))
+        .await
+        .with_context(|| format!("backfill of {} failed", args.file.display()));
     display.finish();
     let report = report?;
     let p = report.progress;
@@ -90,7 +113,7 @@ pub async fn run(args: BackfillArgs) -> anyhow::Result<()> {
         "backfilled {} into workspace {:?}: {} rows read{} in {seconds:.2} s ({:.0} rows/s): stored {}, \
          already present {}, rejected {}{}",
         args.file.display(),
-        args.workspace,
+        workspace,
         p.rows,
         report
             .resumed_after
@@ -254,5 +277,29 @@ impl Display {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cdp_domain::store::{EventStore, Store};
+
+    use super::workspace_of;
+
+    #[tokio::test]
+    async fn without_a_name_the_only_workspace_is_taken_and_several_must_be_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_embedded(dir.path()).await.unwrap();
+        let none = workspace_of(&store, None).await.unwrap_err().to_string();
+        assert!(none.contains("no workspace"), "{none}");
+        store.ensure_workspace("shop").await.unwrap();
+        assert_eq!(workspace_of(&store, None).await.unwrap(), "shop");
+        store.ensure_workspace("outlet").await.unwrap();
+        let several = workspace_of(&store, None).await.unwrap_err().to_string();
+        assert!(
+            several.contains("2 workspaces (outlet, shop)") && several.contains("--workspace"),
+            "{several}"
+        );
+        assert_eq!(workspace_of(&store, Some("shop")).await.unwrap(), "shop");
     }
 }

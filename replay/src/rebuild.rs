@@ -75,10 +75,12 @@ pub const REBUILD_CAUSE: &str = "rebuild";
 /// never switched.
 const SHADOW_BOOKKEEPING: &[&str] = &["projection_checkpoints", "projection_tokens", "outbox"];
 
-/// Events a rebuild applies per transaction: more than the live resolver's batch (which keeps latency
-/// low), so that a profile touched by many events of the history is written once per batch, not once
-/// per event group. A batch holds its events parsed in memory: ~5 KB each for a retail event, so ~250 MB.
-pub const REBUILD_BATCH: u32 = 50_000;
+/// Events a rebuild reads and prepares at a time (the live resolver's batch). Small, so that the writer
+/// starts after the first batch instead of after a long one, and the fold and the writes overlap from
+/// the start; large writes come from the groups ([`REBUILD_GROUP`]): a profile touched by many events
+/// of the history is written once per commit, not once per batch. A batch holds its events parsed in
+/// memory: ~5 KB each for a retail event.
+pub const REBUILD_BATCH: u32 = 10_000;
 
 /// Events a rebuild may prepare ahead of its writer (waiting in memory): when the fold runs ahead, the
 /// writer's next commit takes them all, and a profile's state, tags, segments, spend and due time are

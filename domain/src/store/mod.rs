@@ -108,6 +108,9 @@ pub trait EventStore: Send + Sync {
     ) -> impl Future<Output = Result<Option<Credential>, StoreError>> + Send;
 
     fn count_workspaces(&self) -> impl Future<Output = Result<i64, StoreError>> + Send;
+
+    /// Every workspace's id, in order.
+    fn workspace_ids(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
 }
 
 /// The configured backend.
@@ -241,6 +244,10 @@ impl EventStore for Store {
     }
     async fn count_workspaces(&self) -> Result<i64, StoreError> {
         dispatch!(self, s => s.count_workspaces())
+    }
+
+    async fn workspace_ids(&self) -> Result<Vec<String>, StoreError> {
+        dispatch!(self, s => s.workspace_ids())
     }
 }
 

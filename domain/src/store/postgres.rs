@@ -323,6 +323,12 @@ impl EventStore for PostgresStore {
             .fetch_one(&self.pool)
             .await?)
     }
+
+    async fn workspace_ids(&self) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT id FROM workspaces ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?)
+    }
 }
 
 /// The live key of each subject, made where a subject has none. New keys are committed in a short

@@ -310,6 +310,12 @@ impl EventStore for SqliteStore {
             .fetch_one(&self.read)
             .await?)
     }
+
+    async fn workspace_ids(&self) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT id FROM workspaces ORDER BY id")
+            .fetch_all(&self.read)
+            .await?)
+    }
 }
 
 /// The live key of each subject, made where a subject has none, in the append's transaction (which holds
