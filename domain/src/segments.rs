@@ -4,7 +4,8 @@
 //! A workspace defines a segment in JSON (`PUT /v1/segments/{id}`, body `{"name": .., "condition": {..}}`);
 //! [`SegmentDef::parse`] reads it, refusing unknown keys with a [`DefinitionError`] that names the place
 //! (`condition.all[1].any[0].op`). A condition is one of:
-//! - `{"all": [..]}`, `{"any": [..]}` (never empty) and `{"not": {..}}`;
+//! - `{"all": [..]}`, `{"any": [..]}` (never empty) and `{"not": {..}}`: the tree tags share
+//!   ([`crate::condition_tree`]), which parses and evaluates them;
 //! - `{"trait" | "tag" | "computed": name, "op": .., "value": ..}`, read as [`crate::tags::Condition`] reads it;
 //! - `{"segment": "<id>"}`: the profile is a member of segment `<id>` (union is `any`, intersection `all`,
 //!   difference `all` with a `not`);
@@ -149,7 +150,13 @@ impl SegmentDef {
         let condition = obj
             .get("condition")
             .ok_or_else(|| err("condition", "required"))?;
-        let condition = condition_tree::parse(&mut Parser { events: 0 }, condition, "condition")?;
+        let condition = condition_tree::parse(
+            &mut SegmentLanguage {
+                event_conditions: 0,
+            },
+            condition,
+            "condition",
+        )?;
         Ok(SegmentDef { name, condition })
     }
 
@@ -334,12 +341,12 @@ fn zero_when_nothing_matched(function: Function) -> bool {
     )
 }
 
-/// Reads conditions, numbering the event conditions as it meets them.
-struct Parser {
-    events: usize,
+/// The segment language's leaves for the shared parser; it numbers the event conditions as it meets them.
+struct SegmentLanguage {
+    event_conditions: usize,
 }
 
-impl ConditionLanguage for Parser {
+impl ConditionLanguage for SegmentLanguage {
     type Condition = SegmentCondition;
 
     fn max_depth(&self) -> Option<usize> {
@@ -405,7 +412,7 @@ impl ConditionLanguage for Parser {
     }
 }
 
-impl Parser {
+impl SegmentLanguage {
     /// A behavioural sequence, `{"sequence": [{"event": "Product Added"}, {"not_event": "Order Completed"}],
     /// "within": "2h"}`: compiled to a hidden `sequence` trait (the latest first step followed — or, with
     /// `not_event`, not followed — by the second within the time), true when it holds.
@@ -420,7 +427,7 @@ impl Parser {
                 "unknown key; a sequence has sequence and within",
             ));
         }
-        if self.events >= MAX_EVENT_CONDITIONS {
+        if self.event_conditions >= MAX_EVENT_CONDITIONS {
             return Err(err(
                 at,
                 format!("a segment has at most {MAX_EVENT_CONDITIONS} event conditions"),
@@ -497,8 +504,8 @@ impl Parser {
             };
             DefinitionError::new(field, e.message)
         })?;
-        let index = self.events;
-        self.events += 1;
+        let index = self.event_conditions;
+        self.event_conditions += 1;
         Ok(SegmentCondition::Event {
             index,
             source: Value::Object(obj.clone()),
@@ -531,7 +538,7 @@ impl Parser {
                 "unknown key; an event condition has event, where, window and count, or aggregate with op and value",
             ));
         }
-        if self.events >= MAX_EVENT_CONDITIONS {
+        if self.event_conditions >= MAX_EVENT_CONDITIONS {
             return Err(err(
                 at,
                 format!("a segment has at most {MAX_EVENT_CONDITIONS} event conditions"),
@@ -623,8 +630,8 @@ impl Parser {
             };
             DefinitionError::new(field, e.message)
         })?;
-        let index = self.events;
-        self.events += 1;
+        let index = self.event_conditions;
+        self.event_conditions += 1;
         Ok(SegmentCondition::Event {
             index,
             source: Value::Object(obj.clone()),

@@ -77,9 +77,9 @@ impl BooleanTree for Condition {
 }
 
 /// The tag language's leaves for the shared parser: field comparisons.
-struct TagConditions;
+struct TagLanguage;
 
-impl ConditionLanguage for TagConditions {
+impl ConditionLanguage for TagLanguage {
     type Condition = Condition;
 
     fn unknown_key_beside(&self, key: &str) -> String {
@@ -97,7 +97,7 @@ impl Condition {
     /// `condition.all[1].any[0].op`. Unknown keys are refused, and so are empty `all`/`any` lists (an empty
     /// `any` never holds and an empty `all` always does: either is almost surely a mistake).
     pub fn parse(v: &Value, at: &str) -> Result<Condition, DefinitionError> {
-        condition_tree::parse(&mut TagConditions, v, at)
+        condition_tree::parse(&mut TagLanguage, v, at)
     }
 
     /// Whether the condition holds for the profile whose facts these are. A comparison sees every value of
