@@ -6,6 +6,7 @@
 pub mod catalog;
 pub mod codec;
 pub mod computed;
+pub mod condition_tree;
 pub mod consent;
 pub mod event;
 pub mod fastmap;

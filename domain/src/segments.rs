@@ -4,7 +4,8 @@
 //! A workspace defines a segment in JSON (`PUT /v1/segments/{id}`, body `{"name": .., "condition": {..}}`);
 //! [`SegmentDef::parse`] reads it, refusing unknown keys with a [`DefinitionError`] that names the place
 //! (`condition.all[1].any[0].op`). A condition is one of:
-//! - `{"all": [..]}`, `{"any": [..]}` (never empty) and `{"not": {..}}`;
+//! - `{"all": [..]}`, `{"any": [..]}` (never empty) and `{"not": {..}}`: the tree tags share
+//!   ([`crate::condition_tree`]), which parses and evaluates them;
 //! - `{"trait" | "tag" | "computed": name, "op": .., "value": ..}`, read as [`crate::tags::Condition`] reads it;
 //! - `{"segment": "<id>"}`: the profile is a member of segment `<id>` (union is `any`, intersection `all`,
 //!   difference `all` with a `not`);
@@ -30,13 +31,16 @@
 //! rule), and `{"not": ..}` of a condition that does not hold. An unknown minimum or average (no event
 //! matched) is unknown likewise: `lt` does not hold on it, `neq` does.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 
 use crate::computed::{Comparison, DefinitionError, Function, Op, TraitDef};
-use crate::tags::{Condition, Facts};
+use crate::condition_tree::{
+    self, find_cycle, join, refuse_keys_beside, BooleanTree, ConditionLanguage, Shape,
+};
+use crate::tags::{field_holds, field_json, parse_field, Facts};
 
 pub use crate::tags::FieldKey;
 
@@ -146,8 +150,13 @@ impl SegmentDef {
         let condition = obj
             .get("condition")
             .ok_or_else(|| err("condition", "required"))?;
-        let mut parser = Parser { events: 0 };
-        let condition = parser.condition(condition, "condition", 0)?;
+        let condition = condition_tree::parse(
+            &mut SegmentLanguage {
+                event_conditions: 0,
+            },
+            condition,
+            "condition",
+        )?;
         Ok(SegmentDef { name, condition })
     }
 
@@ -165,7 +174,7 @@ impl SegmentDef {
     /// The hidden computed traits the event conditions need, named `segment_trait_name(id, index)`.
     pub fn hidden_traits(&self, id: &str) -> Vec<(String, TraitDef)> {
         let mut out = Vec::new();
-        self.condition.visit(&mut |c| {
+        self.condition.for_each_leaf(&mut |c| {
             if let SegmentCondition::Event { index, def, .. } = c {
                 out.push((segment_trait_name(id, *index), def.clone()));
             }
@@ -177,7 +186,7 @@ impl SegmentDef {
     /// appear.
     pub fn references(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
-        self.condition.visit(&mut |c| {
+        self.condition.for_each_leaf(&mut |c| {
             if let SegmentCondition::Segment(other) = c {
                 if !out.contains(other) {
                     out.push(other.clone());
@@ -196,17 +205,36 @@ impl SegmentDef {
     }
 }
 
+impl BooleanTree for SegmentCondition {
+    fn all(parts: Vec<Self>) -> Self {
+        SegmentCondition::All(parts)
+    }
+
+    fn any(parts: Vec<Self>) -> Self {
+        SegmentCondition::Any(parts)
+    }
+
+    fn not(inner: Self) -> Self {
+        SegmentCondition::Not(Box::new(inner))
+    }
+
+    fn shape(&self) -> Shape<'_, Self> {
+        match self {
+            SegmentCondition::All(parts) => Shape::All(parts),
+            SegmentCondition::Any(parts) => Shape::Any(parts),
+            SegmentCondition::Not(inner) => Shape::Not(inner),
+            SegmentCondition::Field { .. }
+            | SegmentCondition::Segment(_)
+            | SegmentCondition::Consent { .. }
+            | SegmentCondition::Event { .. } => Shape::Leaf,
+        }
+    }
+}
+
 impl SegmentCondition {
     fn holds(&self, id: &str, facts: &dyn SegmentFacts, now: DateTime<Utc>) -> bool {
-        match self {
-            SegmentCondition::All(parts) => parts.iter().all(|c| c.holds(id, facts, now)),
-            SegmentCondition::Any(parts) => parts.iter().any(|c| c.holds(id, facts, now)),
-            SegmentCondition::Not(inner) => !inner.holds(id, facts, now),
-            SegmentCondition::Field { key, name, cmp } => {
-                let values = facts.field(*key, name);
-                let actual: Vec<&Value> = values.iter().collect();
-                cmp.holds(&actual, now)
-            }
+        self.holds_when(&mut |leaf| match leaf {
+            SegmentCondition::Field { key, name, cmp } => field_holds(facts, *key, name, cmp, now),
             SegmentCondition::Segment(other) => facts.in_segment(other),
             SegmentCondition::Consent { channel, purpose } => facts.consents(channel, purpose),
             SegmentCondition::Event {
@@ -223,42 +251,25 @@ impl SegmentCondition {
                 let actual: Vec<&Value> = values.iter().collect();
                 cmp.holds(&actual, now)
             }
-        }
-    }
-
-    /// Calls `f` on this condition and every condition inside it, depth-first in definition order.
-    fn visit(&self, f: &mut dyn FnMut(&SegmentCondition)) {
-        f(self);
-        match self {
-            SegmentCondition::All(parts) | SegmentCondition::Any(parts) => {
-                parts.iter().for_each(|c| c.visit(f));
-            }
-            SegmentCondition::Not(inner) => inner.visit(f),
-            _ => {}
-        }
+            combinator @ (SegmentCondition::All(_)
+            | SegmentCondition::Any(_)
+            | SegmentCondition::Not(_)) => combinator.holds(id, facts, now),
+        })
     }
 
     /// The JSON form the parser reads.
     fn to_json(&self) -> Value {
-        let list = |parts: &[SegmentCondition]| {
-            Value::Array(parts.iter().map(SegmentCondition::to_json).collect())
-        };
-        match self {
-            SegmentCondition::All(parts) => json!({ "all": list(parts) }),
-            SegmentCondition::Any(parts) => json!({ "any": list(parts) }),
-            SegmentCondition::Not(inner) => json!({ "not": inner.to_json() }),
-            SegmentCondition::Field { key, name, cmp } => Condition::Field {
-                key: *key,
-                name: name.clone(),
-                cmp: cmp.clone(),
-            }
-            .to_json(),
+        self.to_json_with(&|leaf| match leaf {
+            SegmentCondition::Field { key, name, cmp } => field_json(*key, name, cmp),
             SegmentCondition::Segment(other) => json!({ "segment": other }),
             SegmentCondition::Consent { channel, purpose } => {
                 json!({ "consent": {"channel": channel, "purpose": purpose} })
             }
             SegmentCondition::Event { source, .. } => source.clone(),
-        }
+            combinator @ (SegmentCondition::All(_)
+            | SegmentCondition::Any(_)
+            | SegmentCondition::Not(_)) => combinator.to_json(),
+        })
     }
 }
 
@@ -319,34 +330,7 @@ pub fn segment_trait_name(id: &str, index: usize) -> String {
 /// `["a", "b", "a"]` (`["a", "a"]` for a segment that reads itself), or `None`. `defs` holds id's new
 /// definition; references to undefined segments lead nowhere.
 pub fn segment_cycle(defs: &BTreeMap<String, SegmentDef>, id: &str) -> Option<Vec<String>> {
-    fn walk(
-        defs: &BTreeMap<String, SegmentDef>,
-        target: &str,
-        at: &str,
-        path: &mut Vec<String>,
-        seen: &mut BTreeSet<String>,
-    ) -> bool {
-        let Some(def) = defs.get(at) else {
-            return false;
-        };
-        for next in def.references() {
-            if next == target {
-                path.push(next);
-                return true;
-            }
-            if seen.insert(next.clone()) {
-                path.push(next.clone());
-                if walk(defs, target, &next, path, seen) {
-                    return true;
-                }
-                path.pop();
-            }
-        }
-        false
-    }
-    let mut path = vec![id.to_string()];
-    let mut seen = BTreeSet::new();
-    walk(defs, id, id, &mut path, &mut seen).then_some(path)
+    find_cycle(id, |at| defs.get(at).map(SegmentDef::references))
 }
 
 /// Whether the function's value is 0 when no event matched (so an unknown reads as 0).
@@ -357,22 +341,20 @@ fn zero_when_nothing_matched(function: Function) -> bool {
     )
 }
 
-/// Reads conditions, numbering the event conditions as it meets them.
-struct Parser {
-    events: usize,
+/// The segment language's leaves for the shared parser; it numbers the event conditions as it meets them.
+struct SegmentLanguage {
+    event_conditions: usize,
 }
 
-impl Parser {
-    fn condition(
-        &mut self,
-        v: &Value,
-        at: &str,
-        depth: usize,
-    ) -> Result<SegmentCondition, DefinitionError> {
-        if depth >= MAX_DEPTH {
-            return Err(err(at, format!("conditions nest at most {MAX_DEPTH} deep")));
-        }
-        let obj = v.as_object().ok_or_else(|| err(at, "must be an object"))?;
+impl ConditionLanguage for SegmentLanguage {
+    type Condition = SegmentCondition;
+
+    fn max_depth(&self) -> Option<usize> {
+        Some(MAX_DEPTH)
+    }
+
+    /// A node is of exactly one kind: `{"all": [..], "segment": "x"}` is refused, naming the second key.
+    fn check_node(&self, obj: &Map<String, Value>, at: &str) -> Result<(), DefinitionError> {
         let mut kinds = KINDS.into_iter().filter(|k| obj.contains_key(*k));
         let Some(kind) = kinds.next() else {
             return Err(err(
@@ -386,34 +368,26 @@ impl Parser {
                 format!("a condition is of one kind: {kind} is already given"),
             ));
         }
+        Ok(())
+    }
+
+    fn unknown_key_beside(&self, key: &str) -> String {
+        format!("unknown key beside {key}")
+    }
+
+    fn leaf(
+        &mut self,
+        obj: &Map<String, Value>,
+        at: &str,
+    ) -> Result<SegmentCondition, DefinitionError> {
+        // `check_node` has made sure the node has exactly one kind, and the tree has read all, any and not.
+        let kind = KINDS
+            .into_iter()
+            .find(|k| obj.contains_key(*k))
+            .unwrap_or_default();
         match kind {
-            "all" | "any" => {
-                only_key(obj, kind, at)?;
-                let here = join(at, kind);
-                let list = obj[kind]
-                    .as_array()
-                    .ok_or_else(|| err(&here, "must be a list of conditions"))?;
-                if list.is_empty() {
-                    return Err(err(&here, "must list at least one condition"));
-                }
-                let parts = list
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| self.condition(c, &format!("{here}[{i}]"), depth + 1))
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(if kind == "all" {
-                    SegmentCondition::All(parts)
-                } else {
-                    SegmentCondition::Any(parts)
-                })
-            }
-            "not" => {
-                only_key(obj, kind, at)?;
-                let inner = self.condition(&obj["not"], &join(at, "not"), depth + 1)?;
-                Ok(SegmentCondition::Not(Box::new(inner)))
-            }
             "segment" => {
-                only_key(obj, kind, at)?;
+                refuse_keys_beside(obj, kind, at, &self.unknown_key_beside(kind))?;
                 match &obj["segment"] {
                     Value::String(s) if !s.is_empty() && s.chars().count() <= MAX_NAME => {
                         Ok(SegmentCondition::Segment(s.clone()))
@@ -425,23 +399,20 @@ impl Parser {
                 }
             }
             "consent" => {
-                only_key(obj, kind, at)?;
+                refuse_keys_beside(obj, kind, at, &self.unknown_key_beside(kind))?;
                 consent_condition(&obj["consent"], &join(at, "consent"))
             }
             "sequence" => self.sequence(obj, at),
             "event" => self.event(obj, at),
-            _ => match Condition::parse(v, at)? {
-                Condition::Field { key, name, cmp } => {
-                    Ok(SegmentCondition::Field { key, name, cmp })
-                }
-                _ => Err(err(
-                    at,
-                    "must be a comparison of a trait, tag or computed trait",
-                )),
-            },
+            _ => {
+                let (key, name, cmp) = parse_field(obj, at)?;
+                Ok(SegmentCondition::Field { key, name, cmp })
+            }
         }
     }
+}
 
+impl SegmentLanguage {
     /// A behavioural sequence, `{"sequence": [{"event": "Product Added"}, {"not_event": "Order Completed"}],
     /// "within": "2h"}`: compiled to a hidden `sequence` trait (the latest first step followed — or, with
     /// `not_event`, not followed — by the second within the time), true when it holds.
@@ -456,7 +427,7 @@ impl Parser {
                 "unknown key; a sequence has sequence and within",
             ));
         }
-        if self.events >= MAX_EVENT_CONDITIONS {
+        if self.event_conditions >= MAX_EVENT_CONDITIONS {
             return Err(err(
                 at,
                 format!("a segment has at most {MAX_EVENT_CONDITIONS} event conditions"),
@@ -533,8 +504,8 @@ impl Parser {
             };
             DefinitionError::new(field, e.message)
         })?;
-        let index = self.events;
-        self.events += 1;
+        let index = self.event_conditions;
+        self.event_conditions += 1;
         Ok(SegmentCondition::Event {
             index,
             source: Value::Object(obj.clone()),
@@ -567,7 +538,7 @@ impl Parser {
                 "unknown key; an event condition has event, where, window and count, or aggregate with op and value",
             ));
         }
-        if self.events >= MAX_EVENT_CONDITIONS {
+        if self.event_conditions >= MAX_EVENT_CONDITIONS {
             return Err(err(
                 at,
                 format!("a segment has at most {MAX_EVENT_CONDITIONS} event conditions"),
@@ -659,8 +630,8 @@ impl Parser {
             };
             DefinitionError::new(field, e.message)
         })?;
-        let index = self.events;
-        self.events += 1;
+        let index = self.event_conditions;
+        self.event_conditions += 1;
         Ok(SegmentCondition::Event {
             index,
             source: Value::Object(obj.clone()),
@@ -703,14 +674,6 @@ fn numeric_comparison(
     Ok(cmp)
 }
 
-/// Refuses any key beside the combinator `key` (say `{"all": [..], "op": "eq"}`).
-fn only_key(obj: &Map<String, Value>, key: &str, at: &str) -> Result<(), DefinitionError> {
-    match obj.keys().find(|k| *k != key) {
-        Some(other) => Err(err(join(at, other), format!("unknown key beside {key}"))),
-        None => Ok(()),
-    }
-}
-
 fn names<'a>(list: impl Iterator<Item = &'a str>) -> String {
     list.collect::<Vec<_>>().join(", ")
 }
@@ -718,15 +681,6 @@ fn names<'a>(list: impl Iterator<Item = &'a str>) -> String {
 /// A definition error at `field`.
 fn err(field: impl Into<String>, message: impl Into<String>) -> DefinitionError {
     DefinitionError::new(field, message)
-}
-
-/// `at.key`, or `key` at the top.
-fn join(at: &str, key: &str) -> String {
-    if at.is_empty() {
-        key.to_string()
-    } else {
-        format!("{at}.{key}")
-    }
 }
 
 #[cfg(test)]

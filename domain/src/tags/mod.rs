@@ -5,19 +5,21 @@
 //! with [`TagDef::evaluate`] over [`Facts`] it implements, refuses a tag that reads itself ([`cycle`]) and
 //! keeps the hidden computed traits an RFM tag needs ([`TagDef::hidden_traits`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::computed::{DefinitionError, TraitDef};
+use crate::condition_tree::{find_cycle, join};
 
 mod condition;
 mod rfm;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use condition::{field_holds, field_json, parse_field};
 pub use condition::{Condition, FieldKey};
 pub use rfm::{
     group, rfm_trait_names, scores, RfmDef, RfmInputs, RfmScores, RfmThresholds, Scoring, GROUPS,
@@ -258,34 +260,7 @@ impl TagDef {
 /// computed trait first, and a loop through a name that is also a computed trait is refused all the same.
 /// `defs` should hold `name`'s new definition.
 pub fn cycle(defs: &BTreeMap<String, TagDef>, name: &str) -> Option<Vec<String>> {
-    fn walk(
-        defs: &BTreeMap<String, TagDef>,
-        target: &str,
-        at: &str,
-        path: &mut Vec<String>,
-        seen: &mut BTreeSet<String>,
-    ) -> bool {
-        let Some(def) = defs.get(at) else {
-            return false;
-        };
-        for input in def.inputs(at) {
-            if input == target {
-                path.push(input);
-                return true;
-            }
-            if defs.contains_key(&input) && seen.insert(input.clone()) {
-                path.push(input.clone());
-                if walk(defs, target, &input, path, seen) {
-                    return true;
-                }
-                path.pop();
-            }
-        }
-        false
-    }
-    let mut path = vec![name.to_string()];
-    let mut seen = BTreeSet::new();
-    walk(defs, name, name, &mut path, &mut seen).then_some(path)
+    find_cycle(name, |at| defs.get(at).map(|def| def.inputs(at)))
 }
 
 fn parse_bucket(v: &Value, at: &str) -> Result<ValueBucket, DefinitionError> {
@@ -342,14 +317,5 @@ fn err(field: impl Into<String>, message: impl Into<String>) -> DefinitionError 
     DefinitionError {
         field: field.into(),
         message: message.into(),
-    }
-}
-
-/// `at.key`, or `key` at the top.
-fn join(at: &str, key: &str) -> String {
-    if at.is_empty() {
-        key.to_string()
-    } else {
-        format!("{at}.{key}")
     }
 }
