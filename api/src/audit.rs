@@ -11,7 +11,7 @@ use std::sync::Arc;
 use axum::extract::{MatchedPath, Query, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use cdp_domain::store::Store;
@@ -127,8 +127,12 @@ pub async fn record(
         status: i64::from(status.as_u16()),
         request_id,
     };
+    let entry = entry.storable();
     if let Err(e) = append(&state.store, &entry).await {
+        // An unrecorded call must not pass as done: the caller learns it failed (and may retry).
         tracing::error!(error = %e, action = %entry.action, "failed to write the audit log");
+        return crate::error::ApiError::Internal(format!("failed to write the audit log: {e}"))
+            .into_response();
     }
     response
 }
@@ -150,6 +154,26 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// The entry with every NUL character of its texts written out as `\u0000`: a value a client sent
+    /// (a path, a target) is recorded as sent, and PostgreSQL refuses text holding a NUL.
+    fn storable(self) -> Self {
+        let text = |s: String| {
+            if s.contains('\0') {
+                s.replace('\0', "\\u0000")
+            } else {
+                s
+            }
+        };
+        Self {
+            actor: text(self.actor),
+            action: text(self.action),
+            path: text(self.path),
+            target: self.target.map(text),
+            request_id: self.request_id.map(text),
+            ..self
+        }
+    }
+
     fn json(&self) -> Value {
         json!({
             "seq": self.seq,

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod consent;
 pub mod console;
+pub mod edge;
 pub mod erasure;
 pub mod error;
 pub mod ingest;
@@ -261,6 +262,7 @@ impl Application {
                 audit::record,
             ))
             .fallback(|| async { error::ApiError::not_found("no such endpoint") })
+            .layer(axum::middleware::from_fn(edge::refuse_nul))
             .with_state(state.clone());
         let listener = TcpListener::bind(config.listen)
             .await
