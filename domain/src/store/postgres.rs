@@ -331,8 +331,8 @@ impl EventStore for PostgresStore {
     }
 }
 
-/// The live key of each subject, made where a subject has none. New keys are committed in a short
-/// transaction of their own, before the append's: concurrent appends of one new subject then wait for
+/// The live key of each subject, made where a subject has none. New keys are committed by one statement
+/// of their own, before the append's transaction: concurrent appends of one new subject then wait for
 /// each other only that long (one of them makes the key, the other finds it by its second look). That
 /// commit does not wait for the disk (`synchronous_commit` off): the append's own commit, later in the
 /// same write-ahead log, flushes it too, so an event is never durable without its key. A key whose append
@@ -366,48 +366,40 @@ async fn subject_keys(
         return Ok(keys);
     }
     let wanted = &wanted[..];
+    let workspaces: Vec<&str> = wanted.iter().map(|(w, _)| w.as_str()).collect();
     let subjects: Vec<&str> = wanted.iter().map(|(_, s)| s.as_str()).collect();
-    let select =
-        "SELECT subject, id, key FROM subject_keys WHERE subject = ANY($1) AND key IS NOT NULL";
-    let found: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(select)
+    let new_keys: Vec<Vec<u8>> = wanted.iter().map(|_| sealing::fresh_key()).collect();
+    // One statement, committed on its own: the live keys of the subjects that have one, and a new key for
+    // each that has none (its commit not waiting for the disk: `set_config(…, true)` is `SET LOCAL`).
+    let found: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(
+        "WITH wanted AS (SELECT * FROM UNNEST($1::text[], $2::text[], $3::bytea[]) AS t(w, s, k)), \
+         made AS ( \
+           INSERT INTO subject_keys (workspace, subject, key, created_at) \
+           SELECT w, s, k, $4 FROM wanted \
+             CROSS JOIN (SELECT set_config('synchronous_commit', 'off', true)) AS quick \
+           WHERE NOT EXISTS (SELECT 1 FROM subject_keys e WHERE e.subject = wanted.s) \
+           ON CONFLICT (subject) DO NOTHING RETURNING subject, id, key) \
+         SELECT subject, id, key FROM made \
+         UNION ALL \
+         SELECT e.subject, e.id, e.key FROM subject_keys e JOIN wanted ON e.subject = wanted.s \
+         WHERE e.key IS NOT NULL",
+    )
+    .bind(&workspaces)
+    .bind(&subjects)
+    .bind(&new_keys)
+    .bind(chrono::Utc::now().timestamp_millis())
+    .fetch_all(pool)
+    .await?;
+    keys.extend(found.into_iter().map(|(s, id, k)| (s, (id, k))));
+    if wanted.iter().any(|(_, s)| !keys.contains_key(s)) {
+        // Made by a concurrent append after this statement's snapshot (its insert waited for that one's
+        // commit): read now.
+        let found: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT subject, id, key FROM subject_keys WHERE subject = ANY($1) AND key IS NOT NULL",
+        )
         .bind(&subjects)
         .fetch_all(pool)
         .await?;
-    keys.extend(found.into_iter().map(|(s, id, k)| (s, (id, k))));
-    let missing: Vec<&(String, String)> = wanted
-        .iter()
-        .filter(|(_, s)| !keys.contains_key(s))
-        .collect();
-    if missing.is_empty() {
-        cache.remember(&keys);
-        return Ok(keys);
-    }
-    let workspaces: Vec<&str> = missing.iter().map(|(w, _)| w.as_str()).collect();
-    let new_subjects: Vec<&str> = missing.iter().map(|(_, s)| s.as_str()).collect();
-    let new_keys: Vec<Vec<u8>> = missing.iter().map(|_| sealing::fresh_key()).collect();
-    let now = chrono::Utc::now().timestamp_millis();
-    let mut tx = pool.begin().await?;
-    sqlx::query("SET LOCAL synchronous_commit = off")
-        .execute(&mut *tx)
-        .await?;
-    let made: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(
-        "INSERT INTO subject_keys (workspace, subject, key, created_at) \
-         SELECT w, s, k, $4 FROM UNNEST($1::text[], $2::text[], $3::bytea[]) AS t(w, s, k) \
-         ON CONFLICT (subject) DO NOTHING RETURNING subject, id, key",
-    )
-    .bind(&workspaces)
-    .bind(&new_subjects)
-    .bind(&new_keys)
-    .bind(now)
-    .fetch_all(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    keys.extend(made.into_iter().map(|(s, id, k)| (s, (id, k))));
-    if wanted.iter().any(|(_, s)| !keys.contains_key(s)) {
-        let found: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(select)
-            .bind(&subjects)
-            .fetch_all(pool)
-            .await?;
         keys.extend(found.into_iter().map(|(s, id, k)| (s, (id, k))));
     }
     cache.remember(&keys);
