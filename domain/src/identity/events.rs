@@ -5,6 +5,7 @@
 //! fields with defaults or new kinds: recorded decisions are never rewritten.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -13,10 +14,12 @@ use crate::ident::IdentError;
 /// The version of the JSON form of [`IdentityEvent`] written by this code.
 pub const IDENTITY_EVENT_VERSION: i16 = 1;
 
-/// A profile id: 1–128 characters, none of them whitespace or control characters.
+/// A profile id: 1–128 characters, none of them whitespace or control characters. Shared, not copied:
+/// the engine keeps a profile's id in several maps at once (the graph's owners and profiles, the held
+/// states), and a clone is a reference count, not an allocation.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct ProfileId(String);
+pub struct ProfileId(Arc<str>);
 
 impl ProfileId {
     pub fn parse(raw: &str) -> Result<Self, IdentError> {
@@ -24,7 +27,7 @@ impl ProfileId {
             && raw.len() <= 128
             && !raw.chars().any(|c| c.is_whitespace() || c.is_control());
         if ok {
-            Ok(Self(raw.to_owned()))
+            Ok(Self(Arc::from(raw)))
         } else {
             Err(IdentError(format!(
                 "profile id {raw:?} must be 1-128 characters without whitespace"
@@ -47,7 +50,7 @@ impl TryFrom<String> for ProfileId {
 
 impl From<ProfileId> for String {
     fn from(id: ProfileId) -> String {
-        id.0
+        id.0.as_ref().to_owned()
     }
 }
 

@@ -18,6 +18,8 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Value};
 
 use crate::catalog::{self, CatalogWrites, Membership, MembershipChange, ProfileTag};
+
+pub use super::derived_cache::{Derived, DerivedCache};
 use crate::profiles::ProfileKey;
 use crate::runner::ProjectionError;
 
@@ -634,51 +636,6 @@ fn apply_change<T: Clone>(
         None => of_profile.remove(name),
     };
     Ok(())
-}
-
-/// What derive last stored for a profile: its tags, its segments, and the spend and due time it wrote
-/// (`None`: not known to have been written by this resolver).
-#[derive(Debug, Clone, Default)]
-pub struct Derived {
-    pub tags: VecMap<String, ProfileTag>,
-    pub members: VecMap<String, Membership>,
-    pub spend: Option<f64>,
-    pub due: Option<Option<f64>>,
-}
-
-/// Profiles' [`Derived`] kept in memory by the resolver between batches (bounded; the tables are read
-/// for a profile not held). Valid while the resolver's token holds, like its documents.
-#[derive(Debug, Default)]
-pub struct DerivedCache {
-    held: FastMap<ProfileKey, Derived>,
-}
-
-impl DerivedCache {
-    fn take(&mut self, key: &ProfileKey) -> Option<Derived> {
-        self.held.remove(key)
-    }
-
-    fn put_back(&mut self, entries: impl Iterator<Item = (ProfileKey, Derived)>) {
-        self.held.extend(entries);
-    }
-
-    /// Whether more than `bound` profiles are held.
-    pub fn over(&self, bound: usize) -> bool {
-        self.held.len() > bound
-    }
-
-    /// Past `bound`, drops everything (read from the tables when next needed): only when every batch
-    /// prepared is committed.
-    pub fn trim(&mut self, bound: usize) {
-        if self.over(bound) {
-            self.held.clear();
-        }
-    }
-
-    /// Forgets everything (a batch changed definitions, which may rewrite many profiles' rows).
-    pub fn clear(&mut self) {
-        self.held.clear();
-    }
 }
 
 /// A profile enters a segment: its membership, the history, and the message.

@@ -17,6 +17,7 @@
 mod batch;
 mod catalog_commands;
 pub mod derive;
+mod derived_cache;
 pub mod housekeeping;
 mod model;
 pub mod queries;
