@@ -128,7 +128,7 @@ async fn fold_log(
         for (profile, state) in graph.profiles() {
             docs.entry((ws.clone(), profile.clone()))
                 .or_default()
-                .linked = state.identifiers.clone();
+                .linked = state.identifiers_owned();
         }
     }
     Ok((docs, folded))
@@ -190,7 +190,7 @@ pub async fn rebuild_profile(
         }
         let graph = graph_of(store, workspace).await?;
         if let Some((_, state)) = graph.profiles().find(|(p, _)| **p == id) {
-            doc.linked = state.identifiers.clone();
+            doc.linked = state.identifiers_owned();
         }
         let key = (workspace.to_owned(), id.clone());
         let due = CatalogWrites {

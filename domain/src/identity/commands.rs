@@ -135,7 +135,7 @@ pub fn split(
             .normalise(&raw.id_type, &raw.value)
             .unwrap_or_else(|| raw.value.clone());
         let id = Identifier::new(&raw.id_type, &value);
-        if !state.identifiers.contains(&id) {
+        if !state.holds(&id) {
             return Err(CommandError(format!("profile {from} does not hold {id}")));
         }
         if !moved.contains(&id) {
@@ -155,7 +155,7 @@ pub fn split(
         .identifiers
         .iter()
         .filter(|i| moved.contains(i))
-        .cloned()
+        .map(|i| Identifier::clone(i))
         .collect();
     Ok(IdentityEvent::ProfileSplit {
         from,
@@ -230,7 +230,10 @@ pub fn rules_diff(
         for id in &state.identifiers {
             if let Some(s) = shadow.owner(id) {
                 let order = shadow.profile(&s).map_or(u64::MAX, |x| x.order);
-                groups.entry((order, s)).or_default().push(id.clone());
+                groups
+                    .entry((order, s))
+                    .or_default()
+                    .push(Identifier::clone(id));
             }
         }
         if groups.len() > 1 {
@@ -272,7 +275,7 @@ pub fn rules_diff(
             owners.sort_by_key(|p| age(p));
             merges.push(MergePlan {
                 profiles: owners,
-                identifiers: state.identifiers.clone(),
+                identifiers: state.identifiers_owned(),
             });
         }
     }

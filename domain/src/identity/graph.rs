@@ -2,6 +2,7 @@
 //! identifier, each profile's identifiers in the order they were linked, and where merged-away profiles went.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use crate::fastmap::FastMap;
 
@@ -12,8 +13,10 @@ use super::events::{Identifier, IdentityEvent, ProfileId};
 pub struct Profile {
     /// The order of creation: the survivor of a merge is the profile with the lowest.
     pub order: u64,
-    /// Its identifiers, in the order they were linked (an absorbed profile's follow the survivor's).
-    pub identifiers: Vec<Identifier>,
+    /// Its identifiers, in the order they were linked (an absorbed profile's follow the survivor's);
+    /// each shared with the graph's owners map, not copied (three identifiers a profile cost ~850 bytes
+    /// held twice, BENCHMARKS.md, memory).
+    pub identifiers: Vec<Arc<Identifier>>,
     /// How many profiles were merged into it, directly or through the profiles it absorbed.
     pub merges: u32,
     /// Whether an operator merged profiles into it (or into a profile it absorbed).
@@ -21,6 +24,19 @@ pub struct Profile {
 }
 
 impl Profile {
+    /// Whether it holds `id`.
+    pub fn holds(&self, id: &Identifier) -> bool {
+        self.identifiers.iter().any(|i| **i == *id)
+    }
+
+    /// Its identifiers, copied out of the graph.
+    pub fn identifiers_owned(&self) -> Vec<Identifier> {
+        self.identifiers
+            .iter()
+            .map(|i| Identifier::clone(i))
+            .collect()
+    }
+
     /// How many of its identifiers are of `id_type`.
     pub fn count_of(&self, id_type: &str) -> usize {
         self.identifiers
@@ -35,7 +51,7 @@ impl Profile {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IdentityGraph {
     /// Looked up once or more per event: hashed, not ordered (nothing iterates it).
-    owners: FastMap<Identifier, ProfileId>,
+    owners: FastMap<Arc<Identifier>, ProfileId>,
     /// Looked up per event; iterated only by [`IdentityGraph::profiles`], which sorts.
     profiles: FastMap<ProfileId, Profile>,
     /// Followed on every lookup; iterated only by [`IdentityGraph::members`], which sorts what it finds.
@@ -75,8 +91,8 @@ impl IdentityGraph {
                 ..
             } => {
                 let profile = self.resolve(profile);
-                let identifier = Identifier::new(id_type, value);
-                if self.owners.contains_key(&identifier) {
+                let identifier = Arc::new(Identifier::new(id_type, value));
+                if self.owners.contains_key(&*identifier) {
                     return;
                 }
                 if let Some(state) = self.profiles.get_mut(&profile) {
@@ -119,7 +135,7 @@ impl IdentityGraph {
                 if self.knows(into) || !self.profiles.contains_key(&from) {
                     return;
                 }
-                let moved: Vec<Identifier> = self.profiles[&from]
+                let moved: Vec<Arc<Identifier>> = self.profiles[&from]
                     .identifiers
                     .iter()
                     .filter(|i| identifiers.contains(i))
@@ -150,7 +166,7 @@ impl IdentityGraph {
                 let members = self.members(&profile);
                 if let Some(gone) = self.profiles.remove(&profile) {
                     for identifier in &gone.identifiers {
-                        self.owners.remove(identifier);
+                        self.owners.remove(&**identifier);
                     }
                 }
                 for member in members {

@@ -318,7 +318,7 @@ impl Ctx<'_> {
                     let l = largest.entry(t).or_default();
                     *l = (*l).max(n);
                 }
-                union.extend(state.identifiers.iter().cloned());
+                union.extend(state.identifiers.iter().map(|i| Identifier::clone(i)));
             }
         }
         union.extend(

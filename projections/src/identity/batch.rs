@@ -58,8 +58,7 @@ pub(super) struct Context<'a> {
 pub(super) async fn prepare(
     store: &Store,
     graphs: &mut HashMap<String, IdentityGraph>,
-    cache: &mut super::Docs,
-    known: &mut derive::DerivedCache,
+    cache: &mut super::held::Docs,
     ctx: Context<'_>,
     events: &[StoredEvent],
 ) -> Result<PreparedDecisions, ProjectionError> {
@@ -423,7 +422,7 @@ pub(super) async fn prepare(
             now,
             parts,
         },
-        known,
+        cache,
         &mut catalog_writes,
     )
     .await?;

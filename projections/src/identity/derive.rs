@@ -19,7 +19,8 @@ use serde_json::{json, Value};
 
 use crate::catalog::{self, CatalogWrites, Membership, MembershipChange, ProfileTag};
 
-pub use super::derived_cache::{Derived, DerivedCache};
+pub use super::held::Derived;
+use super::held::Docs;
 use crate::profiles::ProfileKey;
 use crate::runner::ProjectionError;
 
@@ -334,7 +335,7 @@ pub const CLOCK: &str = "clock";
 pub async fn derive(
     store: &Store,
     d: Derivation<'_>,
-    known: &mut DerivedCache,
+    known: &mut Docs,
     out: &mut CatalogWrites,
 ) -> Result<(), ProjectionError> {
     let now_ms = to_millis(d.now);
@@ -359,7 +360,7 @@ pub async fn derive(
             if d.created.contains(&key) {
                 continue;
             }
-            match known.take(&key) {
+            match known.take_derived(&key) {
                 Some(k) => {
                     if !k.tags.is_empty() {
                         stored.insert(key.clone(), k.tags);
@@ -606,7 +607,7 @@ pub async fn derive(
     keys.extend(last_written.keys().cloned());
     keys.sort();
     keys.dedup();
-    known.put_back(keys.into_iter().filter(|k| !gone.contains(k)).map(|key| {
+    known.put_back_derived(keys.into_iter().filter(|k| !gone.contains(k)).map(|key| {
         let (spend, due) = last_written.get(&key).copied().unwrap_or((None, None));
         let entry = Derived {
             tags: stored.remove(&key).unwrap_or_default(),
@@ -617,7 +618,7 @@ pub async fn derive(
         (key, entry)
     }));
     for g in gone {
-        known.take(g);
+        known.take_derived(g);
     }
     Ok(())
 }

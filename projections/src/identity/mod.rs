@@ -17,7 +17,7 @@
 mod batch;
 mod catalog_commands;
 pub mod derive;
-mod derived_cache;
+mod held;
 pub mod housekeeping;
 mod model;
 pub mod queries;
@@ -27,7 +27,7 @@ pub use queries::*;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use cdp_domain::fastmap::{FastMap, FastSet};
+use cdp_domain::fastmap::FastSet;
 use std::sync::{Arc, Mutex};
 
 use cdp_domain::catalog::Catalog;
@@ -148,73 +148,15 @@ async fn write_token(tx: &mut ModelTx<'_>, token: &str) -> Result<(), Projection
 /// ([`IdentityResolver::holding`]): ~5 KB of heap each for a retail profile (BENCHMARKS.md, memory).
 pub const HELD_PROFILES: usize = 1_000_000;
 
-/// The profile states as the last batch left them, owned by the resolver, in their binary form (the
-/// bytes the batch wrote: ~600 bytes for a retail profile, a quarter of the decoded document): a batch
-/// takes the ones it touches out and decodes them, and puts back what it encoded. When a batch may not
-/// have committed, the whole resolver state is dropped (the token), so what is here is never ahead of
-/// the database.
-#[derive(Debug, Default)]
-pub struct Docs {
-    docs: FastMap<ProfileKey, Box<[u8]>>,
-}
-
-impl Docs {
-    /// Takes a profile's state out, if it is held.
-    pub fn take(&mut self, key: &ProfileKey) -> Option<Box<[u8]>> {
-        self.docs.remove(key)
-    }
-
-    /// Forgets a profile (merged away).
-    pub fn forget(&mut self, key: &ProfileKey) {
-        self.docs.remove(key);
-    }
-
-    /// Puts states back.
-    pub fn put_back(&mut self, states: impl IntoIterator<Item = (ProfileKey, Vec<u8>)>) {
-        self.docs.extend(
-            states
-                .into_iter()
-                .map(|(key, state)| (key, state.into_boxed_slice())),
-        );
-    }
-
-    /// How many documents are held.
-    pub fn len(&self) -> usize {
-        self.docs.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.docs.is_empty()
-    }
-
-    /// Whether more than `bound` are held.
-    pub fn over(&self, bound: usize) -> bool {
-        self.docs.len() > bound
-    }
-
-    /// Drops documents past `bound` (they are read from the database when next touched): only when
-    /// every batch prepared is committed, so that what is dropped is what is stored.
-    pub fn trim(&mut self, bound: usize) {
-        if let Some(mut excess) = self.docs.len().checked_sub(bound) {
-            self.docs.retain(|_, _| {
-                let keep = excess == 0;
-                excess = excess.saturating_sub(1);
-                keep
-            });
-        }
-    }
-}
-
 #[derive(Default)]
 struct ResolverState {
     graphs: HashMap<String, IdentityGraph>,
     /// Whether `graphs` were loaded from `identity_events`.
     loaded: bool,
-    docs: Docs,
+    docs: held::Docs,
     /// What is known of the work between batches (jobs, due profiles, RFM).
     memo: housekeeping::Memo,
     /// The tags, segments, spend and due time derive last wrote per profile.
-    derived: derive::DerivedCache,
     /// The catalogs, RFM cut points and identity rules of the workspaces met so far.
     catalogs: HashMap<String, Catalog>,
     thresholds: HashMap<String, BTreeMap<String, RfmThresholds>>,
@@ -461,7 +403,6 @@ impl Projection for IdentityResolver {
         // they hold, whose rows in the database are not yet what the caches hold.
         if state.issued.len() == 1 {
             state.docs.trim(self.held_profiles);
-            state.derived.trim(self.held_profiles);
         }
         if !state.loaded {
             // A fresh state: the graphs are the fold of every decision stored. Otherwise the last
@@ -511,15 +452,8 @@ impl Projection for IdentityResolver {
             now,
             parts: self.parts,
         };
-        let mut prepared = batch::prepare(
-            store,
-            &mut state.graphs,
-            &mut state.docs,
-            &mut state.derived,
-            context,
-            events,
-        )
-        .await?;
+        let mut prepared =
+            batch::prepare(store, &mut state.graphs, &mut state.docs, context, events).await?;
         for (w, r, _) in &prepared.rules {
             state.rules.insert(w.clone(), r.clone());
         }
@@ -537,7 +471,7 @@ impl Projection for IdentityResolver {
             state.catalogs = catalogs;
             state.thresholds = thresholds;
         } else {
-            state.derived.clear();
+            state.docs.forget_derived();
         }
         state.plain = settled;
         let token = new_token();
@@ -675,7 +609,6 @@ impl Projection for IdentityResolver {
         let ahead = state.plain
             && state.loaded
             && !state.docs.over(self.held_profiles)
-            && !state.derived.over(self.held_profiles)
             && idle
             && !commands;
         if !ahead {
@@ -769,7 +702,6 @@ fn keep_last<T, K: Eq + std::hash::Hash>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cdp_domain::profile::ProfileDoc;
 
     #[test]
     fn a_group_keeps_the_last_batch_s_row_of_each_key() {
@@ -780,42 +712,5 @@ mod tests {
         keep_last(&mut oldest, &mut later, |r| r.0);
         assert_eq!(newest, vec![("a", 3), ("b", 3)]);
         assert_eq!(oldest, vec![("c", 1)]);
-    }
-
-    fn key(n: usize) -> ProfileKey {
-        let id = ProfileId::parse(&format!("p_{n:020x}")).unwrap();
-        ("w".to_owned(), id)
-    }
-
-    #[test]
-    fn documents_are_taken_out_and_put_back_and_trimmed_to_the_bound() {
-        let state = || ProfileDoc::default().to_state();
-        let mut docs = Docs::default();
-        docs.put_back((0..3).map(|n| (key(n), state())));
-        let taken = docs.take(&key(1)).unwrap();
-        assert!(docs.take(&key(1)).is_none(), "a taken document is out");
-        let mut doc = ProfileDoc::from_stored(Some(&taken), None).unwrap();
-        doc.events = 7;
-        docs.put_back([(key(1), doc.to_state())]);
-        let back = docs.take(&key(1)).unwrap();
-        assert_eq!(
-            ProfileDoc::from_stored(Some(&back), None).unwrap().events,
-            7
-        );
-        docs.forget(&key(2));
-        assert!(docs.take(&key(2)).is_none());
-
-        let mut docs = Docs::default();
-        let bound = 1_000;
-        docs.put_back((0..bound).map(|n| (key(n), state())));
-        assert_eq!(docs.docs.len(), bound);
-        assert!(!docs.over(bound));
-        let incoming = bound..bound + 10;
-        docs.put_back(incoming.clone().map(|n| (key(n), state())));
-        assert!(docs.over(bound), "nothing is dropped while putting back");
-        assert_eq!(docs.docs.len(), bound + 10);
-        docs.trim(bound);
-        assert_eq!(docs.docs.len(), bound, "trimmed to the bound");
-        assert!(!docs.over(bound));
     }
 }

@@ -1,0 +1,323 @@
+//! What the resolver holds between batches, per profile, in one map: the profile's state as the last
+//! batch left it and what derive last wrote for it (tags, segments, spend, due time), both in the
+//! engine's compact binary form. A batch takes out what it touches and puts back what it made; when a
+//! batch may not have committed, the whole resolver state is dropped (the token), so what is here is
+//! never ahead of the database.
+
+use cdp_domain::codec;
+use cdp_domain::fastmap::FastMap;
+use cdp_domain::tags::TagValue;
+use cdp_domain::vecmap::VecMap;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::catalog::{Membership, ProfileTag};
+use crate::profiles::ProfileKey;
+
+/// What derive last stored for a profile: its tags, its segments, and the spend and due time it wrote
+/// (`None`: not known to have been written by this resolver).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Derived {
+    pub tags: VecMap<String, ProfileTag>,
+    pub members: VecMap<String, Membership>,
+    pub spend: Option<f64>,
+    pub due: Option<Option<f64>>,
+}
+
+/// The profiles the resolver holds (bounded: [`super::HELD_PROFILES`]; a profile not held is read
+/// from the tables when touched), each with:
+/// - its state in its binary form (the bytes the batch wrote: ~600 bytes for a retail profile, a
+///   quarter of the decoded document), out while a batch works on it;
+/// - what derive last wrote for it, encoded ([`codec::encode`] of a [`Held`]): ~100 bytes for a tag
+///   and a segment, against ~500 in maps of strings and JSON values. One key for both: a second map
+///   cost another ~100 bytes a profile (`cdp bench --scenario memory`, BENCHMARKS.md).
+#[derive(Debug, Default)]
+pub struct Docs {
+    docs: FastMap<ProfileKey, Entry>,
+}
+
+#[derive(Debug, Default)]
+struct Entry {
+    state: Option<Box<[u8]>>,
+    derived: Option<Box<[u8]>>,
+}
+
+impl Docs {
+    /// Takes a profile's state out, if it is held.
+    pub fn take(&mut self, key: &ProfileKey) -> Option<Box<[u8]>> {
+        let entry = self.docs.get_mut(key)?;
+        let state = entry.state.take();
+        if entry.derived.is_none() {
+            self.docs.remove(key);
+        }
+        state
+    }
+
+    /// Forgets a profile (merged away): its state and what derive wrote for it.
+    pub fn forget(&mut self, key: &ProfileKey) {
+        self.docs.remove(key);
+    }
+
+    /// Puts states back.
+    pub fn put_back(&mut self, states: impl IntoIterator<Item = (ProfileKey, Vec<u8>)>) {
+        for (key, state) in states {
+            self.docs.entry(key).or_default().state = Some(state.into_boxed_slice());
+        }
+    }
+
+    /// How many profiles are held.
+    pub fn len(&self) -> usize {
+        self.docs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.docs.is_empty()
+    }
+
+    /// Whether more than `bound` are held.
+    pub fn over(&self, bound: usize) -> bool {
+        self.docs.len() > bound
+    }
+
+    /// Drops profiles past `bound` (they are read from the database when next touched): only when
+    /// every batch prepared is committed, so that what is dropped is what is stored.
+    pub fn trim(&mut self, bound: usize) {
+        if let Some(mut excess) = self.docs.len().checked_sub(bound) {
+            self.docs.retain(|_, _| {
+                let keep = excess == 0;
+                excess = excess.saturating_sub(1);
+                keep
+            });
+        }
+    }
+
+    /// Takes out what derive last wrote for a profile, if it is held. An entry that does not decode
+    /// (it never fails: this encoded it) is as good as not held: the tables are read instead.
+    pub(super) fn take_derived(&mut self, key: &ProfileKey) -> Option<Derived> {
+        let entry = self.docs.get_mut(key)?;
+        let bytes = entry.derived.take();
+        if entry.state.is_none() {
+            self.docs.remove(key);
+        }
+        codec::decode::<Held>(&bytes?).ok().map(Derived::from)
+    }
+
+    /// Puts back what derive wrote.
+    pub(super) fn put_back_derived(
+        &mut self,
+        entries: impl Iterator<Item = (ProfileKey, Derived)>,
+    ) {
+        for (key, derived) in entries {
+            if let Ok(bytes) = codec::encode(&Held::from(derived)) {
+                self.docs.entry(key).or_default().derived = Some(bytes.into_boxed_slice());
+            }
+        }
+    }
+
+    /// Forgets what derive wrote for every profile (a batch changed definitions, which may rewrite
+    /// many profiles' rows); the states stay.
+    pub fn forget_derived(&mut self) {
+        self.docs.retain(|_, entry| {
+            entry.derived = None;
+            entry.state.is_some()
+        });
+    }
+}
+
+/// [`Derived`] as it is held: lists instead of maps (a tag's and a segment's name once, not as key and
+/// field), JSON values as their text.
+#[derive(Serialize, Deserialize)]
+struct Held {
+    tags: Vec<HeldTag>,
+    members: Vec<(String, i64, Option<String>)>,
+    spend: Option<f64>,
+    due: Option<Option<f64>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct HeldTag {
+    tag: String,
+    #[serde(with = "codec::json")]
+    value: Value,
+    #[serde(with = "codec::json")]
+    detail: Value,
+    manual: bool,
+    changed_at: i64,
+    caused_by: Option<String>,
+}
+
+impl From<Derived> for Held {
+    fn from(d: Derived) -> Self {
+        Held {
+            tags: d
+                .tags
+                .into_iter()
+                .map(|(_, t)| HeldTag {
+                    tag: t.tag,
+                    value: t.value.value,
+                    detail: t.value.detail,
+                    manual: t.manual,
+                    changed_at: t.changed_at,
+                    caused_by: t.caused_by,
+                })
+                .collect(),
+            members: d
+                .members
+                .into_iter()
+                .map(|(_, m)| (m.segment, m.since, m.caused_by))
+                .collect(),
+            spend: d.spend,
+            due: d.due,
+        }
+    }
+}
+
+impl From<Held> for Derived {
+    fn from(h: Held) -> Self {
+        Derived {
+            tags: h
+                .tags
+                .into_iter()
+                .map(|t| {
+                    let tag = ProfileTag {
+                        tag: t.tag,
+                        value: TagValue {
+                            value: t.value,
+                            detail: t.detail,
+                        },
+                        manual: t.manual,
+                        changed_at: t.changed_at,
+                        caused_by: t.caused_by,
+                    };
+                    (tag.tag.clone(), tag)
+                })
+                .collect(),
+            members: h
+                .members
+                .into_iter()
+                .map(|(segment, since, caused_by)| {
+                    let m = Membership {
+                        segment,
+                        since,
+                        caused_by,
+                    };
+                    (m.segment.clone(), m)
+                })
+                .collect(),
+            spend: h.spend,
+            due: h.due,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cdp_domain::identity::ProfileId;
+    use cdp_domain::profile::ProfileDoc;
+    use serde_json::json;
+
+    fn key(n: usize) -> ProfileKey {
+        let id = ProfileId::parse(&format!("p_{n:020x}")).unwrap();
+        ("w".to_owned(), id)
+    }
+
+    #[test]
+    fn documents_are_taken_out_and_put_back_and_trimmed_to_the_bound() {
+        let state = || ProfileDoc::default().to_state();
+        let mut docs = Docs::default();
+        docs.put_back((0..3).map(|n| (key(n), state())));
+        let taken = docs.take(&key(1)).unwrap();
+        assert!(docs.take(&key(1)).is_none(), "a taken document is out");
+        let mut doc = ProfileDoc::from_stored(Some(&taken), None).unwrap();
+        doc.events = 7;
+        docs.put_back([(key(1), doc.to_state())]);
+        let back = docs.take(&key(1)).unwrap();
+        assert_eq!(
+            ProfileDoc::from_stored(Some(&back), None).unwrap().events,
+            7
+        );
+        docs.forget(&key(2));
+        assert!(docs.take(&key(2)).is_none());
+
+        let mut docs = Docs::default();
+        let bound = 1_000;
+        docs.put_back((0..bound).map(|n| (key(n), state())));
+        assert_eq!(docs.docs.len(), bound);
+        assert!(!docs.over(bound));
+        let incoming = bound..bound + 10;
+        docs.put_back(incoming.clone().map(|n| (key(n), state())));
+        assert!(docs.over(bound), "nothing is dropped while putting back");
+        assert_eq!(docs.docs.len(), bound + 10);
+        docs.trim(bound);
+        assert_eq!(docs.docs.len(), bound, "trimmed to the bound");
+        assert!(!docs.over(bound));
+    }
+
+    #[test]
+    fn an_entry_comes_back_as_it_was_put() {
+        let tag = ProfileTag {
+            tag: "rfm".into(),
+            value: TagValue {
+                value: json!("champions"),
+                detail: json!({"r": 5, "m": 1234.5}),
+            },
+            manual: false,
+            changed_at: 1_700_000_000_123,
+            caused_by: Some("m-1".into()),
+        };
+        let vip = ProfileTag {
+            tag: "vip".into(),
+            value: TagValue::plain(json!(true)),
+            manual: true,
+            changed_at: 5,
+            caused_by: None,
+        };
+        let member = Membership {
+            segment: "buyers".into(),
+            since: 42,
+            caused_by: Some("m-2".into()),
+        };
+        let derived = Derived {
+            tags: [(tag.tag.clone(), tag), (vip.tag.clone(), vip)]
+                .into_iter()
+                .collect(),
+            members: [(member.segment.clone(), member)].into_iter().collect(),
+            spend: Some(99.5),
+            due: Some(None),
+        };
+        let key = ("ws".to_owned(), ProfileId::parse("p1").unwrap());
+        let mut held = Docs::default();
+        held.put_back_derived([(key.clone(), derived.clone())].into_iter());
+        assert!(!held.over(1) && held.over(0));
+        assert_eq!(held.take_derived(&key), Some(derived));
+        assert_eq!(held.take_derived(&key), None, "taken out");
+        assert!(held.is_empty(), "nothing of the profile is left");
+        held.put_back_derived([(key.clone(), Derived::default())].into_iter());
+        assert_eq!(held.take_derived(&key), Some(Derived::default()));
+    }
+
+    #[test]
+    fn a_profile_s_state_and_derived_rows_share_its_entry() {
+        let key = ("ws".to_owned(), ProfileId::parse("p1").unwrap());
+        let mut held = Docs::default();
+        held.put_back([(key.clone(), vec![1, 2, 3])]);
+        held.put_back_derived([(key.clone(), Derived::default())].into_iter());
+        assert_eq!(held.len(), 1);
+        assert_eq!(held.take(&key).as_deref(), Some(&[1u8, 2, 3][..]));
+        assert_eq!(held.len(), 1, "the derived rows are still held");
+        held.put_back([(key.clone(), vec![4])]);
+        held.forget_derived();
+        assert_eq!(held.take_derived(&key), None);
+        assert_eq!(
+            held.take(&key).as_deref(),
+            Some(&[4u8][..]),
+            "the state stays"
+        );
+        assert!(held.is_empty());
+        held.put_back([(key.clone(), vec![5])]);
+        held.put_back_derived([(key.clone(), Derived::default())].into_iter());
+        held.forget(&key);
+        assert!(held.is_empty(), "forgetting a profile drops both");
+    }
+}
