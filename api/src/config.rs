@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
+use cdp_domain::ident::PhoneRegion;
 use cdp_domain::identity::{IdentifierRule, IdentityRules};
 use serde::Deserialize;
 
@@ -190,6 +191,9 @@ pub struct IdentityConfig {
     /// Channels whose trait values win, strongest first.
     #[serde(default)]
     pub source_priority: Vec<String>,
+    /// The region phone numbers without a country code are read in (`CN` when absent): ingestion
+    /// normalises them in its numbering plan (see `ident::PhoneRegion`).
+    pub phone_region: Option<String>,
 }
 
 impl IdentityConfig {
@@ -221,6 +225,18 @@ pub struct TokenConfig {
 }
 
 impl ConfigFile {
+    /// Each configured workspace's phone region (`[workspace.identity] phone_region`); a workspace not
+    /// named reads phones in the default region.
+    pub fn phone_regions(&self) -> std::collections::HashMap<String, PhoneRegion> {
+        self.workspaces
+            .iter()
+            .filter_map(|w| {
+                let raw = w.identity.as_ref()?.phone_region.as_deref()?;
+                Some((w.id.clone(), PhoneRegion::parse(raw).ok()?))
+            })
+            .collect()
+    }
+
     pub fn load(path: &std::path::Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("failed to read CDP_CONFIG file {}", path.display()))?;
@@ -232,6 +248,10 @@ impl ConfigFile {
         for w in &file.workspaces {
             cdp_domain::ident::WorkspaceId::parse(&w.id)?;
             if let Some(identity) = &w.identity {
+                if let Some(region) = &identity.phone_region {
+                    PhoneRegion::parse(region)
+                        .map_err(|e| anyhow::anyhow!("workspace {}: {e}", w.id))?;
+                }
                 for id_type in identity.declare.iter().chain(identity.types.keys()) {
                     let valid = !id_type.is_empty()
                         && id_type.len() <= 64
@@ -306,6 +326,23 @@ mod tests {
             "[[workspace]]\nid = \"a\"\n[workspace.identity]\ndeclare = [\"Bad Type\"]"
         )
         .is_err());
+    }
+
+    #[test]
+    fn the_phone_region_is_per_workspace_and_checked() {
+        let file = ConfigFile::parse(
+            "[[workspace]]\nid = \"hk\"\n[workspace.identity]\nphone_region = \"HK\"\n\
+             [[workspace]]\nid = \"cn\"",
+        )
+        .unwrap();
+        let regions = file.phone_regions();
+        assert_eq!(regions.get("hk"), Some(&PhoneRegion::Hk));
+        assert_eq!(regions.get("cn"), None);
+        let err = ConfigFile::parse(
+            "[[workspace]]\nid = \"a\"\n[workspace.identity]\nphone_region = \"Mars\"",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown phone region"), "{err}");
     }
 
     #[test]

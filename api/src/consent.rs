@@ -228,11 +228,21 @@ async fn put_consent(
         match who.id_type.as_str() {
             "user_id" => m["userId"] = json!(who.value),
             "anonymous_id" => m["anonymousId"] = json!(who.value),
+            // A stored phone is its digits with the country code: written with `+`, read as such in
+            // any region.
+            "phone" => m["context"]["traits"] = json!({ "phone": format!("+{}", who.value) }),
             other => m["context"]["traits"] = json!({ other: who.value }),
         }
         messages.push(m.to_string());
     }
-    let checked = ingest::check(&ws, messages.iter().map(String::as_str), None, None, now);
+    let checked = ingest::check(
+        &ws,
+        state.phone_region(&ws),
+        messages.iter().map(String::as_str),
+        None,
+        None,
+        now,
+    );
     if let Some(refused) = checked.rejected.first() {
         return Err(ApiError::bad_request(
             refused.error.code,

@@ -24,6 +24,7 @@ pub mod operate;
 pub mod ops;
 pub mod provision;
 pub mod publish;
+pub mod quality;
 pub mod read;
 pub mod replay_cli;
 pub mod schema;
@@ -66,9 +67,19 @@ pub struct AppState {
     pub bus: tokio::sync::broadcast::Sender<publish::Published>,
     /// Per-workspace rate limits (`CDP_RATE_INGEST`, `CDP_RATE_API`).
     pub limits: limits::Limits,
+    /// The phone region of each workspace `CDP_CONFIG` gives one (`[workspace.identity] phone_region`).
+    pub phone_regions: std::collections::HashMap<String, cdp_domain::ident::PhoneRegion>,
 }
 
 impl AppState {
+    /// The region `workspace` reads phone numbers without a country code in (`CN` by default).
+    pub fn phone_region(&self, workspace: &str) -> cdp_domain::ident::PhoneRegion {
+        self.phone_regions
+            .get(workspace)
+            .copied()
+            .unwrap_or_default()
+    }
+
     /// Drops the cached catalog of `workspace` (after this instance changed it).
     pub fn forget_catalog(&self, workspace: &str) {
         self.catalogs.invalidate(workspace);
@@ -141,6 +152,10 @@ impl Application {
                 })?,
         };
         let generated = provision::provision(&store, &config).await?;
+        let phone_regions = match &config.config_file {
+            Some(path) => config::ConfigFile::load(path)?.phone_regions(),
+            None => Default::default(),
+        };
         let appender = Appender::spawn(store.clone());
         let resolver = runner::spawn(
             store.clone(),
@@ -175,6 +190,7 @@ impl Application {
                 .build(),
             bus: tokio::sync::broadcast::channel(4_096).0,
             limits: config.limits(),
+            phone_regions,
         });
         let out = publish::OutTopology {
             stream: config.out_stream_name(),
@@ -248,6 +264,7 @@ impl Application {
         let router = Router::new()
             .merge(ingest::router())
             .merge(read::router())
+            .merge(quality::router())
             .merge(operate::router())
             .merge(catalog::router())
             .merge(segments::router())

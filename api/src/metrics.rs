@@ -53,11 +53,38 @@ pub struct SourceCounters {
     pub rejected: AtomicU64,
 }
 
+/// Values of accepted messages dropped as identifiers, by the finding's code.
+#[derive(Debug, Default)]
+pub struct FindingCounters(std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>);
+
+impl FindingCounters {
+    pub fn count(&self, code: &'static str) {
+        let mut counts = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *counts.entry(code).or_default() += 1;
+    }
+
+    fn rows(&self) -> Vec<(String, u64)> {
+        let counts = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        counts
+            .iter()
+            .map(|(code, n)| (format!("{{code=\"{code}\"}}"), *n))
+            .collect()
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub http: SourceCounters,
     pub nats: SourceCounters,
     pub append_latency: Histogram,
+    /// Data-quality findings recorded since the start.
+    pub findings: FindingCounters,
 }
 
 /// What one projection runner reports.
@@ -105,6 +132,13 @@ impl Metrics {
                 ("{source=\"http\"}", load(&self.http.rejected)),
                 ("{source=\"nats\"}", load(&self.nats.rejected)),
             ],
+        );
+        let findings = self.findings.rows();
+        counter(
+            &mut out,
+            "cdp_identifiers_dropped_total",
+            "Values of accepted messages kept but not used as identifiers (GET /v1/quality), by reason.",
+            &labelled(&findings),
         );
         counter(
             &mut out,

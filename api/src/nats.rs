@@ -202,7 +202,15 @@ async fn process(state: &AppState, topology: &IngestTopology, batch: Vec<jetstre
                 Err(e) => unreadable.push((i, e.clone())),
             }
         }
-        let mut checked: Checked = check(&workspace, texts.iter().copied(), None, None, Utc::now());
+        let region = state.phone_region(&workspace);
+        let mut checked: Checked = check(
+            &workspace,
+            region,
+            texts.iter().copied(),
+            None,
+            None,
+            Utc::now(),
+        );
         for (index, error) in unreadable {
             let raw = String::from_utf8_lossy(&items[index].0.payload).into_owned();
             checked.rejected.push(Rejection { index, error, raw });

@@ -15,6 +15,7 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ("get", "/v1/profiles/{id}"),
     ("get", "/v1/profiles/{id}/events"),
     ("get", "/v1/quarantine"),
+    ("get", "/v1/quality"),
     ("get", "/v1/profiles/{id}/identity"),
     ("get", "/v1/identity/conflicts"),
     ("get", "/v1/identity/rules"),
@@ -424,6 +425,19 @@ pub fn document() -> Value {
             "responses": read_responses("`items` and `next_before`."),
         }
     }));
+    paths.insert("/v1/quality".into(), json!({
+        "get": {
+            "tags": ["query"],
+            "summary": "Data quality: values accepted messages carried that were kept but not used as identifiers (a phone \"N/A\", a placeholder e-mail), counted by field and reason, and listed newest first with their message",
+            "security": [{"bearer": ["read"]}],
+            "parameters": [
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                {"name": "before", "in": "query", "schema": {"type": "integer"},
+                 "description": "Page: only findings with ids below this (`next_before` of the previous page)."}
+            ],
+            "responses": read_responses("`total`, `by_reason` ([{field, code, count}], the most frequent first), `items` ([{id, message_id, field, code, reason, source, received_at}], newest first; no value is repeated) and `next_before`."),
+        }
+    }));
     paths.insert("/v1/profiles/{id}/identity".into(), json!({
         "get": {
             "tags": ["identity"],
@@ -513,13 +527,20 @@ pub fn document() -> Value {
                 "bearer": {"type": "http", "scheme": "bearer"}
             },
             "schemas": {
-                "Success": {"type": "object", "properties": {"success": {"type": "boolean"}}},
+                "Success": {"type": "object", "properties": {
+                    "success": {"type": "boolean"},
+                    "dropped_identifiers": {"$ref": "#/components/schemas/DroppedIdentifiers"}}},
+                "DroppedIdentifiers": {"type": "array", "description": "Values the message(s) carried that were kept but are no identifier (GET /v1/quality); the message was stored.",
+                    "items": {"type": "object", "properties": {
+                        "index": {"type": "integer", "description": "The message's index in a batch."},
+                        "field": {"type": "string"}, "code": {"type": "string"}, "message": {"type": "string"}}}},
                 "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
                     "code": {"type": "string"}, "field": {"type": "string"}, "message": {"type": "string"}}},
                     "accepted": {"type": "integer"},
                     "rejected": {"type": "array", "items": {"type": "object", "properties": {
                         "index": {"type": "integer"}, "code": {"type": "string"},
-                        "field": {"type": "string"}, "message": {"type": "string"}}}}}},
+                        "field": {"type": "string"}, "message": {"type": "string"}}}},
+                    "dropped_identifiers": {"$ref": "#/components/schemas/DroppedIdentifiers"}}},
                 "Message": {"type": "object", "properties": {
                     "type": {"type": "string", "enum": ["track", "identify", "page", "screen", "group", "alias"]},
                     "userId": {"type": ["string", "number"]},

@@ -7,6 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use cdp_domain::event::{from_millis, StoredEvent};
+use cdp_domain::ident::Phone;
 use cdp_domain::identity::IdentityEvent;
 use cdp_domain::message::rfc3339;
 use cdp_domain::profile::{channel_of, ProfileDoc};
@@ -80,13 +81,22 @@ pub(crate) async fn holder_of(
         .value
         .ok_or_else(|| ApiError::bad_request("missing_field", "value", "value is required"))?;
     let rules = identity::rules_of(&state.store, workspace).await?;
-    let value = rules.normalise(&id_type, &raw_value).ok_or_else(|| {
-        ApiError::bad_request(
-            "invalid_value",
-            "value",
-            format!("{raw_value:?} is not a valid {id_type} (or is a blocked value)"),
-        )
-    })?;
+    // A phone is read in the workspace's region as ingestion reads it, and handed to the rules in E.164
+    // so that they keep its country code; a value that only the rules' lenient reading takes (a number
+    // stored before regions) is still found.
+    let strict = (id_type == "phone")
+        .then(|| Phone::parse_in(&raw_value, state.phone_region(workspace)).ok())
+        .flatten()
+        .and_then(|phone| rules.normalise("phone", &phone.e164()));
+    let value = strict
+        .or_else(|| rules.normalise(&id_type, &raw_value))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_value",
+                "value",
+                format!("{raw_value:?} is not a valid {id_type} (or is a blocked value)"),
+            )
+        })?;
     let holder = identity::profile_holding(&state.store, workspace, &id_type, &value)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no profile has {id_type} {value:?}")))?;
@@ -101,12 +111,29 @@ fn profile_json(
     recent: &[cdp_domain::profile::EventSummary],
 ) -> Value {
     let mut body = doc.to_json(recent);
+    mark_invalid_traits(&mut body["traits"]);
     body["profile_id"] = json!(survivor);
     body["requested_id"] = json!(requested);
     body["merged_away"] = json!(survivor != requested);
     body["consent"] = json!(doc.consent.view());
     body["reachable"] = json!(doc.consent.reachable(cdp_domain::consent::DEFAULT_PURPOSE));
     body
+}
+
+/// A trait whose value ingestion kept as an invalid identifier (`{"value", "invalid"}`, a phone "N/A")
+/// shows the value as sent and says why it is no identifier: `"invalid": "not_a_phone"`.
+fn mark_invalid_traits(traits: &mut Value) {
+    let Some(traits) = traits.as_object_mut() else {
+        return;
+    };
+    for entry in traits.values_mut() {
+        let Some((raw, code)) = cdp_domain::message::invalid_identifier(&entry["value"]) else {
+            continue;
+        };
+        let (raw, code) = (raw.clone(), code.to_owned());
+        entry["value"] = raw;
+        entry["invalid"] = json!(code);
+    }
 }
 
 /// The surviving profile of `id`, or a 404.

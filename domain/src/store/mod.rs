@@ -5,6 +5,7 @@
 
 mod appender;
 pub mod postgres;
+pub mod quality;
 mod sealing;
 pub mod sqlite;
 
@@ -13,6 +14,7 @@ use std::path::Path;
 
 pub use appender::{Appender, AppenderStats};
 pub use postgres::PostgresStore;
+pub use quality::{FindingCount, QualityFinding};
 pub use sqlite::SqliteStore;
 
 use crate::event::{NewEvent, Position, StoredEvent};

@@ -18,6 +18,7 @@ mod nats;
 mod operators;
 mod ops;
 mod provision;
+mod quality;
 mod quarantine;
 mod read;
 mod replay;
