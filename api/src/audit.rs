@@ -131,8 +131,13 @@ pub async fn record(
     if let Err(e) = append(&state.store, &entry).await {
         // An unrecorded call must not pass as done: the caller learns it failed (and may retry).
         tracing::error!(error = %e, action = %entry.action, "failed to write the audit log");
-        return crate::error::ApiError::Internal(format!("failed to write the audit log: {e}"))
-            .into_response();
+        let cause = format!("failed to write the audit log: {e}");
+        return if cdp_domain::store::is_connection_error(&e) {
+            crate::error::ApiError::unavailable(cause)
+        } else {
+            crate::error::ApiError::Internal(cause)
+        }
+        .into_response();
     }
     response
 }

@@ -22,6 +22,7 @@ pub mod nats;
 pub mod openapi;
 pub mod operate;
 pub mod ops;
+pub mod outage;
 pub mod provision;
 pub mod publish;
 pub mod quality;
@@ -67,6 +68,8 @@ pub struct AppState {
     pub bus: tokio::sync::broadcast::Sender<publish::Published>,
     /// Per-workspace rate limits (`CDP_RATE_INGEST`, `CDP_RATE_API`).
     pub limits: limits::Limits,
+    /// Whether the database is out of reach, and for how long it was.
+    pub outage: outage::Outage,
     /// The phone region of each workspace `CDP_CONFIG` gives one (`[workspace.identity] phone_region`).
     pub phone_regions: std::collections::HashMap<String, cdp_domain::ident::PhoneRegion>,
 }
@@ -98,24 +101,18 @@ impl AppState {
         Ok(c)
     }
 
-    /// Whether the workspace exists, through a short cache (NATS asks this per message).
-    pub async fn workspace_known(&self, id: &str) -> bool {
+    /// Whether the workspace exists, through a short cache (NATS asks this per message); an error when
+    /// the database could not say.
+    pub async fn workspace_known(&self, id: &str) -> Result<bool, error::ApiError> {
         if id.is_empty() {
-            return false;
+            return Ok(false);
         }
         if let Some(known) = self.workspaces.get(id) {
-            return known;
+            return Ok(known);
         }
-        match self.store.workspace_exists(id).await {
-            Ok(known) => {
-                self.workspaces.insert(id.to_owned(), known);
-                known
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "workspace lookup failed");
-                false
-            }
-        }
+        let known = self.store.workspace_exists(id).await?;
+        self.workspaces.insert(id.to_owned(), known);
+        Ok(known)
     }
 }
 
@@ -190,6 +187,7 @@ impl Application {
                 .build(),
             bus: tokio::sync::broadcast::channel(4_096).0,
             limits: config.limits(),
+            outage: outage::Outage::default(),
             phone_regions,
         });
         let out = publish::OutTopology {
@@ -279,6 +277,10 @@ impl Application {
                 audit::record,
             ))
             .fallback(|| async { error::ApiError::not_found("no such endpoint") })
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                outage::watch,
+            ))
             .layer(axum::middleware::from_fn(edge::refuse_nul))
             .with_state(state.clone());
         let listener = TcpListener::bind(config.listen)

@@ -103,6 +103,10 @@ pub struct Gauges {
     pub duplicates: u64,
     pub commits: u64,
     pub projections: Vec<ProjectionGauges>,
+    /// Seconds the database was out of reach since the start (`outage::Outage`), and how many times.
+    pub database_unavailable_seconds: f64,
+    pub database_outages: u64,
+    pub database_available: bool,
 }
 
 impl Metrics {
@@ -190,6 +194,21 @@ impl Metrics {
                 p.name, p.lag_seconds
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP cdp_database_unavailable_seconds_total Seconds the database was out of reach (requests answered 503).\n\
+             # TYPE cdp_database_unavailable_seconds_total counter\n\
+             cdp_database_unavailable_seconds_total {}\n\
+             # HELP cdp_database_outages_total Times the database went out of reach.\n\
+             # TYPE cdp_database_outages_total counter\n\
+             cdp_database_outages_total {}\n\
+             # HELP cdp_database_available Whether the database answers (0 during an outage).\n\
+             # TYPE cdp_database_available gauge\n\
+             cdp_database_available {}",
+            g.database_unavailable_seconds,
+            g.database_outages,
+            u8::from(g.database_available)
+        );
         self.append_latency.render(
             &mut out,
             "cdp_append_seconds",

@@ -83,7 +83,15 @@ fn ingest_responses() -> Value {
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
         "429": {"description": "The workspace's ingestion budget (`CDP_RATE_INGEST` messages/s, every message of a batch counted) is spent: nothing of the request was stored; retry after `Retry-After` seconds.",
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+        "503": unavailable_response(),
     })
+}
+
+/// The database is out of reach: `Retry-After` and `{"error": {"code": "unavailable", "field": "database"}}`.
+fn unavailable_response() -> Value {
+    json!({"description": "The database cannot be reached; retry after `Retry-After` seconds (a retried message is stored once, by its messageId).",
+        "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
 }
 
 pub(crate) fn read_responses(ok: &str) -> Value {
@@ -94,6 +102,7 @@ pub(crate) fn read_responses(ok: &str) -> Value {
         "403": {"description": "The token lacks the scope.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
         "404": {"description": "Not found.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
         "429": {"description": "The workspace's API budget (`CDP_RATE_API` requests/s) is spent; retry after `Retry-After` seconds.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+        "503": unavailable_response(),
     })
 }
 
@@ -181,6 +190,7 @@ pub fn document() -> Value {
             "403": {"description": "The token lacks the admin scope."},
             "404": {"description": "No such profile; names the field."},
             "409": {"description": "Refused as the graph stands (already one profile, an identifier it does not hold, a cap)."},
+            "503": unavailable_response(),
         })
     };
     paths.insert("/v1/identity/merge".into(), json!({

@@ -17,6 +17,7 @@ mod log;
 mod nats;
 mod operators;
 mod ops;
+mod outage;
 mod provision;
 mod quality;
 mod quarantine;
