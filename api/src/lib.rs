@@ -15,6 +15,7 @@ pub mod console;
 pub mod edge;
 pub mod erasure;
 pub mod error;
+pub mod export;
 pub mod ingest;
 pub mod limits;
 pub mod metrics;

@@ -371,12 +371,13 @@ pub fn document() -> Value {
     paths.insert("/v1/segments/{id}/members".into(), json!({
         "get": {
             "tags": ["segments"],
-            "summary": "A page of the segment's members (profile id order): `format=json` (`items`, `next_after`), `ndjson` or `csv` (next page in the `x-next-after` header); `channel=` is refused until consent is recorded",
+            "summary": "The segment's members in profile id order: `format=json` a page (`items`, `next_after`); `ndjson` or `csv` the whole segment streamed (one page of members in memory at a time), or a page with `limit` (next page in the `x-next-after` header). `fields` chooses the columns (CSV header, NDJSON and JSON keys); `channel` keeps the members who may be reached there and have its address, and adds the address",
             "security": [{"bearer": ["read"]}],
             "parameters": [id, {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100000}},
                 {"name": "after", "in": "query", "schema": {"type": "string"}},
                 {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "ndjson", "csv"]}},
-                {"name": "channel", "in": "query", "description": "only members who may be reached on this channel", "schema": {"type": "string", "enum": ["sms", "email", "push", "wechat", "phone"]}},
+                {"name": "fields", "in": "query", "description": "Comma-separated columns: `profile_id`, `since`, `caused_by`; `identifiers.<type>` (the most recently seen value; phones in E.164), `traits.<name>`, `computed_traits.<name>`, `tags.<name>`; a bare name is a membership column, else an identifier type the rules know, else a computed trait, else a tag, else a trait. Default `profile_id,since,caused_by`.", "schema": {"type": "string"}},
+                {"name": "channel", "in": "query", "description": "Only members who may be reached on this channel and have its address (sms, phone: `phone`; email: `email`; wechat: `wechat_openid`; push: `device_id`), which is added as a column.", "schema": {"type": "string", "enum": ["sms", "email", "push", "wechat", "phone"]}},
                 {"name": "purpose", "in": "query", "schema": {"type": "string", "enum": ["marketing", "service", "analytics"], "default": "marketing"}}],
             "responses": read_responses("The members."),
         }

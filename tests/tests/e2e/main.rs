@@ -8,6 +8,7 @@ mod consent;
 mod console;
 mod durability;
 mod erasure;
+mod export;
 mod helpers;
 mod identity;
 mod ingest;
