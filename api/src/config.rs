@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
+use cdp_domain::consent::{ConsentPolicy, Policy};
 use cdp_domain::ident::PhoneRegion;
 use cdp_domain::identity::{IdentifierRule, IdentityRules};
 use serde::Deserialize;
@@ -174,6 +175,31 @@ pub struct WorkspaceConfig {
     /// Tags by name, as `PUT /v1/tags/{name}` takes them: `[workspace.tags.big_spender]` with `type`, ….
     #[serde(default)]
     pub tags: std::collections::BTreeMap<String, serde_json::Value>,
+    /// The consent policy: `[workspace.consent]` with `default = "opt_in"` (or `"opt_out"`) and
+    /// `[workspace.consent.policy]` entries per channel (`push = "opt_out"`) or channel and purpose
+    /// (`"email:service" = "opt_out"`).
+    #[serde(default)]
+    pub consent: Option<ConsentConfig>,
+}
+
+/// `[workspace.consent]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentConfig {
+    pub default: Option<String>,
+    #[serde(default)]
+    pub policy: std::collections::BTreeMap<String, String>,
+}
+
+impl ConsentConfig {
+    pub fn policy(&self) -> Result<ConsentPolicy, String> {
+        let default = match self.default.as_deref() {
+            None => Policy::OptIn,
+            Some(raw) => Policy::parse(raw)
+                .ok_or_else(|| format!("consent default {raw:?} is not opt_in or opt_out"))?,
+        };
+        ConsentPolicy::new(default, &self.policy)
+    }
 }
 
 /// `[workspace.identity]`: traits declared as identifiers (in priority order, after the built-in types)
@@ -225,6 +251,14 @@ pub struct TokenConfig {
 }
 
 impl ConfigFile {
+    /// Each configured workspace's consent policy (opt-in everywhere for a workspace not named).
+    pub fn consent_policies(&self) -> std::collections::HashMap<String, ConsentPolicy> {
+        self.workspaces
+            .iter()
+            .filter_map(|w| Some((w.id.clone(), w.consent.as_ref()?.policy().ok()?)))
+            .collect()
+    }
+
     /// Each configured workspace's phone region (`[workspace.identity] phone_region`); a workspace not
     /// named reads phones in the default region.
     pub fn phone_regions(&self) -> std::collections::HashMap<String, PhoneRegion> {
@@ -265,6 +299,11 @@ impl ConfigFile {
                         );
                     }
                 }
+            }
+            if let Some(consent) = &w.consent {
+                consent
+                    .policy()
+                    .map_err(|e| anyhow::anyhow!("workspace {}: {e}", w.id))?;
             }
             for t in &w.tokens {
                 for s in &t.scopes {
@@ -326,6 +365,27 @@ mod tests {
             "[[workspace]]\nid = \"a\"\n[workspace.identity]\ndeclare = [\"Bad Type\"]"
         )
         .is_err());
+    }
+
+    #[test]
+    fn the_consent_policy_is_per_workspace_and_checked() {
+        let file = ConfigFile::parse(
+            "[[workspace]]\nid = \"eu\"\n[workspace.consent]\ndefault = \"opt_in\"\n\
+             [workspace.consent.policy]\n\"email:service\" = \"opt_out\"\npush = \"opt_out\"",
+        )
+        .unwrap();
+        let policy = &file.consent_policies()["eu"];
+        assert_eq!(policy.of("email", "service"), Policy::OptOut);
+        assert_eq!(policy.of("email", "marketing"), Policy::OptIn);
+        for bad in [
+            "[workspace.consent]\ndefault = \"maybe\"",
+            "[workspace.consent.policy]\nfax = \"opt_out\"",
+        ] {
+            assert!(
+                ConfigFile::parse(&format!("[[workspace]]\nid = \"a\"\n{bad}")).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use cdp_domain::catalog::{Catalog, DefinedTrait};
+use cdp_domain::consent::Basis;
 use cdp_domain::event::from_millis;
 use cdp_domain::identity::IdentityRules;
 use cdp_domain::message::{invalid_identifier, rfc3339};
@@ -40,6 +41,8 @@ pub enum Column {
     Trait(String),
     Computed(String),
     Tag(String),
+    /// In a channel's export: why the member may be reached there (`granted`, `opt_out_policy`).
+    Consent,
 }
 
 impl Column {
@@ -51,12 +54,13 @@ impl Column {
             Column::Trait(t) => format!("traits.{t}"),
             Column::Computed(t) => t.clone(),
             Column::Tag(t) => format!("tags.{t}"),
+            Column::Consent => "consent".to_owned(),
         }
     }
 
     /// Whether the column needs the profile's document (not only the membership row).
     pub fn needs_document(&self) -> bool {
-        !matches!(self, Column::Member(_) | Column::Tag(_))
+        !matches!(self, Column::Member(_) | Column::Tag(_) | Column::Consent)
     }
 }
 
@@ -122,6 +126,8 @@ pub struct Member<'a> {
     pub caused_by: Option<&'a str>,
     pub doc: Option<&'a ProfileDoc>,
     pub tags: &'a [ProfileTag],
+    /// In a channel's export, the basis on which the member may be reached there.
+    pub consent: Option<Basis>,
 }
 
 /// The most recently seen value of `id_type` the document holds (phones in E.164).
@@ -182,6 +188,9 @@ pub fn row(
                     .iter()
                     .find(|tag| &tag.tag == t)
                     .map_or(Value::Null, |tag| tag.value.value.clone()),
+                Column::Consent => member
+                    .consent
+                    .map_or(Value::Null, |b| Value::String(b.as_str().to_owned())),
             };
             (column.name(), value)
         })
@@ -298,6 +307,7 @@ mod tests {
             caused_by: None,
             doc: Some(&doc),
             tags: &[],
+            consent: None,
         };
         let columns = [
             Column::Member("profile_id"),

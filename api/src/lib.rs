@@ -71,6 +71,10 @@ pub struct AppState {
     pub limits: limits::Limits,
     /// Whether the database is out of reach, and for how long it was.
     pub outage: outage::Outage,
+    /// The consent policy of each workspace `CDP_CONFIG` gives one (`[workspace.consent]`); opt-in
+    /// everywhere for the others.
+    pub consent_policies:
+        Arc<std::collections::HashMap<String, cdp_domain::consent::ConsentPolicy>>,
     /// The phone region of each workspace `CDP_CONFIG` gives one (`[workspace.identity] phone_region`).
     pub phone_regions: std::collections::HashMap<String, cdp_domain::ident::PhoneRegion>,
 }
@@ -150,10 +154,20 @@ impl Application {
                 })?,
         };
         let generated = provision::provision(&store, &config).await?;
-        let phone_regions = match &config.config_file {
-            Some(path) => config::ConfigFile::load(path)?.phone_regions(),
-            None => Default::default(),
+        let config_file = match &config.config_file {
+            Some(path) => Some(config::ConfigFile::load(path)?),
+            None => None,
         };
+        let phone_regions = config_file
+            .as_ref()
+            .map(config::ConfigFile::phone_regions)
+            .unwrap_or_default();
+        let consent_policies = Arc::new(
+            config_file
+                .as_ref()
+                .map(config::ConfigFile::consent_policies)
+                .unwrap_or_default(),
+        );
         let appender = Appender::spawn(store.clone());
         let resolver = runner::spawn(
             store.clone(),
@@ -189,6 +203,7 @@ impl Application {
             bus: tokio::sync::broadcast::channel(4_096).0,
             limits: config.limits(),
             outage: outage::Outage::default(),
+            consent_policies,
             phone_regions,
         });
         let out = publish::OutTopology {
@@ -241,6 +256,7 @@ impl Application {
         });
         let publisher = publish::spawn(
             state.store.clone(),
+            state.consent_policies.clone(),
             nats.clone().map(|c| (c, out)),
             state.bus.clone(),
             state.identity.clone(),

@@ -109,6 +109,7 @@ fn profile_json(
     requested: &str,
     doc: &ProfileDoc,
     recent: &[cdp_domain::profile::EventSummary],
+    policy: &cdp_domain::consent::ConsentPolicy,
 ) -> Value {
     let mut body = doc.to_json(recent);
     mark_invalid_traits(&mut body["traits"]);
@@ -116,7 +117,12 @@ fn profile_json(
     body["requested_id"] = json!(requested);
     body["merged_away"] = json!(survivor != requested);
     body["consent"] = json!(doc.consent.view());
-    body["reachable"] = json!(doc.consent.reachable(cdp_domain::consent::DEFAULT_PURPOSE));
+    let reachable = doc
+        .consent
+        .reachable_by(cdp_domain::consent::DEFAULT_PURPOSE, policy);
+    let (channels, by) = crate::consent::reachable_json(&reachable);
+    body["reachable"] = channels;
+    body["reachable_by"] = by;
     body
 }
 
@@ -172,7 +178,8 @@ async fn profile_body(
     requested: &str,
     view: &profiles::ProfileView,
 ) -> Result<Value, ApiError> {
-    let mut body = profile_json(profile, requested, &view.doc, &view.recent);
+    let policy = crate::consent::policy_of(&state.consent_policies, workspace);
+    let mut body = profile_json(profile, requested, &view.doc, &view.recent, policy);
     let (computed, tags) =
         crate::catalog::profile_sections(state, workspace, &view.doc, &view.tags).await?;
     body["computed_traits"] = computed;

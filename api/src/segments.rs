@@ -244,7 +244,10 @@ impl Export {
             .flatten();
         let keys: Vec<(String, String)> = page.iter().map(|m| (ws.clone(), m.0.clone())).collect();
         let reachable = match self.channel {
-            Some(_) => crate::consent::reachable_of(store, &keys, self.purpose).await?,
+            Some(_) => {
+                let policies = &self.state.consent_policies;
+                crate::consent::reachable_of(store, policies, &keys, self.purpose).await?
+            }
             None => Default::default(),
         };
         let needs_docs = self.channel.is_some() || self.columns.iter().any(Column::needs_document);
@@ -283,13 +286,15 @@ impl Export {
         let mut rows = Vec::with_capacity(page.len());
         for (profile, since, caused_by) in &page {
             let doc = docs.get(profile);
+            let mut basis = None;
             if let Some(channel) = self.channel {
-                let consented = reachable
+                basis = reachable
                     .get(&(ws.clone(), profile.clone()))
-                    .is_some_and(|r| r.contains(&channel));
+                    .and_then(|r| r.iter().find(|(c, _)| *c == channel))
+                    .map(|(_, b)| *b);
                 let addressed = doc
                     .is_some_and(|d| export::address(d, export::address_type(channel)).is_some());
-                if !(consented && addressed) {
+                if basis.is_none() || !addressed {
                     continue;
                 }
             }
@@ -299,6 +304,7 @@ impl Export {
                 caused_by: caused_by.as_deref(),
                 doc,
                 tags: tags.get(profile).map_or(&[], Vec::as_slice),
+                consent: basis,
             };
             rows.push(export::row(&member, &self.columns, &traits, now));
         }
@@ -381,9 +387,12 @@ async fn members(
             .collect(),
     };
     if let Some(channel) = channel {
+        // The address, and why the member may be reached: the record of the consent decision.
         let address = Column::Identifier(export::address_type(channel).to_owned());
-        if !columns.contains(&address) {
-            columns.push(address);
+        for column in [address, Column::Consent] {
+            if !columns.contains(&column) {
+                columns.push(column);
+            }
         }
     }
     let export = Export {

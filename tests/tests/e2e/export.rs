@@ -6,7 +6,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    define_buyers, eventually, on_each_backend, spawn_app, Auth, TestApp, ADMIN_TOKEN,
+    define_buyers, eventually, on_each_backend, spawn_app, spawn_app_with, Auth, Options, TestApp,
+    ADMIN_TOKEN,
 };
 
 fn order(user: &str, prefs: Value, traits: Value, total: f64) -> Value {
@@ -16,11 +17,15 @@ fn order(user: &str, prefs: Value, traits: Value, total: f64) -> Value {
 }
 
 async fn text(app: &TestApp, query: &str) -> (StatusCode, String, String) {
+    text_as(app, ADMIN_TOKEN, query).await
+}
+
+async fn text_as(app: &TestApp, token: &str, query: &str) -> (StatusCode, String, String) {
     let response = app
         .request(
             Method::GET,
             &format!("/v1/segments/buyers/members?{query}"),
-            Auth::Bearer(ADMIN_TOKEN),
+            Auth::Bearer(token),
         )
         .send()
         .await
@@ -114,7 +119,10 @@ async fn a_channel_export_has_the_address_of_members_who_consented_and_the_chose
         assert_eq!(status, StatusCode::OK, "{ndjson}");
         assert_eq!(content_type, "application/x-ndjson");
         let rows: Vec<Value> = ndjson.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-        assert_eq!(rows, [json!({"profile_id": ann_id, "phone": "+8613800138000"})]);
+        assert_eq!(
+            rows,
+            [json!({"profile_id": ann_id, "phone": "+8613800138000", "consent": "granted"})]
+        );
         // channel=email: Ann and Cy, with their addresses; JSON pages too.
         let (status, body) = app
             .get_as("/v1/segments/buyers/members?channel=email", Auth::Bearer(ADMIN_TOKEN))
@@ -132,7 +140,7 @@ async fn a_channel_export_has_the_address_of_members_who_consented_and_the_chose
         assert_eq!(emails, want);
         // A wechat export needs an openid: Ann's is included.
         let (_, _, wechat) = text(&app, "format=csv&channel=wechat&fields=profile_id").await;
-        assert_eq!(wechat, "profile_id,wechat_openid\n");
+        assert_eq!(wechat, "profile_id,wechat_openid,consent\n");
         // Nobody granted WeChat: an opt-in channel is used only after a grant.
 
         // Columns that name nothing usable are refused, naming the parameter.
@@ -194,6 +202,84 @@ async fn a_whole_segment_streams_page_after_page() {
             .unwrap();
         assert!(response.headers().contains_key("x-next-after"));
         assert_eq!(response.text().await.unwrap().lines().count(), 1_001);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opt_out_policy_reaches_the_silent_and_says_so_on_every_output() {
+    on_each_backend("opt_out_policy", |backend| async move {
+        // E-mail marketing is opt-out in this workspace (existing customers, GDPR's soft opt-in);
+        // everything else stays opt-in.
+        let config = r#"
+            [[workspace]]
+            id = "eu_shop"
+            write_keys = ["wk_eu"]
+            [[workspace.token]]
+            token = "tok_eu"
+            scopes = ["admin"]
+            [workspace.consent]
+            default = "opt_in"
+            [workspace.consent.policy]
+            "email:marketing" = "opt_out"
+        "#;
+        let app = spawn_app_with(
+            backend,
+            Options { config_toml: Some(config.to_owned()), no_bootstrap: true, ..Options::default() },
+        )
+        .await;
+        let (status, body) = app
+            .put_as(
+                "/v1/segments/buyers",
+                &json!({"name": "Buyers", "condition": {"event": "Order Completed", "count": {"op": "gte", "value": 1}}}),
+                Auth::Bearer("tok_eu"),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let mut bus = app.state.bus.subscribe();
+        // Ann said nothing; Bob said no to e-mail. Both have a phone and an e-mail.
+        for m in [
+            order("ann", json!({}), json!({"phone": "13800138000", "email": "ann@shop.eu"}), 10.0),
+            order("bob", json!({"email": false}), json!({"phone": "13900139000", "email": "bob@shop.eu"}), 20.0),
+        ] {
+            let (status, body) = app.post_as("/v1/track", Auth::Basic("wk_eu"), &m).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+        // The profile says Ann is reachable by e-mail, and on which basis.
+        let ann = app
+            .profile_as_when("tok_eu", "user_id", "ann", |p| p["reachable"] == json!(["email"]))
+            .await;
+        assert_eq!(ann["reachable_by"], json!({"email": "opt_out_policy"}), "{ann}");
+        let bob = app.profile_as_when("tok_eu", "user_id", "bob", |_| true).await;
+        assert_eq!(bob["reachable"], json!([]), "a revoke decides: {bob}");
+        // The activation message records the decision the same way.
+        let entered = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+            loop {
+                let m = bus.recv().await.unwrap();
+                let p: Value = serde_json::from_str(&m.payload).unwrap();
+                if m.subject.ends_with(".segment.buyers.entered") && p["profile_id"] == ann["profile_id"] {
+                    return p;
+                }
+            }
+        })
+        .await
+        .expect("Ann enters the buyers");
+        assert_eq!(entered["reachable"], json!(["email"]), "{entered}");
+        assert_eq!(entered["reachable_by"], json!({"email": "opt_out_policy"}), "{entered}");
+        // The e-mail export holds Ann, with the basis; SMS stays opt-in: nobody.
+        let rows = eventually("the e-mail export", || async {
+            let (status, _, ndjson) = text_as(&app, "tok_eu", "format=ndjson&channel=email&fields=profile_id").await;
+            assert_eq!(status, StatusCode::OK, "{ndjson}");
+            let rows: Vec<Value> = ndjson.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+            if rows.is_empty() { Err("no rows yet".to_owned()) } else { Ok(rows) }
+        })
+        .await;
+        assert_eq!(
+            rows,
+            [json!({"profile_id": ann["profile_id"], "email": "ann@shop.eu", "consent": "opt_out_policy"})]
+        );
+        let (_, _, sms) = text_as(&app, "tok_eu", "format=csv&channel=sms&fields=profile_id").await;
+        assert_eq!(sms, "profile_id,phone,consent\n");
     })
     .await;
 }
