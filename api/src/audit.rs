@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{MatchedPath, Query, Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -24,6 +24,7 @@ use sqlx::Row;
 use crate::audit_slot::AuditSlot;
 use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::extract::Query;
 use crate::AppState;
 
 /// The route of exports: reading it is audited although it is a GET.

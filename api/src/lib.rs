@@ -16,6 +16,7 @@ pub mod edge;
 pub mod erasure;
 pub mod error;
 pub mod export;
+pub mod extract;
 pub mod ingest;
 pub mod limits;
 pub mod metrics;

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use cdp_domain::event::from_millis;
@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::extract::Query;
 use crate::AppState;
 
 pub fn router() -> Router<Arc<AppState>> {
@@ -34,7 +35,7 @@ async fn quality(
 ) -> Result<Json<Value>, ApiError> {
     principal.require(Scope::Read)?;
     let ws = &principal.workspace;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = crate::extract::page_limit(q.limit, 100, 1000)?;
     let counts = state.store.count_findings(ws).await?;
     let items = state.store.list_findings(ws, q.before, limit).await?;
     let next = (items.len() == limit as usize)

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use cdp_domain::event::{from_millis, StoredEvent};
@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 
 use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::extract::{Path, Query};
 use crate::AppState;
 
 pub fn router() -> Router<Arc<AppState>> {
@@ -91,11 +92,12 @@ pub(crate) async fn holder_of(
     let value = strict
         .or_else(|| rules.normalise(&id_type, &raw_value))
         .ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_value",
-                "value",
-                format!("{raw_value:?} is not a valid {id_type} (or is a blocked value)"),
-            )
+            // Well-formed, but never an identifier (not an e-mail, a placeholder, a blocked value):
+            // no profile can hold it.
+            ApiError::not_found(format!(
+                "no profile has {id_type} {raw_value:?}: it is not a valid {id_type} or is a \
+                 blocked value, never an identifier"
+            ))
         })?;
     let holder = identity::profile_holding(&state.store, workspace, &id_type, &value)
         .await?
@@ -216,7 +218,7 @@ async fn timeline(
 ) -> Result<Json<Value>, ApiError> {
     principal.require(Scope::Read)?;
     let survivor = survivor(&state, &principal.workspace, &id).await?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = crate::extract::page_limit(q.limit, 100, 1000)?;
     let events = profiles::timeline(
         &state.store,
         &principal.workspace,
@@ -245,7 +247,7 @@ async fn quarantine(
     Query(q): Query<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
     principal.require(Scope::Read)?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = crate::extract::page_limit(q.limit, 100, 1000)?;
     let items = state
         .store
         .list_quarantine(&principal.workspace, q.before, limit)
@@ -339,7 +341,7 @@ async fn identity_conflicts(
     Query(q): Query<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
     principal.require(Scope::Read)?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = crate::extract::page_limit(q.limit, 100, 1000)?;
     let rows = identity::conflicts(&state.store, &principal.workspace, q.before, limit).await?;
     let next = next_before(rows.len(), limit, rows.last().map(|d| d.seq));
     Ok(Json(json!({

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
@@ -32,6 +32,7 @@ use crate::catalog::{
 };
 use crate::error::ApiError;
 use crate::export::{self, Column};
+use crate::extract::{Path, Query};
 use crate::AppState;
 
 pub fn router() -> Router<Arc<AppState>> {
@@ -412,7 +413,7 @@ async fn members(
         let body = export.clone().stream(format == "csv");
         return Ok(([(axum::http::header::CONTENT_TYPE, content_type)], body).into_response());
     }
-    let limit = q.limit.unwrap_or(1_000).clamp(1, 100_000);
+    let limit = i64::from(crate::extract::page_limit(q.limit, 1_000, 100_000)?);
     let after = q.after.unwrap_or_default();
     let (rows, next_after) = export.page(&after, limit).await?;
     let with_next = |mut response: axum::response::Response| {

@@ -133,7 +133,7 @@ async fn a_pos_order_with_a_junk_phone_reaches_the_profile_and_leaves_a_finding(
             );
         }
         let (status, body) = app.lookup("phone", "N/A").await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
         // The message in the log keeps the value as sent.
         let (status, timeline) = app
             .get_as(&format!("/v1/profiles/{ann_id}/events"), Auth::Bearer(ADMIN_TOKEN))
@@ -184,6 +184,23 @@ async fn a_pos_order_with_a_junk_phone_reaches_the_profile_and_leaves_a_finding(
             .get_as(&format!("/v1/quality?limit=2&before={before}"), Auth::Bearer(ADMIN_TOKEN))
             .await;
         assert_eq!(rest["items"][0]["message_id"], "pos-ann-1", "{rest}");
+        // A bad query string is the JSON error naming the parameter, never text/plain.
+        for query in ["limit=ten", "limit=0", "limit=1001", "before=x"] {
+            let response = app
+                .request(Method::GET, &format!("/v1/quality?{query}"), Auth::Bearer(ADMIN_TOKEN))
+                .send()
+                .await
+                .unwrap();
+            let json = response
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .is_some_and(|v| v == "application/json");
+            let (status, body) = read_json(response).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+            assert!(json, "{query}: {body}");
+            let field = query.split('=').next().unwrap();
+            assert_eq!(body["error"]["field"], field, "{query}: {body}");
+        }
 
         let metrics = app
             .client
