@@ -495,7 +495,7 @@ async fn quality(http: &reqwest::Client, base: &str, token: &str) -> anyhow::Res
     for reason in body["by_reason"].as_array().into_iter().flatten() {
         println!(
             "  {:>3} × {:<17} {}",
-            reason["count"],
+            reason["count"].as_i64().unwrap_or(0),
             reason["code"].as_str().unwrap_or("?"),
             reason["field"].as_str().unwrap_or("")
         );
