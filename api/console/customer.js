@@ -185,7 +185,9 @@ function Traits({ p }) {
   return html`<${Card} title=${t('customer.traits')} id="traits">
     <${Table} rows=${rows} columns=${[
       { label: t('customer.trait'), render: (r) => html`<code>${r.name}</code>` },
-      { label: t('customer.value'), render: (r) => fmtValue(r.value) },
+      { label: t('customer.value'), render: (r) => r.invalid
+        ? html`${fmtValue(r.value)} <${Chip} kind="warn" title=${t('customer.invalidIdentifier')}>${r.invalid}</${Chip}>`
+        : fmtValue(r.value) },
       { label: t('customer.source'), render: (r) => r.channel || '—' },
       { label: t('customer.setAt'), render: (r) => fmtTime(r.set_at) },
     ]} />

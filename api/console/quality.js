@@ -45,7 +45,7 @@ function Findings() {
   if (!d) body = findings.error ? html`<${ErrorBox} error=${findings.error} />` : html`<${Loading} />`;
   else if (d.missing) body = html`<p class="muted" data-testid="no-findings">${t('quality.noEndpoint')}</p>`;
   else {
-    const items = d.items || d.findings || [];
+    const items = d.by_reason || d.items || [];
     body = html`<${Table} rows=${items} columns=${[
       { label: t('quality.field'), render: (r) => html`<code>${r.field}</code>` },
       { label: t('quality.reason'), render: (r) => r.reason || r.code },

@@ -7,7 +7,7 @@
 import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
 import { html, Card, Table, Chip, Empty, ErrorBox, Loading, Bars, useLoad, fmtNumber, fmtMoney, fmtTime, fmtValue } from './ui.js';
 import { t } from './i18n.js';
-import { get, post, put, enc } from './api.js';
+import { call, get, post, put, enc } from './api.js';
 
 const NO_VALUE = ['is_set', 'is_not_set', 'is_true', 'is_false'];
 const NUMERIC = ['eq', 'neq', 'gt', 'gte', 'lt', 'lte', 'between', 'in', 'not_in'];
@@ -364,11 +364,6 @@ function Save({ definition, name, setName, onSaved, initialId }) {
   </form>`;
 }
 
-function csvField(v) {
-  const s = v === null || v === undefined ? '' : typeof v === 'object' ? JSON.stringify(v) : String(v);
-  return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
-}
-
 function Export({ segments, schema }) {
   const [segment, setSegment] = useState('');
   const [fields, setFields] = useState(['profile_id', 'since']);
@@ -379,41 +374,17 @@ function Export({ segments, schema }) {
   const base = ['profile_id', 'since', 'caused_by'];
   const extra = [...['email', 'phone'].map((i) => 'id:' + i), ...schema.traits.map((f) => 'trait:' + f.name).slice(0, 12), ...schema.computed_traits.map((f) => 'computed:' + f.name).slice(0, 8)];
   const toggle = (f) => setFields(fields.includes(f) ? fields.filter((x) => x !== f) : [...fields, f]);
+  // The server writes the CSV (`fields`, `channel`: members reachable there with the address), streamed.
   const run = async () => {
     setError(null);
-    const cols = [...base, ...extra].filter((f) => fields.includes(f));
-    const needsProfile = cols.some((c) => c.includes(':'));
-    const lines = [cols.map((c) => c.replace(/^(id|trait|computed):/, '')).join(',')];
-    let after = '';
-    let n = 0;
+    const serverField = (c) => c.replace(/^id:/, 'identifiers.').replace(/^trait:/, 'traits.').replace(/^computed:/, 'computed_traits.');
+    const cols = [...base, ...extra].filter((f) => fields.includes(f)).map(serverField);
     try {
-      for (;;) {
-        const page = await get(`/v1/segments/${enc(segment)}/members`, { format: 'json', limit: needsProfile ? 200 : 10000, after, channel });
-        let rows = page.items;
-        if (needsProfile) {
-          const profiles = [];
-          for (let i = 0; i < rows.length; i += 8) {
-            profiles.push(...(await Promise.all(rows.slice(i, i + 8).map((r) => get(`/v1/profiles/${enc(r.profile_id)}`).catch(() => null)))));
-            setProgress(t('export.progress', { n: fmtNumber(n + i) }));
-          }
-          rows = rows.map((r, i) => ({ ...r, profile: profiles[i] }));
-        }
-        for (const r of rows) {
-          lines.push(cols.map((c) => {
-            if (!c.includes(':')) return csvField(r[c]);
-            const [kind, name] = c.split(':');
-            const p = r.profile || {};
-            if (kind === 'id') return csvField((p.identifiers || []).filter((i) => i.type === name).map((i) => i.value).join(' '));
-            if (kind === 'trait') return csvField(p.traits?.[name]?.value);
-            return csvField(p.computed_traits?.[name]?.value);
-          }).join(','));
-        }
-        n += rows.length;
-        setProgress(t('export.progress', { n: fmtNumber(n) }));
-        if (!page.next_after) break;
-        after = page.next_after;
-      }
-      const blob = new Blob([lines.join('\n') + '\n'], { type: 'text/csv' });
+      setProgress(t('export.progress', { n: fmtNumber(0) }));
+      const response = await call('GET', `/v1/segments/${enc(segment)}/members`, { raw: true, params: { format: 'csv', fields: cols.join(','), channel } });
+      const text = await response.text();
+      const n = Math.max(0, text.split('\n').filter(Boolean).length - 1);
+      const blob = new Blob([text], { type: 'text/csv' });
       const a = document.createElement('a');
       a.href = URL.createObjectURL(blob);
       a.download = `${segment}.csv`;

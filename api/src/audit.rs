@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{MatchedPath, Query, Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -24,6 +24,7 @@ use sqlx::Row;
 use crate::audit_slot::AuditSlot;
 use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::extract::Query;
 use crate::AppState;
 
 /// The route of exports: reading it is audited although it is a GET.
@@ -131,8 +132,13 @@ pub async fn record(
     if let Err(e) = append(&state.store, &entry).await {
         // An unrecorded call must not pass as done: the caller learns it failed (and may retry).
         tracing::error!(error = %e, action = %entry.action, "failed to write the audit log");
-        return crate::error::ApiError::Internal(format!("failed to write the audit log: {e}"))
-            .into_response();
+        let cause = format!("failed to write the audit log: {e}");
+        return if cdp_domain::store::is_connection_error(&e) {
+            crate::error::ApiError::unavailable(cause)
+        } else {
+            crate::error::ApiError::Internal(cause)
+        }
+        .into_response();
     }
     response
 }

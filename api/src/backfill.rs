@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use cdp_domain::ident::PhoneRegion;
 use cdp_domain::store::{EventStore, Store};
 use cdp_replay::backfill::{self, Format, Mapping, Options, Source, Update};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -58,6 +59,28 @@ pub struct BackfillArgs {
     /// `postgres://…` (or `sqlite://…`); the embedded database in `--data-dir` when absent.
     #[arg(long, env = "CDP_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// The region phone numbers without a country code are read in (`CN`, `HK`, `US`, …); the
+    /// workspace's `phone_region` in `CDP_CONFIG` when absent, else `CN`.
+    #[arg(long)]
+    pub phone_region: Option<String>,
+    /// The `CDP_CONFIG` file `serve` reads, for the workspace's `phone_region`.
+    #[arg(long = "config", env = "CDP_CONFIG")]
+    pub config_file: Option<PathBuf>,
+}
+
+/// The phone region of the backfill: --phone-region, else the workspace's in `CDP_CONFIG`, else `CN`.
+fn phone_region_of(args: &BackfillArgs, workspace: &str) -> anyhow::Result<PhoneRegion> {
+    if let Some(raw) = &args.phone_region {
+        return Ok(PhoneRegion::parse(raw)?);
+    }
+    let configured = match &args.config_file {
+        Some(path) => crate::config::ConfigFile::load(path)?
+            .phone_regions()
+            .get(workspace)
+            .copied(),
+        None => None,
+    };
+    Ok(configured.unwrap_or_default())
 }
 
 /// The workspace a backfill writes to: the one named, else the database's only workspace.
@@ -95,6 +118,7 @@ pub async fn run(args: BackfillArgs) -> anyhow::Result<()> {
         batch_size: args.batch_size,
         restart: args.restart,
         received_at: chrono::Utc::now(),
+        phone_region: phone_region_of(&args, &workspace)?,
     };
     let source = Source {
         path: args.file.clone(),
@@ -111,7 +135,7 @@ pub async fn run(args: BackfillArgs) -> anyhow::Result<()> {
     let seconds = started.elapsed().as_secs_f64();
     println!(
         "backfilled {} into workspace {:?}: {} rows read{} in {seconds:.2} s ({:.0} rows/s): stored {}, \
-         already present {}, rejected {}{}",
+         already present {}, rejected {}{}{}",
         args.file.display(),
         workspace,
         p.rows,
@@ -126,6 +150,14 @@ pub async fn run(args: BackfillArgs) -> anyhow::Result<()> {
             " (quarantined with their line numbers: GET /v1/quarantine)"
         } else {
             ""
+        },
+        if report.dropped_identifiers > 0 {
+            format!(
+                "; {} values kept but not used as identifiers (GET /v1/quality)",
+                report.dropped_identifiers
+            )
+        } else {
+            String::new()
         }
     );
     Ok(())

@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
+use cdp_domain::consent::{ConsentPolicy, Policy};
+use cdp_domain::ident::PhoneRegion;
 use cdp_domain::identity::{IdentifierRule, IdentityRules};
 use serde::Deserialize;
 
@@ -173,6 +175,31 @@ pub struct WorkspaceConfig {
     /// Tags by name, as `PUT /v1/tags/{name}` takes them: `[workspace.tags.big_spender]` with `type`, ….
     #[serde(default)]
     pub tags: std::collections::BTreeMap<String, serde_json::Value>,
+    /// The consent policy: `[workspace.consent]` with `default = "opt_in"` (or `"opt_out"`) and
+    /// `[workspace.consent.policy]` entries per channel (`push = "opt_out"`) or channel and purpose
+    /// (`"email:service" = "opt_out"`).
+    #[serde(default)]
+    pub consent: Option<ConsentConfig>,
+}
+
+/// `[workspace.consent]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentConfig {
+    pub default: Option<String>,
+    #[serde(default)]
+    pub policy: std::collections::BTreeMap<String, String>,
+}
+
+impl ConsentConfig {
+    pub fn policy(&self) -> Result<ConsentPolicy, String> {
+        let default = match self.default.as_deref() {
+            None => Policy::OptIn,
+            Some(raw) => Policy::parse(raw)
+                .ok_or_else(|| format!("consent default {raw:?} is not opt_in or opt_out"))?,
+        };
+        ConsentPolicy::new(default, &self.policy)
+    }
 }
 
 /// `[workspace.identity]`: traits declared as identifiers (in priority order, after the built-in types)
@@ -190,6 +217,9 @@ pub struct IdentityConfig {
     /// Channels whose trait values win, strongest first.
     #[serde(default)]
     pub source_priority: Vec<String>,
+    /// The region phone numbers without a country code are read in (`CN` when absent): ingestion
+    /// normalises them in its numbering plan (see `ident::PhoneRegion`).
+    pub phone_region: Option<String>,
 }
 
 impl IdentityConfig {
@@ -221,6 +251,26 @@ pub struct TokenConfig {
 }
 
 impl ConfigFile {
+    /// Each configured workspace's consent policy (opt-in everywhere for a workspace not named).
+    pub fn consent_policies(&self) -> std::collections::HashMap<String, ConsentPolicy> {
+        self.workspaces
+            .iter()
+            .filter_map(|w| Some((w.id.clone(), w.consent.as_ref()?.policy().ok()?)))
+            .collect()
+    }
+
+    /// Each configured workspace's phone region (`[workspace.identity] phone_region`); a workspace not
+    /// named reads phones in the default region.
+    pub fn phone_regions(&self) -> std::collections::HashMap<String, PhoneRegion> {
+        self.workspaces
+            .iter()
+            .filter_map(|w| {
+                let raw = w.identity.as_ref()?.phone_region.as_deref()?;
+                Some((w.id.clone(), PhoneRegion::parse(raw).ok()?))
+            })
+            .collect()
+    }
+
     pub fn load(path: &std::path::Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("failed to read CDP_CONFIG file {}", path.display()))?;
@@ -232,6 +282,10 @@ impl ConfigFile {
         for w in &file.workspaces {
             cdp_domain::ident::WorkspaceId::parse(&w.id)?;
             if let Some(identity) = &w.identity {
+                if let Some(region) = &identity.phone_region {
+                    PhoneRegion::parse(region)
+                        .map_err(|e| anyhow::anyhow!("workspace {}: {e}", w.id))?;
+                }
                 for id_type in identity.declare.iter().chain(identity.types.keys()) {
                     let valid = !id_type.is_empty()
                         && id_type.len() <= 64
@@ -245,6 +299,11 @@ impl ConfigFile {
                         );
                     }
                 }
+            }
+            if let Some(consent) = &w.consent {
+                consent
+                    .policy()
+                    .map_err(|e| anyhow::anyhow!("workspace {}: {e}", w.id))?;
             }
             for t in &w.tokens {
                 for s in &t.scopes {
@@ -306,6 +365,44 @@ mod tests {
             "[[workspace]]\nid = \"a\"\n[workspace.identity]\ndeclare = [\"Bad Type\"]"
         )
         .is_err());
+    }
+
+    #[test]
+    fn the_consent_policy_is_per_workspace_and_checked() {
+        let file = ConfigFile::parse(
+            "[[workspace]]\nid = \"eu\"\n[workspace.consent]\ndefault = \"opt_in\"\n\
+             [workspace.consent.policy]\n\"email:service\" = \"opt_out\"\npush = \"opt_out\"",
+        )
+        .unwrap();
+        let policy = &file.consent_policies()["eu"];
+        assert_eq!(policy.of("email", "service"), Policy::OptOut);
+        assert_eq!(policy.of("email", "marketing"), Policy::OptIn);
+        for bad in [
+            "[workspace.consent]\ndefault = \"maybe\"",
+            "[workspace.consent.policy]\nfax = \"opt_out\"",
+        ] {
+            assert!(
+                ConfigFile::parse(&format!("[[workspace]]\nid = \"a\"\n{bad}")).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_phone_region_is_per_workspace_and_checked() {
+        let file = ConfigFile::parse(
+            "[[workspace]]\nid = \"hk\"\n[workspace.identity]\nphone_region = \"HK\"\n\
+             [[workspace]]\nid = \"cn\"",
+        )
+        .unwrap();
+        let regions = file.phone_regions();
+        assert_eq!(regions.get("hk"), Some(&PhoneRegion::Hk));
+        assert_eq!(regions.get("cn"), None);
+        let err = ConfigFile::parse(
+            "[[workspace]]\nid = \"a\"\n[workspace.identity]\nphone_region = \"Mars\"",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown phone region"), "{err}");
     }
 
     #[test]

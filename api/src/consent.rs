@@ -10,11 +10,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::put;
 use axum::{Json, Router};
-use cdp_domain::consent::{CHANNELS, CONSENT_EVENT, DEFAULT_PURPOSE, PURPOSES};
+use cdp_domain::consent::{
+    Basis, ConsentPolicy, CHANNELS, CONSENT_EVENT, DEFAULT_PURPOSE, PURPOSES,
+};
 use cdp_domain::store::Store;
 use cdp_domain::workspace::Scope;
 use cdp_projections::catalog::OutMessage;
@@ -27,6 +29,7 @@ use serde_json::{json, Value};
 
 use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::extract::Path;
 use crate::ingest::{self, Source};
 use crate::AppState;
 
@@ -41,13 +44,40 @@ pub fn router() -> Router<Arc<AppState>> {
     )
 }
 
-/// The channels each of these profiles may be reached on for `purpose`. A profile without a document
-/// (merged away, unknown) is reachable nowhere.
+/// Each workspace's consent policy (`[workspace.consent]` in `CDP_CONFIG`); opt-in where absent.
+pub type Policies = Arc<HashMap<String, ConsentPolicy>>;
+
+/// The policy of `workspace`.
+pub fn policy_of<'a>(
+    policies: &'a HashMap<String, ConsentPolicy>,
+    workspace: &str,
+) -> &'a ConsentPolicy {
+    static OPT_IN: std::sync::OnceLock<ConsentPolicy> = std::sync::OnceLock::new();
+    policies
+        .get(workspace)
+        .unwrap_or_else(|| OPT_IN.get_or_init(ConsentPolicy::default))
+}
+
+/// The reachable channels as outputs record them: `reachable` (the channels) and `reachable_by`
+/// (each one's basis: `granted`, or `opt_out_policy` when nobody chose and the workspace's policy
+/// makes the channel opt-out).
+pub fn reachable_json(reachable: &[(&'static str, Basis)]) -> (Value, Value) {
+    let channels: Vec<&str> = reachable.iter().map(|(c, _)| *c).collect();
+    let by: serde_json::Map<String, Value> = reachable
+        .iter()
+        .map(|(c, b)| ((*c).to_owned(), json!(b.as_str())))
+        .collect();
+    (json!(channels), Value::Object(by))
+}
+
+/// The channels each of these profiles may be reached on for `purpose`, each with its basis, under
+/// their workspace's policy. A profile without a document (merged away, unknown) is reachable nowhere.
 pub async fn reachable_of(
     store: &Store,
+    policies: &HashMap<String, ConsentPolicy>,
     keys: &[(String, String)],
     purpose: &str,
-) -> Result<HashMap<(String, String), Vec<&'static str>>, ProjectionError> {
+) -> Result<HashMap<(String, String), Vec<(&'static str, Basis)>>, ProjectionError> {
     let mut parsed = Vec::with_capacity(keys.len());
     for (w, p) in keys {
         if let Ok(id) = cdp_domain::identity::ProfileId::parse(p) {
@@ -55,9 +85,12 @@ pub async fn reachable_of(
         }
     }
     let docs = profiles::load_many(store, &parsed).await?;
-    let mut out: HashMap<(String, String), Vec<&'static str>> = docs
+    let mut out: HashMap<(String, String), Vec<(&'static str, Basis)>> = docs
         .into_iter()
-        .map(|((w, p), doc)| ((w, p.to_string()), doc.consent.reachable(purpose)))
+        .map(|((w, p), doc)| {
+            let reachable = doc.consent.reachable_by(purpose, policy_of(policies, &w));
+            ((w, p.to_string()), reachable)
+        })
         .collect();
     for key in keys {
         out.entry(key.clone()).or_default();
@@ -67,7 +100,11 @@ pub async fn reachable_of(
 
 /// Sets `reachable` (the channels the profile may be reached on for marketing) on every message of the
 /// page that is about a profile. Every message leaves through here.
-pub async fn gate(store: &Store, page: Vec<OutMessage>) -> anyhow::Result<Vec<OutMessage>> {
+pub async fn gate(
+    store: &Store,
+    policies: &HashMap<String, ConsentPolicy>,
+    page: Vec<OutMessage>,
+) -> anyhow::Result<Vec<OutMessage>> {
     let mut payloads = Vec::with_capacity(page.len());
     let mut keys = Vec::new();
     for m in &page {
@@ -79,7 +116,7 @@ pub async fn gate(store: &Store, page: Vec<OutMessage>) -> anyhow::Result<Vec<Ou
     }
     keys.sort();
     keys.dedup();
-    let reachable = reachable_of(store, &keys, DEFAULT_PURPOSE).await?;
+    let reachable = reachable_of(store, policies, &keys, DEFAULT_PURPOSE).await?;
     Ok(page
         .into_iter()
         .zip(payloads)
@@ -89,7 +126,9 @@ pub async fn gate(store: &Store, page: Vec<OutMessage>) -> anyhow::Result<Vec<Ou
                     .get(&(m.workspace.clone(), p.to_owned()))
                     .cloned()
                     .unwrap_or_default();
-                payload["reachable"] = json!(channels);
+                let (channels, by) = reachable_json(&channels);
+                payload["reachable"] = channels;
+                payload["reachable_by"] = by;
                 m.payload = payload.to_string();
             }
             m
@@ -129,13 +168,22 @@ struct ConsentBody {
     source: Option<String>,
 }
 
-/// Where the profile stands, and the channels it may be reached on per purpose.
-fn consent_json(profile: &str, doc: &cdp_domain::profile::ProfileDoc) -> Value {
-    let reachable: serde_json::Map<String, Value> = PURPOSES
-        .into_iter()
-        .map(|p| (p.to_owned(), json!(doc.consent.reachable(p))))
-        .collect();
-    json!({"profile_id": profile, "consent": doc.consent.view(), "reachable": reachable})
+/// Where the profile stands, and the channels it may be reached on per purpose (with each one's basis)
+/// under the workspace's policy.
+fn consent_json(
+    profile: &str,
+    doc: &cdp_domain::profile::ProfileDoc,
+    policy: &ConsentPolicy,
+) -> Value {
+    let mut reachable = serde_json::Map::new();
+    let mut reachable_by = serde_json::Map::new();
+    for p in PURPOSES {
+        let (channels, by) = reachable_json(&doc.consent.reachable_by(p, policy));
+        reachable.insert(p.to_owned(), channels);
+        reachable_by.insert(p.to_owned(), by);
+    }
+    json!({"profile_id": profile, "consent": doc.consent.view(), "reachable": reachable,
+           "reachable_by": reachable_by})
 }
 
 async fn live_profile(
@@ -159,7 +207,8 @@ async fn get_consent(
 ) -> Result<Json<Value>, ApiError> {
     principal.require(Scope::Read)?;
     let (profile, doc) = live_profile(&state, &principal.workspace, &id).await?;
-    Ok(Json(consent_json(&profile, &doc)))
+    let policy = policy_of(&state.consent_policies, &principal.workspace);
+    Ok(Json(consent_json(&profile, &doc, policy)))
 }
 
 /// Records a choice for the profile: as a message of each identity whose choice it must replace (a
@@ -228,11 +277,21 @@ async fn put_consent(
         match who.id_type.as_str() {
             "user_id" => m["userId"] = json!(who.value),
             "anonymous_id" => m["anonymousId"] = json!(who.value),
+            // A stored phone is its digits with the country code: written with `+`, read as such in
+            // any region.
+            "phone" => m["context"]["traits"] = json!({ "phone": format!("+{}", who.value) }),
             other => m["context"]["traits"] = json!({ other: who.value }),
         }
         messages.push(m.to_string());
     }
-    let checked = ingest::check(&ws, messages.iter().map(String::as_str), None, None, now);
+    let checked = ingest::check(
+        &ws,
+        state.phone_region(&ws),
+        messages.iter().map(String::as_str),
+        None,
+        None,
+        now,
+    );
     if let Some(refused) = checked.rejected.first() {
         return Err(ApiError::bad_request(
             refused.error.code,
@@ -254,7 +313,8 @@ async fn put_consent(
         }
         if applied {
             let (profile, doc) = live_profile(&state, &ws, &profile).await?;
-            return Ok((StatusCode::OK, Json(consent_json(&profile, &doc))));
+            let policy = policy_of(&state.consent_policies, &ws);
+            return Ok((StatusCode::OK, Json(consent_json(&profile, &doc, policy))));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -25,6 +25,7 @@ use sha2::{Digest, Sha256};
 
 use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::extract::{Path, Query};
 use crate::AppState;
 
 /// The page, with `__ASSETS__` standing for the assets' prefix.

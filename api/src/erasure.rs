@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::routing::delete;
 use axum::{Json, Router};
 use cdp_domain::identity::ProfileId;
@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::extract::{Path, Query};
 use crate::read::{holder_of, LookupQuery};
 use crate::AppState;
 

@@ -23,9 +23,18 @@ pub enum ApiError {
         limit: &'static str,
         retry_after: std::time::Duration,
     },
+    /// The database cannot be reached (`StoreError::is_unavailable`); 503 with `Retry-After`.
+    Unavailable(String),
     /// A failure of ours; the cause is logged, never shown.
     Internal(String),
 }
+
+/// How long a client is told to wait while the database is out of reach.
+pub const UNAVAILABLE_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Marks a response answered 503 because the database could not be reached, for `outage::watch`.
+#[derive(Debug, Clone, Copy)]
+pub struct DatabaseUnreachable;
 
 impl ApiError {
     pub fn bad_request(
@@ -86,6 +95,20 @@ impl ApiError {
         ApiError::Internal(e.to_string())
     }
 
+    /// The database is out of reach: `cause` is logged, the client told to retry.
+    pub fn unavailable(cause: impl std::fmt::Display) -> Self {
+        ApiError::Unavailable(cause.to_string())
+    }
+
+    /// An sqlx error: 503 when the database is out of reach, else 500.
+    pub fn from_sqlx(e: sqlx::Error) -> Self {
+        if cdp_domain::store::is_connection_error(&e) {
+            ApiError::unavailable(e)
+        } else {
+            ApiError::internal(e)
+        }
+    }
+
     /// A refused message: 413 when it is too large, 400 otherwise.
     pub fn from_message(e: &MessageError) -> Self {
         let status = if e.code == "message_too_large" {
@@ -104,13 +127,27 @@ impl ApiError {
 
 impl From<cdp_domain::store::StoreError> for ApiError {
     fn from(e: cdp_domain::store::StoreError) -> Self {
-        ApiError::internal(e)
+        if e.is_unavailable() {
+            ApiError::unavailable(e)
+        } else {
+            ApiError::internal(e)
+        }
     }
 }
 
 impl From<cdp_projections::ProjectionError> for ApiError {
     fn from(e: cdp_projections::ProjectionError) -> Self {
-        ApiError::internal(e)
+        use cdp_projections::ProjectionError;
+        let unavailable = match &e {
+            ProjectionError::Database(e) => cdp_domain::store::is_connection_error(e),
+            ProjectionError::Store(e) => e.is_unavailable(),
+            _ => false,
+        };
+        if unavailable {
+            ApiError::unavailable(e)
+        } else {
+            ApiError::internal(e)
+        }
     }
 }
 
@@ -166,6 +203,27 @@ impl IntoResponse for ApiError {
                     .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
                 response
             }
+            ApiError::Unavailable(cause) => {
+                tracing::warn!(%cause, "request refused: the database is out of reach");
+                let seconds = UNAVAILABLE_RETRY_AFTER.as_secs().max(1);
+                let mut response = (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(error_body(
+                        "unavailable",
+                        "database",
+                        &format!(
+                            "the database cannot be reached; retry after {seconds} s (a retried \
+                             message is stored once: messageId makes it idempotent)"
+                        ),
+                    )),
+                )
+                    .into_response();
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+                response.extensions_mut().insert(DatabaseUnreachable);
+                response
+            }
             ApiError::Internal(cause) => {
                 tracing::error!(%cause, "request failed");
                 (
@@ -179,5 +237,23 @@ impl IntoResponse for ApiError {
                     .into_response()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_database_is_a_503_with_retry_after_and_the_json_body() {
+        let store = cdp_domain::store::StoreError::Database(sqlx::Error::PoolTimedOut);
+        let response = ApiError::from(store).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        assert!(response.extensions().get::<DatabaseUnreachable>().is_some());
+        let other = cdp_domain::store::StoreError::Database(sqlx::Error::RowNotFound);
+        let response = ApiError::from(other).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(response.headers().get(header::RETRY_AFTER).is_none());
     }
 }

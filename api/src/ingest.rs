@@ -13,8 +13,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use cdp_domain::event::NewEvent;
-use cdp_domain::message::{validate, Envelope, MessageError, MessageKind, MAX_BATCH_BYTES};
-use cdp_domain::store::{EventStore, QuarantineEntry};
+use cdp_domain::ident::PhoneRegion;
+use cdp_domain::message::{
+    validate_in, Envelope, IdentifierFinding, MessageError, MessageKind, MAX_BATCH_BYTES,
+};
+use cdp_domain::store::{EventStore, QualityFinding, QuarantineEntry};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -49,16 +52,46 @@ pub struct Rejection {
     pub raw: String,
 }
 
+/// A value an accepted message carried that is no identifier: the message's index in the request and
+/// id, and the finding.
+#[derive(Debug, Clone)]
+pub struct Dropped {
+    pub index: usize,
+    pub message_id: String,
+    pub finding: IdentifierFinding,
+}
+
 /// The outcome of checking a request's messages.
 #[derive(Debug, Default)]
 pub struct Checked {
     pub events: Vec<NewEvent>,
     pub rejected: Vec<Rejection>,
+    /// Values of accepted messages dropped as identifiers (kept in the message, marked invalid).
+    pub dropped: Vec<Dropped>,
 }
 
-/// Checks each message text; messages without a `messageId` get a random UUID.
+impl Checked {
+    /// What the answer says about `dropped`: each field with its code and reason (and the message's
+    /// index in a batch).
+    pub fn dropped_json(&self, with_index: bool) -> Vec<Value> {
+        self.dropped
+            .iter()
+            .map(|d| {
+                let mut v = json!({"field": d.finding.field, "code": d.finding.code,
+                                   "message": d.finding.reason});
+                if with_index {
+                    v["index"] = json!(d.index);
+                }
+                v
+            })
+            .collect()
+    }
+}
+
+/// Checks each message text, phones read in `region`; messages without a `messageId` get a random UUID.
 pub fn check<'a>(
     workspace: &str,
+    region: PhoneRegion,
     messages: impl IntoIterator<Item = &'a str>,
     batch_sent_at: Option<&Value>,
     implied_kind: Option<MessageKind>,
@@ -74,9 +107,22 @@ pub fn check<'a>(
     for (index, raw) in messages.into_iter().enumerate() {
         let outcome = serde_json::from_str::<Value>(raw)
             .map_err(|e| MessageError::new("invalid_json", "", format!("message is not JSON: {e}")))
-            .and_then(|value| validate(value, &envelope, || uuid::Uuid::new_v4().to_string()));
+            .and_then(|value| {
+                validate_in(value, &envelope, region, || {
+                    uuid::Uuid::new_v4().to_string()
+                })
+            });
         match outcome {
-            Ok(event) => checked.events.push(event),
+            Ok(valid) => {
+                for finding in valid.findings {
+                    checked.dropped.push(Dropped {
+                        index,
+                        message_id: valid.event.message_id.clone(),
+                        finding,
+                    });
+                }
+                checked.events.push(valid.event);
+            }
             Err(error) => checked.rejected.push(Rejection {
                 index,
                 error,
@@ -87,7 +133,8 @@ pub fn check<'a>(
     checked
 }
 
-/// Quarantines the refused messages and appends the accepted events; returns once both are committed.
+/// Quarantines the refused messages, appends the accepted events and records the data-quality findings
+/// of their dropped identifiers; returns once all are committed.
 pub async fn commit(
     state: &AppState,
     workspace: Option<&str>,
@@ -120,6 +167,26 @@ pub async fn commit(
             .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
         for waker in &state.wakers {
             waker.notify_one();
+        }
+    }
+    if let (Some(workspace), false) = (workspace, checked.dropped.is_empty()) {
+        let findings: Vec<QualityFinding> = checked
+            .dropped
+            .iter()
+            .map(|d| QualityFinding {
+                id: 0,
+                workspace: workspace.to_owned(),
+                message_id: d.message_id.clone(),
+                field: d.finding.field.clone(),
+                code: d.finding.code.to_owned(),
+                reason: d.finding.reason.clone(),
+                source: source.as_str().to_owned(),
+                received_at_ms,
+            })
+            .collect();
+        state.store.record_findings(&findings).await?;
+        for d in &checked.dropped {
+            state.metrics.findings.count(d.finding.code);
         }
     }
     Ok(())
@@ -169,8 +236,14 @@ pub fn router() -> Router<Arc<AppState>> {
     router
 }
 
-fn success() -> Response {
-    Json(json!({"success": true})).into_response()
+/// Segment's answer, with the fields dropped as identifiers when there are any: still a 200, so that
+/// Segment's and RudderStack's libraries, which log any other status as an error, stay quiet.
+fn success(dropped: Vec<Value>) -> Response {
+    let mut body = json!({"success": true});
+    if !dropped.is_empty() {
+        body["dropped_identifiers"] = Value::Array(dropped);
+    }
+    Json(body).into_response()
 }
 
 /// Reads the body, refusing more than the batch limit before or after gzip decompression.
@@ -222,6 +295,7 @@ async fn refuse_body(
             error: error.clone(),
             raw: raw.into_owned(),
         }],
+        dropped: Vec::new(),
     };
     commit(state, Some(workspace), checked, Source::Http).await?;
     Ok(ApiError::from_message(&error).into_response())
@@ -267,12 +341,14 @@ async fn single_inner(
         let error = MessageError::new("invalid_json", "", format!("body is not JSON: {e}"));
         return refuse_body(state, &workspace, error, &bytes).await;
     }
-    let checked = check(&workspace, [text], None, Some(kind), Utc::now());
+    let region = state.phone_region(&workspace);
+    let checked = check(&workspace, region, [text], None, Some(kind), Utc::now());
     let refusal = checked.rejected.first().map(|r| r.error.clone());
+    let dropped = checked.dropped_json(false);
     commit(state, Some(&workspace), checked, Source::Http).await?;
     match refusal {
         Some(error) => Err(ApiError::from_message(&error)),
-        None => Ok(success()),
+        None => Ok(success(dropped)),
     }
 }
 
@@ -335,6 +411,7 @@ async fn batch_inner(
     };
     let checked = check(
         &workspace,
+        state.phone_region(&workspace),
         body.batch.iter().map(|m| m.get()),
         body.sent_at.as_ref(),
         None,
@@ -349,9 +426,10 @@ async fn batch_inner(
         })
         .collect();
     let first = checked.rejected.first().map(|r| (r.index, r.error.clone()));
+    let dropped = checked.dropped_json(true);
     commit(state, Some(&workspace), checked, Source::Http).await?;
     let Some((index, error)) = first else {
-        return Ok(success());
+        return Ok(success(dropped));
     };
     let field = if error.field.is_empty() {
         format!("batch[{index}]")
@@ -371,5 +449,8 @@ async fn batch_inner(
     body["success"] = json!(false);
     body["accepted"] = json!(accepted);
     body["rejected"] = Value::Array(rejected);
+    if !dropped.is_empty() {
+        body["dropped_identifiers"] = Value::Array(dropped);
+    }
     Ok((StatusCode::BAD_REQUEST, Json(body)).into_response())
 }

@@ -15,6 +15,8 @@ pub mod console;
 pub mod edge;
 pub mod erasure;
 pub mod error;
+pub mod export;
+pub mod extract;
 pub mod ingest;
 pub mod limits;
 pub mod metrics;
@@ -22,8 +24,10 @@ pub mod nats;
 pub mod openapi;
 pub mod operate;
 pub mod ops;
+pub mod outage;
 pub mod provision;
 pub mod publish;
+pub mod quality;
 pub mod read;
 pub mod replay_cli;
 pub mod schema;
@@ -66,9 +70,25 @@ pub struct AppState {
     pub bus: tokio::sync::broadcast::Sender<publish::Published>,
     /// Per-workspace rate limits (`CDP_RATE_INGEST`, `CDP_RATE_API`).
     pub limits: limits::Limits,
+    /// Whether the database is out of reach, and for how long it was.
+    pub outage: outage::Outage,
+    /// The consent policy of each workspace `CDP_CONFIG` gives one (`[workspace.consent]`); opt-in
+    /// everywhere for the others.
+    pub consent_policies:
+        Arc<std::collections::HashMap<String, cdp_domain::consent::ConsentPolicy>>,
+    /// The phone region of each workspace `CDP_CONFIG` gives one (`[workspace.identity] phone_region`).
+    pub phone_regions: std::collections::HashMap<String, cdp_domain::ident::PhoneRegion>,
 }
 
 impl AppState {
+    /// The region `workspace` reads phone numbers without a country code in (`CN` by default).
+    pub fn phone_region(&self, workspace: &str) -> cdp_domain::ident::PhoneRegion {
+        self.phone_regions
+            .get(workspace)
+            .copied()
+            .unwrap_or_default()
+    }
+
     /// Drops the cached catalog of `workspace` (after this instance changed it).
     pub fn forget_catalog(&self, workspace: &str) {
         self.catalogs.invalidate(workspace);
@@ -87,24 +107,18 @@ impl AppState {
         Ok(c)
     }
 
-    /// Whether the workspace exists, through a short cache (NATS asks this per message).
-    pub async fn workspace_known(&self, id: &str) -> bool {
+    /// Whether the workspace exists, through a short cache (NATS asks this per message); an error when
+    /// the database could not say.
+    pub async fn workspace_known(&self, id: &str) -> Result<bool, error::ApiError> {
         if id.is_empty() {
-            return false;
+            return Ok(false);
         }
         if let Some(known) = self.workspaces.get(id) {
-            return known;
+            return Ok(known);
         }
-        match self.store.workspace_exists(id).await {
-            Ok(known) => {
-                self.workspaces.insert(id.to_owned(), known);
-                known
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "workspace lookup failed");
-                false
-            }
-        }
+        let known = self.store.workspace_exists(id).await?;
+        self.workspaces.insert(id.to_owned(), known);
+        Ok(known)
     }
 }
 
@@ -141,6 +155,20 @@ impl Application {
                 })?,
         };
         let generated = provision::provision(&store, &config).await?;
+        let config_file = match &config.config_file {
+            Some(path) => Some(config::ConfigFile::load(path)?),
+            None => None,
+        };
+        let phone_regions = config_file
+            .as_ref()
+            .map(config::ConfigFile::phone_regions)
+            .unwrap_or_default();
+        let consent_policies = Arc::new(
+            config_file
+                .as_ref()
+                .map(config::ConfigFile::consent_policies)
+                .unwrap_or_default(),
+        );
         let appender = Appender::spawn(store.clone());
         let resolver = runner::spawn(
             store.clone(),
@@ -175,6 +203,9 @@ impl Application {
                 .build(),
             bus: tokio::sync::broadcast::channel(4_096).0,
             limits: config.limits(),
+            outage: outage::Outage::default(),
+            consent_policies,
+            phone_regions,
         });
         let out = publish::OutTopology {
             stream: config.out_stream_name(),
@@ -226,6 +257,7 @@ impl Application {
         });
         let publisher = publish::spawn(
             state.store.clone(),
+            state.consent_policies.clone(),
             nats.clone().map(|c| (c, out)),
             state.bus.clone(),
             state.identity.clone(),
@@ -248,6 +280,7 @@ impl Application {
         let router = Router::new()
             .merge(ingest::router())
             .merge(read::router())
+            .merge(quality::router())
             .merge(operate::router())
             .merge(catalog::router())
             .merge(segments::router())
@@ -262,6 +295,10 @@ impl Application {
                 audit::record,
             ))
             .fallback(|| async { error::ApiError::not_found("no such endpoint") })
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                outage::watch,
+            ))
             .layer(axum::middleware::from_fn(edge::refuse_nul))
             .with_state(state.clone());
         let listener = TcpListener::bind(config.listen)

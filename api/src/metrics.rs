@@ -53,11 +53,38 @@ pub struct SourceCounters {
     pub rejected: AtomicU64,
 }
 
+/// Values of accepted messages dropped as identifiers, by the finding's code.
+#[derive(Debug, Default)]
+pub struct FindingCounters(std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>);
+
+impl FindingCounters {
+    pub fn count(&self, code: &'static str) {
+        let mut counts = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *counts.entry(code).or_default() += 1;
+    }
+
+    fn rows(&self) -> Vec<(String, u64)> {
+        let counts = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        counts
+            .iter()
+            .map(|(code, n)| (format!("{{code=\"{code}\"}}"), *n))
+            .collect()
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub http: SourceCounters,
     pub nats: SourceCounters,
     pub append_latency: Histogram,
+    /// Data-quality findings recorded since the start.
+    pub findings: FindingCounters,
 }
 
 /// What one projection runner reports.
@@ -76,6 +103,10 @@ pub struct Gauges {
     pub duplicates: u64,
     pub commits: u64,
     pub projections: Vec<ProjectionGauges>,
+    /// Seconds the database was out of reach since the start (`outage::Outage`), and how many times.
+    pub database_unavailable_seconds: f64,
+    pub database_outages: u64,
+    pub database_available: bool,
 }
 
 impl Metrics {
@@ -105,6 +136,13 @@ impl Metrics {
                 ("{source=\"http\"}", load(&self.http.rejected)),
                 ("{source=\"nats\"}", load(&self.nats.rejected)),
             ],
+        );
+        let findings = self.findings.rows();
+        counter(
+            &mut out,
+            "cdp_identifiers_dropped_total",
+            "Values of accepted messages kept but not used as identifiers (GET /v1/quality), by reason.",
+            &labelled(&findings),
         );
         counter(
             &mut out,
@@ -156,6 +194,21 @@ impl Metrics {
                 p.name, p.lag_seconds
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP cdp_database_unavailable_seconds_total Seconds the database was out of reach (requests answered 503).\n\
+             # TYPE cdp_database_unavailable_seconds_total counter\n\
+             cdp_database_unavailable_seconds_total {}\n\
+             # HELP cdp_database_outages_total Times the database went out of reach.\n\
+             # TYPE cdp_database_outages_total counter\n\
+             cdp_database_outages_total {}\n\
+             # HELP cdp_database_available Whether the database answers (0 during an outage).\n\
+             # TYPE cdp_database_available gauge\n\
+             cdp_database_available {}",
+            g.database_unavailable_seconds,
+            g.database_outages,
+            u8::from(g.database_available)
+        );
         self.append_latency.render(
             &mut out,
             "cdp_append_seconds",

@@ -13,6 +13,7 @@ use chrono::Utc;
 use futures::StreamExt;
 use serde_json::Value;
 
+use crate::error::{ApiError, UNAVAILABLE_RETRY_AFTER};
 use crate::ingest::{check, commit, quarantine_entry, Checked, Rejection, Source};
 use crate::AppState;
 
@@ -122,10 +123,23 @@ fn message_text(message: &jetstream::Message) -> Result<String, MessageError> {
 /// A message with its text (or why it has none).
 type Readable = (jetstream::Message, Result<String, MessageError>);
 
-async fn process(state: &AppState, topology: &IngestTopology, batch: Vec<jetstream::Message>) {
+async fn process(state: &Arc<AppState>, topology: &IngestTopology, batch: Vec<jetstream::Message>) {
+    // While the database is out of reach nothing can be stored: the messages wait in the stream.
+    if state.outage.ongoing() {
+        settle(
+            state,
+            &batch,
+            Err(ApiError::unavailable(
+                "an outage of the database is ongoing",
+            )),
+        )
+        .await;
+        return;
+    }
     // Group by workspace so each workspace's messages are checked together and committed in one go.
     let mut by_workspace: BTreeMap<String, Vec<Readable>> = BTreeMap::new();
     let mut unknown = Vec::new();
+    let mut unanswered = Vec::new();
     for message in batch {
         let workspace = message
             .subject
@@ -133,7 +147,14 @@ async fn process(state: &AppState, topology: &IngestTopology, batch: Vec<jetstre
             .strip_prefix(&topology.subject_prefix)
             .unwrap_or_default()
             .to_owned();
-        let known = state.workspace_known(&workspace).await;
+        let known = match state.workspace_known(&workspace).await {
+            Ok(known) => known,
+            Err(e) => {
+                // Not known to be unknown: never quarantined for it, redelivered instead.
+                unanswered.push((message, e));
+                continue;
+            }
+        };
         if known {
             let text = message_text(&message);
             by_workspace
@@ -143,6 +164,9 @@ async fn process(state: &AppState, topology: &IngestTopology, batch: Vec<jetstre
         } else {
             unknown.push(message);
         }
+    }
+    for (message, error) in unanswered {
+        settle(state, std::slice::from_ref(&message), Err(error)).await;
     }
     if !unknown.is_empty() {
         let now = Utc::now().timestamp_millis();
@@ -167,8 +191,8 @@ async fn process(state: &AppState, topology: &IngestTopology, batch: Vec<jetstre
             .store
             .quarantine(&entries)
             .await
-            .map_err(|e| e.to_string());
-        settle(&unknown, outcome).await;
+            .map_err(ApiError::from);
+        settle(state, &unknown, outcome).await;
     }
     for (workspace, items) in by_workspace {
         // The workspace's ingestion budget, as over HTTP, message by message: those past it wait in
@@ -202,25 +226,41 @@ async fn process(state: &AppState, topology: &IngestTopology, batch: Vec<jetstre
                 Err(e) => unreadable.push((i, e.clone())),
             }
         }
-        let mut checked: Checked = check(&workspace, texts.iter().copied(), None, None, Utc::now());
+        let region = state.phone_region(&workspace);
+        let mut checked: Checked = check(
+            &workspace,
+            region,
+            texts.iter().copied(),
+            None,
+            None,
+            Utc::now(),
+        );
         for (index, error) in unreadable {
             let raw = String::from_utf8_lossy(&items[index].0.payload).into_owned();
             checked.rejected.push(Rejection { index, error, raw });
         }
-        let outcome = commit(state, Some(&workspace), checked, Source::Nats)
-            .await
-            .map_err(|e| format!("{e:?}"));
+        let outcome = commit(state, Some(&workspace), checked, Source::Nats).await;
         let messages: Vec<jetstream::Message> = items.into_iter().map(|(m, _)| m).collect();
-        settle(&messages, outcome).await;
+        settle(state, &messages, outcome).await;
     }
 }
 
-/// Acks after a commit; naks (redelivery in a second) when the commit failed.
-async fn settle(messages: &[jetstream::Message], outcome: Result<(), String>) {
+/// Acks after a commit; naks when the commit failed: redelivered after `Retry-After`'s wait when the
+/// database is out of reach (and the outage noted), in a second otherwise.
+async fn settle(
+    state: &Arc<AppState>,
+    messages: &[jetstream::Message],
+    outcome: Result<(), ApiError>,
+) {
     let kind = match &outcome {
         Ok(()) => AckKind::Ack,
+        Err(ApiError::Unavailable(cause)) => {
+            crate::outage::database_unreachable(state);
+            tracing::warn!(%cause, messages = messages.len(), "NATS batch not stored: the database is out of reach; redelivered later");
+            AckKind::Nak(Some(UNAVAILABLE_RETRY_AFTER))
+        }
         Err(e) => {
-            tracing::error!(error = %e, messages = messages.len(), "NATS batch not committed; will be redelivered");
+            tracing::error!(error = ?e, messages = messages.len(), "NATS batch not committed; will be redelivered");
             AckKind::Nak(Some(Duration::from_secs(1)))
         }
     };

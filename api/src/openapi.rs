@@ -15,6 +15,7 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ("get", "/v1/profiles/{id}"),
     ("get", "/v1/profiles/{id}/events"),
     ("get", "/v1/quarantine"),
+    ("get", "/v1/quality"),
     ("get", "/v1/profiles/{id}/identity"),
     ("get", "/v1/identity/conflicts"),
     ("get", "/v1/identity/rules"),
@@ -82,7 +83,15 @@ fn ingest_responses() -> Value {
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
         "429": {"description": "The workspace's ingestion budget (`CDP_RATE_INGEST` messages/s, every message of a batch counted) is spent: nothing of the request was stored; retry after `Retry-After` seconds.",
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+        "503": unavailable_response(),
     })
+}
+
+/// The database is out of reach: `Retry-After` and `{"error": {"code": "unavailable", "field": "database"}}`.
+fn unavailable_response() -> Value {
+    json!({"description": "The database cannot be reached; retry after `Retry-After` seconds (a retried message is stored once, by its messageId).",
+        "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
 }
 
 pub(crate) fn read_responses(ok: &str) -> Value {
@@ -93,6 +102,7 @@ pub(crate) fn read_responses(ok: &str) -> Value {
         "403": {"description": "The token lacks the scope.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
         "404": {"description": "Not found.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
         "429": {"description": "The workspace's API budget (`CDP_RATE_API` requests/s) is spent; retry after `Retry-After` seconds.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+        "503": unavailable_response(),
     })
 }
 
@@ -122,7 +132,7 @@ pub fn document() -> Value {
             "summary": "The 360 profile holding an identifier",
             "security": [{"bearer": ["read"]}],
             "parameters": [
-                {"name": "type", "in": "query", "required": true, "schema": {"type": "string"},
+                {"name": "type", "in": "query", "required": true, "schema": {"type": "string", "pattern": "^[a-z0-9_]{1,64}$"},
                  "description": "user_id, anonymous_id, email, phone, device_id, an externalIds type or a declared trait."},
                 {"name": "value", "in": "query", "required": true, "schema": {"type": "string"},
                  "description": "Normalised as ingestion normalises it."}
@@ -134,7 +144,7 @@ pub fn document() -> Value {
             "summary": "Erases the profile holding an identifier (as DELETE /v1/profiles/{id}); the identifier is not echoed",
             "security": [{"bearer": ["admin"]}],
             "parameters": [
-                {"name": "type", "in": "query", "required": true, "schema": {"type": "string"}},
+                {"name": "type", "in": "query", "required": true, "schema": {"type": "string", "pattern": "^[a-z0-9_]{1,64}$"}},
                 {"name": "value", "in": "query", "required": true, "schema": {"type": "string"}}
             ],
             "responses": read_responses("What was erased."),
@@ -180,6 +190,7 @@ pub fn document() -> Value {
             "403": {"description": "The token lacks the admin scope."},
             "404": {"description": "No such profile; names the field."},
             "409": {"description": "Refused as the graph stands (already one profile, an identifier it does not hold, a cap)."},
+            "503": unavailable_response(),
         })
     };
     paths.insert("/v1/identity/merge".into(), json!({
@@ -189,7 +200,7 @@ pub fn document() -> Value {
             "security": [{"bearer": ["admin"]}],
             "requestBody": {"required": true, "content": {"application/json": {"schema": {
                 "type": "object", "required": ["profile_ids"], "properties": {
-                    "profile_ids": {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 100},
+                    "profile_ids": {"type": "array", "items": {"type": "string", "pattern": "^p_[0-9a-f]{20}$"}, "minItems": 2, "maxItems": 100, "uniqueItems": true},
                     "reason": {"type": "string"}}}}}},
             "responses": command_responses("`profile_id` (the survivor), `merged`, `command_id`, `decisions`."),
         }
@@ -201,9 +212,10 @@ pub fn document() -> Value {
             "security": [{"bearer": ["admin"]}],
             "requestBody": {"required": true, "content": {"application/json": {"schema": {
                 "type": "object", "required": ["profile_id", "identifiers"], "properties": {
-                    "profile_id": {"type": "string"},
-                    "identifiers": {"type": "array", "items": {"type": "object", "required": ["type", "value"],
-                        "properties": {"type": {"type": "string"}, "value": {"type": "string"}}}},
+                    "profile_id": {"type": "string", "pattern": "^p_[0-9a-f]{20}$"},
+                    "identifiers": {"type": "array", "minItems": 1, "items": {"type": "object", "required": ["type", "value"],
+                        "properties": {"type": {"type": "string", "pattern": "^[a-z0-9_]{1,64}$"},
+                                       "value": {"type": "string", "minLength": 1, "pattern": "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"}}}},
                     "reason": {"type": "string"}}}}}},
             "responses": command_responses("`profile_id` (the new profile), `from`, `identifiers`, `command_id`, `decisions`."),
         }
@@ -246,7 +258,13 @@ pub fn document() -> Value {
             "description": "Body: `{\"event\": \"Order Completed\", \"function\": \"sum\", \"property\": \"properties.total\", \"window\": \"30d\", \"where\": [{\"property\": \"properties.products[].category\", \"op\": \"eq\", \"value\": \"shoes\"}]}`. Functions: count, sum, min, max, average, first, last, most_frequent, distinct_count, unique_list, days_active. Windows: `Nd` (UTC calendar days counting today), `Nh`, or absent / `all`. Properties are paths (`properties.store.id`, `properties.products[].category`) or products of paths over line items (`properties.products[].price * properties.products[].quantity`). Filter operators: eq neq in not_in contains not_contains starts_with is_set is_not_set gt gte lt lte between before after within_last not_within_last contains_any contains_all contains_none is_true is_false; negations hold for an unknown property.",
             "security": [{"bearer": ["admin"]}],
             "parameters": [name],
-            "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object"}}}},
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["event", "function"], "properties": {
+                    "event": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[^\\u0000]*$"},
+                    "function": {"type": "string", "enum": ["count", "sum", "min", "max", "average", "first", "last", "most_frequent", "distinct_count", "unique_list", "days_active"]},
+                    "property": {"type": "string"},
+                    "window": {"type": "string", "pattern": "^([1-9][0-9]{0,3}[dh]|all)$"},
+                    "where": {"type": "array"}}}}}},
             "responses": definition_responses("The stored trait with its backfill status."),
         },
         "delete": {
@@ -282,7 +300,9 @@ pub fn document() -> Value {
             "description": "Rule: `{\"type\": \"rule\", \"condition\": {\"all\": [{\"computed\": \"spend_30d\", \"op\": \"gte\", \"value\": 1000}, {\"trait\": \"gender\", \"op\": \"neq\", \"value\": \"male\"}]}, \"value\": true}` (all / any / not; `trait`, `computed`, `tag` fields). Value: `{\"type\": \"value\", \"trait\": \"spend_30d\", \"buckets\": [{\"value\": \"low\", \"lt\": 100}, {\"value\": \"high\", \"gte\": 100}]}`. RFM: `{\"type\": \"rfm\", \"event\": \"Order Completed\", \"monetary\": \"properties.total\", \"window\": \"365d\", \"scoring\": \"quantiles\"}` (or fixed cut points `{\"recency\": [7, 30, 90, 180], \"frequency\": [..4], \"monetary\": [..4]}`); the value is the group (champions, loyal, new, potential, at_risk, hibernating, lost) with the scores in `detail`. Manual: `{\"type\": \"manual\"}`.",
             "security": [{"bearer": ["admin"]}],
             "parameters": [name],
-            "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object"}}}},
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["type"], "properties": {
+                    "type": {"type": "string", "enum": ["rule", "value", "rfm", "manual"]}}}}}},
             "responses": definition_responses("The stored tag with its status and population."),
         },
         "delete": {
@@ -337,7 +357,10 @@ pub fn document() -> Value {
             "description": "Body `{\"name\": \"..\", \"condition\": {..}}`. Conditions: `{\"all\": [..]}`, `{\"any\": [..]}`, `{\"not\": {..}}`, `{\"segment\": \"<id>\"}`, `{\"trait\": \"gender\", \"op\": \"neq\", \"value\": \"male\"}` (also `computed`, `tag`; negations hold for an unknown field), `{\"event\": \"Order Completed\", \"where\": [..], \"count\": {\"op\": \"gte\", \"value\": 3}, \"window\": \"7d\"}`, `{\"event\": \"Order Completed\", \"aggregate\": {\"function\": \"sum\", \"property\": \"properties.total\"}, \"op\": \"gte\", \"value\": 1000}`. `{\"sequence\": [{\"event\": \"Product Added\"}, {\"not_event\": \"Order Completed\"}], \"within\": \"2h\"}` (judged on the latest first step; `not_event` holds once the time has passed with no second step).",
             "security": [{"bearer": ["admin"]}],
             "parameters": [id],
-            "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object"}}}},
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["condition"], "properties": {
+                    "name": {"type": "string"},
+                    "condition": {"type": "object", "minProperties": 1}}}}}},
             "responses": definition_responses("The stored segment with its status."),
         },
         "delete": {
@@ -353,19 +376,23 @@ pub fn document() -> Value {
             "tags": ["segments"],
             "summary": "Insight before selection: a definition (as PUT /v1/segments/{id} takes it) evaluated over every profile without saving it — `count`, `profiles` looked at, a `sample` of members, `totals` (spend, orders), `took_ms`",
             "security": [{"bearer": ["read"]}],
-            "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object"}}}},
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["condition"], "properties": {
+                    "name": {"type": "string"},
+                    "condition": {"type": "object", "minProperties": 1}}}}}},
             "responses": read_responses("The preview."),
         }
     }));
     paths.insert("/v1/segments/{id}/members".into(), json!({
         "get": {
             "tags": ["segments"],
-            "summary": "A page of the segment's members (profile id order): `format=json` (`items`, `next_after`), `ndjson` or `csv` (next page in the `x-next-after` header); `channel=` is refused until consent is recorded",
+            "summary": "The segment's members in profile id order: `format=json` a page (`items`, `next_after`); `ndjson` or `csv` the whole segment streamed (one page of members in memory at a time), or a page with `limit` (next page in the `x-next-after` header). `fields` chooses the columns (CSV header, NDJSON and JSON keys); `channel` keeps the members who may be reached there and have its address, and adds the address",
             "security": [{"bearer": ["read"]}],
             "parameters": [id, {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100000}},
                 {"name": "after", "in": "query", "schema": {"type": "string"}},
                 {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "ndjson", "csv"]}},
-                {"name": "channel", "in": "query", "description": "only members who may be reached on this channel", "schema": {"type": "string", "enum": ["sms", "email", "push", "wechat", "phone"]}},
+                {"name": "fields", "in": "query", "description": "Comma-separated columns: `profile_id`, `since`, `caused_by`; `identifiers.<type>` (the most recently seen value; phones in E.164), `traits.<name>`, `computed_traits.<name>`, `tags.<name>`; a bare name is a membership column, else an identifier type the rules know, else a computed trait, else a tag, else a trait. Default `profile_id,since,caused_by`.", "schema": {"type": "string"}},
+                {"name": "channel", "in": "query", "description": "Only members who may be reached on this channel and have its address (sms, phone: `phone`; email: `email`; wechat: `wechat_openid`; push: `device_id`), which is added as a column.", "schema": {"type": "string", "enum": ["sms", "email", "push", "wechat", "phone"]}},
                 {"name": "purpose", "in": "query", "schema": {"type": "string", "enum": ["marketing", "service", "analytics"], "default": "marketing"}}],
             "responses": read_responses("The members."),
         }
@@ -392,6 +419,12 @@ pub fn document() -> Value {
             "summary": "Records a choice `{channel: sms|email|push|wechat|phone, purpose: marketing|service|analytics (default marketing), granted, source}` as a `Segment Consent Preference Updated` message of the profile; answers once folded (202 if not within 20 s)",
             "security": [{"bearer": ["write"]}],
             "parameters": [id],
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["channel", "granted"], "additionalProperties": false, "properties": {
+                    "channel": {"type": "string", "enum": ["sms", "email", "push", "wechat", "phone"]},
+                    "purpose": {"enum": ["marketing", "service", "analytics", null], "description": "marketing when absent or null"},
+                    "granted": {"type": "boolean"},
+                    "source": {"type": ["string", "null"]}}}}}},
             "responses": read_responses("The profile's consent after the change."),
         }
     }));
@@ -422,6 +455,19 @@ pub fn document() -> Value {
                  "description": "Page: only entries with ids below this (`next_before` of the previous page)."}
             ],
             "responses": read_responses("`items` and `next_before`."),
+        }
+    }));
+    paths.insert("/v1/quality".into(), json!({
+        "get": {
+            "tags": ["query"],
+            "summary": "Data quality: values accepted messages carried that were kept but not used as identifiers (a phone \"N/A\", a placeholder e-mail), counted by field and reason, and listed newest first with their message",
+            "security": [{"bearer": ["read"]}],
+            "parameters": [
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                {"name": "before", "in": "query", "schema": {"type": "integer"},
+                 "description": "Page: only findings with ids below this (`next_before` of the previous page)."}
+            ],
+            "responses": read_responses("`total`, `by_reason` ([{field, code, count}], the most frequent first), `items` ([{id, message_id, field, code, reason, source, received_at}], newest first; no value is repeated) and `next_before`."),
         }
     }));
     paths.insert("/v1/profiles/{id}/identity".into(), json!({
@@ -461,11 +507,11 @@ pub fn document() -> Value {
                 "description": "Only answer what would merge and split, computed by re-resolving the log into a shadow."}],
             "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object",
                 "required": ["types"], "properties": {
-                    "types": {"type": "object", "additionalProperties": {"type": "object",
+                    "types": {"type": "object", "propertyNames": {"pattern": "^[a-z0-9_]{1,64}$"}, "additionalProperties": {"type": "object",
                         "required": ["priority", "limit"], "properties": {
-                            "priority": {"type": "integer"}, "limit": {"type": "integer", "minimum": 1},
+                            "priority": {"type": "integer", "minimum": 0, "maximum": 4294967295u64}, "limit": {"type": "integer", "minimum": 1, "maximum": 4294967295u64},
                             "may_merge": {"type": "boolean"}, "blocked": {"type": "array", "items": {"type": "string"}}}}},
-                    "max_merges": {"type": "integer"}, "max_identifiers": {"type": "integer"},
+                    "max_merges": {"type": "integer", "minimum": 1, "maximum": 4294967295u64}, "max_identifiers": {"type": "integer", "minimum": 1, "maximum": 4294967295u64},
                     "source_priority": {"type": "array", "items": {"type": "string"},
                         "description": "Channels whose trait values win, strongest first."}}}}}},
             "responses": command_responses("Dry run: `changes` {merges, splits}. Otherwise `rules` (new version), `merges`, `splits`."),
@@ -502,7 +548,7 @@ pub fn document() -> Value {
         );
     }
     crate::console::openapi_paths(&mut paths);
-    json!({
+    let mut document = json!({
         "openapi": "3.1.0",
         "info": {"title": "cdp", "version": env!("CARGO_PKG_VERSION"),
             "description": "Customer data platform: Segment-compatible collection, immutable event log, 360 view."},
@@ -513,13 +559,20 @@ pub fn document() -> Value {
                 "bearer": {"type": "http", "scheme": "bearer"}
             },
             "schemas": {
-                "Success": {"type": "object", "properties": {"success": {"type": "boolean"}}},
+                "Success": {"type": "object", "properties": {
+                    "success": {"type": "boolean"},
+                    "dropped_identifiers": {"$ref": "#/components/schemas/DroppedIdentifiers"}}},
+                "DroppedIdentifiers": {"type": "array", "description": "Values the message(s) carried that were kept but are no identifier (GET /v1/quality); the message was stored.",
+                    "items": {"type": "object", "properties": {
+                        "index": {"type": "integer", "description": "The message's index in a batch."},
+                        "field": {"type": "string"}, "code": {"type": "string"}, "message": {"type": "string"}}}},
                 "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
                     "code": {"type": "string"}, "field": {"type": "string"}, "message": {"type": "string"}}},
                     "accepted": {"type": "integer"},
                     "rejected": {"type": "array", "items": {"type": "object", "properties": {
                         "index": {"type": "integer"}, "code": {"type": "string"},
-                        "field": {"type": "string"}, "message": {"type": "string"}}}}}},
+                        "field": {"type": "string"}, "message": {"type": "string"}}}},
+                    "dropped_identifiers": {"$ref": "#/components/schemas/DroppedIdentifiers"}}},
                 "Message": {"type": "object", "properties": {
                     "type": {"type": "string", "enum": ["track", "identify", "page", "screen", "group", "alias"]},
                     "userId": {"type": ["string", "number"]},
@@ -538,5 +591,65 @@ pub fn document() -> Value {
                 }}
             }
         }
-    })
+    });
+    tighten(&mut document);
+    document
+}
+
+/// What holds for every operation, written once: a string parameter never holds U+0000 (the edge
+/// refuses it) and a required one is not empty; an integer parameter is a 64-bit one; every operation
+/// may answer 404 and 503, and every error has the JSON error body.
+fn tighten(document: &mut Value) {
+    let Some(paths) = document["paths"].as_object_mut() else {
+        return;
+    };
+    for operations in paths.values_mut() {
+        let Some(operations) = operations.as_object_mut() else {
+            continue;
+        };
+        for operation in operations.values_mut() {
+            let parameters = operation
+                .get_mut("parameters")
+                .and_then(Value::as_array_mut);
+            for parameter in parameters.into_iter().flatten() {
+                let required = parameter["required"] == json!(true);
+                let schema = &mut parameter["schema"];
+                match schema["type"].as_str() {
+                    Some("string") if schema.get("enum").is_none() => {
+                        if schema.get("pattern").is_none() {
+                            schema["pattern"] = json!("^[^\\u0000]*$");
+                        }
+                        if required {
+                            schema["minLength"] = json!(1);
+                        }
+                    }
+                    Some("integer") => {
+                        schema["format"] = json!("int64");
+                        if schema.get("minimum").is_none() {
+                            schema["minimum"] = json!(i64::MIN);
+                        }
+                        if schema.get("maximum").is_none() {
+                            schema["maximum"] = json!(i64::MAX);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let Some(responses) = operation
+                .get_mut("responses")
+                .and_then(Value::as_object_mut)
+            else {
+                continue;
+            };
+            responses
+                .entry("404")
+                .or_insert_with(|| json!({"description": "Not found."}));
+            responses.entry("503").or_insert_with(unavailable_response);
+            for (status, response) in responses.iter_mut() {
+                if status.starts_with('4') && response.get("content").is_none() {
+                    response["content"] = json!({"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}});
+                }
+            }
+        }
+    }
 }

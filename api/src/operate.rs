@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{post, put};
 use axum::{Json, Router};
@@ -24,6 +24,7 @@ use serde_json::{json, Value};
 
 use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::extract::Query;
 use crate::AppState;
 
 /// How long a request waits for the resolver to decide its command before answering 202.
@@ -260,6 +261,21 @@ struct RulesQuery {
     dry_run: Option<bool>,
 }
 
+/// JSON does not tell `3` from `3.0` (an integer in JSON Schema's sense): every number with no fraction
+/// becomes an integer before the rules are read.
+fn integral_numbers(value: &mut Value) {
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15) {
+                *value = json!(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_numbers),
+        Value::Object(map) => map.values_mut().for_each(integral_numbers),
+        _ => {}
+    }
+}
+
 fn check_rules(rules: &IdentityRules) -> Result<(), ApiError> {
     for (name, rule) in &rules.types {
         let valid = !name.is_empty()
@@ -322,6 +338,7 @@ async fn put_rules(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     principal.require(Scope::Admin)?;
     let mut value: Value = body(&raw)?;
+    integral_numbers(&mut value);
     if let Some(object) = value.as_object_mut() {
         // The version is ours to give.
         object.entry("version").or_insert(json!(0));

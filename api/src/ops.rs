@@ -25,9 +25,13 @@ async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
-/// Ready when the database answers and, if NATS is configured, the NATS connection is up.
+/// Ready when the database answers (within two seconds, and no outage is ongoing) and, if NATS is
+/// configured, the NATS connection is up.
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    let database = state.store.ping().await.is_ok();
+    let database = !state.outage.ongoing()
+        && tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping())
+            .await
+            .is_ok_and(|ping| ping.is_ok());
     let nats = state
         .nats
         .as_ref()
@@ -61,6 +65,9 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         duplicates: stats.duplicates.load(Ordering::Relaxed),
         commits: stats.commits.load(Ordering::Relaxed),
         projections: vec![projection("identity", &state.identity)],
+        database_unavailable_seconds: state.outage.unavailable_seconds(),
+        database_outages: state.outage.count(),
+        database_available: !state.outage.ongoing(),
     };
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

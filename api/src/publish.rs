@@ -5,7 +5,7 @@
 //! NATS is down: the publisher retries from where it stopped (at least once; subscribers deduplicate
 //! by the message id).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream};
 use async_nats::HeaderMap;
@@ -76,29 +76,143 @@ impl Drop for BackgroundTask {
 /// Starts publishing; `resolver` tells it when the resolver committed (else it polls every `POLL`).
 pub fn spawn(
     store: Store,
+    policies: crate::consent::Policies,
     nats: Option<(async_nats::Client, OutTopology)>,
     bus: broadcast::Sender<Published>,
     resolver: std::sync::Arc<cdp_projections::RunnerStatus>,
 ) -> BackgroundTask {
     BackgroundTask(tokio::spawn(async move {
+        let mut outage = Outage::default();
         loop {
-            match publish_some(&store, nats.as_ref(), &bus).await {
+            let outcome = publish_some(&store, &policies, nats.as_ref(), &bus).await;
+            let now = Instant::now();
+            let change = match &outcome {
+                Ok(0) => outage.idle(now),
+                Ok(n) => outage.published(*n, now),
+                Err(_) => outage.failed(now),
+            };
+            match (change, &outcome) {
+                (Some(Change::Down), Err(e)) => {
+                    let waiting = waiting(&store).await.ok();
+                    tracing::warn!(
+                        error = %e,
+                        waiting,
+                        "publishing the outbox stopped (NATS or the database is out of reach); \
+                         retrying every second, said once: the outbox keeps every message"
+                    );
+                }
+                (Some(Change::Back { lasted, failures }), _) => tracing::info!(
+                    seconds = lasted.as_secs_f64(),
+                    failed_attempts = failures,
+                    "publishing the outbox works again; catching up"
+                ),
+                (Some(Change::CaughtUp { published, took }), _) => tracing::info!(
+                    published,
+                    seconds = took.as_secs_f64(),
+                    "the outbox has caught up after the outage"
+                ),
+                (_, Err(e)) => tracing::debug!(error = %e, "publishing the outbox failed again"),
+                _ => {}
+            }
+            match outcome {
                 Ok(0) => {
                     let _ = tokio::time::timeout(POLL, resolver.committed.notified()).await;
                 }
                 Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "publishing the outbox failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
+                Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
             }
         }
     }))
 }
 
+/// What the publisher's log says about an outage: one line when publishing starts failing, one when a
+/// page is published again, one when the outbox has caught up — never one per retry or message.
+#[derive(Debug, Default)]
+struct Outage {
+    /// Since when publishing fails, and how many attempts failed.
+    down: Option<(Instant, u64)>,
+    /// Since when publishing works again, and how many messages were published since.
+    recovering: Option<(Instant, u64)>,
+}
+
+/// A change worth one log line.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Change {
+    Down,
+    Back { lasted: Duration, failures: u64 },
+    CaughtUp { published: u64, took: Duration },
+}
+
+impl Outage {
+    fn failed(&mut self, now: Instant) -> Option<Change> {
+        self.recovering = None;
+        match &mut self.down {
+            Some((_, failures)) => {
+                *failures += 1;
+                None
+            }
+            None => {
+                self.down = Some((now, 1));
+                Some(Change::Down)
+            }
+        }
+    }
+
+    fn published(&mut self, n: usize, now: Instant) -> Option<Change> {
+        if let Some((since, failures)) = self.down.take() {
+            self.recovering = Some((now, n as u64));
+            return Some(Change::Back {
+                lasted: now.saturating_duration_since(since),
+                failures,
+            });
+        }
+        if let Some((_, published)) = &mut self.recovering {
+            *published += n as u64;
+        }
+        None
+    }
+
+    /// Nothing was left to publish.
+    fn idle(&mut self, now: Instant) -> Option<Change> {
+        if let Some((since, _)) = self.down.take() {
+            // It works again and nothing was waiting.
+            return Some(Change::CaughtUp {
+                published: 0,
+                took: now.saturating_duration_since(since),
+            });
+        }
+        let (since, published) = self.recovering.take()?;
+        Some(Change::CaughtUp {
+            published,
+            took: now.saturating_duration_since(since),
+        })
+    }
+}
+
+/// How many messages of the outbox wait to be published.
+async fn waiting(store: &Store) -> Result<i64, ProjectionError> {
+    let after = checkpoint(store, PUBLISHER).await?.seq;
+    let count = match store {
+        Store::Sqlite(s) => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE seq > ?")
+                .bind(after)
+                .fetch_one(s.read_pool())
+                .await?
+        }
+        Store::Postgres(s) => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE seq > $1")
+                .bind(after)
+                .fetch_one(s.pool())
+                .await?
+        }
+    };
+    Ok(count)
+}
+
 /// Publishes the next page of the outbox; returns how many were published.
 async fn publish_some(
     store: &Store,
+    policies: &crate::consent::Policies,
     nats: Option<&(async_nats::Client, OutTopology)>,
     bus: &broadcast::Sender<Published>,
 ) -> anyhow::Result<usize> {
@@ -108,7 +222,7 @@ async fn publish_some(
         return Ok(0);
     };
     // Every message leaves with the channels its profile may be reached on.
-    let page = crate::consent::gate(store, page).await?;
+    let page = crate::consent::gate(store, policies, page).await?;
     if let Some((client, topology)) = nats {
         let js = jetstream::new(client.clone());
         let mut acks = Vec::with_capacity(page.len());
@@ -205,4 +319,62 @@ async fn save(store: &Store, seq: i64) -> Result<(), ProjectionError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outage_is_logged_once_then_its_end_then_the_catch_up() {
+        // Given a publisher that fails five times, then publishes three pages, then finds nothing left.
+        let mut outage = Outage::default();
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut said = Vec::new();
+        said.push(outage.idle(at(0)));
+        for s in 1..=5 {
+            said.push(outage.failed(at(s)));
+        }
+        said.push(outage.published(500, at(7)));
+        said.push(outage.published(500, at(8)));
+        said.push(outage.published(20, at(9)));
+        said.push(outage.idle(at(9)));
+        said.push(outage.idle(at(10)));
+        said.push(outage.published(3, at(11)));
+        // Then three lines in all: down, back, caught up (with the count) — none per retry or page.
+        let said: Vec<Change> = said.into_iter().flatten().collect();
+        assert_eq!(
+            said,
+            [
+                Change::Down,
+                Change::Back {
+                    lasted: Duration::from_secs(6),
+                    failures: 5
+                },
+                Change::CaughtUp {
+                    published: 1020,
+                    took: Duration::from_secs(2)
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failure_while_catching_up_is_a_new_outage() {
+        let mut outage = Outage::default();
+        let t0 = Instant::now();
+        assert_eq!(outage.failed(t0), Some(Change::Down));
+        assert!(matches!(
+            outage.published(10, t0),
+            Some(Change::Back { .. })
+        ));
+        assert_eq!(outage.failed(t0), Some(Change::Down));
+        assert_eq!(outage.failed(t0), None);
+        assert!(matches!(
+            outage.idle(t0),
+            Some(Change::CaughtUp { published: 0, .. })
+        ));
+        assert_eq!(outage.idle(t0), None);
+    }
 }

@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use cdp_domain::event::{from_millis, StoredEvent};
+use cdp_domain::ident::Phone;
 use cdp_domain::identity::IdentityEvent;
 use cdp_domain::message::rfc3339;
 use cdp_domain::profile::{channel_of, ProfileDoc};
@@ -19,6 +20,7 @@ use serde_json::{json, Value};
 
 use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::extract::{Path, Query};
 use crate::AppState;
 
 pub fn router() -> Router<Arc<AppState>> {
@@ -80,13 +82,23 @@ pub(crate) async fn holder_of(
         .value
         .ok_or_else(|| ApiError::bad_request("missing_field", "value", "value is required"))?;
     let rules = identity::rules_of(&state.store, workspace).await?;
-    let value = rules.normalise(&id_type, &raw_value).ok_or_else(|| {
-        ApiError::bad_request(
-            "invalid_value",
-            "value",
-            format!("{raw_value:?} is not a valid {id_type} (or is a blocked value)"),
-        )
-    })?;
+    // A phone is read in the workspace's region as ingestion reads it, and handed to the rules in E.164
+    // so that they keep its country code; a value that only the rules' lenient reading takes (a number
+    // stored before regions) is still found.
+    let strict = (id_type == "phone")
+        .then(|| Phone::parse_in(&raw_value, state.phone_region(workspace)).ok())
+        .flatten()
+        .and_then(|phone| rules.normalise("phone", &phone.e164()));
+    let value = strict
+        .or_else(|| rules.normalise(&id_type, &raw_value))
+        .ok_or_else(|| {
+            // Well-formed, but never an identifier (not an e-mail, a placeholder, a blocked value):
+            // no profile can hold it.
+            ApiError::not_found(format!(
+                "no profile has {id_type} {raw_value:?}: it is not a valid {id_type} or is a \
+                 blocked value, never an identifier"
+            ))
+        })?;
     let holder = identity::profile_holding(&state.store, workspace, &id_type, &value)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no profile has {id_type} {value:?}")))?;
@@ -99,14 +111,37 @@ fn profile_json(
     requested: &str,
     doc: &ProfileDoc,
     recent: &[cdp_domain::profile::EventSummary],
+    policy: &cdp_domain::consent::ConsentPolicy,
 ) -> Value {
     let mut body = doc.to_json(recent);
+    mark_invalid_traits(&mut body["traits"]);
     body["profile_id"] = json!(survivor);
     body["requested_id"] = json!(requested);
     body["merged_away"] = json!(survivor != requested);
     body["consent"] = json!(doc.consent.view());
-    body["reachable"] = json!(doc.consent.reachable(cdp_domain::consent::DEFAULT_PURPOSE));
+    let reachable = doc
+        .consent
+        .reachable_by(cdp_domain::consent::DEFAULT_PURPOSE, policy);
+    let (channels, by) = crate::consent::reachable_json(&reachable);
+    body["reachable"] = channels;
+    body["reachable_by"] = by;
     body
+}
+
+/// A trait whose value ingestion kept as an invalid identifier (`{"value", "invalid"}`, a phone "N/A")
+/// shows the value as sent and says why it is no identifier: `"invalid": "not_a_phone"`.
+fn mark_invalid_traits(traits: &mut Value) {
+    let Some(traits) = traits.as_object_mut() else {
+        return;
+    };
+    for entry in traits.values_mut() {
+        let Some((raw, code)) = cdp_domain::message::invalid_identifier(&entry["value"]) else {
+            continue;
+        };
+        let (raw, code) = (raw.clone(), code.to_owned());
+        entry["value"] = raw;
+        entry["invalid"] = json!(code);
+    }
 }
 
 /// The surviving profile of `id`, or a 404.
@@ -145,7 +180,8 @@ async fn profile_body(
     requested: &str,
     view: &profiles::ProfileView,
 ) -> Result<Value, ApiError> {
-    let mut body = profile_json(profile, requested, &view.doc, &view.recent);
+    let policy = crate::consent::policy_of(&state.consent_policies, workspace);
+    let mut body = profile_json(profile, requested, &view.doc, &view.recent, policy);
     let (computed, tags) =
         crate::catalog::profile_sections(state, workspace, &view.doc, &view.tags).await?;
     body["computed_traits"] = computed;
@@ -182,7 +218,7 @@ async fn timeline(
 ) -> Result<Json<Value>, ApiError> {
     principal.require(Scope::Read)?;
     let survivor = survivor(&state, &principal.workspace, &id).await?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = crate::extract::page_limit(q.limit, 100, 1000)?;
     let events = profiles::timeline(
         &state.store,
         &principal.workspace,
@@ -211,7 +247,7 @@ async fn quarantine(
     Query(q): Query<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
     principal.require(Scope::Read)?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = crate::extract::page_limit(q.limit, 100, 1000)?;
     let items = state
         .store
         .list_quarantine(&principal.workspace, q.before, limit)
@@ -305,7 +341,7 @@ async fn identity_conflicts(
     Query(q): Query<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
     principal.require(Scope::Read)?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = crate::extract::page_limit(q.limit, 100, 1000)?;
     let rows = identity::conflicts(&state.store, &principal.workspace, q.before, limit).await?;
     let next = next_before(rows.len(), limit, rows.last().map(|d| d.seq));
     Ok(Json(json!({

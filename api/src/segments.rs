@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
@@ -31,6 +31,8 @@ use crate::catalog::{
     apply, definition_error, definition_json, find, json_body, named, pending, unchanged,
 };
 use crate::error::ApiError;
+use crate::export::{self, Column};
+use crate::extract::{Path, Query};
 use crate::AppState;
 
 pub fn router() -> Router<Arc<AppState>> {
@@ -204,13 +206,152 @@ struct MembersQuery {
     limit: Option<i64>,
     after: Option<String>,
     format: Option<String>,
-    /// Only members who may be reached on this channel (for `purpose`, marketing by default).
+    /// Only members who may be reached on this channel (for `purpose`, marketing by default) and have
+    /// its address, which the export includes.
     channel: Option<String>,
     purpose: Option<String>,
+    /// The columns, comma-separated (see `export::parse_fields`).
+    fields: Option<String>,
 }
 
-/// A page of a segment's members in profile id order: JSON (`items`, `next_after`), NDJSON (one member
-/// per line) or CSV; `after` is the last profile id of the previous page.
+/// Members exported per page when the whole segment is streamed.
+const STREAM_PAGE: i64 = 1_000;
+
+/// What one export writes: the segment's members with these columns, kept when reachable on `channel`.
+#[derive(Clone)]
+struct Export {
+    state: Arc<AppState>,
+    workspace: String,
+    segment: String,
+    columns: Vec<Column>,
+    channel: Option<&'static str>,
+    purpose: &'static str,
+}
+
+impl Export {
+    /// The rows of the members after `after` (up to `limit` members read, fewer rows when the channel
+    /// filter leaves some out), and the `after` of the next page when there may be one.
+    async fn page(
+        &self,
+        after: &str,
+        limit: i64,
+    ) -> Result<(Vec<Vec<(String, Value)>>, Option<String>), ApiError> {
+        let store = &self.state.store;
+        let ws = &self.workspace;
+        let page = catalog::members_page(store, ws, &self.segment, after, limit).await?;
+        // The page is cut before the consent filter, so `next_after` pages through every member.
+        let next_after = (page.len() as i64 == limit)
+            .then(|| page.last().map(|m| m.0.clone()))
+            .flatten();
+        let keys: Vec<(String, String)> = page.iter().map(|m| (ws.clone(), m.0.clone())).collect();
+        let reachable = match self.channel {
+            Some(_) => {
+                let policies = &self.state.consent_policies;
+                crate::consent::reachable_of(store, policies, &keys, self.purpose).await?
+            }
+            None => Default::default(),
+        };
+        let needs_docs = self.channel.is_some() || self.columns.iter().any(Column::needs_document);
+        let docs = if needs_docs {
+            let parsed: Vec<profiles::ProfileKey> = page
+                .iter()
+                .filter_map(|m| {
+                    let id = cdp_domain::identity::ProfileId::parse(&m.0).ok()?;
+                    Some((ws.clone(), id))
+                })
+                .collect();
+            profiles::load_many(store, &parsed)
+                .await?
+                .into_iter()
+                .map(|((_, p), doc)| (p.to_string(), doc))
+                .collect()
+        } else {
+            std::collections::HashMap::new()
+        };
+        let tags = if self.columns.iter().any(|c| matches!(c, Column::Tag(_))) {
+            let ids: Vec<&str> = page.iter().map(|m| m.0.as_str()).collect();
+            catalog::tags_of(store, ws, &ids).await?
+        } else {
+            BTreeMap::new()
+        };
+        let traits = if self
+            .columns
+            .iter()
+            .any(|c| matches!(c, Column::Computed(_)))
+        {
+            self.state.catalog(ws).await?.folded().clone()
+        } else {
+            BTreeMap::new()
+        };
+        let now = Utc::now();
+        let mut rows = Vec::with_capacity(page.len());
+        for (profile, since, caused_by) in &page {
+            let doc = docs.get(profile);
+            let mut basis = None;
+            if let Some(channel) = self.channel {
+                basis = reachable
+                    .get(&(ws.clone(), profile.clone()))
+                    .and_then(|r| r.iter().find(|(c, _)| *c == channel))
+                    .map(|(_, b)| *b);
+                let addressed = doc
+                    .is_some_and(|d| export::address(d, export::address_type(channel)).is_some());
+                if basis.is_none() || !addressed {
+                    continue;
+                }
+            }
+            let member = export::Member {
+                profile,
+                since: *since,
+                caused_by: caused_by.as_deref(),
+                doc,
+                tags: tags.get(profile).map_or(&[], Vec::as_slice),
+                consent: basis,
+            };
+            rows.push(export::row(&member, &self.columns, &traits, now));
+        }
+        Ok((rows, next_after))
+    }
+
+    /// Every member, page after page, as NDJSON lines or CSV rows (after the header): one page of
+    /// members in memory at a time, written as it is read.
+    fn stream(self, csv: bool) -> axum::body::Body {
+        let header = csv.then(|| export::csv_header(&self.columns));
+        let start = (self, Some(String::new()), header);
+        let pages = futures::stream::unfold(start, move |(export, after, header)| async move {
+            let after = after?;
+            match export.page(&after, STREAM_PAGE).await {
+                Ok((rows, next)) => {
+                    let mut chunk = header.unwrap_or_default();
+                    for cells in rows {
+                        if csv {
+                            chunk.push_str(&export::csv_line(&cells));
+                        } else {
+                            chunk.push_str(&export::json_line(cells).to_string());
+                            chunk.push('\n');
+                        }
+                    }
+                    let chunk: Result<axum::body::Bytes, std::io::Error> = Ok(chunk.into());
+                    Some((chunk, (export, next, None)))
+                }
+                Err(e) => {
+                    // The status is sent: the client sees the export cut short, never a partial
+                    // file that looks whole.
+                    tracing::error!(error = ?e, segment = %export.segment, "a segment export failed midway");
+                    let failed = Err(std::io::Error::other(
+                        "the export failed; see the service log",
+                    ));
+                    Some((failed, (export, None, None)))
+                }
+            }
+        });
+        axum::body::Body::from_stream(pages)
+    }
+}
+
+/// A segment's members in profile id order. JSON: a page (`items`, `next_after`; `after` is the last
+/// profile id of the previous page). NDJSON and CSV: the whole segment streamed, or a page with `limit`
+/// (`X-Next-After`). `fields` chooses the columns; `channel` keeps the members reachable there with
+/// its address, and adds the address.
 async fn members(
     State(state): State<Arc<AppState>>,
     principal: Principal,
@@ -219,36 +360,62 @@ async fn members(
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
     principal.require(Scope::Read)?;
-    let ws = &principal.workspace;
+    let ws = principal.workspace.clone();
     let channel = q
         .channel
         .as_deref()
         .map(|c| crate::consent::channel_param(c, "channel"))
         .transpose()?;
     let purpose = crate::consent::purpose_param(q.purpose.as_deref(), "purpose")?;
-    find(&state, ws, SEGMENT, &id).await?;
-    let limit = q.limit.unwrap_or(1_000).clamp(1, 100_000);
-    let after = q.after.unwrap_or_default();
-    let mut page = catalog::members_page(&state.store, ws, &id, &after, limit).await?;
-    // The page is cut before the consent filter, so `next_after` pages through every member.
-    let next_after = (page.len() as i64 == limit)
-        .then(|| page.last().map(|m| m.0.clone()))
-        .flatten();
-    if let Some(channel) = channel {
-        let keys: Vec<(String, String)> = page.iter().map(|m| (ws.clone(), m.0.clone())).collect();
-        let reachable = crate::consent::reachable_of(&state.store, &keys, purpose).await?;
-        page.retain(|m| {
-            reachable
-                .get(&(ws.clone(), m.0.clone()))
-                .is_some_and(|r| r.contains(&channel))
-        });
+    let format = q.format.as_deref().unwrap_or("json");
+    if !["json", "ndjson", "csv"].contains(&format) {
+        return Err(ApiError::bad_request(
+            "invalid_value",
+            "format",
+            format!("format: {format:?} is not json, ndjson or csv"),
+        ));
     }
-    let rows: Vec<Value> = page
-        .iter()
-        .map(|(profile, since, caused_by)| {
-            json!({"profile_id": profile, "since": rfc3339(from_millis(*since)), "caused_by": caused_by})
-        })
-        .collect();
+    find(&state, &ws, SEGMENT, &id).await?;
+    let mut columns = match q.fields.as_deref() {
+        Some(fields) => {
+            let rules = identity::rules_of(&state.store, &ws).await?;
+            let catalog = state.catalog(&ws).await?;
+            export::parse_fields(fields, &rules, &catalog)?
+        }
+        None => export::DEFAULT_COLUMNS
+            .into_iter()
+            .map(Column::Member)
+            .collect(),
+    };
+    if let Some(channel) = channel {
+        // The address, and why the member may be reached: the record of the consent decision.
+        let address = Column::Identifier(export::address_type(channel).to_owned());
+        for column in [address, Column::Consent] {
+            if !columns.contains(&column) {
+                columns.push(column);
+            }
+        }
+    }
+    let export = Export {
+        state: state.clone(),
+        workspace: ws,
+        segment: id.clone(),
+        columns,
+        channel,
+        purpose,
+    };
+    let content_type = match format {
+        "csv" => "text/csv",
+        "ndjson" => "application/x-ndjson",
+        _ => "application/json",
+    };
+    if format != "json" && q.limit.is_none() {
+        let body = export.clone().stream(format == "csv");
+        return Ok(([(axum::http::header::CONTENT_TYPE, content_type)], body).into_response());
+    }
+    let limit = i64::from(crate::extract::page_limit(q.limit, 1_000, 100_000)?);
+    let after = q.after.unwrap_or_default();
+    let (rows, next_after) = export.page(&after, limit).await?;
     let with_next = |mut response: axum::response::Response| {
         if let Some(next) = next_after
             .as_deref()
@@ -258,49 +425,26 @@ async fn members(
         }
         response
     };
-    Ok(match q.format.as_deref().unwrap_or("json") {
+    Ok(match format {
         "json" => {
-            Json(json!({"segment": id, "items": rows, "next_after": next_after})).into_response()
+            let items: Vec<Value> = rows.into_iter().map(export::json_line).collect();
+            Json(json!({"segment": id, "items": items, "next_after": next_after})).into_response()
         }
         "ndjson" => {
-            let body: String = rows.iter().map(|r| format!("{r}\n")).collect();
-            with_next(
-                (
-                    [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
-                    body,
-                )
-                    .into_response(),
-            )
+            let body: String = rows
+                .into_iter()
+                .map(|cells| format!("{}\n", export::json_line(cells)))
+                .collect();
+            with_next(([(axum::http::header::CONTENT_TYPE, content_type)], body).into_response())
         }
-        "csv" => {
-            let mut body = String::from("profile_id,since,caused_by\n");
-            for (profile, since, caused_by) in &page {
-                body.push_str(&format!(
-                    "{},{},{}\n",
-                    csv_field(profile),
-                    rfc3339(from_millis(*since)),
-                    csv_field(caused_by.as_deref().unwrap_or(""))
-                ));
+        _ => {
+            let mut body = export::csv_header(&export.columns);
+            for cells in &rows {
+                body.push_str(&export::csv_line(cells));
             }
-            with_next(([(axum::http::header::CONTENT_TYPE, "text/csv")], body).into_response())
-        }
-        other => {
-            return Err(ApiError::bad_request(
-                "invalid_value",
-                "format",
-                format!("format: {other:?} is not json, ndjson or csv"),
-            ))
+            with_next(([(axum::http::header::CONTENT_TYPE, content_type)], body).into_response())
         }
     })
-}
-
-/// A CSV field, quoted when it holds a comma, quote or line break.
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_owned()
-    }
 }
 
 #[derive(Deserialize)]

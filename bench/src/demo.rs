@@ -188,6 +188,7 @@ async fn show(
     );
 
     quarantine(&http, base, &credentials.token).await?;
+    quality(&http, base, &credentials.token).await?;
 
     let customer = &data.customers[data.featured];
     let token = credentials.token.as_str();
@@ -480,6 +481,24 @@ async fn quarantine(http: &reqwest::Client, base: &str, token: &str) -> anyhow::
             field.as_str()
         };
         println!("  {n:>3} × {code:<17} {field:<15} {}", clip(reason, 70));
+    }
+    Ok(())
+}
+
+/// The values kept but not used as identifiers: the junk phone and e-mail of the data set.
+async fn quality(http: &reqwest::Client, base: &str, token: &str) -> anyhow::Result<()> {
+    let body = get(http, base, token, "/v1/quality", &[("limit", "1")]).await?;
+    println!(
+        "quality    {} values kept with their message but not used as identifiers — GET /v1/quality",
+        body["total"]
+    );
+    for reason in body["by_reason"].as_array().into_iter().flatten() {
+        println!(
+            "  {:>3} × {:<17} {}",
+            reason["count"].as_i64().unwrap_or(0),
+            reason["code"].as_str().unwrap_or("?"),
+            reason["field"].as_str().unwrap_or("")
+        );
     }
     Ok(())
 }

@@ -8,7 +8,9 @@
 //! latest one; a channel is usable for a purpose only if every identity of the profile that said
 //! anything granted it. So a merge is conservative by construction — a revoke on either side wins —
 //! and the profile says which identity revoked. With no choice recorded a channel is not usable:
-//! consent is opt-in.
+//! consent is opt-in — unless the workspace's [`ConsentPolicy`] makes a channel (or a channel for one
+//! purpose) opt-out, where silence allows it and only a revoke forbids it. [`Consents::reachable_by`]
+//! says, for each channel it allows, whether a grant or the opt-out policy did.
 
 use std::collections::BTreeMap;
 
@@ -123,6 +125,25 @@ impl Consents {
             .collect()
     }
 
+    /// The channels the profile may be reached on for `purpose` under a workspace's policy, each with
+    /// why: a recorded standing decides (granted by every identity that chose, or not); with none, the
+    /// channel's policy does (opt-out: reachable).
+    pub fn reachable_by(
+        &self,
+        purpose: &str,
+        policy: &ConsentPolicy,
+    ) -> Vec<(&'static str, Basis)> {
+        CHANNELS
+            .into_iter()
+            .filter_map(|c| match self.standing(c, purpose) {
+                Some(s) => s.granted.then_some((c, Basis::Granted)),
+                None => {
+                    (policy.of(c, purpose) == Policy::OptOut).then_some((c, Basis::OptOutPolicy))
+                }
+            })
+            .collect()
+    }
+
     /// Every recorded standing, by channel then purpose, for the profile view.
     pub fn view(&self) -> BTreeMap<String, BTreeMap<String, Standing>> {
         let mut out: BTreeMap<String, BTreeMap<String, Standing>> = BTreeMap::new();
@@ -137,6 +158,101 @@ impl Consents {
             }
         }
         out
+    }
+}
+
+/// What silence means on a channel for a purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// Usable only after a grant (PIPL's separate consent; GDPR consent).
+    #[default]
+    OptIn,
+    /// Usable until revoked (GDPR's soft opt-in for existing customers, service messages).
+    OptOut,
+}
+
+impl Policy {
+    pub fn parse(raw: &str) -> Option<Policy> {
+        match raw {
+            "opt_in" => Some(Policy::OptIn),
+            "opt_out" => Some(Policy::OptOut),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::OptIn => "opt_in",
+            Policy::OptOut => "opt_out",
+        }
+    }
+}
+
+/// Why a channel is reachable: a grant of every identity that chose, or nobody chose and the channel
+/// is opt-out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Basis {
+    Granted,
+    OptOutPolicy,
+}
+
+impl Basis {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Basis::Granted => "granted",
+            Basis::OptOutPolicy => "opt_out_policy",
+        }
+    }
+}
+
+/// A workspace's consent policy: a default, and the channels (`sms`) or channels for one purpose
+/// (`email:service`) that differ from it; the most specific entry wins.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConsentPolicy {
+    default: Policy,
+    entries: BTreeMap<String, Policy>,
+}
+
+impl ConsentPolicy {
+    /// From a default and `channel` / `channel:purpose` entries; an unknown channel, purpose or policy
+    /// is refused with a sentence naming it.
+    pub fn new(default: Policy, entries: &BTreeMap<String, String>) -> Result<Self, String> {
+        let mut parsed = BTreeMap::new();
+        for (k, v) in entries {
+            let (channel, purpose) = match k.split_once(':') {
+                Some((c, p)) => (c, Some(p)),
+                None => (k.as_str(), None),
+            };
+            if !CHANNELS.contains(&channel) {
+                return Err(format!(
+                    "consent policy: unknown channel {channel:?} (one of {})",
+                    CHANNELS.join(", ")
+                ));
+            }
+            if purpose.is_some_and(|p| !PURPOSES.contains(&p)) {
+                return Err(format!(
+                    "consent policy: unknown purpose in {k:?} (one of {})",
+                    PURPOSES.join(", ")
+                ));
+            }
+            let policy = Policy::parse(v)
+                .ok_or_else(|| format!("consent policy {k:?}: {v:?} is not opt_in or opt_out"))?;
+            parsed.insert(k.clone(), policy);
+        }
+        Ok(Self {
+            default,
+            entries: parsed,
+        })
+    }
+
+    /// The policy of `channel` for `purpose`.
+    pub fn of(&self, channel: &str, purpose: &str) -> Policy {
+        self.entries
+            .get(&key(channel, purpose))
+            .or_else(|| self.entries.get(channel))
+            .copied()
+            .unwrap_or(self.default)
     }
 }
 
@@ -192,6 +308,57 @@ pub fn source_of(payload: &Value, fallback: &str) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn an_opt_out_channel_is_reachable_until_revoked_and_says_why() {
+        // Given a workspace where e-mail for service, and push, are opt-out; everything else opt-in.
+        let entries: BTreeMap<String, String> = [("email:service", "opt_out"), ("push", "opt_out")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let policy = ConsentPolicy::new(Policy::OptIn, &entries).unwrap();
+        assert_eq!(policy.of("email", "service"), Policy::OptOut);
+        assert_eq!(policy.of("email", "marketing"), Policy::OptIn);
+        assert_eq!(policy.of("push", "analytics"), Policy::OptOut);
+        // And a customer who granted SMS and revoked push.
+        let mut consents = Consents::default();
+        let choice = |granted| Choice {
+            granted,
+            at: at(1),
+            source: "app".into(),
+            message_id: "m".into(),
+        };
+        consents.record("sms", "service", "user_id:u", choice(true));
+        consents.record("push", "service", "user_id:u", choice(false));
+        // Then for service: SMS by the grant, e-mail by the policy, push not (revoked), the rest not.
+        assert_eq!(
+            consents.reachable_by("service", &policy),
+            [("sms", Basis::Granted), ("email", Basis::OptOutPolicy)]
+        );
+        // For marketing nobody said anything: only the opt-out push.
+        assert_eq!(
+            consents.reachable_by("marketing", &policy),
+            [("push", Basis::OptOutPolicy)]
+        );
+        // The default policy is today's opt-in.
+        assert_eq!(
+            consents.reachable_by("service", &ConsentPolicy::default()),
+            [("sms", Basis::Granted)]
+        );
+        let everything = ConsentPolicy::new(Policy::OptOut, &BTreeMap::new()).unwrap();
+        assert_eq!(consents.reachable_by("service", &everything).len(), 4);
+        for bad in [
+            ("fax", "opt_out"),
+            ("sms:spam", "opt_out"),
+            ("sms", "maybe"),
+        ] {
+            let entries = BTreeMap::from([(bad.0.to_owned(), bad.1.to_owned())]);
+            assert!(
+                ConsentPolicy::new(Policy::OptIn, &entries).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
 
     fn at(minute: u32) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(&format!("2026-06-01T10:{minute:02}:00Z"))

@@ -2,6 +2,12 @@
 //!
 //! `validate` is pure: the arrival time and the id generator for messages without a `messageId` come in
 //! through [`Envelope`]. Every refusal names the field and the reason.
+//!
+//! A message is refused only when it means nothing (not an object, no `userId` or `anonymousId`, no event
+//! name on a track, an absurd timestamp, over the size limit). An e-mail or phone that is no usable
+//! identifier (`"N/A"`, `"0000000"`, `"ann@shop"`) does not refuse it: the value is kept in its place as
+//! `{"value": <as sent>, "invalid": <code>}` — which identity extraction, reading only strings and
+//! numbers, never takes as an identifier — and reported as an [`IdentifierFinding`].
 
 use chrono::{DateTime, Duration, SecondsFormat, TimeZone, Utc};
 use serde_json::{Map, Value};
@@ -9,7 +15,8 @@ use serde_json::{Map, Value};
 /// The type of a message, whose home is the stored form (`event`): validation produces it.
 pub use crate::event::MessageKind;
 use crate::event::NewEvent;
-use crate::ident::{Email, Phone};
+use crate::ident::{Email, InvalidIdentifier, Phone, PhoneRegion};
+use crate::identity::rules::is_blocked_by_default;
 
 /// Segment's limit for one message, measured on its normalised JSON.
 pub const MAX_MESSAGE_BYTES: usize = 32 * 1024;
@@ -40,6 +47,57 @@ impl MessageError {
     }
 }
 
+/// A value of a message that was kept but is no identifier: where (`traits.phone`), why (a stable code:
+/// `not_a_phone`, `placeholder`, `no_area_code`, `invalid_number`, `not_an_email`, `invalid_type`,
+/// `invalid_value`), and a sentence that never repeats the value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentifierFinding {
+    pub field: String,
+    pub code: &'static str,
+    pub reason: String,
+}
+
+impl IdentifierFinding {
+    fn new(field: impl Into<String>, code: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            code,
+            reason: reason.into(),
+        }
+    }
+
+    fn from_invalid(field: String, invalid: InvalidIdentifier) -> Self {
+        Self::new(field, invalid.code, invalid.reason)
+    }
+}
+
+/// A message accepted as an event, with what it carried that is no identifier.
+#[derive(Debug, Clone)]
+pub struct Validated {
+    pub event: NewEvent,
+    pub findings: Vec<IdentifierFinding>,
+}
+
+/// The key of the object an invalid identifier value is kept in, beside `value`.
+pub const INVALID_KEY: &str = "invalid";
+
+/// The value as sent and the finding's code, when `value` is what validation keeps in place of an
+/// invalid identifier.
+pub fn invalid_identifier(value: &Value) -> Option<(&Value, &str)> {
+    let object = value.as_object()?;
+    if object.len() != 2 {
+        return None;
+    }
+    Some((object.get("value")?, object.get(INVALID_KEY)?.as_str()?))
+}
+
+fn kept_invalid(value: Value, code: &str) -> Value {
+    let mut object = Map::new();
+    object.insert("value".into(), value);
+    object.insert(INVALID_KEY.into(), Value::String(code.into()));
+    Value::Object(object)
+}
+
 /// What the edge knows about a message besides its JSON.
 #[derive(Debug, Clone)]
 pub struct Envelope<'a> {
@@ -51,13 +109,25 @@ pub struct Envelope<'a> {
     pub implied_kind: Option<MessageKind>,
 }
 
-/// Validates one message and turns it into an event. `new_message_id` is called only when the message
-/// carries no `messageId`.
+/// [`validate_in`] for a workspace of the default phone region, for callers that keep no findings (the
+/// engine's tests and tools building logs); the edge and `cdp backfill` call [`validate_in`].
 pub fn validate(
     value: Value,
     envelope: &Envelope<'_>,
     new_message_id: impl FnOnce() -> String,
 ) -> Result<NewEvent, MessageError> {
+    validate_in(value, envelope, PhoneRegion::default(), new_message_id).map(|v| v.event)
+}
+
+/// Validates one message and turns it into an event, phones read in `region`. `new_message_id` is
+/// called only when the message carries no `messageId`.
+pub fn validate_in(
+    value: Value,
+    envelope: &Envelope<'_>,
+    region: PhoneRegion,
+    new_message_id: impl FnOnce() -> String,
+) -> Result<Validated, MessageError> {
+    let mut findings = Vec::new();
     let Value::Object(mut msg) = value else {
         return Err(MessageError::new(
             "not_an_object",
@@ -109,6 +179,15 @@ pub fn validate(
             "userId or anonymousId is required",
         ));
     }
+    for (field, id) in [("userId", &user_id), ("anonymousId", &anonymous_id)] {
+        if id.as_deref().is_some_and(is_blocked_by_default) {
+            findings.push(IdentifierFinding::new(
+                field,
+                "placeholder",
+                "a placeholder (null, undefined, 0, -1, anonymous, NaN), never an identifier",
+            ));
+        }
+    }
 
     for field in ["context", "properties", "traits", "integrations"] {
         match msg.get(field) {
@@ -119,8 +198,8 @@ pub fn validate(
             Some(_) => return Err(wrong_type(field, "an object")),
         }
     }
-    check_external_ids(&msg)?;
-    normalise_identifier_traits(&mut msg)?;
+    check_external_ids(&mut msg, region, &mut findings);
+    normalise_identifier_traits(&mut msg, region, &mut findings);
 
     let name = match kind {
         MessageKind::Track => Some(required_text(&msg, "event")?),
@@ -176,7 +255,7 @@ pub fn validate(
         ));
     }
 
-    Ok(NewEvent {
+    let event = NewEvent {
         workspace: envelope.workspace.to_owned(),
         message_id,
         kind,
@@ -186,7 +265,8 @@ pub fn validate(
         event_time,
         received_at: envelope.received_at,
         payload,
-    })
+    };
+    Ok(Validated { event, findings })
 }
 
 fn wrong_type(field: &str, expected: &str) -> MessageError {
@@ -260,34 +340,69 @@ fn required_text(msg: &Map<String, Value>, field: &str) -> Result<String, Messag
     }
 }
 
-fn check_external_ids(msg: &Map<String, Value>) -> Result<(), MessageError> {
-    let Some(ids) = msg.get("context").and_then(|c| c.get("externalIds")) else {
-        return Ok(());
+/// `context.externalIds[]` entries are `{id, type}`: an entry that is not one is reported and left as it
+/// is (extraction skips it); an `email` or `phone` id is normalised as in traits, or kept as invalid.
+fn check_external_ids(
+    msg: &mut Map<String, Value>,
+    region: PhoneRegion,
+    findings: &mut Vec<IdentifierFinding>,
+) {
+    let Some(ids) = msg
+        .get_mut("context")
+        .and_then(|c| c.get_mut("externalIds"))
+    else {
+        return;
     };
     let Value::Array(ids) = ids else {
-        return Err(wrong_type("context.externalIds", "an array"));
+        findings.push(IdentifierFinding::new(
+            "context.externalIds",
+            "invalid_type",
+            "context.externalIds must be an array of {id, type}",
+        ));
+        return;
     };
-    for (i, entry) in ids.iter().enumerate() {
+    for (i, entry) in ids.iter_mut().enumerate() {
+        let mut usable = true;
         for key in ["id", "type"] {
-            match entry.get(key) {
-                Some(Value::String(s)) if !s.trim().is_empty() => {}
-                Some(Value::Number(_)) if key == "id" => {}
-                _ => {
-                    return Err(MessageError::new(
-                        "invalid_value",
-                        format!("context.externalIds[{i}].{key}"),
-                        format!("context.externalIds[{i}].{key} must be a non-empty string"),
-                    ))
-                }
+            let ok = match entry.get(key) {
+                Some(Value::String(s)) => !s.trim().is_empty(),
+                Some(Value::Number(_)) => key == "id",
+                _ => false,
+            };
+            if !ok {
+                usable = false;
+                findings.push(IdentifierFinding::new(
+                    format!("context.externalIds[{i}].{key}"),
+                    "invalid_value",
+                    format!("context.externalIds[{i}].{key} must be a non-empty string"),
+                ));
+            }
+        }
+        if !usable {
+            continue;
+        }
+        let id_type = entry["type"]
+            .as_str()
+            .unwrap_or_default()
+            .trim()
+            .to_lowercase();
+        if id_type == "email" || id_type == "phone" {
+            if let Some(id) = entry.get_mut("id") {
+                let field = format!("context.externalIds[{i}].id");
+                normalise_identifier(id, &id_type, field, region, findings);
             }
         }
     }
-    Ok(())
 }
 
-/// Emails and phones in traits are identifiers: they are normalised, and refused when they are not
-/// emails or phones at all, so that a typo never joins the wrong customer.
-fn normalise_identifier_traits(msg: &mut Map<String, Value>) -> Result<(), MessageError> {
+/// Emails and phones in traits are identifiers: each is normalised in place (a phone to E.164, `+` and
+/// digits) or, when it is no usable identifier, kept as `{"value", "invalid"}` and reported, so that a
+/// typo never joins the wrong customer and the message is still the customer's.
+fn normalise_identifier_traits(
+    msg: &mut Map<String, Value>,
+    region: PhoneRegion,
+    findings: &mut Vec<IdentifierFinding>,
+) {
     for section in ["traits", "context"] {
         let traits = match section {
             "traits" => msg.get_mut("traits"),
@@ -296,41 +411,57 @@ fn normalise_identifier_traits(msg: &mut Map<String, Value>) -> Result<(), Messa
         let Some(Value::Object(traits)) = traits else {
             continue;
         };
-        let path = |key: &str| {
-            if section == "traits" {
-                format!("traits.{key}")
-            } else {
-                format!("context.traits.{key}")
-            }
+        let prefix = if section == "traits" {
+            "traits"
+        } else {
+            "context.traits"
         };
-        if let Some(raw) = traits.get("email") {
-            match raw {
-                Value::Null => {}
-                Value::String(s) => {
-                    let email = Email::parse(s).map_err(|e| {
-                        MessageError::new("invalid_value", path("email"), e.to_string())
-                    })?;
-                    traits.insert("email".into(), Value::String(email.as_str().into()));
-                }
-                _ => return Err(wrong_type(&path("email"), "a string")),
-            }
-        }
-        if let Some(raw) = traits.get("phone") {
-            let text = match raw {
-                Value::Null => None,
-                Value::String(s) => Some(s.clone()),
-                Value::Number(n) => Some(n.to_string()),
-                _ => return Err(wrong_type(&path("phone"), "a string or a number")),
-            };
-            if let Some(text) = text {
-                let phone = Phone::parse(&text).map_err(|e| {
-                    MessageError::new("invalid_value", path("phone"), e.to_string())
-                })?;
-                traits.insert("phone".into(), Value::String(phone.as_str().into()));
+        for id_type in ["email", "phone"] {
+            if let Some(value) = traits.get_mut(id_type) {
+                let field = format!("{prefix}.{id_type}");
+                normalise_identifier(value, id_type, field, region, findings);
             }
         }
     }
-    Ok(())
+}
+
+/// One email or phone value, in place: normalised, left alone when null or empty (no value), or kept as
+/// invalid with a finding.
+fn normalise_identifier(
+    value: &mut Value,
+    id_type: &str,
+    field: String,
+    region: PhoneRegion,
+    findings: &mut Vec<IdentifierFinding>,
+) {
+    let text = match &*value {
+        Value::Null => return,
+        Value::String(s) if s.trim().is_empty() => return,
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => {
+            findings.push(IdentifierFinding::new(
+                field,
+                "invalid_type",
+                format!("{id_type} must be a string"),
+            ));
+            *value = kept_invalid(value.take(), "invalid_type");
+            return;
+        }
+    };
+    let normalised = if id_type == "email" {
+        Email::parse_strict(&text).map(|e| e.as_str().to_owned())
+    } else {
+        Phone::parse_in(&text, region).map(|p| p.e164())
+    };
+    match normalised {
+        Ok(normalised) => *value = Value::String(normalised),
+        Err(invalid) => {
+            let code = invalid.code;
+            findings.push(IdentifierFinding::from_invalid(field, invalid));
+            *value = kept_invalid(value.take(), code);
+        }
+    }
 }
 
 fn parse_time(value: &Value, field: &str) -> Result<Option<DateTime<Utc>>, MessageError> {

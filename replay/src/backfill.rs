@@ -17,7 +17,9 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use cdp_domain::event::NewEvent;
-use cdp_domain::message::{validate, Envelope, MessageError, MAX_BATCH_BYTES};
+use cdp_domain::ident::PhoneRegion;
+use cdp_domain::message::{validate_in, Envelope, MessageError, Validated, MAX_BATCH_BYTES};
+use cdp_domain::store::QualityFinding;
 use cdp_domain::store::{EventStore, QuarantineEntry, Store, StoreError};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -56,6 +58,8 @@ pub struct Options {
     pub restart: bool,
     /// The arrival time of every event (`receivedAt`); the clock is read by the caller.
     pub received_at: DateTime<Utc>,
+    /// The region phone numbers without a country code are read in (the workspace's `phone_region`).
+    pub phone_region: PhoneRegion,
 }
 
 /// What the caller is told while the backfill runs.
@@ -90,6 +94,8 @@ pub struct BackfillReport {
     /// This run's counts: events new to the log, rows already there, rows quarantined.
     pub progress: Progress,
     pub batches: u64,
+    /// Values of this run's rows kept but not used as identifiers (`GET /v1/quality`).
+    pub dropped_identifiers: u64,
 }
 
 /// Why a backfill stopped. Rows that are refused do not stop it: they are quarantined.
@@ -160,6 +166,7 @@ pub async fn backfill(
             file_name,
             path: path.clone(),
             received_at: options.received_at,
+            phone_region: options.phone_region,
             skip_through,
         },
     )?;
@@ -189,11 +196,14 @@ pub async fn backfill(
         ..Progress::default()
     };
     let mut committed = 0;
+    let mut dropped_identifiers = 0;
     let written = async {
         while let Some(batch) = batches.recv().await {
             let batch = batch?;
             let report = store.append(&batch.events).await?;
             store.quarantine(&batch.rejected).await?;
+            store.record_findings(&batch.findings).await?;
+            dropped_identifiers += batch.findings.len() as u64;
             progress.rows += batch.rows;
             progress.stored += report.inserted;
             progress.duplicates += report.duplicates;
@@ -221,12 +231,14 @@ pub async fn backfill(
         stored = progress.stored,
         duplicates = progress.duplicates,
         rejected = progress.rejected,
+        dropped_identifiers,
         "backfill finished"
     );
     Ok(BackfillReport {
         resumed_after: (skip_through > 0).then_some(skip_through),
         progress,
         batches: committed,
+        dropped_identifiers,
     })
 }
 
@@ -377,6 +389,8 @@ async fn save_progress(
 struct Batch {
     events: Vec<NewEvent>,
     rejected: Vec<QuarantineEntry>,
+    /// Values of the batch's events dropped as identifiers (kept in the event, marked invalid).
+    findings: Vec<QualityFinding>,
     rows: u64,
     /// The last line of the batch's last row.
     last_line: u64,
@@ -391,6 +405,7 @@ struct ReaderContext {
     /// For IO errors.
     path: String,
     received_at: DateTime<Utc>,
+    phone_region: PhoneRegion,
     /// Rows ending on or before this line were committed by an earlier run.
     skip_through: u64,
 }
@@ -462,7 +477,21 @@ impl<R: BufRead> Reader<R> {
             batch.rows += 1;
             batch.last_line = row.last_line;
             match self.check(&row, &digest, occurrence) {
-                Ok(event) => batch.events.push(event),
+                Ok(valid) => {
+                    for finding in valid.findings {
+                        batch.findings.push(QualityFinding {
+                            id: 0,
+                            workspace: self.context.workspace.clone(),
+                            message_id: valid.event.message_id.clone(),
+                            field: finding.field,
+                            code: finding.code.to_owned(),
+                            reason: finding.reason,
+                            source: QUARANTINE_SOURCE.into(),
+                            received_at_ms: self.context.received_at.timestamp_millis(),
+                        });
+                    }
+                    batch.events.push(valid.event);
+                }
                 Err(error) => batch.rejected.push(self.quarantine_entry(&row, &error)),
             }
         }
@@ -475,7 +504,7 @@ impl<R: BufRead> Reader<R> {
         row: &RawRow,
         digest: &[u8; 32],
         occurrence: u32,
-    ) -> Result<NewEvent, MessageError> {
+    ) -> Result<Validated, MessageError> {
         if row.too_long {
             return Err(MessageError::new(
                 "message_too_large",
@@ -499,9 +528,12 @@ impl<R: BufRead> Reader<R> {
             batch_sent_at: None,
             implied_kind: None,
         };
-        validate(historical(value), &envelope, || {
-            derived_message_id(digest, occurrence)
-        })
+        validate_in(
+            historical(value),
+            &envelope,
+            self.context.phone_region,
+            || derived_message_id(digest, occurrence),
+        )
     }
 
     fn quarantine_entry(&self, row: &RawRow, error: &MessageError) -> QuarantineEntry {

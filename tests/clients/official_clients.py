@@ -22,7 +22,8 @@ def on_error(error, items):
 
 
 def send_all(client, user, anon):
-    client.identify(user, {"email": f"{user}@Example.com", "name": "Ann", "plan": "gold"})
+    # A till's junk phone: stored, kept as an invalid trait, no identifier, and still a 200 (no error).
+    client.identify(user, {"email": f"{user}@Example.com", "name": "Ann", "plan": "gold", "phone": "N/A"})
     client.track(user, "Order Completed", {"order_id": "o-1", "revenue": 99.5})
     client.page(user, "Docs", "Home", {"url": "https://shop.example/docs"})
     client.screen(user, "App", "Cart", {})
@@ -78,6 +79,8 @@ def main():
             sys.exit(f"FAIL: {name} library reported errors: {errors}")
         view = wait_for("user_id", user, expected)
         assert view["traits"]["email"]["value"] == f"{user}@example.com", view["traits"]
+        assert view["traits"]["phone"] == {**view["traits"]["phone"], "value": "N/A", "invalid": "not_a_phone"}, view["traits"]
+        assert all(i["type"] != "phone" for i in view["identifiers"]), view["identifiers"]
         for id_type, value in (("anonymous_id", anon), ("email", f"{user.upper()}@EXAMPLE.COM")):
             other = wait_for(id_type, value, expected)
             if other["profile_id"] != view["profile_id"]:

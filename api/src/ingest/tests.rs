@@ -10,6 +10,7 @@ fn message_text() -> impl Strategy<Value = String> {
         "[{}\\[\\]\":,a-z0-9 ]{0,40}",
         Just(r#"{"type":"track","event":"e","userId":"u"}"#.to_owned()),
         Just(r#"{"type":"identify","userId":1,"traits":{"email":"X@Y.z"}}"#.to_owned()),
+        Just(r#"{"type":"track","event":"e","userId":"u","traits":{"phone":"N/A"}}"#.to_owned()),
         Just(
             r#"{"type":"page","anonymousId":"a","timestamp":"2026-01-01T00:00:00+08:00"}"#
                 .to_owned()
@@ -24,8 +25,11 @@ proptest! {
         implied in prop::option::of(0usize..6),
     ) {
         let implied = implied.map(|i| MessageKind::ALL[i]);
-        let checked = check("w", texts.iter().map(String::as_str), None, implied, Utc::now());
+        let checked = check("w", PhoneRegion::Cn, texts.iter().map(String::as_str), None, implied, Utc::now());
         prop_assert_eq!(checked.events.len() + checked.rejected.len(), texts.len());
+        for d in &checked.dropped {
+            prop_assert!(checked.events.iter().any(|e| e.message_id == d.message_id));
+        }
         for r in &checked.rejected {
             prop_assert_eq!(&r.raw, &texts[r.index]);
             prop_assert!(!r.error.message.is_empty());
@@ -47,7 +51,7 @@ fn valid_and_invalid_messages_of_one_batch_are_separated_by_index() {
         "not json",
         r#"{"type":"page","anonymousId":"x"}"#,
     ];
-    let checked = check("w", texts, None, None, Utc::now());
+    let checked = check("w", PhoneRegion::Cn, texts, None, None, Utc::now());
     assert_eq!(checked.events.len(), 2);
     let refused: Vec<(usize, &str)> = checked
         .rejected
@@ -73,4 +77,24 @@ fn basic_auth_yields_the_user_name_as_write_key() {
     );
     headers.insert(header::AUTHORIZATION, "Basic %%%".parse().unwrap());
     assert_eq!(crate::auth::basic_write_key(&headers), None);
+}
+
+#[test]
+fn a_junk_phone_is_dropped_as_an_identifier_and_the_message_kept() {
+    let texts = [
+        r#"{"type":"track","event":"Order Completed","userId":"u","messageId":"o1","context":{"traits":{"phone":"N/A"}}}"#,
+        r#"{"type":"identify","userId":"v","messageId":"o2","traits":{"phone":"138 0013 8000"}}"#,
+    ];
+    let checked = check("w", PhoneRegion::Cn, texts, None, None, Utc::now());
+    assert_eq!(checked.events.len(), 2);
+    assert!(checked.rejected.is_empty());
+    assert_eq!(checked.dropped.len(), 1);
+    assert_eq!(checked.dropped[0].message_id, "o1");
+    assert_eq!(
+        checked.dropped_json(true),
+        [
+            json!({"index": 0, "field": "context.traits.phone", "code": "not_a_phone",
+                "message": checked.dropped[0].finding.reason})
+        ]
+    );
 }

@@ -145,6 +145,7 @@ async fn measure(
             batch_size: BATCH,
             restart,
             received_at: Utc::now(),
+            phone_region: Default::default(),
         };
         let started = Instant::now();
         let first = backfill(&store, WORKSPACE, source()?, &options(false), &|_| {}).await?;

@@ -118,6 +118,7 @@ async fn measure(store: &Store, customers: usize, seed: u64) -> anyhow::Result<M
             .collect();
         let checked = ingest::check(
             WORKSPACE,
+            Default::default(),
             raw.iter().map(String::as_str),
             Some(&sent_at),
             None,

@@ -194,6 +194,7 @@ impl Workload {
             .map(|batch| {
                 let checked = ingest::check(
                     workspace,
+                    Default::default(),
                     batch.iter().map(String::as_str),
                     Some(&sent_at),
                     None,

@@ -252,8 +252,9 @@ fn order(b: &mut Builder, c: &Customer, channel: Channel, at: DateTime<Utc>, lin
     b.push(at, channel, m);
 }
 
-/// A few messages that legacy connectors get wrong, attached to customers other than the featured one.
-/// Returns how many were added.
+/// A few messages that legacy connectors get wrong, attached to customers other than the featured one:
+/// two with a junk phone or e-mail (stored, reported at `GET /v1/quality`), then the refused ones.
+/// Returns how many will be refused (the last ones added).
 fn broken_messages(
     b: &mut Builder,
     people: &[Customer],
@@ -268,17 +269,20 @@ fn broken_messages(
         i
     };
     let at = today - Duration::hours(3);
-    let mut broken = Vec::new();
 
+    // Dirty but meaningful: stored, the junk value kept but no identifier (GET /v1/quality).
     let c = &people[pick(b)];
     let mut m = retail::identify(c, Channel::Pos, at, &b.message_id());
     m["traits"]["phone"] = json!("N/A");
-    broken.push((Channel::Pos, m));
+    b.push(at, Channel::Pos, m);
 
     let c = &people[pick(b)];
     let mut m = retail::identify(c, Channel::Crm, at, &b.message_id());
     m["traits"]["email"] = json!(c.email.replace('@', "#"));
-    broken.push((Channel::Crm, m));
+    b.push(at, Channel::Crm, m);
+
+    // Meaningless: refused and quarantined.
+    let mut broken = Vec::new();
 
     let c = &people[pick(b)];
     let lines = [Line::random(&mut b.rng)];

@@ -5,6 +5,7 @@
 
 mod appender;
 pub mod postgres;
+pub mod quality;
 mod sealing;
 pub mod sqlite;
 
@@ -13,6 +14,7 @@ use std::path::Path;
 
 pub use appender::{Appender, AppenderStats};
 pub use postgres::PostgresStore;
+pub use quality::{FindingCount, QualityFinding};
 pub use sqlite::SqliteStore;
 
 use crate::event::{NewEvent, Position, StoredEvent};
@@ -31,6 +33,36 @@ pub enum StoreError {
     Stopped,
     #[error("{0}")]
     Shared(std::sync::Arc<StoreError>),
+}
+
+impl StoreError {
+    /// Whether the database could not be reached (no connection within the pool's timeout, a refused or
+    /// broken connection, the server shutting down): nothing is wrong with the request, and the same
+    /// request later may well succeed. The edge answers 503 with `Retry-After` rather than 500.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Database(e) => is_connection_error(e),
+            StoreError::Shared(e) => e.is_unavailable(),
+            StoreError::Migrate(_) | StoreError::Corrupt(_) | StoreError::Stopped => false,
+        }
+    }
+}
+
+/// Whether an sqlx error says the database is out of reach rather than that a statement failed: the
+/// pool found no connection in time or is closed, the socket failed, or PostgreSQL answered with a
+/// connection exception (class `08`), a shutdown (`57P01`–`57P03`) or too many connections (`53300`).
+pub fn is_connection_error(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
+    }
 }
 
 /// What one append did: events new to the log, and messages already there (same workspace and messageId).
@@ -340,4 +372,31 @@ pub(crate) fn decode_credential(
             .ok_or_else(|| StoreError::Corrupt(format!("unknown credential kind {kind:?}")))?,
         scopes: Credential::parse_scopes(&scopes),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_failures_are_unavailability_and_statement_failures_are_not() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        for e in [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            sqlx::Error::Io(refused),
+        ] {
+            let e = StoreError::Database(e);
+            assert!(e.is_unavailable(), "{e}");
+            assert!(StoreError::Shared(std::sync::Arc::new(e)).is_unavailable());
+        }
+        for e in [
+            StoreError::Database(sqlx::Error::RowNotFound),
+            StoreError::Database(sqlx::Error::Protocol("unexpected".into())),
+            StoreError::Corrupt("bad row".into()),
+            StoreError::Stopped,
+        ] {
+            assert!(!e.is_unavailable(), "{e}");
+        }
+    }
 }

@@ -26,6 +26,7 @@ fn options(restart: bool) -> Options {
         batch_size: 2,
         restart,
         received_at: chrono::Utc::now(),
+        phone_region: Default::default(),
     }
 }
 

@@ -13,10 +13,13 @@ use crate::helpers::*;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
+/// An order with the customer's addresses (a channel's export keeps only members who have its address).
 fn order(user: &str, id: &str, total: f64, prefs: Value) -> Value {
+    let phone = format!("1380013{:04}", user.bytes().map(u32::from).sum::<u32>());
     json!({"type": "track", "userId": user, "event": "Order Completed", "messageId": id,
         "properties": {"total": total},
-        "context": {"consent": {"categoryPreferences": prefs, "source": "shop"}}})
+        "context": {"consent": {"categoryPreferences": prefs, "source": "shop"},
+                    "traits": {"phone": phone, "email": format!("{user}@shop.cn")}}})
 }
 
 async fn export(app: &TestApp, query: &str) -> Vec<String> {

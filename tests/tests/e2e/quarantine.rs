@@ -1,5 +1,6 @@
 //! Refused messages: a partial batch stores its good messages and lists the refused ones by index with
-//! the field; every refused message, and every body that is not JSON at all, is in the quarantine.
+//! the field (and the values it kept but dropped as identifiers); every refused message, and every body
+//! that is not JSON at all, is in the quarantine.
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -24,7 +25,7 @@ async fn a_partial_batch_stores_the_good_messages_and_lists_the_refused_by_index
         let (status, body) = app.post("/v1/batch", &batch).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
         assert_eq!(body["success"], false, "{body}");
-        assert_eq!(body["accepted"], 2, "{body}");
+        assert_eq!(body["accepted"], 3, "{body}");
         assert_eq!(body["error"]["code"], "invalid_messages", "{body}");
         assert_eq!(body["error"]["field"], "batch[1].event", "{body}");
         let rejected: Vec<(u64, String)> = body["rejected"]
@@ -45,24 +46,25 @@ async fn a_partial_batch_stores_the_good_messages_and_lists_the_refused_by_index
                 (1, "event".to_owned()),
                 (3, "userId".to_owned()),
                 (4, "type".to_owned()),
-                (5, "traits.email".to_owned()),
                 (6, "timestamp".to_owned()),
             ]
         );
+        // A junk e-mail does not refuse its message: it is stored, the value is no identifier.
+        let dropped = body["dropped_identifiers"]
+            .as_array()
+            .expect("dropped_identifiers");
+        assert_eq!(dropped.len(), 1, "{body}");
+        assert_eq!(dropped[0]["index"], 5, "{body}");
+        assert_eq!(dropped[0]["field"], "traits.email", "{body}");
+        assert_eq!(dropped[0]["code"], "not_an_email", "{body}");
 
-        assert_eq!(app.count_events().await, 2, "the good messages are stored");
+        assert_eq!(app.count_events().await, 3, "the good messages are stored");
         app.profile_with_count("user_id", "u-partial", "track", 2)
             .await;
 
         let quarantined = app.quarantine().await;
-        assert_eq!(quarantined.len(), 5, "{quarantined:#?}");
-        for id in [
-            "m-no-event",
-            "m-no-ids",
-            "m-bad-type",
-            "m-bad-email",
-            "m-bad-time",
-        ] {
+        assert_eq!(quarantined.len(), 4, "{quarantined:#?}");
+        for id in ["m-no-event", "m-no-ids", "m-bad-type", "m-bad-time"] {
             let entry = quarantined
                 .iter()
                 .find(|q| q["payload"].as_str().is_some_and(|p| p.contains(id)))
@@ -207,15 +209,23 @@ async fn nul_characters_are_refused_or_quarantined_alike_on_every_backend() {
             assert_eq!(status, StatusCode::BAD_REQUEST, "NUL in {field}: {body}");
             assert_eq!(body["error"]["field"], field, "{body}");
         }
-        // An email is an identifier with a column of its own in the profile view.
+        // An email holding a NUL is no identifier (identifiers have columns of their own): the message
+        // is kept, the value too, but only inside the sealed message, never in a text column.
         let (status, body) = app
             .post(
                 "/v1/identify",
                 &json!({"userId": "u-nul", "traits": {"email": "ann\u{0}@example.com"}}),
             )
             .await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "NUL in an email: {body}");
-        assert_eq!(body["error"]["field"], "traits.email", "{body}");
+        assert_eq!(status, StatusCode::OK, "NUL in an email: {body}");
+        assert_eq!(
+            body["dropped_identifiers"][0]["field"], "traits.email",
+            "{body}"
+        );
+        assert_eq!(
+            body["dropped_identifiers"][0]["code"], "not_an_email",
+            "{body}"
+        );
 
         let batch = json!({"batch": [
             track("u-nul", "Fine", "m-nul-fine"),
@@ -236,9 +246,9 @@ async fn nul_characters_are_refused_or_quarantined_alike_on_every_backend() {
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 
-        assert_eq!(app.count_events().await, 1);
+        assert_eq!(app.count_events().await, 2);
         let quarantined = app.quarantine().await;
-        assert_eq!(quarantined.len(), 7, "{quarantined:#?}");
+        assert_eq!(quarantined.len(), 6, "{quarantined:#?}");
         assert!(quarantined[0]["payload"]
             .as_str()
             .is_some_and(|p| p.starts_with("nul ") && p.ends_with(" inside")));
