@@ -300,6 +300,7 @@ impl Application {
                 outage::watch,
             ))
             .layer(axum::middleware::from_fn(edge::refuse_nul))
+            .layer(axum::middleware::from_fn(edge::trace_request))
             .with_state(state.clone());
         let listener = TcpListener::bind(config.listen)
             .await

@@ -123,6 +123,7 @@ fn message_text(message: &jetstream::Message) -> Result<String, MessageError> {
 /// A message with its text (or why it has none).
 type Readable = (jetstream::Message, Result<String, MessageError>);
 
+#[tracing::instrument(name = "nats.ingest", skip_all, fields(messages = batch.len()))]
 async fn process(state: &Arc<AppState>, topology: &IngestTopology, batch: Vec<jetstream::Message>) {
     // While the database is out of reach nothing can be stored: the messages wait in the stream.
     if state.outage.ongoing() {

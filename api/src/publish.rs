@@ -210,6 +210,7 @@ async fn waiting(store: &Store) -> Result<i64, ProjectionError> {
 }
 
 /// Publishes the next page of the outbox; returns how many were published.
+#[tracing::instrument(name = "publish", skip_all)]
 async fn publish_some(
     store: &Store,
     policies: &crate::consent::Policies,

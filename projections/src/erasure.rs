@@ -157,6 +157,7 @@ fn redact(body: &mut Value, values: &BTreeSet<String>) {
 
 /// Erases the live profile `profile` resolves to (a merged-away id names its survivor). `None` when the
 /// workspace has no such profile.
+#[tracing::instrument(name = "erase", skip_all, fields(workspace = %workspace, profile = %profile))]
 pub async fn erase(
     store: &Store,
     workspace: &str,

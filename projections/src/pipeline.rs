@@ -389,6 +389,7 @@ impl<P: Projection> Drop for Pipeline<'_, P> {
 /// Writes `batches` (prepared in order from `start` to `end`) and moves the checkpoint to `end`, in one
 /// transaction. `Ok(false)`: nothing was written, because the checkpoint is no longer `start` (another
 /// runner moved it) or the model changed under the batches ([`ProjectionError::Stale`]).
+#[tracing::instrument(name = "pipeline.commit", skip_all, fields(projection = projection.name(), from = start.seq, to = end.seq))]
 pub async fn commit<P: Projection>(
     store: &Store,
     projection: &P,

@@ -122,6 +122,7 @@ pub enum BackfillError {
 
 /// Reads `source` into the log of `workspace`; see the module's documentation. `on_update` is called
 /// when the run resumes and after every committed batch.
+#[tracing::instrument(name = "backfill", skip_all, fields(workspace = %workspace))]
 pub async fn backfill(
     store: &Store,
     workspace: &str,

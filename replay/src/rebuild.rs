@@ -89,7 +89,7 @@ pub const REBUILD_GROUP: usize = 400_000;
 
 /// What a rebuild holds in memory, for its estimate: a profile's state (BENCHMARKS.md, memory), an event
 /// parsed in a batch being prepared, and an event's prepared writes waiting for their commit.
-const BYTES_PER_PROFILE: u64 = 3_000;
+const BYTES_PER_PROFILE: u64 = 2_000;
 const BYTES_PER_PARSED_EVENT: u64 = 5_000;
 const BYTES_PER_PREPARED_EVENT: u64 = 400;
 
@@ -211,6 +211,7 @@ fn erased_meanwhile() -> ProjectionError {
     ProjectionError::Stale("a profile was erased while the shadow was built".into())
 }
 
+#[tracing::instrument(name = "rebuild", skip_all)]
 async fn rebuild_once(
     store: &Store,
     resolver: &IdentityResolver,

@@ -435,6 +435,7 @@ pub const PREVIEW: &str = "~preview";
 /// Evaluates `def` on every live profile of `workspace` as it stands: event conditions are folded from
 /// each profile's events (as a backfill would), other conditions read the profile, its computed traits,
 /// tags and the segments in force.
+#[tracing::instrument(name = "segment.preview", skip_all, fields(workspace = %workspace))]
 pub async fn preview(
     store: &Store,
     workspace: &str,

@@ -145,7 +145,8 @@ async fn write_token(tx: &mut ModelTx<'_>, token: &str) -> Result<(), Projection
 }
 
 /// Profiles whose state a resolver keeps in memory between batches unless told otherwise
-/// ([`IdentityResolver::holding`]): ~5 KB of heap each for a retail profile (BENCHMARKS.md, memory).
+/// ([`IdentityResolver::holding`]): ~2 KB each for a retail profile, its identity graph included
+/// (BENCHMARKS.md, memory).
 pub const HELD_PROFILES: usize = 1_000_000;
 
 #[derive(Default)]
@@ -382,6 +383,7 @@ impl Projection for IdentityResolver {
         Self::VERSION
     }
 
+    #[tracing::instrument(name = "resolver.prepare", skip_all, fields(events = events.len()))]
     async fn prepare(
         &self,
         store: &Store,
@@ -628,6 +630,7 @@ impl Projection for IdentityResolver {
         *self.state.lock().expect("resolver state lock") = ResolverState::default();
     }
 
+    #[tracing::instrument(name = "resolver.write", skip_all, fields(batches = group.len()))]
     async fn write_group(
         &self,
         tx: &mut ModelTx<'_>,
