@@ -22,6 +22,13 @@ use crate::identity::derive::{change_message, membership_change};
 use crate::identity::{forget_state, IdentityResolver};
 use crate::runner::{ModelTx, ProjectionError};
 
+mod sql;
+
+use sql::{
+    containing, decisions, execute, ints, marks, pairs, pairs_int, restore_triggers,
+    set_triggers_aside, text_binds, texts, Bind,
+};
+
 /// The cause recorded on the exits an erasure makes.
 pub const ERASURE_CAUSE: &str = "erasure";
 
@@ -45,104 +52,6 @@ pub struct ErasureReport {
     pub segments: u64,
     /// Other live profiles that lost events filed under an erased subject: to be re-folded.
     pub affected: Vec<ProfileId>,
-}
-
-/// A bound parameter of the few statements here.
-#[derive(Clone)]
-enum Bind {
-    Text(String),
-    Int(i64),
-}
-
-/// Builds a query with `$make(sql)` on either backend's transaction, binds `$binds` and finishes it with
-/// `$finish` (SQLite takes `?` placeholders, PostgreSQL the numbered ones).
-macro_rules! on_tx {
-    ($tx:expr, $sql:expr, $binds:expr, $make:expr, $finish:ident $(, $then:ident)?) => {{
-        macro_rules! bound {
-            ($q:expr) => {{
-                let mut q = $q;
-                for b in $binds {
-                    q = match b {
-                        Bind::Text(s) => q.bind(s.clone()),
-                        Bind::Int(i) => q.bind(*i),
-                    };
-                }
-                q
-            }};
-        }
-        match $tx {
-            ModelTx::Sqlite(t) => bound!(($make)($sql)).$finish(&mut **t).await? $(.$then())?,
-            ModelTx::Postgres(t) => {
-                let numbered = crate::profiles::numbered($sql);
-                bound!(($make)(numbered.as_str())).$finish(&mut **t).await? $(.$then())?
-            }
-        }
-    }};
-}
-
-async fn execute(tx: &mut ModelTx<'_>, sql: &str, binds: &[Bind]) -> Result<u64, ProjectionError> {
-    Ok(on_tx!(tx, sql, binds, sqlx::query, execute, rows_affected))
-}
-
-async fn texts(
-    tx: &mut ModelTx<'_>,
-    sql: &str,
-    binds: &[Bind],
-) -> Result<Vec<String>, ProjectionError> {
-    Ok(on_tx!(tx, sql, binds, sqlx::query_scalar, fetch_all))
-}
-
-async fn ints(
-    tx: &mut ModelTx<'_>,
-    sql: &str,
-    binds: &[Bind],
-) -> Result<Vec<i64>, ProjectionError> {
-    Ok(on_tx!(tx, sql, binds, sqlx::query_scalar, fetch_all))
-}
-
-async fn pairs(
-    tx: &mut ModelTx<'_>,
-    sql: &str,
-    binds: &[Bind],
-) -> Result<Vec<(String, String)>, ProjectionError> {
-    Ok(on_tx!(tx, sql, binds, sqlx::query_as, fetch_all))
-}
-
-async fn pairs_int(
-    tx: &mut ModelTx<'_>,
-    sql: &str,
-    binds: &[Bind],
-) -> Result<Vec<(i64, i64)>, ProjectionError> {
-    Ok(on_tx!(tx, sql, binds, sqlx::query_as, fetch_all))
-}
-
-/// `(seq, value, body)` of identity decisions.
-async fn decisions(
-    tx: &mut ModelTx<'_>,
-    sql: &str,
-    binds: &[Bind],
-) -> Result<Vec<(i64, Option<String>, String)>, ProjectionError> {
-    Ok(on_tx!(tx, sql, binds, sqlx::query_as, fetch_all))
-}
-
-/// `?, ?, …` for `n` values.
-fn marks(n: usize) -> String {
-    vec!["?"; n].join(", ")
-}
-
-fn text_binds(workspace: &str, values: &[String]) -> Vec<Bind> {
-    std::iter::once(Bind::Text(workspace.to_owned()))
-        .chain(values.iter().map(|v| Bind::Text(v.clone())))
-        .collect()
-}
-
-/// A `LIKE` pattern matching `needle` anywhere, with `\` as the escape.
-fn containing(needle: &str) -> String {
-    let escaped = needle
-        .replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_");
-    format!("%{escaped}%")
 }
 
 /// Replaces every string of `values` in `body` (a decision as JSON) with [`REDACTED`].
@@ -194,6 +103,36 @@ pub async fn erase(
     Ok(report)
 }
 
+/// The person an erasure forgets: the live profile and every profile merged into it.
+struct Cluster {
+    workspace: String,
+    survivor: String,
+    /// The survivor first, then the merged-away profiles in id order.
+    members: Vec<String>,
+}
+
+impl Cluster {
+    fn ws(&self) -> Bind {
+        Bind::Text(self.workspace.clone())
+    }
+
+    /// `?, ?, …`, one per member.
+    fn marks(&self) -> String {
+        marks(self.members.len())
+    }
+
+    /// The workspace, then every member: the binds of `workspace = ? AND profile IN (…)`.
+    fn binds(&self) -> Vec<Bind> {
+        text_binds(&self.workspace, &self.members)
+    }
+
+    /// The workspace and the survivor: the binds of `workspace = ? AND profile = ?`.
+    fn survivor_binds(&self) -> [Bind; 2] {
+        [self.ws(), Bind::Text(self.survivor.clone())]
+    }
+}
+
+/// The erasure of `profile` in `tx`, step by step; `None` when the workspace has no such live profile.
 async fn erase_in(
     tx: &mut ModelTx<'_>,
     workspace: &str,
@@ -201,6 +140,41 @@ async fn erase_in(
     actor: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<ErasureReport>, ProjectionError> {
+    let Some(cluster) = find_cluster(tx, workspace, profile).await? else {
+        return Ok(None);
+    };
+    let (values, candidates) = identifier_values(tx, &cluster).await?;
+    let (events, key_ids, keys) = destroy_keys(tx, &cluster, now).await?;
+    let affected = drop_shared_events(tx, &cluster, &key_ids, candidates).await?;
+    drop_messages(tx, &cluster, &values).await?;
+    let segments = publish_exits(tx, &cluster, now).await?;
+    delete_read_models(tx, &cluster).await?;
+    redact_decisions(tx, &cluster, &values).await?;
+    let seq = record(tx, &cluster, actor, now, (events, keys)).await?;
+    forget_state(tx).await?;
+    let parse = |p: &String| ProfileId::parse(p).map_err(ProjectionError::corrupt);
+    Ok(Some(ErasureReport {
+        seq,
+        profile: parse(&cluster.survivor)?,
+        profiles: cluster
+            .members
+            .iter()
+            .map(parse)
+            .collect::<Result<_, _>>()?,
+        events,
+        keys,
+        segments,
+        affected: affected.iter().map(parse).collect::<Result<_, _>>()?,
+    }))
+}
+
+/// The live profile `profile` resolves to (a merged-away id names its survivor) and the profiles merged
+/// into it; `None` when it is not live.
+async fn find_cluster(
+    tx: &mut ModelTx<'_>,
+    workspace: &str,
+    profile: &ProfileId,
+) -> Result<Option<Cluster>, ProjectionError> {
     let ws = Bind::Text(workspace.to_owned());
     let survivor = texts(
         tx,
@@ -219,20 +193,32 @@ async fn erase_in(
     if live.is_empty() {
         return Ok(None);
     }
-    let mut cluster = vec![survivor.clone()];
-    cluster.extend(
+    let mut members = vec![survivor.clone()];
+    members.extend(
         texts(
             tx,
             "SELECT profile FROM profile_aliases WHERE workspace = ? AND survivor = ? ORDER BY profile",
-            &[ws.clone(), Bind::Text(survivor.clone())],
+            &[ws, Bind::Text(survivor.clone())],
         )
         .await?,
     );
-    let in_cluster = marks(cluster.len());
-    let cluster_binds = text_binds(workspace, &cluster);
+    Ok(Some(Cluster {
+        workspace: workspace.to_owned(),
+        survivor,
+        members,
+    }))
+}
 
-    // The identifier values to redact: those of the cluster's decisions, except values another live
-    // profile holds now (a split moved them there: they are that profile's).
+/// The identifier values to redact: those of the cluster's decisions, except values another live
+/// profile holds now (a split moved them there: they are that profile's); and the other profiles that
+/// may hold events filed under one of its subjects: those holding one of its identifiers now (a split
+/// moved it there) and those its identifiers were refused to (the event went to another profile).
+async fn identifier_values(
+    tx: &mut ModelTx<'_>,
+    cluster: &Cluster,
+) -> Result<(BTreeSet<String>, BTreeSet<String>), ProjectionError> {
+    let in_cluster = cluster.marks();
+    let cluster_binds = cluster.binds();
     let mut typed: BTreeSet<(String, String)> = pairs(
         tx,
         &format!(
@@ -248,7 +234,7 @@ async fn erase_in(
         pairs(
             tx,
             "SELECT id_type, value FROM identifier_owners WHERE workspace = ? AND profile = ?",
-            &[ws.clone(), Bind::Text(survivor.clone())],
+            &cluster.survivor_binds(),
         )
         .await?,
     );
@@ -273,9 +259,6 @@ async fn erase_in(
         for held in held_elsewhere {
             typed.remove(&held);
         }
-        // Profiles that may hold events filed under one of its subjects: those holding one of its
-        // identifiers now (a split moved it there) and those its identifiers were refused to (the event
-        // went to another profile).
         for sql in [
             "SELECT DISTINCT profile FROM identifier_owners WHERE workspace = ?",
             "SELECT DISTINCT profile FROM identity_events WHERE kind = 'link_rejected' AND workspace = ?",
@@ -290,15 +273,24 @@ async fn erase_in(
             );
         }
     }
-    let values: BTreeSet<String> = typed.into_iter().map(|(_, v)| v).collect();
+    let values = typed.into_iter().map(|(_, v)| v).collect();
+    Ok((values, candidates))
+}
 
-    // The keys of every event of the cluster.
+/// Destroys the subject keys of every event of the cluster: (its events, the keys' ids, the keys
+/// destroyed now).
+async fn destroy_keys(
+    tx: &mut ModelTx<'_>,
+    cluster: &Cluster,
+    now: DateTime<Utc>,
+) -> Result<(u64, BTreeSet<i64>, u64), ProjectionError> {
     let seqs = ints(
         tx,
         &format!(
-            "SELECT log_seq FROM event_profiles WHERE workspace = ? AND profile IN ({in_cluster})"
+            "SELECT log_seq FROM event_profiles WHERE workspace = ? AND profile IN ({})",
+            cluster.marks()
         ),
-        &cluster_binds,
+        &cluster.binds(),
     )
     .await?;
     let mut key_ids = BTreeSet::new();
@@ -316,9 +308,9 @@ async fn erase_in(
             .await?,
         );
     }
-    let key_ids: Vec<i64> = key_ids.into_iter().collect();
+    let ids: Vec<i64> = key_ids.iter().copied().collect();
     let mut keys = 0;
-    for chunk in key_ids.chunks(500) {
+    for chunk in ids.chunks(500) {
         let mut binds = vec![Bind::Int(now.timestamp_millis())];
         binds.extend(chunk.iter().map(|k| Bind::Int(*k)));
         keys += execute(
@@ -332,11 +324,18 @@ async fn erase_in(
         )
         .await?;
     }
+    Ok((seqs.len() as u64, key_ids, keys))
+}
 
-    // Events of other profiles filed under one of those subjects (a split left some of the person's
-    // anonymous events with another profile) are erased too: they belong to no one any more, and those
-    // profiles are to be re-folded from what they still can read.
-    let destroyed: BTreeSet<i64> = key_ids.iter().copied().collect();
+/// Events of other profiles (`candidates`) filed under one of the destroyed keys' subjects (a split
+/// left some of the person's anonymous events with another profile) are erased too: they belong to no
+/// one any more. The profiles that lost some, to be re-folded from what they still can read.
+async fn drop_shared_events(
+    tx: &mut ModelTx<'_>,
+    cluster: &Cluster,
+    destroyed: &BTreeSet<i64>,
+    candidates: BTreeSet<String>,
+) -> Result<BTreeSet<String>, ProjectionError> {
     let candidates: Vec<String> = candidates.into_iter().collect();
     let mut shared = Vec::new();
     for chunk in candidates.chunks(200) {
@@ -346,7 +345,7 @@ async fn erase_in(
                 "SELECT log_seq FROM event_profiles WHERE workspace = ? AND profile IN ({})",
                 marks(chunk.len())
             ),
-            &text_binds(workspace, chunk),
+            &text_binds(&cluster.workspace, chunk),
         )
         .await?;
         for seqs in theirs.chunks(500) {
@@ -368,11 +367,12 @@ async fn erase_in(
             );
         }
     }
+    let in_cluster = cluster.marks();
     let mut affected = BTreeSet::new();
     for chunk in shared.chunks(500) {
-        let mut binds = vec![ws.clone()];
+        let mut binds = vec![cluster.ws()];
         binds.extend(chunk.iter().map(|s| Bind::Int(*s)));
-        binds.extend(cluster.iter().map(|p| Bind::Text(p.clone())));
+        binds.extend(cluster.members.iter().map(|p| Bind::Text(p.clone())));
         let list = marks(chunk.len());
         affected.extend(
             texts(
@@ -392,14 +392,21 @@ async fn erase_in(
         )
         .await?;
     }
+    Ok(affected)
+}
 
-    // Messages about it, published or not, and refused messages carrying its identifiers.
-    for p in &cluster {
+/// Messages about the cluster, published or not, and refused messages carrying its identifier values.
+async fn drop_messages(
+    tx: &mut ModelTx<'_>,
+    cluster: &Cluster,
+    values: &BTreeSet<String>,
+) -> Result<(), ProjectionError> {
+    for p in &cluster.members {
         execute(
             tx,
             "DELETE FROM outbox WHERE workspace = ? AND payload LIKE ? ESCAPE '\\'",
             &[
-                ws.clone(),
+                cluster.ws(),
                 Bind::Text(containing(&format!("\"profile_id\":\"{p}\""))),
             ],
         )
@@ -409,41 +416,43 @@ async fn erase_in(
         execute(
             tx,
             "DELETE FROM quarantine WHERE workspace = ? AND payload LIKE ? ESCAPE '\\'",
-            &[ws.clone(), Bind::Text(containing(v))],
+            &[cluster.ws(), Bind::Text(containing(v))],
         )
         .await?;
     }
+    Ok(())
+}
 
-    // Its segments: left, as any exit (history, outbox, reachable nowhere once the document is gone).
+/// Its segments are left, as any exit (history, outbox, reachable nowhere once the document is gone),
+/// and its tags are taken off: subscribers keeping tags in sync hear it, with no value, old or new.
+/// The segments it left.
+async fn publish_exits(
+    tx: &mut ModelTx<'_>,
+    cluster: &Cluster,
+    now: DateTime<Utc>,
+) -> Result<u64, ProjectionError> {
     let segments = texts(
         tx,
         "SELECT segment FROM segment_members WHERE workspace = ? AND profile = ? ORDER BY segment",
-        &[ws.clone(), Bind::Text(survivor.clone())],
+        &cluster.survivor_binds(),
     )
     .await?;
-    let survivor_id = ProfileId::parse(&survivor).map_err(ProjectionError::corrupt)?;
+    let survivor = ProfileId::parse(&cluster.survivor).map_err(ProjectionError::corrupt)?;
+    let key = (cluster.workspace.clone(), survivor);
     let mut exits = CatalogWrites::default();
     for segment in &segments {
-        membership_change(
-            &mut exits,
-            &(workspace.to_owned(), survivor_id.clone()),
-            segment,
-            false,
-            ERASURE_CAUSE,
-            now,
-        );
+        membership_change(&mut exits, &key, segment, false, ERASURE_CAUSE, now);
     }
-    // And its tags are taken off: subscribers keeping tags in sync hear it, with no value, old or new.
     let tags = texts(
         tx,
         "SELECT tag FROM profile_tags WHERE workspace = ? AND profile = ? ORDER BY tag",
-        &[ws.clone(), Bind::Text(survivor.clone())],
+        &cluster.survivor_binds(),
     )
     .await?;
     for tag in &tags {
         exits.outbox.push(change_message(
-            workspace,
-            &survivor,
+            &cluster.workspace,
+            &cluster.survivor,
             tag,
             None,
             None,
@@ -452,13 +461,20 @@ async fn erase_in(
         ));
     }
     crate::catalog::write(tx, &exits).await?;
+    Ok(segments.len() as u64)
+}
 
-    // Its read models.
+/// Its read models.
+async fn delete_read_models(
+    tx: &mut ModelTx<'_>,
+    cluster: &Cluster,
+) -> Result<(), ProjectionError> {
+    let in_cluster = cluster.marks();
     for table in ["profiles", "event_profiles", "profile_spend", "profile_due"] {
         execute(
             tx,
             &format!("DELETE FROM {table} WHERE workspace = ? AND profile IN ({in_cluster})"),
-            &cluster_binds,
+            &cluster.binds(),
         )
         .await?;
     }
@@ -466,34 +482,44 @@ async fn erase_in(
         execute(
             tx,
             &format!("DELETE FROM {table} WHERE workspace = ? AND profile = ?"),
-            &[ws.clone(), Bind::Text(survivor.clone())],
+            &cluster.survivor_binds(),
         )
         .await?;
     }
+    let twice = [cluster.members.clone(), cluster.members.clone()].concat();
     execute(
         tx,
         &format!(
             "DELETE FROM profile_aliases WHERE workspace = ? AND (profile IN ({in_cluster}) \
              OR survivor IN ({in_cluster}))"
         ),
-        &text_binds(workspace, &[cluster.clone(), cluster.clone()].concat()),
+        &text_binds(&cluster.workspace, &twice),
     )
     .await?;
+    Ok(())
+}
 
-    // The decisions stay (the graph is their fold) but keep no identifier value of the person.
+/// The decisions stay (the graph is their fold) but keep no identifier value of the person.
+async fn redact_decisions(
+    tx: &mut ModelTx<'_>,
+    cluster: &Cluster,
+    values: &BTreeSet<String>,
+) -> Result<(), ProjectionError> {
+    let in_cluster = cluster.marks();
+    let twice = [cluster.members.clone(), cluster.members.clone()].concat();
     let rows = decisions(
         tx,
         &format!(
             "SELECT seq, value, body FROM identity_events WHERE workspace = ? \
              AND (profile IN ({in_cluster}) OR other IN ({in_cluster}))"
         ),
-        &text_binds(workspace, &[cluster.clone(), cluster.clone()].concat()),
+        &text_binds(&cluster.workspace, &twice),
     )
     .await?;
     let triggers = set_triggers_aside(tx).await?;
     for (seq, value, body) in rows {
         let mut parsed: Value = serde_json::from_str(&body).map_err(ProjectionError::corrupt)?;
-        redact(&mut parsed, &values);
+        redact(&mut parsed, values);
         let value = value
             .map(|v| {
                 if values.contains(&v) {
@@ -514,22 +540,32 @@ async fn erase_in(
         )
         .await?;
     }
-    restore_triggers(tx, triggers).await?;
+    restore_triggers(tx, triggers).await
+}
 
-    // The record: the erasure (no personal data) and the decision that takes the profile out of the graph.
+/// The record: the erasure (no personal data: the pseudonymous ids, the actor, the counts of events and
+/// keys) and the decision that takes the profile out of the graph. The erasure's number.
+async fn record(
+    tx: &mut ModelTx<'_>,
+    cluster: &Cluster,
+    actor: &str,
+    now: DateTime<Utc>,
+    (events, keys): (u64, u64),
+) -> Result<i64, ProjectionError> {
     let at = now.timestamp_millis();
-    let profiles_json = serde_json::to_string(&cluster).map_err(ProjectionError::corrupt)?;
+    let profiles_json =
+        serde_json::to_string(&cluster.members).map_err(ProjectionError::corrupt)?;
     let seq = ints(
         tx,
         "INSERT INTO erasures (workspace, profile, profiles, actor, at, events, keys) \
          VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING seq",
         &[
-            ws.clone(),
-            Bind::Text(survivor.clone()),
+            cluster.ws(),
+            Bind::Text(cluster.survivor.clone()),
             Bind::Text(profiles_json),
             Bind::Text(actor.to_owned()),
             Bind::Int(at),
-            Bind::Int(seqs.len() as i64),
+            Bind::Int(events as i64),
             Bind::Int(keys as i64),
         ],
     )
@@ -538,7 +574,7 @@ async fn erase_in(
     .ok_or_else(|| ProjectionError::Corrupt("the erasure was not recorded".into()))?;
     let caused_by = format!("erasure_{seq}");
     let decision = IdentityEvent::ProfileErased {
-        profile: survivor_id.clone(),
+        profile: ProfileId::parse(&cluster.survivor).map_err(ProjectionError::corrupt)?,
         caused_by: caused_by.clone(),
     };
     let body = serde_json::to_string(&decision).map_err(ProjectionError::corrupt)?;
@@ -555,80 +591,14 @@ async fn erase_in(
         "INSERT INTO identity_events (workspace, log_seq, caused_by, kind, profile, other, id_type, \
          value, recorded_at, body) VALUES (?, ?, ?, 'profile_erased', ?, NULL, NULL, NULL, ?, ?)",
         &[
-            ws.clone(),
+            cluster.ws(),
             Bind::Int(at_log),
             Bind::Text(caused_by),
-            Bind::Text(survivor.clone()),
+            Bind::Text(cluster.survivor.clone()),
             Bind::Int(at),
             Bind::Text(body),
         ],
     )
     .await?;
-    forget_state(tx).await?;
-    Ok(Some(ErasureReport {
-        seq,
-        profile: survivor_id,
-        profiles: cluster
-            .iter()
-            .map(|p| ProfileId::parse(p).map_err(ProjectionError::corrupt))
-            .collect::<Result<_, _>>()?,
-        events: seqs.len() as u64,
-        keys,
-        segments: segments.len() as u64,
-        affected: affected
-            .iter()
-            .map(|p| ProfileId::parse(p).map_err(ProjectionError::corrupt))
-            .collect::<Result<_, _>>()?,
-    }))
-}
-
-/// Sets the append-only triggers of `identity_events` aside (restored by [`restore_triggers`] in the
-/// same transaction, as a rebuild's switch does): an erasure is the one rewrite the decisions allow.
-async fn set_triggers_aside(
-    tx: &mut ModelTx<'_>,
-) -> Result<Vec<(String, String)>, ProjectionError> {
-    match tx {
-        ModelTx::Sqlite(t) => {
-            let triggers: Vec<(String, String)> = sqlx::query_as(
-                "SELECT name, sql FROM main.sqlite_master WHERE type = 'trigger' \
-                 AND tbl_name = 'identity_events'",
-            )
-            .fetch_all(&mut **t)
-            .await?;
-            for (name, _) in &triggers {
-                sqlx::query(&format!(
-                    "DROP TRIGGER main.\"{}\"",
-                    name.replace('"', "\"\"")
-                ))
-                .execute(&mut **t)
-                .await?;
-            }
-            Ok(triggers)
-        }
-        ModelTx::Postgres(t) => {
-            sqlx::query("ALTER TABLE identity_events DISABLE TRIGGER USER")
-                .execute(&mut **t)
-                .await?;
-            Ok(Vec::new())
-        }
-    }
-}
-
-async fn restore_triggers(
-    tx: &mut ModelTx<'_>,
-    triggers: Vec<(String, String)>,
-) -> Result<(), ProjectionError> {
-    match tx {
-        ModelTx::Sqlite(t) => {
-            for (_, sql) in &triggers {
-                sqlx::query(sql).execute(&mut **t).await?;
-            }
-        }
-        ModelTx::Postgres(t) => {
-            sqlx::query("ALTER TABLE identity_events ENABLE TRIGGER USER")
-                .execute(&mut **t)
-                .await?;
-        }
-    }
-    Ok(())
+    Ok(seq)
 }
