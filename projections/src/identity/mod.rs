@@ -21,6 +21,7 @@ mod held;
 pub mod housekeeping;
 mod model;
 pub mod queries;
+mod write;
 
 pub use batch::workspace_log;
 pub use queries::*;
@@ -37,7 +38,6 @@ use cdp_domain::store::Store;
 use cdp_domain::tags::RfmThresholds;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
-use sqlx::QueryBuilder;
 
 use crate::catalog::CatalogWrites;
 use crate::profiles::{ModelWrites, ProfileKey};
@@ -305,73 +305,6 @@ impl IdentityResolver {
     }
 }
 
-fn columns(
-    event: &IdentityEvent,
-) -> (
-    &'static str,
-    Option<&str>,
-    Option<&str>,
-    Option<&str>,
-    Option<&str>,
-) {
-    match event {
-        IdentityEvent::ProfileCreated { profile, .. } => {
-            ("profile_created", Some(profile.as_str()), None, None, None)
-        }
-        IdentityEvent::IdentifierLinked {
-            profile,
-            id_type,
-            value,
-            ..
-        } => (
-            "identifier_linked",
-            Some(profile.as_str()),
-            None,
-            Some(id_type),
-            Some(value),
-        ),
-        IdentityEvent::ProfilesMerged {
-            survivor, absorbed, ..
-        } => (
-            "profiles_merged",
-            Some(survivor.as_str()),
-            Some(absorbed.as_str()),
-            None,
-            None,
-        ),
-        IdentityEvent::MergeRejected { profiles, .. } => (
-            "merge_rejected",
-            profiles.first().map(ProfileId::as_str),
-            profiles.get(1).map(ProfileId::as_str),
-            None,
-            None,
-        ),
-        IdentityEvent::LinkRejected {
-            profile,
-            id_type,
-            value,
-            ..
-        } => (
-            "link_rejected",
-            Some(profile.as_str()),
-            None,
-            Some(id_type),
-            Some(value),
-        ),
-        IdentityEvent::ProfileSplit { from, into, .. } => (
-            "profile_split",
-            Some(from.as_str()),
-            Some(into.as_str()),
-            None,
-            None,
-        ),
-        IdentityEvent::ProfileErased { profile, .. } => {
-            ("profile_erased", Some(profile.as_str()), None, None, None)
-        }
-        IdentityEvent::CommandRejected { .. } => ("command_rejected", None, None, None, None),
-    }
-}
-
 impl Projection for IdentityResolver {
     type Prepared = PreparedDecisions;
 
@@ -493,7 +426,6 @@ impl Projection for IdentityResolver {
             prepared.catalog.outbox.clear();
             prepared.catalog.history.clear();
         }
-        const ROWS_PER_STATEMENT: usize = 500;
         let started = std::time::Instant::now();
         // Under the write lock (SQLite) or the checkpoint's row lock (PostgreSQL): a model changed
         // since the batch was prepared (an erasure, a rebuild's switch) must not be overwritten with
@@ -503,82 +435,7 @@ impl Projection for IdentityResolver {
                 "the resolver's token moved since the batch was prepared".into(),
             ));
         }
-        let mut bodies = Vec::with_capacity(prepared.decisions.len());
-        for d in &prepared.decisions {
-            bodies.push(serde_json::to_string(&d.event).map_err(ProjectionError::corrupt)?);
-        }
-        let rows: Vec<(&RecordedDecision, &String)> =
-            prepared.decisions.iter().zip(&bodies).collect();
-        match tx {
-            ModelTx::Sqlite(tx) => {
-                for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-                    let mut q: QueryBuilder<sqlx::Sqlite> = QueryBuilder::new(
-                        "INSERT INTO identity_events (workspace, log_seq, caused_by, kind, profile, \
-                         other, id_type, value, recorded_at, body) ",
-                    );
-                    q.push_values(chunk, |mut row, (d, body)| {
-                        let (kind, profile, other, id_type, value) = columns(&d.event);
-                        row.push_bind(&d.workspace)
-                            .push_bind(d.log_seq)
-                            .push_bind(d.event.caused_by())
-                            .push_bind(kind)
-                            .push_bind(profile)
-                            .push_bind(other)
-                            .push_bind(id_type)
-                            .push_bind(value)
-                            .push_bind(d.recorded_at_ms)
-                            .push_bind(*body);
-                    });
-                    q.build().execute(&mut **tx).await?;
-                }
-            }
-            ModelTx::Postgres(tx) if !rows.is_empty() => {
-                // One statement over arrays; the decisions keep their order (their `seq`).
-                let n = rows.len();
-                let mut cols: [Vec<Option<&str>>; 7] = Default::default();
-                let (mut seqs, mut at) = (Vec::with_capacity(n), Vec::with_capacity(n));
-                for (d, _) in &rows {
-                    let (kind, profile, other, id_type, value) = columns(&d.event);
-                    let row = [
-                        Some(d.workspace.as_str()),
-                        Some(d.event.caused_by()),
-                        Some(kind),
-                        profile,
-                        other,
-                        id_type,
-                        value,
-                    ];
-                    for (col, v) in cols.iter_mut().zip(row) {
-                        col.push(v);
-                    }
-                    seqs.push(d.log_seq);
-                    at.push(d.recorded_at_ms);
-                }
-                let bodies: Vec<&str> = rows.iter().map(|(_, b)| b.as_str()).collect();
-                let [ws, caused_by, kinds, profiles, others, id_types, values] = cols;
-                sqlx::query(
-                    "INSERT INTO identity_events (workspace, log_seq, caused_by, kind, profile, other, \
-                     id_type, value, recorded_at, body) \
-                     SELECT w, s, c, k, p, o, t, v, r, b FROM UNNEST($1::text[], $2::bigint[], \
-                     $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], \
-                     $9::bigint[], $10::text[]) WITH ORDINALITY AS d(w, s, c, k, p, o, t, v, r, b, n) \
-                     ORDER BY n",
-                )
-                .bind(&ws)
-                .bind(&seqs)
-                .bind(&caused_by)
-                .bind(&kinds)
-                .bind(&profiles)
-                .bind(&others)
-                .bind(&id_types)
-                .bind(&values)
-                .bind(&at)
-                .bind(&bodies)
-                .execute(&mut **tx)
-                .await?;
-            }
-            ModelTx::Postgres(_) => {}
-        }
+        write::write_decisions(tx, &prepared.decisions).await?;
         let decided = started.elapsed();
         crate::profiles::write(tx, &prepared.model).await?;
         let profiled = started.elapsed();
@@ -650,20 +507,20 @@ impl Projection for IdentityResolver {
             let mut due: FastSet<(String, String)> = FastSet::default();
             for prepared in group.iter_mut().rev() {
                 let (m, c) = (&mut prepared.model, &mut prepared.catalog);
-                keep_last(&mut m.docs, &mut later, |(key, _)| key.clone());
+                write::keep_last(&mut m.docs, &mut later, |(key, _)| key.clone());
                 // A profile merged away by a later batch is deleted: no earlier batch writes it.
                 later.extend(m.gone.iter().cloned());
-                keep_last(&mut m.holders, &mut holders, |(w, id, _)| {
+                write::keep_last(&mut m.holders, &mut holders, |(w, id, _)| {
                     (w.clone(), id.clone())
                 });
-                keep_last(&mut c.tags, &mut tags, |(w, p, t, _)| {
+                write::keep_last(&mut c.tags, &mut tags, |(w, p, t, _)| {
                     (w.clone(), p.clone(), t.clone())
                 });
-                keep_last(&mut c.members, &mut members, |(w, s, p, _)| {
+                write::keep_last(&mut c.members, &mut members, |(w, s, p, _)| {
                     (w.clone(), s.clone(), p.clone())
                 });
-                keep_last(&mut c.spend, &mut spend, |(w, p, _)| (w.clone(), p.clone()));
-                keep_last(&mut c.due, &mut due, |(w, p, _)| (w.clone(), p.clone()));
+                write::keep_last(&mut c.spend, &mut spend, |(w, p, _)| (w.clone(), p.clone()));
+                write::keep_last(&mut c.due, &mut due, |(w, p, _)| (w.clone(), p.clone()));
             }
         }
         for prepared in group {
@@ -685,35 +542,5 @@ impl Projection for IdentityResolver {
             }
         }
         housekeeping::pending(store, now).await
-    }
-}
-
-/// Drops from `rows` (a batch's, met from the last batch of a group back) those whose key a later batch
-/// writes (`later`), then adds this batch's keys to `later`. Within a batch the last row of a key wins
-/// when written, so a batch keeps all of its own.
-fn keep_last<T, K: Eq + std::hash::Hash>(
-    rows: &mut Vec<T>,
-    later: &mut FastSet<K>,
-    key: impl Fn(&T) -> K,
-) {
-    if !later.is_empty() {
-        rows.retain(|row| !later.contains(&key(row)));
-    }
-    later.extend(rows.iter().map(key));
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_group_keeps_the_last_batch_s_row_of_each_key() {
-        let mut later = FastSet::default();
-        let mut newest = vec![("a", 3), ("b", 3)];
-        let mut oldest = vec![("a", 1), ("c", 1), ("a", 2)];
-        keep_last(&mut newest, &mut later, |r| r.0);
-        keep_last(&mut oldest, &mut later, |r| r.0);
-        assert_eq!(newest, vec![("a", 3), ("b", 3)]);
-        assert_eq!(oldest, vec![("c", 1)]);
     }
 }
