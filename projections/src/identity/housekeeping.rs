@@ -15,7 +15,8 @@ use cdp_domain::tags::{RfmInputs, RfmThresholds, Scoring, TagDef};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 
-use super::derive::{evaluate, parse_profile, ProfileFacts};
+use super::derive::parse_profile;
+use super::evaluate::{evaluate, ProfileFacts};
 use crate::catalog::{self, Job};
 use crate::profiles::{self, ProfileKey};
 use crate::runner::ProjectionError;

@@ -17,6 +17,7 @@
 mod batch;
 mod catalog_commands;
 pub mod derive;
+mod evaluate;
 mod held;
 pub mod housekeeping;
 mod model;
