@@ -288,11 +288,10 @@ struct Measured {
 
 pub async fn run(backend: &Backend, workload: &Workload) -> anyhow::Result<Outcome> {
     let catalog = definitions()?;
-    let batches = workload.new_events(WORKSPACE)?;
     let fresh = FreshStore::create(backend).await?;
     let measured = async {
         let store = fresh.open().await?;
-        let measured = measure(&store, &catalog, &batches).await;
+        let measured = measure(&store, &catalog, workload).await;
         close(&store).await;
         measured
     }
@@ -358,7 +357,7 @@ pub async fn run(backend: &Backend, workload: &Workload) -> anyhow::Result<Outco
 async fn append_log(
     store: &Store,
     catalog: &[CatalogCommand],
-    batches: &[Vec<NewEvent>],
+    workload: &Workload,
 ) -> anyhow::Result<u64> {
     store.ensure_workspace(WORKSPACE).await?;
     let commands: Vec<NewEvent> = catalog
@@ -366,9 +365,11 @@ async fn append_log(
         .map(|c| command_event(WORKSPACE, c.name(), c))
         .collect();
     let mut appended = 0u64;
-    for (i, batch) in std::iter::once(&commands).chain(batches).enumerate() {
+    let requests = std::iter::once(Ok(commands)).chain(workload.new_events_each(WORKSPACE));
+    for (i, batch) in requests.enumerate() {
+        let batch = batch?;
         let report = store
-            .append(batch)
+            .append(&batch)
             .await
             .with_context(|| format!("appending batch {i} failed"))?;
         ensure!(
@@ -417,12 +418,11 @@ pub(super) async fn stored_state_bytes(store: &Store) -> anyhow::Result<u64> {
 /// The scenario `resolve`: the live resolver's catch-up against a `read_after` scan of the same log.
 pub async fn run_resolve(backend: &Backend, workload: &Workload) -> anyhow::Result<Outcome> {
     let catalog = definitions()?;
-    let batches = workload.new_events(WORKSPACE)?;
     let fresh = FreshStore::create(backend).await?;
     let measured = async {
         let store = fresh.open().await?;
         let measured = async {
-            let appended = append_log(&store, &catalog, &batches).await?;
+            let appended = append_log(&store, &catalog, workload).await?;
             let now = Utc::now();
             let resident_before = resident_bytes();
             let live = live_catch_up(&store, Arc::new(move || now), appended).await?;
@@ -494,9 +494,9 @@ pub async fn run_resolve(backend: &Backend, workload: &Workload) -> anyhow::Resu
 async fn measure(
     store: &Store,
     catalog: &[CatalogCommand],
-    batches: &[Vec<NewEvent>],
+    workload: &Workload,
 ) -> anyhow::Result<Measured> {
-    let appended = append_log(store, catalog, batches).await?;
+    let appended = append_log(store, catalog, workload).await?;
     // One instant for the live resolver and the rebuild: a segment membership's `since` is the time
     // the resolver evaluated it (as is whatever a window decides), so on the wall clock a rebuild
     // minutes later would rightly differ. Every event is within the hour before it.
