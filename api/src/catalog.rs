@@ -327,8 +327,7 @@ async fn put_tag(
     if let TagDef::Value { trait_name, .. } = &def {
         let traits = catalog::definitions(&state.store, ws, TRAIT).await?;
         if !traits.iter().any(|t| &t.name == trait_name) {
-            return Err(ApiError::bad_request(
-                "invalid_definition",
+            return Err(ApiError::definition_conflict(
                 "trait",
                 format!("invalid definition: trait: no computed trait {trait_name:?}"),
             ));
@@ -342,8 +341,7 @@ async fn put_tag(
     }
     defs.insert(name.clone(), def.clone());
     if let Some(path) = cycle(&defs, &name) {
-        return Err(ApiError::bad_request(
-            "invalid_definition",
+        return Err(ApiError::definition_conflict(
             "condition",
             format!(
                 "invalid definition: the tag reads itself: {}",

@@ -68,6 +68,17 @@ impl ApiError {
         }
     }
 
+    /// A definition that reads what the catalog does not hold, or reads itself through it (409, the
+    /// place in `field`): valid as written, refused as the catalog stands.
+    pub fn definition_conflict(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::Client {
+            status: StatusCode::CONFLICT,
+            code: "invalid_definition",
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
     /// The request is valid but the state does not allow it (409).
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
         ApiError::Client {

@@ -22,6 +22,7 @@ pub mod limits;
 pub mod metrics;
 pub mod nats;
 pub mod openapi;
+mod openapi_definitions;
 pub mod operate;
 pub mod ops;
 pub mod outage;

@@ -230,7 +230,7 @@ pub fn document() -> Value {
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
             "401": {"description": "Missing or unknown token."},
             "403": {"description": "The token lacks the admin scope."},
-            "409": {"description": "Refused as the catalog stands (e.g. a tag reads the trait being deleted)."},
+            "409": {"description": "Refused as the catalog stands (e.g. a tag reads the trait being deleted, a segment reads a segment that does not exist or reads itself)."},
         })
     };
     paths.insert(
@@ -258,13 +258,7 @@ pub fn document() -> Value {
             "description": "Body: `{\"event\": \"Order Completed\", \"function\": \"sum\", \"property\": \"properties.total\", \"window\": \"30d\", \"where\": [{\"property\": \"properties.products[].category\", \"op\": \"eq\", \"value\": \"shoes\"}]}`. Functions: count, sum, min, max, average, first, last, most_frequent, distinct_count, unique_list, days_active. Windows: `Nd` (UTC calendar days counting today), `Nh`, or absent / `all`. Properties are paths (`properties.store.id`, `properties.products[].category`) or products of paths over line items (`properties.products[].price * properties.products[].quantity`). Filter operators: eq neq in not_in contains not_contains starts_with is_set is_not_set gt gte lt lte between before after within_last not_within_last contains_any contains_all contains_none is_true is_false; negations hold for an unknown property.",
             "security": [{"bearer": ["admin"]}],
             "parameters": [name],
-            "requestBody": {"required": true, "content": {"application/json": {"schema": {
-                "type": "object", "required": ["event", "function"], "properties": {
-                    "event": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[^\\u0000]*$"},
-                    "function": {"type": "string", "enum": ["count", "sum", "min", "max", "average", "first", "last", "most_frequent", "distinct_count", "unique_list", "days_active"]},
-                    "property": {"type": "string"},
-                    "window": {"type": "string", "pattern": "^([1-9][0-9]{0,3}[dh]|all)$"},
-                    "where": {"type": "array"}}}}}},
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TraitDefinition"}}}},
             "responses": definition_responses("The stored trait with its backfill status."),
         },
         "delete": {
@@ -300,9 +294,7 @@ pub fn document() -> Value {
             "description": "Rule: `{\"type\": \"rule\", \"condition\": {\"all\": [{\"computed\": \"spend_30d\", \"op\": \"gte\", \"value\": 1000}, {\"trait\": \"gender\", \"op\": \"neq\", \"value\": \"male\"}]}, \"value\": true}` (all / any / not; `trait`, `computed`, `tag` fields). Value: `{\"type\": \"value\", \"trait\": \"spend_30d\", \"buckets\": [{\"value\": \"low\", \"lt\": 100}, {\"value\": \"high\", \"gte\": 100}]}`. RFM: `{\"type\": \"rfm\", \"event\": \"Order Completed\", \"monetary\": \"properties.total\", \"window\": \"365d\", \"scoring\": \"quantiles\"}` (or fixed cut points `{\"recency\": [7, 30, 90, 180], \"frequency\": [..4], \"monetary\": [..4]}`); the value is the group (champions, loyal, new, potential, at_risk, hibernating, lost) with the scores in `detail`. Manual: `{\"type\": \"manual\"}`.",
             "security": [{"bearer": ["admin"]}],
             "parameters": [name],
-            "requestBody": {"required": true, "content": {"application/json": {"schema": {
-                "type": "object", "required": ["type"], "properties": {
-                    "type": {"type": "string", "enum": ["rule", "value", "rfm", "manual"]}}}}}},
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TagDefinition"}}}},
             "responses": definition_responses("The stored tag with its status and population."),
         },
         "delete": {
@@ -357,10 +349,7 @@ pub fn document() -> Value {
             "description": "Body `{\"name\": \"..\", \"condition\": {..}}`. Conditions: `{\"all\": [..]}`, `{\"any\": [..]}`, `{\"not\": {..}}`, `{\"segment\": \"<id>\"}`, `{\"trait\": \"gender\", \"op\": \"neq\", \"value\": \"male\"}` (also `computed`, `tag`; negations hold for an unknown field), `{\"event\": \"Order Completed\", \"where\": [..], \"count\": {\"op\": \"gte\", \"value\": 3}, \"window\": \"7d\"}`, `{\"event\": \"Order Completed\", \"aggregate\": {\"function\": \"sum\", \"property\": \"properties.total\"}, \"op\": \"gte\", \"value\": 1000}`. `{\"sequence\": [{\"event\": \"Product Added\"}, {\"not_event\": \"Order Completed\"}], \"within\": \"2h\"}` (judged on the latest first step; `not_event` holds once the time has passed with no second step).",
             "security": [{"bearer": ["admin"]}],
             "parameters": [id],
-            "requestBody": {"required": true, "content": {"application/json": {"schema": {
-                "type": "object", "required": ["condition"], "properties": {
-                    "name": {"type": "string"},
-                    "condition": {"type": "object", "minProperties": 1}}}}}},
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SegmentDefinition"}}}},
             "responses": definition_responses("The stored segment with its status."),
         },
         "delete": {
@@ -371,16 +360,16 @@ pub fn document() -> Value {
             "responses": definition_responses("`status`: deleted."),
         }
     }));
+    let mut preview_responses = read_responses("The preview.");
+    preview_responses["409"] =
+        json!({"description": "The condition reads a segment that does not exist."});
     paths.insert("/v1/segments/preview".into(), json!({
         "post": {
             "tags": ["segments"],
             "summary": "Insight before selection: a definition (as PUT /v1/segments/{id} takes it) evaluated over every profile without saving it — `count`, `profiles` looked at, a `sample` of members, `totals` (spend, orders), `took_ms`",
             "security": [{"bearer": ["read"]}],
-            "requestBody": {"required": true, "content": {"application/json": {"schema": {
-                "type": "object", "required": ["condition"], "properties": {
-                    "name": {"type": "string"},
-                    "condition": {"type": "object", "minProperties": 1}}}}}},
-            "responses": read_responses("The preview."),
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SegmentDefinition"}}}},
+            "responses": preview_responses,
         }
     }));
     paths.insert("/v1/segments/{id}/members".into(), json!({
@@ -391,7 +380,7 @@ pub fn document() -> Value {
             "parameters": [id, {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100000}},
                 {"name": "after", "in": "query", "schema": {"type": "string"}},
                 {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "ndjson", "csv"]}},
-                {"name": "fields", "in": "query", "description": "Comma-separated columns: `profile_id`, `since`, `caused_by`; `identifiers.<type>` (the most recently seen value; phones in E.164), `traits.<name>`, `computed_traits.<name>`, `tags.<name>`; a bare name is a membership column, else an identifier type the rules know, else a computed trait, else a tag, else a trait. Default `profile_id,since,caused_by`.", "schema": {"type": "string"}},
+                {"name": "fields", "in": "query", "description": "Comma-separated columns: `profile_id`, `since`, `caused_by`; `identifiers.<type>` (the most recently seen value; phones in E.164), `traits.<name>`, `computed_traits.<name>`, `tags.<name>`; a bare name is a membership column, else an identifier type the rules know, else a computed trait, else a tag, else a trait. Default `profile_id,since,caused_by`.", "schema": {"type": "string", "pattern": "^ *((identifiers|traits|computed_traits|tags)\\.)?[A-Za-z0-9_-]{1,64} *(, *((identifiers|traits|computed_traits|tags)\\.)?[A-Za-z0-9_-]{1,64} *)*$"}},
                 {"name": "channel", "in": "query", "description": "Only members who may be reached on this channel and have its address (sms, phone: `phone`; email: `email`; wechat: `wechat_openid`; push: `device_id`), which is added as a column.", "schema": {"type": "string", "enum": ["sms", "email", "push", "wechat", "phone"]}},
                 {"name": "purpose", "in": "query", "schema": {"type": "string", "enum": ["marketing", "service", "analytics"], "default": "marketing"}}],
             "responses": read_responses("The members."),
@@ -592,6 +581,9 @@ pub fn document() -> Value {
             }
         }
     });
+    if let Some(schemas) = document["components"]["schemas"].as_object_mut() {
+        schemas.extend(crate::openapi_definitions::schemas());
+    }
     tighten(&mut document);
     document
 }

@@ -103,16 +103,14 @@ async fn put_segment(
         .into_iter()
         .find(|r| r != &id && !defs.contains_key(r))
     {
-        return Err(ApiError::bad_request(
-            "invalid_definition",
+        return Err(ApiError::definition_conflict(
             "condition",
             format!("invalid definition: condition: no segment {missing:?}"),
         ));
     }
     defs.insert(id.clone(), def.clone());
     if let Some(path) = segment_cycle(&defs, &id) {
-        return Err(ApiError::bad_request(
-            "invalid_definition",
+        return Err(ApiError::definition_conflict(
             "condition",
             format!(
                 "invalid definition: the segment reads itself: {}",
@@ -150,8 +148,7 @@ async fn preview(
         .into_iter()
         .find(|r| !known.iter().any(|k| &k.name == r))
     {
-        return Err(ApiError::bad_request(
-            "invalid_definition",
+        return Err(ApiError::definition_conflict(
             "condition",
             format!("invalid definition: condition: no segment {missing:?}"),
         ));

@@ -13,7 +13,8 @@
 //!   operators compare the SET of actual values (arrays among them are flattened one level) with the list.
 //! - `contains`/`not_contains`/`starts_with`: a non-empty string; substring tests on string values.
 //! - `gt`/`gte`/`lt`/`lte`: a number (or numeric string) or a time; `between`: `[low, high]`, inclusive,
-//!   both numbers or both times, `low <= high`; `before`/`after`: a time.
+//!   both numbers or both times (bounds given high first are put in order: the range is the same);
+//!   `before`/`after`: a time.
 //!   Times are RFC 3339 strings (or `YYYY-MM-DD`, midnight UTC); actual times may also be epoch-millisecond numbers.
 //! - `within_last`/`not_within_last`: a duration such as `"7d"`, `"24h"`, `"30m"`, relative to `now`; a time in
 //!   the future of `now` counts as within.
@@ -195,6 +196,15 @@ impl Comparison {
             ));
         }
         check_operand(op, &value).map_err(|m| DefinitionError::new(value_field, m))?;
+        let value = match (op, value) {
+            (Op::Between, Value::Array(mut bounds)) => {
+                if ordered_operand(&bounds[0]) > ordered_operand(&bounds[1]) {
+                    bounds.swap(0, 1);
+                }
+                Value::Array(bounds)
+            }
+            (_, value) => value,
+        };
         Ok(Comparison { op, value })
     }
 
@@ -340,10 +350,7 @@ fn check_operand(op: Op, value: &Value) -> Result<(), String> {
             }
         }
         Op::Between => {
-            let msg = || {
-                "between needs [low, high]: two numbers or two RFC 3339 times, low <= high"
-                    .to_string()
-            };
+            let msg = || "between needs [low, high]: two numbers or two RFC 3339 times".to_string();
             let Value::Array(items) = value else {
                 return Err(msg());
             };
@@ -351,8 +358,8 @@ fn check_operand(op: Op, value: &Value) -> Result<(), String> {
                 return Err(msg());
             };
             match (ordered_operand(low), ordered_operand(high)) {
-                (Some(Ordered::Num(a)), Some(Ordered::Num(b))) if a <= b => {}
-                (Some(Ordered::Time(a)), Some(Ordered::Time(b))) if a <= b => {}
+                (Some(Ordered::Num(_)), Some(Ordered::Num(_)))
+                | (Some(Ordered::Time(_)), Some(Ordered::Time(_))) => {}
                 _ => return Err(msg()),
             }
         }

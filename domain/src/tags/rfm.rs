@@ -360,18 +360,20 @@ fn parse_scoring(v: &Value) -> Result<Scoring, DefinitionError> {
         let at = join("scoring", key);
         let list = obj
             .get(key)
-            .ok_or_else(|| err(&at, "required: 4 ascending cut points"))?
+            .ok_or_else(|| err(&at, "required: 4 cut points"))?
             .as_array()
             .filter(|l| l.len() == 4)
-            .ok_or_else(|| err(&at, "must be a list of 4 ascending numbers"))?;
+            .ok_or_else(|| err(&at, "must be a list of 4 numbers"))?;
         let mut out = [0.0; 4];
         for (i, v) in list.iter().enumerate() {
             out[i] = v
                 .as_f64()
                 .ok_or_else(|| err(format!("{at}[{i}]"), "must be a number"))?;
         }
+        // The cut points are thresholds: given in any order, they are kept ascending.
+        out.sort_by(f64::total_cmp);
         if out.windows(2).any(|w| w[0] >= w[1]) {
-            return Err(err(&at, "cut points must be strictly ascending"));
+            return Err(err(&at, "cut points must be 4 different numbers"));
         }
         Ok(out)
     };

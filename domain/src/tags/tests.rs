@@ -536,6 +536,15 @@ fn parse_errors_name_the_place() {
         "scoring.frequency[1]"
     );
     assert_eq!(error_field(rfm(json!("deciles"))), "scoring");
+    // Cut points are thresholds: given in any order they are kept ascending.
+    let def = TagDef::parse(&rfm(
+        json!({"recency": [90, 7, 180, 30], "frequency": [1, 2, 3, 4], "monetary": [1, 2, 3, 4]}),
+    ))
+    .unwrap();
+    assert_eq!(
+        def.to_json()["scoring"]["recency"],
+        json!([7.0, 30.0, 90.0, 180.0])
+    );
     assert_eq!(
         error_field(
             json!({"type": "rfm", "event": "E", "monetary": "properties.total", "window": "soon"})

@@ -276,14 +276,15 @@ async fn segment_definitions_are_checked() {
             assert_eq!(status, StatusCode::BAD_REQUEST, "{definition}: {body}");
             assert_eq!(body["error"]["field"], field, "{definition}: {body}");
         }
+        // A reference to a segment that does not exist, or a cycle: refused as the catalog stands (409).
         let (status, body) = put(&app, "/v1/segments/s", json!({"condition": {"segment": "nope"}})).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
         let (status, _) = put(&app, "/v1/segments/a", json!({"condition": {"trait": "x", "op": "is_set"}})).await;
         assert_eq!(status, StatusCode::OK);
         let (status, _) = put(&app, "/v1/segments/b", json!({"condition": {"segment": "a"}})).await;
         assert_eq!(status, StatusCode::OK);
         let (status, body) = put(&app, "/v1/segments/a", json!({"condition": {"segment": "b"}})).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "a cycle: {body}");
+        assert_eq!(status, StatusCode::CONFLICT, "a cycle: {body}");
         let response = app.request(Method::DELETE, "/v1/segments/a", Auth::Bearer(ADMIN_TOKEN)).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::CONFLICT, "b reads a");
     })
