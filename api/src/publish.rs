@@ -233,8 +233,7 @@ async fn publish_some(
                 "Nats-Msg-Id",
                 format!("{}-{}", topology.stream, m.seq).as_str(),
             );
-            let rest = m.subject.strip_prefix("cdp.out.").unwrap_or(&m.subject);
-            let subject = format!("{}{rest}", topology.subject_prefix);
+            let subject = subject_under(&topology.subject_prefix, &m.subject);
             let ack = js
                 .publish_with_headers(subject.clone(), headers, m.payload.clone().into())
                 .await
@@ -257,13 +256,24 @@ async fn publish_some(
         let _ = bus.send(Published {
             seq,
             workspace,
-            subject,
+            subject: subject_under(BUS_PREFIX, &subject),
             payload,
         });
     }
     save(store, last).await?;
     prune(store, last).await?;
     Ok(page.len())
+}
+
+/// The subjects' prefix on the in-process bus (the SSE stream): NATS's without a namespace.
+pub const BUS_PREFIX: &str = "cdp.out.";
+
+/// The subject of an outbox topic under `prefix`: subjects are minted here, at the edge; the engine
+/// stores topics (`<workspace>.tag.<tag>.changed`). Rows of earlier versions hold `cdp.out.<topic>`:
+/// that prefix is replaced too.
+fn subject_under(prefix: &str, topic: &str) -> String {
+    let topic = topic.strip_prefix(BUS_PREFIX).unwrap_or(topic);
+    format!("{prefix}{topic}")
 }
 
 /// Published messages kept in the outbox (for inspection), beyond which the oldest are deleted.
@@ -325,6 +335,28 @@ async fn save(store: &Store, seq: i64) -> Result<(), ProjectionError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subjects_are_minted_under_the_prefix_from_topics_old_and_new() {
+        let topic = "shop.segment.vip.entered";
+        assert_eq!(
+            subject_under(BUS_PREFIX, topic),
+            "cdp.out.shop.segment.vip.entered"
+        );
+        assert_eq!(
+            subject_under("eu.cdp.out.", topic),
+            "eu.cdp.out.shop.segment.vip.entered"
+        );
+        // A row stored by an earlier version carries the default prefix already.
+        assert_eq!(
+            subject_under("eu.cdp.out.", "cdp.out.shop.tag.rfm.changed"),
+            "eu.cdp.out.shop.tag.rfm.changed"
+        );
+        assert_eq!(
+            subject_under(BUS_PREFIX, "cdp.out.shop.tag.rfm.changed"),
+            "cdp.out.shop.tag.rfm.changed"
+        );
+    }
 
     #[test]
     fn an_outage_is_logged_once_then_its_end_then_the_catch_up() {

@@ -387,6 +387,9 @@ pub async fn next_due(store: &Store) -> Result<Option<i64>, ProjectionError> {
 pub struct OutMessage {
     pub seq: i64,
     pub workspace: String,
+    /// Its topic below the deployment's subject prefix, which the edge adds when it publishes
+    /// (`<workspace>.tag.<tag>.changed`, `<workspace>.segment.<id>.entered`, `<workspace>.event.<name>`);
+    /// rows written before 2026-12-06 hold it with `cdp.out.` in front.
     pub subject: String,
     pub payload: String,
 }

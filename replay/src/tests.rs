@@ -592,7 +592,7 @@ async fn a_sequence_times_out_on_time_and_is_published() {
         1,
         "only the quick buyer converted so far: {sent:?}"
     );
-    assert_eq!(sent[0].0, "cdp.out.w.segment.converted.entered");
+    assert_eq!(sent[0].0, "w.segment.converted.entered");
     // The view arrived late (after the order, with an earlier time): it completed the sequence.
     assert_eq!(sent[0].1["caused_by"], "b0");
 
@@ -610,7 +610,7 @@ async fn a_sequence_times_out_on_time_and_is_published() {
     catch_up(&store, &resolver).await.unwrap();
     let sent = outbox(store.clone()).await;
     assert_eq!(sent.len(), 2, "{sent:?}");
-    assert_eq!(sent[1].0, "cdp.out.w.segment.abandoned_cart.entered");
+    assert_eq!(sent[1].0, "w.segment.abandoned_cart.entered");
     assert_eq!(sent[1].1["caused_by"], "clock");
     // A late order leaves it (the latest cart was not followed within 2 h, but a new cart resets it).
     store
@@ -621,7 +621,7 @@ async fn a_sequence_times_out_on_time_and_is_published() {
     let sent = outbox(store.clone()).await;
     assert_eq!(
         sent.last().unwrap().0,
-        "cdp.out.w.segment.abandoned_cart.exited",
+        "w.segment.abandoned_cart.exited",
         "{sent:?}"
     );
 }

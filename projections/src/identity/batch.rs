@@ -380,7 +380,7 @@ pub(super) async fn prepare(
         };
         catalog_writes.outbox.push((
             e.workspace.clone(),
-            format!("cdp.out.{}.event.{}", e.workspace, event_slug(name)),
+            format!("{}.event.{}", e.workspace, event_slug(name)),
             serde_json::to_string(&payload).map_err(ProjectionError::corrupt)?,
         ));
     }

@@ -48,7 +48,7 @@ pub fn change_message(
     });
     (
         workspace.to_owned(),
-        format!("cdp.out.{workspace}.tag.{tag}.changed"),
+        format!("{workspace}.tag.{tag}.changed"),
         payload.to_string(),
     )
 }
@@ -497,7 +497,7 @@ pub fn membership_change(
     });
     out.outbox.push((
         w.clone(),
-        format!("cdp.out.{w}.segment.{segment}.{what}"),
+        format!("{w}.segment.{segment}.{what}"),
         payload.to_string(),
     ));
 }

@@ -786,9 +786,9 @@ async fn a_rebuild_that_disagrees_changes_the_model_like_any_change() {
     assert_eq!(
         messages,
         vec![
-            "cdp.out.w.tag.tier.changed".to_owned(),
-            "cdp.out.w.segment.big.entered".to_owned(),
-            "cdp.out.w.segment.big.exited".to_owned(),
+            "w.tag.tier.changed".to_owned(),
+            "w.segment.big.entered".to_owned(),
+            "w.segment.big.exited".to_owned(),
         ]
     );
     // A second rebuild agrees with everything: no change, no message.
