@@ -2,9 +2,10 @@
 //! `Segment Consent Preference Updated` message of the profile, through the same validation and log as
 //! any message, so rebuilds and splits keep it); `GET` shows where the profile stands.
 //!
-//! [`reachable_of`] is the one place every output asks which channels a profile may be reached on:
-//! the outbox publisher ([`gate`]: every NATS message and every in-process bus message, hence
-//! `/v1/stream`, carries `reachable`), and segment exports with `channel=` (only consenting members).
+//! [`reachable_of`] (and [`reachable_in`], for a profile already loaded) is the one place every output
+//! asks which channels a profile may be reached on: the outbox publisher ([`gate`]: every NATS message
+//! and every in-process bus message, hence `/v1/stream`, carries `reachable`), and segment exports with
+//! `channel=` (only consenting members, from the document the export loads for its columns).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -88,7 +89,7 @@ pub async fn reachable_of(
     let mut out: HashMap<(String, String), Vec<(&'static str, Basis)>> = docs
         .into_iter()
         .map(|((w, p), doc)| {
-            let reachable = doc.consent.reachable_by(purpose, policy_of(policies, &w));
+            let reachable = reachable_in(&doc, policies, &w, purpose);
             ((w, p.to_string()), reachable)
         })
         .collect();
@@ -96,6 +97,18 @@ pub async fn reachable_of(
         out.entry(key.clone()).or_default();
     }
     Ok(out)
+}
+
+/// [`reachable_of`] for a profile already loaded: the channels `doc` (a profile of `workspace`) may be
+/// reached on for `purpose`, with the basis of each.
+pub fn reachable_in(
+    doc: &cdp_domain::profile::ProfileDoc,
+    policies: &HashMap<String, ConsentPolicy>,
+    workspace: &str,
+    purpose: &str,
+) -> Vec<(&'static str, Basis)> {
+    doc.consent
+        .reachable_by(purpose, policy_of(policies, workspace))
 }
 
 /// Sets `reachable` (the channels the profile may be reached on for marketing) on every message of the

@@ -240,14 +240,6 @@ impl Export {
         let next_after = (page.len() as i64 == limit)
             .then(|| page.last().map(|m| m.0.clone()))
             .flatten();
-        let keys: Vec<(String, String)> = page.iter().map(|m| (ws.clone(), m.0.clone())).collect();
-        let reachable = match self.channel {
-            Some(_) => {
-                let policies = &self.state.consent_policies;
-                crate::consent::reachable_of(store, policies, &keys, self.purpose).await?
-            }
-            None => Default::default(),
-        };
         let needs_docs = self.channel.is_some() || self.columns.iter().any(Column::needs_document);
         let docs = if needs_docs {
             let parsed: Vec<profiles::ProfileKey> = page
@@ -286,12 +278,17 @@ impl Export {
             let doc = docs.get(profile);
             let mut basis = None;
             if let Some(channel) = self.channel {
-                basis = reachable
-                    .get(&(ws.clone(), profile.clone()))
-                    .and_then(|r| r.iter().find(|(c, _)| *c == channel))
-                    .map(|(_, b)| *b);
-                let addressed = doc
-                    .is_some_and(|d| export::address(d, export::address_type(channel)).is_some());
+                // Reachable (consent, under the workspace's policy) and addressed, read from the one
+                // document loaded for the columns.
+                let Some(d) = doc else {
+                    continue;
+                };
+                let policies = &self.state.consent_policies;
+                basis = crate::consent::reachable_in(d, policies, ws, self.purpose)
+                    .into_iter()
+                    .find(|(c, _)| *c == channel)
+                    .map(|(_, b)| b);
+                let addressed = export::address(d, export::address_type(channel)).is_some();
                 if basis.is_none() || !addressed {
                     continue;
                 }
