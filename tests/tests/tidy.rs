@@ -131,7 +131,8 @@ fn the_rebuilding_crates_cannot_publish() {
 
 /// Consent is enforced by construction on every output: messages reach NATS and the in-process bus
 /// (hence `/v1/stream`) only in `api::publish`, after `consent::gate` set their reachable channels, and
-/// segment members leave only through `api::segments`' export, which filters by `consent::reachable_of`.
+/// segment members leave only through `api::segments`' export, which filters by `consent::reachable_in`
+/// (the reachability of `consent::reachable_of`, for the documents the export loads).
 #[test]
 fn every_output_passes_the_consent_gate() {
     let root = workspace_root();
@@ -167,8 +168,16 @@ fn every_output_passes_the_consent_gate() {
     }
     let segments = fs::read_to_string(root.join("api/src/segments.rs")).unwrap();
     assert!(
-        segments.contains("consent::reachable_of("),
+        segments.contains("consent::reachable_in("),
         "the export filters by consent"
+    );
+    let consent = fs::read_to_string(root.join("api/src/consent.rs")).unwrap();
+    let of = consent
+        .find("pub async fn reachable_of(")
+        .expect("consent::reachable_of");
+    assert!(
+        consent[of..].contains("reachable_in(&doc, policies"),
+        "reachable_of and the export's reachable_in are one rule"
     );
 }
 
