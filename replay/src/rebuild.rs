@@ -90,9 +90,10 @@ pub const REBUILD_BATCH: u32 = 10_000;
 /// written once per commit, not once per batch.
 pub const REBUILD_GROUP: usize = 400_000;
 
-/// What a rebuild holds in memory, for its estimate: a profile's state (BENCHMARKS.md, memory), an event
+/// What a rebuild holds in memory, for its estimate: a profile's state (BENCHMARKS.md, memory) and what
+/// its deferred rows take until they are written (a key, a cause, its identifiers' holders), an event
 /// parsed in a batch being prepared, and an event's prepared writes waiting for their commit.
-const BYTES_PER_PROFILE: u64 = 2_000;
+const BYTES_PER_PROFILE: u64 = 2_000 + 400;
 const BYTES_PER_PARSED_EVENT: u64 = 5_000;
 const BYTES_PER_PREPARED_EVENT: u64 = 400;
 
@@ -268,6 +269,8 @@ async fn rebuild_once(
             break;
         }
     }
+    // What the plain batches left to write, written once for every profile.
+    resolver.flush(&shadow.store).await?;
     // The indexes left out while the shadow was written, built over its rows at once.
     if let Some((lock, _)) = &mut shadow.postgres {
         build_deferred_indexes(lock).await?;

@@ -53,6 +53,9 @@ pub(super) struct Context<'a> {
     pub now: DateTime<Utc>,
     /// How many parts the batch's folds and evaluations are split into (one per core).
     pub parts: usize,
+    /// A plain batch of a rebuild: its last-value rows are deferred here, its profiles evaluated at
+    /// the flush (`super::deferred`), not now.
+    pub deferred: Option<&'a mut super::deferred::Deferred>,
 }
 
 pub(super) async fn prepare(
@@ -69,6 +72,7 @@ pub(super) async fn prepare(
         house,
         now,
         parts,
+        mut deferred,
     } = ctx;
     let started = std::time::Instant::now();
     let mut steps = Vec::with_capacity(events.len());
@@ -409,31 +413,43 @@ pub(super) async fn prepare(
     }
     touched.retain(|k, _| model.docs.contains_key(k));
     let folded = started.elapsed();
-    derive::derive(
-        store,
-        Derivation {
-            docs: &model.docs,
-            touched,
-            created: &created,
-            merged,
-            manual,
-            catalogs: &catalogs_now,
-            thresholds,
-            now,
-            parts,
-        },
-        cache,
-        &mut catalog_writes,
-    )
-    .await?;
+    match deferred.as_deref_mut() {
+        Some(deferred) => deferred.note(touched, &created, merged),
+        None => {
+            derive::derive(
+                store,
+                Derivation {
+                    docs: &model.docs,
+                    touched,
+                    created: &created,
+                    merged,
+                    manual,
+                    catalogs: &catalogs_now,
+                    thresholds,
+                    now,
+                    parts,
+                },
+                cache,
+                &mut catalog_writes,
+            )
+            .await?
+        }
+    }
     *catalogs = catalogs_now;
     // The documents as this batch leaves them; if it does not commit, the whole cache is dropped.
     for key in &model.gone {
         cache.forget(key);
     }
     let derived = started.elapsed();
-    let (writes, states) = model.into_writes(&as_read, parts);
+    let (mut writes, states) = model.into_writes(&as_read, parts);
     cache.put_back(states);
+    let deferred = match deferred {
+        Some(deferred) => {
+            deferred.hold(&mut writes);
+            true
+        }
+        None => false,
+    };
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
     tracing::debug!(
         events = events.len(),
@@ -456,6 +472,7 @@ pub(super) async fn prepare(
             .collect(),
         token: String::new(),
         based_on: None,
+        deferred,
     })
 }
 

@@ -53,6 +53,11 @@ impl Docs {
         state
     }
 
+    /// A profile's state, if it is held (left in place).
+    pub(super) fn state(&self, key: &ProfileKey) -> Option<&[u8]> {
+        self.docs.get(key)?.state.as_deref()
+    }
+
     /// Forgets a profile (merged away): its state and what derive wrote for it.
     pub fn forget(&mut self, key: &ProfileKey) {
         self.docs.remove(key);

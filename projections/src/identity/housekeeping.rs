@@ -64,6 +64,16 @@ pub struct Housekeeping {
     pub thresholds: Vec<(String, String, i64, RfmThresholds)>,
 }
 
+impl Housekeeping {
+    /// Whether there is no work: no profile to look at, no job page, no cut points.
+    pub fn is_empty(&self) -> bool {
+        self.docs.is_empty()
+            && self.touched.is_empty()
+            && self.jobs.is_empty()
+            && self.thresholds.is_empty()
+    }
+}
+
 /// Whether there is work without new events: a running job, a profile whose time came, or RFM cut
 /// points to measure again.
 pub async fn pending(store: &Store, now: DateTime<Utc>) -> Result<bool, ProjectionError> {

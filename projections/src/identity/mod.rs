@@ -16,6 +16,7 @@
 
 mod batch;
 mod catalog_commands;
+mod deferred;
 pub mod derive;
 mod evaluate;
 mod held;
@@ -65,6 +66,8 @@ pub struct PreparedDecisions {
     token: String,
     /// The stored token the batch was prepared against; the write refuses when it changed meanwhile.
     based_on: Option<String>,
+    /// Whether the batch left its last-value rows to a later flush (a rebuild's plain batch).
+    deferred: bool,
 }
 
 /// A token no other batch has: this process's start, its address space and a counter.
@@ -171,6 +174,8 @@ struct ResolverState {
     /// Whether the newest batch left the state such that the next may be prepared before it commits
     /// (it defined nothing, started no job, changed no rules).
     plain: bool,
+    /// What plain batches of a rebuild left to write (empty unless the resolver defers).
+    deferred: deferred::Deferred,
 }
 
 impl ResolverState {
@@ -200,6 +205,9 @@ pub struct IdentityResolver {
     held_profiles: usize,
     /// How many parts a batch's folds and evaluations are split into (one per core by default).
     parts: usize,
+    /// Whether plain batches leave the rows that hold a last value to a flush (a rebuild's shadow:
+    /// each profile written and evaluated once, not once per batch; see `deferred`).
+    defers: bool,
 }
 
 impl std::fmt::Debug for IdentityResolver {
@@ -250,6 +258,7 @@ impl IdentityResolver {
             publishes: true,
             held_profiles: HELD_PROFILES,
             parts: crate::parallel::default_parts(),
+            defers: false,
         }
     }
 
@@ -268,14 +277,48 @@ impl IdentityResolver {
     }
 
     /// A resolver on the same clock, with a state of its own, that writes nothing that is published
-    /// (a rebuild's shadow).
+    /// and writes each profile's last-value rows once per run of plain batches (a rebuild's shadow;
+    /// [`IdentityResolver::flush`] writes what is left).
     pub fn without_output(&self) -> IdentityResolver {
         IdentityResolver {
             publishes: false,
+            defers: true,
             held_profiles: self.held_profiles,
             parts: self.parts,
             ..IdentityResolver::with_clock(self.clock.clone())
         }
+    }
+
+    /// Whether `events` make a plain batch: customer events only, no work between batches due at
+    /// `now`, the held profiles within their bound — a batch that reads nothing from the stored model
+    /// but the profiles it does not hold (none, in a rebuild) and the log.
+    fn plain_at(&self, state: &ResolverState, events: &[StoredEvent], now: DateTime<Utc>) -> bool {
+        !events.is_empty()
+            && !events
+                .iter()
+                .any(|e| e.event.kind == cdp_domain::message::MessageKind::Operator)
+            && state.memo.idle_at(now)
+            && !state.docs.over(self.held_profiles)
+            && !state.deferred.full()
+    }
+
+    /// Writes what plain batches deferred (a rebuild's shadow, once it has caught up): every batch
+    /// prepared must be committed.
+    /// A resolver that holds no state (it prepared nothing since it started or forgot) cannot write
+    /// what an earlier one deferred: [`ProjectionError::Stale`] when the stored model misses such rows.
+    pub async fn flush(&self, store: &Store) -> Result<(), ProjectionError> {
+        let mut state = std::mem::take(&mut *self.state.lock().expect("resolver state lock"));
+        if !state.loaded && deferred::unwritten(store).await? {
+            return Err(ProjectionError::Stale(
+                "a rebuild's deferred rows were lost with its state".into(),
+            ));
+        }
+        let now = (self.clock)();
+        let flushed = deferred::flush(store, &mut state, now, self.parts).await;
+        if flushed.is_ok() {
+            *self.state.lock().expect("resolver state lock") = state;
+        }
+        flushed
     }
 
     async fn load_after(
@@ -335,9 +378,27 @@ impl Projection for IdentityResolver {
                 state.issued.push_back(stored_token.clone());
             }
         }
+        let now = (self.clock)();
+        if !state.loaded && self.defers && deferred::unwritten(store).await? {
+            // The rows a lost state deferred are missing from the stored model.
+            return Err(ProjectionError::Stale(
+                "a rebuild's deferred rows were lost with its state".into(),
+            ));
+        }
+        // A plain batch of a rebuild defers its last-value rows; any other first writes what was
+        // deferred, since it may read those rows (every batch before it is committed: the pipeline
+        // prepares ahead only what `may_prepare_ahead` allows, the same plain batches).
+        if !state.deferred.is_empty() && !self.plain_at(&state, events, now) {
+            if state.issued.len() != 1 {
+                return Err(ProjectionError::Stale(
+                    "a batch prepared ahead needs the deferred rows written".into(),
+                ));
+            }
+            deferred::flush(store, &mut state, now, self.parts).await?;
+        }
         // Batches prepared before this one are not committed yet: the caches keep every profile
         // they hold, whose rows in the database are not yet what the caches hold.
-        if state.issued.len() == 1 {
+        if state.issued.len() == 1 && state.deferred.is_empty() {
             state.docs.trim(self.held_profiles);
         }
         if !state.loaded {
@@ -353,7 +414,6 @@ impl Projection for IdentityResolver {
             }
             state.loaded = true;
         }
-        let now = (self.clock)();
         // The catalogs, cut points and rules of the workspaces met so far stay in memory while the
         // token holds: only the resolver changes them, through the log.
         let mut catalogs = std::mem::take(&mut state.catalogs);
@@ -361,6 +421,9 @@ impl Projection for IdentityResolver {
         let house =
             housekeeping::housekeeping(store, &mut state.memo, &mut catalogs, &mut thresholds, now)
                 .await?;
+        // Housekeeping found nothing to do (it read nothing deferred: there was nothing, or no
+        // work was known).
+        let defer = self.defers && house.is_empty() && self.plain_at(&state, events, now);
         let mut rules: HashMap<String, IdentityRules> = HashMap::new();
         let workspaces = events
             .iter()
@@ -387,6 +450,7 @@ impl Projection for IdentityResolver {
             house,
             now,
             parts: self.parts,
+            deferred: defer.then_some(&mut state.deferred),
         };
         let mut prepared =
             batch::prepare(store, &mut state.graphs, &mut state.docs, context, events).await?;
@@ -436,6 +500,9 @@ impl Projection for IdentityResolver {
                 "the resolver's token moved since the batch was prepared".into(),
             ));
         }
+        if prepared.deferred {
+            deferred::mark(tx).await?;
+        }
         write::write_decisions(tx, &prepared.decisions).await?;
         let decided = started.elapsed();
         crate::profiles::write(tx, &prepared.model).await?;
@@ -462,21 +529,11 @@ impl Projection for IdentityResolver {
         // What preparing reads from the database then is what no uncommitted batch changes: the
         // stored rows of profiles no batch in flight touched (those are in the caches, which keep
         // everything until the writes are in), rules and catalogs nothing redefined.
-        let commands = events
-            .iter()
-            .any(|e| e.event.kind == cdp_domain::message::MessageKind::Operator);
-        let idle = state.memo.idle_at(now);
-        let ahead = state.plain
-            && state.loaded
-            && !state.docs.over(self.held_profiles)
-            && idle
-            && !commands;
+        let ahead = state.plain && state.loaded && self.plain_at(&state, events, now);
         if !ahead {
             tracing::debug!(
                 plain = state.plain,
                 loaded = state.loaded,
-                idle,
-                commands,
                 memo = ?state.memo,
                 "resolver: the batch waits for the writes before it"
             );

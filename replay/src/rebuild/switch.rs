@@ -15,6 +15,7 @@ async fn finish_through(
         let step = run_once_through(shadow, resolver, REBUILD_BATCH, through).await?;
         applied += step.applied as u64;
         if step.applied == 0 {
+            resolver.flush(shadow).await?;
             let at = checkpoint(shadow, IdentityResolver::NAME).await?;
             if at != through && through != Position::START {
                 return Err(ProjectionError::Corrupt(format!(

@@ -544,6 +544,28 @@ async fn a_rebuild_under_ingestion_serves_throughout_and_loses_nothing() {
 
 /// An interrupted rebuild (its shadow left behind part way) resumes from the shadow's checkpoint
 /// instead of starting over, and ends with the same model.
+/// Runs a rebuild that panics (inside its task) at the first progress `stop` says to stop at.
+async fn interrupted(
+    store: &Store,
+    clock: Clock,
+    stop: impl Fn(&crate::rebuild::RebuildProgress) -> bool + Send + Sync + 'static,
+) {
+    let store = store.clone();
+    let interrupted = tokio::spawn(async move {
+        rebuild_with(&store, &IdentityResolver::with_clock(clock), &|p| {
+            if stop(p) {
+                panic!("interrupted");
+            }
+        })
+        .await
+    })
+    .await;
+    assert!(
+        interrupted.is_err(),
+        "the rebuild was interrupted: {interrupted:?}"
+    );
+}
+
 async fn interrupted_rebuild_resumes(store: &Store) {
     let (now, clock) = fixed_clock();
     let steps: Vec<Step> = (0..120usize)
@@ -559,25 +581,24 @@ async fn interrupted_rebuild_resumes(store: &Store) {
     let live = IdentityResolver::with_clock(clock.clone());
     caught_up(store, &live).await;
     let expected = model_rows(store).await;
-    // Interrupt: a progress callback that stops the rebuild (by panicking inside its task) after the
-    // shadow applied some events.
-    let interrupted = {
-        let store = store.clone();
-        let clock = clock.clone();
-        tokio::spawn(async move {
-            rebuild_with(&store, &IdentityResolver::with_clock(clock), &|p| {
-                if p.applied >= 50 {
-                    panic!("interrupted");
-                }
-            })
-            .await
-        })
+    // Interrupted once the shadow is complete (its deferred rows written, about to switch): the next
+    // run resumes where it stood and only switches.
+    interrupted(store, clock.clone(), |p| p.phase == Phase::Switching).await;
+    let left = shadow_status(store)
         .await
-    };
-    assert!(
-        interrupted.is_err(),
-        "the rebuild was interrupted: {interrupted:?}"
-    );
+        .unwrap()
+        .expect("the shadow is left");
+    assert_eq!(left.position.seq as usize, events.len());
+    let report = rebuild_with(store, &IdentityResolver::with_clock(clock.clone()), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(report.resumed_from, left.position, "resumed, not restarted");
+    assert_eq!(report.applied, 0);
+    assert_eq!(model_rows(store).await, expected);
+    // Interrupted while rows of its plain batches were deferred (each profile's rows are written once,
+    // when the shadow has caught up): the shadow's checkpoint is past rows it does not have, so the next
+    // run starts over, and gives the same model.
+    interrupted(store, clock.clone(), |p| p.applied >= 50).await;
     let left = shadow_status(store)
         .await
         .unwrap()
@@ -586,8 +607,8 @@ async fn interrupted_rebuild_resumes(store: &Store) {
     let report = rebuild_with(store, &IdentityResolver::with_clock(clock), &|_| {})
         .await
         .unwrap();
-    assert_eq!(report.resumed_from, left.position, "resumed, not restarted");
-    assert!((report.applied as usize) < events.len());
+    assert_eq!(report.resumed_from, Position::START, "started over");
+    assert_eq!(report.applied as usize, events.len());
     assert_eq!(model_rows(store).await, expected);
 }
 

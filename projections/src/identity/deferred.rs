@@ -1,0 +1,319 @@
+//! A rebuild's deferred writes: while a shadow resolver folds plain batches of the log (customer events
+//! only, no work between batches), the rows that hold a profile's last value — its state, who holds
+//! its identifiers, its tags, segments, spend and due time — are not written per batch but once, when
+//! something is about to read them ([`flush`]): the states from what the resolver holds, the tags and
+//! segments evaluated once per profile. Each batch still commits what is appended (decisions, where
+//! each event belongs, merges' moves) with its checkpoint.
+//!
+//! Between a deferred batch's commit and the flush, the stored model is behind its checkpoint; a
+//! marker row says so (`DEFERRED_MARK` in `projection_checkpoints`, set by every deferred batch's
+//! commit, deleted by the flush's). A resolver that starts without the held state (after a failed
+//! commit, or a rebuild resumed after a crash) and finds the marker refuses with
+//! [`ProjectionError::Stale`]: the rebuild drops the shadow and starts over.
+
+use std::collections::BTreeMap;
+
+use cdp_domain::fastmap::{map_with_capacity, FastMap, FastSet};
+use cdp_domain::identity::{Identifier, ProfileId};
+use cdp_domain::profile::ProfileDoc;
+use cdp_domain::store::Store;
+use chrono::{DateTime, Utc};
+
+use super::derive::{self, Derivation};
+use super::ResolverState;
+use crate::catalog::CatalogWrites;
+use crate::profiles::{ModelWrites, ProfileKey};
+use crate::runner::{ModelTx, ProjectionError};
+
+/// The row of `projection_checkpoints` that marks a model whose last-value rows are not all written.
+const DEFERRED_MARK: &str = "identity~deferred";
+
+/// Profiles written (and evaluated) per step of a flush: bounds what a flush holds decoded at once.
+const FLUSH_CHUNK: usize = 20_000;
+
+/// Entries (profiles to write or evaluate, identifier holders) deferred at most: past them the next batch
+/// is not plain and writes them first. Bounds the memory deferring adds (~150 bytes an entry) and the
+/// rows a flush writes in its one transaction.
+const DEFERRED_AT_MOST: usize = 600_000;
+
+/// What plain batches left unwritten since the last flush.
+#[derive(Debug, Default)]
+pub(super) struct Deferred {
+    /// Profiles whose stored state is older than the held one.
+    states: FastSet<ProfileKey>,
+    /// Profiles to evaluate, with the cause of their last change.
+    touched: BTreeMap<ProfileKey, String>,
+    /// Profiles made since the last flush: nothing of them is stored.
+    created: FastSet<ProfileKey>,
+    /// Profiles merged away since the last flush, with the cause (their survivor is read from the
+    /// graph at the flush).
+    merged: Vec<(ProfileKey, String)>,
+    /// Who holds each identifier (the holder as the graph resolves it at the flush).
+    holders: FastMap<(String, Identifier), ProfileId>,
+}
+
+impl Deferred {
+    pub(super) fn is_empty(&self) -> bool {
+        self.states.is_empty()
+            && self.touched.is_empty()
+            && self.merged.is_empty()
+            && self.holders.is_empty()
+    }
+
+    /// Whether as much is deferred as may be ([`DEFERRED_AT_MOST`]).
+    pub(super) fn full(&self) -> bool {
+        self.states.len() + self.touched.len() + self.holders.len() >= DEFERRED_AT_MOST
+    }
+
+    /// Takes what a plain batch would have evaluated: its touched profiles, those it made and those it
+    /// merged away (with their survivor and cause).
+    pub(super) fn note(
+        &mut self,
+        touched: BTreeMap<ProfileKey, String>,
+        created: &FastSet<ProfileKey>,
+        merged: Vec<(ProfileKey, ProfileKey, String)>,
+    ) {
+        self.created.extend(created.iter().cloned());
+        for (gone, _, cause) in merged {
+            self.touched.remove(&gone);
+            self.states.remove(&gone);
+            self.merged.push((gone, cause));
+        }
+        self.touched.extend(touched);
+    }
+
+    /// Takes the last-value rows out of a plain batch's writes: its states (held by the resolver, read
+    /// back at the flush) and its holders. What is appended stays in `writes`.
+    pub(super) fn hold(&mut self, writes: &mut ModelWrites) {
+        for gone in &writes.gone {
+            self.states.remove(gone);
+            self.touched.remove(gone);
+        }
+        self.states
+            .extend(std::mem::take(&mut writes.docs).into_iter().map(|(k, _)| k));
+        for (w, id, p) in std::mem::take(&mut writes.holders) {
+            self.holders.insert((w, id), p);
+        }
+    }
+}
+
+/// Marks the model as deferred, in a deferred batch's transaction.
+pub(super) async fn mark(tx: &mut ModelTx<'_>) -> Result<(), ProjectionError> {
+    const MARK: &str = "INSERT INTO projection_checkpoints (name, tx, seq, updated_at) \
+                        VALUES (?, 0, 0, 0) ON CONFLICT (name) DO NOTHING";
+    match tx {
+        ModelTx::Sqlite(tx) => {
+            sqlx::query(MARK)
+                .bind(DEFERRED_MARK)
+                .execute(&mut **tx)
+                .await?;
+        }
+        ModelTx::Postgres(tx) => {
+            sqlx::query(&crate::profiles::numbered(MARK))
+                .bind(DEFERRED_MARK)
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether the stored model has deferred rows no flush wrote.
+pub(super) async fn unwritten(store: &Store) -> Result<bool, ProjectionError> {
+    const FIND: &str = "SELECT count(*) FROM projection_checkpoints WHERE name = ?";
+    let n: i64 = match store {
+        Store::Sqlite(s) => {
+            sqlx::query_scalar(FIND)
+                .bind(DEFERRED_MARK)
+                .fetch_one(s.write_pool())
+                .await?
+        }
+        Store::Postgres(s) => {
+            sqlx::query_scalar(&crate::profiles::numbered(FIND))
+                .bind(DEFERRED_MARK)
+                .fetch_one(s.pool())
+                .await?
+        }
+    };
+    Ok(n > 0)
+}
+
+/// Writes everything deferred, in one transaction of its own: every batch that deferred rows is
+/// committed (the caller makes sure), so the rows written are those of the stored checkpoint. The
+/// profiles are evaluated once each, at `now`.
+pub(super) async fn flush(
+    store: &Store,
+    state: &mut ResolverState,
+    now: DateTime<Utc>,
+    parts: usize,
+) -> Result<(), ProjectionError> {
+    let deferred = std::mem::take(&mut state.deferred);
+    if deferred.is_empty() {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let Deferred {
+        states,
+        mut touched,
+        created,
+        merged,
+        holders,
+    } = deferred;
+    let survivor = |(w, p): &ProfileKey| -> ProfileId {
+        state
+            .graphs
+            .get(w)
+            .map_or_else(|| p.clone(), |g| g.resolve(p))
+    };
+    // Each profile merged away goes with its survivor's chunk (its manual tags move to it).
+    let mut merged_into: FastMap<ProfileKey, Vec<(ProfileKey, ProfileKey, String)>> =
+        FastMap::default();
+    for (gone, cause) in merged {
+        let into = (gone.0.clone(), survivor(&gone));
+        merged_into
+            .entry(into.clone())
+            .or_default()
+            .push((gone, into, cause));
+    }
+    let mut holders: Vec<(String, Identifier, ProfileId)> = holders
+        .into_iter()
+        .map(|((w, id), p)| {
+            let p = survivor(&(w.clone(), p));
+            (w, id, p)
+        })
+        .collect();
+    holders.sort();
+    // Every profile with a state to write or a tag to evaluate, in order, a chunk at a time.
+    let mut keys: Vec<ProfileKey> = states.iter().chain(touched.keys()).cloned().collect();
+    keys.sort();
+    keys.dedup();
+    keys.retain(|k| state.docs.state(k).is_some());
+    let mut tx = begin(store).await?;
+    let mut evaluated = 0;
+    for chunk in keys.chunks(FLUSH_CHUNK) {
+        let held: Vec<(&ProfileKey, &[u8])> = chunk
+            .iter()
+            .filter_map(|k| state.docs.state(k).map(|s| (k, s)))
+            .collect();
+        let model = ModelWrites {
+            docs: held
+                .iter()
+                .filter(|(k, _)| states.contains(*k))
+                .map(|(k, s)| ((*k).clone(), s.to_vec()))
+                .collect(),
+            ..ModelWrites::default()
+        };
+        let decoded = crate::parallel::map(&held, parts, |(_, s)| {
+            ProfileDoc::from_stored(Some(s), None)
+        });
+        let mut docs = map_with_capacity(held.len());
+        for ((key, _), doc) in held.iter().zip(decoded) {
+            docs.insert((*key).clone(), doc.map_err(ProjectionError::corrupt)?);
+        }
+        drop(held);
+        let chunk_touched: BTreeMap<ProfileKey, String> = chunk
+            .iter()
+            .filter_map(|k| touched.remove_entry(k))
+            .collect();
+        evaluated += chunk_touched.len();
+        let mut catalog = CatalogWrites::default();
+        derive::derive(
+            store,
+            Derivation {
+                docs: &docs,
+                touched: chunk_touched,
+                created: &created,
+                merged: chunk
+                    .iter()
+                    .filter_map(|k| merged_into.remove(k))
+                    .flatten()
+                    .collect(),
+                manual: Vec::new(),
+                catalogs: &state.catalogs,
+                thresholds: &state.thresholds,
+                now,
+                parts,
+            },
+            &mut state.docs,
+            &mut catalog,
+        )
+        .await?;
+        // A rebuild's shadow publishes nothing.
+        catalog.outbox.clear();
+        catalog.history.clear();
+        crate::profiles::write(&mut tx, &model).await?;
+        crate::catalog::write(&mut tx, &catalog).await?;
+        state.memo.wrote(&catalog);
+    }
+    let merged: Vec<_> = merged_into.into_values().flatten().collect();
+    if !merged.is_empty() {
+        // Profiles merged away into none of the profiles written: their rows go all the same.
+        let mut catalog = CatalogWrites::default();
+        derive::derive(
+            store,
+            Derivation {
+                docs: &FastMap::default(),
+                touched: BTreeMap::new(),
+                created: &created,
+                merged,
+                manual: Vec::new(),
+                catalogs: &state.catalogs,
+                thresholds: &state.thresholds,
+                now,
+                parts,
+            },
+            &mut state.docs,
+            &mut catalog,
+        )
+        .await?;
+        catalog.outbox.clear();
+        catalog.history.clear();
+        crate::catalog::write(&mut tx, &catalog).await?;
+        state.memo.wrote(&catalog);
+    }
+    for chunk in holders.chunks(FLUSH_CHUNK) {
+        let model = ModelWrites {
+            holders: chunk.to_vec(),
+            ..ModelWrites::default()
+        };
+        crate::profiles::write(&mut tx, &model).await?;
+    }
+    unmark_and_commit(tx).await?;
+    tracing::debug!(
+        profiles = keys.len(),
+        evaluated,
+        holders = holders.len(),
+        ms = started.elapsed().as_secs_f64() * 1e3,
+        "resolver: deferred rows written"
+    );
+    Ok(())
+}
+
+/// A transaction on the model's tables, outside the pipeline's commits.
+async fn begin(store: &Store) -> Result<ModelTx<'static>, ProjectionError> {
+    Ok(match store {
+        Store::Sqlite(s) => ModelTx::Sqlite(s.begin_write().await?),
+        Store::Postgres(s) => ModelTx::Postgres(s.pool().begin().await?),
+    })
+}
+
+async fn unmark_and_commit(tx: ModelTx<'_>) -> Result<(), ProjectionError> {
+    const UNMARK: &str = "DELETE FROM projection_checkpoints WHERE name = ?";
+    match tx {
+        ModelTx::Sqlite(mut tx) => {
+            sqlx::query(UNMARK)
+                .bind(DEFERRED_MARK)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        }
+        ModelTx::Postgres(mut tx) => {
+            sqlx::query(&crate::profiles::numbered(UNMARK))
+                .bind(DEFERRED_MARK)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        }
+    }
+    Ok(())
+}
