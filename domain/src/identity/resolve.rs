@@ -273,31 +273,30 @@ impl Ctx<'_> {
     }
 
     fn plan(&self, kept: &[Identifier]) -> Plan {
-        let owned: Vec<(Identifier, ProfileId)> = kept
+        // Each identifier's owner looked up once (an identifier is only borrowed until it is kept
+        // apart, which is rare).
+        let owners: Vec<Option<ProfileId>> = kept.iter().map(|id| self.graph.owner(id)).collect();
+        let mut candidates: Vec<ProfileId> = kept
             .iter()
-            .filter_map(|id| self.graph.owner(id).map(|p| (id.clone(), p)))
-            .collect();
-        let mut candidates: Vec<ProfileId> = owned
-            .iter()
+            .zip(&owners)
             .filter(|(id, _)| self.rules.may_merge(&id.id_type))
-            .map(|(_, p)| p.clone())
+            .filter_map(|(_, p)| p.clone())
             .collect();
         let new_mergeable = kept
             .iter()
-            .any(|id| self.rules.may_merge(&id.id_type) && self.graph.owner(id).is_none());
+            .zip(&owners)
+            .any(|(id, p)| p.is_none() && self.rules.may_merge(&id.id_type));
         if candidates.is_empty() && !new_mergeable {
             // Only identifiers that may not merge: the event joins the oldest profile holding one.
-            candidates.extend(
-                owned
-                    .iter()
-                    .map(|(_, p)| p.clone())
-                    .min_by_key(|p| self.age(p)),
-            );
+            candidates.extend(owners.iter().flatten().cloned().min_by_key(|p| self.age(p)));
         }
         let candidates = self.by_age(candidates);
-        let apart = owned
-            .into_iter()
+        let apart = kept
+            .iter()
+            .zip(owners)
+            .filter_map(|(id, p)| p.map(|p| (id, p)))
             .filter(|(_, p)| !candidates.contains(p))
+            .map(|(id, p)| (id.clone(), p))
             .collect();
         Plan { candidates, apart }
     }
@@ -306,28 +305,30 @@ impl Ctx<'_> {
     /// more than the limit (and more than any candidate already holds, so that lowering a limit does not
     /// make existing profiles unreachable). Empty when the join is within the limits.
     fn violations(&self, plan: &Plan, kept: &[Identifier]) -> Vec<Identifier> {
-        let mut union: Vec<Identifier> = Vec::new();
+        let states: Vec<_> = plan
+            .candidates
+            .iter()
+            .filter_map(|p| self.graph.profile(p))
+            .collect();
+        let fresh: Vec<&Identifier> = kept
+            .iter()
+            .filter(|id| self.graph.owner(id).is_none())
+            .collect();
+        // Counted without copying: the identifiers themselves are copied only when over a limit.
         let mut largest: BTreeMap<&str, usize> = BTreeMap::new();
-        for profile in &plan.candidates {
-            if let Some(state) = self.graph.profile(profile) {
-                let mut own: BTreeMap<&str, usize> = BTreeMap::new();
-                for id in &state.identifiers {
-                    *own.entry(&id.id_type).or_default() += 1;
-                }
-                for (t, n) in own {
-                    let l = largest.entry(t).or_default();
-                    *l = (*l).max(n);
-                }
-                union.extend(state.identifiers.iter().map(|i| Identifier::clone(i)));
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for state in &states {
+            let mut own: BTreeMap<&str, usize> = BTreeMap::new();
+            for id in &state.identifiers {
+                *own.entry(&id.id_type).or_default() += 1;
+            }
+            for (t, n) in own {
+                let l = largest.entry(t).or_default();
+                *l = (*l).max(n);
+                *counts.entry(t).or_default() += n;
             }
         }
-        union.extend(
-            kept.iter()
-                .filter(|id| self.graph.owner(id).is_none())
-                .cloned(),
-        );
-        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-        for id in &union {
+        for id in &fresh {
             *counts.entry(&id.id_type).or_default() += 1;
         }
         let over: Vec<&str> = counts
@@ -337,8 +338,13 @@ impl Ctx<'_> {
             })
             .map(|(t, _)| t)
             .collect();
-        union
+        if over.is_empty() {
+            return Vec::new();
+        }
+        states
             .iter()
+            .flat_map(|s| s.identifiers.iter().map(|i| &**i))
+            .chain(fresh)
             .filter(|id| over.contains(&id.id_type.as_str()))
             .cloned()
             .collect()

@@ -580,6 +580,15 @@ impl<'a> Model<'a> {
         let states: Vec<(ProfileKey, Vec<u8>)> =
             crate::parallel::map(&held, parts, |(key, doc)| ((*key).clone(), doc.to_state()));
         drop(held);
+        let live: FastSet<&ProfileKey> = states.iter().map(|(k, _)| k).collect();
+        let gone: Vec<ProfileKey> = self
+            .gone
+            .into_iter()
+            .filter(|k| !live.contains(k))
+            .collect();
+        drop(live);
+        // The documents (the batch's largest heap) freed beside the next step.
+        crate::parallel::drop_aside(self.docs, parts);
         let mut docs: Vec<(ProfileKey, Vec<u8>)> = states
             .iter()
             .filter(|(key, state)| as_read.get(key) != Some(state))
@@ -599,11 +608,7 @@ impl<'a> Model<'a> {
             .map(|((w, id), p)| (w, id, p))
             .collect();
         holders.sort();
-        let mut gone: Vec<ProfileKey> = self
-            .gone
-            .into_iter()
-            .filter(|k| !self.docs.contains_key(k))
-            .collect();
+        let mut gone = gone;
         gone.sort();
         let mut reassigns = self.reassigns;
         reassigns.sort_by_key(|r| r.0);
