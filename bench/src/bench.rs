@@ -241,7 +241,6 @@ async fn run_scenario(
             let settings = preview::Settings {
                 customers: args.customers,
                 batch: args.batch,
-                clients: args.clients,
                 seed: args.seed,
             };
             preview::run(backend, &settings).await

@@ -80,6 +80,13 @@ impl Column {
         mut holds: impl FnMut(&[Value]) -> bool,
     ) -> RoaringBitmap {
         let hits: Vec<bool> = self.dict.iter().map(|values| holds(values)).collect();
+        // Few rows asked about: read theirs only; many: read the codes in one pass.
+        if alive.len() < (self.codes.len() / 8) as u64 {
+            return alive
+                .iter()
+                .filter(|r| hits[self.code(*r) as usize])
+                .collect();
+        }
         let stored = self
             .codes
             .iter()

@@ -35,7 +35,7 @@ impl AudienceIndex {
         now: DateTime<Utc>,
     ) -> Result<RoaringBitmap, Unsupported> {
         self.check(&def.condition)?;
-        Ok(self.rows_where(&def.condition, now))
+        Ok(self.rows_where(&def.condition, &self.alive, now))
     }
 
     /// Whether every leaf of `condition` can be answered.
@@ -61,35 +61,51 @@ impl AudienceIndex {
         Ok(())
     }
 
-    fn rows_where(&self, condition: &SegmentCondition, now: DateTime<Utc>) -> RoaringBitmap {
+    /// The rows of `within` for which `condition` holds. A part of an `all` is evaluated only over
+    /// the rows the parts before it left, and an `any` only over the rows not yet in it, so the
+    /// costlier leaves (event conditions, read row by row) see few rows; those go last.
+    fn rows_where(
+        &self,
+        condition: &SegmentCondition,
+        within: &RoaringBitmap,
+        now: DateTime<Utc>,
+    ) -> RoaringBitmap {
         match condition {
             SegmentCondition::All(parts) => {
-                let mut parts = parts.iter();
-                let Some(first) = parts.next() else {
-                    return self.alive.clone();
-                };
-                let mut rows = self.rows_where(first, now);
-                for part in parts {
+                let mut rows = within.clone();
+                for part in by_cost(parts) {
                     if rows.is_empty() {
                         break;
                     }
-                    rows &= self.rows_where(part, now);
+                    rows = self.rows_where(part, &rows, now);
                 }
                 rows
             }
-            SegmentCondition::Any(parts) => parts
-                .iter()
-                .fold(RoaringBitmap::new(), |acc, p| acc | self.rows_where(p, now)),
-            SegmentCondition::Not(inner) => &self.alive - self.rows_where(inner, now),
-            SegmentCondition::Field { key, name, cmp } => self.field_rows(*key, name, cmp, now),
+            SegmentCondition::Any(parts) => {
+                let mut rows = RoaringBitmap::new();
+                let mut rest = within.clone();
+                for part in by_cost(parts) {
+                    if rest.is_empty() {
+                        break;
+                    }
+                    let hits = self.rows_where(part, &rest, now);
+                    rest -= &hits;
+                    rows |= hits;
+                }
+                rows
+            }
+            SegmentCondition::Not(inner) => within - self.rows_where(inner, within, now),
+            SegmentCondition::Field { key, name, cmp } => {
+                self.field_rows(*key, name, cmp, within, now)
+            }
             SegmentCondition::Segment(id) => self
                 .segments
                 .get(id)
-                .map_or_else(RoaringBitmap::new, |rows| rows & &self.alive),
+                .map_or_else(RoaringBitmap::new, |rows| rows & within),
             SegmentCondition::Consent { channel, purpose } => self
                 .consents
                 .get(&((*channel).to_owned(), (*purpose).to_owned()))
-                .map_or_else(RoaringBitmap::new, |rows| rows & &self.alive),
+                .map_or_else(RoaringBitmap::new, |rows| rows & within),
             SegmentCondition::Event { def, cmp, .. } => {
                 let mut decided: HashMap<u64, bool> = HashMap::new();
                 let mut holds = |count: u64| {
@@ -99,25 +115,22 @@ impl AudienceIndex {
                 };
                 match self.events.reader(def, now) {
                     // No profile ever had the event: every value is 0.
-                    None if holds(0) => self.alive.clone(),
+                    None if holds(0) => within.clone(),
                     None => RoaringBitmap::new(),
-                    Some(reader) => self
-                        .alive
-                        .iter()
-                        .filter(|r| holds(reader.value(*r)))
-                        .collect(),
+                    Some(reader) => within.iter().filter(|r| holds(reader.value(*r))).collect(),
                 }
             }
         }
     }
 
-    /// The rows whose values of the field satisfy the comparison, the field found as
+    /// The rows of `within` whose values of the field satisfy the comparison, the field found as
     /// `crate::tags::Facts::field` finds it.
     fn field_rows(
         &self,
         key: FieldKey,
         name: &str,
         cmp: &Comparison,
+        within: &RoaringBitmap,
         now: DateTime<Utc>,
     ) -> RoaringBitmap {
         let holds = |values: &[Value]| {
@@ -126,14 +139,14 @@ impl AudienceIndex {
         };
         let none = || {
             if holds(&[]) {
-                self.alive.clone()
+                within.clone()
             } else {
                 RoaringBitmap::new()
             }
         };
         match self.source(key, name) {
-            Source::Column(Some(c)) => c.matching(&self.alive, holds),
-            Source::Tags(Some(c)) => c.matching(&self.alive, holds),
+            Source::Column(Some(c)) => c.matching(within, holds),
+            Source::Tags(Some(c)) => c.matching(within, holds),
             Source::Column(None) | Source::Tags(None) | Source::Nothing => none(),
         }
     }
@@ -177,6 +190,20 @@ impl Source<'_> {
             _ => &[],
         }
     }
+}
+
+/// The parts in the order they are evaluated: those without event conditions first.
+fn by_cost(parts: &[SegmentCondition]) -> Vec<&SegmentCondition> {
+    let reads_events = |part: &SegmentCondition| {
+        let mut events = false;
+        condition_leaves(part, &mut |leaf| {
+            events |= matches!(leaf, SegmentCondition::Event { .. });
+        });
+        events
+    };
+    let mut ordered: Vec<&SegmentCondition> = parts.iter().collect();
+    ordered.sort_by_key(|p| reads_events(p));
+    ordered
 }
 
 /// Calls `f` on every leaf of the tree.

@@ -16,9 +16,10 @@ struct Bucket {
     n: u32,
 }
 
-/// The UTC hour of an epoch-millisecond time (clamped to what an `i32` holds: beyond year 200,000).
-pub fn hour_of_millis(ms: i64) -> i32 {
-    let hour = ms.div_euclid(3_600_000);
+/// The UTC hour of an epoch-microsecond time (as `event_profiles.event_time` holds it), clamped to
+/// what an `i32` holds (beyond year 200,000).
+pub fn hour_of_micros(us: i64) -> i32 {
+    let hour = us.div_euclid(3_600_000_000);
     i32::try_from(hour).unwrap_or(if hour < 0 { i32::MIN } else { i32::MAX })
 }
 

@@ -36,7 +36,7 @@ use columns::{BitmapColumn, Column};
 use events::EventSummaries;
 
 pub use evaluate::Unsupported;
-pub use events::hour_of_millis;
+pub use events::hour_of_micros;
 pub use report::{parse_breakdown, Breakdown, BreakdownField, Group, Summary, MAX_GROUPS};
 
 /// What the index knows of one profile: what [`crate::segments::SegmentFacts`] would read of it.
@@ -120,6 +120,28 @@ impl AudienceIndex {
         self.rows
             .get(profile)
             .is_some_and(|r| self.alive.contains(*r))
+    }
+
+    /// Whether any profile has, or the catalog defines, the field.
+    pub fn knows(&self, field: &BreakdownField) -> bool {
+        match self.source(field.key, &field.name) {
+            evaluate::Source::Column(Some(_)) | evaluate::Source::Tags(Some(_)) => true,
+            evaluate::Source::Column(None) | evaluate::Source::Tags(None) => {
+                field.key != crate::tags::FieldKey::Trait
+                    || self.names.computed.contains(&field.name)
+                    || self.names.tags.contains(&field.name)
+            }
+            evaluate::Source::Nothing => false,
+        }
+    }
+
+    /// The rows of these profiles (those the index holds).
+    pub fn rows_of<'a>(&self, profiles: impl IntoIterator<Item = &'a str>) -> RoaringBitmap {
+        profiles
+            .into_iter()
+            .filter_map(|p| self.rows.get(p).copied())
+            .filter(|r| self.alive.contains(*r))
+            .collect()
     }
 
     /// Puts a profile's facts in, replacing what the index held of it.

@@ -128,7 +128,7 @@ fn profile(i: usize) -> impl Strategy<Value = Profile> {
 fn summaries(events: &[(String, DateTime<Utc>)]) -> Vec<(String, i32, u32)> {
     events
         .iter()
-        .map(|(name, at)| (name.clone(), hour_of_millis(at.timestamp_millis()), 1))
+        .map(|(name, at)| (name.clone(), hour_of_micros(at.timestamp_micros()), 1))
         .collect()
 }
 

@@ -200,6 +200,8 @@ pub struct IdentityResolver {
     held_profiles: usize,
     /// How many parts a batch's folds and evaluations are split into (one per core by default).
     parts: usize,
+    /// The audience indexes told of every batch written (`crate::audience`).
+    audiences: Option<crate::audience::Audiences>,
 }
 
 impl std::fmt::Debug for IdentityResolver {
@@ -250,7 +252,14 @@ impl IdentityResolver {
             publishes: true,
             held_profiles: HELD_PROFILES,
             parts: crate::parallel::default_parts(),
+            audiences: None,
         }
+    }
+
+    /// This resolver, telling `audiences` what each batch it writes touched.
+    pub fn reporting_to(mut self, audiences: crate::audience::Audiences) -> IdentityResolver {
+        self.audiences = Some(audiences);
+        self
     }
 
     /// This resolver, keeping at most `profiles` profiles' state in memory between batches (the
@@ -453,7 +462,17 @@ impl Projection for IdentityResolver {
             "resolver batch written"
         );
         queries::write_rules(tx, &prepared.rules).await?;
-        write_token(tx, &prepared.token).await
+        write_token(tx, &prepared.token).await?;
+        if let Some(audiences) = &self.audiences {
+            crate::audience::stage_batch(
+                audiences,
+                &prepared.token,
+                prepared.based_on.as_deref(),
+                &prepared.model,
+                &prepared.catalog,
+            );
+        }
+        Ok(())
     }
 
     fn may_prepare_ahead(&self, events: &[StoredEvent]) -> bool {
