@@ -58,8 +58,20 @@ async fn segment_json(
 ) -> Result<Value, ApiError> {
     let mut body = definition_json(state, workspace, SEGMENT, d).await?;
     body["id"] = json!(d.name);
-    let sizes = catalog::segment_sizes(&state.store, workspace).await?;
-    body["members"] = json!(sizes.get(&d.name).copied().unwrap_or(0));
+    // From the audience index's bitmaps when this process holds the workspace's, else counted.
+    let from_bitmaps = state
+        .audiences
+        .segment_sizes(&state.store, workspace, Utc::now())
+        .await?;
+    let members = match from_bitmaps {
+        Some(sizes) => sizes.get(&d.name).copied().unwrap_or(0) as i64,
+        None => catalog::segment_sizes(&state.store, workspace)
+            .await?
+            .get(&d.name)
+            .copied()
+            .unwrap_or(0),
+    };
+    body["members"] = json!(members);
     Ok(body)
 }
 

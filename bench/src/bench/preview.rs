@@ -38,7 +38,10 @@ use super::target::{Backend, FreshStore};
 
 pub const NAME: &str = "segment-preview";
 const TRAIT: &str = "spend_30d";
-/// The events are spread over this many days before now (at half-days, so none is near the 30-day edge).
+/// The events are spread over this many days before now, at half-days and none 29.5 days old: a
+/// 30-day window is 30 UTC calendar days counting today (`domain::computed`), the SQL query's is the
+/// last 30 × 24 hours, and they disagree only on events 29–30 days old (before noon UTC, an event
+/// 29.5 days old is on the 31st calendar day).
 const DAYS: u32 = 60;
 const WINDOW_DAYS: u32 = 30;
 const CITIES: [&str; 5] = ["Shanghai", "Beijing", "Shenzhen", "Hangzhou", "Chengdu"];
@@ -107,8 +110,16 @@ impl Customer {
 fn generate(settings: &Settings) -> (String, Vec<Customer>) {
     let mut rng = StdRng::seed_from_u64(settings.seed ^ 0x0070_7265_7669_6577);
     let run = format!("pv-{:08x}", rng.gen::<u32>());
-    // Odd half-days: 12 h off every whole day, the window's edge included.
-    let half_day = |rng: &mut StdRng| 2 * rng.gen_range(0..DAYS) + 1;
+    // Odd half-days: 12 h off every whole day; none on the 30-day window's last day (see DAYS).
+    let half_day = |rng: &mut StdRng| {
+        let days = rng.gen_range(0..DAYS - 1);
+        let days = if days >= WINDOW_DAYS - 1 {
+            days + 1
+        } else {
+            days
+        };
+        2 * days + 1
+    };
     let customers = (0..settings.customers)
         .map(|_| {
             let city = CITIES[rng.gen_range(0..CITIES.len())];

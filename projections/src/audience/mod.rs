@@ -143,6 +143,40 @@ impl Audiences {
         workspace: &str,
         now: DateTime<Utc>,
     ) -> Result<(tokio::sync::OwnedMutexGuard<Slot>, Refreshed), ProjectionError> {
+        let found = self.refresh(store, workspace, now, true).await?;
+        found.ok_or_else(|| ProjectionError::Stale("the audience index was not built".into()))
+    }
+
+    /// The members of each saved segment of `workspace` from the index's bitmaps, when this process
+    /// holds an index of it that a few rows bring up to date; `None` otherwise (the caller counts the
+    /// stored rows instead).
+    pub async fn segment_sizes(
+        &self,
+        store: &Store,
+        workspace: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<std::collections::BTreeMap<String, u64>>, ProjectionError> {
+        let held = self
+            .slots
+            .lock()
+            .expect("audience slots lock")
+            .contains_key(workspace);
+        if !held {
+            return Ok(None);
+        }
+        let found = self.refresh(store, workspace, now, false).await?;
+        Ok(found.and_then(|(slot, _)| slot.index().map(AudienceIndex::segment_sizes)))
+    }
+
+    /// Brings the index of `workspace` up to date; `None` when that needs it read whole and `whole`
+    /// does not allow it.
+    async fn refresh(
+        &self,
+        store: &Store,
+        workspace: &str,
+        now: DateTime<Utc>,
+        whole: bool,
+    ) -> Result<Option<(tokio::sync::OwnedMutexGuard<Slot>, Refreshed)>, ProjectionError> {
         let slot = self
             .slots
             .lock()
@@ -159,6 +193,7 @@ impl Audiences {
             Some(_) => self.touched_between(workspace, slot.token.as_deref(), stored.as_deref()),
         };
         match touched {
+            None if !whole => return Ok(None),
             None => {
                 build_whole(store, workspace, &mut slot, now).await?;
                 refreshed.whole = true;
@@ -174,7 +209,7 @@ impl Audiences {
             }
         }
         slot.token = stored;
-        Ok((slot, refreshed))
+        Ok(Some((slot, refreshed)))
     }
 
     /// The profiles of `workspace` the batches after `from` up to `to` touched, following each batch's

@@ -136,6 +136,14 @@ async fn the_index_answers_what_the_exact_path_does() {
         })
         .await;
         assert_eq!(answer["index"]["read_whole"], false, "{answer}");
+        // A saved segment's size, from the index's bitmaps now that this process holds one.
+        let (status, _) = app.post("/v1/track", &order("u5", "o5", 10.0)).await;
+        assert_eq!(status, StatusCode::OK);
+        eventually("the segment's new member counted", || async {
+            let (_, b) = app.get_as("/v1/segments/buyers", Auth::Bearer(ADMIN_TOKEN)).await;
+            if b["members"] == 3 { Ok(()) } else { Err(b.to_string()) }
+        })
+        .await;
     })
     .await;
 }
