@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use cdp_domain::audience::{hour_of_micros, Names, ProfileRow};
+use cdp_domain::audience::{Names, ProfileRow};
 use cdp_domain::catalog::{Catalog, SPEND_TRAIT};
 use cdp_domain::consent::{CHANNELS, PURPOSES};
 use cdp_domain::store::Store;
@@ -14,8 +14,8 @@ use serde_json::Value;
 use crate::profiles::numbered;
 use crate::runner::ProjectionError;
 
-/// Profiles read per query when a whole workspace is loaded.
-const PAGE: i64 = 10_000;
+/// Profiles decoded at a time when a whole workspace is read.
+const PAGE: usize = 10_000;
 /// Profiles named per query when some are read again.
 const CHUNK: usize = 500;
 
@@ -27,124 +27,176 @@ pub fn names_of(catalog: &Catalog) -> Names {
     }
 }
 
-/// Which profiles to read.
-pub enum Which<'a> {
-    /// Every profile of the workspace after this id (a page).
-    After(&'a str),
-    /// These profiles.
-    Named(&'a [String]),
-}
-
 type StateRow = (String, Option<Vec<u8>>, Option<String>);
 
-/// The rows of a page of the workspace's profiles (`After`) or of the named ones that are live. The
-/// profiles of `Named` missing from the answer are gone.
-pub async fn rows(
+/// The stored rows besides the states, by profile: tags, segment memberships, event summaries
+/// (`None`: some event of the profile has no summary).
+#[derive(Default)]
+struct Beside {
+    tags: HashMap<String, BTreeMap<String, Value>>,
+    segments: HashMap<String, BTreeSet<String>>,
+    events: HashMap<String, Option<Vec<Summary>>>,
+}
+
+impl Beside {
+    fn read(
+        tags: Vec<(String, String, String)>,
+        members: Vec<(String, String)>,
+        events: Vec<EventRow>,
+    ) -> Result<Beside, ProjectionError> {
+        let mut out = Beside::default();
+        for (p, tag, value) in tags {
+            let value = serde_json::from_str(&value).map_err(ProjectionError::corrupt)?;
+            out.tags.entry(p).or_default().insert(tag, value);
+        }
+        for (p, segment) in members {
+            out.segments.entry(p).or_default().insert(segment);
+        }
+        for (p, kind, name, hour, n) in events {
+            let known = out.events.entry(p).or_insert_with(|| Some(Vec::new()));
+            match (kind.as_deref(), name, hour) {
+                (Some("track"), Some(name), Some(hour)) => {
+                    if let Some(list) = known {
+                        let n = u32::try_from(n).unwrap_or(u32::MAX);
+                        list.push((name, clamp_hour(hour), n));
+                    }
+                }
+                // Another kind of message: nothing an event condition counts.
+                (Some(_), _, Some(_)) => {}
+                // A row written before events had summaries.
+                _ => *known = None,
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn clamp_hour(hour: i64) -> i32 {
+    i32::try_from(hour).unwrap_or(if hour < 0 { i32::MIN } else { i32::MAX })
+}
+
+/// The UTC hour of `event_profiles.event_time` (µs), rounded down also before 1970, in SQL.
+const HOUR: &str = "CASE WHEN event_time IS NULL THEN NULL \
+    ELSE (event_time - CASE WHEN event_time < 0 THEN 3599999999 ELSE 0 END) / 3600000000 END";
+
+/// The rows of the named profiles that are live; those missing from the answer are gone.
+pub async fn named(
     store: &Store,
     workspace: &str,
     catalog: &Catalog,
-    which: Which<'_>,
+    profiles: &[String],
     now: DateTime<Utc>,
 ) -> Result<Vec<ProfileRow>, ProjectionError> {
-    let states: Vec<StateRow> = match which {
-        Which::After(cursor) => {
-            query_rows(
-                store,
-                "SELECT profile, state, doc FROM profiles WHERE workspace = ? AND profile > ? \
-                 ORDER BY profile LIMIT ?",
-                &[Bind::Text(workspace), Bind::Text(cursor), Bind::Int(PAGE)],
-            )
-            .await?
-        }
-        Which::Named(profiles) => {
-            by_profile(
-                store,
-                "SELECT profile, state, doc FROM profiles WHERE workspace = ? AND profile",
-                workspace,
-                profiles,
-            )
-            .await?
-        }
-    };
-    let Some(first) = states.first().map(|s| s.0.clone()) else {
-        return Ok(Vec::new());
-    };
-    let last = states.last().map(|s| s.0.clone()).unwrap_or_default();
+    let states: Vec<StateRow> = by_profile(
+        store,
+        "SELECT profile, state, doc FROM profiles WHERE workspace = ? AND profile",
+        workspace,
+        profiles,
+    )
+    .await?;
     let names: Vec<String> = states.iter().map(|s| s.0.clone()).collect();
-    let (tags, members, events) = match which {
-        // A page: its profiles are a range of ids, read as one.
-        Which::After(_) => (
-            query_rows::<(String, String, String)>(
-                store,
-                "SELECT profile, tag, value FROM profile_tags \
-                 WHERE workspace = ? AND profile >= ? AND profile <= ?",
-                &[Bind::Text(workspace), Bind::Text(&first), Bind::Text(&last)],
-            )
-            .await?,
-            query_rows::<(String, String)>(
-                store,
-                "SELECT profile, segment FROM segment_members \
-                 WHERE workspace = ? AND profile >= ? AND profile <= ?",
-                &[Bind::Text(workspace), Bind::Text(&first), Bind::Text(&last)],
-            )
-            .await?,
-            query_rows::<EventRow>(
-                store,
-                "SELECT profile, kind, name, event_time FROM event_profiles \
-                 WHERE workspace = ? AND profile >= ? AND profile <= ?",
-                &[Bind::Text(workspace), Bind::Text(&first), Bind::Text(&last)],
-            )
-            .await?,
+    let tags = by_profile(
+        store,
+        "SELECT profile, tag, value FROM profile_tags WHERE workspace = ? AND profile",
+        workspace,
+        &names,
+    )
+    .await?;
+    let members = by_profile(
+        store,
+        "SELECT profile, segment FROM segment_members WHERE workspace = ? AND profile",
+        workspace,
+        &names,
+    )
+    .await?;
+    let events = by_profile(
+        store,
+        &format!(
+            "SELECT profile, kind, name, {HOUR}, CAST(1 AS BIGINT) FROM event_profiles \
+             WHERE workspace = ? AND profile"
         ),
-        Which::Named(_) => (
-            by_profile(
-                store,
-                "SELECT profile, tag, value FROM profile_tags WHERE workspace = ? AND profile",
-                workspace,
-                &names,
-            )
-            .await?,
-            by_profile(
-                store,
-                "SELECT profile, segment FROM segment_members WHERE workspace = ? AND profile",
-                workspace,
-                &names,
-            )
-            .await?,
-            by_profile(
-                store,
-                "SELECT profile, kind, name, event_time FROM event_profiles \
-                 WHERE workspace = ? AND profile",
-                workspace,
-                &names,
-            )
-            .await?,
+        workspace,
+        &names,
+    )
+    .await?;
+    let mut beside = Beside::read(tags, members, events)?;
+    rows_of(states, &mut beside, catalog, now)
+}
+
+/// Every profile of the workspace, a part at a time to `take`: each table read in one pass (the
+/// states streamed, the rest gathered by profile first; events counted per name and hour in SQL).
+pub async fn whole(
+    store: &Store,
+    workspace: &str,
+    catalog: &Catalog,
+    now: DateTime<Utc>,
+    mut take: impl FnMut(Vec<ProfileRow>),
+) -> Result<(), ProjectionError> {
+    use futures::TryStreamExt;
+    let ws = [workspace];
+    let tags = query_rows(
+        store,
+        "SELECT profile, tag, value FROM profile_tags WHERE workspace = ?",
+        &ws,
+    )
+    .await?;
+    let members = query_rows(
+        store,
+        "SELECT profile, segment FROM segment_members WHERE workspace = ?",
+        &ws,
+    )
+    .await?;
+    let events = query_rows(
+        store,
+        &format!(
+            "SELECT profile, kind, name, hour, count(*) FROM (SELECT profile, kind, name, {HOUR} AS hour \
+             FROM event_profiles WHERE workspace = ? AND (kind = 'track' OR kind IS NULL OR event_time IS NULL)) e \
+             GROUP BY profile, kind, name, hour"
         ),
-    };
-    let mut tags_of: HashMap<String, BTreeMap<String, Value>> = HashMap::new();
-    for (p, tag, value) in tags {
-        let value = serde_json::from_str(&value).map_err(ProjectionError::corrupt)?;
-        tags_of.entry(p).or_default().insert(tag, value);
-    }
-    let mut segments_of: HashMap<String, BTreeSet<String>> = HashMap::new();
-    for (p, segment) in members {
-        segments_of.entry(p).or_default().insert(segment);
-    }
-    let mut events_of: HashMap<String, Option<Vec<Summary>>> = HashMap::new();
-    for (p, kind, name, event_time) in events {
-        let known = events_of.entry(p).or_insert_with(|| Some(Vec::new()));
-        match (kind.as_deref(), name, event_time) {
-            (Some("track"), Some(name), Some(t)) => {
-                if let Some(list) = known {
-                    list.push((name, hour_of_micros(t), 1));
+        &ws,
+    )
+    .await?;
+    let mut beside = Beside::read(tags, members, events)?;
+    let sql = "SELECT profile, state, doc FROM profiles WHERE workspace = ?";
+    let mut part: Vec<StateRow> = Vec::with_capacity(PAGE);
+    macro_rules! stream {
+        ($rows:expr) => {{
+            let mut rows = $rows;
+            while let Some(row) = rows.try_next().await? {
+                part.push(row);
+                if part.len() == PAGE {
+                    take(rows_of(
+                        std::mem::take(&mut part),
+                        &mut beside,
+                        catalog,
+                        now,
+                    )?);
                 }
             }
-            // Another kind of message: nothing an event condition counts.
-            (Some(_), _, Some(_)) => {}
-            // A row written before events had summaries.
-            _ => *known = None,
+        }};
+    }
+    match store {
+        Store::Sqlite(s) => stream!(sqlx::query_as::<_, StateRow>(sql)
+            .bind(workspace)
+            .fetch(s.read_pool())),
+        Store::Postgres(s) => {
+            let sql = numbered(sql);
+            stream!(sqlx::query_as::<_, StateRow>(&sql)
+                .bind(workspace)
+                .fetch(s.pool()))
         }
     }
+    take(rows_of(part, &mut beside, catalog, now)?);
+    Ok(())
+}
+
+/// The rows of decoded states with what `beside` holds of them.
+fn rows_of(
+    states: Vec<StateRow>,
+    beside: &mut Beside,
+    catalog: &Catalog,
+    now: DateTime<Utc>,
+) -> Result<Vec<ProfileRow>, ProjectionError> {
     let decoded = crate::parallel::map(&states, crate::parallel::default_parts(), |state| {
         crate::profiles::decode(&(state.1.clone(), state.2.clone()))
     });
@@ -173,8 +225,8 @@ pub async fn rows(
                 .map(|(name, t)| (name.clone(), t.value.clone()))
                 .collect(),
             computed,
-            tags: tags_of.remove(&profile).unwrap_or_default(),
-            segments: segments_of.remove(&profile).unwrap_or_default(),
+            tags: beside.tags.remove(&profile).unwrap_or_default(),
+            segments: beside.segments.remove(&profile).unwrap_or_default(),
             consents,
             spend,
             orders: doc
@@ -182,7 +234,7 @@ pub async fn rows(
                 .get("Order Completed")
                 .copied()
                 .unwrap_or(0),
-            events: events_of.remove(&profile).unwrap_or(Some(Vec::new())),
+            events: beside.events.remove(&profile).unwrap_or(Some(Vec::new())),
             valid_until: doc.next_computed_change(catalog.folded(), now),
             profile,
         });
@@ -190,21 +242,12 @@ pub async fn rows(
     Ok(out)
 }
 
-type EventRow = (String, Option<String>, Option<String>, Option<i64>);
+/// `(profile, kind, name, UTC hour, events)`.
+type EventRow = (String, Option<String>, Option<String>, Option<i64>, i64);
 /// Track events of one name in one UTC hour: `(name, hour, count)`.
 type Summary = (String, i32, u32);
 
-/// A bound parameter.
-enum Bind<'a> {
-    Text(&'a str),
-    Int(i64),
-}
-
-async fn query_rows<R>(
-    store: &Store,
-    sql: &str,
-    binds: &[Bind<'_>],
-) -> Result<Vec<R>, ProjectionError>
+async fn query_rows<R>(store: &Store, sql: &str, binds: &[&str]) -> Result<Vec<R>, ProjectionError>
 where
     R: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
         + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
@@ -215,10 +258,7 @@ where
         Store::Sqlite(s) => {
             let mut q = sqlx::query_as::<_, R>(sql);
             for b in binds {
-                q = match b {
-                    Bind::Text(t) => q.bind(*t),
-                    Bind::Int(i) => q.bind(*i),
-                };
+                q = q.bind(*b);
             }
             q.fetch_all(s.read_pool()).await?
         }
@@ -226,10 +266,7 @@ where
             let sql = numbered(sql);
             let mut q = sqlx::query_as::<_, R>(&sql);
             for b in binds {
-                q = match b {
-                    Bind::Text(t) => q.bind(*t),
-                    Bind::Int(i) => q.bind(*i),
-                };
+                q = q.bind(*b);
             }
             q.fetch_all(s.pool()).await?
         }
@@ -280,11 +317,7 @@ where
 /// the model (`identity::forget_state`).
 pub async fn stored_token(store: &Store) -> Result<Option<String>, ProjectionError> {
     let sql = "SELECT token FROM projection_tokens WHERE name = ?";
-    let rows: Vec<(String,)> = query_rows(
-        store,
-        sql,
-        &[Bind::Text(crate::identity::IdentityResolver::NAME)],
-    )
-    .await?;
+    let rows: Vec<(String,)> =
+        query_rows(store, sql, &[crate::identity::IdentityResolver::NAME]).await?;
     Ok(rows.into_iter().next().map(|(t,)| t))
 }

@@ -333,15 +333,12 @@ async fn build_whole(
     let started = Instant::now();
     let catalog = crate::catalog::load(store, workspace).await?;
     let mut index = AudienceIndex::new(names_of(&catalog));
-    let mut after = String::new();
-    loop {
-        let page = load::rows(store, workspace, &catalog, load::Which::After(&after), now).await?;
-        let Some(last) = page.last() else { break };
-        after = last.profile.clone();
-        for row in page {
+    load::whole(store, workspace, &catalog, now, |rows| {
+        for row in rows {
             index.upsert(row);
         }
-    }
+    })
+    .await?;
     tracing::debug!(
         workspace,
         profiles = index.profiles(),
@@ -365,14 +362,7 @@ async fn read_again(
     if profiles.is_empty() {
         return Ok(());
     }
-    let rows = load::rows(
-        store,
-        workspace,
-        &slot.catalog,
-        load::Which::Named(profiles),
-        now,
-    )
-    .await?;
+    let rows = load::named(store, workspace, &slot.catalog, profiles, now).await?;
     let Some(index) = slot.index.as_mut() else {
         return Ok(());
     };
