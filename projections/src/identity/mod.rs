@@ -100,9 +100,10 @@ async fn stored_token(store: &Store) -> Result<Option<String>, ProjectionError> 
 }
 
 /// Makes every resolver reload its in-memory state before its next batch (after the model was written by
-/// something else, e.g. a rebuild).
+/// something else, e.g. a rebuild). The token is new each time: two such writes with no batch between
+/// them must not look like none to a reader that saw the first (a resolver, an audience index).
 pub async fn forget_state(tx: &mut ModelTx<'_>) -> Result<(), ProjectionError> {
-    write_token(tx, "forgotten").await
+    write_token(tx, &format!("forgotten-{}", new_token())).await
 }
 
 async fn stored_token_in(tx: &mut ModelTx<'_>) -> Result<Option<String>, ProjectionError> {

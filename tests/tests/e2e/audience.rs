@@ -193,3 +193,56 @@ async fn a_breakdown_field_that_is_wrong_is_refused_naming_it() {
     })
     .await;
 }
+
+/// Another writer of the model (here two erasures in a row, with no resolver batch needed between
+/// them) moves the resolver's token: the index cannot follow it batch by batch and reads the
+/// workspace whole, so an erased profile is never counted.
+#[tokio::test]
+async fn the_index_is_read_whole_after_another_writer_changed_the_model() {
+    on_each_backend("audience_other_writer", |backend| async move {
+        let app = spawn_app(backend).await;
+        let batch = json!({"batch": [
+            identify("u1", "i1", json!({"city": "Shanghai"})),
+            identify("u2", "i2", json!({"city": "Shanghai"})),
+            identify("u3", "i3", json!({"city": "Beijing"})),
+        ]});
+        let (status, body) = app.post("/v1/batch", &batch).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let mut ids = Vec::new();
+        for user in ["u1", "u2"] {
+            let p = app.profile_with_count("user_id", user, "identify", 1).await;
+            ids.push(p["profile_id"].as_str().unwrap().to_owned());
+        }
+        app.profile_with_count("user_id", "u3", "identify", 1).await;
+        let shanghai = json!({"condition": {"trait": "city", "op": "eq", "value": "Shanghai"}});
+        let (_, answer) = preview(&app, &shanghai).await;
+        assert_eq!(
+            (
+                answer["count"].clone(),
+                answer["index"]["read_whole"].clone()
+            ),
+            (json!(2), json!(true)),
+            "{answer}"
+        );
+        let (_, answer) = preview(&app, &shanghai).await;
+        assert_eq!(answer["index"]["read_whole"], false, "{answer}");
+        for (i, id) in ids.iter().enumerate() {
+            let response = app
+                .request(
+                    reqwest::Method::DELETE,
+                    &format!("/v1/profiles/{id}"),
+                    Auth::Bearer(ADMIN_TOKEN),
+                )
+                .send()
+                .await
+                .unwrap();
+            let (status, body) = read_json(response).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            let (_, answer) = preview(&app, &shanghai).await;
+            assert_eq!(answer["count"], 1 - i, "{answer}");
+            assert_eq!(answer["index"]["read_whole"], true, "{answer}");
+            assert_eq!(answer["profiles"], 2 - i, "{answer}");
+        }
+    })
+    .await;
+}
