@@ -23,9 +23,11 @@ pub mod metrics;
 pub mod nats;
 pub mod openapi;
 mod openapi_definitions;
+mod openapi_preview;
 pub mod operate;
 pub mod ops;
 pub mod outage;
+pub mod preview;
 pub mod provision;
 pub mod publish;
 pub mod quality;
@@ -79,6 +81,8 @@ pub struct AppState {
         Arc<std::collections::HashMap<String, cdp_domain::consent::ConsentPolicy>>,
     /// The phone region of each workspace `CDP_CONFIG` gives one (`[workspace.identity] phone_region`).
     pub phone_regions: std::collections::HashMap<String, cdp_domain::ident::PhoneRegion>,
+    /// The audience index of each workspace previewed, told of every batch by the resolver.
+    pub audiences: cdp_projections::audience::Audiences,
 }
 
 impl AppState {
@@ -171,9 +175,12 @@ impl Application {
                 .unwrap_or_default(),
         );
         let appender = Appender::spawn(store.clone());
+        let audiences = cdp_projections::audience::Audiences::default();
         let resolver = runner::spawn(
             store.clone(),
-            IdentityResolver::default().holding(config.held_profiles),
+            IdentityResolver::default()
+                .holding(config.held_profiles)
+                .reporting_to(audiences.clone()),
         );
         let nats = match &config.nats_url {
             Some(url) => Some(
@@ -207,6 +214,7 @@ impl Application {
             outage: outage::Outage::default(),
             consent_policies,
             phone_regions,
+            audiences,
         });
         let out = publish::OutTopology {
             stream: config.out_stream_name(),

@@ -361,14 +361,16 @@ pub fn document() -> Value {
         }
     }));
     let mut preview_responses = read_responses("The preview.");
+    preview_responses["200"] = json!({"description": "The preview.",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SegmentPreview"}}}});
     preview_responses["409"] =
         json!({"description": "The condition reads a segment that does not exist."});
     paths.insert("/v1/segments/preview".into(), json!({
         "post": {
             "tags": ["segments"],
-            "summary": "Insight before selection: a definition (as PUT /v1/segments/{id} takes it) evaluated over every profile without saving it — `count`, `profiles` looked at, a `sample` of members, `totals` (spend, orders), `took_ms`",
+            "summary": "Insight before selection: a definition (as PUT /v1/segments/{id} takes it) evaluated over every profile without saving it, from the workspace's audience index — `count`, `profiles` looked at, a `sample` of members, `totals` (spend, orders), `overlap` with each saved segment, on request a `breakdown` by one or two fields, `took_ms`",
             "security": [{"bearer": ["read"]}],
-            "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SegmentDefinition"}}}},
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SegmentPreviewRequest"}}}},
             "responses": preview_responses,
         }
     }));
@@ -583,6 +585,7 @@ pub fn document() -> Value {
     });
     if let Some(schemas) = document["components"]["schemas"].as_object_mut() {
         schemas.extend(crate::openapi_definitions::schemas());
+        schemas.extend(crate::openapi_preview::schemas());
     }
     tighten(&mut document);
     document

@@ -419,6 +419,14 @@ mod tests {
             }
         }
         if let Value::Object(obj) = v {
+            let n = obj.len() as u64;
+            if s.get("minProperties")
+                .is_some_and(|m| n < m.as_u64().unwrap())
+                || s.get("maxProperties")
+                    .is_some_and(|m| n > m.as_u64().unwrap())
+            {
+                return false;
+            }
             let props = s.get("properties").and_then(Value::as_object);
             for key in s
                 .get("required")
@@ -488,6 +496,39 @@ mod tests {
             json!({"event": "Product Viewed", "function": "unique_list", "property": "properties.sku", "window": "all"}),
             json!({"event": "Product Added", "function": "sequence", "then": {"event": "Order Completed", "within": "2h", "absent": true}}),
         ]
+    }
+
+    #[test]
+    fn preview_requests_are_read_as_the_schema_says() {
+        let mut root = super::schemas();
+        root.extend(crate::openapi_preview::schemas());
+        let root = Value::Object(root);
+        let fits = |body: &Value| valid(&root, &root["SegmentPreviewRequest"], body);
+        let condition = json!({"trait": "city", "op": "is_set"});
+        for breakdown in [
+            json!([{"trait": "city"}]),
+            json!([{"tag": "rfm"}, {"computed": "spend_30d"}]),
+            Value::Null,
+        ] {
+            let body = json!({"condition": condition, "breakdown": breakdown});
+            assert!(fits(&body), "schema: {body}");
+            assert!(crate::preview::read_request(body.clone()).is_ok(), "{body}");
+        }
+        for breakdown in [
+            json!([]),
+            json!([{"trait": "a"}, {"trait": "b"}, {"trait": "c"}]),
+            json!([{"colour": "red"}]),
+            json!([{"trait": "a", "tag": "b"}]),
+            json!([{"trait": ""}]),
+            json!("city"),
+        ] {
+            let body = json!({"condition": condition, "breakdown": breakdown});
+            assert!(!fits(&body), "schema: {body}");
+            assert!(
+                crate::preview::read_request(body.clone()).is_err(),
+                "{body}"
+            );
+        }
     }
 
     #[test]

@@ -38,7 +38,10 @@ use crate::AppState;
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/v1/segments", get(list_segments))
-        .route("/v1/segments/preview", axum::routing::post(preview))
+        .route(
+            "/v1/segments/preview",
+            axum::routing::post(crate::preview::preview),
+        )
         .route(
             "/v1/segments/{id}",
             get(get_segment).put(put_segment).delete(delete_segment),
@@ -55,8 +58,20 @@ async fn segment_json(
 ) -> Result<Value, ApiError> {
     let mut body = definition_json(state, workspace, SEGMENT, d).await?;
     body["id"] = json!(d.name);
-    let sizes = catalog::segment_sizes(&state.store, workspace).await?;
-    body["members"] = json!(sizes.get(&d.name).copied().unwrap_or(0));
+    // From the audience index's bitmaps when this process holds the workspace's, else counted.
+    let from_bitmaps = state
+        .audiences
+        .segment_sizes(&state.store, workspace, Utc::now())
+        .await?;
+    let members = match from_bitmaps {
+        Some(sizes) => sizes.get(&d.name).copied().unwrap_or(0) as i64,
+        None => catalog::segment_sizes(&state.store, workspace)
+            .await?
+            .get(&d.name)
+            .copied()
+            .unwrap_or(0),
+    };
+    body["members"] = json!(members);
     Ok(body)
 }
 
@@ -134,36 +149,6 @@ async fn put_segment(
 }
 
 /// What a definition would hold before it is saved: count, a sample, and the members' spend and orders.
-async fn preview(
-    State(state): State<Arc<AppState>>,
-    principal: Principal,
-    raw: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
-    principal.require(Scope::Read)?;
-    let ws = &principal.workspace;
-    let def = SegmentDef::parse(&json_body(&raw)?).map_err(definition_error)?;
-    let known = catalog::definitions(&state.store, ws, SEGMENT).await?;
-    if let Some(missing) = def
-        .references()
-        .into_iter()
-        .find(|r| !known.iter().any(|k| &k.name == r))
-    {
-        return Err(ApiError::definition_conflict(
-            "condition",
-            format!("invalid definition: condition: no segment {missing:?}"),
-        ));
-    }
-    let started = std::time::Instant::now();
-    let p = identity::housekeeping::preview(&state.store, ws, &def, 10, Utc::now()).await?;
-    Ok(Json(json!({
-        "count": p.count,
-        "profiles": p.profiles,
-        "sample": p.sample,
-        "totals": {"spend": p.spend, "orders": p.orders},
-        "took_ms": started.elapsed().as_millis() as u64,
-    })))
-}
-
 async fn delete_segment(
     State(state): State<Arc<AppState>>,
     principal: Principal,

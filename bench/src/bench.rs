@@ -120,7 +120,7 @@ pub struct BenchArgs {
     /// Concurrent HTTP clients (and tasks of the physical reference).
     #[arg(long, default_value_t = 8)]
     pub clients: usize,
-    /// Messages per `/v1/batch` request.
+    /// Messages per `/v1/batch` request (segment-preview: per append to the log).
     #[arg(long, default_value_t = 100)]
     pub batch: usize,
     /// Events per scenario and backend.
@@ -241,7 +241,6 @@ async fn run_scenario(
             let settings = preview::Settings {
                 customers: args.customers,
                 batch: args.batch,
-                clients: args.clients,
                 seed: args.seed,
             };
             preview::run(backend, &settings).await

@@ -3,6 +3,7 @@
 //!
 //! Every module except `store` is synchronous and free of IO: the clock and id generation are passed in.
 
+pub mod audience;
 pub mod catalog;
 pub mod codec;
 pub mod computed;

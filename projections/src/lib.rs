@@ -12,3 +12,4 @@ pub mod profiles;
 pub mod runner;
 
 pub use runner::{ModelTx, Projection, ProjectionError, RunnerHandle, RunnerStatus};
+pub mod audience;

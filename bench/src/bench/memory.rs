@@ -3,7 +3,9 @@
 //! with two line items; the replay scenario's catalog (two computed traits, a tag, a segment) is defined
 //! first. A new live resolver catches up on the log; the process's resident memory before and after,
 //! divided by the profile states the resolver then holds in memory (at most its cache bound), is the
-//! figure; the stored bytes per profile are the binary states' total over the profiles.
+//! figure; the stored bytes per profile are the binary states' total over the profiles. Then the
+//! workspace's audience index (`cdp_projections::audience`) is built from the tables: its bytes per
+//! profile (its own count of what it holds) and the process's growth meanwhile.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -78,7 +80,8 @@ pub async fn run(backend: &Backend, customers: usize, seed: u64) -> anyhow::Resu
          profile states in memory and the process had grown by {grew} bytes = {per_held} bytes per profile \
          held (goal ≤ 2,048 at 1M profiles; the growth counts everything the process kept, the log \
          reader's and the database driver's buffers included). Stored: {stored} bytes of binary state per \
-         profile.",
+         profile. The audience index, built from the tables in {index_secs:.1} s: {index_bytes} bytes per \
+         profile (the index's own count), the process grew by {index_grew} bytes per profile meanwhile.",
         backend = backend.name(),
         profiles = thousands(m.profiles),
         events = thousands(m.events),
@@ -87,6 +90,11 @@ pub async fn run(backend: &Backend, customers: usize, seed: u64) -> anyhow::Resu
         grew = m.grew.map_or("?".to_owned(), thousands),
         per_held = per_held.map_or("?".to_owned(), thousands),
         stored = thousands(m.stored / m.profiles.max(1)),
+        index_secs = m.index_seconds,
+        index_bytes = thousands(m.index_bytes / m.profiles.max(1)),
+        index_grew = m
+            .index_grew
+            .map_or("?".to_owned(), |g| thousands(g / m.profiles.max(1))),
     );
     Ok(Outcome {
         rows: vec![row],
@@ -101,6 +109,9 @@ struct Measured {
     held: usize,
     grew: Option<u64>,
     stored: u64,
+    index_seconds: f64,
+    index_bytes: u64,
+    index_grew: Option<u64>,
 }
 
 async fn measure(store: &Store, customers: usize, seed: u64) -> anyhow::Result<Measured> {
@@ -149,12 +160,30 @@ async fn measure(store: &Store, customers: usize, seed: u64) -> anyhow::Result<M
         profiles as usize == customers,
         "{profiles} profiles for {customers} customers"
     );
+    let held = resolver.held_profiles();
+    let audiences = cdp_projections::audience::Audiences::default();
+    let before_index = resident_bytes();
+    let started = Instant::now();
+    let (slot, _) = audiences.current(store, WORKSPACE, now).await?;
+    let index_seconds = started.elapsed().as_secs_f64();
+    let indexed = slot.index().map_or(0, |i| i.profiles());
+    ensure!(
+        indexed == profiles as u64,
+        "the audience index holds {indexed} of {profiles} profiles"
+    );
+    let index_bytes = slot.index().map_or(0, |i| i.heap_bytes()) as u64;
+    let after_index = resident_bytes();
     Ok(Measured {
         profiles: profiles as u64,
         events,
         seconds,
-        held: resolver.held_profiles(),
+        held,
         grew: after.zip(before).map(|(a, b)| a.saturating_sub(b)),
         stored: stored_state_bytes(store).await?,
+        index_seconds,
+        index_bytes,
+        index_grew: after_index
+            .zip(before_index)
+            .map(|(a, b)| a.saturating_sub(b)),
     })
 }

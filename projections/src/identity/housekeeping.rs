@@ -438,6 +438,8 @@ pub struct Preview {
     /// What the members spent (the built-in spend) and how many orders they placed.
     pub spend: f64,
     pub orders: u64,
+    /// Every member.
+    pub members: Vec<String>,
 }
 
 /// The id a previewed definition is evaluated under.
@@ -475,6 +477,7 @@ pub async fn preview(
         sample: Vec::new(),
         spend: 0.0,
         orders: 0,
+        members: Vec::new(),
     };
     let mut after = String::new();
     loop {
@@ -511,6 +514,7 @@ pub async fn preview(
                 if out.sample.len() < sample {
                     out.sample.push(p.to_string());
                 }
+                out.members.push(p.to_string());
             }
         }
     }

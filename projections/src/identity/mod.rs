@@ -103,9 +103,10 @@ async fn stored_token(store: &Store) -> Result<Option<String>, ProjectionError> 
 }
 
 /// Makes every resolver reload its in-memory state before its next batch (after the model was written by
-/// something else, e.g. a rebuild).
+/// something else, e.g. a rebuild). The token is new each time: two such writes with no batch between
+/// them must not look like none to a reader that saw the first (a resolver, an audience index).
 pub async fn forget_state(tx: &mut ModelTx<'_>) -> Result<(), ProjectionError> {
-    write_token(tx, "forgotten").await
+    write_token(tx, &format!("forgotten-{}", new_token())).await
 }
 
 async fn stored_token_in(tx: &mut ModelTx<'_>) -> Result<Option<String>, ProjectionError> {
@@ -208,6 +209,8 @@ pub struct IdentityResolver {
     /// Whether plain batches leave the rows that hold a last value to a flush (a rebuild's shadow:
     /// each profile written and evaluated once, not once per batch; see `deferred`).
     defers: bool,
+    /// The audience indexes told of every batch written (`crate::audience`).
+    audiences: Option<crate::audience::Audiences>,
 }
 
 impl std::fmt::Debug for IdentityResolver {
@@ -259,7 +262,14 @@ impl IdentityResolver {
             held_profiles: HELD_PROFILES,
             parts: crate::parallel::default_parts(),
             defers: false,
+            audiences: None,
         }
+    }
+
+    /// This resolver, telling `audiences` what each batch it writes touched.
+    pub fn reporting_to(mut self, audiences: crate::audience::Audiences) -> IdentityResolver {
+        self.audiences = Some(audiences);
+        self
     }
 
     /// This resolver, keeping at most `profiles` profiles' state in memory between batches (the
@@ -520,7 +530,17 @@ impl Projection for IdentityResolver {
             "resolver batch written"
         );
         queries::write_rules(tx, &prepared.rules).await?;
-        write_token(tx, &prepared.token).await
+        write_token(tx, &prepared.token).await?;
+        if let Some(audiences) = &self.audiences {
+            crate::audience::stage_batch(
+                audiences,
+                &prepared.token,
+                prepared.based_on.as_deref(),
+                &prepared.model,
+                &prepared.catalog,
+            );
+        }
+        Ok(())
     }
 
     fn may_prepare_ahead(&self, events: &[StoredEvent]) -> bool {

@@ -2,6 +2,7 @@
 //! PostgreSQL and NATS when `CDP_TEST_DATABASE_URL` / `CDP_TEST_NATS_URL` are set (skips are announced).
 //! Set `TEST_LOG=1` to see the service's logs.
 
+mod audience;
 mod auth;
 mod backfill;
 mod consent;

@@ -1,0 +1,248 @@
+//! `POST /v1/segments/preview` over the audience index: the same members as the exact path (every
+//! profile's events folded) for traits, negations of unknown and multi-valued fields, tags, saved
+//! segments and event counts in a window; the exact path behind a `where` filter; a breakdown by two
+//! fields and the overlap with saved segments; the index following new events without being read
+//! whole; breakdown fields refused naming the place.
+
+use chrono::{Duration as Days, Utc};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+fn added(user: &str, id: &str, days_ago: i64, category: &str) -> Value {
+    json!({"type": "track", "userId": user, "event": "Product Added", "messageId": id,
+           "timestamp": (Utc::now() - Days::days(days_ago) - Days::minutes(5)).to_rfc3339(),
+           "properties": {"category": category}})
+}
+
+fn identify(user: &str, id: &str, traits: Value) -> Value {
+    json!({"type": "identify", "userId": user, "messageId": id, "traits": traits})
+}
+
+fn order(user: &str, id: &str, total: f64) -> Value {
+    json!({"type": "track", "userId": user, "event": "Order Completed", "messageId": id,
+           "properties": {"total": total}})
+}
+
+async fn preview(app: &TestApp, body: &Value) -> (StatusCode, Value) {
+    app.post_as("/v1/segments/preview", Auth::Bearer(ADMIN_TOKEN), body)
+        .await
+}
+
+/// The exact path's members of a condition, straight from the tables.
+async fn exact(app: &TestApp, condition: &Value) -> (i64, Vec<String>, f64) {
+    let def = cdp_domain::segments::SegmentDef::parse(&json!({ "condition": condition })).unwrap();
+    let p = cdp_projections::identity::housekeeping::preview(
+        &app.state.store,
+        WORKSPACE,
+        &def,
+        10,
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    (p.count, p.sample, p.spend)
+}
+
+#[tokio::test]
+async fn the_index_answers_what_the_exact_path_does() {
+    on_each_backend("audience_exact", |backend| async move {
+        let app = spawn_app(backend).await;
+        let batch = json!({"batch": [
+            identify("u1", "i1", json!({"city": "Shanghai", "gender": "female"})),
+            added("u1", "a1", 0, "tea"), added("u1", "a2", 1, "tea"), order("u1", "o1", 120.0),
+            identify("u2", "i2", json!({"city": "Beijing"})),
+            added("u2", "a3", 10, "tea"), order("u2", "o2", 50.0),
+            identify("u3", "i3", json!({"city": ["Shanghai", "Beijing"], "gender": "male"})),
+            identify("u4", "i4", json!({"vip": true})),
+            added("u4", "a4", 20, "shoes"), added("u4", "a5", 21, "shoes"), added("u4", "a6", 2, "shoes"),
+            identify("u5", "i5", json!({"city": "Shanghai", "vip": true})),
+        ]});
+        let (status, body) = app.post("/v1/batch", &batch).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        define_buyers(&app).await;
+        let (status, body) = app
+            .put_as("/v1/tags/shanghai", &json!({"type": "rule", "value": "sh",
+                "condition": {"trait": "city", "op": "eq", "value": "Shanghai"}}), Auth::Bearer(ADMIN_TOKEN))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        eventually("every profile, the segment and the tag in place", || async {
+            let (_, b) = app.get_as("/v1/segments/buyers", Auth::Bearer(ADMIN_TOKEN)).await;
+            let (_, t) = app.get_as("/v1/tags/shanghai", Auth::Bearer(ADMIN_TOKEN)).await;
+            let (_, p) = preview(&app, &json!({"condition": {"trait": "city", "op": "is_set"}})).await;
+            let ready = b["members"] == 2 && t["status"] == "ready" && p["profiles"] == 5;
+            if ready { Ok(()) } else { Err(format!("{b} {t} {p}")) }
+        })
+        .await;
+
+        let conditions = [
+            json!({"all": [{"trait": "city", "op": "eq", "value": "Shanghai"},
+                           {"not": {"trait": "gender", "op": "eq", "value": "male"}}]}),
+            json!({"trait": "gender", "op": "neq", "value": "male"}),
+            json!({"trait": "city", "op": "contains_all", "value": ["Shanghai", "Beijing"]}),
+            json!({"event": "Product Added", "count": {"op": "gte", "value": 2}, "window": "14d"}),
+            json!({"not": {"event": "Product Added", "window": "7d"}}),
+            json!({"any": [{"segment": "buyers"}, {"tag": "shanghai", "op": "is_set"}]}),
+            json!({"all": [{"trait": "vip", "op": "is_true"},
+                           {"event": "Product Added", "aggregate": {"function": "days_active"},
+                            "op": "gte", "value": 2, "window": "30d"}]}),
+        ];
+        for condition in &conditions {
+            let (status, answer) = preview(&app, &json!({"condition": condition})).await;
+            assert_eq!(status, StatusCode::OK, "{condition}: {answer}");
+            assert_eq!(answer["evaluated_by"], "index", "{condition}: {answer}");
+            let (count, sample, spend) = exact(&app, condition).await;
+            assert_eq!(answer["count"], count, "{condition}: {answer}");
+            assert_eq!(answer["sample"], json!(sample), "{condition}: {answer}");
+            assert_eq!(answer["totals"]["spend"], spend, "{condition}: {answer}");
+        }
+        // Negation includes the unknown: everyone but the male customer, those without gender too.
+        let (_, answer) = preview(&app, &json!({"condition": &conditions[1]})).await;
+        assert_eq!(answer["count"], 4, "{answer}");
+
+        // A where filter reads event properties: the exact path finds the members, the index the rest.
+        let shoes = json!({"event": "Product Added", "window": "30d", "count": {"op": "gte", "value": 2},
+                           "where": [{"property": "properties.category", "op": "eq", "value": "shoes"}]});
+        let (status, answer) = preview(&app, &json!({"condition": shoes, "breakdown": [{"trait": "vip"}]})).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(answer["evaluated_by"], "events", "{answer}");
+        assert!(answer["fallback"].as_str().unwrap().contains("where"), "{answer}");
+        assert_eq!(answer["count"], 1, "{answer}");
+        assert_eq!(answer["breakdown"]["groups"], json!([{"values": [true], "count": 1, "spend": 0.0}]));
+
+        // Everyone by city × the tag: the customer in two cities is in both groups (and tagged, as
+        // one of the cities is Shanghai).
+        let (status, answer) = preview(&app, &json!({"condition": {"trait": "city", "op": "is_set"},
+            "breakdown": [{"trait": "city"}, {"tag": "shanghai"}]})).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        let groups: Vec<(Value, u64)> = answer["breakdown"]["groups"].as_array().unwrap().iter()
+            .map(|g| (g["values"].clone(), g["count"].as_u64().unwrap())).collect();
+        assert_eq!(groups, vec![
+            (json!(["Shanghai", "sh"]), 3),
+            (json!(["Beijing", "sh"]), 1),
+            (json!(["Beijing", null]), 1),
+        ], "{answer}");
+        assert_eq!(answer["breakdown"]["total_groups"], 3, "{answer}");
+        assert_eq!(answer["breakdown"]["groups"][0]["spend"], 120.0, "{answer}");
+        assert_eq!(answer["overlap"], json!([{"segment": "buyers", "count": 2}]), "{answer}");
+
+        // A new fact: the index reads only the profile the batch touched.
+        let (status, _) = app.post("/v1/identify", &identify("u2", "i2b", json!({"gender": "male"}))).await;
+        assert_eq!(status, StatusCode::OK);
+        let answer = eventually("the preview sees the new gender", || async {
+            let (_, a) = preview(&app, &json!({"condition": &conditions[1]})).await;
+            if a["count"] == 3 { Ok(a) } else { Err(a.to_string()) }
+        })
+        .await;
+        assert_eq!(answer["index"]["read_whole"], false, "{answer}");
+        // A saved segment's size, from the index's bitmaps now that this process holds one.
+        let (status, _) = app.post("/v1/track", &order("u5", "o5", 10.0)).await;
+        assert_eq!(status, StatusCode::OK);
+        eventually("the segment's new member counted", || async {
+            let (_, b) = app.get_as("/v1/segments/buyers", Auth::Bearer(ADMIN_TOKEN)).await;
+            if b["members"] == 3 { Ok(()) } else { Err(b.to_string()) }
+        })
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_breakdown_field_that_is_wrong_is_refused_naming_it() {
+    on_each_backend("audience_refusals", |backend| async move {
+        let app = spawn_app(backend).await;
+        let (status, _) = app
+            .post(
+                "/v1/identify",
+                &identify("u1", "i1", json!({"city": "Shanghai"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        app.profile_with_count("user_id", "u1", "identify", 1).await;
+        let condition = json!({"trait": "city", "op": "is_set"});
+        for (breakdown, field) in [
+            (json!([{"colour": "red"}]), "breakdown[0].colour"),
+            (
+                json!([{"trait": "city"}, {"trait": 3}]),
+                "breakdown[1].trait",
+            ),
+            (json!([]), "breakdown"),
+            (
+                json!([{"trait": "city"}, {"trait": "city"}, {"trait": "city"}]),
+                "breakdown",
+            ),
+            (json!("city"), "breakdown"),
+            (
+                json!([{"trait": "city"}, {"trait": "nowhere"}]),
+                "breakdown[1]",
+            ),
+        ] {
+            let (status, answer) = preview(
+                &app,
+                &json!({"condition": condition, "breakdown": breakdown}),
+            )
+            .await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{breakdown}: {answer}");
+            assert_eq!(answer["error"]["field"], field, "{breakdown}: {answer}");
+        }
+        let (status, answer) =
+            preview(&app, &json!({"condition": {"trait": "city", "op": "eq"}})).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        assert_eq!(answer["error"]["field"], "condition.value", "{answer}");
+    })
+    .await;
+}
+
+/// Another writer of the model (here two erasures in a row, with no resolver batch needed between
+/// them) moves the resolver's token: the index cannot follow it batch by batch and reads the
+/// workspace whole, so an erased profile is never counted.
+#[tokio::test]
+async fn the_index_is_read_whole_after_another_writer_changed_the_model() {
+    on_each_backend("audience_other_writer", |backend| async move {
+        let app = spawn_app(backend).await;
+        let batch = json!({"batch": [
+            identify("u1", "i1", json!({"city": "Shanghai"})),
+            identify("u2", "i2", json!({"city": "Shanghai"})),
+            identify("u3", "i3", json!({"city": "Beijing"})),
+        ]});
+        let (status, body) = app.post("/v1/batch", &batch).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let mut ids = Vec::new();
+        for user in ["u1", "u2"] {
+            let p = app.profile_with_count("user_id", user, "identify", 1).await;
+            ids.push(p["profile_id"].as_str().unwrap().to_owned());
+        }
+        app.profile_with_count("user_id", "u3", "identify", 1).await;
+        let shanghai = json!({"condition": {"trait": "city", "op": "eq", "value": "Shanghai"}});
+        let (_, answer) = preview(&app, &shanghai).await;
+        assert_eq!(
+            (
+                answer["count"].clone(),
+                answer["index"]["read_whole"].clone()
+            ),
+            (json!(2), json!(true)),
+            "{answer}"
+        );
+        let (_, answer) = preview(&app, &shanghai).await;
+        assert_eq!(answer["index"]["read_whole"], false, "{answer}");
+        for (i, id) in ids.iter().enumerate() {
+            let response = app
+                .request(
+                    reqwest::Method::DELETE,
+                    &format!("/v1/profiles/{id}"),
+                    Auth::Bearer(ADMIN_TOKEN),
+                )
+                .send()
+                .await
+                .unwrap();
+            let (status, body) = read_json(response).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            let (_, answer) = preview(&app, &shanghai).await;
+            assert_eq!(answer["count"], 1 - i, "{answer}");
+            assert_eq!(answer["index"]["read_whole"], true, "{answer}");
+            assert_eq!(answer["profiles"], 2 - i, "{answer}");
+        }
+    })
+    .await;
+}
