@@ -77,20 +77,6 @@ pub fn each<P: Send, R: Send>(parts: Vec<P>, threads: bool, f: impl Fn(P) -> R +
     })
 }
 
-/// Drops `value` on a thread of its own when `parts` allows more than one: freeing a batch's parsed
-/// payloads and documents (many small allocations) then overlaps the next step instead of holding up
-/// the one ordered thread. Dropped in place when no thread can be started.
-pub fn drop_aside<T: Send + 'static>(value: T, parts: usize) {
-    if parts <= 1 {
-        drop(value);
-        return;
-    }
-    // A spawn that fails drops the closure, and the value with it, here.
-    let _ = std::thread::Builder::new()
-        .name("cdp-drop".into())
-        .spawn(move || drop(value));
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -450,9 +450,6 @@ pub(super) async fn prepare(
         }
         None => false,
     };
-    // The parsed payloads (and the steps' other heap) freed beside the next step.
-    let payloads: Vec<Value> = steps.iter_mut().filter_map(|s| s.payload.take()).collect();
-    crate::parallel::drop_aside((payloads, decisions_of_steps(steps)), parts);
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
     tracing::debug!(
         events = events.len(),
@@ -477,14 +474,6 @@ pub(super) async fn prepare(
         based_on: None,
         deferred,
     })
-}
-
-/// What of the steps owns heap memory besides their payloads: their identifiers and decisions.
-fn decisions_of_steps(steps: Vec<Step<'_>>) -> Vec<(Vec<Identifier>, Vec<IdentityEvent>)> {
-    steps
-        .into_iter()
-        .map(|s| (s.carried, s.decisions))
-        .collect()
 }
 
 /// The message of a track event for its subscribers, serialised without copying its properties. The

@@ -1,9 +1,10 @@
 //! A rebuild's deferred writes: while a shadow resolver folds plain batches of the log (customer events
-//! only, no work between batches), the rows that hold a profile's last value — its state, who holds
-//! its identifiers, its tags, segments, spend and due time — are not written per batch but once, when
+//! only, no work between batches), the rows that hold a profile's last value — its state, its tags,
+//! segments, spend and due time — are not written per batch but once, when
 //! something is about to read them ([`flush`]): the states from what the resolver holds, the tags and
 //! segments evaluated once per profile. Each batch still commits what is appended (decisions, where
-//! each event belongs, merges' moves) with its checkpoint.
+//! each event belongs, merges' moves) and who holds its new identifiers (few rows, written once
+//! each, while the fold goes on) with its checkpoint.
 //!
 //! Between a deferred batch's commit and the flush, the stored model is behind its checkpoint; a
 //! marker row says so (`DEFERRED_MARK` in `projection_checkpoints`, set by every deferred batch's
@@ -14,7 +15,7 @@
 use std::collections::BTreeMap;
 
 use cdp_domain::fastmap::{map_with_capacity, FastMap, FastSet};
-use cdp_domain::identity::{Identifier, ProfileId};
+use cdp_domain::identity::ProfileId;
 use cdp_domain::profile::ProfileDoc;
 use cdp_domain::store::Store;
 use chrono::{DateTime, Utc};
@@ -31,7 +32,7 @@ const DEFERRED_MARK: &str = "identity~deferred";
 /// Profiles written (and evaluated) per step of a flush: bounds what a flush holds decoded at once.
 const FLUSH_CHUNK: usize = 20_000;
 
-/// Entries (profiles to write or evaluate, identifier holders) deferred at most: past them the next batch
+/// Entries (profiles to write or evaluate) deferred at most: past them the next batch
 /// is not plain and writes them first. Bounds the memory deferring adds (~150 bytes an entry) and the
 /// rows a flush writes in its one transaction.
 const DEFERRED_AT_MOST: usize = 600_000;
@@ -48,21 +49,16 @@ pub(super) struct Deferred {
     /// Profiles merged away since the last flush, with the cause (their survivor is read from the
     /// graph at the flush).
     merged: Vec<(ProfileKey, String)>,
-    /// Who holds each identifier (the holder as the graph resolves it at the flush).
-    holders: FastMap<(String, Identifier), ProfileId>,
 }
 
 impl Deferred {
     pub(super) fn is_empty(&self) -> bool {
-        self.states.is_empty()
-            && self.touched.is_empty()
-            && self.merged.is_empty()
-            && self.holders.is_empty()
+        self.states.is_empty() && self.touched.is_empty() && self.merged.is_empty()
     }
 
     /// Whether as much is deferred as may be ([`DEFERRED_AT_MOST`]).
     pub(super) fn full(&self) -> bool {
-        self.states.len() + self.touched.len() + self.holders.len() >= DEFERRED_AT_MOST
+        self.states.len() + self.touched.len() >= DEFERRED_AT_MOST
     }
 
     /// Takes what a plain batch would have evaluated: its touched profiles, those it made and those it
@@ -82,8 +78,8 @@ impl Deferred {
         self.touched.extend(touched);
     }
 
-    /// Takes the last-value rows out of a plain batch's writes: its states (held by the resolver, read
-    /// back at the flush) and its holders. What is appended stays in `writes`.
+    /// Takes the states out of a plain batch's writes (held by the resolver, read back at the flush).
+    /// What is appended, and the holders of identifiers, stay in `writes`.
     pub(super) fn hold(&mut self, writes: &mut ModelWrites) {
         for gone in &writes.gone {
             self.states.remove(gone);
@@ -91,9 +87,6 @@ impl Deferred {
         }
         self.states
             .extend(std::mem::take(&mut writes.docs).into_iter().map(|(k, _)| k));
-        for (w, id, p) in std::mem::take(&mut writes.holders) {
-            self.holders.insert((w, id), p);
-        }
     }
 }
 
@@ -157,7 +150,6 @@ pub(super) async fn flush(
         mut touched,
         created,
         merged,
-        holders,
     } = deferred;
     let survivor = |(w, p): &ProfileKey| -> ProfileId {
         state
@@ -175,14 +167,6 @@ pub(super) async fn flush(
             .or_default()
             .push((gone, into, cause));
     }
-    let mut holders: Vec<(String, Identifier, ProfileId)> = holders
-        .into_iter()
-        .map(|((w, id), p)| {
-            let p = survivor(&(w.clone(), p));
-            (w, id, p)
-        })
-        .collect();
-    holders.sort();
     // Every profile with a state to write or a tag to evaluate, in order, a chunk at a time.
     let mut keys: Vec<ProfileKey> = states.iter().chain(touched.keys()).cloned().collect();
     keys.sort();
@@ -190,7 +174,10 @@ pub(super) async fn flush(
     keys.retain(|k| state.docs.state(k).is_some());
     let mut tx = begin(store).await?;
     let mut evaluated = 0;
+    // Where the flush's time goes: decoding and evaluating, then writing states and rows.
+    let (mut evaluating, mut writing) = (0.0, 0.0);
     for chunk in keys.chunks(FLUSH_CHUNK) {
+        let step = std::time::Instant::now();
         let held: Vec<(&ProfileKey, &[u8])> = chunk
             .iter()
             .filter_map(|k| state.docs.state(k).map(|s| (k, s)))
@@ -241,8 +228,11 @@ pub(super) async fn flush(
         // A rebuild's shadow publishes nothing.
         catalog.outbox.clear();
         catalog.history.clear();
+        evaluating += step.elapsed().as_secs_f64();
+        let step = std::time::Instant::now();
         crate::profiles::write(&mut tx, &model).await?;
         crate::catalog::write(&mut tx, &catalog).await?;
+        writing += step.elapsed().as_secs_f64();
         state.memo.wrote(&catalog);
     }
     let merged: Vec<_> = merged_into.into_values().flatten().collect();
@@ -271,18 +261,14 @@ pub(super) async fn flush(
         crate::catalog::write(&mut tx, &catalog).await?;
         state.memo.wrote(&catalog);
     }
-    for chunk in holders.chunks(FLUSH_CHUNK) {
-        let model = ModelWrites {
-            holders: chunk.to_vec(),
-            ..ModelWrites::default()
-        };
-        crate::profiles::write(&mut tx, &model).await?;
-    }
+    let step = std::time::Instant::now();
     unmark_and_commit(tx).await?;
     tracing::debug!(
         profiles = keys.len(),
         evaluated,
-        holders = holders.len(),
+        evaluate_ms = evaluating * 1e3,
+        write_ms = writing * 1e3,
+        commit_ms = step.elapsed().as_secs_f64() * 1e3,
         ms = started.elapsed().as_secs_f64() * 1e3,
         "resolver: deferred rows written"
     );

@@ -587,8 +587,7 @@ impl<'a> Model<'a> {
             .filter(|k| !live.contains(k))
             .collect();
         drop(live);
-        // The documents (the batch's largest heap) freed beside the next step.
-        crate::parallel::drop_aside(self.docs, parts);
+        drop(self.docs);
         let mut docs: Vec<(ProfileKey, Vec<u8>)> = states
             .iter()
             .filter(|(key, state)| as_read.get(key) != Some(state))
