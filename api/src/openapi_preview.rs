@@ -16,7 +16,7 @@ pub(crate) fn schemas() -> Map<String, Value> {
     out.insert(
         "SegmentPreviewRequest".into(),
         json!({"type": "object", "additionalProperties": false, "required": ["condition"],
-            "description": "A segment definition as `PUT /v1/segments/{id}` takes it, and `breakdown`: the members counted (and their spend summed) by the values of one or two fields — a profile with several values of a field (a list) is in the group of each, one with none in the group of null. A field no profile has and the catalog does not define is refused (400 naming `breakdown[i]`).",
+            "description": "A segment definition as `PUT /v1/segments/{id}` takes it, and `breakdown`: the members counted (and their spend summed) by the values of one or two fields — a profile with several values of a field (a list) is in the group of each, one with none in the group of null. A malformed field is refused (400 naming it); a field no profile has and the catalog does not define is a conflict with the workspace (409 naming `breakdown[i]`).",
             "properties": {
                 "name": {"type": ["string", "null"], "maxLength": 200},
                 "condition": {"$ref": "#/components/schemas/SegmentCondition"},

@@ -91,11 +91,16 @@ pub(crate) async fn preview(
                 .and_then(|b| b.get(at))
                 .map(field_json)
                 .unwrap_or(Value::Null);
-            return Err(ApiError::bad_request(
-                "invalid_breakdown",
-                format!("breakdown[{at}]"),
-                format!("invalid breakdown: no profile has the field {f} and the catalog does not define it"),
-            ));
+            // A well-formed request about something the workspace does not have: a conflict with
+            // its state (409), as a definition naming an unknown segment is.
+            return Err(ApiError::Client {
+                status: axum::http::StatusCode::CONFLICT,
+                code: "unknown_breakdown_field",
+                field: format!("breakdown[{at}]"),
+                message: format!(
+                    "invalid breakdown: no profile has the field {f} and the catalog does not define it"
+                ),
+            });
         }
     };
     let mut body = json!({

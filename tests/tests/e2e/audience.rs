@@ -173,10 +173,6 @@ async fn a_breakdown_field_that_is_wrong_is_refused_naming_it() {
                 "breakdown",
             ),
             (json!("city"), "breakdown"),
-            (
-                json!([{"trait": "city"}, {"trait": "nowhere"}]),
-                "breakdown[1]",
-            ),
         ] {
             let (status, answer) = preview(
                 &app,
@@ -186,6 +182,14 @@ async fn a_breakdown_field_that_is_wrong_is_refused_naming_it() {
             assert_eq!(status, StatusCode::BAD_REQUEST, "{breakdown}: {answer}");
             assert_eq!(answer["error"]["field"], field, "{breakdown}: {answer}");
         }
+        // A well-formed field the workspace has nothing of: a conflict with its state.
+        let (status, answer) = preview(
+            &app,
+            &json!({"condition": condition, "breakdown": [{"trait": "city"}, {"trait": "nowhere"}]}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+        assert_eq!(answer["error"]["field"], "breakdown[1]", "{answer}");
         let (status, answer) =
             preview(&app, &json!({"condition": {"trait": "city", "op": "eq"}})).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
