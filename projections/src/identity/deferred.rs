@@ -203,31 +203,22 @@ pub(super) async fn flush(
             .filter_map(|k| touched.remove_entry(k))
             .collect();
         evaluated += chunk_touched.len();
-        let mut catalog = CatalogWrites::default();
-        derive::derive(
+        let merged = chunk
+            .iter()
+            .filter_map(|k| merged_into.remove(k))
+            .flatten()
+            .collect();
+        let catalog = evaluate(
             store,
-            Derivation {
-                docs: &docs,
-                touched: chunk_touched,
-                created: &created,
-                merged: chunk
-                    .iter()
-                    .filter_map(|k| merged_into.remove(k))
-                    .flatten()
-                    .collect(),
-                manual: Vec::new(),
-                catalogs: &state.catalogs,
-                thresholds: &state.thresholds,
-                now,
-                parts,
-            },
-            &mut state.docs,
-            &mut catalog,
+            state,
+            &docs,
+            chunk_touched,
+            &created,
+            merged,
+            now,
+            parts,
         )
         .await?;
-        // A rebuild's shadow publishes nothing.
-        catalog.outbox.clear();
-        catalog.history.clear();
         evaluating += step.elapsed().as_secs_f64();
         let step = std::time::Instant::now();
         crate::profiles::write(&mut tx, &model).await?;
@@ -238,26 +229,17 @@ pub(super) async fn flush(
     let merged: Vec<_> = merged_into.into_values().flatten().collect();
     if !merged.is_empty() {
         // Profiles merged away into none of the profiles written: their rows go all the same.
-        let mut catalog = CatalogWrites::default();
-        derive::derive(
+        let catalog = evaluate(
             store,
-            Derivation {
-                docs: &FastMap::default(),
-                touched: BTreeMap::new(),
-                created: &created,
-                merged,
-                manual: Vec::new(),
-                catalogs: &state.catalogs,
-                thresholds: &state.thresholds,
-                now,
-                parts,
-            },
-            &mut state.docs,
-            &mut catalog,
+            state,
+            &FastMap::default(),
+            BTreeMap::new(),
+            &created,
+            merged,
+            now,
+            parts,
         )
         .await?;
-        catalog.outbox.clear();
-        catalog.history.clear();
         crate::catalog::write(&mut tx, &catalog).await?;
         state.memo.wrote(&catalog);
     }
@@ -273,6 +255,42 @@ pub(super) async fn flush(
         "resolver: deferred rows written"
     );
     Ok(())
+}
+
+/// The tags and segments of `touched` (and the rows of the profiles `merged` away) as derive writes
+/// them, with nothing for the outbox or the history: a rebuild's shadow publishes nothing.
+#[allow(clippy::too_many_arguments)]
+async fn evaluate(
+    store: &Store,
+    state: &mut ResolverState,
+    docs: &FastMap<ProfileKey, ProfileDoc>,
+    touched: BTreeMap<ProfileKey, String>,
+    created: &FastSet<ProfileKey>,
+    merged: Vec<(ProfileKey, ProfileKey, String)>,
+    now: DateTime<Utc>,
+    parts: usize,
+) -> Result<CatalogWrites, ProjectionError> {
+    let mut catalog = CatalogWrites::default();
+    derive::derive(
+        store,
+        Derivation {
+            docs,
+            touched,
+            created,
+            merged,
+            manual: Vec::new(),
+            catalogs: &state.catalogs,
+            thresholds: &state.thresholds,
+            now,
+            parts,
+        },
+        &mut state.docs,
+        &mut catalog,
+    )
+    .await?;
+    catalog.outbox.clear();
+    catalog.history.clear();
+    Ok(catalog)
 }
 
 /// A transaction on the model's tables, outside the pipeline's commits.
