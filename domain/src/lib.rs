@@ -13,6 +13,7 @@ pub mod event;
 pub mod fastmap;
 pub mod ident;
 pub mod identity;
+pub mod json;
 pub mod message;
 pub mod profile;
 pub mod segments;

@@ -29,9 +29,9 @@ pub const RECENT_EVENTS: usize = 50;
 /// `context.library.name`, else `unknown`.
 pub fn channel_of(payload: &Value) -> String {
     [
-        payload.pointer("/context/channel"),
+        crate::json::at(payload, &["context", "channel"]),
         payload.get("channel"),
-        payload.pointer("/context/library/name"),
+        crate::json::at(payload, &["context", "library", "name"]),
     ]
     .into_iter()
     .flatten()
@@ -270,7 +270,10 @@ impl ProfileDoc {
             }
         }
         // `traits` after `context.traits`: within one message the explicit traits win.
-        for traits in [payload.pointer("/context/traits"), payload.get("traits")] {
+        for traits in [
+            crate::json::at(payload, &["context", "traits"]),
+            payload.get("traits"),
+        ] {
             let Some(Value::Object(traits)) = traits else {
                 continue;
             };

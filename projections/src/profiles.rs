@@ -502,6 +502,9 @@ pub struct Reassign {
     pub to: ProfileId,
 }
 
+/// `(log_seq, workspace, profile, summary)`: where an event belongs after a batch.
+pub type OwnerRow = (i64, String, ProfileId, Option<EventSummary>);
+
 /// What the resolver writes for a batch besides its decisions.
 #[derive(Debug, Default)]
 pub struct ModelWrites {
@@ -509,7 +512,7 @@ pub struct ModelWrites {
     /// `(log_seq, workspace, profile)`: where an event belongs after the batch; written after the
     /// reassigns, so they hold for the events and identifiers the batch touched.
     /// With the event's summary when it is new to the model (an event of the batch).
-    pub owners: Vec<(i64, String, ProfileId, Option<EventSummary>)>,
+    pub owners: Vec<OwnerRow>,
     /// `(workspace, identifier, profile)`: who holds an identifier after the batch.
     pub holders: Vec<(String, Identifier, ProfileId)>,
     /// Documents of live profiles, in their binary form (`ProfileDoc::to_state`).

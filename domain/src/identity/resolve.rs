@@ -305,14 +305,19 @@ impl Ctx<'_> {
     /// more than the limit (and more than any candidate already holds, so that lowering a limit does not
     /// make existing profiles unreachable). Empty when the join is within the limits.
     fn violations(&self, plan: &Plan, kept: &[Identifier]) -> Vec<Identifier> {
+        let fresh: Vec<&Identifier> = kept
+            .iter()
+            .filter(|id| self.graph.owner(id).is_none())
+            .collect();
+        if fresh.is_empty() && plan.candidates.len() <= 1 {
+            // Nothing joins: no type can hold more than the one candidate already does (the case of
+            // most events, a known customer's).
+            return Vec::new();
+        }
         let states: Vec<_> = plan
             .candidates
             .iter()
             .filter_map(|p| self.graph.profile(p))
-            .collect();
-        let fresh: Vec<&Identifier> = kept
-            .iter()
-            .filter(|id| self.graph.owner(id).is_none())
             .collect();
         // Counted without copying: the identifiers themselves are copied only when over a limit.
         let mut largest: BTreeMap<&str, usize> = BTreeMap::new();

@@ -207,12 +207,18 @@ pub(super) async fn prepare(
     // Sized once for every document the batch will hold (growing by rehash faults in fresh pages).
     let mut docs = map_with_capacity(keys.len() + house.docs.len() + created.len());
     let mut held: Vec<(ProfileKey, Box<[u8]>)> = Vec::with_capacity(keys.len());
-    keys.retain(|k| match cache.take(k) {
-        Some(state) => {
-            held.push((k.clone(), state));
-            false
+    keys.retain(|k| {
+        if let Some(doc) = cache.take_warm(k) {
+            docs.insert(k.clone(), doc);
+            return false;
         }
-        None => true,
+        match cache.take(k) {
+            Some(state) => {
+                held.push((k.clone(), state));
+                false
+            }
+            None => true,
+        }
     });
     // The held states decoded over the cores.
     let decoded = crate::parallel::map(&held, parts, |(_, state)| {
@@ -441,14 +447,24 @@ pub(super) async fn prepare(
         cache.forget(key);
     }
     let derived = started.elapsed();
-    let (mut writes, states) = model.into_writes(&as_read, parts);
-    cache.put_back(states);
-    let deferred = match deferred {
+    let (writes, deferred) = match deferred {
+        // A deferring batch writes no state: its documents stay decoded for the next batch and the
+        // flush (the untouched ones past the bound are encoded).
         Some(deferred) => {
-            deferred.hold(&mut writes);
-            true
+            let (writes, docs) = model.into_rows();
+            deferred.hold(&writes.gone, docs.keys().cloned());
+            let touched: FastSet<ProfileKey> = docs.keys().cloned().collect();
+            cache.put_back_warm(docs);
+            if cache.warm_len() > super::held::WARM_AT_MOST {
+                cache.cool(parts, |k| touched.contains(k));
+            }
+            (writes, true)
         }
-        None => false,
+        None => {
+            let (writes, states) = model.into_writes(&as_read, parts);
+            cache.put_back(states);
+            (writes, false)
+        }
     };
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
     tracing::debug!(

@@ -78,15 +78,14 @@ impl Deferred {
         self.touched.extend(touched);
     }
 
-    /// Takes the states out of a plain batch's writes (held by the resolver, read back at the flush).
-    /// What is appended, and the holders of identifiers, stay in `writes`.
-    pub(super) fn hold(&mut self, writes: &mut ModelWrites) {
-        for gone in &writes.gone {
+    /// Notes the profiles whose states a plain batch left (held by the resolver, read back at the
+    /// flush) and those it merged away.
+    pub(super) fn hold(&mut self, gone: &[ProfileKey], states: impl Iterator<Item = ProfileKey>) {
+        for gone in gone {
             self.states.remove(gone);
             self.touched.remove(gone);
         }
-        self.states
-            .extend(std::mem::take(&mut writes.docs).into_iter().map(|(k, _)| k));
+        self.states.extend(states);
     }
 }
 
@@ -171,33 +170,51 @@ pub(super) async fn flush(
     let mut keys: Vec<ProfileKey> = states.iter().chain(touched.keys()).cloned().collect();
     keys.sort();
     keys.dedup();
-    keys.retain(|k| state.docs.state(k).is_some());
+    keys.retain(|k| state.docs.holds(k));
     let mut tx = begin(store).await?;
     let mut evaluated = 0;
     // Where the flush's time goes: decoding and evaluating, then writing states and rows.
     let (mut evaluating, mut writing) = (0.0, 0.0);
     for chunk in keys.chunks(FLUSH_CHUNK) {
         let step = std::time::Instant::now();
+        // The profiles held decoded are encoded (to be written, and held so again); the others'
+        // held states are written as they are and decoded to be evaluated.
+        let warm: Vec<(ProfileKey, ProfileDoc)> = chunk
+            .iter()
+            .filter_map(|k| state.docs.take_warm(k).map(|doc| (k.clone(), doc)))
+            .collect();
+        let encoded = crate::parallel::map(&warm, parts, |(_, doc)| doc.to_state());
         let held: Vec<(&ProfileKey, &[u8])> = chunk
             .iter()
             .filter_map(|k| state.docs.state(k).map(|s| (k, s)))
             .collect();
+        let mut rows: Vec<(ProfileKey, Vec<u8>)> = held
+            .iter()
+            .filter(|(k, _)| states.contains(*k))
+            .map(|(k, s)| ((*k).clone(), s.to_vec()))
+            .collect();
+        rows.extend(
+            warm.iter()
+                .zip(&encoded)
+                .filter(|((k, _), _)| states.contains(k))
+                .map(|((k, _), s)| (k.clone(), s.clone())),
+        );
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
         let model = ModelWrites {
-            docs: held
-                .iter()
-                .filter(|(k, _)| states.contains(*k))
-                .map(|(k, s)| ((*k).clone(), s.to_vec()))
-                .collect(),
+            docs: rows,
             ..ModelWrites::default()
         };
         let decoded = crate::parallel::map(&held, parts, |(_, s)| {
             ProfileDoc::from_stored(Some(s), None)
         });
-        let mut docs = map_with_capacity(held.len());
+        let mut docs = map_with_capacity(held.len() + warm.len());
         for ((key, _), doc) in held.iter().zip(decoded) {
             docs.insert((*key).clone(), doc.map_err(ProjectionError::corrupt)?);
         }
         drop(held);
+        let warm_keys: Vec<ProfileKey> = warm.iter().map(|(k, _)| k.clone()).collect();
+        docs.extend(warm);
+        state.docs.put_back(warm_keys.into_iter().zip(encoded));
         let chunk_touched: BTreeMap<ProfileKey, String> = chunk
             .iter()
             .filter_map(|k| touched.remove_entry(k))
@@ -243,6 +260,8 @@ pub(super) async fn flush(
         crate::catalog::write(&mut tx, &catalog).await?;
         state.memo.wrote(&catalog);
     }
+    // Nothing is held decoded past a flush (what a deferring batch left was among the keys).
+    state.docs.cool(parts, |_| false);
     let step = std::time::Instant::now();
     unmark_and_commit(tx).await?;
     tracing::debug!(

@@ -6,6 +6,7 @@
 
 use cdp_domain::codec;
 use cdp_domain::fastmap::FastMap;
+use cdp_domain::profile::ProfileDoc;
 use cdp_domain::tags::TagValue;
 use cdp_domain::vecmap::VecMap;
 use serde::{Deserialize, Serialize};
@@ -31,10 +32,19 @@ pub struct Derived {
 /// - what derive last wrote for it, encoded ([`codec::encode`] of a [`Held`]): ~100 bytes for a tag
 ///   and a segment, against ~500 in maps of strings and JSON values. One key for both: a second map
 ///   cost another ~100 bytes a profile (`cdp bench --scenario memory`, BENCHMARKS.md).
+///
+/// While a rebuild defers (`super::deferred`), the profiles its plain batches touch are held decoded
+/// instead ("warm": no state is written before the flush, so none is encoded per batch), up to
+/// [`WARM_AT_MOST`]; the flush encodes them back.
 #[derive(Debug, Default)]
 pub struct Docs {
     docs: FastMap<ProfileKey, Entry>,
+    warm: FastMap<ProfileKey, ProfileDoc>,
 }
+
+/// Profiles held decoded at most (a decoded retail profile is ~4–5 KB: ~1 GB at this bound); past it a
+/// deferring batch encodes those it did not touch.
+pub const WARM_AT_MOST: usize = 200_000;
 
 #[derive(Debug, Default)]
 struct Entry {
@@ -53,14 +63,50 @@ impl Docs {
         state
     }
 
-    /// A profile's state, if it is held (left in place).
+    /// A profile's state, if it is held in its binary form (left in place).
     pub(super) fn state(&self, key: &ProfileKey) -> Option<&[u8]> {
         self.docs.get(key)?.state.as_deref()
+    }
+
+    /// Whether a profile's state is held, binary or decoded.
+    pub(super) fn holds(&self, key: &ProfileKey) -> bool {
+        self.warm.contains_key(key) || self.state(key).is_some()
+    }
+
+    /// Takes a profile's decoded state out, if it is held so.
+    pub(super) fn take_warm(&mut self, key: &ProfileKey) -> Option<ProfileDoc> {
+        self.warm.remove(key)
+    }
+
+    /// Puts decoded states back (a deferring batch's).
+    pub(super) fn put_back_warm(
+        &mut self,
+        docs: impl IntoIterator<Item = (ProfileKey, ProfileDoc)>,
+    ) {
+        self.warm.extend(docs);
+    }
+
+    /// How many profiles are held decoded.
+    pub(super) fn warm_len(&self) -> usize {
+        self.warm.len()
+    }
+
+    /// Encodes decoded states into their binary form, over `parts` cores: those `keep` does not keep,
+    /// or all of them.
+    pub(super) fn cool(&mut self, parts: usize, keep: impl Fn(&ProfileKey) -> bool) {
+        let keys: Vec<ProfileKey> = self.warm.keys().filter(|k| !keep(k)).cloned().collect();
+        let cooling: Vec<(ProfileKey, ProfileDoc)> = keys
+            .into_iter()
+            .filter_map(|k| self.warm.remove_entry(&k))
+            .collect();
+        let states = crate::parallel::map(&cooling, parts, |(_, doc)| doc.to_state());
+        self.put_back(cooling.into_iter().map(|(k, _)| k).zip(states));
     }
 
     /// Forgets a profile (merged away): its state and what derive wrote for it.
     pub fn forget(&mut self, key: &ProfileKey) {
         self.docs.remove(key);
+        self.warm.remove(key);
     }
 
     /// Puts states back.
@@ -70,18 +116,18 @@ impl Docs {
         }
     }
 
-    /// How many profiles are held.
+    /// How many profiles are held (one held both ways counts twice).
     pub fn len(&self) -> usize {
-        self.docs.len()
+        self.docs.len() + self.warm.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.docs.is_empty()
+        self.docs.is_empty() && self.warm.is_empty()
     }
 
     /// Whether more than `bound` are held.
     pub fn over(&self, bound: usize) -> bool {
-        self.docs.len() > bound
+        self.len() > bound
     }
 
     /// Drops profiles past `bound` (they are read from the database when next touched): only when

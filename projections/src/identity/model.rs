@@ -580,22 +580,27 @@ impl<'a> Model<'a> {
         let states: Vec<(ProfileKey, Vec<u8>)> =
             crate::parallel::map(&held, parts, |(key, doc)| ((*key).clone(), doc.to_state()));
         drop(held);
-        let live: FastSet<&ProfileKey> = states.iter().map(|(k, _)| k).collect();
-        let gone: Vec<ProfileKey> = self
-            .gone
-            .into_iter()
-            .filter(|k| !live.contains(k))
-            .collect();
-        drop(live);
-        drop(self.docs);
+        let (mut writes, docs) = self.into_rows();
+        drop(docs);
         let mut docs: Vec<(ProfileKey, Vec<u8>)> = states
             .iter()
             .filter(|(key, state)| as_read.get(key) != Some(state))
             .cloned()
             .collect();
         docs.sort_by(|a, b| a.0.cmp(&b.0));
+        writes.docs = docs;
+        (writes, states)
+    }
+
+    /// The rows to write but the documents' states, and the documents as the batch leaves them.
+    pub(super) fn into_rows(self) -> (ModelWrites, FastMap<ProfileKey, ProfileDoc>) {
+        let mut gone: Vec<ProfileKey> = self
+            .gone
+            .into_iter()
+            .filter(|k| !self.docs.contains_key(k))
+            .collect();
         let mut summaries = self.summaries;
-        let mut owners: Vec<(i64, String, ProfileId, Option<EventSummary>)> = self
+        let mut owners: Vec<crate::profiles::OwnerRow> = self
             .owners
             .into_iter()
             .map(|(seq, (w, p))| (seq, w, p, summaries.remove(&seq)))
@@ -607,7 +612,6 @@ impl<'a> Model<'a> {
             .map(|((w, id), p)| (w, id, p))
             .collect();
         holders.sort();
-        let mut gone = gone;
         gone.sort();
         let mut reassigns = self.reassigns;
         reassigns.sort_by_key(|r| r.0);
@@ -615,9 +619,9 @@ impl<'a> Model<'a> {
             reassigns: reassigns.into_iter().map(|r| r.1).collect(),
             owners,
             holders,
-            docs,
+            docs: Vec::new(),
             gone,
         };
-        (writes, states)
+        (writes, self.docs)
     }
 }

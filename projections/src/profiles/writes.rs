@@ -9,7 +9,7 @@ use sqlx::QueryBuilder;
 
 use cdp_domain::identity::ProfileId;
 
-use super::{ModelWrites, Reassign, PER_STATEMENT};
+use super::{ModelWrites, OwnerRow, Reassign, PER_STATEMENT};
 use crate::runner::{ModelTx, ProjectionError};
 
 /// Where each profile a batch merged away ends up: `(workspace, from, survivor)`, the chains of the
@@ -116,6 +116,22 @@ pub async fn write(tx: &mut ModelTx<'_>, writes: &ModelWrites) -> Result<(), Pro
     write_owners_and_docs(tx, writes).await
 }
 
+/// Where a batch's own events belong, with their summaries (PostgreSQL).
+macro_rules! insert_owners {
+    () => {
+        "INSERT INTO event_profiles (log_seq, workspace, profile, message_id, kind, name, channel, \
+         event_time, received_at) \
+         SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], \
+         $6::text[], $7::text[], $8::bigint[], $9::bigint[])"
+    };
+}
+const INSERT_OWNERS: &str = insert_owners!();
+/// Where earlier events a split moved belong now (PostgreSQL).
+const UPSERT_OWNERS: &str = concat!(
+    insert_owners!(),
+    " ON CONFLICT (log_seq) DO UPDATE SET profile = excluded.profile"
+);
+
 /// Where the batch's events belong (with their summaries), who holds its identifiers and the documents
 /// it changed: one statement
 /// per table over arrays on PostgreSQL, multi-row inserts on SQLite. Keys are unique within a batch.
@@ -188,8 +204,16 @@ async fn write_owners_and_docs(
         }
         ModelTx::Postgres(tx) => {
             let started = std::time::Instant::now();
-            if !writes.owners.is_empty() {
-                let n = writes.owners.len();
+            // The batch's own events (with their summaries) are new rows: a plain insert, which
+            // PostgreSQL does without the speculative insertion of `ON CONFLICT` (~20 % cheaper). An
+            // earlier event a split moved has no summary and a row already: its profile is updated.
+            let (new, moved): (Vec<&OwnerRow>, Vec<&OwnerRow>) =
+                writes.owners.iter().partition(|o| o.3.is_some());
+            for (rows, statement) in [(new, INSERT_OWNERS), (moved, UPSERT_OWNERS)] {
+                if rows.is_empty() {
+                    continue;
+                }
+                let n = rows.len();
                 let mut seqs = Vec::with_capacity(n);
                 let (mut ws, mut ps) = (Vec::with_capacity(n), Vec::with_capacity(n));
                 let (mut ids, mut kinds, mut names, mut channels) = (
@@ -199,7 +223,7 @@ async fn write_owners_and_docs(
                     Vec::with_capacity(n),
                 );
                 let (mut times, mut arrivals) = (Vec::with_capacity(n), Vec::with_capacity(n));
-                for (seq, w, p, summary) in &writes.owners {
+                for (seq, w, p, summary) in rows {
                     let s = summary.as_ref();
                     seqs.push(*seq);
                     ws.push(w.as_str());
@@ -211,24 +235,18 @@ async fn write_owners_and_docs(
                     times.push(s.map(|s| s.timestamp.timestamp_micros()));
                     arrivals.push(s.map(|s| s.received_at.timestamp_micros()));
                 }
-                sqlx::query(
-                    "INSERT INTO event_profiles (log_seq, workspace, profile, message_id, kind, name, \
-                     channel, event_time, received_at) \
-                     SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], \
-                     $5::text[], $6::text[], $7::text[], $8::bigint[], $9::bigint[]) \
-                     ON CONFLICT (log_seq) DO UPDATE SET profile = excluded.profile",
-                )
-                .bind(&seqs)
-                .bind(&ws)
-                .bind(&ps)
-                .bind(&ids)
-                .bind(&kinds)
-                .bind(&names)
-                .bind(&channels)
-                .bind(&times)
-                .bind(&arrivals)
-                .execute(&mut **tx)
-                .await?;
+                sqlx::query(statement)
+                    .bind(&seqs)
+                    .bind(&ws)
+                    .bind(&ps)
+                    .bind(&ids)
+                    .bind(&kinds)
+                    .bind(&names)
+                    .bind(&channels)
+                    .bind(&times)
+                    .bind(&arrivals)
+                    .execute(&mut **tx)
+                    .await?;
             }
             let owners_written = started.elapsed();
             if !writes.holders.is_empty() {
