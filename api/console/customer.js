@@ -3,7 +3,7 @@
 // them one customer, and their membership history (also as it stood at a chosen time).
 
 import { useEffect, useState } from 'preact/hooks';
-import { html, Card, Table, Chip, Empty, ErrorBox, Loading, Pager, usePaged, useLoad, fmtTime, fmtValue, fmtNumber } from './ui.js';
+import { html, Card, Table, Chip, Empty, ErrorBox, Loading, Pager, usePaged, useListPages, useLoad, fmtTime, fmtValue, fmtNumber } from './ui.js';
 import { t } from './i18n.js';
 import { get, post, put, del, enc, ApiError } from './api.js';
 
@@ -314,8 +314,8 @@ function History({ id, member }) {
     setError(null);
     get(`/v1/profiles/${enc(id)}/memberships`, { at: when.toISOString() }).then(setAsOf, setError);
   }, [at, id]);
-  const history = [...(member.data?.history || [])].reverse();
-  return html`<${Card} title=${t('customer.history')} id="history" wide>
+  const history = useListPages(member.data ? [...member.data.history].reverse() : null, 20);
+  return html`<${Card} title=${t('customer.history')} id="history" wide actions=${html`<${Pager} paged=${history} />`}>
     <div class="inline">
       <label for="at">${t('customer.at')}</label>
       <input id="at" type="datetime-local" value=${at} onInput=${(e) => setAt(e.target.value)} />
@@ -328,7 +328,7 @@ function History({ id, member }) {
         <small class="muted">${t('customer.eventsUpTo', { n: asOf.by_event_time.events })}${asOf.by_event_time.latest_event ? ` · ${asOf.by_event_time.latest_event.event} ${fmtTime(asOf.by_event_time.latest_event.timestamp)}` : ''}</small></div>
     </div>`}
     <${ErrorBox} error=${error} />
-    <${Table} rows=${history.slice(0, 50)} columns=${[
+    <${Table} testid="membership-history" rows=${history.items || []} columns=${[
       { label: t('customer.when'), render: (r) => fmtTime(r.at) },
       { label: t('customer.segment'), render: (r) => html`<code>${r.segment}</code>` },
       { label: t('customer.change'), render: (r) => html`<${Chip} kind=${r.change === 'entered' ? 'ok' : 'bad'}>${t('change.' + r.change)}</${Chip}>` },
