@@ -235,16 +235,28 @@ async fn segment_sizes(
         let changes =
             catalog::segment_changes_since(&state.store, ws, &d.name, first * DAY_MS).await?;
         let members = now.get(&d.name).copied().unwrap_or(0);
-        series.push((d.name, members, changes));
+        series.push(Series {
+            segment: d.name,
+            members,
+            changes,
+        });
     }
     Ok(Json(sizes_json(&series, today, days)))
 }
 
-/// One series per segment over the `days` days up to `today`, from `(segment, members now, the
-/// changes per day since the first of them)`: the last day's size is the members now, each earlier
-/// day's the next day's less that day's change. A change dated after `today` (another instance's
-/// clock) counts as today's.
-fn sizes_json(series: &[(String, i64, Vec<(i64, i64)>)], today: i64, days: i64) -> Value {
+/// What one segment's sizes over time are computed from.
+struct Series {
+    segment: String,
+    /// Its members now.
+    members: i64,
+    /// `(day since the epoch, enters less exits that day)` from the window's first day on.
+    changes: Vec<(i64, i64)>,
+}
+
+/// One series of sizes per segment over the `days` days up to `today`: the last day's size is the
+/// members now, each earlier day's the next day's less that day's change. A change dated after
+/// `today` (another instance's clock) counts as today's.
+fn sizes_json(series: &[Series], today: i64, days: i64) -> Value {
     let first = today - days + 1;
     let dates: Vec<String> = (first..=today)
         .map(|d| {
@@ -255,22 +267,28 @@ fn sizes_json(series: &[(String, i64, Vec<(i64, i64)>)], today: i64, days: i64) 
         .collect();
     let items: Vec<Value> = series
         .iter()
-        .map(|(segment, members, changes)| {
-            let mut deltas = vec![0i64; days as usize];
-            for (day, delta) in changes {
-                if *day >= first {
-                    deltas[(day.min(&today) - first) as usize] += delta;
+        .map(
+            |Series {
+                 segment,
+                 members,
+                 changes,
+             }| {
+                let mut deltas = vec![0i64; days as usize];
+                for (day, delta) in changes {
+                    if *day >= first {
+                        deltas[(day.min(&today) - first) as usize] += delta;
+                    }
                 }
-            }
-            let mut sizes = vec![0i64; days as usize];
-            let mut size = *members;
-            for i in (0..days as usize).rev() {
-                // Erased profiles leave the members but not the history: never below none.
-                sizes[i] = size.max(0);
-                size -= deltas[i];
-            }
-            json!({"segment": segment, "sizes": sizes})
-        })
+                let mut sizes = vec![0i64; days as usize];
+                let mut size = *members;
+                for i in (0..days as usize).rev() {
+                    // Erased profiles leave the members but not the history: never below none.
+                    sizes[i] = size.max(0);
+                    size -= deltas[i];
+                }
+                json!({"segment": segment, "sizes": sizes})
+            },
+        )
         .collect();
     json!({"dates": dates, "items": items})
 }
@@ -331,13 +349,18 @@ mod tests {
 
     #[test]
     fn segment_sizes_are_the_members_now_less_each_later_change() {
+        let series = |segment: &str, members, changes| Series {
+            segment: segment.to_owned(),
+            members,
+            changes,
+        };
         let series = vec![
-            // 6 members now: +2 on day 9, -1 on day 10 (and a change before the window, not read).
-            ("a".to_owned(), 6, vec![(9, 2), (10, -1)]),
+            // 6 members now: +2 on day 9, -1 on day 10 (the changes before the window are not read).
+            series("a", 6, vec![(9, 2), (10, -1)]),
             // 3 members now, all entered on day 10; one change dated tomorrow counts as today's.
-            ("b".to_owned(), 3, vec![(10, 2), (11, 1)]),
+            series("b", 3, vec![(10, 2), (11, 1)]),
             // Members now that no change in the window explains: the same every day.
-            ("c".to_owned(), 4, vec![]),
+            series("c", 4, vec![]),
         ];
         let body = sizes_json(&series, 10, 3);
         assert_eq!(

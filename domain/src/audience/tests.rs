@@ -502,7 +502,7 @@ fn a_tags_population_per_value_comes_from_the_bitmaps() {
     // A profile that goes takes its value and spend with it.
     index.remove("p_3");
     let mut values = index.tag_values("tier").unwrap();
-    values.sort_by(|a, b| a.0.to_string().cmp(&b.0.to_string()));
+    values.sort_by_key(|v| v.0.to_string());
     assert_eq!(
         values,
         vec![(json!("gold"), 2, 30.75), (json!("silver"), 1, 7.0)]
