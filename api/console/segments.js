@@ -6,7 +6,7 @@
 // members as CSV with the fields they choose.
 
 import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
-import { html, Card, Table, Chip, Empty, ErrorBox, Loading, Bars, RFM_ORDER, inOrder, colour, useLoad, fmtNumber, fmtMoney, fmtTime, fmtValue } from './ui.js';
+import { html, Card, Table, Chip, Empty, ErrorBox, Loading, Bars, Pager, RFM_ORDER, inOrder, colour, usePaged, useLoad, fmtNumber, fmtMoney, fmtTime, fmtValue } from './ui.js';
 import { t } from './i18n.js';
 import { call, get, post, put, enc } from './api.js';
 
@@ -420,6 +420,23 @@ function Save({ definition, name, setName, onSaved, initialId }) {
   </form>`;
 }
 
+/// A saved segment's members, a page at a time (`GET /v1/segments/{id}/members`, keyset on the profile id).
+function Members({ id }) {
+  const paged = usePaged(async (after) => {
+    const page = await get(`/v1/segments/${enc(id)}/members`, { limit: 20, after, fields: 'profile_id,since,traits.name,identifiers.phone,identifiers.email' });
+    return { items: page.items, next: page.next_after };
+  }, [id]);
+  return html`<${Card} title=${t('builder.membersOf', { id })} id="members" actions=${html`<${Pager} paged=${paged} />`}>
+    ${paged.items === null ? html`<${Loading} />` : html`<${Table} testid="members" rows=${paged.items} columns=${[
+      { label: t('customer.trait'), render: (m) => html`<a href=${'#/customer/' + enc(m.profile_id)}>${m['traits.name'] || m.profile_id}</a>` },
+      { label: t('builder.contact'), render: (m) => m.phone || m.email || '—' },
+      { label: 'profile_id', render: (m) => html`<code>${m.profile_id}</code>` },
+      { label: t('customer.since'), render: (m) => fmtTime(m.since) },
+    ]} />`}
+    <${ErrorBox} error=${paged.error} />
+  </${Card}>`;
+}
+
 function Export({ segments, schema }) {
   const [segment, setSegment] = useState('');
   const [fields, setFields] = useState(['profile_id', 'since']);
@@ -487,6 +504,7 @@ export function SegmentsPage({ can }) {
   const [editing, setEditing] = useState('');
   const [raw, setRaw] = useState(null);
   const [by, setBy] = useState(null);
+  const [listing, setListing] = useState('');
   const definition = useMemo(() => {
     if (!schema.data) return null;
     const condition = toJson({ ...root, not: false }, schema.data);
@@ -522,9 +540,11 @@ export function SegmentsPage({ can }) {
         { label: t('builder.members'), render: (s) => fmtNumber(s.members), num: true },
         { label: t('builder.status'), render: (s) => html`<${Chip} kind=${s.status === 'ready' ? 'ok' : 'warn'}>${t('status.' + s.status)}</${Chip}>` },
         { label: t('builder.definedAt'), render: (s) => fmtTime(s.defined_at) },
-        { label: '', render: (s) => html`<button class="ghost small" onClick=${() => edit(s)}>${t('builder.open')}</button>` },
+        { label: '', render: (s) => html`<button class="ghost small" onClick=${() => setListing(s.id)}>${t('builder.listMembers')}</button>
+          <button class="ghost small" onClick=${() => edit(s)}>${t('builder.open')}</button>` },
       ]} />
     </${Card}>
+    ${listing && html`<${Members} key=${listing} id=${listing} />`}
     <${Card} title=${t('export.title')} id="export"><${Export} segments=${segments} schema=${schema.data} /></${Card}>
   </div>`;
 }
