@@ -208,6 +208,20 @@ try {
   assert.deepEqual(csv.slice(1).map((l) => l.split(',')[0]).sort(), apiCsv.slice(1).map((l) => l.split(',')[0]).sort());
   await page.getByTestId('export-status').filter({ hasText: 'exported' }).waitFor();
   step(`exported ${csv.length - 1} members (${download.suggestedFilename()})`);
+
+  step('page through its members');
+  await page.getByTestId('segment-list').locator('tr', { hasText: id }).getByRole('button', { name: 'Members', exact: true }).click();
+  const memberIds = async () => page.getByTestId('members').locator('tbody tr td:nth-child(3)').allInnerTexts();
+  const first = (await api('GET', `/v1/segments/${id}/members?limit=20`)).data;
+  assert.equal(first.items.length, Math.min(20, saved.members));
+  await until('the first page of members', async () => JSON.stringify(await memberIds()) === JSON.stringify(first.items.map((m) => m.profile_id)));
+  if (first.next_after) {
+    const second = (await api('GET', `/v1/segments/${id}/members?limit=20&after=${encodeURIComponent(first.next_after)}`)).data;
+    await page.locator('#members').getByRole('button', { name: /Next/ }).click();
+    await until('the second page of members', async () => JSON.stringify(await memberIds()) === JSON.stringify(second.items.map((m) => m.profile_id)));
+    await page.locator('#members').getByRole('button', { name: /Previous/ }).click();
+    await until('the first page again', async () => JSON.stringify(await memberIds()) === JSON.stringify(first.items.map((m) => m.profile_id)));
+  }
   await shot(page, '05-segments-saved-and-export.png');
 
   step('saved definitions open in the builder as they were saved');
