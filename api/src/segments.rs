@@ -164,7 +164,8 @@ async fn put_segment(
     ))
 }
 
-/// What a definition would hold before it is saved: count, a sample, and the members' spend and orders.
+/// Deletes a segment (an operator command, applied in its place in the log), refused while another
+/// segment reads it.
 async fn delete_segment(
     State(state): State<Arc<AppState>>,
     principal: Principal,
