@@ -2,11 +2,9 @@
 // charts), the RFM groups, and each segment's size over time (from the membership history).
 
 import { useState } from 'preact/hooks';
-import { html, Card, Table, Chip, Empty, ErrorBox, Loading, Bars, Lines, useLoad, fmtNumber, fmtMoney, fmtTime, fmtValue } from './ui.js';
+import { html, Card, Table, Chip, Empty, ErrorBox, Loading, Bars, Lines, RFM_ORDER, useLoad, fmtNumber, fmtMoney, fmtTime, fmtValue } from './ui.js';
 import { t } from './i18n.js';
-import { get, enc } from './api.js';
-
-const RFM_ORDER = ['champions', 'loyal', 'potential', 'new', 'at_risk', 'hibernating', 'lost'];
+import { get } from './api.js';
 
 function traitSummary(d) {
   if (!d) return '—';
@@ -18,11 +16,10 @@ function traitSummary(d) {
   return parts.join(' ');
 }
 
-function TagCard({ name }) {
-  const tag = useLoad(() => get(`/v1/tags/${enc(name)}`), [name]);
+/// One tag of `GET /v1/tags` (which answers every tag's values with their population and spend).
+function TagCard({ d }) {
   const [by, setBy] = useState('profiles');
-  const d = tag.data;
-  if (!d) return html`<${Card} title=${name}>${tag.error ? html`<${ErrorBox} error=${tag.error} />` : html`<${Loading} />`}</${Card}>`;
+  const name = d.name;
   const type = d.definition?.type || 'rule';
   let values = [...(d.values || [])];
   if (type === 'rfm') values.sort((a, b) => RFM_ORDER.indexOf(a.value) - RFM_ORDER.indexOf(b.value));
@@ -52,12 +49,12 @@ export function CatalogPage() {
   return html`<div class="page">
     <header class="page-head"><h1>${t('catalog.title')}</h1></header>
     <div class="grid">
-      ${rfm.map((x) => html`<${TagCard} key=${x.name} name=${x.name} />`)}
+      ${rfm.map((x) => html`<${TagCard} key=${x.name} d=${x} />`)}
       <${Card} title=${t('catalog.sizes')} id="sizes">
         ${sizes.data ? html`<${Lines} testid="sizes" labels=${sizes.data.dates} series=${sizes.data.items.map((s) => ({ name: s.segment, values: s.sizes }))} />` : sizes.error ? html`<${ErrorBox} error=${sizes.error} />` : html`<${Loading} />`}
         <p class="muted small">${t('catalog.sizesNote')}</p>
       </${Card}>
-      ${others.map((x) => html`<${TagCard} key=${x.name} name=${x.name} />`)}
+      ${others.map((x) => html`<${TagCard} key=${x.name} d=${x} />`)}
     </div>
     <${Card} title=${t('catalog.traits')} id="traits-list" wide>
       ${traits.data ? html`<${Table} testid="traits" rows=${traits.data.items} columns=${[
@@ -69,5 +66,6 @@ export function CatalogPage() {
       ]} />` : traits.error ? html`<${ErrorBox} error=${traits.error} />` : html`<${Loading} />`}
     </${Card}>
     ${tags.data && !tagItems.length && html`<${Empty}>${t('catalog.noTags')}</${Empty}>`}
+    ${!tags.data && (tags.error ? html`<${ErrorBox} error=${tags.error} />` : html`<${Loading} />`)}
   </div>`;
 }

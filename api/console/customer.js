@@ -3,7 +3,7 @@
 // them one customer, and their membership history (also as it stood at a chosen time).
 
 import { useEffect, useState } from 'preact/hooks';
-import { html, Card, Table, Chip, Empty, ErrorBox, Loading, Pager, usePaged, useLoad, fmtTime, fmtValue, fmtNumber } from './ui.js';
+import { html, Card, Table, Chip, Empty, ErrorBox, Loading, Pager, usePaged, useListPages, useLoad, fmtTime, fmtValue, fmtNumber } from './ui.js';
 import { t } from './i18n.js';
 import { get, post, put, del, enc, ApiError } from './api.js';
 
@@ -112,7 +112,8 @@ function Profile({ id, can }) {
   </div>`;
 }
 
-/// The manual tags staff may set, read once a minute (`GET /v1/tags` counts every tag's population).
+/// The manual tags staff may set, read once a minute, and only when someone opens the form to add one
+/// (`GET /v1/tags` answers every tag's population too: no cost to put on every profile shown).
 let manualTags = null;
 function loadManualTags() {
   if (!manualTags || Date.now() - manualTags.at > 60000) {
@@ -125,11 +126,14 @@ function loadManualTags() {
 
 function Tags({ p, can, onChange }) {
   const tags = Object.entries(p.tags || {});
-  const defs = useLoad(() => (can.write ? loadManualTags() : Promise.resolve([])), [can.write]);
-  const manual = defs.data || [];
+  const [manual, setManual] = useState(null);
   const [tag, setTag] = useState('');
   const [value, setValue] = useState('');
   const [error, setError] = useState(null);
+  const open = async () => {
+    setError(null);
+    try { setManual(await loadManualTags()); } catch (err) { setError(err); }
+  };
   const add = async (e) => {
     e.preventDefault();
     const name = tag || manual[0];
@@ -151,11 +155,14 @@ function Tags({ p, can, onChange }) {
         <b>${name}</b>${v.value !== true ? html`: ${fmtValue(v.value)}` : ''}
         ${can.write && v.manual && html`<button class="x" title=${t('customer.removeTag')} onClick=${() => remove(name)}>×</button>`}
       </${Chip}>`) : html`<${Empty} />`}</div>
-    ${can.write && manual.length > 0 && html`<form class="inline" onSubmit=${add} data-testid="add-tag">
-      <select aria-label=${t('customer.tagName')} value=${tag || manual[0]} onChange=${(e) => setTag(e.target.value)}>${manual.map((m) => html`<option value=${m}>${m}</option>`)}</select>
-      <input aria-label=${t('customer.tagValue')} placeholder=${t('customer.tagValue')} value=${value} onInput=${(e) => setValue(e.target.value)} />
-      <button type="submit">${t('customer.addTag')}</button>
-    </form>`}
+    ${can.write && html`<div data-testid="add-tag">${manual === null
+      ? html`<button class="ghost small" onClick=${open}>+ ${t('customer.addTag')}</button>`
+      : manual.length === 0 ? html`<p class="muted small">${t('customer.noManualTags')}</p>`
+      : html`<form class="inline" onSubmit=${add}>
+        <select aria-label=${t('customer.tagName')} value=${tag || manual[0]} onChange=${(e) => setTag(e.target.value)}>${manual.map((m) => html`<option value=${m}>${m}</option>`)}</select>
+        <input aria-label=${t('customer.tagValue')} placeholder=${t('customer.tagValue')} value=${value} onInput=${(e) => setValue(e.target.value)} />
+        <button type="submit">${t('customer.addTag')}</button>
+      </form>`}</div>`}
     <${ErrorBox} error=${error} />
   </${Card}>`;
 }
@@ -314,8 +321,8 @@ function History({ id, member }) {
     setError(null);
     get(`/v1/profiles/${enc(id)}/memberships`, { at: when.toISOString() }).then(setAsOf, setError);
   }, [at, id]);
-  const history = [...(member.data?.history || [])].reverse();
-  return html`<${Card} title=${t('customer.history')} id="history" wide>
+  const history = useListPages(member.data ? [...member.data.history].reverse() : null, 20);
+  return html`<${Card} title=${t('customer.history')} id="history" wide actions=${html`<${Pager} paged=${history} />`}>
     <div class="inline">
       <label for="at">${t('customer.at')}</label>
       <input id="at" type="datetime-local" value=${at} onInput=${(e) => setAt(e.target.value)} />
@@ -328,7 +335,7 @@ function History({ id, member }) {
         <small class="muted">${t('customer.eventsUpTo', { n: asOf.by_event_time.events })}${asOf.by_event_time.latest_event ? ` · ${asOf.by_event_time.latest_event.event} ${fmtTime(asOf.by_event_time.latest_event.timestamp)}` : ''}</small></div>
     </div>`}
     <${ErrorBox} error=${error} />
-    <${Table} rows=${history.slice(0, 50)} columns=${[
+    <${Table} testid="membership-history" rows=${history.items || []} columns=${[
       { label: t('customer.when'), render: (r) => fmtTime(r.at) },
       { label: t('customer.segment'), render: (r) => html`<code>${r.segment}</code>` },
       { label: t('customer.change'), render: (r) => html`<${Chip} kind=${r.change === 'entered' ? 'ok' : 'bad'}>${t('change.' + r.change)}</${Chip}>` },

@@ -1,7 +1,9 @@
 // Data quality: refused messages (the quarantine) by reason, the data-quality findings (invalid values
-// kept but not used as identifiers) where the server has them, and identity conflicts.
+// kept but not used as identifiers) by field and reason and page by page, and identity conflicts. Every
+// list is read a page at a time (the API's `limit` and `before` cursors).
 
-import { html, Card, Table, Chip, Empty, ErrorBox, Loading, Pager, Bars, usePaged, useLoad, fmtNumber, fmtTime } from './ui.js';
+import { useState } from 'preact/hooks';
+import { html, Card, Table, Chip, ErrorBox, Loading, Pager, Bars, usePaged, useLoad, fmtNumber, fmtTime } from './ui.js';
 import { t } from './i18n.js';
 import { get } from './api.js';
 import { decisionText } from './customer.js';
@@ -39,20 +41,40 @@ function Quarantine() {
 }
 
 function Findings() {
-  const findings = useLoad(() => get('/v1/quality').catch((e) => (e.status === 404 ? { missing: true } : Promise.reject(e))), []);
-  const d = findings.data;
-  let body;
-  if (!d) body = findings.error ? html`<${ErrorBox} error=${findings.error} />` : html`<${Loading} />`;
-  else if (d.missing) body = html`<p class="muted" data-testid="no-findings">${t('quality.noEndpoint')}</p>`;
-  else {
-    const items = d.by_reason || d.items || [];
-    body = html`<${Table} rows=${items} columns=${[
+  // Counts by field and reason, and the findings themselves a page at a time, newest first.
+  const [counts, setCounts] = useState(null);
+  const [missing, setMissing] = useState(false);
+  const paged = usePaged(async (before) => {
+    try {
+      const page = await get('/v1/quality', { limit: 20, before });
+      setCounts({ total: page.total, by: page.by_reason || [] });
+      return { items: page.items || [], next: page.next_before };
+    } catch (e) {
+      if (e.status !== 404) throw e;
+      setMissing(true);
+      return { items: [], next: null };
+    }
+  }, []);
+  if (missing) return html`<${Card} title=${t('quality.findings')} id="findings"><p class="muted" data-testid="no-findings">${t('quality.noEndpoint')}</p></${Card}>`;
+  return html`<${Card} title=${t('quality.findings')} id="findings">
+    ${counts ? html`<p class="muted small">${t('quality.findingsTotal', { n: fmtNumber(counts.total) })}</p>
+      <${Table} testid="findings-by-reason" rows=${counts.by} columns=${[
+        { label: t('quality.field'), render: (r) => html`<code>${r.field}</code>` },
+        { label: t('quality.code'), render: (r) => html`<${Chip} kind="warn">${r.code}</${Chip}>` },
+        { label: t('quality.count'), render: (r) => fmtNumber(r.count), num: true },
+      ]} />` : paged.error ? '' : html`<${Loading} />`}
+    <${ErrorBox} error=${paged.error} />
+  </${Card}>
+  <${Card} title=${t('quality.findingsList')} id="findings-list" wide actions=${html`<${Pager} paged=${paged} />`}>
+    ${paged.items === null ? html`<${Loading} />` : html`<${Table} testid="findings" rows=${paged.items} columns=${[
+      { label: t('quality.received'), render: (r) => fmtTime(r.received_at) },
+      { label: t('quality.source'), render: (r) => r.source },
       { label: t('quality.field'), render: (r) => html`<code>${r.field}</code>` },
-      { label: t('quality.reason'), render: (r) => r.reason || r.code },
-      { label: t('quality.count'), render: (r) => fmtNumber(r.count ?? r.profiles ?? r.values), num: true },
-    ]} />`;
-  }
-  return html`<${Card} title=${t('quality.findings')} id="findings">${body}</${Card}>`;
+      { label: t('quality.code'), render: (r) => html`<${Chip} kind="warn">${r.code}</${Chip}>` },
+      { label: t('quality.reason'), render: (r) => r.reason },
+      { label: t('quality.message'), render: (r) => html`<small>${r.message_id}</small>` },
+    ]} />`}
+  </${Card}>`;
 }
 
 function Conflicts() {

@@ -1,11 +1,12 @@
 // The segment builder: conditions on traits, computed traits, tags, events (with a property filter, a
 // count or an aggregate, and a window), sequences, consent and other segments, combined with all / any /
 // not, built from `GET /v1/schema`. Every change previews the definition (`POST /v1/segments/preview`,
-// debounced): count, totals, a sample and, where the server answers one, a breakdown. Admins save it;
-// anyone exports a segment's members as CSV with the fields they choose.
+// debounced, one request): count, totals, a sample, the overlap with saved segments and the breakdown
+// by up to two chosen fields (members and spend per value). Admins save it; anyone exports a segment's
+// members as CSV with the fields they choose.
 
 import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
-import { html, Card, Table, Chip, Empty, ErrorBox, Loading, Bars, useLoad, fmtNumber, fmtMoney, fmtTime, fmtValue } from './ui.js';
+import { html, Card, Table, Chip, Empty, ErrorBox, Loading, Bars, Pager, RFM_ORDER, inOrder, colour, usePaged, useLoad, fmtNumber, fmtMoney, fmtTime, fmtValue } from './ui.js';
 import { t } from './i18n.js';
 import { call, get, post, put, enc } from './api.js';
 
@@ -224,47 +225,106 @@ function Group({ g, schema, onChange, depth }) {
   </div>`;
 }
 
-function Breakdown({ breakdown }) {
-  if (!breakdown) return null;
-  // Either {field: [{value, count}]} or [{field, values: [..]}]; shown as bars per field.
-  const fields = Array.isArray(breakdown) ? breakdown.map((b) => [b.field || b.name, b.values || b.items || []]) : Object.entries(breakdown);
-  return html`<div class="breakdown" data-testid="breakdown">${fields.map(([field, values]) => html`
-    <div><h4>${field}</h4><${Bars} items=${(Array.isArray(values) ? values : Object.entries(values).map(([value, count]) => ({ value, count }))).map((v) => ({ label: fmtValue(v.value), value: v.count ?? v.profiles ?? 0 }))} /></div>`)}</div>`;
+/// What the preview can break members down by: every tag, and the traits and computed traits whose
+/// values are words (a number has as many groups as values).
+function breakdownOptions(schema) {
+  const words = (f) => f.type === 'string' || f.type === 'boolean';
+  return [
+    ...schema.tags.map((f) => ['tag:' + f.name, `${t('kind.tag')}: ${f.name}`]),
+    ...schema.traits.filter(words).map((f) => ['trait:' + f.name, `${t('kind.trait')}: ${f.name}`]),
+    ...schema.computed_traits.filter(words).map((f) => ['computed:' + f.name, `${t('kind.computed')}: ${f.name}`]),
+  ];
 }
 
-/// A breakdown the console computes when the server answers none: one preview per value of the chosen
-/// tag or trait (its most common values), each the definition and "field is value".
-function LocalBreakdown({ definition, schema, by }) {
-  const [rows, setRows] = useState(null);
-  const [error, setError] = useState(null);
-  const text = JSON.stringify([definition, by]);
+/// `tag:rfm` as the API names a breakdown field: `{"tag": "rfm"}`.
+export function breakdownField(choice) {
+  const at = choice.indexOf(':');
+  return { [choice.slice(0, at)]: choice.slice(at + 1) };
+}
+
+/// The field to break down by first when nothing is chosen: the RFM groups if the workspace has them.
+function defaultBreakdown(schema) {
+  const rfm = schema.tags.find((f) => f.kind === 'rfm');
+  return rfm ? 'tag:' + rfm.name : '';
+}
+
+const label = (v) => (v === null || v === undefined ? t('builder.noValue') : fmtValue(v));
+const key = (v) => JSON.stringify(v ?? null);
+
+/// The order to show a field's values in: the RFM groups' own, else none (the largest first).
+function valueOrder(schema, field) {
+  const tag = field.tag ?? field.trait;
+  return schema.tags.some((f) => f.name === tag && f.kind === 'rfm') && !field.computed ? RFM_ORDER : [];
+}
+
+/// The preview's `breakdown` (members and spend per value of one field, or per pair of values of two):
+/// bars for one field, a table of the first field's values against the second's for two. Every group
+/// carries its values, members and spend as data attributes (the browser test compares them with the API).
+function Breakdown({ breakdown, schema }) {
+  const orders = breakdown.fields.map((f) => valueOrder(schema, f));
+  const groups = inOrder(breakdown.groups, orders[0], (g) => g.values[0], (a, b) => b.count - a.count);
+  const attrs = (g) => ({ 'data-group': '', 'data-values': JSON.stringify(g.values), 'data-count': g.count, 'data-spend': g.spend });
+  const shown = breakdown.total_groups > groups.length
+    ? html`<p class="muted small">${t('builder.groupsShown', { n: fmtNumber(groups.length), total: fmtNumber(breakdown.total_groups) })}</p>` : '';
+  if (!groups.length) return html`<div data-testid="breakdown" data-fields=${JSON.stringify(breakdown.fields)}><${Empty} /></div>`;
+  if (breakdown.fields.length === 1) {
+    const max = Math.max(1, ...groups.map((g) => g.count));
+    return html`<div class="bars" data-testid="breakdown" data-fields=${JSON.stringify(breakdown.fields)}>${groups.map((g, i) => html`
+      <div class="bar-row" key=${key(g.values)} ...${attrs(g)}>
+        <span class="bar-label" title=${label(g.values[0])}>${label(g.values[0])}</span>
+        <svg class="bar-svg" viewBox="0 0 100 10" preserveAspectRatio="none" aria-hidden="true">
+          <rect x="0" y="1" width=${Math.max(0.5, (100 * g.count) / max)} height="8" rx="1" fill=${colour(i)} />
+        </svg>
+        <span class="bar-value">${fmtNumber(g.count)} <small>${fmtMoney(g.spend)}</small></span>
+      </div>`)}${shown}</div>`;
+  }
+  // Rows and columns in the order of their members in all, the largest first.
+  const order = (i) => {
+    const totals = new Map();
+    for (const g of groups) totals.set(key(g.values[i]), [g.values[i], (totals.get(key(g.values[i]))?.[1] || 0) + g.count]);
+    return inOrder([...totals.values()], orders[i], (v) => v[0], (a, b) => b[1] - a[1]);
+  };
+  const rows = order(0);
+  const cols = order(1);
+  const cell = new Map(groups.map((g) => [key(g.values[0]) + '\u0000' + key(g.values[1]), g]));
+  const max = Math.max(1, ...groups.map((g) => g.count));
+  return html`<div class="table-wrap" data-testid="breakdown" data-fields=${JSON.stringify(breakdown.fields)}><table class="crosstab">
+    <thead><tr><th></th>${cols.map(([v, n]) => html`<th class="num" title=${fmtNumber(n)}>${label(v)}</th>`)}<th class="num">${t('builder.total')}</th></tr></thead>
+    <tbody>${rows.map(([r, n]) => html`<tr key=${key(r)}>
+      <th>${label(r)}</th>
+      ${cols.map(([c]) => {
+        const g = cell.get(key(r) + '\u0000' + key(c));
+        if (!g) return html`<td class="num muted">·</td>`;
+        return html`<td class=${'num heat' + Math.min(5, Math.ceil((5 * g.count) / max))} ...${attrs(g)}><b>${fmtNumber(g.count)}</b><br /><small>${fmtMoney(g.spend)}</small></td>`;
+      })}
+      <td class="num"><b>${fmtNumber(n)}</b></td>
+    </tr>`)}</tbody>
+  </table>${shown}</div>`;
+}
+
+/// Previews `definition` (debounced; a newer one cancels the older), asking for a breakdown by the
+/// chosen fields in the same request: {result, error, busy}.
+function usePreview(definition, by) {
+  const [state, setState] = useState({ result: null, error: null, busy: false });
+  const seq = useRef(0);
+  const fields = by.filter(Boolean).map(breakdownField);
+  const text = definition ? JSON.stringify([definition, fields]) : '';
   useEffect(() => {
-    if (!by) { setRows(null); return; }
-    const [kind, field] = by.split(':');
-    const list = kind === 'tag' ? schema.tags : schema.traits;
-    const values = ((list.find((f) => f.name === field) || {}).candidates || [])
-      .slice().sort((a, b) => (b.profiles || b.seen || 0) - (a.profiles || a.seen || 0)).slice(0, 6).map((c) => c.value);
-    let stale = false;
-    setRows(null); setError(null);
-    const id = setTimeout(async () => {
-      const out = [];
-      try {
-        for (const value of values) {
-          const r = await post('/v1/segments/preview', { name: definition.name, condition: { all: [definition.condition, { [kind]: field, op: 'eq', value }] } });
-          if (stale) return;
-          out.push({ label: fmtValue(value), value: r.count, note: fmtMoney(r.totals?.spend) });
-          setRows([...out]);
-        }
-      } catch (err) { if (!stale) setError(err); }
-    }, 600);
-    return () => { stale = true; clearTimeout(id); };
+    if (!definition) { setState({ result: null, error: null, busy: false }); return; }
+    const mine = ++seq.current;
+    setState((s) => ({ ...s, busy: true }));
+    // A preview evaluates every profile: the one for a definition that changed meanwhile is cancelled.
+    const abort = new AbortController();
+    const body = fields.length ? { ...definition, breakdown: fields } : definition;
+    const id = setTimeout(() => {
+      post('/v1/segments/preview', body, { signal: abort.signal }).then(
+        (result) => mine === seq.current && setState({ result, error: null, busy: false }),
+        (error) => mine === seq.current && error.name !== 'AbortError' && setState({ result: null, error, busy: false }),
+      );
+    }, 350);
+    return () => { clearTimeout(id); abort.abort(); };
   }, [text]);
-  if (!by) return null;
-  return html`<div class="breakdown" data-testid="local-breakdown">
-    ${rows ? html`<${Bars} items=${rows} />` : html`<${Loading} />`}
-    <p class="muted small">${t('builder.localBreakdown')}</p>
-    <${ErrorBox} error=${error} />
-  </div>`;
+  return state;
 }
 
 /// The sample's profiles with a name and an identifier a marketer recognises.
@@ -290,32 +350,11 @@ function Sample({ ids }) {
   })}</ul>`;
 }
 
-function Preview({ definition, schema }) {
-  const [state, setState] = useState({ result: null, error: null, busy: false });
-  const [by, setBy] = useState('');
-  const seq = useRef(0);
-  const text = definition ? JSON.stringify(definition) : '';
-  useEffect(() => {
-    if (!definition) { setState({ result: null, error: null, busy: false }); return; }
-    const mine = ++seq.current;
-    setState((s) => ({ ...s, busy: true }));
-    // A preview evaluates every profile: the one for a definition that changed meanwhile is cancelled.
-    const abort = new AbortController();
-    const id = setTimeout(() => {
-      post('/v1/segments/preview', definition, { signal: abort.signal }).then(
-        (result) => mine === seq.current && setState({ result, error: null, busy: false }),
-        (error) => mine === seq.current && error.name !== 'AbortError' && setState({ result: null, error, busy: false }),
-      );
-    }, 350);
-    return () => { clearTimeout(id); abort.abort(); };
-  }, [text]);
-  const r = state.result;
+function Preview({ definition, preview }) {
+  const r = preview.result;
   if (!definition) return html`<p class="muted">${t('builder.startHint')}</p>`;
-  const byOptions = [['', t('builder.noBreakdownChoice')],
-    ...schema.tags.filter((f) => f.candidates.length > 1).map((f) => ['tag:' + f.name, `${t('kind.tag')}: ${f.name}`]),
-    ...schema.traits.filter((f) => f.type === 'string' && f.candidates.length > 1 && f.candidates.length < 20).map((f) => ['trait:' + f.name, `${t('kind.trait')}: ${f.name}`])];
-  return html`<div class=${'preview' + (state.busy ? ' busy' : '')} data-testid="preview" data-busy=${state.busy ? 'true' : 'false'}>
-    <${ErrorBox} error=${state.error} />
+  return html`<div class=${'preview' + (preview.busy ? ' busy' : '')} data-testid="preview" data-busy=${preview.busy ? 'true' : 'false'}>
+    <${ErrorBox} error=${preview.error} />
     ${r && html`
       <div class="stats">
         <div class="stat big"><span>${t('builder.count')}</span><b data-testid="preview-count" data-count=${r.count}>${fmtNumber(r.count)}</b>
@@ -324,14 +363,31 @@ function Preview({ definition, schema }) {
         <div class="stat"><span>${t('builder.orders')}</span><b>${fmtNumber(r.totals?.orders)}</b></div>
         <div class="stat"><span>${t('builder.took')}</span><b>${fmtNumber(r.took_ms)} ms</b></div>
       </div>
-      <h3>${t('builder.breakdown')}</h3>
-      ${r.breakdown ? html`<${Breakdown} breakdown=${r.breakdown} />` : html`
-        <p class="muted small" data-testid="no-breakdown">${t('builder.noBreakdown')}</p>
-        <div class="inline"><${Select} label=${t('builder.breakdownBy')} value=${by} options=${byOptions} onChange=${setBy} /></div>
-        <${LocalBreakdown} definition=${definition} schema=${schema} by=${by} />`}
+      ${r.evaluated_by === 'events' && html`<p class="muted small">${t('builder.byEvents')}</p>`}
       <h3>${t('builder.sample')}</h3>
-      <${Sample} ids=${(r.sample || []).map((s) => (typeof s === 'string' ? s : s.profile_id))} />`}
+      <${Sample} ids=${(r.sample || []).map((s) => (typeof s === 'string' ? s : s.profile_id))} />
+      ${r.overlap?.length > 0 && html`<h3>${t('builder.overlap')}</h3>
+        <${Bars} testid="overlap" items=${r.overlap.filter((o) => o.count > 0).slice(0, 6).map((o) => ({ label: o.segment, value: o.count, note: r.count ? `${fmtNumber((100 * o.count) / r.count, 1)}%` : '' }))} />`}`}
   </div>`;
+}
+
+/// The breakdown card: up to two fields to break the preview's members down by, and what it answered.
+function BreakdownCard({ schema, by, setBy, preview, definition }) {
+  const options = breakdownOptions(schema);
+  const r = preview.result;
+  return html`<${Card} title=${t('builder.breakdown')} id="breakdown-card">
+    <div class="inline">
+      <${Select} label=${t('builder.breakdownBy')} testid="breakdown-1" value=${by[0]} options=${[['', t('builder.noBreakdownChoice')], ...options]}
+        onChange=${(v) => setBy([v, v ? by[1] : ''])} />
+      ${by[0] && html`<span class="muted">${t('builder.thenBy')}</span>
+        <${Select} label=${t('builder.thenBy')} testid="breakdown-2" value=${by[1]} options=${[['', t('builder.oneField')], ...options.filter((o) => o[0] !== by[0])]} onChange=${(v) => setBy([by[0], v])} />`}
+    </div>
+    ${!definition ? html`<p class="muted">${t('builder.startHint')}</p>`
+      : !by[0] ? html`<p class="muted small">${t('builder.chooseBreakdown')}</p>`
+      : r?.breakdown ? html`<div class=${preview.busy ? 'busy' : ''}><${Breakdown} breakdown=${r.breakdown} schema=${schema} /></div>`
+      : preview.error ? '' : html`<${Loading} />`}
+    <p class="muted small">${t('builder.breakdownNote')}</p>
+  </${Card}>`;
 }
 
 function Save({ definition, name, setName, onSaved, initialId }) {
@@ -364,6 +420,23 @@ function Save({ definition, name, setName, onSaved, initialId }) {
   </form>`;
 }
 
+/// A saved segment's members, a page at a time (`GET /v1/segments/{id}/members`, keyset on the profile id).
+function Members({ id }) {
+  const paged = usePaged(async (after) => {
+    const page = await get(`/v1/segments/${enc(id)}/members`, { limit: 20, after, fields: 'profile_id,since,traits.name,identifiers.phone,identifiers.email' });
+    return { items: page.items, next: page.next_after };
+  }, [id]);
+  return html`<${Card} title=${t('builder.membersOf', { id })} id="members" actions=${html`<${Pager} paged=${paged} />`}>
+    ${paged.items === null ? html`<${Loading} />` : html`<${Table} testid="members" rows=${paged.items} columns=${[
+      { label: t('customer.trait'), render: (m) => html`<a href=${'#/customer/' + enc(m.profile_id)}>${m['traits.name'] || m.profile_id}</a>` },
+      { label: t('builder.contact'), render: (m) => m.phone || m.email || '—' },
+      { label: 'profile_id', render: (m) => html`<code>${m.profile_id}</code>` },
+      { label: t('customer.since'), render: (m) => fmtTime(m.since) },
+    ]} />`}
+    <${ErrorBox} error=${paged.error} />
+  </${Card}>`;
+}
+
 function Export({ segments, schema }) {
   const [segment, setSegment] = useState('');
   const [fields, setFields] = useState(['profile_id', 'since']);
@@ -382,9 +455,22 @@ function Export({ segments, schema }) {
     try {
       setProgress(t('export.progress', { n: fmtNumber(0) }));
       const response = await call('GET', `/v1/segments/${enc(segment)}/members`, { raw: true, params: { format: 'csv', fields: cols.join(','), channel } });
-      const text = await response.text();
-      const n = Math.max(0, text.split('\n').filter(Boolean).length - 1);
-      const blob = new Blob([text], { type: 'text/csv' });
+      // Streamed: the rows are counted as they arrive (a million members is a long download).
+      const reader = response.body.getReader();
+      const chunks = [];
+      let lines = 0;
+      let shown = 0;
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        chunks.push(value);
+        for (const byte of value) if (byte === 10) lines++;
+        if (lines - shown >= 1000) { shown = lines; setProgress(t('export.progress', { n: fmtNumber(Math.max(0, lines - 1)) })); }
+      }
+      const last = chunks.length ? chunks[chunks.length - 1] : null;
+      if (last && last.length && last[last.length - 1] !== 10) lines++;
+      const n = Math.max(0, lines - 1);
+      const blob = new Blob(chunks, { type: 'text/csv' });
       const a = document.createElement('a');
       a.href = URL.createObjectURL(blob);
       a.download = `${segment}.csv`;
@@ -417,11 +503,15 @@ export function SegmentsPage({ can }) {
   const [name, setName] = useState('');
   const [editing, setEditing] = useState('');
   const [raw, setRaw] = useState(null);
+  const [by, setBy] = useState(null);
+  const [listing, setListing] = useState('');
   const definition = useMemo(() => {
     if (!schema.data) return null;
     const condition = toJson({ ...root, not: false }, schema.data);
     return condition ? { name: name || 'preview', condition } : null;
   }, [root, name, schema.data]);
+  const fields = by || (schema.data ? [defaultBreakdown(schema.data), ''] : ['', '']);
+  const preview = usePreview(definition, fields);
   if (schema.error) return html`<div class="page"><${ErrorBox} error=${schema.error} /></div>`;
   if (!schema.data) return html`<div class="page"><${Loading} /></div>`;
   const segments = list.data?.items || [];
@@ -440,8 +530,9 @@ export function SegmentsPage({ can }) {
         <details class="json"><summary>${t('builder.json')}</summary><pre data-testid="definition">${definition ? JSON.stringify(definition, null, 1) : ''}</pre></details>
         ${can.admin ? html`<${Save} definition=${definition} name=${name} setName=${setName} initialId=${editing} onSaved=${() => list.reload()} />` : html`<p class="muted small">${t('builder.adminOnly')}</p>`}
       </${Card}>
-      <${Card} title=${t('builder.preview')} id="preview-card"><${Preview} definition=${definition} schema=${schema.data} /></${Card}>
+      <${Card} title=${t('builder.preview')} id="preview-card"><${Preview} definition=${definition} preview=${preview} /></${Card}>
     </div>
+    <${BreakdownCard} schema=${schema.data} by=${fields} setBy=${setBy} preview=${preview} definition=${definition} />
     <${Card} title=${t('builder.list')} id="segment-list" actions=${html`<button class="ghost small" onClick=${list.reload}>${t('common.refresh')}</button>`}>
       <${Table} testid="segment-list" rows=${segments} columns=${[
         { label: t('builder.segmentId'), render: (s) => html`<code>${s.id}</code>` },
@@ -449,9 +540,11 @@ export function SegmentsPage({ can }) {
         { label: t('builder.members'), render: (s) => fmtNumber(s.members), num: true },
         { label: t('builder.status'), render: (s) => html`<${Chip} kind=${s.status === 'ready' ? 'ok' : 'warn'}>${t('status.' + s.status)}</${Chip}>` },
         { label: t('builder.definedAt'), render: (s) => fmtTime(s.defined_at) },
-        { label: '', render: (s) => html`<button class="ghost small" onClick=${() => edit(s)}>${t('builder.open')}</button>` },
+        { label: '', render: (s) => html`<button class="ghost small" onClick=${() => setListing(s.id)}>${t('builder.listMembers')}</button>
+          <button class="ghost small" onClick=${() => edit(s)}>${t('builder.open')}</button>` },
       ]} />
     </${Card}>
+    ${listing && html`<${Members} key=${listing} id=${listing} />`}
     <${Card} title=${t('export.title')} id="export"><${Export} segments=${segments} schema=${schema.data} /></${Card}>
   </div>`;
 }

@@ -97,6 +97,24 @@ export function usePaged(load, deps) {
   };
 }
 
+/// Pages through a list already loaded whole (one customer's membership history), `size` rows at a
+/// time, in the shape `Pager` reads.
+export function useListPages(rows, size) {
+  const [page, setPage] = useState(0);
+  const all = rows || [];
+  const last = Math.max(0, Math.ceil(all.length / size) - 1);
+  const at = Math.min(page, last);
+  useEffect(() => { if (page > last) setPage(last); }, [last]);
+  return {
+    items: rows ? all.slice(at * size, (at + 1) * size) : null,
+    next: at < last ? at + 1 : null,
+    stack: Array.from({ length: at }),
+    loading: false,
+    nextPage: () => setPage(Math.min(at + 1, last)),
+    prevPage: () => setPage(Math.max(at - 1, 0)),
+  };
+}
+
 export function Pager({ paged }) {
   const page = paged.stack.length + 1;
   return html`<div class="pager">
@@ -104,6 +122,16 @@ export function Pager({ paged }) {
     <span>${t('common.page', { n: page })}</span>
     <button class="ghost" disabled=${paged.next === null || paged.next === undefined || paged.loading} onClick=${paged.nextPage}>${t('common.next')} ›</button>
   </div>`;
+}
+
+/// The RFM groups in the order of their value to the business (the catalog's charts and the builder's
+/// breakdown show them so, not by size).
+export const RFM_ORDER = ['champions', 'loyal', 'potential', 'new', 'at_risk', 'hibernating', 'lost'];
+
+/// Sorts `items` by where `valueOf(item)` is in `order` (those not in it after, by `fallback`).
+export function inOrder(items, order, valueOf, fallback) {
+  const at = (v) => { const i = order.indexOf(v); return i < 0 ? order.length : i; };
+  return [...items].sort((a, b) => at(valueOf(a)) - at(valueOf(b)) || fallback(a, b));
 }
 
 const PALETTE = ['#1f5eff', '#00a37a', '#f29d0c', '#d6455d', '#7a5af8', '#0ea5b7', '#8a8f98', '#b45309'];

@@ -8,7 +8,6 @@
 //! allows scripts, styles and connections from this origin only, and the one inline script (the import
 //! map that names the vendored Preact and htm modules) by its SHA-256.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
 
 use axum::extract::State;
@@ -17,8 +16,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use base64::Engine;
-use cdp_domain::store::Store;
 use cdp_domain::workspace::Scope;
+use cdp_projections::catalog::{self, DAY_MS, SEGMENT};
+use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -208,10 +208,10 @@ struct SizesQuery {
     days: Option<i64>,
 }
 
-const DAY_MS: i64 = 86_400_000;
-
-/// Each segment's members at the end of each of the last `days` UTC days (default 30, at most 366),
-/// summed from every enter and exit of the membership history.
+/// Each segment's members at the end of each of the last `days` UTC days (default 30, at most 366):
+/// its members now (as `GET /v1/segments` counts them), less the enters and more the exits recorded
+/// after each day. Only those days' history is read, one range of `segment_history_by_segment` per
+/// segment, so the answer costs what changed in the window, not the whole history (which only grows).
 async fn segment_sizes(
     State(state): State<Arc<AppState>>,
     principal: Principal,
@@ -226,55 +226,38 @@ async fn segment_sizes(
             "days must be between 1 and 366",
         ));
     }
-    let rows = daily_changes(&state.store, &principal.workspace)
-        .await
-        .map_err(ApiError::internal)?;
-    let today = chrono::Utc::now().timestamp_millis().div_euclid(DAY_MS);
-    Ok(Json(sizes_json(&rows, today, days)))
-}
-
-/// `(segment, day since the epoch, entered minus exited that day)`, in segment and day order.
-async fn daily_changes(
-    store: &Store,
-    workspace: &str,
-) -> Result<Vec<(String, i64, i64)>, sqlx::Error> {
-    match store {
-        Store::Sqlite(s) => {
-            sqlx::query_as(
-                "SELECT segment, at / 86400000 AS day, SUM(CASE WHEN entered THEN 1 ELSE -1 END) \
-                 FROM segment_history WHERE workspace = ? GROUP BY segment, day ORDER BY segment, day",
-            )
-            .bind(workspace)
-            .fetch_all(s.read_pool())
-            .await
-        }
-        Store::Postgres(s) => {
-            sqlx::query_as(
-                "SELECT segment, at / 86400000 AS day, SUM(CASE WHEN entered THEN 1 ELSE -1 END)::BIGINT \
-                 FROM segment_history WHERE workspace = $1 GROUP BY segment, day ORDER BY segment, day",
-            )
-            .bind(workspace)
-            .fetch_all(s.pool())
-            .await
-        }
-    }
-}
-
-/// The running sums of `rows` as one series per segment over the `days` days up to `today`.
-fn sizes_json(rows: &[(String, i64, i64)], today: i64, days: i64) -> Value {
+    let ws = &principal.workspace;
+    let today = Utc::now().timestamp_millis().div_euclid(DAY_MS);
     let first = today - days + 1;
-    let mut series: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
-    let mut before: BTreeMap<&str, i64> = BTreeMap::new();
-    for (segment, day, delta) in rows {
-        let points = series
-            .entry(segment.as_str())
-            .or_insert_with(|| vec![0; days as usize]);
-        if *day < first {
-            *before.entry(segment.as_str()).or_default() += delta;
-        } else if *day <= today {
-            points[(day - first) as usize] += delta;
-        }
+    let now = crate::segments::member_counts(&state, ws).await?;
+    let mut series = Vec::new();
+    for d in catalog::definitions(&state.store, ws, SEGMENT).await? {
+        let changes =
+            catalog::segment_changes_since(&state.store, ws, &d.name, first * DAY_MS).await?;
+        let members = now.get(&d.name).copied().unwrap_or(0);
+        series.push(Series {
+            segment: d.name,
+            members,
+            changes,
+        });
     }
+    Ok(Json(sizes_json(&series, today, days)))
+}
+
+/// What one segment's sizes over time are computed from.
+struct Series {
+    segment: String,
+    /// Its members now.
+    members: i64,
+    /// `(day since the epoch, enters less exits that day)` from the window's first day on.
+    changes: Vec<(i64, i64)>,
+}
+
+/// One series of sizes per segment over the `days` days up to `today`: the last day's size is the
+/// members now, each earlier day's the next day's less that day's change. A change dated after
+/// `today` (another instance's clock) counts as today's.
+fn sizes_json(series: &[Series], today: i64, days: i64) -> Value {
+    let first = today - days + 1;
     let dates: Vec<String> = (first..=today)
         .map(|d| {
             chrono::DateTime::from_timestamp_millis(d * DAY_MS)
@@ -283,18 +266,29 @@ fn sizes_json(rows: &[(String, i64, i64)], today: i64, days: i64) -> Value {
         })
         .collect();
     let items: Vec<Value> = series
-        .into_iter()
-        .map(|(segment, deltas)| {
-            let mut size = before.get(segment).copied().unwrap_or(0);
-            let sizes: Vec<i64> = deltas
-                .iter()
-                .map(|d| {
-                    size += d;
-                    size
-                })
-                .collect();
-            json!({"segment": segment, "sizes": sizes})
-        })
+        .iter()
+        .map(
+            |Series {
+                 segment,
+                 members,
+                 changes,
+             }| {
+                let mut deltas = vec![0i64; days as usize];
+                for (day, delta) in changes {
+                    if *day >= first {
+                        deltas[(day.min(&today) - first) as usize] += delta;
+                    }
+                }
+                let mut sizes = vec![0i64; days as usize];
+                let mut size = *members;
+                for i in (0..days as usize).rev() {
+                    // Erased profiles leave the members but not the history: never below none.
+                    sizes[i] = size.max(0);
+                    size -= deltas[i];
+                }
+                json!({"segment": segment, "sizes": sizes})
+            },
+        )
         .collect();
     json!({"dates": dates, "items": items})
 }
@@ -322,7 +316,7 @@ pub(crate) fn openapi_paths(paths: &mut serde_json::Map<String, Value>) {
         "/v1/console/segment-sizes".into(),
         json!({"get": {
             "tags": ["console"],
-            "summary": "Each segment's members at the end of each of the last `days` UTC days, from the membership history",
+            "summary": "Each segment's members at the end of each of the last `days` UTC days: its members now, less the enters and more the exits the membership history recorded after each day",
             "security": [{"bearer": ["read"]}],
             "parameters": [{"name": "days", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 366}}],
             "responses": crate::openapi::read_responses("`dates` and `items` (`segment`, `sizes`, one per date)."),
@@ -354,17 +348,28 @@ mod tests {
     }
 
     #[test]
-    fn segment_sizes_are_running_sums_per_day() {
-        let rows = vec![
-            ("a".to_owned(), 7, 5),
-            ("a".to_owned(), 9, 2),
-            ("a".to_owned(), 10, -1),
-            ("b".to_owned(), 10, 3),
+    fn segment_sizes_are_the_members_now_less_each_later_change() {
+        let series = |segment: &str, members, changes| Series {
+            segment: segment.to_owned(),
+            members,
+            changes,
+        };
+        let series = vec![
+            // 6 members now: +2 on day 9, -1 on day 10 (the changes before the window are not read).
+            series("a", 6, vec![(9, 2), (10, -1)]),
+            // 3 members now, all entered on day 10; one change dated tomorrow counts as today's.
+            series("b", 3, vec![(10, 2), (11, 1)]),
+            // Members now that no change in the window explains: the same every day.
+            series("c", 4, vec![]),
         ];
-        let body = sizes_json(&rows, 10, 3);
-        assert_eq!(body["dates"].as_array().unwrap().len(), 3);
+        let body = sizes_json(&series, 10, 3);
+        assert_eq!(
+            body["dates"],
+            json!(["1970-01-09", "1970-01-10", "1970-01-11"])
+        );
         assert_eq!(body["items"][0]["segment"], "a");
         assert_eq!(body["items"][0]["sizes"], json!([5, 7, 6]));
         assert_eq!(body["items"][1]["sizes"], json!([0, 0, 3]));
+        assert_eq!(body["items"][2]["sizes"], json!([4, 4, 4]));
     }
 }

@@ -197,7 +197,7 @@ async fn schema(
         .collect();
     let mut tags = Vec::new();
     for (name, t) in &cat.tags {
-        let values: Vec<Value> = catalog::tag_stats(&state.store, ws, name)
+        let values: Vec<Value> = crate::catalog::tag_population(&state, ws, name)
             .await?
             .into_iter()
             .map(|s| json!({"value": s.value, "profiles": s.profiles}))

@@ -51,27 +51,31 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/v1/stream", get(stream))
 }
 
-async fn segment_json(
+/// The members of every segment of `workspace` now: from the audience index's bitmaps when this
+/// process holds the workspace's, else counted from the stored rows (once for all segments).
+pub(crate) async fn member_counts(
     state: &AppState,
     workspace: &str,
-    d: &catalog::StoredDefinition,
-) -> Result<Value, ApiError> {
-    let mut body = definition_json(state, workspace, SEGMENT, d).await?;
-    body["id"] = json!(d.name);
-    // From the audience index's bitmaps when this process holds the workspace's, else counted.
+) -> Result<BTreeMap<String, i64>, ApiError> {
     let from_bitmaps = state
         .audiences
         .segment_sizes(&state.store, workspace, Utc::now())
         .await?;
-    let members = match from_bitmaps {
-        Some(sizes) => sizes.get(&d.name).copied().unwrap_or(0) as i64,
-        None => catalog::segment_sizes(&state.store, workspace)
-            .await?
-            .get(&d.name)
-            .copied()
-            .unwrap_or(0),
-    };
-    body["members"] = json!(members);
+    Ok(match from_bitmaps {
+        Some(sizes) => sizes.into_iter().map(|(s, n)| (s, n as i64)).collect(),
+        None => catalog::segment_sizes(&state.store, workspace).await?,
+    })
+}
+
+async fn segment_json(
+    state: &AppState,
+    workspace: &str,
+    d: &catalog::StoredDefinition,
+    sizes: &BTreeMap<String, i64>,
+) -> Result<Value, ApiError> {
+    let mut body = definition_json(state, workspace, SEGMENT, d).await?;
+    body["id"] = json!(d.name);
+    body["members"] = json!(sizes.get(&d.name).copied().unwrap_or(0));
     Ok(body)
 }
 
@@ -80,9 +84,11 @@ async fn list_segments(
     principal: Principal,
 ) -> Result<Json<Value>, ApiError> {
     principal.require(Scope::Read)?;
+    let ws = &principal.workspace;
+    let sizes = member_counts(&state, ws).await?;
     let mut items = Vec::new();
-    for d in catalog::definitions(&state.store, &principal.workspace, SEGMENT).await? {
-        items.push(segment_json(&state, &principal.workspace, &d).await?);
+    for d in catalog::definitions(&state.store, ws, SEGMENT).await? {
+        items.push(segment_json(&state, ws, &d, &sizes).await?);
     }
     Ok(Json(json!({"items": items})))
 }
@@ -93,8 +99,10 @@ async fn get_segment(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     principal.require(Scope::Read)?;
-    let d = find(&state, &principal.workspace, SEGMENT, &id).await?;
-    Ok(Json(segment_json(&state, &principal.workspace, &d).await?))
+    let ws = &principal.workspace;
+    let d = find(&state, ws, SEGMENT, &id).await?;
+    let sizes = member_counts(&state, ws).await?;
+    Ok(Json(segment_json(&state, ws, &d, &sizes).await?))
 }
 
 async fn put_segment(
@@ -134,7 +142,11 @@ async fn put_segment(
         ));
     }
     if let Some(same) = unchanged(&state, ws, SEGMENT, &id, &def.to_json()).await? {
-        return Ok((StatusCode::OK, Json(segment_json(&state, ws, &same).await?)));
+        let sizes = member_counts(&state, ws).await?;
+        return Ok((
+            StatusCode::OK,
+            Json(segment_json(&state, ws, &same, &sizes).await?),
+        ));
     }
     let command = CatalogCommand::PutSegment {
         id: id.clone(),
@@ -145,10 +157,15 @@ async fn put_segment(
         return Ok(pending(command_id));
     }
     let d = find(&state, ws, SEGMENT, &id).await?;
-    Ok((StatusCode::OK, Json(segment_json(&state, ws, &d).await?)))
+    let sizes = member_counts(&state, ws).await?;
+    Ok((
+        StatusCode::OK,
+        Json(segment_json(&state, ws, &d, &sizes).await?),
+    ))
 }
 
-/// What a definition would hold before it is saved: count, a sample, and the members' spend and orders.
+/// Deletes a segment (an operator command, applied in its place in the log), refused while another
+/// segment reads it.
 async fn delete_segment(
     State(state): State<Arc<AppState>>,
     principal: Principal,

@@ -512,6 +512,29 @@ pub async fn membership_history(
     Ok(out)
 }
 
+/// Milliseconds in a UTC day.
+pub const DAY_MS: i64 = 86_400_000;
+
+/// The net change of `segment`'s members (enters less exits) on each UTC day from `since_ms` on, as
+/// `(day since the epoch, change)` in day order: a range of `segment_history_by_segment` (workspace,
+/// segment, at), read from the index alone, however long the history before it.
+pub async fn segment_changes_since(
+    store: &Store,
+    workspace: &str,
+    segment: &str,
+    since_ms: i64,
+) -> Result<Vec<(i64, i64)>, ProjectionError> {
+    let rows: Vec<(i64, i64)> = read!(
+        store,
+        "SELECT at / 86400000 AS day, SUM(CASE WHEN entered THEN 1 ELSE -1 END) \
+         FROM segment_history WHERE workspace = ? AND segment = ? AND at >= ? \
+         GROUP BY at / 86400000 ORDER BY day",
+        |q| q.bind(workspace).bind(segment).bind(since_ms),
+        fetch_all
+    );
+    Ok(rows)
+}
+
 /// How many profiles each segment of `workspace` has now.
 pub async fn segment_sizes(
     store: &Store,

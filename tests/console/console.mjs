@@ -1,11 +1,13 @@
 // The console in a real browser: Debian's chromium driven by playwright-core. Signs in (and is refused
 // with a wrong token), finds the demo's featured customer by phone and checks their tags and segments,
-// builds a two-condition segment and checks the live count against POST /v1/segments/preview, saves it,
-// exports its members as CSV, visits every page (taking the screenshots in docs/console/), and checks
-// that a read token sees no editing controls and that a zh-CN browser gets the Chinese console.
+// builds a two-condition segment and checks the live count against POST /v1/segments/preview, breaks it
+// down by two fields and checks every group (members, spend) against the preview's breakdown, saves it,
+// exports its members as CSV, visits every page (taking a screenshot of each), and checks that a read
+// token sees no editing controls and that a zh-CN browser gets the Chinese console.
 //
 // Environment: CDP_URL, CDP_TOKEN (admin), CDP_READ_TOKEN, CDP_USER_ID (the featured customer),
-// CHROMIUM (default /usr/bin/chromium), SCREENSHOTS (default docs/console).
+// CHROMIUM (default /usr/bin/chromium), SCREENSHOTS (the screenshots' directory; run.sh makes a
+// temporary one unless CONSOLE_SCREENSHOTS names one, such as docs/console for the README's).
 
 import { chromium } from 'playwright-core';
 import { mkdirSync, readFileSync } from 'node:fs';
@@ -15,8 +17,8 @@ const base = process.env.CDP_URL;
 const admin = process.env.CDP_TOKEN;
 const reader = process.env.CDP_READ_TOKEN;
 const userId = process.env.CDP_USER_ID;
-const shots = process.env.SCREENSHOTS || 'docs/console';
-assert.ok(base && admin && reader && userId, 'CDP_URL, CDP_TOKEN, CDP_READ_TOKEN and CDP_USER_ID are required');
+const shots = process.env.SCREENSHOTS;
+assert.ok(base && admin && reader && userId && shots, 'CDP_URL, CDP_TOKEN, CDP_READ_TOKEN, CDP_USER_ID and SCREENSHOTS are required');
 mkdirSync(shots, { recursive: true });
 
 const started = Date.now();
@@ -121,8 +123,10 @@ try {
 
   step('build a two-condition segment');
   const schema = (await api('GET', '/v1/schema')).data;
-  // A tag with at least two values, and a numeric computed trait or trait.
-  const tag = schema.tags.find((t) => t.candidates.length >= 2) || schema.tags[0];
+  // The tag value most profiles have (not an RFM group: those are left to break the segment down by),
+  // and a numeric computed trait.
+  const top = (t) => Math.max(0, ...t.candidates.map((c) => c.profiles || 0));
+  const tag = schema.tags.filter((t) => t.kind !== 'rfm' && t.candidates.length).sort((a, b) => top(b) - top(a))[0] || schema.tags[0];
   const tagValue = [...tag.candidates].sort((a, b) => b.profiles - a.profiles)[0].value;
   const number = schema.computed_traits.find((t) => t.type === 'number');
   assert.ok(tag && number, 'the schema offers a tag and a numeric computed trait');
@@ -150,14 +154,31 @@ try {
   assert.deepEqual(definition.condition, condition, 'the builder makes the definition the test expects');
   assert.equal(shown, expected.count, `the console shows ${shown}, POST /v1/segments/preview answers ${expected.count}`);
   step(`preview: ${shown} members (tag ${tag.name} = ${tagValue} and ${number.name} > 0), as POST /v1/segments/preview answers`);
-  // The server answers no breakdown yet: the console breaks the count down by another tag's values.
-  assert.equal(expected.breakdown, undefined, 'POST /v1/segments/preview now answers a breakdown: show it in the test');
-  const other = schema.tags.find((t) => t.name !== tag.name && t.candidates.length > 1);
-  if (other) {
-    await page.getByLabel('Break down by').selectOption('tag:' + other.name);
-    await until('the breakdown', async () => (await page.getByTestId('local-breakdown').locator('.bar-row').count()) > 0);
-    await page.waitForTimeout(1500);
-  }
+  step('break it down by two fields');
+  // The city (a trait of words) against the RFM groups (or another tag): one preview request carries it.
+  const words = schema.traits.find((f) => f.name === 'city') || schema.traits.find((f) => f.type === 'string' && f.candidates.length > 1);
+  const groupTag = schema.tags.find((f) => f.kind === 'rfm' && f.name !== tag.name) || schema.tags.find((f) => f.name !== tag.name) || tag;
+  assert.ok(words, 'the schema offers a trait of words to break down by');
+  const by = [{ trait: words.name }, { tag: groupTag.name }];
+  await page.getByLabel('Break down by', { exact: true }).selectOption('trait:' + words.name);
+  await page.getByLabel('then by', { exact: true }).selectOption('tag:' + groupTag.name);
+  const readGroups = (els) => els.map((e) => ({ values: JSON.parse(e.dataset.values), count: Number(e.dataset.count), spend: Number(e.dataset.spend) }));
+  const shownGroups = await until('the breakdown by two fields', async () => {
+    if ((await page.getByTestId('preview').getAttribute('data-busy')) !== 'false') return null;
+    const b = page.getByTestId('breakdown');
+    if (!(await b.count()) || (await b.getAttribute('data-fields')) !== JSON.stringify(by)) return null;
+    return b.locator('[data-group]').evaluateAll(readGroups);
+  });
+  const answered = (await api('POST', '/v1/segments/preview', { name: 'check', condition, breakdown: by })).data;
+  assert.equal(answered.count, expected.count);
+  assert.deepEqual(answered.breakdown.fields, by);
+  const inOrder = (groups) => groups.map((g) => ({ values: g.values, count: g.count, spend: g.spend }))
+    .sort((a, b) => JSON.stringify(a.values).localeCompare(JSON.stringify(b.values)));
+  assert.ok(answered.breakdown.groups.length > 1, `a breakdown of ${expected.count} members by ${JSON.stringify(by)} has several groups`);
+  assert.equal(answered.breakdown.total_groups, answered.breakdown.groups.length, 'every group is answered (and so shown)');
+  assert.deepEqual(inOrder(shownGroups), inOrder(answered.breakdown.groups), 'the builder shows the breakdown POST /v1/segments/preview answers');
+  const members = shownGroups.reduce((n, g) => n + g.count, 0);
+  step(`breakdown: ${shownGroups.length} groups of ${words.name} × ${groupTag.name}, ${members} members, as POST /v1/segments/preview answers`);
   await page.getByTestId('sample').locator('li').first().waitFor();
   await shot(page, '04-segment-builder.png');
 
@@ -187,6 +208,20 @@ try {
   assert.deepEqual(csv.slice(1).map((l) => l.split(',')[0]).sort(), apiCsv.slice(1).map((l) => l.split(',')[0]).sort());
   await page.getByTestId('export-status').filter({ hasText: 'exported' }).waitFor();
   step(`exported ${csv.length - 1} members (${download.suggestedFilename()})`);
+
+  step('page through its members');
+  await page.getByTestId('segment-list').locator('tr', { hasText: id }).getByRole('button', { name: 'Members', exact: true }).click();
+  const memberIds = async () => page.getByTestId('members').locator('tbody tr td:nth-child(3)').allInnerTexts();
+  const first = (await api('GET', `/v1/segments/${id}/members?limit=20`)).data;
+  assert.equal(first.items.length, Math.min(20, saved.members));
+  await until('the first page of members', async () => JSON.stringify(await memberIds()) === JSON.stringify(first.items.map((m) => m.profile_id)));
+  if (first.next_after) {
+    const second = (await api('GET', `/v1/segments/${id}/members?limit=20&after=${encodeURIComponent(first.next_after)}`)).data;
+    await page.locator('#members').getByRole('button', { name: /Next/ }).click();
+    await until('the second page of members', async () => JSON.stringify(await memberIds()) === JSON.stringify(second.items.map((m) => m.profile_id)));
+    await page.locator('#members').getByRole('button', { name: /Previous/ }).click();
+    await until('the first page again', async () => JSON.stringify(await memberIds()) === JSON.stringify(first.items.map((m) => m.profile_id)));
+  }
   await shot(page, '05-segments-saved-and-export.png');
 
   step('saved definitions open in the builder as they were saved');

@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # The console's browser test: loads the demo's data set into a temporary data directory with `cdp demo`,
 # serves it with a known admin token and a read token, and drives the console in Debian's chromium with
-# Playwright (console.mjs), which writes the screenshots to docs/console/.
+# Playwright (console.mjs), which takes a screenshot of each page.
 #
 #   tests/console/run.sh [path/to/cdp]     (default: ${CARGO_TARGET_DIR:-target}/debug/cdp)
+#   CONSOLE_SCREENSHOTS=docs/console tests/console/run.sh     (retake the README's screenshots)
+#
+# The screenshots go to a new temporary directory (printed; kept, to look at after a failure), so a run
+# changes nothing in the working tree; CONSOLE_SCREENSHOTS names another directory (relative to the
+# repository's root): docs/console/ for the ones the README shows.
 #
 # `cdp demo` runs the `cdp-bench` binary beside cdp: `cargo build` builds both.
 #
@@ -57,6 +62,12 @@ done
 (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { cat "$data_dir/serve.log"; exit 1; }
 
 cd "$root"
+if [ -n "${CONSOLE_SCREENSHOTS:-}" ]; then
+  shots="$CONSOLE_SCREENSHOTS"
+else
+  shots=$(mktemp -d "${TMPDIR:-/tmp}/cdp-console-screenshots.XXXXXX")
+fi
+echo "screenshots: $shots"
 CDP_URL="http://127.0.0.1:$port" CDP_TOKEN="$admin_token" CDP_READ_TOKEN="$read_token" CDP_USER_ID="$user_id" \
-  SCREENSHOTS="${SCREENSHOTS:-$root/docs/console}" timeout 240 node "$here/console.mjs" \
+  SCREENSHOTS="$shots" timeout 240 node "$here/console.mjs" \
   || { echo "--- serve.log (tail)"; tail -n 40 "$data_dir/serve.log"; exit 1; }

@@ -157,6 +157,13 @@ impl BitmapColumn {
         }
     }
 
+    /// Each distinct list of values with its rows.
+    pub(crate) fn groups(&self) -> impl Iterator<Item = (&[Value], &RoaringBitmap)> {
+        self.by_code
+            .iter()
+            .map(|(code, rows)| (self.column.values(*code), rows))
+    }
+
     /// Every row with a value.
     pub(crate) fn present(&self) -> RoaringBitmap {
         self.by_code

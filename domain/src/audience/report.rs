@@ -231,6 +231,32 @@ impl AudienceIndex {
         }
     }
 
+    /// A tag's population: each value its live profiles have, with how many and what they spent, in
+    /// no particular order (none when no profile has the tag). `None` when the catalog defines no
+    /// such tag, or when some profile's value is a list (the stored rows count a list as one value;
+    /// the index spreads it over its items).
+    pub fn tag_values(&self, tag: &str) -> Option<Vec<(Value, u64, f64)>> {
+        if !self.names.tags.contains(tag) {
+            return None;
+        }
+        let Some(column) = self.tags.get(tag) else {
+            return Some(Vec::new());
+        };
+        let mut out = Vec::new();
+        for (values, rows) in column.groups() {
+            let [value] = values else {
+                return None;
+            };
+            let live = rows & &self.alive;
+            if live.is_empty() {
+                continue;
+            }
+            let spend: i128 = live.iter().map(|r| micro(self.spend_of(r))).sum();
+            out.push((value.clone(), live.len(), from_micro(spend)));
+        }
+        Some(out)
+    }
+
     /// How many of `members` each saved segment holds, the largest overlap first.
     pub fn overlap(&self, members: &RoaringBitmap) -> Vec<(String, u64)> {
         let mut out: Vec<(String, u64)> = self

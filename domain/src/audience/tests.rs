@@ -472,3 +472,50 @@ fn segment_and_tag_sizes_come_from_the_bitmaps() {
     );
     assert_eq!(index.tag_sizes(), BTreeMap::from([("tier".to_owned(), 2)]));
 }
+
+#[test]
+fn a_tags_population_per_value_comes_from_the_bitmaps() {
+    let mut index = AudienceIndex::new(names());
+    for (i, (tier, spend)) in [
+        ("gold", 10.5),
+        ("gold", 20.25),
+        ("silver", 7.0),
+        ("gold", 99.0),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        index.upsert(ProfileRow {
+            profile: format!("p_{i}"),
+            tags: BTreeMap::from([("tier".to_owned(), json!(tier))]),
+            spend,
+            events: Some(Vec::new()),
+            ..ProfileRow::default()
+        });
+    }
+    index.upsert(ProfileRow {
+        profile: "p_untagged".into(),
+        spend: 1000.0,
+        events: Some(Vec::new()),
+        ..ProfileRow::default()
+    });
+    // A profile that goes takes its value and spend with it.
+    index.remove("p_3");
+    let mut values = index.tag_values("tier").unwrap();
+    values.sort_by_key(|v| v.0.to_string());
+    assert_eq!(
+        values,
+        vec![(json!("gold"), 2, 30.75), (json!("silver"), 1, 7.0)]
+    );
+    // A defined tag nobody has: no values; an undefined one: not the index's to say.
+    assert_eq!(index.tag_values("vip_tag"), Some(Vec::new()));
+    assert_eq!(index.tag_values("nope"), None);
+    // A list value is one value in the stored rows but its items here: left to the stored rows.
+    index.upsert(ProfileRow {
+        profile: "p_list".into(),
+        tags: BTreeMap::from([("rfm".to_owned(), json!(["a", "b"]))]),
+        events: Some(Vec::new()),
+        ..ProfileRow::default()
+    });
+    assert_eq!(index.tag_values("rfm"), None);
+}

@@ -168,6 +168,29 @@ impl Audiences {
         Ok(found.and_then(|(slot, _)| slot.index().map(AudienceIndex::segment_sizes)))
     }
 
+    /// A tag's population per value (each value's live profiles and their spend) from the index's
+    /// bitmaps, when this process holds an index of `workspace` that a few rows bring up to date and
+    /// it can say (see [`AudienceIndex::tag_values`]); `None` otherwise (the caller counts the stored
+    /// rows instead).
+    pub async fn tag_values(
+        &self,
+        store: &Store,
+        workspace: &str,
+        tag: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Vec<(serde_json::Value, u64, f64)>>, ProjectionError> {
+        let held = self
+            .slots
+            .lock()
+            .expect("audience slots lock")
+            .contains_key(workspace);
+        if !held {
+            return Ok(None);
+        }
+        let found = self.refresh(store, workspace, now, false).await?;
+        Ok(found.and_then(|(slot, _)| slot.index().and_then(|i| i.tag_values(tag))))
+    }
+
     /// Brings the index of `workspace` up to date; `None` when that needs it read whole and `whole`
     /// does not allow it.
     async fn refresh(

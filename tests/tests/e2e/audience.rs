@@ -144,6 +144,20 @@ async fn the_index_answers_what_the_exact_path_does() {
             if b["members"] == 3 { Ok(()) } else { Err(b.to_string()) }
         })
         .await;
+        // A tag's population per value from the bitmaps too: what the stored rows count, with the
+        // spend of the order just made.
+        let stored = cdp_projections::catalog::tag_stats(&app.state.store, WORKSPACE, "shanghai")
+            .await
+            .unwrap();
+        let stored: Vec<(Value, i64, f64)> =
+            stored.into_iter().map(|s| (s.value, s.profiles, s.spend)).collect();
+        assert_eq!(stored, vec![(json!("sh"), 3, 130.0)]);
+        let (_, tag) = app.get_as("/v1/tags/shanghai", Auth::Bearer(ADMIN_TOKEN)).await;
+        let answered: Vec<(Value, i64, f64)> = tag["values"].as_array().unwrap().iter()
+            .map(|v| (v["value"].clone(), v["profiles"].as_i64().unwrap(), v["total_spend"].as_f64().unwrap()))
+            .collect();
+        assert_eq!(answered, stored, "{tag}");
+        assert_eq!(tag["profiles"], 3, "{tag}");
     })
     .await;
 }
