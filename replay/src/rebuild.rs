@@ -25,7 +25,7 @@ use cdp_domain::identity::ProfileId;
 use cdp_domain::store::{EventStore, PostgresStore, SqliteStore, Store};
 use cdp_projections::catalog::{tag_of, CatalogWrites};
 use cdp_projections::identity::derive::{membership_change, tag_change};
-use cdp_projections::identity::{forget_state, IdentityResolver};
+use cdp_projections::identity::{forget_state, IdentityResolver, WARM_AT_MOST};
 use cdp_projections::pipeline::{drive_grouped, Committed};
 use cdp_projections::runner::{checkpoint, run_once_through, ModelTx, Projection, ProjectionError};
 use sqlx::{Connection, Row};
@@ -94,6 +94,9 @@ pub const REBUILD_GROUP: usize = 400_000;
 /// its deferred rows take until they are written (a key, a cause, its identifiers' holders), an event
 /// parsed in a batch being prepared, and an event's prepared writes waiting for their commit.
 const BYTES_PER_PROFILE: u64 = 2_000 + 400;
+/// What a profile held decoded while the rebuild defers takes beyond its binary form (up to
+/// `WARM_AT_MOST` profiles; BENCHMARKS.md, the ninth step).
+const BYTES_PER_WARM_PROFILE: u64 = 2_000;
 const BYTES_PER_PARSED_EVENT: u64 = 5_000;
 const BYTES_PER_PREPARED_EVENT: u64 = 400;
 
@@ -102,6 +105,7 @@ const BYTES_PER_PREPARED_EVENT: u64 = 400;
 /// touched, slower but in the same memory).
 pub fn memory_needed(profiles: u64, held: u64) -> u64 {
     profiles.min(held) * BYTES_PER_PROFILE
+        + profiles.min(held).min(WARM_AT_MOST as u64) * BYTES_PER_WARM_PROFILE
         + 2 * u64::from(REBUILD_BATCH) * BYTES_PER_PARSED_EVENT
         + REBUILD_GROUP as u64 * BYTES_PER_PREPARED_EVENT
 }

@@ -42,8 +42,9 @@ pub struct Docs {
     warm: FastMap<ProfileKey, ProfileDoc>,
 }
 
-/// Profiles held decoded at most (a decoded retail profile is ~4–5 KB: ~1 GB at this bound); past it a
-/// deferring batch encodes those it did not touch.
+/// Profiles held decoded at most (a decoded retail profile takes ~2 KB more than its binary form: a
+/// 500k-event rebuild of 50k profiles peaked ~95 MB higher; ~400 MB at this bound); past it a deferring
+/// batch encodes those it did not touch.
 pub const WARM_AT_MOST: usize = 200_000;
 
 #[derive(Debug, Default)]

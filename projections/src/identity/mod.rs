@@ -26,6 +26,7 @@ pub mod queries;
 mod write;
 
 pub use batch::workspace_log;
+pub use held::WARM_AT_MOST;
 pub use queries::*;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
