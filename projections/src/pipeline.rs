@@ -25,7 +25,7 @@ use crate::ProjectionError;
 /// Batches prepared while the writer is busy are written together by its next commit; past this many
 /// batches' worth of events (`limit` each) the preparing waits for the writer, which bounds the memory
 /// of what is prepared.
-const QUEUED_BATCHES: usize = 2;
+const QUEUED_BATCHES: usize = 4;
 
 /// What a commit of the pipeline stored.
 #[derive(Debug, Clone, Copy)]
