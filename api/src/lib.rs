@@ -140,6 +140,9 @@ pub struct Application {
     _batch: Option<publish::BackgroundTask>,
     /// A rebuild of a model built by another code version (or an interrupted one), started at start.
     _rebuild: Option<publish::BackgroundTask>,
+    /// Builds each workspace's audience index once the resolver has caught up, and again when one
+    /// cannot follow the resolver (`Audiences::keep_built`).
+    _audiences: publish::BackgroundTask,
 }
 
 impl Application {
@@ -264,6 +267,9 @@ impl Application {
                 }
             }))
         });
+        let audience_builder = publish::BackgroundTask::from(tokio::spawn(
+            state.audiences.clone().keep_built(state.store.clone()),
+        ));
         let publisher = publish::spawn(
             state.store.clone(),
             state.consent_policies.clone(),
@@ -324,6 +330,7 @@ impl Application {
             _publisher: publisher,
             _batch: batch,
             _rebuild: rebuild,
+            _audiences: audience_builder,
         })
     }
 
