@@ -81,7 +81,8 @@ pub struct AppState {
         Arc<std::collections::HashMap<String, cdp_domain::consent::ConsentPolicy>>,
     /// The phone region of each workspace `CDP_CONFIG` gives one (`[workspace.identity] phone_region`).
     pub phone_regions: std::collections::HashMap<String, cdp_domain::ident::PhoneRegion>,
-    /// The audience index of each workspace previewed, told of every batch by the resolver.
+    /// The audience index of each workspace (built in the background), told of every batch by the
+    /// resolver.
     pub audiences: cdp_projections::audience::Audiences,
 }
 

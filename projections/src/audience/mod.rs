@@ -120,7 +120,8 @@ impl Slot {
 /// How an index was brought up to date before an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Refreshed {
-    /// The workspace was read whole.
+    /// The workspace was read whole. Always `false` now: an answer never reads it whole (the
+    /// background builder does); kept for the preview's `index.read_whole`.
     pub whole: bool,
     /// Profiles read again.
     pub profiles: usize,
