@@ -81,7 +81,8 @@ pub struct AppState {
         Arc<std::collections::HashMap<String, cdp_domain::consent::ConsentPolicy>>,
     /// The phone region of each workspace `CDP_CONFIG` gives one (`[workspace.identity] phone_region`).
     pub phone_regions: std::collections::HashMap<String, cdp_domain::ident::PhoneRegion>,
-    /// The audience index of each workspace previewed, told of every batch by the resolver.
+    /// The audience index of each workspace (built in the background), told of every batch by the
+    /// resolver.
     pub audiences: cdp_projections::audience::Audiences,
 }
 
@@ -140,6 +141,9 @@ pub struct Application {
     _batch: Option<publish::BackgroundTask>,
     /// A rebuild of a model built by another code version (or an interrupted one), started at start.
     _rebuild: Option<publish::BackgroundTask>,
+    /// Builds each workspace's audience index once the resolver has caught up, and again when one
+    /// cannot follow the resolver (`Audiences::keep_built`).
+    _audiences: publish::BackgroundTask,
 }
 
 impl Application {
@@ -264,6 +268,9 @@ impl Application {
                 }
             }))
         });
+        let audience_builder = publish::BackgroundTask::from(tokio::spawn(
+            state.audiences.clone().keep_built(state.store.clone()),
+        ));
         let publisher = publish::spawn(
             state.store.clone(),
             state.consent_policies.clone(),
@@ -324,6 +331,7 @@ impl Application {
             _publisher: publisher,
             _batch: batch,
             _rebuild: rebuild,
+            _audiences: audience_builder,
         })
     }
 

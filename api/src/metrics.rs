@@ -107,6 +107,8 @@ pub struct Gauges {
     pub database_unavailable_seconds: f64,
     pub database_outages: u64,
     pub database_available: bool,
+    /// The audience index's background builder (`cdp_projections::audience::Audiences::status`).
+    pub audience: cdp_projections::audience::BuilderStatus,
 }
 
 impl Metrics {
@@ -209,12 +211,54 @@ impl Metrics {
             g.database_outages,
             u8::from(g.database_available)
         );
+        render_audience(&mut out, &g.audience);
         self.append_latency.render(
             &mut out,
             "cdp_append_seconds",
             "Time from a batch's validation to its commit.",
         );
         out
+    }
+}
+
+/// The audience indexes: whether every workspace's is built, builds done, and per workspace its
+/// profiles and how long its last build took.
+fn render_audience(out: &mut String, a: &cdp_projections::audience::BuilderStatus) {
+    let ready = a.started && a.building.is_none();
+    let _ = writeln!(
+        out,
+        "# HELP cdp_audience_index_ready Whether every workspace's audience index is built and none is being read whole (0: previews answer from the exact path).\n\
+         # TYPE cdp_audience_index_ready gauge\n\
+         cdp_audience_index_ready {}\n\
+         # HELP cdp_audience_index_builds_total Audience indexes read whole since the start.\n\
+         # TYPE cdp_audience_index_builds_total counter\n\
+         cdp_audience_index_builds_total {}\n\
+         # HELP cdp_audience_index_profiles Live profiles in each workspace's audience index when it was last built.\n\
+         # TYPE cdp_audience_index_profiles gauge",
+        u8::from(ready),
+        a.builds
+    );
+    let label = |w: &str| w.replace('\\', "\\\\").replace('"', "\\\"");
+    for (w, b) in &a.built {
+        let _ = writeln!(
+            out,
+            "cdp_audience_index_profiles{{workspace=\"{}\"}} {}",
+            label(w),
+            b.profiles
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP cdp_audience_index_build_seconds How long each workspace's last audience index build took.\n\
+         # TYPE cdp_audience_index_build_seconds gauge"
+    );
+    for (w, b) in &a.built {
+        let _ = writeln!(
+            out,
+            "cdp_audience_index_build_seconds{{workspace=\"{}\"}} {}",
+            label(w),
+            b.seconds
+        );
     }
 }
 

@@ -35,11 +35,12 @@ pub(crate) fn schemas() -> Map<String, Value> {
                 "overlap": {"type": "array", "description": "Each saved segment with the members it holds too (its stored members), the largest first.",
                     "items": {"type": "object", "required": ["segment", "count"], "properties": {
                         "segment": {"type": "string"}, "count": count}}},
-                "evaluated_by": {"enum": ["index", "events"], "description": "`index`: every condition from the audience index; `events`: the members found by folding every profile's events (an event condition with `where`, an aggregate of a property or a sequence), the rest from the index."},
+                "evaluated_by": {"enum": ["index", "events"], "description": "`index`: every condition from the audience index; `events`: the members found by folding every profile's events (an event condition with `where`, an aggregate of a property or a sequence; or any definition while the index is not ready, `index.ready: false`), the rest from the index."},
                 "fallback": {"type": "string", "description": "Why the index could not answer alone (with `evaluated_by: events`)."},
-                "index": {"type": "object", "required": ["built_at", "read_whole", "profiles_read_again"], "properties": {
+                "index": {"type": "object", "required": ["ready", "built_at", "read_whole", "profiles_read_again"], "properties": {
+                    "ready": {"type": "boolean", "description": "Whether the workspace's index was ready. It is built in the background at start (once the engine has caught up) and again after a rebuild's switch, an erasure or another instance's batches; until then the exact path answers alone (`evaluated_by: events`), the breakdown and overlap from the members' rows."},
                     "built_at": {"type": ["string", "null"], "format": "date-time", "description": "When the index was last read whole from the tables."},
-                    "read_whole": {"type": "boolean", "description": "Whether this request read the workspace whole (first use, a definition changed, another writer moved the model)."},
+                    "read_whole": {"type": "boolean", "description": "Always false: the index is read whole in the background, never by a request (kept for clients of the first version)."},
                     "profiles_read_again": count}},
                 "breakdown": {"type": "object", "required": ["fields", "groups", "total_groups"], "properties": {
                     "fields": {"type": "array", "items": breakdown_field()},

@@ -26,7 +26,8 @@ async fn healthz() -> impl IntoResponse {
 }
 
 /// Ready when the database answers (within two seconds, and no outage is ongoing) and, if NATS is
-/// configured, the NATS connection is up.
+/// configured, the NATS connection is up. The audience index is reported beside (`audience_index`),
+/// not required: without it previews answer from the exact path.
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let database = !state.outage.ongoing()
         && tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping())
@@ -42,12 +43,29 @@ async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    let audience = state.audiences.status();
+    let workspaces: serde_json::Map<String, serde_json::Value> = audience
+        .built
+        .iter()
+        .map(|(w, b)| {
+            (
+                w.clone(),
+                json!({"profiles": b.profiles, "built_at": cdp_domain::message::rfc3339(b.at),
+                       "build_seconds": b.seconds}),
+            )
+        })
+        .collect();
     (
         status,
         Json(json!({
             "status": if ready { "ready" } else { "not_ready" },
             "database": database,
             "nats": nats,
+            "audience_index": {
+                "ready": audience.started && audience.building.is_none(),
+                "building": audience.building,
+                "workspaces": workspaces,
+            },
         })),
     )
 }
@@ -68,6 +86,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         database_unavailable_seconds: state.outage.unavailable_seconds(),
         database_outages: state.outage.count(),
         database_available: !state.outage.ongoing(),
+        audience: state.audiences.status(),
     };
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

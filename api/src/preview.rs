@@ -111,6 +111,7 @@ pub(crate) async fn preview(
         "overlap": p.overlap.iter().map(|(segment, count)| json!({"segment": segment, "count": count})).collect::<Vec<_>>(),
         "evaluated_by": p.evaluated_by.as_str(),
         "index": {
+            "ready": p.ready,
             "built_at": p.built_at.map(rfc3339),
             "read_whole": p.refreshed.whole,
             "profiles_read_again": p.refreshed.profiles,

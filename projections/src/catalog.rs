@@ -88,6 +88,25 @@ pub async fn definitions(
         .collect()
 }
 
+/// The body of the segment `name`'s newest definition before `version` (`None`: none, or deleted).
+pub async fn previous_definition(
+    store: &Store,
+    workspace: &str,
+    name: &str,
+    version: i64,
+) -> Result<Option<Value>, ProjectionError> {
+    let row: Option<(Option<String>,)> = read!(
+        store,
+        "SELECT body FROM definitions WHERE workspace = ? AND kind = 'segment' AND name = ? \
+         AND version < ? ORDER BY version DESC LIMIT 1",
+        |q| q.bind(workspace).bind(name).bind(version),
+        fetch_optional
+    );
+    row.and_then(|(body,)| body)
+        .map(|b| serde_json::from_str(&b).map_err(ProjectionError::corrupt))
+        .transpose()
+}
+
 /// The catalog in force in `workspace`.
 pub async fn load(store: &Store, workspace: &str) -> Result<Catalog, ProjectionError> {
     let mut traits = BTreeMap::new();

@@ -164,7 +164,11 @@ async fn measure(store: &Store, customers: usize, seed: u64) -> anyhow::Result<M
     let audiences = cdp_projections::audience::Audiences::default();
     let before_index = resident_bytes();
     let started = Instant::now();
-    let (slot, _) = audiences.current(store, WORKSPACE, now).await?;
+    audiences.build(store, WORKSPACE, now).await?;
+    let (slot, _) = audiences
+        .current(store, WORKSPACE, now)
+        .await?
+        .context("the audience index just built is not current")?;
     let index_seconds = started.elapsed().as_secs_f64();
     let indexed = slot.index().map_or(0, |i| i.profiles());
     ensure!(

@@ -144,6 +144,24 @@ impl AudienceIndex {
             .collect()
     }
 
+    /// The profiles that enter the saved segment `segment` and those that leave it when its members
+    /// become `members`, against its stored members (each list in profile id order).
+    pub fn membership_change(
+        &self,
+        segment: &str,
+        members: &RoaringBitmap,
+    ) -> (Vec<String>, Vec<String>) {
+        let empty = RoaringBitmap::new();
+        let stored = self.segments.get(segment).unwrap_or(&empty) & &self.alive;
+        let members = members & &self.alive;
+        let ids = |rows: RoaringBitmap| {
+            let mut ids: Vec<String> = rows.iter().map(|r| self.ids[r as usize].clone()).collect();
+            ids.sort_unstable();
+            ids
+        };
+        (ids(&members - &stored), ids(&stored - &members))
+    }
+
     /// Puts a profile's facts in, replacing what the index held of it.
     pub fn upsert(&mut self, row: ProfileRow) {
         let r = match self.rows.get(&row.profile) {

@@ -519,3 +519,45 @@ fn a_tags_population_per_value_comes_from_the_bitmaps() {
     });
     assert_eq!(index.tag_values("rfm"), None);
 }
+
+#[test]
+fn a_segments_new_members_enter_and_its_old_ones_leave() {
+    let mut index = AudienceIndex::new(names());
+    for (i, (city, member)) in [
+        ("sh", true),
+        ("sh", false),
+        ("bj", true),
+        ("bj", false),
+        ("sh", true),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        index.upsert(ProfileRow {
+            profile: format!("p_{i}"),
+            traits: BTreeMap::from([("city".to_owned(), json!(city))]),
+            segments: if member {
+                ["s".to_owned()].into()
+            } else {
+                BTreeSet::new()
+            },
+            events: Some(Vec::new()),
+            ..ProfileRow::default()
+        });
+    }
+    // p_4 is gone: neither enters nor leaves.
+    index.remove("p_4");
+    let def =
+        SegmentDef::parse(&json!({"condition": {"trait": "city", "op": "eq", "value": "sh"}}))
+            .unwrap();
+    let members = index.matching(&def, now()).unwrap();
+    let (enter, leave) = index.membership_change("s", &members);
+    assert_eq!(
+        (enter, leave),
+        (vec!["p_1".to_owned()], vec!["p_2".to_owned()])
+    );
+    // A segment nobody is stored in yet: every member enters.
+    let (enter, leave) = index.membership_change("new", &members);
+    assert_eq!(enter, vec!["p_0".to_owned(), "p_1".to_owned()]);
+    assert!(leave.is_empty());
+}

@@ -1,21 +1,25 @@
-//! The audience index of each workspace (`cdp_domain::audience`), built from the engine's tables on
-//! first use and kept current as the resolver commits.
+//! The audience index of each workspace (`cdp_domain::audience`), built from the engine's tables in
+//! the background ([`Audiences::keep_built`]: at start once the resolver has caught up, and again
+//! whenever an index cannot follow the resolver) and kept current as the resolver commits.
 //!
 //! The resolver stages, with every batch it writes, the profiles the batch touched and its token with
 //! the token it was prepared on ([`Audiences::stage`]); nothing is applied then. Before an index
 //! answers, the stored token is read: equal to the index's, the index is current; reachable from it
 //! through the staged batches (each names the token it followed), the profiles those batches touched
-//! are read again from the tables; otherwise — another instance's resolver, a rebuild's switch, an
-//! erasure, a failed commit, a definition changed — the workspace is read whole again. Profiles whose
-//! computed values changed by themselves since (a window moved on) are read again too. So an answer
-//! reflects every batch committed before it started; see ARCHITECTURE.md ("The audience index").
+//! are read again from the tables (a batch that changed definitions breaks the chain only when the
+//! index's columns depend on what it changed: a computed trait folded, a tag's name); otherwise —
+//! another instance's resolver, a rebuild's switch, an erasure, a failed commit — the index is not
+//! current, the caller answers without it (the exact path, the stored rows), and the background
+//! builder reads the workspace whole again. Profiles whose computed values changed by themselves
+//! since (a window moved on) are read again too. So an answer reflects every batch committed before
+//! it started; see ARCHITECTURE.md ("The audience index").
 
 mod load;
 pub mod preview;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use cdp_domain::audience::AudienceIndex;
 use cdp_domain::catalog::Catalog;
@@ -24,6 +28,7 @@ use chrono::{DateTime, Utc};
 
 use crate::profiles::ProfileKey;
 use crate::runner::ProjectionError;
+use cdp_domain::store::EventStore;
 
 pub use load::{names_of, stored_token};
 
@@ -41,11 +46,43 @@ struct Staged {
     redefined: BTreeSet<String>,
 }
 
-/// The indexes of this process, one per workspace met, and what the resolver staged for them.
+/// How often the background builder looks whether an index must be read whole.
+const LOOK_EVERY: Duration = Duration::from_secs(1);
+/// The resolver counts as caught up (the first build may start) when the oldest event it has not
+/// applied arrived less than this ago.
+const CAUGHT_UP: chrono::Duration = chrono::Duration::seconds(5);
+
+/// The indexes of this process, one per workspace, and what the resolver staged for them.
 #[derive(Clone, Default)]
 pub struct Audiences {
     staged: Arc<Mutex<VecDeque<Staged>>>,
     slots: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>>,
+    /// Wakes the background builder (an answer found an index that was not current).
+    wake: Arc<tokio::sync::Notify>,
+    /// Where the background builder stands, for `/readyz` and `/metrics`.
+    status: Arc<Mutex<BuilderStatus>>,
+}
+
+/// Where the background builder stands.
+#[derive(Debug, Clone, Default)]
+pub struct BuilderStatus {
+    /// Whether it has built every workspace's index once since the process started.
+    pub started: bool,
+    /// The workspace whose index it is reading whole now.
+    pub building: Option<String>,
+    /// Each built workspace: its live profiles, when it was last read whole, how many seconds
+    /// that took.
+    pub built: BTreeMap<String, BuiltIndex>,
+    /// Whole reads done since the process started.
+    pub builds: u64,
+}
+
+/// One workspace's index as last built.
+#[derive(Debug, Clone, Copy)]
+pub struct BuiltIndex {
+    pub profiles: u64,
+    pub at: DateTime<Utc>,
+    pub seconds: f64,
 }
 
 impl std::fmt::Debug for Audiences {
@@ -83,7 +120,8 @@ impl Slot {
 /// How an index was brought up to date before an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Refreshed {
-    /// The workspace was read whole.
+    /// The workspace was read whole. Always `false` now: an answer never reads it whole (the
+    /// background builder does); kept for the preview's `index.read_whole`.
     pub whole: bool,
     /// Profiles read again.
     pub profiles: usize,
@@ -136,15 +174,160 @@ impl Audiences {
     }
 
     /// The index of `workspace`, current with every batch committed before the call, locked for the
-    /// caller.
+    /// caller; `None` when this process holds none that the staged batches bring up to date (it is
+    /// being built, or must be read whole again: the background builder is woken).
     pub async fn current(
         &self,
         store: &Store,
         workspace: &str,
         now: DateTime<Utc>,
-    ) -> Result<(tokio::sync::OwnedMutexGuard<Slot>, Refreshed), ProjectionError> {
-        let found = self.refresh(store, workspace, now, true).await?;
-        found.ok_or_else(|| ProjectionError::Stale("the audience index was not built".into()))
+    ) -> Result<Option<(tokio::sync::OwnedMutexGuard<Slot>, Refreshed)>, ProjectionError> {
+        let found = self.refresh(store, workspace, now).await?;
+        if found.is_none() {
+            self.wake.notify_one();
+        }
+        Ok(found)
+    }
+
+    /// Reads `workspace` whole into a new index now, in the caller (the background builder; tools
+    /// that measure the build), and puts it in place of the one held.
+    pub async fn build(
+        &self,
+        store: &Store,
+        workspace: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), ProjectionError> {
+        // The slot first (the resolver stages batches once there is one), then the token: a batch
+        // committed while the tables are read is on the chain after it (its rows read again by the
+        // first answer), whatever the read already saw of it.
+        let slot = self.slot(workspace);
+        let token = stored_token(store).await?;
+        let started = Instant::now();
+        let catalog = crate::catalog::load(store, workspace).await?;
+        let mut index = AudienceIndex::new(names_of(&catalog));
+        load::whole(store, workspace, &catalog, now, |rows| {
+            for row in rows {
+                index.upsert(row);
+            }
+        })
+        .await?;
+        let took = started.elapsed();
+        tracing::info!(
+            workspace,
+            profiles = index.profiles(),
+            ms = took.as_millis() as u64,
+            "audience index built"
+        );
+        let profiles = index.profiles();
+        let mut slot = slot.lock().await;
+        slot.index = Some(index);
+        slot.catalog = catalog;
+        slot.token = token;
+        slot.built = Some((now, took));
+        drop(slot);
+        let mut status = self.status.lock().expect("audience status lock");
+        status.builds += 1;
+        status.built.insert(
+            workspace.to_owned(),
+            BuiltIndex {
+                profiles,
+                at: now,
+                seconds: took.as_secs_f64(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Where the background builder stands.
+    pub fn status(&self) -> BuilderStatus {
+        self.status.lock().expect("audience status lock").clone()
+    }
+
+    /// Keeps an index of every workspace built, in the background (run by `serve`): once the
+    /// resolver has caught up with the log, every workspace is read whole; then, every second or
+    /// when an answer found an index it could not bring up to date, each workspace whose index the
+    /// staged batches cannot bring up to date (a rebuild's switch, an erasure, another instance's
+    /// resolver, a definition its columns depend on) is read whole again, once the resolver is
+    /// caught up again. Until then answers do without it. Runs until the task is dropped; an error
+    /// is logged and tried again.
+    ///
+    /// Why after the catch-up rather than at once from the stored model: an index built while the
+    /// resolver works through a backlog would have to read again every profile each batch touches
+    /// (or be read whole again once the staged batches pass their bound), and the build's reads
+    /// would take the cores and the database from the catch-up; one build at the caught-up model is
+    /// both cheaper and the one that is then current.
+    pub async fn keep_built(self, store: Store) {
+        loop {
+            match self.look(&store).await {
+                Ok(()) => {}
+                Err(e) => {
+                    self.status.lock().expect("audience status lock").building = None;
+                    tracing::warn!(error = %e, "the audience index could not be built; tried again");
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(LOOK_EVERY) => {}
+                () = self.wake.notified() => {}
+            }
+        }
+    }
+
+    /// One look of [`Audiences::keep_built`]: nothing while the resolver is behind (a build would be
+    /// outdated by the batches still to come); then each workspace's index built when it is missing
+    /// or cannot follow, and brought up to date when the staged batches grow long (before they pass
+    /// their bound and the index would have to be read whole).
+    async fn look(&self, store: &Store) -> Result<(), ProjectionError> {
+        if !resolver_caught_up(store).await? {
+            return Ok(());
+        }
+        let long = self.staged_profiles() > MAX_STAGED / 4;
+        let workspaces = store.workspace_ids().await?;
+        for ws in &workspaces {
+            let now = Utc::now();
+            if self.needs_whole(store, ws).await? {
+                self.status.lock().expect("audience status lock").building = Some(ws.clone());
+                self.build(store, ws, now).await?;
+                self.status.lock().expect("audience status lock").building = None;
+            } else if long {
+                self.refresh(store, ws, now).await?;
+            }
+        }
+        self.status.lock().expect("audience status lock").started = true;
+        Ok(())
+    }
+
+    /// Profiles staged and not yet pruned.
+    fn staged_profiles(&self) -> usize {
+        self.prune();
+        let staged = self.staged.lock().expect("audience staging lock");
+        staged.iter().map(|s| s.profiles.len()).sum()
+    }
+
+    /// Whether the index of `workspace` is missing or cannot be brought up to date by the staged
+    /// batches.
+    async fn needs_whole(&self, store: &Store, workspace: &str) -> Result<bool, ProjectionError> {
+        let slot = self.slot(workspace);
+        let slot = slot.lock().await;
+        if slot.index.is_none() {
+            return Ok(true);
+        }
+        let stored = stored_token(store).await?;
+        if slot.token == stored {
+            return Ok(false);
+        }
+        Ok(self
+            .follow(store, workspace, &slot, stored.as_deref())
+            .await?
+            .is_none())
+    }
+
+    fn slot(&self, workspace: &str) -> Arc<tokio::sync::Mutex<Slot>> {
+        self.slots
+            .lock()
+            .expect("audience slots lock")
+            .entry(workspace.to_owned())
+            .or_default()
+            .clone()
     }
 
     /// The members of each saved segment of `workspace` from the index's bitmaps, when this process
@@ -164,7 +347,7 @@ impl Audiences {
         if !held {
             return Ok(None);
         }
-        let found = self.refresh(store, workspace, now, false).await?;
+        let found = self.refresh(store, workspace, now).await?;
         Ok(found.and_then(|(slot, _)| slot.index().map(AudienceIndex::segment_sizes)))
     }
 
@@ -187,72 +370,103 @@ impl Audiences {
         if !held {
             return Ok(None);
         }
-        let found = self.refresh(store, workspace, now, false).await?;
+        let found = self.refresh(store, workspace, now).await?;
         Ok(found.and_then(|(slot, _)| slot.index().and_then(|i| i.tag_values(tag))))
     }
 
-    /// Brings the index of `workspace` up to date; `None` when that needs it read whole and `whole`
-    /// does not allow it.
+    /// Brings the index of `workspace` up to date; `None` when there is none or that needs it read
+    /// whole.
     async fn refresh(
         &self,
         store: &Store,
         workspace: &str,
         now: DateTime<Utc>,
-        whole: bool,
     ) -> Result<Option<(tokio::sync::OwnedMutexGuard<Slot>, Refreshed)>, ProjectionError> {
-        let slot = self
-            .slots
-            .lock()
-            .expect("audience slots lock")
-            .entry(workspace.to_owned())
-            .or_default()
-            .clone();
+        let slot = self.slot(workspace);
         let mut slot = slot.lock_owned().await;
+        if slot.index.is_none() {
+            return Ok(None);
+        }
         let stored = stored_token(store).await?;
         let mut refreshed = Refreshed::default();
-        let touched = match &slot.index {
-            None => None,
-            Some(_) if slot.token == stored => Some(Vec::new()),
-            Some(_) => self.touched_between(workspace, slot.token.as_deref(), stored.as_deref()),
+        let (mut profiles, catalog) = if slot.token == stored {
+            (Vec::new(), None)
+        } else {
+            match self
+                .follow(store, workspace, &slot, stored.as_deref())
+                .await?
+            {
+                Some(found) => found,
+                None => return Ok(None),
+            }
         };
-        match touched {
-            None if !whole => return Ok(None),
-            None => {
-                build_whole(store, workspace, &mut slot, now).await?;
-                refreshed.whole = true;
-            }
-            Some(mut profiles) => {
-                if let Some(index) = &slot.index {
-                    profiles.extend(index.stale_at(now));
-                }
-                profiles.sort_unstable();
-                profiles.dedup();
-                refreshed.profiles = profiles.len();
-                read_again(store, workspace, &mut slot, &profiles, now).await?;
-            }
+        if let Some(catalog) = catalog {
+            slot.catalog = catalog;
         }
+        if let Some(index) = &slot.index {
+            profiles.extend(index.stale_at(now));
+        }
+        profiles.sort_unstable();
+        profiles.dedup();
+        refreshed.profiles = profiles.len();
+        read_again(store, workspace, &mut slot, &profiles, now).await?;
         slot.token = stored;
         Ok(Some((slot, refreshed)))
     }
 
+    /// The profiles of `workspace` the batches after the slot's token up to `to` touched, and the
+    /// catalog in force when one of them changed definitions; `None` when the chain does not lead
+    /// back to the slot's token, or a definition changed what the index's columns are (a computed
+    /// trait folded, a tag defined or deleted: names resolve differently, values are computed
+    /// differently) — then the index is read whole. A segment's definition without event
+    /// conditions changes no column: its members are staged as any membership.
+    async fn follow(
+        &self,
+        store: &Store,
+        workspace: &str,
+        slot: &Slot,
+        to: Option<&str>,
+    ) -> Result<Option<(Vec<String>, Option<Catalog>)>, ProjectionError> {
+        let Some((profiles, redefined)) =
+            self.touched_between(workspace, slot.token.as_deref(), to)
+        else {
+            return Ok(None);
+        };
+        if !redefined {
+            return Ok(Some((profiles, None)));
+        }
+        let catalog = crate::catalog::load(store, workspace).await?;
+        // The catalog read must be the one in force at `to`: no batch committed since redefined
+        // the workspace (else it may be newer than the rows, and the next look would compare with it).
+        let since = stored_token(store).await?;
+        if since.as_deref() != to {
+            match self.touched_between(workspace, to, since.as_deref()) {
+                Some((_, false)) => {}
+                _ => return Ok(None),
+            }
+        }
+        let same_columns = catalog.folded() == slot.catalog.folded()
+            && catalog.tags.keys().eq(slot.catalog.tags.keys());
+        Ok(same_columns.then_some((profiles, Some(catalog))))
+    }
+
     /// The profiles of `workspace` the batches after `from` up to `to` touched, following each batch's
-    /// predecessor back from `to`; `None` when the chain does not lead to `from` or a batch on it
-    /// redefined the workspace.
+    /// predecessor back from `to`, and whether a batch on the way redefined the workspace; `None` when
+    /// the chain does not lead to `from`.
     fn touched_between(
         &self,
         workspace: &str,
         from: Option<&str>,
         to: Option<&str>,
-    ) -> Option<Vec<String>> {
+    ) -> Option<(Vec<String>, bool)> {
         let staged = self.staged.lock().expect("audience staging lock");
         let mut at = to;
         let mut profiles = Vec::new();
+        let mut redefined = false;
         let mut steps = 0;
         while at != from {
             let batch = staged.iter().rev().find(|s| Some(s.token.as_str()) == at)?;
-            if batch.redefined.contains(workspace) {
-                return None;
-            }
+            redefined |= batch.redefined.contains(workspace);
             profiles.extend(
                 batch
                     .profiles
@@ -266,7 +480,7 @@ impl Audiences {
                 return None;
             }
         }
-        Some(profiles)
+        Some((profiles, redefined))
     }
 
     /// Drops the staged batches no index needs: those up to the oldest index's token. Skipped while
@@ -346,34 +560,6 @@ pub fn stage_batch(
     audiences.stage(token, based_on, profiles, redefined);
 }
 
-/// Reads the workspace whole into a new index.
-async fn build_whole(
-    store: &Store,
-    workspace: &str,
-    slot: &mut Slot,
-    now: DateTime<Utc>,
-) -> Result<(), ProjectionError> {
-    let started = Instant::now();
-    let catalog = crate::catalog::load(store, workspace).await?;
-    let mut index = AudienceIndex::new(names_of(&catalog));
-    load::whole(store, workspace, &catalog, now, |rows| {
-        for row in rows {
-            index.upsert(row);
-        }
-    })
-    .await?;
-    tracing::debug!(
-        workspace,
-        profiles = index.profiles(),
-        ms = started.elapsed().as_millis() as u64,
-        "audience index built"
-    );
-    slot.index = Some(index);
-    slot.catalog = catalog;
-    slot.built = Some((now, started.elapsed()));
-    Ok(())
-}
-
 /// Reads the named profiles again: those live replace their rows, the others leave the index.
 async fn read_again(
     store: &Store,
@@ -399,4 +585,14 @@ async fn read_again(
         index.upsert(row);
     }
     Ok(())
+}
+
+/// Whether the resolver has caught up with the log: nothing follows its checkpoint, or what follows
+/// arrived only just now (a resolver that keeps up with a steady stream).
+async fn resolver_caught_up(store: &Store) -> Result<bool, ProjectionError> {
+    let at = crate::runner::checkpoint(store, crate::identity::IdentityResolver::NAME).await?;
+    let next = store.read_after(at, 1).await?;
+    Ok(next
+        .first()
+        .is_none_or(|e| e.event.received_at > Utc::now() - CAUGHT_UP))
 }

@@ -232,6 +232,7 @@ pub(super) async fn prepare(
     let loaded = started.elapsed();
     docs.extend(house.docs);
     let as_read = house.as_read;
+    let fill = house.fill;
     let mut touched = house.touched;
     let mut catalog_writes = CatalogWrites {
         jobs: house.jobs,
@@ -419,6 +420,18 @@ pub(super) async fn prepare(
     }
     touched.retain(|k, _| model.docs.contains_key(k));
     let folded = started.elapsed();
+    // The profiles derive evaluates (every segment of them): a fill leaves them to it.
+    let evaluated: FastSet<ProfileKey> = fill
+        .as_ref()
+        .map(|_| {
+            touched
+                .keys()
+                .cloned()
+                .chain(merged.iter().flat_map(|(g, s, _)| [g.clone(), s.clone()]))
+                .chain(created.iter().cloned())
+                .collect()
+        })
+        .unwrap_or_default();
     match deferred.as_deref_mut() {
         Some(deferred) => deferred.note(touched, &created, merged),
         None => {
@@ -439,6 +452,23 @@ pub(super) async fn prepare(
                 &mut catalog_writes,
             )
             .await?
+        }
+    }
+    if let Some(fill) = fill {
+        for (profiles, entered) in [(&fill.enter, true), (&fill.leave, false)] {
+            for p in profiles {
+                let key = (fill.workspace.clone(), derive::parse_profile(p)?);
+                if !evaluated.contains(&key) {
+                    derive::membership_change(
+                        &mut catalog_writes,
+                        &key,
+                        &fill.segment,
+                        entered,
+                        &fill.cause,
+                        now,
+                    );
+                }
+            }
         }
     }
     *catalogs = catalogs_now;

@@ -62,6 +62,22 @@ pub struct Housekeeping {
     pub jobs: Vec<Job>,
     /// New RFM cut points: `(workspace, tag, version, thresholds)`.
     pub thresholds: Vec<(String, String, i64, RfmThresholds)>,
+    /// A saved or changed segment's members found at once from the audience index (its job done).
+    pub fill: Option<Fill>,
+}
+
+/// A segment's membership filled from the audience index instead of a job visiting every profile:
+/// the profiles that enter and those that leave, against its stored members. Written by the batch
+/// like derive's changes (rows, history, outbox), except for the profiles the batch evaluates
+/// anyway (its events', merges', commands' profiles: derive finds their change itself).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fill {
+    pub workspace: String,
+    pub segment: String,
+    /// `segment:<id>`, as the job's re-evaluation would cause it.
+    pub cause: String,
+    pub enter: Vec<String>,
+    pub leave: Vec<String>,
 }
 
 impl Housekeeping {
@@ -71,6 +87,7 @@ impl Housekeeping {
             && self.touched.is_empty()
             && self.jobs.is_empty()
             && self.thresholds.is_empty()
+            && self.fill.is_none()
     }
 }
 
@@ -189,9 +206,11 @@ impl Memo {
     }
 }
 
-/// Does one page of the oldest running job and takes the profiles whose time came.
+/// Does one page of the oldest running job and takes the profiles whose time came. A segment's job
+/// is done at once from `audiences` when the index can (see [`fill_from_index`]).
 pub async fn housekeeping(
     store: &Store,
+    audiences: Option<&crate::audience::Audiences>,
     memo: &mut Memo,
     catalogs: &mut HashMap<String, Catalog>,
     thresholds: &mut HashMap<String, BTreeMap<String, RfmThresholds>>,
@@ -216,7 +235,14 @@ pub async fn housekeeping(
     }
     if let Some(mut job) = jobs.into_iter().next() {
         ensure_workspace(store, catalogs, thresholds, &job.workspace).await?;
-        run_job_page(store, catalogs, thresholds, &mut job, now, &mut work).await?;
+        let filled = match audiences {
+            Some(a) => fill_from_index(store, a, &catalogs[&job.workspace], &mut job, now).await?,
+            None => None,
+        };
+        match filled {
+            Some(fill) => work.fill = Some(fill),
+            None => run_job_page(store, catalogs, thresholds, &mut job, now, &mut work).await?,
+        }
         work.jobs.push(job);
     }
     if memo.next_due.is_none() {
@@ -262,6 +288,89 @@ pub async fn ensure_workspace(
         thresholds.insert(workspace.to_owned(), current);
     }
     Ok(())
+}
+
+/// The cursor of a segment job done at once from the audience index.
+pub const FILLED_FROM_INDEX: &str = "~index";
+
+/// A saved or changed segment's members from the audience index, the job marked done — when the
+/// job has not begun, the index of the workspace is current (it reflects every committed batch, and
+/// the resolver prepares a job's batch only once every batch before it is committed, so the index
+/// and the resolver's model are the same) and can evaluate the definition exactly, and the job
+/// would do nothing but evaluate it: the definition (and the one it replaces) compiles to no hidden
+/// computed trait (an event condition's, which every document would have to backfill), and no
+/// other saved segment reads this one (their members would change with it). `None` otherwise: the
+/// job visits every profile as before.
+///
+/// The members are what the index's `matching` finds (held to `SegmentDef::holds` on each profile's
+/// state by its property test) against the segment's stored members; the profiles enter and leave
+/// as a job page would make them (rows, history, outbox; cause `segment:<id>`, at the resolver's
+/// time). A rebuild's shadow resolver has no index and runs the job: the same members (the switch
+/// keeps the rows it agrees with).
+pub async fn fill_from_index(
+    store: &Store,
+    audiences: &crate::audience::Audiences,
+    catalog: &Catalog,
+    job: &mut Job,
+    now: DateTime<Utc>,
+) -> Result<Option<Fill>, ProjectionError> {
+    if job.kind != catalog::SEGMENT || !job.cursor.is_empty() || job.done != 0 {
+        return Ok(None);
+    }
+    let Some(defined) = catalog.segments.get(&job.name) else {
+        return Ok(None);
+    };
+    if defined.version != job.version || !defined.def.hidden_traits(&job.name).is_empty() {
+        return Ok(None);
+    }
+    let read_by_another = catalog
+        .segments
+        .iter()
+        .any(|(id, s)| id != &job.name && s.def.references().contains(&job.name));
+    if read_by_another {
+        return Ok(None);
+    }
+    let before =
+        catalog::previous_definition(store, &job.workspace, &job.name, job.version).await?;
+    if let Some(body) = before {
+        let folded_before = cdp_domain::segments::SegmentDef::parse(&body)
+            .map_or(true, |d| !d.hidden_traits(&job.name).is_empty());
+        if folded_before {
+            return Ok(None);
+        }
+    }
+    let Some((slot, _)) = audiences.current(store, &job.workspace, now).await? else {
+        return Ok(None);
+    };
+    let Some(index) = slot.index() else {
+        return Ok(None);
+    };
+    let Ok(members) = index.matching(&defined.def, now) else {
+        return Ok(None);
+    };
+    let (enter, leave) = index.membership_change(&job.name, &members);
+    let profiles = index.profiles() as i64;
+    drop(slot);
+    job.total = profiles;
+    job.done = profiles;
+    job.cursor = FILLED_FROM_INDEX.to_owned();
+    job.status = "done".to_owned();
+    job.finished_at = Some(to_millis(now));
+    tracing::info!(
+        workspace = %job.workspace,
+        segment = %job.name,
+        enter = enter.len(),
+        leave = leave.len(),
+        profiles,
+        "segment filled from the audience index"
+    );
+    Ok(Some(Fill {
+        workspace: job.workspace.clone(),
+        segment: job.name.clone(),
+        cause: format!("{}:{}", job.kind, job.name),
+        enter,
+        leave,
+    }))
 }
 
 async fn run_job_page(

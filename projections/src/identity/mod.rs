@@ -429,9 +429,18 @@ impl Projection for IdentityResolver {
         // token holds: only the resolver changes them, through the log.
         let mut catalogs = std::mem::take(&mut state.catalogs);
         let mut thresholds = std::mem::take(&mut state.thresholds);
-        let house =
-            housekeeping::housekeeping(store, &mut state.memo, &mut catalogs, &mut thresholds, now)
-                .await?;
+        let house = housekeeping::housekeeping(
+            store,
+            self.audiences.as_ref(),
+            &mut state.memo,
+            &mut catalogs,
+            &mut thresholds,
+            now,
+        )
+        .await?;
+        // Memberships filled from the audience index are written beside derive's: what derive
+        // remembers of the stored rows is read again after this batch commits.
+        let filled = house.fill.is_some();
         // Housekeeping found nothing to do (it read nothing deferred: there was nothing, or no
         // work was known).
         let defer = self.defers && house.is_empty() && self.plain_at(&state, events, now);
@@ -484,7 +493,10 @@ impl Projection for IdentityResolver {
         } else {
             state.docs.forget_derived();
         }
-        state.plain = settled;
+        state.plain = settled && !filled;
+        if filled {
+            state.docs.forget_derived();
+        }
         let token = new_token();
         prepared.based_on = state.token().cloned();
         prepared.token = token.clone();

@@ -2,7 +2,9 @@
 //! profile's events folded) for traits, negations of unknown and multi-valued fields, tags, saved
 //! segments and event counts in a window; the exact path behind a `where` filter; a breakdown by two
 //! fields and the overlap with saved segments; the index following new events without being read
-//! whole; breakdown fields refused naming the place.
+//! whole; breakdown fields refused naming the place; the index built in the background at start
+//! (before any preview) and again after another writer moved the model, the exact path answering
+//! meanwhile; a saved segment's members filled from the index at once.
 
 use chrono::{Duration as Days, Utc};
 use reqwest::StatusCode;
@@ -23,6 +25,21 @@ fn identify(user: &str, id: &str, traits: Value) -> Value {
 fn order(user: &str, id: &str, total: f64) -> Value {
     json!({"type": "track", "userId": user, "event": "Order Completed", "messageId": id,
            "properties": {"total": total}})
+}
+
+/// Waits until the background builder says every workspace's index is built (`/readyz`), and returns
+/// that detail.
+async fn index_ready(app: &TestApp) -> Value {
+    eventually("the audience index built in the background", || async {
+        let (_, r) = app.get_as("/readyz", Auth::None).await;
+        let index = &r["audience_index"];
+        if index["ready"] == true && index["workspaces"][WORKSPACE].is_object() {
+            Ok(index.clone())
+        } else {
+            Err(r.to_string())
+        }
+    })
+    .await
 }
 
 async fn preview(app: &TestApp, body: &Value) -> (StatusCode, Value) {
@@ -71,7 +88,8 @@ async fn the_index_answers_what_the_exact_path_does() {
             let (_, b) = app.get_as("/v1/segments/buyers", Auth::Bearer(ADMIN_TOKEN)).await;
             let (_, t) = app.get_as("/v1/tags/shanghai", Auth::Bearer(ADMIN_TOKEN)).await;
             let (_, p) = preview(&app, &json!({"condition": {"trait": "city", "op": "is_set"}})).await;
-            let ready = b["members"] == 2 && t["status"] == "ready" && p["profiles"] == 5;
+            let ready = b["members"] == 2 && t["status"] == "ready" && p["profiles"] == 5
+                && p["index"]["ready"] == true;
             if ready { Ok(()) } else { Err(format!("{b} {t} {p}")) }
         })
         .await;
@@ -213,8 +231,9 @@ async fn a_breakdown_field_that_is_wrong_is_refused_naming_it() {
 }
 
 /// Another writer of the model (here two erasures in a row, with no resolver batch needed between
-/// them) moves the resolver's token: the index cannot follow it batch by batch and reads the
-/// workspace whole, so an erased profile is never counted.
+/// them) moves the resolver's token: the index cannot follow it batch by batch; until the background
+/// builder has read the workspace whole again the exact path answers, so an erased profile is never
+/// counted either way.
 #[tokio::test]
 async fn the_index_is_read_whole_after_another_writer_changed_the_model() {
     on_each_backend("audience_other_writer", |backend| async move {
@@ -232,19 +251,16 @@ async fn the_index_is_read_whole_after_another_writer_changed_the_model() {
             ids.push(p["profile_id"].as_str().unwrap().to_owned());
         }
         app.profile_with_count("user_id", "u3", "identify", 1).await;
+        index_ready(&app).await;
         let shanghai = json!({"condition": {"trait": "city", "op": "eq", "value": "Shanghai"}});
         let (_, answer) = preview(&app, &shanghai).await;
         assert_eq!(
-            (
-                answer["count"].clone(),
-                answer["index"]["read_whole"].clone()
-            ),
-            (json!(2), json!(true)),
+            (answer["count"].clone(), answer["evaluated_by"].clone()),
+            (json!(2), json!("index")),
             "{answer}"
         );
-        let (_, answer) = preview(&app, &shanghai).await;
-        assert_eq!(answer["index"]["read_whole"], false, "{answer}");
         for (i, id) in ids.iter().enumerate() {
+            let builds = app.state.audiences.status().builds;
             let response = app
                 .request(
                     reqwest::Method::DELETE,
@@ -256,11 +272,243 @@ async fn the_index_is_read_whole_after_another_writer_changed_the_model() {
                 .unwrap();
             let (status, body) = read_json(response).await;
             assert_eq!(status, StatusCode::OK, "{body}");
+            // Right at once, from whichever path answers.
             let (_, answer) = preview(&app, &shanghai).await;
             assert_eq!(answer["count"], 1 - i, "{answer}");
-            assert_eq!(answer["index"]["read_whole"], true, "{answer}");
+            assert_eq!(answer["profiles"], 2 - i, "{answer}");
+            // Then from an index read whole again.
+            let answer = eventually("the index read whole after the erasure", || async {
+                let (_, a) = preview(&app, &shanghai).await;
+                let rebuilt = app.state.audiences.status().builds > builds;
+                if a["evaluated_by"] == "index" && rebuilt {
+                    Ok(a)
+                } else {
+                    Err(a.to_string())
+                }
+            })
+            .await;
+            assert_eq!(answer["count"], 1 - i, "{answer}");
             assert_eq!(answer["profiles"], 2 - i, "{answer}");
         }
+    })
+    .await;
+}
+
+/// A server builds each workspace's index in the background once its resolver has caught up: the
+/// first preview of a server started over a stored model is answered from the index, and
+/// `/readyz` and `/metrics` say it is built. Until then the exact path answers (`index.ready: false`).
+#[tokio::test]
+async fn a_started_server_answers_the_first_preview_from_the_index() {
+    on_each_backend("audience_at_start", |backend| async move {
+        let database = match backend {
+            Backend::Postgres => Some(PgDatabase::create().await),
+            Backend::Sqlite => None,
+        };
+        let options = || Options {
+            database_url: database.as_ref().map(|d| d.url.clone()),
+            ..Default::default()
+        };
+        let first = spawn_app_with(backend, options()).await;
+        let batch = json!({"batch": [
+            identify("u1", "i1", json!({"city": "Shanghai"})),
+            identify("u2", "i2", json!({"city": "Shanghai", "vip": true})),
+            identify("u3", "i3", json!({"city": "Beijing"})),
+        ]});
+        let (status, body) = first.post("/v1/batch", &batch).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        first.profile_with_count("user_id", "u3", "identify", 1).await;
+        // On SQLite the same server (one process holds the file): its index is built in the
+        // background too, no preview asked.
+        let app = match database {
+            Some(_) => {
+                drop(first);
+                spawn_app_with(backend, options()).await
+            }
+            None => first,
+        };
+        let index = index_ready(&app).await;
+        if database.is_some() {
+            assert_eq!(index["workspaces"][WORKSPACE]["profiles"], 3, "{index}");
+        }
+        assert!(index["workspaces"][WORKSPACE]["build_seconds"].is_number(), "{index}");
+        let (status, answer) = preview(&app, &json!({"condition": {"all": [
+            {"trait": "city", "op": "eq", "value": "Shanghai"}, {"not": {"trait": "vip", "op": "is_true"}}]},
+            "breakdown": [{"trait": "city"}]})).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(answer["evaluated_by"], "index", "{answer}");
+        assert_eq!(answer["index"]["ready"], true, "{answer}");
+        assert!(answer["index"]["built_at"].is_string(), "{answer}");
+        assert_eq!(answer["count"], 1, "{answer}");
+        assert_eq!(answer["profiles"], 3, "{answer}");
+        let metrics = app
+            .request(reqwest::Method::GET, "/metrics", Auth::None)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(metrics.contains("cdp_audience_index_ready 1"), "{metrics}");
+        assert!(
+            metrics.contains(&format!("cdp_audience_index_profiles{{workspace=\"{WORKSPACE}\"}}")),
+            "{metrics}"
+        );
+        assert!(metrics.contains("# TYPE cdp_audience_index_build_seconds gauge"), "{metrics}");
+    })
+    .await;
+}
+
+/// While a workspace's index is not built, a preview is answered by the exact path alone: the same
+/// count, sample and totals, its breakdown and overlap from the members' rows, `index.ready: false`.
+#[tokio::test]
+async fn without_an_index_the_exact_path_answers() {
+    on_each_backend("audience_not_ready", |backend| async move {
+        let app = spawn_app(backend).await;
+        let batch = json!({"batch": [
+            identify("u1", "i1", json!({"city": "Shanghai"})), order("u1", "o1", 30.0),
+            identify("u2", "i2", json!({"city": "Beijing"})),
+        ]});
+        let (status, body) = app.post("/v1/batch", &batch).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        app.profile_with_count("user_id", "u2", "identify", 1).await;
+        let def = cdp_domain::segments::SegmentDef::parse(
+            &json!({"condition": {"trait": "city", "op": "is_set"}}),
+        )
+        .unwrap();
+        // A process's own Audiences, never built: what `serve` answers before its first build.
+        let unbuilt = cdp_projections::audience::Audiences::default();
+        let fields = [cdp_domain::audience::BreakdownField {
+            key: cdp_domain::tags::FieldKey::Trait,
+            name: "city".into(),
+        }];
+        let answer = cdp_projections::audience::preview::preview(
+            &unbuilt,
+            &app.state.store,
+            WORKSPACE,
+            &def,
+            Some(&fields),
+            10,
+            Utc::now(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert!(!answer.ready);
+        assert_eq!(answer.evaluated_by.as_str(), "events");
+        assert_eq!(answer.summary.count, 2);
+        assert_eq!(answer.summary.spend, 30.0);
+        let groups: Vec<(Vec<Value>, u64)> = answer
+            .breakdown
+            .unwrap()
+            .groups
+            .into_iter()
+            .map(|g| (g.values, g.count))
+            .collect();
+        assert_eq!(groups.len(), 2, "{groups:?}");
+        assert!(groups.iter().all(|(_, n)| *n == 1), "{groups:?}");
+    })
+    .await;
+}
+
+/// Saving a segment the index can evaluate fills its members at once from the bitmaps (its job done
+/// in one step, `~index`), with the same enters in the history as a job's; changing it moves
+/// members in and out the same way; the engine then keeps it live. A rebuild from the log (whose
+/// resolver has no index and runs the job profile by profile) agrees with every membership.
+#[tokio::test]
+async fn a_saved_segment_is_filled_from_the_index() {
+    on_each_backend("audience_fill", |backend| async move {
+        let app = spawn_app(backend).await;
+        let batch = json!({"batch": [
+            identify("u1", "i1", json!({"city": "Shanghai"})),
+            identify("u2", "i2", json!({"city": "Shanghai", "vip": true})),
+            identify("u3", "i3", json!({"city": "Beijing"})),
+            identify("u4", "i4", json!({"city": "Hangzhou"})),
+        ]});
+        let (status, body) = app.post("/v1/batch", &batch).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        app.profile_with_count("user_id", "u4", "identify", 1).await;
+        index_ready(&app).await;
+        let define = |condition: Value| {
+            let app = &app;
+            async move {
+                let (status, body) = app
+                    .put_as("/v1/segments/sh", &json!({"condition": condition}), Auth::Bearer(ADMIN_TOKEN))
+                    .await;
+                assert_eq!(status, StatusCode::OK, "{body}");
+            }
+        };
+        let members = || async {
+            let (_, m) = app.get_as("/v1/segments/sh/members", Auth::Bearer(ADMIN_TOKEN)).await;
+            let mut ids: Vec<String> = m["items"].as_array().unwrap().iter()
+                .map(|x| x["profile_id"].as_str().unwrap().to_owned()).collect();
+            ids.sort();
+            ids
+        };
+        let id_of = |user: &'static str| {
+            let app = &app;
+            async move {
+                app.profile_with_count("user_id", user, "identify", 1).await["profile_id"]
+                    .as_str().unwrap().to_owned()
+            }
+        };
+        let (u1, u2, u3) = (id_of("u1").await, id_of("u2").await, id_of("u3").await);
+        define(json!({"trait": "city", "op": "eq", "value": "Shanghai"})).await;
+        let job = eventually("the segment's job done", || async {
+            let job = cdp_projections::catalog::latest_job(&app.state.store, WORKSPACE, "segment", "sh")
+                .await.unwrap();
+            match job { Some(j) if j.status == "done" => Ok(j), j => Err(format!("{j:?}")) }
+        })
+        .await;
+        assert_eq!(job.cursor, cdp_projections::identity::housekeeping::FILLED_FROM_INDEX, "{job:?}");
+        assert_eq!((job.done, job.total), (4, 4), "{job:?}");
+        let mut expected = vec![u1.clone(), u2.clone()];
+        expected.sort();
+        assert_eq!(members().await, expected);
+        // Changed: Shanghai but not vip, or Beijing — u2 leaves, u3 enters.
+        define(json!({"any": [
+            {"all": [{"trait": "city", "op": "eq", "value": "Shanghai"}, {"not": {"trait": "vip", "op": "is_true"}}]},
+            {"trait": "city", "op": "eq", "value": "Beijing"}]})).await;
+        let mut expected = vec![u1.clone(), u3.clone()];
+        expected.sort();
+        eventually("the changed segment's members", || async {
+            let m = members().await;
+            if m == expected { Ok(()) } else { Err(format!("{m:?}")) }
+        })
+        .await;
+        let job = cdp_projections::catalog::latest_job(&app.state.store, WORKSPACE, "segment", "sh")
+            .await.unwrap().unwrap();
+        assert_eq!(job.cursor, cdp_projections::identity::housekeeping::FILLED_FROM_INDEX, "{job:?}");
+        // The history says what a job would have: u1 and u2 entered, u2 left, u3 entered.
+        let history = |p: String| {
+            let app = &app;
+            async move {
+                let (_, h) = app.get_as(&format!("/v1/profiles/{p}/memberships"), Auth::Bearer(ADMIN_TOKEN)).await;
+                h
+            }
+        };
+        let h2 = history(u2.clone()).await;
+        let changes: Vec<(Value, Value)> = h2["history"].as_array().unwrap_or(&Vec::new()).iter()
+            .map(|c| (c["segment"].clone(), c["change"].clone())).collect();
+        assert_eq!(changes, vec![(json!("sh"), json!("entered")), (json!("sh"), json!("exited"))], "{h2}");
+        assert_eq!(h2["history"][0]["caused_by"], "segment:sh", "{h2}");
+        // Kept live by the engine: u4 moves to Beijing.
+        let (status, _) = app.post("/v1/identify", &identify("u4", "i4b", json!({"city": "Beijing"}))).await;
+        assert_eq!(status, StatusCode::OK);
+        let u4 = app.profile_with_count("user_id", "u4", "identify", 2).await["profile_id"]
+            .as_str().unwrap().to_owned();
+        let mut expected = vec![u1.clone(), u3.clone(), u4.clone()];
+        expected.sort();
+        eventually("u4 entered live", || async {
+            let m = members().await;
+            if m == expected { Ok(()) } else { Err(format!("{m:?}")) }
+        })
+        .await;
+        // A rebuild, whose resolver runs the job, agrees with every membership.
+        let before = members().await;
+        cdp_replay::rebuild::rebuild(&app.state.store, &|_| {}).await.unwrap();
+        assert_eq!(members().await, before);
+        let after = history(u2).await;
+        assert_eq!(after["history"], h2["history"], "the rebuild changed no membership");
     })
     .await;
 }
