@@ -339,16 +339,8 @@ impl Audiences {
         workspace: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<std::collections::BTreeMap<String, u64>>, ProjectionError> {
-        let held = self
-            .slots
-            .lock()
-            .expect("audience slots lock")
-            .contains_key(workspace);
-        if !held {
-            return Ok(None);
-        }
-        let found = self.refresh(store, workspace, now).await?;
-        Ok(found.and_then(|(slot, _)| slot.index().map(AudienceIndex::segment_sizes)))
+        self.held_answer(store, workspace, now, |i| Some(i.segment_sizes()))
+            .await
     }
 
     /// A tag's population per value (each value's live profiles and their spend) from the index's
@@ -362,6 +354,20 @@ impl Audiences {
         tag: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<Vec<(serde_json::Value, u64, f64)>>, ProjectionError> {
+        self.held_answer(store, workspace, now, |i| i.tag_values(tag))
+            .await
+    }
+
+    /// What `answer` says of the index of `workspace`, brought up to date by a few rows, when this
+    /// process holds one; `None` when it holds none, the index needs to be read whole, or `answer`
+    /// cannot say.
+    async fn held_answer<T>(
+        &self,
+        store: &Store,
+        workspace: &str,
+        now: DateTime<Utc>,
+        answer: impl FnOnce(&AudienceIndex) -> Option<T>,
+    ) -> Result<Option<T>, ProjectionError> {
         let held = self
             .slots
             .lock()
@@ -371,7 +377,7 @@ impl Audiences {
             return Ok(None);
         }
         let found = self.refresh(store, workspace, now).await?;
-        Ok(found.and_then(|(slot, _)| slot.index().and_then(|i| i.tag_values(tag))))
+        Ok(found.and_then(|(slot, _)| slot.index().and_then(answer)))
     }
 
     /// Brings the index of `workspace` up to date; `None` when there is none or that needs it read
