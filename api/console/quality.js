@@ -9,16 +9,15 @@ import { get } from './api.js';
 import { decisionText } from './customer.js';
 
 function Reasons() {
-  // The latest 1,000 refusals grouped by code and field: what to fix first.
-  const recent = useLoad(() => get('/v1/quarantine', { limit: 1000 }), []);
-  if (!recent.data) return recent.error ? html`<${ErrorBox} error=${recent.error} />` : html`<${Loading} />`;
-  const by = new Map();
-  for (const q of recent.data.items) {
-    const key = `${q.code}${q.field ? ' · ' + q.field : ''}`;
-    by.set(key, (by.get(key) || 0) + 1);
-  }
-  const items = [...by.entries()].sort((a, b) => b[1] - a[1]).map(([label, value]) => ({ label, value }));
-  return html`<p class="muted small">${t('quality.latest', { n: fmtNumber(recent.data.items.length) })}${recent.data.next_before ? ' ' + t('quality.more') : ''}</p>
+  // Every refusal of the workspace counted by code and field (the first page's `by_reason`): what to
+  // fix first.
+  const first = useLoad(() => get('/v1/quarantine', { limit: 1 }), []);
+  if (!first.data) return first.error ? html`<${ErrorBox} error=${first.error} />` : html`<${Loading} />`;
+  const items = first.data.by_reason.map((r) => ({
+    label: `${r.code}${r.field ? ' · ' + r.field : ''}`,
+    value: r.count,
+  }));
+  return html`<p class="muted small">${t('quality.total', { n: fmtNumber(first.data.total) })}</p>
     <${Bars} items=${items} testid="reasons" />`;
 }
 

@@ -445,7 +445,7 @@ pub fn document() -> Value {
                 {"name": "before", "in": "query", "schema": {"type": "integer"},
                  "description": "Page: only entries with ids below this (`next_before` of the previous page)."}
             ],
-            "responses": read_responses("`items` and `next_before`."),
+            "responses": read_responses("`items` ([{id, source, received_at, code, field, reason, payload}], newest first) and `next_before`; the first page (no `before`) also `total` and `by_reason` ([{field, code, count}] over every refusal of the workspace, the most frequent first; `field` null for a refusal of the whole message)."),
         }
     }));
     paths.insert("/v1/quality".into(), json!({

@@ -267,7 +267,22 @@ async fn quarantine(
             })
         })
         .collect();
-    Ok(Json(json!({"items": items, "next_before": next})))
+    if q.before.is_some() {
+        return Ok(Json(json!({"items": items, "next_before": next})));
+    }
+    // The first page also counts every refusal of the workspace by reason and field.
+    let counts = state.store.count_quarantine(&principal.workspace).await?;
+    let total: i64 = counts.iter().map(|c| c.2).sum();
+    let by_reason: Vec<Value> = counts
+        .into_iter()
+        .map(|(field, code, count)| json!({"field": field, "code": code, "count": count}))
+        .collect();
+    Ok(Json(json!({
+        "total": total,
+        "by_reason": by_reason,
+        "items": items,
+        "next_before": next,
+    })))
 }
 
 fn decision_json(d: &DecisionRow) -> Value {

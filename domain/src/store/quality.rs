@@ -123,6 +123,45 @@ impl Store {
     }
 }
 
+impl Store {
+    /// A workspace's refused messages (the quarantine) counted by reason and field, the most frequent
+    /// first: `(field, code, count)`, the field `None` for a refusal of the whole message.
+    pub async fn count_quarantine(
+        &self,
+        workspace: &str,
+    ) -> Result<Vec<(Option<String>, String, i64)>, StoreError> {
+        let sql = "SELECT field, code, COUNT(*) AS n FROM quarantine WHERE workspace = {} \
+                   GROUP BY field, code ORDER BY n DESC, field, code";
+        match self {
+            Store::Sqlite(s) => sqlx::query(&sql.replace("{}", "?"))
+                .bind(workspace)
+                .fetch_all(s.read_pool())
+                .await?
+                .iter()
+                .map(decode_reason_count)
+                .collect(),
+            Store::Postgres(s) => sqlx::query(&sql.replace("{}", "$1"))
+                .bind(workspace)
+                .fetch_all(s.pool())
+                .await?
+                .iter()
+                .map(decode_reason_count)
+                .collect(),
+        }
+    }
+}
+
+fn decode_reason_count<'r, R>(row: &'r R) -> Result<(Option<String>, String, i64), StoreError>
+where
+    R: Row,
+    usize: sqlx::ColumnIndex<R>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: sqlx::Decode<'r, R::Database>,
+{
+    Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
+}
+
 fn push_rows<'a, DB>(query: &mut QueryBuilder<'a, DB>, rows: &'a [QualityFinding])
 where
     DB: sqlx::Database,

@@ -606,7 +606,23 @@ impl TestApp {
     pub async fn quarantine_as(&self, token: &str) -> Vec<Value> {
         let (status, body) = self.get_as("/v1/quarantine", Auth::Bearer(token)).await;
         assert_eq!(status, StatusCode::OK, "GET /v1/quarantine: {body}");
-        body["items"].as_array().cloned().unwrap_or_default()
+        let items = body["items"].as_array().cloned().unwrap_or_default();
+        // The first page counts every refusal by reason and field: each one listed is counted.
+        let by_reason = body["by_reason"].as_array().cloned().unwrap_or_default();
+        let counted: i64 = by_reason.iter().filter_map(|r| r["count"].as_i64()).sum();
+        assert_eq!(body["total"].as_i64(), Some(counted), "{body}");
+        assert!(counted >= items.len() as i64, "{body}");
+        for item in &items {
+            let count = by_reason
+                .iter()
+                .find(|r| r["code"] == item["code"] && r["field"] == item["field"])
+                .and_then(|r| r["count"].as_i64());
+            assert!(
+                count.is_some_and(|n| n >= 1),
+                "{item} not counted in {body}"
+            );
+        }
+        items
     }
 
     pub async fn quarantine(&self) -> Vec<Value> {
