@@ -41,11 +41,7 @@ async fn quality(
     let next = (items.len() == limit as usize)
         .then(|| items.last().map(|f| f.id))
         .flatten();
-    let total: i64 = counts.iter().map(|c| c.count).sum();
-    let by_reason: Vec<Value> = counts
-        .iter()
-        .map(|c| json!({"field": c.field, "code": c.code, "count": c.count}))
-        .collect();
+    let (total, by_reason) = by_reason(&counts);
     let items: Vec<Value> = items
         .iter()
         .map(|f| {
@@ -66,4 +62,14 @@ async fn quality(
         "items": items,
         "next_before": next,
     })))
+}
+
+/// Counts by field and reason as the API answers them: the total and `[{field, code, count}]`.
+pub(crate) fn by_reason(counts: &[cdp_domain::store::ReasonCount]) -> (i64, Vec<Value>) {
+    let total = counts.iter().map(|c| c.count).sum();
+    let by_reason = counts
+        .iter()
+        .map(|c| json!({"field": c.field, "code": c.code, "count": c.count}))
+        .collect();
+    (total, by_reason)
 }

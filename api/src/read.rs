@@ -272,11 +272,7 @@ async fn quarantine(
     }
     // The first page also counts every refusal of the workspace by reason and field.
     let counts = state.store.count_quarantine(&principal.workspace).await?;
-    let total: i64 = counts.iter().map(|c| c.2).sum();
-    let by_reason: Vec<Value> = counts
-        .into_iter()
-        .map(|(field, code, count)| json!({"field": field, "code": code, "count": count}))
-        .collect();
+    let (total, by_reason) = crate::quality::by_reason(&counts);
     Ok(Json(json!({
         "total": total,
         "by_reason": by_reason,

@@ -14,7 +14,7 @@ use std::path::Path;
 
 pub use appender::{Appender, AppenderStats};
 pub use postgres::PostgresStore;
-pub use quality::{FindingCount, QualityFinding};
+pub use quality::{QualityFinding, ReasonCount};
 pub use sqlite::SqliteStore;
 
 use crate::event::{NewEvent, Position, StoredEvent};

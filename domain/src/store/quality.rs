@@ -21,12 +21,29 @@ pub struct QualityFinding {
     pub received_at_ms: i64,
 }
 
-/// How many findings a workspace has for one field and reason.
+/// How many findings (or refused messages) a workspace has for one field and reason; a refusal of the
+/// whole message has no field.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FindingCount {
-    pub field: String,
+pub struct ReasonCount {
+    pub field: Option<String>,
     pub code: String,
     pub count: i64,
+}
+
+/// The tables counted by field and reason (a fixed name: never user input in the SQL).
+#[derive(Debug, Clone, Copy)]
+enum Reasons {
+    Findings,
+    Quarantine,
+}
+
+impl Reasons {
+    fn table(self) -> &'static str {
+        match self {
+            Reasons::Findings => "quality_findings",
+            Reasons::Quarantine => "quarantine",
+        }
+    }
 }
 
 const ROWS_PER_STATEMENT: usize = 500;
@@ -101,65 +118,43 @@ impl Store {
     }
 
     /// A workspace's findings counted by field and reason, the most frequent first.
-    pub async fn count_findings(&self, workspace: &str) -> Result<Vec<FindingCount>, StoreError> {
-        let sql = "SELECT field, code, COUNT(*) AS n FROM quality_findings WHERE workspace = {} \
-                   GROUP BY field, code ORDER BY n DESC, field, code";
-        match self {
-            Store::Sqlite(s) => sqlx::query(&sql.replace("{}", "?"))
-                .bind(workspace)
-                .fetch_all(s.read_pool())
-                .await?
-                .iter()
-                .map(decode_count)
-                .collect(),
-            Store::Postgres(s) => sqlx::query(&sql.replace("{}", "$1"))
-                .bind(workspace)
-                .fetch_all(s.pool())
-                .await?
-                .iter()
-                .map(decode_count)
-                .collect(),
-        }
+    pub async fn count_findings(&self, workspace: &str) -> Result<Vec<ReasonCount>, StoreError> {
+        self.count_reasons(Reasons::Findings, workspace).await
     }
-}
 
-impl Store {
-    /// A workspace's refused messages (the quarantine) counted by reason and field, the most frequent
-    /// first: `(field, code, count)`, the field `None` for a refusal of the whole message.
-    pub async fn count_quarantine(
+    /// A workspace's refused messages (the quarantine) counted by field and reason, the most frequent
+    /// first.
+    pub async fn count_quarantine(&self, workspace: &str) -> Result<Vec<ReasonCount>, StoreError> {
+        self.count_reasons(Reasons::Quarantine, workspace).await
+    }
+
+    async fn count_reasons(
         &self,
+        reasons: Reasons,
         workspace: &str,
-    ) -> Result<Vec<(Option<String>, String, i64)>, StoreError> {
-        let sql = "SELECT field, code, COUNT(*) AS n FROM quarantine WHERE workspace = {} \
-                   GROUP BY field, code ORDER BY n DESC, field, code";
+    ) -> Result<Vec<ReasonCount>, StoreError> {
+        let sql = format!(
+            "SELECT field, code, COUNT(*) AS n FROM {} WHERE workspace = {{}} \
+             GROUP BY field, code ORDER BY n DESC, field, code",
+            reasons.table()
+        );
         match self {
             Store::Sqlite(s) => sqlx::query(&sql.replace("{}", "?"))
                 .bind(workspace)
                 .fetch_all(s.read_pool())
                 .await?
                 .iter()
-                .map(decode_reason_count)
+                .map(decode_count)
                 .collect(),
             Store::Postgres(s) => sqlx::query(&sql.replace("{}", "$1"))
                 .bind(workspace)
                 .fetch_all(s.pool())
                 .await?
                 .iter()
-                .map(decode_reason_count)
+                .map(decode_count)
                 .collect(),
         }
     }
-}
-
-fn decode_reason_count<'r, R>(row: &'r R) -> Result<(Option<String>, String, i64), StoreError>
-where
-    R: Row,
-    usize: sqlx::ColumnIndex<R>,
-    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    Option<String>: sqlx::Decode<'r, R::Database>,
-{
-    Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
 }
 
 fn push_rows<'a, DB>(query: &mut QueryBuilder<'a, DB>, rows: &'a [QualityFinding])
@@ -198,14 +193,15 @@ where
     })
 }
 
-fn decode_count<'r, R>(row: &'r R) -> Result<FindingCount, StoreError>
+fn decode_count<'r, R>(row: &'r R) -> Result<ReasonCount, StoreError>
 where
     R: Row,
     usize: sqlx::ColumnIndex<R>,
     i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
-    Ok(FindingCount {
+    Ok(ReasonCount {
         field: row.try_get(0)?,
         code: row.try_get(1)?,
         count: row.try_get(2)?,
