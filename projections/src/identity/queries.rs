@@ -109,7 +109,7 @@ pub async fn link_of(
     Ok(rows.into_iter().next())
 }
 
-/// The decisions an event (an operator command, say) caused.
+/// The decisions an event (an operator command, say) caused: found by the event's log position.
 pub async fn caused_by(
     store: &Store,
     workspace: &str,
@@ -119,9 +119,10 @@ pub async fn caused_by(
         store,
         &format!(
             "SELECT {DECISION_COLUMNS} FROM identity_events \
-             WHERE workspace = ? AND caused_by = ? ORDER BY seq"
+             WHERE log_seq IN (SELECT seq FROM events WHERE workspace = ? AND message_id = ?) \
+             AND workspace = ? AND caused_by = ? ORDER BY seq"
         ),
-        &[workspace, message_id],
+        &[workspace, message_id, workspace, message_id],
         &[],
     )
     .await
