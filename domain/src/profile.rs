@@ -83,18 +83,24 @@ pub struct EventSummary {
     pub timestamp: DateTime<Utc>,
     #[serde(with = "crate::codec::time")]
     pub received_at: DateTime<Utc>,
+    /// A track event's facets as stored text (`crate::audience::facets`), written with the summary
+    /// for the audience index; not read back into the 360 view.
+    #[serde(skip)]
+    pub facets: Option<String>,
 }
 
 impl EventSummary {
-    /// The summary of a customer event whose channel is `channel`.
-    pub fn of(event: &NewEvent, channel: String) -> EventSummary {
+    /// The summary of a customer event whose channel is `channel` (a track event's with its facets).
+    pub fn of(event: &NewEvent, payload: &Value) -> EventSummary {
         EventSummary {
             message_id: event.message_id.clone(),
             kind: event.kind.as_str().into(),
             name: event.name.clone(),
-            channel,
+            channel: channel_of(payload),
             timestamp: event.event_time,
             received_at: event.received_at,
+            facets: (event.kind == MessageKind::Track)
+                .then(|| crate::audience::facets::facets_text(payload)),
         }
     }
 

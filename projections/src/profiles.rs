@@ -383,6 +383,7 @@ fn summaries_newest_first(rows: Vec<SummaryRow>) -> Result<Vec<EventSummary>, Pr
             channel,
             timestamp: time(at)?,
             received_at: time(received)?,
+            facets: None,
         });
     }
     recent.sort_by(EventSummary::newest_first);

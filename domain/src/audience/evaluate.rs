@@ -45,7 +45,8 @@ impl AudienceIndex {
         condition_leaves(condition, &mut |leaf| {
             if let SegmentCondition::Event { index, def, .. } = leaf {
                 events = true;
-                if let (Some(reason), Ok(())) = (unanswerable(def), &found) {
+                let reason = unanswerable(def).or_else(|| self.events.unanswered_filters(def));
+                if let (Some(reason), Ok(())) = (reason, &found) {
                     found = Err(Unsupported::EventCondition {
                         index: *index,
                         reason,

@@ -12,9 +12,10 @@
 //!   bitmap per value besides; segments and reachable channels are bitmaps; spend, orders and the time
 //!   the computed values next change by themselves are numeric arrays.
 //! - Event conditions of an unsaved definition read [`events::EventSummaries`]: track events per
-//!   name and UTC hour. `count` and `days_active` without `where` are answered from them; a `where`,
-//!   an aggregate of a property or a sequence is not ([`Unsupported`]) and the caller falls back to
-//!   folding the profiles' events.
+//!   name and UTC hour, and each event's [`facets`] (the scalars under its `properties`). `count`
+//!   and `days_active`, with or without `where` filters on `properties…`, are answered from them; an
+//!   aggregate of a property, a sequence, or a filter the facets cannot answer is not
+//!   ([`Unsupported`]) and the caller falls back to folding the profiles' events.
 //!
 //! [`AudienceIndex::matching`] gives the members of a definition as a bitmap; [`AudienceIndex::summary`],
 //! [`AudienceIndex::breakdown`] and [`AudienceIndex::overlap`] read them.
@@ -22,6 +23,7 @@
 mod columns;
 mod evaluate;
 mod events;
+pub mod facets;
 mod report;
 #[cfg(test)]
 mod tests;
@@ -60,6 +62,9 @@ pub struct ProfileRow {
     /// Track events as `(name, UTC hour, count)`; `None` when they are not known (events stored
     /// before their summaries were).
     pub events: Option<Vec<(String, i32, u32)>>,
+    /// Track events with properties, one by one: `(name, UTC hour, facets)`; facets `None` when
+    /// they are not known (stored before facets were, or too many values).
+    pub faceted: Vec<(String, i32, Option<facets::Facets>)>,
     /// When a computed value next changes by itself (a window moves on, a sequence times out): the
     /// row is to be read again then.
     pub valid_until: Option<DateTime<Utc>>,
@@ -183,6 +188,7 @@ impl AudienceIndex {
             spend,
             orders,
             events,
+            faceted,
             valid_until,
             ..
         } = row;
@@ -215,11 +221,11 @@ impl AudienceIndex {
         put(&mut self.valid_until, r, until, i64::MAX);
         match events {
             Some(events) => {
-                self.events.set(r, &events);
+                self.events.set(r, &events, &faceted);
                 self.events_unknown.remove(r);
             }
             None => {
-                self.events.set(r, &[]);
+                self.events.set(r, &[], &[]);
                 self.events_unknown.insert(r);
             }
         }
@@ -242,7 +248,7 @@ impl AudienceIndex {
         for rows in self.segments.values_mut().chain(self.consents.values_mut()) {
             rows.remove(r);
         }
-        self.events.set(r, &[]);
+        self.events.set(r, &[], &[]);
         self.events_unknown.remove(r);
     }
 

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use cdp_domain::audience::facets::parse_facets;
 use cdp_domain::audience::{Names, ProfileRow};
 use cdp_domain::catalog::{Catalog, SPEND_TRAIT};
 use cdp_domain::consent::{CHANNELS, PURPOSES};
@@ -30,12 +31,14 @@ pub fn names_of(catalog: &Catalog) -> Names {
 type StateRow = (String, Option<Vec<u8>>, Option<String>);
 
 /// The stored rows besides the states, by profile: tags, segment memberships, event summaries
-/// (`None`: some event of the profile has no summary).
+/// (`None`: some event of the profile has no summary), track events with facets (as stored text,
+/// parsed a page of profiles at a time).
 #[derive(Default)]
 struct Beside {
     tags: HashMap<String, BTreeMap<String, Value>>,
     segments: HashMap<String, BTreeSet<String>>,
     events: HashMap<String, Option<Vec<Summary>>>,
+    faceted: HashMap<String, Vec<(String, i32, Option<String>)>>,
 }
 
 impl Beside {
@@ -43,8 +46,17 @@ impl Beside {
         tags: Vec<(String, String, String)>,
         members: Vec<(String, String)>,
         events: Vec<EventRow>,
+        faceted: Vec<FacetRow>,
     ) -> Result<Beside, ProjectionError> {
         let mut out = Beside::default();
+        for (p, name, hour, facets) in faceted {
+            if let (Some(name), Some(hour)) = (name, hour) {
+                out.faceted
+                    .entry(p)
+                    .or_default()
+                    .push((name, clamp_hour(hour), facets));
+            }
+        }
         for (p, tag, value) in tags {
             let value = serde_json::from_str(&value).map_err(ProjectionError::corrupt)?;
             out.tags.entry(p).or_default().insert(tag, value);
@@ -78,6 +90,10 @@ fn clamp_hour(hour: i64) -> i32 {
 /// The UTC hour of `event_profiles.event_time` (µs), rounded down also before 1970, in SQL.
 const HOUR: &str = "CASE WHEN event_time IS NULL THEN NULL \
     ELSE (event_time - CASE WHEN event_time < 0 THEN 3599999999 ELSE 0 END) / 3600000000 END";
+
+/// The track events of a workspace read one by one: those with facets, and those whose facets are
+/// not known (`NULL`: stored before facets were).
+const FACETED: &str = "workspace = ? AND kind = 'track' AND (facets IS NULL OR facets <> '{}')";
 
 /// The rows of the named profiles that are live; those missing from the answer are gone.
 pub async fn named(
@@ -119,7 +135,16 @@ pub async fn named(
         &names,
     )
     .await?;
-    let mut beside = Beside::read(tags, members, events)?;
+    let faceted = by_profile(
+        store,
+        &format!(
+            "SELECT profile, name, {HOUR}, facets FROM event_profiles WHERE {FACETED} AND profile"
+        ),
+        workspace,
+        &names,
+    )
+    .await?;
+    let mut beside = Beside::read(tags, members, events, faceted)?;
     rows_of(states, &mut beside, catalog, now)
 }
 
@@ -156,7 +181,13 @@ pub async fn whole(
         &ws,
     )
     .await?;
-    let mut beside = Beside::read(tags, members, events)?;
+    let faceted = query_rows(
+        store,
+        &format!("SELECT profile, name, {HOUR}, facets FROM event_profiles WHERE {FACETED}"),
+        &ws,
+    )
+    .await?;
+    let mut beside = Beside::read(tags, members, events, faceted)?;
     let sql = "SELECT profile, state, doc FROM profiles WHERE workspace = ?";
     let mut part: Vec<StateRow> = Vec::with_capacity(PAGE);
     macro_rules! stream {
@@ -235,6 +266,13 @@ fn rows_of(
                 .copied()
                 .unwrap_or(0),
             events: beside.events.remove(&profile).unwrap_or(Some(Vec::new())),
+            faceted: beside
+                .faceted
+                .remove(&profile)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(name, hour, text)| (name, hour, text.as_deref().and_then(parse_facets)))
+                .collect(),
             valid_until: doc.next_computed_change(catalog.folded(), now),
             profile,
         });
@@ -244,6 +282,8 @@ fn rows_of(
 
 /// `(profile, kind, name, UTC hour, events)`.
 type EventRow = (String, Option<String>, Option<String>, Option<i64>, i64);
+/// `(profile, name, UTC hour, facets)` of a track event.
+type FacetRow = (String, Option<String>, Option<i64>, Option<String>);
 /// Track events of one name in one UTC hour: `(name, hour, count)`.
 type Summary = (String, i32, u32);
 

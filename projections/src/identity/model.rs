@@ -9,9 +9,7 @@ use cdp_domain::catalog::Catalog;
 use cdp_domain::fastmap::{map_with_capacity, FastMap, FastSet};
 use cdp_domain::identity::{identifiers_of, Identifier, IdentityEvent, IdentityRules, ProfileId};
 use cdp_domain::message::MessageKind;
-use cdp_domain::profile::{
-    channel_of, split_docs, EventSummary, FoldRules, OwnedEvent, ProfileDoc,
-};
+use cdp_domain::profile::{split_docs, EventSummary, FoldRules, OwnedEvent, ProfileDoc};
 use cdp_domain::store::Store;
 use serde_json::Value;
 
@@ -344,8 +342,7 @@ impl<'a> Model<'a> {
             .or_default()
             .apply(e, payload, &step.carried, fold);
         self.set_owner(seq, &e.workspace, target);
-        self.summaries
-            .insert(seq, EventSummary::of(e, channel_of(payload)));
+        self.summaries.insert(seq, EventSummary::of(e, payload));
         self.in_batch.insert(seq, i);
         out.touched
             .insert((e.workspace.clone(), target.clone()), e.message_id.clone());

@@ -120,9 +120,9 @@ pub async fn write(tx: &mut ModelTx<'_>, writes: &ModelWrites) -> Result<(), Pro
 macro_rules! insert_owners {
     () => {
         "INSERT INTO event_profiles (log_seq, workspace, profile, message_id, kind, name, channel, \
-         event_time, received_at) \
+         event_time, received_at, facets) \
          SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], \
-         $6::text[], $7::text[], $8::bigint[], $9::bigint[])"
+         $6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::text[])"
     };
 }
 const INSERT_OWNERS: &str = insert_owners!();
@@ -147,7 +147,7 @@ async fn write_owners_and_docs(
             for chunk in writes.owners.chunks(PER_STATEMENT) {
                 let mut q: QueryBuilder<$db> = QueryBuilder::new(
                     "INSERT INTO event_profiles (log_seq, workspace, profile, message_id, kind, name, \
-                     channel, event_time, received_at) ",
+                     channel, event_time, received_at, facets) ",
                 );
                 q.push_values(chunk, |mut row, (seq, w, p, summary)| {
                     let s = summary.as_ref();
@@ -159,7 +159,8 @@ async fn write_owners_and_docs(
                         .push_bind(s.and_then(|s| s.name.as_deref()))
                         .push_bind(s.map(|s| s.channel.as_str()))
                         .push_bind(s.map(|s| s.timestamp.timestamp_micros()))
-                        .push_bind(s.map(|s| s.received_at.timestamp_micros()));
+                        .push_bind(s.map(|s| s.received_at.timestamp_micros()))
+                        .push_bind(s.and_then(|s| s.facets.as_deref()));
                 });
                 q.push(" ON CONFLICT (log_seq) DO UPDATE SET profile = excluded.profile");
                 q.build().execute(&mut **$tx).await?;
@@ -222,7 +223,11 @@ async fn write_owners_and_docs(
                     Vec::with_capacity(n),
                     Vec::with_capacity(n),
                 );
-                let (mut times, mut arrivals) = (Vec::with_capacity(n), Vec::with_capacity(n));
+                let (mut times, mut arrivals, mut facets) = (
+                    Vec::with_capacity(n),
+                    Vec::with_capacity(n),
+                    Vec::with_capacity(n),
+                );
                 for (seq, w, p, summary) in rows {
                     let s = summary.as_ref();
                     seqs.push(*seq);
@@ -234,6 +239,7 @@ async fn write_owners_and_docs(
                     channels.push(s.map(|s| s.channel.as_str()));
                     times.push(s.map(|s| s.timestamp.timestamp_micros()));
                     arrivals.push(s.map(|s| s.received_at.timestamp_micros()));
+                    facets.push(s.and_then(|s| s.facets.as_deref()));
                 }
                 sqlx::query(statement)
                     .bind(&seqs)
@@ -245,6 +251,7 @@ async fn write_owners_and_docs(
                     .bind(&channels)
                     .bind(&times)
                     .bind(&arrivals)
+                    .bind(&facets)
                     .execute(&mut **tx)
                     .await?;
             }

@@ -105,6 +105,13 @@ async fn the_index_answers_what_the_exact_path_does() {
             json!({"all": [{"trait": "vip", "op": "is_true"},
                            {"event": "Product Added", "aggregate": {"function": "days_active"},
                             "op": "gte", "value": 2, "window": "30d"}]}),
+            // `where` filters on event properties, from the events' facets.
+            json!({"event": "Product Added", "window": "30d", "count": {"op": "gte", "value": 2},
+                   "where": [{"property": "properties.category", "op": "eq", "value": "shoes"}]}),
+            json!({"event": "Product Added", "window": "14d",
+                   "where": [{"property": "properties.category", "op": "neq", "value": "shoes"}]}),
+            json!({"event": "Order Completed",
+                   "where": [{"property": "properties.total", "op": "gte", "value": 100}]}),
         ];
         for condition in &conditions {
             let (status, answer) = preview(&app, &json!({"condition": condition})).await;
@@ -119,9 +126,11 @@ async fn the_index_answers_what_the_exact_path_does() {
         let (_, answer) = preview(&app, &json!({"condition": &conditions[1]})).await;
         assert_eq!(answer["count"], 4, "{answer}");
 
-        // A where filter reads event properties: the exact path finds the members, the index the rest.
+        // A where filter outside the properties (here the message's event name) is not in the
+        // facets: the exact path finds the members, the index the rest.
         let shoes = json!({"event": "Product Added", "window": "30d", "count": {"op": "gte", "value": 2},
-                           "where": [{"property": "properties.category", "op": "eq", "value": "shoes"}]});
+                           "where": [{"property": "properties.category", "op": "eq", "value": "shoes"},
+                                     {"property": "event", "op": "eq", "value": "Product Added"}]});
         let (status, answer) = preview(&app, &json!({"condition": shoes, "breakdown": [{"trait": "vip"}]})).await;
         assert_eq!(status, StatusCode::OK, "{answer}");
         assert_eq!(answer["evaluated_by"], "events", "{answer}");

@@ -1,0 +1,233 @@
+//! An event's facets: the values a `where` filter on `properties…` can read, kept with the event's
+//! summary (`event_profiles.facets`) so that the audience index answers "≥ 2 Product Added in 14 days
+//! with category shoes" without reading the log.
+//!
+//! The facets of a track event are every scalar under its `properties`, by the path a filter names
+//! it with ([`crate::computed::Path`]: `properties.category`, `properties.store.id`,
+//! `properties.products[].category`), in the order `Path::values` finds them. A place holding what
+//! the facets do not keep — an object or an array (a filter on it reads the container itself), a
+//! string longer than [`MAX_STRING`] — is recorded as unkept (`null`), and a filter on it is not
+//! answered from the facets. An event with more than [`MAX_VALUES`] values and unkept places or deeper than
+//! [`MAX_DEPTH`] has no facets at all (`null`): no filter on its event name is answered from them.
+//!
+//! Stored as JSON text: `{"properties.category":["shoes"],"properties.products":null,…}`.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+/// The longest string value kept.
+pub const MAX_STRING: usize = 64;
+/// The most values an event keeps.
+pub const MAX_VALUES: usize = 64;
+/// The deepest a kept value sits below `properties`.
+pub const MAX_DEPTH: usize = 4;
+
+/// An event's facets: each path's values, `None` where the path holds something not kept.
+pub type Facets = BTreeMap<String, Option<Vec<Value>>>;
+
+/// The facets of a track event's payload as stored text; `"{}"` when it has no properties, `"null"`
+/// when it has too many values to keep.
+pub fn facets_text(payload: &Value) -> String {
+    match facets_of(payload) {
+        Some(f) => serde_json::to_string(&f).unwrap_or_else(|_| "null".to_owned()),
+        None => "null".to_owned(),
+    }
+}
+
+/// The facets of a payload; `None` when it has more than [`MAX_VALUES`] values or nests deeper.
+pub fn facets_of(payload: &Value) -> Option<Facets> {
+    let mut facets = Facets::new();
+    let mut kept = 0usize;
+    if let Some(Value::Object(properties)) = payload.get("properties") {
+        walk_object("properties", properties, 0, &mut facets, &mut kept)?;
+    }
+    Some(facets)
+}
+
+/// Parses stored facets; `None` for `null` (too many to keep) or text that is not facets.
+pub fn parse_facets(text: &str) -> Option<Facets> {
+    serde_json::from_str::<Option<Facets>>(text).ok().flatten()
+}
+
+/// Whether a path's key can be named in a filter path (`Path::parse` refuses the others).
+fn addressable(key: &str) -> bool {
+    !key.is_empty() && !key.contains(['.', '[', ']', '*']) && key.trim() == key
+}
+
+fn walk_object(
+    prefix: &str,
+    object: &Map<String, Value>,
+    depth: usize,
+    facets: &mut Facets,
+    kept: &mut usize,
+) -> Option<()> {
+    if depth > MAX_DEPTH {
+        return None;
+    }
+    for (key, value) in object {
+        if !addressable(key) {
+            continue;
+        }
+        let path = format!("{prefix}.{key}");
+        walk_value(&path, value, depth, facets, kept)?;
+    }
+    Some(())
+}
+
+/// Records `value` found at `path`: a scalar kept, a container unkept and walked into.
+fn walk_value(
+    path: &str,
+    value: &Value,
+    depth: usize,
+    facets: &mut Facets,
+    kept: &mut usize,
+) -> Option<()> {
+    match value {
+        Value::Null => {}
+        Value::String(s) if s.len() > MAX_STRING => unkept(path, facets, kept)?,
+        Value::String(_) | Value::Number(_) | Value::Bool(_) => {
+            count(kept)?;
+            if let Some(values) = facets
+                .entry(path.to_owned())
+                .or_insert_with(|| Some(Vec::new()))
+            {
+                values.push(value.clone());
+            }
+        }
+        Value::Object(inner) => {
+            unkept(path, facets, kept)?;
+            walk_object(path, inner, depth + 1, facets, kept)?;
+        }
+        Value::Array(items) => {
+            unkept(path, facets, kept)?;
+            let each = format!("{path}[]");
+            for item in items {
+                match item {
+                    // `[]` on an array element gives the element: an array is a container.
+                    Value::Array(_) => unkept(&each, facets, kept)?,
+                    item => walk_value(&each, item, depth + 1, facets, kept)?,
+                }
+            }
+        }
+    }
+    Some(())
+}
+
+/// Marks `path` as holding what the facets do not keep.
+fn unkept(path: &str, facets: &mut Facets, kept: &mut usize) -> Option<()> {
+    count(kept)?;
+    facets.insert(path.to_owned(), None);
+    Some(())
+}
+
+/// Counts one more entry; `None` past [`MAX_VALUES`].
+fn count(kept: &mut usize) -> Option<()> {
+    *kept += 1;
+    (*kept <= MAX_VALUES).then_some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::computed::Path;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    /// What the facets say a path's values are: `None` when they cannot say.
+    fn read<'a>(facets: &'a Facets, path: &str) -> Option<Vec<&'a Value>> {
+        match facets.get(path) {
+            Some(Some(values)) => Some(values.iter().collect()),
+            Some(None) => None,
+            None => Some(Vec::new()),
+        }
+    }
+
+    #[test]
+    fn line_items_and_nested_objects_are_kept_by_their_paths() {
+        let payload = json!({"properties": {
+            "category": "shoes", "total": 399.5, "gift": false, "none": null,
+            "store": {"id": "S1"},
+            "products": [{"category": "shoes", "price": 1}, {"category": "socks"}, "loose"],
+            "long": "x".repeat(MAX_STRING + 1),
+            "a.b": 1,
+        }});
+        let facets = facets_of(&payload).unwrap();
+        assert_eq!(
+            read(&facets, "properties.category"),
+            Some(vec![&json!("shoes")])
+        );
+        assert_eq!(read(&facets, "properties.total"), Some(vec![&json!(399.5)]));
+        assert_eq!(
+            read(&facets, "properties.store.id"),
+            Some(vec![&json!("S1")])
+        );
+        assert_eq!(
+            read(&facets, "properties.products[].category"),
+            Some(vec![&json!("shoes"), &json!("socks")])
+        );
+        assert_eq!(read(&facets, "properties.none"), Some(vec![]));
+        for unkept in [
+            "properties.store",
+            "properties.products",
+            "properties.products[]",
+            "properties.long",
+        ] {
+            assert_eq!(read(&facets, unkept), None, "{unkept}");
+        }
+        let text = facets_text(&payload);
+        assert_eq!(parse_facets(&text), Some(facets));
+    }
+
+    #[test]
+    fn too_many_values_keep_no_facets() {
+        let many: Vec<u32> = (0..=MAX_VALUES as u32).collect();
+        let payload = json!({"properties": {"ids": many}});
+        assert_eq!(facets_of(&payload), None);
+        assert_eq!(parse_facets(&facets_text(&payload)), None);
+        assert_eq!(facets_text(&json!({"event": "x"})), "{}");
+    }
+
+    fn scalar() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            (-5i64..5).prop_map(|n| json!(n)),
+            prop_oneof![Just("a"), Just("b"), Just("shoes")].prop_map(|s| json!(s)),
+            Just(json!("y".repeat(MAX_STRING + 1))),
+        ]
+    }
+
+    fn tree() -> impl Strategy<Value = Value> {
+        let key = prop_oneof![Just("a"), Just("b"), Just("c.d")].prop_map(str::to_owned);
+        scalar().prop_recursive(4, 24, 4, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(key.clone(), inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn path() -> impl Strategy<Value = String> {
+        let step = prop_oneof![Just("a"), Just("b"), Just("a[]"), Just("b[]")];
+        prop::collection::vec(step, 1..4).prop_map(|s| format!("properties.{}", s.join(".")))
+    }
+
+    proptest! {
+        /// Wherever the facets can say, they say what the path finds in the payload.
+        #[test]
+        fn facets_read_as_the_path_does(properties in tree(), path in path()) {
+            let payload = json!({"properties": properties});
+            let Some(facets) = facets_of(&payload) else { return Ok(()) };
+            let facets = parse_facets(&serde_json::to_string(&facets).unwrap()).unwrap();
+            let exact = Path::parse(&path).unwrap().values(&payload);
+            if let Some(from_facets) = read(&facets, &path) {
+                prop_assert_eq!(from_facets, exact);
+            } else {
+                // Unkept: the path holds a container or a long string somewhere.
+                prop_assert!(!exact.is_empty());
+            }
+        }
+    }
+}
