@@ -265,12 +265,15 @@ impl Export {
         } else {
             BTreeMap::new()
         };
+        // The computed columns' definitions, and the consent policy in force (the one segment
+        // conditions on consent are evaluated under).
+        let catalog = self.state.catalog(ws).await?;
         let traits = if self
             .columns
             .iter()
             .any(|c| matches!(c, Column::Computed(_)))
         {
-            self.state.catalog(ws).await?.folded().clone()
+            catalog.folded().clone()
         } else {
             BTreeMap::new()
         };
@@ -285,8 +288,7 @@ impl Export {
                 let Some(d) = doc else {
                     continue;
                 };
-                let policies = &self.state.consent_policies;
-                basis = crate::consent::reachable_in(d, policies, ws, self.purpose)
+                basis = crate::consent::reachable_in(d, &catalog.consent.policy, self.purpose)
                     .into_iter()
                     .find(|(c, _)| *c == channel)
                     .map(|(_, b)| b);

@@ -113,6 +113,34 @@ impl PostgresStore {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+
+    /// Whether PostgreSQL accepts a new connection, made outside the pool, within `within`: not when
+    /// the connection is refused, reset or not made in time, nor when the server says it is starting
+    /// or shutting down. A server that answers otherwise — too many connections, say — is there: a
+    /// request waiting for a pooled connection waits on a busy pool, not on an outage.
+    pub(super) async fn accepts_connections(&self, within: Duration) -> bool {
+        use sqlx::Connection;
+        let options = (*self.pool.connect_options()).clone();
+        match tokio::time::timeout(within, PgConnection::connect_with(&options)).await {
+            Err(_) => false,
+            Ok(Ok(connection)) => {
+                // Closed politely in the background: the answer is known.
+                tokio::spawn(async move {
+                    let _ = connection.close().await;
+                });
+                true
+            }
+            Ok(Err(e)) => !refuses_connections(&e),
+        }
+    }
+}
+
+/// Whether a failed connection attempt says the database is out of reach (see
+/// [`super::is_connection_error`]) rather than full: "too many connections" (`53300`) comes from a
+/// server that is up.
+fn refuses_connections(e: &sqlx::Error) -> bool {
+    let full = matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("53300"));
+    super::is_connection_error(e) && !full
 }
 
 impl EventStore for PostgresStore {
