@@ -26,7 +26,9 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a call runs before the service asks whether the database accepts connections; how long
 /// making one may take; how long an answer holds for every caller.
 const SUSPECT_AFTER: Duration = Duration::from_millis(500);
-const CONNECT_WITHIN: Duration = Duration::from_secs(1);
+/// A refused or reset connection answers at once; this bounds a database host that does not answer
+/// at all, and leaves an overloaded server time to accept before it is taken for an outage.
+const CONNECT_WITHIN: Duration = Duration::from_millis(1_500);
 const ANSWER_HOLDS: Duration = Duration::from_secs(1);
 
 /// The database's availability as requests found it.
@@ -139,7 +141,8 @@ pub fn database_unreachable(state: &Arc<AppState>) {
 /// whether the database accepts a new connection: a pool that is merely busy does (the work goes on
 /// waiting for a connection, up to the pool's own timeout); a database that refuses, resets or does
 /// not answer within [`CONNECT_WITHIN`] does not — the outage begins and `Err(Unavailable)` answers
-/// within about 1.5 s instead of the pool's 10. The work is dropped then, as it is when a client hangs
+/// within half a second when the connection is refused (a server or port down), two at most, instead
+/// of the pool's 10. The work is dropped then, as it is when a client hangs
 /// up; what it had handed on (an append the appender commits once the database is back) is what the
 /// client was told to retry, stored once by its messageId.
 pub async fn bounded<T>(
