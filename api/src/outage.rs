@@ -142,9 +142,9 @@ pub fn database_unreachable(state: &Arc<AppState>) {
 /// waiting for a connection, up to the pool's own timeout); a database that refuses, resets or does
 /// not answer within [`CONNECT_WITHIN`] does not — the outage begins and `Err(Unavailable)` answers
 /// within half a second when the connection is refused (a server or port down), two at most, instead
-/// of the pool's 10. The work is dropped then, as it is when a client hangs
-/// up; what it had handed on (an append the appender commits once the database is back) is what the
-/// client was told to retry, stored once by its messageId.
+/// of the pool's 10. The work is dropped then, as it is when a client hangs up; what it had handed on
+/// (an append the appender commits once the database is back) is what the client was told to retry,
+/// stored once by its messageId.
 pub async fn bounded<T>(
     state: &Arc<AppState>,
     work: impl Future<Output = T>,
