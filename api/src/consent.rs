@@ -212,8 +212,9 @@ async fn get_consent(
 ) -> Result<Json<Value>, ApiError> {
     principal.require(Scope::Read)?;
     let (profile, doc) = live_profile(&state, &principal.workspace, &id).await?;
-    let catalog = state.catalog(&principal.workspace).await?;
-    Ok(Json(consent_json(&profile, &doc, &catalog.consent.policy)))
+    let in_force =
+        cdp_projections::catalog::consent_policy(&state.store, &principal.workspace).await?;
+    Ok(Json(consent_json(&profile, &doc, &in_force.policy)))
 }
 
 /// Records a choice for the profile: as a message of each identity whose choice it must replace (a
@@ -318,8 +319,8 @@ async fn put_consent(
         }
         if applied {
             let (profile, doc) = live_profile(&state, &ws, &profile).await?;
-            let catalog = state.catalog(&ws).await?;
-            let body = consent_json(&profile, &doc, &catalog.consent.policy);
+            let in_force = cdp_projections::catalog::consent_policy(&state.store, &ws).await?;
+            let body = consent_json(&profile, &doc, &in_force.policy);
             return Ok((StatusCode::OK, Json(body)));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

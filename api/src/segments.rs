@@ -265,17 +265,20 @@ impl Export {
         } else {
             BTreeMap::new()
         };
-        // The computed columns' definitions, and the consent policy in force (the one segment
-        // conditions on consent are evaluated under).
-        let catalog = self.state.catalog(ws).await?;
         let traits = if self
             .columns
             .iter()
             .any(|c| matches!(c, Column::Computed(_)))
         {
-            catalog.folded().clone()
+            self.state.catalog(ws).await?.folded().clone()
         } else {
             BTreeMap::new()
+        };
+        // The consent policy in force, read for the page (not through the catalog's cache): the one
+        // segment conditions on consent are evaluated under, from the moment the engine applied it.
+        let policy = match self.channel {
+            Some(_) => catalog::consent_policy(store, ws).await?.policy,
+            None => Default::default(),
         };
         let now = Utc::now();
         let mut rows = Vec::with_capacity(page.len());
@@ -288,7 +291,7 @@ impl Export {
                 let Some(d) = doc else {
                     continue;
                 };
-                basis = crate::consent::reachable_in(d, &catalog.consent.policy, self.purpose)
+                basis = crate::consent::reachable_in(d, &policy, self.purpose)
                     .into_iter()
                     .find(|(c, _)| *c == channel)
                     .map(|(_, b)| b);

@@ -348,3 +348,122 @@ async fn under_opt_out_a_consent_segment_is_what_the_export_reaches() {
     })
     .await;
 }
+
+/// The consent policy is configuration put in force as a command of the log: a restart with SMS made
+/// opt-out appends it once (a second restart with the same file appends nothing), and the engine
+/// evaluates the segments on consent again — the never-asked customer enters, caused by the policy —
+/// while the export agrees throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_policy_re_evaluates_the_consent_segments_after_a_restart() {
+    if postgres_url().is_none() {
+        eprintln!(
+            "policy_restart: skipped (needs CDP_TEST_DATABASE_URL: a restart keeps the database)"
+        );
+        return;
+    }
+    let database = PgDatabase::create().await;
+    let on = |config: Option<String>| Options {
+        database_url: Some(database.url.clone()),
+        config_toml: config,
+        ..Options::default()
+    };
+    let opt_out = format!(
+        "[[workspace]]\nid = \"{WORKSPACE}\"\n[workspace.consent.policy]\nsms = \"opt_out\"\n"
+    );
+    let policy_commands = |app: &TestApp| {
+        let store = app.state.store.clone();
+        async move {
+            read_all(&store)
+                .await
+                .iter()
+                .filter(|e| e.event.name.as_deref() == Some("set_consent_policy"))
+                .count()
+        }
+    };
+
+    // Opt-in: the segment on SMS consent holds the grant only, as the export does.
+    let first = spawn_app_with(Backend::Postgres, on(None)).await;
+    define_buyers(&first).await;
+    let (status, body) = first
+        .put_as(
+            "/v1/segments/texting",
+            &json!({"condition": {"consent": "sms"}}),
+            Auth::Bearer(ADMIN_TOKEN),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    for m in [
+        order("ann", "o-ann", 50.0, json!({"sms": true})),
+        order("cy", "o-cy", 70.0, json!({})),
+    ] {
+        let (status, body) = first.post("/v1/track", &m).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (ann, cy) = (
+        profile_id(&first, "ann").await,
+        profile_id(&first, "cy").await,
+    );
+    eventually("texting holds Ann", || async {
+        let got = members(&first, "texting").await;
+        if got == [ann.clone()] {
+            Ok(())
+        } else {
+            Err(format!("{got:?}"))
+        }
+    })
+    .await;
+    assert_eq!(
+        export(&first, "channel=sms").await,
+        std::slice::from_ref(&ann)
+    );
+    assert_eq!(
+        policy_commands(&first).await,
+        0,
+        "the default policy needs no command"
+    );
+    drop(first);
+
+    // Restarted with SMS opt-out: Cy, who never said anything, enters; the export keeps her too.
+    let second = spawn_app_with(Backend::Postgres, on(Some(opt_out.clone()))).await;
+    let mut both = vec![ann.clone(), cy.clone()];
+    both.sort();
+    eventually("texting holds Ann and Cy", || async {
+        let got = members(&second, "texting").await;
+        if got == both {
+            Ok(())
+        } else {
+            Err(format!("{got:?}"))
+        }
+    })
+    .await;
+    let mut exported = export(&second, "channel=sms").await;
+    exported.sort();
+    assert_eq!(exported, both);
+    let (status, history) = second
+        .get_as(
+            &format!("/v1/profiles/{cy}/memberships"),
+            Auth::Bearer(ADMIN_TOKEN),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{history}");
+    let entered: Vec<&Value> = history["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["segment"] == "texting")
+        .collect();
+    assert_eq!(entered.len(), 1, "{history}");
+    assert_eq!(entered[0]["change"], "entered", "{history}");
+    assert_eq!(entered[0]["caused_by"], "consent:policy", "{history}");
+    assert_eq!(policy_commands(&second).await, 1);
+    drop(second);
+
+    // The same file again: the policy in force is the configured one, nothing is appended.
+    let third = spawn_app_with(Backend::Postgres, on(Some(opt_out))).await;
+    assert_eq!(
+        policy_commands(&third).await,
+        1,
+        "appended only when it changes"
+    );
+    assert_eq!(members(&third, "texting").await, both);
+}
