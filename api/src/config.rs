@@ -251,14 +251,6 @@ pub struct TokenConfig {
 }
 
 impl ConfigFile {
-    /// Each configured workspace's consent policy (opt-in everywhere for a workspace not named).
-    pub fn consent_policies(&self) -> std::collections::HashMap<String, ConsentPolicy> {
-        self.workspaces
-            .iter()
-            .filter_map(|w| Some((w.id.clone(), w.consent.as_ref()?.policy().ok()?)))
-            .collect()
-    }
-
     /// Each configured workspace's phone region (`[workspace.identity] phone_region`); a workspace not
     /// named reads phones in the default region.
     pub fn phone_regions(&self) -> std::collections::HashMap<String, PhoneRegion> {
@@ -374,7 +366,12 @@ mod tests {
              [workspace.consent.policy]\n\"email:service\" = \"opt_out\"\npush = \"opt_out\"",
         )
         .unwrap();
-        let policy = &file.consent_policies()["eu"];
+        let policy = file.workspaces[0]
+            .consent
+            .as_ref()
+            .unwrap()
+            .policy()
+            .unwrap();
         assert_eq!(policy.of("email", "service"), Policy::OptOut);
         assert_eq!(policy.of("email", "marketing"), Policy::OptIn);
         for bad in [

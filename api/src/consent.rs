@@ -5,7 +5,10 @@
 //! [`reachable_of`] (and [`reachable_in`], for a profile already loaded) is the one place every output
 //! asks which channels a profile may be reached on: the outbox publisher ([`gate`]: every NATS message
 //! and every in-process bus message, hence `/v1/stream`, carries `reachable`), and segment exports with
-//! `channel=` (only consenting members, from the document the export loads for its columns).
+//! `channel=` (only consenting members, from the document the export loads for its columns). Both
+//! apply `Consents::reaches` under the consent policy in force in the engine's catalog — the rule and
+//! the policy segment conditions on consent are evaluated with, so a segment "reachable by SMS" holds
+//! exactly the members the SMS export keeps (those with a phone).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -45,20 +48,6 @@ pub fn router() -> Router<Arc<AppState>> {
     )
 }
 
-/// Each workspace's consent policy (`[workspace.consent]` in `CDP_CONFIG`); opt-in where absent.
-pub type Policies = Arc<HashMap<String, ConsentPolicy>>;
-
-/// The policy of `workspace`.
-pub fn policy_of<'a>(
-    policies: &'a HashMap<String, ConsentPolicy>,
-    workspace: &str,
-) -> &'a ConsentPolicy {
-    static OPT_IN: std::sync::OnceLock<ConsentPolicy> = std::sync::OnceLock::new();
-    policies
-        .get(workspace)
-        .unwrap_or_else(|| OPT_IN.get_or_init(ConsentPolicy::default))
-}
-
 /// The reachable channels as outputs record them: `reachable` (the channels) and `reachable_by`
 /// (each one's basis: `granted`, or `opt_out_policy` when nobody chose and the workspace's policy
 /// makes the channel opt-out).
@@ -72,16 +61,21 @@ pub fn reachable_json(reachable: &[(&'static str, Basis)]) -> (Value, Value) {
 }
 
 /// The channels each of these profiles may be reached on for `purpose`, each with its basis, under
-/// their workspace's policy. A profile without a document (merged away, unknown) is reachable nowhere.
+/// the consent policy in force in their workspace (the engine's, which segment conditions read too).
+/// A profile without a document (merged away, unknown) is reachable nowhere.
 pub async fn reachable_of(
     store: &Store,
-    policies: &HashMap<String, ConsentPolicy>,
     keys: &[(String, String)],
     purpose: &str,
 ) -> Result<HashMap<(String, String), Vec<(&'static str, Basis)>>, ProjectionError> {
     let mut parsed = Vec::with_capacity(keys.len());
+    let mut policies: HashMap<String, ConsentPolicy> = HashMap::new();
     for (w, p) in keys {
         if let Ok(id) = cdp_domain::identity::ProfileId::parse(p) {
+            if !policies.contains_key(w) {
+                let in_force = cdp_projections::catalog::consent_policy(store, w).await?;
+                policies.insert(w.clone(), in_force.policy);
+            }
             parsed.push((w.clone(), id));
         }
     }
@@ -89,7 +83,10 @@ pub async fn reachable_of(
     let mut out: HashMap<(String, String), Vec<(&'static str, Basis)>> = docs
         .into_iter()
         .map(|((w, p), doc)| {
-            let reachable = reachable_in(&doc, policies, &w, purpose);
+            let reachable = policies
+                .get(&w)
+                .map(|policy| reachable_in(&doc, policy, purpose))
+                .unwrap_or_default();
             ((w, p.to_string()), reachable)
         })
         .collect();
@@ -99,25 +96,20 @@ pub async fn reachable_of(
     Ok(out)
 }
 
-/// [`reachable_of`] for a profile already loaded: the channels `doc` (a profile of `workspace`) may be
-/// reached on for `purpose`, with the basis of each.
+/// [`reachable_of`] for a profile already loaded: the channels `doc` may be reached on for `purpose`
+/// under its workspace's `policy` (the catalog's), with the basis of each — `Consents::reaches`, the
+/// rule segment conditions and the audience index apply.
 pub fn reachable_in(
     doc: &cdp_domain::profile::ProfileDoc,
-    policies: &HashMap<String, ConsentPolicy>,
-    workspace: &str,
+    policy: &ConsentPolicy,
     purpose: &str,
 ) -> Vec<(&'static str, Basis)> {
-    doc.consent
-        .reachable_by(purpose, policy_of(policies, workspace))
+    doc.consent.reachable_by(purpose, policy)
 }
 
 /// Sets `reachable` (the channels the profile may be reached on for marketing) on every message of the
 /// page that is about a profile. Every message leaves through here.
-pub async fn gate(
-    store: &Store,
-    policies: &HashMap<String, ConsentPolicy>,
-    page: Vec<OutMessage>,
-) -> anyhow::Result<Vec<OutMessage>> {
+pub async fn gate(store: &Store, page: Vec<OutMessage>) -> anyhow::Result<Vec<OutMessage>> {
     let mut payloads = Vec::with_capacity(page.len());
     let mut keys = Vec::new();
     for m in &page {
@@ -129,7 +121,7 @@ pub async fn gate(
     }
     keys.sort();
     keys.dedup();
-    let reachable = reachable_of(store, policies, &keys, DEFAULT_PURPOSE).await?;
+    let reachable = reachable_of(store, &keys, DEFAULT_PURPOSE).await?;
     Ok(page
         .into_iter()
         .zip(payloads)
@@ -220,8 +212,9 @@ async fn get_consent(
 ) -> Result<Json<Value>, ApiError> {
     principal.require(Scope::Read)?;
     let (profile, doc) = live_profile(&state, &principal.workspace, &id).await?;
-    let policy = policy_of(&state.consent_policies, &principal.workspace);
-    Ok(Json(consent_json(&profile, &doc, policy)))
+    let in_force =
+        cdp_projections::catalog::consent_policy(&state.store, &principal.workspace).await?;
+    Ok(Json(consent_json(&profile, &doc, &in_force.policy)))
 }
 
 /// Records a choice for the profile: as a message of each identity whose choice it must replace (a
@@ -326,8 +319,9 @@ async fn put_consent(
         }
         if applied {
             let (profile, doc) = live_profile(&state, &ws, &profile).await?;
-            let policy = policy_of(&state.consent_policies, &ws);
-            return Ok((StatusCode::OK, Json(consent_json(&profile, &doc, policy))));
+            let in_force = cdp_projections::catalog::consent_policy(&state.store, &ws).await?;
+            let body = consent_json(&profile, &doc, &in_force.policy);
+            return Ok((StatusCode::OK, Json(body)));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -75,10 +75,6 @@ pub struct AppState {
     pub limits: limits::Limits,
     /// Whether the database is out of reach, and for how long it was.
     pub outage: outage::Outage,
-    /// The consent policy of each workspace `CDP_CONFIG` gives one (`[workspace.consent]`); opt-in
-    /// everywhere for the others.
-    pub consent_policies:
-        Arc<std::collections::HashMap<String, cdp_domain::consent::ConsentPolicy>>,
     /// The phone region of each workspace `CDP_CONFIG` gives one (`[workspace.identity] phone_region`).
     pub phone_regions: std::collections::HashMap<String, cdp_domain::ident::PhoneRegion>,
     /// The audience index of each workspace (built in the background), told of every batch by the
@@ -172,12 +168,6 @@ impl Application {
             .as_ref()
             .map(config::ConfigFile::phone_regions)
             .unwrap_or_default();
-        let consent_policies = Arc::new(
-            config_file
-                .as_ref()
-                .map(config::ConfigFile::consent_policies)
-                .unwrap_or_default(),
-        );
         let appender = Appender::spawn(store.clone());
         let audiences = cdp_projections::audience::Audiences::default();
         let resolver = runner::spawn(
@@ -216,7 +206,6 @@ impl Application {
             bus: tokio::sync::broadcast::channel(4_096).0,
             limits: config.limits(),
             outage: outage::Outage::default(),
-            consent_policies,
             phone_regions,
             audiences,
         });
@@ -273,7 +262,6 @@ impl Application {
         ));
         let publisher = publish::spawn(
             state.store.clone(),
-            state.consent_policies.clone(),
             nats.clone().map(|c| (c, out)),
             state.bus.clone(),
             state.identity.clone(),

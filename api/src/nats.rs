@@ -148,7 +148,10 @@ async fn process(state: &Arc<AppState>, topology: &IngestTopology, batch: Vec<je
             .strip_prefix(&topology.subject_prefix)
             .unwrap_or_default()
             .to_owned();
-        let known = match state.workspace_known(&workspace).await {
+        let known = match crate::outage::bounded(state, state.workspace_known(&workspace))
+            .await
+            .and_then(|known| known)
+        {
             Ok(known) => known,
             Err(e) => {
                 // Not known to be unknown: never quarantined for it, redelivered instead.
@@ -240,7 +243,12 @@ async fn process(state: &Arc<AppState>, topology: &IngestTopology, batch: Vec<je
             let raw = String::from_utf8_lossy(&items[index].0.payload).into_owned();
             checked.rejected.push(Rejection { index, error, raw });
         }
-        let outcome = commit(state, Some(&workspace), checked, Source::Nats).await;
+        let outcome = crate::outage::bounded(
+            state,
+            commit(state, Some(&workspace), checked, Source::Nats),
+        )
+        .await
+        .and_then(|committed| committed);
         let messages: Vec<jetstream::Message> = items.into_iter().map(|(m, _)| m).collect();
         settle(state, &messages, outcome).await;
     }

@@ -190,7 +190,9 @@ fn segment_condition() -> Value {
         "properties": {"segment": {"type": "string", "minLength": 1, "maxLength": 200,
             "description": "The id of another segment (refused with 409 while it reads this one)."}}}));
     branches.push(json!({"type": "object", "additionalProperties": false, "required": ["consent"],
-        "properties": {"consent": {"oneOf": [
+        "properties": {"consent": {
+            "description": "The profile may be reached on the channel for the purpose (marketing when absent) under the workspace's consent policy: a grant, or silence on an opt-out channel — the rule `channel=` exports apply.",
+            "oneOf": [
             {"type": "string", "enum": CHANNELS},
             {"type": "object", "additionalProperties": false, "required": ["channel"], "properties": {
                 "channel": {"type": "string", "enum": CHANNELS},

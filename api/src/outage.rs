@@ -2,7 +2,13 @@
 //! could not reach it, every `/v1/` call is answered 503 with `Retry-After` at once instead of waiting
 //! for the pool's timeout, `/readyz` says not ready, and a probe pings the database until it answers
 //! again. `/metrics` counts the seconds spent unavailable.
+//!
+//! The first request need not wait for the pool's timeout either ([`bounded`]): a call still running
+//! after half a second makes the service ask whether the database accepts a new connection at all
+//! (once a second at most, for every caller). A busy pool — every connection taken, the call waiting
+//! for one — does, and the call goes on; an outage does not, and the call is answered 503 at once.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -17,6 +23,13 @@ use crate::AppState;
 /// How often the probe pings while the database is away, and how long one ping may take.
 const PROBE_EVERY: Duration = Duration::from_millis(500);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a call runs before the service asks whether the database accepts connections; how long
+/// making one may take; how long an answer holds for every caller.
+const SUSPECT_AFTER: Duration = Duration::from_millis(500);
+/// A refused or reset connection answers at once; this bounds a database host that does not answer
+/// at all, and leaves an overloaded server time to accept before it is taken for an outage.
+const CONNECT_WITHIN: Duration = Duration::from_millis(1_500);
+const ANSWER_HOLDS: Duration = Duration::from_secs(1);
 
 /// The database's availability as requests found it.
 #[derive(Debug, Default)]
@@ -27,6 +40,8 @@ pub struct Outage {
     past_micros: AtomicU64,
     outages: AtomicU64,
     probing: AtomicBool,
+    /// The last answer to "does the database accept a new connection", and when it was given.
+    asked: tokio::sync::Mutex<Option<(Instant, bool)>>,
 }
 
 impl Outage {
@@ -52,6 +67,20 @@ impl Outage {
     /// How many outages began since the start.
     pub fn count(&self) -> u64 {
         self.outages.load(Ordering::Relaxed)
+    }
+
+    /// Whether the database accepts a new connection: asked at most once per [`ANSWER_HOLDS`], the
+    /// callers meanwhile waiting for that answer.
+    async fn accepts_connections(&self, store: &cdp_domain::store::Store) -> bool {
+        let mut asked = self.asked.lock().await;
+        if let Some((at, answer)) = *asked {
+            if at.elapsed() < ANSWER_HOLDS {
+                return answer;
+            }
+        }
+        let answer = store.accepts_connections(CONNECT_WITHIN).await;
+        *asked = Some((Instant::now(), answer));
+        answer
     }
 
     /// Notes that the database could not be reached; true when this began an outage.
@@ -107,13 +136,55 @@ pub fn database_unreachable(state: &Arc<AppState>) {
     });
 }
 
-/// The middleware around every route: while an outage lasts a `/v1/` call is answered 503 at once;
-/// a response that found the database out of reach begins one.
+/// Runs `work` (a `/v1/` call, a NATS batch's commit) to its end, unless the database turns out to
+/// be out of reach meanwhile. Past [`SUSPECT_AFTER`], and every [`ANSWER_HOLDS`] after, it asks
+/// whether the database accepts a new connection: a pool that is merely busy does (the work goes on
+/// waiting for a connection, up to the pool's own timeout); a database that refuses, resets or does
+/// not answer within [`CONNECT_WITHIN`] does not — the outage begins and `Err(Unavailable)` answers
+/// within half a second when the connection is refused (a server or port down), two at most, instead
+/// of the pool's 10. The work is dropped then, as it is when a client hangs up; what it had handed on
+/// (an append the appender commits once the database is back) is what the client was told to retry,
+/// stored once by its messageId.
+pub async fn bounded<T>(
+    state: &Arc<AppState>,
+    work: impl Future<Output = T>,
+) -> Result<T, ApiError> {
+    tokio::pin!(work);
+    let mut wait = SUSPECT_AFTER;
+    loop {
+        if let Ok(done) = tokio::time::timeout(wait, &mut work).await {
+            return Ok(done);
+        }
+        let accepted = tokio::select! {
+            biased;
+            done = &mut work => return Ok(done),
+            accepted = state.outage.accepts_connections(&state.store) => accepted,
+        };
+        if !accepted {
+            database_unreachable(state);
+            return Err(ApiError::unavailable(
+                "the database does not accept connections",
+            ));
+        }
+        wait = ANSWER_HOLDS;
+    }
+}
+
+/// The middleware around every route: while an outage lasts a `/v1/` call is answered 503 at once,
+/// and a `/v1/` call that finds the database not accepting connections is answered 503 without
+/// waiting for the pool ([`bounded`]); a response that found the database out of reach begins one.
 pub async fn watch(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    if state.outage.ongoing() && request.uri().path().starts_with("/v1/") {
+    let api = request.uri().path().starts_with("/v1/");
+    if state.outage.ongoing() && api {
         return ApiError::unavailable("an outage of the database is ongoing").into_response();
     }
-    let response = next.run(request).await;
+    let response = if api {
+        bounded(&state, next.run(request))
+            .await
+            .unwrap_or_else(IntoResponse::into_response)
+    } else {
+        next.run(request).await
+    };
     if response.extensions().get::<DatabaseUnreachable>().is_some() {
         database_unreachable(&state);
     }

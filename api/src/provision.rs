@@ -82,6 +82,43 @@ async fn provision_catalog(
     Ok(())
 }
 
+/// Puts the workspace's configured consent policy (opt-in where `[workspace.consent]` is absent) in
+/// force when it differs from the one in force: a `set_consent_policy` command of the log, like a
+/// definition, so the resolver applies it in its place in the global order (re-evaluating the
+/// segments that read consent) and a rebuild meets it at the same place. A policy that does not parse
+/// stops the start.
+async fn provision_consent(
+    store: &Store,
+    w: &crate::config::WorkspaceConfig,
+) -> anyhow::Result<()> {
+    use cdp_domain::catalog::CatalogCommand;
+    let configured = w
+        .consent
+        .as_ref()
+        .map(crate::config::ConsentConfig::policy)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("CDP_CONFIG: workspace {}: {e}", w.id))?
+        .unwrap_or_default();
+    let in_force = cdp_projections::catalog::consent_policy(store, &w.id)
+        .await
+        .with_context(|| format!("failed to read the consent policy of {}", w.id))?;
+    if in_force.policy == configured {
+        return Ok(());
+    }
+    let command = CatalogCommand::SetConsentPolicy {
+        policy: configured.to_json(),
+        actor: "config".into(),
+    };
+    store
+        .append(&[crate::operate::command_event(
+            &w.id,
+            command.name(),
+            &command,
+        )])
+        .await?;
+    Ok(())
+}
+
 /// Applies the configured workspaces and credentials. Returns generated credentials when it had to make
 /// the `default` workspace.
 pub async fn provision(
@@ -126,6 +163,7 @@ pub async fn provision(
                 }
             }
             provision_catalog(store, w).await?;
+            provision_consent(store, w).await?;
             for t in &w.tokens {
                 let scopes = t.scopes.iter().filter_map(|s| Scope::parse(s)).collect();
                 store

@@ -76,7 +76,6 @@ impl Drop for BackgroundTask {
 /// Starts publishing; `resolver` tells it when the resolver committed (else it polls every `POLL`).
 pub fn spawn(
     store: Store,
-    policies: crate::consent::Policies,
     nats: Option<(async_nats::Client, OutTopology)>,
     bus: broadcast::Sender<Published>,
     resolver: std::sync::Arc<cdp_projections::RunnerStatus>,
@@ -84,7 +83,7 @@ pub fn spawn(
     BackgroundTask(tokio::spawn(async move {
         let mut outage = Outage::default();
         loop {
-            let outcome = publish_some(&store, &policies, nats.as_ref(), &bus).await;
+            let outcome = publish_some(&store, nats.as_ref(), &bus).await;
             let now = Instant::now();
             let change = match &outcome {
                 Ok(0) => outage.idle(now),
@@ -213,7 +212,6 @@ async fn waiting(store: &Store) -> Result<i64, ProjectionError> {
 #[tracing::instrument(name = "publish", skip_all)]
 async fn publish_some(
     store: &Store,
-    policies: &crate::consent::Policies,
     nats: Option<&(async_nats::Client, OutTopology)>,
     bus: &broadcast::Sender<Published>,
 ) -> anyhow::Result<usize> {
@@ -223,7 +221,7 @@ async fn publish_some(
         return Ok(0);
     };
     // Every message leaves with the channels its profile may be reached on.
-    let page = crate::consent::gate(store, policies, page).await?;
+    let page = crate::consent::gate(store, page).await?;
     if let Some((client, topology)) = nats {
         let js = jetstream::new(client.clone());
         let mut acks = Vec::with_capacity(page.len());

@@ -180,7 +180,9 @@ async fn profile_body(
     requested: &str,
     view: &profiles::ProfileView,
 ) -> Result<Value, ApiError> {
-    let policy = crate::consent::policy_of(&state.consent_policies, workspace);
+    // Reachable under the consent policy in force, as segments and exports read it.
+    let catalog = state.catalog(workspace).await?;
+    let policy = &catalog.consent.policy;
     let mut body = profile_json(profile, requested, &view.doc, &view.recent, policy);
     let (computed, tags) =
         crate::catalog::profile_sections(state, workspace, &view.doc, &view.tags).await?;

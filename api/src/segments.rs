@@ -274,6 +274,12 @@ impl Export {
         } else {
             BTreeMap::new()
         };
+        // The consent policy in force, read for the page (not through the catalog's cache): the one
+        // segment conditions on consent are evaluated under, from the moment the engine applied it.
+        let policy = match self.channel {
+            Some(_) => catalog::consent_policy(store, ws).await?.policy,
+            None => Default::default(),
+        };
         let now = Utc::now();
         let mut rows = Vec::with_capacity(page.len());
         for (profile, since, caused_by) in &page {
@@ -285,8 +291,7 @@ impl Export {
                 let Some(d) = doc else {
                     continue;
                 };
-                let policies = &self.state.consent_policies;
-                basis = crate::consent::reachable_in(d, policies, ws, self.purpose)
+                basis = crate::consent::reachable_in(d, &policy, self.purpose)
                     .into_iter()
                     .find(|(c, _)| *c == channel)
                     .map(|(_, b)| b);

@@ -3,7 +3,10 @@
 //! Definitions are events of the log like every other operator command (`MessageKind::Operator`), so the
 //! resolver takes them in their place in the global order: the events before a definition are folded
 //! without it (and backfilled), those after it with it, and replaying the log gives the same profiles.
-//! A definition's version is the log sequence number of the command that made it.
+//! A definition's version is the log sequence number of the command that made it. The workspace's
+//! consent policy is such a command too (`set_consent_policy`, appended at start when `CDP_CONFIG`
+//! changes it), for the same reason: segment conditions on consent read it, and a rebuild must meet
+//! the policy where the live resolver did.
 
 use std::collections::BTreeMap;
 
@@ -11,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::computed::{DefinitionError, TraitDef};
+use crate::consent::ConsentPolicy;
 use crate::identity::ProfileId;
 use crate::segments::SegmentDef;
 use crate::tags::TagDef;
@@ -64,6 +68,12 @@ pub enum CatalogCommand {
         id: String,
         actor: String,
     },
+    /// The workspace's consent policy (`ConsentPolicy::to_json`), from `CDP_CONFIG`'s
+    /// `[workspace.consent]`: what silence means on each channel and purpose.
+    SetConsentPolicy {
+        policy: Value,
+        actor: String,
+    },
 }
 
 impl CatalogCommand {
@@ -77,6 +87,7 @@ impl CatalogCommand {
             CatalogCommand::UntagProfile { .. } => "untag_profile",
             CatalogCommand::PutSegment { .. } => "put_segment",
             CatalogCommand::DeleteSegment { .. } => "delete_segment",
+            CatalogCommand::SetConsentPolicy { .. } => "set_consent_policy",
         }
     }
 
@@ -93,6 +104,7 @@ impl CatalogCommand {
                     | "untag_profile"
                     | "put_segment"
                     | "delete_segment"
+                    | "set_consent_policy"
             )
         )
     }
@@ -136,6 +148,14 @@ pub struct DefinedSegment {
     pub def: SegmentDef,
 }
 
+/// The consent policy in force.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DefinedConsent {
+    /// The log position of the command that set it; [`BUILT_IN_VERSION`]: never set (opt-in).
+    pub version: i64,
+    pub policy: ConsentPolicy,
+}
+
 /// The definitions in force in one workspace.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Catalog {
@@ -143,6 +163,9 @@ pub struct Catalog {
     pub traits: BTreeMap<String, DefinedTrait>,
     pub tags: BTreeMap<String, DefinedTag>,
     pub segments: BTreeMap<String, DefinedSegment>,
+    /// What a customer's silence means on each channel and purpose: segment conditions on consent
+    /// read it as the outputs do.
+    pub consent: DefinedConsent,
     /// Every trait folded into profiles: the defined ones, the ones tags and segments need (RFM inputs,
     /// event conditions), and the built-in.
     folded: BTreeMap<String, DefinedTrait>,
@@ -182,8 +205,20 @@ impl Catalog {
             traits,
             tags,
             segments,
+            consent: DefinedConsent::default(),
             folded,
         }
+    }
+
+    /// The catalog under the consent policy `consent`.
+    pub fn with_consent(mut self, consent: DefinedConsent) -> Catalog {
+        self.consent = consent;
+        self
+    }
+
+    /// Whether a saved segment reads consent: only then does a change of policy change members.
+    pub fn reads_consent(&self) -> bool {
+        self.segments.values().any(|s| s.def.reads_consent())
     }
 
     /// Every trait folded into the profiles of the workspace, by name.

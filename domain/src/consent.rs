@@ -9,8 +9,11 @@
 //! anything granted it. So a merge is conservative by construction — a revoke on either side wins —
 //! and the profile says which identity revoked. With no choice recorded a channel is not usable:
 //! consent is opt-in — unless the workspace's [`ConsentPolicy`] makes a channel (or a channel for one
-//! purpose) opt-out, where silence allows it and only a revoke forbids it. [`Consents::reachable_by`]
-//! says, for each channel it allows, whether a grant or the opt-out policy did.
+//! purpose) opt-out, where silence allows it and only a revoke forbids it. [`Consents::reaches`] is that
+//! one rule, with its [`Basis`] (a grant or the opt-out policy); [`Consents::reachable_by`] applies it
+//! to every channel. Segment conditions, the audience index, messages, exports and the profile view all
+//! read it, under the policy in force in the workspace's catalog (a `set_consent_policy` command of
+//! the log, so that a rebuild meets the same policy at the same place).
 
 use std::collections::BTreeMap;
 
@@ -112,22 +115,19 @@ impl Consents {
         })
     }
 
-    /// Whether `channel` may be used for `purpose` (an explicit grant by every identity that chose).
-    pub fn allows(&self, channel: &str, purpose: &str) -> bool {
-        self.standing(channel, purpose).is_some_and(|s| s.granted)
-    }
-
-    /// The channels the profile may be reached on for `purpose`.
-    pub fn reachable(&self, purpose: &str) -> Vec<&'static str> {
-        CHANNELS
-            .into_iter()
-            .filter(|c| self.allows(c, purpose))
-            .collect()
+    /// Whether `channel` may be used for `purpose` under a workspace's `policy`, and why — the one rule
+    /// every reader of reachability applies (segment conditions, the audience index, messages,
+    /// exports, the profile view): a recorded standing decides (granted by every identity that chose,
+    /// or not); with none, the channel's policy does (opt-out: reachable, opt-in: not).
+    pub fn reaches(&self, channel: &str, purpose: &str, policy: &ConsentPolicy) -> Option<Basis> {
+        match self.standing(channel, purpose) {
+            Some(s) => s.granted.then_some(Basis::Granted),
+            None => (policy.of(channel, purpose) == Policy::OptOut).then_some(Basis::OptOutPolicy),
+        }
     }
 
     /// The channels the profile may be reached on for `purpose` under a workspace's policy, each with
-    /// why: a recorded standing decides (granted by every identity that chose, or not); with none, the
-    /// channel's policy does (opt-out: reachable).
+    /// why ([`Consents::reaches`]).
     pub fn reachable_by(
         &self,
         purpose: &str,
@@ -135,12 +135,7 @@ impl Consents {
     ) -> Vec<(&'static str, Basis)> {
         CHANNELS
             .into_iter()
-            .filter_map(|c| match self.standing(c, purpose) {
-                Some(s) => s.granted.then_some((c, Basis::Granted)),
-                None => {
-                    (policy.of(c, purpose) == Policy::OptOut).then_some((c, Basis::OptOutPolicy))
-                }
-            })
+            .filter_map(|c| Some((c, self.reaches(c, purpose, policy)?)))
             .collect()
     }
 
@@ -246,6 +241,49 @@ impl ConsentPolicy {
         })
     }
 
+    /// The policy as the log records it (`set_consent_policy`): `{"default": "opt_in", "policy":
+    /// {"email:marketing": "opt_out"}}`.
+    pub fn to_json(&self) -> Value {
+        let entries: serde_json::Map<String, Value> = self
+            .entries
+            .iter()
+            .map(|(k, p)| (k.clone(), Value::from(p.as_str())))
+            .collect();
+        serde_json::json!({"default": self.default.as_str(), "policy": entries})
+    }
+
+    /// Reads [`ConsentPolicy::to_json`]'s form back; what is wrong, in a sentence, otherwise.
+    pub fn parse(v: &Value) -> Result<ConsentPolicy, String> {
+        let obj = v
+            .as_object()
+            .ok_or_else(|| "a consent policy must be an object".to_owned())?;
+        if let Some(k) = obj.keys().find(|k| *k != "default" && *k != "policy") {
+            return Err(format!(
+                "consent policy: unknown key {k:?}; expected default or policy"
+            ));
+        }
+        let default = match obj.get("default") {
+            None => Policy::default(),
+            Some(raw) => raw
+                .as_str()
+                .and_then(Policy::parse)
+                .ok_or_else(|| format!("consent default {raw} is not opt_in or opt_out"))?,
+        };
+        let mut entries = BTreeMap::new();
+        if let Some(raw) = obj.get("policy") {
+            let map = raw
+                .as_object()
+                .ok_or_else(|| "consent policy: policy must be an object".to_owned())?;
+            for (k, v) in map {
+                let v = v
+                    .as_str()
+                    .ok_or_else(|| format!("consent policy {k:?}: {v} is not opt_in or opt_out"))?;
+                entries.insert(k.clone(), v.to_owned());
+            }
+        }
+        ConsentPolicy::new(default, &entries)
+    }
+
     /// The policy of `channel` for `purpose`.
     pub fn of(&self, channel: &str, purpose: &str) -> Policy {
         self.entries
@@ -343,6 +381,21 @@ mod tests {
             consents.reachable_by("service", &ConsentPolicy::default()),
             [("sms", Basis::Granted)]
         );
+        // The log's form reads back the same, and a wrong one is refused with a sentence.
+        assert_eq!(ConsentPolicy::parse(&policy.to_json()), Ok(policy.clone()));
+        assert_eq!(
+            ConsentPolicy::parse(&json!({})),
+            Ok(ConsentPolicy::default())
+        );
+        for bad in [
+            json!([]),
+            json!({"default": "never"}),
+            json!({"policy": {"sms": true}}),
+            json!({"policy": {"fax": "opt_out"}}),
+            json!({"defaults": "opt_in"}),
+        ] {
+            assert!(ConsentPolicy::parse(&bad).is_err(), "{bad}");
+        }
         let everything = ConsentPolicy::new(Policy::OptOut, &BTreeMap::new()).unwrap();
         assert_eq!(consents.reachable_by("service", &everything).len(), 4);
         for bad in [
@@ -392,17 +445,25 @@ mod tests {
     #[test]
     fn the_latest_choice_of_an_identity_holds_and_opt_in_is_needed() {
         let mut c = Consents::default();
-        assert!(!c.allows("sms", "marketing"), "nothing said: not reachable");
+        let opt_in = ConsentPolicy::default();
+        assert_eq!(
+            c.reaches("sms", "marketing", &opt_in),
+            None,
+            "nothing said: not reachable"
+        );
         c.record("sms", "marketing", "user_id:u1", choice(true, 1, "a"));
         c.record("sms", "marketing", "user_id:u1", choice(false, 5, "b"));
         c.record("sms", "marketing", "user_id:u1", choice(true, 3, "c"));
         assert!(
-            !c.allows("sms", "marketing"),
+            c.reaches("sms", "marketing", &opt_in).is_none(),
             "the revoke at :05 is the latest"
         );
         c.record("email", "marketing", "user_id:u1", choice(true, 2, "d"));
-        assert_eq!(c.reachable("marketing"), vec!["email"]);
-        assert!(c.reachable("service").is_empty());
+        assert_eq!(
+            c.reachable_by("marketing", &opt_in),
+            [("email", Basis::Granted)]
+        );
+        assert!(c.reachable_by("service", &opt_in).is_empty());
     }
 
     #[test]

@@ -9,6 +9,9 @@
 //! - `{"trait" | "tag" | "computed": name, "op": .., "value": ..}`, read as [`crate::tags::Condition`] reads it;
 //! - `{"segment": "<id>"}`: the profile is a member of segment `<id>` (union is `any`, intersection `all`,
 //!   difference `all` with a `not`);
+//! - `{"consent": "sms"}` or `{"consent": {"channel": "sms", "purpose": "service"}}`: the profile may be
+//!   reached there, under the workspace's consent policy — the rule the exports and messages apply, so
+//!   a segment "reachable by SMS" and the SMS export agree under opt-in and opt-out alike;
 //! - an event condition, `{"event": "Order Completed", "where": [..], "window": "7d", ..}` with either
 //!   `"count": {"op": "gte", "value": 3}` (the number of matching events; neither `count` nor `aggregate`
 //!   means at least one), or `"aggregate": {"function": "sum", "property": "properties.total"}` with `"op"` and
@@ -98,7 +101,8 @@ pub enum SegmentCondition {
     /// Membership of another segment.
     Segment(String),
     /// The profile may be reached on the channel for the purpose: `{"consent": "sms"}` (marketing) or
-    /// `{"consent": {"channel": "sms", "purpose": "service"}}`.
+    /// `{"consent": {"channel": "sms", "purpose": "service"}}` — under the workspace's consent policy,
+    /// as the exports and messages decide it (`crate::consent::Consents::reaches`).
     Consent {
         channel: &'static str,
         purpose: &'static str,
@@ -123,7 +127,8 @@ pub struct SegmentDef {
 /// What a segment's evaluation reads: the tag facts, and other segments' membership.
 pub trait SegmentFacts: Facts {
     fn in_segment(&self, id: &str) -> bool;
-    /// Whether the profile may be reached on `channel` for `purpose` (`crate::consent`).
+    /// Whether the profile may be reached on `channel` for `purpose` under the workspace's consent
+    /// policy: `crate::consent::Consents::reaches`, the rule every output applies.
     fn consents(&self, channel: &str, purpose: &str) -> bool;
 }
 
@@ -194,6 +199,16 @@ impl SegmentDef {
             }
         });
         out
+    }
+
+    /// Whether a condition reads consent (`{"consent": ..}`), whose answer depends on the workspace's
+    /// consent policy.
+    pub fn reads_consent(&self) -> bool {
+        let mut found = false;
+        self.condition.for_each_leaf(&mut |c| {
+            found |= matches!(c, SegmentCondition::Consent { .. });
+        });
+        found
     }
 
     /// Whether the profile is in segment `id` now. Event conditions read the hidden trait's value

@@ -1,12 +1,13 @@
-//! Storage of the catalog (computed trait and tag definitions) and of what the resolver derives from it:
+//! Storage of the catalog (computed trait, tag and segment definitions, the consent policy) and of what the resolver derives from it:
 //! the backfill and re-evaluation jobs, the tags each profile has, what each profile is worth, when a
 //! profile must be looked at again, the RFM cut points, and the outbox of messages for subscribers.
 //! The resolver writes all of it in the transaction of its batch; the API reads it.
 
 use std::collections::BTreeMap;
 
-use cdp_domain::catalog::{Catalog, DefinedSegment, DefinedTag, DefinedTrait};
+use cdp_domain::catalog::{Catalog, DefinedConsent, DefinedSegment, DefinedTag, DefinedTrait};
 use cdp_domain::computed::TraitDef;
+use cdp_domain::consent::ConsentPolicy;
 use cdp_domain::profile::ProfileDoc;
 use cdp_domain::segments::SegmentDef;
 use cdp_domain::store::Store;
@@ -46,6 +47,9 @@ macro_rules! read {
 pub const TRAIT: &str = "trait";
 pub const TAG: &str = "tag";
 pub const SEGMENT: &str = "segment";
+/// The workspace's consent policy: one name, [`CONSENT_POLICY`].
+pub const CONSENT: &str = "consent";
+pub const CONSENT_POLICY: &str = "policy";
 
 /// One stored version of a definition.
 #[derive(Debug, Clone, PartialEq)]
@@ -145,7 +149,29 @@ pub async fn load(store: &Store, workspace: &str) -> Result<Catalog, ProjectionE
             },
         );
     }
-    Ok(Catalog::new(traits, tags, segments))
+    let consent = consent_policy(store, workspace).await?;
+    Ok(Catalog::new(traits, tags, segments).with_consent(consent))
+}
+
+/// The consent policy in force in `workspace`: the last `set_consent_policy` the resolver applied,
+/// else the default (opt-in everywhere).
+pub async fn consent_policy(
+    store: &Store,
+    workspace: &str,
+) -> Result<DefinedConsent, ProjectionError> {
+    let Some(d) = definitions(store, workspace, CONSENT)
+        .await?
+        .into_iter()
+        .find(|d| d.name == CONSENT_POLICY)
+    else {
+        return Ok(DefinedConsent::default());
+    };
+    let policy =
+        ConsentPolicy::parse(&d.body.unwrap_or_default()).map_err(ProjectionError::corrupt)?;
+    Ok(DefinedConsent {
+        version: d.version,
+        policy,
+    })
 }
 
 /// A backfill or re-evaluation job.

@@ -176,7 +176,7 @@ fn every_output_passes_the_consent_gate() {
         .find("pub async fn reachable_of(")
         .expect("consent::reachable_of");
     assert!(
-        consent[of..].contains("reachable_in(&doc, policies"),
+        consent[of..].contains("reachable_in(&doc, policy"),
         "reachable_of and the export's reachable_in are one rule"
     );
 }

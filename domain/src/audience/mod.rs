@@ -53,7 +53,8 @@ pub struct ProfileRow {
     pub tags: BTreeMap<String, Value>,
     /// The saved segments the profile is a member of.
     pub segments: BTreeSet<String>,
-    /// `(channel, purpose)` pairs the profile may be reached on.
+    /// `(channel, purpose)` pairs the profile may be reached on under the catalog's consent policy
+    /// (`crate::consent::Consents::reaches`): the index is read whole again when the policy changes.
     pub consents: BTreeSet<(String, String)>,
     /// The built-in spend at the index's time.
     pub spend: f64,

@@ -189,6 +189,17 @@ impl Store {
         }
     }
 
+    /// Whether the database accepts a new connection within `within`, asked outside the pool. The
+    /// pool's `PoolTimedOut` says the same after its `acquire_timeout` whether no connection could be
+    /// made (an outage) or every connection was taken (a busy pool, which is not one); this tells the
+    /// two apart, at once. An embedded database always does.
+    pub async fn accepts_connections(&self, within: std::time::Duration) -> bool {
+        match self {
+            Store::Sqlite(_) => true,
+            Store::Postgres(s) => s.accepts_connections(within).await,
+        }
+    }
+
     /// The events with these sequence numbers, in `seq` order; missing and erased ones are left out.
     pub async fn events_by_seq(&self, seqs: &[i64]) -> Result<Vec<StoredEvent>, StoreError> {
         const PER_STATEMENT: usize = 500;

@@ -113,6 +113,34 @@ impl PostgresStore {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+
+    /// Whether PostgreSQL accepts a new connection, made outside the pool, within `within`: not when
+    /// the connection is refused, reset or not made in time, nor when the server says it is starting
+    /// or shutting down. A server that answers otherwise — too many connections, say — is there: a
+    /// request waiting for a pooled connection waits on a busy pool, not on an outage.
+    pub(super) async fn accepts_connections(&self, within: Duration) -> bool {
+        use sqlx::Connection;
+        let options = (*self.pool.connect_options()).clone();
+        match tokio::time::timeout(within, PgConnection::connect_with(&options)).await {
+            Err(_) => false,
+            Ok(Ok(connection)) => {
+                // Closed politely in the background: the answer is known.
+                tokio::spawn(async move {
+                    let _ = connection.close().await;
+                });
+                true
+            }
+            Ok(Err(e)) => !refuses_connections(&e),
+        }
+    }
+}
+
+/// Whether a failed connection attempt says the database is out of reach (see
+/// [`super::is_connection_error`]) rather than full: "too many connections" (`53300`) comes from a
+/// server that is up.
+fn refuses_connections(e: &sqlx::Error) -> bool {
+    let full = matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("53300"));
+    super::is_connection_error(e) && !full
 }
 
 impl EventStore for PostgresStore {
@@ -404,4 +432,67 @@ async fn subject_keys(
     }
     cache.remember(&keys);
     Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server's answer to a connection attempt, with its SQLSTATE.
+    #[derive(Debug)]
+    struct Answer(&'static str);
+
+    impl std::fmt::Display for Answer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "SQLSTATE {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Answer {}
+
+    impl sqlx::error::DatabaseError for Answer {
+        fn message(&self) -> &str {
+            self.0
+        }
+
+        fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+            Some(self.0.into())
+        }
+
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    #[test]
+    fn a_refused_connection_is_an_outage_and_a_full_server_is_not() {
+        let answered = |code| sqlx::Error::Database(Box::new(Answer(code)));
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(refuses_connections(&sqlx::Error::Io(refused)));
+        assert!(refuses_connections(&answered("57P03")), "starting up");
+        assert!(
+            refuses_connections(&answered("08006")),
+            "connection failure"
+        );
+        assert!(
+            !refuses_connections(&answered("53300")),
+            "too many connections: the server is up"
+        );
+        assert!(
+            !refuses_connections(&answered("28P01")),
+            "a wrong password is no outage"
+        );
+    }
 }

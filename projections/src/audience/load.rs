@@ -246,7 +246,7 @@ fn rows_of(
         let consents = CHANNELS
             .iter()
             .flat_map(|c| PURPOSES.iter().map(move |p| (*c, *p)))
-            .filter(|(c, p)| doc.consent.allows(c, p))
+            .filter(|(c, p)| doc.consent.reaches(c, p, &catalog.consent.policy).is_some())
             .map(|(c, p)| (c.to_owned(), p.to_owned()))
             .collect();
         out.push(ProfileRow {

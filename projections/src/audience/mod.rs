@@ -7,7 +7,8 @@
 //! answers, the stored token is read: equal to the index's, the index is current; reachable from it
 //! through the staged batches (each names the token it followed), the profiles those batches touched
 //! are read again from the tables (a batch that changed definitions breaks the chain only when the
-//! index's columns depend on what it changed: a computed trait folded, a tag's name); otherwise —
+//! index's columns depend on what it changed: a computed trait folded, a tag's name, the consent
+//! policy); otherwise —
 //! another instance's resolver, a rebuild's switch, an erasure, a failed commit — the index is not
 //! current, the caller answers without it (the exact path, the stored rows), and the background
 //! builder reads the workspace whole again. Profiles whose computed values changed by themselves
@@ -424,7 +425,8 @@ impl Audiences {
     /// catalog in force when one of them changed definitions; `None` when the chain does not lead
     /// back to the slot's token, or a definition changed what the index's columns are (a computed
     /// trait folded, a tag defined or deleted: names resolve differently, values are computed
-    /// differently) — then the index is read whole. A segment's definition without event
+    /// differently; the consent policy: every row's reachable channels) — then the index is read
+    /// whole. A segment's definition without event
     /// conditions changes no column: its members are staged as any membership.
     async fn follow(
         &self,
@@ -451,8 +453,10 @@ impl Audiences {
                 _ => return Ok(None),
             }
         }
+        // The consent policy decides every row's reachable channels, as it does the engine's.
         let same_columns = catalog.folded() == slot.catalog.folded()
-            && catalog.tags.keys().eq(slot.catalog.tags.keys());
+            && catalog.tags.keys().eq(slot.catalog.tags.keys())
+            && catalog.consent == slot.catalog.consent;
         Ok(same_columns.then_some((profiles, Some(catalog))))
     }
 

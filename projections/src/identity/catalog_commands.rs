@@ -5,9 +5,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 use cdp_domain::catalog::{
-    check_name, Catalog, CatalogCommand, DefinedSegment, DefinedTag, DefinedTrait,
+    check_name, Catalog, CatalogCommand, DefinedConsent, DefinedSegment, DefinedTag, DefinedTrait,
 };
 use cdp_domain::computed::TraitDef;
+use cdp_domain::consent::ConsentPolicy;
 use cdp_domain::event::StoredEvent;
 use cdp_domain::identity::{IdentityEvent, IdentityGraph};
 use cdp_domain::segments::{segment_cycle, SegmentDef};
@@ -132,6 +133,7 @@ pub(super) fn decide_catalog(
                 }
             }
         }
+        CatalogCommand::SetConsentPolicy { policy, .. } => ConsentPolicy::parse(policy).err(),
         CatalogCommand::DeleteTrait { .. }
         | CatalogCommand::DeleteTag { .. }
         | CatalogCommand::DeleteSegment { .. } => None,
@@ -143,7 +145,8 @@ pub(super) fn decide_catalog(
 }
 
 /// Applies a catalog command to the workspace's catalog, recording the definition and the job that
-/// brings every profile up to it. Returns the manual tag change it makes, if any.
+/// brings every profile up to it (for a consent policy, only when a segment reads consent). Returns
+/// the manual tag change it makes, if any.
 pub(super) fn apply_catalog(
     command: &CatalogCommand,
     stored: &StoredEvent,
@@ -193,6 +196,35 @@ pub(super) fn apply_catalog(
             segments.remove(id)?;
             (stored_catalog::SEGMENT, id, None)
         }
+        CatalogCommand::SetConsentPolicy { policy, .. } => {
+            let policy = ConsentPolicy::parse(policy).ok()?;
+            // Members change only where a segment reads consent: then every profile is evaluated
+            // again under the new policy (a job, as for a changed segment). A segment defined later
+            // is evaluated under the policy in force by its own job.
+            let job = catalog.reads_consent();
+            catalog.consent = DefinedConsent {
+                version,
+                policy: policy.clone(),
+            };
+            writes.definitions.push(crate::catalog::DefinitionRow {
+                workspace: ws.clone(),
+                kind: stored_catalog::CONSENT,
+                name: stored_catalog::CONSENT_POLICY.to_owned(),
+                version,
+                body: Some(policy.to_json().to_string()),
+                defined_at: cdp_domain::event::to_millis(e.received_at),
+            });
+            if job {
+                writes.jobs.push(new_job(
+                    ws,
+                    stored_catalog::CONSENT,
+                    stored_catalog::CONSENT_POLICY,
+                    version,
+                    now,
+                ));
+            }
+            return None;
+        }
         CatalogCommand::TagProfile {
             profile_id,
             tag,
@@ -217,7 +249,8 @@ pub(super) fn apply_catalog(
             })
         }
     };
-    *catalog = Catalog::new(traits, tags, segments);
+    let consent = std::mem::take(&mut catalog.consent);
+    *catalog = Catalog::new(traits, tags, segments).with_consent(consent);
     writes.definitions.push(crate::catalog::DefinitionRow {
         workspace: ws.clone(),
         kind,

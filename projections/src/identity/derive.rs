@@ -510,6 +510,7 @@ fn attribute(cause: &str, tag: &str, catalog: &Catalog) -> String {
         Some((catalog::TAG, name)) => catalog.tags.get(name).map(|t| t.version),
         Some((catalog::TRAIT, name)) => catalog.folded().get(name).map(|t| t.version),
         Some((catalog::SEGMENT, name)) => catalog.segments.get(name).map(|t| t.version),
+        Some((catalog::CONSENT, _)) => Some(catalog.consent.version),
         _ => None,
     };
     let own = catalog

@@ -45,7 +45,11 @@ impl SegmentFacts for ProfileFacts<'_> {
     }
 
     fn consents(&self, channel: &str, purpose: &str) -> bool {
-        self.doc.consent.allows(channel, purpose)
+        // The rule every output applies, under the policy in force in the catalog.
+        self.doc
+            .consent
+            .reaches(channel, purpose, &self.catalog.consent.policy)
+            .is_some()
     }
 }
 

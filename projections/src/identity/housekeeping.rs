@@ -387,6 +387,7 @@ async fn run_job_page(
     let current = match job.kind.as_str() {
         catalog::TRAIT => catalog.folded().get(&job.name).map(|t| t.version),
         catalog::SEGMENT => catalog.segments.get(&job.name).map(|s| s.version),
+        catalog::CONSENT => Some(catalog.consent.version),
         _ => catalog.tags.get(&job.name).map(|t| t.version),
     };
     if current.is_some_and(|v| v != job.version) {
@@ -574,7 +575,8 @@ pub async fn preview(
             def: def.clone(),
         },
     );
-    let cat = Catalog::new(stored.traits.clone(), stored.tags.clone(), segments);
+    let cat = Catalog::new(stored.traits.clone(), stored.tags.clone(), segments)
+        .with_consent(stored.consent.clone());
     let thresholds: BTreeMap<String, RfmThresholds> = catalog::thresholds(store, workspace)
         .await?
         .into_iter()

@@ -183,3 +183,287 @@ async fn an_sms_opt_out_never_reaches_an_export_or_a_message() {
     })
     .await;
 }
+
+/// The members of a saved segment, sorted (one page: the tests' segments are small).
+async fn members(app: &TestApp, segment: &str) -> Vec<String> {
+    let (status, page) = app
+        .get_as(
+            &format!("/v1/segments/{segment}/members"),
+            Auth::Bearer(ADMIN_TOKEN),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let mut ids: Vec<String> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["profile_id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Under an opt-out policy a segment on consent holds exactly the members the channel's export keeps
+/// — the grant, the never-asked (by the policy), never the withdrawn — whether the engine evaluated
+/// it (the saved segment), the exact path previews it or the audience index answers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_opt_out_a_consent_segment_is_what_the_export_reaches() {
+    on_each_backend("consent_segment_opt_out", |backend| async move {
+        // SMS is opt-out in the bootstrap workspace; every other channel stays opt-in.
+        let config = format!(
+            "[[workspace]]\nid = \"{WORKSPACE}\"\n[workspace.consent]\ndefault = \"opt_in\"\n\
+             [workspace.consent.policy]\nsms = \"opt_out\"\n"
+        );
+        let app = spawn_app_with(
+            backend,
+            Options {
+                config_toml: Some(config),
+                ..Options::default()
+            },
+        )
+        .await;
+        define_buyers(&app).await;
+        let texting = json!({"consent": "sms"});
+        let (status, body) = app
+            .put_as(
+                "/v1/segments/texting",
+                &json!({"condition": texting}),
+                Auth::Bearer(ADMIN_TOKEN),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        // Ann grants SMS; Bob grants it, then withdraws; Cy is never asked. All have a phone.
+        for m in [
+            order("ann", "o-ann", 50.0, json!({"sms": true})),
+            order("bob", "o-bob", 60.0, json!({"sms": true})),
+            order("cy", "o-cy", 70.0, json!({})),
+        ] {
+            let (status, body) = app.post("/v1/track", &m).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+        let (ann, bob, cy) = (
+            profile_id(&app, "ann").await,
+            profile_id(&app, "bob").await,
+            profile_id(&app, "cy").await,
+        );
+        let (status, body) = app
+            .put_as(
+                &format!("/v1/profiles/{bob}/consent"),
+                &json!({"channel": "sms", "granted": false, "source": "call centre"}),
+                Auth::Bearer(ADMIN_TOKEN),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            body["reachable"]["marketing"],
+            json!([]),
+            "withdrawn: {body}"
+        );
+        let mut reachable = vec![ann.clone(), cy.clone()];
+        reachable.sort();
+
+        // The engine's members of the segment on consent...
+        eventually("the segment on SMS consent holds Ann and Cy", || async {
+            let got = members(&app, "texting").await;
+            if got == reachable {
+                Ok(())
+            } else {
+                Err(format!("{got:?}"))
+            }
+        })
+        .await;
+        // ...are the buyers the SMS export keeps, each with the basis it was kept on.
+        let (status, page) = app
+            .get_as(
+                "/v1/segments/buyers/members?channel=sms&fields=profile_id",
+                Auth::Bearer(ADMIN_TOKEN),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let mut exported: Vec<(String, String)> = page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["profile_id"].as_str().unwrap().to_owned(),
+                    m["consent"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        exported.sort();
+        let mut expected = vec![
+            (ann.clone(), "granted".to_owned()),
+            (cy.clone(), "opt_out_policy".to_owned()),
+        ];
+        expected.sort();
+        assert_eq!(exported, expected, "{page}");
+        assert_eq!(
+            members(&app, "buyers").await.len(),
+            3,
+            "Bob is a buyer, only not reachable"
+        );
+
+        // The exact path previews the same members...
+        let def =
+            cdp_domain::segments::SegmentDef::parse(&json!({ "condition": texting })).unwrap();
+        let exact = cdp_projections::identity::housekeeping::preview(
+            &app.state.store,
+            WORKSPACE,
+            &def,
+            10,
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(exact.sample, reachable, "the exact path");
+        // ...and so does the audience index, once built.
+        let answer = eventually("the audience index answers the preview", || async {
+            let (status, answer) = app
+                .post_as(
+                    "/v1/segments/preview",
+                    Auth::Bearer(ADMIN_TOKEN),
+                    &json!({"condition": texting}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{answer}");
+            if answer["evaluated_by"] == "index" {
+                Ok(answer)
+            } else {
+                Err(answer.to_string())
+            }
+        })
+        .await;
+        assert_eq!(answer["count"], 2, "{answer}");
+        assert_eq!(answer["sample"], json!(reachable), "{answer}");
+        // Negated, the index holds Bob alone (a withdrawal is the only way out under opt-out).
+        let (_, answer) = app
+            .post_as(
+                "/v1/segments/preview",
+                Auth::Bearer(ADMIN_TOKEN),
+                &json!({"condition": {"not": texting}}),
+            )
+            .await;
+        assert_eq!(answer["sample"], json!([bob]), "{answer}");
+    })
+    .await;
+}
+
+/// The consent policy is configuration put in force as a command of the log: a restart with SMS made
+/// opt-out appends it once (a second restart with the same file appends nothing), and the engine
+/// evaluates the segments on consent again — the never-asked customer enters, caused by the policy —
+/// while the export agrees throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_policy_re_evaluates_the_consent_segments_after_a_restart() {
+    if postgres_url().is_none() {
+        eprintln!(
+            "policy_restart: skipped (needs CDP_TEST_DATABASE_URL: a restart keeps the database)"
+        );
+        return;
+    }
+    let database = PgDatabase::create().await;
+    let on = |config: Option<String>| Options {
+        database_url: Some(database.url.clone()),
+        config_toml: config,
+        ..Options::default()
+    };
+    let opt_out = format!(
+        "[[workspace]]\nid = \"{WORKSPACE}\"\n[workspace.consent.policy]\nsms = \"opt_out\"\n"
+    );
+    let policy_commands = |app: &TestApp| {
+        let store = app.state.store.clone();
+        async move {
+            read_all(&store)
+                .await
+                .iter()
+                .filter(|e| e.event.name.as_deref() == Some("set_consent_policy"))
+                .count()
+        }
+    };
+
+    // Opt-in: the segment on SMS consent holds the grant only, as the export does.
+    let first = spawn_app_with(Backend::Postgres, on(None)).await;
+    define_buyers(&first).await;
+    let (status, body) = first
+        .put_as(
+            "/v1/segments/texting",
+            &json!({"condition": {"consent": "sms"}}),
+            Auth::Bearer(ADMIN_TOKEN),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    for m in [
+        order("ann", "o-ann", 50.0, json!({"sms": true})),
+        order("cy", "o-cy", 70.0, json!({})),
+    ] {
+        let (status, body) = first.post("/v1/track", &m).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (ann, cy) = (
+        profile_id(&first, "ann").await,
+        profile_id(&first, "cy").await,
+    );
+    eventually("texting holds Ann", || async {
+        let got = members(&first, "texting").await;
+        if got == [ann.clone()] {
+            Ok(())
+        } else {
+            Err(format!("{got:?}"))
+        }
+    })
+    .await;
+    assert_eq!(
+        export(&first, "channel=sms").await,
+        std::slice::from_ref(&ann)
+    );
+    assert_eq!(
+        policy_commands(&first).await,
+        0,
+        "the default policy needs no command"
+    );
+    drop(first);
+
+    // Restarted with SMS opt-out: Cy, who never said anything, enters; the export keeps her too.
+    let second = spawn_app_with(Backend::Postgres, on(Some(opt_out.clone()))).await;
+    let mut both = vec![ann.clone(), cy.clone()];
+    both.sort();
+    eventually("texting holds Ann and Cy", || async {
+        let got = members(&second, "texting").await;
+        if got == both {
+            Ok(())
+        } else {
+            Err(format!("{got:?}"))
+        }
+    })
+    .await;
+    let mut exported = export(&second, "channel=sms").await;
+    exported.sort();
+    assert_eq!(exported, both);
+    let (status, history) = second
+        .get_as(
+            &format!("/v1/profiles/{cy}/memberships"),
+            Auth::Bearer(ADMIN_TOKEN),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{history}");
+    let entered: Vec<&Value> = history["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["segment"] == "texting")
+        .collect();
+    assert_eq!(entered.len(), 1, "{history}");
+    assert_eq!(entered[0]["change"], "entered", "{history}");
+    assert_eq!(entered[0]["caused_by"], "consent:policy", "{history}");
+    assert_eq!(policy_commands(&second).await, 1);
+    drop(second);
+
+    // The same file again: the policy in force is the configured one, nothing is appended.
+    let third = spawn_app_with(Backend::Postgres, on(Some(opt_out))).await;
+    assert_eq!(
+        policy_commands(&third).await,
+        1,
+        "appended only when it changes"
+    );
+    assert_eq!(members(&third, "texting").await, both);
+}
