@@ -13,6 +13,7 @@ use std::time::Instant;
 use anyhow::{ensure, Context};
 use cdp_api::ingest;
 use cdp_api::operate::command_event;
+use cdp_domain::catalog::CatalogCommand;
 use cdp_domain::store::{EventStore, Store};
 use cdp_projections::identity::IdentityResolver;
 use cdp_projections::runner;
@@ -29,7 +30,7 @@ pub const NAME: &str = "memory";
 const CHUNK: usize = 5_000;
 
 /// An identify and an order of customer `i`.
-fn messages(i: usize, seed: u64) -> [String; 2] {
+pub(super) fn messages(i: usize, seed: u64) -> [String; 2] {
     let user = format!("m{seed}-{i:08}");
     let city = ["Shanghai", "Beijing", "Hangzhou", "Shenzhen"][i % 4];
     let category = ["shoes", "bags", "tea"][i % 3];
@@ -114,9 +115,17 @@ struct Measured {
     index_grew: Option<u64>,
 }
 
-async fn measure(store: &Store, customers: usize, seed: u64) -> anyhow::Result<Measured> {
+/// Appends the catalog `commands`, then `customers` customers' messages (`message(i, seed)`), a chunk
+/// at a time, checked as ingestion checks them; returns the events appended.
+pub(super) async fn append_customers<const N: usize>(
+    store: &Store,
+    commands: &[CatalogCommand],
+    customers: usize,
+    seed: u64,
+    message: impl Fn(usize, u64) -> [String; N],
+) -> anyhow::Result<u64> {
     store.ensure_workspace(WORKSPACE).await?;
-    let commands: Vec<_> = definitions()?
+    let commands: Vec<_> = commands
         .iter()
         .map(|c| command_event(WORKSPACE, c.name(), c))
         .collect();
@@ -125,7 +134,7 @@ async fn measure(store: &Store, customers: usize, seed: u64) -> anyhow::Result<M
     let sent_at = Value::String(cdp_domain::message::rfc3339(Utc::now()));
     for start in (0..customers).step_by(CHUNK) {
         let raw: Vec<String> = (start..(start + CHUNK).min(customers))
-            .flat_map(|i| messages(i, seed))
+            .flat_map(|i| message(i, seed))
             .collect();
         let checked = ingest::check(
             WORKSPACE,
@@ -142,6 +151,11 @@ async fn measure(store: &Store, customers: usize, seed: u64) -> anyhow::Result<M
         ensure!(report.inserted == checked.events.len() as u64);
         events += report.inserted;
     }
+    Ok(events)
+}
+
+async fn measure(store: &Store, customers: usize, seed: u64) -> anyhow::Result<Measured> {
+    let events = append_customers(store, &definitions()?, customers, seed, messages).await?;
     let now = Utc::now();
     let resolver = IdentityResolver::with_clock(Arc::new(move || now));
     let before = resident_bytes();

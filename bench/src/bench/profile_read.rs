@@ -260,7 +260,7 @@ async fn measure(
 }
 
 /// Waits until the resolver has applied `expected` events; fails when it reports errors or stalls.
-async fn wait_until_resolved(state: &AppState, expected: u64) -> anyhow::Result<()> {
+pub(super) async fn wait_until_resolved(state: &AppState, expected: u64) -> anyhow::Result<()> {
     let mut last = state.identity.applied.load(Ordering::Relaxed);
     let mut moved = Instant::now();
     loop {
