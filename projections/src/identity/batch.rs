@@ -56,6 +56,10 @@ pub(super) struct Context<'a> {
     /// A plain batch of a rebuild: its last-value rows are deferred here, its profiles evaluated at
     /// the flush (`super::deferred`), not now.
     pub deferred: Option<&'a mut super::deferred::Deferred>,
+    /// Whether the documents the batch reads that lack a computed trait are backfilled from the log
+    /// as they are read (see [`backfill_lacking`]): while a job runs, with every batch before this
+    /// one committed.
+    pub backfill_read: bool,
 }
 
 pub(super) async fn prepare(
@@ -73,6 +77,7 @@ pub(super) async fn prepare(
         now,
         parts,
         mut deferred,
+        backfill_read,
     } = ctx;
     let started = std::time::Instant::now();
     let mut steps = Vec::with_capacity(events.len());
@@ -229,6 +234,9 @@ pub(super) async fn prepare(
     }
     let missed = keys.len();
     docs.extend(profiles::load_many(store, &keys).await?);
+    if backfill_read {
+        backfill_lacking(store, catalogs, &mut docs).await?;
+    }
     let loaded = started.elapsed();
     docs.extend(house.docs);
     let as_read = house.as_read;
@@ -520,6 +528,42 @@ pub(super) async fn prepare(
         based_on: None,
         deferred,
     })
+}
+
+/// Backfills, from their events in the log, the documents that lack a computed trait of their
+/// workspace's catalog (one defined or changed while a job has not reached them yet), before the
+/// batch folds its events into them: a profile an event, merge or command touches is evaluated on
+/// complete traits, as its job page would, and not on the events since the definition alone — a
+/// member filled from the audience index never leaves because its job has not come yet. The log's
+/// owners must be every event of these profiles: every batch before this one is committed (the
+/// caller's condition) and the batch's own events are folded after.
+async fn backfill_lacking(
+    store: &Store,
+    catalogs: &HashMap<String, Catalog>,
+    docs: &mut cdp_domain::fastmap::FastMap<ProfileKey, ProfileDoc>,
+) -> Result<(), ProjectionError> {
+    let mut lacking: BTreeMap<String, Vec<ProfileKey>> = BTreeMap::new();
+    for (key, doc) in docs.iter() {
+        let Some(catalog) = catalogs.get(&key.0) else {
+            continue;
+        };
+        if !doc.incomplete_computed(catalog.folded()).is_empty() {
+            lacking.entry(key.0.clone()).or_default().push(key.clone());
+        }
+    }
+    for (workspace, mut keys) in lacking {
+        // In profile order, as a job page reads them.
+        keys.sort();
+        let mut taken: Vec<(ProfileId, ProfileDoc)> = keys
+            .iter()
+            .filter_map(|k| docs.remove(k).map(|d| (k.1.clone(), d)))
+            .collect();
+        super::housekeeping::backfill(store, &catalogs[&workspace], &workspace, &mut taken).await?;
+        for (p, doc) in taken {
+            docs.insert((workspace.clone(), p), doc);
+        }
+    }
+    Ok(())
 }
 
 /// The message of a track event for its subscribers, serialised without copying its properties. The

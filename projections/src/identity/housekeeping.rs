@@ -292,21 +292,37 @@ pub async fn ensure_workspace(
 
 /// The cursor of a segment job done at once from the audience index.
 pub const FILLED_FROM_INDEX: &str = "~index";
+/// The cursor prefix of a segment job whose members were filled at once from the audience index and
+/// that goes on visiting every profile, a page a batch, to backfill the hidden computed traits of its
+/// event conditions (or drop those of the definition it replaced); the profile id after it is where
+/// the next page starts, as in an ordinary job.
+pub const FILLED_THEN_BACKFILL: &str = "~index:";
 
-/// A saved or changed segment's members from the audience index, the job marked done — when the
+/// A saved or changed segment's members from the audience index, at the job's first step — when the
 /// job has not begun, the index of the workspace is current (it reflects every committed batch, and
 /// the resolver prepares a job's batch only once every batch before it is committed, so the index
-/// and the resolver's model are the same) and can evaluate the definition exactly, and the job
-/// would do nothing but evaluate it: the definition (and the one it replaces) compiles to no hidden
-/// computed trait (an event condition's, which every document would have to backfill), and no
-/// other saved segment reads this one (their members would change with it). `None` otherwise: the
-/// job visits every profile as before.
+/// and the resolver's model are the same) and can evaluate the definition exactly (`matching`: event
+/// conditions `count` and `days_active` without `where` from the hourly event summaries, not from the
+/// hidden traits), and no other saved segment reads this one (their members would change with it).
+/// `None` otherwise: the job visits every profile as before.
 ///
-/// The members are what the index's `matching` finds (held to `SegmentDef::holds` on each profile's
-/// state by its property test) against the segment's stored members; the profiles enter and leave
-/// as a job page would make them (rows, history, outbox; cause `segment:<id>`, at the resolver's
-/// time). A rebuild's shadow resolver has no index and runs the job: the same members (the switch
-/// keeps the rows it agrees with).
+/// When neither the definition nor the one it replaces compiles to a hidden computed trait, the job
+/// is done (cursor [`FILLED_FROM_INDEX`]). Otherwise every document must still have the hidden traits
+/// folded (or the replaced ones dropped) so that the engine keeps the membership live and a replay
+/// gives the same states: the job goes on from the first profile (cursor [`FILLED_THEN_BACKFILL`]),
+/// each page backfilling and evaluating its profiles as any job's page — they find the memberships
+/// the fill wrote (the index's answer is the evaluation of the definition on each profile's state,
+/// held so by its property test), so they change none unless the profile changed since. A profile
+/// an event touches before its page is backfilled when it is loaded (`batch::prepare`), so it is
+/// never evaluated on an incomplete state. Such a definition folds new hidden traits, which the
+/// index cannot follow batch by batch (its columns changed): it is read whole here, once, when this
+/// process had built it before — the resolver waits for that read, which costs less than the job's
+/// pages and gives the members at once.
+///
+/// The members are what the index's `matching` finds against the segment's stored members; the
+/// profiles enter and leave as a job page would make them (rows, history, outbox; cause
+/// `segment:<id>`, at the resolver's time). A rebuild's shadow resolver has no index and runs the
+/// job: the same members (the switch keeps the rows it agrees with).
 pub async fn fill_from_index(
     store: &Store,
     audiences: &crate::audience::Audiences,
@@ -320,7 +336,7 @@ pub async fn fill_from_index(
     let Some(defined) = catalog.segments.get(&job.name) else {
         return Ok(None);
     };
-    if defined.version != job.version || !defined.def.hidden_traits(&job.name).is_empty() {
+    if defined.version != job.version {
         return Ok(None);
     }
     let read_by_another = catalog
@@ -330,16 +346,21 @@ pub async fn fill_from_index(
     if read_by_another {
         return Ok(None);
     }
+    let mut folds = !defined.def.hidden_traits(&job.name).is_empty();
     let before =
         catalog::previous_definition(store, &job.workspace, &job.name, job.version).await?;
     if let Some(body) = before {
-        let folded_before = cdp_domain::segments::SegmentDef::parse(&body)
+        folds |= cdp_domain::segments::SegmentDef::parse(&body)
             .map_or(true, |d| !d.hidden_traits(&job.name).is_empty());
-        if folded_before {
-            return Ok(None);
-        }
     }
-    let Some((slot, _)) = audiences.current(store, &job.workspace, now).await? else {
+    let mut found = audiences.current(store, &job.workspace, now).await?;
+    if found.is_none() && folds && audiences.status().built.contains_key(&job.workspace) {
+        // The definition's hidden traits changed the index's columns: read whole now rather than
+        // in the background, so that the members are published before the job's pages.
+        audiences.build(store, &job.workspace, now).await?;
+        found = audiences.current(store, &job.workspace, now).await?;
+    }
+    let Some((slot, _)) = found else {
         return Ok(None);
     };
     let Some(index) = slot.index() else {
@@ -352,16 +373,21 @@ pub async fn fill_from_index(
     let profiles = index.profiles() as i64;
     drop(slot);
     job.total = profiles;
-    job.done = profiles;
-    job.cursor = FILLED_FROM_INDEX.to_owned();
-    job.status = "done".to_owned();
-    job.finished_at = Some(to_millis(now));
+    if folds {
+        job.cursor = FILLED_THEN_BACKFILL.to_owned();
+    } else {
+        job.done = profiles;
+        job.cursor = FILLED_FROM_INDEX.to_owned();
+        job.status = "done".to_owned();
+        job.finished_at = Some(to_millis(now));
+    }
     tracing::info!(
         workspace = %job.workspace,
         segment = %job.name,
         enter = enter.len(),
         leave = leave.len(),
         profiles,
+        backfill = folds,
         "segment filled from the audience index"
     );
     Ok(Some(Fill {
@@ -412,10 +438,11 @@ async fn run_job_page(
         job.done = 0;
         return Ok(());
     }
-    let (prefix, after) = match job.cursor.strip_prefix(SECOND_PASS) {
-        Some(rest) => (SECOND_PASS, rest.to_owned()),
-        None => ("", job.cursor.clone()),
-    };
+    // A pass with a prefix keeps it: RFM's second pass, or the backfill after a fill from the index.
+    let (prefix, after) = [SECOND_PASS, FILLED_THEN_BACKFILL]
+        .into_iter()
+        .find_map(|prefix| Some((prefix, job.cursor.strip_prefix(prefix)?.to_owned())))
+        .unwrap_or(("", job.cursor.clone()));
     let page = catalog::profiles_after(store, &ws, &after, JOB_PAGE).await?;
     let mut docs = Vec::with_capacity(page.len());
     let last = page.last().map(|(p, _)| p.clone());

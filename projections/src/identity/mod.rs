@@ -463,7 +463,11 @@ impl Projection for IdentityResolver {
                 housekeeping::ensure_workspace(store, &mut catalogs, &mut thresholds, w).await?;
             }
         }
+        // While a job runs, documents it has not reached lack its traits: those the batch reads
+        // are backfilled first, which needs the log's owners complete (nothing being written).
+        let backfill_read = !state.memo.no_running_jobs && state.issued.len() == 1;
         let context = batch::Context {
+            backfill_read,
             rules,
             catalogs: &mut catalogs,
             thresholds: &thresholds,

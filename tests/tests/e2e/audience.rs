@@ -521,3 +521,116 @@ async fn a_saved_segment_is_filled_from_the_index() {
     })
     .await;
 }
+
+fn order_at(user: &str, id: &str, days_ago: i64) -> Value {
+    json!({"type": "track", "userId": user, "event": "Order Completed", "messageId": id,
+           "timestamp": (Utc::now() - Days::days(days_ago) - Days::minutes(5)).to_rfc3339(),
+           "properties": {"total": 10.0}})
+}
+
+/// Saving a segment with an event condition ("≥ 2 orders in 30 days") fills its members from the
+/// index at the job's first step (enters in the history and the outbox, cause `segment:<id>`), and
+/// the job goes on to backfill every profile's hidden trait (`~index:` cursor) without changing a
+/// membership; an order arriving while it runs moves its profile in; a rebuild agrees.
+#[tokio::test]
+async fn a_saved_segment_with_an_event_condition_is_filled_then_backfilled() {
+    on_each_backend("audience_fill_events", |backend| async move {
+        let app = spawn_app(backend).await;
+        let batch = json!({"batch": [
+            identify("u1", "i1", json!({"city": "Shanghai"})),
+            order_at("u1", "o1", 1), order_at("u1", "o2", 3),
+            identify("u2", "i2", json!({"city": "Beijing"})), order_at("u2", "o3", 2),
+            identify("u3", "i3", json!({"city": "Beijing"})), order_at("u3", "o4", 40), order_at("u3", "o5", 41),
+            identify("u4", "i4", json!({"city": "Hangzhou"})),
+            identify("u5", "i5", json!({"city": "Shanghai"})),
+            order_at("u5", "o6", 0), order_at("u5", "o7", 5), order_at("u5", "o8", 10),
+        ]});
+        let (status, body) = app.post("/v1/batch", &batch).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let mut ids = Vec::new();
+        for (user, kind, n) in [("u1", "track", 2), ("u2", "track", 1), ("u3", "track", 2),
+                                ("u4", "identify", 1), ("u5", "track", 3)] {
+            let p = app.profile_with_count("user_id", user, kind, n).await;
+            ids.push(p["profile_id"].as_str().unwrap().to_owned());
+        }
+        index_ready(&app).await;
+        let (status, body) = app
+            .put_as("/v1/segments/repeat", &json!({"condition":
+                {"event": "Order Completed", "count": {"op": "gte", "value": 2}, "window": "30d"}}),
+                Auth::Bearer(ADMIN_TOKEN))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        // An order while the job runs (or just after): u2's second in 30 days.
+        let (status, _) = app.post("/v1/track", &order_at("u2", "o9", 0)).await;
+        assert_eq!(status, StatusCode::OK);
+        let job = eventually("the segment's job done", || async {
+            let job = cdp_projections::catalog::latest_job(&app.state.store, WORKSPACE, "segment", "repeat")
+                .await.unwrap();
+            match job { Some(j) if j.status == "done" => Ok(j), j => Err(format!("{j:?}")) }
+        })
+        .await;
+        assert!(
+            job.cursor.starts_with(cdp_projections::identity::housekeeping::FILLED_THEN_BACKFILL),
+            "filled from the index, then backfilled: {job:?}"
+        );
+        assert_eq!((job.done, job.total), (5, 5), "{job:?}");
+        let members = || async {
+            let (_, m) = app.get_as("/v1/segments/repeat/members", Auth::Bearer(ADMIN_TOKEN)).await;
+            let mut ids: Vec<String> = m["items"].as_array().unwrap().iter()
+                .map(|x| x["profile_id"].as_str().unwrap().to_owned()).collect();
+            ids.sort();
+            ids
+        };
+        let mut expected = vec![ids[0].clone(), ids[1].clone(), ids[4].clone()];
+        expected.sort();
+        eventually("u1 and u5 filled, u2 entered live", || async {
+            let m = members().await;
+            if m == expected { Ok(()) } else { Err(format!("{m:?}")) }
+        })
+        .await;
+        // One enter each, no exit: the job's pages changed no membership.
+        let history = |p: String| {
+            let app = &app;
+            async move {
+                let (_, h) = app.get_as(&format!("/v1/profiles/{p}/memberships"), Auth::Bearer(ADMIN_TOKEN)).await;
+                h["history"].as_array().cloned().unwrap_or_default()
+            }
+        };
+        for (i, id) in ids.iter().enumerate() {
+            let h = history(id.clone()).await;
+            let changes: Vec<(Value, Value)> =
+                h.iter().map(|c| (c["segment"].clone(), c["change"].clone())).collect();
+            let want = if expected.contains(id) { vec![(json!("repeat"), json!("entered"))] } else { vec![] };
+            assert_eq!(changes, want, "u{}: {h:?}", i + 1);
+        }
+        let mut filled = history(ids[0].clone()).await;
+        filled.extend(history(ids[4].clone()).await);
+        assert!(filled.iter().all(|c| c["caused_by"] == "segment:repeat"), "{filled:?}");
+        // Published as any enter.
+        let outbox = cdp_projections::catalog::outbox_after(&app.state.store, 0, 10_000)
+            .await
+            .unwrap();
+        let entered: Vec<String> = outbox.iter()
+            .filter(|m| m.subject.ends_with(".segment.repeat.entered"))
+            .map(|m| serde_json::from_str::<Value>(&m.payload).unwrap()["profile_id"].as_str().unwrap().to_owned())
+            .collect();
+        let mut sorted = entered.clone();
+        sorted.sort();
+        assert_eq!(sorted, expected, "{entered:?}");
+        // Every profile's state holds the hidden trait, folded from all of its events.
+        for id in &ids {
+            let doc = cdp_projections::profiles::load(&app.state.store, WORKSPACE, id)
+                .await.unwrap().unwrap();
+            let hidden = doc.computed.get("seg:repeat:0");
+            assert!(hidden.is_some_and(|e| e.complete), "{id}: {hidden:?}");
+        }
+        // A rebuild, whose resolver runs the job alone, agrees with every membership.
+        cdp_replay::rebuild::rebuild(&app.state.store, &|_| {}).await.unwrap();
+        assert_eq!(members().await, expected);
+        for id in &ids {
+            let h = history(id.clone()).await;
+            assert!(h.len() <= 1, "the rebuild changed no membership: {h:?}");
+        }
+    })
+    .await;
+}

@@ -3,6 +3,7 @@
 //! Set `TEST_LOG=1` to see the service's logs.
 
 mod audience;
+mod audience_fill;
 mod auth;
 mod backfill;
 mod consent;
