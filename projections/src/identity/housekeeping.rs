@@ -353,6 +353,12 @@ pub async fn fill_from_index(
         folds |= cdp_domain::segments::SegmentDef::parse(&body)
             .map_or(true, |d| !d.hidden_traits(&job.name).is_empty());
     }
+    // What the index cannot answer whatever its rows (a `where` filter, an aggregate, a sequence)
+    // is known without it: no index is read for it.
+    let empty = cdp_domain::audience::AudienceIndex::default();
+    if empty.matching(&defined.def, now).is_err() {
+        return Ok(None);
+    }
     let mut found = audiences.current(store, &job.workspace, now).await?;
     if found.is_none() && folds && audiences.status().built.contains_key(&job.workspace) {
         // The definition's hidden traits changed the index's columns: read whole now rather than
