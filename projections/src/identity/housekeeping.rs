@@ -62,7 +62,8 @@ pub struct Housekeeping {
     pub jobs: Vec<Job>,
     /// New RFM cut points: `(workspace, tag, version, thresholds)`.
     pub thresholds: Vec<(String, String, i64, RfmThresholds)>,
-    /// A saved or changed segment's members found at once from the audience index (its job done).
+    /// A saved or changed segment's members found at once from the audience index (its job done,
+    /// or going on to backfill the hidden traits of its event conditions).
     pub fill: Option<Fill>,
 }
 
@@ -313,11 +314,12 @@ pub const FILLED_THEN_BACKFILL: &str = "~index:";
 /// each page backfilling and evaluating its profiles as any job's page — they find the memberships
 /// the fill wrote (the index's answer is the evaluation of the definition on each profile's state,
 /// held so by its property test), so they change none unless the profile changed since. A profile
-/// an event touches before its page is backfilled when it is loaded (`batch::prepare`), so it is
-/// never evaluated on an incomplete state. Such a definition folds new hidden traits, which the
-/// index cannot follow batch by batch (its columns changed): it is read whole here, once, when this
-/// process had built it before — the resolver waits for that read, which costs less than the job's
-/// pages and gives the members at once.
+/// an event touches before its page is backfilled when it is read (`batch::backfill_lacking`), so it
+/// is never evaluated on an incomplete state. Such a definition changes the hidden traits folded,
+/// which the index cannot follow batch by batch (its columns changed): it is read whole here, once, when this
+/// process had built it before and the definition is one the index can answer — the resolver waits
+/// for that read (one pass per table, as the background builder's) instead of publishing the
+/// members only as the pages reach them.
 ///
 /// The members are what the index's `matching` finds against the segment's stored members; the
 /// profiles enter and leave as a job page would make them (rows, history, outbox; cause
