@@ -303,7 +303,7 @@ pub const FILLED_THEN_BACKFILL: &str = "~index:";
 /// job has not begun, the index of the workspace is current (it reflects every committed batch, and
 /// the resolver prepares a job's batch only once every batch before it is committed, so the index
 /// and the resolver's model are the same) and can evaluate the definition exactly (`matching`: event
-/// conditions `count` and `days_active` without `where` from the hourly event summaries, not from the
+/// conditions `count` and `days_active` from the index's event summaries and facets, not from the
 /// hidden traits), and no other saved segment reads this one (their members would change with it).
 /// `None` otherwise: the job visits every profile as before.
 ///

@@ -3,8 +3,9 @@
 //! step, before it has visited any profile; its pages then backfill every profile's hidden trait and
 //! change no membership; a profile an event touches before its page is evaluated on complete traits.
 //! And a seeded random test: for random profiles, events at the windows' edges and random definitions
-//! (counts and days active, in windows of days and hours, in all / any / not), the fill gives the
-//! members, history and profile states that the job alone (a resolver without an index) gives.
+//! (counts and days active, some with a `where` on a property, in windows of days and hours, in all /
+//! any / not), the fill gives the members, history and profile states that the job alone (a resolver
+//! without an index) gives.
 
 use std::sync::Arc;
 
@@ -194,6 +195,13 @@ fn tracked(user: &str, id: &str, event: &str, at: DateTime<Utc>) -> Value {
            "timestamp": at.to_rfc3339()})
 }
 
+/// A track event with a category among its properties.
+fn tracked_in(user: &str, id: &str, event: &str, at: DateTime<Utc>, category: &str) -> Value {
+    let mut m = tracked(user, id, event, at);
+    m["properties"] = json!({"category": category});
+    m
+}
+
 /// Whether the document holds the segment's hidden trait folded from all of its events.
 fn holds_complete(doc: &cdp_domain::profile::ProfileDoc, hidden: &str) -> bool {
     doc.computed.get(hidden).is_some_and(|e| e.complete)
@@ -354,7 +362,10 @@ impl Rng {
     }
 }
 
+/// Definitions saved (or changed) per backend.
+const ROUNDS: usize = 12;
 const EVENTS: [&str; 2] = ["Order Completed", "Product Viewed"];
+const CATEGORIES: [&str; 2] = ["tea", "shoes"];
 const WINDOWS: [Option<&str>; 7] = [
     None,
     Some("1d"),
@@ -384,6 +395,11 @@ fn event_condition(rng: &mut Rng) -> Value {
     let mut c = json!({"event": rng.pick(&EVENTS)});
     if let Some(w) = rng.pick(&WINDOWS) {
         c["window"] = json!(w);
+    }
+    if rng.below(3) == 0 {
+        let op = *rng.pick(&["eq", "neq"]);
+        c["where"] = json!([{"property": "properties.category", "op": op,
+                             "value": *rng.pick(&CATEGORIES)}]);
     }
     let op = *rng.pick(&["gte", "gt", "lte", "lt", "eq", "neq"]);
     let value = rng.below(4);
@@ -445,7 +461,7 @@ async fn a_fill_gives_what_the_job_alone_gives_for_random_definitions() {
         let mut alone = Engine::new(backend, now, false).await;
         let mut message = 0;
         let mut fills = 0;
-        for round in 0..8 {
+        for round in 0..ROUNDS {
             let mut messages = Vec::new();
             for _ in 0..12 {
                 let user = format!("u{}", rng.below(30));
@@ -463,7 +479,11 @@ async fn a_fill_gives_what_the_job_alone_gives_for_random_definitions() {
                     message += 1;
                     let at = event_time(&mut rng, now);
                     let event = *rng.pick(&EVENTS);
-                    messages.push(tracked(&user, &format!("m{message}"), event, at));
+                    let id = format!("m{message}");
+                    messages.push(match rng.below(3) {
+                        0 => tracked(&user, &id, event, at),
+                        _ => tracked_in(&user, &id, event, at, *rng.pick(&CATEGORIES)),
+                    });
                 }
             }
             for engine in [&mut filled, &mut alone] {
@@ -506,7 +526,7 @@ async fn a_fill_gives_what_the_job_alone_gives_for_random_definitions() {
             assert_eq!(filled.docs().await, alone.docs().await, "{context}");
         }
         assert_eq!(
-            fills, 8,
+            fills, ROUNDS,
             "every definition was filled from the index (seed {seed:#x})"
         );
     })
