@@ -480,9 +480,10 @@ async fn a_fill_gives_what_the_job_alone_gives_for_random_definitions() {
                     let at = event_time(&mut rng, now);
                     let event = *rng.pick(&EVENTS);
                     let id = format!("m{message}");
+                    let category = *rng.pick(&CATEGORIES);
                     messages.push(match rng.below(3) {
                         0 => tracked(&user, &id, event, at),
-                        _ => tracked_in(&user, &id, event, at, *rng.pick(&CATEGORIES)),
+                        _ => tracked_in(&user, &id, event, at, category),
                     });
                 }
             }
