@@ -21,6 +21,7 @@ use cdp_domain::tags::{cycle, TagDef};
 use cdp_domain::workspace::Scope;
 use cdp_projections::catalog::{self, Job, StoredDefinition, TAG, TRAIT};
 use cdp_projections::identity;
+use cdp_projections::identity::housekeeping::FILLED_FROM_INDEX;
 use chrono::Utc;
 use serde_json::{json, Value};
 
@@ -72,14 +73,22 @@ pub(crate) fn json_body(raw: &[u8]) -> Result<Value, ApiError> {
 fn job_json(job: Option<&Job>) -> Value {
     match job {
         None => json!({"status": "ready"}),
-        Some(j) => json!({
-            "status": if j.status == "running" { "backfilling" } else { "ready" },
-            "job": j.status,
-            "profiles_done": j.done,
-            "profiles_total": j.total.max(j.done),
-            "started_at": rfc3339(from_millis(j.started_at)),
-            "finished_at": j.finished_at.map(|t| rfc3339(from_millis(t))),
-        }),
+        Some(j) => {
+            let mut body = json!({
+                "status": if j.status == "running" { "backfilling" } else { "ready" },
+                "job": j.status,
+                "profiles_done": j.done,
+                "profiles_total": j.total.max(j.done),
+                "started_at": rfc3339(from_millis(j.started_at)),
+                "finished_at": j.finished_at.map(|t| rfc3339(from_millis(t))),
+            });
+            // A segment's members filled at once from the audience index: complete while the job
+            // still backfills the hidden traits of its event conditions.
+            if j.cursor.starts_with(FILLED_FROM_INDEX) {
+                body["members_filled"] = json!(true);
+            }
+            body
+        }
     }
 }
 

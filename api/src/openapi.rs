@@ -338,7 +338,7 @@ pub fn document() -> Value {
     paths.insert("/v1/segments/{id}".into(), json!({
         "get": {
             "tags": ["segments"],
-            "summary": "A segment: definition, version, evaluation status (`status`, `profiles_done`) and `members`",
+            "summary": "A segment: definition, version, evaluation status (`status`, `profiles_done`; `members_filled`: its members were filled at once from the audience index, complete while the job still backfills) and `members`",
             "security": [{"bearer": ["read"]}],
             "parameters": [id],
             "responses": read_responses("The segment."),

@@ -574,6 +574,8 @@ async fn a_saved_segment_with_an_event_condition_is_filled_then_backfilled() {
             "filled from the index, then backfilled: {job:?}"
         );
         assert_eq!((job.done, job.total), (5, 5), "{job:?}");
+        let (_, segment) = app.get_as("/v1/segments/repeat", Auth::Bearer(ADMIN_TOKEN)).await;
+        assert_eq!(segment["members_filled"], true, "{segment}");
         let members = || async {
             let (_, m) = app.get_as("/v1/segments/repeat/members", Auth::Bearer(ADMIN_TOKEN)).await;
             let mut ids: Vec<String> = m["items"].as_array().unwrap().iter()
