@@ -8,3 +8,5 @@
 pub mod bench;
 pub mod cli;
 pub mod demo;
+#[allow(unsafe_code)]
+pub mod heap;

@@ -11,7 +11,8 @@
 //! the preview of [`condition`] (city is Shanghai, spend_30d ≥ 100, at least one Product Added in 30
 //! days, not vip) is asked [`RUNS`] times in a row — the figure is the median wall time of a request
 //! (ms) and the profiles evaluated per second — and [`RUNS`] times the preview of spend_30d ≥ 100 broken
-//! down by city × vip. The reference is the status quo: one SQL query over a plain events table
+//! down by city × vip, and [`RUNS`] times the preview of [`with_shoes`] (an event condition with a
+//! `where` filter on the events' properties). The reference is the status quo: one SQL query over a plain events table
 //! answering the same question (JSON extraction, group by user), timed in the same run. cdp's own
 //! `events` table holds customer events sealed (`domain::shred`), so the plain table is the log as a
 //! system without sealing would keep it: filled from `read_after` before the clock starts.
@@ -73,14 +74,24 @@ fn condition() -> Value {
     ]}})
 }
 
+/// An event condition with a `where` filter on the events' properties, answered from their facets:
+/// in Shanghai, and a pair of shoes added in 30 days.
+fn with_shoes() -> Value {
+    json!({"condition": {"all": [
+        {"trait": "city", "op": "eq", "value": "Shanghai"},
+        {"event": "Product Added", "count": {"op": "gte", "value": 1}, "window": "30d",
+         "where": [{"property": "properties.category", "op": "eq", "value": "shoes"}]},
+    ]}})
+}
+
 /// One generated customer: its traits and its events as days before now.
 struct Customer {
     city: &'static str,
     vip: bool,
     /// (half-days before now, total) per order.
     orders: Vec<(u32, u32)>,
-    /// Half-days before now per Product Added.
-    added: Vec<u32>,
+    /// Half-days before now per Product Added, and whether its category is shoes (else tea).
+    added: Vec<(u32, bool)>,
 }
 
 fn recent(half_days: u32) -> bool {
@@ -99,8 +110,13 @@ impl Customer {
     fn matches(&self) -> bool {
         self.city == "Shanghai"
             && self.spend_30d() >= 100
-            && self.added.iter().any(|h| recent(*h))
+            && self.added.iter().any(|(h, _)| recent(*h))
             && !self.vip
+    }
+
+    /// Whether [`with_shoes`] holds: in Shanghai, a pair of shoes added in 30 days.
+    fn added_shoes(&self) -> bool {
+        self.city == "Shanghai" && self.added.iter().any(|(h, shoes)| recent(*h) && *shoes)
     }
 
     fn events(&self) -> usize {
@@ -129,7 +145,7 @@ fn generate(settings: &Settings) -> (String, Vec<Customer>) {
                 .map(|_| (half_day(&mut rng), rng.gen_range(10..=120)))
                 .collect();
             let added = (0..rng.gen_range(0..=2))
-                .map(|_| half_day(&mut rng))
+                .map(|_| (half_day(&mut rng), rng.gen_bool(0.5)))
                 .collect();
             Customer {
                 city,
@@ -164,11 +180,13 @@ fn messages(run: &str, customers: &[Customer]) -> Vec<String> {
                 .to_string(),
             );
         }
-        for (i, h) in customer.added.iter().enumerate() {
+        for (i, (h, shoes)) in customer.added.iter().enumerate() {
+            let category = if *shoes { "shoes" } else { "tea" };
             messages.push(
                 json!({"type": "track", "userId": user, "event": "Product Added",
                                  "messageId": format!("{run}-a{c}-{i}"), "timestamp": at(*h),
-                                 "properties": {"product_id": "sku-1", "price": 10}})
+                                 "properties": {"product_id": "sku-1", "price": 10,
+                                                "category": category}})
                 .to_string(),
             );
         }
@@ -181,6 +199,7 @@ pub async fn run(backend: &Backend, settings: &Settings) -> anyhow::Result<Outco
     ensure!(settings.batch > 0, "--batch must be at least 1");
     let (run, customers) = generate(settings);
     let expected = customers.iter().filter(|c| c.matches()).count() as u64;
+    let shoes = customers.iter().filter(|c| c.added_shoes()).count() as u64;
     let mut groups: BTreeMap<(String, bool), u64> = BTreeMap::new();
     for c in customers.iter().filter(|c| c.spend_30d() >= 100) {
         *groups.entry((c.city.to_owned(), c.vip)).or_default() += 1;
@@ -192,6 +211,7 @@ pub async fn run(backend: &Backend, settings: &Settings) -> anyhow::Result<Outco
     let expect = Expected {
         events: events as u64,
         count: expected,
+        shoes,
         groups,
         profiles: settings.customers as u64,
     };
@@ -223,7 +243,9 @@ pub async fn run(backend: &Backend, settings: &Settings) -> anyhow::Result<Outco
          /v1/segments/preview of city = Shanghai ∧ {TRAIT} ≥ 100 ∧ Product Added ≥ 1 in 30d ∧ ¬vip, \
          {RUNS} times: median {median:.1} ms ({rate} profiles/s; min {min:.1} ms, max {max:.1} ms, \
          service's took_ms median {took_ms} ms; goal ≤ 200 ms at 1M); {TRAIT} ≥ 100 broken down by \
-         city × vip ({groups} groups), {RUNS} times: median {broken:.1} ms (goal ≤ 400 ms); the status \
+         city × vip ({groups} groups), {RUNS} times: median {broken:.1} ms (goal ≤ 400 ms); city = \
+         Shanghai ∧ Product Added with category shoes ≥ 1 in 30d (a where filter, from the events' \
+         facets; {shoes} profiles), {RUNS} times: median {filtered:.1} ms; the status \
          quo, one SQL query over the events table: {sql:.1} ms (preview {ratio:.1}x faster; goal ≥ 10x). \
          Verified: every event stored once, every preview answered from the index over {profiles} \
          profiles with {count} matching profiles, equal to the count computed from the generated data \
@@ -241,6 +263,8 @@ pub async fn run(backend: &Backend, settings: &Settings) -> anyhow::Result<Outco
         took_ms = m.took_ms,
         groups = expect.groups.len(),
         broken = ms(broken),
+        filtered = ms(quantile(&m.filtered, 0.5).unwrap_or_default()),
+        shoes = thousands(expect.shoes),
         sql = ms(m.sql),
         ratio = m.sql.as_secs_f64() / median.as_secs_f64(),
         count = thousands(expected),
@@ -255,6 +279,8 @@ pub async fn run(backend: &Backend, settings: &Settings) -> anyhow::Result<Outco
 struct Expected {
     events: u64,
     count: u64,
+    /// Customers [`with_shoes`] holds for.
+    shoes: u64,
     /// Customers with spend_30d ≥ 100 by (city, vip).
     groups: BTreeMap<(String, bool), u64>,
     profiles: u64,
@@ -272,6 +298,8 @@ struct Measured {
     took_ms: u64,
     /// Sorted wall times of the breakdowns.
     breakdown: Vec<Duration>,
+    /// Sorted wall times of the previews with a `where` filter ([`with_shoes`]).
+    filtered: Vec<Duration>,
     /// The SQL query's time.
     sql: Duration,
 }
@@ -411,6 +439,27 @@ async fn measure(
         }
         breakdown.sort_unstable();
 
+        let mut filtered = Vec::with_capacity(RUNS);
+        for i in 0..RUNS {
+            let sent = Instant::now();
+            let (status, body) =
+                call(&client, Method::POST, &url, &token, Some(&with_shoes())).await?;
+            filtered.push(sent.elapsed());
+            ensure!(
+                status == StatusCode::OK,
+                "the where preview {i} answered {status}: {body}"
+            );
+            ensure!(
+                body["evaluated_by"] == "index" && body["count"] == expected.shoes,
+                "the where preview {i} counted {} (evaluated by {}) but {} customers added shoes \
+                 in Shanghai in the generated data",
+                body["count"],
+                body["evaluated_by"],
+                expected.shoes
+            );
+        }
+        filtered.sort_unstable();
+
         plain_copy(&state.store).await?;
         let (sql, counted) = sql_reference(&state.store).await?;
         ensure!(
@@ -426,6 +475,7 @@ async fn measure(
             took,
             took_ms: took_ms[took_ms.len() / 2],
             breakdown,
+            filtered,
             sql,
         })
     }
