@@ -341,6 +341,11 @@ pub fn segment_trait_name(id: &str, index: usize) -> String {
     format!("seg:{id}:{index}")
 }
 
+/// Whether `name` is a segment's hidden computed trait ([`segment_trait_name`]).
+pub fn is_segment_trait(name: &str) -> bool {
+    name.starts_with("seg:")
+}
+
 /// The path by which segment `id` would read itself through `{"segment": ..}` references, e.g.
 /// `["a", "b", "a"]` (`["a", "a"]` for a segment that reads itself), or `None`. `defs` holds id's new
 /// definition; references to undefined segments lead nowhere.

@@ -424,10 +424,10 @@ impl Audiences {
     /// The profiles of `workspace` the batches after the slot's token up to `to` touched, and the
     /// catalog in force when one of them changed definitions; `None` when the chain does not lead
     /// back to the slot's token, or a definition changed what the index's columns are (a computed
-    /// trait folded, a tag defined or deleted: names resolve differently, values are computed
+    /// trait folded (not a segment's hidden one), a tag defined or deleted: names resolve differently, values are computed
     /// differently; the consent policy: every row's reachable channels) — then the index is read
-    /// whole. A segment's definition without event
-    /// conditions changes no column: its members are staged as any membership.
+    /// whole. A segment's definition changes no column (its event conditions' hidden traits are
+    /// read by no column): its members are staged as any membership.
     async fn follow(
         &self,
         store: &Store,
@@ -453,8 +453,17 @@ impl Audiences {
                 _ => return Ok(None),
             }
         }
-        // The consent policy decides every row's reachable channels, as it does the engine's.
-        let same_columns = catalog.folded() == slot.catalog.folded()
+        // A segment's hidden traits are no column the index reads (saved segments are their stored
+        // members, a preview's event conditions read the summaries): they may change under it. The
+        // consent policy decides every row's reachable channels, as it does the engine's.
+        let columns = |c: &Catalog| {
+            c.folded()
+                .iter()
+                .filter(|(name, _)| !cdp_domain::segments::is_segment_trait(name))
+                .map(|(name, t)| (name.clone(), t.clone()))
+                .collect::<Vec<_>>()
+        };
+        let same_columns = columns(&catalog) == columns(&slot.catalog)
             && catalog.tags.keys().eq(slot.catalog.tags.keys())
             && catalog.consent == slot.catalog.consent;
         Ok(same_columns.then_some((profiles, Some(catalog))))
