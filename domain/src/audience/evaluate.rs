@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::events::unanswerable;
 use super::AudienceIndex;
-use crate::computed::Comparison;
+use crate::computed::{Comparison, Function};
 use crate::segments::{SegmentCondition, SegmentDef};
 use crate::tags::FieldKey;
 
@@ -107,6 +107,11 @@ impl AudienceIndex {
                 .consents
                 .get(&((*channel).to_owned(), (*purpose).to_owned()))
                 .map_or_else(RoaringBitmap::new, |rows| rows & within),
+            SegmentCondition::Event { def, cmp, .. }
+                if !matches!(def.function, Function::Count | Function::DaysActive) =>
+            {
+                self.events.aggregate_rows(def, cmp, within, now)
+            }
             SegmentCondition::Event { def, cmp, .. } => {
                 let mut decided: HashMap<u64, bool> = HashMap::new();
                 let mut holds = |count: u64| {

@@ -4,7 +4,11 @@
 //! "≥ 2 Product Added in 14 days with category shoes" is answered without reading events.
 //!
 //! Only events with facets are kept one by one (an event without properties is counted in its hour's
-//! bucket alone: a filter reads no value on it). A filter is answered from the facets unless its
+//! bucket alone: a filter reads no value on it). An aggregate of a property (sum, min, max, average,
+//! most_frequent, distinct_count, unique_list) folds each row's events of the name from their facets
+//! with the engine's own [`TraitState`], at the start of their hour (first and last, which read the
+//! order within an hour, and products of properties, which pair values by line item, are not
+//! answered). A filter or an aggregated property is answered from the facets unless its
 //! path is outside `properties`, some event held something unkept there, some event of the name has
 //! no facets (stored before facets were, or too many values), the path has more than
 //! [`MAX_DISTINCT`] distinct values, or it compares with `now` (`within_last`: a filter sees the
@@ -15,8 +19,11 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use roaring::RoaringBitmap;
+
 use super::facets::Facets;
-use crate::computed::{Comparison, Filter, Function, Op, TraitDef, Window};
+use crate::computed::{Comparison, Filter, Function, Op, TraitDef, TraitState, Window};
+use crate::message::MessageKind;
 
 /// The most distinct values a path keeps in the index; past it, filters on the path are not answered
 /// from the facets (an order id, a free text).
@@ -122,8 +129,31 @@ pub(crate) fn unanswerable(def: &TraitDef) -> Option<&'static str> {
     if def.then.is_some() {
         return Some("a sequence reads the order of events, which the summaries do not keep");
     }
-    if !matches!(def.function, Function::Count | Function::DaysActive) {
-        return Some("an aggregate reads event properties, which the summaries do not keep");
+    match def.function {
+        Function::Count | Function::DaysActive => {}
+        Function::First | Function::Last => {
+            return Some(
+                "first and last read the order of events, which the summaries round to the hour",
+            )
+        }
+        _ => {
+            let Some(path) = def.property.as_ref().and_then(|e| e.as_path()) else {
+                return Some("a product of properties pairs values by line item, which the facets do not keep");
+            };
+            if !path.as_str().starts_with("properties.") {
+                return Some("an aggregate of a value outside properties reads what the summaries do not keep");
+            }
+            if path.payload_with(&[]).is_none() {
+                return Some(
+                    "an aggregate over nested line items reads what the facets do not keep",
+                );
+            }
+            if path.as_str().contains("[]")
+                && def.filters.iter().any(|f| f.path.as_str().contains("[]"))
+            {
+                return Some("a where filter on the line items an aggregate reads pairs values by item, which the facets do not keep");
+            }
+        }
     }
     let at_event_time = |f: &Filter| matches!(f.cmp.op, Op::WithinLast | Op::NotWithinLast);
     if def.filters.iter().any(at_event_time) {
@@ -140,9 +170,11 @@ pub(crate) fn unanswerable(def: &TraitDef) -> Option<&'static str> {
 }
 
 impl EventSummaries {
-    /// Why the summaries as they are cannot answer `def`'s filters (after [`unanswerable`]).
+    /// Why the summaries as they are cannot answer `def`'s filters or its aggregated property
+    /// (after [`unanswerable`]).
     pub(crate) fn unanswered_filters(&self, def: &TraitDef) -> Option<&'static str> {
-        if def.filters.is_empty() {
+        let counts = matches!(def.function, Function::Count | Function::DaysActive);
+        if counts && def.filters.is_empty() {
             return None;
         }
         if let Some(event) = self.names.get(&def.event) {
@@ -150,17 +182,127 @@ impl EventSummaries {
                 return Some("some of these events have no facets (stored before facets were, or too many values)");
             }
         }
-        let known = |f: &Filter| match self.values.paths.get(f.path.as_str()) {
+        let known = |path: &str| match self.values.paths.get(path) {
             // No event ever had the path: every event reads no value there.
             None => true,
-            Some(_) => self.values.answered(f.path.as_str()).is_some(),
+            Some(_) => self.values.answered(path).is_some(),
         };
-        if !def.filters.iter().all(known) {
+        if !def.filters.iter().all(|f| known(f.path.as_str())) {
             return Some(
                 "a where filter's property holds objects, long text or too many distinct values",
             );
         }
+        if let Some(path) = def.property.as_ref().and_then(|e| e.as_path()) {
+            if !known(path.as_str()) {
+                return Some(
+                    "the aggregated property holds objects, long text or too many distinct values",
+                );
+            }
+        }
         None
+    }
+
+    /// The rows of `within` whose value of the aggregate `def` (sum, min, max, average,
+    /// most_frequent, distinct_count, unique_list of a property) satisfies `cmp` at `now`: each
+    /// row's events of the name that pass the filters folded by [`TraitState`] — the engine's own
+    /// fold — from their facets, at the start of their hour (the day or hour bucket a window reads).
+    pub(crate) fn aggregate_rows(
+        &self,
+        def: &TraitDef,
+        cmp: &Comparison,
+        within: &RoaringBitmap,
+        now: DateTime<Utc>,
+    ) -> RoaringBitmap {
+        let plain = TraitDef {
+            filters: Vec::new(),
+            ..def.clone()
+        };
+        let holds = |value: Value| {
+            let values = super::values_of(value);
+            let refs: Vec<&Value> = values.iter().collect();
+            cmp.holds(&refs, now)
+        };
+        let none_holds = holds(TraitState::default().value_at(&plain, now));
+        let nobody = || {
+            if none_holds {
+                within.clone()
+            } else {
+                RoaringBitmap::new()
+            }
+        };
+        let (Some(event), Some(path)) = (
+            self.names.get(&def.event).copied(),
+            def.property.as_ref().and_then(|e| e.as_path()),
+        ) else {
+            return nobody();
+        };
+        let Some(at) = self.values.answered(path.as_str()) else {
+            // No event has the property: no event gives a value.
+            return nobody();
+        };
+        let filters: Vec<(Option<u32>, &Comparison)> = def
+            .filters
+            .iter()
+            .map(|f| (self.values.answered(f.path.as_str()), &f.cmp))
+            .collect();
+        let passes = |codes: &[u32]| {
+            filters.iter().all(|(p, c)| {
+                let values: Vec<&Value> = match p {
+                    Some(p) => codes
+                        .iter()
+                        .filter_map(|c| self.values.pairs.get(*c as usize))
+                        .filter(|(path, _)| path == p)
+                        .map(|(_, v)| v)
+                        .collect(),
+                    None => Vec::new(),
+                };
+                c.holds(&values, now)
+            })
+        };
+        let empty = RowFacets::default();
+        within
+            .iter()
+            .filter(|r| {
+                let facets = self.faceted.get(*r as usize).unwrap_or(&empty);
+                let lo = facets.events.partition_point(|f| f.event < event);
+                let hi = facets.events.partition_point(|f| f.event <= event);
+                let mut state: Option<TraitState> = None;
+                for f in facets.events.get(lo..hi).unwrap_or(&[]) {
+                    let from = f.start as usize;
+                    let codes = facets
+                        .values
+                        .get(from..from + f.len as usize)
+                        .unwrap_or(&[]);
+                    if !passes(codes) {
+                        continue;
+                    }
+                    let values: Vec<Value> = codes
+                        .iter()
+                        .filter_map(|c| self.values.pairs.get(*c as usize))
+                        .filter(|(p, _)| *p == at)
+                        .map(|(_, v)| v.clone())
+                        .collect();
+                    let (Some(payload), Some(time)) = (
+                        path.payload_with(&values),
+                        DateTime::from_timestamp(i64::from(f.hour) * 3_600, 0),
+                    ) else {
+                        continue;
+                    };
+                    state.get_or_insert_with(TraitState::default).apply(
+                        &plain,
+                        MessageKind::Track,
+                        Some(&def.event),
+                        &payload,
+                        time,
+                        "",
+                    );
+                }
+                match state {
+                    Some(state) => holds(state.value_at(&plain, now)),
+                    None => none_holds,
+                }
+            })
+            .collect()
     }
 
     /// Sets `row`'s events: `(name, hour, count)` in any order, a name and hour possibly repeated,

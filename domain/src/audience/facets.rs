@@ -223,6 +223,13 @@ mod tests {
             let facets = parse_facets(&serde_json::to_string(&facets).unwrap()).unwrap();
             let exact = Path::parse(&path).unwrap().values(&payload);
             if let Some(from_facets) = read(&facets, &path) {
+                // And a payload rebuilt from them reads the same (as an aggregate folds it).
+                let parsed = Path::parse(&path).unwrap();
+                let values: Vec<Value> = from_facets.iter().map(|v| (*v).clone()).collect();
+                if let Some(rebuilt) = parsed.payload_with(&values) {
+                    let again: Vec<Value> = parsed.values(&rebuilt).into_iter().cloned().collect();
+                    prop_assert_eq!(&again, &values);
+                }
                 prop_assert_eq!(from_facets, exact);
             } else {
                 // Unkept: the path holds a container or a long string somewhere.

@@ -12,10 +12,11 @@
 //!   bitmap per value besides; segments and reachable channels are bitmaps; spend, orders and the time
 //!   the computed values next change by themselves are numeric arrays.
 //! - Event conditions of an unsaved definition read [`events::EventSummaries`]: track events per
-//!   name and UTC hour, and each event's [`facets`] (the scalars under its `properties`). `count`
-//!   and `days_active`, with or without `where` filters on `properties…`, are answered from them; an
-//!   aggregate of a property, a sequence, or a filter the facets cannot answer is not
-//!   ([`Unsupported`]) and the caller falls back to folding the profiles' events.
+//!   name and UTC hour, and each event's [`facets`] (the scalars under its `properties`). `count`,
+//!   `days_active` and aggregates of a property, with or without `where` filters on `properties…`,
+//!   are answered from them; a sequence, `first`/`last`, a product of properties, or a filter the
+//!   facets cannot answer is not ([`Unsupported`]) and the caller falls back to folding the
+//!   profiles' events.
 //!
 //! [`AudienceIndex::matching`] gives the members of a definition as a bitmap; [`AudienceIndex::summary`],
 //! [`AudienceIndex::breakdown`] and [`AudienceIndex::overlap`] read them.

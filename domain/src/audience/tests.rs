@@ -267,8 +267,42 @@ fn leaf() -> impl Strategy<Value = Value> {
             }
             leaf
         });
+    let aggregate = (
+        prop::sample::select(EVENTS.to_vec()),
+        window.clone(),
+        prop::sample::select(vec![
+            ("sum", "properties.price", "gte", json!(100)),
+            ("min", "properties.price", "lt", json!(50)),
+            ("max", "properties.price", "gte", json!(150)),
+            ("average", "properties.price", "gt", json!(60)),
+            ("distinct_count", "properties.category", "gte", json!(2)),
+            (
+                "unique_list",
+                "properties.products[].category",
+                "contains",
+                json!("socks"),
+            ),
+            ("most_frequent", "properties.category", "eq", json!("shoes")),
+            ("sum", "properties.price", "is_not_set", Value::Null),
+        ]),
+        prop::option::of(filter().prop_filter("whole-event filters", |f| {
+            !f["property"].as_str().unwrap_or_default().contains("[]")
+        })),
+    )
+        .prop_map(|(event, window, (function, property, op, value), filter)| {
+            let mut leaf = json!({"event": event, "window": window,
+                   "aggregate": {"function": function, "property": property}, "op": op});
+            if !value.is_null() {
+                leaf["value"] = value;
+            }
+            if let Some(f) = filter {
+                leaf["where"] = json!([f]);
+            }
+            leaf
+        });
     prop_oneof![
         6 => field_leaf,
+        2 => aggregate,
         1 => prop::sample::select(vec!["a", "b", "c"]).prop_map(|s| json!({"segment": s})),
         1 => prop::sample::select(vec!["sms", "email", "push"]).prop_map(|c| json!({"consent": c})),
         2 => count,

@@ -80,6 +80,32 @@ impl Path {
         self.steps.iter().filter(|s| s.each).count()
     }
 
+    /// A payload holding `values` at this path and nothing else, such that [`Path::values`] reads
+    /// them back in order: nested objects to the leaf, one array element per value under a `[]`.
+    /// `None` for a path expanding more than one array, or for several values without a `[]`.
+    pub fn payload_with(&self, values: &[Value]) -> Option<Value> {
+        fn nest(steps: &[Step], leaf: Value) -> Value {
+            steps.iter().rev().fold(leaf, |inner, step| {
+                let mut object = serde_json::Map::new();
+                object.insert(step.key.clone(), inner);
+                Value::Object(object)
+            })
+        }
+        match self.steps.iter().position(|s| s.each) {
+            None => match values {
+                [] => Some(Value::Object(serde_json::Map::new())),
+                [one] => Some(nest(&self.steps, one.clone())),
+                _ => None,
+            },
+            Some(at) if self.expansions() == 1 => {
+                let rest = &self.steps[at + 1..];
+                let items: Vec<Value> = values.iter().map(|v| nest(rest, v.clone())).collect();
+                Some(nest(&self.steps[..=at], Value::Array(items)))
+            }
+            Some(_) => None,
+        }
+    }
+
     /// For a path expanding one array: the array's path (`properties.products[]`) and the rest of the path
     /// from an element (`category`; empty for the element itself).
     pub fn items(&self) -> Option<(String, Path)> {
@@ -156,6 +182,14 @@ pub struct Expr {
 }
 
 impl Expr {
+    /// The one path the expression is, when it is not a product.
+    pub fn as_path(&self) -> Option<&Path> {
+        match self.factors.as_slice() {
+            [single] => Some(single),
+            _ => None,
+        }
+    }
+
     pub fn parse(s: &str) -> Result<Expr, String> {
         let factors = s
             .split('*')

@@ -112,6 +112,12 @@ async fn the_index_answers_what_the_exact_path_does() {
                    "where": [{"property": "properties.category", "op": "neq", "value": "shoes"}]}),
             json!({"event": "Order Completed",
                    "where": [{"property": "properties.total", "op": "gte", "value": 100}]}),
+            // Aggregates of a property, from the facets too.
+            json!({"event": "Order Completed", "aggregate": {"function": "sum", "property": "properties.total"},
+                   "op": "gte", "value": 100}),
+            json!({"event": "Product Added", "window": "30d",
+                   "aggregate": {"function": "distinct_count", "property": "properties.category"},
+                   "op": "eq", "value": 1}),
         ];
         for condition in &conditions {
             let (status, answer) = preview(&app, &json!({"condition": condition})).await;
