@@ -14,12 +14,11 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
-use cdp_api::provision::random_secret;
-use cdp_api::Application;
 use cdp_domain::catalog::CatalogCommand;
 use cdp_domain::segments::SegmentDef;
 use serde_json::json;
 
+use super::freshness::{bootstrapped, start};
 use super::ingest_http::stop;
 use super::memory::{append_customers, messages};
 use super::profile_read::wait_until_resolved;
@@ -115,17 +114,8 @@ async fn measure(
     customers: usize,
     seed: u64,
 ) -> anyhow::Result<(Streamed, Streamed)> {
-    let token = random_secret("tok");
-    let mut config = fresh.config();
-    config.bootstrap_workspace = Some(WORKSPACE.into());
-    config.bootstrap_write_key = Some(random_secret("wk"));
-    config.bootstrap_admin_token = Some(token.clone());
-    let app = Application::build(config)
-        .await
-        .context("failed to start the service")?;
-    let state = app.state();
-    let base = format!("http://{}", app.local_addr());
-    let server = tokio::spawn(app.run_until_stopped());
+    let (config, _, token) = bootstrapped(fresh);
+    let (state, base, server) = start(config).await?;
     let outcome = async {
         let events =
             append_customers(&state.store, &catalog()?, customers, seed, with_consent).await?;
