@@ -19,6 +19,7 @@ mod catalog_commands;
 mod deferred;
 pub mod derive;
 mod evaluate;
+pub mod exact;
 mod held;
 pub mod housekeeping;
 mod model;

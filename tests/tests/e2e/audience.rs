@@ -50,7 +50,7 @@ async fn preview(app: &TestApp, body: &Value) -> (StatusCode, Value) {
 /// The exact path's members of a condition, straight from the tables.
 async fn exact(app: &TestApp, condition: &Value) -> (i64, Vec<String>, f64) {
     let def = cdp_domain::segments::SegmentDef::parse(&json!({ "condition": condition })).unwrap();
-    let p = cdp_projections::identity::housekeeping::preview(
+    let p = cdp_projections::identity::exact::preview(
         &app.state.store,
         WORKSPACE,
         &def,
