@@ -27,9 +27,10 @@ pub const MAX_DEPTH: usize = 4;
 pub type Facets = BTreeMap<String, Option<Vec<Value>>>;
 
 /// The facets of a track event's payload as stored text; `"{}"` when it has no properties, `"null"`
-/// when it has too many values to keep.
+/// when it has too many values to keep. Written for every track event the resolver folds: the values
+/// are borrowed from the payload, and a path is allocated once, when it is first found.
 pub fn facets_text(payload: &Value) -> String {
-    match facets_of(payload) {
+    match borrowed(payload) {
         Some(f) => serde_json::to_string(&f).unwrap_or_else(|_| "null".to_owned()),
         None => "null".to_owned(),
     }
@@ -37,10 +38,24 @@ pub fn facets_text(payload: &Value) -> String {
 
 /// The facets of a payload; `None` when it has more than [`MAX_VALUES`] values or nests deeper.
 pub fn facets_of(payload: &Value) -> Option<Facets> {
-    let mut facets = Facets::new();
+    let facets = borrowed(payload)?;
+    Some(
+        facets
+            .into_iter()
+            .map(|(path, values)| (path, values.map(|v| v.into_iter().cloned().collect())))
+            .collect(),
+    )
+}
+
+/// Facets whose values are the payload's own.
+type Borrowed<'a> = BTreeMap<String, Option<Vec<&'a Value>>>;
+
+fn borrowed(payload: &Value) -> Option<Borrowed<'_>> {
+    let mut facets = Borrowed::new();
     let mut kept = 0usize;
     if let Some(Value::Object(properties)) = payload.get("properties") {
-        walk_object("properties", properties, 0, &mut facets, &mut kept)?;
+        let mut path = String::from("properties");
+        walk_object(&mut path, properties, 0, &mut facets, &mut kept)?;
     }
     Some(facets)
 }
@@ -55,32 +70,37 @@ fn addressable(key: &str) -> bool {
     !key.is_empty() && !key.contains(['.', '[', ']', '*']) && key.trim() == key
 }
 
-fn walk_object(
-    prefix: &str,
-    object: &Map<String, Value>,
+/// Walks an object found at `path` (restored as it was on return).
+fn walk_object<'a>(
+    path: &mut String,
+    object: &'a Map<String, Value>,
     depth: usize,
-    facets: &mut Facets,
+    facets: &mut Borrowed<'a>,
     kept: &mut usize,
 ) -> Option<()> {
     if depth > MAX_DEPTH {
         return None;
     }
+    let at = path.len();
     for (key, value) in object {
         if !addressable(key) {
             continue;
         }
-        let path = format!("{prefix}.{key}");
-        walk_value(&path, value, depth, facets, kept)?;
+        path.push('.');
+        path.push_str(key);
+        let walked = walk_value(path, value, depth, facets, kept);
+        path.truncate(at);
+        walked?;
     }
     Some(())
 }
 
 /// Records `value` found at `path`: a scalar kept, a container unkept and walked into.
-fn walk_value(
-    path: &str,
-    value: &Value,
+fn walk_value<'a>(
+    path: &mut String,
+    value: &'a Value,
     depth: usize,
-    facets: &mut Facets,
+    facets: &mut Borrowed<'a>,
     kept: &mut usize,
 ) -> Option<()> {
     match value {
@@ -88,11 +108,12 @@ fn walk_value(
         Value::String(s) if s.len() > MAX_STRING => unkept(path, facets, kept)?,
         Value::String(_) | Value::Number(_) | Value::Bool(_) => {
             count(kept)?;
-            if let Some(values) = facets
-                .entry(path.to_owned())
-                .or_insert_with(|| Some(Vec::new()))
-            {
-                values.push(value.clone());
+            match facets.get_mut(path.as_str()) {
+                Some(Some(values)) => values.push(value),
+                Some(None) => {}
+                None => {
+                    facets.insert(path.clone(), Some(vec![value]));
+                }
             }
         }
         Value::Object(inner) => {
@@ -101,23 +122,35 @@ fn walk_value(
         }
         Value::Array(items) => {
             unkept(path, facets, kept)?;
-            let each = format!("{path}[]");
+            let at = path.len();
+            path.push_str("[]");
+            let mut walked = Some(());
             for item in items {
-                match item {
+                walked = match item {
                     // `[]` on an array element gives the element: an array is a container.
-                    Value::Array(_) => unkept(&each, facets, kept)?,
-                    item => walk_value(&each, item, depth + 1, facets, kept)?,
+                    Value::Array(_) => unkept(path, facets, kept),
+                    item => walk_value(path, item, depth + 1, facets, kept),
+                };
+                if walked.is_none() {
+                    break;
                 }
             }
+            path.truncate(at);
+            walked?;
         }
     }
     Some(())
 }
 
 /// Marks `path` as holding what the facets do not keep.
-fn unkept(path: &str, facets: &mut Facets, kept: &mut usize) -> Option<()> {
+fn unkept(path: &str, facets: &mut Borrowed<'_>, kept: &mut usize) -> Option<()> {
     count(kept)?;
-    facets.insert(path.to_owned(), None);
+    match facets.get_mut(path) {
+        Some(slot) => *slot = None,
+        None => {
+            facets.insert(path.to_owned(), None);
+        }
+    }
     Some(())
 }
 
