@@ -70,15 +70,25 @@ async fn provision_catalog(
                     actor: "config".into(),
                 }
             };
-            store
-                .append(&[crate::operate::command_event(
-                    &w.id,
-                    command.name(),
-                    &command,
-                )])
-                .await?;
+            append_command(store, &w.id, &command).await?;
         }
     }
+    Ok(())
+}
+
+/// Appends a command the configuration puts in force to the workspace's log.
+async fn append_command(
+    store: &Store,
+    workspace: &str,
+    command: &cdp_domain::catalog::CatalogCommand,
+) -> anyhow::Result<()> {
+    store
+        .append(&[crate::operate::command_event(
+            workspace,
+            command.name(),
+            command,
+        )])
+        .await?;
     Ok(())
 }
 
@@ -109,14 +119,7 @@ async fn provision_consent(
         policy: configured.to_json(),
         actor: "config".into(),
     };
-    store
-        .append(&[crate::operate::command_event(
-            &w.id,
-            command.name(),
-            &command,
-        )])
-        .await?;
-    Ok(())
+    append_command(store, &w.id, &command).await
 }
 
 /// Applies the configured workspaces and credentials. Returns generated credentials when it had to make
