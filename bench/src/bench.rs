@@ -171,6 +171,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "release"
         },
     );
+    for backend in &backends {
+        if let Backend::Postgres { server_url } = backend {
+            println!("postgres: {}", target::postgres_settings(server_url).await?);
+        }
+    }
     let workload = Workload::retail(args.events, args.batch, args.seed)?;
     println!(
         "workload: {} retail messages (identify, page, Product Added, Order Completed) over {} \

@@ -138,6 +138,26 @@ impl FreshDatabase {
 }
 
 /// A connection to the server for CREATE and DROP DATABASE (which may be slow: not logged as such).
+/// The PostgreSQL server's version and the settings that size its writing (shared buffers, WAL between
+/// checkpoints), as a line of the report's header: the same engine runs at a different speed under
+/// other settings.
+pub async fn postgres_settings(server_url: &str) -> anyhow::Result<String> {
+    let mut admin = admin_connection(server_url).await?;
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT name, current_setting(name) FROM unnest(ARRAY['server_version', 'shared_buffers', \
+         'max_wal_size', 'checkpoint_timeout', 'synchronous_commit', 'autovacuum']) AS s(name)",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .context("failed to read PostgreSQL's settings")?;
+    admin.close().await.ok();
+    Ok(rows
+        .iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect::<Vec<_>>()
+        .join(", "))
+}
+
 async fn admin_connection(server_url: &str) -> anyhow::Result<sqlx::PgConnection> {
     let options = PgConnectOptions::from_str(server_url)
         .with_context(|| format!("--database-url {} is not valid", redacted(server_url)))?
