@@ -23,6 +23,8 @@ use crate::error::ApiError;
 use crate::extract::{Path, Query};
 use crate::AppState;
 
+mod view;
+
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/v1/profiles/lookup", get(lookup))
@@ -113,7 +115,7 @@ fn profile_json(
     recent: &[cdp_domain::profile::EventSummary],
     policy: &cdp_domain::consent::ConsentPolicy,
 ) -> Value {
-    let mut body = doc.to_json(recent);
+    let mut body = view::profile_view(doc, recent);
     mark_invalid_traits(&mut body["traits"]);
     body["profile_id"] = json!(survivor);
     body["requested_id"] = json!(requested);
