@@ -20,6 +20,7 @@ use serde_json::Value;
 use crate::catalog::CatalogWrites;
 use crate::identity::derive::{change_message, membership_change};
 use crate::identity::{forget_state, IdentityResolver};
+use crate::model_tx::Tx;
 use crate::runner::{ModelTx, ProjectionError};
 
 mod sql;
@@ -75,7 +76,7 @@ pub async fn erase(
     now: DateTime<Utc>,
 ) -> Result<Option<ErasureReport>, ProjectionError> {
     let mut tx = match store {
-        Store::Sqlite(s) => ModelTx::Sqlite(s.begin_write().await?),
+        Store::Sqlite(s) => ModelTx(Tx::Sqlite(s.begin_write().await?)),
         Store::Postgres(s) => {
             let mut tx = s.pool().begin().await?;
             // The resolver's row lock: no batch of it is prepared or written meanwhile.
@@ -90,14 +91,14 @@ pub async fn erase(
                 .bind(IdentityResolver::NAME)
                 .execute(&mut *tx)
                 .await?;
-            ModelTx::Postgres(tx)
+            ModelTx(Tx::Postgres(tx))
         }
     };
     let report = erase_in(&mut tx, workspace, profile, actor, now).await?;
     if report.is_some() {
         match tx {
-            ModelTx::Sqlite(t) => t.commit().await?,
-            ModelTx::Postgres(t) => t.commit().await?,
+            ModelTx(Tx::Sqlite(t)) => t.commit().await?,
+            ModelTx(Tx::Postgres(t)) => t.commit().await?,
         }
     }
     Ok(report)

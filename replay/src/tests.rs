@@ -4,10 +4,12 @@ use super::*;
 use cdp_domain::catalog::CatalogCommand;
 use cdp_domain::computed::{recompute, RawEvent};
 use cdp_domain::event::NewEvent;
-use cdp_domain::identity::{Identifier, OperatorCommand};
-use cdp_domain::message::{validate, Envelope};
+use cdp_domain::identity::{Identifier, IdentityRules, OperatorCommand};
+use cdp_domain::message::{validate, Envelope, MessageKind};
+use cdp_domain::store::EventStore;
+use cdp_projections::refold::all_owners;
 use cdp_projections::runner::{catch_up, run_once};
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// Every profile row: its workspace, id and stored binary state (none of them JSON any more).
 async fn all_docs(store: &Store) -> Vec<(String, String, Vec<u8>)> {

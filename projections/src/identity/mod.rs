@@ -44,6 +44,7 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
 use crate::catalog::CatalogWrites;
+use crate::model_tx::Tx;
 use crate::profiles::{ModelWrites, ProfileKey};
 use crate::runner::{ModelTx, Projection, ProjectionError};
 
@@ -114,13 +115,13 @@ pub async fn forget_state(tx: &mut ModelTx<'_>) -> Result<(), ProjectionError> {
 async fn stored_token_in(tx: &mut ModelTx<'_>) -> Result<Option<String>, ProjectionError> {
     let sql = "SELECT token FROM projection_tokens WHERE name = ?";
     Ok(match tx {
-        ModelTx::Sqlite(tx) => {
+        ModelTx(Tx::Sqlite(tx)) => {
             sqlx::query_scalar(sql)
                 .bind(IdentityResolver::NAME)
                 .fetch_optional(&mut **tx)
                 .await?
         }
-        ModelTx::Postgres(tx) => {
+        ModelTx(Tx::Postgres(tx)) => {
             sqlx::query_scalar(&crate::profiles::numbered(sql))
                 .bind(IdentityResolver::NAME)
                 .fetch_optional(&mut **tx)
@@ -133,14 +134,14 @@ async fn write_token(tx: &mut ModelTx<'_>, token: &str) -> Result<(), Projection
     let sql = "INSERT INTO projection_tokens (name, token) VALUES (?, ?) \
                ON CONFLICT (name) DO UPDATE SET token = excluded.token";
     match tx {
-        ModelTx::Sqlite(tx) => {
+        ModelTx(Tx::Sqlite(tx)) => {
             sqlx::query(sql)
                 .bind(IdentityResolver::NAME)
                 .bind(token)
                 .execute(&mut **tx)
                 .await?;
         }
-        ModelTx::Postgres(tx) => {
+        ModelTx(Tx::Postgres(tx)) => {
             sqlx::query(&crate::profiles::numbered(sql))
                 .bind(IdentityResolver::NAME)
                 .bind(token)

@@ -4,6 +4,7 @@
 use cdp_domain::identity::{IdentityEvent, IdentityGraph, IdentityRules};
 use cdp_domain::store::Store;
 
+use crate::model_tx::Tx;
 use crate::profiles::{self, numbered};
 use crate::runner::{ModelTx, ProjectionError};
 
@@ -263,7 +264,7 @@ pub(crate) async fn write_rules(
         let json = serde_json::to_string(rules).map_err(ProjectionError::corrupt)?;
         let version = i64::try_from(rules.version).map_err(ProjectionError::corrupt)?;
         match tx {
-            ModelTx::Sqlite(tx) => {
+            ModelTx(Tx::Sqlite(tx)) => {
                 sqlx::query(sql)
                     .bind(workspace)
                     .bind(version)
@@ -272,7 +273,7 @@ pub(crate) async fn write_rules(
                     .execute(&mut **tx)
                     .await?;
             }
-            ModelTx::Postgres(tx) => {
+            ModelTx(Tx::Postgres(tx)) => {
                 sqlx::query(&numbered(sql))
                     .bind(workspace)
                     .bind(version)
