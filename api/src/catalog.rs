@@ -14,6 +14,7 @@ use axum::{Json, Router};
 use cdp_domain::catalog::{check_name, CatalogCommand, DefinedTrait};
 use cdp_domain::computed::{DefinitionError, TraitDef};
 use cdp_domain::event::from_millis;
+use cdp_domain::ident::WorkspaceId;
 use cdp_domain::identity::{IdentityEvent, ProfileId};
 use cdp_domain::message::rfc3339;
 use cdp_domain::profile::ProfileDoc;
@@ -142,7 +143,7 @@ pub(crate) async fn unchanged(
 /// Runs a catalog command: 200 once applied, 202 if not yet, 409 with the reason when refused.
 pub(crate) async fn apply(
     state: &AppState,
-    workspace: &str,
+    workspace: &WorkspaceId,
     command: CatalogCommand,
 ) -> Result<Option<String>, ApiError> {
     let (id, decisions) = run_command(state, workspace, command.name(), &command).await?;

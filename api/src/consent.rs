@@ -21,6 +21,7 @@ use axum::{Json, Router};
 use cdp_domain::consent::{
     Basis, ConsentPolicy, CHANNELS, CONSENT_EVENT, DEFAULT_PURPOSE, PURPOSES,
 };
+use cdp_domain::ident::WorkspaceId;
 use cdp_domain::store::Store;
 use cdp_domain::workspace::Scope;
 use cdp_projections::catalog::OutMessage;
@@ -193,7 +194,7 @@ fn consent_json(
 
 async fn live_profile(
     state: &AppState,
-    workspace: &str,
+    workspace: &WorkspaceId,
     id: &str,
 ) -> Result<(String, cdp_domain::profile::ProfileDoc), ApiError> {
     let survivor = identity::survivor_of(&state.store, workspace, id)

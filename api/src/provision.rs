@@ -143,7 +143,9 @@ pub async fn provision(
                     .await?;
             }
             if let Some(identity) = &w.identity {
-                let in_force = cdp_projections::identity::rules_of(store, &w.id)
+                // Parsed when the configuration was read (`config`).
+                let id = WorkspaceId::parse(&w.id).context("a configured workspace id")?;
+                let in_force = cdp_projections::identity::rules_of(store, &id)
                     .await
                     .with_context(|| format!("failed to read the identity rules of {}", w.id))?;
                 // Changed rules are a rules command of the log, as through PUT /v1/identity/rules,

@@ -13,7 +13,7 @@ use cdp_domain::store::{EventStore, Store};
 use serde_json::Value;
 
 use crate::catalog::{self, CatalogWrites};
-use crate::identity::{graph_of, rules_of, IdentityResolver};
+use crate::identity::{graph_in, rules_in, IdentityResolver};
 use crate::model_tx::{ModelTx, Tx};
 use crate::profiles::{self, ModelWrites, ProfileKey};
 use crate::runner::ProjectionError;
@@ -108,7 +108,7 @@ pub async fn fold_log(
                 continue;
             }
             if !rules.contains_key(ws) {
-                rules.insert(ws.clone(), rules_of(store, ws).await?);
+                rules.insert(ws.clone(), rules_in(store, ws).await?);
                 catalogs.insert(ws.clone(), catalog::load(store, ws).await?);
             }
             fold_event(
@@ -127,7 +127,7 @@ pub async fn fold_log(
         .into_iter()
         .collect();
     for ws in workspaces {
-        let graph = graph_of(store, &ws).await?;
+        let graph = graph_in(store, &ws).await?;
         for (profile, state) in graph.profiles() {
             docs.entry((ws.clone(), profile.clone()))
                 .or_default()

@@ -6,6 +6,7 @@ pub mod backfill;
 pub mod rebuild;
 
 use cdp_domain::event::Position;
+use cdp_domain::ident::WorkspaceId;
 use cdp_domain::identity::ProfileId;
 use cdp_domain::profile::ProfileDoc;
 use cdp_domain::store::Store;
@@ -89,7 +90,7 @@ pub struct ProfileRebuild {
 /// such profile exists in `workspace`.
 pub async fn rebuild_profile(
     store: &Store,
-    workspace: &str,
+    workspace: &WorkspaceId,
     profile: &str,
 ) -> Result<Option<ProfileRebuild>, ProjectionError> {
     let Some(live) = cdp_projections::identity::survivor_of(store, workspace, profile).await?
@@ -110,9 +111,9 @@ pub async fn rebuild_profile(
         if let Some((_, state)) = graph.profiles().find(|(p, _)| **p == id) {
             doc.linked = state.identifiers_owned();
         }
-        let key = (workspace.to_owned(), id.clone());
+        let key = (workspace.to_string(), id.clone());
         let due = CatalogWrites {
-            due: vec![(workspace.to_owned(), live.clone(), Some(0.0))],
+            due: vec![(workspace.to_string(), live.clone(), Some(0.0))],
             ..CatalogWrites::default()
         };
         if write_if_unmoved(store, at, vec![(key, doc)], false, due).await? {

@@ -11,6 +11,11 @@ use cdp_projections::refold::all_owners;
 use cdp_projections::runner::{catch_up, run_once};
 use serde_json::{json, Value};
 
+/// A workspace id of the tests.
+fn ws(raw: &str) -> cdp_domain::ident::WorkspaceId {
+    cdp_domain::ident::WorkspaceId::parse(raw).unwrap()
+}
+
 /// Every profile row: its workspace, id and stored binary state (none of them JSON any more).
 async fn all_docs(store: &Store) -> Vec<(String, String, Vec<u8>)> {
     let Store::Sqlite(s) = store else {

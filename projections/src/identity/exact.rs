@@ -133,7 +133,7 @@ pub struct AsOf {
 /// customer's history made them at that moment, also before a segment was defined.
 pub async fn segments_at(
     store: &Store,
-    workspace: &str,
+    workspace: &cdp_domain::ident::WorkspaceId,
     profile: &cdp_domain::identity::ProfileId,
     at: DateTime<Utc>,
 ) -> Result<AsOf, ProjectionError> {

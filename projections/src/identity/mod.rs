@@ -381,7 +381,7 @@ impl Projection for IdentityResolver {
                 let in_force = match state.rules.get(w) {
                     Some(r) => r.clone(),
                     None => {
-                        let r = rules_of(store, w).await?;
+                        let r = rules_in(store, w).await?;
                         state.rules.insert(w.clone(), r.clone());
                         r
                     }
