@@ -191,7 +191,7 @@ async fn the_recent_events_are_the_newest_fifty_by_event_time_whatever_the_arriv
         catch_up(&store, &resolver).await.unwrap();
     }
     let profile = cdp_projections::identity::profile_id_for("w", "m000");
-    let recent = profiles::recent_events(&store, "w", profile.as_str())
+    let recent = profiles::recent_events(&store, &ws("w"), profile.as_str())
         .await
         .unwrap();
     let mut expected: Vec<&NewEvent> = events.iter().collect();
@@ -212,7 +212,7 @@ async fn the_recent_events_are_the_newest_fifty_by_event_time_whatever_the_arriv
         "app"
     };
     assert_eq!(first.channel, channel);
-    assert!(profiles::recent_events(&store, "w", "p_none")
+    assert!(profiles::recent_events(&store, &ws("w"), "p_none")
         .await
         .unwrap()
         .is_empty());

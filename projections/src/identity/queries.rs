@@ -173,12 +173,12 @@ pub async fn explain(
     workspace: &WorkspaceId,
     profile: &str,
 ) -> Result<Option<Explanation>, ProjectionError> {
-    let workspace = workspace.as_str();
     let Some(survivor) = profiles::survivor(store, workspace, profile).await? else {
         return Ok(None);
     };
     let mut cluster = vec![survivor.clone()];
     cluster.extend(profiles::aliases_of(store, workspace, &survivor).await?);
+    let workspace = workspace.as_str();
     // One query per column, so that each can use its index.
     let mut decisions: Vec<DecisionRow> = Vec::new();
     for column in ["profile", "other"] {

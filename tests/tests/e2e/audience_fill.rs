@@ -25,6 +25,10 @@ use crate::helpers::*;
 
 const WS: &str = "w";
 
+fn ws() -> cdp_domain::ident::WorkspaceId {
+    cdp_domain::ident::WorkspaceId::parse(WS).unwrap()
+}
+
 /// The engine over a fresh store: the resolver on a fixed clock, with the audience index or without.
 struct Engine {
     store: Store,
@@ -176,7 +180,7 @@ impl Engine {
     async fn ids(&self, users: &[String]) -> Vec<String> {
         let mut out = Vec::new();
         for u in users {
-            let holder = cdp_projections::profiles::holder(&self.store, WS, "user_id", u)
+            let holder = cdp_projections::profiles::holder(&self.store, &ws(), "user_id", u)
                 .await
                 .unwrap()
                 .unwrap_or_else(|| panic!("{u} has a profile"));
