@@ -267,7 +267,7 @@ async fn delete_trait(
 /// then counted in milliseconds), else from the stored rows (`profile_tags` joined to `profile_spend`).
 pub(crate) async fn tag_population(
     state: &AppState,
-    workspace: &str,
+    workspace: &WorkspaceId,
     tag: &str,
 ) -> Result<Vec<catalog::TagValueStats>, ApiError> {
     let from_bitmaps = state
@@ -298,7 +298,7 @@ pub(crate) async fn tag_population(
 
 async fn tag_json(
     state: &AppState,
-    workspace: &str,
+    workspace: &WorkspaceId,
     d: &StoredDefinition,
 ) -> Result<Value, ApiError> {
     let mut body = definition_json(state, workspace, TAG, d).await?;

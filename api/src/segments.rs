@@ -56,7 +56,7 @@ pub fn router() -> Router<Arc<AppState>> {
 /// process holds the workspace's, else counted from the stored rows (once for all segments).
 pub(crate) async fn member_counts(
     state: &AppState,
-    workspace: &str,
+    workspace: &WorkspaceId,
 ) -> Result<BTreeMap<String, i64>, ApiError> {
     let from_bitmaps = state
         .audiences

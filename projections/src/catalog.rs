@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use cdp_domain::catalog::{Catalog, DefinedConsent, DefinedSegment, DefinedTag, DefinedTrait};
 use cdp_domain::computed::TraitDef;
 use cdp_domain::consent::ConsentPolicy;
+use cdp_domain::ident::WorkspaceId;
 use cdp_domain::profile::ProfileDoc;
 use cdp_domain::segments::SegmentDef;
 use cdp_domain::store::Store;
@@ -348,7 +349,7 @@ pub struct TagValueStats {
 
 pub async fn tag_stats(
     store: &Store,
-    workspace: &str,
+    workspace: &WorkspaceId,
     tag: &str,
 ) -> Result<Vec<TagValueStats>, ProjectionError> {
     let rows: Vec<(String, i64, Option<f64>)> = read!(
@@ -356,7 +357,7 @@ pub async fn tag_stats(
         "SELECT t.value, count(*), sum(s.spend) FROM profile_tags t \
          LEFT JOIN profile_spend s ON s.workspace = t.workspace AND s.profile = t.profile \
          WHERE t.workspace = ? AND t.tag = ? GROUP BY t.value ORDER BY t.value",
-        |q| q.bind(workspace).bind(tag),
+        |q| q.bind(workspace.as_str()).bind(tag),
         fetch_all
     );
     rows.into_iter()

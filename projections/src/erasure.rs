@@ -12,6 +12,7 @@
 
 use std::collections::BTreeSet;
 
+use cdp_domain::ident::WorkspaceId;
 use cdp_domain::identity::{IdentityEvent, ProfileId};
 use cdp_domain::store::Store;
 use chrono::{DateTime, Utc};
@@ -73,7 +74,7 @@ fn redact(body: &mut Value, values: &BTreeSet<String>) {
 #[tracing::instrument(name = "erase", skip_all, fields(workspace = %workspace, profile = %profile))]
 pub async fn erase(
     store: &Store,
-    workspace: &str,
+    workspace: &WorkspaceId,
     profile: &ProfileId,
     actor: &str,
     now: DateTime<Utc>,

@@ -8,6 +8,7 @@
 //! the breakdown and overlap from an index of the members only, read for the request.
 
 use cdp_domain::audience::{AudienceIndex, Breakdown, BreakdownField, Summary};
+use cdp_domain::ident::WorkspaceId;
 use cdp_domain::segments::SegmentDef;
 use cdp_domain::store::Store;
 use chrono::{DateTime, Utc};
@@ -63,7 +64,7 @@ pub struct UnknownField(pub usize);
 pub async fn preview(
     audiences: &Audiences,
     store: &Store,
-    workspace: &str,
+    workspace: &WorkspaceId,
     def: &SegmentDef,
     breakdown: Option<&[BreakdownField]>,
     sample: usize,
@@ -119,7 +120,7 @@ pub async fn preview(
 /// catalog does not define it and no member has it.
 async fn without_index(
     store: &Store,
-    workspace: &str,
+    workspace: &WorkspaceId,
     def: &SegmentDef,
     breakdown: Option<&[BreakdownField]>,
     sample: usize,

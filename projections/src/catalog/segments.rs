@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use cdp_domain::ident::WorkspaceId;
 use cdp_domain::store::Store;
 use sqlx::QueryBuilder;
 
@@ -74,7 +75,7 @@ pub struct MembershipChange {
 /// Every enter and exit of these profiles (a live profile and the ones merged into it), in order.
 pub async fn membership_history(
     store: &Store,
-    workspace: &str,
+    workspace: &WorkspaceId,
     profiles: &[String],
 ) -> Result<Vec<MembershipChange>, ProjectionError> {
     let mut out = Vec::new();
@@ -83,7 +84,7 @@ pub async fn membership_history(
             store,
             "SELECT seq, profile, segment, entered, at, caused_by FROM segment_history \
              WHERE workspace = ? AND profile = ? ORDER BY seq",
-            |q| q.bind(workspace).bind(p),
+            |q| q.bind(workspace.as_str()).bind(p),
             fetch_all
         );
         out.extend(
@@ -112,7 +113,7 @@ pub const DAY_MS: i64 = 86_400_000;
 /// segment, at), read from the index alone, however long the history before it.
 pub async fn segment_changes_since(
     store: &Store,
-    workspace: &str,
+    workspace: &WorkspaceId,
     segment: &str,
     since_ms: i64,
 ) -> Result<Vec<(i64, i64)>, ProjectionError> {
@@ -121,7 +122,7 @@ pub async fn segment_changes_since(
         "SELECT at / 86400000 AS day, SUM(CASE WHEN entered THEN 1 ELSE -1 END) \
          FROM segment_history WHERE workspace = ? AND segment = ? AND at >= ? \
          GROUP BY at / 86400000 ORDER BY day",
-        |q| q.bind(workspace).bind(segment).bind(since_ms),
+        |q| q.bind(workspace.as_str()).bind(segment).bind(since_ms),
         fetch_all
     );
     Ok(rows)
@@ -130,12 +131,12 @@ pub async fn segment_changes_since(
 /// How many profiles each segment of `workspace` has now.
 pub async fn segment_sizes(
     store: &Store,
-    workspace: &str,
+    workspace: &WorkspaceId,
 ) -> Result<BTreeMap<String, i64>, ProjectionError> {
     let rows: Vec<(String, i64)> = read!(
         store,
         "SELECT segment, count(*) FROM segment_members WHERE workspace = ? GROUP BY segment",
-        |q| q.bind(workspace),
+        |q| q.bind(workspace.as_str()),
         fetch_all
     );
     Ok(rows.into_iter().collect())
@@ -144,7 +145,7 @@ pub async fn segment_sizes(
 /// A page of a segment's members after `after` (profile id order).
 pub async fn members_page(
     store: &Store,
-    workspace: &str,
+    workspace: &WorkspaceId,
     segment: &str,
     after: &str,
     limit: i64,
@@ -153,7 +154,11 @@ pub async fn members_page(
         store,
         "SELECT profile, since, caused_by FROM segment_members \
          WHERE workspace = ? AND segment = ? AND profile > ? ORDER BY profile LIMIT ?",
-        |q| q.bind(workspace).bind(segment).bind(after).bind(limit),
+        |q| q
+            .bind(workspace.as_str())
+            .bind(segment)
+            .bind(after)
+            .bind(limit),
         fetch_all
     ))
 }

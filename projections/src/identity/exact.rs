@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use cdp_domain::catalog::Catalog;
+use cdp_domain::ident::WorkspaceId;
 use cdp_domain::profile::{FoldRules, ProfileDoc};
 use cdp_domain::store::Store;
 use cdp_domain::tags::RfmThresholds;
@@ -45,7 +46,7 @@ pub const PREVIEW: &str = "~preview";
 #[tracing::instrument(name = "segment.preview", skip_all, fields(workspace = %workspace))]
 pub async fn preview(
     store: &Store,
-    workspace: &str,
+    workspace: &WorkspaceId,
     def: &cdp_domain::segments::SegmentDef,
     sample: usize,
     now: DateTime<Utc>,

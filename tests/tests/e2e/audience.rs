@@ -52,7 +52,7 @@ async fn exact(app: &TestApp, condition: &Value) -> (i64, Vec<String>, f64) {
     let def = cdp_domain::segments::SegmentDef::parse(&json!({ "condition": condition })).unwrap();
     let p = cdp_projections::identity::exact::preview(
         &app.state.store,
-        WORKSPACE,
+        &workspace_id(),
         &def,
         10,
         Utc::now(),
@@ -179,7 +179,7 @@ async fn the_index_answers_what_the_exact_path_does() {
         .await;
         // A tag's population per value from the bitmaps too: what the stored rows count, with the
         // spend of the order just made.
-        let stored = cdp_projections::catalog::tag_stats(&app.state.store, WORKSPACE, "shanghai")
+        let stored = cdp_projections::catalog::tag_stats(&app.state.store, &workspace_id(), "shanghai")
             .await
             .unwrap();
         let stored: Vec<(Value, i64, f64)> =
@@ -399,7 +399,7 @@ async fn without_an_index_the_exact_path_answers() {
         let answer = cdp_projections::audience::preview::preview(
             &unbuilt,
             &app.state.store,
-            WORKSPACE,
+            &workspace_id(),
             &def,
             Some(&fields),
             10,

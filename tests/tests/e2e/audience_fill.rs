@@ -148,7 +148,7 @@ impl Engine {
     }
 
     async fn members(&self, segment: &str) -> Vec<String> {
-        catalog::members_page(&self.store, WS, segment, "", 100_000)
+        catalog::members_page(&self.store, &ws(), segment, "", 100_000)
             .await
             .unwrap()
             .into_iter()
@@ -166,7 +166,7 @@ impl Engine {
     /// Every enter and exit: (segment, profile, entered, at, caused by), sorted.
     async fn history(&self) -> Vec<(String, String, bool, i64, Option<String>)> {
         let profiles: Vec<String> = self.docs().await.into_iter().map(|(p, _)| p).collect();
-        let mut all: Vec<_> = catalog::membership_history(&self.store, WS, &profiles)
+        let mut all: Vec<_> = catalog::membership_history(&self.store, &ws(), &profiles)
             .await
             .unwrap()
             .into_iter()
