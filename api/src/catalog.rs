@@ -114,7 +114,7 @@ pub(crate) async fn definition_json(
 
 pub(crate) async fn find(
     state: &AppState,
-    workspace: &str,
+    workspace: &WorkspaceId,
     kind: &str,
     name: &str,
 ) -> Result<StoredDefinition, ApiError> {
@@ -129,7 +129,7 @@ pub(crate) async fn find(
 /// starts no backfill).
 pub(crate) async fn unchanged(
     state: &AppState,
-    workspace: &str,
+    workspace: &WorkspaceId,
     kind: &str,
     name: &str,
     canonical: &Value,

@@ -74,7 +74,8 @@ pub async fn reachable_of(
     for (w, p) in keys {
         if let Ok(id) = cdp_domain::identity::ProfileId::parse(p) {
             if !policies.contains_key(w) {
-                let in_force = cdp_projections::catalog::consent_policy(store, w).await?;
+                let ws = WorkspaceId::parse(w).map_err(ProjectionError::corrupt)?;
+                let in_force = cdp_projections::catalog::consent_policy(store, &ws).await?;
                 policies.insert(w.clone(), in_force.policy);
             }
             parsed.push((w.clone(), id));

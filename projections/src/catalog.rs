@@ -72,6 +72,15 @@ pub struct StoredDefinition {
 /// The definitions in force in `workspace` (the newest version of each name, unless deleted).
 pub async fn definitions(
     store: &Store,
+    workspace: &WorkspaceId,
+    kind: &str,
+) -> Result<Vec<StoredDefinition>, ProjectionError> {
+    definitions_in(store, workspace, kind).await
+}
+
+/// [`definitions`] for the engine, which holds workspaces as the events' text.
+pub(crate) async fn definitions_in(
+    store: &Store,
     workspace: &str,
     kind: &str,
 ) -> Result<Vec<StoredDefinition>, ProjectionError> {
@@ -122,7 +131,7 @@ pub async fn previous_definition(
 /// The catalog in force in `workspace`.
 pub async fn load(store: &Store, workspace: &str) -> Result<Catalog, ProjectionError> {
     let mut traits = BTreeMap::new();
-    for d in definitions(store, workspace, TRAIT).await? {
+    for d in definitions_in(store, workspace, TRAIT).await? {
         let body = d.body.unwrap_or_default();
         let def = TraitDef::parse(&body).map_err(ProjectionError::corrupt)?;
         traits.insert(
@@ -134,7 +143,7 @@ pub async fn load(store: &Store, workspace: &str) -> Result<Catalog, ProjectionE
         );
     }
     let mut tags = BTreeMap::new();
-    for d in definitions(store, workspace, TAG).await? {
+    for d in definitions_in(store, workspace, TAG).await? {
         let body = d.body.unwrap_or_default();
         let def = TagDef::parse(&body).map_err(ProjectionError::corrupt)?;
         tags.insert(
@@ -146,7 +155,7 @@ pub async fn load(store: &Store, workspace: &str) -> Result<Catalog, ProjectionE
         );
     }
     let mut segments = BTreeMap::new();
-    for d in definitions(store, workspace, SEGMENT).await? {
+    for d in definitions_in(store, workspace, SEGMENT).await? {
         let body = d.body.unwrap_or_default();
         let def = SegmentDef::parse(&body).map_err(ProjectionError::corrupt)?;
         segments.insert(
@@ -157,7 +166,7 @@ pub async fn load(store: &Store, workspace: &str) -> Result<Catalog, ProjectionE
             },
         );
     }
-    let consent = consent_policy(store, workspace).await?;
+    let consent = consent_policy_in(store, workspace).await?;
     Ok(Catalog::new(traits, tags, segments).with_consent(consent))
 }
 
@@ -165,9 +174,17 @@ pub async fn load(store: &Store, workspace: &str) -> Result<Catalog, ProjectionE
 /// else the default (opt-in everywhere).
 pub async fn consent_policy(
     store: &Store,
+    workspace: &WorkspaceId,
+) -> Result<DefinedConsent, ProjectionError> {
+    consent_policy_in(store, workspace).await
+}
+
+/// [`consent_policy`] for the engine, which holds workspaces as the events' text.
+pub(crate) async fn consent_policy_in(
+    store: &Store,
     workspace: &str,
 ) -> Result<DefinedConsent, ProjectionError> {
-    let Some(d) = definitions(store, workspace, CONSENT)
+    let Some(d) = definitions_in(store, workspace, CONSENT)
         .await?
         .into_iter()
         .find(|d| d.name == CONSENT_POLICY)

@@ -25,6 +25,7 @@ use std::time::Instant;
 
 use cdp_domain::audience::AudienceIndex;
 use cdp_domain::catalog::Catalog;
+use cdp_domain::ident::WorkspaceId;
 use cdp_domain::store::Store;
 use chrono::{DateTime, Utc};
 
@@ -255,7 +256,7 @@ impl Audiences {
     pub async fn segment_sizes(
         &self,
         store: &Store,
-        workspace: &str,
+        workspace: &WorkspaceId,
         now: DateTime<Utc>,
     ) -> Result<Option<std::collections::BTreeMap<String, u64>>, ProjectionError> {
         self.held_answer(store, workspace, now, |i| Some(i.segment_sizes()))
@@ -269,7 +270,7 @@ impl Audiences {
     pub async fn tag_values(
         &self,
         store: &Store,
-        workspace: &str,
+        workspace: &WorkspaceId,
         tag: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<Vec<(serde_json::Value, u64, f64)>>, ProjectionError> {

@@ -2,6 +2,7 @@
 //! against the graph and under the rules as they stand at the command's place in the log.
 
 use cdp_domain::event::{Position, StoredEvent};
+use cdp_domain::ident::WorkspaceId;
 use cdp_domain::identity::{
     apply_rules_diff, identifiers_of, manual_merge, rules_diff, split, IdentityEvent,
     IdentityGraph, IdentityRules, OperatorCommand,
@@ -71,7 +72,7 @@ pub(super) async fn decide_command(
             let Some(new) = rules_after(rules, proposed) else {
                 return Ok((Vec::new(), None));
             };
-            let log = workspace_log(store, &e.workspace, stored.position, &new).await?;
+            let log = log_of(store, &e.workspace, stored.position, &new).await?;
             let diff = rules_diff(graph, &new, &log);
             let mut n = 0;
             let decisions = apply_rules_diff(graph, &new, &diff, &e.message_id, || {
@@ -86,6 +87,16 @@ pub(super) async fn decide_command(
 
 /// The customer events of a workspace before `until`, in log order, with their identifiers under `rules`.
 pub async fn workspace_log(
+    store: &Store,
+    workspace: &WorkspaceId,
+    until: Position,
+    rules: &IdentityRules,
+) -> Result<Vec<(String, Vec<(String, String)>)>, ProjectionError> {
+    log_of(store, workspace, until, rules).await
+}
+
+/// [`workspace_log`] for the engine, which holds workspaces as the events' text.
+async fn log_of(
     store: &Store,
     workspace: &str,
     until: Position,
