@@ -95,7 +95,7 @@ fn job_json(job: Option<&Job>) -> Value {
 
 pub(crate) async fn definition_json(
     state: &AppState,
-    workspace: &str,
+    workspace: &WorkspaceId,
     kind: &str,
     d: &StoredDefinition,
 ) -> Result<Value, ApiError> {
@@ -519,7 +519,7 @@ async fn untag_profile(
 /// The computed traits and tags of a profile as `GET /v1/profiles/{id}` shows them.
 pub async fn profile_sections(
     state: &AppState,
-    workspace: &str,
+    workspace: &WorkspaceId,
     doc: &ProfileDoc,
     stored_tags: &[catalog::ProfileTag],
 ) -> Result<(Value, Value), ApiError> {

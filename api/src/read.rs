@@ -178,7 +178,7 @@ async fn profile(
 /// The 360° view's body: the profile, its computed traits and its tags.
 async fn profile_body(
     state: &AppState,
-    workspace: &str,
+    workspace: &WorkspaceId,
     profile: &str,
     requested: &str,
     view: &profiles::ProfileView,

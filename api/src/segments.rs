@@ -70,7 +70,7 @@ pub(crate) async fn member_counts(
 
 async fn segment_json(
     state: &AppState,
-    workspace: &str,
+    workspace: &WorkspaceId,
     d: &catalog::StoredDefinition,
     sizes: &BTreeMap<String, i64>,
 ) -> Result<Value, ApiError> {

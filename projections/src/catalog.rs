@@ -129,7 +129,12 @@ pub async fn previous_definition(
 }
 
 /// The catalog in force in `workspace`.
-pub async fn load(store: &Store, workspace: &str) -> Result<Catalog, ProjectionError> {
+pub async fn load(store: &Store, workspace: &WorkspaceId) -> Result<Catalog, ProjectionError> {
+    load_in(store, workspace).await
+}
+
+/// [`load`] for the engine, which holds workspaces as the events' text.
+pub(crate) async fn load_in(store: &Store, workspace: &str) -> Result<Catalog, ProjectionError> {
     let mut traits = BTreeMap::new();
     for d in definitions_in(store, workspace, TRAIT).await? {
         let body = d.body.unwrap_or_default();
@@ -258,6 +263,16 @@ pub async fn running_jobs(store: &Store) -> Result<Vec<Job>, ProjectionError> {
 /// The newest job of a definition.
 pub async fn latest_job(
     store: &Store,
+    workspace: &WorkspaceId,
+    kind: &str,
+    name: &str,
+) -> Result<Option<Job>, ProjectionError> {
+    latest_job_in(store, workspace, kind, name).await
+}
+
+/// [`latest_job`] for the engine, which holds workspaces as the events' text.
+pub(crate) async fn latest_job_in(
+    store: &Store,
     workspace: &str,
     kind: &str,
     name: &str,
@@ -317,6 +332,15 @@ pub fn tag_of(r: TagRow) -> Result<(String, ProfileTag), ProjectionError> {
 
 /// The tags of these profiles of `workspace`, by profile.
 pub async fn tags_of(
+    store: &Store,
+    workspace: &WorkspaceId,
+    profiles: &[&str],
+) -> Result<BTreeMap<String, Vec<ProfileTag>>, ProjectionError> {
+    tags_of_in(store, workspace, profiles).await
+}
+
+/// [`tags_of`] for the engine, which holds workspaces as the events' text.
+pub(crate) async fn tags_of_in(
     store: &Store,
     workspace: &str,
     profiles: &[&str],
@@ -392,6 +416,14 @@ pub async fn tag_stats(
 /// were computed for and when.
 pub async fn thresholds(
     store: &Store,
+    workspace: &WorkspaceId,
+) -> Result<BTreeMap<String, (i64, i64, RfmThresholds)>, ProjectionError> {
+    thresholds_in(store, workspace).await
+}
+
+/// [`thresholds`] for the engine, which holds workspaces as the events' text.
+pub(crate) async fn thresholds_in(
+    store: &Store,
     workspace: &str,
 ) -> Result<BTreeMap<String, (i64, i64, RfmThresholds)>, ProjectionError> {
     let rows: Vec<(String, i64, i64, String)> = read!(
@@ -410,6 +442,16 @@ pub async fn thresholds(
 
 /// One page of a workspace's live profiles after `cursor`, in id order, with their documents.
 pub async fn profiles_after(
+    store: &Store,
+    workspace: &WorkspaceId,
+    cursor: &str,
+    limit: i64,
+) -> Result<Vec<(String, ProfileDoc)>, ProjectionError> {
+    profiles_after_in(store, workspace, cursor, limit).await
+}
+
+/// [`profiles_after`] for the engine, which holds workspaces as the events' text.
+pub(crate) async fn profiles_after_in(
     store: &Store,
     workspace: &str,
     cursor: &str,

@@ -429,7 +429,7 @@ pub async fn view(
                 return Ok(None);
             };
             let recent = recent_events(store, workspace, profile).await?;
-            let tags = crate::catalog::tags_of(store, workspace, &[profile])
+            let tags = crate::catalog::tags_of_in(store, workspace, &[profile])
                 .await?
                 .remove(profile)
                 .unwrap_or_default();

@@ -109,7 +109,7 @@ pub async fn fold_log(
             }
             if !rules.contains_key(ws) {
                 rules.insert(ws.clone(), rules_in(store, ws).await?);
-                catalogs.insert(ws.clone(), catalog::load(store, ws).await?);
+                catalogs.insert(ws.clone(), catalog::load_in(store, ws).await?);
             }
             fold_event(
                 docs.entry((ws.clone(), profile.clone())).or_default(),

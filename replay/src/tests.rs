@@ -296,7 +296,7 @@ fn catalog_event(
 
 /// Every live profile's computed traits against a recomputation from the raw events it owns.
 async fn check_traits_against_the_log(store: &Store, now: chrono::DateTime<chrono::Utc>) {
-    let catalog = catalog::load(store, "w").await.unwrap();
+    let catalog = catalog::load(store, &ws("w")).await.unwrap();
     let owners = all_owners(store).await.unwrap();
     let log = cdp_domain::store::EventStore::read_after(store, Position::START, 100_000)
         .await
@@ -527,10 +527,13 @@ async fn a_tag_changes_on_time_without_new_events() {
     assert_eq!(sent[1]["value"], Value::Null);
     assert_eq!(sent[1]["previous"], true);
     assert_eq!(sent[1]["caused_by"], "clock");
-    let tags =
-        cdp_projections::catalog::tags_of(&store, "w", &[sent[0]["profile_id"].as_str().unwrap()])
-            .await
-            .unwrap();
+    let tags = cdp_projections::catalog::tags_of(
+        &store,
+        &ws("w"),
+        &[sent[0]["profile_id"].as_str().unwrap()],
+    )
+    .await
+    .unwrap();
     assert!(tags.is_empty(), "{tags:?}");
     assert!(
         !cdp_projections::runner::Projection::has_pending_work(&resolver, &store)

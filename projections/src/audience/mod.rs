@@ -199,7 +199,7 @@ impl Audiences {
         let slot = self.slot(workspace);
         let token = stored_token(store).await?;
         let started = Instant::now();
-        let catalog = crate::catalog::load(store, workspace).await?;
+        let catalog = crate::catalog::load_in(store, workspace).await?;
         let mut index = AudienceIndex::new(names_of(&catalog));
         load::whole(store, workspace, &catalog, now, |rows| {
             for row in rows {
@@ -362,7 +362,7 @@ impl Audiences {
         if !redefined {
             return Ok(Some((profiles, None)));
         }
-        let catalog = crate::catalog::load(store, workspace).await?;
+        let catalog = crate::catalog::load_in(store, workspace).await?;
         // The catalog read must be the one in force at `to`: no batch committed since redefined
         // the workspace (else it may be newer than the rows, and the next look would compare with it).
         let since = stored_token(store).await?;

@@ -127,7 +127,7 @@ async fn without_index(
     now: DateTime<Utc>,
 ) -> Result<Result<AudiencePreview, UnknownField>, ProjectionError> {
     let exact = crate::identity::exact::preview(store, workspace, def, sample, now).await?;
-    let catalog = crate::catalog::load(store, workspace).await?;
+    let catalog = crate::catalog::load_in(store, workspace).await?;
     let mut index = AudienceIndex::new(super::names_of(&catalog));
     for row in super::load::named(store, workspace, &catalog, &exact.members, now).await? {
         index.upsert(row);

@@ -51,7 +51,7 @@ pub async fn preview(
     sample: usize,
     now: DateTime<Utc>,
 ) -> Result<Preview, ProjectionError> {
-    let stored = catalog::load(store, workspace).await?;
+    let stored = catalog::load_in(store, workspace).await?;
     let mut segments = stored.segments.clone();
     segments.insert(
         PREVIEW.to_owned(),
@@ -62,7 +62,7 @@ pub async fn preview(
     );
     let cat = Catalog::new(stored.traits.clone(), stored.tags.clone(), segments)
         .with_consent(stored.consent.clone());
-    let thresholds: BTreeMap<String, RfmThresholds> = catalog::thresholds(store, workspace)
+    let thresholds: BTreeMap<String, RfmThresholds> = catalog::thresholds_in(store, workspace)
         .await?
         .into_iter()
         .map(|(tag, (_, _, t))| (tag, t))
@@ -77,7 +77,7 @@ pub async fn preview(
     };
     let mut after = String::new();
     loop {
-        let page = catalog::profiles_after(store, workspace, &after, 1_000).await?;
+        let page = catalog::profiles_after_in(store, workspace, &after, 1_000).await?;
         let Some((last, _)) = page.last() else {
             return Ok(out);
         };
@@ -88,7 +88,7 @@ pub async fn preview(
         }
         backfill(store, &cat, workspace, &mut docs).await?;
         let names: Vec<&str> = docs.iter().map(|(p, _)| p.as_str()).collect();
-        let tags = catalog::tags_of(store, workspace, &names).await?;
+        let tags = catalog::tags_of_in(store, workspace, &names).await?;
         for (p, doc) in &docs {
             let manual: BTreeMap<String, Value> = tags
                 .get(p.as_str())
@@ -140,8 +140,8 @@ pub async fn segments_at(
 ) -> Result<AsOf, ProjectionError> {
     use cdp_domain::identity::identifiers_of;
     use cdp_domain::message::MessageKind;
-    let cat = catalog::load(store, workspace).await?;
-    let thresholds: BTreeMap<String, RfmThresholds> = catalog::thresholds(store, workspace)
+    let cat = catalog::load_in(store, workspace).await?;
+    let thresholds: BTreeMap<String, RfmThresholds> = catalog::thresholds_in(store, workspace)
         .await?
         .into_iter()
         .map(|(tag, (_, _, t))| (tag, t))
@@ -171,7 +171,7 @@ pub async fn segments_at(
         );
         doc.apply(e, &payload, &carried, fold);
     }
-    let tags = catalog::tags_of(store, workspace, &[profile.as_str()]).await?;
+    let tags = catalog::tags_of_in(store, workspace, &[profile.as_str()]).await?;
     let manual: BTreeMap<String, Value> = tags
         .get(profile.as_str())
         .into_iter()

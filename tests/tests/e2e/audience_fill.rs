@@ -141,7 +141,7 @@ impl Engine {
     }
 
     async fn job(&self, segment: &str) -> Job {
-        catalog::latest_job(&self.store, WS, catalog::SEGMENT, segment)
+        catalog::latest_job(&self.store, &ws(), catalog::SEGMENT, segment)
             .await
             .unwrap()
             .expect("the segment has a job")
@@ -158,7 +158,7 @@ impl Engine {
 
     /// Every live profile with its document, in profile id order.
     async fn docs(&self) -> Vec<(String, cdp_domain::profile::ProfileDoc)> {
-        catalog::profiles_after(&self.store, WS, "", 100_000)
+        catalog::profiles_after(&self.store, &ws(), "", 100_000)
             .await
             .unwrap()
     }
