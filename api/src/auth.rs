@@ -9,6 +9,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use base64::Engine;
+use cdp_domain::ident::WorkspaceId;
 use cdp_domain::store::EventStore;
 use cdp_domain::workspace::{hash_secret, Credential, CredentialKind, Scope};
 
@@ -19,7 +20,7 @@ use crate::AppState;
 /// The caller of a query or admin endpoint.
 #[derive(Debug, Clone)]
 pub struct Principal {
-    pub workspace: String,
+    pub workspace: WorkspaceId,
     credential: Credential,
     /// Where the audit middleware learns who called and which scope the call needed.
     audit: Option<AuditSlot>,
@@ -132,8 +133,12 @@ impl FromRequestParts<Arc<AppState>> for Principal {
             _ => return Err(unauthorized("unknown token")),
         };
         state.limits.api.take(&credential.workspace, 1)?;
+        // Every credential's workspace was parsed when it was provisioned (configuration, bootstrap).
+        let workspace = WorkspaceId::parse(&credential.workspace).map_err(|e| {
+            ApiError::Internal(format!("a credential names an invalid workspace: {e}"))
+        })?;
         let principal = Principal {
-            workspace: credential.workspace.clone(),
+            workspace,
             credential,
             audit: parts.extensions.get::<AuditSlot>().cloned(),
         };

@@ -14,6 +14,7 @@ use axum::{Json, Router};
 use cdp_domain::catalog::{check_name, CatalogCommand, DefinedTrait};
 use cdp_domain::computed::{DefinitionError, TraitDef};
 use cdp_domain::event::from_millis;
+use cdp_domain::ident::WorkspaceId;
 use cdp_domain::identity::{IdentityEvent, ProfileId};
 use cdp_domain::message::rfc3339;
 use cdp_domain::profile::ProfileDoc;
@@ -94,7 +95,7 @@ fn job_json(job: Option<&Job>) -> Value {
 
 pub(crate) async fn definition_json(
     state: &AppState,
-    workspace: &str,
+    workspace: &WorkspaceId,
     kind: &str,
     d: &StoredDefinition,
 ) -> Result<Value, ApiError> {
@@ -113,7 +114,7 @@ pub(crate) async fn definition_json(
 
 pub(crate) async fn find(
     state: &AppState,
-    workspace: &str,
+    workspace: &WorkspaceId,
     kind: &str,
     name: &str,
 ) -> Result<StoredDefinition, ApiError> {
@@ -128,7 +129,7 @@ pub(crate) async fn find(
 /// starts no backfill).
 pub(crate) async fn unchanged(
     state: &AppState,
-    workspace: &str,
+    workspace: &WorkspaceId,
     kind: &str,
     name: &str,
     canonical: &Value,
@@ -142,7 +143,7 @@ pub(crate) async fn unchanged(
 /// Runs a catalog command: 200 once applied, 202 if not yet, 409 with the reason when refused.
 pub(crate) async fn apply(
     state: &AppState,
-    workspace: &str,
+    workspace: &WorkspaceId,
     command: CatalogCommand,
 ) -> Result<Option<String>, ApiError> {
     let (id, decisions) = run_command(state, workspace, command.name(), &command).await?;
@@ -266,7 +267,7 @@ async fn delete_trait(
 /// then counted in milliseconds), else from the stored rows (`profile_tags` joined to `profile_spend`).
 pub(crate) async fn tag_population(
     state: &AppState,
-    workspace: &str,
+    workspace: &WorkspaceId,
     tag: &str,
 ) -> Result<Vec<catalog::TagValueStats>, ApiError> {
     let from_bitmaps = state
@@ -297,7 +298,7 @@ pub(crate) async fn tag_population(
 
 async fn tag_json(
     state: &AppState,
-    workspace: &str,
+    workspace: &WorkspaceId,
     d: &StoredDefinition,
 ) -> Result<Value, ApiError> {
     let mut body = definition_json(state, workspace, TAG, d).await?;
@@ -518,7 +519,7 @@ async fn untag_profile(
 /// The computed traits and tags of a profile as `GET /v1/profiles/{id}` shows them.
 pub async fn profile_sections(
     state: &AppState,
-    workspace: &str,
+    workspace: &WorkspaceId,
     doc: &ProfileDoc,
     stored_tags: &[catalog::ProfileTag],
 ) -> Result<(Value, Value), ApiError> {

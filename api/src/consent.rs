@@ -21,6 +21,7 @@ use axum::{Json, Router};
 use cdp_domain::consent::{
     Basis, ConsentPolicy, CHANNELS, CONSENT_EVENT, DEFAULT_PURPOSE, PURPOSES,
 };
+use cdp_domain::ident::WorkspaceId;
 use cdp_domain::store::Store;
 use cdp_domain::workspace::Scope;
 use cdp_projections::catalog::OutMessage;
@@ -73,7 +74,8 @@ pub async fn reachable_of(
     for (w, p) in keys {
         if let Ok(id) = cdp_domain::identity::ProfileId::parse(p) {
             if !policies.contains_key(w) {
-                let in_force = cdp_projections::catalog::consent_policy(store, w).await?;
+                let ws = WorkspaceId::parse(w).map_err(ProjectionError::corrupt)?;
+                let in_force = cdp_projections::catalog::consent_policy(store, &ws).await?;
                 policies.insert(w.clone(), in_force.policy);
             }
             parsed.push((w.clone(), id));
@@ -193,7 +195,7 @@ fn consent_json(
 
 async fn live_profile(
     state: &AppState,
-    workspace: &str,
+    workspace: &WorkspaceId,
     id: &str,
 ) -> Result<(String, cdp_domain::profile::ProfileDoc), ApiError> {
     let survivor = identity::survivor_of(&state.store, workspace, id)

@@ -198,7 +198,7 @@ async fn session(
         .map(Scope::as_str)
         .collect();
     Ok(Json(json!({
-        "workspace": principal.workspace,
+        "workspace": principal.workspace.as_str(),
         "scopes": scopes,
     })))
 }

@@ -99,13 +99,13 @@ impl AppState {
     /// The catalog in force in `workspace` (at most a second old).
     pub async fn catalog(
         &self,
-        workspace: &str,
+        workspace: &cdp_domain::ident::WorkspaceId,
     ) -> Result<Arc<cdp_domain::catalog::Catalog>, error::ApiError> {
-        if let Some(c) = self.catalogs.get(workspace) {
+        if let Some(c) = self.catalogs.get(workspace.as_str()) {
             return Ok(c);
         }
         let c = Arc::new(cdp_projections::catalog::load(&self.store, workspace).await?);
-        self.catalogs.insert(workspace.to_owned(), c.clone());
+        self.catalogs.insert(workspace.to_string(), c.clone());
         Ok(c)
     }
 

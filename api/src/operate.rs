@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use axum::routing::{post, put};
 use axum::{Json, Router};
 use cdp_domain::event::{NewEvent, Position};
+use cdp_domain::ident::WorkspaceId;
 use cdp_domain::identity::{
     rules_diff, Identifier, IdentityEvent, IdentityRules, OperatorCommand, ProfileId, RulesDiff,
 };
@@ -88,7 +89,7 @@ pub fn command_event(workspace: &str, name: &str, command: &impl serde::Serializ
 /// decided within [`DECISION_WAIT`] (it will, in log order).
 pub async fn run_command(
     state: &AppState,
-    workspace: &str,
+    workspace: &WorkspaceId,
     name: &str,
     command: &impl serde::Serialize,
 ) -> Result<(String, Option<Vec<IdentityEvent>>), ApiError> {

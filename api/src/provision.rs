@@ -37,8 +37,10 @@ async fn provision_catalog(
     use cdp_domain::catalog::{check_name, CatalogCommand};
     use cdp_projections::catalog::{definitions, TAG, TRAIT};
     let wanted = [(TRAIT, &w.traits), (TAG, &w.tags)];
+    // Parsed when the configuration was read (`config`).
+    let id = WorkspaceId::parse(&w.id).context("a configured workspace id")?;
     for (kind, configured) in wanted {
-        let current = definitions(store, &w.id, kind).await?;
+        let current = definitions(store, &id, kind).await?;
         for (name, body) in configured {
             let place = || format!("CDP_CONFIG: workspace {} {kind} {name}", w.id);
             check_name(name).with_context(place)?;
@@ -109,7 +111,8 @@ async fn provision_consent(
         .transpose()
         .map_err(|e| anyhow::anyhow!("CDP_CONFIG: workspace {}: {e}", w.id))?
         .unwrap_or_default();
-    let in_force = cdp_projections::catalog::consent_policy(store, &w.id)
+    let id = WorkspaceId::parse(&w.id).context("a configured workspace id")?;
+    let in_force = cdp_projections::catalog::consent_policy(store, &id)
         .await
         .with_context(|| format!("failed to read the consent policy of {}", w.id))?;
     if in_force.policy == configured {
@@ -143,7 +146,9 @@ pub async fn provision(
                     .await?;
             }
             if let Some(identity) = &w.identity {
-                let in_force = cdp_projections::identity::rules_of(store, &w.id)
+                // Parsed when the configuration was read (`config`).
+                let id = WorkspaceId::parse(&w.id).context("a configured workspace id")?;
+                let in_force = cdp_projections::identity::rules_of(store, &id)
                     .await
                     .with_context(|| format!("failed to read the identity rules of {}", w.id))?;
                 // Changed rules are a rules command of the log, as through PUT /v1/identity/rules,

@@ -8,6 +8,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use cdp_domain::event::{from_millis, StoredEvent};
 use cdp_domain::ident::Phone;
+use cdp_domain::ident::WorkspaceId;
 use cdp_domain::identity::IdentityEvent;
 use cdp_domain::message::rfc3339;
 use cdp_domain::profile::{channel_of, ProfileDoc};
@@ -22,6 +23,8 @@ use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::extract::{Path, Query};
 use crate::AppState;
+
+mod view;
 
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()
@@ -60,7 +63,7 @@ async fn lookup(
 /// `(profile, type, normalised value)`, or a 400 naming the parameter, or a 404.
 pub(crate) async fn holder_of(
     state: &AppState,
-    workspace: &str,
+    workspace: &WorkspaceId,
     q: LookupQuery,
 ) -> Result<(String, String, String), ApiError> {
     let id_type = q
@@ -113,7 +116,7 @@ fn profile_json(
     recent: &[cdp_domain::profile::EventSummary],
     policy: &cdp_domain::consent::ConsentPolicy,
 ) -> Value {
-    let mut body = doc.to_json(recent);
+    let mut body = view::profile_view(doc, recent);
     mark_invalid_traits(&mut body["traits"]);
     body["profile_id"] = json!(survivor);
     body["requested_id"] = json!(requested);
@@ -145,7 +148,7 @@ fn mark_invalid_traits(traits: &mut Value) {
 }
 
 /// The surviving profile of `id`, or a 404.
-async fn survivor(state: &AppState, workspace: &str, id: &str) -> Result<String, ApiError> {
+async fn survivor(state: &AppState, workspace: &WorkspaceId, id: &str) -> Result<String, ApiError> {
     identity::survivor_of(&state.store, workspace, id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no profile {id:?}")))
@@ -175,7 +178,7 @@ async fn profile(
 /// The 360° view's body: the profile, its computed traits and its tags.
 async fn profile_body(
     state: &AppState,
-    workspace: &str,
+    workspace: &WorkspaceId,
     profile: &str,
     requested: &str,
     view: &profiles::ProfileView,

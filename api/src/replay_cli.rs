@@ -77,7 +77,11 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         ReplayCommand::Status => status(&store).await,
         ReplayCommand::Profile { id, workspace } => {
             let started = Instant::now();
-            match cdp_replay::rebuild_profile(&store, &workspace, &id).await? {
+            // A workspace id that does not parse holds no profile: the same answer as an unknown one.
+            let Ok(ws) = cdp_domain::ident::WorkspaceId::parse(&workspace) else {
+                bail!("no profile {id} in workspace {workspace}");
+            };
+            match cdp_replay::rebuild_profile(&store, &ws, &id).await? {
                 Some(done) => println!(
                     "rebuilt profile {} from {} events in {} ms; its tags and segments are re-evaluated by \
                      the resolver's next round",

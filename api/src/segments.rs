@@ -15,6 +15,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use cdp_domain::catalog::CatalogCommand;
 use cdp_domain::event::{from_millis, to_millis};
+use cdp_domain::ident::WorkspaceId;
 use cdp_domain::message::rfc3339;
 use cdp_domain::segments::{segment_cycle, SegmentDef};
 use cdp_domain::workspace::Scope;
@@ -55,7 +56,7 @@ pub fn router() -> Router<Arc<AppState>> {
 /// process holds the workspace's, else counted from the stored rows (once for all segments).
 pub(crate) async fn member_counts(
     state: &AppState,
-    workspace: &str,
+    workspace: &WorkspaceId,
 ) -> Result<BTreeMap<String, i64>, ApiError> {
     let from_bitmaps = state
         .audiences
@@ -69,7 +70,7 @@ pub(crate) async fn member_counts(
 
 async fn segment_json(
     state: &AppState,
-    workspace: &str,
+    workspace: &WorkspaceId,
     d: &catalog::StoredDefinition,
     sizes: &BTreeMap<String, i64>,
 ) -> Result<Value, ApiError> {
@@ -220,7 +221,7 @@ const STREAM_PAGE: i64 = 1_000;
 #[derive(Clone)]
 struct Export {
     state: Arc<AppState>,
-    workspace: String,
+    workspace: WorkspaceId,
     segment: String,
     columns: Vec<Column>,
     channel: Option<&'static str>,
@@ -248,7 +249,7 @@ impl Export {
                 .iter()
                 .filter_map(|m| {
                     let id = cdp_domain::identity::ProfileId::parse(&m.0).ok()?;
-                    Some((ws.clone(), id))
+                    Some((ws.to_string(), id))
                 })
                 .collect();
             profiles::load_many(store, &parsed)
@@ -548,7 +549,7 @@ async fn stream(
         async move {
             loop {
                 match receiver.recv().await {
-                    Ok(m) if m.workspace == workspace => {
+                    Ok(m) if m.workspace == workspace.as_str() => {
                         let kind = serde_json::from_str::<Value>(&m.payload)
                             .ok()
                             .and_then(|v| v["type"].as_str().map(str::to_owned))

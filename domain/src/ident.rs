@@ -32,6 +32,15 @@ impl WorkspaceId {
     }
 }
 
+/// Read as the text it is (SQL binds, keys, messages): a `&WorkspaceId` goes where a `&str` is taken.
+impl std::ops::Deref for WorkspaceId {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for WorkspaceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -19,7 +19,7 @@ use crate::computed::TraitState;
 use crate::consent::{Choice, Consents};
 use crate::event::NewEvent;
 use crate::identity::{Identifier, IdentityRules};
-use crate::message::{rfc3339, MessageKind};
+use crate::message::MessageKind;
 use crate::vecmap::VecMap;
 
 /// How many recent events the 360 view shows (read from `event_profiles`, not kept in the document).
@@ -511,65 +511,6 @@ impl ProfileDoc {
             .entry(id.value.clone())
             .and_modify(|s| s.widen(seen))
             .or_insert(seen);
-    }
-
-    /// The profile as the API shows it, with its most recent events (newest first).
-    pub fn to_json(&self, recent_events: &[EventSummary]) -> Value {
-        let identifiers: Vec<Value> = self
-            .linked
-            .iter()
-            .map(|id| {
-                let seen = self.seen.get(&id.id_type).and_then(|v| v.get(&id.value));
-                serde_json::json!({
-                    "type": id.id_type,
-                    "value": id.value,
-                    "first_seen": seen.map(|s| rfc3339(s.first)),
-                    "last_seen": seen.map(|s| rfc3339(s.last)),
-                })
-            })
-            .collect();
-        let traits: serde_json::Map<String, Value> = self
-            .traits
-            .iter()
-            .map(|(k, t)| {
-                (
-                    k.clone(),
-                    serde_json::json!({
-                        "value": t.value,
-                        "set_at": rfc3339(t.set_at),
-                        "message_id": t.message_id,
-                        "channel": t.channel,
-                        "type": t.kind,
-                    }),
-                )
-            })
-            .collect();
-        let recent: Vec<Value> = recent_events
-            .iter()
-            .map(|e| {
-                serde_json::json!({
-                    "message_id": e.message_id,
-                    "type": e.kind,
-                    "name": e.name,
-                    "channel": e.channel,
-                    "timestamp": rfc3339(e.timestamp),
-                    "received_at": rfc3339(e.received_at),
-                })
-            })
-            .collect();
-        serde_json::json!({
-            "identifiers": identifiers,
-            "traits": traits,
-            "event_counts": {
-                "total": self.events,
-                "by_type": self.counts_by_type,
-                "by_event": self.counts_by_event,
-                "by_channel": self.counts_by_channel,
-            },
-            "first_seen": self.first_seen.map(rfc3339),
-            "last_seen": self.last_seen.map(rfc3339),
-            "recent_events": recent,
-        })
     }
 }
 

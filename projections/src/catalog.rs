@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use cdp_domain::catalog::{Catalog, DefinedConsent, DefinedSegment, DefinedTag, DefinedTrait};
 use cdp_domain::computed::TraitDef;
 use cdp_domain::consent::ConsentPolicy;
+use cdp_domain::ident::WorkspaceId;
 use cdp_domain::profile::ProfileDoc;
 use cdp_domain::segments::SegmentDef;
 use cdp_domain::store::Store;
@@ -43,6 +44,13 @@ macro_rules! read {
     };
 }
 
+// After `read!`, which it uses.
+mod segments;
+pub use segments::{
+    members_page, membership_history, memberships_of, segment_changes_since, segment_sizes,
+    Membership, MembershipChange, DAY_MS,
+};
+
 /// Definition kinds.
 pub const TRAIT: &str = "trait";
 pub const TAG: &str = "tag";
@@ -63,6 +71,15 @@ pub struct StoredDefinition {
 
 /// The definitions in force in `workspace` (the newest version of each name, unless deleted).
 pub async fn definitions(
+    store: &Store,
+    workspace: &WorkspaceId,
+    kind: &str,
+) -> Result<Vec<StoredDefinition>, ProjectionError> {
+    definitions_in(store, workspace, kind).await
+}
+
+/// [`definitions`] for the engine, which holds workspaces as the events' text.
+pub(crate) async fn definitions_in(
     store: &Store,
     workspace: &str,
     kind: &str,
@@ -112,9 +129,14 @@ pub async fn previous_definition(
 }
 
 /// The catalog in force in `workspace`.
-pub async fn load(store: &Store, workspace: &str) -> Result<Catalog, ProjectionError> {
+pub async fn load(store: &Store, workspace: &WorkspaceId) -> Result<Catalog, ProjectionError> {
+    load_in(store, workspace).await
+}
+
+/// [`load`] for the engine, which holds workspaces as the events' text.
+pub(crate) async fn load_in(store: &Store, workspace: &str) -> Result<Catalog, ProjectionError> {
     let mut traits = BTreeMap::new();
-    for d in definitions(store, workspace, TRAIT).await? {
+    for d in definitions_in(store, workspace, TRAIT).await? {
         let body = d.body.unwrap_or_default();
         let def = TraitDef::parse(&body).map_err(ProjectionError::corrupt)?;
         traits.insert(
@@ -126,7 +148,7 @@ pub async fn load(store: &Store, workspace: &str) -> Result<Catalog, ProjectionE
         );
     }
     let mut tags = BTreeMap::new();
-    for d in definitions(store, workspace, TAG).await? {
+    for d in definitions_in(store, workspace, TAG).await? {
         let body = d.body.unwrap_or_default();
         let def = TagDef::parse(&body).map_err(ProjectionError::corrupt)?;
         tags.insert(
@@ -138,7 +160,7 @@ pub async fn load(store: &Store, workspace: &str) -> Result<Catalog, ProjectionE
         );
     }
     let mut segments = BTreeMap::new();
-    for d in definitions(store, workspace, SEGMENT).await? {
+    for d in definitions_in(store, workspace, SEGMENT).await? {
         let body = d.body.unwrap_or_default();
         let def = SegmentDef::parse(&body).map_err(ProjectionError::corrupt)?;
         segments.insert(
@@ -149,7 +171,7 @@ pub async fn load(store: &Store, workspace: &str) -> Result<Catalog, ProjectionE
             },
         );
     }
-    let consent = consent_policy(store, workspace).await?;
+    let consent = consent_policy_in(store, workspace).await?;
     Ok(Catalog::new(traits, tags, segments).with_consent(consent))
 }
 
@@ -157,9 +179,17 @@ pub async fn load(store: &Store, workspace: &str) -> Result<Catalog, ProjectionE
 /// else the default (opt-in everywhere).
 pub async fn consent_policy(
     store: &Store,
+    workspace: &WorkspaceId,
+) -> Result<DefinedConsent, ProjectionError> {
+    consent_policy_in(store, workspace).await
+}
+
+/// [`consent_policy`] for the engine, which holds workspaces as the events' text.
+pub(crate) async fn consent_policy_in(
+    store: &Store,
     workspace: &str,
 ) -> Result<DefinedConsent, ProjectionError> {
-    let Some(d) = definitions(store, workspace, CONSENT)
+    let Some(d) = definitions_in(store, workspace, CONSENT)
         .await?
         .into_iter()
         .find(|d| d.name == CONSENT_POLICY)
@@ -233,6 +263,16 @@ pub async fn running_jobs(store: &Store) -> Result<Vec<Job>, ProjectionError> {
 /// The newest job of a definition.
 pub async fn latest_job(
     store: &Store,
+    workspace: &WorkspaceId,
+    kind: &str,
+    name: &str,
+) -> Result<Option<Job>, ProjectionError> {
+    latest_job_in(store, workspace, kind, name).await
+}
+
+/// [`latest_job`] for the engine, which holds workspaces as the events' text.
+pub(crate) async fn latest_job_in(
+    store: &Store,
     workspace: &str,
     kind: &str,
     name: &str,
@@ -293,6 +333,15 @@ pub fn tag_of(r: TagRow) -> Result<(String, ProfileTag), ProjectionError> {
 /// The tags of these profiles of `workspace`, by profile.
 pub async fn tags_of(
     store: &Store,
+    workspace: &WorkspaceId,
+    profiles: &[&str],
+) -> Result<BTreeMap<String, Vec<ProfileTag>>, ProjectionError> {
+    tags_of_in(store, workspace, profiles).await
+}
+
+/// [`tags_of`] for the engine, which holds workspaces as the events' text.
+pub(crate) async fn tags_of_in(
+    store: &Store,
     workspace: &str,
     profiles: &[&str],
 ) -> Result<BTreeMap<String, Vec<ProfileTag>>, ProjectionError> {
@@ -341,7 +390,7 @@ pub struct TagValueStats {
 
 pub async fn tag_stats(
     store: &Store,
-    workspace: &str,
+    workspace: &WorkspaceId,
     tag: &str,
 ) -> Result<Vec<TagValueStats>, ProjectionError> {
     let rows: Vec<(String, i64, Option<f64>)> = read!(
@@ -349,7 +398,7 @@ pub async fn tag_stats(
         "SELECT t.value, count(*), sum(s.spend) FROM profile_tags t \
          LEFT JOIN profile_spend s ON s.workspace = t.workspace AND s.profile = t.profile \
          WHERE t.workspace = ? AND t.tag = ? GROUP BY t.value ORDER BY t.value",
-        |q| q.bind(workspace).bind(tag),
+        |q| q.bind(workspace.as_str()).bind(tag),
         fetch_all
     );
     rows.into_iter()
@@ -366,6 +415,14 @@ pub async fn tag_stats(
 /// The RFM cut points of the quantile-scored RFM tags of `workspace`, with the version of the tag they
 /// were computed for and when.
 pub async fn thresholds(
+    store: &Store,
+    workspace: &WorkspaceId,
+) -> Result<BTreeMap<String, (i64, i64, RfmThresholds)>, ProjectionError> {
+    thresholds_in(store, workspace).await
+}
+
+/// [`thresholds`] for the engine, which holds workspaces as the events' text.
+pub(crate) async fn thresholds_in(
     store: &Store,
     workspace: &str,
 ) -> Result<BTreeMap<String, (i64, i64, RfmThresholds)>, ProjectionError> {
@@ -385,6 +442,16 @@ pub async fn thresholds(
 
 /// One page of a workspace's live profiles after `cursor`, in id order, with their documents.
 pub async fn profiles_after(
+    store: &Store,
+    workspace: &WorkspaceId,
+    cursor: &str,
+    limit: i64,
+) -> Result<Vec<(String, ProfileDoc)>, ProjectionError> {
+    profiles_after_in(store, workspace, cursor, limit).await
+}
+
+/// [`profiles_after`] for the engine, which holds workspaces as the events' text.
+pub(crate) async fn profiles_after_in(
     store: &Store,
     workspace: &str,
     cursor: &str,
@@ -462,138 +529,6 @@ pub async fn outbox_after(
         .collect())
 }
 
-/// A profile's membership of a segment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Membership {
-    pub segment: String,
-    pub since: i64,
-    pub caused_by: Option<String>,
-}
-
-/// The segments these profiles of `workspace` are in now, by profile.
-pub async fn memberships_of(
-    store: &Store,
-    workspace: &str,
-    profiles: &[&str],
-) -> Result<BTreeMap<String, Vec<Membership>>, ProjectionError> {
-    let mut out: BTreeMap<String, Vec<Membership>> = BTreeMap::new();
-    for chunk in profiles.chunks(500) {
-        let rows: Vec<(String, String, i64, Option<String>)> = match store {
-            Store::Sqlite(s) => {
-                let mut q: QueryBuilder<sqlx::Sqlite> = QueryBuilder::new(
-                    "SELECT profile, segment, since, caused_by FROM segment_members WHERE workspace = ",
-                );
-                q.push_bind(workspace).push(" AND profile IN (");
-                let mut list = q.separated(", ");
-                for p in chunk {
-                    list.push_bind(*p);
-                }
-                q.push(") ORDER BY profile, segment");
-                q.build_query_as().fetch_all(s.read_pool()).await?
-            }
-            Store::Postgres(s) => {
-                sqlx::query_as(
-                    "SELECT profile, segment, since, caused_by FROM segment_members \
-                     WHERE workspace = $1 AND profile = ANY($2) ORDER BY profile, segment",
-                )
-                .bind(workspace)
-                .bind(chunk)
-                .fetch_all(s.pool())
-                .await?
-            }
-        };
-        for (profile, segment, since, caused_by) in rows {
-            out.entry(profile).or_default().push(Membership {
-                segment,
-                since,
-                caused_by,
-            });
-        }
-    }
-    Ok(out)
-}
-
-/// One enter or exit of a segment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MembershipChange {
-    pub seq: i64,
-    pub profile: String,
-    pub segment: String,
-    pub entered: bool,
-    pub at: i64,
-    pub caused_by: Option<String>,
-}
-
-/// Every enter and exit of these profiles (a live profile and the ones merged into it), in order.
-pub async fn membership_history(
-    store: &Store,
-    workspace: &str,
-    profiles: &[String],
-) -> Result<Vec<MembershipChange>, ProjectionError> {
-    let mut out = Vec::new();
-    for p in profiles {
-        let rows: Vec<(i64, String, String, bool, i64, Option<String>)> = read!(
-            store,
-            "SELECT seq, profile, segment, entered, at, caused_by FROM segment_history \
-             WHERE workspace = ? AND profile = ? ORDER BY seq",
-            |q| q.bind(workspace).bind(p),
-            fetch_all
-        );
-        out.extend(
-            rows.into_iter()
-                .map(
-                    |(seq, profile, segment, entered, at, caused_by)| MembershipChange {
-                        seq,
-                        profile,
-                        segment,
-                        entered,
-                        at,
-                        caused_by,
-                    },
-                ),
-        );
-    }
-    out.sort_by_key(|c| c.seq);
-    Ok(out)
-}
-
-/// Milliseconds in a UTC day.
-pub const DAY_MS: i64 = 86_400_000;
-
-/// The net change of `segment`'s members (enters less exits) on each UTC day from `since_ms` on, as
-/// `(day since the epoch, change)` in day order: a range of `segment_history_by_segment` (workspace,
-/// segment, at), read from the index alone, however long the history before it.
-pub async fn segment_changes_since(
-    store: &Store,
-    workspace: &str,
-    segment: &str,
-    since_ms: i64,
-) -> Result<Vec<(i64, i64)>, ProjectionError> {
-    let rows: Vec<(i64, i64)> = read!(
-        store,
-        "SELECT at / 86400000 AS day, SUM(CASE WHEN entered THEN 1 ELSE -1 END) \
-         FROM segment_history WHERE workspace = ? AND segment = ? AND at >= ? \
-         GROUP BY at / 86400000 ORDER BY day",
-        |q| q.bind(workspace).bind(segment).bind(since_ms),
-        fetch_all
-    );
-    Ok(rows)
-}
-
-/// How many profiles each segment of `workspace` has now.
-pub async fn segment_sizes(
-    store: &Store,
-    workspace: &str,
-) -> Result<BTreeMap<String, i64>, ProjectionError> {
-    let rows: Vec<(String, i64)> = read!(
-        store,
-        "SELECT segment, count(*) FROM segment_members WHERE workspace = ? GROUP BY segment",
-        |q| q.bind(workspace),
-        fetch_all
-    );
-    Ok(rows.into_iter().collect())
-}
-
 /// Workspaces that define tags (where quantile RFM tags may need their cut points measured).
 pub async fn workspaces_with_rfm(store: &Store) -> Result<Vec<String>, ProjectionError> {
     let rows: Vec<(String,)> = read!(
@@ -614,21 +549,4 @@ pub async fn count_profiles(store: &Store, workspace: &str) -> Result<i64, Proje
         fetch_one
     );
     Ok(row.0)
-}
-
-/// A page of a segment's members after `after` (profile id order).
-pub async fn members_page(
-    store: &Store,
-    workspace: &str,
-    segment: &str,
-    after: &str,
-    limit: i64,
-) -> Result<Vec<(String, i64, Option<String>)>, ProjectionError> {
-    Ok(read!(
-        store,
-        "SELECT profile, since, caused_by FROM segment_members \
-         WHERE workspace = ? AND segment = ? AND profile > ? ORDER BY profile LIMIT ?",
-        |q| q.bind(workspace).bind(segment).bind(after).bind(limit),
-        fetch_all
-    ))
 }

@@ -12,6 +12,7 @@
 
 use std::collections::BTreeSet;
 
+use cdp_domain::ident::WorkspaceId;
 use cdp_domain::identity::{IdentityEvent, ProfileId};
 use cdp_domain::store::Store;
 use chrono::{DateTime, Utc};
@@ -20,13 +21,17 @@ use serde_json::Value;
 use crate::catalog::CatalogWrites;
 use crate::identity::derive::{change_message, membership_change};
 use crate::identity::{forget_state, IdentityResolver};
+use crate::model_tx::Tx;
 use crate::runner::{ModelTx, ProjectionError};
 
+mod cluster;
 mod sql;
 
+use cluster::{find_cluster, identifier_values, Cluster};
+
 use sql::{
-    containing, decisions, execute, ints, marks, pairs, pairs_int, restore_triggers,
-    set_triggers_aside, text_binds, texts, Bind,
+    containing, decisions, execute, ints, marks, pairs_int, restore_triggers, set_triggers_aside,
+    text_binds, texts, Bind,
 };
 
 /// The cause recorded on the exits an erasure makes.
@@ -69,13 +74,13 @@ fn redact(body: &mut Value, values: &BTreeSet<String>) {
 #[tracing::instrument(name = "erase", skip_all, fields(workspace = %workspace, profile = %profile))]
 pub async fn erase(
     store: &Store,
-    workspace: &str,
+    workspace: &WorkspaceId,
     profile: &ProfileId,
     actor: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<ErasureReport>, ProjectionError> {
     let mut tx = match store {
-        Store::Sqlite(s) => ModelTx::Sqlite(s.begin_write().await?),
+        Store::Sqlite(s) => ModelTx(Tx::Sqlite(s.begin_write().await?)),
         Store::Postgres(s) => {
             let mut tx = s.pool().begin().await?;
             // The resolver's row lock: no batch of it is prepared or written meanwhile.
@@ -90,46 +95,17 @@ pub async fn erase(
                 .bind(IdentityResolver::NAME)
                 .execute(&mut *tx)
                 .await?;
-            ModelTx::Postgres(tx)
+            ModelTx(Tx::Postgres(tx))
         }
     };
     let report = erase_in(&mut tx, workspace, profile, actor, now).await?;
     if report.is_some() {
         match tx {
-            ModelTx::Sqlite(t) => t.commit().await?,
-            ModelTx::Postgres(t) => t.commit().await?,
+            ModelTx(Tx::Sqlite(t)) => t.commit().await?,
+            ModelTx(Tx::Postgres(t)) => t.commit().await?,
         }
     }
     Ok(report)
-}
-
-/// The person an erasure forgets: the live profile and every profile merged into it.
-struct Cluster {
-    workspace: String,
-    survivor: String,
-    /// The survivor first, then the merged-away profiles in id order.
-    members: Vec<String>,
-}
-
-impl Cluster {
-    fn ws(&self) -> Bind {
-        Bind::Text(self.workspace.clone())
-    }
-
-    /// `?, ?, …`, one per member.
-    fn marks(&self) -> String {
-        marks(self.members.len())
-    }
-
-    /// The workspace, then every member: the binds of `workspace = ? AND profile IN (…)`.
-    fn binds(&self) -> Vec<Bind> {
-        text_binds(&self.workspace, &self.members)
-    }
-
-    /// The workspace and the survivor: the binds of `workspace = ? AND profile = ?`.
-    fn survivor_binds(&self) -> [Bind; 2] {
-        [self.ws(), Bind::Text(self.survivor.clone())]
-    }
 }
 
 /// The erasure of `profile` in `tx`, step by step; `None` when the workspace has no such live profile.
@@ -166,115 +142,6 @@ async fn erase_in(
         segments,
         affected: affected.iter().map(parse).collect::<Result<_, _>>()?,
     }))
-}
-
-/// The live profile `profile` resolves to (a merged-away id names its survivor) and the profiles merged
-/// into it; `None` when it is not live.
-async fn find_cluster(
-    tx: &mut ModelTx<'_>,
-    workspace: &str,
-    profile: &ProfileId,
-) -> Result<Option<Cluster>, ProjectionError> {
-    let ws = Bind::Text(workspace.to_owned());
-    let survivor = texts(
-        tx,
-        "SELECT survivor FROM profile_aliases WHERE workspace = ? AND profile = ?",
-        &[ws.clone(), Bind::Text(profile.to_string())],
-    )
-    .await?
-    .pop()
-    .unwrap_or_else(|| profile.to_string());
-    let live = texts(
-        tx,
-        "SELECT profile FROM profiles WHERE workspace = ? AND profile = ?",
-        &[ws.clone(), Bind::Text(survivor.clone())],
-    )
-    .await?;
-    if live.is_empty() {
-        return Ok(None);
-    }
-    let mut members = vec![survivor.clone()];
-    members.extend(
-        texts(
-            tx,
-            "SELECT profile FROM profile_aliases WHERE workspace = ? AND survivor = ? ORDER BY profile",
-            &[ws, Bind::Text(survivor.clone())],
-        )
-        .await?,
-    );
-    Ok(Some(Cluster {
-        workspace: workspace.to_owned(),
-        survivor,
-        members,
-    }))
-}
-
-/// The identifier values to redact: those of the cluster's decisions, except values another live
-/// profile holds now (a split moved them there: they are that profile's); and the other profiles that
-/// may hold events filed under one of its subjects: those holding one of its identifiers now (a split
-/// moved it there) and those its identifiers were refused to (the event went to another profile).
-async fn identifier_values(
-    tx: &mut ModelTx<'_>,
-    cluster: &Cluster,
-) -> Result<(BTreeSet<String>, BTreeSet<String>), ProjectionError> {
-    let in_cluster = cluster.marks();
-    let cluster_binds = cluster.binds();
-    let mut typed: BTreeSet<(String, String)> = pairs(
-        tx,
-        &format!(
-            "SELECT id_type, value FROM identity_events WHERE workspace = ? AND value IS NOT NULL \
-             AND id_type IS NOT NULL AND profile IN ({in_cluster})"
-        ),
-        &cluster_binds,
-    )
-    .await?
-    .into_iter()
-    .collect();
-    typed.extend(
-        pairs(
-            tx,
-            "SELECT id_type, value FROM identifier_owners WHERE workspace = ? AND profile = ?",
-            &cluster.survivor_binds(),
-        )
-        .await?,
-    );
-    let ours: Vec<(String, String)> = typed.iter().cloned().collect();
-    let mut candidates: BTreeSet<String> = BTreeSet::new();
-    for chunk in ours.chunks(200) {
-        let mut binds = cluster_binds.clone();
-        for (t, v) in chunk {
-            binds.push(Bind::Text(t.clone()));
-            binds.push(Bind::Text(v.clone()));
-        }
-        let any = vec!["(id_type = ? AND value = ?)"; chunk.len()].join(" OR ");
-        let held_elsewhere = pairs(
-            tx,
-            &format!(
-                "SELECT id_type, value FROM identifier_owners WHERE workspace = ? \
-                 AND profile NOT IN ({in_cluster}) AND ({any})"
-            ),
-            &binds,
-        )
-        .await?;
-        for held in held_elsewhere {
-            typed.remove(&held);
-        }
-        for sql in [
-            "SELECT DISTINCT profile FROM identifier_owners WHERE workspace = ?",
-            "SELECT DISTINCT profile FROM identity_events WHERE kind = 'link_rejected' AND workspace = ?",
-        ] {
-            candidates.extend(
-                texts(
-                    tx,
-                    &format!("{sql} AND profile NOT IN ({in_cluster}) AND ({any})"),
-                    &binds,
-                )
-                .await?,
-            );
-        }
-    }
-    let values = typed.into_iter().map(|(_, v)| v).collect();
-    Ok((values, candidates))
 }
 
 /// Destroys the subject keys of every event of the cluster: (its events, the keys' ids, the keys

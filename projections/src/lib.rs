@@ -6,9 +6,11 @@
 pub mod catalog;
 pub mod erasure;
 pub mod identity;
+pub mod model_tx;
 pub mod parallel;
 pub mod pipeline;
 pub mod profiles;
+pub mod refold;
 pub mod runner;
 
 pub use runner::{ModelTx, Projection, ProjectionError, RunnerHandle, RunnerStatus};

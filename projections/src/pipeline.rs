@@ -19,6 +19,7 @@ use chrono::Utc;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
+use crate::model_tx::Tx;
 use crate::runner::{checkpoint, finish, next_events, ModelTx, Progress, Projection, RunnerStatus};
 use crate::ProjectionError;
 
@@ -403,7 +404,7 @@ pub async fn commit<P: Projection>(
     };
     // Kept until the transaction has ended: the log's readers read past it meanwhile.
     let _writing = match (store, &mut model) {
-        (Store::Postgres(s), ModelTx::Postgres(tx)) => Some(s.mark_model_writer(tx).await?),
+        (Store::Postgres(s), ModelTx(Tx::Postgres(tx))) => Some(s.mark_model_writer(tx).await?),
         _ => None,
     };
     match projection.write_group(&mut model, batches).await {
@@ -417,7 +418,7 @@ pub async fn commit<P: Projection>(
                         seq = excluded.seq, updated_at = excluded.updated_at";
     let now = Utc::now().timestamp_millis();
     match model {
-        ModelTx::Sqlite(mut tx) => {
+        ModelTx(Tx::Sqlite(mut tx)) => {
             sqlx::query(MOVE)
                 .bind(name)
                 .bind(end.tx)
@@ -427,7 +428,7 @@ pub async fn commit<P: Projection>(
                 .await?;
             tx.commit().await?;
         }
-        ModelTx::Postgres(mut tx) => {
+        ModelTx(Tx::Postgres(mut tx)) => {
             sqlx::query(&crate::profiles::numbered(MOVE))
                 .bind(name)
                 .bind(end.tx)
@@ -457,7 +458,7 @@ async fn begin_at(
                     .bind(name)
                     .fetch_optional(&mut *tx)
                     .await?;
-            Ok((at.unwrap_or(0) == start.seq).then_some(ModelTx::Sqlite(tx)))
+            Ok((at.unwrap_or(0) == start.seq).then_some(ModelTx(Tx::Sqlite(tx))))
         }
         Store::Postgres(s) => {
             let mut tx = s.pool().begin().await?;
@@ -478,7 +479,7 @@ async fn begin_at(
                 tx: at_tx,
                 seq: at_seq,
             };
-            Ok((at == start).then_some(ModelTx::Postgres(tx)))
+            Ok((at == start).then_some(ModelTx(Tx::Postgres(tx))))
         }
     }
 }

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use cdp_domain::event::StoredEvent;
+use cdp_domain::ident::WorkspaceId;
 use cdp_domain::identity::{Identifier, ProfileId};
 use cdp_domain::profile::{EventSummary, ProfileDoc, RECENT_EVENTS};
 use cdp_domain::store::Store;
@@ -201,7 +202,7 @@ pub async fn events_by_profile(
 /// away; `None` when no such profile exists in the workspace.
 pub async fn survivor(
     store: &Store,
-    workspace: &str,
+    workspace: &WorkspaceId,
     profile: &str,
 ) -> Result<Option<String>, ProjectionError> {
     let live = "SELECT profile FROM profiles WHERE workspace = ? AND profile = ?";
@@ -210,14 +211,14 @@ pub async fn survivor(
         let found: Option<String> = match store {
             Store::Sqlite(s) => {
                 sqlx::query_scalar(sql)
-                    .bind(workspace)
+                    .bind(workspace.as_str())
                     .bind(profile)
                     .fetch_optional(s.read_pool())
                     .await?
             }
             Store::Postgres(s) => {
                 sqlx::query_scalar(&numbered(sql))
-                    .bind(workspace)
+                    .bind(workspace.as_str())
                     .bind(profile)
                     .fetch_optional(s.pool())
                     .await?
@@ -233,7 +234,7 @@ pub async fn survivor(
 /// The profiles merged into a live profile, directly or not.
 pub async fn aliases_of(
     store: &Store,
-    workspace: &str,
+    workspace: &WorkspaceId,
     survivor: &str,
 ) -> Result<Vec<String>, ProjectionError> {
     let sql =
@@ -241,14 +242,14 @@ pub async fn aliases_of(
     Ok(match store {
         Store::Sqlite(s) => {
             sqlx::query_scalar(sql)
-                .bind(workspace)
+                .bind(workspace.as_str())
                 .bind(survivor)
                 .fetch_all(s.read_pool())
                 .await?
         }
         Store::Postgres(s) => {
             sqlx::query_scalar(&numbered(sql))
-                .bind(workspace)
+                .bind(workspace.as_str())
                 .bind(survivor)
                 .fetch_all(s.pool())
                 .await?
@@ -259,7 +260,7 @@ pub async fn aliases_of(
 /// The live profile holding an identifier (type and normalised value), if it is linked.
 pub async fn holder(
     store: &Store,
-    workspace: &str,
+    workspace: &WorkspaceId,
     id_type: &str,
     value: &str,
 ) -> Result<Option<String>, ProjectionError> {
@@ -268,7 +269,7 @@ pub async fn holder(
     Ok(match store {
         Store::Sqlite(s) => {
             sqlx::query_scalar(sql)
-                .bind(workspace)
+                .bind(workspace.as_str())
                 .bind(id_type)
                 .bind(value)
                 .fetch_optional(s.read_pool())
@@ -276,7 +277,7 @@ pub async fn holder(
         }
         Store::Postgres(s) => {
             sqlx::query_scalar(&numbered(sql))
-                .bind(workspace)
+                .bind(workspace.as_str())
                 .bind(id_type)
                 .bind(value)
                 .fetch_optional(s.pool())
@@ -288,7 +289,7 @@ pub async fn holder(
 /// A page of a live profile's timeline: its events with `seq` below `before`, newest first.
 pub async fn timeline(
     store: &Store,
-    workspace: &str,
+    workspace: &WorkspaceId,
     profile: &str,
     before: Option<i64>,
     limit: u32,
@@ -300,7 +301,7 @@ pub async fn timeline(
                 "SELECT log_seq FROM event_profiles WHERE workspace = ? AND profile = ? \
                  AND log_seq < ? ORDER BY log_seq DESC LIMIT ?",
             )
-            .bind(workspace)
+            .bind(workspace.as_str())
             .bind(profile)
             .bind(before)
             .bind(i64::from(limit))
@@ -312,7 +313,7 @@ pub async fn timeline(
                 "SELECT log_seq FROM event_profiles WHERE workspace = $1 AND profile = $2 \
                  AND log_seq < $3 ORDER BY log_seq DESC LIMIT $4",
             )
-            .bind(workspace)
+            .bind(workspace.as_str())
             .bind(profile)
             .bind(before)
             .bind(i64::from(limit))
@@ -332,7 +333,7 @@ type SummaryRow = (String, String, Option<String>, String, i64, i64);
 /// summaries the resolver wrote with each event's `event_profiles` row.
 pub async fn recent_events(
     store: &Store,
-    workspace: &str,
+    workspace: &WorkspaceId,
     profile: &str,
 ) -> Result<Vec<EventSummary>, ProjectionError> {
     // Every event at the boundary's time is taken, so the message-id order among equal times is the
@@ -346,9 +347,9 @@ pub async fn recent_events(
     let rows: Vec<SummaryRow> = match store {
         Store::Sqlite(s) => {
             sqlx::query_as(sql)
-                .bind(workspace)
+                .bind(workspace.as_str())
                 .bind(profile)
-                .bind(workspace)
+                .bind(workspace.as_str())
                 .bind(profile)
                 .bind(skip)
                 .fetch_all(s.read_pool())
@@ -356,9 +357,9 @@ pub async fn recent_events(
         }
         Store::Postgres(s) => {
             sqlx::query_as(&numbered(sql))
-                .bind(workspace)
+                .bind(workspace.as_str())
                 .bind(profile)
-                .bind(workspace)
+                .bind(workspace.as_str())
                 .bind(profile)
                 .bind(skip)
                 .fetch_all(s.pool())
@@ -419,7 +420,7 @@ type ViewRow = (
 /// process, the three reads.
 pub async fn view(
     store: &Store,
-    workspace: &str,
+    workspace: &WorkspaceId,
     profile: &str,
 ) -> Result<Option<ProfileView>, ProjectionError> {
     let s = match store {
@@ -428,7 +429,7 @@ pub async fn view(
                 return Ok(None);
             };
             let recent = recent_events(store, workspace, profile).await?;
-            let tags = crate::catalog::tags_of(store, workspace, &[profile])
+            let tags = crate::catalog::tags_of_in(store, workspace, &[profile])
                 .await?
                 .remove(profile)
                 .unwrap_or_default();
@@ -449,7 +450,7 @@ pub async fn view(
          SELECT 2, NULL, tag, value, detail, caused_by, changed_at, NULL, manual \
            FROM profile_tags WHERE workspace = $1 AND profile = $2",
     )
-    .bind(workspace)
+    .bind(workspace.as_str())
     .bind(profile)
     .bind(RECENT_EVENTS as i64 - 1)
     .fetch_all(s.pool())

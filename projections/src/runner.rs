@@ -10,9 +10,10 @@ use std::time::Duration;
 use cdp_domain::event::{Position, StoredEvent};
 use cdp_domain::store::{EventStore, Store, StoreError};
 use chrono::Utc;
-use sqlx::{Postgres, Sqlite, Transaction};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+
+pub use crate::model_tx::ModelTx;
 
 /// Events handed to a projection per transaction.
 pub const BATCH: u32 = 10_000;
@@ -37,12 +38,6 @@ impl ProjectionError {
     pub fn corrupt(e: impl std::fmt::Display) -> Self {
         ProjectionError::Corrupt(e.to_string())
     }
-}
-
-/// The transaction a projection writes its read model in; the runner commits it with the checkpoint.
-pub enum ModelTx<'a> {
-    Sqlite(Transaction<'a, Sqlite>),
-    Postgres(Transaction<'a, Postgres>),
 }
 
 /// A read model built from the log. Handling a batch has two steps so that the write lock (SQLite has

@@ -5,20 +5,17 @@ pub mod backfill;
 
 pub mod rebuild;
 
-use std::collections::HashMap;
-
-use cdp_domain::catalog::Catalog;
 use cdp_domain::event::Position;
-use cdp_domain::identity::{identifiers_of, IdentityRules, ProfileId};
-use cdp_domain::message::MessageKind;
-use cdp_domain::profile::{FoldRules, ProfileDoc};
-use cdp_domain::store::{EventStore, Store};
+use cdp_domain::ident::WorkspaceId;
+use cdp_domain::identity::ProfileId;
+use cdp_domain::profile::ProfileDoc;
+use cdp_domain::store::Store;
 use cdp_projections::catalog::{self, CatalogWrites};
 use cdp_projections::identity::housekeeping::new_job;
 use cdp_projections::identity::{graph_of, rules_of, IdentityResolver};
-use cdp_projections::profiles::{self, ModelWrites, ProfileKey};
-use cdp_projections::runner::{checkpoint, ModelTx, ProjectionError};
-use serde_json::Value;
+use cdp_projections::profiles;
+use cdp_projections::refold::{fold_event, fold_log, write_if_unmoved};
+use cdp_projections::runner::{checkpoint, ProjectionError};
 
 /// The kind and name of the job that re-evaluates tags and segments after a batch.
 pub const BATCH_JOB: &str = "batch";
@@ -78,84 +75,6 @@ pub async fn batch(store: &Store) -> Result<BatchRun, ProjectionError> {
     )))
 }
 
-async fn fold_log(
-    store: &Store,
-    through: Position,
-) -> Result<(HashMap<ProfileKey, ProfileDoc>, u64), ProjectionError> {
-    const PAGE: u32 = 5_000;
-    let owners = all_owners(store).await?;
-    let mut rules: HashMap<String, IdentityRules> = HashMap::new();
-    let mut catalogs: HashMap<String, Catalog> = HashMap::new();
-    let mut docs: HashMap<ProfileKey, ProfileDoc> = HashMap::new();
-    let mut folded = 0;
-    let mut after = Position::START;
-    'log: loop {
-        let page = store.read_after(after, PAGE).await?;
-        let Some(last) = page.last() else { break };
-        after = last.position;
-        for stored in &page {
-            if stored.position > through {
-                break 'log;
-            }
-            let e = &stored.event;
-            let Some((ws, profile)) = owners.get(&stored.position.seq) else {
-                continue;
-            };
-            if e.kind == MessageKind::Operator || cdp_domain::shred::is_erased(e) {
-                continue;
-            }
-            if !rules.contains_key(ws) {
-                rules.insert(ws.clone(), rules_of(store, ws).await?);
-                catalogs.insert(ws.clone(), catalog::load(store, ws).await?);
-            }
-            fold_event(
-                docs.entry((ws.clone(), profile.clone())).or_default(),
-                e,
-                &rules[ws],
-                &catalogs[ws],
-            )?;
-            folded += 1;
-        }
-    }
-    let workspaces: Vec<String> = owners
-        .values()
-        .map(|(w, _)| w.clone())
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    for ws in workspaces {
-        let graph = graph_of(store, &ws).await?;
-        for (profile, state) in graph.profiles() {
-            docs.entry((ws.clone(), profile.clone()))
-                .or_default()
-                .linked = state.identifiers_owned();
-        }
-    }
-    Ok((docs, folded))
-}
-
-/// Folds one stored customer event into `doc`, as live processing does.
-fn fold_event(
-    doc: &mut ProfileDoc,
-    e: &cdp_domain::event::NewEvent,
-    rules: &IdentityRules,
-    catalog: &Catalog,
-) -> Result<(), ProjectionError> {
-    let payload: Value = serde_json::from_str(&e.payload).map_err(ProjectionError::corrupt)?;
-    let carried = identifiers_of(
-        &payload,
-        e.user_id.as_deref(),
-        e.anonymous_id.as_deref(),
-        rules,
-    );
-    let fold = FoldRules {
-        source_priority: &rules.source_priority,
-        traits: catalog.folded(),
-    };
-    doc.apply(e, &payload, &carried, fold);
-    Ok(())
-}
-
 /// What `cdp replay profile` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProfileRebuild {
@@ -171,7 +90,7 @@ pub struct ProfileRebuild {
 /// such profile exists in `workspace`.
 pub async fn rebuild_profile(
     store: &Store,
-    workspace: &str,
+    workspace: &WorkspaceId,
     profile: &str,
 ) -> Result<Option<ProfileRebuild>, ProjectionError> {
     let Some(live) = cdp_projections::identity::survivor_of(store, workspace, profile).await?
@@ -192,9 +111,9 @@ pub async fn rebuild_profile(
         if let Some((_, state)) = graph.profiles().find(|(p, _)| **p == id) {
             doc.linked = state.identifiers_owned();
         }
-        let key = (workspace.to_owned(), id.clone());
+        let key = (workspace.to_string(), id.clone());
         let due = CatalogWrites {
-            due: vec![(workspace.to_owned(), live.clone(), Some(0.0))],
+            due: vec![(workspace.to_string(), live.clone(), Some(0.0))],
             ..CatalogWrites::default()
         };
         if write_if_unmoved(store, at, vec![(key, doc)], false, due).await? {
@@ -207,84 +126,6 @@ pub async fn rebuild_profile(
     Err(ProjectionError::Corrupt(format!(
         "the resolver kept moving: no consistent rebuild of {live} in {ATTEMPTS} attempts"
     )))
-}
-
-async fn all_owners(store: &Store) -> Result<HashMap<i64, (String, ProfileId)>, ProjectionError> {
-    let sql = "SELECT log_seq, workspace, profile FROM event_profiles";
-    let rows: Vec<(i64, String, String)> = match store {
-        Store::Sqlite(s) => sqlx::query_as(sql).fetch_all(s.read_pool()).await?,
-        Store::Postgres(s) => sqlx::query_as(sql).fetch_all(s.pool()).await?,
-    };
-    rows.into_iter()
-        .map(|(seq, ws, p)| {
-            let p = ProfileId::parse(&p).map_err(ProjectionError::corrupt)?;
-            Ok((seq, (ws, p)))
-        })
-        .collect()
-}
-
-/// Replaces every profile document with `docs`, in one transaction that holds the resolver's checkpoint
-/// still; `false` when the checkpoint is no longer `at`.
-async fn write_if_unmoved(
-    store: &Store,
-    at: Position,
-    docs: impl IntoIterator<Item = (ProfileKey, ProfileDoc)>,
-    replace_all: bool,
-    catalog_writes: CatalogWrites,
-) -> Result<bool, ProjectionError> {
-    let rows = docs
-        .into_iter()
-        .map(|(key, doc)| (key, doc.to_state()))
-        .collect();
-    let writes = ModelWrites {
-        docs: rows,
-        ..ModelWrites::default()
-    };
-    let name = IdentityResolver::NAME;
-    let mut tx = match store {
-        Store::Sqlite(s) => ModelTx::Sqlite(s.begin_write().await?),
-        Store::Postgres(s) => ModelTx::Postgres(s.pool().begin().await?),
-    };
-    let now: Option<(i64, i64)> = match &mut tx {
-        ModelTx::Sqlite(tx) => {
-            sqlx::query_as("SELECT tx, seq FROM projection_checkpoints WHERE name = ?")
-                .bind(name)
-                .fetch_optional(&mut **tx)
-                .await?
-        }
-        ModelTx::Postgres(tx) => {
-            sqlx::query_as("SELECT tx, seq FROM projection_checkpoints WHERE name = $1 FOR UPDATE")
-                .bind(name)
-                .fetch_optional(&mut **tx)
-                .await?
-        }
-    };
-    let now = now.map_or(Position::START, |(tx, seq)| Position { tx, seq });
-    if now != at {
-        return Ok(false);
-    }
-    if replace_all {
-        match &mut tx {
-            ModelTx::Sqlite(tx) => {
-                sqlx::query("DELETE FROM profiles")
-                    .execute(&mut **tx)
-                    .await?;
-            }
-            ModelTx::Postgres(tx) => {
-                sqlx::query("DELETE FROM profiles")
-                    .execute(&mut **tx)
-                    .await?;
-            }
-        }
-    }
-    profiles::write(&mut tx, &writes).await?;
-    catalog::write(&mut tx, &catalog_writes).await?;
-    cdp_projections::identity::forget_state(&mut tx).await?;
-    match tx {
-        ModelTx::Sqlite(tx) => tx.commit().await?,
-        ModelTx::Postgres(tx) => tx.commit().await?,
-    }
-    Ok(true)
 }
 
 #[cfg(test)]

@@ -26,9 +26,12 @@ use cdp_domain::store::{EventStore, PostgresStore, SqliteStore, Store};
 use cdp_projections::catalog::{tag_of, CatalogWrites};
 use cdp_projections::identity::derive::{membership_change, tag_change};
 use cdp_projections::identity::{forget_state, IdentityResolver, WARM_AT_MOST};
+use cdp_projections::model_tx::{write_version, ModelTx};
 use cdp_projections::pipeline::{drive_grouped, Committed};
-use cdp_projections::runner::{checkpoint, run_once_through, ModelTx, Projection, ProjectionError};
+use cdp_projections::runner::{checkpoint, run_once_through, Projection, ProjectionError};
 use sqlx::{Connection, Row};
+
+pub use cdp_projections::model_tx::built_version;
 
 /// The PostgreSQL schema of a rebuild in progress.
 pub const SHADOW_SCHEMA: &str = "cdp_rebuild";
@@ -352,39 +355,9 @@ pub async fn needs_rebuild(
 }
 
 async fn record_version(store: &Store, version: i64) -> Result<(), ProjectionError> {
-    let mut tx = match store {
-        Store::Sqlite(s) => ModelTx::Sqlite(s.begin_write().await?),
-        Store::Postgres(s) => ModelTx::Postgres(s.pool().begin().await?),
-    };
-    write_version(&mut tx, version).await?;
-    match tx {
-        ModelTx::Sqlite(tx) => tx.commit().await?,
-        ModelTx::Postgres(tx) => tx.commit().await?,
-    }
-    Ok(())
-}
-
-/// Records that the resolver's model was built by code `version` (unqualified: the live model's table).
-async fn write_version(tx: &mut ModelTx<'_>, version: i64) -> Result<(), ProjectionError> {
-    let sql = "INSERT INTO projection_versions (name, version) VALUES ($1, $2) \
-               ON CONFLICT (name) DO UPDATE SET version = excluded.version";
-    match tx {
-        ModelTx::Sqlite(tx) => {
-            sqlx::query(&sql.replace("$1", "?").replace("$2", "?"))
-                .bind(IdentityResolver::NAME)
-                .bind(version)
-                .execute(&mut **tx)
-                .await?;
-        }
-        ModelTx::Postgres(tx) => {
-            sqlx::query(sql)
-                .bind(IdentityResolver::NAME)
-                .bind(version)
-                .execute(&mut **tx)
-                .await?;
-        }
-    }
-    Ok(())
+    let mut tx = ModelTx::begin(store).await?;
+    write_version(&mut tx, IdentityResolver::NAME, version).await?;
+    tx.commit().await
 }
 
 /// The end of a switch, in its transaction: the code version, the reconciled tags and memberships
@@ -394,29 +367,9 @@ async fn finish_switch(
     version: i64,
     changes: &CatalogWrites,
 ) -> Result<(), ProjectionError> {
-    write_version(tx, version).await?;
+    write_version(tx, IdentityResolver::NAME, version).await?;
     cdp_projections::catalog::write(tx, changes).await?;
     forget_state(tx).await
-}
-
-/// The version of the code that built the stored model of `projection` (1 when none is recorded).
-pub async fn built_version(store: &Store, projection: &str) -> Result<i64, ProjectionError> {
-    let sql = "SELECT version FROM projection_versions WHERE name = ";
-    let version: Option<i64> = match store {
-        Store::Sqlite(s) => {
-            sqlx::query_scalar(&format!("{sql}?"))
-                .bind(projection)
-                .fetch_optional(s.read_pool())
-                .await?
-        }
-        Store::Postgres(s) => {
-            sqlx::query_scalar(&format!("{sql}$1"))
-                .bind(projection)
-                .fetch_optional(s.pool())
-                .await?
-        }
-    };
-    Ok(version.unwrap_or(1))
 }
 
 /// The rebuild in progress (or interrupted), if any.

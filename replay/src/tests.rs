@@ -4,10 +4,17 @@ use super::*;
 use cdp_domain::catalog::CatalogCommand;
 use cdp_domain::computed::{recompute, RawEvent};
 use cdp_domain::event::NewEvent;
-use cdp_domain::identity::{Identifier, OperatorCommand};
-use cdp_domain::message::{validate, Envelope};
+use cdp_domain::identity::{Identifier, IdentityRules, OperatorCommand};
+use cdp_domain::message::{validate, Envelope, MessageKind};
+use cdp_domain::store::EventStore;
+use cdp_projections::refold::all_owners;
 use cdp_projections::runner::{catch_up, run_once};
-use serde_json::json;
+use serde_json::{json, Value};
+
+/// A workspace id of the tests.
+fn ws(raw: &str) -> cdp_domain::ident::WorkspaceId {
+    cdp_domain::ident::WorkspaceId::parse(raw).unwrap()
+}
 
 /// Every profile row: its workspace, id and stored binary state (none of them JSON any more).
 async fn all_docs(store: &Store) -> Vec<(String, String, Vec<u8>)> {
@@ -184,7 +191,7 @@ async fn the_recent_events_are_the_newest_fifty_by_event_time_whatever_the_arriv
         catch_up(&store, &resolver).await.unwrap();
     }
     let profile = cdp_projections::identity::profile_id_for("w", "m000");
-    let recent = profiles::recent_events(&store, "w", profile.as_str())
+    let recent = profiles::recent_events(&store, &ws("w"), profile.as_str())
         .await
         .unwrap();
     let mut expected: Vec<&NewEvent> = events.iter().collect();
@@ -205,7 +212,7 @@ async fn the_recent_events_are_the_newest_fifty_by_event_time_whatever_the_arriv
         "app"
     };
     assert_eq!(first.channel, channel);
-    assert!(profiles::recent_events(&store, "w", "p_none")
+    assert!(profiles::recent_events(&store, &ws("w"), "p_none")
         .await
         .unwrap()
         .is_empty());
@@ -289,7 +296,7 @@ fn catalog_event(
 
 /// Every live profile's computed traits against a recomputation from the raw events it owns.
 async fn check_traits_against_the_log(store: &Store, now: chrono::DateTime<chrono::Utc>) {
-    let catalog = catalog::load(store, "w").await.unwrap();
+    let catalog = catalog::load(store, &ws("w")).await.unwrap();
     let owners = all_owners(store).await.unwrap();
     let log = cdp_domain::store::EventStore::read_after(store, Position::START, 100_000)
         .await
@@ -520,10 +527,13 @@ async fn a_tag_changes_on_time_without_new_events() {
     assert_eq!(sent[1]["value"], Value::Null);
     assert_eq!(sent[1]["previous"], true);
     assert_eq!(sent[1]["caused_by"], "clock");
-    let tags =
-        cdp_projections::catalog::tags_of(&store, "w", &[sent[0]["profile_id"].as_str().unwrap()])
-            .await
-            .unwrap();
+    let tags = cdp_projections::catalog::tags_of(
+        &store,
+        &ws("w"),
+        &[sent[0]["profile_id"].as_str().unwrap()],
+    )
+    .await
+    .unwrap();
     assert!(tags.is_empty(), "{tags:?}");
     assert!(
         !cdp_projections::runner::Projection::has_pending_work(&resolver, &store)

@@ -15,21 +15,22 @@
 //! since (a window moved on) are read again too. So an answer reflects every batch committed before
 //! it started; see ARCHITECTURE.md ("The audience index").
 
+mod builder;
 mod load;
 pub mod preview;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use cdp_domain::audience::AudienceIndex;
 use cdp_domain::catalog::Catalog;
+use cdp_domain::ident::WorkspaceId;
 use cdp_domain::store::Store;
 use chrono::{DateTime, Utc};
 
 use crate::profiles::ProfileKey;
 use crate::runner::ProjectionError;
-use cdp_domain::store::EventStore;
 
 pub use load::{names_of, stored_token};
 
@@ -46,12 +47,6 @@ struct Staged {
     /// Workspaces whose definitions the batch changed.
     redefined: BTreeSet<String>,
 }
-
-/// How often the background builder looks whether an index must be read whole.
-const LOOK_EVERY: Duration = Duration::from_secs(1);
-/// The resolver counts as caught up (the first build may start) when the oldest event it has not
-/// applied arrived less than this ago.
-const CAUGHT_UP: chrono::Duration = chrono::Duration::seconds(5);
 
 /// The indexes of this process, one per workspace, and what the resolver staged for them.
 #[derive(Clone, Default)]
@@ -204,7 +199,7 @@ impl Audiences {
         let slot = self.slot(workspace);
         let token = stored_token(store).await?;
         let started = Instant::now();
-        let catalog = crate::catalog::load(store, workspace).await?;
+        let catalog = crate::catalog::load_in(store, workspace).await?;
         let mut index = AudienceIndex::new(names_of(&catalog));
         load::whole(store, workspace, &catalog, now, |rows| {
             for row in rows {
@@ -239,87 +234,11 @@ impl Audiences {
         Ok(())
     }
 
-    /// Where the background builder stands.
-    pub fn status(&self) -> BuilderStatus {
-        self.status.lock().expect("audience status lock").clone()
-    }
-
-    /// Keeps an index of every workspace built, in the background (run by `serve`): once the
-    /// resolver has caught up with the log, every workspace is read whole; then, every second or
-    /// when an answer found an index it could not bring up to date, each workspace whose index the
-    /// staged batches cannot bring up to date (a rebuild's switch, an erasure, another instance's
-    /// resolver, a definition its columns depend on) is read whole again, once the resolver is
-    /// caught up again. Until then answers do without it. Runs until the task is dropped; an error
-    /// is logged and tried again.
-    ///
-    /// Why after the catch-up rather than at once from the stored model: an index built while the
-    /// resolver works through a backlog would have to read again every profile each batch touches
-    /// (or be read whole again once the staged batches pass their bound), and the build's reads
-    /// would take the cores and the database from the catch-up; one build at the caught-up model is
-    /// both cheaper and the one that is then current.
-    pub async fn keep_built(self, store: Store) {
-        loop {
-            match self.look(&store).await {
-                Ok(()) => {}
-                Err(e) => {
-                    self.status.lock().expect("audience status lock").building = None;
-                    tracing::warn!(error = %e, "the audience index could not be built; tried again");
-                }
-            }
-            tokio::select! {
-                () = tokio::time::sleep(LOOK_EVERY) => {}
-                () = self.wake.notified() => {}
-            }
-        }
-    }
-
-    /// One look of [`Audiences::keep_built`]: nothing while the resolver is behind (a build would be
-    /// outdated by the batches still to come); then each workspace's index built when it is missing
-    /// or cannot follow, and brought up to date when the staged batches grow long (before they pass
-    /// their bound and the index would have to be read whole).
-    async fn look(&self, store: &Store) -> Result<(), ProjectionError> {
-        if !resolver_caught_up(store).await? {
-            return Ok(());
-        }
-        let long = self.staged_profiles() > MAX_STAGED / 4;
-        let workspaces = store.workspace_ids().await?;
-        for ws in &workspaces {
-            let now = Utc::now();
-            if self.needs_whole(store, ws).await? {
-                self.status.lock().expect("audience status lock").building = Some(ws.clone());
-                self.build(store, ws, now).await?;
-                self.status.lock().expect("audience status lock").building = None;
-            } else if long {
-                self.refresh(store, ws, now).await?;
-            }
-        }
-        self.status.lock().expect("audience status lock").started = true;
-        Ok(())
-    }
-
     /// Profiles staged and not yet pruned.
     fn staged_profiles(&self) -> usize {
         self.prune();
         let staged = self.staged.lock().expect("audience staging lock");
         staged.iter().map(|s| s.profiles.len()).sum()
-    }
-
-    /// Whether the index of `workspace` is missing or cannot be brought up to date by the staged
-    /// batches.
-    async fn needs_whole(&self, store: &Store, workspace: &str) -> Result<bool, ProjectionError> {
-        let slot = self.slot(workspace);
-        let slot = slot.lock().await;
-        if slot.index.is_none() {
-            return Ok(true);
-        }
-        let stored = stored_token(store).await?;
-        if slot.token == stored {
-            return Ok(false);
-        }
-        Ok(self
-            .follow(store, workspace, &slot, stored.as_deref())
-            .await?
-            .is_none())
     }
 
     fn slot(&self, workspace: &str) -> Arc<tokio::sync::Mutex<Slot>> {
@@ -337,7 +256,7 @@ impl Audiences {
     pub async fn segment_sizes(
         &self,
         store: &Store,
-        workspace: &str,
+        workspace: &WorkspaceId,
         now: DateTime<Utc>,
     ) -> Result<Option<std::collections::BTreeMap<String, u64>>, ProjectionError> {
         self.held_answer(store, workspace, now, |i| Some(i.segment_sizes()))
@@ -351,7 +270,7 @@ impl Audiences {
     pub async fn tag_values(
         &self,
         store: &Store,
-        workspace: &str,
+        workspace: &WorkspaceId,
         tag: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<Vec<(serde_json::Value, u64, f64)>>, ProjectionError> {
@@ -443,7 +362,7 @@ impl Audiences {
         if !redefined {
             return Ok(Some((profiles, None)));
         }
-        let catalog = crate::catalog::load(store, workspace).await?;
+        let catalog = crate::catalog::load_in(store, workspace).await?;
         // The catalog read must be the one in force at `to`: no batch committed since redefined
         // the workspace (else it may be newer than the rows, and the next look would compare with it).
         let since = stored_token(store).await?;
@@ -604,14 +523,4 @@ async fn read_again(
         index.upsert(row);
     }
     Ok(())
-}
-
-/// Whether the resolver has caught up with the log: nothing follows its checkpoint, or what follows
-/// arrived only just now (a resolver that keeps up with a steady stream).
-async fn resolver_caught_up(store: &Store) -> Result<bool, ProjectionError> {
-    let at = crate::runner::checkpoint(store, crate::identity::IdentityResolver::NAME).await?;
-    let next = store.read_after(at, 1).await?;
-    Ok(next
-        .first()
-        .is_none_or(|e| e.event.received_at > Utc::now() - CAUGHT_UP))
 }

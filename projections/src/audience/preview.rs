@@ -8,6 +8,7 @@
 //! the breakdown and overlap from an index of the members only, read for the request.
 
 use cdp_domain::audience::{AudienceIndex, Breakdown, BreakdownField, Summary};
+use cdp_domain::ident::WorkspaceId;
 use cdp_domain::segments::SegmentDef;
 use cdp_domain::store::Store;
 use chrono::{DateTime, Utc};
@@ -63,7 +64,7 @@ pub struct UnknownField(pub usize);
 pub async fn preview(
     audiences: &Audiences,
     store: &Store,
-    workspace: &str,
+    workspace: &WorkspaceId,
     def: &SegmentDef,
     breakdown: Option<&[BreakdownField]>,
     sample: usize,
@@ -119,14 +120,14 @@ pub async fn preview(
 /// catalog does not define it and no member has it.
 async fn without_index(
     store: &Store,
-    workspace: &str,
+    workspace: &WorkspaceId,
     def: &SegmentDef,
     breakdown: Option<&[BreakdownField]>,
     sample: usize,
     now: DateTime<Utc>,
 ) -> Result<Result<AudiencePreview, UnknownField>, ProjectionError> {
     let exact = crate::identity::exact::preview(store, workspace, def, sample, now).await?;
-    let catalog = crate::catalog::load(store, workspace).await?;
+    let catalog = crate::catalog::load_in(store, workspace).await?;
     let mut index = AudienceIndex::new(super::names_of(&catalog));
     for row in super::load::named(store, workspace, &catalog, &exact.members, now).await? {
         index.upsert(row);

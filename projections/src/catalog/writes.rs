@@ -10,6 +10,7 @@ use sqlx::QueryBuilder;
 use super::{
     postgres_writes, sqlite_writes, Job, Membership, MembershipChange, ProfileTag, JOB_COLUMNS,
 };
+use crate::model_tx::Tx;
 use crate::runner::{ModelTx, ProjectionError};
 
 /// What the resolver writes about the catalog for a batch.
@@ -175,11 +176,11 @@ pub async fn write(tx: &mut ModelTx<'_>, w: &CatalogWrites) -> Result<(), Projec
         }};
     }
     match tx {
-        ModelTx::Sqlite(tx) => {
+        ModelTx(Tx::Sqlite(tx)) => {
             rare_writes!(sqlx::Sqlite, tx);
             sqlite_writes::write_rows(tx, w).await?;
         }
-        ModelTx::Postgres(tx) => {
+        ModelTx(Tx::Postgres(tx)) => {
             rare_writes!(sqlx::Postgres, tx);
             postgres_writes::write_rows(tx, w).await?;
         }
@@ -198,7 +199,7 @@ async fn write_outbox(
         return Ok(());
     }
     match tx {
-        ModelTx::Sqlite(tx) => {
+        ModelTx(Tx::Sqlite(tx)) => {
             for chunk in outbox.chunks(500) {
                 let mut q: QueryBuilder<sqlx::Sqlite> = QueryBuilder::new(
                     "INSERT INTO outbox (workspace, subject, payload, created_at) ",
@@ -212,7 +213,7 @@ async fn write_outbox(
                 q.build().execute(&mut **tx).await?;
             }
         }
-        ModelTx::Postgres(tx) => {
+        ModelTx(Tx::Postgres(tx)) => {
             let (mut ws, mut subjects, mut payloads) = (Vec::new(), Vec::new(), Vec::new());
             for (w, subject, payload) in outbox {
                 ws.push(w.as_str());

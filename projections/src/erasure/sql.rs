@@ -2,6 +2,7 @@
 //! placeholders, numbered for PostgreSQL), the typed fetches the steps use, and the append-only
 //! triggers of `identity_events` set aside and restored around the redaction.
 
+use crate::model_tx::Tx;
 use crate::runner::{ModelTx, ProjectionError};
 
 /// A bound parameter of the few statements here.
@@ -28,8 +29,8 @@ macro_rules! on_tx {
             }};
         }
         match $tx {
-            ModelTx::Sqlite(t) => bound!(($make)($sql)).$finish(&mut **t).await? $(.$then())?,
-            ModelTx::Postgres(t) => {
+            ModelTx(Tx::Sqlite(t)) => bound!(($make)($sql)).$finish(&mut **t).await? $(.$then())?,
+            ModelTx(Tx::Postgres(t)) => {
                 let numbered = crate::profiles::numbered($sql);
                 bound!(($make)(numbered.as_str())).$finish(&mut **t).await? $(.$then())?
             }
@@ -112,7 +113,7 @@ pub(super) async fn set_triggers_aside(
     tx: &mut ModelTx<'_>,
 ) -> Result<Vec<(String, String)>, ProjectionError> {
     match tx {
-        ModelTx::Sqlite(t) => {
+        ModelTx(Tx::Sqlite(t)) => {
             let triggers: Vec<(String, String)> = sqlx::query_as(
                 "SELECT name, sql FROM main.sqlite_master WHERE type = 'trigger' \
                  AND tbl_name = 'identity_events'",
@@ -129,7 +130,7 @@ pub(super) async fn set_triggers_aside(
             }
             Ok(triggers)
         }
-        ModelTx::Postgres(t) => {
+        ModelTx(Tx::Postgres(t)) => {
             sqlx::query("ALTER TABLE identity_events DISABLE TRIGGER USER")
                 .execute(&mut **t)
                 .await?;
@@ -143,12 +144,12 @@ pub(super) async fn restore_triggers(
     triggers: Vec<(String, String)>,
 ) -> Result<(), ProjectionError> {
     match tx {
-        ModelTx::Sqlite(t) => {
+        ModelTx(Tx::Sqlite(t)) => {
             for (_, sql) in &triggers {
                 sqlx::query(sql).execute(&mut **t).await?;
             }
         }
-        ModelTx::Postgres(t) => {
+        ModelTx(Tx::Postgres(t)) => {
             sqlx::query("ALTER TABLE identity_events ENABLE TRIGGER USER")
                 .execute(&mut **t)
                 .await?;

@@ -23,6 +23,7 @@ use chrono::{DateTime, Utc};
 use super::derive::{self, Derivation};
 use super::ResolverState;
 use crate::catalog::CatalogWrites;
+use crate::model_tx::Tx;
 use crate::profiles::{ModelWrites, ProfileKey};
 use crate::runner::{ModelTx, ProjectionError};
 
@@ -94,13 +95,13 @@ pub(super) async fn mark(tx: &mut ModelTx<'_>) -> Result<(), ProjectionError> {
     const MARK: &str = "INSERT INTO projection_checkpoints (name, tx, seq, updated_at) \
                         VALUES (?, 0, 0, 0) ON CONFLICT (name) DO NOTHING";
     match tx {
-        ModelTx::Sqlite(tx) => {
+        ModelTx(Tx::Sqlite(tx)) => {
             sqlx::query(MARK)
                 .bind(DEFERRED_MARK)
                 .execute(&mut **tx)
                 .await?;
         }
-        ModelTx::Postgres(tx) => {
+        ModelTx(Tx::Postgres(tx)) => {
             sqlx::query(&crate::profiles::numbered(MARK))
                 .bind(DEFERRED_MARK)
                 .execute(&mut **tx)
@@ -315,22 +316,22 @@ async fn evaluate(
 /// A transaction on the model's tables, outside the pipeline's commits.
 async fn begin(store: &Store) -> Result<ModelTx<'static>, ProjectionError> {
     Ok(match store {
-        Store::Sqlite(s) => ModelTx::Sqlite(s.begin_write().await?),
-        Store::Postgres(s) => ModelTx::Postgres(s.pool().begin().await?),
+        Store::Sqlite(s) => ModelTx(Tx::Sqlite(s.begin_write().await?)),
+        Store::Postgres(s) => ModelTx(Tx::Postgres(s.pool().begin().await?)),
     })
 }
 
 async fn unmark_and_commit(tx: ModelTx<'_>) -> Result<(), ProjectionError> {
     const UNMARK: &str = "DELETE FROM projection_checkpoints WHERE name = ?";
     match tx {
-        ModelTx::Sqlite(mut tx) => {
+        ModelTx(Tx::Sqlite(mut tx)) => {
             sqlx::query(UNMARK)
                 .bind(DEFERRED_MARK)
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
         }
-        ModelTx::Postgres(mut tx) => {
+        ModelTx(Tx::Postgres(mut tx)) => {
             sqlx::query(&crate::profiles::numbered(UNMARK))
                 .bind(DEFERRED_MARK)
                 .execute(&mut *tx)

@@ -185,7 +185,7 @@ pub async fn derive(
         if missing.is_empty() {
             continue;
         }
-        for (p, tags) in catalog::tags_of(store, w, &missing).await? {
+        for (p, tags) in catalog::tags_of_in(store, w, &missing).await? {
             let key = (w.to_string(), parse_profile(&p)?);
             stored.insert(key, tags.into_iter().map(|t| (t.tag.clone(), t)).collect());
         }

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use cdp_domain::catalog::Catalog;
+use cdp_domain::ident::WorkspaceId;
 use cdp_domain::profile::{FoldRules, ProfileDoc};
 use cdp_domain::store::Store;
 use cdp_domain::tags::RfmThresholds;
@@ -45,12 +46,12 @@ pub const PREVIEW: &str = "~preview";
 #[tracing::instrument(name = "segment.preview", skip_all, fields(workspace = %workspace))]
 pub async fn preview(
     store: &Store,
-    workspace: &str,
+    workspace: &WorkspaceId,
     def: &cdp_domain::segments::SegmentDef,
     sample: usize,
     now: DateTime<Utc>,
 ) -> Result<Preview, ProjectionError> {
-    let stored = catalog::load(store, workspace).await?;
+    let stored = catalog::load_in(store, workspace).await?;
     let mut segments = stored.segments.clone();
     segments.insert(
         PREVIEW.to_owned(),
@@ -61,7 +62,7 @@ pub async fn preview(
     );
     let cat = Catalog::new(stored.traits.clone(), stored.tags.clone(), segments)
         .with_consent(stored.consent.clone());
-    let thresholds: BTreeMap<String, RfmThresholds> = catalog::thresholds(store, workspace)
+    let thresholds: BTreeMap<String, RfmThresholds> = catalog::thresholds_in(store, workspace)
         .await?
         .into_iter()
         .map(|(tag, (_, _, t))| (tag, t))
@@ -76,7 +77,7 @@ pub async fn preview(
     };
     let mut after = String::new();
     loop {
-        let page = catalog::profiles_after(store, workspace, &after, 1_000).await?;
+        let page = catalog::profiles_after_in(store, workspace, &after, 1_000).await?;
         let Some((last, _)) = page.last() else {
             return Ok(out);
         };
@@ -87,7 +88,7 @@ pub async fn preview(
         }
         backfill(store, &cat, workspace, &mut docs).await?;
         let names: Vec<&str> = docs.iter().map(|(p, _)| p.as_str()).collect();
-        let tags = catalog::tags_of(store, workspace, &names).await?;
+        let tags = catalog::tags_of_in(store, workspace, &names).await?;
         for (p, doc) in &docs {
             let manual: BTreeMap<String, Value> = tags
                 .get(p.as_str())
@@ -133,14 +134,14 @@ pub struct AsOf {
 /// customer's history made them at that moment, also before a segment was defined.
 pub async fn segments_at(
     store: &Store,
-    workspace: &str,
+    workspace: &cdp_domain::ident::WorkspaceId,
     profile: &cdp_domain::identity::ProfileId,
     at: DateTime<Utc>,
 ) -> Result<AsOf, ProjectionError> {
     use cdp_domain::identity::identifiers_of;
     use cdp_domain::message::MessageKind;
-    let cat = catalog::load(store, workspace).await?;
-    let thresholds: BTreeMap<String, RfmThresholds> = catalog::thresholds(store, workspace)
+    let cat = catalog::load_in(store, workspace).await?;
+    let thresholds: BTreeMap<String, RfmThresholds> = catalog::thresholds_in(store, workspace)
         .await?
         .into_iter()
         .map(|(tag, (_, _, t))| (tag, t))
@@ -170,7 +171,7 @@ pub async fn segments_at(
         );
         doc.apply(e, &payload, &carried, fold);
     }
-    let tags = catalog::tags_of(store, workspace, &[profile.as_str()]).await?;
+    let tags = catalog::tags_of_in(store, workspace, &[profile.as_str()]).await?;
     let manual: BTreeMap<String, Value> = tags
         .get(profile.as_str())
         .into_iter()

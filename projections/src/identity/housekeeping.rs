@@ -123,8 +123,8 @@ async fn stale_rfm_jobs_in(
 ) -> Result<Vec<Job>, ProjectionError> {
     let mut jobs = Vec::new();
     for w in workspaces {
-        let cat = catalog::load(store, &w).await?;
-        let measured = catalog::thresholds(store, &w).await?;
+        let cat = catalog::load_in(store, &w).await?;
+        let measured = catalog::thresholds_in(store, &w).await?;
         for (tag, t) in &cat.tags {
             if !matches!(&t.def, TagDef::Rfm(r) if r.scoring == Scoring::Quantiles) {
                 continue;
@@ -135,7 +135,7 @@ async fn stale_rfm_jobs_in(
             } else {
                 RFM_RETRY
             };
-            let stale = catalog::latest_job(store, &w, catalog::TAG, tag)
+            let stale = catalog::latest_job_in(store, &w, catalog::TAG, tag)
                 .await?
                 .and_then(|j| j.finished_at)
                 .is_some_and(|at| at < to_millis(now - interval));
@@ -274,11 +274,14 @@ pub async fn ensure_workspace(
     workspace: &str,
 ) -> Result<(), ProjectionError> {
     if !catalogs.contains_key(workspace) {
-        catalogs.insert(workspace.to_owned(), catalog::load(store, workspace).await?);
+        catalogs.insert(
+            workspace.to_owned(),
+            catalog::load_in(store, workspace).await?,
+        );
     }
     if !thresholds.contains_key(workspace) {
         let cat = &catalogs[workspace];
-        let current = catalog::thresholds(store, workspace)
+        let current = catalog::thresholds_in(store, workspace)
             .await?
             .into_iter()
             .filter(|(tag, (version, _, _))| {
@@ -451,7 +454,7 @@ async fn run_job_page(
         .into_iter()
         .find_map(|prefix| Some((prefix, job.cursor.strip_prefix(prefix)?.to_owned())))
         .unwrap_or(("", job.cursor.clone()));
-    let page = catalog::profiles_after(store, &ws, &after, JOB_PAGE).await?;
+    let page = catalog::profiles_after_in(store, &ws, &after, JOB_PAGE).await?;
     let mut docs = Vec::with_capacity(page.len());
     let last = page.last().map(|(p, _)| p.clone());
     let visited = page.len() as i64;
@@ -556,7 +559,7 @@ async fn measure_rfm(
     let mut population = Vec::new();
     let mut after = String::new();
     loop {
-        let page = catalog::profiles_after(store, workspace, &after, 1_000).await?;
+        let page = catalog::profiles_after_in(store, workspace, &after, 1_000).await?;
         let Some((last, _)) = page.last() else {
             break;
         };

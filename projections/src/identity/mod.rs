@@ -23,12 +23,17 @@ pub mod exact;
 mod held;
 pub mod housekeeping;
 mod model;
+mod operator;
+mod partition;
 pub mod queries;
+mod token;
 mod write;
 
-pub use batch::workspace_log;
 pub use held::WARM_AT_MOST;
+pub use operator::workspace_log;
 pub use queries::*;
+pub use token::forget_state;
+use token::{new_token, stored_token, stored_token_in, write_token};
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -70,85 +75,6 @@ pub struct PreparedDecisions {
     based_on: Option<String>,
     /// Whether the batch left its last-value rows to a later flush (a rebuild's plain batch).
     deferred: bool,
-}
-
-/// A token no other batch has: this process's start, its address space and a counter.
-fn new_token() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    static STARTED: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
-    let started = STARTED.get_or_init(|| Utc::now().timestamp_nanos_opt().unwrap_or_default());
-    let here = &COUNTER as *const AtomicU64 as usize;
-    format!(
-        "{started:x}-{here:x}-{}-{:x}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-async fn stored_token(store: &Store) -> Result<Option<String>, ProjectionError> {
-    let sql = "SELECT token FROM projection_tokens WHERE name = ?";
-    Ok(match store {
-        Store::Sqlite(s) => {
-            sqlx::query_scalar(sql)
-                .bind(IdentityResolver::NAME)
-                .fetch_optional(s.read_pool())
-                .await?
-        }
-        Store::Postgres(s) => {
-            sqlx::query_scalar(&crate::profiles::numbered(sql))
-                .bind(IdentityResolver::NAME)
-                .fetch_optional(s.pool())
-                .await?
-        }
-    })
-}
-
-/// Makes every resolver reload its in-memory state before its next batch (after the model was written by
-/// something else, e.g. a rebuild). The token is new each time: two such writes with no batch between
-/// them must not look like none to a reader that saw the first (a resolver, an audience index).
-pub async fn forget_state(tx: &mut ModelTx<'_>) -> Result<(), ProjectionError> {
-    write_token(tx, &format!("forgotten-{}", new_token())).await
-}
-
-async fn stored_token_in(tx: &mut ModelTx<'_>) -> Result<Option<String>, ProjectionError> {
-    let sql = "SELECT token FROM projection_tokens WHERE name = ?";
-    Ok(match tx {
-        ModelTx::Sqlite(tx) => {
-            sqlx::query_scalar(sql)
-                .bind(IdentityResolver::NAME)
-                .fetch_optional(&mut **tx)
-                .await?
-        }
-        ModelTx::Postgres(tx) => {
-            sqlx::query_scalar(&crate::profiles::numbered(sql))
-                .bind(IdentityResolver::NAME)
-                .fetch_optional(&mut **tx)
-                .await?
-        }
-    })
-}
-
-async fn write_token(tx: &mut ModelTx<'_>, token: &str) -> Result<(), ProjectionError> {
-    let sql = "INSERT INTO projection_tokens (name, token) VALUES (?, ?) \
-               ON CONFLICT (name) DO UPDATE SET token = excluded.token";
-    match tx {
-        ModelTx::Sqlite(tx) => {
-            sqlx::query(sql)
-                .bind(IdentityResolver::NAME)
-                .bind(token)
-                .execute(&mut **tx)
-                .await?;
-        }
-        ModelTx::Postgres(tx) => {
-            sqlx::query(&crate::profiles::numbered(sql))
-                .bind(IdentityResolver::NAME)
-                .bind(token)
-                .execute(&mut **tx)
-                .await?;
-        }
-    }
-    Ok(())
 }
 
 /// Profiles whose state a resolver keeps in memory between batches unless told otherwise
@@ -455,7 +381,7 @@ impl Projection for IdentityResolver {
                 let in_force = match state.rules.get(w) {
                     Some(r) => r.clone(),
                     None => {
-                        let r = rules_of(store, w).await?;
+                        let r = rules_in(store, w).await?;
                         state.rules.insert(w.clone(), r.clone());
                         r
                     }

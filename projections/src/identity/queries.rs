@@ -1,9 +1,11 @@
 //! Reads of the identity decisions for the API: survivors, explanations, conflicts, a workspace's graph,
 //! and the identity rules in force.
 
+use cdp_domain::ident::WorkspaceId;
 use cdp_domain::identity::{IdentityEvent, IdentityGraph, IdentityRules};
 use cdp_domain::store::Store;
 
+use crate::model_tx::Tx;
 use crate::profiles::{self, numbered};
 use crate::runner::{ModelTx, ProjectionError};
 
@@ -73,7 +75,7 @@ async fn query_decisions(
 /// profile was ever created in the workspace.
 pub async fn survivor_of(
     store: &Store,
-    workspace: &str,
+    workspace: &WorkspaceId,
     profile: &str,
 ) -> Result<Option<String>, ProjectionError> {
     profiles::survivor(store, workspace, profile).await
@@ -82,7 +84,7 @@ pub async fn survivor_of(
 /// The live profile holding an identifier, if it is linked.
 pub async fn profile_holding(
     store: &Store,
-    workspace: &str,
+    workspace: &WorkspaceId,
     id_type: &str,
     value: &str,
 ) -> Result<Option<String>, ProjectionError> {
@@ -92,10 +94,11 @@ pub async fn profile_holding(
 /// The decision that first linked an identifier.
 pub async fn link_of(
     store: &Store,
-    workspace: &str,
+    workspace: &WorkspaceId,
     id_type: &str,
     value: &str,
 ) -> Result<Option<DecisionRow>, ProjectionError> {
+    let workspace = workspace.as_str();
     let rows = query_decisions(
         store,
         &format!(
@@ -112,9 +115,10 @@ pub async fn link_of(
 /// The decisions an event (an operator command, say) caused: found by the event's log position.
 pub async fn caused_by(
     store: &Store,
-    workspace: &str,
+    workspace: &WorkspaceId,
     message_id: &str,
 ) -> Result<Vec<DecisionRow>, ProjectionError> {
+    let workspace = workspace.as_str();
     query_decisions(
         store,
         &format!(
@@ -129,7 +133,18 @@ pub async fn caused_by(
 }
 
 /// A workspace's identity graph as its recorded decisions build it.
-pub async fn graph_of(store: &Store, workspace: &str) -> Result<IdentityGraph, ProjectionError> {
+pub async fn graph_of(
+    store: &Store,
+    workspace: &WorkspaceId,
+) -> Result<IdentityGraph, ProjectionError> {
+    graph_in(store, workspace).await
+}
+
+/// [`graph_of`] for the engine, which holds workspaces as the events' text.
+pub(crate) async fn graph_in(
+    store: &Store,
+    workspace: &str,
+) -> Result<IdentityGraph, ProjectionError> {
     let rows = query_decisions(
         store,
         &format!("SELECT {DECISION_COLUMNS} FROM identity_events WHERE workspace = ? ORDER BY seq"),
@@ -155,14 +170,15 @@ pub struct Explanation {
 
 pub async fn explain(
     store: &Store,
-    workspace: &str,
+    workspace: &WorkspaceId,
     profile: &str,
 ) -> Result<Option<Explanation>, ProjectionError> {
-    let Some(survivor) = survivor_of(store, workspace, profile).await? else {
+    let Some(survivor) = profiles::survivor(store, workspace, profile).await? else {
         return Ok(None);
     };
     let mut cluster = vec![survivor.clone()];
     cluster.extend(profiles::aliases_of(store, workspace, &survivor).await?);
+    let workspace = workspace.as_str();
     // One query per column, so that each can use its index.
     let mut decisions: Vec<DecisionRow> = Vec::new();
     for column in ["profile", "other"] {
@@ -198,10 +214,11 @@ pub async fn explain(
 /// Rejected merges and links of a workspace, newest first, with ids below `before` when given.
 pub async fn conflicts(
     store: &Store,
-    workspace: &str,
+    workspace: &WorkspaceId,
     before: Option<i64>,
     limit: u32,
 ) -> Result<Vec<DecisionRow>, ProjectionError> {
+    let workspace = workspace.as_str();
     query_decisions(
         store,
         &format!(
@@ -216,7 +233,18 @@ pub async fn conflicts(
 
 /// The identity rules in force for a workspace: the ones the last rules command of its log put in force
 /// (stored by the resolver), or Segment's defaults.
-pub async fn rules_of(store: &Store, workspace: &str) -> Result<IdentityRules, ProjectionError> {
+pub async fn rules_of(
+    store: &Store,
+    workspace: &WorkspaceId,
+) -> Result<IdentityRules, ProjectionError> {
+    rules_in(store, workspace).await
+}
+
+/// [`rules_of`] for the engine, which holds workspaces as the events' text.
+pub(crate) async fn rules_in(
+    store: &Store,
+    workspace: &str,
+) -> Result<IdentityRules, ProjectionError> {
     let row: Option<(String,)> = match store {
         Store::Sqlite(s) => {
             sqlx::query_as("SELECT rules FROM identity_rules WHERE workspace = ?")
@@ -263,7 +291,7 @@ pub(crate) async fn write_rules(
         let json = serde_json::to_string(rules).map_err(ProjectionError::corrupt)?;
         let version = i64::try_from(rules.version).map_err(ProjectionError::corrupt)?;
         match tx {
-            ModelTx::Sqlite(tx) => {
+            ModelTx(Tx::Sqlite(tx)) => {
                 sqlx::query(sql)
                     .bind(workspace)
                     .bind(version)
@@ -272,7 +300,7 @@ pub(crate) async fn write_rules(
                     .execute(&mut **tx)
                     .await?;
             }
-            ModelTx::Postgres(tx) => {
+            ModelTx(Tx::Postgres(tx)) => {
                 sqlx::query(&numbered(sql))
                     .bind(workspace)
                     .bind(version)

@@ -7,6 +7,7 @@ use cdp_domain::identity::{IdentityEvent, ProfileId};
 use sqlx::QueryBuilder;
 
 use super::RecordedDecision;
+use crate::model_tx::Tx;
 use crate::runner::{ModelTx, ProjectionError};
 
 /// Decisions a multi-row insert holds on SQLite.
@@ -23,7 +24,7 @@ pub(super) async fn write_decisions(
     }
     let rows: Vec<(&RecordedDecision, &String)> = decisions.iter().zip(&bodies).collect();
     match tx {
-        ModelTx::Sqlite(tx) => {
+        ModelTx(Tx::Sqlite(tx)) => {
             for chunk in rows.chunks(ROWS_PER_STATEMENT) {
                 let mut q: QueryBuilder<sqlx::Sqlite> = QueryBuilder::new(
                     "INSERT INTO identity_events (workspace, log_seq, caused_by, kind, profile, \
@@ -45,7 +46,7 @@ pub(super) async fn write_decisions(
                 q.build().execute(&mut **tx).await?;
             }
         }
-        ModelTx::Postgres(tx) if !rows.is_empty() => {
+        ModelTx(Tx::Postgres(tx)) if !rows.is_empty() => {
             // One statement over arrays; the decisions keep their order (their `seq`).
             let n = rows.len();
             let mut cols: [Vec<Option<&str>>; 7] = Default::default();
@@ -90,7 +91,7 @@ pub(super) async fn write_decisions(
             .execute(&mut **tx)
             .await?;
         }
-        ModelTx::Postgres(_) => {}
+        ModelTx(Tx::Postgres(_)) => {}
     }
     Ok(())
 }

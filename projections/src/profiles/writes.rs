@@ -10,6 +10,7 @@ use sqlx::QueryBuilder;
 use cdp_domain::identity::ProfileId;
 
 use super::{ModelWrites, OwnerRow, Reassign, PER_STATEMENT};
+use crate::model_tx::Tx;
 use crate::runner::{ModelTx, ProjectionError};
 
 /// Where each profile a batch merged away ends up: `(workspace, from, survivor)`, the chains of the
@@ -52,7 +53,7 @@ pub async fn write(tx: &mut ModelTx<'_>, writes: &ModelWrites) -> Result<(), Pro
         "INSERT INTO profile_aliases (survivor, workspace, profile) VALUES (?, ?, ?)",
     ];
     match tx {
-        ModelTx::Sqlite(tx) => {
+        ModelTx(Tx::Sqlite(tx)) => {
             // In the process: a statement per move is cheap.
             for sql in MOVES {
                 for (w, from, to) in &moves {
@@ -72,7 +73,7 @@ pub async fn write(tx: &mut ModelTx<'_>, writes: &ModelWrites) -> Result<(), Pro
                     .await?;
             }
         }
-        ModelTx::Postgres(tx) => {
+        ModelTx(Tx::Postgres(tx)) => {
             // One statement per table over arrays, whatever the number of merges.
             if !moves.is_empty() {
                 let ws: Vec<&str> = moves.iter().map(|m| m.0).collect();
@@ -140,7 +141,7 @@ async fn write_owners_and_docs(
     writes: &ModelWrites,
 ) -> Result<(), ProjectionError> {
     match tx {
-        ModelTx::Sqlite(tx) => {
+        ModelTx(Tx::Sqlite(tx)) => {
             let tx = &mut *tx;
             macro_rules! sqlite_rows {
                 ($db:ty, $tx:expr) => {{
@@ -203,7 +204,7 @@ async fn write_owners_and_docs(
             }
             sqlite_holders!(sqlx::Sqlite, tx);
         }
-        ModelTx::Postgres(tx) => {
+        ModelTx(Tx::Postgres(tx)) => {
             let started = std::time::Instant::now();
             // The batch's own events (with their summaries) are new rows: a plain insert, which
             // PostgreSQL does without the speculative insertion of `ON CONFLICT` (~20 % cheaper). An

@@ -4,6 +4,54 @@
 
 use super::*;
 
+/// The rows on which the rebuilt model and the live one differ: tags the rebuilt one has and the live
+/// one has not (or otherwise), tags the live one has and the rebuilt one has not, memberships entered,
+/// memberships exited.
+type Differences = (
+    Vec<WorkspaceTagRow>,
+    Vec<WorkspaceTagRow>,
+    Vec<(String, String, String)>,
+    Vec<(String, String, String)>,
+);
+
+/// Reads the [`Differences`] between the schema (or attached database) `live` and `shadow`, in the
+/// switch's transaction `tx` (a `&mut sqlx::Transaction` of either backend).
+macro_rules! fetch_differences {
+    ($tx:expr, $live:expr, $shadow:expr) => {{
+        let (tx, live, shadow): (_, &str, &str) = ($tx, $live, $shadow);
+        let tags_sql = |from: &str, other: &str| {
+            format!(
+                "SELECT a.workspace, a.profile, a.tag, a.value, a.detail, a.manual, a.changed_at, \
+                 a.caused_by FROM {from}.profile_tags a LEFT JOIN {other}.profile_tags b \
+                 ON b.workspace = a.workspace AND b.profile = a.profile AND b.tag = a.tag \
+                 WHERE b.tag IS NULL OR b.value <> a.value \
+                 OR coalesce(b.detail, '') <> coalesce(a.detail, '') OR b.manual <> a.manual"
+            )
+        };
+        let members_sql = |from: &str, other: &str| {
+            format!(
+                "SELECT a.workspace, a.segment, a.profile FROM {from}.segment_members a \
+                 WHERE NOT EXISTS (SELECT 1 FROM {other}.segment_members b WHERE \
+                 b.workspace = a.workspace AND b.segment = a.segment AND b.profile = a.profile)"
+            )
+        };
+        let rebuilt: Vec<WorkspaceTagRow> = sqlx::query_as(&tags_sql(shadow, live))
+            .fetch_all(&mut **tx)
+            .await?;
+        let stale: Vec<WorkspaceTagRow> = sqlx::query_as(&tags_sql(live, shadow))
+            .fetch_all(&mut **tx)
+            .await?;
+        let entered: Vec<(String, String, String)> = sqlx::query_as(&members_sql(shadow, live))
+            .fetch_all(&mut **tx)
+            .await?;
+        let exited: Vec<(String, String, String)> = sqlx::query_as(&members_sql(live, shadow))
+            .fetch_all(&mut **tx)
+            .await?;
+        let differences: Differences = (rebuilt, stale, entered, exited);
+        differences
+    }};
+}
+
 /// Applies the shadow's events up to exactly `through` (the live resolver is held meanwhile).
 async fn finish_through(
     shadow: &Store,
@@ -94,11 +142,10 @@ async fn switch_attached(
             through.seq
         )));
     }
-    let mut model = ModelTx::Sqlite(tx);
-    let changes = reconcile(&mut model, "main", "shadow", resolver.now()).await?;
-    let ModelTx::Sqlite(mut tx) = model else {
-        unreachable!()
-    };
+    let changes = reconcile(
+        fetch_differences!(&mut tx, "main", "shadow"),
+        resolver.now(),
+    )?;
     let mut rows = 0;
     for t in replaced_tables() {
         // The append-only triggers (identity_events) would refuse the replacement: set aside and
@@ -125,12 +172,9 @@ async fn switch_attached(
             sqlx::query(sql).execute(&mut *tx).await?;
         }
     }
-    let mut model = ModelTx::Sqlite(tx);
+    let mut model = ModelTx::from(tx);
     finish_switch(&mut model, resolver.version(), &changes).await?;
-    let ModelTx::Sqlite(tx) = model else {
-        unreachable!()
-    };
-    tx.commit().await?;
+    model.commit().await?;
     Ok((through, rows, applied))
 }
 
@@ -175,21 +219,17 @@ pub(super) async fn switch_postgres(
         return Err(erased_meanwhile());
     }
     let applied = finish_through(&shadow.store, resolver, through).await?;
-    let mut model = ModelTx::Postgres(tx);
-    let changes = reconcile(&mut model, &live_schema, SHADOW_SCHEMA, resolver.now()).await?;
-    let ModelTx::Postgres(mut tx) = model else {
-        unreachable!()
-    };
+    let changes = reconcile(
+        fetch_differences!(&mut tx, &live_schema, SHADOW_SCHEMA),
+        resolver.now(),
+    )?;
     let mut rows = 0;
     for t in replaced_tables() {
         rows += move_into(&mut tx, &live_schema, t).await?;
     }
-    let mut model = ModelTx::Postgres(tx);
+    let mut model = ModelTx::from(tx);
     finish_switch(&mut model, resolver.version(), &changes).await?;
-    let ModelTx::Postgres(tx) = model else {
-        unreachable!()
-    };
-    tx.commit().await?;
+    model.commit().await?;
     Ok((through, rows, applied))
 }
 
@@ -264,49 +304,10 @@ type WorkspaceTagRow = (
 
 /// The tags and memberships on which the rebuilt model (`shadow`) and the live one differ, as the
 /// changes that take the live one to the rebuilt one (see [`RECONCILED_TABLES`]).
-async fn reconcile(
-    tx: &mut ModelTx<'_>,
-    live: &str,
-    shadow: &str,
+fn reconcile(
+    (rebuilt, stale, entered, exited): Differences,
     at: chrono::DateTime<chrono::Utc>,
 ) -> Result<CatalogWrites, ProjectionError> {
-    let tags_sql = |from: &str, other: &str| {
-        format!(
-            "SELECT a.workspace, a.profile, a.tag, a.value, a.detail, a.manual, a.changed_at, \
-             a.caused_by FROM {from}.profile_tags a LEFT JOIN {other}.profile_tags b \
-             ON b.workspace = a.workspace AND b.profile = a.profile AND b.tag = a.tag \
-             WHERE b.tag IS NULL OR b.value <> a.value \
-             OR coalesce(b.detail, '') <> coalesce(a.detail, '') OR b.manual <> a.manual"
-        )
-    };
-    let members_sql = |from: &str, other: &str| {
-        format!(
-            "SELECT a.workspace, a.segment, a.profile FROM {from}.segment_members a \
-             WHERE NOT EXISTS (SELECT 1 FROM {other}.segment_members b WHERE \
-             b.workspace = a.workspace AND b.segment = a.segment AND b.profile = a.profile)"
-        )
-    };
-    macro_rules! fetch {
-        ($tx:expr) => {{
-            let rebuilt: Vec<WorkspaceTagRow> = sqlx::query_as(&tags_sql(shadow, live))
-                .fetch_all(&mut **$tx)
-                .await?;
-            let stale: Vec<WorkspaceTagRow> = sqlx::query_as(&tags_sql(live, shadow))
-                .fetch_all(&mut **$tx)
-                .await?;
-            let entered: Vec<(String, String, String)> = sqlx::query_as(&members_sql(shadow, live))
-                .fetch_all(&mut **$tx)
-                .await?;
-            let exited: Vec<(String, String, String)> = sqlx::query_as(&members_sql(live, shadow))
-                .fetch_all(&mut **$tx)
-                .await?;
-            (rebuilt, stale, entered, exited)
-        }};
-    }
-    let (rebuilt, stale, entered, exited) = match tx {
-        ModelTx::Sqlite(tx) => fetch!(tx),
-        ModelTx::Postgres(tx) => fetch!(tx),
-    };
     let decode = |rows: Vec<WorkspaceTagRow>| {
         rows.into_iter()
             .map(

@@ -732,7 +732,7 @@ async fn one_profile_is_rebuilt_from_its_events() {
         .execute(s.write_pool())
         .await
         .unwrap();
-    let done = crate::rebuild_profile(store, "w", &victim)
+    let done = crate::rebuild_profile(store, &ws("w"), &victim)
         .await
         .unwrap()
         .expect("the profile exists");
@@ -744,10 +744,12 @@ async fn one_profile_is_rebuilt_from_its_events() {
         .await
         .unwrap();
     assert_eq!(due, vec![victim]);
-    assert!(crate::rebuild_profile(store, "w", "p_00000000000000000000")
-        .await
-        .unwrap()
-        .is_none());
+    assert!(
+        crate::rebuild_profile(store, &ws("w"), "p_00000000000000000000")
+            .await
+            .unwrap()
+            .is_none()
+    );
     // The resolver takes the due profile in its next round and goes on.
     caught_up(store, &live).await;
 }

@@ -57,7 +57,7 @@ async fn quantile_rfm_scores_every_profile_against_the_population() {
 
     let population: Vec<RfmInputs> = inputs.values().copied().collect();
     let thresholds = RfmThresholds::from_population(&population).unwrap();
-    let stored = cdp_projections::catalog::thresholds(&store, "w")
+    let stored = cdp_projections::catalog::thresholds(&store, &ws("w"))
         .await
         .unwrap();
     assert_eq!(stored["rfm"].2, thresholds);
@@ -70,7 +70,7 @@ async fn quantile_rfm_scores_every_profile_against_the_population() {
             .await
             .unwrap();
     for (user, profile) in holders {
-        let tags = cdp_projections::catalog::tags_of(&store, "w", &[profile.as_str()])
+        let tags = cdp_projections::catalog::tags_of(&store, &ws("w"), &[profile.as_str()])
             .await
             .unwrap();
         let rfm = &tags[&profile][0];
@@ -84,7 +84,7 @@ async fn quantile_rfm_scores_every_profile_against_the_population() {
         assert_eq!(rfm.value.detail["r"], json!(expected.r), "{user}");
         assert_eq!(rfm.value.detail["m"], json!(expected.m), "{user}");
     }
-    let job = cdp_projections::catalog::latest_job(&store, "w", "tag", "rfm")
+    let job = cdp_projections::catalog::latest_job(&store, &ws("w"), "tag", "rfm")
         .await
         .unwrap()
         .unwrap();
@@ -127,13 +127,13 @@ async fn quantile_rfm_defined_before_any_purchase_scores_buyers_soon_after() {
         .collect();
     store.append(&orders).await.unwrap();
     catch_up(&store, &resolver).await.unwrap();
-    assert!(cdp_projections::catalog::thresholds(&store, "w")
+    assert!(cdp_projections::catalog::thresholds(&store, &ws("w"))
         .await
         .unwrap()
         .is_empty());
     *now.lock().unwrap() = start + chrono::Duration::minutes(2);
     catch_up(&store, &resolver).await.unwrap();
-    assert!(cdp_projections::catalog::thresholds(&store, "w")
+    assert!(cdp_projections::catalog::thresholds(&store, &ws("w"))
         .await
         .unwrap()
         .contains_key("rfm"));

@@ -52,7 +52,7 @@ async fn exact(app: &TestApp, condition: &Value) -> (i64, Vec<String>, f64) {
     let def = cdp_domain::segments::SegmentDef::parse(&json!({ "condition": condition })).unwrap();
     let p = cdp_projections::identity::exact::preview(
         &app.state.store,
-        WORKSPACE,
+        &workspace_id(),
         &def,
         10,
         Utc::now(),
@@ -179,7 +179,7 @@ async fn the_index_answers_what_the_exact_path_does() {
         .await;
         // A tag's population per value from the bitmaps too: what the stored rows count, with the
         // spend of the order just made.
-        let stored = cdp_projections::catalog::tag_stats(&app.state.store, WORKSPACE, "shanghai")
+        let stored = cdp_projections::catalog::tag_stats(&app.state.store, &workspace_id(), "shanghai")
             .await
             .unwrap();
         let stored: Vec<(Value, i64, f64)> =
@@ -399,7 +399,7 @@ async fn without_an_index_the_exact_path_answers() {
         let answer = cdp_projections::audience::preview::preview(
             &unbuilt,
             &app.state.store,
-            WORKSPACE,
+            &workspace_id(),
             &def,
             Some(&fields),
             10,
@@ -469,7 +469,7 @@ async fn a_saved_segment_is_filled_from_the_index() {
         let (u1, u2, u3) = (id_of("u1").await, id_of("u2").await, id_of("u3").await);
         define(json!({"trait": "city", "op": "eq", "value": "Shanghai"})).await;
         let job = eventually("the segment's job done", || async {
-            let job = cdp_projections::catalog::latest_job(&app.state.store, WORKSPACE, "segment", "sh")
+            let job = cdp_projections::catalog::latest_job(&app.state.store, &workspace_id(), "segment", "sh")
                 .await.unwrap();
             match job { Some(j) if j.status == "done" => Ok(j), j => Err(format!("{j:?}")) }
         })
@@ -490,7 +490,7 @@ async fn a_saved_segment_is_filled_from_the_index() {
             if m == expected { Ok(()) } else { Err(format!("{m:?}")) }
         })
         .await;
-        let job = cdp_projections::catalog::latest_job(&app.state.store, WORKSPACE, "segment", "sh")
+        let job = cdp_projections::catalog::latest_job(&app.state.store, &workspace_id(), "segment", "sh")
             .await.unwrap().unwrap();
         assert_eq!(job.cursor, cdp_projections::identity::housekeeping::FILLED_FROM_INDEX, "{job:?}");
         // The history says what a job would have: u1 and u2 entered, u2 left, u3 entered.
@@ -570,7 +570,7 @@ async fn a_saved_segment_with_an_event_condition_is_filled_then_backfilled() {
         let (status, _) = app.post("/v1/track", &order_at("u2", "o9", 0)).await;
         assert_eq!(status, StatusCode::OK);
         let job = eventually("the segment's job done", || async {
-            let job = cdp_projections::catalog::latest_job(&app.state.store, WORKSPACE, "segment", "repeat")
+            let job = cdp_projections::catalog::latest_job(&app.state.store, &workspace_id(), "segment", "repeat")
                 .await.unwrap();
             match job { Some(j) if j.status == "done" => Ok(j), j => Err(format!("{j:?}")) }
         })

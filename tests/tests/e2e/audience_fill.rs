@@ -25,6 +25,10 @@ use crate::helpers::*;
 
 const WS: &str = "w";
 
+fn ws() -> cdp_domain::ident::WorkspaceId {
+    cdp_domain::ident::WorkspaceId::parse(WS).unwrap()
+}
+
 /// The engine over a fresh store: the resolver on a fixed clock, with the audience index or without.
 struct Engine {
     store: Store,
@@ -137,14 +141,14 @@ impl Engine {
     }
 
     async fn job(&self, segment: &str) -> Job {
-        catalog::latest_job(&self.store, WS, catalog::SEGMENT, segment)
+        catalog::latest_job(&self.store, &ws(), catalog::SEGMENT, segment)
             .await
             .unwrap()
             .expect("the segment has a job")
     }
 
     async fn members(&self, segment: &str) -> Vec<String> {
-        catalog::members_page(&self.store, WS, segment, "", 100_000)
+        catalog::members_page(&self.store, &ws(), segment, "", 100_000)
             .await
             .unwrap()
             .into_iter()
@@ -154,7 +158,7 @@ impl Engine {
 
     /// Every live profile with its document, in profile id order.
     async fn docs(&self) -> Vec<(String, cdp_domain::profile::ProfileDoc)> {
-        catalog::profiles_after(&self.store, WS, "", 100_000)
+        catalog::profiles_after(&self.store, &ws(), "", 100_000)
             .await
             .unwrap()
     }
@@ -162,7 +166,7 @@ impl Engine {
     /// Every enter and exit: (segment, profile, entered, at, caused by), sorted.
     async fn history(&self) -> Vec<(String, String, bool, i64, Option<String>)> {
         let profiles: Vec<String> = self.docs().await.into_iter().map(|(p, _)| p).collect();
-        let mut all: Vec<_> = catalog::membership_history(&self.store, WS, &profiles)
+        let mut all: Vec<_> = catalog::membership_history(&self.store, &ws(), &profiles)
             .await
             .unwrap()
             .into_iter()
@@ -176,7 +180,7 @@ impl Engine {
     async fn ids(&self, users: &[String]) -> Vec<String> {
         let mut out = Vec::new();
         for u in users {
-            let holder = cdp_projections::profiles::holder(&self.store, WS, "user_id", u)
+            let holder = cdp_projections::profiles::holder(&self.store, &ws(), "user_id", u)
                 .await
                 .unwrap()
                 .unwrap_or_else(|| panic!("{u} has a profile"));

@@ -309,7 +309,7 @@ async fn under_opt_out_a_consent_segment_is_what_the_export_reaches() {
             cdp_domain::segments::SegmentDef::parse(&json!({ "condition": texting })).unwrap();
         let exact = cdp_projections::identity::exact::preview(
             &app.state.store,
-            WORKSPACE,
+            &workspace_id(),
             &def,
             10,
             chrono::Utc::now(),

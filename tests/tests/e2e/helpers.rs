@@ -21,6 +21,11 @@ use tokio::task::JoinHandle;
 
 /// The workspace and credentials every app is bootstrapped with.
 pub const WORKSPACE: &str = "shop";
+
+/// [`WORKSPACE`] as the library functions take it.
+pub fn workspace_id() -> cdp_domain::ident::WorkspaceId {
+    cdp_domain::ident::WorkspaceId::parse(WORKSPACE).unwrap()
+}
 pub const WRITE_KEY: &str = "wk_e2e_shop";
 pub const ADMIN_TOKEN: &str = "tok_e2e_shop_admin";
 

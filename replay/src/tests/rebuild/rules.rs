@@ -45,8 +45,8 @@ async fn a_rules_change_then_rebuild(store: &Store, batch_size: u32) {
     // The model (live, and rebuilt: they are equal) holds the rules as the command put them in force.
     let mut expected = looser;
     expected.version = IdentityRules::default().version + 1;
-    assert_eq!(rules_of(store, "w").await.unwrap(), expected);
-    let graph = graph_of(store, "w").await.unwrap();
+    assert_eq!(rules_of(store, &ws("w")).await.unwrap(), expected);
+    let graph = graph_of(store, &ws("w")).await.unwrap();
     let holder = |user: &str| graph.owner(&Identifier::new("user_id", user)).unwrap();
     assert_eq!(
         holder("bob"),
@@ -58,7 +58,7 @@ async fn a_rules_change_then_rebuild(store: &Store, batch_size: u32) {
         holder("eve"),
         "the kiosk's two joined at once"
     );
-    let decisions = cdp_projections::identity::caused_by(store, "w", "op2")
+    let decisions = cdp_projections::identity::caused_by(store, &ws("w"), "op2")
         .await
         .unwrap();
     assert!(
@@ -75,7 +75,7 @@ async fn a_rules_change_then_rebuild(store: &Store, batch_size: u32) {
         "{decisions:?}"
     );
     for user in ["cat", "eve"] {
-        let link = cdp_projections::identity::link_of(store, "w", "user_id", user)
+        let link = cdp_projections::identity::link_of(store, &ws("w"), "user_id", user)
             .await
             .unwrap()
             .unwrap();

@@ -1,0 +1,104 @@
+//! The background builder of the audience indexes ([`Audiences::keep_built`]): once the resolver has
+//! caught up, every workspace's index read whole when it is missing or cannot follow the resolver.
+
+use std::time::Duration;
+
+use cdp_domain::store::{EventStore, Store};
+use chrono::Utc;
+
+use super::{stored_token, Audiences, BuilderStatus, MAX_STAGED};
+use crate::runner::ProjectionError;
+
+/// How often the background builder looks whether an index must be read whole.
+const LOOK_EVERY: Duration = Duration::from_secs(1);
+/// The resolver counts as caught up (the first build may start) when the oldest event it has not
+/// applied arrived less than this ago.
+const CAUGHT_UP: chrono::Duration = chrono::Duration::seconds(5);
+
+impl Audiences {
+    /// Where the background builder stands.
+    pub fn status(&self) -> BuilderStatus {
+        self.status.lock().expect("audience status lock").clone()
+    }
+
+    /// Keeps an index of every workspace built, in the background (run by `serve`): once the
+    /// resolver has caught up with the log, every workspace is read whole; then, every second or
+    /// when an answer found an index it could not bring up to date, each workspace whose index the
+    /// staged batches cannot bring up to date (a rebuild's switch, an erasure, another instance's
+    /// resolver, a definition its columns depend on) is read whole again, once the resolver is
+    /// caught up again. Until then answers do without it. Runs until the task is dropped; an error
+    /// is logged and tried again.
+    ///
+    /// Why after the catch-up rather than at once from the stored model: an index built while the
+    /// resolver works through a backlog would have to read again every profile each batch touches
+    /// (or be read whole again once the staged batches pass their bound), and the build's reads
+    /// would take the cores and the database from the catch-up; one build at the caught-up model is
+    /// both cheaper and the one that is then current.
+    pub async fn keep_built(self, store: Store) {
+        loop {
+            match self.look(&store).await {
+                Ok(()) => {}
+                Err(e) => {
+                    self.status.lock().expect("audience status lock").building = None;
+                    tracing::warn!(error = %e, "the audience index could not be built; tried again");
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(LOOK_EVERY) => {}
+                () = self.wake.notified() => {}
+            }
+        }
+    }
+
+    /// One look of [`Audiences::keep_built`]: nothing while the resolver is behind (a build would be
+    /// outdated by the batches still to come); then each workspace's index built when it is missing
+    /// or cannot follow, and brought up to date when the staged batches grow long (before they pass
+    /// their bound and the index would have to be read whole).
+    async fn look(&self, store: &Store) -> Result<(), ProjectionError> {
+        if !resolver_caught_up(store).await? {
+            return Ok(());
+        }
+        let long = self.staged_profiles() > MAX_STAGED / 4;
+        let workspaces = store.workspace_ids().await?;
+        for ws in &workspaces {
+            let now = Utc::now();
+            if self.needs_whole(store, ws).await? {
+                self.status.lock().expect("audience status lock").building = Some(ws.clone());
+                self.build(store, ws, now).await?;
+                self.status.lock().expect("audience status lock").building = None;
+            } else if long {
+                self.refresh(store, ws, now).await?;
+            }
+        }
+        self.status.lock().expect("audience status lock").started = true;
+        Ok(())
+    }
+
+    /// Whether the index of `workspace` is missing or cannot be brought up to date by the staged
+    /// batches.
+    async fn needs_whole(&self, store: &Store, workspace: &str) -> Result<bool, ProjectionError> {
+        let slot = self.slot(workspace);
+        let slot = slot.lock().await;
+        if slot.index.is_none() {
+            return Ok(true);
+        }
+        let stored = stored_token(store).await?;
+        if slot.token == stored {
+            return Ok(false);
+        }
+        Ok(self
+            .follow(store, workspace, &slot, stored.as_deref())
+            .await?
+            .is_none())
+    }
+}
+
+/// Whether the resolver has caught up with the log: nothing follows its checkpoint, or what follows
+/// arrived only just now (a resolver that keeps up with a steady stream).
+async fn resolver_caught_up(store: &Store) -> Result<bool, ProjectionError> {
+    let at = crate::runner::checkpoint(store, crate::identity::IdentityResolver::NAME).await?;
+    let next = store.read_after(at, 1).await?;
+    Ok(next
+        .first()
+        .is_none_or(|e| e.event.received_at > Utc::now() - CAUGHT_UP))
+}

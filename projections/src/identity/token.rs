@@ -1,0 +1,91 @@
+//! The resolver's token (`projection_tokens`): written with every batch, and moved to a new value by
+//! every other writer of the model (`forget_state`), so an instance knows when its in-memory state is
+//! stale.
+
+use cdp_domain::store::Store;
+use chrono::Utc;
+
+use super::IdentityResolver;
+use crate::model_tx::Tx;
+use crate::runner::{ModelTx, ProjectionError};
+
+/// A token no other batch has: this process's start, its address space and a counter.
+pub(super) fn new_token() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static STARTED: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    let started = STARTED.get_or_init(|| Utc::now().timestamp_nanos_opt().unwrap_or_default());
+    let here = &COUNTER as *const AtomicU64 as usize;
+    format!(
+        "{started:x}-{here:x}-{}-{:x}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub(super) async fn stored_token(store: &Store) -> Result<Option<String>, ProjectionError> {
+    let sql = "SELECT token FROM projection_tokens WHERE name = ?";
+    Ok(match store {
+        Store::Sqlite(s) => {
+            sqlx::query_scalar(sql)
+                .bind(IdentityResolver::NAME)
+                .fetch_optional(s.read_pool())
+                .await?
+        }
+        Store::Postgres(s) => {
+            sqlx::query_scalar(&crate::profiles::numbered(sql))
+                .bind(IdentityResolver::NAME)
+                .fetch_optional(s.pool())
+                .await?
+        }
+    })
+}
+
+/// Makes every resolver reload its in-memory state before its next batch (after the model was written by
+/// something else, e.g. a rebuild). The token is new each time: two such writes with no batch between
+/// them must not look like none to a reader that saw the first (a resolver, an audience index).
+pub async fn forget_state(tx: &mut ModelTx<'_>) -> Result<(), ProjectionError> {
+    write_token(tx, &format!("forgotten-{}", new_token())).await
+}
+
+pub(super) async fn stored_token_in(
+    tx: &mut ModelTx<'_>,
+) -> Result<Option<String>, ProjectionError> {
+    let sql = "SELECT token FROM projection_tokens WHERE name = ?";
+    Ok(match tx {
+        ModelTx(Tx::Sqlite(tx)) => {
+            sqlx::query_scalar(sql)
+                .bind(IdentityResolver::NAME)
+                .fetch_optional(&mut **tx)
+                .await?
+        }
+        ModelTx(Tx::Postgres(tx)) => {
+            sqlx::query_scalar(&crate::profiles::numbered(sql))
+                .bind(IdentityResolver::NAME)
+                .fetch_optional(&mut **tx)
+                .await?
+        }
+    })
+}
+
+pub(super) async fn write_token(tx: &mut ModelTx<'_>, token: &str) -> Result<(), ProjectionError> {
+    let sql = "INSERT INTO projection_tokens (name, token) VALUES (?, ?) \
+               ON CONFLICT (name) DO UPDATE SET token = excluded.token";
+    match tx {
+        ModelTx(Tx::Sqlite(tx)) => {
+            sqlx::query(sql)
+                .bind(IdentityResolver::NAME)
+                .bind(token)
+                .execute(&mut **tx)
+                .await?;
+        }
+        ModelTx(Tx::Postgres(tx)) => {
+            sqlx::query(&crate::profiles::numbered(sql))
+                .bind(IdentityResolver::NAME)
+                .bind(token)
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    Ok(())
+}

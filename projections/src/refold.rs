@@ -1,0 +1,177 @@
+//! Refolding profiles beside the runner (`replay batch`, `replay profile`): documents recomputed from
+//! the log up to a watermark — the resolver's checkpoint — are written only if that checkpoint did not
+//! move meanwhile, in one transaction that holds it still.
+
+use std::collections::HashMap;
+
+use cdp_domain::catalog::Catalog;
+use cdp_domain::event::Position;
+use cdp_domain::identity::{identifiers_of, IdentityRules, ProfileId};
+use cdp_domain::message::MessageKind;
+use cdp_domain::profile::{FoldRules, ProfileDoc};
+use cdp_domain::store::{EventStore, Store};
+use serde_json::Value;
+
+use crate::catalog::{self, CatalogWrites};
+use crate::identity::{graph_in, rules_in, IdentityResolver};
+use crate::model_tx::{ModelTx, Tx};
+use crate::profiles::{self, ModelWrites, ProfileKey};
+use crate::runner::ProjectionError;
+
+/// Writes the profile documents `docs` (every stored one replaced by them when `replace_all`) and
+/// `catalog_writes`, in one transaction that holds the resolver's checkpoint still, and tells every
+/// resolver to reload; `false` (nothing written) when the checkpoint is no longer `at`.
+pub async fn write_if_unmoved(
+    store: &Store,
+    at: Position,
+    docs: impl IntoIterator<Item = (ProfileKey, ProfileDoc)>,
+    replace_all: bool,
+    catalog_writes: CatalogWrites,
+) -> Result<bool, ProjectionError> {
+    let rows = docs
+        .into_iter()
+        .map(|(key, doc)| (key, doc.to_state()))
+        .collect();
+    let writes = ModelWrites {
+        docs: rows,
+        ..ModelWrites::default()
+    };
+    let name = IdentityResolver::NAME;
+    let mut tx = ModelTx::begin(store).await?;
+    let now: Option<(i64, i64)> = match &mut tx.0 {
+        Tx::Sqlite(tx) => {
+            sqlx::query_as("SELECT tx, seq FROM projection_checkpoints WHERE name = ?")
+                .bind(name)
+                .fetch_optional(&mut **tx)
+                .await?
+        }
+        Tx::Postgres(tx) => {
+            sqlx::query_as("SELECT tx, seq FROM projection_checkpoints WHERE name = $1 FOR UPDATE")
+                .bind(name)
+                .fetch_optional(&mut **tx)
+                .await?
+        }
+    };
+    let now = now.map_or(Position::START, |(tx, seq)| Position { tx, seq });
+    if now != at {
+        return Ok(false);
+    }
+    if replace_all {
+        match &mut tx.0 {
+            Tx::Sqlite(tx) => {
+                sqlx::query("DELETE FROM profiles")
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            Tx::Postgres(tx) => {
+                sqlx::query("DELETE FROM profiles")
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+    }
+    profiles::write(&mut tx, &writes).await?;
+    catalog::write(&mut tx, &catalog_writes).await?;
+    crate::identity::forget_state(&mut tx).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Every profile document folded from the log up to `through` (a watermark: the resolver's checkpoint):
+/// each customer event into the profile it belongs to now, each profile's identifiers as the recorded
+/// identity decisions link them, under the workspace's current trait fold and catalog. Returns the
+/// documents and the number of events folded.
+pub async fn fold_log(
+    store: &Store,
+    through: Position,
+) -> Result<(HashMap<ProfileKey, ProfileDoc>, u64), ProjectionError> {
+    const PAGE: u32 = 5_000;
+    let owners = all_owners(store).await?;
+    let mut rules: HashMap<String, IdentityRules> = HashMap::new();
+    let mut catalogs: HashMap<String, Catalog> = HashMap::new();
+    let mut docs: HashMap<ProfileKey, ProfileDoc> = HashMap::new();
+    let mut folded = 0;
+    let mut after = Position::START;
+    'log: loop {
+        let page = store.read_after(after, PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = last.position;
+        for stored in &page {
+            if stored.position > through {
+                break 'log;
+            }
+            let e = &stored.event;
+            let Some((ws, profile)) = owners.get(&stored.position.seq) else {
+                continue;
+            };
+            if e.kind == MessageKind::Operator || cdp_domain::shred::is_erased(e) {
+                continue;
+            }
+            if !rules.contains_key(ws) {
+                rules.insert(ws.clone(), rules_in(store, ws).await?);
+                catalogs.insert(ws.clone(), catalog::load_in(store, ws).await?);
+            }
+            fold_event(
+                docs.entry((ws.clone(), profile.clone())).or_default(),
+                e,
+                &rules[ws],
+                &catalogs[ws],
+            )?;
+            folded += 1;
+        }
+    }
+    let workspaces: Vec<String> = owners
+        .values()
+        .map(|(w, _)| w.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    for ws in workspaces {
+        let graph = graph_in(store, &ws).await?;
+        for (profile, state) in graph.profiles() {
+            docs.entry((ws.clone(), profile.clone()))
+                .or_default()
+                .linked = state.identifiers_owned();
+        }
+    }
+    Ok((docs, folded))
+}
+
+/// Folds one stored customer event into `doc`, as live processing does.
+pub fn fold_event(
+    doc: &mut ProfileDoc,
+    e: &cdp_domain::event::NewEvent,
+    rules: &IdentityRules,
+    catalog: &Catalog,
+) -> Result<(), ProjectionError> {
+    let payload: Value = serde_json::from_str(&e.payload).map_err(ProjectionError::corrupt)?;
+    let carried = identifiers_of(
+        &payload,
+        e.user_id.as_deref(),
+        e.anonymous_id.as_deref(),
+        rules,
+    );
+    let fold = FoldRules {
+        source_priority: &rules.source_priority,
+        traits: catalog.folded(),
+    };
+    doc.apply(e, &payload, &carried, fold);
+    Ok(())
+}
+
+/// The owner (workspace, profile) of every resolved event, by log sequence.
+pub async fn all_owners(
+    store: &Store,
+) -> Result<HashMap<i64, (String, ProfileId)>, ProjectionError> {
+    let sql = "SELECT log_seq, workspace, profile FROM event_profiles";
+    let rows: Vec<(i64, String, String)> = match store {
+        Store::Sqlite(s) => sqlx::query_as(sql).fetch_all(s.read_pool()).await?,
+        Store::Postgres(s) => sqlx::query_as(sql).fetch_all(s.pool()).await?,
+    };
+    rows.into_iter()
+        .map(|(seq, ws, p)| {
+            let p = ProfileId::parse(&p).map_err(ProjectionError::corrupt)?;
+            Ok((seq, (ws, p)))
+        })
+        .collect()
+}
