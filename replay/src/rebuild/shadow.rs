@@ -31,9 +31,21 @@ pub(super) async fn shadow_store_sqlite(live: &SqliteStore) -> Result<Store, Pro
 /// sequence, which stays).
 const DEFERRED_INDEX_TABLES: &[&str] = &["identity_events", "event_profiles"];
 
-/// Drops the secondary indexes of [`DEFERRED_INDEX_TABLES`] in the new shadow (but the one over
-/// `(workspace, profile, log_seq)`, which splits read), keeping their definitions in
-/// `rebuild_deferred` so that a resumed rebuild builds them too.
+/// Whether a secondary index (its `pg_get_indexdef`) of [`DEFERRED_INDEX_TABLES`] stays while the
+/// shadow is written.
+pub(crate) fn kept_while_written(definition: &str) -> bool {
+    definition.contains(KEPT_INDEX)
+}
+
+/// How an index that finds one profile's rows begins (`event_profiles_recent`: `(workspace, profile,
+/// event_time)`); such an index is kept while the shadow is written.
+const KEPT_INDEX: &str = "(workspace, profile, ";
+
+/// Drops the secondary indexes of [`DEFERRED_INDEX_TABLES`] in the new shadow (but those that find a
+/// profile's rows, [`KEPT_INDEX`]: merges move a profile's events and splits read them while the
+/// shadow is written — without it each would scan the whole table, and a rebuild of N events would
+/// take time in N²), keeping their definitions in `rebuild_deferred` so that a resumed rebuild builds
+/// them too.
 async fn defer_indexes(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
 ) -> Result<(), ProjectionError> {
@@ -53,7 +65,7 @@ async fn defer_indexes(
         .fetch_all(&mut **tx)
         .await?;
         for (index, definition) in indexes {
-            if definition.ends_with("(workspace, profile, log_seq)") {
+            if kept_while_written(&definition) {
                 continue;
             }
             sqlx::query(&format!("DROP INDEX {index}"))
