@@ -1,7 +1,8 @@
 //! Storage of the catalog (computed trait, tag and segment definitions, the consent policy) and of what the resolver derives from it:
 //! the backfill and re-evaluation jobs, the tags each profile has, what each profile is worth, when a
 //! profile must be looked at again, the RFM cut points, and the outbox of messages for subscribers.
-//! The resolver writes all of it in the transaction of its batch; the API reads it.
+//! The resolver writes all of it in the transaction of its batch, each stage its own rows
+//! (`crate::stages`: the catalog's here, in `writes`); the API reads it.
 
 use std::collections::BTreeMap;
 
@@ -19,11 +20,8 @@ use sqlx::QueryBuilder;
 use crate::profiles::numbered;
 use crate::runner::ProjectionError;
 
-mod postgres_writes;
-mod sqlite_writes;
 mod writes;
 
-use writes::last_per_key;
 pub use writes::{write, CatalogWrites, DefinitionRow};
 
 /// Runs a query on whichever backend `store` is, reading through the read pool. `$sql` uses `?`
@@ -247,7 +245,7 @@ fn job_of(r: JobRow) -> Job {
     }
 }
 
-const JOB_COLUMNS: &str =
+pub(crate) const JOB_COLUMNS: &str =
     "workspace, kind, name, version, cursor, done, total, status, started_at, finished_at";
 
 /// The jobs still running, oldest first.

@@ -13,6 +13,7 @@ use sqlx::QueryBuilder;
 
 use crate::runner::ProjectionError;
 
+pub mod derived;
 mod writes;
 
 pub use writes::write;

@@ -18,6 +18,7 @@
 mod builder;
 mod load;
 pub mod preview;
+pub mod writes;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -460,7 +461,7 @@ pub fn stage_batch(
     token: &str,
     based_on: Option<&str>,
     model: &crate::profiles::ModelWrites,
-    catalog: &crate::catalog::CatalogWrites,
+    stages: &crate::stages::StageWrites,
 ) {
     if audiences
         .slots
@@ -481,16 +482,17 @@ pub fn stage_batch(
             profiles.push((w.to_owned(), p));
         }
     };
-    for (w, p, _, _) in &catalog.tags {
+    for (w, p, _, _) in &stages.audiences.tags {
         named(w, p);
     }
-    for (w, _, p, _) in &catalog.members {
+    for (w, _, p, _) in &stages.audiences.members {
         named(w, p);
     }
-    for (w, p, _) in &catalog.spend {
+    for (w, p, _) in &stages.derived.spend {
         named(w, p);
     }
-    let redefined = catalog
+    let redefined = stages
+        .catalog
         .definitions
         .iter()
         .map(|d| d.workspace.clone())

@@ -1,0 +1,57 @@
+//! The outbox stage: the messages a batch leaves for subscribers (`OutboxWrites`: every tag change,
+//! segment enter and exit, and track event, in the order the batch made them), appended in its
+//! transaction — each backend's statement in `sqlite` and `postgres`.
+
+use crate::model_tx::Tx;
+use crate::runner::{ModelTx, ProjectionError};
+
+mod postgres;
+mod sqlite;
+
+/// A message for the outbox: `(workspace, subject, payload)`.
+pub type OutboxMessage = (String, String, String);
+
+/// The messages a batch appends to the outbox, in order (their sequence numbers follow it).
+#[derive(Debug, Default)]
+pub struct OutboxWrites {
+    pub messages: Vec<OutboxMessage>,
+}
+
+impl OutboxWrites {
+    pub fn push(&mut self, message: OutboxMessage) {
+        self.messages.push(message);
+    }
+
+    pub fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    /// Drops every message (a rebuild's shadow publishes nothing).
+    pub fn clear(&mut self) {
+        self.messages.clear();
+    }
+
+    /// Appends `other`'s messages after these.
+    pub fn append(&mut self, other: OutboxWrites) {
+        self.messages.extend(other.messages);
+    }
+}
+
+/// Appends the messages to the outbox, in their order, created at `now` (ms).
+pub async fn write(
+    tx: &mut ModelTx<'_>,
+    w: &OutboxWrites,
+    now: i64,
+) -> Result<(), ProjectionError> {
+    if w.messages.is_empty() {
+        return Ok(());
+    }
+    match &mut tx.0 {
+        Tx::Sqlite(tx) => sqlite::append(tx, &w.messages, now).await,
+        Tx::Postgres(tx) => postgres::append(tx, &w.messages, now).await,
+    }
+}
