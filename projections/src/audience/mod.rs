@@ -176,6 +176,16 @@ impl Audiences {
     pub async fn current(
         &self,
         store: &Store,
+        workspace: &WorkspaceId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(tokio::sync::OwnedMutexGuard<Slot>, Refreshed)>, ProjectionError> {
+        self.current_in(store, workspace, now).await
+    }
+
+    /// [`Audiences::current`] for the engine, which holds workspaces as the events' text.
+    pub(crate) async fn current_in(
+        &self,
+        store: &Store,
         workspace: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<(tokio::sync::OwnedMutexGuard<Slot>, Refreshed)>, ProjectionError> {
@@ -189,6 +199,16 @@ impl Audiences {
     /// Reads `workspace` whole into a new index now, in the caller (the background builder; tools
     /// that measure the build), and puts it in place of the one held.
     pub async fn build(
+        &self,
+        store: &Store,
+        workspace: &WorkspaceId,
+        now: DateTime<Utc>,
+    ) -> Result<(), ProjectionError> {
+        self.build_in(store, workspace, now).await
+    }
+
+    /// [`Audiences::build`] for the engine, which holds workspaces as the events' text.
+    pub(crate) async fn build_in(
         &self,
         store: &Store,
         workspace: &str,

@@ -364,12 +364,12 @@ pub async fn fill_from_index(
     if empty.matching(&defined.def, now).is_err() {
         return Ok(None);
     }
-    let mut found = audiences.current(store, &job.workspace, now).await?;
+    let mut found = audiences.current_in(store, &job.workspace, now).await?;
     if found.is_none() && folds && audiences.status().built.contains_key(&job.workspace) {
         // The definition's hidden traits changed the index's columns: read whole now rather than
         // in the background, so that the members are published before the job's pages.
-        audiences.build(store, &job.workspace, now).await?;
-        found = audiences.current(store, &job.workspace, now).await?;
+        audiences.build_in(store, &job.workspace, now).await?;
+        found = audiences.current_in(store, &job.workspace, now).await?;
     }
     let Some((slot, _)) = found else {
         return Ok(None);
