@@ -22,7 +22,8 @@ use crate::runner::ProjectionError;
 
 mod writes;
 
-pub use writes::{write, CatalogWrites, DefinitionRow};
+pub(crate) use writes::write;
+pub use writes::{CatalogWrites, DefinitionRow};
 
 /// Runs a query on whichever backend `store` is, reading through the read pool. `$sql` uses `?`
 /// placeholders; `$q` is the query to bind parameters on.

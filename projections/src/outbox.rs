@@ -45,7 +45,7 @@ impl OutboxWrites {
 }
 
 /// Appends the messages to the outbox, in their order, created at `now` (ms).
-pub async fn write(
+pub(crate) async fn write(
     tx: &mut ModelTx<'_>,
     w: &OutboxWrites,
     now: i64,

@@ -50,7 +50,8 @@ impl StageWrites {
     }
 }
 
-/// Writes `w` inside `tx`, in the order of the module's first line.
+/// Writes `w` inside `tx`, in the order of the module's first line. The only way other crates write a
+/// stage's rows: the stages' own `write` functions are the crate's.
 pub async fn write(tx: &mut ModelTx<'_>, w: &StageWrites) -> Result<(), ProjectionError> {
     let now = chrono::Utc::now().timestamp_millis();
     catalog::write(tx, &w.catalog).await?;

@@ -38,7 +38,10 @@ impl AudienceWrites {
 }
 
 /// Writes `w`'s tags inside `tx` (the last change of each profile's tag holds).
-pub async fn write_tags(tx: &mut ModelTx<'_>, w: &AudienceWrites) -> Result<(), ProjectionError> {
+pub(crate) async fn write_tags(
+    tx: &mut ModelTx<'_>,
+    w: &AudienceWrites,
+) -> Result<(), ProjectionError> {
     match &mut tx.0 {
         Tx::Sqlite(tx) => sqlite::write_tags(tx, w).await,
         Tx::Postgres(tx) => postgres::write_tags(tx, w).await,
@@ -46,7 +49,7 @@ pub async fn write_tags(tx: &mut ModelTx<'_>, w: &AudienceWrites) -> Result<(), 
 }
 
 /// Writes `w`'s memberships (the last change of each holds), then their history in its order.
-pub async fn write_memberships(
+pub(crate) async fn write_memberships(
     tx: &mut ModelTx<'_>,
     w: &AudienceWrites,
 ) -> Result<(), ProjectionError> {

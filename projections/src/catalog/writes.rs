@@ -52,7 +52,7 @@ pub struct DefinitionRow {
 }
 
 /// Writes `w` inside `tx`: definitions, jobs, then cut points.
-pub async fn write(tx: &mut ModelTx<'_>, w: &CatalogWrites) -> Result<(), ProjectionError> {
+pub(crate) async fn write(tx: &mut ModelTx<'_>, w: &CatalogWrites) -> Result<(), ProjectionError> {
     match &mut tx.0 {
         Tx::Sqlite(tx) => sqlite::write_rows(tx, w).await,
         Tx::Postgres(tx) => postgres::write_rows(tx, w).await,

@@ -41,7 +41,7 @@ fn tables(w: &DerivedWrites) -> [(&'static str, &'static str, &[DerivedRow]); 2]
 }
 
 /// Writes `w` inside `tx`: spend, then due times.
-pub async fn write(tx: &mut ModelTx<'_>, w: &DerivedWrites) -> Result<(), ProjectionError> {
+pub(crate) async fn write(tx: &mut ModelTx<'_>, w: &DerivedWrites) -> Result<(), ProjectionError> {
     match &mut tx.0 {
         Tx::Sqlite(tx) => sqlite::write_rows(tx, w).await,
         Tx::Postgres(tx) => postgres::write_rows(tx, w).await,
