@@ -14,6 +14,9 @@
 //! builder reads the workspace whole again. Profiles whose computed values changed by themselves
 //! since (a window moved on) are read again too. So an answer reflects every batch committed before
 //! it started; see ARCHITECTURE.md ("The audience index").
+//!
+//! The audiences stage's rows — tags, segment memberships (both read by the index) and the
+//! memberships' history — are written in `writes`.
 
 mod builder;
 mod load;
