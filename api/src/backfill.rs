@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use cdp_domain::ident::PhoneRegion;
+use cdp_domain::ident::{PhoneRegion, WorkspaceId};
 use cdp_domain::store::{EventStore, Store};
 use cdp_replay::backfill::{self, Format, Mapping, Options, Source, Update};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -126,9 +126,12 @@ pub async fn run(args: BackfillArgs) -> anyhow::Result<()> {
     };
     let display = Display::new(std::io::stderr().is_terminal());
     let started = Instant::now();
-    let report = backfill::backfill(&store, &workspace, source, &options, &|u| display.update(u))
-        .await
-        .with_context(|| format!("backfill of {} failed", args.file.display()));
+    let report = match WorkspaceId::parse(&workspace) {
+        Ok(id) => backfill::backfill(&store, &id, source, &options, &|u| display.update(u)).await,
+        // Every workspace is created under a valid id: a name that is none names no workspace.
+        Err(_) => Err(backfill::BackfillError::UnknownWorkspace(workspace.clone())),
+    }
+    .with_context(|| format!("backfill of {} failed", args.file.display()));
     display.finish();
     let report = report?;
     let p = report.progress;

@@ -24,8 +24,8 @@ use cdp_domain::consent::{
 use cdp_domain::ident::WorkspaceId;
 use cdp_domain::store::Store;
 use cdp_domain::workspace::Scope;
-use cdp_projections::catalog::OutMessage;
 use cdp_projections::identity::{self, IdentityResolver};
+use cdp_projections::outbox::OutMessage;
 use cdp_projections::profiles;
 use cdp_projections::runner::{has_applied, ProjectionError};
 use chrono::Utc;

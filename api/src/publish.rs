@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, stream};
 use async_nats::HeaderMap;
 use cdp_domain::store::Store;
-use cdp_projections::catalog::{outbox_after, OutMessage};
+use cdp_projections::outbox::{outbox_after, OutMessage};
 use cdp_projections::runner::checkpoint;
 use cdp_projections::ProjectionError;
 use chrono::Utc;

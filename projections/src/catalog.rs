@@ -1,7 +1,8 @@
 //! Storage of the catalog (computed trait, tag and segment definitions, the consent policy) and of what the resolver derives from it:
 //! the backfill and re-evaluation jobs, the tags each profile has, what each profile is worth, when a
-//! profile must be looked at again, the RFM cut points, and the outbox of messages for subscribers.
-//! The resolver writes all of it in the transaction of its batch; the API reads it.
+//! profile must be looked at again, and the RFM cut points.
+//! The resolver writes all of it in the transaction of its batch, each stage its own rows
+//! (`crate::stages`: the catalog's here, in `writes`); the API reads it.
 
 use std::collections::BTreeMap;
 
@@ -19,12 +20,10 @@ use sqlx::QueryBuilder;
 use crate::profiles::numbered;
 use crate::runner::ProjectionError;
 
-mod postgres_writes;
-mod sqlite_writes;
 mod writes;
 
-use writes::last_per_key;
-pub use writes::{write, CatalogWrites, DefinitionRow};
+pub(crate) use writes::write;
+pub use writes::{CatalogWrites, DefinitionRow};
 
 /// Runs a query on whichever backend `store` is, reading through the read pool. `$sql` uses `?`
 /// placeholders; `$q` is the query to bind parameters on.
@@ -247,7 +246,7 @@ fn job_of(r: JobRow) -> Job {
     }
 }
 
-const JOB_COLUMNS: &str =
+pub(crate) const JOB_COLUMNS: &str =
     "workspace, kind, name, version, cursor, done, total, status, started_at, finished_at";
 
 /// The jobs still running, oldest first.
@@ -492,41 +491,6 @@ pub async fn next_due(store: &Store) -> Result<Option<i64>, ProjectionError> {
         fetch_one
     );
     Ok(row.0)
-}
-
-/// A message of the outbox.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OutMessage {
-    pub seq: i64,
-    pub workspace: String,
-    /// Its topic below the deployment's subject prefix, which the edge adds when it publishes
-    /// (`<workspace>.tag.<tag>.changed`, `<workspace>.segment.<id>.entered`, `<workspace>.event.<name>`);
-    /// rows written before 2026-12-06 hold it with `cdp.out.` in front.
-    pub subject: String,
-    pub payload: String,
-}
-
-/// Outbox messages after `after`, in order.
-pub async fn outbox_after(
-    store: &Store,
-    after: i64,
-    limit: i64,
-) -> Result<Vec<OutMessage>, ProjectionError> {
-    let rows: Vec<(i64, String, String, String)> = read!(
-        store,
-        "SELECT seq, workspace, subject, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
-        |q| q.bind(after).bind(limit),
-        fetch_all
-    );
-    Ok(rows
-        .into_iter()
-        .map(|(seq, workspace, subject, payload)| OutMessage {
-            seq,
-            workspace,
-            subject,
-            payload,
-        })
-        .collect())
 }
 
 /// Workspaces that define tags (where quantile RFM tags may need their cut points measured).

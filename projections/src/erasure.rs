@@ -18,11 +18,11 @@ use cdp_domain::store::Store;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::catalog::CatalogWrites;
 use crate::identity::derive::{change_message, membership_change};
 use crate::identity::{forget_state, IdentityResolver};
 use crate::model_tx::Tx;
 use crate::runner::{ModelTx, ProjectionError};
+use crate::stages::StageWrites;
 
 mod cluster;
 mod sql;
@@ -306,7 +306,7 @@ async fn publish_exits(
     .await?;
     let survivor = ProfileId::parse(&cluster.survivor).map_err(ProjectionError::corrupt)?;
     let key = (cluster.workspace.clone(), survivor);
-    let mut exits = CatalogWrites::default();
+    let mut exits = StageWrites::default();
     for segment in &segments {
         membership_change(&mut exits, &key, segment, false, ERASURE_CAUSE, now);
     }
@@ -327,7 +327,7 @@ async fn publish_exits(
             now,
         ));
     }
-    crate::catalog::write(tx, &exits).await?;
+    crate::stages::write(tx, &exits).await?;
     Ok(segments.len() as u64)
 }
 

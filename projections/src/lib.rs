@@ -7,11 +7,13 @@ pub mod catalog;
 pub mod erasure;
 pub mod identity;
 pub mod model_tx;
+pub mod outbox;
 pub mod parallel;
 pub mod pipeline;
 pub mod profiles;
 pub mod refold;
 pub mod runner;
+pub mod stages;
 
 pub use runner::{ModelTx, Projection, ProjectionError, RunnerHandle, RunnerStatus};
 pub mod audience;

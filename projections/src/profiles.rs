@@ -13,6 +13,7 @@ use sqlx::QueryBuilder;
 
 use crate::runner::ProjectionError;
 
+pub mod derived;
 mod writes;
 
 pub use writes::write;
@@ -36,20 +37,20 @@ pub fn decode((state, doc): &StoredDoc) -> Result<ProfileDoc, ProjectionError> {
 /// The document of a live profile; `None` for a profile merged away or never created.
 pub async fn load(
     store: &Store,
-    workspace: &str,
+    workspace: &WorkspaceId,
     profile: &str,
 ) -> Result<Option<ProfileDoc>, ProjectionError> {
     let row: Option<StoredDoc> = match store {
         Store::Sqlite(s) => {
             sqlx::query_as("SELECT state, doc FROM profiles WHERE workspace = ? AND profile = ?")
-                .bind(workspace)
+                .bind(workspace.as_str())
                 .bind(profile)
                 .fetch_optional(s.read_pool())
                 .await?
         }
         Store::Postgres(s) => {
             sqlx::query_as("SELECT state, doc FROM profiles WHERE workspace = $1 AND profile = $2")
-                .bind(workspace)
+                .bind(workspace.as_str())
                 .bind(profile)
                 .fetch_optional(s.pool())
                 .await?

@@ -12,21 +12,22 @@ use cdp_domain::profile::{FoldRules, ProfileDoc};
 use cdp_domain::store::{EventStore, Store};
 use serde_json::Value;
 
-use crate::catalog::{self, CatalogWrites};
+use crate::catalog;
 use crate::identity::{graph_in, rules_in, IdentityResolver};
 use crate::model_tx::{ModelTx, Tx};
 use crate::profiles::{self, ModelWrites, ProfileKey};
 use crate::runner::ProjectionError;
+use crate::stages::{self, StageWrites};
 
 /// Writes the profile documents `docs` (every stored one replaced by them when `replace_all`) and
-/// `catalog_writes`, in one transaction that holds the resolver's checkpoint still, and tells every
+/// `stage_writes`, in one transaction that holds the resolver's checkpoint still, and tells every
 /// resolver to reload; `false` (nothing written) when the checkpoint is no longer `at`.
 pub async fn write_if_unmoved(
     store: &Store,
     at: Position,
     docs: impl IntoIterator<Item = (ProfileKey, ProfileDoc)>,
     replace_all: bool,
-    catalog_writes: CatalogWrites,
+    stage_writes: StageWrites,
 ) -> Result<bool, ProjectionError> {
     let rows = docs
         .into_iter()
@@ -71,7 +72,7 @@ pub async fn write_if_unmoved(
         }
     }
     profiles::write(&mut tx, &writes).await?;
-    catalog::write(&mut tx, &catalog_writes).await?;
+    stages::write(&mut tx, &stage_writes).await?;
     crate::identity::forget_state(&mut tx).await?;
     tx.commit().await?;
     Ok(true)

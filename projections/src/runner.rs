@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cdp_domain::event::{Position, StoredEvent};
+use cdp_domain::ident::WorkspaceId;
 use cdp_domain::store::{EventStore, Store, StoreError};
 use chrono::Utc;
 use tokio::sync::Notify;
@@ -143,20 +144,20 @@ pub async fn checkpoint(store: &Store, name: &str) -> Result<Position, Projectio
 pub async fn has_applied(
     store: &Store,
     name: &str,
-    workspace: &str,
+    workspace: &WorkspaceId,
     message_id: &str,
 ) -> Result<bool, ProjectionError> {
     let at: Option<(i64, i64)> = match store {
         Store::Sqlite(s) => {
             sqlx::query_as("SELECT 0, seq FROM events WHERE workspace = ? AND message_id = ?")
-                .bind(workspace)
+                .bind(workspace.as_str())
                 .bind(message_id)
                 .fetch_optional(s.read_pool())
                 .await?
         }
         Store::Postgres(s) => {
             sqlx::query_as("SELECT tx, seq FROM events WHERE workspace = $1 AND message_id = $2")
-                .bind(workspace)
+                .bind(workspace.as_str())
                 .bind(message_id)
                 .fetch_optional(s.pool())
                 .await?

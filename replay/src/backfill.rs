@@ -17,7 +17,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use cdp_domain::event::NewEvent;
-use cdp_domain::ident::PhoneRegion;
+use cdp_domain::ident::{PhoneRegion, WorkspaceId};
 use cdp_domain::message::{validate_in, Envelope, MessageError, Validated, MAX_BATCH_BYTES};
 use cdp_domain::store::QualityFinding;
 use cdp_domain::store::{EventStore, QuarantineEntry, Store, StoreError};
@@ -125,11 +125,13 @@ pub enum BackfillError {
 #[tracing::instrument(name = "backfill", skip_all, fields(workspace = %workspace))]
 pub async fn backfill(
     store: &Store,
-    workspace: &str,
+    workspace: &WorkspaceId,
     source: Source,
     options: &Options,
     on_update: &(dyn Fn(&Update) + Sync),
 ) -> Result<BackfillReport, BackfillError> {
+    // The log and the progress rows hold the workspace as text.
+    let workspace = workspace.as_str();
     if options.batch_size == 0 {
         return Err(BackfillError::BatchSize);
     }

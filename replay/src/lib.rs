@@ -14,8 +14,10 @@ use cdp_projections::catalog::{self, CatalogWrites};
 use cdp_projections::identity::housekeeping::new_job;
 use cdp_projections::identity::{graph_of, rules_of, IdentityResolver};
 use cdp_projections::profiles;
+use cdp_projections::profiles::derived::DerivedWrites;
 use cdp_projections::refold::{fold_event, fold_log, write_if_unmoved};
 use cdp_projections::runner::{checkpoint, ProjectionError};
+use cdp_projections::stages::StageWrites;
 
 /// The kind and name of the job that re-evaluates tags and segments after a batch.
 pub const BATCH_JOB: &str = "batch";
@@ -55,12 +57,15 @@ pub async fn batch(store: &Store) -> Result<BatchRun, ProjectionError> {
         let mut workspaces: Vec<String> = docs.keys().map(|(w, _)| w.clone()).collect();
         workspaces.sort();
         workspaces.dedup();
-        let jobs = CatalogWrites {
-            jobs: workspaces
-                .iter()
-                .map(|w| new_job(w, BATCH_JOB, BATCH_JOB, at.seq, now))
-                .collect(),
-            ..CatalogWrites::default()
+        let jobs = StageWrites {
+            catalog: CatalogWrites {
+                jobs: workspaces
+                    .iter()
+                    .map(|w| new_job(w, BATCH_JOB, BATCH_JOB, at.seq, now))
+                    .collect(),
+                ..CatalogWrites::default()
+            },
+            ..StageWrites::default()
         };
         if write_if_unmoved(store, at, docs, true, jobs).await? {
             tracing::info!(folded, watermark = at.seq, "batch: profiles recomputed");
@@ -112,9 +117,12 @@ pub async fn rebuild_profile(
             doc.linked = state.identifiers_owned();
         }
         let key = (workspace.to_string(), id.clone());
-        let due = CatalogWrites {
-            due: vec![(workspace.to_string(), live.clone(), Some(0.0))],
-            ..CatalogWrites::default()
+        let due = StageWrites {
+            derived: DerivedWrites {
+                due: vec![(workspace.to_string(), live.clone(), Some(0.0))],
+                ..DerivedWrites::default()
+            },
+            ..StageWrites::default()
         };
         if write_if_unmoved(store, at, vec![(key, doc)], false, due).await? {
             return Ok(Some(ProfileRebuild {

@@ -24,12 +24,13 @@ use std::time::Instant;
 use cdp_domain::event::Position;
 use cdp_domain::identity::ProfileId;
 use cdp_domain::store::{EventStore, PostgresStore, SqliteStore, Store};
-use cdp_projections::catalog::{tag_of, CatalogWrites};
+use cdp_projections::catalog::tag_of;
 use cdp_projections::identity::derive::{membership_change, tag_change};
 use cdp_projections::identity::{forget_state, IdentityResolver, WARM_AT_MOST};
 use cdp_projections::model_tx::{write_version, ModelTx};
 use cdp_projections::pipeline::{drive_grouped, Committed};
 use cdp_projections::runner::{checkpoint, run_once_through, Projection, ProjectionError};
+use cdp_projections::stages::StageWrites;
 use sqlx::{Connection, Row};
 
 pub use cdp_projections::model_tx::built_version;
@@ -366,10 +367,10 @@ async fn record_version(store: &Store, version: i64) -> Result<(), ProjectionErr
 async fn finish_switch(
     tx: &mut ModelTx<'_>,
     version: i64,
-    changes: &CatalogWrites,
+    changes: &StageWrites,
 ) -> Result<(), ProjectionError> {
     write_version(tx, IdentityResolver::NAME, version).await?;
-    cdp_projections::catalog::write(tx, changes).await?;
+    cdp_projections::stages::write(tx, changes).await?;
     forget_state(tx).await
 }
 

@@ -496,7 +496,7 @@ async fn a_tag_changes_on_time_without_new_events() {
         .unwrap();
     catch_up(&store, &resolver).await.unwrap();
     let messages = |store: Store| async move {
-        cdp_projections::catalog::outbox_after(&store, 0, 100)
+        cdp_projections::outbox::outbox_after(&store, 0, 100)
             .await
             .unwrap()
             .into_iter()
@@ -583,7 +583,7 @@ async fn a_sequence_times_out_on_time_and_is_published() {
         .unwrap();
     catch_up(&store, &resolver).await.unwrap();
     let outbox = |store: Store| async move {
-        cdp_projections::catalog::outbox_after(&store, 0, 100)
+        cdp_projections::outbox::outbox_after(&store, 0, 100)
             .await
             .unwrap()
             .into_iter()

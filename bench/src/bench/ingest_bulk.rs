@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
 use cdp_domain::event::{to_millis, NewEvent, Position};
+use cdp_domain::ident::WorkspaceId;
 use cdp_domain::store::{EventStore, Store};
 use cdp_replay::backfill::{backfill, BackfillReport, Format, Mapping, Options, Source};
 use chrono::{TimeZone, Utc};
@@ -147,8 +148,9 @@ async fn measure(
             received_at: Utc::now(),
             phone_region: Default::default(),
         };
+        let workspace = WorkspaceId::parse(WORKSPACE)?;
         let started = Instant::now();
-        let first = backfill(&store, WORKSPACE, source()?, &options(false), &|_| {}).await?;
+        let first = backfill(&store, &workspace, source()?, &options(false), &|_| {}).await?;
         let first_elapsed = started.elapsed();
         let n = rows as u64;
         let p = first.progress;
@@ -164,7 +166,7 @@ async fn measure(
         ensure!(logged == rows as i64, "the log holds {logged} events, not {rows}");
 
         let started = Instant::now();
-        let second = backfill(&store, WORKSPACE, source()?, &options(true), &|_| {}).await?;
+        let second = backfill(&store, &workspace, source()?, &options(true), &|_| {}).await?;
         let second_elapsed = started.elapsed();
         ensure!(
             second.progress.stored == 0 && second.progress.duplicates == n,

@@ -14,6 +14,7 @@ use anyhow::{ensure, Context};
 use cdp_api::ingest;
 use cdp_api::operate::command_event;
 use cdp_domain::catalog::CatalogCommand;
+use cdp_domain::ident::WorkspaceId;
 use cdp_domain::store::{EventStore, Store};
 use cdp_projections::identity::IdentityResolver;
 use cdp_projections::runner;
@@ -178,9 +179,10 @@ async fn measure(store: &Store, customers: usize, seed: u64) -> anyhow::Result<M
     let audiences = cdp_projections::audience::Audiences::default();
     let before_index = resident_bytes();
     let started = Instant::now();
-    audiences.build(store, WORKSPACE, now).await?;
+    let workspace = WorkspaceId::parse(WORKSPACE)?;
+    audiences.build(store, &workspace, now).await?;
     let (slot, _) = audiences
-        .current(store, WORKSPACE, now)
+        .current(store, &workspace, now)
         .await?
         .context("the audience index just built is not current")?;
     let index_seconds = started.elapsed().as_secs_f64();

@@ -27,6 +27,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
+use cdp_domain::ident::WorkspaceId;
 use cdp_domain::message::rfc3339;
 use cdp_domain::store::{EventStore, Store};
 use chrono::Utc;
@@ -382,7 +383,7 @@ async fn measure(
         let built = Instant::now();
         state
             .audiences
-            .build(&state.store, WORKSPACE, Utc::now())
+            .build(&state.store, &WorkspaceId::parse(WORKSPACE)?, Utc::now())
             .await?;
         let build = built.elapsed();
         for i in 0..=RUNS {

@@ -24,6 +24,7 @@ use anyhow::{bail, ensure, Context};
 use axum::body::Bytes;
 use cdp_api::provision::random_secret;
 use cdp_api::{AppState, Application};
+use cdp_domain::ident::WorkspaceId;
 use cdp_domain::store::EventStore;
 use cdp_projections::identity::IdentityResolver;
 use cdp_projections::{profiles, runner};
@@ -230,7 +231,7 @@ async fn measure(
                 let id = ids[plan[i]].clone();
                 let store = store.clone();
                 async move {
-                    let doc = profiles::load(&store, WORKSPACE, &id)
+                    let doc = profiles::load(&store, &WorkspaceId::parse(WORKSPACE)?, &id)
                         .await
                         .with_context(|| format!("profiles::load of {id} failed"))?;
                     ensure!(doc.is_some(), "profiles::load found no document for {id}");
@@ -316,7 +317,7 @@ async fn check_ingested(state: &AppState, workload: &Workload) -> anyhow::Result
     let applied = runner::has_applied(
         &state.store,
         IdentityResolver::NAME,
-        WORKSPACE,
+        &WorkspaceId::parse(WORKSPACE)?,
         &workload.last_message_id,
     )
     .await

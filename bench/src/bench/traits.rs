@@ -27,6 +27,7 @@ use cdp_api::provision::random_secret;
 use cdp_api::{AppState, Application};
 use cdp_domain::computed::{recompute, RawEvent, TraitDef};
 use cdp_domain::event::NewEvent;
+use cdp_domain::ident::WorkspaceId;
 use cdp_domain::store::EventStore;
 use cdp_projections::identity::IdentityResolver;
 use cdp_projections::runner;
@@ -280,7 +281,7 @@ async fn append_and_resolve(
         let last = runner::has_applied(
             &store,
             IdentityResolver::NAME,
-            WORKSPACE,
+            &WorkspaceId::parse(WORKSPACE)?,
             &workload.last_message_id,
         )
         .await?;

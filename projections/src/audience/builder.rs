@@ -64,7 +64,7 @@ impl Audiences {
             let now = Utc::now();
             if self.needs_whole(store, ws).await? {
                 self.status.lock().expect("audience status lock").building = Some(ws.clone());
-                self.build(store, ws, now).await?;
+                self.build_in(store, ws, now).await?;
                 self.status.lock().expect("audience status lock").building = None;
             } else if long {
                 self.refresh(store, ws, now).await?;

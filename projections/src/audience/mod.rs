@@ -14,10 +14,14 @@
 //! builder reads the workspace whole again. Profiles whose computed values changed by themselves
 //! since (a window moved on) are read again too. So an answer reflects every batch committed before
 //! it started; see ARCHITECTURE.md ("The audience index").
+//!
+//! The audiences stage's rows — tags, segment memberships (both read by the index) and the
+//! memberships' history — are written in `writes`.
 
 mod builder;
 mod load;
 pub mod preview;
+pub mod writes;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -175,6 +179,16 @@ impl Audiences {
     pub async fn current(
         &self,
         store: &Store,
+        workspace: &WorkspaceId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(tokio::sync::OwnedMutexGuard<Slot>, Refreshed)>, ProjectionError> {
+        self.current_in(store, workspace, now).await
+    }
+
+    /// [`Audiences::current`] for the engine, which holds workspaces as the events' text.
+    pub(crate) async fn current_in(
+        &self,
+        store: &Store,
         workspace: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<(tokio::sync::OwnedMutexGuard<Slot>, Refreshed)>, ProjectionError> {
@@ -188,6 +202,16 @@ impl Audiences {
     /// Reads `workspace` whole into a new index now, in the caller (the background builder; tools
     /// that measure the build), and puts it in place of the one held.
     pub async fn build(
+        &self,
+        store: &Store,
+        workspace: &WorkspaceId,
+        now: DateTime<Utc>,
+    ) -> Result<(), ProjectionError> {
+        self.build_in(store, workspace, now).await
+    }
+
+    /// [`Audiences::build`] for the engine, which holds workspaces as the events' text.
+    pub(crate) async fn build_in(
         &self,
         store: &Store,
         workspace: &str,
@@ -460,7 +484,7 @@ pub fn stage_batch(
     token: &str,
     based_on: Option<&str>,
     model: &crate::profiles::ModelWrites,
-    catalog: &crate::catalog::CatalogWrites,
+    stages: &crate::stages::StageWrites,
 ) {
     if audiences
         .slots
@@ -481,16 +505,17 @@ pub fn stage_batch(
             profiles.push((w.to_owned(), p));
         }
     };
-    for (w, p, _, _) in &catalog.tags {
+    for (w, p, _, _) in &stages.audiences.tags {
         named(w, p);
     }
-    for (w, _, p, _) in &catalog.members {
+    for (w, _, p, _) in &stages.audiences.members {
         named(w, p);
     }
-    for (w, p, _) in &catalog.spend {
+    for (w, p, _) in &stages.derived.spend {
         named(w, p);
     }
-    let redefined = catalog
+    let redefined = stages
+        .catalog
         .definitions
         .iter()
         .map(|d| d.workspace.clone())

@@ -28,6 +28,7 @@ use super::{profile_id_for, PreparedDecisions, RecordedDecision};
 use crate::catalog::CatalogWrites;
 use crate::profiles::{self, ProfileKey};
 use crate::runner::ProjectionError;
+use crate::stages::StageWrites;
 
 /// One event of the batch with what was decided for it.
 pub(super) struct Step<'a> {
@@ -242,14 +243,17 @@ pub(super) async fn prepare(
     let as_read = house.as_read;
     let fill = house.fill;
     let mut touched = house.touched;
-    let mut catalog_writes = CatalogWrites {
-        jobs: house.jobs,
-        thresholds: house
-            .thresholds
-            .into_iter()
-            .map(|(w, tag, version, t)| (w, tag, version, derive::to_ms(now), t))
-            .collect(),
-        ..CatalogWrites::default()
+    let mut stage_writes = StageWrites {
+        catalog: CatalogWrites {
+            jobs: house.jobs,
+            thresholds: house
+                .thresholds
+                .into_iter()
+                .map(|(w, tag, version, t)| (w, tag, version, derive::to_ms(now), t))
+                .collect(),
+            ..CatalogWrites::default()
+        },
+        ..StageWrites::default()
     };
     let mut manual = Vec::new();
 
@@ -315,15 +319,15 @@ pub(super) async fn prepare(
             folded.record(i, &e.workspace, d, &e.message_id);
         }
         if let Some(command) = &step.command {
-            let jobs_before = catalog_writes.jobs.len();
+            let jobs_before = stage_writes.catalog.jobs.len();
             let changed = apply_catalog(
                 command,
                 step.event,
                 &mut catalogs_now,
-                &mut catalog_writes,
+                &mut stage_writes.catalog,
                 now,
             );
-            if catalog_writes.jobs.len() > jobs_before {
+            if stage_writes.catalog.jobs.len() > jobs_before {
                 // A definition met before the workspace has any profile (the catalog set up
                 // before the data arrives, and any rebuild of such a log) has nothing to
                 // backfill: every profile made later folds it live.
@@ -336,7 +340,7 @@ pub(super) async fn prepare(
                     }
                 };
                 if empty && !model.docs.keys().any(|(w, _)| *w == e.workspace) {
-                    for job in &mut catalog_writes.jobs[jobs_before..] {
+                    for job in &mut stage_writes.catalog.jobs[jobs_before..] {
                         job.total = 0;
                         job.status = "done".to_owned();
                         job.finished_at = Some(derive::to_ms(now));
@@ -397,7 +401,7 @@ pub(super) async fn prepare(
             kind: "event",
             workspace: &e.workspace,
         };
-        catalog_writes.outbox.push((
+        stage_writes.outbox.push((
             e.workspace.clone(),
             format!("{}.event.{}", e.workspace, event_slug(name)),
             serde_json::to_string(&payload).map_err(ProjectionError::corrupt)?,
@@ -457,7 +461,7 @@ pub(super) async fn prepare(
                     parts,
                 },
                 cache,
-                &mut catalog_writes,
+                &mut stage_writes,
             )
             .await?
         }
@@ -468,7 +472,7 @@ pub(super) async fn prepare(
                 let key = (fill.workspace.clone(), derive::parse_profile(p)?);
                 if !evaluated.contains(&key) {
                     derive::membership_change(
-                        &mut catalog_writes,
+                        &mut stage_writes,
                         &key,
                         &fill.segment,
                         entered,
@@ -519,7 +523,7 @@ pub(super) async fn prepare(
     Ok(PreparedDecisions {
         decisions,
         model: writes,
-        catalog: catalog_writes,
+        stages: stage_writes,
         rules: rules_writes
             .into_iter()
             .map(|(w, (r, at))| (w, r, at))

@@ -22,10 +22,10 @@ use chrono::{DateTime, Utc};
 
 use super::derive::{self, Derivation};
 use super::ResolverState;
-use crate::catalog::CatalogWrites;
 use crate::model_tx::Tx;
 use crate::profiles::{ModelWrites, ProfileKey};
 use crate::runner::{ModelTx, ProjectionError};
+use crate::stages::StageWrites;
 
 /// The row of `projection_checkpoints` that marks a model whose last-value rows are not all written.
 const DEFERRED_MARK: &str = "identity~deferred";
@@ -226,7 +226,7 @@ pub(super) async fn flush(
             .filter_map(|k| merged_into.remove(k))
             .flatten()
             .collect();
-        let catalog = evaluate(
+        let stages = evaluate(
             store,
             state,
             &docs,
@@ -240,14 +240,14 @@ pub(super) async fn flush(
         evaluating += step.elapsed().as_secs_f64();
         let step = std::time::Instant::now();
         crate::profiles::write(&mut tx, &model).await?;
-        crate::catalog::write(&mut tx, &catalog).await?;
+        crate::stages::write(&mut tx, &stages).await?;
         writing += step.elapsed().as_secs_f64();
-        state.memo.wrote(&catalog);
+        state.memo.wrote(&stages);
     }
     let merged: Vec<_> = merged_into.into_values().flatten().collect();
     if !merged.is_empty() {
         // Profiles merged away into none of the profiles written: their rows go all the same.
-        let catalog = evaluate(
+        let stages = evaluate(
             store,
             state,
             &FastMap::default(),
@@ -258,8 +258,8 @@ pub(super) async fn flush(
             parts,
         )
         .await?;
-        crate::catalog::write(&mut tx, &catalog).await?;
-        state.memo.wrote(&catalog);
+        crate::stages::write(&mut tx, &stages).await?;
+        state.memo.wrote(&stages);
     }
     // Nothing is held decoded past a flush (what a deferring batch left was among the keys).
     state.docs.cool(parts, |_| false);
@@ -289,8 +289,8 @@ async fn evaluate(
     merged: Vec<(ProfileKey, ProfileKey, String)>,
     now: DateTime<Utc>,
     parts: usize,
-) -> Result<CatalogWrites, ProjectionError> {
-    let mut catalog = CatalogWrites::default();
+) -> Result<StageWrites, ProjectionError> {
+    let mut stages = StageWrites::default();
     derive::derive(
         store,
         Derivation {
@@ -305,12 +305,12 @@ async fn evaluate(
             parts,
         },
         &mut state.docs,
-        &mut catalog,
+        &mut stages,
     )
     .await?;
-    catalog.outbox.clear();
-    catalog.history.clear();
-    Ok(catalog)
+    stages.outbox.clear();
+    stages.audiences.history.clear();
+    Ok(stages)
 }
 
 /// A transaction on the model's tables, outside the pipeline's commits.

@@ -15,7 +15,9 @@ use cdp_domain::vecmap::VecMap;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use crate::catalog::{self, CatalogWrites, Membership, MembershipChange, ProfileTag};
+use crate::catalog::{self, Membership, MembershipChange, ProfileTag};
+use crate::outbox::OutboxMessage;
+use crate::stages::StageWrites;
 
 pub use super::held::Derived;
 use super::held::Docs;
@@ -34,7 +36,7 @@ pub fn change_message(
     now_value: Option<&TagValue>,
     caused_by: &str,
     at: DateTime<Utc>,
-) -> (String, String, String) {
+) -> OutboxMessage {
     let payload = json!({
         "type": "tag.changed",
         "workspace": workspace,
@@ -56,7 +58,7 @@ pub fn change_message(
 /// A tag of a profile set to `now_value` (or removed) from `previous`, because of `caused_by`: the row
 /// and, when the value changed, the message. A change of the detail alone keeps the row's time and cause.
 pub fn tag_change(
-    out: &mut CatalogWrites,
+    out: &mut StageWrites,
     (w, p): (&str, &str),
     previous: Option<&ProfileTag>,
     now_value: Option<ProfileTag>,
@@ -75,7 +77,7 @@ pub fn tag_change(
         let (Some(old), Some(new)) = (previous, now_value) else {
             return;
         };
-        out.tags.push((
+        out.audiences.tags.push((
             w.to_owned(),
             p.to_owned(),
             tag,
@@ -96,7 +98,7 @@ pub fn tag_change(
         caused_by,
         at,
     ));
-    out.tags.push((
+    out.audiences.tags.push((
         w.to_owned(),
         p.to_owned(),
         tag,
@@ -145,7 +147,7 @@ pub async fn derive(
     store: &Store,
     d: Derivation<'_>,
     known: &mut Docs,
-    out: &mut CatalogWrites,
+    out: &mut StageWrites,
 ) -> Result<(), ProjectionError> {
     let now_ms = to_millis(d.now);
     let mut by_workspace: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
@@ -197,7 +199,7 @@ pub async fn derive(
             );
         }
     }
-    let evaluated = (out.tags.len(), out.members.len());
+    let evaluated = (out.audiences.tags.len(), out.audiences.members.len());
     // Manual values after the batch: stored, moved by merges, then changed by commands.
     let mut manual: FastMap<ProfileKey, BTreeMap<String, (Value, String)>> =
         map_with_capacity(profiles);
@@ -231,7 +233,8 @@ pub async fn derive(
         }
         // The merged-away profile's tags go with it.
         for (tag, old) in stored.get(gone).into_iter().flatten() {
-            out.tags
+            out.audiences
+                .tags
                 .push((gone.0.clone(), gone.1.to_string(), tag.clone(), None));
             out.outbox.push(change_message(
                 &gone.0,
@@ -246,8 +249,12 @@ pub async fn derive(
         for segment in members.get(gone).into_iter().flatten().map(|(s, _)| s) {
             leave(out, gone, segment, cause, d.now);
         }
-        out.spend.push((gone.0.clone(), gone.1.to_string(), None));
-        out.due.push((gone.0.clone(), gone.1.to_string(), None));
+        out.derived
+            .spend
+            .push((gone.0.clone(), gone.1.to_string(), None));
+        out.derived
+            .due
+            .push((gone.0.clone(), gone.1.to_string(), None));
     }
     for change in &d.manual {
         let tags = manual
@@ -265,7 +272,7 @@ pub async fn derive(
     // Each profile on its own: the profiles in runs over the cores, their writes put together in the
     // order of the keys (what one thread writes).
     type Written = (ProfileKey, (Option<f64>, Option<Option<f64>>));
-    let evaluate_one = |key: &ProfileKey, out: &mut CatalogWrites, written: &mut Vec<Written>| {
+    let evaluate_one = |key: &ProfileKey, out: &mut StageWrites, written: &mut Vec<Written>| {
         let Some(doc) = d.docs.get(key) else {
             return;
         };
@@ -282,7 +289,7 @@ pub async fn derive(
             // Nothing to evaluate: a workspace without tags or segments pays nothing here. A profile
             // taken because it was due is due no more.
             if d.touched.get(key).is_some_and(|cause| cause == CLOCK) {
-                out.due.push((w.clone(), p.to_string(), None));
+                out.derived.due.push((w.clone(), p.to_string(), None));
             }
             return;
         }
@@ -314,7 +321,7 @@ pub async fn derive(
             match before.get(tag) {
                 Some(old) if old.value.value == value.value => {
                     if old.value.detail != value.detail || old.manual != is_manual {
-                        out.tags.push((
+                        out.audiences.tags.push((
                             w.clone(),
                             p.to_string(),
                             tag.clone(),
@@ -327,7 +334,7 @@ pub async fn derive(
                     }
                 }
                 old => {
-                    out.tags.push((
+                    out.audiences.tags.push((
                         w.clone(),
                         p.to_string(),
                         tag.clone(),
@@ -354,7 +361,9 @@ pub async fn derive(
         for (tag, old) in before {
             if !eval.tags.contains_key(tag) {
                 let cause = attribute(&cause, tag, catalog);
-                out.tags.push((w.clone(), p.to_string(), tag.clone(), None));
+                out.audiences
+                    .tags
+                    .push((w.clone(), p.to_string(), tag.clone(), None));
                 out.outbox.push(change_message(
                     w,
                     p.as_str(),
@@ -383,17 +392,19 @@ pub async fn derive(
         // Written only when it changed since this resolver last wrote it.
         let (spend_was, due_was) = last_written.get(key).copied().unwrap_or((None, None));
         if spend_was != Some(eval.spend) {
-            out.spend.push((w.clone(), p.to_string(), Some(eval.spend)));
+            out.derived
+                .spend
+                .push((w.clone(), p.to_string(), Some(eval.spend)));
         }
         // Stored as a float so one statement serves both tables; whole milliseconds are exact.
         let due = eval.due_at.map(|t| to_millis(t).max(now_ms + 1_000) as f64);
         if due_was != Some(due) {
-            out.due.push((w.clone(), p.to_string(), due));
+            out.derived.due.push((w.clone(), p.to_string(), due));
         }
         written.push((key.clone(), (Some(eval.spend), Some(due))));
     };
     let runs = crate::parallel::map_runs(&keys, d.parts, |run| {
-        let mut out = CatalogWrites::default();
+        let mut out = StageWrites::default();
         let mut written = Vec::with_capacity(run.len());
         for key in run {
             evaluate_one(key, &mut out, &mut written);
@@ -405,10 +416,10 @@ pub async fn derive(
         last_written.extend(written);
     }
     // What is stored now, for the next batch: the stored rows with this batch's changes.
-    for (w, p, tag, value) in &out.tags[evaluated.0..] {
+    for (w, p, tag, value) in &out.audiences.tags[evaluated.0..] {
         apply_change(&mut stored, w, p, tag, value.as_ref())?;
     }
-    for (w, segment, p, membership) in &out.members[evaluated.1..] {
+    for (w, segment, p, membership) in &out.audiences.members[evaluated.1..] {
         apply_change(&mut members, w, p, segment, membership.as_ref())?;
     }
     let gone: FastSet<&ProfileKey> = d.merged.iter().map(|(gone, _, _)| gone).collect();
@@ -449,18 +460,18 @@ fn apply_change<T: Clone>(
 }
 
 /// A profile enters a segment: its membership, the history, and the message.
-fn enter(out: &mut CatalogWrites, key: &ProfileKey, segment: &str, cause: &str, at: DateTime<Utc>) {
+fn enter(out: &mut StageWrites, key: &ProfileKey, segment: &str, cause: &str, at: DateTime<Utc>) {
     membership_change(out, key, segment, true, cause, at);
 }
 
 /// A profile leaves a segment.
-fn leave(out: &mut CatalogWrites, key: &ProfileKey, segment: &str, cause: &str, at: DateTime<Utc>) {
+fn leave(out: &mut StageWrites, key: &ProfileKey, segment: &str, cause: &str, at: DateTime<Utc>) {
     membership_change(out, key, segment, false, cause, at);
 }
 
 /// A profile enters (`entered`) or leaves a segment: the membership, its history and the message.
 pub fn membership_change(
-    out: &mut CatalogWrites,
+    out: &mut StageWrites,
     (w, p): &ProfileKey,
     segment: &str,
     entered: bool,
@@ -473,9 +484,10 @@ pub fn membership_change(
         since: at_ms,
         caused_by: Some(cause.to_owned()),
     });
-    out.members
+    out.audiences
+        .members
         .push((w.clone(), segment.to_owned(), p.to_string(), membership));
-    out.history.push((
+    out.audiences.history.push((
         w.clone(),
         MembershipChange {
             seq: 0,

@@ -178,21 +178,21 @@ pub struct Memo {
 
 impl Memo {
     /// A batch wrote `writes`: what it started, defined and made due.
-    pub fn wrote(&mut self, writes: &catalog::CatalogWrites) {
-        if writes.jobs.iter().any(|j| j.status == "running") {
+    pub fn wrote(&mut self, writes: &crate::stages::StageWrites) {
+        if writes.catalog.jobs.iter().any(|j| j.status == "running") {
             self.no_running_jobs = false;
         }
         // The workspaces with an RFM tag change only with a tag's definition that names RFM, or a
         // tag's deletion (whose body is gone): those are asked again.
-        let rfm_may_change = writes
-            .definitions
-            .iter()
-            .any(|d| d.kind == catalog::TAG && d.body.as_deref().is_none_or(|b| b.contains("rfm")));
+        let rfm_may_change =
+            writes.catalog.definitions.iter().any(|d| {
+                d.kind == catalog::TAG && d.body.as_deref().is_none_or(|b| b.contains("rfm"))
+            });
         if rfm_may_change {
             self.rfm_workspaces = None;
         }
         if let Some(known) = &mut self.next_due {
-            for due in writes.due.iter().filter_map(|(_, _, d)| *d) {
+            for due in writes.derived.due.iter().filter_map(|(_, _, d)| *d) {
                 let due = due as i64;
                 *known = Some(known.map_or(due, |k| k.min(due)));
             }
@@ -364,12 +364,12 @@ pub async fn fill_from_index(
     if empty.matching(&defined.def, now).is_err() {
         return Ok(None);
     }
-    let mut found = audiences.current(store, &job.workspace, now).await?;
+    let mut found = audiences.current_in(store, &job.workspace, now).await?;
     if found.is_none() && folds && audiences.status().built.contains_key(&job.workspace) {
         // The definition's hidden traits changed the index's columns: read whole now rather than
         // in the background, so that the members are published before the job's pages.
-        audiences.build(store, &job.workspace, now).await?;
-        found = audiences.current(store, &job.workspace, now).await?;
+        audiences.build_in(store, &job.workspace, now).await?;
+        found = audiences.current_in(store, &job.workspace, now).await?;
     }
     let Some((slot, _)) = found else {
         return Ok(None);

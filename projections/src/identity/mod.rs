@@ -48,9 +48,9 @@ use cdp_domain::tags::RfmThresholds;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
-use crate::catalog::CatalogWrites;
 use crate::profiles::{ModelWrites, ProfileKey};
 use crate::runner::{ModelTx, Projection, ProjectionError};
+use crate::stages::StageWrites;
 
 /// A decision with where it came from, ready to be stored.
 #[derive(Debug, Clone)]
@@ -67,7 +67,8 @@ pub struct RecordedDecision {
 pub struct PreparedDecisions {
     decisions: Vec<RecordedDecision>,
     model: ModelWrites,
-    catalog: CatalogWrites,
+    /// What the batch's stages write besides: catalog, derived rows, audiences, outbox.
+    stages: StageWrites,
     /// The rules the batch's rules commands put in force: `(workspace, rules, command's arrival in ms)`.
     rules: Vec<(String, IdentityRules, i64)>,
     token: String,
@@ -408,17 +409,22 @@ impl Projection for IdentityResolver {
         for (w, r, _) in &prepared.rules {
             state.rules.insert(w.clone(), r.clone());
         }
-        state.memo.wrote(&prepared.catalog);
+        state.memo.wrote(&prepared.stages);
         // A batch that changed definitions but left nothing to work out from the stored rows — no job
         // running (a definition met before its workspace has profiles starts none), no cut points, no
         // rules — keeps its catalogs as it applied them (the later events of the batch were folded with
         // them; reading them back gives the same) and lets the next batch be prepared before it
         // commits. Otherwise the definitions (and the cut points, kept per tag version) are read again
         // from what it wrote.
-        let settled = !prepared.catalog.jobs.iter().any(|j| j.status == "running")
-            && prepared.catalog.thresholds.is_empty()
+        let settled = !prepared
+            .stages
+            .catalog
+            .jobs
+            .iter()
+            .any(|j| j.status == "running")
+            && prepared.stages.catalog.thresholds.is_empty()
             && prepared.rules.is_empty();
-        if prepared.catalog.definitions.is_empty() || settled {
+        if prepared.stages.catalog.definitions.is_empty() || settled {
             state.catalogs = catalogs;
             state.thresholds = thresholds;
         } else {
@@ -442,8 +448,8 @@ impl Projection for IdentityResolver {
         mut prepared: PreparedDecisions,
     ) -> Result<(), ProjectionError> {
         if !self.publishes {
-            prepared.catalog.outbox.clear();
-            prepared.catalog.history.clear();
+            prepared.stages.outbox.clear();
+            prepared.stages.audiences.history.clear();
         }
         let started = std::time::Instant::now();
         // Under the write lock (SQLite) or the checkpoint's row lock (PostgreSQL): a model changed
@@ -461,13 +467,13 @@ impl Projection for IdentityResolver {
         let decided = started.elapsed();
         crate::profiles::write(tx, &prepared.model).await?;
         let profiled = started.elapsed();
-        crate::catalog::write(tx, &prepared.catalog).await?;
+        crate::stages::write(tx, &prepared.stages).await?;
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
         tracing::debug!(
             decisions = prepared.decisions.len(),
             owners = prepared.model.owners.len(),
             holders = prepared.model.holders.len(),
-            outbox = prepared.catalog.outbox.len(),
+            outbox = prepared.stages.outbox.len(),
             decisions_ms = ms(decided),
             profiles_ms = ms(profiled - decided),
             catalog_ms = ms(started.elapsed() - profiled),
@@ -481,7 +487,7 @@ impl Projection for IdentityResolver {
                 &prepared.token,
                 prepared.based_on.as_deref(),
                 &prepared.model,
-                &prepared.catalog,
+                &prepared.stages,
             );
         }
         Ok(())
@@ -528,21 +534,25 @@ impl Projection for IdentityResolver {
             let mut spend: FastSet<(String, String)> = FastSet::default();
             let mut due: FastSet<(String, String)> = FastSet::default();
             for prepared in group.iter_mut().rev() {
-                let (m, c) = (&mut prepared.model, &mut prepared.catalog);
+                let (m, s) = (&mut prepared.model, &mut prepared.stages);
                 write::keep_last(&mut m.docs, &mut later, |(key, _)| key.clone());
                 // A profile merged away by a later batch is deleted: no earlier batch writes it.
                 later.extend(m.gone.iter().cloned());
                 write::keep_last(&mut m.holders, &mut holders, |(w, id, _)| {
                     (w.clone(), id.clone())
                 });
-                write::keep_last(&mut c.tags, &mut tags, |(w, p, t, _)| {
+                write::keep_last(&mut s.audiences.tags, &mut tags, |(w, p, t, _)| {
                     (w.clone(), p.clone(), t.clone())
                 });
-                write::keep_last(&mut c.members, &mut members, |(w, s, p, _)| {
+                write::keep_last(&mut s.audiences.members, &mut members, |(w, s, p, _)| {
                     (w.clone(), s.clone(), p.clone())
                 });
-                write::keep_last(&mut c.spend, &mut spend, |(w, p, _)| (w.clone(), p.clone()));
-                write::keep_last(&mut c.due, &mut due, |(w, p, _)| (w.clone(), p.clone()));
+                write::keep_last(&mut s.derived.spend, &mut spend, |(w, p, _)| {
+                    (w.clone(), p.clone())
+                });
+                write::keep_last(&mut s.derived.due, &mut due, |(w, p, _)| {
+                    (w.clone(), p.clone())
+                });
             }
         }
         for prepared in group {

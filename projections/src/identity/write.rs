@@ -1,17 +1,20 @@
 //! The resolver's own rows in its transaction: a batch's identity decisions (`identity_events`, in
-//! order: one multi-row insert per 500 on SQLite, one statement over arrays on PostgreSQL), and how a
+//! order: one multi-row insert per 500 on SQLite (`sqlite`), one statement over arrays on PostgreSQL
+//! (`postgres`)), and how a
 //! group of batches keeps only the last row of each key that holds a last value.
 
 use cdp_domain::fastmap::FastSet;
 use cdp_domain::identity::{IdentityEvent, ProfileId};
-use sqlx::QueryBuilder;
 
 use super::RecordedDecision;
 use crate::model_tx::Tx;
 use crate::runner::{ModelTx, ProjectionError};
 
-/// Decisions a multi-row insert holds on SQLite.
-const ROWS_PER_STATEMENT: usize = 500;
+mod postgres;
+mod sqlite;
+
+/// A decision with its stored body (JSON), as a row of `identity_events`.
+type DecisionRow<'d> = (&'d RecordedDecision, &'d String);
 
 /// Appends a batch's decisions to `identity_events`, in their order.
 pub(super) async fn write_decisions(
@@ -22,81 +25,16 @@ pub(super) async fn write_decisions(
     for d in decisions {
         bodies.push(serde_json::to_string(&d.event).map_err(ProjectionError::corrupt)?);
     }
-    let rows: Vec<(&RecordedDecision, &String)> = decisions.iter().zip(&bodies).collect();
-    match tx {
-        ModelTx(Tx::Sqlite(tx)) => {
-            for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-                let mut q: QueryBuilder<sqlx::Sqlite> = QueryBuilder::new(
-                    "INSERT INTO identity_events (workspace, log_seq, caused_by, kind, profile, \
-                     other, id_type, value, recorded_at, body) ",
-                );
-                q.push_values(chunk, |mut row, (d, body)| {
-                    let (kind, profile, other, id_type, value) = columns(&d.event);
-                    row.push_bind(&d.workspace)
-                        .push_bind(d.log_seq)
-                        .push_bind(d.event.caused_by())
-                        .push_bind(kind)
-                        .push_bind(profile)
-                        .push_bind(other)
-                        .push_bind(id_type)
-                        .push_bind(value)
-                        .push_bind(d.recorded_at_ms)
-                        .push_bind(*body);
-                });
-                q.build().execute(&mut **tx).await?;
-            }
-        }
-        ModelTx(Tx::Postgres(tx)) if !rows.is_empty() => {
-            // One statement over arrays; the decisions keep their order (their `seq`).
-            let n = rows.len();
-            let mut cols: [Vec<Option<&str>>; 7] = Default::default();
-            let (mut seqs, mut at) = (Vec::with_capacity(n), Vec::with_capacity(n));
-            for (d, _) in &rows {
-                let (kind, profile, other, id_type, value) = columns(&d.event);
-                let row = [
-                    Some(d.workspace.as_str()),
-                    Some(d.event.caused_by()),
-                    Some(kind),
-                    profile,
-                    other,
-                    id_type,
-                    value,
-                ];
-                for (col, v) in cols.iter_mut().zip(row) {
-                    col.push(v);
-                }
-                seqs.push(d.log_seq);
-                at.push(d.recorded_at_ms);
-            }
-            let bodies: Vec<&str> = rows.iter().map(|(_, b)| b.as_str()).collect();
-            let [ws, caused_by, kinds, profiles, others, id_types, values] = cols;
-            sqlx::query(
-                "INSERT INTO identity_events (workspace, log_seq, caused_by, kind, profile, other, \
-                 id_type, value, recorded_at, body) \
-                 SELECT w, s, c, k, p, o, t, v, r, b FROM UNNEST($1::text[], $2::bigint[], \
-                 $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], \
-                 $9::bigint[], $10::text[]) WITH ORDINALITY AS d(w, s, c, k, p, o, t, v, r, b, n) \
-                 ORDER BY n",
-            )
-            .bind(&ws)
-            .bind(&seqs)
-            .bind(&caused_by)
-            .bind(&kinds)
-            .bind(&profiles)
-            .bind(&others)
-            .bind(&id_types)
-            .bind(&values)
-            .bind(&at)
-            .bind(&bodies)
-            .execute(&mut **tx)
-            .await?;
-        }
-        ModelTx(Tx::Postgres(_)) => {}
+    let rows: Vec<DecisionRow<'_>> = decisions.iter().zip(&bodies).collect();
+    match &mut tx.0 {
+        Tx::Sqlite(tx) => sqlite::append_decisions(tx, &rows).await,
+        Tx::Postgres(tx) => postgres::append_decisions(tx, &rows).await,
     }
-    Ok(())
 }
 
-fn columns(
+/// The columns of a decision's row besides its workspace, position and body: kind, profile, other,
+/// identifier type and value.
+pub(super) fn columns(
     event: &IdentityEvent,
 ) -> (
     &'static str,

@@ -11,6 +11,11 @@ use super::*;
 
 const WS: &str = "acme";
 
+/// The workspace the tests backfill into, as `backfill` takes it.
+fn ws() -> WorkspaceId {
+    WorkspaceId::parse(WS).unwrap()
+}
+
 fn received_at() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 1, 12, 0, 0).unwrap()
 }
@@ -364,7 +369,7 @@ async fn a_rerun_resumes_and_a_restart_stores_nothing_new() {
     let updates = std::sync::Mutex::new(Vec::new());
     let record = |u: &Update| updates.lock().unwrap().push(u.clone());
 
-    let first = backfill(&t.store, WS, source(), &options(false), &record)
+    let first = backfill(&t.store, &ws(), source(), &options(false), &record)
         .await
         .unwrap();
     assert_eq!(first.resumed_after, None);
@@ -396,7 +401,7 @@ async fn a_rerun_resumes_and_a_restart_stores_nothing_new() {
 
     // The same file again: everything was committed, nothing is read.
     updates.lock().unwrap().clear();
-    let second = backfill(&t.store, WS, source(), &options(false), &record)
+    let second = backfill(&t.store, &ws(), source(), &options(false), &record)
         .await
         .unwrap();
     assert_eq!(second.resumed_after, Some(6));
@@ -411,7 +416,7 @@ async fn a_rerun_resumes_and_a_restart_stores_nothing_new() {
 
     // --restart reads it all again: every row is already there.
     let ids = message_ids(&t.store).await;
-    let third = backfill(&t.store, WS, source(), &options(true), &record)
+    let third = backfill(&t.store, &ws(), source(), &options(true), &record)
         .await
         .unwrap();
     assert_eq!(
@@ -436,9 +441,15 @@ async fn an_interrupted_run_resumes_after_its_last_committed_line_with_the_same_
         path: path.clone(),
         format: Format::Csv(pos_mapping()),
     };
-    backfill(&whole.store, WS, source.clone(), &options(false), &|_| {})
-        .await
-        .unwrap();
+    backfill(
+        &whole.store,
+        &ws(),
+        source.clone(),
+        &options(false),
+        &|_| {},
+    )
+    .await
+    .unwrap();
     let all_ids = message_ids(&whole.store).await;
 
     // A run that stopped after the batch ending on line 3: its two events are in, the progress says 3.
@@ -468,7 +479,7 @@ async fn an_interrupted_run_resumes_after_its_last_committed_line_with_the_same_
     .await
     .unwrap();
 
-    let resumed = backfill(&t.store, WS, source, &options(false), &|_| {})
+    let resumed = backfill(&t.store, &ws(), source, &options(false), &|_| {})
         .await
         .unwrap();
     assert_eq!(resumed.resumed_after, Some(3));
@@ -503,7 +514,7 @@ async fn an_unknown_workspace_stores_nothing() {
     std::fs::write(&path, "{}\n").unwrap();
     let err = backfill(
         &t.store,
-        "nobody",
+        &WorkspaceId::parse("nobody").unwrap(),
         Source {
             path,
             format: Format::Ndjson,

@@ -307,7 +307,7 @@ type WorkspaceTagRow = (
 fn reconcile(
     (rebuilt, stale, entered, exited): Differences,
     at: chrono::DateTime<chrono::Utc>,
-) -> Result<CatalogWrites, ProjectionError> {
+) -> Result<StageWrites, ProjectionError> {
     let decode = |rows: Vec<WorkspaceTagRow>| {
         rows.into_iter()
             .map(
@@ -319,7 +319,7 @@ fn reconcile(
             .collect::<Result<std::collections::BTreeMap<_, _>, ProjectionError>>()
     };
     let (rebuilt, mut stale) = (decode(rebuilt)?, decode(stale)?);
-    let mut out = CatalogWrites::default();
+    let mut out = StageWrites::default();
     for ((w, p, tag), new) in rebuilt {
         let old = stale.remove(&(w.clone(), p.clone(), tag));
         tag_change(

@@ -615,7 +615,7 @@ async fn a_saved_segment_with_an_event_condition_is_filled_then_backfilled() {
         filled.extend(history(ids[4].clone()).await);
         assert!(filled.iter().all(|c| c["caused_by"] == "segment:repeat"), "{filled:?}");
         // Published as any enter.
-        let outbox = cdp_projections::catalog::outbox_after(&app.state.store, 0, 10_000)
+        let outbox = cdp_projections::outbox::outbox_after(&app.state.store, 0, 10_000)
             .await
             .unwrap();
         let entered: Vec<String> = outbox.iter()
@@ -627,7 +627,7 @@ async fn a_saved_segment_with_an_event_condition_is_filled_then_backfilled() {
         assert_eq!(sorted, expected, "{entered:?}");
         // Every profile's state holds the hidden trait, folded from all of its events.
         for id in &ids {
-            let doc = cdp_projections::profiles::load(&app.state.store, WORKSPACE, id)
+            let doc = cdp_projections::profiles::load(&app.state.store, &cdp_domain::ident::WorkspaceId::parse(WORKSPACE).unwrap(), id)
                 .await.unwrap().unwrap();
             let hidden = doc.computed.get("seg:repeat:0");
             assert!(hidden.is_some_and(|e| e.complete), "{id}: {hidden:?}");

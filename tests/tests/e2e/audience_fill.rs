@@ -137,7 +137,7 @@ impl Engine {
 
     async fn build_index(&self) {
         let audiences = self.audiences.as_ref().expect("an engine with an index");
-        audiences.build(&self.store, WS, self.now).await.unwrap();
+        audiences.build(&self.store, &ws(), self.now).await.unwrap();
     }
 
     async fn job(&self, segment: &str) -> Job {

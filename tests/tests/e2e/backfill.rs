@@ -8,6 +8,11 @@ use serde_json::Value;
 
 use crate::helpers::{eventually, on_each_backend, spawn_app, Auth, ADMIN_TOKEN, WORKSPACE};
 
+/// The test workspace, as `backfill` takes it.
+fn workspace() -> cdp_domain::ident::WorkspaceId {
+    cdp_domain::ident::WorkspaceId::parse(WORKSPACE).unwrap()
+}
+
 const POS_CSV: &str = "receipt,member_no,mobile,paid_at,amount,store\n\
 R-1,M-100,138 0013 8000,2023-04-05 10:30:00,129.50,Shanghai\n\
 R-2,M-200,13900139000,2023-04-06 11:00:00,80,Beijing\n\
@@ -49,7 +54,7 @@ async fn a_backfill_joins_history_into_profiles_and_a_second_run_stores_nothing(
             format: Format::Ndjson,
         };
 
-        let report = backfill(&store, WORKSPACE, pos_source(), &options(false), &|_| {})
+        let report = backfill(&store, &workspace(), pos_source(), &options(false), &|_| {})
             .await
             .expect("the POS backfill");
         let p = report.progress;
@@ -58,7 +63,7 @@ async fn a_backfill_joins_history_into_profiles_and_a_second_run_stores_nothing(
             (4, 3, 0, 1),
             "{report:?}"
         );
-        let report = backfill(&store, WORKSPACE, crm_source(), &options(false), &|_| {})
+        let report = backfill(&store, &workspace(), crm_source(), &options(false), &|_| {})
             .await
             .expect("the CRM backfill");
         assert_eq!(report.progress.stored, 2, "{report:?}");
@@ -153,13 +158,13 @@ async fn a_backfill_joins_history_into_profiles_and_a_second_run_stores_nothing(
 
         // Twice: the rerun resumes after the end and reads nothing; --restart reads every row again
         // and finds each one already stored.
-        let again = backfill(&store, WORKSPACE, pos_source(), &options(false), &|_| {})
+        let again = backfill(&store, &workspace(), pos_source(), &options(false), &|_| {})
             .await
             .expect("the rerun");
         assert_eq!(again.resumed_after, Some(5));
         assert_eq!(again.progress.rows, 0);
         for source in [pos_source(), crm_source()] {
-            let restarted = backfill(&store, WORKSPACE, source, &options(true), &|_| {})
+            let restarted = backfill(&store, &workspace(), source, &options(true), &|_| {})
                 .await
                 .expect("the restart");
             assert_eq!(restarted.progress.stored, 0, "{restarted:?}");

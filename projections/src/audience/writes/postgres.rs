@@ -1,17 +1,19 @@
-//! The rows of every touched profile on PostgreSQL — tags, spend, due time, memberships and their
-//! history — in one statement per table and kind of change, over arrays (`UNNEST`), whatever the batch's
-//! size: one plan, no statement of thousands of parameters.
+//! The audience rows on PostgreSQL — tags, memberships and their history — in one statement per table
+//! and kind of change, over arrays (`UNNEST`), whatever the batch's size: one plan, no statement of
+//! thousands of parameters. Of several changes of one key the last one holds (an upsert may not touch
+//! a row twice).
 
 use sqlx::{Postgres, Transaction};
 
-use super::{last_per_key, CatalogWrites};
+use super::AudienceWrites;
 use crate::runner::ProjectionError;
+use crate::stages::last_per_key;
+use crate::stages::postgres_columns::Keys;
 
-/// Writes `w`'s tags, spend, due times, memberships and membership history. Of several changes of one
-/// key in `w` the last one holds (an upsert may not touch a row twice).
-pub(super) async fn write_rows(
+/// Writes `w`'s tags: removals, then one upsert.
+pub(super) async fn write_tags(
     tx: &mut Transaction<'_, Postgres>,
-    w: &CatalogWrites,
+    w: &AudienceWrites,
 ) -> Result<(), ProjectionError> {
     let tags = last_per_key(&w.tags, |(ws, p, tag, _)| (ws, p, tag));
     let (mut gone, mut set) = (Keys::default(), TagColumns::default());
@@ -61,45 +63,14 @@ pub(super) async fn write_rows(
         .execute(&mut **tx)
         .await?;
     }
+    Ok(())
+}
 
-    for (table, column, rows) in [
-        ("profile_spend", "spend", &w.spend),
-        ("profile_due", "due_at", &w.due),
-    ] {
-        let (mut gone, mut set, mut values) = (Keys::default(), Keys::default(), Vec::new());
-        for (ws, profile, value) in last_per_key(rows, |(ws, p, _)| (ws, p)) {
-            match value {
-                None => gone.push(ws, profile, None),
-                Some(v) => {
-                    set.push(ws, profile, None);
-                    values.push(*v);
-                }
-            }
-        }
-        if !gone.is_empty() {
-            sqlx::query(&format!(
-                "DELETE FROM {table} t USING UNNEST($1::text[], $2::text[]) AS g(w, p) \
-                 WHERE t.workspace = g.w AND t.profile = g.p"
-            ))
-            .bind(&gone.workspace)
-            .bind(&gone.profile)
-            .execute(&mut **tx)
-            .await?;
-        }
-        if !set.is_empty() {
-            sqlx::query(&format!(
-                "INSERT INTO {table} (workspace, profile, {column}) \
-                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::float8[]) \
-                 ON CONFLICT (workspace, profile) DO UPDATE SET {column} = excluded.{column}"
-            ))
-            .bind(&set.workspace)
-            .bind(&set.profile)
-            .bind(&values)
-            .execute(&mut **tx)
-            .await?;
-        }
-    }
-
+/// Writes `w`'s memberships (exits, then one upsert of the entered), then their history in its order.
+pub(super) async fn write_memberships(
+    tx: &mut Transaction<'_, Postgres>,
+    w: &AudienceWrites,
+) -> Result<(), ProjectionError> {
     let members = last_per_key(&w.members, |(ws, segment, p, _)| (ws, segment, p));
     let (mut exited, mut entered) = (Keys::default(), Keys::default());
     let (mut since, mut caused_by) = (Vec::new(), Vec::new());
@@ -168,29 +139,6 @@ pub(super) async fn write_rows(
         .await?;
     }
     Ok(())
-}
-
-/// The key columns of a statement's rows: workspace, profile and a third (tag or segment) where the
-/// table has one.
-#[derive(Default)]
-struct Keys<'r> {
-    workspace: Vec<&'r str>,
-    profile: Vec<&'r str>,
-    third: Vec<&'r str>,
-}
-
-impl<'r> Keys<'r> {
-    fn push(&mut self, workspace: &'r str, profile: &'r str, third: Option<&'r str>) {
-        self.workspace.push(workspace);
-        self.profile.push(profile);
-        if let Some(third) = third {
-            self.third.push(third);
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.workspace.is_empty()
-    }
 }
 
 /// The columns of the `profile_tags` rows set.
