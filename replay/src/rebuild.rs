@@ -15,6 +15,7 @@
 mod shadow;
 mod switch;
 
+#[cfg(test)]
 pub(crate) use shadow::kept_while_written;
 use shadow::{build_deferred_indexes, quoted, shadow_path, shadow_store_sqlite, Shadow};
 
