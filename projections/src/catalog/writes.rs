@@ -1,6 +1,6 @@
 //! The catalog stage's writes for a batch (`CatalogWrites`: definitions, jobs, RFM cut points) and
-//! `write`, which stores them in the batch's transaction — each backend's statements in `sqlite` and
-//! `postgres` (the same statements; only the builder's database type differs).
+//! `write`, which stores them in the batch's transaction (the statements in `rows`, one text for both
+//! backends).
 
 use cdp_domain::tags::RfmThresholds;
 
@@ -8,8 +8,7 @@ use super::Job;
 use crate::model_tx::Tx;
 use crate::runner::{ModelTx, ProjectionError};
 
-mod postgres;
-mod sqlite;
+mod rows;
 
 /// What the resolver writes about the catalog for a batch.
 #[derive(Debug, Default)]
@@ -54,7 +53,7 @@ pub struct DefinitionRow {
 /// Writes `w` inside `tx`: definitions, jobs, then cut points.
 pub(crate) async fn write(tx: &mut ModelTx<'_>, w: &CatalogWrites) -> Result<(), ProjectionError> {
     match &mut tx.0 {
-        Tx::Sqlite(tx) => sqlite::write_rows(tx, w).await,
-        Tx::Postgres(tx) => postgres::write_rows(tx, w).await,
+        Tx::Sqlite(tx) => rows::write_sqlite(tx, w).await,
+        Tx::Postgres(tx) => rows::write_postgres(tx, w).await,
     }
 }
