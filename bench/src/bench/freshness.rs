@@ -10,7 +10,9 @@
 //! it to the arrival of the `segment.<id>.entered` message whose `caused_by` is its `messageId`: on NATS
 //! JetStream when `--nats-url` is given (a namespace `bench_<random>` of its own, streams deleted
 //! afterwards), on the in-process bus (`AppState::bus`) otherwise. The bus is listened to in both cases,
-//! so with NATS the summary also gives the bus figures (the difference is the NATS hop).
+//! so with NATS the summary also gives the bus figures (the difference is the NATS hop). The summary
+//! also splits the figure: from the 200 to the resolver's commit of the crossing (the resolver's
+//! committed position, sampled every millisecond), the rest being the outbox publisher's.
 //!
 //! Verified: every request 200 and every event stored once; every crossing produced exactly one
 //! `entered` message, for the segment, on a profile of its own; nothing else entered or exited (nobody
@@ -25,8 +27,9 @@ use anyhow::{bail, ensure, Context};
 use axum::body::Bytes;
 use cdp_api::provision::random_secret;
 use cdp_api::{AppState, Application, Config};
+use cdp_domain::event::Position;
 use cdp_domain::message::rfc3339;
-use cdp_domain::store::EventStore;
+use cdp_domain::store::{EventStore, Store};
 use chrono::{Duration as Days, Utc};
 use futures::StreamExt;
 use rand::rngs::StdRng;
@@ -121,6 +124,14 @@ pub async fn run(backend: &Backend, settings: &Settings<'_>) -> anyhow::Result<O
     } else {
         format!("on the in-process bus: {}", figures(primary))
     };
+    let ms = |l: &[Duration], q| quantile(l, q).unwrap_or_default().as_secs_f64() * 1000.0;
+    let channel = format!(
+        "{channel}; of which from the 200 to the resolver's commit: p50 {:.1} ms, p90 {:.1} ms, \
+         p99 {:.1} ms (the rest is the outbox publisher's)",
+        ms(&m.committed, 0.50),
+        ms(&m.committed, 0.90),
+        ms(&m.committed, 0.99),
+    );
     let summary = format!(
         "{NAME} on {name}: {events} events streamed at a target of {target}/s in {seconds:.2} s = \
          {rate} events/s sustained ({requests} /v1/batch requests of {per_request}, request p99 \
@@ -295,6 +306,9 @@ struct Measured {
     backfill: Duration,
     bus: Latencies,
     nats: Option<Latencies>,
+    /// From the 200 of each crossing order to the resolver's commit of it, sorted: the part of the
+    /// latency before the outbox publisher (the rest is publishing).
+    committed: Vec<Duration>,
 }
 
 /// From the 200 of each crossing order to its entered message, sorted.
@@ -392,6 +406,7 @@ async fn measure(
              the threshold"
         );
 
+        let commits = CommitWatch::start(state.identity.clone());
         let (stream, answered) = send_paced(&client, &base, &write_key, plan, settings).await?;
         let mut requests: Vec<Duration> = answered.iter().map(|(_, l)| *l).collect();
         requests.sort_unstable();
@@ -404,6 +419,7 @@ async fn measure(
         for (channel, inbox) in &inboxes {
             arrived(channel, inbox, plan.crossers).await?;
         }
+        let commits = commits.stop();
         tokio::time::sleep(QUIET).await;
         stopped_and_stored(listeners, &state, total).await?;
         let segment = admin(&client, Method::GET, &base, &token, SEGMENT, None).await?;
@@ -425,12 +441,14 @@ async fn measure(
             Some(inbox) => Some(latencies("NATS", inbox, &answered_at)?),
             None => None,
         };
+        let committed = until_committed(&state.store, &commits, &answered_at).await?;
         Ok(Measured {
             stream,
             requests,
             backfill,
             bus,
             nats,
+            committed,
         })
     }
     .await;
@@ -696,6 +714,77 @@ pub(super) async fn until<T: PartialEq + std::fmt::Debug>(
         }
     }
     Ok(())
+}
+
+/// Samples the resolver's committed log position every millisecond from a thread of its own (the
+/// publisher waits on the commit notification; a second waiter would take its wake-ups).
+struct CommitWatch {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<(Instant, i64)>>,
+}
+
+impl CommitWatch {
+    fn start(status: Arc<cdp_projections::RunnerStatus>) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut samples: Vec<(Instant, i64)> = Vec::new();
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                let seq = status
+                    .position_seq
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                if samples.last().is_none_or(|(_, last)| *last != seq) {
+                    samples.push((Instant::now(), seq));
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            samples
+        });
+        CommitWatch { stop, thread }
+    }
+
+    /// When the committed position moved, and where to, in order.
+    fn stop(self) -> Vec<(Instant, i64)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
+}
+
+/// From each crossing's 200 to the first sample of `commits` at or past its log position (read back from
+/// the log by message id), sorted.
+async fn until_committed(
+    store: &Store,
+    commits: &[(Instant, i64)],
+    answered: &HashMap<&str, Instant>,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut seq_of: HashMap<String, i64> = HashMap::with_capacity(answered.len());
+    let mut after = Position::START;
+    loop {
+        let page = store
+            .read_after(after, 10_000)
+            .await
+            .context("failed to read the log back")?;
+        let Some(last) = page.last() else { break };
+        after = last.position;
+        for e in page {
+            if answered.contains_key(e.event.message_id.as_str()) {
+                seq_of.insert(e.event.message_id, e.position.seq);
+            }
+        }
+    }
+    let mut latencies = Vec::with_capacity(answered.len());
+    for (id, at) in answered {
+        let seq = *seq_of
+            .get(*id)
+            .with_context(|| format!("crossing {id} is not in the log"))?;
+        let (committed, _) = commits
+            .iter()
+            .find(|(_, s)| *s >= seq)
+            .with_context(|| format!("no commit reached crossing {id}"))?;
+        latencies.push(committed.saturating_duration_since(*at));
+    }
+    latencies.sort_unstable();
+    Ok(latencies)
 }
 
 /// Checks what arrived on `channel` against the crossings, and measures each one's latency.

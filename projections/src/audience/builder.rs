@@ -53,12 +53,18 @@ impl Audiences {
     /// One look of [`Audiences::keep_built`]: nothing while the resolver is behind (a build would be
     /// outdated by the batches still to come); then each workspace's index built when it is missing
     /// or cannot follow, and brought up to date when the staged batches grow long (before they pass
-    /// their bound and the index would have to be read whole).
+    /// their bound and the index would have to be read whole) or the resolver has gone quiet.
     async fn look(&self, store: &Store) -> Result<(), ProjectionError> {
         if !resolver_caught_up(store).await? {
             return Ok(());
         }
-        let long = self.staged_profiles() > MAX_STAGED / 4;
+        // Read again what the staged batches touched when they grow long (before they pass their
+        // bound), or once the resolver has been quiet for a look: not while a stream goes on, where
+        // it would take the cores from the resolver every few seconds (the staging names each
+        // profile once, so it grows with the distinct profiles touched), and an answer reads them
+        // anyway.
+        let staged = self.staged_profiles();
+        let long = staged > MAX_STAGED / 4 || (staged > 0 && self.quiet_for(LOOK_EVERY));
         let workspaces = store.workspace_ids().await?;
         for ws in &workspaces {
             let now = Utc::now();

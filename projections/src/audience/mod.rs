@@ -42,6 +42,16 @@ pub use load::{names_of, stored_token};
 /// is read whole again).
 const MAX_STAGED: usize = 200_000;
 
+/// The newest staged batches are kept apart, each as staged: some of them are not committed yet, and
+/// the stored token an index follows from is one of them.
+const KEPT_APART: usize = 32;
+
+/// Past this many staged batches the older ones (all but [`KEPT_APART`]) are merged into as few
+/// records as the indexes' tokens allow, each profile named once: what is staged then grows with the
+/// distinct profiles touched, not with the batches — a steady stream over the same customers does not
+/// push the staging towards its bound (nor the background builder into reading them all again).
+const COMPACT_PAST: usize = 4 * KEPT_APART;
+
 /// One committed-or-not batch of the resolver, as staged.
 #[derive(Debug)]
 struct Staged {
@@ -56,6 +66,8 @@ struct Staged {
 #[derive(Clone, Default)]
 pub struct Audiences {
     staged: Arc<Mutex<VecDeque<Staged>>>,
+    /// When the resolver last staged a batch.
+    last_staged: Arc<Mutex<Option<Instant>>>,
     slots: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>>,
     /// Wakes the background builder (an answer found an index that was not current).
     wake: Arc<tokio::sync::Notify>,
@@ -141,7 +153,8 @@ impl Audiences {
             // No index yet: the first is read whole.
             return;
         }
-        self.prune();
+        *self.last_staged.lock().expect("audience staging lock") = Some(Instant::now());
+        let tokens = self.prune();
         let mut staged = self.staged.lock().expect("audience staging lock");
         staged.push_back(Staged {
             token: token.to_owned(),
@@ -149,6 +162,11 @@ impl Audiences {
             profiles,
             redefined,
         });
+        if staged.len() > COMPACT_PAST {
+            if let Some(tokens) = tokens {
+                compact(&mut staged, &tokens);
+            }
+        }
         let mut total: usize = staged.iter().map(|s| s.profiles.len()).sum();
         while total > MAX_STAGED && staged.len() > 1 {
             if let Some(old) = staged.pop_front() {
@@ -258,9 +276,17 @@ impl Audiences {
         Ok(())
     }
 
+    /// Whether the resolver staged nothing for `quiet` (or ever).
+    fn quiet_for(&self, quiet: std::time::Duration) -> bool {
+        self.last_staged
+            .lock()
+            .expect("audience staging lock")
+            .is_none_or(|at| at.elapsed() >= quiet)
+    }
+
     /// Profiles staged and not yet pruned.
     fn staged_profiles(&self) -> usize {
-        self.prune();
+        let _ = self.prune();
         let staged = self.staged.lock().expect("audience staging lock");
         staged.iter().map(|s| s.profiles.len()).sum()
     }
@@ -446,8 +472,9 @@ impl Audiences {
     }
 
     /// Drops the staged batches no index needs: those up to the oldest index's token. Skipped while
-    /// an index is being refreshed (its token is not known yet).
-    fn prune(&self) {
+    /// an index is being refreshed (its token is not known yet). Returns the indexes' tokens when
+    /// every one was known.
+    fn prune(&self) -> Option<Vec<Option<String>>> {
         let tokens: Option<Vec<Option<String>>> = self
             .slots
             .lock()
@@ -455,7 +482,7 @@ impl Audiences {
             .values()
             .map(|s| s.try_lock().ok().map(|s| s.token.clone()))
             .collect();
-        let Some(tokens) = tokens else { return };
+        let tokens = tokens?;
         let mut staged = self.staged.lock().expect("audience staging lock");
         let keep_from = tokens
             .iter()
@@ -474,7 +501,42 @@ impl Audiences {
             .min()
             .unwrap_or(0);
         staged.drain(..keep_from);
+        Some(tokens)
     }
+}
+
+/// Merges the staged batches older than the newest [`KEPT_APART`] into as few records as keep every
+/// walk of [`Audiences::touched_between`] that can end at an index's token (`tokens`): a run of batches
+/// each following the one before becomes one record, from the first one's predecessor to the last
+/// one's token, naming each profile once and every workspace any of them redefined; a run is cut after
+/// a batch whose token an index holds. A walk that would have ended inside a run now finds no way and
+/// the index is read whole — never a walk that misses a batch.
+fn compact(staged: &mut VecDeque<Staged>, tokens: &[Option<String>]) {
+    let end = staged.len().saturating_sub(KEPT_APART);
+    if end < 2 {
+        return;
+    }
+    let held = |token: &str| tokens.iter().any(|t| t.as_deref() == Some(token));
+    let newest: Vec<Staged> = staged.drain(end..).collect();
+    let mut merged: Vec<Staged> = Vec::new();
+    for batch in staged.drain(..) {
+        match merged.last_mut() {
+            Some(run)
+                if batch.based_on.as_deref() == Some(run.token.as_str()) && !held(&run.token) =>
+            {
+                run.token = batch.token;
+                run.profiles.extend(batch.profiles);
+                run.redefined.extend(batch.redefined);
+            }
+            _ => merged.push(batch),
+        }
+    }
+    for run in &mut merged {
+        run.profiles.sort_unstable();
+        run.profiles.dedup();
+    }
+    staged.extend(merged);
+    staged.extend(newest);
 }
 
 /// Stages what one resolver batch touched: every profile whose state, tags, memberships or spend it
@@ -548,4 +610,96 @@ async fn read_again(
         index.upsert(row);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cdp_domain::identity::ProfileId;
+
+    fn profile(n: u32) -> ProfileKey {
+        let id = ProfileId::parse(&format!("p_{n}")).expect("a profile id");
+        ("w".to_owned(), id)
+    }
+
+    /// Batches `t0`…`t{n-1}`, each following the one before (the first following nothing), batch `i`
+    /// touching profiles `i % 3` and `100 + i`; batch 5 redefines `w`.
+    fn chain(n: usize) -> VecDeque<Staged> {
+        (0..n)
+            .map(|i| Staged {
+                token: format!("t{i}"),
+                based_on: i.checked_sub(1).map(|p| format!("t{p}")),
+                profiles: vec![profile((i % 3) as u32), profile(100 + i as u32)],
+                redefined: if i == 5 {
+                    BTreeSet::from(["w".to_owned()])
+                } else {
+                    BTreeSet::new()
+                },
+            })
+            .collect()
+    }
+
+    fn walk(staged: VecDeque<Staged>, from: Option<&str>, to: &str) -> Option<(Vec<String>, bool)> {
+        let audiences = Audiences::default();
+        *audiences.staged.lock().expect("staging lock") = staged;
+        audiences
+            .touched_between("w", from, Some(to))
+            .map(|(mut profiles, redefined)| {
+                profiles.sort_unstable();
+                profiles.dedup();
+                (profiles, redefined)
+            })
+    }
+
+    #[test]
+    fn compacting_keeps_every_walk_from_an_index_token_and_names_each_profile_once() {
+        let n = COMPACT_PAST + 10;
+        let last = format!("t{}", n - 1);
+        let held = vec![Some("t40".to_owned())];
+        let mut compacted = chain(n);
+        compact(&mut compacted, &held);
+        // Two runs (cut after the held token) and the newest kept apart.
+        assert_eq!(compacted.len(), 2 + KEPT_APART);
+        assert_eq!(compacted[0].token, "t40");
+        assert_eq!(compacted[0].profiles.len(), 3 + 41, "each profile once");
+        assert!(compacted[0].redefined.contains("w"));
+        for from in [None, Some("t40")] {
+            assert_eq!(
+                walk(compacted_clone(&compacted), from, &last),
+                walk(chain(n), from, &last)
+            );
+        }
+        // From the index's token up to a batch kept apart: only what followed, not redefined.
+        let (profiles, redefined) =
+            walk(compacted_clone(&compacted), Some("t40"), &last).expect("a way");
+        assert!(!redefined);
+        assert!(!profiles.contains(&profile(140).1.to_string()));
+        assert!(profiles.contains(&profile(141).1.to_string()));
+        // A walk ending inside a run finds no way (the index is read whole), never a shorter one.
+        assert_eq!(walk(compacted_clone(&compacted), Some("t20"), &last), None);
+        assert!(walk(chain(n), Some("t20"), &last).is_some());
+    }
+
+    #[test]
+    fn a_batch_not_following_the_one_before_starts_a_run_of_its_own() {
+        let mut staged = chain(COMPACT_PAST + 1);
+        // A batch prepared after a failed commit follows the stored token, not the failed batch.
+        staged[10].based_on = Some("t8".to_owned());
+        compact(&mut staged, &[]);
+        assert_eq!(staged.len(), 2 + KEPT_APART);
+        assert_eq!(staged[0].token, "t9");
+        assert_eq!(staged[1].based_on.as_deref(), Some("t8"));
+    }
+
+    fn compacted_clone(staged: &VecDeque<Staged>) -> VecDeque<Staged> {
+        staged
+            .iter()
+            .map(|s| Staged {
+                token: s.token.clone(),
+                based_on: s.based_on.clone(),
+                profiles: s.profiles.clone(),
+                redefined: s.redefined.clone(),
+            })
+            .collect()
+    }
 }
