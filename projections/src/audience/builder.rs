@@ -53,18 +53,17 @@ impl Audiences {
     /// One look of [`Audiences::keep_built`]: nothing while the resolver is behind (a build would be
     /// outdated by the batches still to come); then each workspace's index built when it is missing
     /// or cannot follow, and brought up to date when the staged batches grow long (before they pass
-    /// their bound and the index would have to be read whole) or the resolver has gone quiet.
+    /// their bound and the index would have to be read whole).
     async fn look(&self, store: &Store) -> Result<(), ProjectionError> {
         if !resolver_caught_up(store).await? {
             return Ok(());
         }
-        // Read again what the staged batches touched when they grow long (before they pass their
-        // bound), or once the resolver has been quiet for a look: not while a stream goes on, where
-        // it would take the cores from the resolver every few seconds (the staging names each
-        // profile once, so it grows with the distinct profiles touched), and an answer reads them
-        // anyway.
-        let staged = self.staged_profiles();
-        let long = staged > MAX_STAGED / 4 || (staged > 0 && self.quiet_for(LOOK_EVERY));
+        // Read again what the staged batches touched only when they grow long (before they pass
+        // their bound): the staging names each profile once, so it grows with the distinct profiles
+        // touched, not with a stream over the same customers — where reading them all again every
+        // few seconds took the cores from the resolver (and from whatever else the service does) for
+        // profiles the next answer reads again anyway.
+        let long = self.staged_profiles() > MAX_STAGED / 4;
         let workspaces = store.workspace_ids().await?;
         for ws in &workspaces {
             let now = Utc::now();

@@ -66,8 +66,6 @@ struct Staged {
 #[derive(Clone, Default)]
 pub struct Audiences {
     staged: Arc<Mutex<VecDeque<Staged>>>,
-    /// When the resolver last staged a batch.
-    last_staged: Arc<Mutex<Option<Instant>>>,
     slots: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>>,
     /// Wakes the background builder (an answer found an index that was not current).
     wake: Arc<tokio::sync::Notify>,
@@ -153,7 +151,6 @@ impl Audiences {
             // No index yet: the first is read whole.
             return;
         }
-        *self.last_staged.lock().expect("audience staging lock") = Some(Instant::now());
         let tokens = self.prune();
         let mut staged = self.staged.lock().expect("audience staging lock");
         staged.push_back(Staged {
@@ -274,14 +271,6 @@ impl Audiences {
             },
         );
         Ok(())
-    }
-
-    /// Whether the resolver staged nothing for `quiet` (or ever).
-    fn quiet_for(&self, quiet: std::time::Duration) -> bool {
-        self.last_staged
-            .lock()
-            .expect("audience staging lock")
-            .is_none_or(|at| at.elapsed() >= quiet)
     }
 
     /// Profiles staged and not yet pruned.
