@@ -149,68 +149,28 @@ impl EventStore for PostgresStore {
             return Ok(AppendReport::default());
         }
         let subjects = sealing::subjects(events);
-        // The keys first, outside the append's transaction: a new subject's key is committed at once,
-        // so a concurrent append of the same subject waits for that short insert only, not for this
-        // append's rows and commit.
-        let keys =
-            subject_keys(&self.pool, &self.keys, &sealing::wanted(events, &subjects)).await?;
-        let mut tx = self.pool.begin().await?;
-        let rows = sealing::rows(events, &subjects, &keys)?;
-        let mut workspace = Vec::with_capacity(rows.len());
-        let mut message_id = Vec::with_capacity(rows.len());
-        let mut kind = Vec::with_capacity(rows.len());
-        let mut name = Vec::with_capacity(rows.len());
-        let mut user_id = Vec::with_capacity(rows.len());
-        let mut anonymous_id = Vec::with_capacity(rows.len());
-        let mut event_time = Vec::with_capacity(rows.len());
-        let mut received_at = Vec::with_capacity(rows.len());
-        let mut payload = Vec::with_capacity(rows.len());
-        let mut sealed = Vec::with_capacity(rows.len());
-        let mut format = Vec::with_capacity(rows.len());
-        let mut key_id = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let e = r.event;
-            workspace.push(e.workspace.as_str());
-            message_id.push(e.message_id.as_str());
-            kind.push(e.kind.as_str());
-            name.push(e.name.as_deref());
-            user_id.push(r.user_id);
-            anonymous_id.push(r.anonymous_id);
-            event_time.push(to_millis(e.event_time));
-            received_at.push(to_millis(e.received_at));
-            payload.push(r.payload);
-            sealed.push(r.sealed.as_deref());
-            format.push(r.format);
-            key_id.push(r.key_id);
+        let wanted = sealing::wanted(events, &subjects);
+        // The keys first, outside the append: a new subject's key is committed at once, so a concurrent
+        // append of the same subject waits for that short insert only, not for this append's rows
+        // and commit. Keys this process had cached are checked alive by the insert itself; when one
+        // was destroyed meanwhile (an erasure), nothing is inserted and the keys are read again.
+        let mut trust_cache = true;
+        loop {
+            let (keys, cached) = subject_keys(&self.pool, &self.keys, &wanted, trust_cache).await?;
+            let rows = sealing::rows(events, &subjects, &keys)?;
+            match insert_events(&self.pool, &rows, &cached).await? {
+                Some(inserted) => {
+                    return Ok(AppendReport {
+                        inserted,
+                        duplicates: events.len() as u64 - inserted,
+                    })
+                }
+                None => {
+                    self.keys.forget();
+                    trust_cache = false;
+                }
+            }
         }
-        let done = sqlx::query(
-            "INSERT INTO events (workspace, message_id, kind, name, user_id, anonymous_id, \
-             event_time, received_at, payload, format, key_id, sealed) \
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
-             $6::text[], $7::int8[], $8::int8[], $9::text[], $10::int2[], $11::int8[], \
-             $12::bytea[]) \
-             ON CONFLICT (workspace, message_id) DO NOTHING",
-        )
-        .bind(&workspace)
-        .bind(&message_id)
-        .bind(&kind)
-        .bind(&name)
-        .bind(&user_id)
-        .bind(&anonymous_id)
-        .bind(&event_time)
-        .bind(&received_at)
-        .bind(&payload)
-        .bind(&format)
-        .bind(&key_id)
-        .bind(&sealed)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        let inserted = done.rows_affected();
-        Ok(AppendReport {
-            inserted,
-            duplicates: events.len() as u64 - inserted,
-        })
     }
 
     async fn read_after(
@@ -365,33 +325,89 @@ impl EventStore for PostgresStore {
 /// commit does not wait for the disk (`synchronous_commit` off): the append's own commit, later in the
 /// same write-ahead log, flushes it too, so an event is never durable without its key. A key whose append
 /// then fails stays, unused: it names no one (the subject is a digest) and seals nothing.
+/// Inserts an append's rows in one statement (its own transaction): `None`, inserting nothing, when
+/// a key of `cached` (taken from the process's cache) was destroyed since it was cached; else the rows
+/// inserted (the others were already stored: duplicates).
+async fn insert_events(
+    pool: &PgPool,
+    rows: &[sealing::EventRow<'_>],
+    cached: &[i64],
+) -> Result<Option<u64>, StoreError> {
+    let mut workspace = Vec::with_capacity(rows.len());
+    let mut message_id = Vec::with_capacity(rows.len());
+    let mut kind = Vec::with_capacity(rows.len());
+    let mut name = Vec::with_capacity(rows.len());
+    let mut user_id = Vec::with_capacity(rows.len());
+    let mut anonymous_id = Vec::with_capacity(rows.len());
+    let mut event_time = Vec::with_capacity(rows.len());
+    let mut received_at = Vec::with_capacity(rows.len());
+    let mut payload = Vec::with_capacity(rows.len());
+    let mut sealed = Vec::with_capacity(rows.len());
+    let mut format = Vec::with_capacity(rows.len());
+    let mut key_id = Vec::with_capacity(rows.len());
+    for r in rows {
+        let e = r.event;
+        workspace.push(e.workspace.as_str());
+        message_id.push(e.message_id.as_str());
+        kind.push(e.kind.as_str());
+        name.push(e.name.as_deref());
+        user_id.push(r.user_id);
+        anonymous_id.push(r.anonymous_id);
+        event_time.push(to_millis(e.event_time));
+        received_at.push(to_millis(e.received_at));
+        payload.push(r.payload);
+        sealed.push(r.sealed.as_deref());
+        format.push(r.format);
+        key_id.push(r.key_id);
+    }
+    let (dead, inserted): (i64, i64) = sqlx::query_as(
+        "WITH dead AS ( \
+           SELECT count(*) AS n FROM UNNEST($13::int8[]) AS c(id) \
+           WHERE NOT EXISTS (SELECT 1 FROM subject_keys k WHERE k.id = c.id AND k.key IS NOT NULL)), \
+         stored AS ( \
+           INSERT INTO events (workspace, message_id, kind, name, user_id, anonymous_id, \
+             event_time, received_at, payload, format, key_id, sealed) \
+           SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+             $6::text[], $7::int8[], $8::int8[], $9::text[], $10::int2[], $11::int8[], $12::bytea[]) \
+           WHERE (SELECT n FROM dead) = 0 \
+           ON CONFLICT (workspace, message_id) DO NOTHING RETURNING 1) \
+         SELECT (SELECT n FROM dead), (SELECT count(*) FROM stored)",
+    )
+    .bind(&workspace)
+    .bind(&message_id)
+    .bind(&kind)
+    .bind(&name)
+    .bind(&user_id)
+    .bind(&anonymous_id)
+    .bind(&event_time)
+    .bind(&received_at)
+    .bind(&payload)
+    .bind(&format)
+    .bind(&key_id)
+    .bind(&sealed)
+    .bind(cached)
+    .fetch_one(pool)
+    .await?;
+    Ok((dead == 0).then_some(inserted as u64))
+}
+
+/// The key of each subject of `all`, and the ids of those taken from `cache` (unchecked: the insert
+/// checks them alive); `trust_cache: false` reads every one from the database.
 async fn subject_keys(
     pool: &PgPool,
     cache: &KeyCache,
     all: &[(String, String)],
-) -> Result<HashMap<String, SubjectKey>, StoreError> {
-    let (cached, mut wanted) = cache.split(all);
-    if !cached.is_empty() {
-        // Still alive, all of them? (An erasure destroys keys; then look everything up again.)
-        let ids: Vec<i64> = cached.values().map(|(id, _)| *id).collect();
-        let alive: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM subject_keys WHERE key IS NOT NULL AND id = ANY($1)",
-        )
-        .bind(&ids)
-        .fetch_one(pool)
-        .await?;
-        if alive != ids.len() as i64 {
-            cache.forget();
-            wanted = all.to_vec();
-        }
-    }
-    let mut keys = if wanted.len() == all.len() {
-        HashMap::with_capacity(all.len())
+    trust_cache: bool,
+) -> Result<(HashMap<String, SubjectKey>, Vec<i64>), StoreError> {
+    let (cached, wanted) = if trust_cache {
+        cache.split(all)
     } else {
-        cached
+        (HashMap::new(), all.to_vec())
     };
+    let cached_ids: Vec<i64> = cached.values().map(|(id, _)| *id).collect();
+    let mut keys = cached;
     if wanted.is_empty() {
-        return Ok(keys);
+        return Ok((keys, cached_ids));
     }
     let wanted = &wanted[..];
     let workspaces: Vec<&str> = wanted.iter().map(|(w, _)| w.as_str()).collect();
@@ -431,7 +447,7 @@ async fn subject_keys(
         keys.extend(found.into_iter().map(|(s, id, k)| (s, (id, k))));
     }
     cache.remember(&keys);
-    Ok(keys)
+    Ok((keys, cached_ids))
 }
 
 #[cfg(test)]
