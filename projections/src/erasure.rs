@@ -18,7 +18,7 @@ use cdp_domain::store::Store;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::identity::derive::{change_message, membership_change};
+use crate::evaluation::derive::{change_message, membership_change};
 use crate::identity::{forget_state, IdentityResolver};
 use crate::model_tx::Tx;
 use crate::runner::{ModelTx, ProjectionError};

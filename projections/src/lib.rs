@@ -5,6 +5,7 @@
 
 pub mod catalog;
 pub mod erasure;
+pub mod evaluation;
 pub mod identity;
 pub mod model_tx;
 pub mod outbox;

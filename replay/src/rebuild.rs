@@ -26,7 +26,7 @@ use cdp_domain::event::Position;
 use cdp_domain::identity::ProfileId;
 use cdp_domain::store::{EventStore, PostgresStore, SqliteStore, Store};
 use cdp_projections::catalog::tag_of;
-use cdp_projections::identity::derive::{membership_change, tag_change};
+use cdp_projections::evaluation::derive::{membership_change, tag_change};
 use cdp_projections::identity::{forget_state, IdentityResolver, WARM_AT_MOST};
 use cdp_projections::model_tx::{write_version, ModelTx};
 use cdp_projections::pipeline::{drive_grouped, Committed};

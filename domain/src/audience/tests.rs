@@ -335,7 +335,7 @@ fn condition() -> impl Strategy<Value = Value> {
     })
 }
 
-/// One profile's facts as the engine's evaluation reads them (`identity::evaluate::ProfileFacts`):
+/// One profile's facts as the engine's evaluation reads them (`evaluation::evaluate::ProfileFacts`):
 /// a name is a computed trait, else a tag, else a trait; the preview's event conditions are hidden
 /// traits folded from the events.
 struct RowFacts<'a> {

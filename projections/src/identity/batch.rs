@@ -20,12 +20,12 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::catalog_commands::{apply_catalog, decide_catalog, event_slug};
-use super::derive::{self, Derivation, ManualChange};
 use super::housekeeping::Housekeeping;
 use super::model::{fold_run, Folded, Model};
 use super::operator::decide_command;
 use super::{profile_id_for, PreparedDecisions, RecordedDecision};
 use crate::catalog::CatalogWrites;
+use crate::evaluation::derive::{self, Derivation, ManualChange};
 use crate::profiles::{self, ProfileKey};
 use crate::runner::ProjectionError;
 use crate::stages::StageWrites;

@@ -20,8 +20,8 @@ use cdp_domain::profile::ProfileDoc;
 use cdp_domain::store::Store;
 use chrono::{DateTime, Utc};
 
-use super::derive::{self, Derivation};
 use super::ResolverState;
+use crate::evaluation::derive::{self, Derivation};
 use crate::model_tx::Tx;
 use crate::profiles::{ModelWrites, ProfileKey};
 use crate::runner::{ModelTx, ProjectionError};

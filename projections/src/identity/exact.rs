@@ -13,10 +13,10 @@ use cdp_domain::tags::RfmThresholds;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::derive::parse_profile;
-use super::evaluate::evaluate;
 use super::housekeeping::backfill;
 use crate::catalog;
+use crate::evaluation::derive::evaluate;
+use crate::evaluation::derive::parse_profile;
 use crate::profiles;
 use crate::runner::ProjectionError;
 

@@ -8,22 +8,12 @@ use cdp_domain::codec;
 use cdp_domain::fastmap::FastMap;
 use cdp_domain::profile::ProfileDoc;
 use cdp_domain::tags::TagValue;
-use cdp_domain::vecmap::VecMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::catalog::{Membership, ProfileTag};
+use crate::evaluation::derive::Derived;
 use crate::profiles::ProfileKey;
-
-/// What derive last stored for a profile: its tags, its segments, and the spend and due time it wrote
-/// (`None`: not known to have been written by this resolver).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Derived {
-    pub tags: VecMap<String, ProfileTag>,
-    pub members: VecMap<String, Membership>,
-    pub spend: Option<f64>,
-    pub due: Option<Option<f64>>,
-}
 
 /// The profiles the resolver holds (bounded: [`super::HELD_PROFILES`]; a profile not held is read
 /// from the tables when touched), each with:
@@ -145,7 +135,7 @@ impl Docs {
 
     /// Takes out what derive last wrote for a profile, if it is held. An entry that does not decode
     /// (it never fails: this encoded it) is as good as not held: the tables are read instead.
-    pub(super) fn take_derived(&mut self, key: &ProfileKey) -> Option<Derived> {
+    pub(crate) fn take_derived(&mut self, key: &ProfileKey) -> Option<Derived> {
         let entry = self.docs.get_mut(key)?;
         let bytes = entry.derived.take();
         if entry.state.is_none() {
@@ -155,7 +145,7 @@ impl Docs {
     }
 
     /// Puts back what derive wrote.
-    pub(super) fn put_back_derived(
+    pub(crate) fn put_back_derived(
         &mut self,
         entries: impl Iterator<Item = (ProfileKey, Derived)>,
     ) {

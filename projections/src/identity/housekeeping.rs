@@ -15,9 +15,9 @@ use cdp_domain::tags::{RfmInputs, RfmThresholds, Scoring, TagDef};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 
-use super::derive::parse_profile;
-use super::evaluate::ProfileFacts;
 use crate::catalog::{self, Job};
+use crate::evaluation::derive::parse_profile;
+use crate::evaluation::ProfileFacts;
 use crate::profiles::{self, ProfileKey};
 use crate::runner::ProjectionError;
 
@@ -258,7 +258,7 @@ pub async fn housekeeping(
             let key = (w, parse_profile(&p)?);
             work.touched
                 .entry(key)
-                .or_insert_with(|| super::derive::CLOCK.to_owned());
+                .or_insert_with(|| crate::evaluation::derive::CLOCK.to_owned());
         }
         // More may be due than a page: asked again at the next step.
         memo.next_due = None;

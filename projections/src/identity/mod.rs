@@ -17,10 +17,8 @@
 mod batch;
 mod catalog_commands;
 mod deferred;
-pub mod derive;
-mod evaluate;
 pub mod exact;
-mod held;
+pub(crate) mod held;
 pub mod housekeeping;
 mod model;
 mod operator;

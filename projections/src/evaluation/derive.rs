@@ -19,12 +19,21 @@ use crate::catalog::{self, Membership, MembershipChange, ProfileTag};
 use crate::outbox::OutboxMessage;
 use crate::stages::StageWrites;
 
-pub use super::held::Derived;
-use super::held::Docs;
+use crate::identity::held::Docs;
 use crate::profiles::ProfileKey;
 use crate::runner::ProjectionError;
 
 pub use super::evaluate::{evaluate, Evaluation};
+
+/// What derive last stored for a profile: its tags, its segments, and the spend and due time it wrote
+/// (`None`: not known to have been written by this resolver).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Derived {
+    pub tags: VecMap<String, ProfileTag>,
+    pub members: VecMap<String, Membership>,
+    pub spend: Option<f64>,
+    pub due: Option<Option<f64>>,
+}
 
 /// A change of a profile's tag, for the outbox.
 /// The `tag.changed` message of a change (`now_value: None`: the tag was taken off).
@@ -546,6 +555,6 @@ pub fn to_ms(t: DateTime<Utc>) -> i64 {
     to_millis(t)
 }
 
-pub(super) fn parse_profile(p: &str) -> Result<cdp_domain::identity::ProfileId, ProjectionError> {
+pub(crate) fn parse_profile(p: &str) -> Result<cdp_domain::identity::ProfileId, ProjectionError> {
     cdp_domain::identity::ProfileId::parse(p).map_err(ProjectionError::corrupt)
 }

@@ -12,7 +12,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 
 /// A profile's facts as tags read them: computed traits, then tags, then the profile's traits.
-pub(super) struct ProfileFacts<'a> {
+pub(crate) struct ProfileFacts<'a> {
     doc: &'a ProfileDoc,
     catalog: &'a Catalog,
     computed: BTreeMap<String, Value>,
@@ -63,7 +63,7 @@ fn values_of(v: &Value) -> Vec<Value> {
 
 impl<'a> ProfileFacts<'a> {
     /// The facts of `doc` under `catalog` at `now`.
-    pub(super) fn new(
+    pub(crate) fn new(
         doc: &'a ProfileDoc,
         catalog: &'a Catalog,
         manual: &'a BTreeMap<String, Value>,
