@@ -22,7 +22,7 @@ use cdp_domain::tags::{cycle, TagDef};
 use cdp_domain::workspace::Scope;
 use cdp_projections::catalog::{self, Job, StoredDefinition, TAG, TRAIT};
 use cdp_projections::identity;
-use cdp_projections::identity::housekeeping::FILLED_FROM_INDEX;
+use cdp_projections::jobs::FILLED_FROM_INDEX;
 use chrono::Utc;
 use serde_json::{json, Value};
 

@@ -8,5 +8,6 @@
 
 pub mod derive;
 mod evaluate;
+pub mod exact;
 
 pub(crate) use evaluate::ProfileFacts;

@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod erasure;
 pub mod evaluation;
 pub mod identity;
+pub mod jobs;
 pub mod model_tx;
 pub mod outbox;
 pub mod parallel;

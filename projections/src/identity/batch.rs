@@ -20,12 +20,12 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::catalog_commands::{apply_catalog, decide_catalog, event_slug};
-use super::housekeeping::Housekeeping;
 use super::model::{fold_run, Folded, Model};
 use super::operator::decide_command;
 use super::{profile_id_for, PreparedDecisions, RecordedDecision};
 use crate::catalog::CatalogWrites;
 use crate::evaluation::derive::{self, Derivation, ManualChange};
+use crate::jobs::Housekeeping;
 use crate::profiles::{self, ProfileKey};
 use crate::runner::ProjectionError;
 use crate::stages::StageWrites;
@@ -562,7 +562,7 @@ async fn backfill_lacking(
             .iter()
             .filter_map(|k| docs.remove(k).map(|d| (k.1.clone(), d)))
             .collect();
-        super::housekeeping::backfill(store, &catalogs[&workspace], &workspace, &mut taken).await?;
+        crate::jobs::backfill(store, &catalogs[&workspace], &workspace, &mut taken).await?;
         for (p, doc) in taken {
             docs.insert((workspace.clone(), p), doc);
         }

@@ -16,9 +16,9 @@ use cdp_domain::tags::{cycle, TagDef};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::housekeeping::new_job;
 use crate::catalog::{self as stored_catalog, CatalogWrites};
 use crate::evaluation::derive::ManualChange;
+use crate::jobs::new_job;
 
 /// An event name as one NATS subject token: lower case, runs of anything but letters and digits as `_`
 /// ("Order Completed" → `order_completed`).

@@ -17,9 +17,7 @@
 mod batch;
 mod catalog_commands;
 mod deferred;
-pub mod exact;
 pub(crate) mod held;
-pub mod housekeeping;
 mod model;
 mod operator;
 mod partition;
@@ -88,7 +86,7 @@ struct ResolverState {
     loaded: bool,
     docs: held::Docs,
     /// What is known of the work between batches (jobs, due profiles, RFM).
-    memo: housekeeping::Memo,
+    memo: crate::jobs::Memo,
     /// The tags, segments, spend and due time derive last wrote per profile.
     /// The catalogs, RFM cut points and identity rules of the workspaces met so far.
     catalogs: HashMap<String, Catalog>,
@@ -355,7 +353,7 @@ impl Projection for IdentityResolver {
         // token holds: only the resolver changes them, through the log.
         let mut catalogs = std::mem::take(&mut state.catalogs);
         let mut thresholds = std::mem::take(&mut state.thresholds);
-        let house = housekeeping::housekeeping(
+        let house = crate::jobs::housekeeping(
             store,
             self.audiences.as_ref(),
             &mut state.memo,
@@ -386,7 +384,7 @@ impl Projection for IdentityResolver {
                     }
                 };
                 rules.insert(w.clone(), in_force);
-                housekeeping::ensure_workspace(store, &mut catalogs, &mut thresholds, w).await?;
+                crate::jobs::ensure_workspace(store, &mut catalogs, &mut thresholds, w).await?;
             }
         }
         // While a job runs, documents it has not reached lack its traits: those the batch reads
@@ -571,6 +569,6 @@ impl Projection for IdentityResolver {
                 return Ok(false);
             }
         }
-        housekeeping::pending(store, now).await
+        crate::jobs::pending(store, now).await
     }
 }

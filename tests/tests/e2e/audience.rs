@@ -50,7 +50,7 @@ async fn preview(app: &TestApp, body: &Value) -> (StatusCode, Value) {
 /// The exact path's members of a condition, straight from the tables.
 async fn exact(app: &TestApp, condition: &Value) -> (i64, Vec<String>, f64) {
     let def = cdp_domain::segments::SegmentDef::parse(&json!({ "condition": condition })).unwrap();
-    let p = cdp_projections::identity::exact::preview(
+    let p = cdp_projections::evaluation::exact::preview(
         &app.state.store,
         &workspace_id(),
         &def,
@@ -474,7 +474,7 @@ async fn a_saved_segment_is_filled_from_the_index() {
             match job { Some(j) if j.status == "done" => Ok(j), j => Err(format!("{j:?}")) }
         })
         .await;
-        assert_eq!(job.cursor, cdp_projections::identity::housekeeping::FILLED_FROM_INDEX, "{job:?}");
+        assert_eq!(job.cursor, cdp_projections::jobs::FILLED_FROM_INDEX, "{job:?}");
         assert_eq!((job.done, job.total), (4, 4), "{job:?}");
         let mut expected = vec![u1.clone(), u2.clone()];
         expected.sort();
@@ -492,7 +492,7 @@ async fn a_saved_segment_is_filled_from_the_index() {
         .await;
         let job = cdp_projections::catalog::latest_job(&app.state.store, &workspace_id(), "segment", "sh")
             .await.unwrap().unwrap();
-        assert_eq!(job.cursor, cdp_projections::identity::housekeeping::FILLED_FROM_INDEX, "{job:?}");
+        assert_eq!(job.cursor, cdp_projections::jobs::FILLED_FROM_INDEX, "{job:?}");
         // The history says what a job would have: u1 and u2 entered, u2 left, u3 entered.
         let history = |p: String| {
             let app = &app;
@@ -576,7 +576,7 @@ async fn a_saved_segment_with_an_event_condition_is_filled_then_backfilled() {
         })
         .await;
         assert!(
-            job.cursor.starts_with(cdp_projections::identity::housekeeping::FILLED_THEN_BACKFILL),
+            job.cursor.starts_with(cdp_projections::jobs::FILLED_THEN_BACKFILL),
             "filled from the index, then backfilled: {job:?}"
         );
         assert_eq!((job.done, job.total), (5, 5), "{job:?}");

@@ -13,10 +13,10 @@ use cdp_domain::tags::RfmThresholds;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::housekeeping::backfill;
 use crate::catalog;
 use crate::evaluation::derive::evaluate;
 use crate::evaluation::derive::parse_profile;
+use crate::jobs::backfill;
 use crate::profiles;
 use crate::runner::ProjectionError;
 
@@ -146,7 +146,7 @@ pub async fn segments_at(
         .into_iter()
         .map(|(tag, (_, _, t))| (tag, t))
         .collect();
-    let rules = super::rules_of(store, workspace).await?;
+    let rules = crate::identity::rules_of(store, workspace).await?;
     let seqs = profiles::events_of(store, workspace, std::slice::from_ref(profile)).await?;
     let mut events: Vec<_> = store
         .events_by_seq(&seqs)
