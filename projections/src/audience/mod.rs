@@ -44,7 +44,7 @@ const MAX_STAGED: usize = 200_000;
 
 /// The newest staged batches are kept apart, each as staged: some of them are not committed yet, and
 /// the stored token an index follows from is one of them.
-const KEPT_APART: usize = 32;
+const KEPT_APART: usize = 8;
 
 /// Past this many staged batches the older ones (all but [`KEPT_APART`]) are merged into as few
 /// records as the indexes' tokens allow, each profile named once: what is staged then grows with the
@@ -159,12 +159,14 @@ impl Audiences {
             profiles,
             redefined,
         });
-        if staged.len() > COMPACT_PAST {
+        let mut total: usize = staged.iter().map(|s| s.profiles.len()).sum();
+        // Merged past a number of batches, and before large batches (a catch-up's) would pass the bound.
+        if staged.len() > COMPACT_PAST || total > MAX_STAGED {
             if let Some(tokens) = tokens {
                 compact(&mut staged, &tokens);
+                total = staged.iter().map(|s| s.profiles.len()).sum();
             }
         }
-        let mut total: usize = staged.iter().map(|s| s.profiles.len()).sum();
         while total > MAX_STAGED && staged.len() > 1 {
             if let Some(old) = staged.pop_front() {
                 total -= old.profiles.len();
@@ -273,10 +275,14 @@ impl Audiences {
         Ok(())
     }
 
-    /// Profiles staged and not yet pruned.
+    /// Profiles staged and not yet pruned, all but the newest batches merged first (so the count is
+    /// about the distinct profiles touched, whatever the size of the batches).
     fn staged_profiles(&self) -> usize {
-        let _ = self.prune();
-        let staged = self.staged.lock().expect("audience staging lock");
+        let tokens = self.prune();
+        let mut staged = self.staged.lock().expect("audience staging lock");
+        if let Some(tokens) = tokens {
+            compact(&mut staged, &tokens);
+        }
         staged.iter().map(|s| s.profiles.len()).sum()
     }
 
@@ -644,15 +650,15 @@ mod tests {
     fn compacting_keeps_every_walk_from_an_index_token_and_names_each_profile_once() {
         let n = COMPACT_PAST + 10;
         let last = format!("t{}", n - 1);
-        let held = vec![Some("t40".to_owned())];
+        let held = vec![Some("t20".to_owned())];
         let mut compacted = chain(n);
         compact(&mut compacted, &held);
         // Two runs (cut after the held token) and the newest kept apart.
         assert_eq!(compacted.len(), 2 + KEPT_APART);
-        assert_eq!(compacted[0].token, "t40");
-        assert_eq!(compacted[0].profiles.len(), 3 + 41, "each profile once");
+        assert_eq!(compacted[0].token, "t20");
+        assert_eq!(compacted[0].profiles.len(), 3 + 21, "each profile once");
         assert!(compacted[0].redefined.contains("w"));
-        for from in [None, Some("t40")] {
+        for from in [None, Some("t20")] {
             assert_eq!(
                 walk(compacted_clone(&compacted), from, &last),
                 walk(chain(n), from, &last)
@@ -660,13 +666,13 @@ mod tests {
         }
         // From the index's token up to a batch kept apart: only what followed, not redefined.
         let (profiles, redefined) =
-            walk(compacted_clone(&compacted), Some("t40"), &last).expect("a way");
+            walk(compacted_clone(&compacted), Some("t20"), &last).expect("a way");
         assert!(!redefined);
-        assert!(!profiles.contains(&profile(140).1.to_string()));
-        assert!(profiles.contains(&profile(141).1.to_string()));
+        assert!(!profiles.contains(&profile(120).1.to_string()));
+        assert!(profiles.contains(&profile(121).1.to_string()));
         // A walk ending inside a run finds no way (the index is read whole), never a shorter one.
-        assert_eq!(walk(compacted_clone(&compacted), Some("t20"), &last), None);
-        assert!(walk(chain(n), Some("t20"), &last).is_some());
+        assert_eq!(walk(compacted_clone(&compacted), Some("t10"), &last), None);
+        assert!(walk(chain(n), Some("t10"), &last).is_some());
     }
 
     #[test]
