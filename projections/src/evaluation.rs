@@ -10,4 +10,4 @@ pub mod derive;
 mod evaluate;
 pub mod exact;
 
-pub(crate) use evaluate::ProfileFacts;
+pub(crate) use evaluate::{computed_and_spend, ProfileFacts};

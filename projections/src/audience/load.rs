@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use cdp_domain::audience::facets::parse_facets;
 use cdp_domain::audience::{Names, ProfileRow};
-use cdp_domain::catalog::{Catalog, SPEND_TRAIT};
+use cdp_domain::catalog::Catalog;
 use cdp_domain::consent::{CHANNELS, PURPOSES};
 use cdp_domain::store::Store;
 use chrono::{DateTime, Utc};
@@ -234,15 +234,7 @@ fn rows_of(
     let mut out = Vec::with_capacity(states.len());
     for ((profile, _, _), doc) in states.into_iter().zip(decoded) {
         let doc = doc?;
-        let computed: BTreeMap<String, Value> = doc
-            .computed_values(catalog.folded(), now)
-            .into_iter()
-            .map(|(name, v)| (name, v.value))
-            .collect();
-        let spend = computed
-            .get(SPEND_TRAIT)
-            .and_then(Value::as_f64)
-            .unwrap_or(0.0);
+        let (computed, spend) = crate::evaluation::computed_and_spend(&doc, catalog, now);
         let consents = CHANNELS
             .iter()
             .flat_map(|c| PURPOSES.iter().map(move |p| (*c, *p)))

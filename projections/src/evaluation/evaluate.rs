@@ -73,11 +73,7 @@ impl<'a> ProfileFacts<'a> {
         ProfileFacts {
             doc,
             catalog,
-            computed: doc
-                .computed_values(catalog.folded(), now)
-                .into_iter()
-                .map(|(name, v)| (name, v.value))
-                .collect(),
+            computed: computed_and_spend(doc, catalog, now).0,
             manual,
             thresholds,
             now,
@@ -139,14 +135,13 @@ pub struct Evaluation {
     pub due_at: Option<DateTime<Utc>>,
 }
 
-/// Evaluates every tag of `catalog` on a profile.
-pub fn evaluate(
+/// A profile's computed traits at `now` as name → value, and what it is worth (its spend trait, 0 without
+/// one): what tags and segments read, and what the audience index holds.
+pub(crate) fn computed_and_spend(
     doc: &ProfileDoc,
     catalog: &Catalog,
-    manual: &BTreeMap<String, Value>,
-    thresholds: &BTreeMap<String, RfmThresholds>,
     now: DateTime<Utc>,
-) -> Evaluation {
+) -> (BTreeMap<String, Value>, f64) {
     let computed: BTreeMap<String, Value> = doc
         .computed_values(catalog.folded(), now)
         .into_iter()
@@ -156,6 +151,18 @@ pub fn evaluate(
         .get(SPEND_TRAIT)
         .and_then(Value::as_f64)
         .unwrap_or(0.0);
+    (computed, spend)
+}
+
+/// Evaluates every tag of `catalog` on a profile.
+pub fn evaluate(
+    doc: &ProfileDoc,
+    catalog: &Catalog,
+    manual: &BTreeMap<String, Value>,
+    thresholds: &BTreeMap<String, RfmThresholds>,
+    now: DateTime<Utc>,
+) -> Evaluation {
+    let (computed, spend) = computed_and_spend(doc, catalog, now);
     let facts = ProfileFacts {
         doc,
         catalog,
