@@ -183,13 +183,22 @@ impl EventStore for PostgresStore {
         // in (tx, seq) order up to the bound therefore never skips an event. The running transactions
         // marked as model writers append no events, so the bound is taken over the others (with none
         // marked it is the snapshot's xmin); a new transaction's id is never below the snapshot's xmax.
+        // Transaction ids are the cluster's: a transaction of another database on the same server is
+        // in the snapshot too, yet can write no row here, so those `pg_stat_activity` names as another
+        // database's are left out (a backup or a report elsewhere would otherwise hold every reader
+        // back for as long as it runs). One that ends before that view is read stays in: the bound is
+        // only ever lower than it could be, never above an event still to come.
         let sql = format!(
             "WITH snap AS (SELECT pg_current_snapshot() AS s) \
              SELECT {EVENT_COLUMNS}, tx FROM events \
              WHERE (tx, seq) > ($1, $2) \
                AND tx < coalesce( \
                  (SELECT min(x::text::bigint) FROM snap, pg_snapshot_xip(snap.s) AS x \
-                   WHERE x::text::bigint <> ALL($4::bigint[])), \
+                   WHERE x::text::bigint <> ALL($4::bigint[]) \
+                     AND (x::text::bigint & 4294967295) NOT IN ( \
+                       SELECT a.backend_xid::text::bigint FROM pg_stat_get_activity(NULL) a \
+                       WHERE a.backend_xid IS NOT NULL AND a.datid <> \
+                         (SELECT oid FROM pg_database WHERE datname = current_database()))), \
                  (SELECT pg_snapshot_xmax(s)::text::bigint FROM snap)) \
              ORDER BY tx, seq LIMIT $3"
         );

@@ -246,6 +246,38 @@ async fn readers_read_past_a_marked_model_writer_and_stop_below_any_other_runnin
     assert_eq!(ids(readable(&store, 3).await), ["m-1", "m-2", "m-3"]);
 }
 
+/// On PostgreSQL transaction ids are the server's, not the database's: a transaction left open in
+/// another database of the same server (a backup, a report, another service) writes nothing here and
+/// must not hold this log's readers back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_open_in_another_database_does_not_hold_readers_back() {
+    if !crate::helpers::backends("other_database_horizon")
+        .contains(&crate::helpers::Backend::Postgres)
+    {
+        return;
+    }
+    let (store, _guard) = fresh_store(crate::helpers::Backend::Postgres).await;
+    let (other, _other_guard) = fresh_store(crate::helpers::Backend::Postgres).await;
+    let Store::Postgres(elsewhere) = &other else {
+        unreachable!("a PostgreSQL store")
+    };
+    // An open transaction with an id of its own, in the other database.
+    let mut open = elsewhere.pool().begin().await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *open)
+        .await
+        .unwrap();
+    store.append(&[new_event("shop", "m-1")]).await.unwrap();
+    store.append(&[new_event("shop", "m-2")]).await.unwrap();
+    let read: Vec<String> = readable(&store, 2)
+        .await
+        .into_iter()
+        .map(|e| e.event.message_id)
+        .collect();
+    assert_eq!(read, ["m-1", "m-2"]);
+    open.rollback().await.unwrap();
+}
+
 /// Customer events are sealed: the stored row holds no identifier or property in the clear and reads
 /// back whole; once its subject's key is destroyed it reads back erased, and a later event of the same
 /// subject gets a new key — also when this store cached the old one — and reads back whole.
@@ -326,7 +358,7 @@ async fn events_are_sealed_and_a_destroyed_key_is_never_used_again() {
 }
 
 /// Every event of the log once at least `n` are readable (PostgreSQL readers wait for older transactions
-/// of the server, other tests' included).
+/// of this database).
 async fn readable(store: &Store, n: usize) -> Vec<cdp_domain::event::StoredEvent> {
     crate::helpers::eventually(&format!("{n} events readable"), || async {
         let all = read_all(store).await;
