@@ -133,9 +133,12 @@ pub struct BenchArgs {
     /// Events per scenario and backend.
     #[arg(long, default_value_t = 200_000)]
     pub events: usize,
-    /// Profile reads of profile-read.
+    /// Profile reads of profile-read (in each of its two phases).
     #[arg(long, default_value_t = 20_000)]
     pub requests: usize,
+    /// Requests/s of profile-read's paced phase (open loop: each read sent when it is due).
+    #[arg(long, default_value_t = 5_000)]
+    pub read_rate: usize,
     /// Target events/s of freshness's stream.
     #[arg(long, default_value_t = 2_000)]
     pub rate: usize,
@@ -227,7 +230,13 @@ async fn run_scenario(
         Scenario::IngestHttp => ingest_http::run(backend, workload, args.clients).await,
         Scenario::IngestBulk => ingest_bulk::run(backend, args.events, args.seed).await,
         Scenario::ProfileRead => {
-            profile_read::run(backend, workload, args.clients, args.requests, args.seed).await
+            let reads = profile_read::Reads {
+                clients: args.clients,
+                requests: args.requests,
+                rate: args.read_rate,
+                seed: args.seed,
+            };
+            profile_read::run(backend, workload, &reads).await
         }
         Scenario::Traits => traits::run(backend, workload).await,
         Scenario::Freshness => {

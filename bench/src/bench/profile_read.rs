@@ -1,12 +1,18 @@
 //! Scenario `profile-read`: the retail workload is ingested through `/v1/batch`, the OneID resolver
 //! follows it, and then concurrent clients read `GET /v1/profiles/{id}` on random profiles.
 //!
-//! Two figures, two rows:
+//! Three figures, three rows:
 //! - `identity-resolve`: events the resolver applied per second, from the first ingest request until it
 //!   had applied the last event (its catch-up throughput under ingestion, not a physical figure).
 //! - `profile-read`: requests/s and p50/p99 of `GET /v1/profiles/{id}` from `--clients` clients, on ids
-//!   drawn (seeded) from the profiles of the workload's identified customers. The physical reference is the
-//!   same reads as `profiles::load` straight from the store, from as many tasks, in the same run.
+//!   drawn (seeded) from the profiles of the workload's identified customers: the throughput with every
+//!   client always waiting on an answer (closed loop: its latencies are those of a saturated service).
+//!   The physical reference is the same reads as `profiles::load` straight from the store, from as many
+//!   tasks, in the same run.
+//! - `profile-read-paced`: the same reads sent at a fixed `--read-rate` (5,000/s by default, the figure
+//!   the profile engine issue names), open loop: read `i` is due at `i / rate` after the start and its
+//!   latency counts from then, so a read sent late because the service fell behind counts against the
+//!   service (no coordinated omission). Its p99 is "p99 at that rate".
 //!
 //! Verified: every event stored once and applied by the resolver; every identified customer found by
 //! `user_id`, on a profile of its own, whose `event_counts.total` is exactly what the messages sent about
@@ -41,6 +47,19 @@ use super::workload::Workload;
 pub const NAME: &str = "profile-read";
 /// The row of the resolver's catch-up throughput.
 const RESOLVE: &str = "identity-resolve";
+/// The row of the reads at a fixed rate.
+const PACED: &str = "profile-read-paced";
+
+/// How profile-read reads.
+pub struct Reads {
+    /// Concurrent clients of the closed-loop phase (and tasks of its reference).
+    pub clients: usize,
+    /// Reads in each phase.
+    pub requests: usize,
+    /// Requests/s of the paced phase.
+    pub rate: usize,
+    pub seed: u64,
+}
 const WORKSPACE: &str = "bench";
 /// The resolver is given up on when it applies nothing for this long.
 const STALLED: Duration = Duration::from_secs(120);
@@ -61,6 +80,7 @@ struct Measured {
     answer_bytes: u64,
     http: Timed,
     reference: Timed,
+    paced: Timed,
 }
 
 struct Timed {
@@ -81,17 +101,18 @@ struct EventCounts {
     total: u64,
 }
 
-pub async fn run(
-    backend: &Backend,
-    workload: &Workload,
-    clients: usize,
-    requests: usize,
-    seed: u64,
-) -> anyhow::Result<Outcome> {
+pub async fn run(backend: &Backend, workload: &Workload, reads: &Reads) -> anyhow::Result<Outcome> {
+    let Reads {
+        clients,
+        requests,
+        rate,
+        ..
+    } = *reads;
     ensure!(clients > 0, "--clients must be at least 1");
     ensure!(requests > 0, "--requests must be at least 1");
+    ensure!(rate > 0, "--read-rate must be at least 1");
     let fresh = FreshStore::create(backend).await?;
-    let measured = measure(&fresh, workload, clients, requests, seed).await;
+    let measured = measure(&fresh, workload, reads).await;
     let removed = fresh.remove().await;
     let m = measured.with_context(|| format!("{NAME} on {} failed", backend.name()))?;
     removed?;
@@ -120,13 +141,25 @@ pub async fn run(
         p99: quantile(&m.http.latencies, 0.99),
         reference_rate: Some(reads as f64 / m.reference.elapsed.as_secs_f64()),
     };
+    let paced = Row {
+        scenario: PACED,
+        backend: backend.name(),
+        count: reads,
+        unit: "requests",
+        seconds: m.paced.elapsed.as_secs_f64(),
+        rate: reads as f64 / m.paced.elapsed.as_secs_f64(),
+        p50: quantile(&m.paced.latencies, 0.50),
+        p99: quantile(&m.paced.latencies, 0.99),
+        reference_rate: None,
+    };
     let ms = |d: Option<Duration>| d.unwrap_or_default().as_secs_f64() * 1000.0;
     let summary = format!(
         "{NAME} on {backend}: {reads} GET /v1/profiles/{{id}} on random profiles (of {profiles}) in \
          {read_s:.2} s = {read_rate} requests/s from {clients} clients (p50 {p50:.2} ms, p99 {p99:.2} ms, \
          {answer_bytes} bytes per answer); \
          {ratio:.2}x the {ref_rate} reads/s of profiles::load from {clients} tasks (p50 {rp50:.2} ms, \
-         p99 {rp99:.2} ms). The resolver applied all {events} events {resolved_s:.2} s after the first \
+         p99 {rp99:.2} ms). Sent at {rate} requests/s (open loop, latency from each read's due time): \
+         {paced_rate} requests/s answered, p50 {pp50:.2} ms, p99 {pp99:.2} ms. The resolver applied all {events} events {resolved_s:.2} s after the first \
          ingest request = {resolve_rate} events/s (ingestion: last 200 after {ingest_s:.2} s = \
          {ingest_rate} events/s, resolver at {at_200} then). Verified: every event stored and applied, \
          {profiles} identified customers each on a profile of its own ({checked} with exactly the events \
@@ -142,6 +175,10 @@ pub async fn run(
         ref_rate = thousands(read.reference_rate.unwrap_or_default().round() as u64),
         rp50 = ms(quantile(&m.reference.latencies, 0.50)),
         rp99 = ms(quantile(&m.reference.latencies, 0.99)),
+        rate = thousands(rate as u64),
+        paced_rate = thousands(paced.rate.round() as u64),
+        pp50 = ms(paced.p50),
+        pp99 = ms(paced.p99),
         events = thousands(events),
         resolved_s = resolve.seconds,
         resolve_rate = thousands(resolve.rate.round() as u64),
@@ -152,18 +189,67 @@ pub async fn run(
         answer_bytes = thousands(m.answer_bytes),
     );
     Ok(Outcome {
-        rows: vec![resolve, read],
+        rows: vec![resolve, read, paced],
         summary,
     })
+}
+
+/// `GET /v1/profiles/{id}`, checked: the profile asked for, live, with events. The answer's size.
+async fn read_profile(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    id: &str,
+) -> anyhow::Result<u64> {
+    let body = get(client, &format!("{base}/v1/profiles/{id}"), token).await?;
+    let answer: ProfileAnswer = serde_json::from_slice(&body)
+        .with_context(|| format!("GET /v1/profiles/{id} answered no profile"))?;
+    ensure!(
+        answer.profile_id == id && !answer.merged_away,
+        "GET /v1/profiles/{id} answered profile {} (merged_away {})",
+        answer.profile_id,
+        answer.merged_away
+    );
+    ensure!(answer.event_counts.total > 0, "profile {id} has no events");
+    Ok(body.len() as u64)
+}
+
+/// Runs `op(0..n)` at `rate` per second, open loop: operation `i` starts when it is due (`i / rate`
+/// after the start), whether or not earlier ones have finished, and its latency counts from that due
+/// time.
+async fn at_rate<F, Fut>(n: usize, rate: usize, op: F) -> anyhow::Result<Timed>
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let started = tokio::time::Instant::now();
+    let mut set = JoinSet::new();
+    for i in 0..n {
+        let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
+        tokio::time::sleep_until(due).await;
+        let work = op(i);
+        set.spawn(async move { work.await.map(|()| due.elapsed()) });
+    }
+    let mut latencies = Vec::with_capacity(n);
+    while let Some(joined) = set.join_next().await {
+        latencies.push(joined.context("a paced read failed")??);
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    Ok(Timed { elapsed, latencies })
 }
 
 async fn measure(
     fresh: &FreshStore,
     workload: &Workload,
-    clients: usize,
-    requests: usize,
-    seed: u64,
+    reads: &Reads,
 ) -> anyhow::Result<Measured> {
+    let Reads {
+        clients,
+        requests,
+        rate,
+        seed,
+    } = *reads;
     let write_key = random_secret("wk");
     let token = random_secret("tok");
     let mut config = fresh.config();
@@ -205,19 +291,7 @@ async fn measure(
             concurrently(requests, clients, move |i| {
                 let id = ids[plan[i]].clone();
                 let (client, base, token) = (client.clone(), base.clone(), token.clone());
-                async move {
-                    let body = get(&client, &format!("{base}/v1/profiles/{id}"), &token).await?;
-                    let answer: ProfileAnswer = serde_json::from_slice(&body)
-                        .with_context(|| format!("GET /v1/profiles/{id} answered no profile"))?;
-                    ensure!(
-                        answer.profile_id == id && !answer.merged_away,
-                        "GET /v1/profiles/{id} answered profile {} (merged_away {})",
-                        answer.profile_id,
-                        answer.merged_away
-                    );
-                    ensure!(answer.event_counts.total > 0, "profile {id} has no events");
-                    Ok(body.len() as u64)
-                }
+                async move { read_profile(&client, &base, &token, &id).await }
             })
             .await
             .context("reading profiles over HTTP failed")?
@@ -243,6 +317,18 @@ async fn measure(
             .0
         };
 
+        let paced = {
+            let (client, base, token) = (client.clone(), base.clone(), token.clone());
+            let (ids, plan) = (ids.clone(), plan.clone());
+            at_rate(requests, rate, move |i| {
+                let id = ids[plan[i]].clone();
+                let (client, base, token) = (client.clone(), base.clone(), token.clone());
+                async move { read_profile(&client, &base, &token, &id).await.map(|_| ()) }
+            })
+            .await
+            .context("reading profiles at a fixed rate failed")?
+        };
+
         Ok(Measured {
             ingest,
             resolved,
@@ -252,6 +338,7 @@ async fn measure(
             answer_bytes,
             http,
             reference,
+            paced,
         })
     }
     .await;
