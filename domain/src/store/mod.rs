@@ -7,6 +7,7 @@ mod appender;
 pub mod postgres;
 pub mod quality;
 mod sealing;
+pub mod sql;
 pub mod sqlite;
 
 use std::future::Future;
