@@ -11,9 +11,11 @@ use crate::runner::{sql, ProjectionError};
 /// Other crates cannot look inside: they write the model through this crate's functions.
 pub struct ModelTx<'a>(pub(crate) Tx<'a>);
 
-/// The backend's transaction inside a [`ModelTx`]. The engine's stages write through it in one shape:
-/// `match &mut tx.0 { Tx::Sqlite(tx) => sqlite::…(tx, …), Tx::Postgres(tx) => postgres::…(tx, …) }`,
-/// each stage's statements for a backend in the `sqlite.rs` or `postgres.rs` beside its writes.
+/// The backend's transaction inside a [`ModelTx`]. A statement both backends run goes through
+/// [`ModelTx::exec`] (`cdp_domain::store::sql`); the engine's stages, whose bulk writes differ by
+/// backend, write through it in one shape: `match &mut tx.0 { Tx::Sqlite(tx) => sqlite::…(tx, …),
+/// Tx::Postgres(tx) => postgres::…(tx, …) }`, each stage's statements for a backend in the
+/// `sqlite.rs` or `postgres.rs` beside its writes.
 pub(crate) enum Tx<'a> {
     Sqlite(Transaction<'a, Sqlite>),
     Postgres(Transaction<'a, Postgres>),

@@ -1,5 +1,6 @@
 //! The event log: the `EventStore` trait, its sqlx adapters (`sqlite`, `postgres`, SQL for each backend in
-//! its own module), and the group-commit `Appender` that turns many small appends into few transactions.
+//! its own module), and the group-commit `Appender` that turns many small appends into few transactions;
+//! and `sql`, the one way every crate runs a statement on either backend.
 //!
 //! This is the one module of `cdp-domain` that does IO.
 
@@ -240,31 +241,36 @@ impl Store {
     }
 }
 
-macro_rules! dispatch {
-    ($self:ident, $s:ident => $call:expr) => {
-        match $self {
-            Store::Sqlite($s) => $call.await,
-            Store::Postgres($s) => $call.await,
-        }
-    };
-}
-
+/// The log's operations on whichever backend this is: each is its adapter's (`sqlite`, `postgres`),
+/// whose SQL differs by backend.
 impl EventStore for Store {
     async fn append(&self, events: &[NewEvent]) -> Result<AppendReport, StoreError> {
-        dispatch!(self, s => s.append(events))
+        match self {
+            Store::Sqlite(s) => s.append(events).await,
+            Store::Postgres(s) => s.append(events).await,
+        }
     }
     async fn read_after(
         &self,
         after: Position,
         limit: u32,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        dispatch!(self, s => s.read_after(after, limit))
+        match self {
+            Store::Sqlite(s) => s.read_after(after, limit).await,
+            Store::Postgres(s) => s.read_after(after, limit).await,
+        }
     }
     async fn count_events(&self, workspace: &str) -> Result<i64, StoreError> {
-        dispatch!(self, s => s.count_events(workspace))
+        match self {
+            Store::Sqlite(s) => s.count_events(workspace).await,
+            Store::Postgres(s) => s.count_events(workspace).await,
+        }
     }
     async fn quarantine(&self, entries: &[QuarantineEntry]) -> Result<(), StoreError> {
-        dispatch!(self, s => s.quarantine(entries))
+        match self {
+            Store::Sqlite(s) => s.quarantine(entries).await,
+            Store::Postgres(s) => s.quarantine(entries).await,
+        }
     }
     async fn list_quarantine(
         &self,
@@ -272,26 +278,47 @@ impl EventStore for Store {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<QuarantineEntry>, StoreError> {
-        dispatch!(self, s => s.list_quarantine(workspace, before, limit))
+        match self {
+            Store::Sqlite(s) => s.list_quarantine(workspace, before, limit).await,
+            Store::Postgres(s) => s.list_quarantine(workspace, before, limit).await,
+        }
     }
     async fn ensure_workspace(&self, id: &str) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.ensure_workspace(id))
+        match self {
+            Store::Sqlite(s) => s.ensure_workspace(id).await,
+            Store::Postgres(s) => s.ensure_workspace(id).await,
+        }
     }
     async fn workspace_exists(&self, id: &str) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.workspace_exists(id))
+        match self {
+            Store::Sqlite(s) => s.workspace_exists(id).await,
+            Store::Postgres(s) => s.workspace_exists(id).await,
+        }
     }
     async fn put_credential(&self, credential: &Credential) -> Result<(), StoreError> {
-        dispatch!(self, s => s.put_credential(credential))
+        match self {
+            Store::Sqlite(s) => s.put_credential(credential).await,
+            Store::Postgres(s) => s.put_credential(credential).await,
+        }
     }
     async fn find_credential(&self, secret_hash: &str) -> Result<Option<Credential>, StoreError> {
-        dispatch!(self, s => s.find_credential(secret_hash))
+        match self {
+            Store::Sqlite(s) => s.find_credential(secret_hash).await,
+            Store::Postgres(s) => s.find_credential(secret_hash).await,
+        }
     }
     async fn count_workspaces(&self) -> Result<i64, StoreError> {
-        dispatch!(self, s => s.count_workspaces())
+        match self {
+            Store::Sqlite(s) => s.count_workspaces().await,
+            Store::Postgres(s) => s.count_workspaces().await,
+        }
     }
 
     async fn workspace_ids(&self) -> Result<Vec<String>, StoreError> {
-        dispatch!(self, s => s.workspace_ids())
+        match self {
+            Store::Sqlite(s) => s.workspace_ids().await,
+            Store::Postgres(s) => s.workspace_ids().await,
+        }
     }
 }
 
