@@ -206,34 +206,17 @@ impl Store {
     pub async fn events_by_seq(&self, seqs: &[i64]) -> Result<Vec<StoredEvent>, StoreError> {
         const PER_STATEMENT: usize = 500;
         let mut out = Vec::with_capacity(seqs.len());
+        // SQLite's rows have no transaction id; PostgreSQL's carry it after the event's columns.
+        let sqlite = format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq IN (?...) ORDER BY seq");
+        let postgres =
+            format!("SELECT {EVENT_COLUMNS}, tx FROM events WHERE seq = ANY($1) ORDER BY seq");
         for chunk in seqs.chunks(PER_STATEMENT) {
-            match self {
-                Store::Sqlite(s) => {
-                    let mut q: sqlx::QueryBuilder<sqlx::Sqlite> = sqlx::QueryBuilder::new(format!(
-                        "SELECT {EVENT_COLUMNS} FROM events WHERE seq IN ("
-                    ));
-                    let mut list = q.separated(", ");
-                    for seq in chunk {
-                        list.push_bind(*seq);
-                    }
-                    q.push(") ORDER BY seq");
-                    for row in q.build().fetch_all(s.read_pool()).await? {
-                        out.push(decode_event(&row, 0)?);
-                    }
-                }
-                Store::Postgres(s) => {
-                    let rows = sqlx::query(&format!(
-                        "SELECT {EVENT_COLUMNS}, tx FROM events WHERE seq = ANY($1) ORDER BY seq"
-                    ))
-                    .bind(chunk)
-                    .fetch_all(s.pool())
-                    .await?;
-                    for row in &rows {
-                        use sqlx::Row;
-                        out.push(decode_event(row, row.try_get(TX_COLUMN)?)?);
-                    }
-                }
-            }
+            let rows: Vec<DecodedEvent> = sql::query_each(sqlite.as_str(), postgres.as_str())
+                .bind(chunk)
+                .fetch_all(self.reader())
+                .await
+                .map_err(DecodedEvent::error)?;
+            out.extend(rows.into_iter().map(|DecodedEvent(e)| e));
         }
         out.retain(|e| !crate::shred::is_erased(&e.event));
         out.sort_by_key(|e| e.position.seq);
@@ -364,6 +347,46 @@ where
     Ok(stored)
 }
 
+/// An event row decoded by [`decode_event`] (the transaction id after the event's columns when the
+/// row has one, else 0), for `sql`'s typed fetches.
+struct DecodedEvent(StoredEvent);
+
+impl<'r, R> sqlx::FromRow<'r, R> for DecodedEvent
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i16: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<Vec<u8>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+        let tx = if row.len() > TX_COLUMN {
+            row.try_get(TX_COLUMN)?
+        } else {
+            0
+        };
+        decode_event(row, tx)
+            .map(DecodedEvent)
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))
+    }
+}
+
+impl DecodedEvent {
+    /// The store's error a fetch of decoded events failed with: the decoding's own, as
+    /// [`decode_event`] returned it, or the database's.
+    fn error(e: sqlx::Error) -> StoreError {
+        match e {
+            sqlx::Error::Decode(inner) => match inner.downcast::<StoreError>() {
+                Ok(decoding) => *decoding,
+                Err(inner) => StoreError::Database(sqlx::Error::Decode(inner)),
+            },
+            e => StoreError::Database(e),
+        }
+    }
+}
+
 /// The columns `decode_event` expects, in order (PostgreSQL appends `tx`, at [`TX_COLUMN`]): the
 /// event's own, then its payload format, the key it was sealed with (none once erased) and its sealed
 /// bytes.
@@ -416,6 +439,16 @@ pub(crate) fn decode_credential(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_decoded_events_failure_is_the_stores_own_again() {
+        let corrupt = sqlx::Error::Decode(Box::new(StoreError::Corrupt("kind".into())));
+        assert!(matches!(DecodedEvent::error(corrupt), StoreError::Corrupt(m) if m == "kind"));
+        assert!(matches!(
+            DecodedEvent::error(sqlx::Error::RowNotFound),
+            StoreError::Database(sqlx::Error::RowNotFound)
+        ));
+    }
 
     #[test]
     fn connection_failures_are_unavailability_and_statement_failures_are_not() {

@@ -8,7 +8,11 @@
 //! engine binds) and become the backend's arguments only when the statement runs; the executor is a
 //! value too ([`Exec`]: either backend's pool or connection, which is what a transaction derefs to);
 //! and the typed fetches (`execute`, `fetch_all`, `fetch_optional`, `fetch_one`, `scalar`…) decode
-//! into any row type both backends can decode ([`Record`]: tuples of plain types are).
+//! into any row type both backends can decode ([`Record`]: tuples of plain types are). The
+//! alternatives were worse: functions generic over `sqlx::Database` carry a screen of `where`
+//! clauses each (`Encode`, `Type`, `IntoArguments`, `Executor` for every bound type), and sqlx's `Any`
+//! driver needs pools of its own beside the typed ones the adapters and transactions use, and binds
+//! no arrays.
 //!
 //! One text serves both backends: it is written with `?` placeholders (SQLite's), numbered `$1, $2, …`
 //! for PostgreSQL ([`numbered`]). A list bound with [`Query::bind`] from a slice stands where the text
