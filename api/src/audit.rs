@@ -14,18 +14,20 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use cdp_domain::store::sql::{self as db, Arg};
 use cdp_domain::store::Store;
 use cdp_domain::workspace::Scope;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use sqlx::Row;
 
 use crate::audit_slot::AuditSlot;
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::extract::Query;
 use crate::AppState;
+
+mod sql;
 
 /// The route of exports: reading it is audited although it is a GET.
 const EXPORT_ROUTE: &str = "/v1/segments/{id}/members";
@@ -144,7 +146,7 @@ pub async fn record(
 }
 
 /// A row of the audit log.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Entry {
     pub seq: i64,
     pub workspace: String,
@@ -196,48 +198,22 @@ impl Entry {
     }
 }
 
-const INSERT_SQLITE: &str = "INSERT INTO audit_log \
-    (workspace, at, actor, scope, action, method, path, target, status, request_id) \
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
-const INSERT_POSTGRES: &str = "INSERT INTO audit_log \
-    (workspace, at, actor, scope, action, method, path, target, status, request_id) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
-
 /// Appends one entry.
 pub async fn append(store: &Store, e: &Entry) -> Result<(), sqlx::Error> {
-    macro_rules! bind_all {
-        ($q:expr) => {
-            $q.bind(&e.workspace)
-                .bind(e.at)
-                .bind(&e.actor)
-                .bind(&e.scope)
-                .bind(&e.action)
-                .bind(&e.method)
-                .bind(&e.path)
-                .bind(&e.target)
-                .bind(e.status)
-                .bind(&e.request_id)
-        };
-    }
-    match store {
-        Store::Sqlite(s) => {
-            bind_all!(sqlx::query(INSERT_SQLITE))
-                .execute(s.write_pool())
-                .await?;
-        }
-        Store::Postgres(s) => {
-            bind_all!(sqlx::query(INSERT_POSTGRES))
-                .execute(s.pool())
-                .await?;
-        }
-    }
+    db::query(sql::INSERT)
+        .bind(&e.workspace)
+        .bind(e.at)
+        .bind(&e.actor)
+        .bind(&e.scope)
+        .bind(&e.action)
+        .bind(&e.method)
+        .bind(&e.path)
+        .bind(&e.target)
+        .bind(e.status)
+        .bind(&e.request_id)
+        .execute(store.writer())
+        .await?;
     Ok(())
-}
-
-/// A filter value to bind.
-enum Bind {
-    Text(String),
-    Int(i64),
 }
 
 /// What `GET /v1/audit` selects.
@@ -255,76 +231,32 @@ pub struct Filter {
 
 /// The workspace's entries that pass `filter`, in the order it asks.
 pub async fn query(store: &Store, workspace: &str, f: &Filter) -> Result<Vec<Entry>, sqlx::Error> {
-    let postgres = matches!(store, Store::Postgres(_));
-    let mut binds = vec![Bind::Text(workspace.to_owned())];
-    let mut sql = String::from(
-        "SELECT seq, workspace, at, actor, scope, action, method, path, target, status, request_id \
-         FROM audit_log WHERE workspace = ",
-    );
-    let placeholder = |sql: &mut String, n: usize| {
-        if postgres {
-            sql.push_str(&format!("${n}"));
-        } else {
-            sql.push('?');
-        }
-    };
-    placeholder(&mut sql, 1);
-    let conditions: [(&str, Option<Bind>); 6] = [
-        ("action = ", f.action.clone().map(Bind::Text)),
-        ("actor = ", f.actor.clone().map(Bind::Text)),
-        ("at >= ", f.since_ms.map(Bind::Int)),
-        ("at <= ", f.until_ms.map(Bind::Int)),
-        ("seq > ", f.after.map(Bind::Int)),
-        ("seq < ", f.before.map(Bind::Int)),
+    let mut text = String::from(sql::ENTRIES);
+    let mut binds: Vec<Arg<'_>> = vec![workspace.into()];
+    let conditions: [(&str, Option<Arg<'_>>); 6] = [
+        (sql::AND_ACTION, f.action.as_deref().map(Arg::from)),
+        (sql::AND_ACTOR, f.actor.as_deref().map(Arg::from)),
+        (sql::AND_SINCE, f.since_ms.map(Arg::from)),
+        (sql::AND_UNTIL, f.until_ms.map(Arg::from)),
+        (sql::AND_AFTER, f.after.map(Arg::from)),
+        (sql::AND_BEFORE, f.before.map(Arg::from)),
     ];
     for (condition, value) in conditions {
         if let Some(value) = value {
-            sql.push_str(" AND ");
-            sql.push_str(condition);
+            text.push_str(condition);
             binds.push(value);
-            placeholder(&mut sql, binds.len());
         }
     }
-    sql.push_str(if f.oldest_first {
-        " ORDER BY seq ASC LIMIT "
+    text.push_str(if f.oldest_first {
+        sql::OLDEST_FIRST
     } else {
-        " ORDER BY seq DESC LIMIT "
+        sql::NEWEST_FIRST
     });
-    sql.push_str(&f.limit.to_string());
-    macro_rules! run {
-        ($pool:expr, $db:ty) => {{
-            let mut q = sqlx::query::<$db>(&sql);
-            for b in binds {
-                q = match b {
-                    Bind::Text(t) => q.bind(t),
-                    Bind::Int(i) => q.bind(i),
-                };
-            }
-            q.fetch_all($pool)
-                .await?
-                .iter()
-                .map(|r| {
-                    Ok(Entry {
-                        seq: r.try_get("seq")?,
-                        workspace: r.try_get("workspace")?,
-                        at: r.try_get("at")?,
-                        actor: r.try_get("actor")?,
-                        scope: r.try_get("scope")?,
-                        action: r.try_get("action")?,
-                        method: r.try_get("method")?,
-                        path: r.try_get("path")?,
-                        target: r.try_get("target")?,
-                        status: r.try_get("status")?,
-                        request_id: r.try_get("request_id")?,
-                    })
-                })
-                .collect::<Result<Vec<_>, sqlx::Error>>()
-        }};
-    }
-    match store {
-        Store::Sqlite(s) => run!(s.read_pool(), sqlx::Sqlite),
-        Store::Postgres(s) => run!(s.pool(), sqlx::Postgres),
-    }
+    binds.push(f.limit.into());
+    db::query(text)
+        .bind_each(binds)
+        .fetch_all(store.reader())
+        .await
 }
 
 #[derive(Deserialize)]

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream};
 use async_nats::HeaderMap;
+use cdp_domain::store::sql::{query, query_each};
 use cdp_domain::store::Store;
 use cdp_projections::outbox::{outbox_after, OutMessage};
 use cdp_projections::runner::checkpoint;
@@ -16,6 +17,8 @@ use cdp_projections::ProjectionError;
 use chrono::Utc;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
+
+mod sql;
 
 /// Where outgoing messages are published: the stream (`CDP_OUT`) and the subject prefix that replaces
 /// `cdp.out.` (a namespace's, in tests).
@@ -191,20 +194,10 @@ impl Outage {
 /// How many messages of the outbox wait to be published.
 async fn waiting(store: &Store) -> Result<i64, ProjectionError> {
     let after = checkpoint(store, PUBLISHER).await?.seq;
-    let count = match store {
-        Store::Sqlite(s) => {
-            sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE seq > ?")
-                .bind(after)
-                .fetch_one(s.read_pool())
-                .await?
-        }
-        Store::Postgres(s) => {
-            sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE seq > $1")
-                .bind(after)
-                .fetch_one(s.pool())
-                .await?
-        }
-    };
+    let count = query(sql::WAITING)
+        .bind(after)
+        .scalar(store.reader())
+        .await?;
     Ok(count)
 }
 
@@ -283,50 +276,21 @@ async fn prune(store: &Store, published: i64) -> Result<(), ProjectionError> {
     if below <= 0 {
         return Ok(());
     }
-    match store {
-        Store::Sqlite(s) => {
-            sqlx::query("DELETE FROM outbox WHERE seq <= ?")
-                .bind(below)
-                .execute(s.write_pool())
-                .await?;
-        }
-        Store::Postgres(s) => {
-            sqlx::query("DELETE FROM outbox WHERE seq <= $1")
-                .bind(below)
-                .execute(s.pool())
-                .await?;
-        }
-    }
+    query(sql::PRUNE)
+        .bind(below)
+        .execute(store.writer())
+        .await?;
     Ok(())
 }
 
 async fn save(store: &Store, seq: i64) -> Result<(), ProjectionError> {
     let now = Utc::now().timestamp_millis();
-    match store {
-        Store::Sqlite(s) => {
-            sqlx::query(
-                "INSERT INTO projection_checkpoints (name, tx, seq, updated_at) VALUES (?, 0, ?, ?) \
-                 ON CONFLICT (name) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at",
-            )
-            .bind(PUBLISHER)
-            .bind(seq)
-            .bind(now)
-            .execute(s.write_pool())
-            .await?;
-        }
-        Store::Postgres(s) => {
-            sqlx::query(
-                "INSERT INTO projection_checkpoints (name, tx, seq, updated_at) VALUES ($1, 0, $2, $3) \
-                 ON CONFLICT (name) DO UPDATE SET seq = GREATEST(projection_checkpoints.seq, excluded.seq), \
-                 updated_at = excluded.updated_at",
-            )
-            .bind(PUBLISHER)
-            .bind(seq)
-            .bind(now)
-            .execute(s.pool())
-            .await?;
-        }
-    }
+    query_each(sql::SAVE_CHECKPOINT_SQLITE, sql::SAVE_CHECKPOINT_POSTGRES)
+        .bind(PUBLISHER)
+        .bind(seq)
+        .bind(now)
+        .execute(store.writer())
+        .await?;
     Ok(())
 }
 

@@ -7,11 +7,14 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use cdp_domain::store::sql::query;
 use cdp_domain::store::Store;
 use cdp_projections::identity::IdentityResolver;
 use cdp_projections::runner::checkpoint;
 use cdp_replay::rebuild::{self, Phase, RebuildProgress};
 use indicatif::{ProgressBar, ProgressStyle};
+
+mod sql;
 
 /// `cdp replay …`.
 #[derive(Debug, clap::Args)]
@@ -250,40 +253,20 @@ async fn status(store: &Store) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn scalar(store: &Store, sql: &str, bind: Option<i64>) -> anyhow::Result<i64> {
-    Ok(match store {
-        Store::Sqlite(s) => {
-            let mut q = sqlx::query_scalar::<_, Option<i64>>(sql);
-            if let Some(b) = bind {
-                q = q.bind(b);
-            }
-            q.fetch_one(s.read_pool()).await?
-        }
-        Store::Postgres(s) => {
-            let sql = sql.replace('?', "$1");
-            let mut q = sqlx::query_scalar::<_, Option<i64>>(&sql);
-            if let Some(b) = bind {
-                q = q.bind(b);
-            }
-            q.fetch_one(s.pool()).await?
-        }
-    }
-    .unwrap_or(0))
+/// The one number `text` answers (0 for none), with `bind` bound if given.
+async fn scalar(store: &Store, text: &str, bind: Option<i64>) -> anyhow::Result<i64> {
+    let value: Option<i64> = query(text).bind_each(bind).scalar(store.reader()).await?;
+    Ok(value.unwrap_or(0))
 }
 
 async fn log_head(store: &Store) -> anyhow::Result<i64> {
-    scalar(store, "SELECT max(seq) FROM events", None).await
+    scalar(store, sql::LOG_HEAD, None).await
 }
 
 async fn events_after(store: &Store, seq: i64) -> anyhow::Result<i64> {
-    scalar(
-        store,
-        "SELECT count(*) FROM events WHERE seq > ?",
-        Some(seq),
-    )
-    .await
+    scalar(store, sql::EVENTS_AFTER, Some(seq)).await
 }
 
 async fn outbox_head(store: &Store) -> anyhow::Result<i64> {
-    scalar(store, "SELECT max(seq) FROM outbox", None).await
+    scalar(store, sql::OUTBOX_HEAD, None).await
 }

@@ -12,6 +12,7 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use cdp_domain::computed::Function;
+use cdp_domain::store::sql::query;
 use cdp_domain::store::Store;
 use cdp_domain::tags::TagDef;
 use cdp_domain::workspace::Scope;
@@ -21,6 +22,8 @@ use serde_json::{json, Value};
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::AppState;
+
+mod sql;
 
 /// Profiles and events sampled.
 const SAMPLE: i64 = 2_000;
@@ -132,20 +135,11 @@ fn computed_type(function: Function, has_property: bool) -> &'static str {
 }
 
 async fn latest_events(store: &Store, workspace: &str) -> Result<Vec<(String, Value)>, ApiError> {
-    let newest: Option<i64> = match store {
-        Store::Sqlite(s) => sqlx::query_scalar("SELECT max(seq) FROM events WHERE workspace = ?")
-            .bind(workspace)
-            .fetch_one(s.read_pool())
-            .await
-            .map_err(ApiError::internal)?,
-        Store::Postgres(s) => {
-            sqlx::query_scalar("SELECT max(seq) FROM events WHERE workspace = $1")
-                .bind(workspace)
-                .fetch_one(s.pool())
-                .await
-                .map_err(ApiError::internal)?
-        }
-    };
+    let newest: Option<i64> = query(sql::NEWEST_EVENT)
+        .bind(workspace)
+        .scalar(store.reader())
+        .await
+        .map_err(ApiError::internal)?;
     let Some(newest) = newest else {
         return Ok(Vec::new());
     };

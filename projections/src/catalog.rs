@@ -12,12 +12,11 @@ use cdp_domain::consent::ConsentPolicy;
 use cdp_domain::ident::WorkspaceId;
 use cdp_domain::profile::ProfileDoc;
 use cdp_domain::segments::SegmentDef;
+use cdp_domain::store::sql::query;
 use cdp_domain::store::Store;
 use cdp_domain::tags::{RfmThresholds, TagDef, TagValue};
 use serde_json::Value;
-use sqlx::QueryBuilder;
 
-use crate::profiles::numbered;
 use crate::runner::ProjectionError;
 
 mod writes;
@@ -25,26 +24,8 @@ mod writes;
 pub(crate) use writes::write;
 pub use writes::{CatalogWrites, DefinitionRow};
 
-/// Runs a query on whichever backend `store` is, reading through the read pool. `$sql` uses `?`
-/// placeholders; `$q` is the query to bind parameters on.
-macro_rules! read {
-    ($store:expr, $sql:expr, |$q:ident| $bound:expr, $fetch:ident) => {
-        match $store {
-            Store::Sqlite(s) => {
-                let $q = sqlx::query_as($sql);
-                $bound.$fetch(s.read_pool()).await?
-            }
-            Store::Postgres(s) => {
-                let sql = numbered($sql);
-                let $q = sqlx::query_as(&sql);
-                $bound.$fetch(s.pool()).await?
-            }
-        }
-    };
-}
-
-// After `read!`, which it uses.
 mod segments;
+pub(crate) mod sql;
 pub use segments::{
     members_page, membership_history, memberships_of, segment_changes_since, segment_sizes,
     Membership, MembershipChange, DAY_MS,
@@ -83,15 +64,11 @@ pub(crate) async fn definitions_in(
     workspace: &str,
     kind: &str,
 ) -> Result<Vec<StoredDefinition>, ProjectionError> {
-    let rows: Vec<(String, i64, Option<String>, i64)> = read!(
-        store,
-        "SELECT d.name, d.version, d.body, d.defined_at FROM definitions d \
-         WHERE d.workspace = ? AND d.kind = ? AND d.version = (SELECT max(x.version) \
-           FROM definitions x WHERE x.workspace = d.workspace AND x.kind = d.kind AND x.name = d.name) \
-         ORDER BY d.name",
-        |q| q.bind(workspace).bind(kind),
-        fetch_all
-    );
+    let rows: Vec<(String, i64, Option<String>, i64)> = query(sql::NEWEST_DEFINITIONS)
+        .bind(workspace)
+        .bind(kind)
+        .fetch_all(store.reader())
+        .await?;
     rows.into_iter()
         .filter(|r| r.2.is_some())
         .map(|(name, version, body, defined_at)| {
@@ -115,13 +92,12 @@ pub async fn previous_definition(
     name: &str,
     version: i64,
 ) -> Result<Option<Value>, ProjectionError> {
-    let row: Option<(Option<String>,)> = read!(
-        store,
-        "SELECT body FROM definitions WHERE workspace = ? AND kind = 'segment' AND name = ? \
-         AND version < ? ORDER BY version DESC LIMIT 1",
-        |q| q.bind(workspace).bind(name).bind(version),
-        fetch_optional
-    );
+    let row: Option<(Option<String>,)> = query(sql::SEGMENT_BODY_BEFORE)
+        .bind(workspace)
+        .bind(name)
+        .bind(version)
+        .fetch_optional(store.reader())
+        .await?;
     row.and_then(|(body,)| body)
         .map(|b| serde_json::from_str(&b).map_err(ProjectionError::corrupt))
         .transpose()
@@ -246,16 +222,9 @@ fn job_of(r: JobRow) -> Job {
     }
 }
 
-pub(crate) const JOB_COLUMNS: &str =
-    "workspace, kind, name, version, cursor, done, total, status, started_at, finished_at";
-
 /// The jobs still running, oldest first.
 pub async fn running_jobs(store: &Store) -> Result<Vec<Job>, ProjectionError> {
-    let sql = format!(
-        "SELECT {JOB_COLUMNS} FROM catalog_jobs WHERE status = 'running' \
-         ORDER BY started_at, workspace, kind, name"
-    );
-    let rows: Vec<JobRow> = read!(store, &sql, |q| q, fetch_all);
+    let rows: Vec<JobRow> = query(sql::RUNNING_JOBS).fetch_all(store.reader()).await?;
     Ok(rows.into_iter().map(job_of).collect())
 }
 
@@ -276,16 +245,12 @@ pub(crate) async fn latest_job_in(
     kind: &str,
     name: &str,
 ) -> Result<Option<Job>, ProjectionError> {
-    let sql = format!(
-        "SELECT {JOB_COLUMNS} FROM catalog_jobs WHERE workspace = ? AND kind = ? AND name = ? \
-         ORDER BY version DESC, started_at DESC LIMIT 1"
-    );
-    let row: Option<JobRow> = read!(
-        store,
-        &sql,
-        |q| q.bind(workspace).bind(kind).bind(name),
-        fetch_optional
-    );
+    let row: Option<JobRow> = query(sql::LATEST_JOB)
+        .bind(workspace)
+        .bind(kind)
+        .bind(name)
+        .fetch_optional(store.reader())
+        .await?;
     Ok(row.map(job_of))
 }
 
@@ -346,31 +311,11 @@ pub(crate) async fn tags_of_in(
 ) -> Result<BTreeMap<String, Vec<ProfileTag>>, ProjectionError> {
     let mut out: BTreeMap<String, Vec<ProfileTag>> = BTreeMap::new();
     for chunk in profiles.chunks(500) {
-        let rows: Vec<TagRow> = match store {
-            Store::Sqlite(s) => {
-                let mut q: QueryBuilder<sqlx::Sqlite> = QueryBuilder::new(
-                    "SELECT profile, tag, value, detail, manual, changed_at, caused_by \
-                     FROM profile_tags WHERE workspace = ",
-                );
-                q.push_bind(workspace).push(" AND profile IN (");
-                let mut list = q.separated(", ");
-                for p in chunk {
-                    list.push_bind(*p);
-                }
-                q.push(") ORDER BY profile, tag");
-                q.build_query_as().fetch_all(s.read_pool()).await?
-            }
-            Store::Postgres(s) => {
-                sqlx::query_as(
-                    "SELECT profile, tag, value, detail, manual, changed_at, caused_by \
-                     FROM profile_tags WHERE workspace = $1 AND profile = ANY($2) ORDER BY profile, tag",
-                )
-                .bind(workspace)
-                .bind(chunk)
-                .fetch_all(s.pool())
-                .await?
-            }
-        };
+        let rows: Vec<TagRow> = query(sql::TAGS_OF)
+            .bind(workspace)
+            .bind(chunk)
+            .fetch_all(store.reader())
+            .await?;
         for r in rows {
             let (profile, tag) = tag_of(r)?;
             out.entry(profile).or_default().push(tag);
@@ -392,14 +337,11 @@ pub async fn tag_stats(
     workspace: &WorkspaceId,
     tag: &str,
 ) -> Result<Vec<TagValueStats>, ProjectionError> {
-    let rows: Vec<(String, i64, Option<f64>)> = read!(
-        store,
-        "SELECT t.value, count(*), sum(s.spend) FROM profile_tags t \
-         LEFT JOIN profile_spend s ON s.workspace = t.workspace AND s.profile = t.profile \
-         WHERE t.workspace = ? AND t.tag = ? GROUP BY t.value ORDER BY t.value",
-        |q| q.bind(workspace.as_str()).bind(tag),
-        fetch_all
-    );
+    let rows: Vec<(String, i64, Option<f64>)> = query(sql::TAG_STATS)
+        .bind(workspace.as_str())
+        .bind(tag)
+        .fetch_all(store.reader())
+        .await?;
     rows.into_iter()
         .map(|(value, profiles, spend)| {
             Ok(TagValueStats {
@@ -425,12 +367,10 @@ pub(crate) async fn thresholds_in(
     store: &Store,
     workspace: &str,
 ) -> Result<BTreeMap<String, (i64, i64, RfmThresholds)>, ProjectionError> {
-    let rows: Vec<(String, i64, i64, String)> = read!(
-        store,
-        "SELECT tag, version, computed_at, body FROM rfm_thresholds WHERE workspace = ?",
-        |q| q.bind(workspace),
-        fetch_all
-    );
+    let rows: Vec<(String, i64, i64, String)> = query(sql::THRESHOLDS)
+        .bind(workspace)
+        .fetch_all(store.reader())
+        .await?;
     rows.into_iter()
         .map(|(tag, version, at, body)| {
             let t = serde_json::from_str(&body).map_err(ProjectionError::corrupt)?;
@@ -456,13 +396,12 @@ pub(crate) async fn profiles_after_in(
     cursor: &str,
     limit: i64,
 ) -> Result<Vec<(String, ProfileDoc)>, ProjectionError> {
-    let rows: Vec<(String, Option<Vec<u8>>, Option<String>)> = read!(
-        store,
-        "SELECT profile, state, doc FROM profiles WHERE workspace = ? AND profile > ? \
-         ORDER BY profile LIMIT ?",
-        |q| q.bind(workspace).bind(cursor).bind(limit),
-        fetch_all
-    );
+    let rows: Vec<(String, Option<Vec<u8>>, Option<String>)> = query(sql::PROFILES_AFTER)
+        .bind(workspace)
+        .bind(cursor)
+        .bind(limit)
+        .fetch_all(store.reader())
+        .await?;
     rows.into_iter()
         .map(|(p, state, doc)| Ok((p, crate::profiles::decode(&(state, doc))?)))
         .collect()
@@ -474,43 +413,29 @@ pub async fn due(
     now_ms: i64,
     limit: i64,
 ) -> Result<Vec<(String, String)>, ProjectionError> {
-    Ok(read!(
-        store,
-        "SELECT workspace, profile FROM profile_due WHERE due_at <= ? ORDER BY due_at LIMIT ?",
-        |q| q.bind(now_ms).bind(limit),
-        fetch_all
-    ))
+    Ok(query(sql::DUE)
+        .bind(now_ms)
+        .bind(limit)
+        .fetch_all(store.reader())
+        .await?)
 }
 
 /// The earliest time a profile is due, if any.
 pub async fn next_due(store: &Store) -> Result<Option<i64>, ProjectionError> {
-    let row: (Option<i64>,) = read!(
-        store,
-        "SELECT min(due_at) FROM profile_due",
-        |q| q,
-        fetch_one
-    );
-    Ok(row.0)
+    Ok(query(sql::NEXT_DUE).scalar(store.reader()).await?)
 }
 
 /// Workspaces that define tags (where quantile RFM tags may need their cut points measured).
 pub async fn workspaces_with_rfm(store: &Store) -> Result<Vec<String>, ProjectionError> {
-    let rows: Vec<(String,)> = read!(
-        store,
-        "SELECT DISTINCT workspace FROM definitions WHERE kind = 'tag' AND body LIKE '%rfm%'",
-        |q| q,
-        fetch_all
-    );
-    Ok(rows.into_iter().map(|r| r.0).collect())
+    Ok(query(sql::WORKSPACES_WITH_RFM)
+        .scalars(store.reader())
+        .await?)
 }
 
 /// How many live profiles a workspace has.
 pub async fn count_profiles(store: &Store, workspace: &str) -> Result<i64, ProjectionError> {
-    let row: (i64,) = read!(
-        store,
-        "SELECT count(*) FROM profiles WHERE workspace = ?",
-        |q| q.bind(workspace),
-        fetch_one
-    );
-    Ok(row.0)
+    Ok(query(sql::COUNT_PROFILES)
+        .bind(workspace)
+        .scalar(store.reader())
+        .await?)
 }

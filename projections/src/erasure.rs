@@ -14,6 +14,7 @@ use std::collections::BTreeSet;
 
 use cdp_domain::ident::WorkspaceId;
 use cdp_domain::identity::{IdentityEvent, ProfileId};
+use cdp_domain::store::sql::{query, verbatim};
 use cdp_domain::store::Store;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -21,6 +22,7 @@ use serde_json::Value;
 use crate::evaluation::derive::{change_message, membership_change};
 use crate::identity::{forget_state, IdentityResolver};
 use crate::model_tx::Tx;
+use crate::runner::sql as checkpoint_sql;
 use crate::runner::{ModelTx, ProjectionError};
 use crate::stages::StageWrites;
 
@@ -29,10 +31,7 @@ mod sql;
 
 use cluster::{find_cluster, identifier_values, Cluster};
 
-use sql::{
-    containing, decisions, execute, ints, marks, pairs_int, restore_triggers, set_triggers_aside,
-    text_binds, texts, Bind,
-};
+use sql::{containing, restore_triggers, set_triggers_aside};
 
 /// The cause recorded on the exits an erasure makes.
 pub const ERASURE_CAUSE: &str = "erasure";
@@ -84,26 +83,21 @@ pub async fn erase(
         Store::Postgres(s) => {
             let mut tx = s.pool().begin().await?;
             // The resolver's row lock: no batch of it is prepared or written meanwhile.
-            sqlx::query(
-                "INSERT INTO projection_checkpoints (name, tx, seq, updated_at) \
-                 VALUES ($1, 0, 0, 0) ON CONFLICT (name) DO NOTHING",
-            )
-            .bind(IdentityResolver::NAME)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("SELECT seq FROM projection_checkpoints WHERE name = $1 FOR UPDATE")
-                .bind(IdentityResolver::NAME)
-                .execute(&mut *tx)
-                .await?;
+            for lock in [
+                checkpoint_sql::ENSURE_CHECKPOINT_POSTGRES,
+                checkpoint_sql::LOCK_CHECKPOINT_POSTGRES,
+            ] {
+                verbatim(lock)
+                    .bind(IdentityResolver::NAME)
+                    .execute(&mut tx)
+                    .await?;
+            }
             ModelTx(Tx::Postgres(tx))
         }
     };
     let report = erase_in(&mut tx, workspace, profile, actor, now).await?;
     if report.is_some() {
-        match tx {
-            ModelTx(Tx::Sqlite(t)) => t.commit().await?,
-            ModelTx(Tx::Postgres(t)) => t.commit().await?,
-        }
+        tx.commit().await?;
     }
     Ok(report)
 }
@@ -151,45 +145,28 @@ async fn destroy_keys(
     cluster: &Cluster,
     now: DateTime<Utc>,
 ) -> Result<(u64, BTreeSet<i64>, u64), ProjectionError> {
-    let seqs = ints(
-        tx,
-        &format!(
-            "SELECT log_seq FROM event_profiles WHERE workspace = ? AND profile IN ({})",
-            cluster.marks()
-        ),
-        &cluster.binds(),
-    )
-    .await?;
+    let seqs: Vec<i64> = query(sql::EVENTS_OF)
+        .bind(cluster.workspace.as_str())
+        .bind(&cluster.members)
+        .scalars(tx.exec())
+        .await?;
     let mut key_ids = BTreeSet::new();
     for chunk in seqs.chunks(500) {
-        let binds: Vec<Bind> = chunk.iter().map(|s| Bind::Int(*s)).collect();
         key_ids.extend(
-            ints(
-                tx,
-                &format!(
-                    "SELECT DISTINCT key_id FROM events WHERE key_id IS NOT NULL AND seq IN ({})",
-                    marks(chunk.len())
-                ),
-                &binds,
-            )
-            .await?,
+            query(sql::KEYS_OF_EVENTS)
+                .bind(chunk)
+                .scalars::<i64>(tx.exec())
+                .await?,
         );
     }
     let ids: Vec<i64> = key_ids.iter().copied().collect();
     let mut keys = 0;
     for chunk in ids.chunks(500) {
-        let mut binds = vec![Bind::Int(now.timestamp_millis())];
-        binds.extend(chunk.iter().map(|k| Bind::Int(*k)));
-        keys += execute(
-            tx,
-            &format!(
-                "UPDATE subject_keys SET key = NULL, subject = NULL, erased_at = ? \
-                 WHERE key IS NOT NULL AND id IN ({})",
-                marks(chunk.len())
-            ),
-            &binds,
-        )
-        .await?;
+        keys += query(sql::DESTROY_KEYS)
+            .bind(now.timestamp_millis())
+            .bind(chunk)
+            .execute(tx.exec())
+            .await?;
     }
     Ok((seqs.len() as u64, key_ids, keys))
 }
@@ -204,28 +181,19 @@ async fn drop_shared_events(
     candidates: BTreeSet<String>,
 ) -> Result<BTreeSet<String>, ProjectionError> {
     let candidates: Vec<String> = candidates.into_iter().collect();
+    let ws = cluster.workspace.as_str();
     let mut shared = Vec::new();
     for chunk in candidates.chunks(200) {
-        let theirs = ints(
-            tx,
-            &format!(
-                "SELECT log_seq FROM event_profiles WHERE workspace = ? AND profile IN ({})",
-                marks(chunk.len())
-            ),
-            &text_binds(&cluster.workspace, chunk),
-        )
-        .await?;
-        for seqs in theirs.chunks(500) {
-            let binds: Vec<Bind> = seqs.iter().map(|s| Bind::Int(*s)).collect();
-            let keyed = pairs_int(
-                tx,
-                &format!(
-                    "SELECT seq, key_id FROM events WHERE key_id IS NOT NULL AND seq IN ({})",
-                    marks(seqs.len())
-                ),
-                &binds,
-            )
+        let theirs: Vec<i64> = query(sql::EVENTS_OF)
+            .bind(ws)
+            .bind(chunk)
+            .scalars(tx.exec())
             .await?;
+        for seqs in theirs.chunks(500) {
+            let keyed: Vec<(i64, i64)> = query(sql::EVENT_KEYS)
+                .bind(seqs)
+                .fetch_all(tx.exec())
+                .await?;
             shared.extend(
                 keyed
                     .into_iter()
@@ -234,30 +202,21 @@ async fn drop_shared_events(
             );
         }
     }
-    let in_cluster = cluster.marks();
     let mut affected = BTreeSet::new();
     for chunk in shared.chunks(500) {
-        let mut binds = vec![cluster.ws()];
-        binds.extend(chunk.iter().map(|s| Bind::Int(*s)));
-        binds.extend(cluster.members.iter().map(|p| Bind::Text(p.clone())));
-        let list = marks(chunk.len());
         affected.extend(
-            texts(
-                tx,
-                &format!(
-                    "SELECT DISTINCT profile FROM event_profiles WHERE workspace = ? \
-                     AND log_seq IN ({list}) AND profile NOT IN ({in_cluster})"
-                ),
-                &binds,
-            )
-            .await?,
+            query(sql::OTHER_OWNERS)
+                .bind(ws)
+                .bind(chunk)
+                .bind(&cluster.members)
+                .scalars::<String>(tx.exec())
+                .await?,
         );
-        execute(
-            tx,
-            &format!("DELETE FROM event_profiles WHERE workspace = ? AND log_seq IN ({list})"),
-            &binds[..=chunk.len()],
-        )
-        .await?;
+        query(sql::DROP_EVENT_OWNERS)
+            .bind(ws)
+            .bind(chunk)
+            .execute(tx.exec())
+            .await?;
     }
     Ok(affected)
 }
@@ -268,24 +227,20 @@ async fn drop_messages(
     cluster: &Cluster,
     values: &BTreeSet<String>,
 ) -> Result<(), ProjectionError> {
+    let ws = cluster.workspace.as_str();
     for p in &cluster.members {
-        execute(
-            tx,
-            "DELETE FROM outbox WHERE workspace = ? AND payload LIKE ? ESCAPE '\\'",
-            &[
-                cluster.ws(),
-                Bind::Text(containing(&format!("\"profile_id\":\"{p}\""))),
-            ],
-        )
-        .await?;
+        query(sql::DROP_OUTBOX_LIKE)
+            .bind(ws)
+            .bind(containing(&format!("\"profile_id\":\"{p}\"")))
+            .execute(tx.exec())
+            .await?;
     }
     for v in values.iter().filter(|v| v.chars().count() >= 3) {
-        execute(
-            tx,
-            "DELETE FROM quarantine WHERE workspace = ? AND payload LIKE ? ESCAPE '\\'",
-            &[cluster.ws(), Bind::Text(containing(v))],
-        )
-        .await?;
+        query(sql::DROP_QUARANTINE_LIKE)
+            .bind(ws)
+            .bind(containing(v))
+            .execute(tx.exec())
+            .await?;
     }
     Ok(())
 }
@@ -298,24 +253,22 @@ async fn publish_exits(
     cluster: &Cluster,
     now: DateTime<Utc>,
 ) -> Result<u64, ProjectionError> {
-    let segments = texts(
-        tx,
-        "SELECT segment FROM segment_members WHERE workspace = ? AND profile = ? ORDER BY segment",
-        &cluster.survivor_binds(),
-    )
-    .await?;
+    let segments: Vec<String> = query(sql::SEGMENTS_OF)
+        .bind(cluster.workspace.as_str())
+        .bind(cluster.survivor.as_str())
+        .scalars(tx.exec())
+        .await?;
     let survivor = ProfileId::parse(&cluster.survivor).map_err(ProjectionError::corrupt)?;
     let key = (cluster.workspace.clone(), survivor);
     let mut exits = StageWrites::default();
     for segment in &segments {
         membership_change(&mut exits, &key, segment, false, ERASURE_CAUSE, now);
     }
-    let tags = texts(
-        tx,
-        "SELECT tag FROM profile_tags WHERE workspace = ? AND profile = ? ORDER BY tag",
-        &cluster.survivor_binds(),
-    )
-    .await?;
+    let tags: Vec<String> = query(sql::TAGS_OF)
+        .bind(cluster.workspace.as_str())
+        .bind(cluster.survivor.as_str())
+        .scalars(tx.exec())
+        .await?;
     for tag in &tags {
         exits.outbox.push(change_message(
             &cluster.workspace,
@@ -336,33 +289,27 @@ async fn delete_read_models(
     tx: &mut ModelTx<'_>,
     cluster: &Cluster,
 ) -> Result<(), ProjectionError> {
-    let in_cluster = cluster.marks();
-    for table in ["profiles", "event_profiles", "profile_spend", "profile_due"] {
-        execute(
-            tx,
-            &format!("DELETE FROM {table} WHERE workspace = ? AND profile IN ({in_cluster})"),
-            &cluster.binds(),
-        )
-        .await?;
+    let ws = cluster.workspace.as_str();
+    for delete in sql::DELETE_OF_CLUSTER {
+        query(delete)
+            .bind(ws)
+            .bind(&cluster.members)
+            .execute(tx.exec())
+            .await?;
     }
-    for table in ["identifier_owners", "profile_tags", "segment_members"] {
-        execute(
-            tx,
-            &format!("DELETE FROM {table} WHERE workspace = ? AND profile = ?"),
-            &cluster.survivor_binds(),
-        )
-        .await?;
+    for delete in sql::DELETE_OF_SURVIVOR {
+        query(delete)
+            .bind(ws)
+            .bind(cluster.survivor.as_str())
+            .execute(tx.exec())
+            .await?;
     }
-    let twice = [cluster.members.clone(), cluster.members.clone()].concat();
-    execute(
-        tx,
-        &format!(
-            "DELETE FROM profile_aliases WHERE workspace = ? AND (profile IN ({in_cluster}) \
-             OR survivor IN ({in_cluster}))"
-        ),
-        &text_binds(&cluster.workspace, &twice),
-    )
-    .await?;
+    query(sql::DELETE_ALIASES)
+        .bind(ws)
+        .bind(&cluster.members)
+        .bind(&cluster.members)
+        .execute(tx.exec())
+        .await?;
     Ok(())
 }
 
@@ -372,17 +319,12 @@ async fn redact_decisions(
     cluster: &Cluster,
     values: &BTreeSet<String>,
 ) -> Result<(), ProjectionError> {
-    let in_cluster = cluster.marks();
-    let twice = [cluster.members.clone(), cluster.members.clone()].concat();
-    let rows = decisions(
-        tx,
-        &format!(
-            "SELECT seq, value, body FROM identity_events WHERE workspace = ? \
-             AND (profile IN ({in_cluster}) OR other IN ({in_cluster}))"
-        ),
-        &text_binds(&cluster.workspace, &twice),
-    )
-    .await?;
+    let rows: Vec<(i64, Option<String>, String)> = query(sql::DECISIONS_OF)
+        .bind(cluster.workspace.as_str())
+        .bind(&cluster.members)
+        .bind(&cluster.members)
+        .fetch_all(tx.exec())
+        .await?;
     let triggers = set_triggers_aside(tx).await?;
     for (seq, value, body) in rows {
         let mut parsed: Value = serde_json::from_str(&body).map_err(ProjectionError::corrupt)?;
@@ -396,16 +338,12 @@ async fn redact_decisions(
                 }
             })
             .unwrap_or_default();
-        execute(
-            tx,
-            "UPDATE identity_events SET value = nullif(?, ''), body = ? WHERE seq = ?",
-            &[
-                Bind::Text(value),
-                Bind::Text(parsed.to_string()),
-                Bind::Int(seq),
-            ],
-        )
-        .await?;
+        query(sql::REDACT_DECISION)
+            .bind(value)
+            .bind(parsed.to_string())
+            .bind(seq)
+            .execute(tx.exec())
+            .await?;
     }
     restore_triggers(tx, triggers).await
 }
@@ -422,50 +360,39 @@ async fn record(
     let at = now.timestamp_millis();
     let profiles_json =
         serde_json::to_string(&cluster.members).map_err(ProjectionError::corrupt)?;
-    let seq = ints(
-        tx,
-        "INSERT INTO erasures (workspace, profile, profiles, actor, at, events, keys) \
-         VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING seq",
-        &[
-            cluster.ws(),
-            Bind::Text(cluster.survivor.clone()),
-            Bind::Text(profiles_json),
-            Bind::Text(actor.to_owned()),
-            Bind::Int(at),
-            Bind::Int(events as i64),
-            Bind::Int(keys as i64),
-        ],
-    )
-    .await?
-    .pop()
-    .ok_or_else(|| ProjectionError::Corrupt("the erasure was not recorded".into()))?;
+    let ws = cluster.workspace.as_str();
+    let seq: i64 = query(sql::RECORD_ERASURE)
+        .bind(ws)
+        .bind(cluster.survivor.as_str())
+        .bind(profiles_json)
+        .bind(actor)
+        .bind(at)
+        .bind(events as i64)
+        .bind(keys as i64)
+        .scalars(tx.exec())
+        .await?
+        .pop()
+        .ok_or_else(|| ProjectionError::Corrupt("the erasure was not recorded".into()))?;
     let caused_by = format!("erasure_{seq}");
     let decision = IdentityEvent::ProfileErased {
         profile: ProfileId::parse(&cluster.survivor).map_err(ProjectionError::corrupt)?,
         caused_by: caused_by.clone(),
     };
     let body = serde_json::to_string(&decision).map_err(ProjectionError::corrupt)?;
-    let at_log = ints(
-        tx,
-        "SELECT seq FROM projection_checkpoints WHERE name = ?",
-        &[Bind::Text(IdentityResolver::NAME.to_owned())],
-    )
-    .await?
-    .pop()
-    .unwrap_or(0);
-    execute(
-        tx,
-        "INSERT INTO identity_events (workspace, log_seq, caused_by, kind, profile, other, id_type, \
-         value, recorded_at, body) VALUES (?, ?, ?, 'profile_erased', ?, NULL, NULL, NULL, ?, ?)",
-        &[
-            cluster.ws(),
-            Bind::Int(at_log),
-            Bind::Text(caused_by),
-            Bind::Text(cluster.survivor.clone()),
-            Bind::Int(at),
-            Bind::Text(body),
-        ],
-    )
-    .await?;
+    let at_log: i64 = query(checkpoint_sql::CHECKPOINT_SEQ)
+        .bind(IdentityResolver::NAME)
+        .scalars(tx.exec())
+        .await?
+        .pop()
+        .unwrap_or(0);
+    query(sql::PROFILE_ERASED)
+        .bind(ws)
+        .bind(at_log)
+        .bind(caused_by)
+        .bind(cluster.survivor.as_str())
+        .bind(at)
+        .bind(body)
+        .execute(tx.exec())
+        .await?;
     Ok(seq)
 }

@@ -1,18 +1,21 @@
 //! The transaction a read model is written in (`ModelTx`): opaque outside this crate, which alone
 //! writes SQL through it; other crates begin, hand on and commit it.
 
+use cdp_domain::store::sql::{query, Exec};
 use cdp_domain::store::Store;
 use sqlx::{Postgres, Sqlite, Transaction};
 
-use crate::runner::ProjectionError;
+use crate::runner::{sql, ProjectionError};
 
 /// The transaction a projection writes its read model in; the runner commits it with the checkpoint.
 /// Other crates cannot look inside: they write the model through this crate's functions.
 pub struct ModelTx<'a>(pub(crate) Tx<'a>);
 
-/// The backend's transaction inside a [`ModelTx`]. The engine's stages write through it in one shape:
-/// `match &mut tx.0 { Tx::Sqlite(tx) => sqlite::…(tx, …), Tx::Postgres(tx) => postgres::…(tx, …) }`,
-/// each stage's statements for a backend in the `sqlite.rs` or `postgres.rs` beside its writes.
+/// The backend's transaction inside a [`ModelTx`]. A statement both backends run goes through
+/// [`ModelTx::exec`] (`cdp_domain::store::sql`); the engine's stages, whose bulk writes differ by
+/// backend, write through it in one shape: `match &mut tx.0 { Tx::Sqlite(tx) => sqlite::…(tx, …),
+/// Tx::Postgres(tx) => postgres::…(tx, …) }`, each stage's statements for a backend in the
+/// `sqlite.rs` or `postgres.rs` beside its writes.
 pub(crate) enum Tx<'a> {
     Sqlite(Transaction<'a, Sqlite>),
     Postgres(Transaction<'a, Postgres>),
@@ -29,6 +32,19 @@ impl ModelTx<'static> {
 }
 
 impl ModelTx<'_> {
+    /// Where a statement runs in this transaction (`cdp_domain::store::sql`).
+    pub(crate) fn exec(&mut self) -> Exec<'_> {
+        match &mut self.0 {
+            Tx::Sqlite(tx) => tx.into(),
+            Tx::Postgres(tx) => tx.into(),
+        }
+    }
+
+    /// Whether the transaction is SQLite's (for the few statements that differ by backend).
+    pub(crate) fn is_sqlite(&self) -> bool {
+        matches!(self.0, Tx::Sqlite(_))
+    }
+
     pub async fn commit(self) -> Result<(), ProjectionError> {
         match self.0 {
             Tx::Sqlite(tx) => tx.commit().await?,
@@ -59,43 +75,19 @@ pub async fn write_version(
     name: &str,
     version: i64,
 ) -> Result<(), ProjectionError> {
-    let sql = "INSERT INTO projection_versions (name, version) VALUES ($1, $2) \
-               ON CONFLICT (name) DO UPDATE SET version = excluded.version";
-    match &mut tx.0 {
-        Tx::Sqlite(tx) => {
-            sqlx::query(&sql.replace("$1", "?").replace("$2", "?"))
-                .bind(name)
-                .bind(version)
-                .execute(&mut **tx)
-                .await?;
-        }
-        Tx::Postgres(tx) => {
-            sqlx::query(sql)
-                .bind(name)
-                .bind(version)
-                .execute(&mut **tx)
-                .await?;
-        }
-    }
+    query(sql::WRITE_VERSION)
+        .bind(name)
+        .bind(version)
+        .execute(tx.exec())
+        .await?;
     Ok(())
 }
 
 /// The version of the code that built the stored model of `projection` (1 when none is recorded).
 pub async fn built_version(store: &Store, projection: &str) -> Result<i64, ProjectionError> {
-    let sql = "SELECT version FROM projection_versions WHERE name = ";
-    let version: Option<i64> = match store {
-        Store::Sqlite(s) => {
-            sqlx::query_scalar(&format!("{sql}?"))
-                .bind(projection)
-                .fetch_optional(s.read_pool())
-                .await?
-        }
-        Store::Postgres(s) => {
-            sqlx::query_scalar(&format!("{sql}$1"))
-                .bind(projection)
-                .fetch_optional(s.pool())
-                .await?
-        }
-    };
+    let version: Option<i64> = query(sql::BUILT_VERSION)
+        .bind(projection)
+        .scalar_optional(store.reader())
+        .await?;
     Ok(version.unwrap_or(1))
 }

@@ -3,6 +3,7 @@
 //! transaction — each backend's statement in `sqlite` and `postgres` — and read in order by the
 //! publisher (`outbox_after`).
 
+use cdp_domain::store::sql::query;
 use cdp_domain::store::Store;
 
 use crate::model_tx::Tx;
@@ -71,33 +72,23 @@ pub struct OutMessage {
     pub payload: String,
 }
 
+/// The publisher's read: a page of messages after a sequence number, in order (one text for both
+/// backends, run with `cdp_domain::store::sql`; the resolver's appends are in `sqlite.rs` and
+/// `postgres.rs`).
+const OUTBOX_AFTER: &str =
+    "SELECT seq, workspace, subject, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?";
+
 /// Outbox messages after `after`, in order.
 pub async fn outbox_after(
     store: &Store,
     after: i64,
     limit: i64,
 ) -> Result<Vec<OutMessage>, ProjectionError> {
-    let rows: Vec<(i64, String, String, String)> = match store {
-        Store::Sqlite(s) => {
-            sqlx::query_as(
-                "SELECT seq, workspace, subject, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
-            )
-            .bind(after)
-            .bind(limit)
-            .fetch_all(s.read_pool())
-            .await?
-        }
-        Store::Postgres(s) => {
-            sqlx::query_as(
-                "SELECT seq, workspace, subject, payload FROM outbox WHERE seq > $1 ORDER BY seq \
-                 LIMIT $2",
-            )
-            .bind(after)
-            .bind(limit)
-            .fetch_all(s.pool())
-            .await?
-        }
-    };
+    let rows: Vec<(i64, String, String, String)> = query(OUTBOX_AFTER)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(store.reader())
+        .await?;
     Ok(rows
         .into_iter()
         .map(|(seq, workspace, subject, payload)| OutMessage {

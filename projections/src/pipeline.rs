@@ -14,12 +14,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cdp_domain::event::{Position, StoredEvent};
+use cdp_domain::store::sql::{query, verbatim};
 use cdp_domain::store::Store;
 use chrono::Utc;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
 use crate::model_tx::Tx;
+use crate::runner::sql;
 use crate::runner::{checkpoint, finish, next_events, ModelTx, Progress, Projection, RunnerStatus};
 use crate::ProjectionError;
 
@@ -413,32 +415,15 @@ pub async fn commit<P: Projection>(
         Err(ProjectionError::Stale(_)) => return Ok(false),
         Err(e) => return Err(e),
     }
-    const MOVE: &str = "INSERT INTO projection_checkpoints (name, tx, seq, updated_at) \
-                        VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET tx = excluded.tx, \
-                        seq = excluded.seq, updated_at = excluded.updated_at";
     let now = Utc::now().timestamp_millis();
-    match model {
-        ModelTx(Tx::Sqlite(mut tx)) => {
-            sqlx::query(MOVE)
-                .bind(name)
-                .bind(end.tx)
-                .bind(end.seq)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-        }
-        ModelTx(Tx::Postgres(mut tx)) => {
-            sqlx::query(&crate::profiles::numbered(MOVE))
-                .bind(name)
-                .bind(end.tx)
-                .bind(end.seq)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-        }
-    }
+    query(sql::MOVE_CHECKPOINT)
+        .bind(name)
+        .bind(end.tx)
+        .bind(end.seq)
+        .bind(now)
+        .execute(model.exec())
+        .await?;
+    model.commit().await?;
     Ok(true)
 }
 
@@ -453,28 +438,22 @@ async fn begin_at(
     match store {
         Store::Sqlite(s) => {
             let mut tx = s.begin_write().await?;
-            let at: Option<i64> =
-                sqlx::query_scalar("SELECT seq FROM projection_checkpoints WHERE name = ?")
-                    .bind(name)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+            let at: Option<i64> = query(sql::CHECKPOINT_SEQ)
+                .bind(name)
+                .scalar_optional(&mut tx)
+                .await?;
             Ok((at.unwrap_or(0) == start.seq).then_some(ModelTx(Tx::Sqlite(tx))))
         }
         Store::Postgres(s) => {
             let mut tx = s.pool().begin().await?;
-            sqlx::query(
-                "INSERT INTO projection_checkpoints (name, tx, seq, updated_at) VALUES ($1, 0, 0, 0) \
-                 ON CONFLICT (name) DO NOTHING",
-            )
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-            let (at_tx, at_seq): (i64, i64) = sqlx::query_as(
-                "SELECT tx, seq FROM projection_checkpoints WHERE name = $1 FOR UPDATE",
-            )
-            .bind(name)
-            .fetch_one(&mut *tx)
-            .await?;
+            verbatim(sql::ENSURE_CHECKPOINT_POSTGRES)
+                .bind(name)
+                .execute(&mut tx)
+                .await?;
+            let (at_tx, at_seq): (i64, i64) = verbatim(sql::LOCK_CHECKPOINT_POSTGRES)
+                .bind(name)
+                .fetch_one(&mut tx)
+                .await?;
             let at = Position {
                 tx: at_tx,
                 seq: at_seq,

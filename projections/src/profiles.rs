@@ -8,12 +8,13 @@ use cdp_domain::event::StoredEvent;
 use cdp_domain::ident::WorkspaceId;
 use cdp_domain::identity::{Identifier, ProfileId};
 use cdp_domain::profile::{EventSummary, ProfileDoc, RECENT_EVENTS};
+use cdp_domain::store::sql::{query, verbatim};
 use cdp_domain::store::Store;
-use sqlx::QueryBuilder;
 
 use crate::runner::ProjectionError;
 
 pub mod derived;
+pub(crate) mod sql;
 mod writes;
 
 pub use writes::write;
@@ -40,22 +41,11 @@ pub async fn load(
     workspace: &WorkspaceId,
     profile: &str,
 ) -> Result<Option<ProfileDoc>, ProjectionError> {
-    let row: Option<StoredDoc> = match store {
-        Store::Sqlite(s) => {
-            sqlx::query_as("SELECT state, doc FROM profiles WHERE workspace = ? AND profile = ?")
-                .bind(workspace.as_str())
-                .bind(profile)
-                .fetch_optional(s.read_pool())
-                .await?
-        }
-        Store::Postgres(s) => {
-            sqlx::query_as("SELECT state, doc FROM profiles WHERE workspace = $1 AND profile = $2")
-                .bind(workspace.as_str())
-                .bind(profile)
-                .fetch_optional(s.pool())
-                .await?
-        }
-    };
+    let row: Option<StoredDoc> = query(sql::LOAD)
+        .bind(workspace.as_str())
+        .bind(profile)
+        .fetch_optional(store.reader())
+        .await?;
     row.as_ref().map(decode).transpose()
 }
 
@@ -68,9 +58,7 @@ pub async fn load_many(
     let mut found = HashMap::with_capacity(keys.len());
     for chunk in keys.chunks(PER_STATEMENT) {
         let rows: Vec<KeyedDoc> = match store {
-            Store::Sqlite(s) => {
-                // `workspace = ? AND profile IN (…)` per workspace: SQLite answers a row-value
-                // `IN (VALUES …)` with a scan of the whole table.
+            Store::Sqlite(_) => {
                 let mut rows = Vec::with_capacity(chunk.len());
                 let mut by_workspace: Vec<(&str, Vec<&str>)> = Vec::new();
                 for (w, p) in chunk {
@@ -79,32 +67,23 @@ pub async fn load_many(
                         None => by_workspace.push((w.as_str(), vec![p.as_str()])),
                     }
                 }
-                for (w, ps) in by_workspace {
-                    let mut q: QueryBuilder<sqlx::Sqlite> = QueryBuilder::new(
-                        "SELECT workspace, profile, state, doc FROM profiles WHERE workspace = ",
-                    );
-                    q.push_bind(w).push(" AND profile IN (");
-                    let mut list = q.separated(", ");
-                    for p in ps {
-                        list.push_bind(p);
-                    }
-                    q.push(")");
-                    let found: Vec<KeyedDoc> = q.build_query_as().fetch_all(s.read_pool()).await?;
+                for (w, ps) in &by_workspace {
+                    let found: Vec<KeyedDoc> = query(sql::LOAD_MANY_SQLITE)
+                        .bind(*w)
+                        .bind(ps)
+                        .fetch_all(store.reader())
+                        .await?;
                     rows.extend(found);
                 }
                 rows
             }
-            Store::Postgres(s) => {
+            Store::Postgres(_) => {
                 let (w, p) = unzip(chunk);
-                sqlx::query_as(
-                    "SELECT d.workspace, d.profile, d.state, d.doc FROM profiles d \
-                     JOIN UNNEST($1::text[], $2::text[]) AS k(w, p) \
-                       ON d.workspace = k.w AND d.profile = k.p",
-                )
-                .bind(&w)
-                .bind(&p)
-                .fetch_all(s.pool())
-                .await?
+                verbatim(sql::LOAD_MANY_POSTGRES)
+                    .bind(&w)
+                    .bind(&p)
+                    .fetch_all(store.reader())
+                    .await?
             }
         };
         for (w, p, state, json) in rows {
@@ -129,27 +108,11 @@ pub async fn events_of(
     let names: Vec<&str> = profiles.iter().map(ProfileId::as_str).collect();
     let mut seqs = Vec::new();
     for chunk in names.chunks(PER_STATEMENT) {
-        let rows: Vec<i64> =
-            match store {
-                Store::Sqlite(s) => {
-                    let mut q: QueryBuilder<sqlx::Sqlite> =
-                        QueryBuilder::new("SELECT log_seq FROM event_profiles WHERE workspace = ");
-                    q.push_bind(workspace).push(" AND profile IN (");
-                    let mut list = q.separated(", ");
-                    for p in chunk {
-                        list.push_bind(*p);
-                    }
-                    q.push(")");
-                    q.build_query_scalar().fetch_all(s.read_pool()).await?
-                }
-                Store::Postgres(s) => sqlx::query_scalar(
-                    "SELECT log_seq FROM event_profiles WHERE workspace = $1 AND profile = ANY($2)",
-                )
-                .bind(workspace)
-                .bind(chunk)
-                .fetch_all(s.pool())
-                .await?,
-            };
+        let rows: Vec<i64> = query(sql::EVENTS_OF)
+            .bind(workspace)
+            .bind(chunk)
+            .scalars(store.reader())
+            .await?;
         seqs.extend(rows);
     }
     seqs.sort_unstable();
@@ -165,30 +128,11 @@ pub async fn events_by_profile(
     let names: Vec<&str> = profiles.iter().map(ProfileId::as_str).collect();
     let mut out: HashMap<String, Vec<i64>> = HashMap::new();
     for chunk in names.chunks(PER_STATEMENT) {
-        let rows: Vec<(String, i64)> = match store {
-            Store::Sqlite(s) => {
-                let mut q: QueryBuilder<sqlx::Sqlite> = QueryBuilder::new(
-                    "SELECT profile, log_seq FROM event_profiles WHERE workspace = ",
-                );
-                q.push_bind(workspace).push(" AND profile IN (");
-                let mut list = q.separated(", ");
-                for p in chunk {
-                    list.push_bind(*p);
-                }
-                q.push(")");
-                q.build_query_as().fetch_all(s.read_pool()).await?
-            }
-            Store::Postgres(s) => {
-                sqlx::query_as(
-                    "SELECT profile, log_seq FROM event_profiles \
-                     WHERE workspace = $1 AND profile = ANY($2)",
-                )
-                .bind(workspace)
-                .bind(chunk)
-                .fetch_all(s.pool())
-                .await?
-            }
-        };
+        let rows: Vec<(String, i64)> = query(sql::EVENTS_BY_PROFILE)
+            .bind(workspace)
+            .bind(chunk)
+            .fetch_all(store.reader())
+            .await?;
         for (p, seq) in rows {
             out.entry(p).or_default().push(seq);
         }
@@ -206,25 +150,12 @@ pub async fn survivor(
     workspace: &WorkspaceId,
     profile: &str,
 ) -> Result<Option<String>, ProjectionError> {
-    let live = "SELECT profile FROM profiles WHERE workspace = ? AND profile = ?";
-    let alias = "SELECT survivor FROM profile_aliases WHERE workspace = ? AND profile = ?";
-    for sql in [live, alias] {
-        let found: Option<String> = match store {
-            Store::Sqlite(s) => {
-                sqlx::query_scalar(sql)
-                    .bind(workspace.as_str())
-                    .bind(profile)
-                    .fetch_optional(s.read_pool())
-                    .await?
-            }
-            Store::Postgres(s) => {
-                sqlx::query_scalar(&numbered(sql))
-                    .bind(workspace.as_str())
-                    .bind(profile)
-                    .fetch_optional(s.pool())
-                    .await?
-            }
-        };
+    for sql in [sql::LIVE, sql::SURVIVOR_OF] {
+        let found: Option<String> = query(sql)
+            .bind(workspace.as_str())
+            .bind(profile)
+            .scalar_optional(store.reader())
+            .await?;
         if found.is_some() {
             return Ok(found);
         }
@@ -238,24 +169,11 @@ pub async fn aliases_of(
     workspace: &WorkspaceId,
     survivor: &str,
 ) -> Result<Vec<String>, ProjectionError> {
-    let sql =
-        "SELECT profile FROM profile_aliases WHERE workspace = ? AND survivor = ? ORDER BY profile";
-    Ok(match store {
-        Store::Sqlite(s) => {
-            sqlx::query_scalar(sql)
-                .bind(workspace.as_str())
-                .bind(survivor)
-                .fetch_all(s.read_pool())
-                .await?
-        }
-        Store::Postgres(s) => {
-            sqlx::query_scalar(&numbered(sql))
-                .bind(workspace.as_str())
-                .bind(survivor)
-                .fetch_all(s.pool())
-                .await?
-        }
-    })
+    Ok(query(sql::ALIASES_OF)
+        .bind(workspace.as_str())
+        .bind(survivor)
+        .scalars(store.reader())
+        .await?)
 }
 
 /// The live profile holding an identifier (type and normalised value), if it is linked.
@@ -265,26 +183,12 @@ pub async fn holder(
     id_type: &str,
     value: &str,
 ) -> Result<Option<String>, ProjectionError> {
-    let sql =
-        "SELECT profile FROM identifier_owners WHERE workspace = ? AND id_type = ? AND value = ?";
-    Ok(match store {
-        Store::Sqlite(s) => {
-            sqlx::query_scalar(sql)
-                .bind(workspace.as_str())
-                .bind(id_type)
-                .bind(value)
-                .fetch_optional(s.read_pool())
-                .await?
-        }
-        Store::Postgres(s) => {
-            sqlx::query_scalar(&numbered(sql))
-                .bind(workspace.as_str())
-                .bind(id_type)
-                .bind(value)
-                .fetch_optional(s.pool())
-                .await?
-        }
-    })
+    Ok(query(sql::HOLDER)
+        .bind(workspace.as_str())
+        .bind(id_type)
+        .bind(value)
+        .scalar_optional(store.reader())
+        .await?)
 }
 
 /// A page of a live profile's timeline: its events with `seq` below `before`, newest first.
@@ -296,32 +200,13 @@ pub async fn timeline(
     limit: u32,
 ) -> Result<Vec<StoredEvent>, ProjectionError> {
     let before = before.unwrap_or(i64::MAX);
-    let seqs: Vec<i64> = match store {
-        Store::Sqlite(s) => {
-            sqlx::query_scalar(
-                "SELECT log_seq FROM event_profiles WHERE workspace = ? AND profile = ? \
-                 AND log_seq < ? ORDER BY log_seq DESC LIMIT ?",
-            )
-            .bind(workspace.as_str())
-            .bind(profile)
-            .bind(before)
-            .bind(i64::from(limit))
-            .fetch_all(s.read_pool())
-            .await?
-        }
-        Store::Postgres(s) => {
-            sqlx::query_scalar(
-                "SELECT log_seq FROM event_profiles WHERE workspace = $1 AND profile = $2 \
-                 AND log_seq < $3 ORDER BY log_seq DESC LIMIT $4",
-            )
-            .bind(workspace.as_str())
-            .bind(profile)
-            .bind(before)
-            .bind(i64::from(limit))
-            .fetch_all(s.pool())
-            .await?
-        }
-    };
+    let seqs: Vec<i64> = query(sql::TIMELINE_PAGE)
+        .bind(workspace.as_str())
+        .bind(profile)
+        .bind(before)
+        .bind(i64::from(limit))
+        .scalars(store.reader())
+        .await?;
     let mut events = store.events_by_seq(&seqs).await?;
     events.reverse();
     Ok(events)
@@ -339,34 +224,15 @@ pub async fn recent_events(
 ) -> Result<Vec<EventSummary>, ProjectionError> {
     // Every event at the boundary's time is taken, so the message-id order among equal times is the
     // same as a sort of all of them would give.
-    let sql =
-        "SELECT message_id, kind, name, channel, event_time, received_at FROM event_profiles \
-               WHERE workspace = ? AND profile = ? AND event_time >= coalesce((SELECT event_time \
-               FROM event_profiles WHERE workspace = ? AND profile = ? AND event_time IS NOT NULL \
-               ORDER BY event_time DESC LIMIT 1 OFFSET ?), -9223372036854775807)";
     let skip = RECENT_EVENTS as i64 - 1;
-    let rows: Vec<SummaryRow> = match store {
-        Store::Sqlite(s) => {
-            sqlx::query_as(sql)
-                .bind(workspace.as_str())
-                .bind(profile)
-                .bind(workspace.as_str())
-                .bind(profile)
-                .bind(skip)
-                .fetch_all(s.read_pool())
-                .await?
-        }
-        Store::Postgres(s) => {
-            sqlx::query_as(&numbered(sql))
-                .bind(workspace.as_str())
-                .bind(profile)
-                .bind(workspace.as_str())
-                .bind(profile)
-                .bind(skip)
-                .fetch_all(s.pool())
-                .await?
-        }
-    };
+    let rows: Vec<SummaryRow> = query(sql::RECENT_EVENTS)
+        .bind(workspace.as_str())
+        .bind(profile)
+        .bind(workspace.as_str())
+        .bind(profile)
+        .bind(skip)
+        .fetch_all(store.reader())
+        .await?;
     summaries_newest_first(rows)
 }
 
@@ -424,38 +290,23 @@ pub async fn view(
     workspace: &WorkspaceId,
     profile: &str,
 ) -> Result<Option<ProfileView>, ProjectionError> {
-    let s = match store {
-        Store::Sqlite(_) => {
-            let Some(doc) = load(store, workspace, profile).await? else {
-                return Ok(None);
-            };
-            let recent = recent_events(store, workspace, profile).await?;
-            let tags = crate::catalog::tags_of_in(store, workspace, &[profile])
-                .await?
-                .remove(profile)
-                .unwrap_or_default();
-            return Ok(Some(ProfileView { doc, recent, tags }));
-        }
-        Store::Postgres(s) => s,
-    };
-    let rows: Vec<ViewRow> = sqlx::query_as(
-        "SELECT 0, state, doc, NULL, NULL, NULL, NULL::bigint, NULL::bigint, NULL::boolean \
-           FROM profiles WHERE workspace = $1 AND profile = $2 \
-         UNION ALL \
-         SELECT 1, NULL, message_id, kind, name, channel, event_time, received_at, NULL \
-           FROM event_profiles WHERE workspace = $1 AND profile = $2 AND event_time >= \
-           coalesce((SELECT event_time FROM event_profiles WHERE workspace = $1 AND profile = $2 \
-           AND event_time IS NOT NULL ORDER BY event_time DESC LIMIT 1 OFFSET $3), \
-           -9223372036854775807) \
-         UNION ALL \
-         SELECT 2, NULL, tag, value, detail, caused_by, changed_at, NULL, manual \
-           FROM profile_tags WHERE workspace = $1 AND profile = $2",
-    )
-    .bind(workspace.as_str())
-    .bind(profile)
-    .bind(RECENT_EVENTS as i64 - 1)
-    .fetch_all(s.pool())
-    .await?;
+    if matches!(store, Store::Sqlite(_)) {
+        let Some(doc) = load(store, workspace, profile).await? else {
+            return Ok(None);
+        };
+        let recent = recent_events(store, workspace, profile).await?;
+        let tags = crate::catalog::tags_of_in(store, workspace, &[profile])
+            .await?
+            .remove(profile)
+            .unwrap_or_default();
+        return Ok(Some(ProfileView { doc, recent, tags }));
+    }
+    let rows: Vec<ViewRow> = verbatim(sql::VIEW_POSTGRES)
+        .bind(workspace.as_str())
+        .bind(profile)
+        .bind(RECENT_EVENTS as i64 - 1)
+        .fetch_all(store.reader())
+        .await?;
     let missing = |what: &str| ProjectionError::corrupt(format!("a stored {what} lacks a column"));
     let mut doc = None;
     let mut summaries: Vec<SummaryRow> = Vec::new();
@@ -526,33 +377,6 @@ pub struct ModelWrites {
 
 /// How many live profiles the model holds, every workspace.
 pub async fn count_all(store: &Store) -> Result<u64, ProjectionError> {
-    let n: i64 = match store {
-        Store::Sqlite(s) => {
-            sqlx::query_scalar("SELECT count(*) FROM profiles")
-                .fetch_one(s.read_pool())
-                .await?
-        }
-        Store::Postgres(s) => {
-            sqlx::query_scalar("SELECT count(*) FROM profiles")
-                .fetch_one(s.pool())
-                .await?
-        }
-    };
+    let n: i64 = query(sql::COUNT_ALL).scalar(store.reader()).await?;
     Ok(n.max(0) as u64)
-}
-
-/// `sql` with its `?` placeholders numbered `$1`, `$2`, … for PostgreSQL.
-pub(crate) fn numbered(sql: &str) -> String {
-    let mut out = String::with_capacity(sql.len() + 8);
-    let mut n = 0;
-    for c in sql.chars() {
-        if c == '?' {
-            n += 1;
-            out.push('$');
-            out.push_str(&n.to_string());
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }

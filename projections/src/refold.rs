@@ -9,14 +9,16 @@ use cdp_domain::event::Position;
 use cdp_domain::identity::{identifiers_of, IdentityRules, ProfileId};
 use cdp_domain::message::MessageKind;
 use cdp_domain::profile::{FoldRules, ProfileDoc};
+use cdp_domain::store::sql::{query, query_each};
 use cdp_domain::store::{EventStore, Store};
 use serde_json::Value;
 
 use crate::catalog;
 use crate::identity::{graph_in, rules_in, IdentityResolver};
-use crate::model_tx::{ModelTx, Tx};
+use crate::model_tx::ModelTx;
+use crate::profiles::sql as profile_sql;
 use crate::profiles::{self, ModelWrites, ProfileKey};
-use crate::runner::ProjectionError;
+use crate::runner::{sql, ProjectionError};
 use crate::stages::{self, StageWrites};
 
 /// Writes the profile documents `docs` (every stored one replaced by them when `replace_all`) and
@@ -39,37 +41,18 @@ pub async fn write_if_unmoved(
     };
     let name = IdentityResolver::NAME;
     let mut tx = ModelTx::begin(store).await?;
-    let now: Option<(i64, i64)> = match &mut tx.0 {
-        Tx::Sqlite(tx) => {
-            sqlx::query_as("SELECT tx, seq FROM projection_checkpoints WHERE name = ?")
-                .bind(name)
-                .fetch_optional(&mut **tx)
-                .await?
-        }
-        Tx::Postgres(tx) => {
-            sqlx::query_as("SELECT tx, seq FROM projection_checkpoints WHERE name = $1 FOR UPDATE")
-                .bind(name)
-                .fetch_optional(&mut **tx)
-                .await?
-        }
-    };
+    let now: Option<(i64, i64)> = query_each(sql::CHECKPOINT, sql::LOCK_CHECKPOINT_POSTGRES)
+        .bind(name)
+        .fetch_optional(tx.exec())
+        .await?;
     let now = now.map_or(Position::START, |(tx, seq)| Position { tx, seq });
     if now != at {
         return Ok(false);
     }
     if replace_all {
-        match &mut tx.0 {
-            Tx::Sqlite(tx) => {
-                sqlx::query("DELETE FROM profiles")
-                    .execute(&mut **tx)
-                    .await?;
-            }
-            Tx::Postgres(tx) => {
-                sqlx::query("DELETE FROM profiles")
-                    .execute(&mut **tx)
-                    .await?;
-            }
-        }
+        query(profile_sql::DELETE_ALL_PROFILES)
+            .execute(tx.exec())
+            .await?;
     }
     profiles::write(&mut tx, &writes).await?;
     stages::write(&mut tx, &stage_writes).await?;
@@ -164,11 +147,9 @@ pub fn fold_event(
 pub async fn all_owners(
     store: &Store,
 ) -> Result<HashMap<i64, (String, ProfileId)>, ProjectionError> {
-    let sql = "SELECT log_seq, workspace, profile FROM event_profiles";
-    let rows: Vec<(i64, String, String)> = match store {
-        Store::Sqlite(s) => sqlx::query_as(sql).fetch_all(s.read_pool()).await?,
-        Store::Postgres(s) => sqlx::query_as(sql).fetch_all(s.pool()).await?,
-    };
+    let rows: Vec<(i64, String, String)> = query(profile_sql::ALL_OWNERS)
+        .fetch_all(store.reader())
+        .await?;
     rows.into_iter()
         .map(|(seq, ws, p)| {
             let p = ProfileId::parse(&p).map_err(ProjectionError::corrupt)?;

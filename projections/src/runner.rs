@@ -9,10 +9,13 @@ use std::time::Duration;
 
 use cdp_domain::event::{Position, StoredEvent};
 use cdp_domain::ident::WorkspaceId;
+use cdp_domain::store::sql::{query, query_each};
 use cdp_domain::store::{EventStore, Store, StoreError};
 use chrono::Utc;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+
+pub(crate) mod sql;
 
 pub use crate::model_tx::ModelTx;
 
@@ -122,20 +125,10 @@ pub struct Progress {
 
 /// The checkpoint of a projection (the start of the log if it has none).
 pub async fn checkpoint(store: &Store, name: &str) -> Result<Position, ProjectionError> {
-    let row: Option<(i64, i64)> = match store {
-        Store::Sqlite(s) => {
-            sqlx::query_as("SELECT tx, seq FROM projection_checkpoints WHERE name = ?")
-                .bind(name)
-                .fetch_optional(s.read_pool())
-                .await?
-        }
-        Store::Postgres(s) => {
-            sqlx::query_as("SELECT tx, seq FROM projection_checkpoints WHERE name = $1")
-                .bind(name)
-                .fetch_optional(s.pool())
-                .await?
-        }
-    };
+    let row: Option<(i64, i64)> = query(sql::CHECKPOINT)
+        .bind(name)
+        .fetch_optional(store.reader())
+        .await?;
     Ok(row.map_or(Position::START, |(tx, seq)| Position { tx, seq }))
 }
 
@@ -147,22 +140,12 @@ pub async fn has_applied(
     workspace: &WorkspaceId,
     message_id: &str,
 ) -> Result<bool, ProjectionError> {
-    let at: Option<(i64, i64)> = match store {
-        Store::Sqlite(s) => {
-            sqlx::query_as("SELECT 0, seq FROM events WHERE workspace = ? AND message_id = ?")
-                .bind(workspace.as_str())
-                .bind(message_id)
-                .fetch_optional(s.read_pool())
-                .await?
-        }
-        Store::Postgres(s) => {
-            sqlx::query_as("SELECT tx, seq FROM events WHERE workspace = $1 AND message_id = $2")
-                .bind(workspace.as_str())
-                .bind(message_id)
-                .fetch_optional(s.pool())
-                .await?
-        }
-    };
+    let at: Option<(i64, i64)> =
+        query_each(sql::EVENT_POSITION_SQLITE, sql::EVENT_POSITION_POSTGRES)
+            .bind(workspace.as_str())
+            .bind(message_id)
+            .fetch_optional(store.reader())
+            .await?;
     let Some((tx, seq)) = at else {
         return Ok(false);
     };

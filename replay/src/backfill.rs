@@ -10,6 +10,7 @@
 
 mod mapping;
 mod rows;
+mod sql;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -19,6 +20,7 @@ use std::path::{Path, PathBuf};
 use cdp_domain::event::NewEvent;
 use cdp_domain::ident::{PhoneRegion, WorkspaceId};
 use cdp_domain::message::{validate_in, Envelope, MessageError, Validated, MAX_BATCH_BYTES};
+use cdp_domain::store::sql::query;
 use cdp_domain::store::QualityFinding;
 use cdp_domain::store::{EventStore, QuarantineEntry, Store, StoreError};
 use chrono::{DateTime, Utc};
@@ -305,33 +307,15 @@ async fn load_progress(
     workspace: &str,
     file: &FileId,
 ) -> Result<Option<Saved>, sqlx::Error> {
-    const COLUMNS: &str = "SELECT last_line, finished, stored, duplicates, rejected \
-                           FROM backfill_progress ";
     let size = i64::try_from(file.size).unwrap_or(i64::MAX);
-    let row: Option<ProgressRow> = match store {
-        Store::Sqlite(s) => {
-            sqlx::query_as(&format!(
-                "{COLUMNS} WHERE workspace = ? AND path = ? AND size = ? AND head_sha256 = ?"
-            ))
-            .bind(workspace)
-            .bind(&file.path)
-            .bind(size)
-            .bind(&file.head_sha256)
-            .fetch_optional(s.write_pool())
-            .await?
-        }
-        Store::Postgres(s) => {
-            sqlx::query_as(&format!(
-                "{COLUMNS} WHERE workspace = $1 AND path = $2 AND size = $3 AND head_sha256 = $4"
-            ))
-            .bind(workspace)
-            .bind(&file.path)
-            .bind(size)
-            .bind(&file.head_sha256)
-            .fetch_optional(s.pool())
-            .await?
-        }
-    };
+    // Through the writer on SQLite, like the progress it saves.
+    let row: Option<ProgressRow> = query(sql::PROGRESS)
+        .bind(workspace)
+        .bind(&file.path)
+        .bind(size)
+        .bind(&file.head_sha256)
+        .fetch_optional(store.writer())
+        .await?;
     let count = |n: i64| u64::try_from(n).unwrap_or(0);
     Ok(row.map(
         |(last_line, finished, stored, duplicates, rejected)| Saved {
@@ -352,38 +336,21 @@ async fn save_progress(
     file: &FileId,
     saved: &Saved,
 ) -> Result<(), sqlx::Error> {
-    const UPSERT: &str = " ON CONFLICT (workspace, path, size, head_sha256) DO UPDATE SET \
-        last_line = excluded.last_line, finished = excluded.finished, stored = excluded.stored, \
-        duplicates = excluded.duplicates, rejected = excluded.rejected, \
-        updated_at = excluded.updated_at";
-    const INSERT: &str = "INSERT INTO backfill_progress (workspace, path, size, head_sha256, \
-        last_line, finished, stored, duplicates, rejected, updated_at) ";
     let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     let now = Utc::now().timestamp_millis();
-    macro_rules! bind_all {
-        ($q:expr) => {
-            $q.bind(workspace)
-                .bind(&file.path)
-                .bind(n(file.size))
-                .bind(&file.head_sha256)
-                .bind(n(saved.last_line))
-                .bind(i64::from(saved.finished))
-                .bind(n(saved.counts.stored))
-                .bind(n(saved.counts.duplicates))
-                .bind(n(saved.counts.rejected))
-                .bind(now)
-        };
-    }
-    match store {
-        Store::Sqlite(s) => {
-            let sql = format!("{INSERT} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?){UPSERT}");
-            bind_all!(sqlx::query(&sql)).execute(s.write_pool()).await?;
-        }
-        Store::Postgres(s) => {
-            let sql = format!("{INSERT} VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10){UPSERT}");
-            bind_all!(sqlx::query(&sql)).execute(s.pool()).await?;
-        }
-    }
+    query(sql::SAVE_PROGRESS)
+        .bind(workspace)
+        .bind(&file.path)
+        .bind(n(file.size))
+        .bind(&file.head_sha256)
+        .bind(n(saved.last_line))
+        .bind(i64::from(saved.finished))
+        .bind(n(saved.counts.stored))
+        .bind(n(saved.counts.duplicates))
+        .bind(n(saved.counts.rejected))
+        .bind(now)
+        .execute(store.writer())
+        .await?;
     Ok(())
 }
 

@@ -13,17 +13,19 @@
 //! checked by the tidy test). Interrupted, a rebuild resumes from the shadow's own checkpoint.
 
 mod shadow;
+mod sql;
 mod switch;
 
 #[cfg(test)]
 pub(crate) use shadow::kept_while_written;
-use shadow::{build_deferred_indexes, quoted, shadow_path, shadow_store_sqlite, Shadow};
+use shadow::{build_deferred_indexes, shadow_path, shadow_store_sqlite, Shadow};
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use cdp_domain::event::Position;
 use cdp_domain::identity::ProfileId;
+use cdp_domain::store::sql::{query, verbatim};
 use cdp_domain::store::{EventStore, PostgresStore, SqliteStore, Store};
 use cdp_projections::catalog::tag_of;
 use cdp_projections::evaluation::derive::{membership_change, tag_change};
@@ -32,12 +34,12 @@ use cdp_projections::model_tx::{write_version, ModelTx};
 use cdp_projections::pipeline::{drive_grouped, Committed};
 use cdp_projections::runner::{checkpoint, run_once_through, Projection, ProjectionError};
 use cdp_projections::stages::StageWrites;
-use sqlx::{Connection, Row};
+use sqlx::Connection;
 
 pub use cdp_projections::model_tx::built_version;
 
 /// The PostgreSQL schema of a rebuild in progress.
-pub const SHADOW_SCHEMA: &str = "cdp_rebuild";
+pub const SHADOW_SCHEMA: &str = sql::SHADOW_SCHEMA;
 /// The SQLite database of a rebuild in progress, next to the live one.
 pub const SHADOW_FILE: &str = "cdp-rebuild.db";
 
@@ -377,8 +379,6 @@ async fn finish_switch(
 
 /// The rebuild in progress (or interrupted), if any.
 pub async fn shadow_status(store: &Store) -> Result<Option<ShadowStatus>, ProjectionError> {
-    let meta_sql = "SELECT version, started_at FROM rebuild_meta";
-    let checkpoint_sql = "SELECT tx, seq FROM projection_checkpoints WHERE name = ";
     /// Two numbers of a row: (version, started_at) or (tx, seq).
     type Pair = Option<(i64, i64)>;
     let (meta, at): (Pair, Pair) = match store {
@@ -387,44 +387,37 @@ pub async fn shadow_status(store: &Store) -> Result<Option<ShadowStatus>, Projec
             if !path.exists() {
                 return Ok(None);
             }
-            let Store::Sqlite(shadow) = shadow_store_sqlite(s).await? else {
-                unreachable!()
-            };
-            let pool = shadow.read_pool();
-            let has_meta: Option<String> = sqlx::query_scalar(
-                "SELECT name FROM main.sqlite_master WHERE type = 'table' AND name = 'rebuild_meta'",
-            )
-            .fetch_optional(pool)
-            .await?;
+            let shadow = shadow_store_sqlite(s).await?;
+            let has_meta: Option<String> = query(sql::SQLITE_HAS_META)
+                .scalar_optional(shadow.reader())
+                .await?;
             if has_meta.is_none() {
                 return Ok(None);
             }
-            let meta = sqlx::query_as(meta_sql).fetch_optional(pool).await?;
-            let at = sqlx::query_as(&format!("{checkpoint_sql}?"))
+            let meta = query(sql::SQLITE_META)
+                .fetch_optional(shadow.reader())
+                .await?;
+            let at = query(sql::SQLITE_SHADOW_CHECKPOINT)
                 .bind(IdentityResolver::NAME)
-                .fetch_optional(pool)
+                .fetch_optional(shadow.reader())
                 .await?;
             (meta, at)
         }
-        Store::Postgres(s) => {
-            let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
-                .bind(format!("{SHADOW_SCHEMA}.rebuild_meta"))
-                .fetch_one(s.pool())
+        Store::Postgres(_) => {
+            let exists: Option<String> = verbatim(sql::POSTGRES_TABLE_EXISTS)
+                .bind(sql::POSTGRES_META_TABLE)
+                .scalar(store.reader())
                 .await?;
             if exists.is_none() {
                 return Ok(None);
             }
-            let meta = sqlx::query_as(&format!(
-                "SELECT version, started_at FROM {SHADOW_SCHEMA}.rebuild_meta"
-            ))
-            .fetch_optional(s.pool())
-            .await?;
-            let at = sqlx::query_as(&format!(
-                "SELECT tx, seq FROM {SHADOW_SCHEMA}.projection_checkpoints WHERE name = $1"
-            ))
-            .bind(IdentityResolver::NAME)
-            .fetch_optional(s.pool())
-            .await?;
+            let meta = verbatim(sql::POSTGRES_META)
+                .fetch_optional(store.reader())
+                .await?;
+            let at = verbatim(sql::POSTGRES_SHADOW_CHECKPOINT)
+                .bind(IdentityResolver::NAME)
+                .fetch_optional(store.reader())
+                .await?;
             (meta, at)
         }
     };

@@ -1,5 +1,6 @@
 //! The event log: the `EventStore` trait, its sqlx adapters (`sqlite`, `postgres`, SQL for each backend in
-//! its own module), and the group-commit `Appender` that turns many small appends into few transactions.
+//! its own module), and the group-commit `Appender` that turns many small appends into few transactions;
+//! and `sql`, the one way every crate runs a statement on either backend.
 //!
 //! This is the one module of `cdp-domain` that does IO.
 
@@ -7,6 +8,7 @@ mod appender;
 pub mod postgres;
 pub mod quality;
 mod sealing;
+pub mod sql;
 pub mod sqlite;
 
 use std::future::Future;
@@ -204,34 +206,17 @@ impl Store {
     pub async fn events_by_seq(&self, seqs: &[i64]) -> Result<Vec<StoredEvent>, StoreError> {
         const PER_STATEMENT: usize = 500;
         let mut out = Vec::with_capacity(seqs.len());
+        // SQLite's rows have no transaction id; PostgreSQL's carry it after the event's columns.
+        let sqlite = format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq IN (?...) ORDER BY seq");
+        let postgres =
+            format!("SELECT {EVENT_COLUMNS}, tx FROM events WHERE seq = ANY($1) ORDER BY seq");
         for chunk in seqs.chunks(PER_STATEMENT) {
-            match self {
-                Store::Sqlite(s) => {
-                    let mut q: sqlx::QueryBuilder<sqlx::Sqlite> = sqlx::QueryBuilder::new(format!(
-                        "SELECT {EVENT_COLUMNS} FROM events WHERE seq IN ("
-                    ));
-                    let mut list = q.separated(", ");
-                    for seq in chunk {
-                        list.push_bind(*seq);
-                    }
-                    q.push(") ORDER BY seq");
-                    for row in q.build().fetch_all(s.read_pool()).await? {
-                        out.push(decode_event(&row, 0)?);
-                    }
-                }
-                Store::Postgres(s) => {
-                    let rows = sqlx::query(&format!(
-                        "SELECT {EVENT_COLUMNS}, tx FROM events WHERE seq = ANY($1) ORDER BY seq"
-                    ))
-                    .bind(chunk)
-                    .fetch_all(s.pool())
-                    .await?;
-                    for row in &rows {
-                        use sqlx::Row;
-                        out.push(decode_event(row, row.try_get(TX_COLUMN)?)?);
-                    }
-                }
-            }
+            let rows: Vec<DecodedEvent> = sql::query_each(sqlite.as_str(), postgres.as_str())
+                .bind(chunk)
+                .fetch_all(self.reader())
+                .await
+                .map_err(DecodedEvent::error)?;
+            out.extend(rows.into_iter().map(|DecodedEvent(e)| e));
         }
         out.retain(|e| !crate::shred::is_erased(&e.event));
         out.sort_by_key(|e| e.position.seq);
@@ -239,31 +224,36 @@ impl Store {
     }
 }
 
-macro_rules! dispatch {
-    ($self:ident, $s:ident => $call:expr) => {
-        match $self {
-            Store::Sqlite($s) => $call.await,
-            Store::Postgres($s) => $call.await,
-        }
-    };
-}
-
+/// The log's operations on whichever backend this is: each is its adapter's (`sqlite`, `postgres`),
+/// whose SQL differs by backend.
 impl EventStore for Store {
     async fn append(&self, events: &[NewEvent]) -> Result<AppendReport, StoreError> {
-        dispatch!(self, s => s.append(events))
+        match self {
+            Store::Sqlite(s) => s.append(events).await,
+            Store::Postgres(s) => s.append(events).await,
+        }
     }
     async fn read_after(
         &self,
         after: Position,
         limit: u32,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        dispatch!(self, s => s.read_after(after, limit))
+        match self {
+            Store::Sqlite(s) => s.read_after(after, limit).await,
+            Store::Postgres(s) => s.read_after(after, limit).await,
+        }
     }
     async fn count_events(&self, workspace: &str) -> Result<i64, StoreError> {
-        dispatch!(self, s => s.count_events(workspace))
+        match self {
+            Store::Sqlite(s) => s.count_events(workspace).await,
+            Store::Postgres(s) => s.count_events(workspace).await,
+        }
     }
     async fn quarantine(&self, entries: &[QuarantineEntry]) -> Result<(), StoreError> {
-        dispatch!(self, s => s.quarantine(entries))
+        match self {
+            Store::Sqlite(s) => s.quarantine(entries).await,
+            Store::Postgres(s) => s.quarantine(entries).await,
+        }
     }
     async fn list_quarantine(
         &self,
@@ -271,26 +261,47 @@ impl EventStore for Store {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<QuarantineEntry>, StoreError> {
-        dispatch!(self, s => s.list_quarantine(workspace, before, limit))
+        match self {
+            Store::Sqlite(s) => s.list_quarantine(workspace, before, limit).await,
+            Store::Postgres(s) => s.list_quarantine(workspace, before, limit).await,
+        }
     }
     async fn ensure_workspace(&self, id: &str) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.ensure_workspace(id))
+        match self {
+            Store::Sqlite(s) => s.ensure_workspace(id).await,
+            Store::Postgres(s) => s.ensure_workspace(id).await,
+        }
     }
     async fn workspace_exists(&self, id: &str) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.workspace_exists(id))
+        match self {
+            Store::Sqlite(s) => s.workspace_exists(id).await,
+            Store::Postgres(s) => s.workspace_exists(id).await,
+        }
     }
     async fn put_credential(&self, credential: &Credential) -> Result<(), StoreError> {
-        dispatch!(self, s => s.put_credential(credential))
+        match self {
+            Store::Sqlite(s) => s.put_credential(credential).await,
+            Store::Postgres(s) => s.put_credential(credential).await,
+        }
     }
     async fn find_credential(&self, secret_hash: &str) -> Result<Option<Credential>, StoreError> {
-        dispatch!(self, s => s.find_credential(secret_hash))
+        match self {
+            Store::Sqlite(s) => s.find_credential(secret_hash).await,
+            Store::Postgres(s) => s.find_credential(secret_hash).await,
+        }
     }
     async fn count_workspaces(&self) -> Result<i64, StoreError> {
-        dispatch!(self, s => s.count_workspaces())
+        match self {
+            Store::Sqlite(s) => s.count_workspaces().await,
+            Store::Postgres(s) => s.count_workspaces().await,
+        }
     }
 
     async fn workspace_ids(&self) -> Result<Vec<String>, StoreError> {
-        dispatch!(self, s => s.workspace_ids())
+        match self {
+            Store::Sqlite(s) => s.workspace_ids().await,
+            Store::Postgres(s) => s.workspace_ids().await,
+        }
     }
 }
 
@@ -334,6 +345,46 @@ where
         row.try_get(12)?,
     )?;
     Ok(stored)
+}
+
+/// An event row decoded by [`decode_event`] (the transaction id after the event's columns when the
+/// row has one, else 0), for `sql`'s typed fetches.
+struct DecodedEvent(StoredEvent);
+
+impl<'r, R> sqlx::FromRow<'r, R> for DecodedEvent
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i16: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<Vec<u8>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+        let tx = if row.len() > TX_COLUMN {
+            row.try_get(TX_COLUMN)?
+        } else {
+            0
+        };
+        decode_event(row, tx)
+            .map(DecodedEvent)
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))
+    }
+}
+
+impl DecodedEvent {
+    /// The store's error a fetch of decoded events failed with: the decoding's own, as
+    /// [`decode_event`] returned it, or the database's.
+    fn error(e: sqlx::Error) -> StoreError {
+        match e {
+            sqlx::Error::Decode(inner) => match inner.downcast::<StoreError>() {
+                Ok(decoding) => *decoding,
+                Err(inner) => StoreError::Database(sqlx::Error::Decode(inner)),
+            },
+            e => StoreError::Database(e),
+        }
+    }
 }
 
 /// The columns `decode_event` expects, in order (PostgreSQL appends `tx`, at [`TX_COLUMN`]): the
@@ -388,6 +439,16 @@ pub(crate) fn decode_credential(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_decoded_events_failure_is_the_stores_own_again() {
+        let corrupt = sqlx::Error::Decode(Box::new(StoreError::Corrupt("kind".into())));
+        assert!(matches!(DecodedEvent::error(corrupt), StoreError::Corrupt(m) if m == "kind"));
+        assert!(matches!(
+            DecodedEvent::error(sqlx::Error::RowNotFound),
+            StoreError::Database(sqlx::Error::RowNotFound)
+        ));
+    }
 
     #[test]
     fn connection_failures_are_unavailability_and_statement_failures_are_not() {

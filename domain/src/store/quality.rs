@@ -2,9 +2,10 @@
 //! (`message::IdentifierFinding`), recorded once per message and field, listed newest first and counted
 //! by field and reason.
 
-use sqlx::{QueryBuilder, Row};
-
+use super::sql::{query, values, Arg};
 use super::{Store, StoreError};
+
+mod sql;
 
 /// One finding as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,49 +31,42 @@ pub struct ReasonCount {
     pub count: i64,
 }
 
-/// The tables counted by field and reason (a fixed name: never user input in the SQL).
-#[derive(Debug, Clone, Copy)]
-enum Reasons {
-    Findings,
-    Quarantine,
-}
-
-impl Reasons {
-    fn table(self) -> &'static str {
-        match self {
-            Reasons::Findings => "quality_findings",
-            Reasons::Quarantine => "quarantine",
-        }
-    }
-}
-
 const ROWS_PER_STATEMENT: usize = 500;
-const COLUMNS: &str = "id, workspace, message_id, field, code, reason, source, received_at";
+const COLUMNS_PER_ROW: usize = 7;
+
+/// A stored finding: id, workspace, message id, field, code, reason, source, received at.
+type FindingRow = (i64, String, String, String, String, String, String, i64);
 
 impl Store {
     /// Records findings; one already recorded for the same message and field is left as it is.
     pub async fn record_findings(&self, findings: &[QualityFinding]) -> Result<(), StoreError> {
         for chunk in findings.chunks(ROWS_PER_STATEMENT) {
+            let text = format!(
+                "{}{}{}",
+                sql::INSERT_FINDINGS_HEAD,
+                values(chunk.len(), COLUMNS_PER_ROW),
+                sql::INSERT_FINDINGS_TAIL
+            );
+            let q = query(text).bind_each(chunk.iter().flat_map(|f| -> [Arg<'_>; 7] {
+                [
+                    f.workspace.as_str().into(),
+                    f.message_id.as_str().into(),
+                    f.field.as_str().into(),
+                    f.code.as_str().into(),
+                    f.reason.as_str().into(),
+                    f.source.as_str().into(),
+                    f.received_at_ms.into(),
+                ]
+            }));
             match self {
+                // SQLite: a write transaction of its own (`BEGIN IMMEDIATE`: the write lock at once).
                 Store::Sqlite(s) => {
-                    let mut query: QueryBuilder<sqlx::Sqlite> = QueryBuilder::new(
-                        "INSERT INTO quality_findings \
-                         (workspace, message_id, field, code, reason, source, received_at) ",
-                    );
-                    push_rows(&mut query, chunk);
-                    query.push(" ON CONFLICT (workspace, message_id, field) DO NOTHING");
                     let mut tx = s.begin_write().await?;
-                    query.build().execute(&mut *tx).await?;
+                    q.execute(&mut tx).await?;
                     tx.commit().await?;
                 }
-                Store::Postgres(s) => {
-                    let mut query: QueryBuilder<sqlx::Postgres> = QueryBuilder::new(
-                        "INSERT INTO quality_findings \
-                         (workspace, message_id, field, code, reason, source, received_at) ",
-                    );
-                    push_rows(&mut query, chunk);
-                    query.push(" ON CONFLICT (workspace, message_id, field) DO NOTHING");
-                    query.build().execute(s.pool()).await?;
+                Store::Postgres(_) => {
+                    q.execute(self.writer()).await?;
                 }
             }
         }
@@ -86,124 +80,52 @@ impl Store {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<QualityFinding>, StoreError> {
-        let before = before.unwrap_or(i64::MAX);
-        let limit = i64::from(limit);
-        let rows = match self {
-            Store::Sqlite(s) => sqlx::query(&format!(
-                "SELECT {COLUMNS} FROM quality_findings WHERE workspace = ? AND id < ? \
-                     ORDER BY id DESC LIMIT ?"
-            ))
+        let rows: Vec<FindingRow> = query(sql::FINDINGS_BEFORE)
             .bind(workspace)
-            .bind(before)
-            .bind(limit)
-            .fetch_all(s.read_pool())
-            .await?
-            .iter()
-            .map(decode)
-            .collect::<Result<Vec<_>, _>>()?,
-            Store::Postgres(s) => sqlx::query(&format!(
-                "SELECT {COLUMNS} FROM quality_findings WHERE workspace = $1 AND id < $2 \
-                 ORDER BY id DESC LIMIT $3"
-            ))
-            .bind(workspace)
-            .bind(before)
-            .bind(limit)
-            .fetch_all(s.pool())
-            .await?
-            .iter()
-            .map(decode)
-            .collect::<Result<Vec<_>, _>>()?,
-        };
-        Ok(rows)
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(i64::from(limit))
+            .fetch_all(self.reader())
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(id, workspace, message_id, field, code, reason, source, received_at_ms)| {
+                    QualityFinding {
+                        id,
+                        workspace,
+                        message_id,
+                        field,
+                        code,
+                        reason,
+                        source,
+                        received_at_ms,
+                    }
+                },
+            )
+            .collect())
     }
 
     /// A workspace's findings counted by field and reason, the most frequent first.
     pub async fn count_findings(&self, workspace: &str) -> Result<Vec<ReasonCount>, StoreError> {
-        self.count_reasons(Reasons::Findings, workspace).await
+        self.count_reasons(sql::COUNT_FINDINGS, workspace).await
     }
 
     /// A workspace's refused messages (the quarantine) counted by field and reason, the most frequent
     /// first.
     pub async fn count_quarantine(&self, workspace: &str) -> Result<Vec<ReasonCount>, StoreError> {
-        self.count_reasons(Reasons::Quarantine, workspace).await
+        self.count_reasons(sql::COUNT_QUARANTINE, workspace).await
     }
 
     async fn count_reasons(
         &self,
-        reasons: Reasons,
+        text: &'static str,
         workspace: &str,
     ) -> Result<Vec<ReasonCount>, StoreError> {
-        let sql = format!(
-            "SELECT field, code, COUNT(*) AS n FROM {} WHERE workspace = {{}} \
-             GROUP BY field, code ORDER BY n DESC, field, code",
-            reasons.table()
-        );
-        match self {
-            Store::Sqlite(s) => sqlx::query(&sql.replace("{}", "?"))
-                .bind(workspace)
-                .fetch_all(s.read_pool())
-                .await?
-                .iter()
-                .map(decode_count)
-                .collect(),
-            Store::Postgres(s) => sqlx::query(&sql.replace("{}", "$1"))
-                .bind(workspace)
-                .fetch_all(s.pool())
-                .await?
-                .iter()
-                .map(decode_count)
-                .collect(),
-        }
+        let rows: Vec<(Option<String>, String, i64)> =
+            query(text).bind(workspace).fetch_all(self.reader()).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(field, code, count)| ReasonCount { field, code, count })
+            .collect())
     }
-}
-
-fn push_rows<'a, DB>(query: &mut QueryBuilder<'a, DB>, rows: &'a [QualityFinding])
-where
-    DB: sqlx::Database,
-    &'a String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
-    i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
-{
-    query.push_values(rows, |mut row, f| {
-        row.push_bind(&f.workspace)
-            .push_bind(&f.message_id)
-            .push_bind(&f.field)
-            .push_bind(&f.code)
-            .push_bind(&f.reason)
-            .push_bind(&f.source)
-            .push_bind(f.received_at_ms);
-    });
-}
-
-fn decode<'r, R>(row: &'r R) -> Result<QualityFinding, StoreError>
-where
-    R: Row,
-    usize: sqlx::ColumnIndex<R>,
-    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    Ok(QualityFinding {
-        id: row.try_get(0)?,
-        workspace: row.try_get(1)?,
-        message_id: row.try_get(2)?,
-        field: row.try_get(3)?,
-        code: row.try_get(4)?,
-        reason: row.try_get(5)?,
-        source: row.try_get(6)?,
-        received_at_ms: row.try_get(7)?,
-    })
-}
-
-fn decode_count<'r, R>(row: &'r R) -> Result<ReasonCount, StoreError>
-where
-    R: Row,
-    usize: sqlx::ColumnIndex<R>,
-    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    Ok(ReasonCount {
-        field: row.try_get(0)?,
-        code: row.try_get(1)?,
-        count: row.try_get(2)?,
-    })
 }

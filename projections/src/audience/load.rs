@@ -8,11 +8,12 @@ use cdp_domain::audience::facets::parse_facets;
 use cdp_domain::audience::{Names, ProfileRow};
 use cdp_domain::catalog::Catalog;
 use cdp_domain::consent::{CHANNELS, PURPOSES};
+use cdp_domain::store::sql::{query, Record};
 use cdp_domain::store::Store;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::profiles::numbered;
+use super::sql;
 use crate::runner::ProjectionError;
 
 /// Profiles decoded at a time when a whole workspace is read.
@@ -87,14 +88,6 @@ fn clamp_hour(hour: i64) -> i32 {
     i32::try_from(hour).unwrap_or(if hour < 0 { i32::MIN } else { i32::MAX })
 }
 
-/// The UTC hour of `event_profiles.event_time` (µs), rounded down also before 1970, in SQL.
-const HOUR: &str = "CASE WHEN event_time IS NULL THEN NULL \
-    ELSE (event_time - CASE WHEN event_time < 0 THEN 3599999999 ELSE 0 END) / 3600000000 END";
-
-/// The track events of a workspace read one by one: those with facets, and those whose facets are
-/// not known (`NULL`: stored before facets were).
-const FACETED: &str = "workspace = ? AND kind = 'track' AND (facets IS NULL OR facets <> '{}')";
-
 /// The rows of the named profiles that are live; those missing from the answer are gone.
 pub async fn named(
     store: &Store,
@@ -103,47 +96,12 @@ pub async fn named(
     profiles: &[String],
     now: DateTime<Utc>,
 ) -> Result<Vec<ProfileRow>, ProjectionError> {
-    let states: Vec<StateRow> = by_profile(
-        store,
-        "SELECT profile, state, doc FROM profiles WHERE workspace = ? AND profile",
-        workspace,
-        profiles,
-    )
-    .await?;
+    let states: Vec<StateRow> = by_profile(store, sql::STATES_OF, workspace, profiles).await?;
     let names: Vec<String> = states.iter().map(|s| s.0.clone()).collect();
-    let tags = by_profile(
-        store,
-        "SELECT profile, tag, value FROM profile_tags WHERE workspace = ? AND profile",
-        workspace,
-        &names,
-    )
-    .await?;
-    let members = by_profile(
-        store,
-        "SELECT profile, segment FROM segment_members WHERE workspace = ? AND profile",
-        workspace,
-        &names,
-    )
-    .await?;
-    let events = by_profile(
-        store,
-        &format!(
-            "SELECT profile, kind, name, {HOUR}, CAST(1 AS BIGINT) FROM event_profiles \
-             WHERE workspace = ? AND profile"
-        ),
-        workspace,
-        &names,
-    )
-    .await?;
-    let faceted = by_profile(
-        store,
-        &format!(
-            "SELECT profile, name, {HOUR}, facets FROM event_profiles WHERE {FACETED} AND profile"
-        ),
-        workspace,
-        &names,
-    )
-    .await?;
+    let tags = by_profile(store, sql::TAGS_OF, workspace, &names).await?;
+    let members = by_profile(store, sql::MEMBERSHIPS_OF, workspace, &names).await?;
+    let events = by_profile(store, sql::EVENTS_OF, workspace, &names).await?;
+    let faceted = by_profile(store, sql::FACETED_OF, workspace, &names).await?;
     let mut beside = Beside::read(tags, members, events, faceted)?;
     rows_of(states, &mut beside, catalog, now)
 }
@@ -157,66 +115,28 @@ pub async fn whole(
     now: DateTime<Utc>,
     mut take: impl FnMut(Vec<ProfileRow>),
 ) -> Result<(), ProjectionError> {
-    use futures::TryStreamExt;
-    let ws = [workspace];
-    let tags = query_rows(
-        store,
-        "SELECT profile, tag, value FROM profile_tags WHERE workspace = ?",
-        &ws,
-    )
-    .await?;
-    let members = query_rows(
-        store,
-        "SELECT profile, segment FROM segment_members WHERE workspace = ?",
-        &ws,
-    )
-    .await?;
-    let events = query_rows(
-        store,
-        &format!(
-            "SELECT profile, kind, name, hour, count(*) FROM (SELECT profile, kind, name, {HOUR} AS hour \
-             FROM event_profiles WHERE workspace = ? AND (kind = 'track' OR kind IS NULL OR event_time IS NULL)) e \
-             GROUP BY profile, kind, name, hour"
-        ),
-        &ws,
-    )
-    .await?;
-    let faceted = query_rows(
-        store,
-        &format!("SELECT profile, name, {HOUR}, facets FROM event_profiles WHERE {FACETED}"),
-        &ws,
-    )
-    .await?;
+    let read = |text| query(text).bind(workspace);
+    let tags = read(sql::TAGS).fetch_all(store.reader()).await?;
+    let members = read(sql::MEMBERSHIPS).fetch_all(store.reader()).await?;
+    let events = read(sql::EVENT_COUNTS).fetch_all(store.reader()).await?;
+    let faceted = read(sql::FACETED).fetch_all(store.reader()).await?;
     let mut beside = Beside::read(tags, members, events, faceted)?;
-    let sql = "SELECT profile, state, doc FROM profiles WHERE workspace = ?";
     let mut part: Vec<StateRow> = Vec::with_capacity(PAGE);
-    macro_rules! stream {
-        ($rows:expr) => {{
-            let mut rows = $rows;
-            while let Some(row) = rows.try_next().await? {
-                part.push(row);
-                if part.len() == PAGE {
-                    take(rows_of(
-                        std::mem::take(&mut part),
-                        &mut beside,
-                        catalog,
-                        now,
-                    )?);
-                }
+    query(sql::STATES)
+        .bind(workspace)
+        .fetch_each(store.reader(), |row: StateRow| {
+            part.push(row);
+            if part.len() == PAGE {
+                take(rows_of(
+                    std::mem::take(&mut part),
+                    &mut beside,
+                    catalog,
+                    now,
+                )?);
             }
-        }};
-    }
-    match store {
-        Store::Sqlite(s) => stream!(sqlx::query_as::<_, StateRow>(sql)
-            .bind(workspace)
-            .fetch(s.read_pool())),
-        Store::Postgres(s) => {
-            let sql = numbered(sql);
-            stream!(sqlx::query_as::<_, StateRow>(&sql)
-                .bind(workspace)
-                .fetch(s.pool()))
-        }
-    }
+            Ok::<_, ProjectionError>(())
+        })
+        .await?;
     take(rows_of(part, &mut beside, catalog, now)?);
     Ok(())
 }
@@ -279,68 +199,21 @@ type FacetRow = (String, Option<String>, Option<i64>, Option<String>);
 /// Track events of one name in one UTC hour: `(name, hour, count)`.
 type Summary = (String, i32, u32);
 
-async fn query_rows<R>(store: &Store, sql: &str, binds: &[&str]) -> Result<Vec<R>, ProjectionError>
-where
-    R: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
-        + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
-        + Send
-        + Unpin,
-{
-    Ok(match store {
-        Store::Sqlite(s) => {
-            let mut q = sqlx::query_as::<_, R>(sql);
-            for b in binds {
-                q = q.bind(*b);
-            }
-            q.fetch_all(s.read_pool()).await?
-        }
-        Store::Postgres(s) => {
-            let sql = numbered(sql);
-            let mut q = sqlx::query_as::<_, R>(&sql);
-            for b in binds {
-                q = q.bind(*b);
-            }
-            q.fetch_all(s.pool()).await?
-        }
-    })
-}
-
-/// `sql` (ending in `AND profile`) for the named profiles of `workspace`: `= ANY(..)` on PostgreSQL,
-/// `IN (..)` with one placeholder per profile on SQLite, a chunk at a time.
-async fn by_profile<R>(
+/// `text` (ending in `AND profile IN (?...)`) for the named profiles of `workspace`, a chunk at a time.
+async fn by_profile<R: Record>(
     store: &Store,
-    sql: &str,
+    text: &'static str,
     workspace: &str,
     profiles: &[String],
-) -> Result<Vec<R>, ProjectionError>
-where
-    R: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
-        + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
-        + Send
-        + Unpin,
-{
+) -> Result<Vec<R>, ProjectionError> {
     let mut out = Vec::new();
     for chunk in profiles.chunks(CHUNK) {
-        match store {
-            Store::Sqlite(s) => {
-                let marks = vec!["?"; chunk.len()].join(", ");
-                let sql = format!("{sql} IN ({marks})");
-                let mut q = sqlx::query_as::<_, R>(&sql).bind(workspace);
-                for p in chunk {
-                    q = q.bind(p);
-                }
-                out.extend(q.fetch_all(s.read_pool()).await?);
-            }
-            Store::Postgres(s) => {
-                let sql = format!("{} = ANY($2)", numbered(sql));
-                let rows = sqlx::query_as::<_, R>(&sql)
-                    .bind(workspace)
-                    .bind(chunk)
-                    .fetch_all(s.pool())
-                    .await?;
-                out.extend(rows);
-            }
-        }
+        let rows: Vec<R> = query(text)
+            .bind(workspace)
+            .bind(chunk)
+            .fetch_all(store.reader())
+            .await?;
+        out.extend(rows);
     }
     Ok(out)
 }
@@ -348,8 +221,8 @@ where
 /// The resolver's stored token: it moves with every batch it commits and with every other writer of
 /// the model (`identity::forget_state`).
 pub async fn stored_token(store: &Store) -> Result<Option<String>, ProjectionError> {
-    let sql = "SELECT token FROM projection_tokens WHERE name = ?";
-    let rows: Vec<(String,)> =
-        query_rows(store, sql, &[crate::identity::IdentityResolver::NAME]).await?;
-    Ok(rows.into_iter().next().map(|(t,)| t))
+    Ok(query(crate::runner::sql::TOKEN)
+        .bind(crate::identity::IdentityResolver::NAME)
+        .scalar_optional(store.reader())
+        .await?)
 }

@@ -21,6 +21,7 @@
 mod builder;
 mod load;
 pub mod preview;
+mod sql;
 pub mod writes;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};

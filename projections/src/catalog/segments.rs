@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 
 use cdp_domain::ident::WorkspaceId;
+use cdp_domain::store::sql::query;
 use cdp_domain::store::Store;
-use sqlx::QueryBuilder;
 
-use super::numbered;
+use super::sql;
 use crate::runner::ProjectionError;
 
 /// A profile's membership of a segment.
@@ -26,30 +26,11 @@ pub async fn memberships_of(
 ) -> Result<BTreeMap<String, Vec<Membership>>, ProjectionError> {
     let mut out: BTreeMap<String, Vec<Membership>> = BTreeMap::new();
     for chunk in profiles.chunks(500) {
-        let rows: Vec<(String, String, i64, Option<String>)> = match store {
-            Store::Sqlite(s) => {
-                let mut q: QueryBuilder<sqlx::Sqlite> = QueryBuilder::new(
-                    "SELECT profile, segment, since, caused_by FROM segment_members WHERE workspace = ",
-                );
-                q.push_bind(workspace).push(" AND profile IN (");
-                let mut list = q.separated(", ");
-                for p in chunk {
-                    list.push_bind(*p);
-                }
-                q.push(") ORDER BY profile, segment");
-                q.build_query_as().fetch_all(s.read_pool()).await?
-            }
-            Store::Postgres(s) => {
-                sqlx::query_as(
-                    "SELECT profile, segment, since, caused_by FROM segment_members \
-                     WHERE workspace = $1 AND profile = ANY($2) ORDER BY profile, segment",
-                )
-                .bind(workspace)
-                .bind(chunk)
-                .fetch_all(s.pool())
-                .await?
-            }
-        };
+        let rows: Vec<(String, String, i64, Option<String>)> = query(sql::MEMBERSHIPS_OF)
+            .bind(workspace)
+            .bind(chunk)
+            .fetch_all(store.reader())
+            .await?;
         for (profile, segment, since, caused_by) in rows {
             out.entry(profile).or_default().push(Membership {
                 segment,
@@ -80,13 +61,12 @@ pub async fn membership_history(
 ) -> Result<Vec<MembershipChange>, ProjectionError> {
     let mut out = Vec::new();
     for p in profiles {
-        let rows: Vec<(i64, String, String, bool, i64, Option<String>)> = read!(
-            store,
-            "SELECT seq, profile, segment, entered, at, caused_by FROM segment_history \
-             WHERE workspace = ? AND profile = ? ORDER BY seq",
-            |q| q.bind(workspace.as_str()).bind(p),
-            fetch_all
-        );
+        let rows: Vec<(i64, String, String, bool, i64, Option<String>)> =
+            query(sql::MEMBERSHIP_HISTORY)
+                .bind(workspace.as_str())
+                .bind(p)
+                .fetch_all(store.reader())
+                .await?;
         out.extend(
             rows.into_iter()
                 .map(
@@ -117,14 +97,12 @@ pub async fn segment_changes_since(
     segment: &str,
     since_ms: i64,
 ) -> Result<Vec<(i64, i64)>, ProjectionError> {
-    let rows: Vec<(i64, i64)> = read!(
-        store,
-        "SELECT at / 86400000 AS day, SUM(CASE WHEN entered THEN 1 ELSE -1 END) \
-         FROM segment_history WHERE workspace = ? AND segment = ? AND at >= ? \
-         GROUP BY at / 86400000 ORDER BY day",
-        |q| q.bind(workspace.as_str()).bind(segment).bind(since_ms),
-        fetch_all
-    );
+    let rows: Vec<(i64, i64)> = query(sql::SEGMENT_CHANGES_SINCE)
+        .bind(workspace.as_str())
+        .bind(segment)
+        .bind(since_ms)
+        .fetch_all(store.reader())
+        .await?;
     Ok(rows)
 }
 
@@ -133,12 +111,10 @@ pub async fn segment_sizes(
     store: &Store,
     workspace: &WorkspaceId,
 ) -> Result<BTreeMap<String, i64>, ProjectionError> {
-    let rows: Vec<(String, i64)> = read!(
-        store,
-        "SELECT segment, count(*) FROM segment_members WHERE workspace = ? GROUP BY segment",
-        |q| q.bind(workspace.as_str()),
-        fetch_all
-    );
+    let rows: Vec<(String, i64)> = query(sql::SEGMENT_SIZES)
+        .bind(workspace.as_str())
+        .fetch_all(store.reader())
+        .await?;
     Ok(rows.into_iter().collect())
 }
 
@@ -150,15 +126,11 @@ pub async fn members_page(
     after: &str,
     limit: i64,
 ) -> Result<Vec<(String, i64, Option<String>)>, ProjectionError> {
-    Ok(read!(
-        store,
-        "SELECT profile, since, caused_by FROM segment_members \
-         WHERE workspace = ? AND segment = ? AND profile > ? ORDER BY profile LIMIT ?",
-        |q| q
-            .bind(workspace.as_str())
-            .bind(segment)
-            .bind(after)
-            .bind(limit),
-        fetch_all
-    ))
+    Ok(query(sql::MEMBERS_PAGE)
+        .bind(workspace.as_str())
+        .bind(segment)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(store.reader())
+        .await?)
 }

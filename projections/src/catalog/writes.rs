@@ -1,14 +1,12 @@
 //! The catalog stage's writes for a batch (`CatalogWrites`: definitions, jobs, RFM cut points) and
-//! `write`, which stores them in the batch's transaction (the statements in `rows`, one text for both
-//! backends).
+//! `write`, which stores them in the batch's transaction: one upsert per definition, job and set of
+//! cut points (they are few), one text for both backends (`catalog::sql`).
 
+use cdp_domain::store::sql::query;
 use cdp_domain::tags::RfmThresholds;
 
-use super::Job;
-use crate::model_tx::Tx;
+use super::{sql, Job};
 use crate::runner::{ModelTx, ProjectionError};
-
-mod rows;
 
 /// What the resolver writes about the catalog for a batch.
 #[derive(Debug, Default)]
@@ -52,8 +50,42 @@ pub struct DefinitionRow {
 
 /// Writes `w` inside `tx`: definitions, jobs, then cut points.
 pub(crate) async fn write(tx: &mut ModelTx<'_>, w: &CatalogWrites) -> Result<(), ProjectionError> {
-    match &mut tx.0 {
-        Tx::Sqlite(tx) => rows::write_sqlite(tx, w).await,
-        Tx::Postgres(tx) => rows::write_postgres(tx, w).await,
+    for d in &w.definitions {
+        query(sql::INSERT_DEFINITION)
+            .bind(d.workspace.as_str())
+            .bind(d.kind)
+            .bind(d.name.as_str())
+            .bind(d.version)
+            .bind(d.body.as_deref())
+            .bind(d.defined_at)
+            .execute(tx.exec())
+            .await?;
     }
+    for j in &w.jobs {
+        query(sql::UPSERT_JOB)
+            .bind(j.workspace.as_str())
+            .bind(j.kind.as_str())
+            .bind(j.name.as_str())
+            .bind(j.version)
+            .bind(j.cursor.as_str())
+            .bind(j.done)
+            .bind(j.total)
+            .bind(j.status.as_str())
+            .bind(j.started_at)
+            .bind(j.finished_at)
+            .execute(tx.exec())
+            .await?;
+    }
+    for (ws, tag, version, at, t) in &w.thresholds {
+        let body = serde_json::to_string(t).map_err(ProjectionError::corrupt)?;
+        query(sql::UPSERT_THRESHOLDS)
+            .bind(ws.as_str())
+            .bind(tag.as_str())
+            .bind(*version)
+            .bind(*at)
+            .bind(body)
+            .execute(tx.exec())
+            .await?;
+    }
+    Ok(())
 }

@@ -5,7 +5,9 @@ use std::collections::BTreeSet;
 
 use cdp_domain::identity::ProfileId;
 
-use super::sql::{marks, pairs, text_binds, texts, Bind};
+use cdp_domain::store::sql::query;
+
+use super::sql;
 use crate::runner::{ModelTx, ProjectionError};
 
 /// The person an erasure forgets: the live profile and every profile merged into it.
@@ -16,27 +18,6 @@ pub(super) struct Cluster {
     pub(super) members: Vec<String>,
 }
 
-impl Cluster {
-    pub(super) fn ws(&self) -> Bind {
-        Bind::Text(self.workspace.clone())
-    }
-
-    /// `?, ?, …`, one per member.
-    pub(super) fn marks(&self) -> String {
-        marks(self.members.len())
-    }
-
-    /// The workspace, then every member: the binds of `workspace = ? AND profile IN (…)`.
-    pub(super) fn binds(&self) -> Vec<Bind> {
-        text_binds(&self.workspace, &self.members)
-    }
-
-    /// The workspace and the survivor: the binds of `workspace = ? AND profile = ?`.
-    pub(super) fn survivor_binds(&self) -> [Bind; 2] {
-        [self.ws(), Bind::Text(self.survivor.clone())]
-    }
-}
-
 /// The live profile `profile` resolves to (a merged-away id names its survivor) and the profiles merged
 /// into it; `None` when it is not live.
 pub(super) async fn find_cluster(
@@ -44,32 +25,28 @@ pub(super) async fn find_cluster(
     workspace: &str,
     profile: &ProfileId,
 ) -> Result<Option<Cluster>, ProjectionError> {
-    let ws = Bind::Text(workspace.to_owned());
-    let survivor = texts(
-        tx,
-        "SELECT survivor FROM profile_aliases WHERE workspace = ? AND profile = ?",
-        &[ws.clone(), Bind::Text(profile.to_string())],
-    )
-    .await?
-    .pop()
-    .unwrap_or_else(|| profile.to_string());
-    let live = texts(
-        tx,
-        "SELECT profile FROM profiles WHERE workspace = ? AND profile = ?",
-        &[ws.clone(), Bind::Text(survivor.clone())],
-    )
-    .await?;
+    let survivor: String = query(sql::SURVIVOR_OF)
+        .bind(workspace)
+        .bind(profile.as_str())
+        .scalars(tx.exec())
+        .await?
+        .pop()
+        .unwrap_or_else(|| profile.to_string());
+    let live: Vec<String> = query(sql::LIVE_PROFILE)
+        .bind(workspace)
+        .bind(survivor.as_str())
+        .scalars(tx.exec())
+        .await?;
     if live.is_empty() {
         return Ok(None);
     }
     let mut members = vec![survivor.clone()];
     members.extend(
-        texts(
-            tx,
-            "SELECT profile FROM profile_aliases WHERE workspace = ? AND survivor = ? ORDER BY profile",
-            &[ws, Bind::Text(survivor.clone())],
-        )
-        .await?,
+        query(sql::MERGED_INTO)
+            .bind(workspace)
+            .bind(survivor.as_str())
+            .scalars::<String>(tx.exec())
+            .await?,
     );
     Ok(Some(Cluster {
         workspace: workspace.to_owned(),
@@ -86,59 +63,43 @@ pub(super) async fn identifier_values(
     tx: &mut ModelTx<'_>,
     cluster: &Cluster,
 ) -> Result<(BTreeSet<String>, BTreeSet<String>), ProjectionError> {
-    let in_cluster = cluster.marks();
-    let cluster_binds = cluster.binds();
-    let mut typed: BTreeSet<(String, String)> = pairs(
-        tx,
-        &format!(
-            "SELECT id_type, value FROM identity_events WHERE workspace = ? AND value IS NOT NULL \
-             AND id_type IS NOT NULL AND profile IN ({in_cluster})"
-        ),
-        &cluster_binds,
-    )
-    .await?
-    .into_iter()
-    .collect();
+    let ws = cluster.workspace.as_str();
+    let mut typed: BTreeSet<(String, String)> = query(sql::DECIDED_IDENTIFIERS)
+        .bind(ws)
+        .bind(&cluster.members)
+        .fetch_all(tx.exec())
+        .await?
+        .into_iter()
+        .collect();
     typed.extend(
-        pairs(
-            tx,
-            "SELECT id_type, value FROM identifier_owners WHERE workspace = ? AND profile = ?",
-            &cluster.survivor_binds(),
-        )
-        .await?,
+        query(sql::HELD_IDENTIFIERS)
+            .bind(ws)
+            .bind(cluster.survivor.as_str())
+            .fetch_all::<(String, String)>(tx.exec())
+            .await?,
     );
     let ours: Vec<(String, String)> = typed.iter().cloned().collect();
     let mut candidates: BTreeSet<String> = BTreeSet::new();
     for chunk in ours.chunks(200) {
-        let mut binds = cluster_binds.clone();
-        for (t, v) in chunk {
-            binds.push(Bind::Text(t.clone()));
-            binds.push(Bind::Text(v.clone()));
-        }
-        let any = vec!["(id_type = ? AND value = ?)"; chunk.len()].join(" OR ");
-        let held_elsewhere = pairs(
-            tx,
-            &format!(
-                "SELECT id_type, value FROM identifier_owners WHERE workspace = ? \
-                 AND profile NOT IN ({in_cluster}) AND ({any})"
-            ),
-            &binds,
-        )
-        .await?;
+        let any = sql::any_identifier(chunk.len());
+        let identifiers = chunk.iter().flat_map(|(t, v)| [t.as_str(), v.as_str()]);
+        let held_elsewhere: Vec<(String, String)> = query(format!("{}{any}", sql::HELD_ELSEWHERE))
+            .bind(ws)
+            .bind(&cluster.members)
+            .bind_each(identifiers.clone())
+            .fetch_all(tx.exec())
+            .await?;
         for held in held_elsewhere {
             typed.remove(&held);
         }
-        for sql in [
-            "SELECT DISTINCT profile FROM identifier_owners WHERE workspace = ?",
-            "SELECT DISTINCT profile FROM identity_events WHERE kind = 'link_rejected' AND workspace = ?",
-        ] {
+        for head in sql::HOLDING_OR_REFUSED {
             candidates.extend(
-                texts(
-                    tx,
-                    &format!("{sql} AND profile NOT IN ({in_cluster}) AND ({any})"),
-                    &binds,
-                )
-                .await?,
+                query(format!("{head}{any}"))
+                    .bind(ws)
+                    .bind(&cluster.members)
+                    .bind_each(identifiers.clone())
+                    .scalars::<String>(tx.exec())
+                    .await?,
             );
         }
     }

@@ -17,14 +17,14 @@ use std::collections::BTreeMap;
 use cdp_domain::fastmap::{map_with_capacity, FastMap, FastSet};
 use cdp_domain::identity::ProfileId;
 use cdp_domain::profile::ProfileDoc;
+use cdp_domain::store::sql::query;
 use cdp_domain::store::Store;
 use chrono::{DateTime, Utc};
 
 use super::ResolverState;
 use crate::evaluation::derive::{self, Derivation};
-use crate::model_tx::Tx;
 use crate::profiles::{ModelWrites, ProfileKey};
-use crate::runner::{ModelTx, ProjectionError};
+use crate::runner::{sql, ModelTx, ProjectionError};
 use crate::stages::StageWrites;
 
 /// The row of `projection_checkpoints` that marks a model whose last-value rows are not all written.
@@ -92,42 +92,19 @@ impl Deferred {
 
 /// Marks the model as deferred, in a deferred batch's transaction.
 pub(super) async fn mark(tx: &mut ModelTx<'_>) -> Result<(), ProjectionError> {
-    const MARK: &str = "INSERT INTO projection_checkpoints (name, tx, seq, updated_at) \
-                        VALUES (?, 0, 0, 0) ON CONFLICT (name) DO NOTHING";
-    match tx {
-        ModelTx(Tx::Sqlite(tx)) => {
-            sqlx::query(MARK)
-                .bind(DEFERRED_MARK)
-                .execute(&mut **tx)
-                .await?;
-        }
-        ModelTx(Tx::Postgres(tx)) => {
-            sqlx::query(&crate::profiles::numbered(MARK))
-                .bind(DEFERRED_MARK)
-                .execute(&mut **tx)
-                .await?;
-        }
-    }
+    query(sql::INSERT_MARK)
+        .bind(DEFERRED_MARK)
+        .execute(tx.exec())
+        .await?;
     Ok(())
 }
 
 /// Whether the stored model has deferred rows no flush wrote.
 pub(super) async fn unwritten(store: &Store) -> Result<bool, ProjectionError> {
-    const FIND: &str = "SELECT count(*) FROM projection_checkpoints WHERE name = ?";
-    let n: i64 = match store {
-        Store::Sqlite(s) => {
-            sqlx::query_scalar(FIND)
-                .bind(DEFERRED_MARK)
-                .fetch_one(s.write_pool())
-                .await?
-        }
-        Store::Postgres(s) => {
-            sqlx::query_scalar(&crate::profiles::numbered(FIND))
-                .bind(DEFERRED_MARK)
-                .fetch_one(s.pool())
-                .await?
-        }
-    };
+    let n: i64 = query(sql::COUNT_MARK)
+        .bind(DEFERRED_MARK)
+        .scalar(store.writer())
+        .await?;
     Ok(n > 0)
 }
 
@@ -172,7 +149,7 @@ pub(super) async fn flush(
     keys.sort();
     keys.dedup();
     keys.retain(|k| state.docs.holds(k));
-    let mut tx = begin(store).await?;
+    let mut tx = ModelTx::begin(store).await?;
     let mut evaluated = 0;
     // Where the flush's time goes: decoding and evaluating, then writing states and rows.
     let (mut evaluating, mut writing) = (0.0, 0.0);
@@ -313,31 +290,11 @@ async fn evaluate(
     Ok(stages)
 }
 
-/// A transaction on the model's tables, outside the pipeline's commits.
-async fn begin(store: &Store) -> Result<ModelTx<'static>, ProjectionError> {
-    Ok(match store {
-        Store::Sqlite(s) => ModelTx(Tx::Sqlite(s.begin_write().await?)),
-        Store::Postgres(s) => ModelTx(Tx::Postgres(s.pool().begin().await?)),
-    })
-}
-
-async fn unmark_and_commit(tx: ModelTx<'_>) -> Result<(), ProjectionError> {
-    const UNMARK: &str = "DELETE FROM projection_checkpoints WHERE name = ?";
-    match tx {
-        ModelTx(Tx::Sqlite(mut tx)) => {
-            sqlx::query(UNMARK)
-                .bind(DEFERRED_MARK)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-        }
-        ModelTx(Tx::Postgres(mut tx)) => {
-            sqlx::query(&crate::profiles::numbered(UNMARK))
-                .bind(DEFERRED_MARK)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-        }
-    }
+async fn unmark_and_commit(mut tx: ModelTx<'_>) -> Result<(), ProjectionError> {
+    query(sql::DELETE_MARK)
+        .bind(DEFERRED_MARK)
+        .execute(tx.exec())
+        .await?;
+    tx.commit().await?;
     Ok(())
 }

@@ -22,6 +22,7 @@ mod model;
 mod operator;
 mod partition;
 pub mod queries;
+mod sql;
 mod token;
 mod write;
 
@@ -39,6 +40,7 @@ use std::sync::{Arc, Mutex};
 use cdp_domain::catalog::Catalog;
 use cdp_domain::event::StoredEvent;
 use cdp_domain::identity::{Identifier, IdentityEvent, IdentityGraph, IdentityRules, ProfileId};
+use cdp_domain::store::sql::query;
 use cdp_domain::store::Store;
 use cdp_domain::tags::RfmThresholds;
 use chrono::{DateTime, Utc};
@@ -260,21 +262,10 @@ impl IdentityResolver {
         store: &Store,
         after: i64,
     ) -> Result<Vec<(i64, String, IdentityEvent)>, ProjectionError> {
-        let rows: Vec<(i64, String, String)> =
-            match store {
-                Store::Sqlite(s) => sqlx::query_as(
-                    "SELECT seq, workspace, body FROM identity_events WHERE seq > ? ORDER BY seq",
-                )
-                .bind(after)
-                .fetch_all(s.read_pool())
-                .await?,
-                Store::Postgres(s) => sqlx::query_as(
-                    "SELECT seq, workspace, body FROM identity_events WHERE seq > $1 ORDER BY seq",
-                )
-                .bind(after)
-                .fetch_all(s.pool())
-                .await?,
-            };
+        let rows: Vec<(i64, String, String)> = query(sql::DECISIONS_AFTER)
+            .bind(after)
+            .fetch_all(store.reader())
+            .await?;
         rows.into_iter()
             .map(|(seq, workspace, body)| {
                 let event = serde_json::from_str(&body).map_err(ProjectionError::corrupt)?;

@@ -3,10 +3,11 @@
 
 use cdp_domain::ident::WorkspaceId;
 use cdp_domain::identity::{IdentityEvent, IdentityGraph, IdentityRules};
+use cdp_domain::store::sql::{query, Query};
 use cdp_domain::store::Store;
 
-use crate::model_tx::Tx;
-use crate::profiles::{self, numbered};
+use super::sql;
+use crate::profiles;
 use crate::runner::{ModelTx, ProjectionError};
 
 /// One stored identity decision, as the API shows it.
@@ -20,8 +21,6 @@ pub struct DecisionRow {
 }
 
 type RawRow = (i64, i64, String, i64, String);
-
-const DECISION_COLUMNS: &str = "seq, log_seq, caused_by, recorded_at, body";
 
 fn decode_rows(rows: Vec<RawRow>) -> Result<Vec<DecisionRow>, ProjectionError> {
     rows.into_iter()
@@ -37,38 +36,10 @@ fn decode_rows(rows: Vec<RawRow>) -> Result<Vec<DecisionRow>, ProjectionError> {
         .collect()
 }
 
-/// Runs a query over `identity_events` on either backend, binding the text parameters and then the
-/// numbers. `sql` uses `?` placeholders; they become `$n` on PostgreSQL.
-async fn query_decisions(
-    store: &Store,
-    sql: &str,
-    texts: &[&str],
-    numbers: &[i64],
-) -> Result<Vec<DecisionRow>, ProjectionError> {
-    let rows: Vec<RawRow> = match store {
-        Store::Sqlite(s) => {
-            let mut q = sqlx::query_as(sql);
-            for t in texts {
-                q = q.bind(*t);
-            }
-            for n in numbers {
-                q = q.bind(*n);
-            }
-            q.fetch_all(s.read_pool()).await?
-        }
-        Store::Postgres(s) => {
-            let numbered = numbered(sql);
-            let mut q = sqlx::query_as(&numbered);
-            for t in texts {
-                q = q.bind(*t);
-            }
-            for n in numbers {
-                q = q.bind(*n);
-            }
-            q.fetch_all(s.pool()).await?
-        }
-    };
-    decode_rows(rows)
+/// The decisions a statement over `identity_events` reads (`seq, log_seq, caused_by, recorded_at,
+/// body`).
+async fn decisions(store: &Store, q: Query<'_>) -> Result<Vec<DecisionRow>, ProjectionError> {
+    decode_rows(q.fetch_all(store.reader()).await?)
 }
 
 /// The surviving profile of `profile` (itself when it was never merged away); `None` when no such
@@ -99,16 +70,11 @@ pub async fn link_of(
     value: &str,
 ) -> Result<Option<DecisionRow>, ProjectionError> {
     let workspace = workspace.as_str();
-    let rows = query_decisions(
-        store,
-        &format!(
-            "SELECT {DECISION_COLUMNS} FROM identity_events WHERE workspace = ? AND id_type = ? \
-             AND value = ? AND kind = 'identifier_linked' ORDER BY seq LIMIT 1"
-        ),
-        &[workspace, id_type, value],
-        &[],
-    )
-    .await?;
+    let q = query(sql::LINK_OF)
+        .bind(workspace)
+        .bind(id_type)
+        .bind(value);
+    let rows = decisions(store, q).await?;
     Ok(rows.into_iter().next())
 }
 
@@ -119,17 +85,12 @@ pub async fn caused_by(
     message_id: &str,
 ) -> Result<Vec<DecisionRow>, ProjectionError> {
     let workspace = workspace.as_str();
-    query_decisions(
-        store,
-        &format!(
-            "SELECT {DECISION_COLUMNS} FROM identity_events \
-             WHERE log_seq IN (SELECT seq FROM events WHERE workspace = ? AND message_id = ?) \
-             AND workspace = ? AND caused_by = ? ORDER BY seq"
-        ),
-        &[workspace, message_id, workspace, message_id],
-        &[],
-    )
-    .await
+    let q = query(sql::CAUSED_BY)
+        .bind(workspace)
+        .bind(message_id)
+        .bind(workspace)
+        .bind(message_id);
+    decisions(store, q).await
 }
 
 /// A workspace's identity graph as its recorded decisions build it.
@@ -145,13 +106,7 @@ pub(crate) async fn graph_in(
     store: &Store,
     workspace: &str,
 ) -> Result<IdentityGraph, ProjectionError> {
-    let rows = query_decisions(
-        store,
-        &format!("SELECT {DECISION_COLUMNS} FROM identity_events WHERE workspace = ? ORDER BY seq"),
-        &[workspace],
-        &[],
-    )
-    .await?;
+    let rows = decisions(store, query(sql::DECISIONS_OF_WORKSPACE).bind(workspace)).await?;
     let mut graph = IdentityGraph::new();
     for row in &rows {
         graph.apply(&row.event);
@@ -180,34 +135,22 @@ pub async fn explain(
     cluster.extend(profiles::aliases_of(store, workspace, &survivor).await?);
     let workspace = workspace.as_str();
     // One query per column, so that each can use its index.
-    let mut decisions: Vec<DecisionRow> = Vec::new();
-    for column in ["profile", "other"] {
+    let mut found: Vec<DecisionRow> = Vec::new();
+    for text in sql::DECISIONS_ABOUT {
         for chunk in cluster.chunks(200) {
-            let list = vec!["?"; chunk.len()].join(", ");
-            let mut texts: Vec<&str> = vec![workspace];
-            texts.extend(chunk.iter().map(String::as_str));
-            let about = query_decisions(
-                store,
-                &format!(
-                    "SELECT {DECISION_COLUMNS} FROM identity_events \
-                     WHERE workspace = ? AND {column} IN ({list})"
-                ),
-                &texts,
-                &[],
-            )
-            .await?;
+            let about = decisions(store, query(text).bind(workspace).bind(chunk)).await?;
             for d in about {
-                if !decisions.iter().any(|known| known.seq == d.seq) {
-                    decisions.push(d);
+                if !found.iter().any(|known| known.seq == d.seq) {
+                    found.push(d);
                 }
             }
         }
     }
-    decisions.sort_by_key(|d| d.seq);
+    found.sort_by_key(|d| d.seq);
     Ok(Some(Explanation {
         survivor,
         merged: cluster.into_iter().skip(1).collect(),
-        decisions,
+        decisions: found,
     }))
 }
 
@@ -219,16 +162,11 @@ pub async fn conflicts(
     limit: u32,
 ) -> Result<Vec<DecisionRow>, ProjectionError> {
     let workspace = workspace.as_str();
-    query_decisions(
-        store,
-        &format!(
-            "SELECT {DECISION_COLUMNS} FROM identity_events WHERE workspace = ? \
-             AND kind IN ('merge_rejected', 'link_rejected') AND seq < ? ORDER BY seq DESC LIMIT ?"
-        ),
-        &[workspace],
-        &[before.unwrap_or(i64::MAX), i64::from(limit)],
-    )
-    .await
+    let q = query(sql::CONFLICTS)
+        .bind(workspace)
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(i64::from(limit));
+    decisions(store, q).await
 }
 
 /// The identity rules in force for a workspace: the ones the last rules command of its log put in force
@@ -245,20 +183,10 @@ pub(crate) async fn rules_in(
     store: &Store,
     workspace: &str,
 ) -> Result<IdentityRules, ProjectionError> {
-    let row: Option<(String,)> = match store {
-        Store::Sqlite(s) => {
-            sqlx::query_as("SELECT rules FROM identity_rules WHERE workspace = ?")
-                .bind(workspace)
-                .fetch_optional(s.read_pool())
-                .await?
-        }
-        Store::Postgres(s) => {
-            sqlx::query_as("SELECT rules FROM identity_rules WHERE workspace = $1")
-                .bind(workspace)
-                .fetch_optional(s.pool())
-                .await?
-        }
-    };
+    let row: Option<(String,)> = query(sql::RULES)
+        .bind(workspace)
+        .fetch_optional(store.reader())
+        .await?;
     match row {
         Some((json,)) => serde_json::from_str(&json).map_err(ProjectionError::corrupt),
         None => Ok(IdentityRules::default()),
@@ -284,32 +212,16 @@ pub(crate) async fn write_rules(
     tx: &mut ModelTx<'_>,
     rows: &[(String, IdentityRules, i64)],
 ) -> Result<(), ProjectionError> {
-    let sql = "INSERT INTO identity_rules (workspace, version, rules, updated_at) \
-               VALUES (?, ?, ?, ?) ON CONFLICT (workspace) DO UPDATE SET \
-               version = excluded.version, rules = excluded.rules, updated_at = excluded.updated_at";
     for (workspace, rules, at_ms) in rows {
         let json = serde_json::to_string(rules).map_err(ProjectionError::corrupt)?;
         let version = i64::try_from(rules.version).map_err(ProjectionError::corrupt)?;
-        match tx {
-            ModelTx(Tx::Sqlite(tx)) => {
-                sqlx::query(sql)
-                    .bind(workspace)
-                    .bind(version)
-                    .bind(&json)
-                    .bind(at_ms)
-                    .execute(&mut **tx)
-                    .await?;
-            }
-            ModelTx(Tx::Postgres(tx)) => {
-                sqlx::query(&numbered(sql))
-                    .bind(workspace)
-                    .bind(version)
-                    .bind(&json)
-                    .bind(at_ms)
-                    .execute(&mut **tx)
-                    .await?;
-            }
-        }
+        query(sql::UPSERT_RULES)
+            .bind(workspace)
+            .bind(version)
+            .bind(json)
+            .bind(*at_ms)
+            .execute(tx.exec())
+            .await?;
     }
     Ok(())
 }

@@ -2,12 +2,12 @@
 //! every other writer of the model (`forget_state`), so an instance knows when its in-memory state is
 //! stale.
 
+use cdp_domain::store::sql::query;
 use cdp_domain::store::Store;
 use chrono::Utc;
 
 use super::IdentityResolver;
-use crate::model_tx::Tx;
-use crate::runner::{ModelTx, ProjectionError};
+use crate::runner::{sql, ModelTx, ProjectionError};
 
 /// A token no other batch has: this process's start, its address space and a counter.
 pub(super) fn new_token() -> String {
@@ -24,21 +24,10 @@ pub(super) fn new_token() -> String {
 }
 
 pub(super) async fn stored_token(store: &Store) -> Result<Option<String>, ProjectionError> {
-    let sql = "SELECT token FROM projection_tokens WHERE name = ?";
-    Ok(match store {
-        Store::Sqlite(s) => {
-            sqlx::query_scalar(sql)
-                .bind(IdentityResolver::NAME)
-                .fetch_optional(s.read_pool())
-                .await?
-        }
-        Store::Postgres(s) => {
-            sqlx::query_scalar(&crate::profiles::numbered(sql))
-                .bind(IdentityResolver::NAME)
-                .fetch_optional(s.pool())
-                .await?
-        }
-    })
+    Ok(query(sql::TOKEN)
+        .bind(IdentityResolver::NAME)
+        .scalar_optional(store.reader())
+        .await?)
 }
 
 /// Makes every resolver reload its in-memory state before its next batch (after the model was written by
@@ -51,41 +40,17 @@ pub async fn forget_state(tx: &mut ModelTx<'_>) -> Result<(), ProjectionError> {
 pub(super) async fn stored_token_in(
     tx: &mut ModelTx<'_>,
 ) -> Result<Option<String>, ProjectionError> {
-    let sql = "SELECT token FROM projection_tokens WHERE name = ?";
-    Ok(match tx {
-        ModelTx(Tx::Sqlite(tx)) => {
-            sqlx::query_scalar(sql)
-                .bind(IdentityResolver::NAME)
-                .fetch_optional(&mut **tx)
-                .await?
-        }
-        ModelTx(Tx::Postgres(tx)) => {
-            sqlx::query_scalar(&crate::profiles::numbered(sql))
-                .bind(IdentityResolver::NAME)
-                .fetch_optional(&mut **tx)
-                .await?
-        }
-    })
+    Ok(query(sql::TOKEN)
+        .bind(IdentityResolver::NAME)
+        .scalar_optional(tx.exec())
+        .await?)
 }
 
 pub(super) async fn write_token(tx: &mut ModelTx<'_>, token: &str) -> Result<(), ProjectionError> {
-    let sql = "INSERT INTO projection_tokens (name, token) VALUES (?, ?) \
-               ON CONFLICT (name) DO UPDATE SET token = excluded.token";
-    match tx {
-        ModelTx(Tx::Sqlite(tx)) => {
-            sqlx::query(sql)
-                .bind(IdentityResolver::NAME)
-                .bind(token)
-                .execute(&mut **tx)
-                .await?;
-        }
-        ModelTx(Tx::Postgres(tx)) => {
-            sqlx::query(&crate::profiles::numbered(sql))
-                .bind(IdentityResolver::NAME)
-                .bind(token)
-                .execute(&mut **tx)
-                .await?;
-        }
-    }
+    query(sql::SET_TOKEN)
+        .bind(IdentityResolver::NAME)
+        .bind(token)
+        .execute(tx.exec())
+        .await?;
     Ok(())
 }

@@ -3,6 +3,9 @@
 //! storage parameters and, until the shadow is caught up, only the indexes the resolver reads by (the
 //! others built at once over the rows, `build_deferred_indexes`); dropped after the switch.
 
+use cdp_domain::store::sql::{query, verbatim};
+
+use super::sql::{self, quoted};
 use super::*;
 
 /// The shadow a rebuild writes into.
@@ -25,7 +28,6 @@ pub(super) async fn shadow_store_sqlite(live: &SqliteStore) -> Result<Store, Pro
     ))
 }
 
-/// `name` as a quoted PostgreSQL identifier.
 /// The shadow tables whose secondary indexes a PostgreSQL rebuild builds once at the end instead of
 /// row by row: the resolver never reads them by those (decisions by seq, events by profile and
 /// sequence, which stays).
@@ -49,34 +51,25 @@ const KEPT_INDEX: &str = "(workspace, profile, ";
 async fn defer_indexes(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
 ) -> Result<(), ProjectionError> {
-    sqlx::query(&format!(
-        "CREATE TABLE {SHADOW_SCHEMA}.rebuild_deferred (definition TEXT NOT NULL)"
-    ))
-    .execute(&mut **tx)
-    .await?;
-    for t in DEFERRED_INDEX_TABLES {
-        let indexes: Vec<(String, String)> = sqlx::query_as(
-            "SELECT format('%I.%I', n.nspname, i.relname), pg_get_indexdef(i.oid) \
-             FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
-             JOIN pg_namespace n ON n.oid = i.relnamespace \
-             WHERE x.indrelid = $1::regclass AND NOT x.indisunique AND NOT x.indisprimary",
-        )
-        .bind(format!("{SHADOW_SCHEMA}.{t}"))
-        .fetch_all(&mut **tx)
+    verbatim(sql::POSTGRES_CREATE_DEFERRED)
+        .execute(&mut *tx)
         .await?;
+    for t in DEFERRED_INDEX_TABLES {
+        let indexes: Vec<(String, String)> = verbatim(sql::POSTGRES_SECONDARY_INDEXES)
+            .bind(format!("{SHADOW_SCHEMA}.{t}"))
+            .fetch_all(&mut *tx)
+            .await?;
         for (index, definition) in indexes {
             if kept_while_written(&definition) {
                 continue;
             }
-            sqlx::query(&format!("DROP INDEX {index}"))
-                .execute(&mut **tx)
+            verbatim(sql::postgres_drop_index(&index))
+                .execute(&mut *tx)
                 .await?;
-            sqlx::query(&format!(
-                "INSERT INTO {SHADOW_SCHEMA}.rebuild_deferred (definition) VALUES ($1)"
-            ))
-            .bind(&definition)
-            .execute(&mut **tx)
-            .await?;
+            verbatim(sql::POSTGRES_INSERT_DEFERRED)
+                .bind(&definition)
+                .execute(&mut *tx)
+                .await?;
         }
     }
     Ok(())
@@ -88,24 +81,22 @@ pub(super) async fn build_deferred_indexes(
 ) -> Result<(), ProjectionError> {
     let started = Instant::now();
     let mut tx = lock.begin().await?;
-    let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
-        .bind(format!("{SHADOW_SCHEMA}.rebuild_deferred"))
-        .fetch_one(&mut *tx)
+    let exists: Option<String> = verbatim(sql::POSTGRES_TABLE_EXISTS)
+        .bind(sql::POSTGRES_DEFERRED_TABLE)
+        .scalar(&mut tx)
         .await?;
     if exists.is_none() {
         return Ok(());
     }
-    let definitions: Vec<String> = sqlx::query_scalar(&format!(
-        "SELECT definition FROM {SHADOW_SCHEMA}.rebuild_deferred"
-    ))
-    .fetch_all(&mut *tx)
-    .await?;
+    let definitions: Vec<String> = verbatim(sql::POSTGRES_DEFERRED_DEFINITIONS)
+        .scalars(&mut tx)
+        .await?;
     for definition in &definitions {
         // A definition read from the catalog (`pg_get_indexdef`), naming the shadow's table.
-        sqlx::query(definition).execute(&mut *tx).await?;
+        verbatim(definition.as_str()).execute(&mut tx).await?;
     }
-    sqlx::query(&format!("DELETE FROM {SHADOW_SCHEMA}.rebuild_deferred"))
-        .execute(&mut *tx)
+    verbatim(sql::POSTGRES_CLEAR_DEFERRED)
+        .execute(&mut tx)
         .await?;
     tx.commit().await?;
     tracing::info!(
@@ -114,10 +105,6 @@ pub(super) async fn build_deferred_indexes(
         "rebuild: deferred indexes built"
     );
     Ok(())
-}
-
-pub(super) fn quoted(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 impl Shadow {
@@ -134,55 +121,34 @@ impl Shadow {
                     unreachable!()
                 };
                 let mut tx = s.begin_write().await?;
-                let tables: Vec<String> = sqlx::query_scalar(
-                    "SELECT name FROM main.sqlite_master WHERE type = 'table' \
-                     AND name NOT LIKE 'sqlite_%'",
-                )
-                .fetch_all(&mut *tx)
-                .await?;
+                let tables: Vec<String> = query(sql::SQLITE_SHADOW_TABLES).scalars(&mut tx).await?;
                 let resumable = if tables.iter().any(|t| t == "rebuild_meta") {
-                    let built: Option<i64> =
-                        sqlx::query_scalar("SELECT version FROM main.rebuild_meta")
-                            .fetch_optional(&mut *tx)
-                            .await?;
+                    let built: Option<i64> = query(sql::SQLITE_META_VERSION)
+                        .scalar_optional(&mut tx)
+                        .await?;
                     built == Some(version)
                 } else {
                     false
                 };
                 if !resumable {
                     for t in &tables {
-                        sqlx::query(&format!("DROP TABLE main.{}", quoted(t)))
-                            .execute(&mut *tx)
-                            .await?;
+                        query(sql::sqlite_drop_table(t)).execute(&mut tx).await?;
                     }
                     let mut names = MODEL_TABLES.to_vec();
                     names.extend_from_slice(SHADOW_BOOKKEEPING);
-                    let placeholders = vec!["?"; names.len()].join(", ");
-                    let ddl_sql = format!(
-                        "SELECT sql FROM live.sqlite_master WHERE tbl_name IN ({placeholders}) \
-                         AND sql IS NOT NULL ORDER BY CASE type WHEN 'table' THEN 0 ELSE 1 END"
-                    );
-                    let mut ddl_query = sqlx::query_scalar(&ddl_sql);
-                    for n in &names {
-                        ddl_query = ddl_query.bind(*n);
-                    }
-                    let ddl: Vec<String> = ddl_query.fetch_all(&mut *tx).await?;
+                    let ddl: Vec<String> = query(sql::SQLITE_LIVE_DEFINITIONS)
+                        .bind(&names)
+                        .scalars(&mut tx)
+                        .await?;
                     for statement in ddl {
-                        sqlx::query(&statement).execute(&mut *tx).await?;
+                        verbatim(statement).execute(&mut tx).await?;
                     }
-                    sqlx::query(
-                        "CREATE TABLE main.rebuild_meta (version INTEGER NOT NULL, \
-                         started_at INTEGER NOT NULL)",
-                    )
-                    .execute(&mut *tx)
-                    .await?;
-                    sqlx::query(
-                        "INSERT INTO main.rebuild_meta (version, started_at) VALUES (?, ?)",
-                    )
-                    .bind(version)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
+                    query(sql::SQLITE_CREATE_META).execute(&mut tx).await?;
+                    query(sql::SQLITE_INSERT_META)
+                        .bind(version)
+                        .bind(now)
+                        .execute(&mut tx)
+                        .await?;
                 }
                 tx.commit().await?;
                 s.write_pool().close().await;
@@ -198,9 +164,9 @@ impl Shadow {
                 // connection closed: asked again for a moment before it counts as running.
                 let mut locked = false;
                 for _ in 0..LOCK_TRIES {
-                    locked = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                    locked = verbatim(sql::POSTGRES_TRY_LOCK)
                         .bind(REBUILD_LOCK)
-                        .fetch_one(&mut lock)
+                        .scalar(&mut lock)
                         .await?;
                     if locked {
                         break;
@@ -212,74 +178,52 @@ impl Shadow {
                         "another rebuild is running on this database".into(),
                     ));
                 }
-                let live_schema: String = sqlx::query_scalar("SELECT current_schema()")
-                    .fetch_one(&mut lock)
+                let live_schema: String = verbatim(sql::POSTGRES_CURRENT_SCHEMA)
+                    .scalar(&mut lock)
                     .await?;
-                let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
-                    .bind(format!("{SHADOW_SCHEMA}.rebuild_meta"))
-                    .fetch_one(&mut lock)
+                let exists: Option<String> = verbatim(sql::POSTGRES_TABLE_EXISTS)
+                    .bind(sql::POSTGRES_META_TABLE)
+                    .scalar(&mut lock)
                     .await?;
                 let resumable = match exists {
                     Some(_) => {
-                        let built: Option<i64> = sqlx::query_scalar(&format!(
-                            "SELECT version FROM {SHADOW_SCHEMA}.rebuild_meta"
-                        ))
-                        .fetch_optional(&mut lock)
-                        .await?;
+                        let built: Option<i64> = verbatim(sql::POSTGRES_META_VERSION)
+                            .scalar_optional(&mut lock)
+                            .await?;
                         built == Some(version)
                     }
                     None => false,
                 };
                 if !resumable {
                     let mut tx = lock.begin().await?;
-                    sqlx::query(&format!("DROP SCHEMA IF EXISTS {SHADOW_SCHEMA} CASCADE"))
-                        .execute(&mut *tx)
-                        .await?;
-                    sqlx::query(&format!("CREATE SCHEMA {SHADOW_SCHEMA}"))
-                        .execute(&mut *tx)
+                    verbatim(sql::POSTGRES_DROP_SHADOW).execute(&mut tx).await?;
+                    verbatim(sql::POSTGRES_CREATE_SHADOW)
+                        .execute(&mut tx)
                         .await?;
                     for t in MODEL_TABLES.iter().chain(SHADOW_BOOKKEEPING) {
-                        sqlx::query(&format!(
-                            "CREATE TABLE {SHADOW_SCHEMA}.{t} (LIKE {}.{t} INCLUDING ALL)",
-                            quoted(&live_schema)
-                        ))
-                        .execute(&mut *tx)
-                        .await?;
+                        verbatim(sql::postgres_create_like(t, &live_schema))
+                            .execute(&mut tx)
+                            .await?;
                         // `LIKE` copies no storage parameters (a fillfactor): the switch moves these
                         // tables into the live schema, so they must carry the live ones.
-                        let options: Option<Vec<String>> = sqlx::query_scalar(
-                            "SELECT c.reloptions FROM pg_class c \
-                             JOIN pg_namespace n ON n.oid = c.relnamespace \
-                             WHERE n.nspname = $1 AND c.relname = $2",
-                        )
-                        .bind(&live_schema)
-                        .bind(t)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                        if let Some(options) = options.filter(|o| !o.is_empty()) {
-                            sqlx::query(&format!(
-                                "ALTER TABLE {SHADOW_SCHEMA}.{t} SET ({})",
-                                options.join(", ")
-                            ))
-                            .execute(&mut *tx)
+                        let options: Option<String> = verbatim(sql::POSTGRES_STORAGE_PARAMETERS)
+                            .bind(live_schema.as_str())
+                            .bind(*t)
+                            .scalar(&mut tx)
                             .await?;
+                        if let Some(options) = options.filter(|o| !o.is_empty()) {
+                            verbatim(sql::postgres_set_storage_parameters(t, &options))
+                                .execute(&mut tx)
+                                .await?;
                         }
                     }
-                    sqlx::query(&format!(
-                        "CREATE TABLE {SHADOW_SCHEMA}.rebuild_meta (version BIGINT NOT NULL, \
-                         started_at BIGINT NOT NULL)"
-                    ))
-                    .execute(&mut *tx)
-                    .await?;
+                    verbatim(sql::POSTGRES_CREATE_META).execute(&mut tx).await?;
                     defer_indexes(&mut tx).await?;
-                    sqlx::query(&format!(
-                        "INSERT INTO {SHADOW_SCHEMA}.rebuild_meta (version, started_at) \
-                         VALUES ($1, $2)"
-                    ))
-                    .bind(version)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
+                    verbatim(sql::POSTGRES_INSERT_META)
+                        .bind(version)
+                        .bind(now)
+                        .execute(&mut tx)
+                        .await?;
                     tx.commit().await?;
                 }
                 let store = Store::Postgres(PostgresStore::shadow(
@@ -314,7 +258,7 @@ impl Shadow {
             (_, Store::Postgres(s)) => {
                 s.pool().close().await;
                 if let Some((mut lock, _)) = self.postgres {
-                    sqlx::query(&format!("DROP SCHEMA IF EXISTS {SHADOW_SCHEMA} CASCADE"))
+                    verbatim(sql::POSTGRES_DROP_SHADOW)
                         .execute(&mut lock)
                         .await?;
                     lock.close().await?;

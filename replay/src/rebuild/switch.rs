@@ -2,6 +2,9 @@
 //! its tables replace the live ones (SQLite: rows copied in; PostgreSQL: tables moved into the live
 //! schema) and tags and memberships are reconciled, in one transaction.
 
+use cdp_domain::store::sql::{query, verbatim, Exec};
+
+use super::sql::{self, quoted};
 use super::*;
 
 /// The rows on which the rebuilt model and the live one differ: tags the rebuilt one has and the live
@@ -15,41 +18,25 @@ type Differences = (
 );
 
 /// Reads the [`Differences`] between the schema (or attached database) `live` and `shadow`, in the
-/// switch's transaction `tx` (a `&mut sqlx::Transaction` of either backend).
-macro_rules! fetch_differences {
-    ($tx:expr, $live:expr, $shadow:expr) => {{
-        let (tx, live, shadow): (_, &str, &str) = ($tx, $live, $shadow);
-        let tags_sql = |from: &str, other: &str| {
-            format!(
-                "SELECT a.workspace, a.profile, a.tag, a.value, a.detail, a.manual, a.changed_at, \
-                 a.caused_by FROM {from}.profile_tags a LEFT JOIN {other}.profile_tags b \
-                 ON b.workspace = a.workspace AND b.profile = a.profile AND b.tag = a.tag \
-                 WHERE b.tag IS NULL OR b.value <> a.value \
-                 OR coalesce(b.detail, '') <> coalesce(a.detail, '') OR b.manual <> a.manual"
-            )
-        };
-        let members_sql = |from: &str, other: &str| {
-            format!(
-                "SELECT a.workspace, a.segment, a.profile FROM {from}.segment_members a \
-                 WHERE NOT EXISTS (SELECT 1 FROM {other}.segment_members b WHERE \
-                 b.workspace = a.workspace AND b.segment = a.segment AND b.profile = a.profile)"
-            )
-        };
-        let rebuilt: Vec<WorkspaceTagRow> = sqlx::query_as(&tags_sql(shadow, live))
-            .fetch_all(&mut **tx)
-            .await?;
-        let stale: Vec<WorkspaceTagRow> = sqlx::query_as(&tags_sql(live, shadow))
-            .fetch_all(&mut **tx)
-            .await?;
-        let entered: Vec<(String, String, String)> = sqlx::query_as(&members_sql(shadow, live))
-            .fetch_all(&mut **tx)
-            .await?;
-        let exited: Vec<(String, String, String)> = sqlx::query_as(&members_sql(live, shadow))
-            .fetch_all(&mut **tx)
-            .await?;
-        let differences: Differences = (rebuilt, stale, entered, exited);
-        differences
-    }};
+/// switch's transaction.
+async fn differences(
+    mut tx: Exec<'_>,
+    live: &str,
+    shadow: &str,
+) -> Result<Differences, ProjectionError> {
+    let rebuilt = query(sql::tags_not_in(shadow, live))
+        .fetch_all(tx.reborrow())
+        .await?;
+    let stale = query(sql::tags_not_in(live, shadow))
+        .fetch_all(tx.reborrow())
+        .await?;
+    let entered = query(sql::memberships_not_in(shadow, live))
+        .fetch_all(tx.reborrow())
+        .await?;
+    let exited = query(sql::memberships_not_in(live, shadow))
+        .fetch_all(tx)
+        .await?;
+    Ok((rebuilt, stale, entered, exited))
 }
 
 /// Applies the shadow's events up to exactly `through` (the live resolver is held meanwhile).
@@ -83,12 +70,12 @@ pub(super) async fn switch_sqlite(
 ) -> Result<(Position, u64, u64), ProjectionError> {
     let path = shadow_path(live).await?;
     let mut conn = live.write_pool().acquire().await?;
-    sqlx::query("ATTACH DATABASE ? AS shadow")
+    query(sql::SQLITE_ATTACH_SHADOW)
         .bind(path.to_string_lossy().into_owned())
         .execute(&mut *conn)
         .await?;
     let outcome = switch_attached(&mut conn, shadow, resolver).await;
-    if sqlx::query("DETACH DATABASE shadow")
+    if query(sql::SQLITE_DETACH_SHADOW)
         .execute(&mut *conn)
         .await
         .is_err()
@@ -107,34 +94,28 @@ async fn switch_attached(
     // A deferred transaction whose first write takes the live database's write lock only: the shadow
     // (attached here too) stays free for the shadow resolver's last batches.
     let mut tx = conn.begin().await?;
-    sqlx::query("UPDATE main.projection_checkpoints SET updated_at = updated_at WHERE name = ?")
+    query(sql::SQLITE_TOUCH_LIVE_CHECKPOINT)
         .bind(IdentityResolver::NAME)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
-    let at: Option<(i64, i64)> =
-        sqlx::query_as("SELECT tx, seq FROM main.projection_checkpoints WHERE name = ?")
-            .bind(IdentityResolver::NAME)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let at: Option<(i64, i64)> = query(sql::SQLITE_LIVE_CHECKPOINT)
+        .bind(IdentityResolver::NAME)
+        .fetch_optional(&mut tx)
+        .await?;
     let through = at.map_or(Position::START, |(tx, seq)| Position { tx, seq });
     let applied = finish_through(&shadow.store, resolver, through).await?;
     // Only now does this transaction read the shadow: its first read of the attached shadow fixes the
     // snapshot every later read here sees (WAL), so a read before `finish_through` would switch in
     // tables without the shadow's last batches under a checkpoint that claims them.
-    let erased: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM main.erasures WHERE at >= (SELECT started_at FROM shadow.rebuild_meta)",
-    )
-    .fetch_one(&mut *tx)
-    .await?;
+    let erased: i64 = query(sql::SQLITE_ERASED_MEANWHILE).scalar(&mut tx).await?;
     if erased > 0 {
         return Err(erased_meanwhile());
     }
     // What this transaction will copy must be the shadow at exactly the live position.
-    let seen: Option<i64> =
-        sqlx::query_scalar("SELECT seq FROM shadow.projection_checkpoints WHERE name = ?")
-            .bind(IdentityResolver::NAME)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let seen: Option<i64> = query(sql::SQLITE_ATTACHED_SHADOW_CHECKPOINT)
+        .bind(IdentityResolver::NAME)
+        .scalar_optional(&mut tx)
+        .await?;
     if seen.unwrap_or(0) != through.seq {
         return Err(ProjectionError::Corrupt(format!(
             "the switch sees the shadow at {} instead of the live resolver's {}",
@@ -143,33 +124,28 @@ async fn switch_attached(
         )));
     }
     let changes = reconcile(
-        fetch_differences!(&mut tx, "main", "shadow"),
+        differences((&mut tx).into(), "main", "shadow").await?,
         resolver.now(),
     )?;
     let mut rows = 0;
     for t in replaced_tables() {
         // The append-only triggers (identity_events) would refuse the replacement: set aside and
         // restored in the same transaction.
-        let triggers: Vec<(String, String)> = sqlx::query_as(
-            "SELECT name, sql FROM main.sqlite_master WHERE type = 'trigger' AND tbl_name = ?",
-        )
-        .bind(t)
-        .fetch_all(&mut *tx)
-        .await?;
+        let triggers: Vec<(String, String)> = query(sql::SQLITE_TRIGGERS_OF)
+            .bind(t)
+            .fetch_all(&mut tx)
+            .await?;
         for (name, _) in &triggers {
-            sqlx::query(&format!("DROP TRIGGER main.{}", quoted(name)))
-                .execute(&mut *tx)
+            query(sql::sqlite_drop_trigger(name))
+                .execute(&mut tx)
                 .await?;
         }
-        sqlx::query(&format!("DELETE FROM main.{t}"))
-            .execute(&mut *tx)
+        query(sql::sqlite_delete_live(t)).execute(&mut tx).await?;
+        rows += query(sql::sqlite_copy_from_shadow(t))
+            .execute(&mut tx)
             .await?;
-        rows += sqlx::query(&format!("INSERT INTO main.{t} SELECT * FROM shadow.{t}"))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        for (_, sql) in &triggers {
-            sqlx::query(sql).execute(&mut *tx).await?;
+        for (_, create) in &triggers {
+            verbatim(create.as_str()).execute(&mut tx).await?;
         }
     }
     let mut model = ModelTx::from(tx);
@@ -191,36 +167,28 @@ pub(super) async fn switch_postgres(
             .1,
     );
     let mut tx = live.pool().begin().await?;
-    sqlx::query(&format!(
-        "INSERT INTO {live_schema}.projection_checkpoints (name, tx, seq, updated_at) \
-         VALUES ($1, 0, 0, 0) ON CONFLICT (name) DO NOTHING"
-    ))
-    .bind(IdentityResolver::NAME)
-    .execute(&mut *tx)
-    .await?;
+    verbatim(sql::postgres_ensure_live_checkpoint(&live_schema))
+        .bind(IdentityResolver::NAME)
+        .execute(&mut tx)
+        .await?;
     // Held to the commit: the live resolver waits for this row before each batch.
-    let row = sqlx::query(&format!(
-        "SELECT tx, seq FROM {live_schema}.projection_checkpoints WHERE name = $1 FOR UPDATE"
-    ))
-    .bind(IdentityResolver::NAME)
-    .fetch_one(&mut *tx)
-    .await?;
+    let (at_tx, at_seq): (i64, i64) = verbatim(sql::postgres_lock_live_checkpoint(&live_schema))
+        .bind(IdentityResolver::NAME)
+        .fetch_one(&mut tx)
+        .await?;
     let through = Position {
-        tx: row.get(0),
-        seq: row.get(1),
+        tx: at_tx,
+        seq: at_seq,
     };
-    let erased: i64 = sqlx::query_scalar(&format!(
-        "SELECT count(*) FROM {live_schema}.erasures \
-         WHERE at >= (SELECT started_at FROM {SHADOW_SCHEMA}.rebuild_meta)"
-    ))
-    .fetch_one(&mut *tx)
-    .await?;
+    let erased: i64 = verbatim(sql::postgres_erased_meanwhile(&live_schema))
+        .scalar(&mut tx)
+        .await?;
     if erased > 0 {
         return Err(erased_meanwhile());
     }
     let applied = finish_through(&shadow.store, resolver, through).await?;
     let changes = reconcile(
-        fetch_differences!(&mut tx, &live_schema, SHADOW_SCHEMA),
+        differences((&mut tx).into(), &live_schema, SHADOW_SCHEMA).await?,
         resolver.now(),
     )?;
     let mut rows = 0;
@@ -244,48 +212,35 @@ async fn move_into(
 ) -> Result<u64, ProjectionError> {
     let table = format!("{live_schema}.{t}");
     let live_table = format!("{live_schema}.{}", quoted(t));
-    let triggers: Vec<String> = sqlx::query_scalar(
-        "SELECT pg_get_triggerdef(oid) FROM pg_trigger \
-         WHERE tgrelid = $1::regclass AND NOT tgisinternal",
-    )
-    .bind(&live_table)
-    .fetch_all(&mut **tx)
-    .await?;
-    let owned: Vec<(String, String)> = sqlx::query_as(
-        "SELECT format('%I.%I', n.nspname, s.relname), format('%I', a.attname) \
-         FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' \
-         JOIN pg_namespace n ON n.oid = s.relnamespace \
-         JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid \
-         WHERE d.classid = 'pg_class'::regclass AND d.refobjid = $1::regclass AND d.deptype = 'a'",
-    )
-    .bind(&live_table)
-    .fetch_all(&mut **tx)
-    .await?;
+    let triggers: Vec<String> = verbatim(sql::POSTGRES_TRIGGERS_OF)
+        .bind(live_table.as_str())
+        .scalars(&mut *tx)
+        .await?;
+    let owned: Vec<(String, String)> = verbatim(sql::POSTGRES_OWNED_SEQUENCES)
+        .bind(live_table.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
     for (sequence, _) in &owned {
-        sqlx::query(&format!("ALTER SEQUENCE {sequence} OWNED BY NONE"))
-            .execute(&mut **tx)
+        verbatim(sql::postgres_disown_sequence(sequence))
+            .execute(&mut *tx)
             .await?;
     }
-    sqlx::query(&format!("DROP TABLE {table}"))
-        .execute(&mut **tx)
+    verbatim(sql::postgres_drop_table(&table))
+        .execute(&mut *tx)
         .await?;
-    sqlx::query(&format!(
-        "ALTER TABLE {SHADOW_SCHEMA}.{t} SET SCHEMA {live_schema}"
-    ))
-    .execute(&mut **tx)
-    .await?;
+    verbatim(sql::postgres_move_into_live(t, live_schema))
+        .execute(&mut *tx)
+        .await?;
     for (sequence, column) in &owned {
-        sqlx::query(&format!(
-            "ALTER SEQUENCE {sequence} OWNED BY {table}.{column}"
-        ))
-        .execute(&mut **tx)
-        .await?;
+        verbatim(sql::postgres_own_sequence(sequence, &table, column))
+            .execute(&mut *tx)
+            .await?;
     }
     for trigger in &triggers {
-        sqlx::query(trigger).execute(&mut **tx).await?;
+        verbatim(trigger.as_str()).execute(&mut *tx).await?;
     }
-    let rows: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
-        .fetch_one(&mut **tx)
+    let rows: i64 = verbatim(sql::postgres_count_rows(&table))
+        .scalar(&mut *tx)
         .await?;
     Ok(rows as u64)
 }

@@ -1,0 +1,19 @@
+//! The publisher's statements (run with `cdp_domain::store::sql`): its checkpoint, SQLite's and
+//! PostgreSQL's side by side (PostgreSQL's never moves it back), and the outbox's count and pruning,
+//! one text for both.
+
+/// How many messages wait after a sequence number.
+pub(super) const WAITING: &str = "SELECT COUNT(*) FROM outbox WHERE seq > ?";
+
+/// Deletes the messages up to a sequence number.
+pub(super) const PRUNE: &str = "DELETE FROM outbox WHERE seq <= ?";
+
+/// SQLite: moves the publisher's checkpoint (binds: name, seq, updated_at).
+pub(super) const SAVE_CHECKPOINT_SQLITE: &str =
+    "INSERT INTO projection_checkpoints (name, tx, seq, updated_at) VALUES (?, 0, ?, ?) \
+     ON CONFLICT (name) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at";
+/// PostgreSQL: moves the publisher's checkpoint, never back.
+pub(super) const SAVE_CHECKPOINT_POSTGRES: &str =
+    "INSERT INTO projection_checkpoints (name, tx, seq, updated_at) VALUES ($1, 0, $2, $3) \
+     ON CONFLICT (name) DO UPDATE SET seq = GREATEST(projection_checkpoints.seq, excluded.seq), \
+     updated_at = excluded.updated_at";
