@@ -304,7 +304,7 @@ pub async fn view(
     let rows: Vec<ViewRow> = verbatim(sql::VIEW_POSTGRES)
         .bind(workspace.as_str())
         .bind(profile)
-        .bind(RECENT_EVENTS as i64 - 1)
+        .bind(RECENT_EVENTS as i64)
         .fetch_all(store.reader())
         .await?;
     let missing = |what: &str| ProjectionError::corrupt(format!("a stored {what} lacks a column"));

@@ -52,16 +52,16 @@ pub(crate) const RECENT_EVENTS: &str =
      ORDER BY event_time DESC LIMIT 1 OFFSET ?), -9223372036854775807)";
 
 /// PostgreSQL: the 360° view in one statement (one round trip, one snapshot): the profile (part 0),
-/// its recent events as [`RECENT_EVENTS`] (1) and its tags (2), in shared slots.
+/// its recent events as [`RECENT_EVENTS`] (1) and its tags (2), in shared slots. The recent events in
+/// one backward walk of the profile's index: the newest `$3` by event time and every other at the
+/// last one's time (`WITH TIES`), the same set [`RECENT_EVENTS`] reads in two.
 pub(crate) const VIEW_POSTGRES: &str =
     "SELECT 0, state, doc, NULL, NULL, NULL, NULL::bigint, NULL::bigint, NULL::boolean \
        FROM profiles WHERE workspace = $1 AND profile = $2 \
      UNION ALL \
-     SELECT 1, NULL, message_id, kind, name, channel, event_time, received_at, NULL \
-       FROM event_profiles WHERE workspace = $1 AND profile = $2 AND event_time >= \
-       coalesce((SELECT event_time FROM event_profiles WHERE workspace = $1 AND profile = $2 \
-       AND event_time IS NOT NULL ORDER BY event_time DESC LIMIT 1 OFFSET $3), \
-       -9223372036854775807) \
+     (SELECT 1, NULL, message_id, kind, name, channel, event_time, received_at, NULL \
+       FROM event_profiles WHERE workspace = $1 AND profile = $2 AND event_time IS NOT NULL \
+       ORDER BY event_time DESC FETCH FIRST $3 ROWS WITH TIES) \
      UNION ALL \
      SELECT 2, NULL, tag, value, detail, caused_by, changed_at, NULL, manual \
        FROM profile_tags WHERE workspace = $1 AND profile = $2";

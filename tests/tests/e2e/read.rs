@@ -269,3 +269,53 @@ async fn a_nul_in_a_path_query_or_body_value_is_a_400_and_still_audited() {
     })
     .await;
 }
+
+/// The 360° view shows the 50 newest events by event time, newest first; among events of the same time
+/// the larger message id first — also where those at the 50th's time are more than fit (the answer
+/// is the same on both backends, however each reads it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recent_events_are_the_fifty_newest_with_ties_cut_by_message_id() {
+    on_each_backend("recent_events_ties", |backend| async move {
+        let app = spawn_app(backend).await;
+        let track = |id: String, at: String| {
+            json!({"type": "track", "userId": "u-many", "event": "Viewed", "messageId": id,
+                   "timestamp": at})
+        };
+        let mut batch = Vec::new();
+        // 45 newest, one a minute; 10 at the same earlier time; 5 older still.
+        for minute in 15..60 {
+            batch.push(track(
+                format!("m-new-{minute:02}"),
+                format!("2025-05-01T00:{minute:02}:00Z"),
+            ));
+        }
+        for tie in 0..10 {
+            batch.push(track(
+                format!("m-tie-{tie:02}"),
+                "2025-05-01T00:10:00Z".to_owned(),
+            ));
+        }
+        for old in 0..5 {
+            batch.push(track(
+                format!("m-old-{old:02}"),
+                format!("2025-04-0{}T00:00:00Z", old + 1),
+            ));
+        }
+        let (status, body) = app.post("/v1/batch", &json!({"batch": batch})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+
+        let profile = app
+            .profile_with_count("user_id", "u-many", "track", 60)
+            .await;
+        let recent: Vec<String> = profile["recent_events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["message_id"].as_str().unwrap().to_owned())
+            .collect();
+        let mut expected: Vec<String> = (15..60).rev().map(|m| format!("m-new-{m:02}")).collect();
+        expected.extend((5..10).rev().map(|t| format!("m-tie-{t:02}")));
+        assert_eq!(recent, expected);
+    })
+    .await;
+}
