@@ -519,9 +519,7 @@ async fn memberships(
             // And by event time: what the customer's own history made them then.
             let profile =
                 cdp_domain::identity::ProfileId::parse(&survivor).map_err(ApiError::internal)?;
-            let as_of =
-                cdp_projections::evaluation::exact::segments_at(&state.store, ws, &profile, t)
-                    .await?;
+            let as_of = cdp_projections::exact::segments_at(&state.store, ws, &profile, t).await?;
             body["by_event_time"] = json!({
                 "segments": as_of.segments,
                 "events": as_of.events,

@@ -17,7 +17,7 @@ use cdp_domain::tags::{RfmThresholds, TagDef, TagValue};
 use serde_json::Value;
 use sqlx::QueryBuilder;
 
-use crate::profiles::numbered;
+use crate::placeholders::numbered;
 use crate::runner::ProjectionError;
 
 mod writes;
@@ -464,7 +464,11 @@ pub(crate) async fn profiles_after_in(
         fetch_all
     );
     rows.into_iter()
-        .map(|(p, state, doc)| Ok((p, crate::profiles::decode(&(state, doc))?)))
+        .map(|(p, state, doc)| {
+            let doc = ProfileDoc::from_stored(state.as_deref(), doc.as_deref())
+                .map_err(ProjectionError::corrupt)?;
+            Ok((p, doc))
+        })
         .collect()
 }
 

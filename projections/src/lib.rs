@@ -5,16 +5,20 @@
 
 pub mod catalog;
 pub mod erasure;
+pub mod error;
 pub mod evaluation;
+pub mod exact;
 pub mod identity;
 pub mod jobs;
 pub mod model_tx;
 pub mod outbox;
 pub mod parallel;
 pub mod pipeline;
+mod placeholders;
 pub mod profiles;
 pub mod refold;
 pub mod runner;
+pub(crate) mod stage_rows;
 pub mod stages;
 
 pub use runner::{ModelTx, Projection, ProjectionError, RunnerHandle, RunnerStatus};

@@ -4,7 +4,7 @@
 use cdp_domain::store::Store;
 use sqlx::{Postgres, Sqlite, Transaction};
 
-use crate::runner::ProjectionError;
+use crate::error::ProjectionError;
 
 /// The transaction a projection writes its read model in; the runner commits it with the checkpoint.
 /// Other crates cannot look inside: they write the model through this crate's functions.

@@ -11,6 +11,7 @@ use cdp_domain::profile::{EventSummary, ProfileDoc, RECENT_EVENTS};
 use cdp_domain::store::Store;
 use sqlx::QueryBuilder;
 
+pub(crate) use crate::placeholders::numbered;
 use crate::runner::ProjectionError;
 
 pub mod derived;
@@ -539,20 +540,4 @@ pub async fn count_all(store: &Store) -> Result<u64, ProjectionError> {
         }
     };
     Ok(n.max(0) as u64)
-}
-
-/// `sql` with its `?` placeholders numbered `$1`, `$2`, … for PostgreSQL.
-pub(crate) fn numbered(sql: &str) -> String {
-    let mut out = String::with_capacity(sql.len() + 8);
-    let mut n = 0;
-    for c in sql.chars() {
-        if c == '?' {
-            n += 1;
-            out.push('$');
-            out.push_str(&n.to_string());
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }

@@ -349,7 +349,6 @@ where
 /// the model (`identity::forget_state`).
 pub async fn stored_token(store: &Store) -> Result<Option<String>, ProjectionError> {
     let sql = "SELECT token FROM projection_tokens WHERE name = ?";
-    let rows: Vec<(String,)> =
-        query_rows(store, sql, &[crate::identity::IdentityResolver::NAME]).await?;
+    let rows: Vec<(String,)> = query_rows(store, sql, &[crate::runner::RESOLVER]).await?;
     Ok(rows.into_iter().next().map(|(t,)| t))
 }

@@ -138,6 +138,12 @@ pub struct Refreshed {
 }
 
 impl Audiences {
+    /// Whether any workspace has an index slot (built or being built); until then nothing is staged, so
+    /// the resolver need not list what its batches touched.
+    pub fn has_slots(&self) -> bool {
+        !self.slots.lock().expect("audience slots lock").is_empty()
+    }
+
     /// Called by the resolver for every batch it writes (before its commit): the profiles the batch
     /// touched, its token and the one it followed, the workspaces it redefined.
     pub fn stage(
@@ -532,52 +538,6 @@ fn compact(staged: &mut VecDeque<Staged>, tokens: &[Option<String>]) {
     }
     staged.extend(merged);
     staged.extend(newest);
-}
-
-/// Stages what one resolver batch touched: every profile whose state, tags, memberships or spend it
-/// writes, and the workspaces whose definitions it changes.
-pub fn stage_batch(
-    audiences: &Audiences,
-    token: &str,
-    based_on: Option<&str>,
-    model: &crate::profiles::ModelWrites,
-    stages: &crate::stages::StageWrites,
-) {
-    if audiences
-        .slots
-        .lock()
-        .expect("audience slots lock")
-        .is_empty()
-    {
-        return;
-    }
-    let mut profiles: Vec<ProfileKey> = model
-        .docs
-        .iter()
-        .map(|(key, _)| key.clone())
-        .chain(model.gone.iter().cloned())
-        .collect();
-    let mut named = |w: &str, p: &str| {
-        if let Ok(p) = cdp_domain::identity::ProfileId::parse(p) {
-            profiles.push((w.to_owned(), p));
-        }
-    };
-    for (w, p, _, _) in &stages.audiences.tags {
-        named(w, p);
-    }
-    for (w, _, p, _) in &stages.audiences.members {
-        named(w, p);
-    }
-    for (w, p, _) in &stages.derived.spend {
-        named(w, p);
-    }
-    let redefined = stages
-        .catalog
-        .definitions
-        .iter()
-        .map(|d| d.workspace.clone())
-        .collect();
-    audiences.stage(token, based_on, profiles, redefined);
 }
 
 /// Reads the named profiles again: those live replace their rows, the others leave the index.

@@ -19,7 +19,6 @@ use crate::catalog::{self, Membership, MembershipChange, ProfileTag};
 use crate::outbox::OutboxMessage;
 use crate::stages::StageWrites;
 
-use crate::identity::held::Docs;
 use crate::profiles::ProfileKey;
 use crate::runner::ProjectionError;
 
@@ -35,7 +34,16 @@ pub struct Derived {
     pub due: Option<Option<f64>>,
 }
 
-/// A change of a profile's tag, for the outbox.
+/// Where the engine keeps what derive last wrote for each profile between batches (the resolver's held
+/// profiles, `identity::held`): derive takes out the entries of the profiles it evaluates and puts back
+/// what it wrote. A trait, so that evaluation does not depend on the resolver that calls it.
+pub trait DerivedMemory {
+    /// Takes out what derive last wrote for a profile, if it is held.
+    fn take_derived(&mut self, key: &ProfileKey) -> Option<Derived>;
+    /// Puts back what derive wrote.
+    fn put_back_derived(&mut self, entries: impl Iterator<Item = (ProfileKey, Derived)>);
+}
+
 /// The `tag.changed` message of a change (`now_value: None`: the tag was taken off).
 pub fn change_message(
     workspace: &str,
@@ -155,7 +163,7 @@ pub const CLOCK: &str = "clock";
 pub async fn derive(
     store: &Store,
     d: Derivation<'_>,
-    known: &mut Docs,
+    known: &mut impl DerivedMemory,
     out: &mut StageWrites,
 ) -> Result<(), ProjectionError> {
     let now_ms = to_millis(d.now);

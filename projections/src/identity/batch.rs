@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use cdp_domain::catalog::{Catalog, CatalogCommand};
 use cdp_domain::event::StoredEvent;
 use cdp_domain::identity::{
-    identifiers_of, resolve, Identifier, IdentityEvent, IdentityGraph, IdentityRules, ProfileId,
+    identifiers_of, resolve, IdentityEvent, IdentityGraph, IdentityRules, ProfileId,
 };
 use cdp_domain::message::MessageKind;
 use cdp_domain::profile::ProfileDoc;
@@ -22,6 +22,7 @@ use serde_json::Value;
 use super::catalog_commands::{apply_catalog, decide_catalog, event_slug};
 use super::model::{fold_run, Folded, Model};
 use super::operator::decide_command;
+use super::step::Step;
 use super::{profile_id_for, PreparedDecisions, RecordedDecision};
 use crate::catalog::CatalogWrites;
 use crate::evaluation::derive::{self, Derivation, ManualChange};
@@ -29,20 +30,6 @@ use crate::jobs::Housekeeping;
 use crate::profiles::{self, ProfileKey};
 use crate::runner::ProjectionError;
 use crate::stages::StageWrites;
-
-/// One event of the batch with what was decided for it.
-pub(super) struct Step<'a> {
-    pub(super) event: &'a StoredEvent,
-    /// `None` for an operator command: it is not part of any profile.
-    pub(super) payload: Option<Value>,
-    pub(super) carried: Vec<Identifier>,
-    pub(super) target: Option<ProfileId>,
-    pub(super) decisions: Vec<IdentityEvent>,
-    /// A catalog command that was not refused.
-    pub(super) command: Option<CatalogCommand>,
-    /// The rules a rules command put in force: the workspace's later events resolve under them.
-    pub(super) rules: Option<IdentityRules>,
-}
 
 /// What the batch works with besides its events.
 pub(super) struct Context<'a> {

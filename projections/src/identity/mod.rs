@@ -17,11 +17,12 @@
 mod batch;
 mod catalog_commands;
 mod deferred;
-pub(crate) mod held;
+mod held;
 mod model;
 mod operator;
 mod partition;
 pub mod queries;
+mod step;
 mod token;
 mod write;
 
@@ -158,7 +159,7 @@ pub fn profile_id_for(workspace: &str, message_id: &str) -> ProfileId {
 }
 
 impl IdentityResolver {
-    pub const NAME: &'static str = "identity";
+    pub const NAME: &'static str = crate::runner::RESOLVER;
     /// The version of the resolver's model code; see [`Projection::version`]. 2: documents hold consent.
     /// 3: recent events are summaries in `event_profiles`, no longer in the documents.
     pub const VERSION: i64 = 3;
@@ -478,7 +479,7 @@ impl Projection for IdentityResolver {
         queries::write_rules(tx, &prepared.rules).await?;
         write_token(tx, &prepared.token).await?;
         if let Some(audiences) = &self.audiences {
-            crate::audience::stage_batch(
+            write::stage_in_audiences(
                 audiences,
                 &prepared.token,
                 prepared.based_on.as_deref(),

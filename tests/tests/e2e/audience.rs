@@ -50,15 +50,10 @@ async fn preview(app: &TestApp, body: &Value) -> (StatusCode, Value) {
 /// The exact path's members of a condition, straight from the tables.
 async fn exact(app: &TestApp, condition: &Value) -> (i64, Vec<String>, f64) {
     let def = cdp_domain::segments::SegmentDef::parse(&json!({ "condition": condition })).unwrap();
-    let p = cdp_projections::evaluation::exact::preview(
-        &app.state.store,
-        &workspace_id(),
-        &def,
-        10,
-        Utc::now(),
-    )
-    .await
-    .unwrap();
+    let p =
+        cdp_projections::exact::preview(&app.state.store, &workspace_id(), &def, 10, Utc::now())
+            .await
+            .unwrap();
     (p.count, p.sample, p.spend)
 }
 
