@@ -20,7 +20,7 @@ pub(crate) enum Tx<'a> {
 
 impl ModelTx<'static> {
     /// A plain model transaction on `store` (SQLite: under its write lock), holding no checkpoint.
-    pub async fn begin(store: &Store) -> Result<ModelTx<'static>, ProjectionError> {
+    pub(crate) async fn begin(store: &Store) -> Result<ModelTx<'static>, ProjectionError> {
         Ok(match store {
             Store::Sqlite(s) => ModelTx(Tx::Sqlite(s.begin_write().await?)),
             Store::Postgres(s) => ModelTx(Tx::Postgres(s.pool().begin().await?)),
@@ -29,7 +29,7 @@ impl ModelTx<'static> {
 }
 
 impl ModelTx<'_> {
-    pub async fn commit(self) -> Result<(), ProjectionError> {
+    pub(crate) async fn commit(self) -> Result<(), ProjectionError> {
         match self.0 {
             Tx::Sqlite(tx) => tx.commit().await?,
             Tx::Postgres(tx) => tx.commit().await?,
@@ -52,9 +52,21 @@ impl<'a> From<Transaction<'a, Postgres>> for ModelTx<'a> {
     }
 }
 
+/// Records, in a transaction of its own, that the model of projection `name` was built by code
+/// `version` (a rebuild that found nothing to rebuild).
+pub async fn record_version(
+    store: &Store,
+    name: &str,
+    version: i64,
+) -> Result<(), ProjectionError> {
+    let mut tx = ModelTx::begin(store).await?;
+    write_version(&mut tx, name, version).await?;
+    tx.commit().await
+}
+
 /// Records that the model of projection `name` was built by code `version` (unqualified: the live
 /// model's table).
-pub async fn write_version(
+pub(crate) async fn write_version(
     tx: &mut ModelTx<'_>,
     name: &str,
     version: i64,

@@ -17,7 +17,7 @@ use crate::runner::ProjectionError;
 pub mod derived;
 mod writes;
 
-pub use writes::write;
+pub(crate) use writes::write;
 
 /// A profile of a workspace.
 pub type ProfileKey = (String, ProfileId);

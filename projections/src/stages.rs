@@ -48,7 +48,12 @@ impl StageWrites {
 
 /// Writes `w` inside `tx`, in the order of the module's first line. The only way other crates write a
 /// stage's rows: the stages' own `write` functions are the crate's.
-pub async fn write(tx: &mut ModelTx<'_>, w: &StageWrites) -> Result<(), ProjectionError> {
+#[tracing::instrument(
+    name = "stages.write",
+    skip_all,
+    fields(tags = w.audiences.tags.len(), members = w.audiences.members.len(), outbox = w.outbox.len())
+)]
+pub(crate) async fn write(tx: &mut ModelTx<'_>, w: &StageWrites) -> Result<(), ProjectionError> {
     let now = chrono::Utc::now().timestamp_millis();
     catalog::write(tx, &w.catalog).await?;
     audience_writes::write_tags(tx, &w.audiences).await?;

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use crate::catalog::{self, Membership, MembershipChange, ProfileTag};
-use crate::outbox::OutboxMessage;
+use crate::outbox::{OutboxMessage, Topic};
 use crate::stages::StageWrites;
 
 use crate::profiles::ProfileKey;
@@ -65,11 +65,13 @@ pub fn change_message(
         "changed_at": cdp_domain::message::rfc3339(at),
         "caused_by": caused_by,
     });
-    (
-        workspace.to_owned(),
-        format!("{workspace}.tag.{tag}.changed"),
-        payload.to_string(),
-    )
+    OutboxMessage {
+        workspace: workspace.to_owned(),
+        topic: Topic::TagChanged {
+            tag: tag.to_owned(),
+        },
+        payload: payload.to_string(),
+    }
 }
 
 /// A tag of a profile set to `now_value` (or removed) from `previous`, because of `caused_by`: the row
@@ -160,6 +162,11 @@ static NO_TAGS: VecMap<String, ProfileTag> = VecMap::new();
 pub const CLOCK: &str = "clock";
 
 /// Evaluates the touched profiles and writes the differences with their stored tags into `out`.
+#[tracing::instrument(
+    name = "resolver.derive",
+    skip_all,
+    fields(profiles = d.touched.len(), merged = d.merged.len())
+)]
 pub async fn derive(
     store: &Store,
     d: Derivation<'_>,
@@ -524,11 +531,14 @@ pub fn membership_change(
         "at": cdp_domain::message::rfc3339(at),
         "caused_by": cause,
     });
-    out.outbox.push((
-        w.clone(),
-        format!("{w}.segment.{segment}.{what}"),
-        payload.to_string(),
-    ));
+    out.outbox.push(OutboxMessage {
+        workspace: w.clone(),
+        topic: Topic::Segment {
+            segment: segment.to_owned(),
+            entered,
+        },
+        payload: payload.to_string(),
+    });
 }
 
 /// What caused a change of `tag` found by a profile's evaluation that `cause` prompted. A job re-evaluates

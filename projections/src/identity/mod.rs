@@ -29,7 +29,7 @@ mod write;
 pub use held::WARM_AT_MOST;
 pub use operator::workspace_log;
 pub use queries::*;
-pub use token::forget_state;
+pub(crate) use token::forget_state;
 use token::{new_token, stored_token, stored_token_in, write_token};
 
 use std::collections::{BTreeMap, HashMap, VecDeque};

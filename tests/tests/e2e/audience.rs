@@ -614,7 +614,7 @@ async fn a_saved_segment_with_an_event_condition_is_filled_then_backfilled() {
             .await
             .unwrap();
         let entered: Vec<String> = outbox.iter()
-            .filter(|m| m.subject.ends_with(".segment.repeat.entered"))
+            .filter(|m| m.topic == cdp_projections::outbox::Topic::Segment { segment: "repeat".into(), entered: true })
             .map(|m| serde_json::from_str::<Value>(&m.payload).unwrap()["profile_id"].as_str().unwrap().to_owned())
             .collect();
         let mut sorted = entered.clone();
