@@ -289,6 +289,7 @@ fn instant(field: &'static str, raw: Option<&str>) -> Result<Option<i64>, ApiErr
 /// `GET /v1/audit`: the workspace's audit log, newest first (`order=asc`: oldest first), filtered by
 /// `action`, `actor`, `since`/`until` (RFC 3339, inclusive) and the `after`/`before` sequence cursors;
 /// `next` is the cursor of the following page (`before` newest first, `after` oldest first).
+#[tracing::instrument(name = "audit.list", skip_all, fields(workspace = %principal.workspace))]
 async fn list(
     State(state): State<Arc<AppState>>,
     principal: Principal,

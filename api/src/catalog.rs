@@ -171,6 +171,7 @@ pub(crate) fn pending(command_id: String) -> (StatusCode, Json<Value>) {
     )
 }
 
+#[tracing::instrument(name = "catalog.list_traits", skip_all, fields(workspace = %principal.workspace))]
 async fn list_traits(
     State(state): State<Arc<AppState>>,
     principal: Principal,
@@ -183,6 +184,7 @@ async fn list_traits(
     Ok(Json(json!({"items": items})))
 }
 
+#[tracing::instrument(name = "catalog.get_trait", skip_all, fields(workspace = %principal.workspace))]
 async fn get_trait(
     State(state): State<Arc<AppState>>,
     principal: Principal,
@@ -195,6 +197,7 @@ async fn get_trait(
     ))
 }
 
+#[tracing::instrument(name = "catalog.put_trait", skip_all, fields(workspace = %principal.workspace))]
 async fn put_trait(
     State(state): State<Arc<AppState>>,
     principal: Principal,
@@ -228,6 +231,7 @@ async fn put_trait(
     ))
 }
 
+#[tracing::instrument(name = "catalog.delete_trait", skip_all, fields(workspace = %principal.workspace))]
 async fn delete_trait(
     State(state): State<Arc<AppState>>,
     principal: Principal,
@@ -334,6 +338,7 @@ async fn tag_json(
     Ok(body)
 }
 
+#[tracing::instrument(name = "catalog.list_tags", skip_all, fields(workspace = %principal.workspace))]
 async fn list_tags(
     State(state): State<Arc<AppState>>,
     principal: Principal,
@@ -346,6 +351,7 @@ async fn list_tags(
     Ok(Json(json!({"items": items})))
 }
 
+#[tracing::instrument(name = "catalog.get_tag", skip_all, fields(workspace = %principal.workspace))]
 async fn get_tag(
     State(state): State<Arc<AppState>>,
     principal: Principal,
@@ -356,6 +362,7 @@ async fn get_tag(
     Ok(Json(tag_json(&state, &principal.workspace, &d).await?))
 }
 
+#[tracing::instrument(name = "catalog.put_tag", skip_all, fields(workspace = %principal.workspace))]
 async fn put_tag(
     State(state): State<Arc<AppState>>,
     principal: Principal,
@@ -408,6 +415,7 @@ async fn put_tag(
     Ok((StatusCode::OK, Json(tag_json(&state, ws, &d).await?)))
 }
 
+#[tracing::instrument(name = "catalog.delete_tag", skip_all, fields(workspace = %principal.workspace))]
 async fn delete_tag(
     State(state): State<Arc<AppState>>,
     principal: Principal,
@@ -477,6 +485,7 @@ async fn manual_tag(
     ))
 }
 
+#[tracing::instrument(name = "catalog.tag_profile", skip_all, fields(workspace = %principal.workspace))]
 async fn tag_profile(
     State(state): State<Arc<AppState>>,
     principal: Principal,
@@ -508,6 +517,7 @@ async fn tag_profile(
     manual_tag(&state, &principal, &id, &tag, Some(value)).await
 }
 
+#[tracing::instrument(name = "catalog.untag_profile", skip_all, fields(workspace = %principal.workspace))]
 async fn untag_profile(
     State(state): State<Arc<AppState>>,
     principal: Principal,

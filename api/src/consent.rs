@@ -207,6 +207,7 @@ async fn live_profile(
     Ok((survivor, doc))
 }
 
+#[tracing::instrument(name = "consent.get_consent", skip_all, fields(workspace = %principal.workspace))]
 async fn get_consent(
     State(state): State<Arc<AppState>>,
     principal: Principal,
@@ -222,6 +223,7 @@ async fn get_consent(
 /// Records a choice for the profile: as a message of each identity whose choice it must replace (a
 /// grant overrides every identity that revoked; a revoke needs one), answered once the resolver has
 /// folded it (202 if not within 20 s).
+#[tracing::instrument(name = "consent.put_consent", skip_all, fields(workspace = %principal.workspace))]
 async fn put_consent(
     State(state): State<Arc<AppState>>,
     principal: Principal,

@@ -128,6 +128,7 @@ fn security_headers(headers: &mut HeaderMap) {
 }
 
 /// The page: always revalidated (it names the current assets' prefix).
+#[tracing::instrument(name = "console.index", skip_all)]
 async fn index() -> Response {
     let built = &*BUILT;
     let mut response = built.html.clone().into_response();
@@ -146,6 +147,7 @@ async fn index() -> Response {
 
 /// An asset. Under the current prefix it never changes, so it is cached for a year; under an older one
 /// (a page loaded before an upgrade) it is served as it is now, not cached.
+#[tracing::instrument(name = "console.asset", skip_all)]
 async fn asset(Path((version, path)): Path<(String, String)>) -> Result<Response, ApiError> {
     let (_, content_type, bytes) = ASSETS
         .iter()
@@ -169,6 +171,7 @@ async fn asset(Path((version, path)): Path<(String, String)>) -> Result<Response
 
 /// The signed-in token: its workspace and scopes, so the console shows editing controls only to a token
 /// that may use them (the API refuses the others anyway).
+#[tracing::instrument(name = "console.session", skip_all, fields(workspace = %principal.workspace))]
 async fn session(
     State(state): State<Arc<AppState>>,
     principal: Principal,
@@ -212,6 +215,7 @@ struct SizesQuery {
 /// its members now (as `GET /v1/segments` counts them), less the enters and more the exits recorded
 /// after each day. Only those days' history is read, one range of `segment_history_by_segment` per
 /// segment, so the answer costs what changed in the window, not the whole history (which only grows).
+#[tracing::instrument(name = "console.segment_sizes", skip_all, fields(workspace = %principal.workspace))]
 async fn segment_sizes(
     State(state): State<Arc<AppState>>,
     principal: Principal,
@@ -291,37 +295,6 @@ fn sizes_json(series: &[Series], today: i64, days: i64) -> Value {
         )
         .collect();
     json!({"dates": dates, "items": items})
-}
-
-/// The console's endpoints for `/openapi.json`.
-pub(crate) fn openapi_paths(paths: &mut serde_json::Map<String, Value>) {
-    paths.insert(
-        "/".into(),
-        json!({"get": {
-            "tags": ["console"],
-            "summary": "The marketer's web console (static; every call it makes carries the Bearer token typed into it)",
-            "responses": {"200": {"description": "`text/html`."}},
-        }}),
-    );
-    paths.insert(
-        "/v1/console/session".into(),
-        json!({"get": {
-            "tags": ["console"],
-            "summary": "The calling token's workspace and scopes (`read`, `write`, `admin`: every scope it allows)",
-            "security": [{"bearer": ["read"]}],
-            "responses": crate::openapi::read_responses("`workspace` and `scopes`."),
-        }}),
-    );
-    paths.insert(
-        "/v1/console/segment-sizes".into(),
-        json!({"get": {
-            "tags": ["console"],
-            "summary": "Each segment's members at the end of each of the last `days` UTC days: its members now, less the enters and more the exits the membership history recorded after each day",
-            "security": [{"bearer": ["read"]}],
-            "parameters": [{"name": "days", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 366}}],
-            "responses": crate::openapi::read_responses("`dates` and `items` (`segment`, `sizes`, one per date)."),
-        }}),
-    );
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/v1/profiles/{id}", delete(erase_by_id))
 }
 
+#[tracing::instrument(name = "erasure.erase_by_id", skip_all, fields(workspace = %principal.workspace))]
 async fn erase_by_id(
     State(state): State<Arc<AppState>>,
     principal: Principal,
@@ -35,6 +36,7 @@ async fn erase_by_id(
     erase(&state, &principal, &profile).await
 }
 
+#[tracing::instrument(name = "erasure.erase_by_identifier", skip_all, fields(workspace = %principal.workspace))]
 async fn erase_by_identifier(
     State(state): State<Arc<AppState>>,
     principal: Principal,

@@ -301,6 +301,9 @@ async fn refuse_body(
     Ok(ApiError::from_message(&error).into_response())
 }
 
+/// The span of an ingest request is at `debug`: the edge's request span already names it, and this is
+/// the hottest path (a span costs a few per cent of a request there, BENCHMARKS.md).
+#[tracing::instrument(name = "ingest.single", level = "debug", skip_all, fields(kind = kind.as_str()))]
 async fn single(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -368,6 +371,7 @@ struct KeyOnly {
     write_key: Option<String>,
 }
 
+#[tracing::instrument(name = "ingest.batch", level = "debug", skip_all)]
 async fn batch(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     batch_inner(&state, &headers, body)
         .await

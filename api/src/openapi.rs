@@ -106,6 +106,37 @@ pub(crate) fn read_responses(ok: &str) -> Value {
     })
 }
 
+/// The console's endpoints (`crate::console`) for `/openapi.json`.
+fn console_paths(paths: &mut serde_json::Map<String, Value>) {
+    paths.insert(
+        "/".into(),
+        json!({"get": {
+            "tags": ["console"],
+            "summary": "The marketer's web console (static; every call it makes carries the Bearer token typed into it)",
+            "responses": {"200": {"description": "`text/html`."}},
+        }}),
+    );
+    paths.insert(
+        "/v1/console/session".into(),
+        json!({"get": {
+            "tags": ["console"],
+            "summary": "The calling token's workspace and scopes (`read`, `write`, `admin`: every scope it allows)",
+            "security": [{"bearer": ["read"]}],
+            "responses": read_responses("`workspace` and `scopes`."),
+        }}),
+    );
+    paths.insert(
+        "/v1/console/segment-sizes".into(),
+        json!({"get": {
+            "tags": ["console"],
+            "summary": "Each segment's members at the end of each of the last `days` UTC days: its members now, less the enters and more the exits the membership history recorded after each day",
+            "security": [{"bearer": ["read"]}],
+            "parameters": [{"name": "days", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 366}}],
+            "responses": read_responses("`dates` and `items` (`segment`, `sizes`, one per date)."),
+        }}),
+    );
+}
+
 pub fn document() -> Value {
     let mut paths = serde_json::Map::new();
     for kind in ["track", "identify", "page", "screen", "group", "alias"] {
@@ -538,7 +569,7 @@ pub fn document() -> Value {
             "responses": {"200": {"description": "OK"}, "503": {"description": "Not ready"}}}}),
         );
     }
-    crate::console::openapi_paths(&mut paths);
+    console_paths(&mut paths);
     let mut document = json!({
         "openapi": "3.1.0",
         "info": {"title": "cdp", "version": env!("CARGO_PKG_VERSION"),

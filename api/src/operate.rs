@@ -145,6 +145,7 @@ struct MergeRequest {
     reason: Option<String>,
 }
 
+#[tracing::instrument(name = "operate.merge", skip_all, fields(workspace = %principal.workspace))]
 async fn merge(
     State(state): State<Arc<AppState>>,
     principal: Principal,
@@ -210,6 +211,7 @@ struct SplitRequest {
     reason: Option<String>,
 }
 
+#[tracing::instrument(name = "operate.split", skip_all, fields(workspace = %principal.workspace))]
 async fn split(
     State(state): State<Arc<AppState>>,
     principal: Principal,
@@ -331,6 +333,7 @@ fn diff_json(diff: &RulesDiff) -> Value {
 /// existing profiles and stores nothing; otherwise, unless they are the rules in force, appends them as
 /// a rules command: the resolver puts them in force (a new version) in their place in the log and
 /// applies the changes retroactively as identity events. The answer shows the rules it stored.
+#[tracing::instrument(name = "operate.put_rules", skip_all, fields(workspace = %principal.workspace))]
 async fn put_rules(
     State(state): State<Arc<AppState>>,
     principal: Principal,

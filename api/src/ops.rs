@@ -21,6 +21,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/openapi.json", get(openapi))
 }
 
+#[tracing::instrument(name = "ops.healthz", skip_all)]
 async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
@@ -28,6 +29,7 @@ async fn healthz() -> impl IntoResponse {
 /// Ready when the database answers (within two seconds, and no outage is ongoing) and, if NATS is
 /// configured, the NATS connection is up. The audience index is reported beside (`audience_index`),
 /// not required: without it previews answer from the exact path.
+#[tracing::instrument(name = "ops.readyz", skip_all)]
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let database = !state.outage.ongoing()
         && tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping())
@@ -70,6 +72,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     )
 }
 
+#[tracing::instrument(name = "ops.metrics", skip_all)]
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let stats = state.appender.stats();
     let projection = |name: &'static str, p: &cdp_projections::RunnerStatus| ProjectionGauges {
@@ -94,6 +97,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     )
 }
 
+#[tracing::instrument(name = "ops.openapi", skip_all)]
 async fn openapi() -> impl IntoResponse {
     Json(crate::openapi::document())
 }

@@ -52,6 +52,7 @@ fn field_json(f: &BreakdownField) -> Value {
     json!({ key: f.name })
 }
 
+#[tracing::instrument(name = "segments.preview", skip_all, fields(workspace = %principal.workspace))]
 pub(crate) async fn preview(
     State(state): State<Arc<AppState>>,
     principal: Principal,

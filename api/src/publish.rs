@@ -11,7 +11,7 @@ use async_nats::jetstream::{self, stream};
 use async_nats::HeaderMap;
 use cdp_domain::store::sql::{query, query_each};
 use cdp_domain::store::Store;
-use cdp_projections::outbox::{outbox_after, OutMessage};
+use cdp_projections::outbox::{outbox_after, OutMessage, Topic};
 use cdp_projections::runner::checkpoint;
 use cdp_projections::ProjectionError;
 use chrono::Utc;
@@ -224,7 +224,7 @@ async fn publish_some(
                 "Nats-Msg-Id",
                 format!("{}-{}", topology.stream, m.seq).as_str(),
             );
-            let subject = subject_under(&topology.subject_prefix, &m.subject);
+            let subject = subject_under(&topology.subject_prefix, &m.workspace, &m.topic);
             let ack = js
                 .publish_with_headers(subject.clone(), headers, m.payload.clone().into())
                 .await
@@ -239,15 +239,15 @@ async fn publish_some(
     for OutMessage {
         seq,
         workspace,
-        subject,
+        topic,
         payload,
     } in page.iter().cloned()
     {
         // No receiver is fine: the bus is for whoever listens now.
         let _ = bus.send(Published {
             seq,
+            subject: subject_under(BUS_PREFIX, &workspace, &topic),
             workspace,
-            subject: subject_under(BUS_PREFIX, &subject),
             payload,
         });
     }
@@ -259,12 +259,20 @@ async fn publish_some(
 /// The subjects' prefix on the in-process bus (the SSE stream): NATS's without a namespace.
 pub const BUS_PREFIX: &str = "cdp.out.";
 
-/// The subject of an outbox topic under `prefix`: subjects are minted here, at the edge; the engine
-/// stores topics (`<workspace>.tag.<tag>.changed`). Rows of earlier versions hold `cdp.out.<topic>`:
-/// that prefix is replaced too.
-fn subject_under(prefix: &str, topic: &str) -> String {
-    let topic = topic.strip_prefix(BUS_PREFIX).unwrap_or(topic);
-    format!("{prefix}{topic}")
+/// The subject of a message of `workspace` about `topic`, under `prefix`: subjects are minted here, at
+/// the edge; the engine hands over typed topics (`outbox::Topic`). `<prefix><workspace>.tag.<tag>.changed`,
+/// `….segment.<segment>.entered|exited`, `….event.<event name as one token>`; a stored topic of no
+/// known form is published under the prefix as it is.
+fn subject_under(prefix: &str, workspace: &str, topic: &Topic) -> String {
+    match topic {
+        Topic::TagChanged { tag } => format!("{prefix}{workspace}.tag.{tag}.changed"),
+        Topic::Segment { segment, entered } => {
+            let what = if *entered { "entered" } else { "exited" };
+            format!("{prefix}{workspace}.segment.{segment}.{what}")
+        }
+        Topic::Event { name } => format!("{prefix}{workspace}.event.{name}"),
+        Topic::Other(topic) => format!("{prefix}{topic}"),
+    }
 }
 
 /// Published messages kept in the outbox (for inspection), beyond which the oldest are deleted.
@@ -299,24 +307,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn subjects_are_minted_under_the_prefix_from_topics_old_and_new() {
-        let topic = "shop.segment.vip.entered";
+    fn subjects_are_minted_under_the_prefix_from_typed_topics() {
+        let vip = Topic::Segment {
+            segment: "vip".into(),
+            entered: true,
+        };
         assert_eq!(
-            subject_under(BUS_PREFIX, topic),
+            subject_under(BUS_PREFIX, "shop", &vip),
             "cdp.out.shop.segment.vip.entered"
         );
         assert_eq!(
-            subject_under("eu.cdp.out.", topic),
+            subject_under("eu.cdp.out.", "shop", &vip),
             "eu.cdp.out.shop.segment.vip.entered"
         );
-        // A row stored by an earlier version carries the default prefix already.
+        let left = Topic::Segment {
+            segment: "vip".into(),
+            entered: false,
+        };
         assert_eq!(
-            subject_under("eu.cdp.out.", "cdp.out.shop.tag.rfm.changed"),
+            subject_under("eu.cdp.out.", "shop", &left),
+            "eu.cdp.out.shop.segment.vip.exited"
+        );
+        let rfm = Topic::TagChanged { tag: "rfm".into() };
+        assert_eq!(
+            subject_under("eu.cdp.out.", "shop", &rfm),
             "eu.cdp.out.shop.tag.rfm.changed"
         );
+        let order = Topic::Event {
+            name: "order_completed".into(),
+        };
         assert_eq!(
-            subject_under(BUS_PREFIX, "cdp.out.shop.tag.rfm.changed"),
-            "cdp.out.shop.tag.rfm.changed"
+            subject_under(BUS_PREFIX, "shop", &order),
+            "cdp.out.shop.event.order_completed"
+        );
+        assert_eq!(
+            subject_under("eu.cdp.out.", "shop", &Topic::Other("shop.thing".into())),
+            "eu.cdp.out.shop.thing"
         );
     }
 

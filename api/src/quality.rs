@@ -28,6 +28,7 @@ struct QualityQuery {
     before: Option<i64>,
 }
 
+#[tracing::instrument(name = "quality.quality", skip_all, fields(workspace = %principal.workspace))]
 async fn quality(
     State(state): State<Arc<AppState>>,
     principal: Principal,

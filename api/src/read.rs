@@ -44,6 +44,8 @@ pub(crate) struct LookupQuery {
     value: Option<String>,
 }
 
+/// At `debug`: a hot read (the edge's request span names it; a span costs a few per cent there).
+#[tracing::instrument(name = "read.lookup", level = "debug", skip_all, fields(workspace = %principal.workspace))]
 async fn lookup(
     State(state): State<Arc<AppState>>,
     principal: Principal,
@@ -154,6 +156,8 @@ async fn survivor(state: &AppState, workspace: &WorkspaceId, id: &str) -> Result
         .ok_or_else(|| ApiError::not_found(format!("no profile {id:?}")))
 }
 
+/// At `debug`: the hottest read (the edge's request span names it; a span costs a few per cent there).
+#[tracing::instrument(name = "read.profile", level = "debug", skip_all, fields(workspace = %principal.workspace))]
 async fn profile(
     State(state): State<Arc<AppState>>,
     principal: Principal,
@@ -215,6 +219,7 @@ fn event_json(e: &StoredEvent) -> Value {
 }
 
 /// The profile's events across every identity merged into it, newest first, paged by `before`.
+#[tracing::instrument(name = "read.timeline", skip_all, fields(workspace = %principal.workspace))]
 async fn timeline(
     State(state): State<Arc<AppState>>,
     principal: Principal,
@@ -246,6 +251,7 @@ fn next_before(returned: usize, limit: u32, last_id: Option<i64>) -> Option<i64>
     (returned == limit as usize).then_some(last_id).flatten()
 }
 
+#[tracing::instrument(name = "read.quarantine", skip_all, fields(workspace = %principal.workspace))]
 async fn quarantine(
     State(state): State<Arc<AppState>>,
     principal: Principal,
@@ -296,6 +302,7 @@ fn decision_json(d: &DecisionRow) -> Value {
 
 /// "Why are these one customer?": every link and merge of the profile (and of the profiles merged into
 /// it), each with the identifier, the event, the rule version and the time that caused it.
+#[tracing::instrument(name = "read.profile_identity", skip_all, fields(workspace = %principal.workspace))]
 async fn profile_identity(
     State(state): State<Arc<AppState>>,
     principal: Principal,
@@ -351,6 +358,7 @@ async fn profile_identity(
     })))
 }
 
+#[tracing::instrument(name = "read.identity_conflicts", skip_all, fields(workspace = %principal.workspace))]
 async fn identity_conflicts(
     State(state): State<Arc<AppState>>,
     principal: Principal,
@@ -367,6 +375,7 @@ async fn identity_conflicts(
 }
 
 /// The identity rules in force for the workspace.
+#[tracing::instrument(name = "read.identity_rules", skip_all, fields(workspace = %principal.workspace))]
 async fn identity_rules(
     State(state): State<Arc<AppState>>,
     principal: Principal,

@@ -160,6 +160,7 @@ async fn latest_events(store: &Store, workspace: &str) -> Result<Vec<(String, Va
         .collect())
 }
 
+#[tracing::instrument(name = "schema.schema", skip_all, fields(workspace = %principal.workspace))]
 async fn schema(
     State(state): State<Arc<AppState>>,
     principal: Principal,

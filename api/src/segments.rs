@@ -80,6 +80,7 @@ async fn segment_json(
     Ok(body)
 }
 
+#[tracing::instrument(name = "segments.list_segments", skip_all, fields(workspace = %principal.workspace))]
 async fn list_segments(
     State(state): State<Arc<AppState>>,
     principal: Principal,
@@ -94,6 +95,7 @@ async fn list_segments(
     Ok(Json(json!({"items": items})))
 }
 
+#[tracing::instrument(name = "segments.get_segment", skip_all, fields(workspace = %principal.workspace))]
 async fn get_segment(
     State(state): State<Arc<AppState>>,
     principal: Principal,
@@ -106,6 +108,7 @@ async fn get_segment(
     Ok(Json(segment_json(&state, ws, &d, &sizes).await?))
 }
 
+#[tracing::instrument(name = "segments.put_segment", skip_all, fields(workspace = %principal.workspace))]
 async fn put_segment(
     State(state): State<Arc<AppState>>,
     principal: Principal,
@@ -167,6 +170,7 @@ async fn put_segment(
 
 /// Deletes a segment (an operator command, applied in its place in the log), refused while another
 /// segment reads it.
+#[tracing::instrument(name = "segments.delete_segment", skip_all, fields(workspace = %principal.workspace))]
 async fn delete_segment(
     State(state): State<Arc<AppState>>,
     principal: Principal,
@@ -354,6 +358,7 @@ impl Export {
 /// profile id of the previous page). NDJSON and CSV: the whole segment streamed, or a page with `limit`
 /// (`X-Next-After`). `fields` chooses the columns; `channel` keeps the members reachable there with
 /// its address, and adds the address.
+#[tracing::instrument(name = "segments.members", skip_all, fields(workspace = %principal.workspace))]
 async fn members(
     State(state): State<Arc<AppState>>,
     principal: Principal,
@@ -458,6 +463,7 @@ struct AtQuery {
 /// segments it was in at that time and the change that put it there (`segments_at`: the recorded
 /// history, what was published), and `by_event_time`: the segments its events up to `at` make it, by
 /// event time, under today's definitions (also for a time before a segment was defined).
+#[tracing::instrument(name = "segments.memberships", skip_all, fields(workspace = %principal.workspace))]
 async fn memberships(
     State(state): State<Arc<AppState>>,
     principal: Principal,
@@ -519,9 +525,7 @@ async fn memberships(
             // And by event time: what the customer's own history made them then.
             let profile =
                 cdp_domain::identity::ProfileId::parse(&survivor).map_err(ApiError::internal)?;
-            let as_of =
-                cdp_projections::evaluation::exact::segments_at(&state.store, ws, &profile, t)
-                    .await?;
+            let as_of = cdp_projections::exact::segments_at(&state.store, ws, &profile, t).await?;
             body["by_event_time"] = json!({
                 "segments": as_of.segments,
                 "events": as_of.events,
@@ -539,6 +543,7 @@ async fn memberships(
 
 /// The workspace's tag changes and segment enters and exits, live, as server-sent events (`event`: the
 /// message type, `id`: the outbox sequence number, `data`: the message as NATS carries it).
+#[tracing::instrument(name = "segments.stream", skip_all, fields(workspace = %principal.workspace))]
 async fn stream(
     State(state): State<Arc<AppState>>,
     principal: Principal,

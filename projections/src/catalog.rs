@@ -403,7 +403,11 @@ pub(crate) async fn profiles_after_in(
         .fetch_all(store.reader())
         .await?;
     rows.into_iter()
-        .map(|(p, state, doc)| Ok((p, crate::profiles::decode(&(state, doc))?)))
+        .map(|(p, state, doc)| {
+            let doc = ProfileDoc::from_stored(state.as_deref(), doc.as_deref())
+                .map_err(ProjectionError::corrupt)?;
+            Ok((p, doc))
+        })
         .collect()
 }
 

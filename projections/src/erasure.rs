@@ -21,8 +21,8 @@ use serde_json::Value;
 
 use crate::evaluation::derive::{change_message, membership_change};
 use crate::identity::{forget_state, IdentityResolver};
+use crate::model_sql as checkpoint_sql;
 use crate::model_tx::Tx;
-use crate::runner::sql as checkpoint_sql;
 use crate::runner::{ModelTx, ProjectionError};
 use crate::stages::StageWrites;
 

@@ -8,6 +8,5 @@
 
 pub mod derive;
 mod evaluate;
-pub mod exact;
 
 pub(crate) use evaluate::{computed_and_spend, ProfileFacts};

@@ -5,9 +5,12 @@
 
 pub mod catalog;
 pub mod erasure;
+pub mod error;
 pub mod evaluation;
+pub mod exact;
 pub mod identity;
 pub mod jobs;
+pub(crate) mod model_sql;
 pub mod model_tx;
 pub mod outbox;
 pub mod parallel;
@@ -15,6 +18,7 @@ pub mod pipeline;
 pub mod profiles;
 pub mod refold;
 pub mod runner;
+pub(crate) mod stage_rows;
 pub mod stages;
 
 pub use runner::{ModelTx, Projection, ProjectionError, RunnerHandle, RunnerStatus};

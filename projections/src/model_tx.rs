@@ -5,7 +5,8 @@ use cdp_domain::store::sql::{query, Exec};
 use cdp_domain::store::Store;
 use sqlx::{Postgres, Sqlite, Transaction};
 
-use crate::runner::{sql, ProjectionError};
+use crate::error::ProjectionError;
+use crate::model_sql as sql;
 
 /// The transaction a projection writes its read model in; the runner commits it with the checkpoint.
 /// Other crates cannot look inside: they write the model through this crate's functions.
@@ -23,7 +24,7 @@ pub(crate) enum Tx<'a> {
 
 impl ModelTx<'static> {
     /// A plain model transaction on `store` (SQLite: under its write lock), holding no checkpoint.
-    pub async fn begin(store: &Store) -> Result<ModelTx<'static>, ProjectionError> {
+    pub(crate) async fn begin(store: &Store) -> Result<ModelTx<'static>, ProjectionError> {
         Ok(match store {
             Store::Sqlite(s) => ModelTx(Tx::Sqlite(s.begin_write().await?)),
             Store::Postgres(s) => ModelTx(Tx::Postgres(s.pool().begin().await?)),
@@ -45,7 +46,7 @@ impl ModelTx<'_> {
         matches!(self.0, Tx::Sqlite(_))
     }
 
-    pub async fn commit(self) -> Result<(), ProjectionError> {
+    pub(crate) async fn commit(self) -> Result<(), ProjectionError> {
         match self.0 {
             Tx::Sqlite(tx) => tx.commit().await?,
             Tx::Postgres(tx) => tx.commit().await?,
@@ -68,9 +69,21 @@ impl<'a> From<Transaction<'a, Postgres>> for ModelTx<'a> {
     }
 }
 
+/// Records, in a transaction of its own, that the model of projection `name` was built by code
+/// `version` (a rebuild that found nothing to rebuild).
+pub async fn record_version(
+    store: &Store,
+    name: &str,
+    version: i64,
+) -> Result<(), ProjectionError> {
+    let mut tx = ModelTx::begin(store).await?;
+    write_version(&mut tx, name, version).await?;
+    tx.commit().await
+}
+
 /// Records that the model of projection `name` was built by code `version` (unqualified: the live
 /// model's table).
-pub async fn write_version(
+pub(crate) async fn write_version(
     tx: &mut ModelTx<'_>,
     name: &str,
     version: i64,

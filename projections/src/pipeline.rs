@@ -20,8 +20,8 @@ use chrono::Utc;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
+use crate::model_sql as sql;
 use crate::model_tx::Tx;
-use crate::runner::sql;
 use crate::runner::{checkpoint, finish, next_events, ModelTx, Progress, Projection, RunnerStatus};
 use crate::ProjectionError;
 

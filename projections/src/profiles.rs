@@ -17,7 +17,7 @@ pub mod derived;
 pub(crate) mod sql;
 mod writes;
 
-pub use writes::write;
+pub(crate) use writes::write;
 
 /// A profile of a workspace.
 pub type ProfileKey = (String, ProfileId);

@@ -1,6 +1,7 @@
 //! Refolding profiles beside the runner (`replay batch`, `replay profile`): documents recomputed from
 //! the log up to a watermark — the resolver's checkpoint — are written only if that checkpoint did not
-//! move meanwhile, in one transaction that holds it still.
+//! move meanwhile, in one transaction that holds it still. And the end of a rebuild's switch
+//! (`finish_switch`), in the transaction `replay` began: the model's writes stay in this crate.
 
 use std::collections::HashMap;
 
@@ -15,10 +16,11 @@ use serde_json::Value;
 
 use crate::catalog;
 use crate::identity::{graph_in, rules_in, IdentityResolver};
+use crate::model_sql as sql;
 use crate::model_tx::ModelTx;
 use crate::profiles::sql as profile_sql;
 use crate::profiles::{self, ModelWrites, ProfileKey};
-use crate::runner::{sql, ProjectionError};
+use crate::runner::ProjectionError;
 use crate::stages::{self, StageWrites};
 
 /// Writes the profile documents `docs` (every stored one replaced by them when `replace_all`) and
@@ -156,4 +158,18 @@ pub async fn all_owners(
             Ok((seq, (ws, p)))
         })
         .collect()
+}
+
+/// The end of a rebuild's switch, in the transaction the switch began and handed over: the resolver's
+/// code version, the reconciled tags and memberships (rows, history, messages), every resolver told to
+/// reload its in-memory state (`forget_state`); then the commit.
+pub async fn finish_switch(
+    mut tx: ModelTx<'_>,
+    version: i64,
+    changes: &StageWrites,
+) -> Result<(), ProjectionError> {
+    crate::model_tx::write_version(&mut tx, IdentityResolver::NAME, version).await?;
+    stages::write(&mut tx, changes).await?;
+    crate::identity::forget_state(&mut tx).await?;
+    tx.commit().await
 }

@@ -10,39 +10,23 @@ use std::time::Duration;
 use cdp_domain::event::{Position, StoredEvent};
 use cdp_domain::ident::WorkspaceId;
 use cdp_domain::store::sql::{query, query_each};
-use cdp_domain::store::{EventStore, Store, StoreError};
+use cdp_domain::store::{EventStore, Store};
 use chrono::Utc;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-pub(crate) mod sql;
+use crate::model_sql as sql;
 
+pub use crate::error::ProjectionError;
 pub use crate::model_tx::ModelTx;
 
 /// Events handed to a projection per transaction.
 pub const BATCH: u32 = 10_000;
+/// The identity resolver's name, its checkpoint's key (`IdentityResolver::NAME`): here, below the
+/// resolver, for the readers that follow its checkpoint (the audience index) without depending on it.
+pub const RESOLVER: &str = "identity";
 /// How often a caught-up runner looks for events written by other instances.
 const POLL: Duration = Duration::from_millis(100);
-
-#[derive(Debug, thiserror::Error)]
-pub enum ProjectionError {
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("read model or event is corrupt: {0}")]
-    Corrupt(String),
-    /// The model was changed by something else (an erasure, a rebuild's switch) after the batch was
-    /// prepared: nothing was written, and the batch is prepared again from the new state.
-    #[error("the model changed under the batch: {0}")]
-    Stale(String),
-}
-
-impl ProjectionError {
-    pub fn corrupt(e: impl std::fmt::Display) -> Self {
-        ProjectionError::Corrupt(e.to_string())
-    }
-}
 
 /// A read model built from the log. Handling a batch has two steps so that the write lock (SQLite has
 /// one writer for the whole service) is held only while rows are written: `prepare` reads the current

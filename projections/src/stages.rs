@@ -4,15 +4,11 @@
 //! catalog (definitions, jobs, RFM cut points), tags, spend, due times, memberships, their history, then
 //! the outbox (each stage's rows in the order the batch made them).
 
-use std::collections::HashMap;
-
 use crate::audience::writes::{self as audience_writes, AudienceWrites};
 use crate::catalog::{self, CatalogWrites};
 use crate::outbox::{self, OutboxWrites};
 use crate::profiles::derived::{self, DerivedWrites};
 use crate::runner::{ModelTx, ProjectionError};
-
-pub(crate) mod postgres_columns;
 
 /// The rows a batch's stages write, each stage's its own type.
 #[derive(Debug, Default)]
@@ -52,27 +48,16 @@ impl StageWrites {
 
 /// Writes `w` inside `tx`, in the order of the module's first line. The only way other crates write a
 /// stage's rows: the stages' own `write` functions are the crate's.
-pub async fn write(tx: &mut ModelTx<'_>, w: &StageWrites) -> Result<(), ProjectionError> {
+#[tracing::instrument(
+    name = "stages.write",
+    skip_all,
+    fields(tags = w.audiences.tags.len(), members = w.audiences.members.len(), outbox = w.outbox.len())
+)]
+pub(crate) async fn write(tx: &mut ModelTx<'_>, w: &StageWrites) -> Result<(), ProjectionError> {
     let now = chrono::Utc::now().timestamp_millis();
     catalog::write(tx, &w.catalog).await?;
     audience_writes::write_tags(tx, &w.audiences).await?;
     derived::write(tx, &w.derived).await?;
     audience_writes::write_memberships(tx, &w.audiences).await?;
     outbox::write(tx, &w.outbox, now).await
-}
-
-/// The last of `rows` for each key, in the order those last ones came.
-pub(crate) fn last_per_key<'r, T, K: Eq + std::hash::Hash>(
-    rows: &'r [T],
-    key: impl Fn(&'r T) -> K,
-) -> Vec<&'r T> {
-    let mut last: HashMap<K, usize> = HashMap::with_capacity(rows.len());
-    for (i, row) in rows.iter().enumerate() {
-        last.insert(key(row), i);
-    }
-    rows.iter()
-        .enumerate()
-        .filter(|(i, row)| last.get(&key(row)) == Some(i))
-        .map(|(_, row)| row)
-        .collect()
 }

@@ -29,8 +29,8 @@ use cdp_domain::store::sql::{query, verbatim};
 use cdp_domain::store::{EventStore, PostgresStore, SqliteStore, Store};
 use cdp_projections::catalog::tag_of;
 use cdp_projections::evaluation::derive::{membership_change, tag_change};
-use cdp_projections::identity::{forget_state, IdentityResolver, WARM_AT_MOST};
-use cdp_projections::model_tx::{write_version, ModelTx};
+use cdp_projections::identity::{IdentityResolver, WARM_AT_MOST};
+use cdp_projections::model_tx::{record_version, ModelTx};
 use cdp_projections::pipeline::{drive_grouped, Committed};
 use cdp_projections::runner::{checkpoint, run_once_through, Projection, ProjectionError};
 use cdp_projections::stages::StageWrites;
@@ -347,7 +347,7 @@ pub async fn needs_rebuild(
     }
     if !interrupted && store.read_after(Position::START, 1).await?.is_empty() {
         // An empty log: the (empty) model is this version's already.
-        record_version(store, resolver.version()).await?;
+        record_version(store, IdentityResolver::NAME, resolver.version()).await?;
         return Ok(false);
     }
     tracing::info!(
@@ -357,24 +357,6 @@ pub async fn needs_rebuild(
         "rebuilding the resolver's model from the log while serving the current one"
     );
     Ok(true)
-}
-
-async fn record_version(store: &Store, version: i64) -> Result<(), ProjectionError> {
-    let mut tx = ModelTx::begin(store).await?;
-    write_version(&mut tx, IdentityResolver::NAME, version).await?;
-    tx.commit().await
-}
-
-/// The end of a switch, in its transaction: the code version, the reconciled tags and memberships
-/// (rows, history, messages), and every resolver told to reload its in-memory state.
-async fn finish_switch(
-    tx: &mut ModelTx<'_>,
-    version: i64,
-    changes: &StageWrites,
-) -> Result<(), ProjectionError> {
-    write_version(tx, IdentityResolver::NAME, version).await?;
-    cdp_projections::stages::write(tx, changes).await?;
-    forget_state(tx).await
 }
 
 /// The rebuild in progress (or interrupted), if any.

@@ -7,6 +7,7 @@ use cdp_domain::event::NewEvent;
 use cdp_domain::identity::{Identifier, IdentityRules, OperatorCommand};
 use cdp_domain::message::{validate, Envelope, MessageKind};
 use cdp_domain::store::EventStore;
+use cdp_projections::outbox::Topic;
 use cdp_projections::refold::all_owners;
 use cdp_projections::runner::{catch_up, run_once};
 use serde_json::{json, Value};
@@ -500,7 +501,7 @@ async fn a_tag_changes_on_time_without_new_events() {
             .await
             .unwrap()
             .into_iter()
-            .filter(|m| m.subject.contains(".tag."))
+            .filter(|m| matches!(m.topic, Topic::TagChanged { .. }))
             .map(|m| serde_json::from_str::<Value>(&m.payload).unwrap())
             .collect::<Vec<_>>()
     };
@@ -587,13 +588,8 @@ async fn a_sequence_times_out_on_time_and_is_published() {
             .await
             .unwrap()
             .into_iter()
-            .filter(|m| m.subject.contains(".segment."))
-            .map(|m| {
-                (
-                    m.subject,
-                    serde_json::from_str::<Value>(&m.payload).unwrap(),
-                )
-            })
+            .filter(|m| matches!(m.topic, Topic::Segment { .. }))
+            .map(|m| (m.topic, serde_json::from_str::<Value>(&m.payload).unwrap()))
             .collect::<Vec<_>>()
     };
     let sent = outbox(store.clone()).await;
@@ -602,7 +598,13 @@ async fn a_sequence_times_out_on_time_and_is_published() {
         1,
         "only the quick buyer converted so far: {sent:?}"
     );
-    assert_eq!(sent[0].0, "w.segment.converted.entered");
+    assert_eq!(
+        sent[0].0,
+        Topic::Segment {
+            segment: "converted".into(),
+            entered: true
+        }
+    );
     // The view arrived late (after the order, with an earlier time): it completed the sequence.
     assert_eq!(sent[0].1["caused_by"], "b0");
 
@@ -620,7 +622,13 @@ async fn a_sequence_times_out_on_time_and_is_published() {
     catch_up(&store, &resolver).await.unwrap();
     let sent = outbox(store.clone()).await;
     assert_eq!(sent.len(), 2, "{sent:?}");
-    assert_eq!(sent[1].0, "w.segment.abandoned_cart.entered");
+    assert_eq!(
+        sent[1].0,
+        Topic::Segment {
+            segment: "abandoned_cart".into(),
+            entered: true
+        }
+    );
     assert_eq!(sent[1].1["caused_by"], "clock");
     // A late order leaves it (the latest cart was not followed within 2 h, but a new cart resets it).
     store
@@ -631,7 +639,10 @@ async fn a_sequence_times_out_on_time_and_is_published() {
     let sent = outbox(store.clone()).await;
     assert_eq!(
         sent.last().unwrap().0,
-        "w.segment.abandoned_cart.exited",
+        Topic::Segment {
+            segment: "abandoned_cart".into(),
+            entered: false
+        },
         "{sent:?}"
     );
 }

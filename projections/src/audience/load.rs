@@ -221,8 +221,8 @@ async fn by_profile<R: Record>(
 /// The resolver's stored token: it moves with every batch it commits and with every other writer of
 /// the model (`identity::forget_state`).
 pub async fn stored_token(store: &Store) -> Result<Option<String>, ProjectionError> {
-    Ok(query(crate::runner::sql::TOKEN)
-        .bind(crate::identity::IdentityResolver::NAME)
+    Ok(query(crate::model_sql::TOKEN)
+        .bind(crate::runner::RESOLVER)
         .scalar_optional(store.reader())
         .await?)
 }

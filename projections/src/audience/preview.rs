@@ -2,7 +2,7 @@
 //! bitmap, their count, sample and totals, a breakdown by up to two fields and the overlap with the
 //! saved segments. A definition the index cannot answer alone (an event condition with a `where`, an
 //! aggregate of a property, a sequence; events without summaries) takes its members from the exact
-//! path — every profile's events folded (`evaluation::exact::preview`) — and the rest from the
+//! path — every profile's events folded (`exact::preview`) — and the rest from the
 //! index. While the index is not ready (being built at start, or read whole again after a rebuild's
 //! switch, an erasure, another instance's batches) the exact path answers alone: its members, and
 //! the breakdown and overlap from an index of the members only, read for the request.
@@ -88,7 +88,7 @@ pub async fn preview(
         Err(why) => {
             // The exact path reads the tables for minutes at scale: the index is not held meanwhile.
             drop(slot);
-            let exact = crate::evaluation::exact::preview(store, workspace, def, 0, now).await?;
+            let exact = crate::exact::preview(store, workspace, def, 0, now).await?;
             let Some((slot, again)) = audiences.current(store, workspace, now).await? else {
                 return without_index(store, workspace, def, breakdown, sample, now).await;
             };
@@ -126,7 +126,7 @@ async fn without_index(
     sample: usize,
     now: DateTime<Utc>,
 ) -> Result<Result<AudiencePreview, UnknownField>, ProjectionError> {
-    let exact = crate::evaluation::exact::preview(store, workspace, def, sample, now).await?;
+    let exact = crate::exact::preview(store, workspace, def, sample, now).await?;
     let catalog = crate::catalog::load_in(store, workspace).await?;
     let mut index = AudienceIndex::new(super::names_of(&catalog));
     for row in super::load::named(store, workspace, &catalog, &exact.members, now).await? {

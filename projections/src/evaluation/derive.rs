@@ -16,10 +16,9 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use crate::catalog::{self, Membership, MembershipChange, ProfileTag};
-use crate::outbox::OutboxMessage;
+use crate::outbox::{OutboxMessage, Topic};
 use crate::stages::StageWrites;
 
-use crate::identity::held::Docs;
 use crate::profiles::ProfileKey;
 use crate::runner::ProjectionError;
 
@@ -35,7 +34,16 @@ pub struct Derived {
     pub due: Option<Option<f64>>,
 }
 
-/// A change of a profile's tag, for the outbox.
+/// Where the engine keeps what derive last wrote for each profile between batches (the resolver's held
+/// profiles, `identity::held`): derive takes out the entries of the profiles it evaluates and puts back
+/// what it wrote. A trait, so that evaluation does not depend on the resolver that calls it.
+pub trait DerivedMemory {
+    /// Takes out what derive last wrote for a profile, if it is held.
+    fn take_derived(&mut self, key: &ProfileKey) -> Option<Derived>;
+    /// Puts back what derive wrote.
+    fn put_back_derived(&mut self, entries: impl Iterator<Item = (ProfileKey, Derived)>);
+}
+
 /// The `tag.changed` message of a change (`now_value: None`: the tag was taken off).
 pub fn change_message(
     workspace: &str,
@@ -57,11 +65,13 @@ pub fn change_message(
         "changed_at": cdp_domain::message::rfc3339(at),
         "caused_by": caused_by,
     });
-    (
-        workspace.to_owned(),
-        format!("{workspace}.tag.{tag}.changed"),
-        payload.to_string(),
-    )
+    OutboxMessage {
+        workspace: workspace.to_owned(),
+        topic: Topic::TagChanged {
+            tag: tag.to_owned(),
+        },
+        payload: payload.to_string(),
+    }
 }
 
 /// A tag of a profile set to `now_value` (or removed) from `previous`, because of `caused_by`: the row
@@ -152,10 +162,15 @@ static NO_TAGS: VecMap<String, ProfileTag> = VecMap::new();
 pub const CLOCK: &str = "clock";
 
 /// Evaluates the touched profiles and writes the differences with their stored tags into `out`.
+#[tracing::instrument(
+    name = "resolver.derive",
+    skip_all,
+    fields(profiles = d.touched.len(), merged = d.merged.len())
+)]
 pub async fn derive(
     store: &Store,
     d: Derivation<'_>,
-    known: &mut Docs,
+    known: &mut impl DerivedMemory,
     out: &mut StageWrites,
 ) -> Result<(), ProjectionError> {
     let now_ms = to_millis(d.now);
@@ -516,11 +531,14 @@ pub fn membership_change(
         "at": cdp_domain::message::rfc3339(at),
         "caused_by": cause,
     });
-    out.outbox.push((
-        w.clone(),
-        format!("{w}.segment.{segment}.{what}"),
-        payload.to_string(),
-    ));
+    out.outbox.push(OutboxMessage {
+        workspace: w.clone(),
+        topic: Topic::Segment {
+            segment: segment.to_owned(),
+            entered,
+        },
+        payload: payload.to_string(),
+    });
 }
 
 /// What caused a change of `tag` found by a profile's evaluation that `cause` prompted. A job re-evaluates

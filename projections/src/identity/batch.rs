@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use cdp_domain::catalog::{Catalog, CatalogCommand};
 use cdp_domain::event::StoredEvent;
 use cdp_domain::identity::{
-    identifiers_of, resolve, Identifier, IdentityEvent, IdentityGraph, IdentityRules, ProfileId,
+    identifiers_of, resolve, IdentityEvent, IdentityGraph, IdentityRules, ProfileId,
 };
 use cdp_domain::message::MessageKind;
 use cdp_domain::profile::ProfileDoc;
@@ -18,31 +18,20 @@ use cdp_domain::store::Store;
 use cdp_domain::tags::RfmThresholds;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use tracing::Instrument;
 
-use super::catalog_commands::{apply_catalog, decide_catalog, event_slug};
+use super::catalog_commands::{apply_catalog, decide_catalog};
 use super::model::{fold_run, Folded, Model};
 use super::operator::decide_command;
+use super::step::Step;
 use super::{profile_id_for, PreparedDecisions, RecordedDecision};
 use crate::catalog::CatalogWrites;
 use crate::evaluation::derive::{self, Derivation, ManualChange};
 use crate::jobs::Housekeeping;
+use crate::outbox::{OutboxMessage, Topic};
 use crate::profiles::{self, ProfileKey};
 use crate::runner::ProjectionError;
 use crate::stages::StageWrites;
-
-/// One event of the batch with what was decided for it.
-pub(super) struct Step<'a> {
-    pub(super) event: &'a StoredEvent,
-    /// `None` for an operator command: it is not part of any profile.
-    pub(super) payload: Option<Value>,
-    pub(super) carried: Vec<Identifier>,
-    pub(super) target: Option<ProfileId>,
-    pub(super) decisions: Vec<IdentityEvent>,
-    /// A catalog command that was not refused.
-    pub(super) command: Option<CatalogCommand>,
-    /// The rules a rules command put in force: the workspace's later events resolve under them.
-    pub(super) rules: Option<IdentityRules>,
-}
 
 /// What the batch works with besides its events.
 pub(super) struct Context<'a> {
@@ -94,93 +83,100 @@ pub(super) async fn prepare(
             .then(|| serde_json::from_str::<Value>(&stored.event.payload))
     })
     .into_iter();
-    for stored in events {
-        let parsed = payloads.next().flatten();
-        let e = &stored.event;
-        if cdp_domain::shred::is_erased(e) {
-            // Its subject was erased: nothing of it belongs to anyone any more.
-            steps.push(Step {
-                event: stored,
-                payload: None,
-                carried: Vec::new(),
-                target: None,
-                decisions: Vec::new(),
-                command: None,
-                rules: None,
-            });
-            continue;
-        }
-        let in_force = &rules[&e.workspace];
-        let payload: Value = match parsed {
-            Some(parsed) => parsed.map_err(ProjectionError::corrupt)?,
-            None => serde_json::from_str(&e.payload).map_err(ProjectionError::corrupt)?,
-        };
-        let graph = graphs.entry(e.workspace.clone()).or_default();
-        let step = if e.kind == MessageKind::Operator && CatalogCommand::is_catalog(&payload) {
-            let catalog = deciding.get(&e.workspace);
-            let (command, decisions) = decide_catalog(graph, catalog, stored, payload);
-            if let Some(accepted) = &command {
-                apply_catalog(
-                    accepted,
-                    stored,
-                    &mut deciding,
-                    &mut CatalogWrites::default(),
-                    now,
+    // Each event decided in log order, in a span of its own (the batch's decide stage).
+    let decide = tracing::info_span!("resolver.decide", events = events.len());
+    async {
+        for stored in events {
+            let parsed = payloads.next().flatten();
+            let e = &stored.event;
+            if cdp_domain::shred::is_erased(e) {
+                // Its subject was erased: nothing of it belongs to anyone any more.
+                steps.push(Step {
+                    event: stored,
+                    payload: None,
+                    carried: Vec::new(),
+                    target: None,
+                    decisions: Vec::new(),
+                    command: None,
+                    rules: None,
+                });
+                continue;
+            }
+            let in_force = &rules[&e.workspace];
+            let payload: Value = match parsed {
+                Some(parsed) => parsed.map_err(ProjectionError::corrupt)?,
+                None => serde_json::from_str(&e.payload).map_err(ProjectionError::corrupt)?,
+            };
+            let graph = graphs.entry(e.workspace.clone()).or_default();
+            let step = if e.kind == MessageKind::Operator && CatalogCommand::is_catalog(&payload) {
+                let catalog = deciding.get(&e.workspace);
+                let (command, decisions) = decide_catalog(graph, catalog, stored, payload);
+                if let Some(accepted) = &command {
+                    apply_catalog(
+                        accepted,
+                        stored,
+                        &mut deciding,
+                        &mut CatalogWrites::default(),
+                        now,
+                    );
+                }
+                Step {
+                    event: stored,
+                    payload: None,
+                    carried: Vec::new(),
+                    target: None,
+                    decisions,
+                    command,
+                    rules: None,
+                }
+            } else if e.kind == MessageKind::Operator {
+                let (decisions, new_rules) =
+                    decide_command(store, graph, in_force, stored, payload).await?;
+                Step {
+                    event: stored,
+                    payload: None,
+                    carried: Vec::new(),
+                    target: None,
+                    decisions,
+                    command: None,
+                    rules: new_rules,
+                }
+            } else {
+                let carried = identifiers_of(
+                    &payload,
+                    e.user_id.as_deref(),
+                    e.anonymous_id.as_deref(),
+                    in_force,
                 );
+                let pairs: Vec<(String, String)> = carried
+                    .iter()
+                    .map(|i| (i.id_type.clone(), i.value.clone()))
+                    .collect();
+                let resolution = resolve(graph, in_force, &pairs, &e.message_id, || {
+                    profile_id_for(&e.workspace, &e.message_id)
+                });
+                Step {
+                    event: stored,
+                    payload: Some(payload),
+                    carried,
+                    target: resolution.profile,
+                    decisions: resolution.events,
+                    command: None,
+                    rules: None,
+                }
+            };
+            for d in &step.decisions {
+                graph.apply(d);
             }
-            Step {
-                event: stored,
-                payload: None,
-                carried: Vec::new(),
-                target: None,
-                decisions,
-                command,
-                rules: None,
+            if let Some(new_rules) = &step.rules {
+                rules.insert(e.workspace.clone(), new_rules.clone());
             }
-        } else if e.kind == MessageKind::Operator {
-            let (decisions, new_rules) =
-                decide_command(store, graph, in_force, stored, payload).await?;
-            Step {
-                event: stored,
-                payload: None,
-                carried: Vec::new(),
-                target: None,
-                decisions,
-                command: None,
-                rules: new_rules,
-            }
-        } else {
-            let carried = identifiers_of(
-                &payload,
-                e.user_id.as_deref(),
-                e.anonymous_id.as_deref(),
-                in_force,
-            );
-            let pairs: Vec<(String, String)> = carried
-                .iter()
-                .map(|i| (i.id_type.clone(), i.value.clone()))
-                .collect();
-            let resolution = resolve(graph, in_force, &pairs, &e.message_id, || {
-                profile_id_for(&e.workspace, &e.message_id)
-            });
-            Step {
-                event: stored,
-                payload: Some(payload),
-                carried,
-                target: resolution.profile,
-                decisions: resolution.events,
-                command: None,
-                rules: None,
-            }
-        };
-        for d in &step.decisions {
-            graph.apply(d);
+            steps.push(step);
         }
-        if let Some(new_rules) = &step.rules {
-            rules.insert(e.workspace.clone(), new_rules.clone());
-        }
-        steps.push(step);
+        Ok::<(), ProjectionError>(())
     }
+    .instrument(decide)
+    .await?;
 
     let mut keys: Vec<ProfileKey> = Vec::new();
     // Profiles this batch creates: nothing of them is stored, so nothing of them is read.
@@ -267,99 +263,107 @@ pub(super) async fn prepare(
     let mut rules_writes: BTreeMap<String, (IdentityRules, i64)> = BTreeMap::new();
     // Whether a workspace had no stored profile when the batch began, asked once per workspace.
     let mut stored_empty: HashMap<String, bool> = HashMap::new();
-    let mut i = 0;
-    while i < steps.len() {
-        if steps[i].event.event.kind != MessageKind::Operator {
-            // A run of customer events: folded in parts (no command among them changes what they read).
-            let end = steps[i..]
-                .iter()
-                .position(|s| s.event.event.kind == MessageKind::Operator)
-                .map_or(steps.len(), |n| i + n);
-            let run = i..end;
-            i = end;
-            fold_run(
-                &mut model,
-                &steps,
-                run,
-                parts,
-                (&rules_now, &catalogs_now),
-                &mut folded,
-            );
-            continue;
-        }
-        let step = &steps[i];
-        let e = &step.event.event;
-        if let Some(new_rules) = &step.rules {
-            // The command's own decisions (its merges and splits) are taken under the new rules.
-            rules_now.insert(e.workspace.clone(), new_rules.clone());
-            let at = cdp_domain::event::to_millis(e.received_at);
-            rules_writes.insert(e.workspace.clone(), (new_rules.clone(), at));
-        }
-        for d in &step.decisions {
-            if let IdentityEvent::ProfileSplit {
-                from,
-                into,
-                identifiers,
-                ..
-            } = d
-            {
-                model
-                    .split(
-                        &e.workspace,
-                        from,
-                        into,
-                        identifiers,
-                        &steps,
-                        (&rules_now, &catalogs_now),
-                    )
-                    .await?;
-            } else {
-                model.apply_decision(i, &e.workspace, d, &rules_now, &catalogs_now);
+    // The decisions folded into the documents, in log order (the batch's fold stage).
+    let fold = tracing::info_span!("resolver.fold", steps = steps.len());
+    async {
+        let mut i = 0;
+        while i < steps.len() {
+            if steps[i].event.event.kind != MessageKind::Operator {
+                // A run of customer events: folded in parts (no command among them changes what they read).
+                let end = steps[i..]
+                    .iter()
+                    .position(|s| s.event.event.kind == MessageKind::Operator)
+                    .map_or(steps.len(), |n| i + n);
+                let run = i..end;
+                i = end;
+                fold_run(
+                    &mut model,
+                    &steps,
+                    run,
+                    parts,
+                    (&rules_now, &catalogs_now),
+                    &mut folded,
+                );
+                continue;
             }
-            folded.record(i, &e.workspace, d, &e.message_id);
-        }
-        if let Some(command) = &step.command {
-            let jobs_before = stage_writes.catalog.jobs.len();
-            let changed = apply_catalog(
-                command,
-                step.event,
-                &mut catalogs_now,
-                &mut stage_writes.catalog,
-                now,
-            );
-            if stage_writes.catalog.jobs.len() > jobs_before {
-                // A definition met before the workspace has any profile (the catalog set up
-                // before the data arrives, and any rebuild of such a log) has nothing to
-                // backfill: every profile made later folds it live.
-                let empty = match stored_empty.get(&e.workspace) {
-                    Some(empty) => *empty,
-                    None => {
-                        let empty = crate::catalog::count_profiles(store, &e.workspace).await? == 0;
-                        stored_empty.insert(e.workspace.clone(), empty);
-                        empty
-                    }
-                };
-                if empty && !model.docs.keys().any(|(w, _)| *w == e.workspace) {
-                    for job in &mut stage_writes.catalog.jobs[jobs_before..] {
-                        job.total = 0;
-                        job.status = "done".to_owned();
-                        job.finished_at = Some(derive::to_ms(now));
+            let step = &steps[i];
+            let e = &step.event.event;
+            if let Some(new_rules) = &step.rules {
+                // The command's own decisions (its merges and splits) are taken under the new rules.
+                rules_now.insert(e.workspace.clone(), new_rules.clone());
+                let at = cdp_domain::event::to_millis(e.received_at);
+                rules_writes.insert(e.workspace.clone(), (new_rules.clone(), at));
+            }
+            for d in &step.decisions {
+                if let IdentityEvent::ProfileSplit {
+                    from,
+                    into,
+                    identifiers,
+                    ..
+                } = d
+                {
+                    model
+                        .split(
+                            &e.workspace,
+                            from,
+                            into,
+                            identifiers,
+                            &steps,
+                            (&rules_now, &catalogs_now),
+                        )
+                        .await?;
+                } else {
+                    model.apply_decision(i, &e.workspace, d, &rules_now, &catalogs_now);
+                }
+                folded.record(i, &e.workspace, d, &e.message_id);
+            }
+            if let Some(command) = &step.command {
+                let jobs_before = stage_writes.catalog.jobs.len();
+                let changed = apply_catalog(
+                    command,
+                    step.event,
+                    &mut catalogs_now,
+                    &mut stage_writes.catalog,
+                    now,
+                );
+                if stage_writes.catalog.jobs.len() > jobs_before {
+                    // A definition met before the workspace has any profile (the catalog set up
+                    // before the data arrives, and any rebuild of such a log) has nothing to
+                    // backfill: every profile made later folds it live.
+                    let empty = match stored_empty.get(&e.workspace) {
+                        Some(empty) => *empty,
+                        None => {
+                            let empty =
+                                crate::catalog::count_profiles(store, &e.workspace).await? == 0;
+                            stored_empty.insert(e.workspace.clone(), empty);
+                            empty
+                        }
+                    };
+                    if empty && !model.docs.keys().any(|(w, _)| *w == e.workspace) {
+                        for job in &mut stage_writes.catalog.jobs[jobs_before..] {
+                            job.total = 0;
+                            job.status = "done".to_owned();
+                            job.finished_at = Some(derive::to_ms(now));
+                        }
                     }
                 }
+                if let Some(change) = changed {
+                    let survivor = graphs
+                        .get(&e.workspace)
+                        .map(|g| g.resolve(&change.key.1))
+                        .unwrap_or(change.key.1.clone());
+                    manual.push(ManualChange {
+                        key: (e.workspace.clone(), survivor),
+                        ..change
+                    });
+                }
             }
-            if let Some(change) = changed {
-                let survivor = graphs
-                    .get(&e.workspace)
-                    .map(|g| g.resolve(&change.key.1))
-                    .unwrap_or(change.key.1.clone());
-                manual.push(ManualChange {
-                    key: (e.workspace.clone(), survivor),
-                    ..change
-                });
-            }
+            i += 1;
         }
-        i += 1;
+        Ok::<(), ProjectionError>(())
     }
+    .instrument(fold)
+    .await?;
     folded.merged.sort_by_key(|m| m.0);
     folded.subscribed.sort_by_key(|s| s.0);
     let decisions: Vec<RecordedDecision> = steps
@@ -401,11 +405,13 @@ pub(super) async fn prepare(
             kind: "event",
             workspace: &e.workspace,
         };
-        stage_writes.outbox.push((
-            e.workspace.clone(),
-            format!("{}.event.{}", e.workspace, event_slug(name)),
-            serde_json::to_string(&payload).map_err(ProjectionError::corrupt)?,
-        ));
+        stage_writes.outbox.push(OutboxMessage {
+            workspace: e.workspace.clone(),
+            topic: Topic::Event {
+                name: name.to_owned(),
+            },
+            payload: serde_json::to_string(&payload).map_err(ProjectionError::corrupt)?,
+        });
     }
     // Profiles merged away in the batch are evaluated as their survivors.
     let merged: Vec<(ProfileKey, ProfileKey, String)> = merged

@@ -1,6 +1,6 @@
 //! Catalog commands in the resolver's batch: deciding them against the catalog as the batch has changed
 //! it so far (a refusal is recorded like any refused command), applying them (the definition, the job
-//! that brings every profile up to it, a manual tag change), and the subject token of a published event.
+//! that brings every profile up to it, a manual tag change).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -19,25 +19,6 @@ use serde_json::Value;
 use crate::catalog::{self as stored_catalog, CatalogWrites};
 use crate::evaluation::derive::ManualChange;
 use crate::jobs::new_job;
-
-/// An event name as one NATS subject token: lower case, runs of anything but letters and digits as `_`
-/// ("Order Completed" → `order_completed`).
-pub fn event_slug(name: &str) -> String {
-    let mut slug = String::with_capacity(name.len());
-    for c in name.chars() {
-        if c.is_ascii_alphanumeric() {
-            slug.push(c.to_ascii_lowercase());
-        } else if !slug.ends_with('_') {
-            slug.push('_');
-        }
-    }
-    let slug = slug.trim_matches('_');
-    if slug.is_empty() {
-        "unnamed".to_owned()
-    } else {
-        slug.to_owned()
-    }
-}
 
 /// The decisions on a catalog command: none when it applies, a refusal when it cannot (a definition
 /// that no longer parses, a profile that does not exist, a tag that is not manual).

@@ -23,8 +23,9 @@ use chrono::{DateTime, Utc};
 
 use super::ResolverState;
 use crate::evaluation::derive::{self, Derivation};
+use crate::model_sql as sql;
 use crate::profiles::{ModelWrites, ProfileKey};
-use crate::runner::{sql, ModelTx, ProjectionError};
+use crate::runner::{ModelTx, ProjectionError};
 use crate::stages::StageWrites;
 
 /// The row of `projection_checkpoints` that marks a model whose last-value rows are not all written.

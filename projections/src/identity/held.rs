@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::catalog::{Membership, ProfileTag};
-use crate::evaluation::derive::Derived;
+use crate::evaluation::derive::{Derived, DerivedMemory};
 use crate::profiles::ProfileKey;
 
 /// The profiles the resolver holds (bounded: [`super::HELD_PROFILES`]; a profile not held is read
@@ -112,6 +112,7 @@ impl Docs {
         self.docs.len() + self.warm.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.docs.is_empty() && self.warm.is_empty()
     }
@@ -133,9 +134,20 @@ impl Docs {
         }
     }
 
+    /// Forgets what derive wrote for every profile (a batch changed definitions, which may rewrite
+    /// many profiles' rows); the states stay.
+    pub fn forget_derived(&mut self) {
+        self.docs.retain(|_, entry| {
+            entry.derived = None;
+            entry.state.is_some()
+        });
+    }
+}
+
+impl DerivedMemory for Docs {
     /// Takes out what derive last wrote for a profile, if it is held. An entry that does not decode
     /// (it never fails: this encoded it) is as good as not held: the tables are read instead.
-    pub(crate) fn take_derived(&mut self, key: &ProfileKey) -> Option<Derived> {
+    fn take_derived(&mut self, key: &ProfileKey) -> Option<Derived> {
         let entry = self.docs.get_mut(key)?;
         let bytes = entry.derived.take();
         if entry.state.is_none() {
@@ -145,24 +157,12 @@ impl Docs {
     }
 
     /// Puts back what derive wrote.
-    pub(crate) fn put_back_derived(
-        &mut self,
-        entries: impl Iterator<Item = (ProfileKey, Derived)>,
-    ) {
+    fn put_back_derived(&mut self, entries: impl Iterator<Item = (ProfileKey, Derived)>) {
         for (key, derived) in entries {
             if let Ok(bytes) = codec::encode(&Held::from(derived)) {
                 self.docs.entry(key).or_default().derived = Some(bytes.into_boxed_slice());
             }
         }
-    }
-
-    /// Forgets what derive wrote for every profile (a batch changed definitions, which may rewrite
-    /// many profiles' rows); the states stay.
-    pub fn forget_derived(&mut self) {
-        self.docs.retain(|_, entry| {
-            entry.derived = None;
-            entry.state.is_some()
-        });
     }
 }
 

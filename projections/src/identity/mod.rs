@@ -17,19 +17,20 @@
 mod batch;
 mod catalog_commands;
 mod deferred;
-pub(crate) mod held;
+mod held;
 mod model;
 mod operator;
 mod partition;
 pub mod queries;
 mod sql;
+mod step;
 mod token;
 mod write;
 
 pub use held::WARM_AT_MOST;
 pub use operator::workspace_log;
 pub use queries::*;
-pub use token::forget_state;
+pub(crate) use token::forget_state;
 use token::{new_token, stored_token, stored_token_in, write_token};
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -160,7 +161,7 @@ pub fn profile_id_for(workspace: &str, message_id: &str) -> ProfileId {
 }
 
 impl IdentityResolver {
-    pub const NAME: &'static str = "identity";
+    pub const NAME: &'static str = crate::runner::RESOLVER;
     /// The version of the resolver's model code; see [`Projection::version`]. 2: documents hold consent.
     /// 3: recent events are summaries in `event_profiles`, no longer in the documents.
     pub const VERSION: i64 = 3;
@@ -469,7 +470,7 @@ impl Projection for IdentityResolver {
         queries::write_rules(tx, &prepared.rules).await?;
         write_token(tx, &prepared.token).await?;
         if let Some(audiences) = &self.audiences {
-            crate::audience::stage_batch(
+            write::stage_in_audiences(
                 audiences,
                 &prepared.token,
                 prepared.based_on.as_deref(),

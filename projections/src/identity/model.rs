@@ -13,8 +13,8 @@ use cdp_domain::profile::{split_docs, EventSummary, FoldRules, OwnedEvent, Profi
 use cdp_domain::store::Store;
 use serde_json::Value;
 
-use super::batch::Step;
 use super::partition::{partition, Plan};
+use super::step::Step;
 use crate::profiles::{self, ModelWrites, ProfileKey, Reassign};
 use crate::runner::ProjectionError;
 

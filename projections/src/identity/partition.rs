@@ -6,7 +6,7 @@ use std::ops::Range;
 use cdp_domain::fastmap::{map_with_capacity, FastMap};
 use cdp_domain::identity::{IdentityEvent, ProfileId};
 
-use super::batch::Step;
+use super::step::Step;
 use crate::profiles::ProfileKey;
 
 /// How a run of customer steps is folded in parts: the steps of each part (in log order), and the

@@ -7,7 +7,8 @@ use cdp_domain::store::Store;
 use chrono::Utc;
 
 use super::IdentityResolver;
-use crate::runner::{sql, ModelTx, ProjectionError};
+use crate::model_sql as sql;
+use crate::runner::{ModelTx, ProjectionError};
 
 /// A token no other batch has: this process's start, its address space and a counter.
 pub(super) fn new_token() -> String {

@@ -1,14 +1,18 @@
 //! The resolver's own rows in its transaction: a batch's identity decisions (`identity_events`, in
 //! order: one multi-row insert per 500 on SQLite (`sqlite`), one statement over arrays on PostgreSQL
 //! (`postgres`)), and how a
-//! group of batches keeps only the last row of each key that holds a last value.
+//! group of batches keeps only the last row of each key that holds a last value; and what a written
+//! batch touched, staged for this process's audience indexes (`stage_in_audiences`).
 
 use cdp_domain::fastmap::FastSet;
 use cdp_domain::identity::{IdentityEvent, ProfileId};
 
 use super::RecordedDecision;
+use crate::audience::Audiences;
 use crate::model_tx::Tx;
+use crate::profiles::{ModelWrites, ProfileKey};
 use crate::runner::{ModelTx, ProjectionError};
+use crate::stages::StageWrites;
 
 mod postgres;
 mod sqlite;
@@ -113,6 +117,47 @@ pub(super) fn keep_last<T, K: Eq + std::hash::Hash>(
         rows.retain(|row| !later.contains(&key(row)));
     }
     later.extend(rows.iter().map(key));
+}
+
+/// Tells the audience indexes what one batch touched (`Audiences::stage`): every profile whose state,
+/// tags, memberships or spend it writes, and the workspaces whose definitions it changes.
+pub(super) fn stage_in_audiences(
+    audiences: &Audiences,
+    token: &str,
+    based_on: Option<&str>,
+    model: &ModelWrites,
+    stages: &StageWrites,
+) {
+    if !audiences.has_slots() {
+        return;
+    }
+    let mut profiles: Vec<ProfileKey> = model
+        .docs
+        .iter()
+        .map(|(key, _)| key.clone())
+        .chain(model.gone.iter().cloned())
+        .collect();
+    let mut named = |w: &str, p: &str| {
+        if let Ok(p) = cdp_domain::identity::ProfileId::parse(p) {
+            profiles.push((w.to_owned(), p));
+        }
+    };
+    for (w, p, _, _) in &stages.audiences.tags {
+        named(w, p);
+    }
+    for (w, _, p, _) in &stages.audiences.members {
+        named(w, p);
+    }
+    for (w, p, _) in &stages.derived.spend {
+        named(w, p);
+    }
+    let redefined = stages
+        .catalog
+        .definitions
+        .iter()
+        .map(|d| d.workspace.clone())
+        .collect();
+    audiences.stage(token, based_on, profiles, redefined);
 }
 
 #[cfg(test)]

@@ -2,13 +2,13 @@
 
 use sqlx::{Postgres, Transaction};
 
-use super::OutboxMessage;
+use super::OutboxRow;
 use crate::runner::ProjectionError;
 
 /// Appends `outbox` in its order.
 pub(super) async fn append(
     tx: &mut Transaction<'_, Postgres>,
-    outbox: &[OutboxMessage],
+    outbox: &[OutboxRow],
     now: i64,
 ) -> Result<(), ProjectionError> {
     let (mut ws, mut subjects, mut payloads) = (Vec::new(), Vec::new(), Vec::new());

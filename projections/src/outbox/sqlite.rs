@@ -2,13 +2,13 @@
 
 use sqlx::{QueryBuilder, Sqlite, Transaction};
 
-use super::OutboxMessage;
+use super::OutboxRow;
 use crate::runner::ProjectionError;
 
 /// Appends `outbox` in its order.
 pub(super) async fn append(
     tx: &mut Transaction<'_, Sqlite>,
-    outbox: &[OutboxMessage],
+    outbox: &[OutboxRow],
     now: i64,
 ) -> Result<(), ProjectionError> {
     for chunk in outbox.chunks(500) {

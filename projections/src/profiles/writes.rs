@@ -50,6 +50,11 @@ fn final_survivors(reassigns: &[Reassign]) -> Vec<Move<'_>> {
 
 /// Writes `writes` inside `tx`: the merges' moves, the profiles merged away, then where the batch's
 /// events belong, who holds its identifiers and its states.
+#[tracing::instrument(
+    name = "profiles.write",
+    skip_all,
+    fields(docs = writes.docs.len(), owners = writes.owners.len())
+)]
 pub async fn write(tx: &mut ModelTx<'_>, writes: &ModelWrites) -> Result<(), ProjectionError> {
     let moves = final_survivors(&writes.reassigns);
     match &mut tx.0 {

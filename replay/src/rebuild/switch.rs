@@ -6,6 +6,7 @@ use cdp_domain::store::sql::{query, verbatim, Exec};
 
 use super::sql::{self, quoted};
 use super::*;
+use cdp_projections::refold::finish_switch;
 
 /// The rows on which the rebuilt model and the live one differ: tags the rebuilt one has and the live
 /// one has not (or otherwise), tags the live one has and the rebuilt one has not, memberships entered,
@@ -148,9 +149,7 @@ async fn switch_attached(
             verbatim(create.as_str()).execute(&mut tx).await?;
         }
     }
-    let mut model = ModelTx::from(tx);
-    finish_switch(&mut model, resolver.version(), &changes).await?;
-    model.commit().await?;
+    finish_switch(ModelTx::from(tx), resolver.version(), &changes).await?;
     Ok((through, rows, applied))
 }
 
@@ -195,9 +194,7 @@ pub(super) async fn switch_postgres(
     for t in replaced_tables() {
         rows += move_into(&mut tx, &live_schema, t).await?;
     }
-    let mut model = ModelTx::from(tx);
-    finish_switch(&mut model, resolver.version(), &changes).await?;
-    model.commit().await?;
+    finish_switch(ModelTx::from(tx), resolver.version(), &changes).await?;
     Ok((through, rows, applied))
 }
 

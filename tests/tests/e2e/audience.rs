@@ -50,15 +50,10 @@ async fn preview(app: &TestApp, body: &Value) -> (StatusCode, Value) {
 /// The exact path's members of a condition, straight from the tables.
 async fn exact(app: &TestApp, condition: &Value) -> (i64, Vec<String>, f64) {
     let def = cdp_domain::segments::SegmentDef::parse(&json!({ "condition": condition })).unwrap();
-    let p = cdp_projections::evaluation::exact::preview(
-        &app.state.store,
-        &workspace_id(),
-        &def,
-        10,
-        Utc::now(),
-    )
-    .await
-    .unwrap();
+    let p =
+        cdp_projections::exact::preview(&app.state.store, &workspace_id(), &def, 10, Utc::now())
+            .await
+            .unwrap();
     (p.count, p.sample, p.spend)
 }
 
@@ -619,7 +614,7 @@ async fn a_saved_segment_with_an_event_condition_is_filled_then_backfilled() {
             .await
             .unwrap();
         let entered: Vec<String> = outbox.iter()
-            .filter(|m| m.subject.ends_with(".segment.repeat.entered"))
+            .filter(|m| m.topic == cdp_projections::outbox::Topic::Segment { segment: "repeat".into(), entered: true })
             .map(|m| serde_json::from_str::<Value>(&m.payload).unwrap()["profile_id"].as_str().unwrap().to_owned())
             .collect();
         let mut sorted = entered.clone();

@@ -307,7 +307,7 @@ async fn under_opt_out_a_consent_segment_is_what_the_export_reaches() {
         // The exact path previews the same members...
         let def =
             cdp_domain::segments::SegmentDef::parse(&json!({ "condition": texting })).unwrap();
-        let exact = cdp_projections::evaluation::exact::preview(
+        let exact = cdp_projections::exact::preview(
             &app.state.store,
             &workspace_id(),
             &def,

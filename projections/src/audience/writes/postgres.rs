@@ -7,8 +7,7 @@ use sqlx::{Postgres, Transaction};
 
 use super::AudienceWrites;
 use crate::runner::ProjectionError;
-use crate::stages::last_per_key;
-use crate::stages::postgres_columns::Keys;
+use crate::stage_rows::{last_per_key, Keys};
 
 /// Writes `w`'s tags: removals, then one upsert.
 pub(super) async fn write_tags(

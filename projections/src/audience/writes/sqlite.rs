@@ -5,7 +5,7 @@ use sqlx::{QueryBuilder, Sqlite, Transaction};
 
 use super::AudienceWrites;
 use crate::runner::ProjectionError;
-use crate::stages::last_per_key;
+use crate::stage_rows::last_per_key;
 
 /// The last change of each (workspace, profile, tag) wins; removals, then one upsert per chunk of rows
 /// (an upsert may not touch a row twice).

@@ -5,8 +5,7 @@ use sqlx::{Postgres, Transaction};
 
 use super::{tables, DerivedWrites};
 use crate::runner::ProjectionError;
-use crate::stages::last_per_key;
-use crate::stages::postgres_columns::Keys;
+use crate::stage_rows::{last_per_key, Keys};
 
 /// Writes `w`'s spend and due times, each table's removed rows before its set ones.
 pub(super) async fn write_rows(
