@@ -1,10 +1,13 @@
-//! The event log: the `EventStore` trait, its sqlx adapters (`sqlite`, `postgres`, SQL for each backend in
-//! its own module), and the group-commit `Appender` that turns many small appends into few transactions;
-//! and `sql`, the one way every crate runs a statement on either backend.
+//! The event log: the `EventStore` trait and `Store`, the configured backend; `common`, the log's
+//! operations that are the same on both backends, written once; the `sqlite` and `postgres` adapters,
+//! each with only what differs (the append, `read_after`, connecting); the group-commit `Appender` that
+//! turns many small appends into few transactions; and `sql`, the one way every crate runs a statement
+//! on either backend.
 //!
 //! This is the one module of `cdp-domain` that does IO.
 
 mod appender;
+mod common;
 pub mod postgres;
 pub mod quality;
 mod sealing;
@@ -185,10 +188,7 @@ impl Store {
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(s) => s.ping().await,
-            Store::Postgres(s) => s.ping().await,
-        }
+        common::ping(self).await
     }
 
     /// Whether the database accepts a new connection within `within`, asked outside the pool. The
@@ -224,8 +224,8 @@ impl Store {
     }
 }
 
-/// The log's operations on whichever backend this is: each is its adapter's (`sqlite`, `postgres`),
-/// whose SQL differs by backend.
+/// The log's operations on whichever backend this is: the append and `read_after` are each
+/// backend's own (`sqlite`, `postgres`); the others are the same on both (`common`).
 impl EventStore for Store {
     async fn append(&self, events: &[NewEvent]) -> Result<AppendReport, StoreError> {
         match self {
@@ -244,16 +244,10 @@ impl EventStore for Store {
         }
     }
     async fn count_events(&self, workspace: &str) -> Result<i64, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.count_events(workspace).await,
-            Store::Postgres(s) => s.count_events(workspace).await,
-        }
+        common::count_events(self, workspace).await
     }
     async fn quarantine(&self, entries: &[QuarantineEntry]) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(s) => s.quarantine(entries).await,
-            Store::Postgres(s) => s.quarantine(entries).await,
-        }
+        common::quarantine(self, entries).await
     }
     async fn list_quarantine(
         &self,
@@ -261,47 +255,25 @@ impl EventStore for Store {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<QuarantineEntry>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.list_quarantine(workspace, before, limit).await,
-            Store::Postgres(s) => s.list_quarantine(workspace, before, limit).await,
-        }
+        common::list_quarantine(self, workspace, before, limit).await
     }
     async fn ensure_workspace(&self, id: &str) -> Result<bool, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.ensure_workspace(id).await,
-            Store::Postgres(s) => s.ensure_workspace(id).await,
-        }
+        common::ensure_workspace(self, id).await
     }
     async fn workspace_exists(&self, id: &str) -> Result<bool, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.workspace_exists(id).await,
-            Store::Postgres(s) => s.workspace_exists(id).await,
-        }
+        common::workspace_exists(self, id).await
     }
     async fn put_credential(&self, credential: &Credential) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(s) => s.put_credential(credential).await,
-            Store::Postgres(s) => s.put_credential(credential).await,
-        }
+        common::put_credential(self, credential).await
     }
     async fn find_credential(&self, secret_hash: &str) -> Result<Option<Credential>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.find_credential(secret_hash).await,
-            Store::Postgres(s) => s.find_credential(secret_hash).await,
-        }
+        common::find_credential(self, secret_hash).await
     }
     async fn count_workspaces(&self) -> Result<i64, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.count_workspaces().await,
-            Store::Postgres(s) => s.count_workspaces().await,
-        }
+        common::count_workspaces(self).await
     }
-
     async fn workspace_ids(&self) -> Result<Vec<String>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.workspace_ids().await,
-            Store::Postgres(s) => s.workspace_ids().await,
-        }
+        common::workspace_ids(self).await
     }
 }
 
@@ -396,29 +368,6 @@ pub(crate) const EVENT_COLUMNS: &str =
 
 /// Where PostgreSQL's queries put `tx` after [`EVENT_COLUMNS`].
 pub(crate) const TX_COLUMN: usize = 13;
-
-pub(crate) fn decode_quarantine<'r, R>(row: &'r R) -> Result<QuarantineEntry, StoreError>
-where
-    R: sqlx::Row,
-    usize: sqlx::ColumnIndex<R>,
-    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    Ok(QuarantineEntry {
-        id: row.try_get(0)?,
-        workspace: row.try_get(1)?,
-        source: row.try_get(2)?,
-        received_at_ms: row.try_get(3)?,
-        code: row.try_get(4)?,
-        field: row.try_get(5)?,
-        reason: row.try_get(6)?,
-        payload: row.try_get(7)?,
-    })
-}
-
-pub(crate) const QUARANTINE_COLUMNS: &str =
-    "id, workspace, source, received_at, code, field, reason, payload";
 
 pub(crate) fn decode_credential(
     secret_hash: String,

@@ -1,6 +1,10 @@
 //! The production backend: PostgreSQL. Batches are appended with one `UNNEST` insert; readers follow the
 //! commit order by (writing transaction id, sequence) below the oldest running transaction that may
-//! append (read-model writers marked by this process never do).
+//! append (read-model writers marked by this process never do). What is PostgreSQL's own lives here:
+//! connecting (and a rebuild's shadow on a `search_path`), the append (subject keys made in a statement
+//! of their own, then one insert that checks the cached keys alive), `read_after` with its
+//! transaction-id horizon, the model-writer marks it reads past, and telling an outage from a full
+//! server. The log's other operations are the same on both backends (`super::common`).
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -11,12 +15,8 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::Row;
 
 use super::sealing::{self, KeyCache, SubjectKey};
-use super::{
-    decode_credential, decode_event, decode_quarantine, AppendReport, EventStore, QuarantineEntry,
-    StoreError, EVENT_COLUMNS, QUARANTINE_COLUMNS, TX_COLUMN,
-};
+use super::{decode_event, AppendReport, StoreError, EVENT_COLUMNS, TX_COLUMN};
 use crate::event::{to_millis, NewEvent, Position, StoredEvent};
-use crate::workspace::Credential;
 
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
@@ -26,7 +26,7 @@ pub struct PostgresStore {
 }
 
 /// The ids of the running transactions of this process that write a read model and never an event:
-/// the log's readers here need not wait for them to end ([`EventStore::read_after`]).
+/// the log's readers here need not wait for them to end ([`PostgresStore::read_after`]).
 #[derive(Debug, Clone, Default)]
 struct ModelWriters(Arc<Mutex<Vec<i64>>>);
 
@@ -109,11 +109,6 @@ impl PostgresStore {
         &self.pool
     }
 
-    pub(super) async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
     /// Whether PostgreSQL accepts a new connection, made outside the pool, within `within`: not when
     /// the connection is refused, reset or not made in time, nor when the server says it is starting
     /// or shutting down. A server that answers otherwise — too many connections, say — is there: a
@@ -143,8 +138,11 @@ fn refuses_connections(e: &sqlx::Error) -> bool {
     super::is_connection_error(e) && !full
 }
 
-impl EventStore for PostgresStore {
-    async fn append(&self, events: &[NewEvent]) -> Result<AppendReport, StoreError> {
+/// The log's operations that differ from SQLite's (`Store`'s `EventStore` runs them).
+impl PostgresStore {
+    /// `EventStore::append`: the subjects' keys first (made and committed by a statement of their
+    /// own), then the rows in one `UNNEST` insert, which checks the cached keys alive.
+    pub(super) async fn append(&self, events: &[NewEvent]) -> Result<AppendReport, StoreError> {
         if events.is_empty() {
             return Ok(AppendReport::default());
         }
@@ -173,7 +171,8 @@ impl EventStore for PostgresStore {
         }
     }
 
-    async fn read_after(
+    /// `EventStore::read_after`.
+    pub(super) async fn read_after(
         &self,
         after: Position,
         limit: u32,
@@ -213,127 +212,8 @@ impl EventStore for PostgresStore {
             .map(|r| decode_event(r, r.try_get(TX_COLUMN)?))
             .collect()
     }
-
-    async fn count_events(&self, workspace: &str) -> Result<i64, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT count(*) FROM events WHERE workspace = $1")
-                .bind(workspace)
-                .fetch_one(&self.pool)
-                .await?,
-        )
-    }
-
-    async fn quarantine(&self, entries: &[QuarantineEntry]) -> Result<(), StoreError> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let workspace: Vec<Option<&str>> = entries.iter().map(|q| q.workspace.as_deref()).collect();
-        let source: Vec<&str> = entries.iter().map(|q| q.source.as_str()).collect();
-        let received: Vec<i64> = entries.iter().map(|q| q.received_at_ms).collect();
-        let code: Vec<&str> = entries.iter().map(|q| q.code.as_str()).collect();
-        let field: Vec<&str> = entries.iter().map(|q| q.field.as_str()).collect();
-        let reason: Vec<&str> = entries.iter().map(|q| q.reason.as_str()).collect();
-        let payload: Vec<&str> = entries.iter().map(|q| q.payload.as_str()).collect();
-        sqlx::query(
-            "INSERT INTO quarantine (workspace, source, received_at, code, field, reason, payload) \
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], \
-             $6::text[], $7::text[])",
-        )
-        .bind(&workspace)
-        .bind(&source)
-        .bind(&received)
-        .bind(&code)
-        .bind(&field)
-        .bind(&reason)
-        .bind(&payload)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn list_quarantine(
-        &self,
-        workspace: &str,
-        before: Option<i64>,
-        limit: u32,
-    ) -> Result<Vec<QuarantineEntry>, StoreError> {
-        let sql = format!(
-            "SELECT {QUARANTINE_COLUMNS} FROM quarantine WHERE workspace = $1 AND id < $2 \
-             ORDER BY id DESC LIMIT $3"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(workspace)
-            .bind(before.unwrap_or(i64::MAX))
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(decode_quarantine).collect()
-    }
-
-    async fn ensure_workspace(&self, id: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO workspaces (id, created_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(id)
-        .bind(chrono::Utc::now().timestamp_millis())
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn workspace_exists(&self, id: &str) -> Result<bool, StoreError> {
-        Ok(sqlx::query("SELECT 1 FROM workspaces WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .is_some())
-    }
-
-    async fn put_credential(&self, c: &Credential) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO credentials (secret_hash, workspace, kind, scopes) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (secret_hash) DO UPDATE SET workspace = excluded.workspace, \
-             kind = excluded.kind, scopes = excluded.scopes",
-        )
-        .bind(&c.secret_hash)
-        .bind(&c.workspace)
-        .bind(c.kind.as_str())
-        .bind(c.scopes_text())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn find_credential(&self, secret_hash: &str) -> Result<Option<Credential>, StoreError> {
-        let row = sqlx::query(
-            "SELECT secret_hash, workspace, kind, scopes FROM credentials WHERE secret_hash = $1",
-        )
-        .bind(secret_hash)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| decode_credential(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?))
-            .transpose()
-    }
-
-    async fn count_workspaces(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("SELECT count(*) FROM workspaces")
-            .fetch_one(&self.pool)
-            .await?)
-    }
-
-    async fn workspace_ids(&self) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT id FROM workspaces ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?)
-    }
 }
 
-/// The live key of each subject, made where a subject has none. New keys are committed by one statement
-/// of their own, before the append's transaction: concurrent appends of one new subject then wait for
-/// each other only that long (one of them makes the key, the other finds it by its second look). That
-/// commit does not wait for the disk (`synchronous_commit` off): the append's own commit, later in the
-/// same write-ahead log, flushes it too, so an event is never durable without its key. A key whose append
-/// then fails stays, unused: it names no one (the subject is a digest) and seals nothing.
 /// Inserts an append's rows in one statement (its own transaction): `None`, inserting nothing, when
 /// a key of `cached` (taken from the process's cache) was destroyed since it was cached; else the rows
 /// inserted (the others were already stored: duplicates).
@@ -400,6 +280,13 @@ async fn insert_events(
     Ok((dead == 0).then_some(inserted as u64))
 }
 
+/// The live key of each subject, made where a subject has none. New keys are committed by one statement
+/// of their own, before the append's transaction: concurrent appends of one new subject then wait for
+/// each other only that long (one of them makes the key, the other finds it by its second look). That
+/// commit does not wait for the disk (`synchronous_commit` off): the append's own commit, later in the
+/// same write-ahead log, flushes it too, so an event is never durable without its key. A key whose append
+/// then fails stays, unused: it names no one (the subject is a digest) and seals nothing.
+///
 /// The key of each subject of `all`, and the ids of those taken from `cache` (unchecked: the insert
 /// checks them alive); `trust_cache: false` reads every one from the database.
 async fn subject_keys(

@@ -1,5 +1,9 @@
 //! The embedded default backend: one SQLite file in WAL mode, written by exactly one connection in
-//! `BEGIN IMMEDIATE` transactions, read by a small pool of read-only connections.
+//! `BEGIN IMMEDIATE` transactions, read by a small pool of read-only connections. What is SQLite's own
+//! lives here: opening those two pools (and a rebuild's shadow with the live database attached), the
+//! append (one writer's transaction: subject keys checked, looked up and made in it, then multi-row
+//! inserts) and `read_after` (by `seq` alone: one writer commits rowids in order). The log's other
+//! operations are the same on both backends (`super::common`).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -12,12 +16,8 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::sealing::{self, KeyCache, SubjectKey};
-use super::{
-    decode_credential, decode_event, decode_quarantine, AppendReport, EventStore, QuarantineEntry,
-    StoreError, EVENT_COLUMNS, QUARANTINE_COLUMNS,
-};
+use super::{decode_event, AppendReport, StoreError, EVENT_COLUMNS};
 use crate::event::{to_millis, NewEvent, Position, StoredEvent};
-use crate::workspace::Credential;
 
 /// 11 bound parameters a row; SQLite allows 32,766 per statement.
 const ROWS_PER_STATEMENT: usize = 1000;
@@ -138,11 +138,6 @@ impl SqliteStore {
     pub fn read_pool(&self) -> &SqlitePool {
         &self.read
     }
-
-    pub(super) async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.read).await?;
-        Ok(())
-    }
 }
 
 async fn attach_live(conn: &mut sqlx::SqliteConnection, live: String) -> Result<(), sqlx::Error> {
@@ -153,8 +148,11 @@ async fn attach_live(conn: &mut sqlx::SqliteConnection, live: String) -> Result<
     Ok(())
 }
 
-impl EventStore for SqliteStore {
-    async fn append(&self, events: &[NewEvent]) -> Result<AppendReport, StoreError> {
+/// The log's operations that differ from PostgreSQL's (`Store`'s `EventStore` runs them).
+impl SqliteStore {
+    /// `EventStore::append`: in one `BEGIN IMMEDIATE` transaction of the only writer, the subjects'
+    /// keys (cached ones checked alive, missing ones made), then the rows, 1,000 a statement.
+    pub(super) async fn append(&self, events: &[NewEvent]) -> Result<AppendReport, StoreError> {
         if events.is_empty() {
             return Ok(AppendReport::default());
         }
@@ -193,7 +191,8 @@ impl EventStore for SqliteStore {
         })
     }
 
-    async fn read_after(
+    /// `EventStore::read_after`.
+    pub(super) async fn read_after(
         &self,
         after: Position,
         limit: u32,
@@ -206,115 +205,6 @@ impl EventStore for SqliteStore {
             .fetch_all(&self.read)
             .await?;
         rows.iter().map(|r| decode_event(r, 0)).collect()
-    }
-
-    async fn count_events(&self, workspace: &str) -> Result<i64, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT count(*) FROM events WHERE workspace = ?")
-                .bind(workspace)
-                .fetch_one(&self.read)
-                .await?,
-        )
-    }
-
-    async fn quarantine(&self, entries: &[QuarantineEntry]) -> Result<(), StoreError> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.write.begin_with(self.begin).await?;
-        for chunk in entries.chunks(ROWS_PER_STATEMENT) {
-            let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO quarantine (workspace, source, received_at, code, field, reason, payload) ",
-            );
-            query.push_values(chunk, |mut row, q| {
-                row.push_bind(&q.workspace)
-                    .push_bind(&q.source)
-                    .push_bind(q.received_at_ms)
-                    .push_bind(&q.code)
-                    .push_bind(&q.field)
-                    .push_bind(&q.reason)
-                    .push_bind(&q.payload);
-            });
-            query.build().execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn list_quarantine(
-        &self,
-        workspace: &str,
-        before: Option<i64>,
-        limit: u32,
-    ) -> Result<Vec<QuarantineEntry>, StoreError> {
-        let sql = format!(
-            "SELECT {QUARANTINE_COLUMNS} FROM quarantine WHERE workspace = ? AND id < ? \
-             ORDER BY id DESC LIMIT ?"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(workspace)
-            .bind(before.unwrap_or(i64::MAX))
-            .bind(i64::from(limit))
-            .fetch_all(&self.read)
-            .await?;
-        rows.iter().map(decode_quarantine).collect()
-    }
-
-    async fn ensure_workspace(&self, id: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO workspaces (id, created_at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(id)
-        .bind(chrono::Utc::now().timestamp_millis())
-        .execute(&self.write)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn workspace_exists(&self, id: &str) -> Result<bool, StoreError> {
-        Ok(sqlx::query("SELECT 1 FROM workspaces WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.read)
-            .await?
-            .is_some())
-    }
-
-    async fn put_credential(&self, c: &Credential) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO credentials (secret_hash, workspace, kind, scopes) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (secret_hash) DO UPDATE SET workspace = excluded.workspace, \
-             kind = excluded.kind, scopes = excluded.scopes",
-        )
-        .bind(&c.secret_hash)
-        .bind(&c.workspace)
-        .bind(c.kind.as_str())
-        .bind(c.scopes_text())
-        .execute(&self.write)
-        .await?;
-        Ok(())
-    }
-
-    async fn find_credential(&self, secret_hash: &str) -> Result<Option<Credential>, StoreError> {
-        let row = sqlx::query(
-            "SELECT secret_hash, workspace, kind, scopes FROM credentials WHERE secret_hash = ?",
-        )
-        .bind(secret_hash)
-        .fetch_optional(&self.read)
-        .await?;
-        row.map(|r| decode_credential(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?))
-            .transpose()
-    }
-
-    async fn count_workspaces(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("SELECT count(*) FROM workspaces")
-            .fetch_one(&self.read)
-            .await?)
-    }
-
-    async fn workspace_ids(&self) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT id FROM workspaces ORDER BY id")
-            .fetch_all(&self.read)
-            .await?)
     }
 }
 
