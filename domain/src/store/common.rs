@@ -187,3 +187,128 @@ impl WriteTx {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sqlx::{Connection, Executor, PgConnection};
+
+    use super::*;
+    use crate::store::EventStore;
+    use crate::workspace::{CredentialKind, Scope};
+
+    /// A refused message; every third one of no workspace.
+    fn refused(i: i64) -> QuarantineEntry {
+        QuarantineEntry {
+            id: 0,
+            workspace: (i % 3 != 0).then(|| "shop".to_string()),
+            source: "http".into(),
+            received_at_ms: 1_700_000_000_000 + i,
+            code: "invalid_type".into(),
+            field: format!("batch[{i}].type"),
+            reason: "is not a message type".into(),
+            payload: format!("{{\"n\":{i}}}"),
+        }
+    }
+
+    async fn the_shared_operations(store: &Store) {
+        store.ping().await.unwrap();
+
+        // 2,500 refused messages: three statements, one transaction.
+        let entries: Vec<QuarantineEntry> = (0..2_500).map(refused).collect();
+        store.quarantine(&entries).await.unwrap();
+        store.quarantine(&[]).await.unwrap();
+        let shops: Vec<&QuarantineEntry> =
+            entries.iter().filter(|q| q.workspace.is_some()).collect();
+        let first = store.list_quarantine("shop", None, 10).await.unwrap();
+        assert_eq!(first.len(), 10);
+        assert_eq!(
+            QuarantineEntry {
+                id: 0,
+                ..first[0].clone()
+            },
+            *shops[shops.len() - 1],
+            "newest first"
+        );
+        let rest = store
+            .list_quarantine("shop", Some(first[9].id), 5_000)
+            .await
+            .unwrap();
+        assert_eq!(first.len() + rest.len(), shops.len());
+        assert!(first.iter().chain(&rest).is_sorted_by(|a, b| a.id > b.id));
+        assert!(store
+            .list_quarantine("elsewhere", None, 10)
+            .await
+            .unwrap()
+            .is_empty());
+
+        assert!(store.ensure_workspace("shop").await.unwrap());
+        assert!(!store.ensure_workspace("shop").await.unwrap(), "once");
+        assert!(store.ensure_workspace("bakery").await.unwrap());
+        assert!(store.workspace_exists("shop").await.unwrap());
+        assert!(!store.workspace_exists("elsewhere").await.unwrap());
+        assert_eq!(store.count_workspaces().await.unwrap(), 2);
+        assert_eq!(store.workspace_ids().await.unwrap(), ["bakery", "shop"]);
+        assert_eq!(store.count_events("shop").await.unwrap(), 0);
+
+        let key = Credential::new(
+            "s3cret",
+            "shop",
+            CredentialKind::WriteKey,
+            vec![Scope::Write],
+        );
+        store.put_credential(&key).await.unwrap();
+        assert_eq!(
+            store.find_credential(&key.secret_hash).await.unwrap(),
+            Some(key.clone())
+        );
+        let replaced = Credential::new(
+            "s3cret",
+            "bakery",
+            CredentialKind::Token,
+            vec![Scope::Read, Scope::Admin],
+        );
+        store.put_credential(&replaced).await.unwrap();
+        assert_eq!(
+            store.find_credential(&key.secret_hash).await.unwrap(),
+            Some(replaced)
+        );
+        assert_eq!(store.find_credential("unknown").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn the_shared_operations_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_embedded(dir.path()).await.unwrap();
+        the_shared_operations(&store).await;
+    }
+
+    /// In a database of its own on the server `CDP_TEST_DATABASE_URL` names, dropped after.
+    #[tokio::test]
+    async fn the_shared_operations_on_postgres() {
+        let Ok(admin) = std::env::var("CDP_TEST_DATABASE_URL") else {
+            eprintln!("CDP_TEST_DATABASE_URL is not set: the PostgreSQL variant is SKIPPED");
+            return;
+        };
+        let name = format!(
+            "cdp_store_common_{}_{}",
+            std::process::id(),
+            chrono::Utc::now().timestamp_micros()
+        );
+        let mut conn = PgConnection::connect(&admin).await.unwrap();
+        conn.execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .unwrap();
+        let url = match admin.rfind('/') {
+            Some(at) if !admin[..at].ends_with('/') => format!("{}/{name}", &admin[..at]),
+            _ => format!("{admin}/{name}"),
+        };
+        let store = Store::connect(&url).await.unwrap();
+        the_shared_operations(&store).await;
+        if let Store::Postgres(s) = &store {
+            s.pool().close().await;
+        }
+        conn.execute(format!("DROP DATABASE {name} WITH (FORCE)").as_str())
+            .await
+            .unwrap();
+    }
+}
