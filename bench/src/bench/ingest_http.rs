@@ -17,9 +17,10 @@ use cdp_domain::message::MessageKind;
 use cdp_domain::store::{EventStore, Store};
 use tokio::task::JoinSet;
 
-use super::report::{quantile, thousands, Outcome, Row};
+use super::report::{quantile, Outcome, Row};
 use super::target::{Backend, FreshStore};
 use super::workload::Workload;
+use crate::numbers::thousands;
 
 pub const NAME: &str = "ingest-http";
 /// The row of sealed `Store::append` against the same rows unsealed.

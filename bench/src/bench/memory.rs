@@ -23,8 +23,9 @@ use serde_json::{json, Value};
 
 use super::ingest_http::close;
 use super::replay::{definitions, resident_bytes, stored_state_bytes, WORKSPACE};
-use super::report::{thousands, Outcome, Row};
+use super::report::{Outcome, Row};
 use super::target::{Backend, FreshStore};
+use crate::numbers::thousands;
 
 pub const NAME: &str = "memory";
 /// Customers whose messages are generated and appended at a time (the log is never whole in memory).

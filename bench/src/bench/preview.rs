@@ -38,8 +38,9 @@ use serde_json::{json, Value};
 
 use super::freshness::{bootstrapped, resolved, start, stopped_and_stored, WORKSPACE};
 use super::ingest_http::stop;
-use super::report::{quantile, thousands, Outcome, Row};
+use super::report::{quantile, Outcome, Row};
 use super::target::{Backend, FreshStore};
+use crate::numbers::thousands;
 
 pub const NAME: &str = "segment-preview";
 const TRAIT: &str = "spend_30d";

@@ -47,9 +47,10 @@ use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 
 use super::ingest_http::close;
-use super::report::{thousands, Outcome, Row};
+use super::report::{Outcome, Row};
 use super::target::{Backend, FreshStore};
 use super::workload::Workload;
+use crate::numbers::thousands;
 
 pub const NAME: &str = "replay";
 /// The scenario of the live resolver's catch-up alone.

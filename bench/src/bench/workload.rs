@@ -12,7 +12,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
-use crate::demo::retail::{self, Channel, Customer, Line, Who};
+use crate::retail::{self, Channel, Customer, Line, Who};
 
 /// Messages grouped into the batches they are sent in.
 pub struct Workload {

@@ -222,7 +222,7 @@ async fn by_profile<R: Record>(
 /// the model (`identity::forget_state`).
 pub async fn stored_token(store: &Store) -> Result<Option<String>, ProjectionError> {
     Ok(query(crate::model_sql::TOKEN)
-        .bind(crate::runner::RESOLVER)
+        .bind(crate::projection::RESOLVER)
         .scalar_optional(store.reader())
         .await?)
 }

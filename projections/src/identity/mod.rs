@@ -161,7 +161,7 @@ pub fn profile_id_for(workspace: &str, message_id: &str) -> ProfileId {
 }
 
 impl IdentityResolver {
-    pub const NAME: &'static str = crate::runner::RESOLVER;
+    pub const NAME: &'static str = crate::projection::RESOLVER;
     /// The version of the resolver's model code; see [`Projection::version`]. 2: documents hold consent.
     /// 3: recent events are summaries in `event_profiles`, no longer in the documents.
     pub const VERSION: i64 = 3;
