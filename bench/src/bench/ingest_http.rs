@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cdp_domain::ident::WorkspaceId;
+
 use anyhow::{bail, ensure, Context};
 use axum::body::Bytes;
 use cdp_api::provision::random_secret;
@@ -52,7 +54,7 @@ pub async fn run(
     removed?;
     drop(bodies);
 
-    let batches = Arc::new(workload.new_events(WORKSPACE)?);
+    let batches = Arc::new(workload.new_events(&WorkspaceId::parse(WORKSPACE)?)?);
     let fresh = FreshStore::create(backend).await?;
     let measured = straight_into_store(&fresh, batches.clone(), clients, workload.events).await;
     let removed = fresh.remove().await;

@@ -127,9 +127,10 @@ pub(super) async fn append_customers<const N: usize>(
     message: impl Fn(usize, u64) -> [String; N],
 ) -> anyhow::Result<u64> {
     store.ensure_workspace(WORKSPACE).await?;
+    let workspace = WorkspaceId::parse(WORKSPACE)?;
     let commands: Vec<_> = commands
         .iter()
-        .map(|c| command_event(WORKSPACE, c.name(), c))
+        .map(|c| command_event(&workspace, c.name(), c))
         .collect();
     store.append(&commands).await?;
     let mut events = commands.len() as u64;
@@ -139,7 +140,7 @@ pub(super) async fn append_customers<const N: usize>(
             .flat_map(|i| message(i, seed))
             .collect();
         let checked = ingest::check(
-            WORKSPACE,
+            &workspace,
             Default::default(),
             raw.iter().map(String::as_str),
             Some(&sent_at),

@@ -340,9 +340,10 @@ async fn measure(
 
         let started = Instant::now();
         let sent_at = Value::String(rfc3339(Utc::now()));
+        let workspace = WorkspaceId::parse(WORKSPACE)?;
         for chunk in messages.chunks(settings.batch) {
             let checked = cdp_api::ingest::check(
-                WORKSPACE,
+                &workspace,
                 Default::default(),
                 chunk.iter().map(String::as_str),
                 Some(&sent_at),

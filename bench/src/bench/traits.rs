@@ -147,7 +147,7 @@ struct Verified {
 }
 
 pub async fn run(backend: &Backend, workload: &Workload) -> anyhow::Result<Outcome> {
-    let batches = workload.new_events(WORKSPACE)?;
+    let batches = workload.new_events(&WorkspaceId::parse(WORKSPACE)?)?;
     let token = random_secret("tok");
 
     // Without a catalog, then the backfill on the same history.
