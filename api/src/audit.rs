@@ -14,6 +14,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use cdp_domain::ident::WorkspaceId;
 use cdp_domain::store::sql::{self as db, Arg};
 use cdp_domain::store::Store;
 use cdp_domain::workspace::Scope;
@@ -230,9 +231,13 @@ pub struct Filter {
 }
 
 /// The workspace's entries that pass `filter`, in the order it asks.
-pub async fn query(store: &Store, workspace: &str, f: &Filter) -> Result<Vec<Entry>, sqlx::Error> {
+pub async fn query(
+    store: &Store,
+    workspace: &WorkspaceId,
+    f: &Filter,
+) -> Result<Vec<Entry>, sqlx::Error> {
     let mut text = String::from(sql::ENTRIES);
-    let mut binds: Vec<Arg<'_>> = vec![workspace.into()];
+    let mut binds: Vec<Arg<'_>> = vec![workspace.as_str().into()];
     let conditions: [(&str, Option<Arg<'_>>); 6] = [
         (sql::AND_ACTION, f.action.as_deref().map(Arg::from)),
         (sql::AND_ACTOR, f.actor.as_deref().map(Arg::from)),

@@ -5,6 +5,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use cdp_domain::ident::WorkspaceId;
 use cdp_domain::workspace::Scope;
 
 /// What the handler learnt about the caller, shared between the middleware and the `Principal`
@@ -29,9 +30,9 @@ impl AuditSlot {
     }
 
     /// A token of `workspace` authenticated the call.
-    pub fn authenticated(&self, workspace: &str, actor: String) {
+    pub fn authenticated(&self, workspace: &WorkspaceId, actor: String) {
         self.with(|c| {
-            c.workspace = Some(workspace.to_owned());
+            c.workspace = Some(workspace.as_str().to_owned());
             c.actor = actor;
         });
     }

@@ -73,7 +73,10 @@ impl AppState {
     }
 
     /// The workspace a write key belongs to.
-    pub async fn workspace_for_write_key(&self, key: Option<&str>) -> Result<String, ApiError> {
+    pub async fn workspace_for_write_key(
+        &self,
+        key: Option<&str>,
+    ) -> Result<WorkspaceId, ApiError> {
         let Some(key) = key.filter(|k| !k.is_empty()) else {
             return Err(ApiError::Unauthorized {
                 message: "a write key is required: HTTP Basic with the write key as user name, \
@@ -83,7 +86,12 @@ impl AppState {
             });
         };
         match self.credential(key).await? {
-            Some(c) if c.kind == CredentialKind::WriteKey => Ok(c.workspace),
+            // Parsed once per request, as a token's workspace is: every credential's workspace was
+            // parsed when it was provisioned.
+            Some(c) if c.kind == CredentialKind::WriteKey => WorkspaceId::parse(&c.workspace)
+                .map_err(|e| {
+                    ApiError::Internal(format!("a credential names an invalid workspace: {e}"))
+                }),
             _ => Err(ApiError::Unauthorized {
                 message: "unknown write key".into(),
                 basic: true,
@@ -132,11 +140,11 @@ impl FromRequestParts<Arc<AppState>> for Principal {
             Some(credential) if credential.kind == CredentialKind::Token => credential,
             _ => return Err(unauthorized("unknown token")),
         };
-        state.limits.api.take(&credential.workspace, 1)?;
         // Every credential's workspace was parsed when it was provisioned (configuration, bootstrap).
         let workspace = WorkspaceId::parse(&credential.workspace).map_err(|e| {
             ApiError::Internal(format!("a credential names an invalid workspace: {e}"))
         })?;
+        state.limits.api.take(&workspace, 1)?;
         let principal = Principal {
             workspace,
             credential,

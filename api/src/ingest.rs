@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use cdp_domain::event::NewEvent;
-use cdp_domain::ident::PhoneRegion;
+use cdp_domain::ident::{PhoneRegion, WorkspaceId};
 use cdp_domain::message::{
     validate_in, Envelope, IdentifierFinding, MessageError, MessageKind, MAX_BATCH_BYTES,
 };
@@ -90,7 +90,7 @@ impl Checked {
 
 /// Checks each message text, phones read in `region`; messages without a `messageId` get a random UUID.
 pub fn check<'a>(
-    workspace: &str,
+    workspace: &WorkspaceId,
     region: PhoneRegion,
     messages: impl IntoIterator<Item = &'a str>,
     batch_sent_at: Option<&Value>,
@@ -137,7 +137,7 @@ pub fn check<'a>(
 /// of their dropped identifiers; returns once all are committed.
 pub async fn commit(
     state: &AppState,
-    workspace: Option<&str>,
+    workspace: Option<&WorkspaceId>,
     checked: Checked,
     source: Source,
 ) -> Result<(), ApiError> {
@@ -175,7 +175,7 @@ pub async fn commit(
             .iter()
             .map(|d| QualityFinding {
                 id: 0,
-                workspace: workspace.to_owned(),
+                workspace: workspace.as_str().to_owned(),
                 message_id: d.message_id.clone(),
                 field: d.finding.field.clone(),
                 code: d.finding.code.to_owned(),
@@ -193,7 +193,7 @@ pub async fn commit(
 }
 
 pub fn quarantine_entry(
-    workspace: Option<&str>,
+    workspace: Option<&WorkspaceId>,
     source: Source,
     received_at_ms: i64,
     error: &MessageError,
@@ -210,7 +210,7 @@ pub fn quarantine_entry(
     }
     QuarantineEntry {
         id: 0,
-        workspace: workspace.map(str::to_owned),
+        workspace: workspace.map(|w| w.as_str().to_owned()),
         source: source.as_str().into(),
         received_at_ms,
         code: error.code.into(),
@@ -283,7 +283,7 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
 /// Quarantines a body that could not be read as messages at all, then answers with `error`.
 async fn refuse_body(
     state: &AppState,
-    workspace: &str,
+    workspace: &WorkspaceId,
     error: MessageError,
     body: &[u8],
 ) -> Result<Response, ApiError> {

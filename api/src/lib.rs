@@ -84,16 +84,19 @@ pub struct AppState {
 
 impl AppState {
     /// The region `workspace` reads phone numbers without a country code in (`CN` by default).
-    pub fn phone_region(&self, workspace: &str) -> cdp_domain::ident::PhoneRegion {
+    pub fn phone_region(
+        &self,
+        workspace: &cdp_domain::ident::WorkspaceId,
+    ) -> cdp_domain::ident::PhoneRegion {
         self.phone_regions
-            .get(workspace)
+            .get(workspace.as_str())
             .copied()
             .unwrap_or_default()
     }
 
     /// Drops the cached catalog of `workspace` (after this instance changed it).
-    pub fn forget_catalog(&self, workspace: &str) {
-        self.catalogs.invalidate(workspace);
+    pub fn forget_catalog(&self, workspace: &cdp_domain::ident::WorkspaceId) {
+        self.catalogs.invalidate(workspace.as_str());
     }
 
     /// The catalog in force in `workspace` (at most a second old).

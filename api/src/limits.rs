@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use cdp_domain::ident::WorkspaceId;
+
 use crate::error::ApiError;
 
 /// A budget: `rate` units per second, holding at most `rate × burst` unused units.
@@ -60,7 +62,7 @@ impl Limiter {
     /// Takes `cost` units of `workspace`'s budget at `now`, or refuses. A cost larger than the bucket
     /// passes when the bucket is full and leaves it in debt, so a large batch is slowed, never refused
     /// forever.
-    pub fn take_at(&self, workspace: &str, cost: u32, now: Instant) -> Result<(), Refusal> {
+    pub fn take_at(&self, workspace: &WorkspaceId, cost: u32, now: Instant) -> Result<(), Refusal> {
         if self.budget.rate == 0 {
             return Ok(());
         }
@@ -68,10 +70,12 @@ impl Limiter {
         let capacity = self.budget.capacity();
         let cost = f64::from(cost.max(1));
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let bucket = buckets.entry(workspace.to_owned()).or_insert(Bucket {
-            tokens: capacity,
-            updated: now,
-        });
+        let bucket = buckets
+            .entry(workspace.as_str().to_owned())
+            .or_insert(Bucket {
+                tokens: capacity,
+                updated: now,
+            });
         let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * rate).min(capacity);
         bucket.updated = now.max(bucket.updated);
@@ -89,7 +93,7 @@ impl Limiter {
     }
 
     /// [`Limiter::take_at`] now, as the HTTP edge's error.
-    pub fn take(&self, workspace: &str, cost: usize) -> Result<(), ApiError> {
+    pub fn take(&self, workspace: &WorkspaceId, cost: usize) -> Result<(), ApiError> {
         let cost = u32::try_from(cost).unwrap_or(u32::MAX);
         self.take_at(workspace, cost, Instant::now())
             .map_err(|r| ApiError::rate_limited(r.limit, r.retry_after))
@@ -116,6 +120,10 @@ impl Limits {
 mod tests {
     use super::*;
 
+    fn ws(id: &str) -> WorkspaceId {
+        WorkspaceId::parse(id).unwrap()
+    }
+
     fn limiter(rate: u32, burst: f64) -> Limiter {
         Limiter::new("ingest", Budget { rate, burst })
     }
@@ -125,37 +133,41 @@ mod tests {
         let l = limiter(10, 1.0);
         let t0 = Instant::now();
         for _ in 0..10 {
-            assert!(l.take_at("a", 1, t0).is_ok());
+            assert!(l.take_at(&ws("a"), 1, t0).is_ok());
         }
-        let refusal = l.take_at("a", 1, t0).unwrap_err();
+        let refusal = l.take_at(&ws("a"), 1, t0).unwrap_err();
         assert_eq!(refusal.limit, "ingest");
         assert!((refusal.retry_after.as_secs_f64() - 0.1).abs() < 1e-6);
         // A tenth of a second refills one message.
-        assert!(l.take_at("a", 1, t0 + Duration::from_millis(100)).is_ok());
-        assert!(l.take_at("a", 1, t0 + Duration::from_millis(100)).is_err());
+        assert!(l
+            .take_at(&ws("a"), 1, t0 + Duration::from_millis(100))
+            .is_ok());
+        assert!(l
+            .take_at(&ws("a"), 1, t0 + Duration::from_millis(100))
+            .is_err());
     }
 
     #[test]
     fn workspaces_have_buckets_of_their_own() {
         let l = limiter(5, 1.0);
         let t0 = Instant::now();
-        assert!(l.take_at("a", 5, t0).is_ok());
-        assert!(l.take_at("a", 1, t0).is_err());
-        assert!(l.take_at("b", 5, t0).is_ok());
+        assert!(l.take_at(&ws("a"), 5, t0).is_ok());
+        assert!(l.take_at(&ws("a"), 1, t0).is_err());
+        assert!(l.take_at(&ws("b"), 5, t0).is_ok());
     }
 
     #[test]
     fn a_batch_counts_every_message_and_a_huge_one_passes_a_full_bucket_into_debt() {
         let l = limiter(10, 1.0);
         let t0 = Instant::now();
-        assert!(l.take_at("a", 7, t0).is_ok());
-        assert!(l.take_at("a", 7, t0).is_err(), "3 left, 7 asked");
+        assert!(l.take_at(&ws("a"), 7, t0).is_ok());
+        assert!(l.take_at(&ws("a"), 7, t0).is_err(), "3 left, 7 asked");
         let later = t0 + Duration::from_secs(1);
         assert!(
-            l.take_at("a", 25, later).is_ok(),
+            l.take_at(&ws("a"), 25, later).is_ok(),
             "a full bucket lets it pass"
         );
-        let refusal = l.take_at("a", 1, later).unwrap_err();
+        let refusal = l.take_at(&ws("a"), 1, later).unwrap_err();
         assert!(
             (refusal.retry_after.as_secs_f64() - 1.6).abs() < 1e-6,
             "{refusal:?}"
@@ -167,7 +179,7 @@ mod tests {
         let l = limiter(0, 1.0);
         let t0 = Instant::now();
         for _ in 0..10_000 {
-            assert!(l.take_at("a", 100, t0).is_ok());
+            assert!(l.take_at(&ws("a"), 100, t0).is_ok());
         }
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream, AckKind};
+use cdp_domain::ident::WorkspaceId;
 use cdp_domain::message::MessageError;
 use cdp_domain::store::EventStore;
 use chrono::Utc;
@@ -138,7 +139,7 @@ async fn process(state: &Arc<AppState>, topology: &IngestTopology, batch: Vec<je
         return;
     }
     // Group by workspace so each workspace's messages are checked together and committed in one go.
-    let mut by_workspace: BTreeMap<String, Vec<Readable>> = BTreeMap::new();
+    let mut by_workspace: BTreeMap<WorkspaceId, Vec<Readable>> = BTreeMap::new();
     let mut unknown = Vec::new();
     let mut unanswered = Vec::new();
     for message in batch {
@@ -159,7 +160,8 @@ async fn process(state: &Arc<AppState>, topology: &IngestTopology, batch: Vec<je
                 continue;
             }
         };
-        if known {
+        // A known workspace was parsed when it was provisioned; an unparsable one cannot be known.
+        if let Some(workspace) = known.then(|| WorkspaceId::parse(&workspace).ok()).flatten() {
             let text = message_text(&message);
             by_workspace
                 .entry(workspace)

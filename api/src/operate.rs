@@ -66,14 +66,18 @@ fn reason_of(reason: Option<String>) -> Result<String, ApiError> {
 }
 
 /// The log event of an operator command, under a new message id.
-pub fn command_event(workspace: &str, name: &str, command: &impl serde::Serialize) -> NewEvent {
+pub fn command_event(
+    workspace: &WorkspaceId,
+    name: &str,
+    command: &impl serde::Serialize,
+) -> NewEvent {
     let message_id = format!("op_{}", uuid::Uuid::new_v4().simple());
     let mut payload = serde_json::to_value(command).unwrap_or_else(|_| json!({}));
     payload["type"] = json!("operator");
     payload["messageId"] = json!(message_id);
     let now = Utc::now();
     NewEvent {
-        workspace: workspace.to_owned(),
+        workspace: workspace.as_str().to_owned(),
         message_id,
         kind: MessageKind::Operator,
         name: Some(name.to_owned()),

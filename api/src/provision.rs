@@ -72,7 +72,7 @@ async fn provision_catalog(
                     actor: "config".into(),
                 }
             };
-            append_command(store, &w.id, &command).await?;
+            append_command(store, &id, &command).await?;
         }
     }
     Ok(())
@@ -81,7 +81,7 @@ async fn provision_catalog(
 /// Appends a command the configuration puts in force to the workspace's log.
 async fn append_command(
     store: &Store,
-    workspace: &str,
+    workspace: &WorkspaceId,
     command: &cdp_domain::catalog::CatalogCommand,
 ) -> anyhow::Result<()> {
     store
@@ -122,7 +122,7 @@ async fn provision_consent(
         policy: configured.to_json(),
         actor: "config".into(),
     };
-    append_command(store, &w.id, &command).await
+    append_command(store, &id, &command).await
 }
 
 /// Applies the configured workspaces and credentials. Returns generated credentials when it had to make
@@ -162,11 +162,7 @@ pub async fn provision(
                         actor: "config".into(),
                     };
                     store
-                        .append(&[crate::operate::command_event(
-                            &w.id,
-                            command.name(),
-                            &command,
-                        )])
+                        .append(&[crate::operate::command_event(&id, command.name(), &command)])
                         .await?;
                 }
             }

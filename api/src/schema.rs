@@ -12,6 +12,7 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use cdp_domain::computed::Function;
+use cdp_domain::ident::WorkspaceId;
 use cdp_domain::store::sql::query;
 use cdp_domain::store::Store;
 use cdp_domain::tags::TagDef;
@@ -134,9 +135,12 @@ fn computed_type(function: Function, has_property: bool) -> &'static str {
     }
 }
 
-async fn latest_events(store: &Store, workspace: &str) -> Result<Vec<(String, Value)>, ApiError> {
+async fn latest_events(
+    store: &Store,
+    workspace: &WorkspaceId,
+) -> Result<Vec<(String, Value)>, ApiError> {
     let newest: Option<i64> = query(sql::NEWEST_EVENT)
-        .bind(workspace)
+        .bind(workspace.as_str())
         .scalar(store.reader())
         .await
         .map_err(ApiError::internal)?;
@@ -150,7 +154,7 @@ async fn latest_events(store: &Store, workspace: &str) -> Result<Vec<(String, Va
         .map_err(ApiError::internal)?;
     Ok(events
         .into_iter()
-        .filter(|e| e.event.workspace == workspace && e.event.kind.as_str() == "track")
+        .filter(|e| e.event.workspace == workspace.as_str() && e.event.kind.as_str() == "track")
         .rev()
         .take(SAMPLE as usize)
         .filter_map(|e| {

@@ -21,7 +21,8 @@ mod workload;
 
 use anyhow::bail;
 
-use report::{thousands, Outcome};
+use crate::numbers::thousands;
+use report::Outcome;
 use target::Backend;
 use workload::Workload;
 

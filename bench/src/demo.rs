@@ -9,7 +9,6 @@
 pub mod dataset;
 mod erasure;
 mod oneid;
-pub mod retail;
 mod segments;
 mod tags;
 
@@ -28,7 +27,7 @@ use chrono::Utc;
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
 
-use crate::bench::report::thousands;
+use crate::numbers::thousands;
 use dataset::Dataset;
 use oneid::{show_identity, split_and_merge, timeline};
 

@@ -86,6 +86,8 @@ pub(crate) async fn definitions_in(
 }
 
 /// The body of the segment `name`'s newest definition before `version` (`None`: none, or deleted).
+/// `workspace` as the log's text (checked at ingestion): the engine calls it per batch with the
+/// workspaces of its events and jobs, so it takes `&str` rather than parse them again.
 pub async fn previous_definition(
     store: &Store,
     workspace: &str,
@@ -437,6 +439,8 @@ pub async fn workspaces_with_rfm(store: &Store) -> Result<Vec<String>, Projectio
 }
 
 /// How many live profiles a workspace has.
+/// `workspace` as the log's text (checked at ingestion): the engine calls it per batch with the
+/// workspaces of its events and jobs, so it takes `&str` rather than parse them again.
 pub async fn count_profiles(store: &Store, workspace: &str) -> Result<i64, ProjectionError> {
     Ok(query(sql::COUNT_PROFILES)
         .bind(workspace)

@@ -148,6 +148,8 @@ async fn stale_rfm_jobs_in(
 }
 
 /// A job to visit every profile of `workspace`.
+/// `workspace` as the log's text (checked at ingestion): the engine calls it per batch with the
+/// workspaces of its events and jobs, so it takes `&str` rather than parse them again.
 pub fn new_job(workspace: &str, kind: &str, name: &str, version: i64, now: DateTime<Utc>) -> Job {
     Job {
         workspace: workspace.to_owned(),
@@ -267,6 +269,8 @@ pub async fn housekeeping(
 }
 
 /// Loads a workspace's catalog and cut points if this batch has not yet.
+/// `workspace` as the log's text (checked at ingestion): the engine calls it per batch with the
+/// workspaces of its events and jobs, so it takes `&str` rather than parse them again.
 pub async fn ensure_workspace(
     store: &Store,
     catalogs: &mut HashMap<String, Catalog>,
@@ -496,6 +500,8 @@ async fn run_job_page(
 }
 
 /// Re-folds the computed traits the documents lack from their events in the log.
+/// `workspace` as the log's text (checked at ingestion): the engine calls it per batch with the
+/// workspaces of its events and jobs, so it takes `&str` rather than parse them again.
 pub async fn backfill(
     store: &Store,
     catalog: &Catalog,

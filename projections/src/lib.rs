@@ -16,6 +16,7 @@ pub mod outbox;
 pub mod parallel;
 pub mod pipeline;
 pub mod profiles;
+pub mod projection;
 pub mod refold;
 pub mod runner;
 pub(crate) mod stage_rows;

@@ -21,8 +21,9 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
 use crate::model_sql as sql;
+use crate::model_tx::ModelTx;
 use crate::model_tx::Tx;
-use crate::runner::{checkpoint, finish, next_events, ModelTx, Progress, Projection, RunnerStatus};
+use crate::projection::{checkpoint, finish, next_events, Progress, Projection, RunnerStatus};
 use crate::ProjectionError;
 
 /// Batches prepared while the writer is busy are written together by its next commit; past this many

@@ -100,6 +100,8 @@ fn unzip(keys: &[ProfileKey]) -> (Vec<&str>, Vec<&str>) {
 }
 
 /// The sequence numbers of the events that belong to any of `profiles` now.
+/// `workspace` as the log's text (checked at ingestion): the engine calls it per batch with the
+/// workspaces of its events and jobs, so it takes `&str` rather than parse them again.
 pub async fn events_of(
     store: &Store,
     workspace: &str,
@@ -120,6 +122,8 @@ pub async fn events_of(
 }
 
 /// The sequence numbers of the events of each of `profiles` now, in log order.
+/// `workspace` as the log's text (checked at ingestion): the engine calls it per batch with the
+/// workspaces of its events and jobs, so it takes `&str` rather than parse them again.
 pub async fn events_by_profile(
     store: &Store,
     workspace: &str,

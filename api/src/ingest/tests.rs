@@ -25,7 +25,7 @@ proptest! {
         implied in prop::option::of(0usize..6),
     ) {
         let implied = implied.map(|i| MessageKind::ALL[i]);
-        let checked = check("w", PhoneRegion::Cn, texts.iter().map(String::as_str), None, implied, Utc::now());
+        let checked = check(&WorkspaceId::parse("w").unwrap(), PhoneRegion::Cn, texts.iter().map(String::as_str), None, implied, Utc::now());
         prop_assert_eq!(checked.events.len() + checked.rejected.len(), texts.len());
         for d in &checked.dropped {
             prop_assert!(checked.events.iter().any(|e| e.message_id == d.message_id));
@@ -51,7 +51,14 @@ fn valid_and_invalid_messages_of_one_batch_are_separated_by_index() {
         "not json",
         r#"{"type":"page","anonymousId":"x"}"#,
     ];
-    let checked = check("w", PhoneRegion::Cn, texts, None, None, Utc::now());
+    let checked = check(
+        &WorkspaceId::parse("w").unwrap(),
+        PhoneRegion::Cn,
+        texts,
+        None,
+        None,
+        Utc::now(),
+    );
     assert_eq!(checked.events.len(), 2);
     let refused: Vec<(usize, &str)> = checked
         .rejected
@@ -85,7 +92,14 @@ fn a_junk_phone_is_dropped_as_an_identifier_and_the_message_kept() {
         r#"{"type":"track","event":"Order Completed","userId":"u","messageId":"o1","context":{"traits":{"phone":"N/A"}}}"#,
         r#"{"type":"identify","userId":"v","messageId":"o2","traits":{"phone":"138 0013 8000"}}"#,
     ];
-    let checked = check("w", PhoneRegion::Cn, texts, None, None, Utc::now());
+    let checked = check(
+        &WorkspaceId::parse("w").unwrap(),
+        PhoneRegion::Cn,
+        texts,
+        None,
+        None,
+        Utc::now(),
+    );
     assert_eq!(checked.events.len(), 2);
     assert!(checked.rejected.is_empty());
     assert_eq!(checked.dropped.len(), 1);

@@ -23,8 +23,9 @@ use super::ingest_http::stop;
 use super::memory::{append_customers, messages};
 use super::profile_read::wait_until_resolved;
 use super::replay::{definitions, resident_bytes, WORKSPACE};
-use super::report::{thousands, Outcome, Row};
+use super::report::{Outcome, Row};
 use super::target::{Backend, FreshStore};
+use crate::numbers::thousands;
 
 pub const NAME: &str = "export";
 const SEGMENT: &str = "everyone";

@@ -40,10 +40,11 @@ use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::ingest_http::{send_all, stop};
-use super::report::{quantile, thousands, Outcome, Row};
+use super::report::{quantile, Outcome, Row};
 use super::target::{Backend, FreshStore};
 use super::workload::Workload;
-use crate::demo::retail::{self, revenue_cents, Channel, Customer, Line, Who};
+use crate::numbers::thousands;
+use crate::retail::{self, revenue_cents, Channel, Customer, Line, Who};
 
 pub const NAME: &str = "freshness";
 pub(super) const WORKSPACE: &str = "bench";

@@ -21,8 +21,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::ingest_http::close;
-use super::report::{thousands, Outcome, Row};
+use super::report::{Outcome, Row};
 use super::target::{Backend, FreshStore};
+use crate::numbers::thousands;
 
 pub const NAME: &str = "ingest-bulk";
 const WORKSPACE: &str = "bench";

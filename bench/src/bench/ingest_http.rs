@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cdp_domain::ident::WorkspaceId;
+
 use anyhow::{bail, ensure, Context};
 use axum::body::Bytes;
 use cdp_api::provision::random_secret;
@@ -17,9 +19,10 @@ use cdp_domain::message::MessageKind;
 use cdp_domain::store::{EventStore, Store};
 use tokio::task::JoinSet;
 
-use super::report::{quantile, thousands, Outcome, Row};
+use super::report::{quantile, Outcome, Row};
 use super::target::{Backend, FreshStore};
 use super::workload::Workload;
+use crate::numbers::thousands;
 
 pub const NAME: &str = "ingest-http";
 /// The row of sealed `Store::append` against the same rows unsealed.
@@ -51,7 +54,7 @@ pub async fn run(
     removed?;
     drop(bodies);
 
-    let batches = Arc::new(workload.new_events(WORKSPACE)?);
+    let batches = Arc::new(workload.new_events(&WorkspaceId::parse(WORKSPACE)?)?);
     let fresh = FreshStore::create(backend).await?;
     let measured = straight_into_store(&fresh, batches.clone(), clients, workload.events).await;
     let removed = fresh.remove().await;

@@ -23,8 +23,9 @@ use serde_json::{json, Value};
 
 use super::ingest_http::close;
 use super::replay::{definitions, resident_bytes, stored_state_bytes, WORKSPACE};
-use super::report::{thousands, Outcome, Row};
+use super::report::{Outcome, Row};
 use super::target::{Backend, FreshStore};
+use crate::numbers::thousands;
 
 pub const NAME: &str = "memory";
 /// Customers whose messages are generated and appended at a time (the log is never whole in memory).
@@ -126,9 +127,10 @@ pub(super) async fn append_customers<const N: usize>(
     message: impl Fn(usize, u64) -> [String; N],
 ) -> anyhow::Result<u64> {
     store.ensure_workspace(WORKSPACE).await?;
+    let workspace = WorkspaceId::parse(WORKSPACE)?;
     let commands: Vec<_> = commands
         .iter()
-        .map(|c| command_event(WORKSPACE, c.name(), c))
+        .map(|c| command_event(&workspace, c.name(), c))
         .collect();
     store.append(&commands).await?;
     let mut events = commands.len() as u64;
@@ -138,7 +140,7 @@ pub(super) async fn append_customers<const N: usize>(
             .flat_map(|i| message(i, seed))
             .collect();
         let checked = ingest::check(
-            WORKSPACE,
+            &workspace,
             Default::default(),
             raw.iter().map(String::as_str),
             Some(&sent_at),

@@ -38,8 +38,9 @@ use serde_json::{json, Value};
 
 use super::freshness::{bootstrapped, resolved, start, stopped_and_stored, WORKSPACE};
 use super::ingest_http::stop;
-use super::report::{quantile, thousands, Outcome, Row};
+use super::report::{quantile, Outcome, Row};
 use super::target::{Backend, FreshStore};
+use crate::numbers::thousands;
 
 pub const NAME: &str = "segment-preview";
 const TRAIT: &str = "spend_30d";
@@ -339,9 +340,10 @@ async fn measure(
 
         let started = Instant::now();
         let sent_at = Value::String(rfc3339(Utc::now()));
+        let workspace = WorkspaceId::parse(WORKSPACE)?;
         for chunk in messages.chunks(settings.batch) {
             let checked = cdp_api::ingest::check(
-                WORKSPACE,
+                &workspace,
                 Default::default(),
                 chunk.iter().map(String::as_str),
                 Some(&sent_at),

@@ -42,9 +42,10 @@ use serde::Deserialize;
 use tokio::task::JoinSet;
 
 use super::ingest_http::{send_all, stop};
-use super::report::{quantile, thousands, Outcome, Row};
+use super::report::{quantile, Outcome, Row};
 use super::target::{Backend, FreshStore};
 use super::workload::Workload;
+use crate::numbers::thousands;
 
 pub const NAME: &str = "profile-read";
 /// The row of the resolver's catch-up throughput.

@@ -35,6 +35,7 @@ use cdp_api::operate::command_event;
 use cdp_domain::catalog::CatalogCommand;
 use cdp_domain::computed::TraitDef;
 use cdp_domain::event::{NewEvent, Position};
+use cdp_domain::ident::WorkspaceId;
 use cdp_domain::segments::SegmentDef;
 use cdp_domain::store::{EventStore, Store};
 use cdp_domain::tags::TagDef;
@@ -47,9 +48,10 @@ use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 
 use super::ingest_http::close;
-use super::report::{thousands, Outcome, Row};
+use super::report::{Outcome, Row};
 use super::target::{Backend, FreshStore};
 use super::workload::Workload;
+use crate::numbers::thousands;
 
 pub const NAME: &str = "replay";
 /// The scenario of the live resolver's catch-up alone.
@@ -360,12 +362,13 @@ async fn append_log(
     workload: &Workload,
 ) -> anyhow::Result<u64> {
     store.ensure_workspace(WORKSPACE).await?;
+    let workspace = WorkspaceId::parse(WORKSPACE)?;
     let commands: Vec<NewEvent> = catalog
         .iter()
-        .map(|c| command_event(WORKSPACE, c.name(), c))
+        .map(|c| command_event(&workspace, c.name(), c))
         .collect();
     let mut appended = 0u64;
-    let requests = std::iter::once(Ok(commands)).chain(workload.new_events_each(WORKSPACE));
+    let requests = std::iter::once(Ok(commands)).chain(workload.new_events_each(&workspace));
     // The requests' events in appends of a few thousand, in order: the log is the same, and setting up
     // 10M events does not wait on 100,000 commits.
     let mut pending: Vec<NewEvent> = Vec::with_capacity(APPEND_EVENTS);
@@ -611,7 +614,8 @@ mod tests {
             "traits, then the tag on a trait, then the segment on the tag"
         );
         // Stored as the log stores an operator's command.
-        let event = command_event(WORKSPACE, commands[3].name(), &commands[3]);
+        let workspace = WorkspaceId::parse(WORKSPACE).unwrap();
+        let event = command_event(&workspace, commands[3].name(), &commands[3]);
         let payload: Value = serde_json::from_str(&event.payload).unwrap();
         assert!(CatalogCommand::is_catalog(&payload));
         assert_eq!(payload["id"], SEGMENT);

@@ -1,7 +1,9 @@
-//! The benchmark's output: one table row per scenario and backend, a one-line summary each, and number
-//! formatting.
+//! The benchmark's output: one table row per scenario and backend, a one-line summary each; durations
+//! in milliseconds and nearest-rank quantiles.
 
 use std::time::Duration;
+
+use crate::numbers::thousands;
 
 /// One line of the table. A scenario without latencies or without a physical reference leaves those
 /// columns empty.
@@ -110,18 +112,6 @@ pub fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1000.0)
 }
 
-/// `1234567` → `1,234,567`.
-pub fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let groups: Vec<&str> = digits
-        .as_bytes()
-        .rchunks(3)
-        .rev()
-        .map(|g| std::str::from_utf8(g).unwrap_or("?"))
-        .collect();
-    groups.join(",")
-}
-
 /// The `q` quantile (0..=1) of sorted durations, nearest rank.
 pub fn quantile(sorted: &[Duration], q: f64) -> Option<Duration> {
     if sorted.is_empty() {
@@ -134,15 +124,6 @@ pub fn quantile(sorted: &[Duration], q: f64) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn thousands_are_separated() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1000), "1,000");
-        assert_eq!(thousands(200_000), "200,000");
-        assert_eq!(thousands(1_234_567), "1,234,567");
-    }
 
     #[test]
     fn quantiles_use_the_nearest_rank() {

@@ -32,8 +32,9 @@ use super::freshness::{
     Inbox,
 };
 use super::ingest_http::stop;
-use super::report::{quantile, thousands, Outcome, Row};
+use super::report::{quantile, Outcome, Row};
 use super::target::{Backend, FreshStore};
+use crate::numbers::thousands;
 
 pub const NAME: &str = "time-out";
 const SEGMENT: &str = "abandoned_cart";

@@ -36,9 +36,10 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use super::ingest_http::{close, stop};
-use super::report::{thousands, Outcome, Row};
+use super::report::{Outcome, Row};
 use super::target::{Backend, FreshStore};
 use super::workload::Workload;
+use crate::numbers::thousands;
 
 pub const NAME: &str = "traits";
 /// The row of the resolver without a catalog (the reference of [`NAME`]).
@@ -146,7 +147,7 @@ struct Verified {
 }
 
 pub async fn run(backend: &Backend, workload: &Workload) -> anyhow::Result<Outcome> {
-    let batches = workload.new_events(WORKSPACE)?;
+    let batches = workload.new_events(&WorkspaceId::parse(WORKSPACE)?)?;
     let token = random_secret("tok");
 
     // Without a catalog, then the backfill on the same history.

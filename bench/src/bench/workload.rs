@@ -12,7 +12,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
-use crate::demo::retail::{self, Channel, Customer, Line, Who};
+use cdp_domain::ident::WorkspaceId;
+
+use crate::retail::{self, Channel, Customer, Line, Who};
 
 /// Messages grouped into the batches they are sent in.
 pub struct Workload {
@@ -186,7 +188,7 @@ impl Workload {
     }
 
     /// The events ingestion makes of each batch (checked exactly as `/v1/batch` checks them).
-    pub fn new_events(&self, workspace: &str) -> anyhow::Result<Vec<Vec<NewEvent>>> {
+    pub fn new_events(&self, workspace: &WorkspaceId) -> anyhow::Result<Vec<Vec<NewEvent>>> {
         self.new_events_each(workspace).collect()
     }
 
@@ -195,7 +197,7 @@ impl Workload {
     /// checked: 15 GB at 10M events).
     pub fn new_events_each<'a>(
         &'a self,
-        workspace: &'a str,
+        workspace: &'a WorkspaceId,
     ) -> impl Iterator<Item = anyhow::Result<Vec<NewEvent>>> + 'a {
         let sent_at = Value::String(self.sent_at.clone());
         let received = Utc::now();

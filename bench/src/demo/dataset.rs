@@ -11,7 +11,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use super::retail::{self, Channel, Customer, Line, Who, TIERS};
+use crate::retail::{self, Channel, Customer, Line, Who, TIERS};
 
 /// The generated messages, in time order, and what is known about them.
 pub struct Dataset {

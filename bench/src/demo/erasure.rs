@@ -9,8 +9,8 @@ use cdp_domain::store::Store;
 use serde_json::Value;
 
 use super::dataset::Dataset;
-use super::retail::Customer;
 use super::{get, lookup, plain};
+use crate::retail::Customer;
 
 /// A customer other than the featured one (whose profile the demo points at afterwards), with a
 /// profile of their own.

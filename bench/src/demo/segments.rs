@@ -8,8 +8,8 @@
 use chrono::{DateTime, SecondsFormat};
 use tokio::sync::mpsc;
 
-use super::retail::{order_completed, Channel, Line, CATALOG};
 use super::*;
+use crate::retail::{self, order_completed, Channel, Line, CATALOG};
 
 /// Cumulative spend, all time, from which a customer is a VIP (CNY).
 const VIP_CNY: i64 = 3000;

@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::computed::Window;
+use crate::computed::{DefinitionError, Op, Window};
 
 /// A profile's facts: every name with its values, and the segments it is in.
 #[derive(Default)]

@@ -101,7 +101,7 @@ impl Audiences {
 /// Whether the resolver has caught up with the log: nothing follows its checkpoint, or what follows
 /// arrived only just now (a resolver that keeps up with a steady stream).
 async fn resolver_caught_up(store: &Store) -> Result<bool, ProjectionError> {
-    let at = crate::runner::checkpoint(store, crate::runner::RESOLVER).await?;
+    let at = crate::projection::checkpoint(store, crate::projection::RESOLVER).await?;
     let next = store.read_after(at, 1).await?;
     Ok(next
         .first()

@@ -89,6 +89,8 @@ fn clamp_hour(hour: i64) -> i32 {
 }
 
 /// The rows of the named profiles that are live; those missing from the answer are gone.
+/// `workspace` as the log's text (checked at ingestion): the engine calls it per batch with the
+/// workspaces its audience indexes are keyed by, so it takes `&str` rather than parse them again.
 pub async fn named(
     store: &Store,
     workspace: &str,
@@ -108,6 +110,8 @@ pub async fn named(
 
 /// Every profile of the workspace, a part at a time to `take`: each table read in one pass (the
 /// states streamed, the rest gathered by profile first; events counted per name and hour in SQL).
+/// `workspace` as the log's text (checked at ingestion): the engine calls it per batch with the
+/// workspaces its audience indexes are keyed by, so it takes `&str` rather than parse them again.
 pub async fn whole(
     store: &Store,
     workspace: &str,
@@ -222,7 +226,7 @@ async fn by_profile<R: Record>(
 /// the model (`identity::forget_state`).
 pub async fn stored_token(store: &Store) -> Result<Option<String>, ProjectionError> {
     Ok(query(crate::model_sql::TOKEN)
-        .bind(crate::runner::RESOLVER)
+        .bind(crate::projection::RESOLVER)
         .scalar_optional(store.reader())
         .await?)
 }

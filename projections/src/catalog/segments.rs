@@ -19,6 +19,8 @@ pub struct Membership {
 }
 
 /// The segments these profiles of `workspace` are in now, by profile.
+/// `workspace` as the log's text (checked at ingestion): the engine calls it per batch with the
+/// workspaces of its events and jobs, so it takes `&str` rather than parse them again.
 pub async fn memberships_of(
     store: &Store,
     workspace: &str,

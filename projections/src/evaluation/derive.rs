@@ -45,6 +45,8 @@ pub trait DerivedMemory {
 }
 
 /// The `tag.changed` message of a change (`now_value: None`: the tag was taken off).
+/// `workspace` as the log's text (checked at ingestion): called per tag change on the resolver's hot path, so
+/// `&str`, never a parse per event.
 pub fn change_message(
     workspace: &str,
     profile: &str,

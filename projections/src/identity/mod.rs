@@ -154,6 +154,8 @@ impl Default for IdentityResolver {
 }
 
 /// A profile id derived from the event that created it, so replaying the log makes the same ids.
+/// `workspace` as the log's text (checked at ingestion): called per event on the resolver's hot path, so
+/// `&str`, never a parse per event.
 pub fn profile_id_for(workspace: &str, message_id: &str) -> ProfileId {
     let digest = Sha256::digest(format!("{workspace}\n{message_id}").as_bytes());
     let hex: String = digest.iter().take(10).map(|b| format!("{b:02x}")).collect();
@@ -161,7 +163,7 @@ pub fn profile_id_for(workspace: &str, message_id: &str) -> ProfileId {
 }
 
 impl IdentityResolver {
-    pub const NAME: &'static str = crate::runner::RESOLVER;
+    pub const NAME: &'static str = crate::projection::RESOLVER;
     /// The version of the resolver's model code; see [`Projection::version`]. 2: documents hold consent.
     /// 3: recent events are summaries in `event_profiles`, no longer in the documents.
     pub const VERSION: i64 = 3;

@@ -1,0 +1,187 @@
+//! What a projection is: the `Projection` trait, its checkpoint (`checkpoint`, `has_applied`), what a
+//! step of it did (`Progress`) and what a running one has done (`RunnerStatus`) — below both the
+//! pipeline that drives a projection and the runner that starts it.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use cdp_domain::event::{Position, StoredEvent};
+use cdp_domain::ident::WorkspaceId;
+use cdp_domain::store::sql::{query, query_each};
+use cdp_domain::store::{EventStore, Store};
+use chrono::Utc;
+use tokio::sync::Notify;
+
+use crate::error::ProjectionError;
+use crate::model_sql as sql;
+use crate::model_tx::ModelTx;
+
+/// The identity resolver's name, its checkpoint's key (`IdentityResolver::NAME`): here, below the
+/// resolver, for the readers that follow its checkpoint (the audience index) without depending on it.
+pub const RESOLVER: &str = "identity";
+
+/// A read model built from the log. Handling a batch has two steps so that the write lock (SQLite has
+/// one writer for the whole service) is held only while rows are written: `prepare` reads the current
+/// model through the pools and computes the new rows; `write` stores them inside the transaction that
+/// also moves the checkpoint. The runner guarantees no other batch of the same projection commits between
+/// the two.
+pub trait Projection: Send + Sync + 'static {
+    /// What `prepare` computed and `write` stores.
+    type Prepared: Send;
+
+    /// Stable: the checkpoint is stored under it.
+    fn name(&self) -> &'static str;
+
+    /// The version of the code that builds the read model (`projection_versions` records the one that
+    /// built the stored model). Raise it with a change that makes a model built so far wrong: the next
+    /// `cdp serve` rebuilds it from the log while serving the old one (`replay::rebuild`).
+    fn version(&self) -> i64 {
+        1
+    }
+
+    /// Applies a batch of events, in log order, to the current read model, without writing.
+    fn prepare(
+        &self,
+        store: &Store,
+        events: &[StoredEvent],
+    ) -> impl Future<Output = Result<Self::Prepared, ProjectionError>> + Send;
+
+    /// Writes what `prepare` computed, inside `tx`.
+    fn write(
+        &self,
+        tx: &mut ModelTx<'_>,
+        prepared: Self::Prepared,
+    ) -> impl Future<Output = Result<(), ProjectionError>> + Send;
+
+    /// Writes a group of consecutive prepared batches, in log order, inside one transaction; a
+    /// projection may leave out what a later batch of the group overwrites.
+    fn write_group(
+        &self,
+        tx: &mut ModelTx<'_>,
+        group: Vec<Self::Prepared>,
+    ) -> impl Future<Output = Result<(), ProjectionError>> + Send {
+        async move {
+            for prepared in group {
+                self.write(tx, prepared).await?;
+            }
+            Ok(())
+        }
+    }
+
+    /// Whether `events` may be prepared while batches prepared before them are still being written:
+    /// only when preparing them reads nothing from the database that those batches change. The
+    /// pipeline ([`crate::pipeline::drive`]) otherwise waits for the writes first.
+    fn may_prepare_ahead(&self, _events: &[StoredEvent]) -> bool {
+        false
+    }
+
+    /// Drops what the projection holds in memory of the model: a batch it prepared was not committed.
+    fn forget(&self) {}
+
+    /// Whether the projection has work to do although no event is new (a backfill, a time-driven
+    /// change): the runner then prepares and writes an empty batch.
+    fn has_pending_work(
+        &self,
+        _store: &Store,
+    ) -> impl Future<Output = Result<bool, ProjectionError>> + Send {
+        async { Ok(false) }
+    }
+}
+
+/// What one step of the runner did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Progress {
+    pub applied: usize,
+    pub position: Position,
+    /// Arrival time (ms) of the last event applied.
+    pub last_received_ms: Option<i64>,
+    /// Whether the step did pending work without new events.
+    pub worked: bool,
+}
+
+/// The checkpoint of a projection (the start of the log if it has none).
+pub async fn checkpoint(store: &Store, name: &str) -> Result<Position, ProjectionError> {
+    let row: Option<(i64, i64)> = query(sql::CHECKPOINT)
+        .bind(name)
+        .fetch_optional(store.reader())
+        .await?;
+    Ok(row.map_or(Position::START, |(tx, seq)| Position { tx, seq }))
+}
+
+/// Whether the projection has applied the event `message_id` of `workspace` (`false` when no such event
+/// is in the log).
+pub async fn has_applied(
+    store: &Store,
+    name: &str,
+    workspace: &WorkspaceId,
+    message_id: &str,
+) -> Result<bool, ProjectionError> {
+    let at: Option<(i64, i64)> =
+        query_each(sql::EVENT_POSITION_SQLITE, sql::EVENT_POSITION_POSTGRES)
+            .bind(workspace.as_str())
+            .bind(message_id)
+            .fetch_optional(store.reader())
+            .await?;
+    let Some((tx, seq)) = at else {
+        return Ok(false);
+    };
+    Ok(checkpoint(store, name).await? >= Position { tx, seq })
+}
+
+/// The events after `start`, up to `limit` and none after `through`.
+pub(crate) async fn next_events(
+    store: &Store,
+    start: Position,
+    limit: u32,
+    through: Position,
+) -> Result<Vec<StoredEvent>, ProjectionError> {
+    let mut events = store.read_after(start, limit).await?;
+    events.retain(|e| e.position <= through);
+    Ok(events)
+}
+
+/// Where a step ends: after the last of `events`, or at `start` with `worked` set when there were none.
+pub(crate) fn finish(start: Position, events: &[StoredEvent]) -> Progress {
+    match events.last() {
+        Some(last) => Progress {
+            applied: events.len(),
+            position: last.position,
+            last_received_ms: Some(last.event.received_at.timestamp_millis()),
+            worked: false,
+        },
+        None => Progress {
+            position: start,
+            worked: true,
+            ..Progress::default()
+        },
+    }
+}
+
+/// What a running projection has done, for metrics and readiness.
+#[derive(Debug, Default)]
+pub struct RunnerStatus {
+    pub applied: AtomicU64,
+    pub errors: AtomicU64,
+    /// How far behind the newest applied event's arrival the runner is, in ms (0 when caught up).
+    pub lag_ms: AtomicI64,
+    pub position_seq: AtomicI64,
+    /// Notified after each step that committed something (events applied or pending work done), so that
+    /// readers of what the projection writes (the outbox publisher) need not poll.
+    pub committed: Notify,
+}
+
+impl RunnerStatus {
+    /// A commit stored `progress`; `behind`: more of the log was waiting then.
+    pub fn record_commit(&self, progress: &Progress, behind: bool) {
+        self.applied
+            .fetch_add(progress.applied as u64, Ordering::Relaxed);
+        self.position_seq
+            .store(progress.position.seq, Ordering::Relaxed);
+        let lag = match progress.last_received_ms {
+            Some(ms) if behind => Utc::now().timestamp_millis() - ms,
+            _ => 0,
+        };
+        self.lag_ms.store(lag, Ordering::Relaxed);
+        self.committed.notify_one();
+    }
+}
