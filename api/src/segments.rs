@@ -72,12 +72,38 @@ async fn segment_json(
     state: &AppState,
     workspace: &WorkspaceId,
     d: &catalog::StoredDefinition,
-    sizes: &BTreeMap<String, i64>,
 ) -> Result<Value, ApiError> {
     let mut body = definition_json(state, workspace, SEGMENT, d).await?;
     body["id"] = json!(d.name);
-    body["members"] = json!(sizes.get(&d.name).copied().unwrap_or(0));
     Ok(body)
+}
+
+/// Segments' bodies (`segment_json`) with their members counted now. Counted after the bodies were
+/// read, never before: a backfill's status read as done then means its memberships were committed
+/// before they were counted (read the other way round, a backfill finishing between the two reads
+/// showed "ready" with the members of before it).
+async fn with_members(
+    state: &AppState,
+    workspace: &WorkspaceId,
+    mut bodies: Vec<Value>,
+) -> Result<Vec<Value>, ApiError> {
+    let sizes = member_counts(state, workspace).await?;
+    for body in &mut bodies {
+        let name = body["id"].as_str().unwrap_or_default().to_owned();
+        body["members"] = json!(sizes.get(&name).copied().unwrap_or(0));
+    }
+    Ok(bodies)
+}
+
+/// One segment's body with its members counted after it (see [`with_members`]).
+async fn counted_segment(
+    state: &AppState,
+    workspace: &WorkspaceId,
+    d: &catalog::StoredDefinition,
+) -> Result<Value, ApiError> {
+    let body = segment_json(state, workspace, d).await?;
+    let mut counted = with_members(state, workspace, vec![body]).await?;
+    Ok(counted.pop().unwrap_or_default())
 }
 
 #[tracing::instrument(name = "segments.list_segments", skip_all, fields(workspace = %principal.workspace))]
@@ -87,11 +113,11 @@ async fn list_segments(
 ) -> Result<Json<Value>, ApiError> {
     principal.require(Scope::Read)?;
     let ws = &principal.workspace;
-    let sizes = member_counts(&state, ws).await?;
     let mut items = Vec::new();
     for d in catalog::definitions(&state.store, ws, SEGMENT).await? {
-        items.push(segment_json(&state, ws, &d, &sizes).await?);
+        items.push(segment_json(&state, ws, &d).await?);
     }
+    let items = with_members(&state, ws, items).await?;
     Ok(Json(json!({"items": items})))
 }
 
@@ -104,8 +130,7 @@ async fn get_segment(
     principal.require(Scope::Read)?;
     let ws = &principal.workspace;
     let d = find(&state, ws, SEGMENT, &id).await?;
-    let sizes = member_counts(&state, ws).await?;
-    Ok(Json(segment_json(&state, ws, &d, &sizes).await?))
+    Ok(Json(counted_segment(&state, ws, &d).await?))
 }
 
 #[tracing::instrument(name = "segments.put_segment", skip_all, fields(workspace = %principal.workspace))]
@@ -146,10 +171,9 @@ async fn put_segment(
         ));
     }
     if let Some(same) = unchanged(&state, ws, SEGMENT, &id, &def.to_json()).await? {
-        let sizes = member_counts(&state, ws).await?;
         return Ok((
             StatusCode::OK,
-            Json(segment_json(&state, ws, &same, &sizes).await?),
+            Json(counted_segment(&state, ws, &same).await?),
         ));
     }
     let command = CatalogCommand::PutSegment {
@@ -161,11 +185,7 @@ async fn put_segment(
         return Ok(pending(command_id));
     }
     let d = find(&state, ws, SEGMENT, &id).await?;
-    let sizes = member_counts(&state, ws).await?;
-    Ok((
-        StatusCode::OK,
-        Json(segment_json(&state, ws, &d, &sizes).await?),
-    ))
+    Ok((StatusCode::OK, Json(counted_segment(&state, ws, &d).await?)))
 }
 
 /// Deletes a segment (an operator command, applied in its place in the log), refused while another
