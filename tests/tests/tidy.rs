@@ -1,9 +1,12 @@
 //! Tidy checks over the source tree: every module opens with a `//!` line, the pure modules of
-//! `domain` (everything but `domain::store`) import no IO crate, and the crates depend on each other
-//! one way only.
+//! `domain` (everything but `domain::store`) import no IO crate, the crates depend on each other
+//! one way only, and no two modules of a crate import each other (`imports`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
+
+#[path = "tidy/imports.rs"]
+mod imports;
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
