@@ -67,7 +67,9 @@ pub fn parse_facets(text: &str) -> Option<Facets> {
 
 /// Whether a path's key can be named in a filter path (`Path::parse` refuses the others).
 fn addressable(key: &str) -> bool {
-    !key.is_empty() && !key.contains(['.', '[', ']', '*']) && key.trim() == key
+    !key.is_empty()
+        && !key.contains(['.', '[', ']', '*'])
+        && key.chars().all(crate::computed::path::in_key)
 }
 
 /// Walks an object found at `path` (restored as it was on return).

@@ -41,7 +41,7 @@
 //! [`recompute`] computes the same value straight from the raw events; tests hold the state to it.
 
 mod condition;
-mod path;
+pub(crate) mod path;
 mod state;
 #[cfg(test)]
 mod tests;

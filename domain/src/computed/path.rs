@@ -36,8 +36,12 @@ impl Path {
         if s.len() > MAX_PATH_LEN {
             return Err(format!("a path has at most {MAX_PATH_LEN} characters"));
         }
-        if s.trim() != s {
-            return Err(format!("path {s:?} has leading or trailing spaces"));
+        if s.chars()
+            .any(|c| !in_key(c) && c != '.' && c != '[' && c != ']' && c != '*')
+        {
+            return Err(format!(
+                "path {s:?}: a key must not contain spaces or control whitespace"
+            ));
         }
         let mut steps = Vec::new();
         for part in s.split('.') {
@@ -347,4 +351,27 @@ pub(crate) fn number(x: f64) -> Option<Value> {
         return Some(Value::from(x as i64));
     }
     serde_json::Number::from_f64(x).map(Value::Number)
+}
+
+/// Whether `c` may stand in a path's key besides the path's own signs (`.`, `[]`, `*`): not NUL and not
+/// whitespace as the contract means it ([`is_space`]).
+pub(crate) fn in_key(c: char) -> bool {
+    c != '\0' && !is_space(c)
+}
+
+/// Whitespace as the contract's patterns mean it (`\s` of the JSON Schema's ECMA-262 regular
+/// expressions), so that a path the OpenAPI document refuses is refused here too, and one it allows is
+/// allowed.
+fn is_space(c: char) -> bool {
+    matches!(
+        c,
+        '\t' | '\n' | '\u{b}' | '\u{c}' | '\r' | ' ' | '\u{a0}' | '\u{1680}' | '\u{2000}'
+            ..='\u{200a}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{202f}'
+                | '\u{205f}'
+                | '\u{3000}'
+                | '\u{feff}'
+    )
 }

@@ -628,9 +628,17 @@ fn paths_and_expressions() {
         "a[]b",
         "a.[]",
         "properties.a[][]",
+        "properties.a b",
+        "properties.a\u{b}b",
+        "properties.a\u{0}",
+        "properties.\u{3000}a",
+        "properties.a\u{feff}",
     ] {
         assert!(Path::parse(bad).is_err(), "{bad:?}");
     }
+    // What the contract's `\s` does not name stays a key character.
+    assert!(Path::parse("properties.a\u{85}b").is_ok());
+    assert!(Path::parse("properties.商品").is_ok());
     assert!(Expr::parse("properties.a[].x * properties.b[].y").is_err());
     assert!(Expr::parse("properties.a * ").is_err());
 }
