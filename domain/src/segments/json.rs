@@ -220,6 +220,17 @@ impl ConditionLanguage for SegmentLanguage {
 }
 
 impl SegmentLanguage {
+    /// Refuses one event condition (or sequence) more than a segment may hold.
+    fn room_for_an_event_condition(&self, at: &str) -> Result<(), DefinitionError> {
+        if self.event_conditions >= MAX_EVENT_CONDITIONS {
+            return Err(err(
+                at,
+                format!("a segment has at most {MAX_EVENT_CONDITIONS} event conditions"),
+            ));
+        }
+        Ok(())
+    }
+
     /// A behavioural sequence, `{"sequence": [{"event": "Product Added"}, {"not_event": "Order Completed"}],
     /// "within": "2h"}`: compiled to a hidden `sequence` trait (the latest first step followed — or, with
     /// `not_event`, not followed — by the second within the time), true when it holds.
@@ -234,12 +245,7 @@ impl SegmentLanguage {
                 "unknown key; a sequence has sequence and within",
             ));
         }
-        if self.event_conditions >= MAX_EVENT_CONDITIONS {
-            return Err(err(
-                at,
-                format!("a segment has at most {MAX_EVENT_CONDITIONS} event conditions"),
-            ));
-        }
+        self.room_for_an_event_condition(at)?;
         let here = join(at, "sequence");
         let steps = obj
             .get("sequence")
@@ -345,12 +351,7 @@ impl SegmentLanguage {
                 "unknown key; an event condition has event, where, window and count, or aggregate with op and value",
             ));
         }
-        if self.event_conditions >= MAX_EVENT_CONDITIONS {
-            return Err(err(
-                at,
-                format!("a segment has at most {MAX_EVENT_CONDITIONS} event conditions"),
-            ));
-        }
+        self.room_for_an_event_condition(at)?;
         let mut trait_def = Map::new();
         for key in ["event", "where", "window"] {
             if let Some(v) = obj.get(key) {
