@@ -704,3 +704,22 @@ fn consent_is_a_condition() {
     // The canonical JSON reads back the same.
     assert_eq!(segment(service.to_json()["condition"].clone()), service);
 }
+
+#[test]
+fn a_segment_holds_at_most_its_bound_of_event_conditions_and_sequences() {
+    let event = json!({"event": "Order Completed", "count": {"op": "gte", "value": 1}});
+    let sequence = json!({"sequence": [{"event": "Product Added"}, {"not_event": "Order Completed"}],
+                          "within": "2h"});
+    for last in [&event, &sequence] {
+        let mut parts = vec![event.clone(); MAX_EVENT_CONDITIONS - 1];
+        parts.push(last.clone());
+        segment(json!({"all": parts.clone()}));
+        parts.push(last.clone());
+        let e = error(json!({"all": parts}));
+        assert!(
+            e.to_string()
+                .contains(&format!("at most {MAX_EVENT_CONDITIONS} event conditions")),
+            "{e}"
+        );
+    }
+}
