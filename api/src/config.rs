@@ -57,7 +57,13 @@ pub struct Config {
     /// retail profile); the others are read from the database when next touched.
     #[arg(long, env = "CDP_HELD_PROFILES", default_value_t = cdp_projections::identity::HELD_PROFILES)]
     pub held_profiles: usize,
+    /// Megabytes of memory for hot profiles' 360° views, answered without the database (0: none).
+    #[arg(long, env = "CDP_VIEW_CACHE_MB", default_value_t = DEFAULT_VIEW_CACHE_MB)]
+    pub view_cache_mb: u64,
 }
+
+/// The default memory for profiles' views (`CDP_VIEW_CACHE_MB`).
+pub const DEFAULT_VIEW_CACHE_MB: u64 = 256;
 
 /// Above what `cdp bench` pushes from one workspace (100,000 events/s, 5,000 profile reads/s), so only a
 /// flood is limited; set them to a workspace's fair share of the machine.
@@ -83,6 +89,7 @@ impl Config {
             rate_api: DEFAULT_RATE_API,
             rate_burst: DEFAULT_RATE_BURST,
             held_profiles: cdp_projections::identity::HELD_PROFILES,
+            view_cache_mb: DEFAULT_VIEW_CACHE_MB,
         }
     }
 

@@ -67,6 +67,9 @@ async fn erase(
         // Re-folded from the events it can still read, and re-evaluated by the resolver.
         cdp_replay::rebuild_profile(&state.store, &principal.workspace, other.as_str()).await?;
     }
+    // Nothing of the person is answered from memory once the answer is sent (another instance's
+    // views follow within the watcher's period).
+    state.views.clear(None);
     tracing::info!(
         workspace = %principal.workspace,
         profile = %report.profile,

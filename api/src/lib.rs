@@ -77,6 +77,8 @@ pub struct AppState {
     pub outage: outage::Outage,
     /// The phone region of each workspace `CDP_CONFIG` gives one (`[workspace.identity] phone_region`).
     pub phone_regions: std::collections::HashMap<String, cdp_domain::ident::PhoneRegion>,
+    /// Hot profiles' 360° views in memory, kept exact by the resolver of this process.
+    pub views: cdp_projections::profiles::view_cache::ViewCache,
     /// The audience index of each workspace (built in the background), told of every batch by the
     /// resolver.
     pub audiences: cdp_projections::audience::Audiences,
@@ -143,6 +145,8 @@ pub struct Application {
     /// Builds each workspace's audience index once the resolver has caught up, and again when one
     /// cannot follow the resolver (`Audiences::keep_built`).
     _audiences: publish::BackgroundTask,
+    /// Empties the profiles' views when another writer moved the model (`ViewCache::watch`).
+    _view_watcher: publish::BackgroundTask,
 }
 
 impl Application {
@@ -173,12 +177,18 @@ impl Application {
             .unwrap_or_default();
         let appender = Appender::spawn(store.clone());
         let audiences = cdp_projections::audience::Audiences::default();
+        let views = cdp_projections::profiles::view_cache::ViewCache::with_bytes(
+            config.view_cache_mb.saturating_mul(1 << 20),
+        );
         let resolver = runner::spawn(
             store.clone(),
             IdentityResolver::default()
                 .holding(config.held_profiles)
-                .reporting_to(audiences.clone()),
+                .reporting_to(audiences.clone())
+                .caching_views(views.clone()),
         );
+        let view_watcher =
+            publish::BackgroundTask::from(tokio::spawn(views.clone().watch(store.clone())));
         let nats = match &config.nats_url {
             Some(url) => Some(
                 async_nats::connect(url)
@@ -210,6 +220,7 @@ impl Application {
             limits: config.limits(),
             outage: outage::Outage::default(),
             phone_regions,
+            views,
             audiences,
         });
         let out = publish::OutTopology {
@@ -323,6 +334,7 @@ impl Application {
             _batch: batch,
             _rebuild: rebuild,
             _audiences: audience_builder,
+            _view_watcher: view_watcher,
         })
     }
 

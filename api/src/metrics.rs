@@ -109,6 +109,8 @@ pub struct Gauges {
     pub database_available: bool,
     /// The audience index's background builder (`cdp_projections::audience::Audiences::status`).
     pub audience: cdp_projections::audience::BuilderStatus,
+    /// Profile views answered from memory and from the database (`ViewCache::hits_and_misses`).
+    pub profile_views: (u64, u64),
 }
 
 impl Metrics {
@@ -210,6 +212,15 @@ impl Metrics {
             g.database_unavailable_seconds,
             g.database_outages,
             u8::from(g.database_available)
+        );
+        counter(
+            &mut out,
+            "cdp_profile_views_total",
+            "Profile views read, from memory (hit) or from the database (miss).",
+            &[
+                ("{from=\"memory\"}", g.profile_views.0),
+                ("{from=\"database\"}", g.profile_views.1),
+            ],
         );
         render_audience(&mut out, &g.audience);
         self.append_latency.render(

@@ -90,6 +90,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         database_outages: state.outage.count(),
         database_available: !state.outage.ongoing(),
         audience: state.audiences.status(),
+        profile_views: state.views.hits_and_misses(),
     };
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -53,7 +53,9 @@ async fn lookup(
 ) -> Result<Json<Value>, ApiError> {
     principal.require(Scope::Read)?;
     let (holder, id_type, value) = holder_of(&state, &principal.workspace, q).await?;
-    let view = profiles::view(&state.store, &principal.workspace, &holder)
+    let view = state
+        .views
+        .view(&state.store, &principal.workspace, &holder)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no profile has {id_type} {value:?}")))?;
     let mut body = profile_body(&state, &principal.workspace, &holder, &holder, &view).await?;
@@ -166,11 +168,13 @@ async fn profile(
     principal.require(Scope::Read)?;
     // A live profile in one read; a merged-away one through its survivor.
     let ws = &principal.workspace;
-    let (survivor, view) = match profiles::view(&state.store, ws, &id).await? {
+    let (survivor, view) = match state.views.view(&state.store, ws, &id).await? {
         Some(view) => (id.clone(), view),
         None => {
             let survivor = survivor(&state, ws, &id).await?;
-            let view = profiles::view(&state.store, ws, &survivor)
+            let view = state
+                .views
+                .view(&state.store, ws, &survivor)
                 .await?
                 .ok_or_else(|| ApiError::not_found(format!("no profile {id:?}")))?;
             (survivor, view)

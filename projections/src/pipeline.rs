@@ -401,6 +401,19 @@ pub async fn commit<P: Projection>(
     end: Position,
     batches: Vec<P::Prepared>,
 ) -> Result<bool, ProjectionError> {
+    let written = write_and_commit(store, projection, start, end, batches).await;
+    projection.ended();
+    written
+}
+
+/// [`commit`]'s transaction.
+async fn write_and_commit<P: Projection>(
+    store: &Store,
+    projection: &P,
+    start: Position,
+    end: Position,
+    batches: Vec<P::Prepared>,
+) -> Result<bool, ProjectionError> {
     let name = projection.name();
     let Some(mut model) = begin_at(store, name, start).await? else {
         return Ok(false);

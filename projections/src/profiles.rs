@@ -15,6 +15,7 @@ use crate::runner::ProjectionError;
 
 pub mod derived;
 pub(crate) mod sql;
+pub mod view_cache;
 mod writes;
 
 pub(crate) use writes::write;

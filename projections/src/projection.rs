@@ -78,6 +78,9 @@ pub trait Projection: Send + Sync + 'static {
     /// Drops what the projection holds in memory of the model: a batch it prepared was not committed.
     fn forget(&self) {}
 
+    /// The transaction of the last [`Projection::write_group`] ended, committed or not.
+    fn ended(&self) {}
+
     /// Whether the projection has work to do although no event is new (a backfill, a time-driven
     /// change): the runner then prepares and writes an empty batch.
     fn has_pending_work(
@@ -97,6 +100,15 @@ pub struct Progress {
     pub last_received_ms: Option<i64>,
     /// Whether the step did pending work without new events.
     pub worked: bool,
+}
+
+/// The resolver's stored token (`projection_tokens`): moved by every batch it commits and by every other
+/// writer of the model (`identity::forget_state`).
+pub(crate) async fn resolver_token(store: &Store) -> Result<Option<String>, ProjectionError> {
+    Ok(query(sql::TOKEN)
+        .bind(RESOLVER)
+        .scalar_optional(store.reader())
+        .await?)
 }
 
 /// The checkpoint of a projection (the start of the log if it has none).

@@ -14,7 +14,10 @@
 //!   (on the timer's millisecond tick) whatever earlier reads are doing, up to 64 in flight on 64 warm
 //!   connections, and its latency counts from its release, so a read that waits for a slot because
 //!   the service fell behind counts against the service (no coordinated omission). Its p99 is "p99 at
-//!   that rate".
+//!   that rate". The service answers a profile it read lately from memory (`ViewCache`): the summary says
+//!   what share of each phase's reads it did.
+//! - `profile-read-cold`: every profile read once, in random order, at the same rate, the service's views
+//!   emptied first: each read goes to the database (what a profile not read lately costs).
 //!
 //! Verified: every event stored once and applied by the resolver; every identified customer found by
 //! `user_id`, on a profile of its own, whose `event_counts.total` is exactly what the messages sent about
@@ -37,6 +40,7 @@ use cdp_domain::store::EventStore;
 use cdp_projections::identity::IdentityResolver;
 use cdp_projections::{profiles, runner};
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 use tokio::task::JoinSet;
@@ -52,6 +56,8 @@ pub const NAME: &str = "profile-read";
 const RESOLVE: &str = "identity-resolve";
 /// The row of the reads at a fixed rate.
 const PACED: &str = "profile-read-paced";
+/// The row of the reads at a fixed rate of profiles none of which is held in memory.
+const COLD: &str = "profile-read-cold";
 
 /// How profile-read reads.
 pub struct Reads {
@@ -84,6 +90,12 @@ struct Measured {
     http: Timed,
     reference: Timed,
     paced: Timed,
+    /// Each profile read once, in random order, at the paced rate, with the service's views emptied
+    /// first: every read goes to the database.
+    cold: Timed,
+    /// The share of the closed loop's and of the paced phase's reads the service answered from its
+    /// profiles' views in memory (`ViewCache`), not from the database.
+    from_memory: (f64, f64),
 }
 
 struct Timed {
@@ -155,6 +167,18 @@ pub async fn run(backend: &Backend, workload: &Workload, reads: &Reads) -> anyho
         p99: quantile(&m.paced.latencies, 0.99),
         reference_rate: None,
     };
+    let cold_reads = m.cold.latencies.len() as u64;
+    let cold = Row {
+        scenario: COLD,
+        backend: backend.name(),
+        count: cold_reads,
+        unit: "requests",
+        seconds: m.cold.elapsed.as_secs_f64(),
+        rate: cold_reads as f64 / m.cold.elapsed.as_secs_f64(),
+        p50: quantile(&m.cold.latencies, 0.50),
+        p99: quantile(&m.cold.latencies, 0.99),
+        reference_rate: None,
+    };
     let ms = |d: Option<Duration>| d.unwrap_or_default().as_secs_f64() * 1000.0;
     let summary = format!(
         "{NAME} on {backend}: {reads} GET /v1/profiles/{{id}} on random profiles (of {profiles}) in \
@@ -162,7 +186,10 @@ pub async fn run(backend: &Backend, workload: &Workload, reads: &Reads) -> anyho
          {answer_bytes} bytes per answer); \
          {ratio:.2}x the {ref_rate} reads/s of profiles::load from {clients} tasks (p50 {rp50:.2} ms, \
          p99 {rp99:.2} ms). Sent at {rate} requests/s (open loop, latency from each read's due time): \
-         {paced_rate} requests/s answered, p50 {pp50:.2} ms, p99 {pp99:.2} ms. The resolver applied all {events} events {resolved_s:.2} s after the first \
+         {paced_rate} requests/s answered, p50 {pp50:.2} ms, p99 {pp99:.2} ms. Answered from the \
+         profiles' views in memory: {closed_memory:.0} % of the closed loop's reads, {paced_memory:.0} % \
+         of the paced ones; each profile read once at that rate with none in memory: p50 {cp50:.2} ms, \
+         p99 {cp99:.2} ms. The resolver applied all {events} events {resolved_s:.2} s after the first \
          ingest request = {resolve_rate} events/s (ingestion: last 200 after {ingest_s:.2} s = \
          {ingest_rate} events/s, resolver at {at_200} then). Verified: every event stored and applied, \
          {profiles} identified customers each on a profile of its own ({checked} with exactly the events \
@@ -182,6 +209,10 @@ pub async fn run(backend: &Backend, workload: &Workload, reads: &Reads) -> anyho
         paced_rate = thousands(paced.rate.round() as u64),
         pp50 = ms(paced.p50),
         pp99 = ms(paced.p99),
+        cp50 = ms(cold.p50),
+        cp99 = ms(cold.p99),
+        closed_memory = m.from_memory.0 * 100.0,
+        paced_memory = m.from_memory.1 * 100.0,
         events = thousands(events),
         resolved_s = resolve.seconds,
         resolve_rate = thousands(resolve.rate.round() as u64),
@@ -192,7 +223,7 @@ pub async fn run(backend: &Backend, workload: &Workload, reads: &Reads) -> anyho
         answer_bytes = thousands(m.answer_bytes),
     );
     Ok(Outcome {
-        rows: vec![resolve, read, paced],
+        rows: vec![resolve, read, paced, cold],
         summary,
     })
 }
@@ -306,6 +337,7 @@ async fn measure(
         let plan: Arc<Vec<usize>> =
             Arc::new((0..requests).map(|_| rng.gen_range(0..ids.len())).collect());
 
+        let hits_before = state.views.hits_and_misses();
         let (http, answers) = {
             let (client, base, token) = (client.clone(), base.clone(), token.clone());
             let (ids, plan) = (ids.clone(), plan.clone());
@@ -318,6 +350,7 @@ async fn measure(
             .context("reading profiles over HTTP failed")?
         };
         let answer_bytes = answers.iter().map(|(_, n)| n).sum::<u64>() / requests as u64;
+        let hits_closed = state.views.hits_and_misses();
 
         let reference = {
             let store = state.store.clone();
@@ -356,14 +389,53 @@ async fn measure(
             while let Some(done) = warm.join_next().await {
                 done.context("a warm-up read failed")??;
             }
-            at_rate(requests, rate, move |i| {
+            let hits_warm = state.views.hits_and_misses();
+            let paced = at_rate(requests, rate, move |i| {
                 let id = ids[plan[i]].clone();
                 let (client, base, token) = (client.clone(), base.clone(), token.clone());
                 async move { read_profile(&client, &base, &token, &id).await.map(|_| ()) }
             })
             .await
-            .context("reading profiles at a fixed rate failed")?
+            .context("reading profiles at a fixed rate failed")?;
+            (paced, hits_warm, state.views.hits_and_misses())
         };
+        let (paced, hits_warm, hits_paced) = paced;
+
+        let cold = {
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(PACED_IN_FLIGHT)
+                .timeout(Duration::from_secs(60))
+                .build()
+                .context("failed to build the HTTP client")?;
+            let (base, token) = (base.clone(), token.clone());
+            let mut order: Vec<usize> = (0..ids.len()).collect();
+            order.shuffle(&mut rng);
+            let mut warm = JoinSet::new();
+            for &i in order.iter().take(PACED_IN_FLIGHT) {
+                let (client, base, token) = (client.clone(), base.clone(), token.clone());
+                let id = ids[i].clone();
+                warm.spawn(async move { read_profile(&client, &base, &token, &id).await });
+            }
+            while let Some(done) = warm.join_next().await {
+                done.context("a warm-up read failed")??;
+            }
+            state.views.clear(None);
+            let ids = ids.clone();
+            at_rate(order.len(), rate, move |i| {
+                let id = ids[order[i]].clone();
+                let (client, base, token) = (client.clone(), base.clone(), token.clone());
+                async move { read_profile(&client, &base, &token, &id).await.map(|_| ()) }
+            })
+            .await
+            .context("reading profiles not held in memory at a fixed rate failed")?
+        };
+        let share = |(h0, m0): (u64, u64), (h1, m1): (u64, u64)| {
+            (h1 - h0) as f64 / ((h1 - h0) + (m1 - m0)).max(1) as f64
+        };
+        let from_memory = (
+            share(hits_before, hits_closed),
+            share(hits_warm, hits_paced),
+        );
 
         Ok(Measured {
             ingest,
@@ -375,6 +447,8 @@ async fn measure(
             http,
             reference,
             paced,
+            cold,
+            from_memory,
         })
     }
     .await;

@@ -139,6 +139,8 @@ pub struct IdentityResolver {
     defers: bool,
     /// The audience indexes told of every batch written (`crate::audience`).
     audiences: Option<crate::audience::Audiences>,
+    /// The profiles' views this process holds in memory, told of every batch written.
+    views: Option<crate::profiles::view_cache::ViewCache>,
 }
 
 impl std::fmt::Debug for IdentityResolver {
@@ -193,12 +195,22 @@ impl IdentityResolver {
             parts: crate::parallel::default_parts(),
             defers: false,
             audiences: None,
+            views: None,
         }
     }
 
     /// This resolver, telling `audiences` what each batch it writes touched.
     pub fn reporting_to(mut self, audiences: crate::audience::Audiences) -> IdentityResolver {
         self.audiences = Some(audiences);
+        self
+    }
+
+    /// This resolver, dropping from `views` every profile a batch changes, before its commit is seen.
+    pub fn caching_views(
+        mut self,
+        views: crate::profiles::view_cache::ViewCache,
+    ) -> IdentityResolver {
+        self.views = Some(views);
         self
     }
 
@@ -303,8 +315,12 @@ impl Projection for IdentityResolver {
             // Committed up to there; what follows is being written.
             Some(at) => drop(state.issued.drain(..at)),
             None => {
+                // Written by something else since: nothing held of the model holds.
                 state = ResolverState::default();
                 state.issued.push_back(stored_token.clone());
+                if let Some(views) = &self.views {
+                    views.clear(stored_token.clone());
+                }
             }
         }
         let now = (self.clock)();
@@ -471,14 +487,21 @@ impl Projection for IdentityResolver {
         );
         queries::write_rules(tx, &prepared.rules).await?;
         write_token(tx, &prepared.token).await?;
-        if let Some(audiences) = &self.audiences {
-            write::stage_in_audiences(
-                audiences,
-                &prepared.token,
-                prepared.based_on.as_deref(),
-                &prepared.model,
-                &prepared.stages,
-            );
+        let in_memory = self.audiences.as_ref().is_some_and(|a| a.has_slots());
+        if in_memory || self.views.is_some() {
+            let touched = write::touched(&prepared.model, &prepared.stages);
+            if let Some(views) = &self.views {
+                views.writing(&prepared.token, touched.iter());
+            }
+            if let Some(audiences) = self.audiences.as_ref().filter(|_| in_memory) {
+                write::stage_in_audiences(
+                    audiences,
+                    &prepared.token,
+                    prepared.based_on.as_deref(),
+                    touched,
+                    &prepared.stages,
+                );
+            }
         }
         Ok(())
     }
@@ -503,6 +526,15 @@ impl Projection for IdentityResolver {
 
     fn forget(&self) {
         *self.state.lock().expect("resolver state lock") = ResolverState::default();
+        if let Some(views) = &self.views {
+            views.clear(None);
+        }
+    }
+
+    fn ended(&self) {
+        if let Some(views) = &self.views {
+            views.ended();
+        }
     }
 
     #[tracing::instrument(name = "resolver.write", skip_all, fields(batches = group.len()))]

@@ -25,10 +25,7 @@ pub(super) fn new_token() -> String {
 }
 
 pub(super) async fn stored_token(store: &Store) -> Result<Option<String>, ProjectionError> {
-    Ok(query(sql::TOKEN)
-        .bind(IdentityResolver::NAME)
-        .scalar_optional(store.reader())
-        .await?)
+    crate::projection::resolver_token(store).await
 }
 
 /// Makes every resolver reload its in-memory state before its next batch (after the model was written by

@@ -125,12 +125,24 @@ pub(super) fn stage_in_audiences(
     audiences: &Audiences,
     token: &str,
     based_on: Option<&str>,
-    model: &ModelWrites,
+    profiles: Vec<ProfileKey>,
     stages: &StageWrites,
 ) {
     if !audiences.has_slots() {
         return;
     }
+    let redefined = stages
+        .catalog
+        .definitions
+        .iter()
+        .map(|d| d.workspace.clone())
+        .collect();
+    audiences.stage(token, based_on, profiles, redefined);
+}
+
+/// Every profile one batch writes something of: its state (or its removal, merged away), its tags, its
+/// memberships or its spend.
+pub(super) fn touched(model: &ModelWrites, stages: &StageWrites) -> Vec<ProfileKey> {
     let mut profiles: Vec<ProfileKey> = model
         .docs
         .iter()
@@ -151,13 +163,7 @@ pub(super) fn stage_in_audiences(
     for (w, p, _) in &stages.derived.spend {
         named(w, p);
     }
-    let redefined = stages
-        .catalog
-        .definitions
-        .iter()
-        .map(|d| d.workspace.clone())
-        .collect();
-    audiences.stage(token, based_on, profiles, redefined);
+    profiles
 }
 
 #[cfg(test)]

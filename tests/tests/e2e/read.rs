@@ -5,7 +5,7 @@
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{on_each_backend, spawn_app, Auth, ADMIN_TOKEN};
+use crate::helpers::{eventually, on_each_backend, spawn_app, workspace_id, Auth, ADMIN_TOKEN};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_profile_answers_by_every_identifier_and_by_id() {
@@ -316,6 +316,115 @@ async fn recent_events_are_the_fifty_newest_with_ties_cut_by_message_id() {
         let mut expected: Vec<String> = (15..60).rev().map(|m| format!("m-new-{m:02}")).collect();
         expected.extend((5..10).rev().map(|t| format!("m-tie-{t:02}")));
         assert_eq!(recent, expected);
+    })
+    .await;
+}
+
+/// The view answered from memory (`ViewCache`) is the committed model's: a read again is a hit, an event
+/// of the profile is seen by the next read once resolved, a tag set by an operator too, and a write of the
+/// model by another writer than this process's resolver (here an erasure run straight on the store,
+/// as `cdp` on another machine would) empties it, so the profile is no longer answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_answered_from_memory_follows_every_write_of_the_model() {
+    on_each_backend("profile_view_cache", |backend| async move {
+        let app = spawn_app(backend).await;
+        let identify = |plan: &str, message_id: &str| {
+            json!({"type": "identify", "userId": "u-cached", "messageId": message_id,
+                   "timestamp": "2025-03-01T10:00:00Z", "traits": {"plan": plan}})
+        };
+        let (status, body) = app
+            .post(
+                "/v1/batch",
+                &json!({"batch": [identify("silver", "m-c-1")]}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let profile = app
+            .profile_when("user_id", "u-cached", |p| {
+                p["traits"]["plan"]["value"] == "silver"
+            })
+            .await;
+        let id = profile["profile_id"].as_str().unwrap().to_owned();
+        let path = format!("/v1/profiles/{id}");
+
+        let (before, _) = app.state.views.hits_and_misses();
+        for _ in 0..3 {
+            let (status, body) = app.get_as(&path, Auth::Bearer(ADMIN_TOKEN)).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            assert_eq!(body["traits"]["plan"]["value"], "silver", "{body}");
+        }
+        let (after, _) = app.state.views.hits_and_misses();
+        assert!(
+            after >= before + 2,
+            "read again from memory: {before} → {after} hits"
+        );
+
+        // A newer event of the profile, resolved: the next reads show it (the resolver dropped the view).
+        let (status, body) = app
+            .post(
+                "/v1/batch",
+                &json!({"batch": [{"type": "identify", "userId": "u-cached", "messageId": "m-c-2",
+                        "timestamp": "2025-03-02T10:00:00Z", "traits": {"plan": "gold"}}]}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        eventually("the cached profile shows the newer plan", || async {
+            let (status, body) = app.get_as(&path, Auth::Bearer(ADMIN_TOKEN)).await;
+            match (status, body["traits"]["plan"]["value"].as_str()) {
+                (StatusCode::OK, Some("gold")) => Ok(body),
+                _ => Err(format!("{status} {body}")),
+            }
+        })
+        .await;
+        // Twice the same answer: the view put back after the change is the new one.
+        for _ in 0..2 {
+            let (_, body) = app.get_as(&path, Auth::Bearer(ADMIN_TOKEN)).await;
+            assert_eq!(body["traits"]["plan"]["value"], "gold", "{body}");
+            assert_eq!(body["event_counts"]["total"], 2, "{body}");
+        }
+
+        // A manual tag (an operator command the resolver applies): the answer after the command's has it.
+        let (status, body) = app
+            .put_as(
+                "/v1/tags/vip",
+                &json!({"type": "manual"}),
+                Auth::Bearer(ADMIN_TOKEN),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (status, body) = app
+            .post_as(
+                &format!("/v1/profiles/{id}/tags/vip"),
+                Auth::Bearer(ADMIN_TOKEN),
+                &json!({"value": true}),
+            )
+            .await;
+        assert!(status.is_success(), "{status} {body}");
+        let (_, body) = app.get_as(&path, Auth::Bearer(ADMIN_TOKEN)).await;
+        assert_eq!(body["tags"]["vip"]["value"], true, "{body}");
+
+        // Another writer of the model: the watcher (or the resolver, finding its token moved) empties the
+        // cache, and the erased profile is answered no more.
+        let profile_id = cdp_domain::identity::ProfileId::parse(&id).unwrap();
+        cdp_projections::erasure::erase(
+            &app.state.store,
+            &workspace_id(),
+            &profile_id,
+            "test",
+            chrono::Utc::now(),
+        )
+        .await
+        .expect("the erasure runs")
+        .expect("the profile is there to erase");
+        eventually("the erased profile is no longer answered", || async {
+            let (status, body) = app.get_as(&path, Auth::Bearer(ADMIN_TOKEN)).await;
+            if status == StatusCode::NOT_FOUND {
+                Ok(())
+            } else {
+                Err(format!("{status} {body}"))
+            }
+        })
+        .await;
     })
     .await;
 }
