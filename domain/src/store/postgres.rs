@@ -2,7 +2,7 @@
 //! commit order by (writing transaction id, sequence) below the oldest running transaction that may
 //! append (read-model writers marked by this process never do). What is PostgreSQL's own lives here:
 //! connecting (and a rebuild's shadow on a `search_path`), the append (subject keys made in a statement
-//! of their own, then one insert that checks the cached keys alive), `read_after` with its
+//! of their own, then one insert that checks no key was destroyed since they were read), `read_after` with its
 //! transaction-id horizon, the model-writer marks it reads past, and telling an outage from a full
 //! server. The log's other operations are the same on both backends (`super::common`).
 
@@ -141,7 +141,8 @@ fn refuses_connections(e: &sqlx::Error) -> bool {
 /// The log's operations that differ from SQLite's (`Store`'s `EventStore` runs them).
 impl PostgresStore {
     /// `EventStore::append`: the subjects' keys first (made and committed by a statement of their
-    /// own), then the rows in one `UNNEST` insert, which checks the cached keys alive.
+    /// own), then the rows in one `UNNEST` insert, which checks that no key was destroyed since the
+    /// keys were read.
     pub(super) async fn append(&self, events: &[NewEvent]) -> Result<AppendReport, StoreError> {
         if events.is_empty() {
             return Ok(AppendReport::default());
@@ -150,13 +151,14 @@ impl PostgresStore {
         let wanted = sealing::wanted(events, &subjects);
         // The keys first, outside the append: a new subject's key is committed at once, so a concurrent
         // append of the same subject waits for that short insert only, not for this append's rows
-        // and commit. Keys this process had cached are checked alive by the insert itself; when one
-        // was destroyed meanwhile (an erasure), nothing is inserted and the keys are read again.
+        // and commit. The count of key destructions read before the keys were is checked by the insert
+        // itself; when it moved (an erasure), nothing is inserted and the keys are read again.
         let mut trust_cache = true;
         loop {
-            let (keys, cached) = subject_keys(&self.pool, &self.keys, &wanted, trust_cache).await?;
+            let (keys, generation) =
+                subject_keys(&self.pool, &self.keys, &wanted, trust_cache).await?;
             let rows = sealing::rows(events, &subjects, &keys)?;
-            match insert_events(&self.pool, &rows, &cached).await? {
+            match insert_events(&self.pool, &rows, generation).await? {
                 Some(inserted) => {
                     return Ok(AppendReport {
                         inserted,
@@ -215,12 +217,13 @@ impl PostgresStore {
 }
 
 /// Inserts an append's rows in one statement (its own transaction): `None`, inserting nothing, when
-/// a key of `cached` (taken from the process's cache) was destroyed since it was cached; else the rows
-/// inserted (the others were already stored: duplicates).
+/// the count of key destructions is no longer `generation` (a key it seals with may have been destroyed
+/// since it was read; `None`: nothing is sealed); else the rows inserted (the others were already
+/// stored: duplicates).
 async fn insert_events(
     pool: &PgPool,
     rows: &[sealing::EventRow<'_>],
-    cached: &[i64],
+    generation: Option<i64>,
 ) -> Result<Option<u64>, StoreError> {
     let mut workspace = Vec::with_capacity(rows.len());
     let mut message_id = Vec::with_capacity(rows.len());
@@ -251,8 +254,7 @@ async fn insert_events(
     }
     let (dead, inserted): (i64, i64) = sqlx::query_as(
         "WITH dead AS ( \
-           SELECT count(*) AS n FROM UNNEST($13::int8[]) AS c(id) \
-           WHERE NOT EXISTS (SELECT 1 FROM subject_keys k WHERE k.id = c.id AND k.key IS NOT NULL)), \
+           SELECT count(*) AS n FROM shred_generation WHERE $13::int8 IS NOT NULL AND n <> $13), \
          stored AS ( \
            INSERT INTO events (workspace, message_id, kind, name, user_id, anonymous_id, \
              event_time, received_at, payload, format, key_id, sealed) \
@@ -274,7 +276,7 @@ async fn insert_events(
     .bind(&format)
     .bind(&key_id)
     .bind(&sealed)
-    .bind(cached)
+    .bind(generation)
     .fetch_one(pool)
     .await?;
     Ok((dead == 0).then_some(inserted as u64))
@@ -287,23 +289,36 @@ async fn insert_events(
 /// same write-ahead log, flushes it too, so an event is never durable without its key. A key whose append
 /// then fails stays, unused: it names no one (the subject is a digest) and seals nothing.
 ///
-/// The key of each subject of `all`, and the ids of those taken from `cache` (unchecked: the insert
-/// checks them alive); `trust_cache: false` reads every one from the database.
+/// The key of each subject of `all`, and the count of key destructions read before any of them was
+/// (the cache's, when it has the keys; read now otherwise; `None` when `all` is empty);
+/// `trust_cache: false` reads every key from the database.
 async fn subject_keys(
     pool: &PgPool,
     cache: &KeyCache,
     all: &[(String, String)],
     trust_cache: bool,
-) -> Result<(HashMap<String, SubjectKey>, Vec<i64>), StoreError> {
-    let (cached, wanted) = if trust_cache {
+) -> Result<(HashMap<String, SubjectKey>, Option<i64>), StoreError> {
+    if all.is_empty() {
+        // Nothing to seal: no key, no count to check.
+        return Ok((HashMap::new(), None));
+    }
+    let (mut keys, wanted, generation) = if trust_cache {
         cache.split(all)
     } else {
-        (HashMap::new(), all.to_vec())
+        (HashMap::new(), all.to_vec(), None)
     };
-    let cached_ids: Vec<i64> = cached.values().map(|(id, _)| *id).collect();
-    let mut keys = cached;
+    let generation = match generation {
+        Some(g) => g,
+        None => {
+            // Nothing cached: every key is read after this count.
+            keys.clear();
+            sqlx::query_scalar(sealing::GENERATION)
+                .fetch_one(pool)
+                .await?
+        }
+    };
     if wanted.is_empty() {
-        return Ok((keys, cached_ids));
+        return Ok((keys, Some(generation)));
     }
     let wanted = &wanted[..];
     let workspaces: Vec<&str> = wanted.iter().map(|(w, _)| w.as_str()).collect();
@@ -342,8 +357,8 @@ async fn subject_keys(
         .await?;
         keys.extend(found.into_iter().map(|(s, id, k)| (s, (id, k))));
     }
-    cache.remember(&keys);
-    Ok((keys, cached_ids))
+    cache.remember(&keys, generation);
+    Ok((keys, Some(generation)))
 }
 
 #[cfg(test)]

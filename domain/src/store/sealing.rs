@@ -135,44 +135,109 @@ pub(crate) fn open(
     Ok(())
 }
 
-/// The subject keys this process used lately, so that an append asks the database only whether they
-/// are all still alive (one row) instead of reading each back. Bounded: cleared when full, and when a key
-/// it holds turns out destroyed (an erasure).
+/// The subject keys this process used lately, with the count of key destructions
+/// (`shred_generation`) read before they were: while the count is the same, none of them was destroyed,
+/// so an append checks one number instead of reading each key back. Bounded: cleared when full, and
+/// when the count moved (an erasure).
 #[derive(Debug, Clone, Default)]
-pub(crate) struct KeyCache(std::sync::Arc<std::sync::Mutex<HashMap<String, SubjectKey>>>);
+pub(crate) struct KeyCache(std::sync::Arc<std::sync::Mutex<CachedKeys>>);
+
+#[derive(Debug, Default)]
+pub(crate) struct CachedKeys {
+    keys: HashMap<String, SubjectKey>,
+    /// The count of key destructions read before any of `keys` was (`None`: nothing cached).
+    generation: Option<i64>,
+}
 
 /// Keys a cache holds at most before it starts over.
 const CACHED_KEYS: usize = 200_000;
 
+/// The statement reading the count of key destructions.
+pub(crate) const GENERATION: &str = "SELECT n FROM shred_generation";
+
 impl KeyCache {
-    /// The cached keys among `wanted`, and the subjects it lacks.
+    /// The cached keys among `wanted`, the subjects it lacks, and the count of key destructions the
+    /// cached keys were alive at (`None`: it holds none).
     pub(crate) fn split(
         &self,
         wanted: &[(String, String)],
-    ) -> (HashMap<String, SubjectKey>, Vec<(String, String)>) {
+    ) -> (
+        HashMap<String, SubjectKey>,
+        Vec<(String, String)>,
+        Option<i64>,
+    ) {
         let cache = self.0.lock().expect("key cache lock");
         let mut found = HashMap::with_capacity(wanted.len());
         let mut missing = Vec::new();
         for w in wanted {
-            match cache.get(&w.1) {
+            match cache.keys.get(&w.1) {
                 Some(k) => {
                     found.insert(w.1.clone(), k.clone());
                 }
                 None => missing.push(w.clone()),
             }
         }
-        (found, missing)
+        (found, missing, cache.generation)
     }
 
-    pub(crate) fn remember(&self, keys: &HashMap<String, SubjectKey>) {
+    /// Keeps `keys`, read or made after the count of key destructions read `generation`; what it held
+    /// at another count is dropped.
+    pub(crate) fn remember(&self, keys: &HashMap<String, SubjectKey>, generation: i64) {
         let mut cache = self.0.lock().expect("key cache lock");
-        if cache.len() + keys.len() > CACHED_KEYS {
-            cache.clear();
+        if cache.generation != Some(generation) || cache.keys.len() + keys.len() > CACHED_KEYS {
+            cache.keys.clear();
+            cache.generation = Some(generation);
         }
-        cache.extend(keys.iter().map(|(s, k)| (s.clone(), k.clone())));
+        cache
+            .keys
+            .extend(keys.iter().map(|(s, k)| (s.clone(), k.clone())));
     }
 
     pub(crate) fn forget(&self) {
-        self.0.lock().expect("key cache lock").clear();
+        let mut cache = self.0.lock().expect("key cache lock");
+        cache.keys.clear();
+        cache.generation = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(subjects: &[&str]) -> HashMap<String, SubjectKey> {
+        subjects
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.to_string(), (i as i64, vec![i as u8; KEY_LEN])))
+            .collect()
+    }
+
+    fn wanted(subjects: &[&str]) -> Vec<(String, String)> {
+        subjects
+            .iter()
+            .map(|s| ("w".to_owned(), s.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn cached_keys_hold_only_at_the_count_of_destructions_they_were_read_at() {
+        let cache = KeyCache::default();
+        let (found, missing, at) = cache.split(&wanted(&["a"]));
+        assert!(found.is_empty() && at.is_none(), "nothing cached yet");
+        assert_eq!(missing.len(), 1);
+
+        cache.remember(&keys(&["a", "b"]), 7);
+        let (found, missing, at) = cache.split(&wanted(&["a", "b", "c"]));
+        assert_eq!((found.len(), missing.len(), at), (2, 1, Some(7)));
+
+        // Keys read after another destruction replace all of those read before it.
+        cache.remember(&keys(&["c"]), 8);
+        let (found, _, at) = cache.split(&wanted(&["a", "b", "c"]));
+        assert_eq!(found.keys().collect::<Vec<_>>(), ["c"]);
+        assert_eq!(at, Some(8));
+
+        cache.forget();
+        let (found, _, at) = cache.split(&wanted(&["c"]));
+        assert!(found.is_empty() && at.is_none(), "forgotten");
     }
 }

@@ -151,7 +151,8 @@ async fn attach_live(conn: &mut sqlx::SqliteConnection, live: String) -> Result<
 /// The log's operations that differ from PostgreSQL's (`Store`'s `EventStore` runs them).
 impl SqliteStore {
     /// `EventStore::append`: in one `BEGIN IMMEDIATE` transaction of the only writer, the subjects'
-    /// keys (cached ones checked alive, missing ones made), then the rows, 1,000 a statement.
+    /// keys (cached ones kept while no key was destroyed since, missing ones made), then the rows, 1,000
+    /// a statement.
     pub(super) async fn append(&self, events: &[NewEvent]) -> Result<AppendReport, StoreError> {
         if events.is_empty() {
             return Ok(AppendReport::default());
@@ -215,28 +216,19 @@ async fn subject_keys(
     cache: &KeyCache,
     wanted: &[(String, String)],
 ) -> Result<HashMap<String, SubjectKey>, StoreError> {
-    let (mut keys, mut missing) = cache.split(wanted);
-    if !keys.is_empty() {
-        // Still alive, all of them? (An erasure destroys keys; then look everything up again.)
-        let ids: Vec<i64> = keys.values().map(|(id, _)| *id).collect();
-        let mut n = 0;
-        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-            let mut alive: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "SELECT count(*) FROM subject_keys WHERE key IS NOT NULL AND id IN (",
-            );
-            let mut list = alive.separated(", ");
-            for id in chunk {
-                list.push_bind(*id);
-            }
-            alive.push(")");
-            let alive: i64 = alive.build_query_scalar().fetch_one(&mut **tx).await?;
-            n += alive;
-        }
-        if n != ids.len() as i64 {
-            cache.forget();
-            keys.clear();
-            missing = wanted.to_vec();
-        }
+    if wanted.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let (mut keys, mut missing, cached_at) = cache.split(wanted);
+    // The cached keys are all alive while no key was destroyed since they were read (an erasure moves
+    // the count); otherwise everything is looked up again.
+    let generation: i64 = sqlx::query_scalar(sealing::GENERATION)
+        .fetch_one(&mut **tx)
+        .await?;
+    if cached_at != Some(generation) {
+        cache.forget();
+        keys.clear();
+        missing = wanted.to_vec();
     }
     for chunk in missing.chunks(ROWS_PER_STATEMENT) {
         let mut select: QueryBuilder<Sqlite> = QueryBuilder::new(
@@ -271,6 +263,6 @@ async fn subject_keys(
             insert.build_query_as().fetch_all(&mut **tx).await?;
         keys.extend(made.into_iter().map(|(s, id, k)| (s, (id, k))));
     }
-    cache.remember(&keys);
+    cache.remember(&keys, generation);
     Ok(keys)
 }
