@@ -149,6 +149,14 @@ pub(crate) struct CachedKeys {
     generation: Option<i64>,
 }
 
+/// What a [`KeyCache`] holds of the subjects an append wants: the keys it has, the (workspace, subject)
+/// pairs it lacks, and the count of key destructions its keys were alive at (`None`: it holds none).
+pub(crate) type Split = (
+    HashMap<String, SubjectKey>,
+    Vec<(String, String)>,
+    Option<i64>,
+);
+
 /// Keys a cache holds at most before it starts over.
 const CACHED_KEYS: usize = 200_000;
 
