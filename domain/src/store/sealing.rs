@@ -166,14 +166,7 @@ pub(crate) const GENERATION: &str = "SELECT n FROM shred_generation";
 impl KeyCache {
     /// The cached keys among `wanted`, the subjects it lacks, and the count of key destructions the
     /// cached keys were alive at (`None`: it holds none).
-    pub(crate) fn split(
-        &self,
-        wanted: &[(String, String)],
-    ) -> (
-        HashMap<String, SubjectKey>,
-        Vec<(String, String)>,
-        Option<i64>,
-    ) {
+    pub(crate) fn split(&self, wanted: &[(String, String)]) -> Split {
         let cache = self.0.lock().expect("key cache lock");
         let mut found = HashMap::with_capacity(wanted.len());
         let mut missing = Vec::new();
