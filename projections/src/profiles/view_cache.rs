@@ -1,26 +1,28 @@
 //! Hot profiles' 360° views held in memory (`ViewCache`), so that reading one again needs no database:
-//! filled by the readers, emptied of what each commit of this process's resolver touches (marked before
-//! the commit, dropped after it), and emptied whole when anything else moved the model (the resolver
-//! finds another writer's token, or [`ViewCache::watch`] reads one).
+//! filled by the readers, emptied of what each commit of this process's resolver touches (dropped and
+//! marked as being written before the commit, unmarked after it), and emptied whole when anything else
+//! moved the model (the resolver finds another writer's token, or [`ViewCache::watch`] reads one).
 //!
 //! What a view holds is the committed model's: a profile's state, its recent events and its stored
 //! tags, all written by the resolver in the transaction that moves its token. So a view cached here
 //! is exact while the stored token is one this cache knows (one this process's resolver wrote, or
 //! the one found when the cache was last emptied), with one rule for the races between a reader
-//! filling the cache and a writer emptying it: every emptying first moves `generation`, and a reader
-//! keeps what it put in only if `generation` did not move since it began its read of the database.
+//! filling the cache and a writer emptying it: a writer marks a profile, then moves `generation`,
+//! then drops its view; a reader looks for the mark after taking `generation`, does not keep what it
+//! read of a marked profile, and keeps a view only if `generation` did not move since it took it. A
+//! view read before a commit is therefore never held after it: either the reader saw the mark, or it
+//! saw `generation` move, or it put the view in before the writer dropped it.
 //! A write of another process (another instance's resolver, `cdp replay`, an erasure run elsewhere)
 //! is seen within [`WATCH_EVERY`]; until then this process may answer with the view before it, as a
 //! read of a replica that lags would.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cdp_domain::ident::WorkspaceId;
 use cdp_domain::store::Store;
-use moka::ops::compute::Op;
 
 use super::{view, ProfileKey, ProfileView};
 use crate::runner::ProjectionError;
@@ -38,14 +40,6 @@ pub const DEFAULT_BYTES: u64 = 256 << 20;
 /// A workspace and a live profile of it.
 type ViewKey = (String, String);
 
-#[derive(Clone)]
-enum Slot {
-    /// A batch being committed changes the profile: read from the database, never cached, until the
-    /// commit has ended.
-    Writing,
-    View(Arc<ProfileView>),
-}
-
 /// Profiles' views in memory; clones share one cache.
 #[derive(Clone)]
 pub struct ViewCache {
@@ -53,13 +47,14 @@ pub struct ViewCache {
 }
 
 struct Inner {
-    views: moka::sync::Cache<ViewKey, Slot>,
-    /// Moves before anything cached is dropped for being possibly stale.
+    views: moka::sync::Cache<ViewKey, Arc<ProfileView>>,
+    /// Moves after profiles are marked as being written and before their views are dropped, and
+    /// before the whole cache is emptied.
     generation: AtomicU64,
     /// The stored tokens at which the cache is exact (newest last).
     known: Mutex<VecDeque<String>>,
-    /// The profiles marked [`Slot::Writing`] by the batches of the commit under way.
-    writing: Mutex<Vec<ViewKey>>,
+    /// The profiles the commit under way writes: read from the database, never kept, until it ended.
+    writing: Mutex<HashSet<ViewKey>>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -75,17 +70,14 @@ impl ViewCache {
     pub fn with_bytes(bytes: u64) -> ViewCache {
         let views = moka::sync::Cache::builder()
             .max_capacity(bytes)
-            .weigher(|_: &ViewKey, slot: &Slot| match slot {
-                Slot::Writing => 64,
-                Slot::View(v) => weight(v),
-            })
+            .weigher(|_: &ViewKey, view: &Arc<ProfileView>| weight(view))
             .build();
         ViewCache {
             inner: Arc::new(Inner {
                 views,
                 generation: AtomicU64::new(0),
                 known: Mutex::new(VecDeque::new()),
-                writing: Mutex::new(Vec::new()),
+                writing: Mutex::new(HashSet::new()),
                 hits: AtomicU64::new(0),
                 misses: AtomicU64::new(0),
             }),
@@ -101,45 +93,29 @@ impl ViewCache {
     ) -> Result<Option<Arc<ProfileView>>, ProjectionError> {
         let inner = &self.inner;
         let key = (workspace.to_string(), profile.to_owned());
-        let held = inner.views.get(&key);
-        if let Some(Slot::View(v)) = &held {
+        if let Some(view) = inner.views.get(&key) {
             inner.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(Some(v.clone()));
+            return Ok(Some(view));
         }
         inner.misses.fetch_add(1, Ordering::Relaxed);
         let began = inner.generation.load(Ordering::SeqCst);
+        let marked = inner
+            .writing
+            .lock()
+            .expect("view cache writes")
+            .contains(&key);
         let Some(found) = view(store, workspace, profile).await? else {
             return Ok(None);
         };
         let found = Arc::new(found);
-        if held.is_none() {
-            self.keep(key, &found, began);
+        if !marked && inner.generation.load(Ordering::SeqCst) == began {
+            inner.views.insert(key.clone(), found.clone());
+            // Moved while it was put in: a writer may have dropped the profile before it was.
+            if inner.generation.load(Ordering::SeqCst) != began {
+                inner.views.invalidate(&key);
+            }
         }
         Ok(Some(found))
-    }
-
-    /// Puts a view read from the database in, unless a commit touching it is under way or anything was
-    /// dropped since the read began (`began`: the generation then); takes it out again if something was
-    /// dropped while it was being put in.
-    fn keep(&self, key: ViewKey, found: &Arc<ProfileView>, began: u64) {
-        let inner = &self.inner;
-        let unmoved = || inner.generation.load(Ordering::SeqCst) == began;
-        // Calls on one key run one at a time: a writer's mark cannot be overwritten.
-        inner
-            .views
-            .entry(key.clone())
-            .and_compute_with(|held| match held {
-                None if unmoved() => Op::Put(Slot::View(found.clone())),
-                _ => Op::Nop,
-            });
-        if !unmoved() {
-            inner.views.entry(key).and_compute_with(|held| match held {
-                Some(e) if matches!(e.value(), Slot::View(v) if Arc::ptr_eq(v, found)) => {
-                    Op::Remove
-                }
-                _ => Op::Nop,
-            });
-        }
     }
 
     /// The resolver is about to commit a batch storing `token` and changing `profiles`: they are read
@@ -152,32 +128,26 @@ impl ViewCache {
             known.pop_front();
         }
         drop(known);
-        let mut writing = inner.writing.lock().expect("view cache writes");
-        for (w, p) in profiles {
-            let key = (w.clone(), p.to_string());
-            inner
-                .views
-                .entry(key.clone())
-                .and_compute_with(|_| Op::Put(Slot::Writing));
-            writing.push(key);
+        let keys: Vec<ViewKey> = profiles.map(|(w, p)| (w.clone(), p.to_string())).collect();
+        inner
+            .writing
+            .lock()
+            .expect("view cache writes")
+            .extend(keys.iter().cloned());
+        inner.generation.fetch_add(1, Ordering::SeqCst);
+        for key in &keys {
+            inner.views.invalidate(key);
         }
     }
 
     /// The commit of the batches marked by [`ViewCache::writing`] ended (committed or not): their
-    /// profiles' views are dropped, to be read again.
+    /// profiles may be kept again, as read from now on.
     pub(crate) fn ended(&self) {
-        let inner = &self.inner;
-        let touched = std::mem::take(&mut *inner.writing.lock().expect("view cache writes"));
-        if touched.is_empty() {
-            return;
-        }
-        inner.generation.fetch_add(1, Ordering::SeqCst);
-        for key in touched {
-            inner.views.entry(key).and_compute_with(|held| match held {
-                Some(_) => Op::Remove,
-                None => Op::Nop,
-            });
-        }
+        self.inner
+            .writing
+            .lock()
+            .expect("view cache writes")
+            .clear();
     }
 
     /// Drops every view: the model was written by something else (an erasure, a rebuild's switch,
