@@ -71,6 +71,11 @@ impl Growth {
         Some(Growth(()))
     }
 
+    /// Bytes allocated less bytes freed since it began (now, not the peak).
+    pub fn now(&self) -> i64 {
+        NET.load(Ordering::Relaxed)
+    }
+
     /// The peak growth so far, in bytes.
     pub fn peak(&self) -> u64 {
         PEAK.load(Ordering::Relaxed).max(0) as u64

@@ -93,6 +93,10 @@ struct Measured {
     /// Each profile read once, in random order, at the paced rate, with the service's views emptied
     /// first: every read goes to the database.
     cold: Timed,
+    /// After the cold phase: the views held, the bytes the cache's weigher counts for them, and how far
+    /// the heap grew meanwhile (the views with the cache's own structures; `None` without the
+    /// counting allocator).
+    views_held: (u64, u64, Option<i64>),
     /// The share of the closed loop's and of the paced phase's reads the service answered from its
     /// profiles' views in memory (`ViewCache`), not from the database.
     from_memory: (f64, f64),
@@ -189,7 +193,8 @@ pub async fn run(backend: &Backend, workload: &Workload, reads: &Reads) -> anyho
          {paced_rate} requests/s answered, p50 {pp50:.2} ms, p99 {pp99:.2} ms. Answered from the \
          profiles' views in memory: {closed_memory:.0} % of the closed loop's reads, {paced_memory:.0} % \
          of the paced ones; each profile read once at that rate with none in memory: p50 {cp50:.2} ms, \
-         p99 {cp99:.2} ms. The resolver applied all {events} events {resolved_s:.2} s after the first \
+         p99 {cp99:.2} ms; then {views_held} views held, weighed at {weighed} bytes each by the cache's \
+         bound, the heap {heap_growth}. The resolver applied all {events} events {resolved_s:.2} s after the first \
          ingest request = {resolve_rate} events/s (ingestion: last 200 after {ingest_s:.2} s = \
          {ingest_rate} events/s, resolver at {at_200} then). Verified: every event stored and applied, \
          {profiles} identified customers each on a profile of its own ({checked} with exactly the events \
@@ -211,6 +216,15 @@ pub async fn run(backend: &Backend, workload: &Workload, reads: &Reads) -> anyho
         pp99 = ms(paced.p99),
         cp50 = ms(cold.p50),
         cp99 = ms(cold.p99),
+        views_held = thousands(m.views_held.0),
+        weighed = thousands(m.views_held.1 / m.views_held.0.max(1)),
+        heap_growth = match m.views_held.2 {
+            Some(bytes) => format!(
+                "grew {} bytes a view meanwhile",
+                thousands((bytes.max(0) as u64) / m.views_held.0.max(1))
+            ),
+            None => "not counted".to_owned(),
+        },
         closed_memory = m.from_memory.0 * 100.0,
         paced_memory = m.from_memory.1 * 100.0,
         events = thousands(events),
@@ -420,15 +434,21 @@ async fn measure(
                 done.context("a warm-up read failed")??;
             }
             state.views.clear(None);
+            state.views.held();
+            let growth = crate::heap::Growth::open();
             let ids = ids.clone();
-            at_rate(order.len(), rate, move |i| {
+            let cold = at_rate(order.len(), rate, move |i| {
                 let id = ids[order[i]].clone();
                 let (client, base, token) = (client.clone(), base.clone(), token.clone());
                 async move { read_profile(&client, &base, &token, &id).await.map(|_| ()) }
             })
             .await
-            .context("reading profiles not held in memory at a fixed rate failed")?
+            .context("reading profiles not held in memory at a fixed rate failed")?;
+            let (views, weighed) = state.views.held();
+            let heap = growth.as_ref().map(crate::heap::Growth::now);
+            (cold, (views, weighed, heap))
         };
+        let (cold, views_held) = cold;
         let share = |(h0, m0): (u64, u64), (h1, m1): (u64, u64)| {
             (h1 - h0) as f64 / ((h1 - h0) + (m1 - m0)).max(1) as f64
         };
@@ -448,6 +468,7 @@ async fn measure(
             reference,
             paced,
             cold,
+            views_held,
             from_memory,
         })
     }

@@ -190,6 +190,16 @@ impl ViewCache {
         }
     }
 
+    /// The views held now and their weight (the bytes [`weight`] estimates, which the bound applies to),
+    /// after the cache's pending evictions ran.
+    pub fn held(&self) -> (u64, u64) {
+        self.inner.views.run_pending_tasks();
+        (
+            self.inner.views.entry_count(),
+            self.inner.views.weighted_size(),
+        )
+    }
+
     /// Reads answered from memory and from the database since the start.
     pub fn hits_and_misses(&self) -> (u64, u64) {
         (
