@@ -149,40 +149,23 @@ pub async fn run(backend: &Backend, workload: &Workload, reads: &Reads) -> anyho
         reference_rate: None,
     };
     let reads = requests as u64;
-    let read = Row {
-        scenario: NAME,
-        backend: backend.name(),
-        count: reads,
-        unit: "requests",
-        seconds: m.http.elapsed.as_secs_f64(),
-        rate: reads as f64 / m.http.elapsed.as_secs_f64(),
-        p50: quantile(&m.http.latencies, 0.50),
-        p99: quantile(&m.http.latencies, 0.99),
-        reference_rate: Some(reads as f64 / m.reference.elapsed.as_secs_f64()),
+    let timed = |scenario: &'static str, t: &Timed, reference: Option<&Timed>| {
+        let count = t.latencies.len() as u64;
+        Row {
+            scenario,
+            backend: backend.name(),
+            count,
+            unit: "requests",
+            seconds: t.elapsed.as_secs_f64(),
+            rate: count as f64 / t.elapsed.as_secs_f64(),
+            p50: quantile(&t.latencies, 0.50),
+            p99: quantile(&t.latencies, 0.99),
+            reference_rate: reference.map(|r| count as f64 / r.elapsed.as_secs_f64()),
+        }
     };
-    let paced = Row {
-        scenario: PACED,
-        backend: backend.name(),
-        count: reads,
-        unit: "requests",
-        seconds: m.paced.elapsed.as_secs_f64(),
-        rate: reads as f64 / m.paced.elapsed.as_secs_f64(),
-        p50: quantile(&m.paced.latencies, 0.50),
-        p99: quantile(&m.paced.latencies, 0.99),
-        reference_rate: None,
-    };
-    let cold_reads = m.cold.latencies.len() as u64;
-    let cold = Row {
-        scenario: COLD,
-        backend: backend.name(),
-        count: cold_reads,
-        unit: "requests",
-        seconds: m.cold.elapsed.as_secs_f64(),
-        rate: cold_reads as f64 / m.cold.elapsed.as_secs_f64(),
-        p50: quantile(&m.cold.latencies, 0.50),
-        p99: quantile(&m.cold.latencies, 0.99),
-        reference_rate: None,
-    };
+    let read = timed(NAME, &m.http, Some(&m.reference));
+    let paced = timed(PACED, &m.paced, None);
+    let cold = timed(COLD, &m.cold, None);
     let ms = |d: Option<Duration>| d.unwrap_or_default().as_secs_f64() * 1000.0;
     let summary = format!(
         "{NAME} on {backend}: {reads} GET /v1/profiles/{{id}} on random profiles (of {profiles}) in \
