@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use cdp_domain::event::{from_millis, StoredEvent};
@@ -11,7 +12,7 @@ use cdp_domain::ident::Phone;
 use cdp_domain::ident::WorkspaceId;
 use cdp_domain::identity::IdentityEvent;
 use cdp_domain::message::rfc3339;
-use cdp_domain::profile::{channel_of, ProfileDoc};
+use cdp_domain::profile::channel_of;
 use cdp_domain::store::EventStore;
 use cdp_domain::workspace::Scope;
 use cdp_projections::identity::{self, DecisionRow};
@@ -50,7 +51,7 @@ async fn lookup(
     State(state): State<Arc<AppState>>,
     principal: Principal,
     Query(q): Query<LookupQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     principal.require(Scope::Read)?;
     let (holder, id_type, value) = holder_of(&state, &principal.workspace, q).await?;
     let view = state
@@ -58,9 +59,17 @@ async fn lookup(
         .view(&state.store, &principal.workspace, &holder)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no profile has {id_type} {value:?}")))?;
-    let mut body = profile_body(&state, &principal.workspace, &holder, &holder, &view).await?;
-    body["matched"] = json!({"type": id_type, "value": value});
-    Ok(Json(body))
+    let mut matched = serde_json::Map::new();
+    matched.insert("matched".into(), json!({"type": id_type, "value": value}));
+    profile_body(
+        &state,
+        &principal.workspace,
+        &holder,
+        &holder,
+        &view,
+        matched,
+    )
+    .await
 }
 
 /// The profile holding the identifier `?type=&value=` names (the value normalised as ingestion does):
@@ -112,27 +121,15 @@ pub(crate) async fn holder_of(
     Ok((holder, id_type, value))
 }
 
-/// The profile document with its id; `requested_id` differs when the id asked for was merged away.
-fn profile_json(
-    survivor: &str,
-    requested: &str,
-    doc: &ProfileDoc,
-    recent: &[cdp_domain::profile::EventSummary],
-    policy: &cdp_domain::consent::ConsentPolicy,
-) -> Value {
-    let mut body = view::profile_view(doc, recent);
-    mark_invalid_traits(&mut body["traits"]);
-    body["profile_id"] = json!(survivor);
-    body["requested_id"] = json!(requested);
-    body["merged_away"] = json!(survivor != requested);
-    body["consent"] = json!(doc.consent.view());
-    let reachable = doc
-        .consent
-        .reachable_by(cdp_domain::consent::DEFAULT_PURPOSE, policy);
-    let (channels, by) = crate::consent::reachable_json(&reachable);
-    body["reachable"] = channels;
-    body["reachable_by"] = by;
-    body
+/// The part of a profile's body that depends on its view alone (identifiers, traits, counts, recent
+/// events, consent), as JSON object text: made once per view, which a view held in memory keeps.
+fn fixed_part(view: &profiles::ProfileView) -> &str {
+    view.rendered.get_or_init(|| {
+        let mut body = view::profile_view(&view.doc, &view.recent);
+        mark_invalid_traits(&mut body["traits"]);
+        body["consent"] = json!(view.doc.consent.view());
+        body.to_string()
+    })
 }
 
 /// A trait whose value ingestion kept as an invalid identifier (`{"value", "invalid"}`, a phone "N/A")
@@ -164,7 +161,7 @@ async fn profile(
     State(state): State<Arc<AppState>>,
     principal: Principal,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     principal.require(Scope::Read)?;
     // A live profile in one read; a merged-away one through its survivor.
     let ws = &principal.workspace;
@@ -180,26 +177,57 @@ async fn profile(
             (survivor, view)
         }
     };
-    Ok(Json(profile_body(&state, ws, &survivor, &id, &view).await?))
+    profile_body(&state, ws, &survivor, &id, &view, serde_json::Map::new()).await
 }
 
-/// The 360° view's body: the profile, its computed traits and its tags.
+/// The 360° view's body: the profile's fixed part ([`fixed_part`]) and what is worked out per read —
+/// its id, reachability under the consent policy in force, its computed traits at the read's time and
+/// its tags — with `more` fields, as JSON text. `requested_id` differs when the id asked for was merged
+/// away.
 async fn profile_body(
     state: &AppState,
     workspace: &WorkspaceId,
     profile: &str,
     requested: &str,
     view: &profiles::ProfileView,
-) -> Result<Value, ApiError> {
+    more: serde_json::Map<String, Value>,
+) -> Result<axum::response::Response, ApiError> {
     // Reachable under the consent policy in force, as segments and exports read it.
     let catalog = state.catalog(workspace).await?;
-    let policy = &catalog.consent.policy;
-    let mut body = profile_json(profile, requested, &view.doc, &view.recent, policy);
+    let reachable = view.doc.consent.reachable_by(
+        cdp_domain::consent::DEFAULT_PURPOSE,
+        &catalog.consent.policy,
+    );
+    let (channels, by) = crate::consent::reachable_json(&reachable);
     let (computed, tags) =
         crate::catalog::profile_sections(state, workspace, &view.doc, &view.tags).await?;
-    body["computed_traits"] = computed;
-    body["tags"] = tags;
-    Ok(body)
+    let mut read = more;
+    read.insert("profile_id".into(), json!(profile));
+    read.insert("requested_id".into(), json!(requested));
+    read.insert("merged_away".into(), json!(profile != requested));
+    read.insert("reachable".into(), channels);
+    read.insert("reachable_by".into(), by);
+    read.insert("computed_traits".into(), computed);
+    read.insert("tags".into(), tags);
+    let body = join_objects(fixed_part(view), &Value::Object(read).to_string());
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
+}
+
+/// Two JSON objects' texts with no key in common as one object's.
+fn join_objects(first: &str, second: &str) -> String {
+    let head = first.trim_end().strip_suffix('}').unwrap_or(first);
+    let tail = second.trim_start().strip_prefix('{').unwrap_or(second);
+    let mut joined = String::with_capacity(head.len() + tail.len() + 1);
+    joined.push_str(head);
+    if head.trim_end() != "{" && tail.trim_start() != "}" {
+        joined.push(',');
+    }
+    joined.push_str(tail);
+    joined
 }
 
 #[derive(Deserialize)]
@@ -389,4 +417,23 @@ async fn identity_rules(
     Ok(Json(
         serde_json::to_value(rules).map_err(ApiError::internal)?,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::join_objects;
+    use serde_json::json;
+
+    #[test]
+    fn two_objects_join_as_one() {
+        let joined = join_objects(r#"{"a":1,"b":[1,{"c":"}"}]}"#, r#"{"d":null}"#);
+        let value: serde_json::Value = serde_json::from_str(&joined).expect("one object");
+        assert_eq!(value, json!({"a": 1, "b": [1, {"c": "}"}], "d": null}));
+        let value: serde_json::Value =
+            serde_json::from_str(&join_objects("{}", r#"{"d":1}"#)).expect("one object");
+        assert_eq!(value, json!({"d": 1}));
+        let value: serde_json::Value =
+            serde_json::from_str(&join_objects(r#"{"a":1}"#, "{}")).expect("one object");
+        assert_eq!(value, json!({"a": 1}));
+    }
 }

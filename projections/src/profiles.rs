@@ -266,11 +266,21 @@ fn summaries_newest_first(rows: Vec<SummaryRow>) -> Result<Vec<EventSummary>, Pr
 
 /// A live profile as its 360° view reads it: the document, the most recent events (as
 /// [`recent_events`]) and the stored tags, all of one snapshot.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct ProfileView {
     pub doc: ProfileDoc,
     pub recent: Vec<EventSummary>,
     pub tags: Vec<crate::catalog::ProfileTag>,
+    /// What a reader made of the view that depends on nothing else (the API's JSON of the document and
+    /// its events), made once however often a view held in memory is read.
+    pub rendered: std::sync::OnceLock<String>,
+}
+
+impl PartialEq for ProfileView {
+    /// The same profile, events and tags (what was made of them aside).
+    fn eq(&self, other: &Self) -> bool {
+        self.doc == other.doc && self.recent == other.recent && self.tags == other.tags
+    }
 }
 
 /// One row of [`view`]'s statement: which part it is of (0 the profile, 1 an event, 2 a tag), then
@@ -304,7 +314,12 @@ pub async fn view(
             .await?
             .remove(profile)
             .unwrap_or_default();
-        return Ok(Some(ProfileView { doc, recent, tags }));
+        return Ok(Some(ProfileView {
+            doc,
+            recent,
+            tags,
+            rendered: Default::default(),
+        }));
     }
     let rows: Vec<ViewRow> = verbatim(sql::VIEW_POSTGRES)
         .bind(workspace.as_str())
@@ -349,6 +364,7 @@ pub async fn view(
         doc,
         recent: summaries_newest_first(summaries)?,
         tags,
+        rendered: Default::default(),
     }))
 }
 
