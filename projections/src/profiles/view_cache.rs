@@ -48,6 +48,8 @@ pub struct ViewCache {
 
 struct Inner {
     views: moka::sync::Cache<ViewKey, Arc<ProfileView>>,
+    /// Whether anything is held at all (a bound of 0 bytes holds nothing).
+    holds: bool,
     /// Moves after profiles are marked as being written and before their views are dropped, and
     /// before the whole cache is emptied.
     generation: AtomicU64,
@@ -75,6 +77,7 @@ impl ViewCache {
         ViewCache {
             inner: Arc::new(Inner {
                 views,
+                holds: bytes > 0,
                 generation: AtomicU64::new(0),
                 known: Mutex::new(VecDeque::new()),
                 writing: Mutex::new(HashSet::new()),
@@ -92,6 +95,10 @@ impl ViewCache {
         profile: &str,
     ) -> Result<Option<Arc<ProfileView>>, ProjectionError> {
         let inner = &self.inner;
+        if !inner.holds {
+            inner.misses.fetch_add(1, Ordering::Relaxed);
+            return Ok(view(store, workspace, profile).await?.map(Arc::new));
+        }
         let key = (workspace.to_string(), profile.to_owned());
         if let Some(view) = inner.views.get(&key) {
             inner.hits.fetch_add(1, Ordering::Relaxed);
