@@ -245,6 +245,29 @@ async fn read_profile(
     Ok(body.len() as u64)
 }
 
+/// A client for an open-loop phase, its [`PACED_IN_FLIGHT`] connections opened (by reading `first`)
+/// before the clock starts, as a running client's would be.
+async fn warm_client(
+    base: &str,
+    token: &str,
+    first: impl Iterator<Item = String>,
+) -> anyhow::Result<reqwest::Client> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(PACED_IN_FLIGHT)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .context("failed to build the HTTP client")?;
+    let mut warm = JoinSet::new();
+    for id in first {
+        let (client, base, token) = (client.clone(), base.to_owned(), token.to_owned());
+        warm.spawn(async move { read_profile(&client, &base, &token, &id).await });
+    }
+    while let Some(done) = warm.join_next().await {
+        done.context("a warm-up read failed")??;
+    }
+    Ok(client)
+}
+
 /// Reads of the paced phase in flight at most (its client keeps as many connections): a service that
 /// falls behind makes later reads start late, and their latency, counted from when they were due, says so.
 const PACED_IN_FLIGHT: usize = 64;
@@ -369,23 +392,10 @@ async fn measure(
         };
 
         let paced = {
-            let client = reqwest::Client::builder()
-                .pool_max_idle_per_host(PACED_IN_FLIGHT)
-                .timeout(Duration::from_secs(60))
-                .build()
-                .context("failed to build the HTTP client")?;
+            let first = (0..PACED_IN_FLIGHT).map(|i| ids[plan[i % plan.len()]].clone());
+            let client = warm_client(&base, &token, first).await?;
             let (base, token) = (base.clone(), token.clone());
             let (ids, plan) = (ids.clone(), plan.clone());
-            // Its connections opened before the clock starts, as a running client's would be.
-            let mut warm = JoinSet::new();
-            for i in 0..PACED_IN_FLIGHT {
-                let (client, base, token) = (client.clone(), base.clone(), token.clone());
-                let id = ids[plan[i % plan.len()]].clone();
-                warm.spawn(async move { read_profile(&client, &base, &token, &id).await });
-            }
-            while let Some(done) = warm.join_next().await {
-                done.context("a warm-up read failed")??;
-            }
             let hits_warm = state.views.hits_and_misses();
             let paced = at_rate(requests, rate, move |i| {
                 let id = ids[plan[i]].clone();
@@ -399,23 +409,11 @@ async fn measure(
         let (paced, hits_warm, hits_paced) = paced;
 
         let cold = {
-            let client = reqwest::Client::builder()
-                .pool_max_idle_per_host(PACED_IN_FLIGHT)
-                .timeout(Duration::from_secs(60))
-                .build()
-                .context("failed to build the HTTP client")?;
-            let (base, token) = (base.clone(), token.clone());
             let mut order: Vec<usize> = (0..ids.len()).collect();
             order.shuffle(&mut rng);
-            let mut warm = JoinSet::new();
-            for &i in order.iter().take(PACED_IN_FLIGHT) {
-                let (client, base, token) = (client.clone(), base.clone(), token.clone());
-                let id = ids[i].clone();
-                warm.spawn(async move { read_profile(&client, &base, &token, &id).await });
-            }
-            while let Some(done) = warm.join_next().await {
-                done.context("a warm-up read failed")??;
-            }
+            let first = order.iter().take(PACED_IN_FLIGHT).map(|&i| ids[i].clone());
+            let client = warm_client(&base, &token, first).await?;
+            let (base, token) = (base.clone(), token.clone());
             state.views.clear(None);
             state.views.held();
             let growth = crate::heap::Growth::open();
