@@ -60,6 +60,11 @@ pub struct Config {
     /// Megabytes of memory for hot profiles' 360° views, answered without the database (0: none).
     #[arg(long, env = "CDP_VIEW_CACHE_MB", default_value_t = DEFAULT_VIEW_CACHE_MB)]
     pub view_cache_mb: u64,
+    /// This instance's name among those sharing the database: the owner of the engine's partition
+    /// leases it holds. Default: the host's name and the listening port (so a restarted instance
+    /// takes its leases back at once), with a random suffix when the port is picked at start.
+    #[arg(long, env = "CDP_INSTANCE")]
+    pub instance: Option<String>,
 }
 
 /// The default memory for profiles' views (`CDP_VIEW_CACHE_MB`).
@@ -90,6 +95,32 @@ impl Config {
             rate_burst: DEFAULT_RATE_BURST,
             held_profiles: cdp_projections::identity::HELD_PROFILES,
             view_cache_mb: DEFAULT_VIEW_CACHE_MB,
+            instance: None,
+        }
+    }
+
+    /// [`Config::instance`], or its default.
+    pub fn instance_name(&self) -> String {
+        if let Some(name) = self
+            .instance
+            .as_deref()
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+        {
+            return name.to_owned();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".to_owned());
+        match self.listen.port() {
+            0 => format!(
+                "{host}:{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..12]
+            ),
+            port => format!("{host}:{port}"),
         }
     }
 

@@ -64,6 +64,8 @@ pub struct AppState {
     pub credentials: moka::sync::Cache<String, Option<Credential>>,
     workspaces: moka::sync::Cache<String, bool>,
     pub identity: Arc<RunnerStatus>,
+    /// This instance's name (`CDP_INSTANCE`): the owner of the partition leases it holds.
+    pub instance: String,
     /// Wakes the projection runners after an append.
     pub wakers: Vec<Arc<Notify>>,
     pub nats: Option<async_nats::Client>,
@@ -180,12 +182,14 @@ impl Application {
         let views = cdp_projections::profiles::view_cache::ViewCache::with_bytes(
             config.view_cache_mb.saturating_mul(1 << 20),
         );
+        let instance = config.instance_name();
         let resolver = runner::spawn(
             store.clone(),
             IdentityResolver::default()
                 .holding(config.held_profiles)
                 .reporting_to(audiences.clone())
                 .caching_views(views.clone()),
+            instance.clone(),
         );
         let view_watcher =
             publish::BackgroundTask::from(tokio::spawn(views.clone().watch(store.clone())));
@@ -210,6 +214,7 @@ impl Application {
                 .time_to_live(Duration::from_secs(30))
                 .build(),
             identity: resolver.status.clone(),
+            instance,
             wakers: vec![resolver.waker()],
             nats: nats.clone(),
             catalogs: moka::sync::Cache::builder()

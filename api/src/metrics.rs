@@ -111,6 +111,9 @@ pub struct Gauges {
     pub audience: cdp_projections::audience::BuilderStatus,
     /// Profile views answered from memory and from the database (`ViewCache::hits_and_misses`).
     pub profile_views: (u64, u64),
+    /// This instance's name and how many of the engine's partitions it runs now.
+    pub instance: String,
+    pub partitions_owned: u64,
 }
 
 impl Metrics {
@@ -221,6 +224,14 @@ impl Metrics {
                 ("{from=\"memory\"}", g.profile_views.0),
                 ("{from=\"database\"}", g.profile_views.1),
             ],
+        );
+        let _ = writeln!(
+            out,
+            "# HELP cdp_partitions_owned The engine's partitions whose leases this instance holds (it runs them).\n\
+             # TYPE cdp_partitions_owned gauge\n\
+             cdp_partitions_owned{{instance=\"{}\"}} {}",
+            g.instance.replace('\\', "\\\\").replace('"', "\\\""),
+            g.partitions_owned
         );
         render_audience(&mut out, &g.audience);
         self.append_latency.render(

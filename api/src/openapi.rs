@@ -211,7 +211,7 @@ fn operations_paths(paths: &mut serde_json::Map<String, Value>) {
     }));
     for (path, summary) in [
         ("/healthz", "Liveness"),
-        ("/readyz", "Readiness: database and NATS reachable"),
+        ("/readyz", "Readiness: database and NATS reachable; the engine partitions this instance runs and every partition's lease"),
         ("/metrics", "Prometheus metrics"),
         ("/openapi.json", "This document"),
     ] {

@@ -46,6 +46,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         StatusCode::SERVICE_UNAVAILABLE
     };
     let audience = state.audiences.status();
+    let partitions = partitions(&state, database).await;
     let workspaces: serde_json::Map<String, serde_json::Value> = audience
         .built
         .iter()
@@ -63,6 +64,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             "status": if ready { "ready" } else { "not_ready" },
             "database": database,
             "nats": nats,
+            "partitions": partitions,
             "audience_index": {
                 "ready": audience.started && audience.building.is_none(),
                 "building": audience.building,
@@ -70,6 +72,34 @@ async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             },
         })),
     )
+}
+
+/// Who runs the engine's partitions: the ones this instance runs, and every lease as stored (when the
+/// database answers), so any instance shows the whole ownership.
+async fn partitions(state: &AppState, database: bool) -> serde_json::Value {
+    let owned = state
+        .identity
+        .partitions
+        .lock()
+        .expect("partitions lock")
+        .clone();
+    let now = chrono::Utc::now().timestamp_millis();
+    let leases = if database {
+        let read = cdp_projections::lease::holders(&state.store);
+        match tokio::time::timeout(std::time::Duration::from_secs(2), read).await {
+            Ok(Ok(holders)) => json!(holders
+                .iter()
+                .map(
+                    |h| json!({"partition": h.part, "owner": h.owner, "fence": h.fence,
+                                "live": h.live_at(now)})
+                )
+                .collect::<Vec<_>>()),
+            _ => serde_json::Value::Null,
+        }
+    } else {
+        serde_json::Value::Null
+    };
+    json!({"instance": state.instance, "owned": owned, "leases": leases})
 }
 
 #[tracing::instrument(name = "ops.metrics", skip_all)]
@@ -91,6 +121,13 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         database_available: !state.outage.ongoing(),
         audience: state.audiences.status(),
         profile_views: state.views.hits_and_misses(),
+        instance: state.instance.clone(),
+        partitions_owned: state
+            .identity
+            .partitions
+            .lock()
+            .expect("partitions lock")
+            .len() as u64,
     };
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

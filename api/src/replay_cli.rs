@@ -239,6 +239,20 @@ async fn status(store: &Store) -> anyhow::Result<()> {
         format!("{} msgs", (outbox_head - published.seq).max(0)),
         "-"
     );
+    let now = chrono::Utc::now().timestamp_millis();
+    for lease in cdp_projections::lease::holders(store).await? {
+        println!(
+            "partition {}: {} by {} (fence {})",
+            lease.part,
+            if lease.live_at(now) {
+                "run"
+            } else {
+                "was run (lease expired)"
+            },
+            lease.owner,
+            lease.fence
+        );
+    }
     match rebuild::shadow_status(store).await? {
         Some(shadow) => println!(
             "rebuild in progress (or interrupted; `cdp replay rebuild --all` resumes it): code version {}, \

@@ -15,6 +15,10 @@ pub enum ProjectionError {
     /// prepared: nothing was written, and the batch is prepared again from the new state.
     #[error("the model changed under the batch: {0}")]
     Stale(String),
+    /// The partition's lease was taken by another instance (`crate::lease`): nothing was written,
+    /// and this instance stops running the partition.
+    #[error("the partition's lease was lost: {0}")]
+    LeaseLost(String),
 }
 
 impl ProjectionError {

@@ -10,6 +10,7 @@ pub mod evaluation;
 pub mod exact;
 pub mod identity;
 pub mod jobs;
+pub mod lease;
 pub(crate) mod model_sql;
 pub mod model_tx;
 pub mod outbox;

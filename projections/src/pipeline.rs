@@ -20,6 +20,7 @@ use chrono::Utc;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
+use crate::lease::Lease;
 use crate::model_sql as sql;
 use crate::model_tx::ModelTx;
 use crate::model_tx::Tx;
@@ -42,12 +43,15 @@ pub struct Committed {
 }
 
 /// How a following pipeline waits when it has caught up: for `wake` or `poll`, whichever comes first;
-/// its writer reports each commit to `status`.
+/// its writer reports each commit to `status`, and checks `lease` in each commit's transaction when
+/// the pipeline runs a partition under one (a lost lease ends the pipeline with
+/// [`ProjectionError::LeaseLost`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Idle<'a> {
     pub wake: &'a Notify,
     pub poll: Duration,
     pub status: &'a Arc<RunnerStatus>,
+    pub lease: Option<&'a Arc<Lease>>,
 }
 
 /// A read of the log under way.
@@ -117,6 +121,7 @@ pub async fn drive_grouped<P: Projection + Clone>(
         sent: Vec::new(),
         ahead: None,
         status: idle.map(|i| i.status.clone()),
+        lease: idle.and_then(|i| i.lease.cloned()),
     };
     let result = pipeline.run(on_commit, idle).await;
     if result.is_err() {
@@ -148,6 +153,8 @@ struct Pipeline<'a, P: Projection> {
     /// The read of the batch starting at the position, under way.
     ahead: Option<(Position, Reading)>,
     status: Option<Arc<RunnerStatus>>,
+    /// The lease every commit checks, if the pipeline runs a partition under one.
+    lease: Option<Arc<Lease>>,
 }
 
 impl<P: Projection + Clone> Pipeline<'_, P> {
@@ -229,9 +236,9 @@ impl<P: Projection + Clone> Pipeline<'_, P> {
         let start = self.next;
         let progress = finish(start, events);
         self.next = progress.position;
-        let status = self.status.clone();
+        let (status, lease) = (self.status.clone(), self.lease.clone());
         let (to_writer, _) = self.writer.get_or_insert_with(|| {
-            start_writer(self.store.clone(), self.projection.clone(), status)
+            start_writer(self.store.clone(), self.projection.clone(), status, lease)
         });
         let batch = Batch {
             start,
@@ -334,6 +341,7 @@ fn start_writer<P: Projection + Clone>(
     store: Store,
     projection: P,
     status: Option<Arc<RunnerStatus>>,
+    lease: Option<Arc<Lease>>,
 ) -> (mpsc::UnboundedSender<Batch<P>>, Writer) {
     let (to_writer, mut batches) = mpsc::unbounded_channel::<Batch<P>>();
     let (outcomes_tx, outcomes) = mpsc::unbounded_channel();
@@ -352,7 +360,15 @@ fn start_writer<P: Projection + Clone>(
                 group.push(next.prepared);
             }
             let batches_in_group = group.len();
-            let committed = commit(&store, &projection, start, progress.position, group).await;
+            let committed = commit(
+                &store,
+                &projection,
+                lease.as_deref(),
+                start,
+                progress.position,
+                group,
+            )
+            .await;
             let stop = !matches!(committed, Ok(true));
             if let (false, Some(status)) = (stop, &status) {
                 // Told here, not when the pipeline next looks: readers of the model (the outbox
@@ -392,16 +408,19 @@ impl<P: Projection> Drop for Pipeline<'_, P> {
 
 /// Writes `batches` (prepared in order from `start` to `end`) and moves the checkpoint to `end`, in one
 /// transaction. `Ok(false)`: nothing was written, because the checkpoint is no longer `start` (another
-/// runner moved it) or the model changed under the batches ([`ProjectionError::Stale`]).
+/// runner moved it) or the model changed under the batches ([`ProjectionError::Stale`]). Under a
+/// `lease`, the transaction first checks it is still this instance's (its fence): if not, nothing is
+/// written and the answer is [`ProjectionError::LeaseLost`].
 #[tracing::instrument(name = "pipeline.commit", skip_all, fields(projection = projection.name(), from = start.seq, to = end.seq))]
 pub async fn commit<P: Projection>(
     store: &Store,
     projection: &P,
+    lease: Option<&Lease>,
     start: Position,
     end: Position,
     batches: Vec<P::Prepared>,
 ) -> Result<bool, ProjectionError> {
-    let written = write_and_commit(store, projection, start, end, batches).await;
+    let written = write_and_commit(store, projection, lease, start, end, batches).await;
     projection.ended();
     written
 }
@@ -410,6 +429,7 @@ pub async fn commit<P: Projection>(
 async fn write_and_commit<P: Projection>(
     store: &Store,
     projection: &P,
+    lease: Option<&Lease>,
     start: Position,
     end: Position,
     batches: Vec<P::Prepared>,
@@ -418,6 +438,10 @@ async fn write_and_commit<P: Projection>(
     let Some(mut model) = begin_at(store, name, start).await? else {
         return Ok(false);
     };
+    // Under the checkpoint's lock: the fence, whose row stays locked (PostgreSQL) until the commit.
+    if let Some(lease) = lease {
+        lease.hold_in(&mut model).await?;
+    }
     // Kept until the transaction has ended: the log's readers read past it meanwhile.
     let _writing = match (store, &mut model) {
         (Store::Postgres(s), ModelTx(Tx::Postgres(tx))) => Some(s.mark_model_writer(tx).await?),

@@ -177,6 +177,9 @@ pub struct RunnerStatus {
     /// How far behind the newest applied event's arrival the runner is, in ms (0 when caught up).
     pub lag_ms: AtomicI64,
     pub position_seq: AtomicI64,
+    /// The partitions this runner holds the leases of (`crate::lease`), by name: empty while another
+    /// instance runs them.
+    pub partitions: std::sync::Mutex<Vec<String>>,
     /// Notified after each step that committed something (events applied or pending work done), so that
     /// readers of what the projection writes (the outbox publisher) need not poll.
     pub committed: Notify,

@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 pub use crate::error::ProjectionError;
+use crate::lease::{self, Lease};
 pub use crate::model_tx::ModelTx;
 pub use crate::projection::{
     checkpoint, has_applied, Progress, Projection, RunnerStatus, RESOLVER,
@@ -64,7 +65,7 @@ async fn step<P: Projection>(
     timer.lap(Phase::Prepare);
     let end = finish(start, &events);
     let committed =
-        crate::pipeline::commit(store, projection, start, end.position, vec![prepared]).await;
+        crate::pipeline::commit(store, projection, None, start, end.position, vec![prepared]).await;
     timer.lap(Phase::Write);
     timer.report(projection.name(), events.len());
     match committed {
@@ -187,12 +188,14 @@ impl Drop for RunnerHandle {
 /// the projections catch up with what is left. `CDP_ENGINE_NICE` overrides it; 0 keeps one priority.
 pub const ENGINE_NICE: i32 = 10;
 
-/// Starts `projection` following the log. On a multi-threaded runtime it runs on an engine thread of
-/// its own at [`ENGINE_NICE`] (its folds and evaluations are CPU work that would otherwise hold a
-/// runtime worker, and the requests queued on it, for a whole batch); its IO and timers are still
-/// driven by the runtime, and the tasks it spawns (the writer) run there. On a current-thread runtime
-/// (tests), a task of it.
-pub fn spawn<P: Projection + Clone>(store: Store, projection: P) -> RunnerHandle {
+/// Starts `projection` following the log, as the instance `owner`: it runs only while `owner` holds
+/// the lease of the projection's partition (`crate::lease`; named as the projection), standing by
+/// while another instance does, and gives the lease up when stopped. On a multi-threaded runtime it
+/// runs on an engine thread of its own at [`ENGINE_NICE`] (its folds and evaluations are CPU work
+/// that would otherwise hold a runtime worker, and the requests queued on it, for a whole batch); its
+/// IO and timers are still driven by the runtime, and the tasks it spawns (the writer) run there. On a
+/// current-thread runtime (tests), a task of it.
+pub fn spawn<P: Projection + Clone>(store: Store, projection: P, owner: String) -> RunnerHandle {
     let status = Arc::new(RunnerStatus::default());
     let wake = Arc::new(Notify::new());
     let runtime = tokio::runtime::Handle::current();
@@ -210,21 +213,26 @@ pub fn spawn<P: Projection + Clone>(store: Store, projection: P) -> RunnerHandle
                 .spawn(move || {
                     lower_priority(engine_nice());
                     runtime.block_on(async move {
+                        let held = Held::default();
                         tokio::select! {
-                            () = follow(store, projection, status, wake) => {}
+                            () = follow(&store, projection, status, wake, &owner, &held) => {}
                             () = stopped.notified() => {}
+                        }
+                        // Stopped: another instance may take the partition at once.
+                        if let Some(lease) = held.take() {
+                            let _ = lease.release(&store).await;
                         }
                     });
                 })
                 .map(|_| Running::Thread(stop))
                 .unwrap_or_else(|e| panic!("cannot start the thread of projection {name}: {e}"))
         }
-        _ => Running::Task(tokio::spawn(follow(
-            store,
-            projection,
-            status.clone(),
-            wake.clone(),
-        ))),
+        _ => {
+            let (status, wake) = (status.clone(), wake.clone());
+            Running::Task(tokio::spawn(async move {
+                follow(&store, projection, status, wake, &owner, &Held::default()).await;
+            }))
+        }
     };
     RunnerHandle {
         status,
@@ -257,32 +265,103 @@ fn lower_priority(nice: i32) {
     let _ = nice;
 }
 
+/// The lease a runner holds now, for its stop to give up.
+#[derive(Default)]
+struct Held(std::sync::Mutex<Option<Arc<Lease>>>);
+
+impl Held {
+    fn put(&self, lease: Option<Arc<Lease>>) {
+        *self.0.lock().expect("held lease lock") = lease;
+    }
+
+    fn take(&self) -> Option<Arc<Lease>> {
+        self.0.lock().expect("held lease lock").take()
+    }
+}
+
+/// Runs `projection` whenever `owner` holds its partition's lease: takes the lease (tried every
+/// [`lease::TRY_EVERY`] while another instance holds it), then follows the log under it, renewing it,
+/// until it is lost; then drops what it holds of the model (the next owner writes it) and stands by.
 async fn follow<P: Projection + Clone>(
-    store: Store,
+    store: &Store,
     projection: P,
     status: Arc<RunnerStatus>,
     wake: Arc<Notify>,
+    owner: &str,
+    held: &Held,
 ) {
+    let part = projection.name();
     loop {
+        let lease = match Lease::acquire(store, part, owner).await {
+            Ok(Some(lease)) => Arc::new(lease),
+            Ok(None) => {
+                tokio::time::sleep(lease::TRY_EVERY).await;
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(part, error = %e, "the partition's lease could not be asked for; tried again");
+                tokio::time::sleep(lease::TRY_EVERY).await;
+                continue;
+            }
+        };
+        tracing::info!(
+            part,
+            owner,
+            fence = lease.fence(),
+            "partition lease taken: running it"
+        );
+        held.put(Some(lease.clone()));
+        *status.partitions.lock().expect("partitions lock") = vec![part.to_owned()];
+        tokio::select! {
+            () = run_leased(store, &projection, &status, &wake, &lease) => {}
+            () = lease.keep(store) => {}
+        }
+        status.partitions.lock().expect("partitions lock").clear();
+        held.put(None);
+        // What this instance holds of the model is the next owner's to change.
+        projection.forget();
+        tracing::warn!(
+            part,
+            owner,
+            fence = lease.fence(),
+            "partition lease lost: standing by"
+        );
+    }
+}
+
+/// Follows the log under `lease` until the lease is lost.
+async fn run_leased<P: Projection + Clone>(
+    store: &Store,
+    projection: &P,
+    status: &Arc<RunnerStatus>,
+    wake: &Notify,
+    lease: &Arc<Lease>,
+) {
+    while !lease.is_lost() {
         // The pipeline's writer reports each commit to `status` itself.
         let idle = crate::pipeline::Idle {
-            wake: &wake,
+            wake,
             poll: POLL,
-            status: &status,
+            status,
+            lease: Some(lease),
         };
         let run = crate::pipeline::drive(
-            &store,
-            &projection,
+            store,
+            projection,
             BATCH,
             Position::END,
             &mut |_| {},
             Some(idle),
         )
         .await;
-        if let Err(e) = run {
-            status.errors.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(projection = projection.name(), error = %e, "projection step failed; retrying");
-            tokio::time::sleep(Duration::from_secs(1)).await;
+        match run {
+            Err(ProjectionError::LeaseLost(_)) => return,
+            Err(e) => {
+                status.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(projection = projection.name(), error = %e, "projection step failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Ok(_) => {}
         }
     }
 }

@@ -649,3 +649,89 @@ async fn a_sequence_times_out_on_time_and_is_published() {
 
 mod rebuild;
 mod rfm;
+
+/// The engine's partition lease (`cdp_projections::lease`): an owner whose lease was taken over while
+/// it stalled commits nothing and stops; the new owner commits; a lease given up is taken at once.
+#[tokio::test]
+async fn an_owner_whose_lease_was_taken_commits_nothing_and_stops() {
+    use cdp_projections::lease::{owned_by, Lease};
+    use cdp_projections::pipeline::{drive, Idle};
+    use cdp_projections::runner::{checkpoint, ProjectionError, RunnerStatus};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_embedded(dir.path()).await.unwrap();
+    let envelope = envelope_at(chrono::Utc::now());
+    let events: Vec<NewEvent> = (0..3)
+        .map(|i| {
+            let m = json!({"type": "track", "event": "Viewed", "messageId": format!("m{i}"),
+                           "userId": "u"});
+            validate(m, &envelope, || unreachable!()).unwrap()
+        })
+        .collect();
+    store.append(&events).await.unwrap();
+    let part = IdentityResolver::NAME;
+    let a = Arc::new(
+        Lease::acquire(&store, part, "a")
+            .await
+            .unwrap()
+            .expect("free"),
+    );
+    assert!(
+        Lease::acquire(&store, part, "b").await.unwrap().is_none(),
+        "a holds it"
+    );
+    // `a` stalls past its lease's time: `b` takes the partition.
+    sqlx::query("UPDATE engine_leases SET expires_at = 0")
+        .execute(match &store {
+            Store::Sqlite(s) => s.write_pool(),
+            Store::Postgres(_) => unreachable!(),
+        })
+        .await
+        .unwrap();
+    let b = Arc::new(
+        Lease::acquire(&store, part, "b")
+            .await
+            .unwrap()
+            .expect("lapsed"),
+    );
+    assert!(b.fence() > a.fence());
+
+    // `a`'s pipeline, still running, reaches its commit: nothing is written and it ends.
+    let (wake, status) = (
+        tokio::sync::Notify::new(),
+        Arc::new(RunnerStatus::default()),
+    );
+    let under = |lease| Idle {
+        wake: &wake,
+        poll: Duration::from_millis(10),
+        status: &status,
+        lease: Some(lease),
+    };
+    let resolver = IdentityResolver::default();
+    let end = cdp_domain::event::Position::END;
+    let run = drive(&store, &resolver, 100, end, &mut |_| {}, Some(under(&a))).await;
+    assert!(matches!(run, Err(ProjectionError::LeaseLost(_))), "{run:?}");
+    assert!(a.is_lost());
+    assert!(!a.renew(&store).await.unwrap());
+    assert_eq!(checkpoint(&store, part).await.unwrap().seq, 0);
+
+    // `b`'s commits land (its pipeline follows the log until stopped).
+    let resolver = IdentityResolver::default();
+    let mut nothing = |_: &cdp_projections::pipeline::Committed| {};
+    let following = drive(&store, &resolver, 100, end, &mut nothing, Some(under(&b)));
+    let _ = tokio::time::timeout(Duration::from_millis(500), following).await;
+    assert_eq!(checkpoint(&store, part).await.unwrap().seq, 3);
+    assert_eq!(owned_by(&store, "b").await.unwrap(), vec![part.to_owned()]);
+
+    // `b` gives it up (a shutdown): a third instance takes it at once, under a higher fence.
+    b.release(&store).await.unwrap();
+    let c = Lease::acquire(&store, part, "c")
+        .await
+        .unwrap()
+        .expect("given up");
+    assert!(c.fence() > b.fence());
+    assert!(owned_by(&store, "b").await.unwrap().is_empty());
+    assert_eq!(owned_by(&store, "c").await.unwrap(), vec![part.to_owned()]);
+}

@@ -65,6 +65,9 @@ async fn try_start(
         .env("CDP_BOOTSTRAP_WORKSPACE", WORKSPACE)
         .env("CDP_BOOTSTRAP_WRITE_KEY", WRITE_KEY)
         .env("CDP_BOOTSTRAP_ADMIN_TOKEN", ADMIN_TOKEN)
+        // One name per data directory: a server restarted over the same directory is the same
+        // instance, and takes its partition leases back at once (as one restarted on its port does).
+        .env("CDP_INSTANCE", format!("e2e:{}", data_dir.display()))
         .stdin(Stdio::null())
         .kill_on_drop(true);
     if let Some(url) = database_url {

@@ -26,5 +26,6 @@ mod quality;
 mod quarantine;
 mod read;
 mod replay;
+mod scale;
 mod segments;
 mod traits;

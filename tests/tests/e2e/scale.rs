@@ -1,0 +1,211 @@
+//! Several instances on one PostgreSQL: the engine's partition is run by one instance at a time, under
+//! a lease (`cdp_projections::lease`); the others take ingestion and reads and stand by. The owner
+//! killed with SIGKILL mid-stream loses the partition to another instance within 10 s, and every event
+//! is resolved exactly once.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use sqlx::{Connection, PgConnection};
+
+use crate::durability::{start_logging, Server};
+use crate::helpers::{
+    eventually, http_client, postgres_url, read_json, track, PgDatabase, ADMIN_TOKEN, WRITE_KEY,
+};
+
+/// Customers of the stream, and events each.
+const CUSTOMERS: usize = 12;
+const EVENTS_EACH: usize = 20;
+
+/// What `/readyz` of `server` says of the partitions: the instance's name and those it runs.
+async fn partitions(client: &reqwest::Client, server: &Server) -> Option<(String, Vec<String>)> {
+    let response = client
+        .get(format!("{}/readyz", server.address))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?;
+    let (_, body) = read_json(response).await;
+    let p = &body["partitions"];
+    let owned = p["owned"]
+        .as_array()?
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    Some((p["instance"].as_str()?.to_owned(), owned))
+}
+
+/// The index of the one server of `servers` (those alive) that runs the `identity` partition.
+async fn owner_of(client: &reqwest::Client, servers: &[&Server]) -> Result<usize, String> {
+    let mut owners = Vec::new();
+    for (i, server) in servers.iter().enumerate() {
+        let (_, owned) = partitions(client, server)
+            .await
+            .ok_or_else(|| format!("instance {i} did not answer /readyz"))?;
+        if owned.iter().any(|p| p == "identity") {
+            owners.push(i);
+        }
+    }
+    match owners.as_slice() {
+        [one] => Ok(*one),
+        many => Err(format!("instances running the partition: {many:?}")),
+    }
+}
+
+async fn send(client: &reqwest::Client, server: &Server, message: &Value) -> bool {
+    client
+        .post(format!("{}/v1/track", server.address))
+        .basic_auth(WRITE_KEY, Some(""))
+        .json(message)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == StatusCode::OK)
+}
+
+async fn metric(client: &reqwest::Client, server: &Server, name: &str) -> Option<f64> {
+    let text = client
+        .get(format!("{}/metrics", server.address))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_share_the_engine_and_a_killed_owner_is_replaced_within_ten_seconds() {
+    let Some(_) = postgres_url() else {
+        eprintln!("scale: skipped (CDP_TEST_DATABASE_URL is not set)");
+        return;
+    };
+    let database = PgDatabase::create().await;
+    let client = http_client();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut servers = Vec::new();
+    for dir in &dirs {
+        servers.push(start_logging(dir.path(), Some(&database.url), None).await);
+    }
+
+    // One instance runs the partition; the others stand by.
+    let first = eventually("one instance running the partition", || {
+        let (client, servers) = (client.clone(), servers.iter().collect::<Vec<_>>());
+        async move { owner_of(&client, &servers).await }
+    })
+    .await;
+
+    // The stream goes through every instance in turn; half of it, then the owner is killed.
+    let messages: Vec<Value> = (0..EVENTS_EACH)
+        .flat_map(|n| {
+            (0..CUSTOMERS).map(move |c| {
+                track(
+                    &format!("u-scale-{c}"),
+                    "Order Completed",
+                    &format!("m-scale-{c}-{n}"),
+                )
+            })
+        })
+        .collect();
+    let half = messages.len() / 2;
+    for (i, message) in messages[..half].iter().enumerate() {
+        assert!(
+            send(&client, &servers[i % 3], message).await,
+            "POST /v1/track to instance {}",
+            i % 3
+        );
+    }
+    let killed_at = Instant::now();
+    let mut killed = servers.remove(first);
+    killed
+        .child
+        .kill()
+        .await
+        .expect("SIGKILL the partition's owner");
+    for (i, message) in messages[half..].iter().enumerate() {
+        assert!(
+            send(&client, &servers[i % 2], message).await,
+            "POST /v1/track to surviving instance {}",
+            i % 2
+        );
+    }
+
+    // Another instance takes the partition within 10 s of the kill.
+    let taken_over = loop {
+        let survivors: Vec<&Server> = servers.iter().collect();
+        if owner_of(&client, &survivors).await.is_ok() {
+            break killed_at.elapsed();
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(10),
+            "no surviving instance took the partition within 10 s of its owner's kill"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!("scale: the partition was taken over {taken_over:?} after its owner's kill");
+    let survivors: Vec<&Server> = servers.iter().collect();
+    let owner = owner_of(&client, &survivors).await.unwrap();
+    assert_eq!(
+        metric(&client, survivors[owner], "cdp_partitions_owned").await,
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&client, survivors[1 - owner], "cdp_partitions_owned").await,
+        Some(0.0)
+    );
+
+    // Every event resolved exactly once: each customer's profile counts its events once, on either
+    // survivor, and the model holds one owner row per event of the log.
+    for server in &survivors {
+        for c in 0..CUSTOMERS {
+            let user = format!("u-scale-{c}");
+            eventually("a customer's profile with every event once", || {
+                let (client, address, user) =
+                    (client.clone(), server.address.clone(), user.clone());
+                async move {
+                    let response = client
+                        .get(format!("{address}/v1/profiles/lookup"))
+                        .bearer_auth(ADMIN_TOKEN)
+                        .query(&[("type", "user_id"), ("value", user.as_str())])
+                        .send()
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let (status, body) = read_json(response).await;
+                    let tracks = &body["event_counts"]["by_type"]["track"];
+                    if status == StatusCode::OK && *tracks == EVENTS_EACH {
+                        Ok(())
+                    } else {
+                        Err(format!("{status} {tracks}"))
+                    }
+                }
+            })
+            .await;
+        }
+    }
+    let mut db = PgConnection::connect(&database.url).await.unwrap();
+    let (events, owned, profiles): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM event_profiles), \
+         (SELECT count(*) FROM profiles)",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(events, (CUSTOMERS * EVENTS_EACH) as i64);
+    assert_eq!(owned, events, "every event belongs to exactly one profile");
+    assert_eq!(profiles, CUSTOMERS as i64);
+    // The lease changed hands: a new owner under a higher fence.
+    let (owner_name, fence): (String, i64) =
+        sqlx::query_as("SELECT owner, fence FROM engine_leases WHERE part = 'identity'")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    let (named, _) = partitions(&client, survivors[owner]).await.unwrap();
+    assert_eq!(owner_name, named);
+    assert!(fence >= 2, "the takeover raised the fence (now {fence})");
+    let _ = db.close().await;
+}
