@@ -711,7 +711,11 @@ async fn an_owner_whose_lease_was_taken_commits_nothing_and_stops() {
     };
     let resolver = IdentityResolver::default();
     let end = cdp_domain::event::Position::END;
-    let run = drive(&store, &resolver, 100, end, &mut |_| {}, Some(under(&a))).await;
+    let mut nothing = |_: &cdp_projections::pipeline::Committed| {};
+    let stopping = drive(&store, &resolver, 100, end, &mut nothing, Some(under(&a)));
+    let run = tokio::time::timeout(Duration::from_secs(5), stopping)
+        .await
+        .expect("the pipeline under a lost lease ends");
     assert!(matches!(run, Err(ProjectionError::LeaseLost(_))), "{run:?}");
     assert!(a.is_lost());
     assert!(!a.renew(&store).await.unwrap());
@@ -719,7 +723,6 @@ async fn an_owner_whose_lease_was_taken_commits_nothing_and_stops() {
 
     // `b`'s commits land (its pipeline follows the log until stopped).
     let resolver = IdentityResolver::default();
-    let mut nothing = |_: &cdp_projections::pipeline::Committed| {};
     let following = drive(&store, &resolver, 100, end, &mut nothing, Some(under(&b)));
     let _ = tokio::time::timeout(Duration::from_millis(500), following).await;
     assert_eq!(checkpoint(&store, part).await.unwrap().seq, 3);
