@@ -33,8 +33,18 @@ pub(crate) async fn start_logging(
     database_url: Option<&str>,
     log: Option<&Path>,
 ) -> Server {
+    start_with(data_dir, database_url, log, &[]).await
+}
+
+/// [`start_logging`], with the variables `env` set besides.
+pub(crate) async fn start_with(
+    data_dir: &Path,
+    database_url: Option<&str>,
+    log: Option<&Path>,
+    env: &[(&str, String)],
+) -> Server {
     for attempt in 1..=3 {
-        match try_start(data_dir, database_url, log).await {
+        match try_start(data_dir, database_url, log, env).await {
             Ok(server) => return server,
             Err(status) if attempt < 3 => {
                 eprintln!("cdp serve exited at start ({status}); retrying on another port");
@@ -49,6 +59,7 @@ async fn try_start(
     data_dir: &Path,
     database_url: Option<&str>,
     log: Option<&Path>,
+    env: &[(&str, String)],
 ) -> Result<Server, std::process::ExitStatus> {
     let port = free_port();
     let mut command = Command::new(env!("CARGO_BIN_EXE_cdp-under-test"));
@@ -72,6 +83,9 @@ async fn try_start(
         .kill_on_drop(true);
     if let Some(url) = database_url {
         command.env("CDP_DATABASE_URL", url);
+    }
+    for (name, value) in env {
+        command.env(name, value);
     }
     if let Some(log) = log {
         let file = std::fs::OpenOptions::new()

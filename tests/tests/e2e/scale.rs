@@ -1,7 +1,9 @@
-//! Several instances on one PostgreSQL: the engine's partition is run by one instance at a time, under
-//! a lease (`cdp_projections::lease`); the others take ingestion and reads and stand by. The owner
-//! killed with SIGKILL mid-stream loses the partition to another instance within 10 s, and every event
-//! is resolved exactly once.
+//! Several instances on one PostgreSQL (and NATS when `CDP_TEST_NATS_URL` is set): the engine's
+//! partition is run by one instance at a time, under a lease (`cdp_projections::lease`); the others
+//! take ingestion and reads and stand by. The owner killed with SIGKILL mid-stream loses the partition
+//! to another instance within 10 s; every event is resolved exactly once; the model (profiles,
+//! memberships) is the one a single resolver folds from the same log (a rebuild changes nothing); every
+//! segment enter is published at least once.
 
 use std::time::{Duration, Instant};
 
@@ -9,14 +11,43 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use sqlx::{Connection, PgConnection};
 
-use crate::durability::{start_logging, Server};
+use futures::StreamExt;
+
+use crate::durability::{start_with, Server};
 use crate::helpers::{
-    eventually, http_client, postgres_url, read_json, track, PgDatabase, ADMIN_TOKEN, WRITE_KEY,
+    eventually, http_client, nats_url, postgres_url, read_json, track, PgDatabase, ADMIN_TOKEN,
+    WORKSPACE, WRITE_KEY,
 };
 
-/// Customers of the stream, and events each.
+/// Customers of the stream; the even ones send [`REGULAR`] orders and enter the segment, the odd ones
+/// [`OCCASIONAL`].
 const CUSTOMERS: usize = 12;
-const EVENTS_EACH: usize = 20;
+const REGULAR: usize = 20;
+const OCCASIONAL: usize = 6;
+
+fn orders_of(customer: usize) -> usize {
+    if customer % 2 == 0 {
+        REGULAR
+    } else {
+        OCCASIONAL
+    }
+}
+
+/// The model a rebuild must leave as it is: every profile's state, every membership.
+type Model = (Vec<(String, Vec<u8>)>, Vec<(String, String)>);
+
+async fn model(db: &mut PgConnection) -> Model {
+    let states = sqlx::query_as("SELECT profile, state FROM profiles ORDER BY profile")
+        .fetch_all(&mut *db)
+        .await
+        .unwrap();
+    let members =
+        sqlx::query_as("SELECT segment, profile FROM segment_members ORDER BY segment, profile")
+            .fetch_all(&mut *db)
+            .await
+            .unwrap();
+    (states, members)
+}
 
 /// What `/readyz` of `server` says of the partitions: the instance's name and those it runs.
 async fn partitions(client: &reqwest::Client, server: &Server) -> Option<(String, Vec<String>)> {
@@ -87,11 +118,40 @@ async fn three_instances_share_the_engine_and_a_killed_owner_is_replaced_within_
     };
     let database = PgDatabase::create().await;
     let client = http_client();
+    let namespace = format!("t{}", uuid::Uuid::new_v4().simple());
+    let mut env = Vec::new();
+    if let Some(url) = nats_url() {
+        env.push(("CDP_NATS_URL", url));
+        env.push(("CDP_NATS_NAMESPACE", namespace.clone()));
+    } else {
+        eprintln!("scale: without NATS (CDP_TEST_NATS_URL is not set): publishing not checked");
+    }
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut servers = Vec::new();
     for dir in &dirs {
-        servers.push(start_logging(dir.path(), Some(&database.url), None).await);
+        servers.push(start_with(dir.path(), Some(&database.url), None, &env).await);
     }
+    // Every segment enter, as published on NATS (by any instance).
+    let entered = match nats_url() {
+        Some(url) => {
+            let nats = async_nats::connect(url.as_str()).await.unwrap();
+            let subject = format!("{namespace}.cdp.out.{WORKSPACE}.segment.regulars.entered");
+            Some((nats.subscribe(subject).await.unwrap(), nats))
+        }
+        None => None,
+    };
+    let response = client
+        .put(format!("{}/v1/segments/regulars", servers[0].address))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(
+            &serde_json::json!({"condition": {"event": "Order Completed",
+                                               "count": {"op": "gte", "value": 10}}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = read_json(response).await;
+    assert!(status.is_success(), "{status} {body}");
 
     // One instance runs the partition; the others stand by.
     let first = eventually("one instance running the partition", || {
@@ -101,15 +161,17 @@ async fn three_instances_share_the_engine_and_a_killed_owner_is_replaced_within_
     .await;
 
     // The stream goes through every instance in turn; half of it, then the owner is killed.
-    let messages: Vec<Value> = (0..EVENTS_EACH)
+    let messages: Vec<Value> = (0..REGULAR)
         .flat_map(|n| {
-            (0..CUSTOMERS).map(move |c| {
-                track(
-                    &format!("u-scale-{c}"),
-                    "Order Completed",
-                    &format!("m-scale-{c}-{n}"),
-                )
-            })
+            (0..CUSTOMERS)
+                .filter(move |c| n < orders_of(*c))
+                .map(move |c| {
+                    track(
+                        &format!("u-scale-{c}"),
+                        "Order Completed",
+                        &format!("m-scale-{c}-{n}"),
+                    )
+                })
         })
         .collect();
     let half = messages.len() / 2;
@@ -177,7 +239,7 @@ async fn three_instances_share_the_engine_and_a_killed_owner_is_replaced_within_
                         .map_err(|e| e.to_string())?;
                     let (status, body) = read_json(response).await;
                     let tracks = &body["event_counts"]["by_type"]["track"];
-                    if status == StatusCode::OK && *tracks == EVENTS_EACH {
+                    if status == StatusCode::OK && *tracks == orders_of(c) {
                         Ok(())
                     } else {
                         Err(format!("{status} {tracks}"))
@@ -189,13 +251,13 @@ async fn three_instances_share_the_engine_and_a_killed_owner_is_replaced_within_
     }
     let mut db = PgConnection::connect(&database.url).await.unwrap();
     let (events, owned, profiles): (i64, i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM event_profiles), \
+        "SELECT (SELECT count(*) FROM events WHERE kind = 'track'), (SELECT count(*) FROM event_profiles), \
          (SELECT count(*) FROM profiles)",
     )
     .fetch_one(&mut db)
     .await
     .unwrap();
-    assert_eq!(events, (CUSTOMERS * EVENTS_EACH) as i64);
+    assert_eq!(events, (0..CUSTOMERS).map(orders_of).sum::<usize>() as i64);
     assert_eq!(owned, events, "every event belongs to exactly one profile");
     assert_eq!(profiles, CUSTOMERS as i64);
     // The lease changed hands: a new owner under a higher fence.
@@ -207,5 +269,60 @@ async fn three_instances_share_the_engine_and_a_killed_owner_is_replaced_within_
     let (named, _) = partitions(&client, survivors[owner]).await.unwrap();
     assert_eq!(owner_name, named);
     assert!(fence >= 2, "the takeover raised the fence (now {fence})");
+
+    // The regulars entered the segment; each enter was published at least once.
+    let mut expected: Vec<String> = (0..CUSTOMERS)
+        .filter(|c| orders_of(*c) >= 10)
+        .map(|c| format!("u-scale-{c}"))
+        .collect();
+    expected.sort();
+    let members: Vec<String> = sqlx::query_scalar(
+        "SELECT o.value FROM segment_members m JOIN identifier_owners o \
+         ON o.workspace = m.workspace AND o.profile = m.profile AND o.id_type = 'user_id' \
+         WHERE m.segment = 'regulars' ORDER BY o.value",
+    )
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(members, expected);
+    if let Some((mut subscription, _nats)) = entered {
+        let profiles: Vec<String> = sqlx::query_scalar(
+            "SELECT profile FROM segment_members WHERE segment = 'regulars' ORDER BY profile",
+        )
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+        let mut published = std::collections::BTreeSet::new();
+        while published.len() < profiles.len() {
+            let message = tokio::time::timeout(Duration::from_secs(10), subscription.next())
+                .await
+                .unwrap_or_else(|_| panic!("enters published: {published:?} of {profiles:?}"))
+                .unwrap();
+            let payload: Value = serde_json::from_slice(&message.payload).unwrap();
+            published.insert(payload["profile_id"].as_str().unwrap().to_owned());
+        }
+        assert_eq!(published.into_iter().collect::<Vec<_>>(), profiles);
+    }
+
+    // A single resolver folding the same log builds the same model: a rebuild changes nothing.
+    let before = model(&mut db).await;
+    let rebuild = tokio::process::Command::new(env!("CARGO_BIN_EXE_cdp-under-test"))
+        .args([
+            "replay",
+            "rebuild",
+            "--all",
+            "--database-url",
+            &database.url,
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("run cdp replay rebuild");
+    assert!(
+        rebuild.status.success(),
+        "cdp replay rebuild: {}",
+        String::from_utf8_lossy(&rebuild.stderr)
+    );
+    assert_eq!(model(&mut db).await, before, "a rebuild changed the model");
     let _ = db.close().await;
 }
