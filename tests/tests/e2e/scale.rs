@@ -26,7 +26,7 @@ const REGULAR: usize = 20;
 const OCCASIONAL: usize = 6;
 
 fn orders_of(customer: usize) -> usize {
-    if customer % 2 == 0 {
+    if customer.is_multiple_of(2) {
         REGULAR
     } else {
         OCCASIONAL
