@@ -383,6 +383,10 @@ impl Application {
         if let Some(task) = nats_task {
             task.abort();
         }
+        // The engine's partitions given up, for another instance to take at once.
+        for runner in _runners {
+            runner.shut_down(Duration::from_secs(3)).await;
+        }
         Ok(())
     }
 }

@@ -154,8 +154,12 @@ pub struct RunnerHandle {
 /// Where a runner runs: on an engine thread of its own, or as a task of the runtime.
 #[derive(Debug)]
 enum Running {
-    /// Stopped by a permit on the notify (it ends at its next await).
-    Thread(Arc<Notify>),
+    /// Stopped by a permit on the notify (it ends at its next await, gives its lease up and says so
+    /// on the channel).
+    Thread(
+        Arc<Notify>,
+        std::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
+    ),
     Task(JoinHandle<()>),
 }
 
@@ -171,8 +175,21 @@ impl RunnerHandle {
 
     pub fn stop(&self) {
         match &self.running {
-            Running::Thread(stop) => stop.notify_one(),
+            Running::Thread(stop, _) => stop.notify_one(),
             Running::Task(task) => task.abort(),
+        }
+    }
+
+    /// Stops the runner and waits (up to `patience`) until it has given its partition's lease up, so
+    /// that another instance takes the partition at once rather than after the lease's time.
+    pub async fn shut_down(self, patience: Duration) {
+        self.stop();
+        let given_up = match &self.running {
+            Running::Thread(_, done) => done.lock().expect("runner done lock").take(),
+            Running::Task(_) => None,
+        };
+        if let Some(given_up) = given_up {
+            let _ = tokio::time::timeout(patience, given_up).await;
         }
     }
 }
@@ -202,6 +219,7 @@ pub fn spawn<P: Projection + Clone>(store: Store, projection: P, owner: String) 
     let running = match runtime.runtime_flavor() {
         tokio::runtime::RuntimeFlavor::MultiThread => {
             let stop = Arc::new(Notify::new());
+            let (done, given_up) = tokio::sync::oneshot::channel();
             let (name, status, wake, stopped) = (
                 projection.name(),
                 status.clone(),
@@ -222,9 +240,10 @@ pub fn spawn<P: Projection + Clone>(store: Store, projection: P, owner: String) 
                         if let Some(lease) = held.take() {
                             let _ = lease.release(&store).await;
                         }
+                        let _ = done.send(());
                     });
                 })
-                .map(|_| Running::Thread(stop))
+                .map(|_| Running::Thread(stop, std::sync::Mutex::new(Some(given_up))))
                 .unwrap_or_else(|e| panic!("cannot start the thread of projection {name}: {e}"))
         }
         _ => {

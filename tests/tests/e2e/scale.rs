@@ -326,3 +326,54 @@ async fn three_instances_share_the_engine_and_a_killed_owner_is_replaced_within_
     assert_eq!(model(&mut db).await, before, "a rebuild changed the model");
     let _ = db.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_stopped_gives_its_partition_up_at_once() {
+    let Some(_) = postgres_url() else {
+        eprintln!("scale: skipped (CDP_TEST_DATABASE_URL is not set)");
+        return;
+    };
+    let database = PgDatabase::create().await;
+    let client = http_client();
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut servers = Vec::new();
+    for dir in &dirs {
+        servers.push(start_with(dir.path(), Some(&database.url), None, &[]).await);
+    }
+    let first = eventually("one instance running the partition", || {
+        let (client, servers) = (client.clone(), servers.iter().collect::<Vec<_>>());
+        async move { owner_of(&client, &servers).await }
+    })
+    .await;
+    // SIGTERM: the owner shuts down and gives the lease up; the other takes the partition at its
+    // next try (every second), not after the lease's 6 s.
+    let mut stopped = servers.remove(first);
+    let pid = stopped.child.id().expect("the owner runs").to_string();
+    let stopping = Instant::now();
+    let signalled = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("kill -TERM");
+    assert!(signalled.success());
+    let status = tokio::time::timeout(Duration::from_secs(10), stopped.child.wait())
+        .await
+        .expect("the owner exits after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "cdp serve exited with {status}");
+    let survivors: Vec<&Server> = servers.iter().collect();
+    loop {
+        if owner_of(&client, &survivors).await.is_ok() {
+            break;
+        }
+        assert!(
+            stopping.elapsed() < Duration::from_secs(4),
+            "the partition was not taken within 4 s of its owner's shutdown"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "scale: the partition was taken {:?} after its owner's SIGTERM",
+        stopping.elapsed()
+    );
+}
