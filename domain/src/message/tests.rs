@@ -221,6 +221,20 @@ fn arb_json() -> impl Strategy<Value = Value> {
 }
 
 proptest! {
+    /// `rfc3339` writes what chrono writes, for any instant it can hold (years −262,143 to 262,142,
+    /// leap seconds included).
+    #[test]
+    fn rfc3339_is_chronos_millisecond_form(
+        secs in -8_334_601_228_800i64..8_210_266_876_799,
+        nanos in 0u32..2_000_000_000,
+        near_now in any::<bool>(),
+    ) {
+        let secs = if near_now { secs.rem_euclid(4_102_444_800) } else { secs };
+        if let Some(t) = DateTime::<Utc>::from_timestamp(secs, nanos) {
+            prop_assert_eq!(rfc3339(t), t.to_rfc3339_opts(SecondsFormat::Millis, true));
+        }
+    }
+
     /// Fuzzing the validator: any JSON at all gives an event or an error, never a panic, and an accepted
     /// event's payload is valid JSON carrying its message id.
     #[test]
