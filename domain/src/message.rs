@@ -538,46 +538,53 @@ fn correct_timestamp(
 
 /// The one textual form of timestamps cdp writes: `YYYY-MM-DDTHH:MM:SS.mmmZ`, as chrono's
 /// `to_rfc3339_opts(SecondsFormat::Millis, true)` writes it (which it stays for years outside
-/// 0–9999), made here with the digits written directly: every event's ingestion writes three and
-/// chrono's formatting machinery cost ~2,000 instructions each (BENCHMARKS.md).
+/// 0–9999 and leap seconds), made here from the Unix time with the digits written directly: every
+/// event's ingestion writes three (BENCHMARKS.md).
 pub fn rfc3339(t: DateTime<Utc>) -> String {
-    use chrono::{Datelike, Timelike};
-    let year = t.year();
-    if !(0..=9999).contains(&year) {
+    let (secs, nanos) = (t.timestamp(), t.timestamp_subsec_nanos());
+    let days = secs.div_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    // A leap second's nanoseconds run past 1,000,000,000; chrono writes its millisecond as 1000+.
+    if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
         return t.to_rfc3339_opts(SecondsFormat::Millis, true);
     }
-    // A leap second's nanoseconds run past 1,000,000,000; chrono writes its millisecond as 1000+.
-    let millis = t.nanosecond() / 1_000_000;
-    let mut out = [0u8; 24];
-    let mut put = |at: usize, value: u32, digits: usize| {
+    let of_day = secs.rem_euclid(86_400) as u32;
+    let mut out = *b"0000-00-00T00:00:00.000Z";
+    for (at, value, digits) in [
+        (0, year as u32, 4),
+        (5, month, 2),
+        (8, day, 2),
+        (11, of_day / 3600, 2),
+        (14, of_day / 60 % 60, 2),
+        (17, of_day % 60, 2),
+        (20, nanos / 1_000_000, 3),
+    ] {
         let mut v = value;
-        for i in (0..digits).rev() {
-            out[at + i] = b'0' + (v % 10) as u8;
+        for i in (at..at + digits).rev() {
+            out[i] = b'0' + (v % 10) as u8;
             v /= 10;
         }
-    };
-    put(0, year as u32, 4);
-    put(5, t.month(), 2);
-    put(8, t.day(), 2);
-    put(11, t.hour(), 2);
-    put(14, t.minute(), 2);
-    put(17, t.second(), 2);
-    if millis >= 1000 {
-        return t.to_rfc3339_opts(SecondsFormat::Millis, true);
     }
-    put(20, millis, 3);
-    for (at, c) in [
-        (4, b'-'),
-        (7, b'-'),
-        (10, b'T'),
-        (13, b':'),
-        (16, b':'),
-        (19, b'.'),
-        (23, b'Z'),
-    ] {
-        out[at] = c;
-    }
-    out.iter().map(|&b| char::from(b)).collect()
+    // ASCII digits and separators: always UTF-8.
+    std::str::from_utf8(&out).map_or_else(
+        |_| t.to_rfc3339_opts(SecondsFormat::Millis, true),
+        str::to_owned,
+    )
+}
+
+/// The proleptic Gregorian (year, month, day) of `days` since 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 #[cfg(test)]
