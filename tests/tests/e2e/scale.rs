@@ -304,6 +304,21 @@ async fn three_instances_share_the_engine_and_a_killed_owner_is_replaced_within_
         assert_eq!(published.into_iter().collect::<Vec<_>>(), profiles);
     }
 
+    // `cdp replay status` names the partition's owner.
+    let status = tokio::process::Command::new(env!("CARGO_BIN_EXE_cdp-under-test"))
+        .args(["replay", "status", "--database-url", &database.url])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("run cdp replay status");
+    let printed = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        printed.contains(&format!(
+            "partition identity: run by {owner_name} (fence {fence})"
+        )),
+        "{printed}"
+    );
+
     // A single resolver folding the same log builds the same model: a rebuild changes nothing.
     let before = model(&mut db).await;
     let rebuild = tokio::process::Command::new(env!("CARGO_BIN_EXE_cdp-under-test"))
