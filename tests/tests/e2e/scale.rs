@@ -1,7 +1,8 @@
 //! Several instances on one PostgreSQL (and NATS when `CDP_TEST_NATS_URL` is set): the engine's
 //! partition is run by one instance at a time, under a lease (`cdp_projections::lease`); the others
 //! take ingestion and reads and stand by. The owner killed with SIGKILL mid-stream loses the partition
-//! to another instance within 10 s; every event is resolved exactly once; the model (profiles,
+//! to another instance within 10 s; events sent through NATS after it are shared by the survivors'
+//! durable consumer; every event is stored and resolved exactly once; the model (profiles,
 //! memberships) is the one a single resolver folds from the same log (a rebuild changes nothing); every
 //! segment enter is published at least once.
 
@@ -24,6 +25,9 @@ use crate::helpers::{
 const CUSTOMERS: usize = 12;
 const REGULAR: usize = 20;
 const OCCASIONAL: usize = 6;
+/// Customers whose events come through NATS (when there is NATS), and their events each.
+const VIEWERS: usize = 5;
+const VIEWS: usize = 4;
 
 fn orders_of(customer: usize) -> usize {
     if customer.is_multiple_of(2) {
@@ -132,7 +136,7 @@ async fn three_instances_share_the_engine_and_a_killed_owner_is_replaced_within_
         servers.push(start_with(dir.path(), Some(&database.url), None, &env).await);
     }
     // Every segment enter, as published on NATS (by any instance).
-    let entered = match nats_url() {
+    let mut entered = match nats_url() {
         Some(url) => {
             let nats = async_nats::connect(url.as_str()).await.unwrap();
             let subject = format!("{namespace}.cdp.out.{WORKSPACE}.segment.regulars.entered");
@@ -196,6 +200,28 @@ async fn three_instances_share_the_engine_and_a_killed_owner_is_replaced_within_
             i % 2
         );
     }
+    // Through NATS too: the survivors share the durable ingest consumer. (After the kill: what the
+    // killed instance had pulled and not acknowledged JetStream hands out again after 30 s.)
+    let viewers = if let Some((_, nats)) = &entered {
+        let js = async_nats::jetstream::new(nats.clone());
+        for v in 0..VIEWERS {
+            for n in 0..VIEWS {
+                let id = format!("m-view-{v}-{n}");
+                let message = track(&format!("u-view-{v}"), "Viewed", &id);
+                let publish = async_nats::jetstream::context::Publish::build()
+                    .payload(message.to_string().into())
+                    .message_id(&id);
+                js.send_publish(format!("{namespace}.cdp.ingest.{WORKSPACE}"), publish)
+                    .await
+                    .expect("publish to JetStream")
+                    .await
+                    .expect("JetStream acknowledges the publish");
+            }
+        }
+        VIEWERS
+    } else {
+        0
+    };
 
     // Another instance takes the partition within 10 s of the kill.
     let taken_over = loop {
@@ -249,17 +275,51 @@ async fn three_instances_share_the_engine_and_a_killed_owner_is_replaced_within_
             .await;
         }
     }
+    for v in 0..viewers {
+        let user = format!("u-view-{v}");
+        eventually("a NATS customer's profile with every event once", || {
+            let (client, address, user) =
+                (client.clone(), survivors[0].address.clone(), user.clone());
+            async move {
+                let response = client
+                    .get(format!("{address}/v1/profiles/lookup"))
+                    .bearer_auth(ADMIN_TOKEN)
+                    .query(&[("type", "user_id"), ("value", user.as_str())])
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let (status, body) = read_json(response).await;
+                let tracks = &body["event_counts"]["by_type"]["track"];
+                if status == StatusCode::OK && *tracks == VIEWS {
+                    Ok(())
+                } else {
+                    Err(format!("{status} {tracks}"))
+                }
+            }
+        })
+        .await;
+    }
     let mut db = PgConnection::connect(&database.url).await.unwrap();
-    let (events, owned, profiles): (i64, i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM events WHERE kind = 'track'), (SELECT count(*) FROM event_profiles), \
-         (SELECT count(*) FROM profiles)",
+    let (orders, views, owned, profiles): (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM events WHERE name = 'Order Completed'), \
+         (SELECT count(*) FROM events WHERE name = 'Viewed'), \
+         (SELECT count(*) FROM event_profiles), (SELECT count(*) FROM profiles)",
     )
     .fetch_one(&mut db)
     .await
     .unwrap();
-    assert_eq!(events, (0..CUSTOMERS).map(orders_of).sum::<usize>() as i64);
-    assert_eq!(owned, events, "every event belongs to exactly one profile");
-    assert_eq!(profiles, CUSTOMERS as i64);
+    assert_eq!(orders, (0..CUSTOMERS).map(orders_of).sum::<usize>() as i64);
+    assert_eq!(
+        views,
+        (viewers * VIEWS) as i64,
+        "every NATS message stored once"
+    );
+    assert_eq!(
+        owned,
+        orders + views,
+        "every event belongs to exactly one profile"
+    );
+    assert_eq!(profiles, (CUSTOMERS + viewers) as i64);
     // The lease changed hands: a new owner under a higher fence.
     let (owner_name, fence): (String, i64) =
         sqlx::query_as("SELECT owner, fence FROM engine_leases WHERE part = 'identity'")
@@ -285,7 +345,7 @@ async fn three_instances_share_the_engine_and_a_killed_owner_is_replaced_within_
     .await
     .unwrap();
     assert_eq!(members, expected);
-    if let Some((mut subscription, _nats)) = entered {
+    if let Some((subscription, _)) = entered.as_mut() {
         let profiles: Vec<String> = sqlx::query_scalar(
             "SELECT profile FROM segment_members WHERE segment = 'regulars' ORDER BY profile",
         )
@@ -340,6 +400,12 @@ async fn three_instances_share_the_engine_and_a_killed_owner_is_replaced_within_
     );
     assert_eq!(model(&mut db).await, before, "a rebuild changed the model");
     let _ = db.close().await;
+    if let Some((_, nats)) = entered {
+        let js = async_nats::jetstream::new(nats);
+        for stream in ["CDP_INGEST", "CDP_OUT"] {
+            let _ = js.delete_stream(format!("{stream}_{namespace}")).await;
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
