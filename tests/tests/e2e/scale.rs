@@ -88,6 +88,30 @@ async fn owner_of(client: &reqwest::Client, servers: &[&Server]) -> Result<usize
     }
 }
 
+/// Waits until `server` answers the profile of `user` with `events` track events: each once.
+async fn counted_once(client: &reqwest::Client, server: &Server, user: &str, events: usize) {
+    eventually("a customer's profile with every event once", || {
+        let (client, address) = (client.clone(), server.address.clone());
+        async move {
+            let response = client
+                .get(format!("{address}/v1/profiles/lookup"))
+                .bearer_auth(ADMIN_TOKEN)
+                .query(&[("type", "user_id"), ("value", user)])
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let (status, body) = read_json(response).await;
+            let tracks = &body["event_counts"]["by_type"]["track"];
+            if status == StatusCode::OK && *tracks == events {
+                Ok(())
+            } else {
+                Err(format!("{status} {tracks}"))
+            }
+        }
+    })
+    .await;
+}
+
 async fn send(client: &reqwest::Client, server: &Server, message: &Value) -> bool {
     client
         .post(format!("{}/v1/track", server.address))
@@ -251,53 +275,11 @@ async fn three_instances_share_the_engine_and_a_killed_owner_is_replaced_within_
     // survivor, and the model holds one owner row per event of the log.
     for server in &survivors {
         for c in 0..CUSTOMERS {
-            let user = format!("u-scale-{c}");
-            eventually("a customer's profile with every event once", || {
-                let (client, address, user) =
-                    (client.clone(), server.address.clone(), user.clone());
-                async move {
-                    let response = client
-                        .get(format!("{address}/v1/profiles/lookup"))
-                        .bearer_auth(ADMIN_TOKEN)
-                        .query(&[("type", "user_id"), ("value", user.as_str())])
-                        .send()
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    let (status, body) = read_json(response).await;
-                    let tracks = &body["event_counts"]["by_type"]["track"];
-                    if status == StatusCode::OK && *tracks == orders_of(c) {
-                        Ok(())
-                    } else {
-                        Err(format!("{status} {tracks}"))
-                    }
-                }
-            })
-            .await;
+            counted_once(&client, server, &format!("u-scale-{c}"), orders_of(c)).await;
         }
     }
     for v in 0..viewers {
-        let user = format!("u-view-{v}");
-        eventually("a NATS customer's profile with every event once", || {
-            let (client, address, user) =
-                (client.clone(), survivors[0].address.clone(), user.clone());
-            async move {
-                let response = client
-                    .get(format!("{address}/v1/profiles/lookup"))
-                    .bearer_auth(ADMIN_TOKEN)
-                    .query(&[("type", "user_id"), ("value", user.as_str())])
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let (status, body) = read_json(response).await;
-                let tracks = &body["event_counts"]["by_type"]["track"];
-                if status == StatusCode::OK && *tracks == VIEWS {
-                    Ok(())
-                } else {
-                    Err(format!("{status} {tracks}"))
-                }
-            }
-        })
-        .await;
+        counted_once(&client, survivors[0], &format!("u-view-{v}"), VIEWS).await;
     }
     let mut db = PgConnection::connect(&database.url).await.unwrap();
     let (orders, views, owned, profiles): (i64, i64, i64, i64) = sqlx::query_as(
