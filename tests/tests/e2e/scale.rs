@@ -138,6 +138,40 @@ async fn metric(client: &reqwest::Client, server: &Server, name: &str) -> Option
         .and_then(|v| v.parse().ok())
 }
 
+/// `n` instances of `cdp serve` on `database` (with the variables `env`), each over a data directory of
+/// its own (kept in `dirs` while they run).
+async fn instances(
+    database: &PgDatabase,
+    n: usize,
+    env: &[(&str, String)],
+    dirs: &mut Vec<tempfile::TempDir>,
+) -> Vec<Server> {
+    let mut servers = Vec::new();
+    for _ in 0..n {
+        let dir = tempfile::tempdir().unwrap();
+        servers.push(start_with(dir.path(), Some(&database.url), None, env).await);
+        dirs.push(dir);
+    }
+    servers
+}
+
+/// `cdp <args…>` on `database`, its standard output if it succeeded.
+async fn cli(database: &PgDatabase, args: &[&str]) -> String {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_cdp-under-test"))
+        .args(args)
+        .args(["--database-url", &database.url])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("run cdp");
+    assert!(
+        output.status.success(),
+        "cdp {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_share_the_engine_and_a_killed_owner_is_replaced_within_ten_seconds() {
     let Some(_) = postgres_url() else {
@@ -154,11 +188,8 @@ async fn three_instances_share_the_engine_and_a_killed_owner_is_replaced_within_
     } else {
         eprintln!("scale: without NATS (CDP_TEST_NATS_URL is not set): publishing not checked");
     }
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut servers = Vec::new();
-    for dir in &dirs {
-        servers.push(start_with(dir.path(), Some(&database.url), None, &env).await);
-    }
+    let mut dirs = Vec::new();
+    let mut servers = instances(&database, 3, &env, &mut dirs).await;
     // Every segment enter, as published on NATS (by any instance).
     let mut entered = match nats_url() {
         Some(url) => {
@@ -347,13 +378,7 @@ async fn three_instances_share_the_engine_and_a_killed_owner_is_replaced_within_
     }
 
     // `cdp replay status` names the partition's owner.
-    let status = tokio::process::Command::new(env!("CARGO_BIN_EXE_cdp-under-test"))
-        .args(["replay", "status", "--database-url", &database.url])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .expect("run cdp replay status");
-    let printed = String::from_utf8_lossy(&status.stdout);
+    let printed = cli(&database, &["replay", "status"]).await;
     assert!(
         printed.contains(&format!(
             "partition identity: run by {owner_name} (fence {fence})"
@@ -363,23 +388,7 @@ async fn three_instances_share_the_engine_and_a_killed_owner_is_replaced_within_
 
     // A single resolver folding the same log builds the same model: a rebuild changes nothing.
     let before = model(&mut db).await;
-    let rebuild = tokio::process::Command::new(env!("CARGO_BIN_EXE_cdp-under-test"))
-        .args([
-            "replay",
-            "rebuild",
-            "--all",
-            "--database-url",
-            &database.url,
-        ])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .expect("run cdp replay rebuild");
-    assert!(
-        rebuild.status.success(),
-        "cdp replay rebuild: {}",
-        String::from_utf8_lossy(&rebuild.stderr)
-    );
+    cli(&database, &["replay", "rebuild", "--all"]).await;
     assert_eq!(model(&mut db).await, before, "a rebuild changed the model");
     let _ = db.close().await;
     if let Some((_, nats)) = entered {
@@ -398,11 +407,8 @@ async fn an_instance_stopped_gives_its_partition_up_at_once() {
     };
     let database = PgDatabase::create().await;
     let client = http_client();
-    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut servers = Vec::new();
-    for dir in &dirs {
-        servers.push(start_with(dir.path(), Some(&database.url), None, &[]).await);
-    }
+    let mut dirs = Vec::new();
+    let mut servers = instances(&database, 2, &[], &mut dirs).await;
     let first = eventually("one instance running the partition", || {
         let (client, servers) = (client.clone(), servers.iter().collect::<Vec<_>>());
         async move { owner_of(&client, &servers).await }
