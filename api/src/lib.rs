@@ -139,7 +139,7 @@ pub struct Application {
     generated: Option<GeneratedCredentials>,
     _runners: Vec<RunnerHandle>,
     nats_task: Option<JoinHandle<()>>,
-    _publisher: publish::BackgroundTask,
+    _publisher: publish::Publisher,
     /// The scheduled batch side (`CDP_BATCH_INTERVAL`).
     _batch: Option<publish::BackgroundTask>,
     /// A rebuild of a model built by another code version (or an interrupted one), started at start.
@@ -284,6 +284,7 @@ impl Application {
             nats.clone().map(|c| (c, out)),
             state.bus.clone(),
             state.identity.clone(),
+            state.instance.clone(),
         );
         let nats_task = match nats {
             Some(client) => {
@@ -387,6 +388,7 @@ impl Application {
         for runner in _runners {
             runner.shut_down(Duration::from_secs(3)).await;
         }
+        _publisher.shut_down().await;
         Ok(())
     }
 }

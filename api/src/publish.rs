@@ -1,16 +1,21 @@
-//! The outbox publisher: sends the messages the resolver wrote to the `outbox` table (tag changes now),
-//! in order, to NATS JetStream (stream `CDP_OUT`, subjects `cdp.out.>`, `Nats-Msg-Id` = `CDP_OUT-<seq>`
-//! for deduplication) when NATS is configured, and always to the in-process bus. Its position is kept
-//! in `projection_checkpoints` and moves only after JetStream acknowledged, so nothing is lost while
-//! NATS is down: the publisher retries from where it stopped (at least once; subscribers deduplicate
-//! by the message id).
+//! The outbox publisher: sends the messages the resolver wrote to the `outbox` table (tag changes,
+//! segment enters and exits, track events), in order, to NATS JetStream (stream `CDP_OUT`, subjects
+//! `cdp.out.>`, `Nats-Msg-Id` = `CDP_OUT-<seq>` for deduplication) when NATS is configured, and to the
+//! in-process bus (the SSE stream, `GET /v1/stream`). With several instances, one at a time publishes
+//! to NATS — the one holding the `publisher` lease (`cdp_projections::lease`) — and its position is
+//! kept in `projection_checkpoints`, moved only after JetStream acknowledged, so nothing is lost while
+//! NATS is down or when the publishing instance dies: the next holder retries from where it stopped
+//! (at least once; subscribers deduplicate by the message id). Every instance feeds its own bus from
+//! a position of its own in memory, so each instance's stream carries every message.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream};
 use async_nats::HeaderMap;
 use cdp_domain::store::sql::{query, query_each};
 use cdp_domain::store::Store;
+use cdp_projections::lease::{self, HeldLease, Lease};
 use cdp_projections::outbox::{outbox_after, OutMessage, Topic};
 use cdp_projections::runner::checkpoint;
 use cdp_projections::ProjectionError;
@@ -76,55 +81,178 @@ impl Drop for BackgroundTask {
     }
 }
 
-/// Starts publishing; `resolver` tells it when the resolver committed (else it polls every `POLL`).
+/// The lease under which one instance at a time publishes the outbox to NATS and moves the
+/// publisher's checkpoint (`engine_leases`, beside the engine's partitions).
+pub const PUBLISHER_LEASE: &str = "publisher";
+
+/// The publisher of an instance: every instance feeds its own bus (the SSE stream) from the outbox,
+/// at a position of its own; the one holding [`PUBLISHER_LEASE`] also publishes to NATS.
+#[derive(Debug)]
+pub struct Publisher {
+    task: BackgroundTask,
+    held: Arc<HeldLease>,
+    store: Store,
+}
+
+impl Publisher {
+    /// Stops publishing and gives the lease up, so that another instance publishes at once.
+    pub async fn shut_down(self) {
+        drop(self.task);
+        if let Some(lease) = self.held.take() {
+            let _ = lease.release(&self.store).await;
+        }
+    }
+}
+
+/// Starts publishing as the instance `instance`; `resolver` tells it when the resolver committed (else
+/// it polls every `POLL`).
 pub fn spawn(
     store: Store,
     nats: Option<(async_nats::Client, OutTopology)>,
     bus: broadcast::Sender<Published>,
-    resolver: std::sync::Arc<cdp_projections::RunnerStatus>,
-) -> BackgroundTask {
-    BackgroundTask(tokio::spawn(async move {
-        let mut outage = Outage::default();
-        loop {
-            let outcome = publish_some(&store, nats.as_ref(), &bus).await;
-            let now = Instant::now();
-            let change = match &outcome {
-                Ok(0) => outage.idle(now),
-                Ok(n) => outage.published(*n, now),
-                Err(_) => outage.failed(now),
-            };
-            match (change, &outcome) {
-                (Some(Change::Down), Err(e)) => {
-                    let waiting = waiting(&store).await.ok();
-                    tracing::warn!(
-                        error = %e,
-                        waiting,
-                        "publishing the outbox stopped (NATS or the database is out of reach); \
-                         retrying every second, said once: the outbox keeps every message"
-                    );
-                }
-                (Some(Change::Back { lasted, failures }), _) => tracing::info!(
-                    seconds = lasted.as_secs_f64(),
-                    failed_attempts = failures,
-                    "publishing the outbox works again; catching up"
-                ),
-                (Some(Change::CaughtUp { published, took }), _) => tracing::info!(
-                    published,
-                    seconds = took.as_secs_f64(),
-                    "the outbox has caught up after the outage"
-                ),
-                (_, Err(e)) => tracing::debug!(error = %e, "publishing the outbox failed again"),
-                _ => {}
-            }
-            match outcome {
-                Ok(0) => {
-                    let _ = tokio::time::timeout(POLL, resolver.committed.notified()).await;
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+    resolver: Arc<cdp_projections::RunnerStatus>,
+    instance: String,
+) -> Publisher {
+    let held = Arc::new(HeldLease::default());
+    let task = BackgroundTask(tokio::spawn(publish_forever(
+        store.clone(),
+        nats,
+        bus,
+        resolver,
+        instance,
+        held.clone(),
+    )));
+    Publisher { task, held, store }
+}
+
+async fn publish_forever(
+    store: Store,
+    nats: Option<(async_nats::Client, OutTopology)>,
+    bus: broadcast::Sender<Published>,
+    resolver: Arc<cdp_projections::RunnerStatus>,
+    instance: String,
+    held: Arc<HeldLease>,
+) {
+    // The bus starts where publishing is: what is still to be published reaches its listeners.
+    let mut bus_at = loop {
+        match checkpoint(&store, PUBLISHER).await {
+            Ok(at) => break at.seq,
+            Err(e) => {
+                tracing::debug!(error = %e, "the publisher's checkpoint could not be read; tried again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
-    }))
+    };
+    let mut outage = Outage::default();
+    let mut upkeep = LeaseUpkeep::default();
+    loop {
+        upkeep.keep(&store, &instance, &held).await;
+        let lease = held.get();
+        let outcome =
+            publish_some(&store, nats.as_ref(), &bus, &mut bus_at, lease.as_deref()).await;
+        let now = Instant::now();
+        let change = match &outcome {
+            Ok(0) => outage.idle(now),
+            Ok(n) => outage.published(*n, now),
+            Err(_) => outage.failed(now),
+        };
+        match (change, &outcome) {
+            (Some(Change::Down), Err(e)) => {
+                let waiting = waiting(&store).await.ok();
+                tracing::warn!(
+                    error = %e,
+                    waiting,
+                    "publishing the outbox stopped (NATS or the database is out of reach); \
+                     retrying every second, said once: the outbox keeps every message"
+                );
+            }
+            (Some(Change::Back { lasted, failures }), _) => tracing::info!(
+                seconds = lasted.as_secs_f64(),
+                failed_attempts = failures,
+                "publishing the outbox works again; catching up"
+            ),
+            (Some(Change::CaughtUp { published, took }), _) => tracing::info!(
+                published,
+                seconds = took.as_secs_f64(),
+                "the outbox has caught up after the outage"
+            ),
+            (_, Err(e)) => tracing::debug!(error = %e, "publishing the outbox failed again"),
+            _ => {}
+        }
+        match outcome {
+            Ok(0) => {
+                let _ = tokio::time::timeout(POLL, resolver.committed.notified()).await;
+            }
+            Ok(_) => {}
+            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    }
+}
+
+/// The publisher's lease, kept: taken when free (tried every [`lease::TRY_EVERY`]), renewed every
+/// [`lease::RENEW_EVERY`] while held, dropped when another instance took it or a renewal could not
+/// be made before it lapsed.
+#[derive(Debug, Default)]
+struct LeaseUpkeep {
+    /// When the lease was last tried for or renewed.
+    attempted: Option<Instant>,
+    /// When it was last renewed (or taken).
+    renewed: Option<Instant>,
+}
+
+impl LeaseUpkeep {
+    async fn keep(&mut self, store: &Store, instance: &str, held: &HeldLease) {
+        let now = Instant::now();
+        match held.get() {
+            Some(lease) => {
+                if self
+                    .attempted
+                    .is_some_and(|at| now.duration_since(at) < lease::RENEW_EVERY)
+                {
+                    return;
+                }
+                self.attempted = Some(now);
+                match lease.renew(store).await {
+                    Ok(true) => self.renewed = Some(now),
+                    Ok(false) => {
+                        held.put(None);
+                        tracing::warn!(instance, "the publisher's lease was taken by another instance: feeding this instance's stream only");
+                    }
+                    Err(e) => {
+                        let since = self.renewed.map_or(lease::TTL, |at| now.duration_since(at));
+                        if since + lease::RENEW_EVERY >= lease::TTL {
+                            held.put(None);
+                            tracing::warn!(instance, error = %e, "the publisher's lease could not be renewed before it lapsed; given up");
+                        }
+                    }
+                }
+            }
+            None => {
+                if self
+                    .attempted
+                    .is_some_and(|at| now.duration_since(at) < lease::TRY_EVERY)
+                {
+                    return;
+                }
+                self.attempted = Some(now);
+                match Lease::acquire(store, PUBLISHER_LEASE, instance).await {
+                    Ok(Some(taken)) => {
+                        tracing::info!(
+                            instance,
+                            fence = taken.fence(),
+                            "the publisher's lease taken: publishing the outbox"
+                        );
+                        self.renewed = Some(now);
+                        held.put(Some(Arc::new(taken)));
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::debug!(error = %e, "the publisher's lease could not be asked for")
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// What the publisher's log says about an outage: one line when publishing starts failing, one when a
@@ -201,20 +329,48 @@ async fn waiting(store: &Store) -> Result<i64, ProjectionError> {
     Ok(count)
 }
 
-/// Publishes the next page of the outbox; returns how many were published.
+/// Feeds the next page of the outbox after `bus_at` to the bus (and moves `bus_at`); under the
+/// publisher's `lease`, publishes the next page after the publisher's checkpoint to NATS too and
+/// moves the checkpoint. Returns how many messages were handled (the larger of the two pages).
 #[tracing::instrument(name = "publish", skip_all)]
 async fn publish_some(
     store: &Store,
     nats: Option<&(async_nats::Client, OutTopology)>,
     bus: &broadcast::Sender<Published>,
+    bus_at: &mut i64,
+    lease: Option<&Lease>,
 ) -> anyhow::Result<usize> {
-    let after = checkpoint(store, PUBLISHER).await?.seq;
-    let page = outbox_after(store, after, PAGE).await?;
-    let Some(last) = page.last().map(|m| m.seq) else {
-        return Ok(0);
+    let fed_from = *bus_at;
+    let fed = next_page(store, fed_from).await?;
+    let fed_count = fed.len();
+    for OutMessage {
+        seq,
+        workspace,
+        topic,
+        payload,
+    } in fed.iter().cloned()
+    {
+        // No receiver is fine: the bus is for whoever listens now.
+        let _ = bus.send(Published {
+            seq,
+            subject: subject_under(BUS_PREFIX, &workspace, &topic),
+            workspace,
+            payload,
+        });
+        *bus_at = seq;
+    }
+    let Some(_) = lease else {
+        return Ok(fed_count);
     };
-    // Every message leaves with the channels its profile may be reached on.
-    let page = crate::consent::gate(store, page).await?;
+    let published_through = checkpoint(store, PUBLISHER).await?.seq;
+    let page = if published_through == fed_from {
+        fed
+    } else {
+        next_page(store, published_through).await?
+    };
+    let Some(last) = page.last().map(|m| m.seq) else {
+        return Ok(fed_count);
+    };
     if let Some((client, topology)) = nats {
         let js = jetstream::new(client.clone());
         let mut acks = Vec::with_capacity(page.len());
@@ -236,24 +392,19 @@ async fn publish_some(
                 .map_err(|e| anyhow::anyhow!("JetStream did not acknowledge: {e}"))?;
         }
     }
-    for OutMessage {
-        seq,
-        workspace,
-        topic,
-        payload,
-    } in page.iter().cloned()
-    {
-        // No receiver is fine: the bus is for whoever listens now.
-        let _ = bus.send(Published {
-            seq,
-            subject: subject_under(BUS_PREFIX, &workspace, &topic),
-            workspace,
-            payload,
-        });
-    }
     save(store, last).await?;
     prune(store, last).await?;
-    Ok(page.len())
+    Ok(page.len().max(fed_count))
+}
+
+/// The next page of the outbox after `after`, each message with the channels its profile may be
+/// reached on.
+async fn next_page(store: &Store, after: i64) -> anyhow::Result<Vec<OutMessage>> {
+    let page = outbox_after(store, after, PAGE).await?;
+    if page.is_empty() {
+        return Ok(page);
+    }
+    crate::consent::gate(store, page).await
 }
 
 /// The subjects' prefix on the in-process bus (the SSE stream): NATS's without a namespace.

@@ -9,7 +9,8 @@
 //! transaction as the model's writes.
 //!
 //! The engine is one partition today, `identity` (every workspace's identity sequence and fold, run
-//! by one resolver): a second instance stands by and takes over within `TTL` + [`TRY_EVERY`].
+//! by one resolver): a second instance stands by and takes over within `TTL` + [`TRY_EVERY`]. The
+//! outbox's publishing to NATS is leased the same way (`publisher`, in `api::publish`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -189,6 +190,25 @@ impl Lease {
                 }
             }
         }
+    }
+}
+
+/// The lease a task holds now (if any), shared with whoever gives it up when the task is stopped.
+#[derive(Debug, Default)]
+pub struct HeldLease(std::sync::Mutex<Option<std::sync::Arc<Lease>>>);
+
+impl HeldLease {
+    pub fn put(&self, lease: Option<std::sync::Arc<Lease>>) {
+        *self.0.lock().expect("held lease lock") = lease;
+    }
+
+    pub fn take(&self) -> Option<std::sync::Arc<Lease>> {
+        self.0.lock().expect("held lease lock").take()
+    }
+
+    /// The lease held now.
+    pub fn get(&self) -> Option<std::sync::Arc<Lease>> {
+        self.0.lock().expect("held lease lock").clone()
     }
 }
 

@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 pub use crate::error::ProjectionError;
-use crate::lease::{self, Lease};
+use crate::lease::{self, HeldLease, Lease};
 pub use crate::model_tx::ModelTx;
 pub use crate::projection::{
     checkpoint, has_applied, Progress, Projection, RunnerStatus, RESOLVER,
@@ -231,7 +231,7 @@ pub fn spawn<P: Projection + Clone>(store: Store, projection: P, owner: String) 
                 .spawn(move || {
                     lower_priority(engine_nice());
                     runtime.block_on(async move {
-                        let held = Held::default();
+                        let held = HeldLease::default();
                         tokio::select! {
                             () = follow(&store, projection, status, wake, &owner, &held) => {}
                             () = stopped.notified() => {}
@@ -249,7 +249,15 @@ pub fn spawn<P: Projection + Clone>(store: Store, projection: P, owner: String) 
         _ => {
             let (status, wake) = (status.clone(), wake.clone());
             Running::Task(tokio::spawn(async move {
-                follow(&store, projection, status, wake, &owner, &Held::default()).await;
+                follow(
+                    &store,
+                    projection,
+                    status,
+                    wake,
+                    &owner,
+                    &HeldLease::default(),
+                )
+                .await;
             }))
         }
     };
@@ -284,20 +292,6 @@ fn lower_priority(nice: i32) {
     let _ = nice;
 }
 
-/// The lease a runner holds now, for its stop to give up.
-#[derive(Default)]
-struct Held(std::sync::Mutex<Option<Arc<Lease>>>);
-
-impl Held {
-    fn put(&self, lease: Option<Arc<Lease>>) {
-        *self.0.lock().expect("held lease lock") = lease;
-    }
-
-    fn take(&self) -> Option<Arc<Lease>> {
-        self.0.lock().expect("held lease lock").take()
-    }
-}
-
 /// Runs `projection` whenever `owner` holds its partition's lease: takes the lease (tried every
 /// [`lease::TRY_EVERY`] while another instance holds it), then follows the log under it, renewing it,
 /// until it is lost; then drops what it holds of the model (the next owner writes it) and stands by.
@@ -307,7 +301,7 @@ async fn follow<P: Projection + Clone>(
     status: Arc<RunnerStatus>,
     wake: Arc<Notify>,
     owner: &str,
-    held: &Held,
+    held: &HeldLease,
 ) {
     let part = projection.name();
     loop {

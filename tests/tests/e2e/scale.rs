@@ -4,7 +4,8 @@
 //! to another instance within 10 s; events sent through NATS after it are shared by the survivors'
 //! durable consumer; every event is stored and resolved exactly once; the model (profiles,
 //! memberships) is the one a single resolver folds from the same log (a rebuild changes nothing); every
-//! segment enter is published at least once.
+//! segment enter is published at least once (by the one instance holding the `publisher` lease), and
+//! every surviving instance's `/v1/stream` carries every enter.
 
 use std::time::{Duration, Instant};
 
@@ -138,6 +139,50 @@ async fn metric(client: &reqwest::Client, server: &Server, name: &str) -> Option
         .and_then(|v| v.parse().ok())
 }
 
+/// `GET /v1/stream` of `server`, open.
+async fn open_stream(client: &reqwest::Client, server: &Server) -> reqwest::Response {
+    let response = client
+        .get(format!("{}/v1/stream", server.address))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response
+}
+
+/// Reads `stream` (server-sent events) until it carried a `segment.entered` of every profile of
+/// `profiles`; panics naming those it did not carry within 10 s.
+async fn stream_carries_enters(stream: &mut reqwest::Response, profiles: &[String], which: &str) {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut text = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !profiles.iter().all(|p| seen.contains(p)) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = tokio::time::timeout(left, stream.chunk())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("{which}'s /v1/stream carried the enters of {seen:?} of {profiles:?}")
+            })
+            .unwrap()
+            .expect("the stream stays open");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        // Whole events only: an event ends with an empty line.
+        while let Some(end) = text.find("\n\n") {
+            let event: String = text.drain(..end + 2).collect();
+            if !event.contains("event: segment.entered") {
+                continue;
+            }
+            let data = event
+                .lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .expect("an event has data");
+            let payload: Value = serde_json::from_str(data).unwrap();
+            seen.insert(payload["profile_id"].as_str().unwrap().to_owned());
+        }
+    }
+}
+
 /// `n` instances of `cdp serve` on `database` (with the variables `env`), each over a data directory of
 /// its own (kept in `dirs` while they run).
 async fn instances(
@@ -218,6 +263,11 @@ async fn three_instances_share_the_engine_and_a_killed_owner_is_replaced_within_
         async move { owner_of(&client, &servers).await }
     })
     .await;
+    // Every instance's stream of what is published, whichever instance publishes to NATS.
+    let mut streams = Vec::new();
+    for server in &servers {
+        streams.push(open_stream(&client, server).await);
+    }
 
     // The stream goes through every instance in turn; half of it, then the owner is killed.
     let messages: Vec<Value> = (0..REGULAR)
@@ -243,6 +293,7 @@ async fn three_instances_share_the_engine_and_a_killed_owner_is_replaced_within_
     }
     let killed_at = Instant::now();
     let mut killed = servers.remove(first);
+    drop(streams.remove(first));
     killed
         .child
         .kill()
@@ -376,6 +427,23 @@ async fn three_instances_share_the_engine_and_a_killed_owner_is_replaced_within_
         }
         assert_eq!(published.into_iter().collect::<Vec<_>>(), profiles);
     }
+    // Each survivor's `/v1/stream` carried every enter, whichever instance made or published it.
+    let profiles: Vec<String> = sqlx::query_scalar(
+        "SELECT profile FROM segment_members WHERE segment = 'regulars' ORDER BY profile",
+    )
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    for (i, stream) in streams.iter_mut().enumerate() {
+        stream_carries_enters(stream, &profiles, &format!("survivor {i}")).await;
+    }
+    // One instance publishes to NATS at a time, under a lease of its own.
+    let publishers: Vec<(String, i64)> =
+        sqlx::query_as("SELECT owner, expires_at FROM engine_leases WHERE part = 'publisher'")
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(publishers.len(), 1, "{publishers:?}");
 
     // `cdp replay status` names the partition's owner.
     let printed = cli(&database, &["replay", "status"]).await;
