@@ -14,6 +14,7 @@ mod preview;
 mod profile_read;
 mod replay;
 pub mod report;
+mod scale;
 mod target;
 mod timeout;
 mod traits;
@@ -69,6 +70,12 @@ pub enum Scenario {
     /// members/s and the process's peak resident growth while streaming (constant memory: it does
     /// not grow with the members). Verified: every member once, exactly the consenting ones on sms.
     Export,
+    /// Freshness's stream against 1, then 2 (… --instances) `cdp serve` processes on one PostgreSQL
+    /// and NATS, each pinned to a core with `taskset`, at each of --rates until one is missed: the
+    /// highest rate at which the p99 from the 200 to the `segment…entered` message on NATS stays ≤
+    /// 100 ms, per number of instances, and its ratio to one instance's. Needs --backend postgres and
+    /// --nats-url, and the release `cdp` binary beside `cdp-bench`; not run unless named.
+    Scale,
 }
 
 impl Scenario {
@@ -99,6 +106,7 @@ impl Scenario {
             Scenario::Replay => replay::NAME,
             Scenario::Memory => memory::NAME,
             Scenario::Export => export::NAME,
+            Scenario::Scale => scale::NAME,
         }
     }
 }
@@ -150,6 +158,15 @@ pub struct BenchArgs {
     /// `bench_<random>` of its own (streams deleted afterwards); the in-process bus when absent.
     #[arg(long)]
     pub nats_url: Option<String>,
+    /// Target events/s tried by scale, in order, for each number of instances.
+    #[arg(long, value_delimiter = ',', default_values_t = [2_000, 4_000, 6_000, 8_000, 10_000, 12_000, 15_000])]
+    pub rates: Vec<usize>,
+    /// Up to how many `cdp serve` processes scale starts.
+    #[arg(long, default_value_t = 2)]
+    pub instances: usize,
+    /// The `cdp` binary scale starts (default: the one beside `cdp-bench`).
+    #[arg(long)]
+    pub cdp_binary: Option<std::path::PathBuf>,
     /// Seed of the generated messages (and of profile-read's choice of profiles).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -271,6 +288,19 @@ async fn run_scenario(
         Scenario::Replay => replay::run(backend, workload).await,
         Scenario::Memory => memory::run(backend, args.customers, args.seed).await,
         Scenario::Export => export::run(backend, args.customers, args.seed).await,
+        Scenario::Scale => {
+            let settings = scale::Settings {
+                events: args.events,
+                rates: &args.rates,
+                instances: args.instances,
+                batch: args.batch,
+                clients: args.clients,
+                seed: args.seed,
+                nats_url: args.nats_url.as_deref(),
+                cdp_binary: args.cdp_binary.as_deref(),
+            };
+            scale::run(backend, &settings).await
+        }
     }
 }
 

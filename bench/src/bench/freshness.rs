@@ -48,7 +48,7 @@ use crate::retail::{self, revenue_cents, Channel, Customer, Line, Who};
 
 pub const NAME: &str = "freshness";
 pub(super) const WORKSPACE: &str = "bench";
-const SEGMENT: &str = "spent_1000";
+pub(super) const SEGMENT: &str = "spent_1000";
 /// The segment's threshold, in cents.
 const THRESHOLD: u32 = 100_000;
 /// One stream request per tick, carrying `rate × TICK` messages.
@@ -56,7 +56,7 @@ const TICK: Duration = Duration::from_millis(10);
 /// One message in this many of the stream is a crossing order.
 const CROSSING_EVERY: usize = 20;
 /// Waiting (for the resolver, a backfill, the messages) is given up when nothing moves for this long.
-const STALLED: Duration = Duration::from_secs(120);
+pub(super) const STALLED: Duration = Duration::from_secs(120);
 /// After everything was resolved, how long to keep listening for messages that should not come
 /// (several publisher polls).
 const QUIET: Duration = Duration::from_millis(500);
@@ -162,21 +162,31 @@ pub async fn run(backend: &Backend, settings: &Settings<'_>) -> anyhow::Result<O
     })
 }
 
+/// The segment's definition: cumulative spend of at least the threshold, all time.
+pub(super) fn definition() -> Value {
+    json!({
+        "name": "spent 1000",
+        "condition": {"event": "Order Completed",
+                      "aggregate": {"function": "sum", "property": "properties.total"},
+                      "op": "gte", "value": THRESHOLD / 100},
+    })
+}
+
 /// The messages of a run, generated before the clock starts.
-struct Plan {
+pub(super) struct Plan {
     /// Orders below the threshold, sent and resolved before the segment is defined.
-    history: Workload,
+    pub(super) history: Workload,
     /// The stream's `/v1/batch` bodies, one per tick.
-    stream: Vec<Bytes>,
-    stream_events: usize,
+    pub(super) stream: Vec<Bytes>,
+    pub(super) stream_events: usize,
     per_request: usize,
     /// For each stream request, the `messageId`s of the crossing orders it carries.
-    crossing: Vec<Vec<String>>,
-    crossers: usize,
+    pub(super) crossing: Vec<Vec<String>>,
+    pub(super) crossers: usize,
 }
 
 impl Plan {
-    fn generate(s: &Settings<'_>) -> anyhow::Result<Self> {
+    pub(super) fn generate(s: &Settings<'_>) -> anyhow::Result<Self> {
         ensure!(
             s.events >= CROSSING_EVERY,
             "--events must be at least {CROSSING_EVERY}"
@@ -313,10 +323,10 @@ struct Measured {
 }
 
 /// From the 200 of each crossing order to its entered message, sorted.
-struct Latencies {
-    latencies: Vec<Duration>,
+pub(super) struct Latencies {
+    pub(super) latencies: Vec<Duration>,
     /// Messages that arrived before the client had seen the 200.
-    early: usize,
+    pub(super) early: usize,
 }
 
 /// Messages as they arrive on one channel: arrival, subject, payload.
@@ -392,13 +402,7 @@ async fn measure(
             .build()
             .context("failed to build the HTTP client")?;
         let started = Instant::now();
-        let definition = json!({
-            "name": "spent 1000",
-            "condition": {"event": "Order Completed",
-                          "aggregate": {"function": "sum", "property": "properties.total"},
-                          "op": "gte", "value": THRESHOLD / 100},
-        });
-        define(&client, &base, &token, SEGMENT, &definition).await?;
+        define(&client, &base, &token, SEGMENT, &definition()).await?;
         let backfill = started.elapsed();
         let before = lock(&bus_inbox).len();
         ensure!(
@@ -408,7 +412,7 @@ async fn measure(
         );
 
         let commits = CommitWatch::start(state.identity.clone());
-        let (stream, answered) = send_paced(&client, &base, &write_key, plan, settings).await?;
+        let (stream, answered) = send_paced(&client, std::slice::from_ref(&base), &write_key, plan, settings).await?;
         let mut requests: Vec<Duration> = answered.iter().map(|(_, l)| *l).collect();
         requests.sort_unstable();
         // With the segment's definition: an operator command in the log, applied by the resolver too.
@@ -548,17 +552,17 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Sends the stream's requests one per tick (late ticks are caught up at once), at most `clients` in
-/// flight; returns the time from the first send to the last 200 and, per request, when its 200 came and
-/// how long it took.
-async fn send_paced(
+/// Sends the stream's requests one per tick (late ticks are caught up at once) to the services at
+/// `bases` in turn, at most `clients` in flight; returns the time from the first send to the last 200
+/// and, per request, when its 200 came and how long it took.
+pub(super) async fn send_paced(
     client: &reqwest::Client,
-    base: &str,
+    bases: &[String],
     write_key: &str,
     plan: &Plan,
     settings: &Settings<'_>,
 ) -> anyhow::Result<(Duration, Vec<(Instant, Duration)>)> {
-    let url = format!("{base}/v1/batch");
+    let urls: Vec<String> = bases.iter().map(|b| format!("{b}/v1/batch")).collect();
     let slots = Arc::new(Semaphore::new(settings.clients));
     let mut tasks = JoinSet::new();
     let start = tokio::time::Instant::now();
@@ -566,7 +570,7 @@ async fn send_paced(
         tokio::time::sleep_until(start + TICK * i as u32).await;
         let slot = slots.clone().acquire_owned().await?;
         let request = client
-            .post(&url)
+            .post(&urls[i % urls.len()])
             .basic_auth(write_key, None::<&str>)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body.clone());
@@ -692,7 +696,7 @@ pub(super) async fn resolved(state: &AppState, expected: u64) -> anyhow::Result<
 }
 
 /// Waits until every crossing's message arrived on `channel`.
-async fn arrived(channel: &str, inbox: &Inbox, expected: usize) -> anyhow::Result<()> {
+pub(super) async fn arrived(channel: &str, inbox: &Inbox, expected: usize) -> anyhow::Result<()> {
     until(channel, || lock(inbox).len(), |n| *n >= expected).await
 }
 
@@ -789,7 +793,7 @@ async fn until_committed(
 }
 
 /// Checks what arrived on `channel` against the crossings, and measures each one's latency.
-fn latencies(
+pub(super) fn latencies(
     channel: &str,
     inbox: &Inbox,
     answered: &HashMap<&str, Instant>,

@@ -1,0 +1,433 @@
+//! Scenario `scale`: freshness's stream (`super::freshness`) against one, then two (… `--instances`)
+//! `cdp serve` processes sharing one PostgreSQL database and NATS, each process pinned to a core of its
+//! own with `taskset` (instance `i` on core `i` modulo the machine's cores), the stream's requests sent to
+//! the instances in turn. For each number of instances the stream is run at each rate of `--rates`, in
+//! order, on a fresh database, until a rate misses — the p99 from a crossing order's 200 to its
+//! `segment…entered` message on NATS above [`P99_GOAL`], or the rate not sustained (below
+//! [`SUSTAINED`] of the target) —; the figure is the highest rate met, and the summary gives the
+//! ratio of each number of instances' figure to one instance's.
+//!
+//! The processes are the release `cdp` binary beside `cdp-bench` (or `--cdp-binary`), configured like
+//! freshness's in-process service (the same defaults, no scheduled batch). PostgreSQL, NATS and the
+//! bench's own clients are not pinned: they share the machine with the instances, which the summary
+//! says. Verified as in freshness: every event stored once, every crossing exactly one entered message
+//! on a profile of its own, nothing else entered or exited, and the segment holds exactly the crossers.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context};
+use cdp_api::provision::random_secret;
+use cdp_domain::store::{EventStore, Store};
+use futures::StreamExt;
+use tokio::process::{Child, Command};
+use tokio::task::JoinSet;
+
+use super::freshness::{
+    admin, arrived, define, definition, latencies, lock, send_paced, Inbox, Plan,
+    Settings as Stream, SEGMENT, STALLED, WORKSPACE,
+};
+use super::ingest_http::send_all;
+use super::report::{quantile, Outcome, Row};
+use super::target::{Backend, FreshStore};
+use crate::numbers::thousands;
+
+pub const NAME: &str = "scale";
+/// A rate is met when the p99 from the 200 to the published enter is at most this…
+pub const P99_GOAL: Duration = Duration::from_millis(100);
+/// … and the stream was sent at no less than this share of the target rate.
+pub const SUSTAINED: f64 = 0.95;
+
+/// The flags of the scenario.
+pub struct Settings<'a> {
+    pub events: usize,
+    /// The target rates tried, in events/s, in order.
+    pub rates: &'a [usize],
+    /// Up to how many instances.
+    pub instances: usize,
+    pub batch: usize,
+    pub clients: usize,
+    pub seed: u64,
+    pub nats_url: Option<&'a str>,
+    /// The `cdp` binary to start; beside the running `cdp-bench` when absent.
+    pub cdp_binary: Option<&'a Path>,
+}
+
+/// One stream run against `instances` processes at a target `rate`.
+struct Run {
+    instances: usize,
+    rate: usize,
+    events: usize,
+    seconds: f64,
+    sustained: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+impl Run {
+    fn met(&self) -> bool {
+        self.p99 <= P99_GOAL && self.sustained >= SUSTAINED * self.rate as f64
+    }
+}
+
+pub async fn run(backend: &Backend, settings: &Settings<'_>) -> anyhow::Result<Outcome> {
+    let Backend::Postgres { .. } = backend else {
+        bail!("{NAME} needs PostgreSQL (--backend postgres --database-url …): instances share it");
+    };
+    let nats_url = settings
+        .nats_url
+        .context("scale needs --nats-url: the instances publish the segment's enters there")?;
+    ensure!(settings.instances >= 1, "--instances must be at least 1");
+    ensure!(!settings.rates.is_empty(), "--rates names no rate");
+    let cdp = match settings.cdp_binary {
+        Some(path) => path.to_path_buf(),
+        None => beside_bench()?,
+    };
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut runs: Vec<Run> = Vec::new();
+    let mut best: Vec<(usize, Option<f64>)> = Vec::new();
+    for instances in 1..=settings.instances {
+        let mut met = None;
+        for &rate in settings.rates {
+            eprintln!("  {NAME}: {instances} instance(s) at {rate} events/s …");
+            let run = one_run(backend, &cdp, instances, rate, nats_url, settings)
+                .await
+                .with_context(|| format!("{NAME}: {instances} instance(s) at {rate}/s failed"))?;
+            eprintln!(
+                "  {NAME}: {instances} instance(s) at {rate}/s: sustained {:.0}/s, p99 {:.1} ms",
+                run.sustained,
+                run.p99.as_secs_f64() * 1e3
+            );
+            let ok = run.met();
+            if ok {
+                met = Some(run.sustained);
+            }
+            runs.push(run);
+            if !ok {
+                break;
+            }
+        }
+        best.push((instances, met));
+    }
+
+    let rows = runs
+        .iter()
+        .map(|r| Row {
+            scenario: NAME,
+            backend: label(r.instances, r.rate),
+            count: r.events as u64,
+            unit: "events",
+            seconds: r.seconds,
+            rate: r.sustained,
+            p50: Some(r.p50),
+            p99: Some(r.p99),
+            reference_rate: None,
+        })
+        .collect();
+    let one = best.first().and_then(|(_, m)| *m);
+    let figures: Vec<String> = best
+        .iter()
+        .map(|(n, met)| match (met, one) {
+            (Some(rate), Some(one)) => format!(
+                "{n} instance(s): {}/s ({:.2}× one)",
+                thousands(rate.round() as u64),
+                rate / one
+            ),
+            (Some(rate), None) => format!("{n} instance(s): {}/s", thousands(rate.round() as u64)),
+            (None, _) => format!("{n} instance(s): no rate tried was met"),
+        })
+        .collect();
+    let summary = format!(
+        "{NAME} on postgres+nats: the highest rate of {rates:?} events/s at which the p99 from the \
+         200 to the segment.{SEGMENT}.entered message on NATS stays ≤ {goal} ms (and ≥ {sustained:.0} % \
+         of the rate is sustained), each instance a `cdp serve` process pinned to one core of {cores} \
+         (PostgreSQL, NATS and the bench unpinned, on the same machine), the stream's requests sent to \
+         the instances in turn: {figures}. Verified at every rate: every event stored once, every \
+         crossing exactly one entered message, nothing else entered or exited, the segment holds the \
+         crossers.",
+        rates = settings.rates,
+        goal = P99_GOAL.as_millis(),
+        sustained = SUSTAINED * 100.0,
+        figures = figures.join("; "),
+    );
+    Ok(Outcome { rows, summary })
+}
+
+/// The row's label: how many instances, at which target rate.
+fn label(instances: usize, rate: usize) -> &'static str {
+    String::leak(format!("pg+nats ×{instances} @{rate}/s"))
+}
+
+/// `cdp` in the directory of the running `cdp-bench`.
+fn beside_bench() -> anyhow::Result<PathBuf> {
+    let bench = std::env::current_exe().context("where cdp-bench runs from is unknown")?;
+    let cdp = bench.with_file_name(format!("cdp{}", std::env::consts::EXE_SUFFIX));
+    ensure!(
+        cdp.is_file(),
+        "{} is missing: build it (cargo build --release -p cdp-api) or name one with --cdp-binary",
+        cdp.display()
+    );
+    Ok(cdp)
+}
+
+async fn one_run(
+    backend: &Backend,
+    cdp: &Path,
+    instances: usize,
+    rate: usize,
+    nats_url: &str,
+    settings: &Settings<'_>,
+) -> anyhow::Result<Run> {
+    let stream = Stream {
+        events: settings.events,
+        rate,
+        batch: settings.batch,
+        clients: settings.clients,
+        seed: settings.seed,
+        nats_url: Some(nats_url),
+    };
+    let plan = Plan::generate(&stream)?;
+    let fresh = FreshStore::create(backend).await?;
+    let measured = measure(&fresh, cdp, instances, nats_url, &plan, &stream).await;
+    let removed = fresh.remove().await;
+    let (seconds, p50, p99) = measured?;
+    removed?;
+    Ok(Run {
+        instances,
+        rate,
+        events: plan.stream_events,
+        seconds,
+        sustained: plan.stream_events as f64 / seconds,
+        p50,
+        p99,
+    })
+}
+
+/// The instances of a run: `cdp serve` processes, killed when dropped.
+struct Instances {
+    children: Vec<Child>,
+    bases: Vec<String>,
+}
+
+impl Instances {
+    async fn start(
+        cdp: &Path,
+        n: usize,
+        fresh: &FreshStore,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let database_url = fresh
+            .config()
+            .database_url
+            .context("a PostgreSQL store has a URL")?;
+        let mut children = Vec::with_capacity(n);
+        let mut bases = Vec::with_capacity(n);
+        for i in 0..n {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+            let port = listener.local_addr()?.port();
+            drop(listener);
+            let dir = fresh.data_dir().join(format!("instance-{i}"));
+            std::fs::create_dir_all(&dir)?;
+            let log = std::fs::File::create(dir.join("cdp.log"))?;
+            let mut command = Command::new("taskset");
+            command
+                .arg("-c")
+                .arg((i % cores).to_string())
+                .arg(cdp)
+                .arg("serve")
+                .env("CDP_LISTEN", format!("127.0.0.1:{port}"))
+                .env("CDP_DATA_DIR", &dir)
+                .env("CDP_DATABASE_URL", &database_url)
+                .env("CDP_INSTANCE", format!("bench-{i}"))
+                .env("CDP_BATCH_INTERVAL", "0")
+                .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .kill_on_drop(true);
+            let child = command
+                .spawn()
+                .with_context(|| format!("failed to start taskset … {} serve", cdp.display()))?;
+            children.push(child);
+            bases.push(format!("http://127.0.0.1:{port}"));
+        }
+        let mut started = Instances { children, bases };
+        started.healthy().await?;
+        Ok(started)
+    }
+
+    /// Waits until every instance answers `/readyz`.
+    async fn healthy(&mut self) -> anyhow::Result<()> {
+        let client = reqwest::Client::new();
+        let since = Instant::now();
+        for (i, base) in self.bases.iter().enumerate() {
+            loop {
+                if let Some(status) = self.children[i].try_wait()? {
+                    bail!("instance {i} exited at start: {status} (its log: cdp.log in its data directory)");
+                }
+                let ready = client
+                    .get(format!("{base}/readyz"))
+                    .timeout(Duration::from_secs(1))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                if ready {
+                    break;
+                }
+                ensure!(
+                    since.elapsed() < Duration::from_secs(60),
+                    "instance {i} was not ready within 60 s"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn stop(mut self) {
+        for child in &mut self.children {
+            let _ = child.kill().await;
+        }
+    }
+}
+
+/// Runs the plan against `n` instances: the stream's duration, and the p50 and p99 of its crossings
+/// on NATS.
+async fn measure(
+    fresh: &FreshStore,
+    cdp: &Path,
+    n: usize,
+    nats_url: &str,
+    plan: &Plan,
+    stream: &Stream<'_>,
+) -> anyhow::Result<(f64, Duration, Duration)> {
+    let write_key = random_secret("wk");
+    let token = random_secret("tok");
+    let namespace: String = format!("bench_{}", random_secret("ns").to_lowercase())
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    let env = [
+        ("CDP_BOOTSTRAP_WORKSPACE", WORKSPACE.to_owned()),
+        ("CDP_BOOTSTRAP_WRITE_KEY", write_key.clone()),
+        ("CDP_BOOTSTRAP_ADMIN_TOKEN", token.clone()),
+        ("CDP_NATS_URL", nats_url.to_owned()),
+        ("CDP_NATS_NAMESPACE", namespace.clone()),
+    ];
+    let nats = async_nats::connect(nats_url)
+        .await
+        .with_context(|| format!("failed to connect to NATS at {nats_url}"))?;
+    let store = fresh.open().await?;
+    let instances = Instances::start(cdp, n, fresh, &env).await?;
+    let outcome = async {
+        let bases = instances.bases.clone();
+        send_all(
+            &format!("{}/v1/batch", bases[0]),
+            &write_key,
+            std::sync::Arc::new(plan.history.bodies()),
+            stream.clients,
+        )
+        .await
+        .context("sending the history failed")?;
+        resolved(&store, plan.history.events as i64).await?;
+
+        let subjects = format!("{namespace}.cdp.out.{WORKSPACE}.segment.>");
+        let mut subscriber = nats
+            .subscribe(subjects.clone())
+            .await
+            .with_context(|| format!("failed to subscribe to {subjects}"))?;
+        nats.flush().await.context("NATS flush failed")?;
+        let inbox = Inbox::default();
+        let into = inbox.clone();
+        let mut listeners: JoinSet<anyhow::Result<()>> = JoinSet::new();
+        listeners.spawn(async move {
+            while let Some(m) = subscriber.next().await {
+                let arrived = Instant::now();
+                let payload = String::from_utf8_lossy(&m.payload).into_owned();
+                lock(&into).push((arrived, m.subject.to_string(), payload));
+            }
+            bail!("the NATS subscription ended")
+        });
+
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(stream.clients)
+            .timeout(Duration::from_secs(120))
+            .build()
+            .context("failed to build the HTTP client")?;
+        define(&client, &bases[0], &token, SEGMENT, &definition()).await?;
+        ensure!(
+            lock(&inbox).is_empty(),
+            "segment messages were published during the backfill, though nobody had reached the threshold"
+        );
+        let (took, answered) = send_paced(&client, &bases, &write_key, plan, stream).await?;
+        let total = plan.history.events + plan.stream_events + 1;
+        resolved(&store, total as i64).await?;
+        arrived("NATS", &inbox, plan.crossers).await?;
+        // Messages that should not come: a few publisher polls more.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        listeners.abort_all();
+        let segment = admin(
+            &client,
+            reqwest::Method::GET,
+            &bases[0],
+            &token,
+            SEGMENT,
+            None,
+        )
+        .await?;
+        ensure!(
+            segment.1["members"] == plan.crossers,
+            "the segment has {} members but {} customers crossed the threshold",
+            segment.1["members"],
+            plan.crossers
+        );
+        let answered_at: HashMap<&str, Instant> = plan
+            .crossing
+            .iter()
+            .zip(&answered)
+            .flat_map(|(ids, (at, _))| ids.iter().map(move |id| (id.as_str(), *at)))
+            .collect();
+        let measured = latencies("NATS", &inbox, &answered_at)?;
+        let q = |q| quantile(&measured.latencies, q).unwrap_or_default();
+        Ok((took.as_secs_f64(), q(0.50), q(0.99)))
+    }
+    .await;
+    instances.stop().await;
+    let js = async_nats::jetstream::new(nats);
+    for stream in ["CDP_OUT", "CDP_INGEST"] {
+        let _ = js.delete_stream(format!("{stream}_{namespace}")).await;
+    }
+    drop(store);
+    outcome
+}
+
+/// Waits until `expected` events of the workspace are stored and the resolver (whichever instance runs
+/// it) has applied the whole log; fails when its checkpoint stays still for [`STALLED`].
+async fn resolved(store: &Store, expected: i64) -> anyhow::Result<()> {
+    let mut last = None;
+    let mut moved = Instant::now();
+    loop {
+        let stored = store.count_events(WORKSPACE).await?;
+        let at = cdp_projections::runner::checkpoint(store, cdp_projections::runner::RESOLVER)
+            .await
+            .context("failed to read the resolver's checkpoint")?;
+        let behind = !store.read_after(at, 1).await?.is_empty();
+        if stored >= expected && !behind {
+            ensure!(
+                stored == expected,
+                "{expected} events were acknowledged but {stored} are stored"
+            );
+            return Ok(());
+        }
+        if last != Some(at) {
+            last = Some(at);
+            moved = Instant::now();
+        } else if moved.elapsed() > STALLED {
+            bail!("the resolver did not move for {STALLED:?} (at {at:?}, {stored} events stored)");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
