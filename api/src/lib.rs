@@ -3,6 +3,7 @@
 //! `Application::build` opens the store, provisions credentials, starts the appender, the projection
 //! runner and the NATS consumer, and binds the listener (port 0 allowed) so tests run the real server.
 
+pub mod appended;
 pub mod audit;
 pub mod audit_slot;
 pub mod auth;
@@ -149,6 +150,8 @@ pub struct Application {
     _audiences: publish::BackgroundTask,
     /// Empties the profiles' views when another writer moved the model (`ViewCache::watch`).
     _view_watcher: publish::BackgroundTask,
+    /// Appends announced to, and heard from, the other instances (PostgreSQL).
+    _appended: Option<(publish::BackgroundTask, publish::BackgroundTask)>,
 }
 
 impl Application {
@@ -183,6 +186,7 @@ impl Application {
             config.view_cache_mb.saturating_mul(1 << 20),
         );
         let instance = config.instance_name();
+        let announce = Arc::new(tokio::sync::Notify::new());
         let resolver = runner::spawn(
             store.clone(),
             IdentityResolver::default()
@@ -215,7 +219,7 @@ impl Application {
                 .build(),
             identity: resolver.status.clone(),
             instance,
-            wakers: vec![resolver.waker()],
+            wakers: vec![resolver.waker(), announce.clone()],
             nats: nats.clone(),
             catalogs: moka::sync::Cache::builder()
                 .max_capacity(10_000)
@@ -276,6 +280,12 @@ impl Application {
                 }
             }))
         });
+        let appended = appended::spawn(
+            &state.store,
+            announce,
+            resolver.waker(),
+            state.identity.clone(),
+        );
         let audience_builder = publish::BackgroundTask::from(tokio::spawn(
             state.audiences.clone().keep_built(state.store.clone()),
         ));
@@ -341,6 +351,7 @@ impl Application {
             _rebuild: rebuild,
             _audiences: audience_builder,
             _view_watcher: view_watcher,
+            _appended: appended,
         })
     }
 

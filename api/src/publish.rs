@@ -2,7 +2,8 @@
 //! segment enters and exits, track events), in order, to NATS JetStream (stream `CDP_OUT`, subjects
 //! `cdp.out.>`, `Nats-Msg-Id` = `CDP_OUT-<seq>` for deduplication) when NATS is configured, and to the
 //! in-process bus (the SSE stream, `GET /v1/stream`). With several instances, one at a time publishes
-//! to NATS — the one holding the `publisher` lease (`cdp_projections::lease`) — and its position is
+//! to NATS — the one holding the `publisher` lease (`cdp_projections::lease`), taken by the instance
+//! that runs the engine, whose commits wake the publisher at once — and its position is
 //! kept in `projection_checkpoints`, moved only after JetStream acknowledged, so nothing is lost while
 //! NATS is down or when the publishing instance dies: the next holder retries from where it stopped
 //! (at least once; subscribers deduplicate by the message id). Every instance feeds its own bus from
@@ -146,7 +147,12 @@ async fn publish_forever(
     let mut outage = Outage::default();
     let mut upkeep = LeaseUpkeep::default();
     loop {
-        upkeep.keep(&store, &instance, &held).await;
+        let runs_engine = !resolver
+            .partitions
+            .lock()
+            .expect("partitions lock")
+            .is_empty();
+        upkeep.keep(&store, &instance, &held, runs_engine).await;
         let lease = held.get();
         let outcome =
             publish_some(&store, nats.as_ref(), &bus, &mut bus_at, lease.as_deref()).await;
@@ -189,9 +195,11 @@ async fn publish_forever(
     }
 }
 
-/// The publisher's lease, kept: taken when free (tried every [`lease::TRY_EVERY`]), renewed every
-/// [`lease::RENEW_EVERY`] while held, dropped when another instance took it or a renewal could not
-/// be made before it lapsed.
+/// The publisher's lease, kept: taken when free by the instance running the engine (tried every
+/// [`lease::TRY_EVERY`]; the commits that wake the publisher are that instance's, so a message is
+/// published without waiting for a poll), renewed every [`lease::RENEW_EVERY`] while held, given up
+/// when the instance no longer runs the engine (for its new owner to take at once), dropped when
+/// another instance took it or a renewal could not be made before it lapsed.
 #[derive(Debug, Default)]
 struct LeaseUpkeep {
     /// When the lease was last tried for or renewed.
@@ -201,9 +209,17 @@ struct LeaseUpkeep {
 }
 
 impl LeaseUpkeep {
-    async fn keep(&mut self, store: &Store, instance: &str, held: &HeldLease) {
+    async fn keep(&mut self, store: &Store, instance: &str, held: &HeldLease, runs_engine: bool) {
         let now = Instant::now();
         match held.get() {
+            Some(lease) if !runs_engine => {
+                held.put(None);
+                let _ = lease.release(store).await;
+                tracing::info!(
+                    instance,
+                    "the engine runs elsewhere now: the publisher's lease given up"
+                );
+            }
             Some(lease) => {
                 if self
                     .attempted
@@ -228,9 +244,10 @@ impl LeaseUpkeep {
                 }
             }
             None => {
-                if self
-                    .attempted
-                    .is_some_and(|at| now.duration_since(at) < lease::TRY_EVERY)
+                if !runs_engine
+                    || self
+                        .attempted
+                        .is_some_and(|at| now.duration_since(at) < lease::TRY_EVERY)
                 {
                     return;
                 }

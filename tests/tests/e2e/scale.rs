@@ -514,3 +514,48 @@ async fn an_instance_stopped_gives_its_partition_up_at_once() {
         stopping.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_at_an_instance_not_running_the_engine_wakes_the_one_that_does() {
+    use std::sync::Arc;
+    use tokio::sync::Notify;
+    let Some(_) = postgres_url() else {
+        eprintln!("scale: skipped (CDP_TEST_DATABASE_URL is not set)");
+        return;
+    };
+    let database = PgDatabase::create().await;
+    let store = cdp_domain::store::Store::connect(&database.url)
+        .await
+        .unwrap();
+    // Two instances' signals: `standby` does not run the engine, `owner` does.
+    let standby = Arc::new(cdp_projections::RunnerStatus::default());
+    let owner = Arc::new(cdp_projections::RunnerStatus::default());
+    owner.partitions.lock().unwrap().push("identity".to_owned());
+    let (standby_appended, standby_wake) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let (owner_appended, owner_wake) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let _standby = cdp_api::appended::spawn(
+        &store,
+        standby_appended.clone(),
+        standby_wake.clone(),
+        standby,
+    )
+    .expect("PostgreSQL announces appends");
+    let _owner = cdp_api::appended::spawn(&store, owner_appended, owner_wake.clone(), owner)
+        .expect("PostgreSQL announces appends");
+    // An append at the standby wakes the owner's runner (the listener may take a moment to start
+    // listening: announced again until heard).
+    let started = Instant::now();
+    loop {
+        standby_appended.notify_one();
+        if tokio::time::timeout(Duration::from_millis(200), owner_wake.notified())
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the owner was not woken by the standby's appends"
+        );
+    }
+}

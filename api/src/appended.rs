@@ -1,0 +1,87 @@
+//! Tells the instance that runs the engine when another instance appended to the log, so that it
+//! resolves the new events at once instead of at its next poll (PostgreSQL `LISTEN`/`NOTIFY` on the
+//! channel [`CHANNEL`]). An instance that does not run the engine announces its appends (coalesced:
+//! one notification in flight at a time, whatever the number of appends meanwhile), every instance
+//! listens and wakes its runner. On SQLite (one process) the in-process wake-up is enough. Losing a
+//! notification loses nothing: the runner still polls.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cdp_domain::store::Store;
+use cdp_projections::RunnerStatus;
+use tokio::sync::Notify;
+
+use crate::publish::BackgroundTask;
+
+/// The notification channel of appends.
+pub const CHANNEL: &str = "cdp_appended";
+
+/// The tasks that announce this instance's appends and listen for the others' (`None` on SQLite).
+/// `announce` is notified after every append; `wake` is the local runner's waker.
+pub fn spawn(
+    store: &Store,
+    announce: Arc<Notify>,
+    wake: Arc<Notify>,
+    engine: Arc<RunnerStatus>,
+) -> Option<(BackgroundTask, BackgroundTask)> {
+    let Store::Postgres(pg) = store else {
+        return None;
+    };
+    let pool = pg.pool().clone();
+    let announcer = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            loop {
+                announce.notified().await;
+                let runs_engine = !engine
+                    .partitions
+                    .lock()
+                    .expect("partitions lock")
+                    .is_empty();
+                if runs_engine {
+                    continue;
+                }
+                if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
+                    .bind(CHANNEL)
+                    .execute(&pool)
+                    .await
+                {
+                    tracing::debug!(error = %e, "an append could not be announced; the engine's poll finds it");
+                }
+            }
+        })
+    };
+    let listener = tokio::spawn(async move {
+        loop {
+            let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+                Ok(listener) => listener,
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot listen for appends; tried again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if let Err(e) = listener.listen(CHANNEL).await {
+                tracing::debug!(error = %e, "cannot listen for appends; tried again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            // `recv` reconnects by itself after a lost connection.
+            loop {
+                match listener.recv().await {
+                    Ok(_) => wake.notify_one(),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "listening for appends failed; listening again");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    Some((
+        BackgroundTask::from(announcer),
+        BackgroundTask::from(listener),
+    ))
+}
