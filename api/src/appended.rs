@@ -52,10 +52,21 @@ pub fn spawn(
             }
         })
     };
+    // The listener's connection is its own, outside the service's pool (whose every connection
+    // stays for requests and the engine).
+    let options = (*pool.connect_options()).clone();
     let listener = tokio::spawn(async move {
         loop {
-            let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
-                Ok(listener) => listener,
+            let own = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .max_lifetime(None)
+                .idle_timeout(None)
+                .connect_lazy_with(options.clone());
+            let mut listener = match sqlx::postgres::PgListener::connect_with(&own).await {
+                Ok(mut listener) => {
+                    listener.ignore_pool_close_event(true);
+                    listener
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "cannot listen for appends; tried again");
                     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -513,6 +513,29 @@ async fn an_instance_stopped_gives_its_partition_up_at_once() {
         "scale: the partition was taken {:?} after its owner's SIGTERM",
         stopping.elapsed()
     );
+    // The publisher's lease went with the engine: given up at the shutdown, taken by the survivor.
+    let (survivor, _) = partitions(&client, survivors[0]).await.unwrap();
+    let mut db = PgConnection::connect(&database.url).await.unwrap();
+    loop {
+        let holder: Option<(String, i64)> =
+            sqlx::query_as("SELECT owner, expires_at FROM engine_leases WHERE part = 'publisher'")
+                .fetch_optional(&mut db)
+                .await
+                .unwrap();
+        let now = chrono::Utc::now().timestamp_millis();
+        if holder
+            .as_ref()
+            .is_some_and(|(owner, expires)| *owner == survivor && *expires >= now)
+        {
+            break;
+        }
+        assert!(
+            stopping.elapsed() < Duration::from_secs(5),
+            "the publisher's lease was not taken by the survivor within 5 s of the shutdown: {holder:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = db.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
