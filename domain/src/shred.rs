@@ -7,8 +7,7 @@
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
-use chacha20poly1305::aead::{Aead, AeadInPlace, Payload};
-use chacha20poly1305::{ChaCha20Poly1305, Key, KeyInit, Nonce};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 use sha2::{Digest, Sha256};
 
 use crate::event::NewEvent;
@@ -82,16 +81,22 @@ pub fn seal(event: &NewEvent, key: &[u8; KEY_LEN], nonce: &[u8; NONCE_LEN]) -> V
     sealed.extend_from_slice(ids.as_bytes());
     sealed.push(b'\n');
     sealed.extend_from_slice(event.payload.as_bytes());
-    let cipher = ChaCha20Poly1305::new(Key::from_slice(key));
-    let tag = cipher
-        .encrypt_in_place_detached(
-            Nonce::from_slice(nonce),
-            &associated(&event.workspace, &event.message_id),
+    let tag = cipher(key)
+        .seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key(*nonce),
+            Aad::from(associated(&event.workspace, &event.message_id)),
             &mut sealed[NONCE_LEN..],
         )
         .expect("ChaCha20-Poly1305 seals any message of a sane size");
-    sealed.extend_from_slice(&tag);
+    sealed.extend_from_slice(tag.as_ref());
     sealed
+}
+
+/// The AEAD (ChaCha20-Poly1305, RFC 8439) under a key of [`KEY_LEN`] bytes.
+fn cipher(key: &[u8]) -> LessSafeKey {
+    LessSafeKey::new(
+        UnboundKey::new(&CHACHA20_POLY1305, key).expect("a key of KEY_LEN bytes is a ChaCha20 key"),
+    )
 }
 
 /// What a sealed event opens to: (user id, anonymous id, payload).
@@ -124,21 +129,27 @@ pub fn open(
         return Err(ShredError("too short"));
     }
     let (nonce, body) = bytes.split_at(NONCE_LEN);
-    let cipher = ChaCha20Poly1305::new(Key::from_slice(key));
-    let plain = cipher
-        .decrypt(
-            Nonce::from_slice(nonce),
-            Payload {
-                msg: body,
-                aad: &associated(workspace, message_id),
-            },
+    let nonce: [u8; NONCE_LEN] = nonce.try_into().expect("NONCE_LEN bytes");
+    let mut plain = body.to_vec();
+    let opened = cipher(key)
+        .open_in_place(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(associated(workspace, message_id)),
+            &mut plain,
         )
-        .map_err(|_| ShredError("authentication failed"))?;
-    let plain = String::from_utf8(plain).map_err(|_| ShredError("not UTF-8"))?;
-    let (ids, payload) = plain.split_once('\n').ok_or(ShredError("no identifiers"))?;
+        .map_err(|_| ShredError("authentication failed"))?
+        .len();
+    plain.truncate(opened);
+    let newline = plain
+        .iter()
+        .position(|b| *b == b'\n')
+        .ok_or(ShredError("no identifiers"))?;
     let (user_id, anonymous_id): (Option<String>, Option<String>) =
-        serde_json::from_str(ids).map_err(|_| ShredError("bad identifiers"))?;
-    Ok((user_id, anonymous_id, payload.to_owned()))
+        serde_json::from_slice(&plain[..newline]).map_err(|_| ShredError("bad identifiers"))?;
+    // The payload moved to the front of the same buffer: no second copy.
+    plain.drain(..=newline);
+    let payload = String::from_utf8(plain).map_err(|_| ShredError("not UTF-8"))?;
+    Ok((user_id, anonymous_id, payload))
 }
 
 fn associated(workspace: &str, message_id: &str) -> Vec<u8> {
@@ -181,6 +192,32 @@ mod tests {
         assert!(open("x", "m1", &sealed, &key).is_err());
         assert!(open("w", "m1", b"", &key).is_err());
         assert!(open("w", "m1", &sealed[..sealed.len() - 1], &key).is_err());
+    }
+
+    /// An event sealed by the versions before 2026-12-07 (RustCrypto's `chacha20poly1305`): the bytes
+    /// stored in logs then open to the same event, and the same event seals to the same bytes now.
+    #[test]
+    fn an_event_sealed_by_earlier_versions_opens_and_seals_alike() {
+        const EARLIER: &str = "a0a1a2a3a4a5a6a7a8a9aaab57890d722c88ac8f8c2d92399d9493d9c054a89d33180fd3d1aaafd81411e13617a262e5daa893a8fcf8c793282c54643eb62b517d7f49bb5c766e2d2d43c9ea8bd9062056a9f788439da2e5689eca116dbb729e3480b6fdd15ea9cfe640fd8f11ad305d";
+        let earlier: Vec<u8> = (0..EARLIER.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&EARLIER[i..i + 2], 16).unwrap())
+            .collect();
+        let e = NewEvent {
+            workspace: "shop".into(),
+            message_id: "m-fixture".into(),
+            user_id: Some("u-ann".into()),
+            anonymous_id: Some("a-ann".into()),
+            payload: r#"{"properties":{"total":42.5},"traits":{"email":"ann@example.com"}}"#.into(),
+            ..event(None, None)
+        };
+        let key: [u8; KEY_LEN] = core::array::from_fn(|i| i as u8);
+        let nonce: [u8; NONCE_LEN] = core::array::from_fn(|i| 0xa0 + i as u8);
+        let (user, anonymous, payload) = open("shop", "m-fixture", &earlier, &key).unwrap();
+        assert_eq!(user.as_deref(), Some("u-ann"));
+        assert_eq!(anonymous.as_deref(), Some("a-ann"));
+        assert_eq!(payload, e.payload);
+        assert_eq!(seal(&e, &key, &nonce), earlier);
     }
 
     #[test]

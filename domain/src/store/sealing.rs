@@ -3,8 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use chacha20poly1305::aead::{AeadCore, KeyInit, OsRng};
-use chacha20poly1305::ChaCha20Poly1305;
+use ring::rand::{SecureRandom, SystemRandom};
 
 use super::StoreError;
 use crate::event::{NewEvent, EVENT_FORMAT_VERSION};
@@ -33,7 +32,16 @@ pub(crate) fn wanted(events: &[NewEvent], subjects: &[Option<String>]) -> Vec<(S
 
 /// A new random key for a subject.
 pub(crate) fn fresh_key() -> Vec<u8> {
-    ChaCha20Poly1305::generate_key(&mut OsRng).to_vec()
+    random::<KEY_LEN>().to_vec()
+}
+
+/// `N` bytes from the operating system's generator.
+fn random<const N: usize>() -> [u8; N] {
+    let mut bytes = [0; N];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("the operating system's random generator answers");
+    bytes
 }
 
 /// An event as it is written.
@@ -58,7 +66,7 @@ pub(crate) fn rows<'a>(
 ) -> Result<Vec<EventRow<'a>>, StoreError> {
     // One random nonce per append, counted up per event: unique within it, and a fresh random 96-bit
     // start for every append (one system call, not one per event).
-    let base: [u8; NONCE_LEN] = ChaCha20Poly1305::generate_nonce(&mut OsRng).into();
+    let base: [u8; NONCE_LEN] = random();
     let counter = u64::from_le_bytes(base[4..].try_into().expect("8 bytes"));
     events
         .iter()
