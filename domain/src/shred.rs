@@ -153,7 +153,11 @@ pub fn open(
 }
 
 fn associated(workspace: &str, message_id: &str) -> Vec<u8> {
-    format!("{workspace}\n{message_id}").into_bytes()
+    let mut aad = Vec::with_capacity(workspace.len() + 1 + message_id.len());
+    aad.extend_from_slice(workspace.as_bytes());
+    aad.push(b'\n');
+    aad.extend_from_slice(message_id.as_bytes());
+    aad
 }
 
 #[cfg(test)]
