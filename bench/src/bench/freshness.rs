@@ -308,6 +308,38 @@ impl Plan {
     }
 }
 
+impl Plan {
+    /// When the 200 of each crossing order came, by its message id, from when each stream request's
+    /// came (`answered`, in the order of `stream`).
+    pub(super) fn answered_at<'p>(
+        &'p self,
+        answered: &[(Instant, Duration)],
+    ) -> HashMap<&'p str, Instant> {
+        self.crossing
+            .iter()
+            .zip(answered)
+            .flat_map(|(ids, (at, _))| ids.iter().map(move |id| (id.as_str(), *at)))
+            .collect()
+    }
+}
+
+/// Checks that the segment at `base` has exactly the plan's crossers as members.
+pub(super) async fn holds_the_crossers(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    plan: &Plan,
+) -> anyhow::Result<()> {
+    let segment = admin(client, Method::GET, base, token, SEGMENT, None).await?;
+    ensure!(
+        segment.1["members"] == plan.crossers,
+        "the segment has {} members but {} customers crossed the threshold",
+        segment.1["members"],
+        plan.crossers
+    );
+    Ok(())
+}
+
 /// What one run measured.
 struct Measured {
     /// From the first stream request to the last 200.
@@ -427,20 +459,8 @@ async fn measure(
         let commits = commits.stop();
         tokio::time::sleep(QUIET).await;
         stopped_and_stored(listeners, &state, total).await?;
-        let segment = admin(&client, Method::GET, &base, &token, SEGMENT, None).await?;
-        ensure!(
-            segment.1["members"] == plan.crossers,
-            "the segment has {} members but {} customers crossed the threshold",
-            segment.1["members"],
-            plan.crossers
-        );
-
-        let answered_at: HashMap<&str, Instant> = plan
-            .crossing
-            .iter()
-            .zip(&answered)
-            .flat_map(|(ids, (at, _))| ids.iter().map(move |id| (id.as_str(), *at)))
-            .collect();
+        holds_the_crossers(&client, &base, &token, plan).await?;
+        let answered_at = plan.answered_at(&answered);
         let bus = latencies("the in-process bus", &bus_inbox, &answered_at)?;
         let nats = match &nats_inbox {
             Some(inbox) => Some(latencies("NATS", inbox, &answered_at)?),

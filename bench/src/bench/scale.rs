@@ -13,7 +13,6 @@
 //! says. Verified as in freshness: every event stored once, every crossing exactly one entered message
 //! on a profile of its own, nothing else entered or exited, and the segment holds exactly the crossers.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -26,7 +25,7 @@ use tokio::process::{Child, Command};
 use tokio::task::JoinSet;
 
 use super::freshness::{
-    admin, arrived, define, definition, latencies, lock, send_paced, Inbox, Plan,
+    arrived, define, definition, holds_the_crossers, latencies, lock, send_paced, Inbox, Plan,
     Settings as Stream, SEGMENT, STALLED, WORKSPACE,
 };
 use super::ingest_http::send_all;
@@ -369,27 +368,8 @@ async fn measure(
         // Messages that should not come: a few publisher polls more.
         tokio::time::sleep(Duration::from_millis(500)).await;
         listeners.abort_all();
-        let segment = admin(
-            &client,
-            reqwest::Method::GET,
-            &bases[0],
-            &token,
-            SEGMENT,
-            None,
-        )
-        .await?;
-        ensure!(
-            segment.1["members"] == plan.crossers,
-            "the segment has {} members but {} customers crossed the threshold",
-            segment.1["members"],
-            plan.crossers
-        );
-        let answered_at: HashMap<&str, Instant> = plan
-            .crossing
-            .iter()
-            .zip(&answered)
-            .flat_map(|(ids, (at, _))| ids.iter().map(move |id| (id.as_str(), *at)))
-            .collect();
+        holds_the_crossers(&client, &bases[0], &token, plan).await?;
+        let answered_at = plan.answered_at(&answered);
         let measured = latencies("NATS", &inbox, &answered_at)?;
         let q = |q| quantile(&measured.latencies, q).unwrap_or_default();
         Ok((took.as_secs_f64(), q(0.50), q(0.99)))
