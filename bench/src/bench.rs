@@ -167,6 +167,10 @@ pub struct BenchArgs {
     /// The `cdp` binary scale starts (default: the one beside `cdp-bench`).
     #[arg(long)]
     pub cdp_binary: Option<std::path::PathBuf>,
+    /// Where scale sends the stream's requests: every instance in turn, or only those not running
+    /// the engine.
+    #[arg(long, value_enum, default_value = "all")]
+    pub route: scale::Route,
     /// Seed of the generated messages (and of profile-read's choice of profiles).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -298,6 +302,7 @@ async fn run_scenario(
                 seed: args.seed,
                 nats_url: args.nats_url.as_deref(),
                 cdp_binary: args.cdp_binary.as_deref(),
+                route: args.route,
             };
             scale::run(backend, &settings).await
         }

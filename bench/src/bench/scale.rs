@@ -1,8 +1,9 @@
 //! Scenario `scale`: freshness's stream (`super::freshness`) against one, then two (… `--instances`)
 //! `cdp serve` processes sharing one PostgreSQL database and NATS, each process pinned to a core of its
 //! own with `taskset` (instance `i` on core `i` modulo the machine's cores), the stream's requests sent to
-//! the instances in turn. For each number of instances the stream is run at each rate of `--rates`, in
-//! order, on a fresh database, until a rate misses — the p99 from a crossing order's 200 to its
+//! the instances in turn (`--route standby`: only to those not running the engine). For each number of
+//! instances the stream is run at each rate of `--rates`, in order, on a fresh database, until a rate
+//! misses — the p99 from a crossing order's 200 to its
 //! `segment…entered` message on NATS above [`P99_GOAL`], or the rate not sustained (below
 //! [`SUSTAINED`] of the target) —; the figure is the highest rate met, and the summary gives the
 //! ratio of each number of instances' figure to one instance's.
@@ -52,6 +53,18 @@ pub struct Settings<'a> {
     pub nats_url: Option<&'a str>,
     /// The `cdp` binary to start; beside the running `cdp-bench` when absent.
     pub cdp_binary: Option<&'a Path>,
+    /// Where the stream's requests go.
+    pub route: Route,
+}
+
+/// Which instances the stream's requests are sent to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Route {
+    /// Every instance in turn.
+    All,
+    /// Only the instances that do not run the engine (every instance when there is one): what a
+    /// load balancer steering ingestion away from the engine's instance would do.
+    Standby,
 }
 
 /// One stream run against `instances` processes at a target `rate`.
@@ -143,13 +156,17 @@ pub async fn run(backend: &Backend, settings: &Settings<'_>) -> anyhow::Result<O
          200 to the segment.{SEGMENT}.entered message on NATS stays ≤ {goal} ms (and ≥ {sustained:.0} % \
          of the rate is sustained), each instance a `cdp serve` process pinned to one core of {cores} \
          (PostgreSQL, NATS and the bench unpinned, on the same machine), the stream's requests sent to \
-         the instances in turn: {figures}. Verified at every rate: every event stored once, every \
+         {routed}: {figures}. Verified at every rate: every event stored once, every \
          crossing exactly one entered message, nothing else entered or exited, the segment holds the \
          crossers.",
         rates = settings.rates,
         goal = P99_GOAL.as_millis(),
         sustained = SUSTAINED * 100.0,
         figures = figures.join("; "),
+        routed = match settings.route {
+            Route::All => "the instances in turn",
+            Route::Standby => "the instances not running the engine (with two or more)",
+        },
     );
     Ok(Outcome { rows, summary })
 }
@@ -189,7 +206,16 @@ async fn one_run(
     };
     let plan = Plan::generate(&stream)?;
     let fresh = FreshStore::create(backend).await?;
-    let measured = measure(&fresh, cdp, instances, nats_url, &plan, &stream).await;
+    let measured = measure(
+        &fresh,
+        cdp,
+        instances,
+        nats_url,
+        &plan,
+        &stream,
+        settings.route,
+    )
+    .await;
     let removed = fresh.remove().await;
     let (seconds, p50, p99) = measured?;
     removed?;
@@ -302,6 +328,7 @@ async fn measure(
     nats_url: &str,
     plan: &Plan,
     stream: &Stream<'_>,
+    route: Route,
 ) -> anyhow::Result<(f64, Duration, Duration)> {
     let write_key = random_secret("wk");
     let token = random_secret("tok");
@@ -361,7 +388,11 @@ async fn measure(
             lock(&inbox).is_empty(),
             "segment messages were published during the backfill, though nobody had reached the threshold"
         );
-        let (took, answered) = send_paced(&client, &bases, &write_key, plan, stream).await?;
+        let targets = match route {
+            Route::All => bases.clone(),
+            Route::Standby => standbys(&client, &bases).await?,
+        };
+        let (took, answered) = send_paced(&client, &targets, &write_key, plan, stream).await?;
         let total = plan.history.events + plan.stream_events + 1;
         resolved(&store, total as i64).await?;
         arrived("NATS", &inbox, plan.crossers).await?;
@@ -382,6 +413,34 @@ async fn measure(
     }
     drop(store);
     outcome
+}
+
+/// The instances of `bases` that do not run the engine (all of them when only one instance runs), by
+/// their `/readyz`.
+async fn standbys(client: &reqwest::Client, bases: &[String]) -> anyhow::Result<Vec<String>> {
+    if bases.len() < 2 {
+        return Ok(bases.to_vec());
+    }
+    let mut standing_by = Vec::new();
+    for base in bases {
+        let ready: serde_json::Value = client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let runs_engine = ready["partitions"]["owned"]
+            .as_array()
+            .is_some_and(|owned| !owned.is_empty());
+        if !runs_engine {
+            standing_by.push(base.clone());
+        }
+    }
+    ensure!(
+        standing_by.len() < bases.len(),
+        "no instance runs the engine"
+    );
+    Ok(standing_by)
 }
 
 /// Waits until `expected` events of the workspace are stored and the resolver (whichever instance runs
