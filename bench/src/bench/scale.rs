@@ -3,10 +3,10 @@
 //! own with `taskset` (instance `i` on core `i` modulo the machine's cores), the stream's requests sent to
 //! the instances in turn (`--route standby`: only to those not running the engine). For each number of
 //! instances the stream is run at each rate of `--rates`, in order, on a fresh database, until a rate
-//! misses — the p99 from a crossing order's 200 to its
-//! `segment…entered` message on NATS above [`P99_GOAL`], or the rate not sustained (below
-//! [`SUSTAINED`] of the target) —; the figure is the highest rate met, and the summary gives the
-//! ratio of each number of instances' figure to one instance's.
+//! misses — the p99 from a crossing order's 200 to its `segment…entered` message on NATS above
+//! [`P99_GOAL`], or the rate not sustained (below [`SUSTAINED`] of the target) —; the figure is the
+//! highest rate met, and the summary gives the ratio of each number of instances' figure to one
+//! instance's.
 //!
 //! The processes are the release `cdp` binary beside `cdp-bench` (or `--cdp-binary`), configured like
 //! freshness's in-process service (the same defaults, no scheduled batch). PostgreSQL, NATS and the
