@@ -346,6 +346,16 @@ async fn waiting(store: &Store) -> Result<i64, ProjectionError> {
     Ok(count)
 }
 
+/// The next page of the outbox after `after`, each message with the channels its profile may be
+/// reached on.
+async fn next_page(store: &Store, after: i64) -> anyhow::Result<Vec<OutMessage>> {
+    let page = outbox_after(store, after, PAGE).await?;
+    if page.is_empty() {
+        return Ok(page);
+    }
+    crate::consent::gate(store, page).await
+}
+
 /// Feeds the next page of the outbox after `bus_at` to the bus (and moves `bus_at`); under the
 /// publisher's `lease`, publishes the next page after the publisher's checkpoint to NATS too and
 /// moves the checkpoint. Returns how many messages were handled (the larger of the two pages).
@@ -412,16 +422,6 @@ async fn publish_some(
     save(store, last).await?;
     prune(store, last).await?;
     Ok(page.len().max(fed_count))
-}
-
-/// The next page of the outbox after `after`, each message with the channels its profile may be
-/// reached on.
-async fn next_page(store: &Store, after: i64) -> anyhow::Result<Vec<OutMessage>> {
-    let page = outbox_after(store, after, PAGE).await?;
-    if page.is_empty() {
-        return Ok(page);
-    }
-    crate::consent::gate(store, page).await
 }
 
 /// The subjects' prefix on the in-process bus (the SSE stream): NATS's without a namespace.
