@@ -287,7 +287,10 @@ impl Application {
             state.identity.clone(),
         );
         let audience_builder = publish::BackgroundTask::from(tokio::spawn(
-            state.audiences.clone().keep_built(state.store.clone()),
+            state
+                .audiences
+                .clone()
+                .keep_built(state.store.clone(), state.identity.clone()),
         ));
         let publisher = publish::spawn(
             state.store.clone(),

@@ -171,6 +171,9 @@ pub struct BenchArgs {
     /// the engine.
     #[arg(long, value_enum, default_value = "all")]
     pub route: scale::Route,
+    /// The cores scale pins its instances to, in turn (default: instance i on core i).
+    #[arg(long, value_delimiter = ',')]
+    pub pin: Vec<usize>,
     /// Seed of the generated messages (and of profile-read's choice of profiles).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -303,6 +306,7 @@ async fn run_scenario(
                 nats_url: args.nats_url.as_deref(),
                 cdp_binary: args.cdp_binary.as_deref(),
                 route: args.route,
+                pin: &args.pin,
             };
             scale::run(backend, &settings).await
         }

@@ -1,6 +1,7 @@
 //! Scenario `scale`: freshness's stream (`super::freshness`) against one, then two (… `--instances`)
 //! `cdp serve` processes sharing one PostgreSQL database and NATS, each process pinned to a core of its
-//! own with `taskset` (instance `i` on core `i` modulo the machine's cores), the stream's requests sent to
+//! own with `taskset` (instance `i` on core `i` modulo the machine's cores, or on the `i`-th of `--pin`
+//! in turn), the stream's requests sent to
 //! the instances in turn (`--route standby`: only to those not running the engine). For each number of
 //! instances the stream is run at each rate of `--rates`, in order, on a fresh database, until a rate
 //! misses — the p99 from a crossing order's 200 to its `segment…entered` message on NATS above
@@ -55,6 +56,8 @@ pub struct Settings<'a> {
     pub cdp_binary: Option<&'a Path>,
     /// Where the stream's requests go.
     pub route: Route,
+    /// The cores the instances are pinned to, in turn (empty: instance `i` on core `i`).
+    pub pin: &'a [usize],
 }
 
 /// Which instances the stream's requests are sent to.
@@ -154,7 +157,7 @@ pub async fn run(backend: &Backend, settings: &Settings<'_>) -> anyhow::Result<O
     let summary = format!(
         "{NAME} on postgres+nats: the highest rate of {rates:?} events/s at which the p99 from the \
          200 to the segment.{SEGMENT}.entered message on NATS stays ≤ {goal} ms (and ≥ {sustained:.0} % \
-         of the rate is sustained), each instance a `cdp serve` process pinned to one core of {cores} \
+         of the rate is sustained), each instance a `cdp serve` process pinned to one core of {cores}{pinned} \
          (PostgreSQL, NATS and the bench unpinned, on the same machine), the stream's requests sent to \
          {routed}: {figures}. Verified at every rate: every event stored once, every \
          crossing exactly one entered message, nothing else entered or exited, the segment holds the \
@@ -163,6 +166,11 @@ pub async fn run(backend: &Backend, settings: &Settings<'_>) -> anyhow::Result<O
         goal = P99_GOAL.as_millis(),
         sustained = SUSTAINED * 100.0,
         figures = figures.join("; "),
+        pinned = if settings.pin.is_empty() {
+            String::new()
+        } else {
+            format!(" (cores {:?} in turn)", settings.pin)
+        },
         routed = match settings.route {
             Route::All => "the instances in turn",
             Route::Standby => "the instances not running the engine (with two or more)",
@@ -206,16 +214,7 @@ async fn one_run(
     };
     let plan = Plan::generate(&stream)?;
     let fresh = FreshStore::create(backend).await?;
-    let measured = measure(
-        &fresh,
-        cdp,
-        instances,
-        nats_url,
-        &plan,
-        &stream,
-        settings.route,
-    )
-    .await;
+    let measured = measure(&fresh, cdp, instances, nats_url, &plan, &stream, settings).await;
     let removed = fresh.remove().await;
     let (seconds, p50, p99) = measured?;
     removed?;
@@ -240,10 +239,18 @@ impl Instances {
     async fn start(
         cdp: &Path,
         n: usize,
+        pin: &[usize],
         fresh: &FreshStore,
         env: &[(&str, String)],
     ) -> anyhow::Result<Self> {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let core_of = |i: usize| {
+            if pin.is_empty() {
+                i % cores
+            } else {
+                pin[i % pin.len()]
+            }
+        };
         let database_url = fresh
             .config()
             .database_url
@@ -260,7 +267,7 @@ impl Instances {
             let mut command = Command::new("taskset");
             command
                 .arg("-c")
-                .arg((i % cores).to_string())
+                .arg(core_of(i).to_string())
                 .arg(cdp)
                 .arg("serve")
                 .env("CDP_LISTEN", format!("127.0.0.1:{port}"))
@@ -328,8 +335,9 @@ async fn measure(
     nats_url: &str,
     plan: &Plan,
     stream: &Stream<'_>,
-    route: Route,
+    settings: &Settings<'_>,
 ) -> anyhow::Result<(f64, Duration, Duration)> {
+    let (route, pin) = (settings.route, settings.pin);
     let write_key = random_secret("wk");
     let token = random_secret("tok");
     let namespace: String = format!("bench_{}", random_secret("ns").to_lowercase())
@@ -347,7 +355,7 @@ async fn measure(
         .await
         .with_context(|| format!("failed to connect to NATS at {nats_url}"))?;
     let store = fresh.open().await?;
-    let instances = Instances::start(cdp, n, fresh, &env).await?;
+    let instances = Instances::start(cdp, n, pin, fresh, &env).await?;
     let outcome = async {
         let bases = instances.bases.clone();
         send_all(

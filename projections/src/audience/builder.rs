@@ -1,16 +1,21 @@
 //! The background builder of the audience indexes ([`Audiences::keep_built`]): once the resolver has
 //! caught up, every workspace's index read whole when it is missing or cannot follow the resolver.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use cdp_domain::store::{EventStore, Store};
 use chrono::Utc;
 
 use super::{stored_token, Audiences, BuilderStatus, MAX_STAGED};
+use crate::projection::RunnerStatus;
 use crate::runner::ProjectionError;
 
 /// How often the background builder looks whether an index must be read whole.
 const LOOK_EVERY: Duration = Duration::from_secs(1);
+/// On an instance whose resolver does not run, an index behind is read whole again no sooner than this
+/// many times its last whole read's duration after it.
+const WHOLE_READS_APART: u32 = 10;
 /// The resolver counts as caught up (the first build may start) when the oldest event it has not
 /// applied arrived less than this ago.
 const CAUGHT_UP: chrono::Duration = chrono::Duration::seconds(5);
@@ -34,9 +39,14 @@ impl Audiences {
     /// (or be read whole again once the staged batches pass their bound), and the build's reads
     /// would take the cores and the database from the catch-up; one build at the caught-up model is
     /// both cheaper and the one that is then current.
-    pub async fn keep_built(self, store: Store) {
+    pub async fn keep_built(self, store: Store, engine: Arc<RunnerStatus>) {
         loop {
-            match self.look(&store).await {
+            let engine_here = !engine
+                .partitions
+                .lock()
+                .expect("partitions lock")
+                .is_empty();
+            match self.look(&store, engine_here).await {
                 Ok(()) => {}
                 Err(e) => {
                     self.status.lock().expect("audience status lock").building = None;
@@ -54,7 +64,7 @@ impl Audiences {
     /// outdated by the batches still to come); then each workspace's index built when it is missing
     /// or cannot follow, and brought up to date when the staged batches grow long (before they pass
     /// their bound and the index would have to be read whole).
-    async fn look(&self, store: &Store) -> Result<(), ProjectionError> {
+    async fn look(&self, store: &Store, engine_here: bool) -> Result<(), ProjectionError> {
         if !resolver_caught_up(store).await? {
             return Ok(());
         }
@@ -67,7 +77,7 @@ impl Audiences {
         let workspaces = store.workspace_ids().await?;
         for ws in &workspaces {
             let now = Utc::now();
-            if self.needs_whole(store, ws).await? {
+            if self.needs_whole(store, ws).await? && self.may_read_whole(ws, engine_here).await {
                 self.status.lock().expect("audience status lock").building = Some(ws.clone());
                 self.build_in(store, ws, now).await?;
                 self.status.lock().expect("audience status lock").building = None;
@@ -77,6 +87,29 @@ impl Audiences {
         }
         self.status.lock().expect("audience status lock").started = true;
         Ok(())
+    }
+
+    /// Whether the index of `workspace`, missing or unable to follow, may be read whole now: always
+    /// when this instance runs the engine (`engine_here`: the index follows its resolver's staged
+    /// batches, and cannot only after an erasure, a rebuild's switch or a definition) or has none.
+    /// Otherwise another instance runs the engine, each of its batches leaves this index behind, and
+    /// a whole read at every look would be one every second for an index no one asks: it is read
+    /// whole again only once an answer found it behind, and no sooner than [`WHOLE_READS_APART`]
+    /// times its last whole read's duration after it (a tenth of the time at most).
+    async fn may_read_whole(&self, workspace: &str, engine_here: bool) -> bool {
+        if engine_here {
+            return true;
+        }
+        let slot = self.slot(workspace);
+        let slot = slot.lock().await;
+        match (&slot.index, slot.built) {
+            (None, _) | (_, None) => true,
+            (Some(_), Some((at, took))) => {
+                let apart = (took * WHOLE_READS_APART).max(LOOK_EVERY);
+                let since = (Utc::now() - at).to_std().unwrap_or_default();
+                slot.asked && since >= apart
+            }
+        }
     }
 
     /// Whether the index of `workspace` is missing or cannot be brought up to date by the staged

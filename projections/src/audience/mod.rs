@@ -92,6 +92,8 @@ pub struct Slot {
     token: Option<String>,
     /// When it was last read whole, and how long that took.
     built: Option<(DateTime<Utc>, std::time::Duration)>,
+    /// Whether an answer found the index unable to follow since it was last read whole.
+    asked: bool,
 }
 
 impl Slot {
@@ -187,6 +189,7 @@ impl Audiences {
         slot.catalog = catalog;
         slot.token = token;
         slot.built = Some((now, took));
+        slot.asked = false;
         drop(slot);
         let mut status = self.status.lock().expect("audience status lock");
         status.builds += 1;

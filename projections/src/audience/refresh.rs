@@ -114,7 +114,10 @@ impl Audiences {
                 .await?
             {
                 Some(found) => found,
-                None => return Ok(None),
+                None => {
+                    slot.asked = true;
+                    return Ok(None);
+                }
             }
         };
         if let Some(catalog) = catalog {

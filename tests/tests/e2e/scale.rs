@@ -582,3 +582,77 @@ async fn an_append_at_an_instance_not_running_the_engine_wakes_the_one_that_does
         );
     }
 }
+
+/// The whole reads of audience indexes `server` did so far (`/metrics`).
+async fn index_builds(client: &reqwest::Client, server: &Server) -> Option<u64> {
+    metric(client, server, "cdp_audience_index_builds_total")
+        .await
+        .map(|n| n as u64)
+}
+
+/// An instance that does not run the engine cannot follow the other's batches in its audience index:
+/// it reads it whole again only once a preview found it behind (and answers that preview all the
+/// same), not every second while the other instance commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_reads_its_audience_index_whole_only_when_asked() {
+    let Some(_) = postgres_url() else {
+        eprintln!("scale: skipped (CDP_TEST_DATABASE_URL is not set)");
+        return;
+    };
+    let database = PgDatabase::create().await;
+    let client = http_client();
+    let mut dirs = Vec::new();
+    let servers = instances(&database, 2, &[], &mut dirs).await;
+    let owner = eventually("one instance running the partition", || {
+        let (client, servers) = (client.clone(), servers.iter().collect::<Vec<_>>());
+        async move { owner_of(&client, &servers).await }
+    })
+    .await;
+    let (owner, standby) = (&servers[owner], &servers[1 - owner]);
+    assert!(send(&client, owner, &track("u-idx-0", "Viewed", "m-idx-0")).await);
+    // The standby's index is read whole once at its start.
+    let first = eventually("the standby's index built", || {
+        let (client, standby) = (client.clone(), standby);
+        async move {
+            match index_builds(&client, standby).await {
+                Some(n) if n >= 1 => Ok(n),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
+    // The owner commits batch after batch for three seconds (three looks of the builder): the
+    // standby's index falls behind each time, and nobody asks it.
+    for n in 1..=15 {
+        let message = track(&format!("u-idx-{n}"), "Viewed", &format!("m-idx-{n}"));
+        assert!(send(&client, owner, &message).await);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        index_builds(&client, standby).await,
+        Some(first),
+        "the standby read its index whole though no answer asked for it"
+    );
+    // A preview on the standby answers (every customer who viewed), and makes it read the index again.
+    counted_once(&client, standby, "u-idx-15", 1).await;
+    let response = client
+        .post(format!("{}/v1/segments/preview", standby.address))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({"condition": {"event": "Viewed", "count": {"op": "gte", "value": 1}}}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = read_json(response).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["count"], 16, "{body}");
+    eventually("the standby's index read again once asked", || {
+        let (client, standby) = (client.clone(), standby);
+        async move {
+            match index_builds(&client, standby).await {
+                Some(n) if n > first => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
+}
