@@ -407,24 +407,7 @@ async fn measure(
         let mut listeners: JoinSet<anyhow::Result<()>> = JoinSet::new();
         let bus_inbox = listen_bus(&mut listeners, &state);
         let nats_inbox = match &nats {
-            Some(client) => {
-                let mut subscriber = client
-                    .subscribe(subjects.clone())
-                    .await
-                    .with_context(|| format!("failed to subscribe to {subjects}"))?;
-                client.flush().await.context("NATS flush failed")?;
-                let inbox = Inbox::default();
-                let into = inbox.clone();
-                listeners.spawn(async move {
-                    while let Some(m) = subscriber.next().await {
-                        let arrived = Instant::now();
-                        let payload = String::from_utf8_lossy(&m.payload).into_owned();
-                        lock(&into).push((arrived, m.subject.to_string(), payload));
-                    }
-                    bail!("the NATS subscription ended")
-                });
-                Some(inbox)
-            }
+            Some(client) => Some(listen_nats(&mut listeners, client, &subjects).await?),
             None => None,
         };
 
@@ -523,6 +506,31 @@ pub(super) fn listen_bus(listeners: &mut JoinSet<anyhow::Result<()>>, state: &Ap
         }
     });
     bus_inbox
+}
+
+/// Collects every message on `subjects` of NATS, with its arrival, from a task of `listeners` (which
+/// fails when the subscription ends); subscribed before it returns.
+pub(super) async fn listen_nats(
+    listeners: &mut JoinSet<anyhow::Result<()>>,
+    client: &async_nats::Client,
+    subjects: &str,
+) -> anyhow::Result<Inbox> {
+    let mut subscriber = client
+        .subscribe(subjects.to_owned())
+        .await
+        .with_context(|| format!("failed to subscribe to {subjects}"))?;
+    client.flush().await.context("NATS flush failed")?;
+    let inbox = Inbox::default();
+    let into = inbox.clone();
+    listeners.spawn(async move {
+        while let Some(m) = subscriber.next().await {
+            let arrived = Instant::now();
+            let payload = String::from_utf8_lossy(&m.payload).into_owned();
+            lock(&into).push((arrived, m.subject.to_string(), payload));
+        }
+        bail!("the NATS subscription ended")
+    });
+    Ok(inbox)
 }
 
 /// Starts the service with `config`: its state, base URL and server task.

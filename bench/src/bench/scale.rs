@@ -22,13 +22,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context};
 use cdp_api::provision::random_secret;
 use cdp_domain::store::{EventStore, Store};
-use futures::StreamExt;
 use tokio::process::{Child, Command};
 use tokio::task::JoinSet;
 
 use super::freshness::{
-    arrived, define, definition, holds_the_crossers, latencies, lock, send_paced, Inbox, Plan,
-    Settings as Stream, SEGMENT, STALLED, WORKSPACE,
+    arrived, define, definition, holds_the_crossers, latencies, listen_nats, lock, send_paced,
+    Plan, Settings as Stream, SEGMENT, STALLED, WORKSPACE,
 };
 use super::ingest_http::send_all;
 use super::report::{quantile, Outcome, Row};
@@ -369,22 +368,8 @@ async fn measure(
         resolved(&store, plan.history.events as i64).await?;
 
         let subjects = format!("{namespace}.cdp.out.{WORKSPACE}.segment.>");
-        let mut subscriber = nats
-            .subscribe(subjects.clone())
-            .await
-            .with_context(|| format!("failed to subscribe to {subjects}"))?;
-        nats.flush().await.context("NATS flush failed")?;
-        let inbox = Inbox::default();
-        let into = inbox.clone();
         let mut listeners: JoinSet<anyhow::Result<()>> = JoinSet::new();
-        listeners.spawn(async move {
-            while let Some(m) = subscriber.next().await {
-                let arrived = Instant::now();
-                let payload = String::from_utf8_lossy(&m.payload).into_owned();
-                lock(&into).push((arrived, m.subject.to_string(), payload));
-            }
-            bail!("the NATS subscription ended")
-        });
+        let inbox = listen_nats(&mut listeners, &nats, &subjects).await?;
 
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(stream.clients)

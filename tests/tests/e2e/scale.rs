@@ -200,6 +200,25 @@ async fn instances(
     servers
 }
 
+/// Two instances of `cdp serve` on a new PostgreSQL database (with the directories they run over),
+/// and which of them runs the engine's partition once one does; `None` without PostgreSQL.
+async fn two_instances() -> Option<(PgDatabase, Vec<tempfile::TempDir>, Vec<Server>, usize)> {
+    let Some(_) = postgres_url() else {
+        eprintln!("scale: skipped (CDP_TEST_DATABASE_URL is not set)");
+        return None;
+    };
+    let database = PgDatabase::create().await;
+    let client = http_client();
+    let mut dirs = Vec::new();
+    let servers = instances(&database, 2, &[], &mut dirs).await;
+    let owner = eventually("one instance running the partition", || {
+        let (client, servers) = (client.clone(), servers.iter().collect::<Vec<_>>());
+        async move { owner_of(&client, &servers).await }
+    })
+    .await;
+    Some((database, dirs, servers, owner))
+}
+
 /// `cdp <args…>` on `database`, its standard output if it succeeded.
 async fn cli(database: &PgDatabase, args: &[&str]) -> String {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_cdp-under-test"))
@@ -469,19 +488,10 @@ async fn three_instances_share_the_engine_and_a_killed_owner_is_replaced_within_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_stopped_gives_its_partition_up_at_once() {
-    let Some(_) = postgres_url() else {
-        eprintln!("scale: skipped (CDP_TEST_DATABASE_URL is not set)");
+    let Some((database, _dirs, mut servers, first)) = two_instances().await else {
         return;
     };
-    let database = PgDatabase::create().await;
     let client = http_client();
-    let mut dirs = Vec::new();
-    let mut servers = instances(&database, 2, &[], &mut dirs).await;
-    let first = eventually("one instance running the partition", || {
-        let (client, servers) = (client.clone(), servers.iter().collect::<Vec<_>>());
-        async move { owner_of(&client, &servers).await }
-    })
-    .await;
     // SIGTERM: the owner shuts down and gives the lease up; the other takes the partition at its
     // next try (every second), not after the lease's 6 s.
     let mut stopped = servers.remove(first);
@@ -595,19 +605,10 @@ async fn index_builds(client: &reqwest::Client, server: &Server) -> Option<u64> 
 /// same), not every second while the other instance commits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_reads_its_audience_index_whole_only_when_asked() {
-    let Some(_) = postgres_url() else {
-        eprintln!("scale: skipped (CDP_TEST_DATABASE_URL is not set)");
+    let Some((_database, _dirs, servers, owner)) = two_instances().await else {
         return;
     };
-    let database = PgDatabase::create().await;
     let client = http_client();
-    let mut dirs = Vec::new();
-    let servers = instances(&database, 2, &[], &mut dirs).await;
-    let owner = eventually("one instance running the partition", || {
-        let (client, servers) = (client.clone(), servers.iter().collect::<Vec<_>>());
-        async move { owner_of(&client, &servers).await }
-    })
-    .await;
     let (owner, standby) = (&servers[owner], &servers[1 - owner]);
     assert!(send(&client, owner, &track("u-idx-0", "Viewed", "m-idx-0")).await);
     // The standby's index is read whole once at its start.
