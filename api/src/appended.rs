@@ -34,12 +34,7 @@ pub fn spawn(
         tokio::spawn(async move {
             loop {
                 announce.notified().await;
-                let runs_engine = !engine
-                    .partitions
-                    .lock()
-                    .expect("partitions lock")
-                    .is_empty();
-                if runs_engine {
+                if engine.runs_any() {
                     continue;
                 }
                 if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")

@@ -77,12 +77,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 /// Who runs the engine's partitions: the ones this instance runs, and every lease as stored (when the
 /// database answers), so any instance shows the whole ownership.
 async fn partitions(state: &AppState, database: bool) -> serde_json::Value {
-    let owned = state
-        .identity
-        .partitions
-        .lock()
-        .expect("partitions lock")
-        .clone();
+    let owned = state.identity.owned();
     let now = chrono::Utc::now().timestamp_millis();
     let leases = if database {
         let read = cdp_projections::lease::holders(&state.store);
@@ -122,12 +117,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         audience: state.audiences.status(),
         profile_views: state.views.hits_and_misses(),
         instance: state.instance.clone(),
-        partitions_owned: state
-            .identity
-            .partitions
-            .lock()
-            .expect("partitions lock")
-            .len() as u64,
+        partitions_owned: state.identity.owned().len() as u64,
     };
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

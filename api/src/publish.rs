@@ -147,11 +147,7 @@ async fn publish_forever(
     let mut outage = Outage::default();
     let mut upkeep = LeaseUpkeep::default();
     loop {
-        let runs_engine = !resolver
-            .partitions
-            .lock()
-            .expect("partitions lock")
-            .is_empty();
+        let runs_engine = resolver.runs_any();
         upkeep.keep(&store, &instance, &held, runs_engine).await;
         let lease = held.get();
         let outcome =

@@ -186,6 +186,16 @@ pub struct RunnerStatus {
 }
 
 impl RunnerStatus {
+    /// The partitions this runner holds the leases of now.
+    pub fn owned(&self) -> Vec<String> {
+        self.partitions.lock().expect("partitions lock").clone()
+    }
+
+    /// Whether this runner holds any partition's lease now: this instance runs the engine.
+    pub fn runs_any(&self) -> bool {
+        !self.partitions.lock().expect("partitions lock").is_empty()
+    }
+
     /// A commit stored `progress`; `behind`: more of the log was waiting then.
     pub fn record_commit(&self, progress: &Progress, behind: bool) {
         self.applied

@@ -41,12 +41,7 @@ impl Audiences {
     /// both cheaper and the one that is then current.
     pub async fn keep_built(self, store: Store, engine: Arc<RunnerStatus>) {
         loop {
-            let engine_here = !engine
-                .partitions
-                .lock()
-                .expect("partitions lock")
-                .is_empty();
-            match self.look(&store, engine_here).await {
+            match self.look(&store, engine.runs_any()).await {
                 Ok(()) => {}
                 Err(e) => {
                     self.status.lock().expect("audience status lock").building = None;
