@@ -203,7 +203,7 @@ pub(super) async fn prepare(
     }
     let decided = started.elapsed();
     keys.extend(house.touched.keys().cloned());
-    keys.sort();
+    keys.sort_unstable();
     keys.dedup();
     keys.retain(|k| !house.docs.contains_key(k) && !created.contains(k));
     // Sized once for every document the batch will hold (growing by rehash faults in fresh pages).

@@ -469,7 +469,7 @@ impl<'a> Model<'a> {
             .filter(|(key, state)| as_read.get(key) != Some(state))
             .cloned()
             .collect();
-        docs.sort_by(|a, b| a.0.cmp(&b.0));
+        docs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         writes.docs = docs;
         (writes, states)
     }
@@ -481,20 +481,22 @@ impl<'a> Model<'a> {
             .into_iter()
             .filter(|k| !self.docs.contains_key(k))
             .collect();
+        // Sorted before the summaries join them (moving the short rows, not the long), and unstably:
+        // every key is unique (a map's or a set's).
         let mut summaries = self.summaries;
-        let mut owners: Vec<crate::profiles::OwnerRow> = self
-            .owners
+        let mut owners: Vec<(i64, (String, ProfileId))> = self.owners.into_iter().collect();
+        owners.sort_unstable_by_key(|o| o.0);
+        let owners: Vec<crate::profiles::OwnerRow> = owners
             .into_iter()
             .map(|(seq, (w, p))| (seq, w, p, summaries.remove(&seq)))
             .collect();
-        owners.sort_by_key(|o| o.0);
         let mut holders: Vec<(String, Identifier, ProfileId)> = self
             .holders
             .into_iter()
             .map(|((w, id), p)| (w, id, p))
             .collect();
-        holders.sort();
-        gone.sort();
+        holders.sort_unstable();
+        gone.sort_unstable();
         let mut reassigns = self.reassigns;
         reassigns.sort_by_key(|r| r.0);
         let writes = ModelWrites {
