@@ -500,11 +500,25 @@ impl ProfileDoc {
             }
         };
         if take {
-            self.traits.insert(key.to_owned(), candidate);
+            match self.traits.get_mut(key) {
+                Some(current) => *current = candidate,
+                None => {
+                    self.traits.insert(key.to_owned(), candidate);
+                }
+            }
         }
     }
 
     fn see(&mut self, id: &Identifier, seen: Seen) {
+        // Most events carry identifiers the profile has seen: widened in place, no key copied.
+        if let Some(known) = self
+            .seen
+            .get_mut(id.id_type.as_str())
+            .and_then(|values| values.get_mut(id.value.as_str()))
+        {
+            known.widen(seen);
+            return;
+        }
         self.seen
             .entry(id.id_type.clone())
             .or_default()
