@@ -3,7 +3,8 @@
 //! `cdp.out.>`, `Nats-Msg-Id` = `CDP_OUT-<seq>` for deduplication) when NATS is configured, and to the
 //! in-process bus (the SSE stream, `GET /v1/stream`). With several instances, one at a time publishes
 //! to NATS — the one holding the `publisher` lease (`cdp_projections::lease`), taken by the instance
-//! that runs the engine, whose commits wake the publisher at once — and its position is
+//! that runs the engine when it publishes to NATS (its commits wake the publisher at once), else by
+//! one that does (`should_publish`) — and its position is
 //! kept in `projection_checkpoints`, moved only after JetStream acknowledged, so nothing is lost while
 //! NATS is down or when the publishing instance dies: the next holder retries from where it stopped
 //! (at least once; subscribers deduplicate by the message id). Every instance feeds its own bus from
@@ -86,21 +87,29 @@ impl Drop for BackgroundTask {
 /// publisher's checkpoint (`engine_leases`, beside the engine's partitions).
 pub const PUBLISHER_LEASE: &str = "publisher";
 
+/// The prefix of the row each instance that publishes to NATS keeps in `engine_leases` while it runs
+/// (`publishes/<instance>`, renewed like a lease): how the others know that someone could publish.
+pub const PUBLISHES_PREFIX: &str = "publishes/";
+
 /// The publisher of an instance: every instance feeds its own bus (the SSE stream) from the outbox,
 /// at a position of its own; the one holding [`PUBLISHER_LEASE`] also publishes to NATS.
 #[derive(Debug)]
 pub struct Publisher {
     task: BackgroundTask,
     held: Arc<HeldLease>,
+    presence: Arc<HeldLease>,
     store: Store,
 }
 
 impl Publisher {
-    /// Stops publishing and gives the lease up, so that another instance publishes at once.
+    /// Stops publishing and gives the lease (and the row saying it publishes) up, so that another
+    /// instance publishes at once.
     pub async fn shut_down(self) {
         drop(self.task);
-        if let Some(lease) = self.held.take() {
-            let _ = lease.release(&self.store).await;
+        for held in [&self.held, &self.presence] {
+            if let Some(lease) = held.take() {
+                let _ = lease.release(&self.store).await;
+            }
         }
     }
 }
@@ -115,15 +124,21 @@ pub fn spawn(
     instance: String,
 ) -> Publisher {
     let held = Arc::new(HeldLease::default());
+    let presence = Arc::new(HeldLease::default());
     let task = BackgroundTask(tokio::spawn(publish_forever(
         store.clone(),
         nats,
         bus,
         resolver,
         instance,
-        held.clone(),
+        (held.clone(), presence.clone()),
     )));
-    Publisher { task, held, store }
+    Publisher {
+        task,
+        held,
+        presence,
+        store,
+    }
 }
 
 async fn publish_forever(
@@ -132,7 +147,7 @@ async fn publish_forever(
     bus: broadcast::Sender<Published>,
     resolver: Arc<cdp_projections::RunnerStatus>,
     instance: String,
-    held: Arc<HeldLease>,
+    (held, presence): (Arc<HeldLease>, Arc<HeldLease>),
 ) {
     // The bus starts where publishing is: what is still to be published reaches its listeners.
     let mut bus_at = loop {
@@ -145,7 +160,11 @@ async fn publish_forever(
         }
     };
     let mut outage = Outage::default();
-    let mut upkeep = LeaseUpkeep::default();
+    let mut upkeep = LeaseUpkeep {
+        publishes: nats.is_some(),
+        presence,
+        ..LeaseUpkeep::default()
+    };
     loop {
         let runs_engine = resolver.runs_any();
         upkeep.keep(&store, &instance, &held, runs_engine).await;
@@ -191,79 +210,141 @@ async fn publish_forever(
     }
 }
 
-/// The publisher's lease, kept: taken when free by the instance running the engine (tried every
-/// [`lease::TRY_EVERY`]; the commits that wake the publisher are that instance's, so a message is
-/// published without waiting for a poll), renewed every [`lease::RENEW_EVERY`] while held, given up
-/// when the instance no longer runs the engine (for its new owner to take at once), dropped when
-/// another instance took it or a renewal could not be made before it lapsed.
+/// The publisher's lease, kept: held by the instance that should publish ([`should_publish`]: the
+/// one running the engine when it publishes to NATS — the commits that wake the publisher are that
+/// instance's, so a message is published without waiting for a poll — else one that does), tried for
+/// every [`lease::TRY_EVERY`] while wanted, renewed every [`lease::RENEW_EVERY`] while held, given up
+/// as soon as it is no longer wanted (for the right instance to take at once), dropped when another
+/// instance took it or a renewal could not be made before it lapsed. An instance that publishes keeps
+/// its `publishes/<instance>` row alive at the same pace.
 #[derive(Debug, Default)]
 struct LeaseUpkeep {
+    /// Whether this instance publishes to NATS.
+    publishes: bool,
+    /// Its `publishes/<instance>` row, while kept.
+    presence: Arc<HeldLease>,
     /// When the lease was last tried for or renewed.
     attempted: Option<Instant>,
     /// When it was last renewed (or taken).
     renewed: Option<Instant>,
 }
 
+/// What an instance knows of the others when it decides whether it should publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Publishers {
+    /// Some live instance publishes to NATS.
+    any: bool,
+    /// The instance running the engine publishes to NATS.
+    engine: bool,
+}
+
+/// Whether an instance should hold the publisher's lease. The one running the engine, when it
+/// publishes; when it does not, an instance that does (several may want it: the lease picks one);
+/// and when no instance publishes at all, the one running the engine, which then only feeds the
+/// streams and moves the outbox on. An instance that does not publish never holds the lease while
+/// one that does is alive: it would move the outbox past messages that one's subscribers never got.
+fn should_publish(publishes: bool, runs_engine: bool, others: Publishers) -> bool {
+    match (publishes, runs_engine) {
+        (true, true) => true,
+        (true, false) => !others.engine,
+        (false, engine) => engine && !others.any,
+    }
+}
+
+/// Who publishes, as the leases stand: the live `publishes/*` rows, and whether the owner of the
+/// engine's partition has one.
+async fn publishers(store: &Store) -> Result<Publishers, cdp_projections::ProjectionError> {
+    let now = chrono::Utc::now().timestamp_millis();
+    let live: Vec<lease::Holder> = lease::holders(store)
+        .await?
+        .into_iter()
+        .filter(|h| h.live_at(now))
+        .collect();
+    let publishing: Vec<&str> = live
+        .iter()
+        .filter_map(|h| h.part.strip_prefix(PUBLISHES_PREFIX))
+        .collect();
+    let engine = live
+        .iter()
+        .filter(|h| h.part == cdp_projections::runner::RESOLVER)
+        .any(|h| publishing.contains(&h.owner.as_str()));
+    Ok(Publishers {
+        any: !publishing.is_empty(),
+        engine,
+    })
+}
+
 impl LeaseUpkeep {
     async fn keep(&mut self, store: &Store, instance: &str, held: &HeldLease, runs_engine: bool) {
         let now = Instant::now();
+        let every = if held.get().is_some() {
+            lease::RENEW_EVERY
+        } else {
+            lease::TRY_EVERY
+        };
+        if self
+            .attempted
+            .is_some_and(|at| now.duration_since(at) < every)
+        {
+            return;
+        }
+        self.attempted = Some(now);
+        if self.publishes {
+            // This instance's row saying it publishes: taken again is renewed (same owner).
+            match Lease::acquire(store, &format!("{PUBLISHES_PREFIX}{instance}"), instance).await {
+                Ok(row) => self.presence.put(row.map(Arc::new)),
+                Err(e) => {
+                    tracing::debug!(error = %e, "the row saying this instance publishes could not be kept")
+                }
+            }
+        }
+        let wanted = match publishers(store).await {
+            Ok(others) => should_publish(self.publishes, runs_engine, others),
+            Err(e) => {
+                tracing::debug!(error = %e, "the publishers could not be read; tried again");
+                // Unknown: a held lease is kept (renewed below) until the database answers again.
+                held.get().is_some()
+            }
+        };
         match held.get() {
-            Some(lease) if !runs_engine => {
+            Some(lease) if !wanted => {
                 held.put(None);
                 let _ = lease.release(store).await;
                 tracing::info!(
                     instance,
-                    "the engine runs elsewhere now: the publisher's lease given up"
+                    "another instance should publish now: the publisher's lease given up"
                 );
             }
-            Some(lease) => {
-                if self
-                    .attempted
-                    .is_some_and(|at| now.duration_since(at) < lease::RENEW_EVERY)
-                {
-                    return;
+            Some(lease) => match lease.renew(store).await {
+                Ok(true) => self.renewed = Some(now),
+                Ok(false) => {
+                    held.put(None);
+                    tracing::warn!(instance, "the publisher's lease was taken by another instance: feeding this instance's stream only");
                 }
-                self.attempted = Some(now);
-                match lease.renew(store).await {
-                    Ok(true) => self.renewed = Some(now),
-                    Ok(false) => {
+                Err(e) => {
+                    let since = self.renewed.map_or(lease::TTL, |at| now.duration_since(at));
+                    if since + lease::RENEW_EVERY >= lease::TTL {
                         held.put(None);
-                        tracing::warn!(instance, "the publisher's lease was taken by another instance: feeding this instance's stream only");
-                    }
-                    Err(e) => {
-                        let since = self.renewed.map_or(lease::TTL, |at| now.duration_since(at));
-                        if since + lease::RENEW_EVERY >= lease::TTL {
-                            held.put(None);
-                            tracing::warn!(instance, error = %e, "the publisher's lease could not be renewed before it lapsed; given up");
-                        }
+                        tracing::warn!(instance, error = %e, "the publisher's lease could not be renewed before it lapsed; given up");
                     }
                 }
-            }
-            None => {
-                if !runs_engine
-                    || self
-                        .attempted
-                        .is_some_and(|at| now.duration_since(at) < lease::TRY_EVERY)
-                {
-                    return;
+            },
+            None if wanted => match Lease::acquire(store, PUBLISHER_LEASE, instance).await {
+                Ok(Some(taken)) => {
+                    tracing::info!(
+                        instance,
+                        fence = taken.fence(),
+                        "the publisher's lease taken: publishing the outbox"
+                    );
+                    self.renewed = Some(now);
+                    held.put(Some(Arc::new(taken)));
                 }
-                self.attempted = Some(now);
-                match Lease::acquire(store, PUBLISHER_LEASE, instance).await {
-                    Ok(Some(taken)) => {
-                        tracing::info!(
-                            instance,
-                            fence = taken.fence(),
-                            "the publisher's lease taken: publishing the outbox"
-                        );
-                        self.renewed = Some(now);
-                        held.put(Some(Arc::new(taken)));
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::debug!(error = %e, "the publisher's lease could not be asked for")
-                    }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "the publisher's lease could not be asked for")
                 }
-            }
+            },
+            None => {}
         }
     }
 }
@@ -469,6 +550,34 @@ async fn save(store: &Store, seq: i64) -> Result<(), ProjectionError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_publisher_is_the_engines_instance_when_it_publishes_else_one_that_does() {
+        let none = Publishers {
+            any: false,
+            engine: false,
+        };
+        let elsewhere = Publishers {
+            any: true,
+            engine: false,
+        };
+        let engine = Publishers {
+            any: true,
+            engine: true,
+        };
+        // An instance with NATS running the engine publishes, whatever the others do.
+        for others in [none, elsewhere, engine] {
+            assert!(should_publish(true, true, others));
+        }
+        // One with NATS not running the engine publishes only when the engine's instance cannot.
+        assert!(should_publish(true, false, elsewhere));
+        assert!(!should_publish(true, false, engine));
+        // One without NATS moves the outbox on only when it runs the engine and no one publishes.
+        assert!(should_publish(false, true, none));
+        assert!(!should_publish(false, true, elsewhere));
+        assert!(!should_publish(false, false, none));
+        assert!(!should_publish(false, false, elsewhere));
+    }
 
     #[test]
     fn subjects_are_minted_under_the_prefix_from_typed_topics() {

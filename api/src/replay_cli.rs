@@ -241,6 +241,12 @@ async fn status(store: &Store) -> anyhow::Result<()> {
     );
     let now = chrono::Utc::now().timestamp_millis();
     for lease in cdp_projections::lease::holders(store).await? {
+        if let Some(instance) = lease.part.strip_prefix(crate::publish::PUBLISHES_PREFIX) {
+            if lease.live_at(now) {
+                println!("instance {instance} publishes to NATS");
+            }
+            continue;
+        }
         println!(
             "partition {}: {} by {} (fence {})",
             lease.part,

@@ -657,3 +657,86 @@ async fn a_standby_reads_its_audience_index_whole_only_when_asked() {
     })
     .await;
 }
+
+/// The engine on an instance without NATS, another instance with NATS beside it: the one with NATS
+/// takes the publisher's lease (the other gives it up and no longer moves the outbox past messages it
+/// could not publish), and a segment enter decided on the engine's instance reaches NATS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_with_nats_publishes_when_the_engine_runs_on_one_without() {
+    let (Some(_), Some(nats)) = (postgres_url(), nats_url()) else {
+        eprintln!("scale: skipped (needs CDP_TEST_DATABASE_URL and CDP_TEST_NATS_URL)");
+        return;
+    };
+    let database = PgDatabase::create().await;
+    let client = http_client();
+    let namespace = format!("t{}", uuid::Uuid::new_v4().simple());
+    let mut dirs = Vec::new();
+    // The instance without NATS first: alone, it runs the engine (and, alone, holds the publisher).
+    let without = instances(&database, 1, &[], &mut dirs).await;
+    eventually("the instance without NATS running the partition", || {
+        let (client, servers) = (client.clone(), without.iter().collect::<Vec<_>>());
+        async move { owner_of(&client, &servers).await }
+    })
+    .await;
+    let env = [
+        ("CDP_NATS_URL", nats.clone()),
+        ("CDP_NATS_NAMESPACE", namespace.clone()),
+    ];
+    let with = instances(&database, 1, &env, &mut dirs).await;
+    let (with_name, _) = partitions(&client, &with[0]).await.unwrap();
+    let mut db = PgConnection::connect(&database.url).await.unwrap();
+    let publisher = "SELECT owner, expires_at FROM engine_leases WHERE part = 'publisher'";
+    let started = Instant::now();
+    loop {
+        let holder: Option<(String, i64)> = sqlx::query_as(publisher)
+            .fetch_optional(&mut db)
+            .await
+            .unwrap();
+        let now = chrono::Utc::now().timestamp_millis();
+        if holder
+            .as_ref()
+            .is_some_and(|(owner, expires)| *owner == with_name && *expires >= now)
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the instance with NATS did not take the publisher's lease within 15 s: {holder:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The engine stayed where it was.
+    let servers = [&without[0], &with[0]];
+    assert_eq!(owner_of(&client, &servers).await, Ok(0));
+
+    let subscriber = async_nats::connect(nats.as_str()).await.unwrap();
+    let subject = format!("{namespace}.cdp.out.{WORKSPACE}.segment.buyers.entered");
+    let mut entered = subscriber.subscribe(subject).await.unwrap();
+    let response = client
+        .put(format!("{}/v1/segments/buyers", without[0].address))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(
+            &serde_json::json!({"condition": {"event": "Order Completed",
+                                               "count": {"op": "gte", "value": 1}}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = read_json(response).await;
+    assert!(status.is_success(), "{status} {body}");
+    assert!(
+        send(
+            &client,
+            &without[0],
+            &track("u-nats-elsewhere", "Order Completed", "m-nats-elsewhere")
+        )
+        .await
+    );
+    let message = tokio::time::timeout(Duration::from_secs(20), entered.next())
+        .await
+        .expect("the segment enter reached NATS within 20 s")
+        .expect("the subscription is open");
+    let payload: Value = serde_json::from_slice(&message.payload).unwrap();
+    assert!(payload["profile_id"].is_string(), "{payload}");
+    let _ = db.close().await;
+}
