@@ -496,7 +496,11 @@ async fn publish_some(
                 .map_err(|e| anyhow::anyhow!("JetStream did not acknowledge: {e}"))?;
         }
     }
-    save(store, last).await?;
+    // Without NATS the checkpoint moves only while no instance publishes: one that started publishing
+    // since resumes from here, and gets every message this one could not publish.
+    if !save(store, last, nats.is_none()).await? {
+        return Ok(fed_count);
+    }
     prune(store, last).await?;
     Ok(page.len().max(fed_count))
 }
@@ -536,20 +540,64 @@ async fn prune(store: &Store, published: i64) -> Result<(), ProjectionError> {
     Ok(())
 }
 
-async fn save(store: &Store, seq: i64) -> Result<(), ProjectionError> {
+/// Moves the publisher's checkpoint to `seq`; `unless_published`: only while no instance that
+/// publishes to NATS is alive (its `publishes/<instance>` row). Whether it moved.
+async fn save(store: &Store, seq: i64, unless_published: bool) -> Result<bool, ProjectionError> {
     let now = Utc::now().timestamp_millis();
-    query_each(sql::SAVE_CHECKPOINT_SQLITE, sql::SAVE_CHECKPOINT_POSTGRES)
+    let moved = if unless_published {
+        query_each(
+            sql::SAVE_CHECKPOINT_UNLESS_PUBLISHED_SQLITE,
+            sql::SAVE_CHECKPOINT_UNLESS_PUBLISHED_POSTGRES,
+        )
         .bind(PUBLISHER)
         .bind(seq)
         .bind(now)
+        .bind(format!("{PUBLISHES_PREFIX}%"))
+        .bind(now)
         .execute(store.writer())
-        .await?;
-    Ok(())
+        .await?
+    } else {
+        query_each(sql::SAVE_CHECKPOINT_SQLITE, sql::SAVE_CHECKPOINT_POSTGRES)
+            .bind(PUBLISHER)
+            .bind(seq)
+            .bind(now)
+            .execute(store.writer())
+            .await?
+    };
+    Ok(moved > 0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn without_nats_the_checkpoint_stays_while_an_instance_publishes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_embedded(dir.path()).await.unwrap();
+        assert!(
+            save(&store, 10, true).await.unwrap(),
+            "no one publishes: moved"
+        );
+        assert_eq!(checkpoint(&store, PUBLISHER).await.unwrap().seq, 10);
+        let row = format!("{PUBLISHES_PREFIX}other");
+        let publishing = Lease::acquire(&store, &row, "other")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            !save(&store, 20, true).await.unwrap(),
+            "another instance publishes"
+        );
+        assert_eq!(checkpoint(&store, PUBLISHER).await.unwrap().seq, 10);
+        // The instance that publishes moves it whatever the others do.
+        assert!(save(&store, 20, false).await.unwrap());
+        assert_eq!(checkpoint(&store, PUBLISHER).await.unwrap().seq, 20);
+        // Once that instance is gone, the one without NATS moves it again.
+        publishing.release(&store).await.unwrap();
+        assert!(save(&store, 30, true).await.unwrap());
+        assert_eq!(checkpoint(&store, PUBLISHER).await.unwrap().seq, 30);
+    }
 
     #[test]
     fn the_publisher_is_the_engines_instance_when_it_publishes_else_one_that_does() {

@@ -17,3 +17,17 @@ pub(super) const SAVE_CHECKPOINT_POSTGRES: &str =
     "INSERT INTO projection_checkpoints (name, tx, seq, updated_at) VALUES ($1, 0, $2, $3) \
      ON CONFLICT (name) DO UPDATE SET seq = GREATEST(projection_checkpoints.seq, excluded.seq), \
      updated_at = excluded.updated_at";
+
+/// SQLite: moves the publisher's checkpoint unless an instance that publishes to NATS is alive (binds:
+/// name, seq, updated_at, the `publishes/` rows' pattern, now): what an instance without NATS runs.
+pub(super) const SAVE_CHECKPOINT_UNLESS_PUBLISHED_SQLITE: &str =
+    "INSERT INTO projection_checkpoints (name, tx, seq, updated_at) SELECT ?, 0, ?, ? \
+     WHERE NOT EXISTS (SELECT 1 FROM engine_leases WHERE part LIKE ? AND expires_at >= ?) \
+     ON CONFLICT (name) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at";
+/// PostgreSQL: the same, never back.
+pub(super) const SAVE_CHECKPOINT_UNLESS_PUBLISHED_POSTGRES: &str =
+    "INSERT INTO projection_checkpoints (name, tx, seq, updated_at) \
+     SELECT $1::text, 0, $2::bigint, $3::bigint \
+     WHERE NOT EXISTS (SELECT 1 FROM engine_leases WHERE part LIKE $4::text AND expires_at >= $5::bigint) \
+     ON CONFLICT (name) DO UPDATE SET seq = GREATEST(projection_checkpoints.seq, excluded.seq), \
+     updated_at = excluded.updated_at";
