@@ -572,31 +572,30 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn without_nats_the_checkpoint_stays_while_an_instance_publishes() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_embedded(dir.path()).await.unwrap();
-        assert!(
-            save(&store, 10, true).await.unwrap(),
-            "no one publishes: moved"
-        );
-        assert_eq!(checkpoint(&store, PUBLISHER).await.unwrap().seq, 10);
+    async fn without_nats_the_checkpoint_stays_while_an_instance_publishes(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open_embedded(dir.path()).await?;
+        let at = |store: &Store| {
+            let store = store.clone();
+            async move { Ok::<i64, ProjectionError>(checkpoint(&store, PUBLISHER).await?.seq) }
+        };
+        assert!(save(&store, 10, true).await?, "no one publishes: moved");
+        assert_eq!(at(&store).await?, 10);
         let row = format!("{PUBLISHES_PREFIX}other");
         let publishing = Lease::acquire(&store, &row, "other")
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(
-            !save(&store, 20, true).await.unwrap(),
-            "another instance publishes"
-        );
-        assert_eq!(checkpoint(&store, PUBLISHER).await.unwrap().seq, 10);
+            .await?
+            .ok_or("the row is free")?;
+        assert!(!save(&store, 20, true).await?, "another instance publishes");
+        assert_eq!(at(&store).await?, 10);
         // The instance that publishes moves it whatever the others do.
-        assert!(save(&store, 20, false).await.unwrap());
-        assert_eq!(checkpoint(&store, PUBLISHER).await.unwrap().seq, 20);
+        assert!(save(&store, 20, false).await?);
+        assert_eq!(at(&store).await?, 20);
         // Once that instance is gone, the one without NATS moves it again.
-        publishing.release(&store).await.unwrap();
-        assert!(save(&store, 30, true).await.unwrap());
-        assert_eq!(checkpoint(&store, PUBLISHER).await.unwrap().seq, 30);
+        publishing.release(&store).await?;
+        assert!(save(&store, 30, true).await?);
+        assert_eq!(at(&store).await?, 30);
+        Ok(())
     }
 
     #[test]

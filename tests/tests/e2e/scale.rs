@@ -525,6 +525,24 @@ async fn an_instance_stopped_gives_its_partition_up_at_once() {
     );
     // The publisher's lease went with the engine: given up at the shutdown, taken by the survivor.
     let (survivor, _) = partitions(&client, survivors[0]).await.unwrap();
+    publisher_taken_by(
+        &database,
+        &survivor,
+        stopping,
+        Duration::from_secs(5),
+        "the survivor, after the shutdown",
+    )
+    .await;
+}
+
+/// Waits until `instance` holds the publisher's lease, `within` of `since`; panics naming `who` if not.
+async fn publisher_taken_by(
+    database: &PgDatabase,
+    instance: &str,
+    since: Instant,
+    within: Duration,
+    who: &str,
+) {
     let mut db = PgConnection::connect(&database.url).await.unwrap();
     loop {
         let holder: Option<(String, i64)> =
@@ -535,13 +553,13 @@ async fn an_instance_stopped_gives_its_partition_up_at_once() {
         let now = chrono::Utc::now().timestamp_millis();
         if holder
             .as_ref()
-            .is_some_and(|(owner, expires)| *owner == survivor && *expires >= now)
+            .is_some_and(|(owner, expires)| owner == instance && *expires >= now)
         {
             break;
         }
         assert!(
-            stopping.elapsed() < Duration::from_secs(5),
-            "the publisher's lease was not taken by the survivor within 5 s of the shutdown: {holder:?}"
+            since.elapsed() < within,
+            "the publisher's lease was not taken by {who} within {within:?}: {holder:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -684,27 +702,14 @@ async fn an_instance_with_nats_publishes_when_the_engine_runs_on_one_without() {
     ];
     let with = instances(&database, 1, &env, &mut dirs).await;
     let (with_name, _) = partitions(&client, &with[0]).await.unwrap();
-    let mut db = PgConnection::connect(&database.url).await.unwrap();
-    let publisher = "SELECT owner, expires_at FROM engine_leases WHERE part = 'publisher'";
-    let started = Instant::now();
-    loop {
-        let holder: Option<(String, i64)> = sqlx::query_as(publisher)
-            .fetch_optional(&mut db)
-            .await
-            .unwrap();
-        let now = chrono::Utc::now().timestamp_millis();
-        if holder
-            .as_ref()
-            .is_some_and(|(owner, expires)| *owner == with_name && *expires >= now)
-        {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "the instance with NATS did not take the publisher's lease within 15 s: {holder:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    publisher_taken_by(
+        &database,
+        &with_name,
+        Instant::now(),
+        Duration::from_secs(15),
+        "the instance with NATS",
+    )
+    .await;
     // The engine stayed where it was.
     let servers = [&without[0], &with[0]];
     assert_eq!(owner_of(&client, &servers).await, Ok(0));
@@ -738,5 +743,4 @@ async fn an_instance_with_nats_publishes_when_the_engine_runs_on_one_without() {
         .expect("the subscription is open");
     let payload: Value = serde_json::from_slice(&message.payload).unwrap();
     assert!(payload["profile_id"].is_string(), "{payload}");
-    let _ = db.close().await;
 }
