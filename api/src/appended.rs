@@ -18,11 +18,11 @@ use crate::publish::BackgroundTask;
 pub const CHANNEL: &str = "cdp_appended";
 
 /// The tasks that announce this instance's appends and listen for the others' (`None` on SQLite).
-/// `announce` is notified after every append; `wake` is the local runner's waker.
+/// `announce` is notified after every append; `wake`: the local runners' wakers (one per part of the engine).
 pub fn spawn(
     store: &Store,
     announce: Arc<Notify>,
-    wake: Arc<Notify>,
+    wake: Vec<Arc<Notify>>,
     engine: Arc<RunnerStatus>,
 ) -> Option<(BackgroundTask, BackgroundTask)> {
     let Store::Postgres(pg) = store else {
@@ -76,7 +76,7 @@ pub fn spawn(
             // `recv` reconnects by itself after a lost connection.
             loop {
                 match listener.recv().await {
-                    Ok(_) => wake.notify_one(),
+                    Ok(_) => wake.iter().for_each(|w| w.notify_one()),
                     Err(e) => {
                         tracing::debug!(error = %e, "listening for appends failed; listening again");
                         tokio::time::sleep(Duration::from_secs(1)).await;

@@ -65,6 +65,12 @@ pub struct Config {
     /// takes its leases back at once), with a random suffix when the port is picked at start.
     #[arg(long, env = "CDP_INSTANCE")]
     pub instance: Option<String>,
+    /// How many parts the engine is split into (1–64): the workspaces, by a hash of their id, each part
+    /// run by one instance at a time (its lease), spread over the instances sharing the database. The
+    /// count is stored: a different one is taken only when no instance runs the engine and every part
+    /// has caught up (else the stored one is kept and the reason logged).
+    #[arg(long, env = "CDP_ENGINE_PARTITIONS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub engine_partitions: u32,
 }
 
 /// The default memory for profiles' views (`CDP_VIEW_CACHE_MB`).
@@ -96,6 +102,7 @@ impl Config {
             held_profiles: cdp_projections::identity::HELD_PROFILES,
             view_cache_mb: DEFAULT_VIEW_CACHE_MB,
             instance: None,
+            engine_partitions: 1,
         }
     }
 

@@ -46,6 +46,8 @@ use axum::Router;
 use cdp_domain::store::{Appender, EventStore, Store};
 use cdp_domain::workspace::Credential;
 use cdp_projections::identity::IdentityResolver;
+use cdp_projections::lease::Presence;
+use cdp_projections::partitions::Part;
 use cdp_projections::{runner, RunnerHandle, RunnerStatus};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -139,6 +141,8 @@ pub struct Application {
     state: Arc<AppState>,
     generated: Option<GeneratedCredentials>,
     _runners: Vec<RunnerHandle>,
+    /// This instance's row among those running the engine, when it runs in parts.
+    _presence: Option<Presence>,
     nats_task: Option<JoinHandle<()>>,
     _publisher: publish::Publisher,
     /// The scheduled batch side (`CDP_BATCH_INTERVAL`).
@@ -187,14 +191,34 @@ impl Application {
         );
         let instance = config.instance_name();
         let announce = Arc::new(tokio::sync::Notify::new());
-        let resolver = runner::spawn(
-            store.clone(),
-            IdentityResolver::default()
-                .holding(config.held_profiles)
-                .reporting_to(audiences.clone())
-                .caching_views(views.clone()),
-            instance.clone(),
-        );
+        let parts = cdp_projections::partitions::settle(&store, config.engine_partitions)
+            .await
+            .context("failed to read the engine's partitions")?;
+        let engine = Arc::new(RunnerStatus::default());
+        let resolvers: Vec<RunnerHandle> = Part::all(parts)
+            .into_iter()
+            .map(|part| {
+                let resolver = IdentityResolver::default()
+                    .holding(config.held_profiles / parts as usize)
+                    .caching_views(views.clone())
+                    .in_part(part);
+                // The audience indexes follow one resolver's batches; in parts they are read again
+                // from the tables when the model moved.
+                let resolver = if parts == 1 {
+                    resolver.reporting_to(audiences.clone())
+                } else {
+                    resolver
+                };
+                runner::spawn_sharing(
+                    store.clone(),
+                    resolver,
+                    instance.clone(),
+                    engine.clone(),
+                    parts,
+                )
+            })
+            .collect();
+        let presence = (parts > 1).then(|| Presence::keep(store.clone(), instance.clone()));
         let view_watcher =
             publish::BackgroundTask::from(tokio::spawn(views.clone().watch(store.clone())));
         let nats = match &config.nats_url {
@@ -217,9 +241,13 @@ impl Application {
                 .max_capacity(10_000)
                 .time_to_live(Duration::from_secs(30))
                 .build(),
-            identity: resolver.status.clone(),
+            identity: engine,
             instance,
-            wakers: vec![resolver.waker(), announce.clone()],
+            wakers: resolvers
+                .iter()
+                .map(RunnerHandle::waker)
+                .chain([announce.clone()])
+                .collect(),
             nats: nats.clone(),
             catalogs: moka::sync::Cache::builder()
                 .max_capacity(10_000)
@@ -283,7 +311,7 @@ impl Application {
         let appended = appended::spawn(
             &state.store,
             announce,
-            resolver.waker(),
+            resolvers.iter().map(RunnerHandle::waker).collect(),
             state.identity.clone(),
         );
         let audience_builder = publish::BackgroundTask::from(tokio::spawn(
@@ -347,7 +375,8 @@ impl Application {
             router,
             state,
             generated,
-            _runners: vec![resolver],
+            _runners: resolvers,
+            _presence: presence,
             nats_task,
             _publisher: publisher,
             _batch: batch,
@@ -387,8 +416,10 @@ impl Application {
             router,
             nats_task,
             _runners,
+            _presence,
             _publisher,
             _batch,
+            state,
             ..
         } = self;
         axum::serve(listener, router)
@@ -401,6 +432,9 @@ impl Application {
         // The engine's partitions given up, for another instance to take at once.
         for runner in _runners {
             runner.shut_down(Duration::from_secs(3)).await;
+        }
+        if let Some(presence) = _presence {
+            presence.shut_down(&state.store).await;
         }
         _publisher.shut_down().await;
         Ok(())

@@ -266,7 +266,7 @@ async fn publishers(store: &Store) -> Result<Publishers, cdp_projections::Projec
         .collect();
     let engine = live
         .iter()
-        .filter(|h| h.part == cdp_projections::runner::RESOLVER)
+        .filter(|h| cdp_projections::partitions::Part::parse(&h.part).is_some())
         .any(|h| publishing.contains(&h.owner.as_str()));
     Ok(Publishers {
         any: !publishing.is_empty(),

@@ -230,6 +230,21 @@ async fn status(store: &Store) -> anyhow::Result<()> {
             IdentityResolver::VERSION
         ),
     );
+    // In parts, each one's checkpoint (the line above is the lowest of them).
+    let mark = cdp_projections::partitions::Watermark::read(store).await?;
+    for (part, at) in mark
+        .parts()
+        .iter()
+        .filter(|(p, _)| p != IdentityResolver::NAME)
+    {
+        println!(
+            "{:<12} {:>12} {:>12} {:>8}",
+            part,
+            at.seq,
+            events_after(store, at.seq).await?,
+            "-"
+        );
+    }
     let published = checkpoint(store, crate::publish::PUBLISHER).await?;
     let outbox_head = outbox_head(store).await?;
     println!(
@@ -244,6 +259,15 @@ async fn status(store: &Store) -> anyhow::Result<()> {
         if let Some(instance) = lease.part.strip_prefix(crate::publish::PUBLISHES_PREFIX) {
             if lease.live_at(now) {
                 println!("instance {instance} publishes to NATS");
+            }
+            continue;
+        }
+        if let Some(instance) = lease
+            .part
+            .strip_prefix(cdp_projections::lease::INSTANCES_PREFIX)
+        {
+            if lease.live_at(now) {
+                println!("instance {instance} shares the engine's parts");
             }
             continue;
         }

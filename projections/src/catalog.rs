@@ -414,21 +414,58 @@ pub(crate) async fn profiles_after_in(
 }
 
 /// Profiles whose tags are due to be evaluated again by `now_ms`.
+/// Of `workspaces` only when given (a part of the engine's).
 pub async fn due(
     store: &Store,
+    workspaces: Option<&[String]>,
     now_ms: i64,
     limit: i64,
 ) -> Result<Vec<(String, String)>, ProjectionError> {
-    Ok(query(sql::DUE)
-        .bind(now_ms)
-        .bind(limit)
-        .fetch_all(store.reader())
-        .await?)
+    Ok(match workspaces {
+        None => {
+            query(sql::DUE)
+                .bind(now_ms)
+                .bind(limit)
+                .fetch_all(store.reader())
+                .await?
+        }
+        Some(workspaces) => {
+            query(sql::DUE_IN)
+                .bind(now_ms)
+                .bind(workspaces)
+                .bind(limit)
+                .fetch_all(store.reader())
+                .await?
+        }
+    })
 }
 
-/// The earliest time a profile is due, if any.
-pub async fn next_due(store: &Store) -> Result<Option<i64>, ProjectionError> {
-    Ok(query(sql::NEXT_DUE).scalar(store.reader()).await?)
+/// The earliest time a profile is due, if any; of `workspaces` only when given.
+pub async fn next_due(
+    store: &Store,
+    workspaces: Option<&[String]>,
+) -> Result<Option<i64>, ProjectionError> {
+    Ok(match workspaces {
+        None => query(sql::NEXT_DUE).scalar(store.reader()).await?,
+        Some(workspaces) => {
+            query(sql::NEXT_DUE_IN)
+                .bind(workspaces)
+                .scalar(store.reader())
+                .await?
+        }
+    })
+}
+
+/// The workspaces a part of the engine runs, `None` when it is whole (every workspace).
+pub async fn workspaces_of(
+    store: &Store,
+    part: crate::partitions::Part,
+) -> Result<Option<Vec<String>>, ProjectionError> {
+    if part.count <= 1 {
+        return Ok(None);
+    }
+    let all: Vec<String> = query(sql::ALL_WORKSPACES).scalars(store.reader()).await?;
+    Ok(Some(all.into_iter().filter(|w| part.keeps(w)).collect()))
 }
 
 /// Workspaces that define tags (where quantile RFM tags may need their cut points measured).

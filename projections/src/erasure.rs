@@ -14,13 +14,13 @@ use std::collections::BTreeSet;
 
 use cdp_domain::ident::WorkspaceId;
 use cdp_domain::identity::{IdentityEvent, ProfileId};
-use cdp_domain::store::sql::{query, verbatim};
+use cdp_domain::store::sql::query;
 use cdp_domain::store::Store;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::evaluation::derive::{change_message, membership_change};
-use crate::identity::{forget_state, IdentityResolver};
+use crate::identity::forget_state;
 use crate::model_sql as checkpoint_sql;
 use crate::model_tx::Tx;
 use crate::runner::{ModelTx, ProjectionError};
@@ -82,16 +82,8 @@ pub async fn erase(
         Store::Sqlite(s) => ModelTx(Tx::Sqlite(s.begin_write().await?)),
         Store::Postgres(s) => {
             let mut tx = s.pool().begin().await?;
-            // The resolver's row lock: no batch of it is prepared or written meanwhile.
-            for lock in [
-                checkpoint_sql::ENSURE_CHECKPOINT_POSTGRES,
-                checkpoint_sql::LOCK_CHECKPOINT_POSTGRES,
-            ] {
-                verbatim(lock)
-                    .bind(IdentityResolver::NAME)
-                    .execute(&mut tx)
-                    .await?;
-            }
+            // The resolver's row locks (every part's): no batch of it is written meanwhile.
+            crate::partitions::lock_all_postgres(&mut tx).await?;
             ModelTx(Tx::Postgres(tx))
         }
     };
@@ -379,8 +371,9 @@ async fn record(
         caused_by: caused_by.clone(),
     };
     let body = serde_json::to_string(&decision).map_err(ProjectionError::corrupt)?;
+    let part = crate::partitions::part_in(tx, ws).await?;
     let at_log: i64 = query(checkpoint_sql::CHECKPOINT_SEQ)
-        .bind(IdentityResolver::NAME)
+        .bind(part.name())
         .scalars(tx.exec())
         .await?
         .pop()

@@ -18,6 +18,7 @@ use serde_json::Value;
 use crate::catalog::{self, Job};
 use crate::evaluation::derive::parse_profile;
 use crate::evaluation::ProfileFacts;
+use crate::partitions::Part;
 use crate::profiles::{self, ProfileKey};
 use crate::runner::ProjectionError;
 
@@ -94,24 +95,52 @@ impl Housekeeping {
 
 /// Whether there is work without new events: a running job, a profile whose time came, or RFM cut
 /// points to measure again.
-pub async fn pending(store: &Store, now: DateTime<Utc>) -> Result<bool, ProjectionError> {
-    if !catalog::running_jobs(store).await?.is_empty() {
+/// Of the workspaces of `part` only.
+pub async fn pending(
+    store: &Store,
+    now: DateTime<Utc>,
+    part: Part,
+) -> Result<bool, ProjectionError> {
+    if running_jobs(store, part).await?.next().is_some() {
         return Ok(true);
     }
-    if catalog::next_due(store)
+    let scope = catalog::workspaces_of(store, part).await?;
+    if catalog::next_due(store, scope.as_deref())
         .await?
         .is_some_and(|t| t <= to_millis(now))
     {
         return Ok(true);
     }
-    Ok(!stale_rfm_jobs(store, now).await?.is_empty())
+    Ok(!stale_rfm_jobs(store, now, part).await?.is_empty())
+}
+
+/// The running jobs of `part`'s workspaces.
+async fn running_jobs(
+    store: &Store,
+    part: Part,
+) -> Result<impl Iterator<Item = Job>, ProjectionError> {
+    Ok(catalog::running_jobs(store)
+        .await?
+        .into_iter()
+        .filter(move |j| part.keeps(&j.workspace)))
+}
+
+/// The workspaces with RFM tags of `part`.
+async fn workspaces_with_rfm(store: &Store, part: Part) -> Result<Vec<String>, ProjectionError> {
+    let mut all = catalog::workspaces_with_rfm(store).await?;
+    all.retain(|w| part.keeps(w));
+    Ok(all)
 }
 
 /// Quantile RFM tags whose cut points must be measured again, as jobs to start: those whose last job
 /// finished more than [`RFM_REFRESH`] ago, or — while no cut points exist (nobody had bought when the
 /// tag was defined) — more than [`RFM_RETRY`] ago. Defining a tag starts its first job.
-async fn stale_rfm_jobs(store: &Store, now: DateTime<Utc>) -> Result<Vec<Job>, ProjectionError> {
-    let workspaces = catalog::workspaces_with_rfm(store).await?;
+async fn stale_rfm_jobs(
+    store: &Store,
+    now: DateTime<Utc>,
+    part: Part,
+) -> Result<Vec<Job>, ProjectionError> {
+    let workspaces = workspaces_with_rfm(store, part).await?;
     stale_rfm_jobs_in(store, workspaces, now).await
 }
 
@@ -176,6 +205,8 @@ pub struct Memo {
     pub rfm_workspaces: Option<Vec<String>>,
     /// The earliest due time stored (ms; `Some(None)`: nothing is due), when known.
     pub next_due: Option<Option<i64>>,
+    /// The workspaces of the resolver's part, when read (`Some(None)`: the resolver is whole).
+    pub scope: Option<Option<Vec<String>>>,
 }
 
 impl Memo {
@@ -192,6 +223,14 @@ impl Memo {
             });
         if rfm_may_change {
             self.rfm_workspaces = None;
+        }
+        if let Some(Some(scope)) = &mut self.scope {
+            // A workspace first met since the part's were read.
+            for (w, _, _) in &writes.derived.due {
+                if !scope.contains(w) {
+                    scope.push(w.clone());
+                }
+            }
         }
         if let Some(known) = &mut self.next_due {
             for due in writes.derived.due.iter().filter_map(|(_, _, d)| *d) {
@@ -211,6 +250,7 @@ impl Memo {
 
 /// Does one page of the oldest running job and takes the profiles whose time came. A segment's job
 /// is done at once from `audiences` when the index can (see [`fill_from_index`]).
+/// Of the workspaces of the resolver's `part` only.
 pub async fn housekeeping(
     store: &Store,
     audiences: Option<&crate::audience::Audiences>,
@@ -218,17 +258,18 @@ pub async fn housekeeping(
     catalogs: &mut HashMap<String, Catalog>,
     thresholds: &mut HashMap<String, BTreeMap<String, RfmThresholds>>,
     now: DateTime<Utc>,
+    part: Part,
 ) -> Result<Housekeeping, ProjectionError> {
     let mut work = Housekeeping::default();
-    let mut jobs = if memo.no_running_jobs {
+    let mut jobs: Vec<Job> = if memo.no_running_jobs {
         Vec::new()
     } else {
-        catalog::running_jobs(store).await?
+        running_jobs(store, part).await?.collect()
     };
     if jobs.is_empty() {
         memo.no_running_jobs = true;
         if memo.rfm_workspaces.is_none() {
-            memo.rfm_workspaces = Some(catalog::workspaces_with_rfm(store).await?);
+            memo.rfm_workspaces = Some(workspaces_with_rfm(store, part).await?);
         }
         let rfm = memo.rfm_workspaces.clone().unwrap_or_default();
         jobs = stale_rfm_jobs_in(store, rfm, now).await?;
@@ -248,14 +289,18 @@ pub async fn housekeeping(
         }
         work.jobs.push(job);
     }
+    if memo.scope.is_none() {
+        memo.scope = Some(catalog::workspaces_of(store, part).await?);
+    }
+    let scope = memo.scope.as_ref().and_then(Option::as_deref);
     if memo.next_due.is_none() {
-        memo.next_due = Some(catalog::next_due(store).await?);
+        memo.next_due = Some(catalog::next_due(store, scope).await?);
     }
     let due_now = memo
         .next_due
         .is_some_and(|due| due.is_some_and(|t| t <= to_millis(now)));
     if due_now {
-        for (w, p) in catalog::due(store, to_millis(now), DUE_PAGE).await? {
+        for (w, p) in catalog::due(store, scope, to_millis(now), DUE_PAGE).await? {
             ensure_workspace(store, catalogs, thresholds, &w).await?;
             let key = (w, parse_profile(&p)?);
             work.touched

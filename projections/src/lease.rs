@@ -236,3 +236,66 @@ pub async fn owned_by(store: &Store, owner: &str) -> Result<Vec<String>, Project
         .map(|h| h.part)
         .collect())
 }
+
+/// The prefix of the row each instance running the engine keeps in `engine_leases` while it runs
+/// (`instances/<instance>`, renewed like a lease): how many instances the parts are shared by.
+pub const INSTANCES_PREFIX: &str = "instances/";
+
+/// How many of `parts` parts one instance should run: the parts over the live instances running the
+/// engine (their `instances/*` rows), rounded up; all of them when it is alone.
+pub async fn fair_share(store: &Store, parts: u32) -> Result<u32, ProjectionError> {
+    let now = now_ms();
+    let live = holders(store)
+        .await?
+        .iter()
+        .filter(|h| h.part.starts_with(INSTANCES_PREFIX) && h.live_at(now))
+        .count()
+        .max(1);
+    Ok(parts.div_ceil(live as u32))
+}
+
+/// This instance's `instances/<instance>` row, kept alive every [`RENEW_EVERY`] by a task of its own
+/// while the instance runs the engine.
+#[derive(Debug)]
+pub struct Presence {
+    task: tokio::task::JoinHandle<()>,
+    held: std::sync::Arc<HeldLease>,
+}
+
+impl Presence {
+    /// Starts keeping the row of `instance`.
+    pub fn keep(store: Store, instance: String) -> Presence {
+        let held = std::sync::Arc::new(HeldLease::default());
+        let row = format!("{INSTANCES_PREFIX}{instance}");
+        let task = tokio::spawn({
+            let held = held.clone();
+            async move {
+                loop {
+                    // Taken again by the same owner is renewed.
+                    match Lease::acquire(&store, &row, &instance).await {
+                        Ok(lease) => held.put(lease.map(std::sync::Arc::new)),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "this instance's row could not be kept")
+                        }
+                    }
+                    tokio::time::sleep(RENEW_EVERY).await;
+                }
+            }
+        });
+        Presence { task, held }
+    }
+
+    /// Stops keeping the row and takes it away: the others count one instance fewer at once.
+    pub async fn shut_down(self, store: &Store) {
+        self.task.abort();
+        if let Some(lease) = self.held.take() {
+            let _ = lease.release(store).await;
+        }
+    }
+}
+
+impl Drop for Presence {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

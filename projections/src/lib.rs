@@ -15,6 +15,7 @@ pub(crate) mod model_sql;
 pub mod model_tx;
 pub mod outbox;
 pub mod parallel;
+pub mod partitions;
 pub mod pipeline;
 pub mod profiles;
 pub mod projection;

@@ -56,3 +56,62 @@ pub(crate) const TOKEN: &str = "SELECT token FROM projection_tokens WHERE name =
 /// Sets a projection's token.
 pub(crate) const SET_TOKEN: &str = "INSERT INTO projection_tokens (name, token) VALUES (?, ?) \
      ON CONFLICT (name) DO UPDATE SET token = excluded.token";
+
+/// The resolver's checkpoints, whole or in parts (binds: the parts' name pattern, `identity/%`).
+pub(crate) const RESOLVER_CHECKPOINTS: &str =
+    "SELECT name, tx, seq FROM projection_checkpoints WHERE name = 'identity' OR name LIKE ? \
+     ORDER BY name";
+
+/// The lowest of the resolver's checkpoints (binds: the parts' name pattern): where every part has
+/// been.
+pub(crate) const LOWEST_RESOLVER_CHECKPOINT: &str =
+    "SELECT tx, seq FROM projection_checkpoints WHERE name = 'identity' OR name LIKE ? \
+     ORDER BY tx, seq LIMIT 1";
+
+/// Deletes the resolver's checkpoints (binds: the parts' name pattern): its layout is written anew.
+pub(crate) const DELETE_RESOLVER_CHECKPOINTS: &str =
+    "DELETE FROM projection_checkpoints WHERE name = 'identity' OR name LIKE ?";
+
+/// PostgreSQL: the resolver's checkpoint rows, locked in name order until the transaction ends
+/// (binds: the parts' name pattern): no part commits meanwhile.
+pub(crate) const LOCK_RESOLVER_CHECKPOINTS_POSTGRES: &str =
+    "SELECT name FROM projection_checkpoints WHERE name = 'identity' OR name LIKE $1 \
+     ORDER BY name FOR UPDATE";
+
+/// PostgreSQL: the whole resolver's checkpoint row, made when the resolver has none yet (binds: the
+/// parts' name pattern).
+pub(crate) const ENSURE_RESOLVER_CHECKPOINT_POSTGRES: &str =
+    "INSERT INTO projection_checkpoints (name, tx, seq, updated_at) SELECT 'identity', 0, 0, 0 \
+     WHERE NOT EXISTS (SELECT 1 FROM projection_checkpoints WHERE name = 'identity' OR name LIKE $1) \
+     ON CONFLICT (name) DO NOTHING";
+
+/// The tokens of the resolver's parts in the layout stored (a token row whose part has no
+/// checkpoint belongs to an earlier layout), in name order (binds: the parts' name pattern).
+pub(crate) const RESOLVER_TOKENS: &str =
+    "SELECT t.token FROM projection_tokens t JOIN projection_checkpoints c ON c.name = t.name \
+     WHERE t.name = 'identity' OR t.name LIKE ? ORDER BY t.name";
+
+/// Sets the token of every part of the resolver's stored layout (binds: token, the parts' name
+/// pattern).
+pub(crate) const SET_RESOLVER_TOKENS: &str =
+    "INSERT INTO projection_tokens (name, token) SELECT name, ? FROM projection_checkpoints \
+     WHERE name = 'identity' OR name LIKE ? ON CONFLICT (name) DO UPDATE SET token = excluded.token";
+
+/// Sets the whole resolver's token unless the resolver runs in parts (binds: token, the parts' name
+/// pattern): moved even before its first checkpoint.
+pub(crate) const SET_WHOLE_TOKEN_UNLESS_PARTS: &str =
+    "INSERT INTO projection_tokens (name, token) SELECT 'identity', ? \
+     WHERE NOT EXISTS (SELECT 1 FROM projection_checkpoints WHERE name LIKE ?) \
+     ON CONFLICT (name) DO UPDATE SET token = excluded.token";
+
+/// Deletes the resolver's tokens (binds: the parts' name pattern): its layout is written anew.
+pub(crate) const DELETE_RESOLVER_TOKENS: &str =
+    "DELETE FROM projection_tokens WHERE name = 'identity' OR name LIKE ?";
+
+/// One part's name of the resolver's stored layout, if it runs in parts (binds: the parts' name
+/// pattern).
+pub(crate) const A_PART: &str = "SELECT name FROM projection_checkpoints WHERE name LIKE ? LIMIT 1";
+
+/// Sets every part of the resolver to one position (binds: tx, seq, the parts' name pattern).
+pub(crate) const SET_RESOLVER_CHECKPOINTS: &str =
+    "UPDATE projection_checkpoints SET tx = ?, seq = ? WHERE name = 'identity' OR name LIKE ?";

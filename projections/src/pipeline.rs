@@ -24,7 +24,9 @@ use crate::lease::Lease;
 use crate::model_sql as sql;
 use crate::model_tx::ModelTx;
 use crate::model_tx::Tx;
-use crate::projection::{checkpoint, finish, next_events, Progress, Projection, RunnerStatus};
+use crate::projection::{
+    checkpoint, finish, finish_kept, next_events, Progress, Projection, RunnerStatus,
+};
 use crate::ProjectionError;
 
 /// Batches prepared while the writer is busy are written together by its next commit; past this many
@@ -167,7 +169,7 @@ impl<P: Projection + Clone> Pipeline<'_, P> {
             if self.reported(on_commit, false).await? {
                 continue;
             }
-            let events = self.read().await?;
+            let mut events = self.read().await?;
             let behind = events.len() as u32 >= self.limit;
             if behind {
                 self.read_ahead(events.last().map_or(self.next, |e| e.position));
@@ -180,7 +182,8 @@ impl<P: Projection + Clone> Pipeline<'_, P> {
                 if self.projection.has_pending_work(self.store).await? {
                     // Work without events (a job's page, the clock): prepared on a committed model.
                     let prepared = self.projection.prepare(self.store, &events).await?;
-                    self.send(prepared, &events, false);
+                    let progress = finish(self.next, &events);
+                    self.send(prepared, progress, false);
                     self.reported(on_commit, true).await?;
                     continue;
                 }
@@ -192,6 +195,8 @@ impl<P: Projection + Clone> Pipeline<'_, P> {
                     }
                 }
             }
+            // Another part's events are passed, not prepared.
+            let progress = finish_kept(self.projection, self.next, &mut events);
             if !self.sent.is_empty()
                 && !self.projection.may_prepare_ahead(&events)
                 && self.reported(on_commit, true).await?
@@ -200,7 +205,7 @@ impl<P: Projection + Clone> Pipeline<'_, P> {
                 continue;
             }
             let prepared = self.projection.prepare(self.store, &events).await?;
-            self.send(prepared, &events, behind);
+            self.send(prepared, progress, behind);
             // What is prepared is bounded: past the bound, wait for the writer to catch up.
             while self.sent.iter().sum::<usize>()
                 > QUEUED_BATCHES * self.limit as usize + self.group
@@ -232,9 +237,8 @@ impl<P: Projection + Clone> Pipeline<'_, P> {
     }
 
     /// Sends a prepared batch to the writer (started if there is none).
-    fn send(&mut self, prepared: P::Prepared, events: &[StoredEvent], behind: bool) {
+    fn send(&mut self, prepared: P::Prepared, progress: Progress, behind: bool) {
         let start = self.next;
-        let progress = finish(start, events);
         self.next = progress.position;
         let (status, lease) = (self.status.clone(), self.lease.clone());
         let (to_writer, _) = self.writer.get_or_insert_with(|| {

@@ -68,6 +68,12 @@ pub trait Projection: Send + Sync + 'static {
         }
     }
 
+    /// Whether the projection applies `event` (a part of the engine applies its workspaces' only):
+    /// the others are read and passed, the checkpoint moving over them, never prepared.
+    fn keeps(&self, _event: &StoredEvent) -> bool {
+        true
+    }
+
     /// Whether `events` may be prepared while batches prepared before them are still being written:
     /// only when preparing them reads nothing from the database that those batches change. The
     /// pipeline ([`crate::pipeline::drive`]) otherwise waits for the writes first.
@@ -102,21 +108,36 @@ pub struct Progress {
     pub worked: bool,
 }
 
-/// The resolver's stored token (`projection_tokens`): moved by every batch it commits and by every other
-/// writer of the model (`identity::forget_state`).
-pub(crate) async fn resolver_token(store: &Store) -> Result<Option<String>, ProjectionError> {
-    Ok(query(sql::TOKEN)
-        .bind(RESOLVER)
-        .scalar_optional(store.reader())
-        .await?)
+/// The name pattern of the resolver's parts' rows (`crate::partitions`): `identity/%`.
+pub fn parts_pattern() -> String {
+    format!("{RESOLVER}/%")
 }
 
-/// The checkpoint of a projection (the start of the log if it has none).
-pub async fn checkpoint(store: &Store, name: &str) -> Result<Position, ProjectionError> {
-    let row: Option<(i64, i64)> = query(sql::CHECKPOINT)
-        .bind(name)
-        .fetch_optional(store.reader())
+/// The resolver's stored token (`projection_tokens`): moved by every batch it commits and by every other
+/// writer of the model (`identity::forget_state`). When the resolver runs in parts, each part's token
+/// in name order, joined by `;` (a token holds none).
+pub(crate) async fn resolver_token(store: &Store) -> Result<Option<String>, ProjectionError> {
+    let tokens: Vec<String> = query(sql::RESOLVER_TOKENS)
+        .bind(parts_pattern())
+        .scalars(store.reader())
         .await?;
+    Ok((!tokens.is_empty()).then(|| tokens.join(";")))
+}
+
+/// The checkpoint of a projection (the start of the log if it has none). Of [`RESOLVER`]: the lowest
+/// of its parts' (`crate::partitions`), where every part has been.
+pub async fn checkpoint(store: &Store, name: &str) -> Result<Position, ProjectionError> {
+    let row: Option<(i64, i64)> = if name == RESOLVER {
+        query(sql::LOWEST_RESOLVER_CHECKPOINT)
+            .bind(parts_pattern())
+            .fetch_optional(store.reader())
+            .await?
+    } else {
+        query(sql::CHECKPOINT)
+            .bind(name)
+            .fetch_optional(store.reader())
+            .await?
+    };
     Ok(row.map_or(Position::START, |(tx, seq)| Position { tx, seq }))
 }
 
@@ -150,6 +171,27 @@ pub(crate) async fn next_events(
     let mut events = store.read_after(start, limit).await?;
     events.retain(|e| e.position <= through);
     Ok(events)
+}
+
+/// Where a step over `events` ends ([`finish`]), and the events of it `projection` keeps: the others
+/// are dropped from `events`, and counted as passed, not applied.
+pub(crate) fn finish_kept<P: Projection>(
+    projection: &P,
+    start: Position,
+    events: &mut Vec<StoredEvent>,
+) -> Progress {
+    let mut end = finish(start, events);
+    let read = events.len();
+    events.retain(|e| projection.keeps(e));
+    if events.len() != read {
+        end.applied = events.len();
+        end.last_received_ms = events
+            .last()
+            .map(|e| e.event.received_at.timestamp_millis());
+        // Passing another part's events moved the checkpoint: a caller stepping on tries again.
+        end.worked = true;
+    }
+    end
 }
 
 /// Where a step ends: after the last of `events`, or at `start` with `worked` set when there were none.
@@ -189,6 +231,23 @@ impl RunnerStatus {
     /// The partitions this runner holds the leases of now.
     pub fn owned(&self) -> Vec<String> {
         self.partitions.lock().expect("partitions lock").clone()
+    }
+
+    /// This runner took the lease of `part`.
+    pub fn took(&self, part: &str) {
+        let mut parts = self.partitions.lock().expect("partitions lock");
+        if !parts.iter().any(|p| p == part) {
+            parts.push(part.to_owned());
+            parts.sort();
+        }
+    }
+
+    /// This runner no longer holds the lease of `part`.
+    pub fn gave_up(&self, part: &str) {
+        self.partitions
+            .lock()
+            .expect("partitions lock")
+            .retain(|p| p != part);
     }
 
     /// Whether this runner holds any partition's lease now: this instance runs the engine.

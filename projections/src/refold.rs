@@ -10,25 +10,26 @@ use cdp_domain::event::Position;
 use cdp_domain::identity::{identifiers_of, IdentityRules, ProfileId};
 use cdp_domain::message::MessageKind;
 use cdp_domain::profile::{FoldRules, ProfileDoc};
-use cdp_domain::store::sql::{query, query_each};
+use cdp_domain::store::sql::query;
 use cdp_domain::store::{EventStore, Store};
 use serde_json::Value;
 
 use crate::catalog;
 use crate::identity::{graph_in, rules_in, IdentityResolver};
-use crate::model_sql as sql;
 use crate::model_tx::ModelTx;
+use crate::partitions::Watermark;
 use crate::profiles::sql as profile_sql;
 use crate::profiles::{self, ModelWrites, ProfileKey};
 use crate::runner::ProjectionError;
 use crate::stages::{self, StageWrites};
 
 /// Writes the profile documents `docs` (every stored one replaced by them when `replace_all`) and
-/// `stage_writes`, in one transaction that holds the resolver's checkpoint still, and tells every
-/// resolver to reload; `false` (nothing written) when the checkpoint is no longer `at`.
+/// `stage_writes`, in one transaction that holds the resolver's checkpoints still (every part's),
+/// and tells every resolver to reload; `false` (nothing written) when a checkpoint is no longer
+/// where `at` found it.
 pub async fn write_if_unmoved(
     store: &Store,
-    at: Position,
+    at: &Watermark,
     docs: impl IntoIterator<Item = (ProfileKey, ProfileDoc)>,
     replace_all: bool,
     stage_writes: StageWrites,
@@ -41,14 +42,15 @@ pub async fn write_if_unmoved(
         docs: rows,
         ..ModelWrites::default()
     };
-    let name = IdentityResolver::NAME;
-    let mut tx = ModelTx::begin(store).await?;
-    let now: Option<(i64, i64)> = query_each(sql::CHECKPOINT, sql::LOCK_CHECKPOINT_POSTGRES)
-        .bind(name)
-        .fetch_optional(tx.exec())
-        .await?;
-    let now = now.map_or(Position::START, |(tx, seq)| Position { tx, seq });
-    if now != at {
+    let mut tx = match store {
+        Store::Postgres(s) => {
+            let mut tx = s.pool().begin().await?;
+            crate::partitions::lock_all_postgres(&mut tx).await?;
+            ModelTx(crate::model_tx::Tx::Postgres(tx))
+        }
+        Store::Sqlite(_) => ModelTx::begin(store).await?,
+    };
+    if Watermark::read_in(&mut tx).await? != *at {
         return Ok(false);
     }
     if replace_all {
@@ -161,14 +163,23 @@ pub async fn all_owners(
 }
 
 /// The end of a rebuild's switch, in the transaction the switch began and handed over: the resolver's
-/// code version, the reconciled tags and memberships (rows, history, messages), every resolver told to
-/// reload its in-memory state (`forget_state`); then the commit.
+/// code version, the reconciled tags and memberships (rows, history, messages), every part of the
+/// resolver set to `through` — the position the rebuilt model stands at; a part that was further on
+/// applies its events after it again (their messages published at least once) —, every resolver told
+/// to reload its in-memory state (`forget_state`); then the commit.
 pub async fn finish_switch(
     mut tx: ModelTx<'_>,
     version: i64,
     changes: &StageWrites,
+    through: Position,
 ) -> Result<(), ProjectionError> {
     crate::model_tx::write_version(&mut tx, IdentityResolver::NAME, version).await?;
+    query(crate::model_sql::SET_RESOLVER_CHECKPOINTS)
+        .bind(through.tx)
+        .bind(through.seq)
+        .bind(crate::projection::parts_pattern())
+        .execute(tx.exec())
+        .await?;
     stages::write(&mut tx, changes).await?;
     crate::identity::forget_state(&mut tx).await?;
     tx.commit().await

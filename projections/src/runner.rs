@@ -18,7 +18,7 @@ pub use crate::model_tx::ModelTx;
 pub use crate::projection::{
     checkpoint, has_applied, Progress, Projection, RunnerStatus, RESOLVER,
 };
-use crate::projection::{finish, next_events};
+use crate::projection::{finish_kept, next_events};
 
 /// Events handed to a projection per transaction.
 pub const BATCH: u32 = 10_000;
@@ -53,7 +53,7 @@ async fn step<P: Projection>(
 ) -> Result<Progress, ProjectionError> {
     let mut timer = StepTimer::start();
     let start = checkpoint(store, projection.name()).await?;
-    let events = next_events(store, start, limit, through).await?;
+    let mut events = next_events(store, start, limit, through).await?;
     if events.is_empty() && !projection.has_pending_work(store).await? {
         return Ok(Progress {
             position: start,
@@ -61,9 +61,10 @@ async fn step<P: Projection>(
         });
     }
     timer.lap(Phase::Read);
+    // Another part's events are passed, not prepared.
+    let end = finish_kept(projection, start, &mut events);
     let prepared = projection.prepare(store, &events).await?;
     timer.lap(Phase::Prepare);
-    let end = finish(start, &events);
     let committed =
         crate::pipeline::commit(store, projection, None, start, end.position, vec![prepared]).await;
     timer.lap(Phase::Write);
@@ -213,7 +214,27 @@ pub const ENGINE_NICE: i32 = 10;
 /// IO and timers are still driven by the runtime, and the tasks it spawns (the writer) run there. On a
 /// current-thread runtime (tests), a task of it.
 pub fn spawn<P: Projection + Clone>(store: Store, projection: P, owner: String) -> RunnerHandle {
-    let status = Arc::new(RunnerStatus::default());
+    spawn_sharing(
+        store,
+        projection,
+        owner,
+        Arc::new(RunnerStatus::default()),
+        1,
+    )
+}
+
+/// [`spawn`] of one part of `parts` (`crate::partitions`), reporting to `status` (shared by the parts
+/// this instance runs). With more than one part, the instance takes a part's lease only while it
+/// holds fewer than its fair share (the parts over the instances running the engine, rounded up:
+/// [`lease::fair_share`]), and gives the part up when it holds more (another instance started), so
+/// that the parts spread over the instances.
+pub fn spawn_sharing<P: Projection + Clone>(
+    store: Store,
+    projection: P,
+    owner: String,
+    status: Arc<RunnerStatus>,
+    parts: u32,
+) -> RunnerHandle {
     let wake = Arc::new(Notify::new());
     let runtime = tokio::runtime::Handle::current();
     let running = match runtime.runtime_flavor() {
@@ -233,7 +254,7 @@ pub fn spawn<P: Projection + Clone>(store: Store, projection: P, owner: String) 
                     runtime.block_on(async move {
                         let held = HeldLease::default();
                         tokio::select! {
-                            () = follow(&store, projection, status, wake, &owner, &held) => {}
+                            () = follow(&store, projection, status, wake, (&owner, parts), &held) => {}
                             () = stopped.notified() => {}
                         }
                         // Stopped: another instance may take the partition at once.
@@ -254,7 +275,7 @@ pub fn spawn<P: Projection + Clone>(store: Store, projection: P, owner: String) 
                     projection,
                     status,
                     wake,
-                    &owner,
+                    (&owner, parts),
                     &HeldLease::default(),
                 )
                 .await;
@@ -300,11 +321,15 @@ async fn follow<P: Projection + Clone>(
     projection: P,
     status: Arc<RunnerStatus>,
     wake: Arc<Notify>,
-    owner: &str,
+    (owner, parts): (&str, u32),
     held: &HeldLease,
 ) {
     let part = projection.name();
     loop {
+        if parts > 1 && !may_take(store, &status, parts).await {
+            tokio::time::sleep(lease::TRY_EVERY).await;
+            continue;
+        }
         let lease = match Lease::acquire(store, part, owner).await {
             Ok(Some(lease)) => Arc::new(lease),
             Ok(None) => {
@@ -324,13 +349,24 @@ async fn follow<P: Projection + Clone>(
             "partition lease taken: running it"
         );
         held.put(Some(lease.clone()));
-        *status.partitions.lock().expect("partitions lock") = vec![part.to_owned()];
-        tokio::select! {
-            () = run_leased(store, &projection, &status, &wake, &lease) => {}
-            () = lease.keep(store) => {}
-        }
-        status.partitions.lock().expect("partitions lock").clear();
+        status.took(part);
+        let given_up = tokio::select! {
+            () = run_leased(store, &projection, &status, &wake, &lease) => false,
+            () = lease.keep(store) => false,
+            () = over_share(store, &status, part, parts) => true,
+        };
+        status.gave_up(part);
         held.put(None);
+        if given_up {
+            let _ = lease.release(store).await;
+            projection.forget();
+            tracing::info!(
+                part,
+                owner,
+                "more parts held than this instance's share: the part given up for another instance"
+            );
+            continue;
+        }
         // What this instance holds of the model is the next owner's to change.
         projection.forget();
         tracing::warn!(
@@ -339,6 +375,37 @@ async fn follow<P: Projection + Clone>(
             fence = lease.fence(),
             "partition lease lost: standing by"
         );
+    }
+}
+
+/// Whether this instance may take one more part of `parts`: it holds fewer than its fair share.
+async fn may_take(store: &Store, status: &RunnerStatus, parts: u32) -> bool {
+    match lease::fair_share(store, parts).await {
+        Ok(fair) => status.owned().len() < fair as usize,
+        Err(e) => {
+            tracing::debug!(error = %e, "the instances could not be counted; tried again");
+            false
+        }
+    }
+}
+
+/// Returns when this instance holds more parts than its fair share and `part` is one of those it
+/// should give up (the last ones by name); looked at every [`lease::RENEW_EVERY`]. Never returns for
+/// a whole engine.
+async fn over_share(store: &Store, status: &RunnerStatus, part: &str, parts: u32) {
+    loop {
+        tokio::time::sleep(lease::RENEW_EVERY).await;
+        if parts <= 1 {
+            continue;
+        }
+        let Ok(fair) = lease::fair_share(store, parts).await else {
+            continue;
+        };
+        let mut owned = status.owned();
+        owned.sort();
+        if owned.len() > fair as usize && owned[fair as usize..].iter().any(|p| p == part) {
+            return;
+        }
     }
 }
 

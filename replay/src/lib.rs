@@ -11,12 +11,13 @@ use cdp_domain::identity::ProfileId;
 use cdp_domain::profile::ProfileDoc;
 use cdp_domain::store::Store;
 use cdp_projections::catalog::{self, CatalogWrites};
-use cdp_projections::identity::{graph_of, rules_of, IdentityResolver};
+use cdp_projections::identity::{graph_of, rules_of};
 use cdp_projections::jobs::new_job;
+use cdp_projections::partitions::Watermark;
 use cdp_projections::profiles;
 use cdp_projections::profiles::derived::DerivedWrites;
 use cdp_projections::refold::{fold_event, fold_log, write_if_unmoved};
-use cdp_projections::runner::{checkpoint, ProjectionError};
+use cdp_projections::runner::ProjectionError;
 use cdp_projections::stages::StageWrites;
 
 /// The kind and name of the job that re-evaluates tags and segments after a batch.
@@ -51,7 +52,8 @@ pub struct BatchRun {
 /// then re-evaluated by a job of the resolver (`batch`), in the same transaction as the switch.
 pub async fn batch(store: &Store) -> Result<BatchRun, ProjectionError> {
     for _ in 0..ATTEMPTS {
-        let at = checkpoint(store, IdentityResolver::NAME).await?;
+        let mark = Watermark::read(store).await?;
+        let at = mark.through();
         let (docs, folded) = fold_log(store, at).await?;
         let now = chrono::Utc::now();
         let mut workspaces: Vec<String> = docs.keys().map(|(w, _)| w.clone()).collect();
@@ -67,7 +69,7 @@ pub async fn batch(store: &Store) -> Result<BatchRun, ProjectionError> {
             },
             ..StageWrites::default()
         };
-        if write_if_unmoved(store, at, docs, true, jobs).await? {
+        if write_if_unmoved(store, &mark, docs, true, jobs).await? {
             tracing::info!(folded, watermark = at.seq, "batch: profiles recomputed");
             return Ok(BatchRun {
                 watermark: at,
@@ -106,7 +108,7 @@ pub async fn rebuild_profile(
     let rules = rules_of(store, workspace).await?;
     let catalog = catalog::load(store, workspace).await?;
     for _ in 0..ATTEMPTS {
-        let at = checkpoint(store, IdentityResolver::NAME).await?;
+        let mark = Watermark::read(store).await?;
         let seqs = profiles::events_of(store, workspace, std::slice::from_ref(&id)).await?;
         let mut doc = ProfileDoc::default();
         for stored in store.events_by_seq(&seqs).await? {
@@ -124,7 +126,7 @@ pub async fn rebuild_profile(
             },
             ..StageWrites::default()
         };
-        if write_if_unmoved(store, at, vec![(key, doc)], false, due).await? {
+        if write_if_unmoved(store, &mark, vec![(key, doc)], false, due).await? {
             return Ok(Some(ProfileRebuild {
                 profile: live,
                 events: seqs.len(),

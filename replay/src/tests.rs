@@ -7,8 +7,10 @@ use cdp_domain::event::NewEvent;
 use cdp_domain::identity::{Identifier, IdentityRules, OperatorCommand};
 use cdp_domain::message::{validate, Envelope, MessageKind};
 use cdp_domain::store::EventStore;
+use cdp_projections::identity::IdentityResolver;
 use cdp_projections::outbox::Topic;
 use cdp_projections::refold::all_owners;
+use cdp_projections::runner::checkpoint;
 use cdp_projections::runner::{catch_up, run_once};
 use serde_json::{json, Value};
 
@@ -57,7 +59,8 @@ async fn model(
         .await
         .unwrap();
     let holders = sqlx::query_as(
-        "SELECT id_type, value, profile FROM identifier_owners ORDER BY id_type, value",
+        "SELECT id_type, value, profile FROM identifier_owners \
+         ORDER BY id_type, value, workspace, profile",
     )
     .fetch_all(s.read_pool())
     .await
@@ -737,4 +740,67 @@ async fn an_owner_whose_lease_was_taken_commits_nothing_and_stops() {
     assert!(c.fence() > b.fence());
     assert!(owned_by(&store, "b").await.unwrap().is_empty());
     assert_eq!(owned_by(&store, "c").await.unwrap(), vec![part.to_owned()]);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 16, ..Default::default() })]
+    /// The engine split into parts by workspace (`CDP_ENGINE_PARTITIONS`), each part stepping through
+    /// the log in turn in batches of any size, builds the model the whole resolver builds, and the
+    /// batch side (`replay batch`, written under every part's checkpoint) gives it again.
+    #[test]
+    fn the_engine_in_parts_builds_the_model_of_the_whole(
+        specs in proptest::collection::vec(
+            (proptest::option::of(0usize..4), proptest::option::of(0usize..4),
+             proptest::option::of(0usize..3), 0usize..3), 1..40),
+        count in 2u32..5,
+        batch in 1u32..9,
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let now = chrono::Utc::now();
+            let workspaces = ["w", "x", "shop-7"];
+            let events: Vec<NewEvent> = specs.iter().enumerate()
+                .map(|(i, (u, e, p, w))| {
+                    let envelope = Envelope { workspace: workspaces[*w], received_at: now,
+                        batch_sent_at: None, implied_kind: None };
+                    validate(message(i, *u, *e, *p, false), &envelope, || unreachable!()).unwrap()
+                })
+                .collect();
+            let mut models = Vec::new();
+            for parts in [1, count] {
+                let dir = tempfile::tempdir().unwrap();
+                let store = Store::open_embedded(dir.path()).await.unwrap();
+                for w in workspaces {
+                    store.ensure_workspace(w).await.unwrap();
+                }
+                assert_eq!(cdp_projections::partitions::settle(&store, parts).await.unwrap(), parts);
+                store.append(&events).await.unwrap();
+                let resolvers: Vec<IdentityResolver> = cdp_projections::partitions::Part::all(parts)
+                    .into_iter()
+                    .map(|part| IdentityResolver::default().in_part(part))
+                    .collect();
+                // Each part a batch in turn, until none moves.
+                let mut applied = 0;
+                loop {
+                    let mut moved = false;
+                    for resolver in &resolvers {
+                        let step = run_once(&store, resolver, batch).await.unwrap();
+                        applied += step.applied;
+                        moved |= step.applied > 0 || step.worked;
+                    }
+                    if !moved {
+                        break;
+                    }
+                }
+                assert_eq!(applied, events.len(), "every event applied by exactly one part");
+                let end = events.len() as i64;
+                assert_eq!(checkpoint(&store, IdentityResolver::NAME).await.unwrap().seq, end);
+                let live = model(&store).await;
+                rebuild_profiles(&store).await.unwrap();
+                assert_eq!(model(&store).await, live, "the batch side changes nothing");
+                models.push(live);
+            }
+            assert_eq!(models[0], models[1], "{count} parts build another model than the whole");
+        });
+    }
 }

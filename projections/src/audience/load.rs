@@ -225,8 +225,5 @@ async fn by_profile<R: Record>(
 /// The resolver's stored token: it moves with every batch it commits and with every other writer of
 /// the model (`identity::forget_state`).
 pub async fn stored_token(store: &Store) -> Result<Option<String>, ProjectionError> {
-    Ok(query(crate::model_sql::TOKEN)
-        .bind(crate::projection::RESOLVER)
-        .scalar_optional(store.reader())
-        .await?)
+    crate::projection::resolver_token(store).await
 }

@@ -86,6 +86,17 @@ pub(crate) const DUE: &str =
 /// The earliest due time.
 pub(crate) const NEXT_DUE: &str = "SELECT min(due_at) FROM profile_due";
 
+/// Profiles due by a time, of a list of workspaces (a part of the engine's), earliest first.
+pub(crate) const DUE_IN: &str = "SELECT workspace, profile FROM profile_due \
+     WHERE due_at <= ? AND workspace IN (?...) ORDER BY due_at LIMIT ?";
+
+/// The earliest due time of a list of workspaces.
+pub(crate) const NEXT_DUE_IN: &str =
+    "SELECT min(due_at) FROM profile_due WHERE workspace IN (?...)";
+
+/// Every workspace.
+pub(crate) const ALL_WORKSPACES: &str = "SELECT id FROM workspaces ORDER BY id";
+
 // Segment memberships.
 
 /// The memberships of a list of profiles.

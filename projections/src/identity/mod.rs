@@ -141,6 +141,10 @@ pub struct IdentityResolver {
     audiences: Option<crate::audience::Audiences>,
     /// The profiles' views this process holds in memory, told of every batch written.
     views: Option<crate::profiles::view_cache::ViewCache>,
+    /// The views the commit under way marked as being written (unmarked when it ends).
+    marked: Arc<Mutex<Vec<crate::profiles::view_cache::Marked>>>,
+    /// The part of the engine this resolver runs: its workspaces, checkpoint, token and lease.
+    part: crate::partitions::Part,
 }
 
 impl std::fmt::Debug for IdentityResolver {
@@ -196,7 +200,21 @@ impl IdentityResolver {
             defers: false,
             audiences: None,
             views: None,
+            marked: Arc::default(),
+            part: crate::partitions::Part::WHOLE,
         }
+    }
+
+    /// This resolver, running `part` of the engine: the events of its workspaces only, under its
+    /// own checkpoint and token (`crate::partitions`).
+    pub fn in_part(mut self, part: crate::partitions::Part) -> IdentityResolver {
+        self.part = part;
+        self
+    }
+
+    /// The part of the engine this resolver runs.
+    pub fn part(&self) -> crate::partitions::Part {
+        self.part
     }
 
     /// This resolver, telling `audiences` what each batch it writes touched.
@@ -294,7 +312,11 @@ impl Projection for IdentityResolver {
     type Prepared = PreparedDecisions;
 
     fn name(&self) -> &'static str {
-        Self::NAME
+        self.part.name()
+    }
+
+    fn keeps(&self, event: &StoredEvent) -> bool {
+        self.part.keeps(&event.event.workspace)
     }
 
     fn version(&self) -> i64 {
@@ -307,7 +329,7 @@ impl Projection for IdentityResolver {
         store: &Store,
         events: &[StoredEvent],
     ) -> Result<PreparedDecisions, ProjectionError> {
-        let stored_token = stored_token(store).await?;
+        let stored_token = stored_token(store, self.part.name()).await?;
         // The runner prepares one batch at a time, so the state can leave the lock while the batch is
         // worked on (splits and rules changes read the log). On error it is dropped and reloaded.
         let mut state = std::mem::take(&mut *self.state.lock().expect("resolver state lock"));
@@ -351,6 +373,9 @@ impl Projection for IdentityResolver {
             // batch this resolver prepared committed (the token) and nothing else wrote decisions
             // since (every writer moves the token), so the graphs hold them already.
             for (_, workspace, event) in &Self::load_after(store, 0).await? {
+                if !self.part.keeps(workspace) {
+                    continue;
+                }
                 state
                     .graphs
                     .entry(workspace.clone())
@@ -370,6 +395,7 @@ impl Projection for IdentityResolver {
             &mut catalogs,
             &mut thresholds,
             now,
+            self.part,
         )
         .await?;
         // Memberships filled from the audience index are written beside derive's: what derive
@@ -461,7 +487,7 @@ impl Projection for IdentityResolver {
         // Under the write lock (SQLite) or the checkpoint's row lock (PostgreSQL): a model changed
         // since the batch was prepared (an erasure, a rebuild's switch) must not be overwritten with
         // documents computed from the old one.
-        if stored_token_in(tx).await? != prepared.based_on {
+        if stored_token_in(tx, self.part.name()).await? != prepared.based_on {
             return Err(ProjectionError::Stale(
                 "the resolver's token moved since the batch was prepared".into(),
             ));
@@ -486,12 +512,13 @@ impl Projection for IdentityResolver {
             "resolver batch written"
         );
         queries::write_rules(tx, &prepared.rules).await?;
-        write_token(tx, &prepared.token).await?;
+        write_token(tx, self.part.name(), &prepared.token).await?;
         let in_memory = self.audiences.as_ref().is_some_and(|a| a.has_slots());
         if in_memory || self.views.is_some() {
             let touched = write::touched(&prepared.model, &prepared.stages);
             if let Some(views) = &self.views {
-                views.writing(&prepared.token, touched.iter());
+                let marked = views.writing(&prepared.token, touched.iter());
+                self.marked.lock().expect("marked views lock").push(marked);
             }
             if let Some(audiences) = self.audiences.as_ref().filter(|_| in_memory) {
                 write::stage_in_audiences(
@@ -533,7 +560,9 @@ impl Projection for IdentityResolver {
 
     fn ended(&self) {
         if let Some(views) = &self.views {
-            views.ended();
+            for marked in self.marked.lock().expect("marked views lock").drain(..) {
+                views.ended(marked);
+            }
         }
     }
 
@@ -591,10 +620,10 @@ impl Projection for IdentityResolver {
         };
         // What this resolver knows holds only if nothing else wrote since its last batch.
         if let Some(token) = idle {
-            if token.is_some() && stored_token(store).await? == token {
+            if token.is_some() && stored_token(store, self.part.name()).await? == token {
                 return Ok(false);
             }
         }
-        crate::jobs::pending(store, now).await
+        crate::jobs::pending(store, now, self.part).await
     }
 }

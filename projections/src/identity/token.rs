@@ -1,13 +1,13 @@
 //! The resolver's token (`projection_tokens`): written with every batch, and moved to a new value by
 //! every other writer of the model (`forget_state`), so an instance knows when its in-memory state is
-//! stale.
+//! stale. When the resolver runs in parts (`crate::partitions`), each part has a token of its own.
 
 use cdp_domain::store::sql::query;
 use cdp_domain::store::Store;
 use chrono::Utc;
 
-use super::IdentityResolver;
 use crate::model_sql as sql;
+use crate::projection::parts_pattern;
 use crate::runner::{ModelTx, ProjectionError};
 
 /// A token no other batch has: this process's start, its address space and a counter.
@@ -24,29 +24,53 @@ pub(super) fn new_token() -> String {
     )
 }
 
-pub(super) async fn stored_token(store: &Store) -> Result<Option<String>, ProjectionError> {
-    crate::projection::resolver_token(store).await
+/// The stored token of the part `name`.
+pub(super) async fn stored_token(
+    store: &Store,
+    name: &str,
+) -> Result<Option<String>, ProjectionError> {
+    Ok(query(sql::TOKEN)
+        .bind(name)
+        .scalar_optional(store.reader())
+        .await?)
 }
 
-/// Makes every resolver reload its in-memory state before its next batch (after the model was written by
-/// something else, e.g. a rebuild). The token is new each time: two such writes with no batch between
-/// them must not look like none to a reader that saw the first (a resolver, an audience index).
+/// Makes every resolver (every part) reload its in-memory state before its next batch (after the
+/// model was written by something else, e.g. a rebuild). The token is new each time: two such writes
+/// with no batch between them must not look like none to a reader that saw the first (a resolver, an
+/// audience index).
 pub async fn forget_state(tx: &mut ModelTx<'_>) -> Result<(), ProjectionError> {
-    write_token(tx, &format!("forgotten-{}", new_token())).await
+    let token = format!("forgotten-{}", new_token());
+    query(sql::SET_RESOLVER_TOKENS)
+        .bind(token.as_str())
+        .bind(parts_pattern())
+        .execute(tx.exec())
+        .await?;
+    query(sql::SET_WHOLE_TOKEN_UNLESS_PARTS)
+        .bind(token.as_str())
+        .bind(parts_pattern())
+        .execute(tx.exec())
+        .await?;
+    Ok(())
 }
 
 pub(super) async fn stored_token_in(
     tx: &mut ModelTx<'_>,
+    name: &str,
 ) -> Result<Option<String>, ProjectionError> {
     Ok(query(sql::TOKEN)
-        .bind(IdentityResolver::NAME)
+        .bind(name)
         .scalar_optional(tx.exec())
         .await?)
 }
 
-pub(super) async fn write_token(tx: &mut ModelTx<'_>, token: &str) -> Result<(), ProjectionError> {
+pub(super) async fn write_token(
+    tx: &mut ModelTx<'_>,
+    name: &str,
+    token: &str,
+) -> Result<(), ProjectionError> {
     query(sql::SET_TOKEN)
-        .bind(IdentityResolver::NAME)
+        .bind(name)
         .bind(token)
         .execute(tx.exec())
         .await?;

@@ -5,6 +5,10 @@ use sqlx::{Postgres, Transaction};
 use super::OutboxRow;
 use crate::runner::ProjectionError;
 
+/// The transaction-scoped advisory lock every append to the outbox takes first (an arbitrary key,
+/// this crate's only one).
+const OUTBOX_ORDER_LOCK: i64 = 0x0cd9_0b0c;
+
 /// Appends `outbox` in its order.
 pub(super) async fn append(
     tx: &mut Transaction<'_, Postgres>,
@@ -17,6 +21,13 @@ pub(super) async fn append(
         subjects.push(subject.as_str());
         payloads.push(payload.as_str());
     }
+    // The parts of the engine commit side by side: the outbox's sequence numbers must still be in
+    // commit order, or the publisher (reading after the last it published) would pass a message
+    // committed late under an earlier number. Held to the commit.
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(OUTBOX_ORDER_LOCK)
+        .execute(&mut **tx)
+        .await?;
     sqlx::query(
         "INSERT INTO outbox (workspace, subject, payload, created_at) \
          SELECT w, s, p, $4 FROM UNNEST($1::text[], $2::text[], $3::text[]) \

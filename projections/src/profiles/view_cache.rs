@@ -16,7 +16,7 @@
 //! is seen within [`WATCH_EVERY`]; until then this process may answer with the view before it, as a
 //! read of a replica that lags would.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -40,6 +40,11 @@ pub const DEFAULT_BYTES: u64 = 256 << 20;
 /// A workspace and a live profile of it.
 type ViewKey = (String, String);
 
+/// The profiles one commit marked as being written ([`ViewCache::writing`]), handed back to
+/// [`ViewCache::ended`] when it ended.
+#[derive(Debug)]
+pub struct Marked(Vec<ViewKey>);
+
 /// Profiles' views in memory; clones share one cache.
 #[derive(Clone)]
 pub struct ViewCache {
@@ -55,8 +60,9 @@ struct Inner {
     generation: AtomicU64,
     /// The stored tokens at which the cache is exact (newest last).
     known: Mutex<VecDeque<String>>,
-    /// The profiles the commit under way writes: read from the database, never kept, until it ended.
-    writing: Mutex<HashSet<ViewKey>>,
+    /// The profiles the commits under way write (one count per commit marking each — the parts of a
+    /// resolver commit apart): read from the database, never kept, until they ended.
+    writing: Mutex<HashMap<ViewKey, u32>>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -80,7 +86,7 @@ impl ViewCache {
                 holds: bytes > 0,
                 generation: AtomicU64::new(0),
                 known: Mutex::new(VecDeque::new()),
-                writing: Mutex::new(HashSet::new()),
+                writing: Mutex::new(HashMap::new()),
                 hits: AtomicU64::new(0),
                 misses: AtomicU64::new(0),
             }),
@@ -110,7 +116,7 @@ impl ViewCache {
             .writing
             .lock()
             .expect("view cache writes")
-            .contains(&key);
+            .contains_key(&key);
         let Some(found) = view(store, workspace, profile).await? else {
             return Ok(None);
         };
@@ -126,8 +132,12 @@ impl ViewCache {
     }
 
     /// The resolver is about to commit a batch storing `token` and changing `profiles`: they are read
-    /// from the database until [`ViewCache::ended`].
-    pub(crate) fn writing<'a>(&self, token: &str, profiles: impl Iterator<Item = &'a ProfileKey>) {
+    /// from the database until [`ViewCache::ended`] is handed what this returns.
+    pub(crate) fn writing<'a>(
+        &self,
+        token: &str,
+        profiles: impl Iterator<Item = &'a ProfileKey>,
+    ) -> Marked {
         let inner = &self.inner;
         let mut known = inner.known.lock().expect("view cache tokens");
         known.push_back(token.to_owned());
@@ -136,36 +146,43 @@ impl ViewCache {
         }
         drop(known);
         let keys: Vec<ViewKey> = profiles.map(|(w, p)| (w.clone(), p.to_string())).collect();
-        inner
-            .writing
-            .lock()
-            .expect("view cache writes")
-            .extend(keys.iter().cloned());
+        {
+            let mut writing = inner.writing.lock().expect("view cache writes");
+            for key in &keys {
+                *writing.entry(key.clone()).or_default() += 1;
+            }
+        }
         inner.generation.fetch_add(1, Ordering::SeqCst);
         for key in &keys {
             inner.views.invalidate(key);
         }
+        Marked(keys)
     }
 
-    /// The commit of the batches marked by [`ViewCache::writing`] ended (committed or not): their
-    /// profiles may be kept again, as read from now on.
-    pub(crate) fn ended(&self) {
-        self.inner
-            .writing
-            .lock()
-            .expect("view cache writes")
-            .clear();
+    /// The commit of the batch marked by [`ViewCache::writing`] ended (committed or not): its profiles
+    /// may be kept again, as read from now on (unless another commit under way marked them too).
+    pub(crate) fn ended(&self, marked: Marked) {
+        let mut writing = self.inner.writing.lock().expect("view cache writes");
+        for key in marked.0 {
+            if let std::collections::hash_map::Entry::Occupied(mut e) = writing.entry(key) {
+                *e.get_mut() -= 1;
+                if *e.get() == 0 {
+                    e.remove();
+                }
+            }
+        }
     }
 
     /// Drops every view: the model was written by something else (an erasure, a rebuild's switch,
-    /// another instance). `token`: the stored token now, at which the emptied cache is exact.
+    /// another instance). `token`: the stored token now, at which the emptied cache is exact (the
+    /// parts' tokens joined by `;` when the resolver runs in parts).
     pub fn clear(&self, token: Option<String>) {
         let inner = &self.inner;
         let mut known = inner.known.lock().expect("view cache tokens");
         inner.generation.fetch_add(1, Ordering::SeqCst);
         inner.views.invalidate_all();
         known.clear();
-        known.extend(token);
+        known.extend(token.iter().flat_map(|t| t.split(';')).map(str::to_owned));
     }
 
     /// Empties the cache whenever the stored token is one it does not know, read every
@@ -190,7 +207,10 @@ impl ViewCache {
     fn saw(&self, token: Option<String>) {
         let known = {
             let known = self.inner.known.lock().expect("view cache tokens");
-            token.as_ref().is_some_and(|t| known.contains(t))
+            // Every part's token one this cache knows.
+            token
+                .as_ref()
+                .is_some_and(|t| t.split(';').all(|part| known.iter().any(|k| k == part)))
         };
         if !known {
             self.clear(token);

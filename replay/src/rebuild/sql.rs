@@ -164,11 +164,13 @@ pub(super) const SQLITE_DETACH_SHADOW: &str = "DETACH DATABASE shadow";
 
 /// Takes the live database's write lock (a write that changes nothing).
 pub(super) const SQLITE_TOUCH_LIVE_CHECKPOINT: &str =
-    "UPDATE main.projection_checkpoints SET updated_at = updated_at WHERE name = ?";
+    "UPDATE main.projection_checkpoints SET updated_at = updated_at \
+     WHERE name = 'identity' OR name LIKE ?";
 
 /// The live resolver's checkpoint.
 pub(super) const SQLITE_LIVE_CHECKPOINT: &str =
-    "SELECT tx, seq FROM main.projection_checkpoints WHERE name = ?";
+    "SELECT tx, seq FROM main.projection_checkpoints WHERE name = 'identity' OR name LIKE ? \
+     ORDER BY tx, seq LIMIT 1";
 
 /// Erasures since the rebuild started.
 pub(super) const SQLITE_ERASED_MEANWHILE: &str =
@@ -198,17 +200,23 @@ pub(super) fn sqlite_copy_from_shadow(t: &str) -> String {
 
 // The switch: PostgreSQL (the live schema quoted, `live`).
 
-/// The live resolver's checkpoint row, made if missing, so that it can be locked.
+/// The live resolver's checkpoint row, made if it has none (whole or in parts), so that it can be
+/// locked (binds: the parts' name pattern).
 pub(super) fn postgres_ensure_live_checkpoint(live: &str) -> String {
     format!(
         "INSERT INTO {live}.projection_checkpoints (name, tx, seq, updated_at) \
-         VALUES ($1, 0, 0, 0) ON CONFLICT (name) DO NOTHING"
+         SELECT 'identity', 0, 0, 0 WHERE NOT EXISTS (SELECT 1 FROM {live}.projection_checkpoints \
+         WHERE name = 'identity' OR name LIKE $1) ON CONFLICT (name) DO NOTHING"
     )
 }
 
-/// The live resolver's checkpoint, its row locked to the commit.
+/// The live resolver's checkpoints (every part's), their rows locked to the commit (binds: the parts'
+/// name pattern).
 pub(super) fn postgres_lock_live_checkpoint(live: &str) -> String {
-    format!("SELECT tx, seq FROM {live}.projection_checkpoints WHERE name = $1 FOR UPDATE")
+    format!(
+        "SELECT tx, seq FROM {live}.projection_checkpoints WHERE name = 'identity' OR name LIKE $1 \
+         ORDER BY name FOR UPDATE"
+    )
 }
 
 /// Erasures since the rebuild started.

@@ -6,6 +6,7 @@ use cdp_domain::store::sql::{query, verbatim, Exec};
 
 use super::sql::{self, quoted};
 use super::*;
+use cdp_projections::projection::parts_pattern;
 use cdp_projections::refold::finish_switch;
 
 /// The rows on which the rebuilt model and the live one differ: tags the rebuilt one has and the live
@@ -96,11 +97,12 @@ async fn switch_attached(
     // (attached here too) stays free for the shadow resolver's last batches.
     let mut tx = conn.begin().await?;
     query(sql::SQLITE_TOUCH_LIVE_CHECKPOINT)
-        .bind(IdentityResolver::NAME)
+        .bind(parts_pattern())
         .execute(&mut tx)
         .await?;
+    // In parts, the lowest: every part's model is at or past it (see `finish_switch`).
     let at: Option<(i64, i64)> = query(sql::SQLITE_LIVE_CHECKPOINT)
-        .bind(IdentityResolver::NAME)
+        .bind(parts_pattern())
         .fetch_optional(&mut tx)
         .await?;
     let through = at.map_or(Position::START, |(tx, seq)| Position { tx, seq });
@@ -149,7 +151,7 @@ async fn switch_attached(
             verbatim(create.as_str()).execute(&mut tx).await?;
         }
     }
-    finish_switch(ModelTx::from(tx), resolver.version(), &changes).await?;
+    finish_switch(ModelTx::from(tx), resolver.version(), &changes, through).await?;
     Ok((through, rows, applied))
 }
 
@@ -167,18 +169,20 @@ pub(super) async fn switch_postgres(
     );
     let mut tx = live.pool().begin().await?;
     verbatim(sql::postgres_ensure_live_checkpoint(&live_schema))
-        .bind(IdentityResolver::NAME)
+        .bind(parts_pattern())
         .execute(&mut tx)
         .await?;
-    // Held to the commit: the live resolver waits for this row before each batch.
-    let (at_tx, at_seq): (i64, i64) = verbatim(sql::postgres_lock_live_checkpoint(&live_schema))
-        .bind(IdentityResolver::NAME)
-        .fetch_one(&mut tx)
+    // Held to the commit: the live resolver (each part) waits for its row before each batch. In
+    // parts, the lowest: every part's model is at or past it (see `finish_switch`).
+    let at: Vec<(i64, i64)> = verbatim(sql::postgres_lock_live_checkpoint(&live_schema))
+        .bind(parts_pattern())
+        .fetch_all(&mut tx)
         .await?;
-    let through = Position {
-        tx: at_tx,
-        seq: at_seq,
-    };
+    let through = at
+        .into_iter()
+        .map(|(tx, seq)| Position { tx, seq })
+        .min()
+        .unwrap_or(Position::START);
     let erased: i64 = verbatim(sql::postgres_erased_meanwhile(&live_schema))
         .scalar(&mut tx)
         .await?;
@@ -194,7 +198,7 @@ pub(super) async fn switch_postgres(
     for t in replaced_tables() {
         rows += move_into(&mut tx, &live_schema, t).await?;
     }
-    finish_switch(ModelTx::from(tx), resolver.version(), &changes).await?;
+    finish_switch(ModelTx::from(tx), resolver.version(), &changes, through).await?;
     Ok((through, rows, applied))
 }
 
