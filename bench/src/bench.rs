@@ -174,6 +174,13 @@ pub struct BenchArgs {
     /// The cores scale pins its instances to, in turn (default: instance i on core i).
     #[arg(long, value_delimiter = ',')]
     pub pin: Vec<usize>,
+    /// How many workspaces scale's stream is spread over (each its own customers, segment and share
+    /// of the rate).
+    #[arg(long, default_value_t = 1)]
+    pub workspaces: usize,
+    /// How many parts scale's instances split the engine into (`CDP_ENGINE_PARTITIONS`).
+    #[arg(long, default_value_t = 1)]
+    pub partitions: u32,
     /// Seed of the generated messages (and of profile-read's choice of profiles).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -307,6 +314,8 @@ async fn run_scenario(
                 cdp_binary: args.cdp_binary.as_deref(),
                 route: args.route,
                 pin: &args.pin,
+                workspaces: args.workspaces,
+                partitions: args.partitions,
             };
             scale::run(backend, &settings).await
         }

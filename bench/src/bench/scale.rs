@@ -9,6 +9,11 @@
 //! highest rate met, and the summary gives the ratio of each number of instances' figure to one
 //! instance's.
 //!
+//! With `--workspaces W` the stream is spread over W workspaces, each with its own plan (customers,
+//! history, the segment) of a W-th of the events at a W-th of the rate, sent side by side; with
+//! `--partitions P` the instances split the engine into P parts by workspace (`CDP_ENGINE_PARTITIONS`),
+//! which the instances share.
+//!
 //! The processes are the release `cdp` binary beside `cdp-bench` (or `--cdp-binary`), configured like
 //! freshness's in-process service (the same defaults, no scheduled batch). PostgreSQL, NATS and the
 //! bench's own clients are not pinned: they share the machine with the instances, which the summary
@@ -57,6 +62,11 @@ pub struct Settings<'a> {
     pub route: Route,
     /// The cores the instances are pinned to, in turn (empty: instance `i` on core `i`).
     pub pin: &'a [usize],
+    /// How many workspaces the stream is spread over: each its own plan (customers, history,
+    /// segment) of `events / workspaces` events at `rate / workspaces`, sent side by side.
+    pub workspaces: usize,
+    /// The engine's parts (`CDP_ENGINE_PARTITIONS`).
+    pub partitions: u32,
 }
 
 /// Which instances the stream's requests are sent to.
@@ -94,6 +104,14 @@ pub async fn run(backend: &Backend, settings: &Settings<'_>) -> anyhow::Result<O
         .nats_url
         .context("scale needs --nats-url: the instances publish the segment's enters there")?;
     ensure!(settings.instances >= 1, "--instances must be at least 1");
+    ensure!(
+        (1..=64).contains(&settings.workspaces),
+        "--workspaces must be from 1 to 64"
+    );
+    ensure!(
+        (1..=64).contains(&settings.partitions),
+        "--partitions must be from 1 to 64"
+    );
     ensure!(!settings.rates.is_empty(), "--rates names no rate");
     let cdp = match settings.cdp_binary {
         Some(path) => path.to_path_buf(),
@@ -156,7 +174,8 @@ pub async fn run(backend: &Backend, settings: &Settings<'_>) -> anyhow::Result<O
     let summary = format!(
         "{NAME} on postgres+nats: the highest rate of {rates:?} events/s at which the p99 from the \
          200 to the segment.{SEGMENT}.entered message on NATS stays ≤ {goal} ms (and ≥ {sustained:.0} % \
-         of the rate is sustained), each instance a `cdp serve` process pinned to one core of {cores}{pinned} \
+         of the rate is sustained), the stream over {workspaces} workspace(s), the engine in {partitions} \
+         part(s), each instance a `cdp serve` process pinned to one core of {cores}{pinned} \
          (PostgreSQL, NATS and the bench unpinned, on the same machine), the stream's requests sent to \
          {routed}: {figures}. Verified at every rate: every event stored once, every \
          crossing exactly one entered message, nothing else entered or exited, the segment holds the \
@@ -165,6 +184,8 @@ pub async fn run(backend: &Backend, settings: &Settings<'_>) -> anyhow::Result<O
         goal = P99_GOAL.as_millis(),
         sustained = SUSTAINED * 100.0,
         figures = figures.join("; "),
+        workspaces = settings.workspaces,
+        partitions = settings.partitions,
         pinned = if settings.pin.is_empty() {
             String::new()
         } else {
@@ -203,26 +224,36 @@ async fn one_run(
     nats_url: &str,
     settings: &Settings<'_>,
 ) -> anyhow::Result<Run> {
+    let w = settings.workspaces;
     let stream = Stream {
-        events: settings.events,
-        rate,
+        events: settings.events / w,
+        rate: (rate / w).max(1),
         batch: settings.batch,
         clients: settings.clients,
         seed: settings.seed,
         nats_url: Some(nats_url),
     };
-    let plan = Plan::generate(&stream)?;
+    // One plan a workspace, each of its own seed (its own message ids).
+    let plans = (0..w)
+        .map(|i| {
+            Plan::generate(&Stream {
+                seed: settings.seed.wrapping_add(i as u64),
+                ..stream
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let fresh = FreshStore::create(backend).await?;
-    let measured = measure(&fresh, cdp, instances, nats_url, &plan, &stream, settings).await;
+    let measured = measure(&fresh, cdp, instances, nats_url, &plans, &stream, settings).await;
     let removed = fresh.remove().await;
     let (seconds, p50, p99) = measured?;
     removed?;
+    let events: usize = plans.iter().map(|p| p.stream_events).sum();
     Ok(Run {
         instances,
         rate,
-        events: plan.stream_events,
+        events,
         seconds,
-        sustained: plan.stream_events as f64 / seconds,
+        sustained: events as f64 / seconds,
         p50,
         p99,
     })
@@ -325,28 +356,49 @@ impl Instances {
     }
 }
 
-/// Runs the plan against `n` instances: the stream's duration, and the p50 and p99 of its crossings
-/// on NATS.
+/// The workspace of the `i`-th plan: freshness's for the first, numbered after it for the others.
+fn workspace(i: usize) -> String {
+    if i == 0 {
+        WORKSPACE.to_owned()
+    } else {
+        format!("{WORKSPACE}{i}")
+    }
+}
+
+/// Runs the plans (one a workspace) against `n` instances, side by side: the stream's duration (the
+/// longest plan's), and the p50 and p99 of all its crossings on NATS.
 async fn measure(
     fresh: &FreshStore,
     cdp: &Path,
     n: usize,
     nats_url: &str,
-    plan: &Plan,
+    plans: &[Plan],
     stream: &Stream<'_>,
     settings: &Settings<'_>,
 ) -> anyhow::Result<(f64, Duration, Duration)> {
     let (route, pin) = (settings.route, settings.pin);
-    let write_key = random_secret("wk");
-    let token = random_secret("tok");
+    // Each workspace with a write key and an admin token of its own, in a configuration file.
+    let keys: Vec<(String, String, String)> = (0..plans.len())
+        .map(|i| (workspace(i), random_secret("wk"), random_secret("tok")))
+        .collect();
+    let config = fresh.data_dir().join("cdp.toml");
+    let toml: String = keys
+        .iter()
+        .map(|(w, key, token)| {
+            format!(
+                "[[workspace]]\nid = \"{w}\"\nwrite_keys = [\"{key}\"]\n\
+                 [[workspace.token]]\ntoken = \"{token}\"\nscopes = [\"admin\"]\n\n"
+            )
+        })
+        .collect();
+    std::fs::write(&config, toml).context("failed to write the instances' configuration")?;
     let namespace: String = format!("bench_{}", random_secret("ns").to_lowercase())
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
         .collect();
     let env = [
-        ("CDP_BOOTSTRAP_WORKSPACE", WORKSPACE.to_owned()),
-        ("CDP_BOOTSTRAP_WRITE_KEY", write_key.clone()),
-        ("CDP_BOOTSTRAP_ADMIN_TOKEN", token.clone()),
+        ("CDP_CONFIG", config.display().to_string()),
+        ("CDP_ENGINE_PARTITIONS", settings.partitions.to_string()),
         ("CDP_NATS_URL", nats_url.to_owned()),
         ("CDP_NATS_NAMESPACE", namespace.clone()),
     ];
@@ -357,17 +409,22 @@ async fn measure(
     let instances = Instances::start(cdp, n, pin, fresh, &env).await?;
     let outcome = async {
         let bases = instances.bases.clone();
-        send_all(
-            &format!("{}/v1/batch", bases[0]),
-            &write_key,
-            std::sync::Arc::new(plan.history.bodies()),
-            stream.clients,
-        )
-        .await
-        .context("sending the history failed")?;
-        resolved(&store, plan.history.events as i64).await?;
+        let workspaces: Vec<String> = keys.iter().map(|(w, _, _)| w.clone()).collect();
+        let mut history = 0;
+        for (plan, (_, key, _)) in plans.iter().zip(&keys) {
+            send_all(
+                &format!("{}/v1/batch", bases[0]),
+                key,
+                std::sync::Arc::new(plan.history.bodies()),
+                stream.clients,
+            )
+            .await
+            .context("sending the history failed")?;
+            history += plan.history.events;
+        }
+        resolved(&store, &workspaces, history as i64).await?;
 
-        let subjects = format!("{namespace}.cdp.out.{WORKSPACE}.segment.>");
+        let subjects = format!("{namespace}.cdp.out.*.segment.>");
         let mut listeners: JoinSet<anyhow::Result<()>> = JoinSet::new();
         let inbox = listen_nats(&mut listeners, &nats, &subjects).await?;
 
@@ -376,7 +433,9 @@ async fn measure(
             .timeout(Duration::from_secs(120))
             .build()
             .context("failed to build the HTTP client")?;
-        define(&client, &bases[0], &token, SEGMENT, &definition()).await?;
+        for (_, _, token) in &keys {
+            define(&client, &bases[0], token, SEGMENT, &definition()).await?;
+        }
         ensure!(
             lock(&inbox).is_empty(),
             "segment messages were published during the backfill, though nobody had reached the threshold"
@@ -385,15 +444,25 @@ async fn measure(
             Route::All => bases.clone(),
             Route::Standby => standbys(&client, &bases).await?,
         };
-        let (took, answered) = send_paced(&client, &targets, &write_key, plan, stream).await?;
-        let total = plan.history.events + plan.stream_events + 1;
-        resolved(&store, total as i64).await?;
-        arrived("NATS", &inbox, plan.crossers).await?;
+        let sent = futures::future::try_join_all(plans.iter().zip(&keys).map(
+            |(plan, (_, key, _))| send_paced(&client, &targets, key, plan, stream),
+        ))
+        .await?;
+        let took = sent.iter().map(|(took, _)| *took).max().unwrap_or_default();
+        let streamed: usize = plans.iter().map(|p| p.stream_events).sum();
+        // With each workspace's segment definition: an operator command in the log.
+        let total = history + streamed + plans.len();
+        resolved(&store, &workspaces, total as i64).await?;
+        let crossers: usize = plans.iter().map(|p| p.crossers).sum();
+        arrived("NATS", &inbox, crossers).await?;
         // Messages that should not come: a few publisher polls more.
         tokio::time::sleep(Duration::from_millis(500)).await;
         listeners.abort_all();
-        holds_the_crossers(&client, &bases[0], &token, plan).await?;
-        let answered_at = plan.answered_at(&answered);
+        let mut answered_at = std::collections::HashMap::new();
+        for (plan, ((_, _, token), (_, answered))) in plans.iter().zip(keys.iter().zip(&sent)) {
+            holds_the_crossers(&client, &bases[0], token, plan).await?;
+            answered_at.extend(plan.answered_at(answered));
+        }
         let measured = latencies("NATS", &inbox, &answered_at)?;
         let q = |q| quantile(&measured.latencies, q).unwrap_or_default();
         Ok((took.as_secs_f64(), q(0.50), q(0.99)))
@@ -436,13 +505,16 @@ async fn standbys(client: &reqwest::Client, bases: &[String]) -> anyhow::Result<
     Ok(standing_by)
 }
 
-/// Waits until `expected` events of the workspace are stored and the resolver (whichever instance runs
-/// it) has applied the whole log; fails when its checkpoint stays still for [`STALLED`].
-async fn resolved(store: &Store, expected: i64) -> anyhow::Result<()> {
+/// Waits until `expected` events of the workspaces are stored and the resolver (whichever instances run
+/// its parts) has applied the whole log; fails when its checkpoint stays still for [`STALLED`].
+async fn resolved(store: &Store, workspaces: &[String], expected: i64) -> anyhow::Result<()> {
     let mut last = None;
     let mut moved = Instant::now();
     loop {
-        let stored = store.count_events(WORKSPACE).await?;
+        let mut stored = 0;
+        for w in workspaces {
+            stored += store.count_events(w).await?;
+        }
         let at = cdp_projections::runner::checkpoint(store, cdp_projections::runner::RESOLVER)
             .await
             .context("failed to read the resolver's checkpoint")?;
