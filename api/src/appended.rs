@@ -1,6 +1,6 @@
 //! Tells the instance that runs the engine when another instance appended to the log, so that it
 //! resolves the new events at once instead of at its next poll (PostgreSQL `LISTEN`/`NOTIFY` on the
-//! channel [`CHANNEL`]). An instance that does not run the engine announces its appends (coalesced:
+//! channel [`CHANNEL`]). An instance that does not run every part of the engine announces its appends (coalesced:
 //! one notification in flight at a time, whatever the number of appends meanwhile), every instance
 //! listens and wakes its runner. On SQLite (one process) the in-process wake-up is enough. Losing a
 //! notification loses nothing: the runner still polls.
@@ -23,7 +23,7 @@ pub fn spawn(
     store: &Store,
     announce: Arc<Notify>,
     wake: Vec<Arc<Notify>>,
-    engine: Arc<RunnerStatus>,
+    (engine, parts): (Arc<RunnerStatus>, usize),
 ) -> Option<(BackgroundTask, BackgroundTask)> {
     let Store::Postgres(pg) = store else {
         return None;
@@ -34,7 +34,8 @@ pub fn spawn(
         tokio::spawn(async move {
             loop {
                 announce.notified().await;
-                if engine.runs_any() {
+                // An instance running every part of the engine has woken it already.
+                if engine.owned().len() >= parts {
                     continue;
                 }
                 if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")

@@ -312,14 +312,14 @@ impl Application {
             &state.store,
             announce,
             resolvers.iter().map(RunnerHandle::waker).collect(),
-            state.identity.clone(),
+            (state.identity.clone(), parts as usize),
         );
-        let audience_builder = publish::BackgroundTask::from(tokio::spawn(
-            state
-                .audiences
-                .clone()
-                .keep_built(state.store.clone(), state.identity.clone()),
-        ));
+        let audience_builder =
+            publish::BackgroundTask::from(tokio::spawn(state.audiences.clone().keep_built(
+                state.store.clone(),
+                state.identity.clone(),
+                parts == 1,
+            )));
         let publisher = publish::spawn(
             state.store.clone(),
             nats.clone().map(|c| (c, out)),

@@ -487,7 +487,8 @@ async fn begin_at(
             Ok((at.unwrap_or(0) == start.seq).then_some(ModelTx(Tx::Sqlite(tx))))
         }
         Store::Postgres(s) => {
-            let mut tx = s.pool().begin().await?;
+            // From the model writers' pool: every instance's log readers read past it.
+            let mut tx = s.model_pool().begin().await?;
             verbatim(sql::ENSURE_CHECKPOINT_POSTGRES)
                 .bind(name)
                 .execute(&mut tx)

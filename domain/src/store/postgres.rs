@@ -21,8 +21,24 @@ use crate::event::{to_millis, NewEvent, Position, StoredEvent};
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// The connections of the read models' writers ([`PostgresStore::model_pool`]).
+    model_pool: PgPool,
     keys: KeyCache,
     writers: ModelWriters,
+}
+
+/// The `application_name` of the connections of [`PostgresStore::model_pool`]: transactions that write
+/// a read model and never an event, whichever process runs them. Every process's log readers read past
+/// them (the engine's parts commit on several instances side by side).
+pub const MODEL_WRITER_APPLICATION: &str = "cdp-model-writer";
+
+/// The pool of the read models' writers over `options`: connections named
+/// [`MODEL_WRITER_APPLICATION`] for their whole life, made when first needed.
+fn model_pool_with(options: PgConnectOptions) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_lazy_with(options.application_name(MODEL_WRITER_APPLICATION))
 }
 
 /// The ids of the running transactions of this process that write a read model and never an event:
@@ -59,11 +75,12 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         Ok(Self {
             pool,
+            model_pool: model_pool_with(options),
             keys: KeyCache::default(),
             writers: ModelWriters::default(),
         })
@@ -96,9 +113,10 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_lazy_with(options);
+            .connect_lazy_with(options.clone());
         Self {
             pool,
+            model_pool: model_pool_with(options),
             keys: KeyCache::default(),
             // The shadow's writer appends no event either, and reads the live log.
             writers: self.writers.clone(),
@@ -107,6 +125,13 @@ impl PostgresStore {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The pool a read model's writer takes its transaction from: it must append no event there. Its
+    /// connections carry [`MODEL_WRITER_APPLICATION`], by which the log's readers of every process
+    /// read past their transactions instead of stopping below them.
+    pub fn model_pool(&self) -> &PgPool {
+        &self.model_pool
     }
 
     /// Whether PostgreSQL accepts a new connection, made outside the pool, within `within`: not when
@@ -188,7 +213,9 @@ impl PostgresStore {
         // in the snapshot too, yet can write no row here, so those `pg_stat_activity` names as another
         // database's are left out (a backup or a report elsewhere would otherwise hold every reader
         // back for as long as it runs). One that ends before that view is read stays in: the bound is
-        // only ever lower than it could be, never above an event still to come.
+        // only ever lower than it could be, never above an event still to come. Those of the read
+        // models' writers of any process (their connections named `MODEL_WRITER_APPLICATION`, for
+        // their whole life: never an appender's) are left out as this process's marks are.
         let sql = format!(
             "WITH snap AS (SELECT pg_current_snapshot() AS s) \
              SELECT {EVENT_COLUMNS}, tx FROM events \
@@ -198,8 +225,9 @@ impl PostgresStore {
                    WHERE x::text::bigint <> ALL($4::bigint[]) \
                      AND (x::text::bigint & 4294967295) NOT IN ( \
                        SELECT a.backend_xid::text::bigint FROM pg_stat_get_activity(NULL) a \
-                       WHERE a.backend_xid IS NOT NULL AND a.datid <> \
-                         (SELECT oid FROM pg_database WHERE datname = current_database()))), \
+                       WHERE a.backend_xid IS NOT NULL AND (a.datid <> \
+                         (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                         OR a.application_name = '{MODEL_WRITER_APPLICATION}'))), \
                  (SELECT pg_snapshot_xmax(s)::text::bigint FROM snap)) \
              ORDER BY tx, seq LIMIT $3"
         );

@@ -34,14 +34,18 @@ impl Audiences {
     /// caught up again. Until then answers do without it. Runs until the task is dropped; an error
     /// is logged and tried again.
     ///
+    /// `followed`: whether this instance's resolver, when it runs, tells the indexes of its batches
+    /// (a whole engine does; parts of one do not — `crate::partitions`); when it does not, an index
+    /// behind is read whole again only when asked, as on an instance not running the engine.
+    ///
     /// Why after the catch-up rather than at once from the stored model: an index built while the
     /// resolver works through a backlog would have to read again every profile each batch touches
     /// (or be read whole again once the staged batches pass their bound), and the build's reads
     /// would take the cores and the database from the catch-up; one build at the caught-up model is
     /// both cheaper and the one that is then current.
-    pub async fn keep_built(self, store: Store, engine: Arc<RunnerStatus>) {
+    pub async fn keep_built(self, store: Store, engine: Arc<RunnerStatus>, followed: bool) {
         loop {
-            match self.look(&store, engine.runs_any()).await {
+            match self.look(&store, followed && engine.runs_any()).await {
                 Ok(()) => {}
                 Err(e) => {
                     self.status.lock().expect("audience status lock").building = None;

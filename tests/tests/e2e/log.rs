@@ -246,6 +246,54 @@ async fn readers_read_past_a_marked_model_writer_and_stop_below_any_other_runnin
     assert_eq!(ids(readable(&store, 3).await), ["m-1", "m-2", "m-3"]);
 }
 
+/// The engine's parts commit on several instances side by side: a read model's writer of another
+/// process (its transaction on that store's `model_pool`, whose connections are named as model
+/// writers) does not hold this process's readers back; another process's other transactions do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_read_past_another_processs_model_writer_but_not_its_other_transactions() {
+    if !crate::helpers::backends("model_writer_other_process")
+        .contains(&crate::helpers::Backend::Postgres)
+    {
+        return;
+    }
+    let database = crate::helpers::PgDatabase::create().await;
+    let store = Store::connect(&database.url).await.unwrap();
+    let other = Store::connect(&database.url).await.unwrap();
+    let Store::Postgres(other_pg) = &other else {
+        unreachable!("a PostgreSQL store")
+    };
+    store.append(&[new_event("shop", "m-1")]).await.unwrap();
+    let first = readable(&store, 1).await.last().unwrap().position;
+
+    // The other process's model writer holds a transaction id and stays open.
+    let mut writer = other_pg.model_pool().begin().await.unwrap();
+    let _: i64 = sqlx::query_scalar("SELECT pg_current_xact_id()::text::bigint")
+        .fetch_one(&mut *writer)
+        .await
+        .unwrap();
+    store.append(&[new_event("shop", "m-2")]).await.unwrap();
+    let read = readable(&store, 2).await;
+    assert_eq!(read.last().unwrap().event.message_id, "m-2");
+    let after_m2 = read.last().unwrap().position;
+    writer.rollback().await.unwrap();
+
+    // Any other transaction of the other process holds later events back until it ends.
+    let mut other_tx = other_pg.pool().begin().await.unwrap();
+    let _: i64 = sqlx::query_scalar("SELECT pg_current_xact_id()::text::bigint")
+        .fetch_one(&mut *other_tx)
+        .await
+        .unwrap();
+    store.append(&[new_event("shop", "m-3")]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        store.read_after(after_m2, 10).await.unwrap().is_empty(),
+        "another process's running transaction holds back what committed after it began"
+    );
+    other_tx.rollback().await.unwrap();
+    assert_eq!(readable(&store, 3).await.len(), 3);
+    assert!(first < after_m2);
+}
+
 /// On PostgreSQL transaction ids are the server's, not the database's: a transaction left open in
 /// another database of the same server (a backup, a report, another service) writes nothing here and
 /// must not hold this log's readers back.

@@ -599,11 +599,12 @@ async fn an_append_at_an_instance_not_running_the_engine_wakes_the_one_that_does
         &store,
         standby_appended.clone(),
         vec![standby_wake.clone()],
-        standby,
+        (standby, 1),
     )
     .expect("PostgreSQL announces appends");
-    let _owner = cdp_api::appended::spawn(&store, owner_appended, vec![owner_wake.clone()], owner)
-        .expect("PostgreSQL announces appends");
+    let _owner =
+        cdp_api::appended::spawn(&store, owner_appended, vec![owner_wake.clone()], (owner, 1))
+            .expect("PostgreSQL announces appends");
     // An append at the standby wakes the owner's runner (the listener may take a moment to start
     // listening: announced again until heard).
     let started = Instant::now();
