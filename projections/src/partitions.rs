@@ -25,7 +25,16 @@ use crate::error::ProjectionError;
 use crate::lease;
 use crate::model_sql as sql;
 use crate::model_tx::ModelTx;
-use crate::projection::RESOLVER;
+
+/// The identity resolver's name, its checkpoint's key (`IdentityResolver::NAME`) when it is whole;
+/// its parts are named after it. Here, below the resolver, for the readers that follow its
+/// checkpoint (`crate::projection::checkpoint`, the audience index) without depending on it.
+pub const RESOLVER: &str = "identity";
+
+/// The name pattern of the resolver's parts' rows: `identity/%`.
+pub fn parts_pattern() -> String {
+    format!("{RESOLVER}/%")
+}
 
 /// The most parts an engine may be split into.
 pub const MAX_PARTS: u32 = 64;
@@ -91,10 +100,23 @@ pub fn part_of(workspace: &str, count: u32) -> u32 {
     (hash % u64::from(count.max(1))) as u32
 }
 
+/// The part of the stored layout that runs `workspace`, read from the store.
+pub async fn part_of_workspace(store: &Store, workspace: &str) -> Result<Part, ProjectionError> {
+    let name: Option<String> = query(sql::A_PART)
+        .bind(parts_pattern())
+        .scalar_optional(store.reader())
+        .await?;
+    let count = name.as_deref().and_then(Part::parse).map_or(1, |p| p.count);
+    Ok(Part {
+        index: part_of(workspace, count),
+        count,
+    })
+}
+
 /// The number of parts of the stored layout, read in `tx`.
 pub(crate) async fn count_in(tx: &mut ModelTx<'_>) -> Result<u32, ProjectionError> {
     let name: Option<String> = query(sql::A_PART)
-        .bind(crate::projection::parts_pattern())
+        .bind(parts_pattern())
         .scalar_optional(tx.exec())
         .await?;
     Ok(name.as_deref().and_then(Part::parse).map_or(1, |p| p.count))
@@ -122,7 +144,7 @@ pub(crate) async fn lock_all_postgres(
         sql::LOCK_RESOLVER_CHECKPOINTS_POSTGRES,
     ] {
         cdp_domain::store::sql::verbatim(lock)
-            .bind(crate::projection::parts_pattern())
+            .bind(parts_pattern())
             .execute(&mut **tx)
             .await?;
     }
@@ -137,7 +159,7 @@ impl Watermark {
     /// Every part's checkpoint now.
     pub async fn read(store: &Store) -> Result<Watermark, ProjectionError> {
         let rows: Vec<(String, i64, i64)> = query(sql::RESOLVER_CHECKPOINTS)
-            .bind(crate::projection::parts_pattern())
+            .bind(parts_pattern())
             .fetch_all(store.reader())
             .await?;
         Ok(Watermark::of(rows))
@@ -146,7 +168,7 @@ impl Watermark {
     /// Every part's checkpoint, read in `tx` (which holds them still: the caller locked them).
     pub(crate) async fn read_in(tx: &mut ModelTx<'_>) -> Result<Watermark, ProjectionError> {
         let rows: Vec<(String, i64, i64)> = query(sql::RESOLVER_CHECKPOINTS)
-            .bind(crate::projection::parts_pattern())
+            .bind(parts_pattern())
             .fetch_all(tx.exec())
             .await?;
         Ok(Watermark::of(rows))
@@ -179,7 +201,7 @@ impl Watermark {
 /// The resolver's checkpoints as stored: each part's name and sequence number.
 async fn stored_parts(store: &Store) -> Result<Vec<(Part, i64, i64)>, ProjectionError> {
     let rows: Vec<(String, i64, i64)> = query(sql::RESOLVER_CHECKPOINTS)
-        .bind(crate::projection::parts_pattern())
+        .bind(parts_pattern())
         .fetch_all(store.reader())
         .await?;
     Ok(rows
@@ -238,7 +260,7 @@ pub async fn settle(store: &Store, wanted: u32) -> Result<u32, ProjectionError> 
         sql::DELETE_RESOLVER_TOKENS,
     ] {
         query(delete)
-            .bind(crate::projection::parts_pattern())
+            .bind(parts_pattern())
             .execute(model.exec())
             .await?;
     }
@@ -260,7 +282,7 @@ pub async fn settle(store: &Store, wanted: u32) -> Result<u32, ProjectionError> 
     );
     query(sql::SET_RESOLVER_TOKENS)
         .bind(token)
-        .bind(crate::projection::parts_pattern())
+        .bind(parts_pattern())
         .execute(model.exec())
         .await?;
     model.commit().await?;

@@ -16,9 +16,7 @@ use crate::error::ProjectionError;
 use crate::model_sql as sql;
 use crate::model_tx::ModelTx;
 
-/// The identity resolver's name, its checkpoint's key (`IdentityResolver::NAME`): here, below the
-/// resolver, for the readers that follow its checkpoint (the audience index) without depending on it.
-pub const RESOLVER: &str = "identity";
+pub use crate::partitions::{parts_pattern, RESOLVER};
 
 /// A read model built from the log. Handling a batch has two steps so that the write lock (SQLite has
 /// one writer for the whole service) is held only while rows are written: `prepare` reads the current
@@ -108,11 +106,6 @@ pub struct Progress {
     pub worked: bool,
 }
 
-/// The name pattern of the resolver's parts' rows (`crate::partitions`): `identity/%`.
-pub fn parts_pattern() -> String {
-    format!("{RESOLVER}/%")
-}
-
 /// The resolver's stored token (`projection_tokens`): moved by every batch it commits and by every other
 /// writer of the model (`identity::forget_state`). When the resolver runs in parts, each part's token
 /// in name order, joined by `;` (a token holds none).
@@ -142,7 +135,8 @@ pub async fn checkpoint(store: &Store, name: &str) -> Result<Position, Projectio
 }
 
 /// Whether the projection has applied the event `message_id` of `workspace` (`false` when no such event
-/// is in the log).
+/// is in the log). Of [`RESOLVER`]: whether the part running `workspace` has (the others' progress does
+/// not matter to it).
 pub async fn has_applied(
     store: &Store,
     name: &str,
@@ -158,7 +152,23 @@ pub async fn has_applied(
     let Some((tx, seq)) = at else {
         return Ok(false);
     };
-    Ok(checkpoint(store, name).await? >= Position { tx, seq })
+    let name = if name == RESOLVER {
+        crate::partitions::part_of_workspace(store, workspace)
+            .await?
+            .name()
+    } else {
+        name
+    };
+    let stored: Option<(i64, i64)> = query(sql::CHECKPOINT)
+        .bind(name)
+        .fetch_optional(store.reader())
+        .await?;
+    Ok(stored.is_some_and(|(at_tx, at_seq)| {
+        Position {
+            tx: at_tx,
+            seq: at_seq,
+        } >= Position { tx, seq }
+    }))
 }
 
 /// The events after `start`, up to `limit` and none after `through`.

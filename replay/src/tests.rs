@@ -11,7 +11,7 @@ use cdp_projections::identity::IdentityResolver;
 use cdp_projections::outbox::Topic;
 use cdp_projections::refold::all_owners;
 use cdp_projections::runner::checkpoint;
-use cdp_projections::runner::{catch_up, run_once};
+use cdp_projections::runner::{catch_up, has_applied, run_once};
 use serde_json::{json, Value};
 
 /// A workspace id of the tests.
@@ -803,4 +803,66 @@ proptest::proptest! {
             assert_eq!(models[0], models[1], "{count} parts build another model than the whole");
         });
     }
+}
+
+/// An event counts as applied once the part running its workspace has passed it, whatever the other
+/// parts have done; the resolver's checkpoint (the lowest part's) waits for all of them.
+#[tokio::test]
+async fn an_event_is_applied_once_its_workspaces_part_has_passed_it() {
+    use cdp_projections::partitions::{part_of, settle, Part};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_embedded(dir.path()).await.unwrap();
+    let names: Vec<String> = (0..16).map(|i| format!("ws-{i}")).collect();
+    let a = names.iter().find(|w| part_of(w, 2) == 0).unwrap();
+    let b = names.iter().find(|w| part_of(w, 2) == 1).unwrap();
+    for w in [a, b] {
+        store.ensure_workspace(w).await.unwrap();
+    }
+    assert_eq!(settle(&store, 2).await.unwrap(), 2);
+    let now = chrono::Utc::now();
+    let events: Vec<NewEvent> = [(a, 0), (b, 1)]
+        .into_iter()
+        .map(|(w, i)| {
+            let envelope = Envelope {
+                workspace: w,
+                received_at: now,
+                batch_sent_at: None,
+                implied_kind: None,
+            };
+            validate(
+                message(i, Some(i), None, None, false),
+                &envelope,
+                || unreachable!(),
+            )
+            .unwrap()
+        })
+        .collect();
+    store.append(&events).await.unwrap();
+    let resolver = |index| IdentityResolver::default().in_part(Part { index, count: 2 });
+    let (first, second) = (resolver(0), resolver(1));
+    while run_once(&store, &first, 100).await.unwrap().worked {}
+    assert!(has_applied(&store, IdentityResolver::NAME, &ws(a), "m0")
+        .await
+        .unwrap());
+    assert!(!has_applied(&store, IdentityResolver::NAME, &ws(b), "m1")
+        .await
+        .unwrap());
+    assert_eq!(
+        checkpoint(&store, IdentityResolver::NAME)
+            .await
+            .unwrap()
+            .seq,
+        0
+    );
+    while run_once(&store, &second, 100).await.unwrap().worked {}
+    assert!(has_applied(&store, IdentityResolver::NAME, &ws(b), "m1")
+        .await
+        .unwrap());
+    assert_eq!(
+        checkpoint(&store, IdentityResolver::NAME)
+            .await
+            .unwrap()
+            .seq,
+        2
+    );
 }
