@@ -31,7 +31,7 @@ pub use held::WARM_AT_MOST;
 pub use operator::workspace_log;
 pub use queries::*;
 pub(crate) use token::forget_state;
-use token::{new_token, stored_token, stored_token_in, write_token};
+use token::{new_token, stored_token, write_token};
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -329,7 +329,7 @@ impl Projection for IdentityResolver {
         store: &Store,
         events: &[StoredEvent],
     ) -> Result<PreparedDecisions, ProjectionError> {
-        let stored_token = stored_token(store, self.part.name()).await?;
+        let stored_token = stored_token(store.reader(), self.part.name()).await?;
         // The runner prepares one batch at a time, so the state can leave the lock while the batch is
         // worked on (splits and rules changes read the log). On error it is dropped and reloaded.
         let mut state = std::mem::take(&mut *self.state.lock().expect("resolver state lock"));
@@ -487,7 +487,7 @@ impl Projection for IdentityResolver {
         // Under the write lock (SQLite) or the checkpoint's row lock (PostgreSQL): a model changed
         // since the batch was prepared (an erasure, a rebuild's switch) must not be overwritten with
         // documents computed from the old one.
-        if stored_token_in(tx, self.part.name()).await? != prepared.based_on {
+        if stored_token(tx.exec(), self.part.name()).await? != prepared.based_on {
             return Err(ProjectionError::Stale(
                 "the resolver's token moved since the batch was prepared".into(),
             ));
@@ -620,7 +620,7 @@ impl Projection for IdentityResolver {
         };
         // What this resolver knows holds only if nothing else wrote since its last batch.
         if let Some(token) = idle {
-            if token.is_some() && stored_token(store, self.part.name()).await? == token {
+            if token.is_some() && stored_token(store.reader(), self.part.name()).await? == token {
                 return Ok(false);
             }
         }

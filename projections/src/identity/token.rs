@@ -2,8 +2,7 @@
 //! every other writer of the model (`forget_state`), so an instance knows when its in-memory state is
 //! stale. When the resolver runs in parts (`crate::partitions`), each part has a token of its own.
 
-use cdp_domain::store::sql::query;
-use cdp_domain::store::Store;
+use cdp_domain::store::sql::{query, Exec};
 use chrono::Utc;
 
 use crate::model_sql as sql;
@@ -24,15 +23,12 @@ pub(super) fn new_token() -> String {
     )
 }
 
-/// The stored token of the part `name`.
+/// The stored token of the part `name`, read from the store's pool or in a model's transaction.
 pub(super) async fn stored_token(
-    store: &Store,
+    on: impl Into<Exec<'_>>,
     name: &str,
 ) -> Result<Option<String>, ProjectionError> {
-    Ok(query(sql::TOKEN)
-        .bind(name)
-        .scalar_optional(store.reader())
-        .await?)
+    Ok(query(sql::TOKEN).bind(name).scalar_optional(on).await?)
 }
 
 /// Makes every resolver (every part) reload its in-memory state before its next batch (after the
@@ -52,16 +48,6 @@ pub async fn forget_state(tx: &mut ModelTx<'_>) -> Result<(), ProjectionError> {
         .execute(tx.exec())
         .await?;
     Ok(())
-}
-
-pub(super) async fn stored_token_in(
-    tx: &mut ModelTx<'_>,
-    name: &str,
-) -> Result<Option<String>, ProjectionError> {
-    Ok(query(sql::TOKEN)
-        .bind(name)
-        .scalar_optional(tx.exec())
-        .await?)
 }
 
 pub(super) async fn write_token(

@@ -196,6 +196,17 @@ async fn stream_carries_enters(stream: &mut reqwest::Response, profiles: &[Strin
     }
 }
 
+/// The enters of the segment `regulars` of `workspace` (`*`: every workspace) published on NATS in
+/// `namespace`, subscribed (with the connection, kept open); `None` without NATS.
+async fn subscribe_enters(
+    namespace: &str,
+    workspace: &str,
+) -> Option<(async_nats::Subscriber, async_nats::Client)> {
+    let nats = async_nats::connect(nats_url()?.as_str()).await.unwrap();
+    let subject = format!("{namespace}.cdp.out.{workspace}.segment.regulars.entered");
+    Some((nats.subscribe(subject).await.unwrap(), nats))
+}
+
 /// Defines the segment `id` in the workspace of `token` at `server`: customers with at least `orders`
 /// orders.
 async fn put_segment(
@@ -313,14 +324,7 @@ async fn three_instances_share_the_engine_and_a_killed_owner_is_replaced_within_
     let mut dirs = Vec::new();
     let mut servers = instances(&database, 3, &env, &mut dirs).await;
     // Every segment enter, as published on NATS (by any instance).
-    let mut entered = match nats_url() {
-        Some(url) => {
-            let nats = async_nats::connect(url.as_str()).await.unwrap();
-            let subject = format!("{namespace}.cdp.out.{WORKSPACE}.segment.regulars.entered");
-            Some((nats.subscribe(subject).await.unwrap(), nats))
-        }
-        None => None,
-    };
+    let mut entered = subscribe_enters(&namespace, WORKSPACE).await;
     put_segment(&client, &servers[0], ADMIN_TOKEN, "regulars", 10).await;
 
     // One instance runs the partition; the others stand by.

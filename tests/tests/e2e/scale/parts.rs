@@ -43,6 +43,22 @@ async fn parts_spread(client: &reqwest::Client, servers: &[&Server]) -> Result<V
     }
 }
 
+/// Waits until every part is run by exactly one of `servers`, the same number each: how many each.
+async fn spread_evenly(client: &reqwest::Client, servers: &[&Server]) -> Vec<usize> {
+    eventually("the parts spread evenly over the instances", || {
+        let (client, servers) = (client.clone(), servers.to_vec());
+        async move {
+            let each = parts_spread(&client, &servers).await?;
+            if each.iter().all(|n| *n == PARTS / servers.len()) {
+                Ok(each)
+            } else {
+                Err(format!("{each:?} parts per instance"))
+            }
+        }
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_share_the_engines_parts_and_a_killed_ones_parts_are_taken_within_ten_seconds(
 ) {
@@ -66,41 +82,19 @@ async fn three_instances_share_the_engines_parts_and_a_killed_ones_parts_are_tak
     }
     let mut dirs = Vec::new();
     let mut servers = instances(&database, 3, &env, &mut dirs).await;
-    let mut entered = match nats_url() {
-        Some(url) => {
-            let nats = async_nats::connect(url.as_str()).await.unwrap();
-            let subject = format!("{namespace}.cdp.out.*.segment.regulars.entered");
-            Some((nats.subscribe(subject).await.unwrap(), nats))
-        }
-        None => None,
-    };
+    let mut entered = subscribe_enters(&namespace, "*").await;
     // The parts spread over the three instances: two each.
-    let spread = eventually("the parts spread over the instances", || {
-        let (client, servers) = (client.clone(), servers.iter().collect::<Vec<_>>());
-        async move {
-            let each = parts_spread(&client, &servers).await?;
-            if each.iter().all(|n| *n == PARTS / 3) {
-                Ok(each)
-            } else {
-                Err(format!("{each:?} parts per instance"))
-            }
-        }
-    })
-    .await;
+    let spread = spread_evenly(&client, &servers.iter().collect::<Vec<_>>()).await;
     eprintln!("scale: parts per instance {spread:?}");
     for w in PART_WORKSPACES {
-        let response = client
-            .put(format!("{}/v1/segments/regulars", servers[0].address))
-            .bearer_auth(format!("tok_{w}_admin"))
-            .json(
-                &serde_json::json!({"condition": {"event": "Order Completed",
-                                                    "count": {"op": "gte", "value": 10}}}),
-            )
-            .send()
-            .await
-            .unwrap();
-        let (status, body) = read_json(response).await;
-        assert!(status.is_success(), "{status} {body}");
+        put_segment(
+            &client,
+            &servers[0],
+            &format!("tok_{w}_admin"),
+            "regulars",
+            10,
+        )
+        .await;
     }
 
     let messages: Vec<(&str, Value)> = (0..REGULAR)
@@ -162,18 +156,7 @@ async fn three_instances_share_the_engines_parts_and_a_killed_ones_parts_are_tak
     };
     eprintln!("scale: the killed instance's parts were taken {taken_over:?} after the kill");
     let survivors: Vec<&Server> = servers.iter().collect();
-    let spread = eventually("the parts spread over the survivors", || {
-        let (client, survivors) = (client.clone(), survivors.clone());
-        async move {
-            let each = parts_spread(&client, &survivors).await?;
-            if each.iter().all(|n| *n == PARTS / 2) {
-                Ok(each)
-            } else {
-                Err(format!("{each:?} parts per survivor"))
-            }
-        }
-    })
-    .await;
+    let spread = spread_evenly(&client, &survivors).await;
     let mut owned = 0.0;
     for server in &survivors {
         owned += metric(&client, server, "cdp_partitions_owned")
