@@ -2,8 +2,12 @@
 //! resolves the new events at once instead of at its next poll (PostgreSQL `LISTEN`/`NOTIFY` on the
 //! channel [`CHANNEL`]). An instance that does not run every part of the engine announces its appends (coalesced:
 //! one notification in flight at a time, whatever the number of appends meanwhile), every instance
-//! listens and wakes its runner. On SQLite (one process) the in-process wake-up is enough. Losing a
-//! notification loses nothing: the runner still polls.
+//! listens and wakes its runner. The same listener hears the commits that wrote outbox rows
+//! ([`cdp_projections::outbox::COMMITTED_CHANNEL`], notified in their transaction) and wakes the
+//! publisher of an instance that does not run every part: a message another instance's part
+//! committed is published at once, not at the publisher's next poll. On SQLite (one process) the
+//! in-process wake-ups are enough. Losing a notification loses nothing: the runner and the publisher
+//! still poll.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +35,7 @@ pub fn spawn(
     let pool = pg.pool().clone();
     let announcer = {
         let pool = pool.clone();
+        let engine = engine.clone();
         tokio::spawn(async move {
             loop {
                 announce.notified().await;
@@ -69,7 +74,8 @@ pub fn spawn(
                     continue;
                 }
             };
-            if let Err(e) = listener.listen(CHANNEL).await {
+            let channels = [CHANNEL, cdp_projections::outbox::COMMITTED_CHANNEL];
+            if let Err(e) = listener.listen_all(channels).await {
                 tracing::debug!(error = %e, "cannot listen for appends; tried again");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
@@ -77,7 +83,14 @@ pub fn spawn(
             // `recv` reconnects by itself after a lost connection.
             loop {
                 match listener.recv().await {
-                    Ok(_) => wake.iter().for_each(|w| w.notify_one()),
+                    Ok(n) if n.channel() == CHANNEL => wake.iter().for_each(|w| w.notify_one()),
+                    // A commit with outbox rows: this instance's own have woken its publisher
+                    // already when it runs every part.
+                    Ok(_) => {
+                        if engine.owned().len() < parts {
+                            engine.committed.notify_one();
+                        }
+                    }
                     Err(e) => {
                         tracing::debug!(error = %e, "listening for appends failed; listening again");
                         tokio::time::sleep(Duration::from_secs(1)).await;

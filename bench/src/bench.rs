@@ -174,6 +174,11 @@ pub struct BenchArgs {
     /// The cores scale pins its instances to, in turn (default: instance i on core i).
     #[arg(long, value_delimiter = ',')]
     pub pin: Vec<usize>,
+    /// The share of a core each of scale's instances may use (a CPU cgroup each, e.g. 0.4; needs
+    /// root): the instances, not PostgreSQL and NATS, then bound the throughput, as on a machine
+    /// with cores to spare for the database. Default: no limit beyond the pinning.
+    #[arg(long)]
+    pub cpu_quota: Option<f64>,
     /// How many workspaces scale's stream is spread over (each its own customers, segment and share
     /// of the rate).
     #[arg(long, default_value_t = 1)]
@@ -314,6 +319,7 @@ async fn run_scenario(
                 cdp_binary: args.cdp_binary.as_deref(),
                 route: args.route,
                 pin: &args.pin,
+                cpu_quota: args.cpu_quota,
                 workspaces: args.workspaces,
                 partitions: args.partitions,
             };

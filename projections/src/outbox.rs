@@ -17,6 +17,8 @@ use crate::runner::{ModelTx, ProjectionError};
 mod postgres;
 mod sqlite;
 
+pub use postgres::COMMITTED_CHANNEL;
+
 /// What a message is about, typed: the edge makes its subject.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Topic {

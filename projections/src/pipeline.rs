@@ -489,14 +489,24 @@ async fn begin_at(
         Store::Postgres(s) => {
             // From the model writers' pool: every instance's log readers read past it.
             let mut tx = s.model_pool().begin().await?;
-            verbatim(sql::ENSURE_CHECKPOINT_POSTGRES)
+            // The row is made only when missing (a first commit): one statement per commit after.
+            let locked: Option<(i64, i64)> = verbatim(sql::LOCK_CHECKPOINT_POSTGRES)
                 .bind(name)
-                .execute(&mut tx)
+                .fetch_optional(&mut tx)
                 .await?;
-            let (at_tx, at_seq): (i64, i64) = verbatim(sql::LOCK_CHECKPOINT_POSTGRES)
-                .bind(name)
-                .fetch_one(&mut tx)
-                .await?;
+            let (at_tx, at_seq) = match locked {
+                Some(at) => at,
+                None => {
+                    verbatim(sql::ENSURE_CHECKPOINT_POSTGRES)
+                        .bind(name)
+                        .execute(&mut tx)
+                        .await?;
+                    verbatim(sql::LOCK_CHECKPOINT_POSTGRES)
+                        .bind(name)
+                        .fetch_one(&mut tx)
+                        .await?
+                }
+            };
             let at = Position {
                 tx: at_tx,
                 seq: at_seq,

@@ -1,7 +1,9 @@
 //! Scenario `scale`: freshness's stream (`super::freshness`) against one, then two (… `--instances`)
 //! `cdp serve` processes sharing one PostgreSQL database and NATS, each process pinned to a core of its
 //! own with `taskset` (instance `i` on core `i` modulo the machine's cores, or on the `i`-th of `--pin`
-//! in turn), the stream's requests sent to
+//! in turn) and, with `--cpu-quota F`, limited to a share `F` of it by a CPU cgroup of its own (a
+//! simulation of instances on cores of their own beside a database with cores to spare, on a machine
+//! too small for both), the stream's requests sent to
 //! the instances in turn (`--route standby`: only to those not running the engine). For each number of
 //! instances the stream is run at each rate of `--rates`, in order, on a fresh database, until a rate
 //! misses — the p99 from a crossing order's 200 to its `segment…entered` message on NATS above
@@ -62,6 +64,9 @@ pub struct Settings<'a> {
     pub route: Route,
     /// The cores the instances are pinned to, in turn (empty: instance `i` on core `i`).
     pub pin: &'a [usize],
+    /// The share of a core each instance may use, through a CPU cgroup of its own (none: only the
+    /// pinning bounds it).
+    pub cpu_quota: Option<f64>,
     /// How many workspaces the stream is spread over: each its own plan (customers, history,
     /// segment) of `events / workspaces` events at `rate / workspaces`, sent side by side.
     pub workspaces: usize,
@@ -175,7 +180,7 @@ pub async fn run(backend: &Backend, settings: &Settings<'_>) -> anyhow::Result<O
         "{NAME} on postgres+nats: the highest rate of {rates:?} events/s at which the p99 from the \
          200 to the segment.{SEGMENT}.entered message on NATS stays ≤ {goal} ms (and ≥ {sustained:.0} % \
          of the rate is sustained), the stream over {workspaces} workspace(s), the engine in {partitions} \
-         part(s), each instance a `cdp serve` process pinned to one core of {cores}{pinned} \
+         part(s), each instance a `cdp serve` process pinned to one core of {cores}{pinned}{quota} \
          (PostgreSQL, NATS and the bench unpinned, on the same machine), the stream's requests sent to \
          {routed}: {figures}. Verified at every rate: every event stored once, every \
          crossing exactly one entered message, nothing else entered or exited, the segment holds the \
@@ -190,6 +195,10 @@ pub async fn run(backend: &Backend, settings: &Settings<'_>) -> anyhow::Result<O
             String::new()
         } else {
             format!(" (cores {:?} in turn)", settings.pin)
+        },
+        quota = match settings.cpu_quota {
+            Some(share) => format!(" and limited to {share} of it (a CPU cgroup of its own)"),
+            None => String::new(),
         },
         routed = match settings.route {
             Route::All => "the instances in turn",
@@ -270,6 +279,7 @@ impl Instances {
         cdp: &Path,
         n: usize,
         pin: &[usize],
+        cpu_quota: Option<f64>,
         fresh: &FreshStore,
         env: &[(&str, String)],
     ) -> anyhow::Result<Self> {
@@ -294,12 +304,31 @@ impl Instances {
             let dir = fresh.data_dir().join(format!("instance-{i}"));
             std::fs::create_dir_all(&dir)?;
             let log = std::fs::File::create(dir.join("cdp.log"))?;
-            let mut command = Command::new("taskset");
+            // In a CPU cgroup of its own when a quota is set: the shell joins it, then becomes the
+            // pinned instance (every thread the instance starts is in it).
+            let mut command = match cpu_quota {
+                Some(share) => {
+                    let procs = CpuCgroup::create(i, share)?;
+                    let mut shell = Command::new("sh");
+                    shell
+                        .arg("-c")
+                        .arg(r#"echo $$ > "$0" && exec taskset -c "$1" "$2" serve"#)
+                        .arg(procs)
+                        .arg(core_of(i).to_string())
+                        .arg(cdp);
+                    shell
+                }
+                None => {
+                    let mut taskset = Command::new("taskset");
+                    taskset
+                        .arg("-c")
+                        .arg(core_of(i).to_string())
+                        .arg(cdp)
+                        .arg("serve");
+                    taskset
+                }
+            };
             command
-                .arg("-c")
-                .arg(core_of(i).to_string())
-                .arg(cdp)
-                .arg("serve")
                 .env("CDP_LISTEN", format!("127.0.0.1:{port}"))
                 .env("CDP_DATA_DIR", &dir)
                 .env("CDP_DATABASE_URL", &database_url)
@@ -319,6 +348,37 @@ impl Instances {
         let mut started = Instances { children, bases };
         started.healthy().await?;
         Ok(started)
+    }
+
+    /// Waits until the engine's `parts` are spread over the instances — all owned, none holding more
+    /// than its fair share (`/readyz`'s `partitions.owned`) — so that no part changes hands during the
+    /// measured stream.
+    async fn spread(&self, parts: usize) -> anyhow::Result<()> {
+        let client = reqwest::Client::new();
+        let fair = parts.div_ceil(self.bases.len());
+        let since = Instant::now();
+        loop {
+            let mut owned = Vec::with_capacity(self.bases.len());
+            for base in &self.bases {
+                let ready: serde_json::Value = client
+                    .get(format!("{base}/readyz"))
+                    .timeout(Duration::from_secs(1))
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                owned.push(ready["partitions"]["owned"].as_array().map_or(0, Vec::len));
+            }
+            if owned.iter().sum::<usize>() == parts && owned.iter().all(|&n| n <= fair) {
+                return Ok(());
+            }
+            ensure!(
+                since.elapsed() < Duration::from_secs(60),
+                "the engine's {parts} part(s) were not spread over the instances within a minute: \
+                 each owned {owned:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Waits until every instance answers `/readyz`.
@@ -406,7 +466,8 @@ async fn measure(
         .await
         .with_context(|| format!("failed to connect to NATS at {nats_url}"))?;
     let store = fresh.open().await?;
-    let instances = Instances::start(cdp, n, pin, fresh, &env).await?;
+    let instances = Instances::start(cdp, n, pin, settings.cpu_quota, fresh, &env).await?;
+    instances.spread(settings.partitions as usize).await?;
     let outcome = async {
         let bases = instances.bases.clone();
         let workspaces: Vec<String> = keys.iter().map(|(w, _, _)| w.clone()).collect();
@@ -533,5 +594,39 @@ async fn resolved(store: &Store, workspaces: &[String], expected: i64) -> anyhow
             bail!("the resolver did not move for {STALLED:?} (at {at:?}, {stored} events stored)");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A CPU cgroup of the bench's own for one instance, limited to a share of one core (cgroup v1's
+/// `cpu` controller or v2's `cpu.max`).
+struct CpuCgroup;
+
+impl CpuCgroup {
+    /// The cgroup of instance `i` made (or reused) with `share` of a core every 10 ms: the path of
+    /// its `cgroup.procs`, which a process joins by writing its pid there.
+    fn create(i: usize, share: f64) -> anyhow::Result<PathBuf> {
+        ensure!(
+            share > 0.0 && share <= 1.0,
+            "--cpu-quota must be above 0 and at most 1 (a share of one core)"
+        );
+        // A short period: a throttled instance waits at most this long for its next share (a long
+        // one would add its wait to the latency measured).
+        const PERIOD_US: u64 = 10_000;
+        let quota_us = ((share * PERIOD_US as f64).round() as u64).max(1_000);
+        let v1 = Path::new("/sys/fs/cgroup/cpu");
+        let name = format!("cdp-bench-instance-{i}");
+        let dir = if v1.join("cpu.cfs_quota_us").is_file() {
+            let dir = v1.join(&name);
+            std::fs::create_dir_all(&dir)?;
+            std::fs::write(dir.join("cpu.cfs_period_us"), PERIOD_US.to_string())?;
+            std::fs::write(dir.join("cpu.cfs_quota_us"), quota_us.to_string())?;
+            dir
+        } else {
+            let dir = Path::new("/sys/fs/cgroup").join(&name);
+            std::fs::create_dir_all(&dir)?;
+            std::fs::write(dir.join("cpu.max"), format!("{quota_us} {PERIOD_US}"))?;
+            dir
+        };
+        Ok(dir.join("cgroup.procs"))
     }
 }

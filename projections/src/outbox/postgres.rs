@@ -9,6 +9,10 @@ use crate::runner::ProjectionError;
 /// this crate's only one).
 const OUTBOX_ORDER_LOCK: i64 = 0x0cd9_0b0c;
 
+/// The notification channel every commit with outbox rows notifies (delivered at its commit): an
+/// instance whose publisher did not make the commit wakes it at once, not at its next poll.
+pub const COMMITTED_CHANNEL: &str = "cdp_outbox";
+
 /// Appends `outbox` in its order.
 pub(super) async fn append(
     tx: &mut Transaction<'_, Postgres>,
@@ -23,9 +27,11 @@ pub(super) async fn append(
     }
     // The parts of the engine commit side by side: the outbox's sequence numbers must still be in
     // commit order, or the publisher (reading after the last it published) would pass a message
-    // committed late under an earlier number. Held to the commit.
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+    // committed late under an earlier number. Held to the commit. The same statement notifies
+    // [`COMMITTED_CHANNEL`], which PostgreSQL delivers when the transaction commits.
+    sqlx::query("SELECT pg_advisory_xact_lock($1), pg_notify($2, '')")
         .bind(OUTBOX_ORDER_LOCK)
+        .bind(COMMITTED_CHANNEL)
         .execute(&mut **tx)
         .await?;
     sqlx::query(

@@ -648,6 +648,75 @@ async fn an_append_at_an_instance_not_running_the_engine_wakes_the_one_that_does
     }
 }
 
+/// A commit with outbox rows (a resolver's batch with a track event's message) notifies
+/// `cdp_outbox`, and an instance that does not run every part of the engine wakes its publisher on
+/// it: a message another instance's part committed is published at once, not at the next poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_with_outbox_rows_wakes_the_publisher_of_an_instance_not_running_every_part() {
+    use cdp_domain::message::{validate, Envelope};
+    use cdp_domain::store::EventStore;
+    use std::sync::Arc;
+    use tokio::sync::Notify;
+    let Some(_) = postgres_url() else {
+        eprintln!("scale: skipped (CDP_TEST_DATABASE_URL is not set)");
+        return;
+    };
+    let database = PgDatabase::create().await;
+    let store = cdp_domain::store::Store::connect(&database.url)
+        .await
+        .unwrap();
+    // The publisher's instance runs one of the engine's two parts; the other part is run here.
+    let publishing = Arc::new(cdp_projections::RunnerStatus::default());
+    publishing
+        .partitions
+        .lock()
+        .unwrap()
+        .push("identity/0-of-2".to_owned());
+    let _listening = cdp_api::appended::spawn(
+        &store,
+        Arc::new(Notify::new()),
+        Vec::new(),
+        (publishing.clone(), 2),
+    )
+    .expect("PostgreSQL listens");
+    let resolver = cdp_projections::identity::IdentityResolver::default();
+    let envelope = Envelope {
+        workspace: WORKSPACE,
+        received_at: chrono::Utc::now(),
+        batch_sent_at: None,
+        implied_kind: None,
+    };
+    // The listener may take a moment to start listening: a commit again until one is heard.
+    let started = Instant::now();
+    for n in 0.. {
+        let message = track(&format!("u-out-{n}"), "Viewed", &format!("m-out-{n}"));
+        let event = validate(message, &envelope, || unreachable!()).unwrap();
+        store.append(&[event]).await.unwrap();
+        // Read once no older transaction (another test's) holds the log's readers back.
+        let mut applied = 0;
+        while applied == 0 {
+            applied = cdp_projections::runner::run_once(&store, &resolver, 1_000)
+                .await
+                .unwrap()
+                .applied;
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the appended event was never resolved"
+            );
+        }
+        if tokio::time::timeout(Duration::from_millis(200), publishing.committed.notified())
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no commit with outbox rows woke the publisher of the instance not running every part"
+        );
+    }
+}
+
 /// The whole reads of audience indexes `server` did so far (`/metrics`).
 async fn index_builds(client: &reqwest::Client, server: &Server) -> Option<u64> {
     metric(client, server, "cdp_audience_index_builds_total")
