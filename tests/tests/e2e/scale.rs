@@ -602,22 +602,40 @@ async fn publisher_taken_by(
     let _ = db.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_append_at_an_instance_not_running_the_engine_wakes_the_one_that_does() {
-    use std::sync::Arc;
-    use tokio::sync::Notify;
-    let Some(_) = postgres_url() else {
+/// A fresh PostgreSQL database and a store on it (`None`, said, without `CDP_TEST_DATABASE_URL`).
+async fn a_postgres_store() -> Option<(PgDatabase, cdp_domain::store::Store)> {
+    if postgres_url().is_none() {
         eprintln!("scale: skipped (CDP_TEST_DATABASE_URL is not set)");
-        return;
-    };
+        return None;
+    }
     let database = PgDatabase::create().await;
     let store = cdp_domain::store::Store::connect(&database.url)
         .await
         .unwrap();
+    Some((database, store))
+}
+
+/// An instance's engine signals, running these parts.
+fn running(parts: &[&str]) -> std::sync::Arc<cdp_projections::RunnerStatus> {
+    let status = cdp_projections::RunnerStatus::default();
+    status
+        .partitions
+        .lock()
+        .unwrap()
+        .extend(parts.iter().map(|p| (*p).to_owned()));
+    std::sync::Arc::new(status)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_at_an_instance_not_running_the_engine_wakes_the_one_that_does() {
+    use std::sync::Arc;
+    use tokio::sync::Notify;
+    let Some((_database, store)) = a_postgres_store().await else {
+        return;
+    };
     // Two instances' signals: `standby` does not run the engine, `owner` does.
-    let standby = Arc::new(cdp_projections::RunnerStatus::default());
-    let owner = Arc::new(cdp_projections::RunnerStatus::default());
-    owner.partitions.lock().unwrap().push("identity".to_owned());
+    let standby = running(&[]);
+    let owner = running(&["identity"]);
     let (standby_appended, standby_wake) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
     let (owner_appended, owner_wake) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
     let _standby = cdp_api::appended::spawn(
@@ -657,21 +675,11 @@ async fn a_commit_with_outbox_rows_wakes_the_publisher_of_an_instance_not_runnin
     use cdp_domain::store::EventStore;
     use std::sync::Arc;
     use tokio::sync::Notify;
-    let Some(_) = postgres_url() else {
-        eprintln!("scale: skipped (CDP_TEST_DATABASE_URL is not set)");
+    let Some((_database, store)) = a_postgres_store().await else {
         return;
     };
-    let database = PgDatabase::create().await;
-    let store = cdp_domain::store::Store::connect(&database.url)
-        .await
-        .unwrap();
     // The publisher's instance runs one of the engine's two parts; the other part is run here.
-    let publishing = Arc::new(cdp_projections::RunnerStatus::default());
-    publishing
-        .partitions
-        .lock()
-        .unwrap()
-        .push("identity/0-of-2".to_owned());
+    let publishing = running(&["identity/0-of-2"]);
     let _listening = cdp_api::appended::spawn(
         &store,
         Arc::new(Notify::new()),
