@@ -43,6 +43,10 @@ const ACQUIRE: &str =
 /// lease's row until the commit, so no one takes the lease between the check and the commit.
 const RENEW: &str =
     "UPDATE engine_leases SET expires_at = ? WHERE part = ? AND owner = ? AND fence = ?";
+/// PostgreSQL: [`RENEW`] answering the transaction's id (binds: expires_at, part, owner, fence).
+const RENEW_ANSWERING_XID_POSTGRES: &str =
+    "UPDATE engine_leases SET expires_at = $1 WHERE part = $2 AND owner = $3 AND fence = $4 \
+     RETURNING pg_current_xact_id()::text::bigint";
 /// Gives a lease up at once (binds: part, owner, fence).
 const RELEASE: &str =
     "UPDATE engine_leases SET expires_at = 0 WHERE part = ? AND owner = ? AND fence = ?";
@@ -130,11 +134,39 @@ impl Lease {
         if self.renew_on(tx.exec()).await? {
             Ok(())
         } else {
-            Err(ProjectionError::LeaseLost(format!(
-                "the lease of partition {} (fence {}) was taken by another instance",
-                self.part, self.fence
-            )))
+            Err(self.lost_error())
         }
+    }
+
+    /// [`Self::hold_in`] on PostgreSQL, answering the transaction's id besides (one statement: the
+    /// commit marks itself a model writer with it).
+    pub(crate) async fn hold_in_postgres(
+        &self,
+        tx: &mut sqlx::PgConnection,
+    ) -> Result<i64, ProjectionError> {
+        let xid: Option<i64> = if self.is_lost() {
+            None
+        } else {
+            sqlx::query_scalar(RENEW_ANSWERING_XID_POSTGRES)
+                .bind(expiry())
+                .bind(self.part.as_str())
+                .bind(self.owner.as_str())
+                .bind(self.fence)
+                .fetch_optional(tx)
+                .await?
+        };
+        xid.ok_or_else(|| {
+            self.lost.store(true, Ordering::Relaxed);
+            self.lost_error()
+        })
+    }
+
+    /// What a commit of a partition whose lease was lost fails with.
+    fn lost_error(&self) -> ProjectionError {
+        ProjectionError::LeaseLost(format!(
+            "the lease of partition {} (fence {}) was taken by another instance",
+            self.part, self.fence
+        ))
     }
 
     async fn renew_on(

@@ -443,13 +443,18 @@ async fn write_and_commit<P: Projection>(
         return Ok(false);
     };
     // Under the checkpoint's lock: the fence, whose row stays locked (PostgreSQL) until the commit.
-    if let Some(lease) = lease {
-        lease.hold_in(&mut model).await?;
-    }
-    // Kept until the transaction has ended: the log's readers read past it meanwhile.
-    let _writing = match (store, &mut model) {
-        (Store::Postgres(s), ModelTx(Tx::Postgres(tx))) => Some(s.mark_model_writer(tx).await?),
-        _ => None,
+    // The mark is kept until the transaction has ended: the log's readers read past it meanwhile
+    // (PostgreSQL; the fence's statement answers the transaction's id it needs).
+    let _writing = if let (Store::Postgres(s), ModelTx(Tx::Postgres(tx))) = (store, &mut model) {
+        Some(match lease {
+            Some(lease) => s.mark_model_writer_id(lease.hold_in_postgres(tx).await?),
+            None => s.mark_model_writer(tx).await?,
+        })
+    } else {
+        if let Some(lease) = lease {
+            lease.hold_in(&mut model).await?;
+        }
+        None
     };
     match projection.write_group(&mut model, batches).await {
         Ok(()) => {}

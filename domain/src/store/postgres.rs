@@ -96,11 +96,17 @@ impl PostgresStore {
         let xid: i64 = sqlx::query_scalar("SELECT pg_current_xact_id()::text::bigint")
             .fetch_one(&mut *tx)
             .await?;
+        Ok(self.mark_model_writer_id(xid))
+    }
+
+    /// [`Self::mark_model_writer`] of the transaction whose id (`pg_current_xact_id()`) a statement of
+    /// the caller's answered: the id asked in a statement the transaction runs anyway.
+    pub fn mark_model_writer_id(&self, xid: i64) -> ModelWriterMark {
         self.writers.0.lock().expect("model writers lock").push(xid);
-        Ok(ModelWriterMark {
+        ModelWriterMark {
             writers: self.writers.clone(),
             xid,
-        })
+        }
     }
 
     /// A store over the same database whose connections look up names along `search_path` (the

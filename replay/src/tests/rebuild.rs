@@ -858,4 +858,4 @@ async fn a_rebuild_that_disagrees_changes_the_model_like_any_change() {
 /// A rules change in the log, then a rebuild.
 mod consent_policy;
 mod rules;
-mod stores;
+pub(super) mod stores;

@@ -5,12 +5,12 @@ use cdp_domain::store::Store;
 
 /// A store of its own: SQLite in a temporary directory, or a fresh database on the
 /// `CDP_TEST_DATABASE_URL` server.
-pub(super) struct TestStore {
-    pub(super) store: Store,
+pub(in crate::tests) struct TestStore {
+    pub(in crate::tests) store: Store,
     _dir: Option<tempfile::TempDir>,
 }
 
-pub(super) async fn sqlite_store() -> TestStore {
+pub(in crate::tests) async fn sqlite_store() -> TestStore {
     let dir = tempfile::tempdir().unwrap();
     TestStore {
         store: Store::open_embedded(dir.path()).await.unwrap(),
@@ -21,7 +21,7 @@ pub(super) async fn sqlite_store() -> TestStore {
 /// A new database on the test server (`None` when `CDP_TEST_DATABASE_URL` is not set). Databases are
 /// left behind for inspection for an hour: each call drops those made longer ago (their names end with
 /// when they were made; a run of these tests takes minutes). Their names say which test made them.
-pub(super) async fn postgres_store(test: &str) -> Option<TestStore> {
+pub(in crate::tests) async fn postgres_store(test: &str) -> Option<TestStore> {
     let url = std::env::var("CDP_TEST_DATABASE_URL").ok()?;
     let admin = sqlx::PgPool::connect(&url).await.unwrap();
     let made: Vec<String> = sqlx::query_scalar(
