@@ -20,5 +20,5 @@ pub use commands::{
 pub use events::{Identifier, IdentityEvent, ProfileId, RejectReason, IDENTITY_EVENT_VERSION};
 pub use extract::identifiers_of;
 pub use graph::{IdentityGraph, Profile};
-pub use resolve::{decide, decide_batch, resolve, Resolution};
+pub use resolve::{decide, decide_batch, resolve, resolve_normalised, Resolution};
 pub use rules::{IdentifierRule, IdentityRules};

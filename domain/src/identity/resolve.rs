@@ -59,7 +59,7 @@ pub fn resolve(
     rules: &IdentityRules,
     identifiers: &[(String, String)],
     caused_by: &str,
-    mut new_profile_id: impl FnMut() -> ProfileId,
+    new_profile_id: impl FnMut() -> ProfileId,
 ) -> Resolution {
     let mut kept: Vec<Identifier> = Vec::new();
     for (id_type, raw) in identifiers {
@@ -70,6 +70,21 @@ pub fn resolve(
             }
         }
     }
+    resolve_normalised(graph, rules, &kept, caused_by, new_profile_id)
+}
+
+/// [`resolve`] of identifiers already normalised and without repeats — what
+/// [`identifiers_of`](super::identifiers_of) gives (normalising is idempotent, so the decisions are
+/// the same): the resolver's path, which does not normalise every identifier twice.
+pub fn resolve_normalised(
+    graph: &IdentityGraph,
+    rules: &IdentityRules,
+    identifiers: &[Identifier],
+    caused_by: &str,
+    mut new_profile_id: impl FnMut() -> ProfileId,
+) -> Resolution {
+    // Copied only when a limit makes the resolution drop one (rare).
+    let mut kept = std::borrow::Cow::Borrowed(identifiers);
     if kept.is_empty() {
         return Resolution {
             profile: None,
@@ -101,7 +116,7 @@ pub fn resolve(
             .enumerate()
             .max_by_key(|(i, id)| (rules.priority(&id.id_type), *i))
             .map_or(0, |(i, _)| i);
-        dropped.push(kept.remove(weakest));
+        dropped.push(kept.to_mut().remove(weakest));
     };
 
     if impossible && plan.candidates.is_empty() {
@@ -167,19 +182,23 @@ pub fn resolve(
         }
     };
 
-    // Links, within the type limits and the identifier cap of the (merged) target.
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    // Links, within the type limits and the identifier cap of the (merged) target. The target's
+    // identifiers are counted only when the event carries one nobody holds (most events carry none).
+    let fresh: Vec<&Identifier> = kept.iter().filter(|id| graph.owner(id).is_none()).collect();
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     let mut total = 0usize;
-    for profile in std::iter::once(&target).chain(&absorbed) {
-        if let Some(state) = graph.profile(profile) {
-            for id in &state.identifiers {
-                *counts.entry(id.id_type.clone()).or_default() += 1;
-                total += 1;
+    if !fresh.is_empty() {
+        for profile in std::iter::once(&target).chain(&absorbed) {
+            if let Some(state) = graph.profile(profile) {
+                for id in &state.identifiers {
+                    *counts.entry(id.id_type.as_str()).or_default() += 1;
+                    total += 1;
+                }
             }
         }
     }
-    for id in kept.iter().filter(|id| graph.owner(id).is_none()) {
-        let count = counts.entry(id.id_type.clone()).or_default();
+    for id in fresh {
+        let count = counts.entry(id.id_type.as_str()).or_default();
         let reason = if total >= rules.max_identifiers as usize {
             Some(RejectReason::IdentifierCap)
         } else if *count >= rules.limit(&id.id_type) as usize {

@@ -609,6 +609,32 @@ proptest! {
         prop_assert_eq!(&batched_log, &one_pass_log);
         prop_assert_eq!(&batched, &one_pass);
 
+        // The resolver's path: identifiers normalised once, before deciding, give the same decisions.
+        let mut normalised = IdentityGraph::new();
+        let mut normalised_log = Vec::new();
+        let mut created = 0;
+        for (message, ids) in &messages {
+            let mut once: Vec<Identifier> = Vec::new();
+            for (t, raw) in ids {
+                if let Some(v) = rules.normalise(t, raw) {
+                    let id = Identifier::new(t, &v);
+                    if !once.contains(&id) {
+                        once.push(id);
+                    }
+                }
+            }
+            let events = resolve_normalised(&normalised, &rules, &once, message, || {
+                created += 1;
+                nth_profile(created)
+            })
+            .events;
+            for event in &events {
+                normalised.apply(event);
+            }
+            normalised_log.extend(events);
+        }
+        prop_assert_eq!(&normalised_log, &one_pass_log);
+
         // Replay: the decided events into a fresh graph give the same graph.
         let mut replayed = IdentityGraph::new();
         for event in &one_pass_log {
@@ -655,4 +681,23 @@ fn an_erased_profile_and_the_profiles_merged_into_it_are_gone_and_their_identifi
     let (again, _) = world.ingest("pos-3", &[("phone", "13800138000")]);
     assert!(again.is_some() && again != first);
     assert_eq!(world.replayed(), world.graph);
+}
+
+proptest! {
+    /// The resolver normalises an event's identifiers once (`identifiers_of`) and decides on them
+    /// as they are (`resolve_normalised`): normalising a normalised value must change nothing.
+    #[test]
+    fn normalising_a_normalised_identifier_changes_nothing(
+        raw in prop_oneof![
+            "\\PC{0,24}",
+            "[ A-Za-z0-9._%+-]{1,12}@[A-Za-z0-9.-]{1,12}",
+            "[+ ()0-9-]{0,20}",
+        ],
+        t in prop::sample::select(vec!["email", "phone", "user_id", "member_card"]),
+    ) {
+        let rules = retail_rules();
+        if let Some(once) = rules.normalise(t, &raw) {
+            prop_assert_eq!(rules.normalise(t, &once), Some(once.clone()), "{} {:?}", t, raw);
+        }
+    }
 }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use cdp_domain::catalog::{Catalog, CatalogCommand};
 use cdp_domain::event::StoredEvent;
 use cdp_domain::identity::{
-    identifiers_of, resolve, IdentityEvent, IdentityGraph, IdentityRules, ProfileId,
+    identifiers_of, resolve_normalised, IdentityEvent, IdentityGraph, IdentityRules, ProfileId,
 };
 use cdp_domain::message::MessageKind;
 use cdp_domain::profile::ProfileDoc;
@@ -148,13 +148,10 @@ pub(super) async fn prepare(
                     e.anonymous_id.as_deref(),
                     in_force,
                 );
-                let pairs: Vec<(String, String)> = carried
-                    .iter()
-                    .map(|i| (i.id_type.clone(), i.value.clone()))
-                    .collect();
-                let resolution = resolve(graph, in_force, &pairs, &e.message_id, || {
-                    profile_id_for(&e.workspace, &e.message_id)
-                });
+                let resolution =
+                    resolve_normalised(graph, in_force, &carried, &e.message_id, || {
+                        profile_id_for(&e.workspace, &e.message_id)
+                    });
                 Step {
                     event: stored,
                     payload: Some(payload),
