@@ -315,9 +315,11 @@ pub fn pairs_of(category: &str) -> Option<Vec<(&'static str, &'static str)>> {
 
 /// The choices a message states: `context.consent.categoryPreferences` (`{"sms:marketing": false}`),
 /// each with the pairs its category names. Values that are not booleans are ignored.
-pub fn choices_of(payload: &Value) -> Vec<(&'static str, &'static str, bool)> {
+pub fn choices_of<J: crate::json::JsonRead>(
+    payload: &J,
+) -> Vec<(&'static str, &'static str, bool)> {
     let Some(prefs) = crate::json::at(payload, &["context", "consent", "categoryPreferences"])
-        .and_then(Value::as_object)
+        .and_then(crate::json::JsonRead::members)
     else {
         return Vec::new();
     };
@@ -332,10 +334,10 @@ pub fn choices_of(payload: &Value) -> Vec<(&'static str, &'static str, bool)> {
 }
 
 /// The source a message's choices are recorded with.
-pub fn source_of(payload: &Value, fallback: &str) -> String {
+pub fn source_of<J: crate::json::JsonRead>(payload: &J, fallback: &str) -> String {
     crate::json::at(payload, &["context", "consent", "source"])
         .or_else(|| crate::json::at(payload, &["properties", "source"]))
-        .and_then(Value::as_str)
+        .and_then(crate::json::JsonRead::as_str)
         .map(|s| s.chars().take(200).collect())
         .unwrap_or_else(|| fallback.to_owned())
 }

@@ -19,6 +19,7 @@ use crate::computed::TraitState;
 use crate::consent::{Choice, Consents};
 use crate::event::NewEvent;
 use crate::identity::{Identifier, IdentityRules};
+use crate::json::JsonRead;
 use crate::message::MessageKind;
 use crate::vecmap::VecMap;
 
@@ -27,17 +28,17 @@ pub const RECENT_EVENTS: usize = 50;
 
 /// The channel of a message: `context.channel`, else the top-level `channel` (RudderStack), else
 /// `context.library.name`, else `unknown`.
-pub fn channel_of(payload: &Value) -> String {
-    [
-        crate::json::at(payload, &["context", "channel"]),
-        payload.get("channel"),
-        crate::json::at(payload, &["context", "library", "name"]),
-    ]
-    .into_iter()
-    .flatten()
-    .find_map(|v| v.as_str().map(str::trim).filter(|s| !s.is_empty()))
-    .unwrap_or("unknown")
-    .to_owned()
+pub fn channel_of<J: JsonRead>(payload: &J) -> String {
+    fn named<J: JsonRead>(v: Option<&J>) -> Option<&str> {
+        v.and_then(JsonRead::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    }
+    named(crate::json::at(payload, &["context", "channel"]))
+        .or_else(|| named(payload.get("channel")))
+        .or_else(|| named(crate::json::at(payload, &["context", "library", "name"])))
+        .unwrap_or("unknown")
+        .to_owned()
 }
 
 /// A trait value and what set it.
@@ -91,12 +92,17 @@ pub struct EventSummary {
 
 impl EventSummary {
     /// The summary of a customer event whose channel is `channel` (a track event's with its facets).
-    pub fn of(event: &NewEvent, payload: &Value) -> EventSummary {
+    pub fn of<J: JsonRead>(event: &NewEvent, payload: &J) -> EventSummary {
+        Self::in_channel(event, payload, channel_of(payload))
+    }
+
+    /// [`EventSummary::of`] with the channel already found.
+    pub fn in_channel<J: JsonRead>(event: &NewEvent, payload: &J, channel: String) -> EventSummary {
         EventSummary {
             message_id: event.message_id.clone(),
             kind: event.kind.as_str().into(),
             name: event.name.clone(),
-            channel: channel_of(payload),
+            channel,
             timestamp: event.event_time,
             received_at: event.received_at,
             facets: (event.kind == MessageKind::Track)
@@ -232,19 +238,30 @@ impl ProfileDoc {
     }
 
     /// Folds one customer event in. `carried` are the normalised identifiers it carries.
-    pub fn apply(
+    pub fn apply<J: JsonRead>(
         &mut self,
         event: &NewEvent,
-        payload: &Value,
+        payload: &J,
         carried: &[Identifier],
         fold: FoldRules<'_>,
     ) {
+        self.apply_in_channel(event, payload, carried, fold, &channel_of(payload));
+    }
+
+    /// [`ProfileDoc::apply`] with the event's channel already found ([`channel_of`]).
+    pub fn apply_in_channel<J: JsonRead>(
+        &mut self,
+        event: &NewEvent,
+        payload: &J,
+        carried: &[Identifier],
+        fold: FoldRules<'_>,
+        channel: &str,
+    ) {
         let time = event.event_time;
         self.fold_computed(event, payload, fold);
-        let channel = channel_of(payload);
         self.events += 1;
         bump(&mut self.counts_by_type, event.kind.as_str(), 1);
-        bump(&mut self.counts_by_channel, &channel, 1);
+        bump(&mut self.counts_by_channel, channel, 1);
         if event.kind == MessageKind::Track {
             if let Some(name) = &event.name {
                 bump(&mut self.counts_by_event, name, 1);
@@ -260,7 +277,7 @@ impl ProfileDoc {
                 (None, Some(a)) => format!("anonymous_id:{a}"),
                 (None, None) => "unknown".to_owned(),
             };
-            let source = crate::consent::source_of(payload, &channel);
+            let source = crate::consent::source_of(payload, channel);
             for (c, p, granted) in choices {
                 self.consent.record(
                     c,
@@ -280,15 +297,15 @@ impl ProfileDoc {
             crate::json::at(payload, &["context", "traits"]),
             payload.get("traits"),
         ] {
-            let Some(Value::Object(traits)) = traits else {
+            let Some(traits) = traits.and_then(JsonRead::members) else {
                 continue;
             };
             for (key, value) in traits {
                 let candidate = TraitValue {
-                    value: value.clone(),
+                    value: value.to_value(),
                     set_at: time,
                     message_id: event.message_id.clone(),
-                    channel: channel.clone(),
+                    channel: channel.to_owned(),
                     kind: event.kind.as_str().to_owned(),
                 };
                 self.offer_trait(key, candidate, fold, true);
@@ -311,7 +328,7 @@ impl ProfileDoc {
     }
 
     /// Folds the event into every computed trait (before it is counted in `events`).
-    fn fold_computed(&mut self, event: &NewEvent, payload: &Value, fold: FoldRules<'_>) {
+    fn fold_computed<J: JsonRead>(&mut self, event: &NewEvent, payload: &J, fold: FoldRules<'_>) {
         self.prune_computed(fold.traits);
         let fresh = self.events == 0;
         for (name, defined) in fold.traits {
@@ -345,7 +362,11 @@ impl ProfileDoc {
 
     /// Re-folds the computed traits that are not complete from all of the profile's events (the
     /// backfill); `events` must be every event of the profile.
-    pub fn backfill_computed(&mut self, events: &[OwnedEvent<'_>], fold: FoldRules<'_>) {
+    pub fn backfill_computed<J: JsonRead>(
+        &mut self,
+        events: &[OwnedEvent<'_, J>],
+        fold: FoldRules<'_>,
+    ) {
         let mut fresh = ProfileDoc::default();
         let pending: BTreeMap<String, DefinedTrait> = fold
             .traits
@@ -530,9 +551,9 @@ impl ProfileDoc {
 
 /// One event of a profile, ready to fold: the event, its parsed payload and the identifiers it carries.
 #[derive(Debug, Clone)]
-pub struct OwnedEvent<'a> {
+pub struct OwnedEvent<'a, J = Value> {
     pub event: &'a NewEvent,
-    pub payload: &'a Value,
+    pub payload: &'a J,
     pub carried: &'a [Identifier],
 }
 
@@ -541,10 +562,10 @@ pub struct OwnedEvent<'a> {
 /// those of the profile: it leaves when that one leaves. A member's order that also carried a shared cookie
 /// stays with the member's user id when the cookie is split off; the cookie's anonymous browsing leaves.
 /// Returns the document that stays, the new profile's, and for each event whether it moved.
-pub fn split_docs(
+pub fn split_docs<J: JsonRead>(
     linked: &[Identifier],
     moved: &[Identifier],
-    events: &[OwnedEvent<'_>],
+    events: &[OwnedEvent<'_, J>],
     rules: &IdentityRules,
     fold: FoldRules<'_>,
 ) -> (ProfileDoc, ProfileDoc, Vec<bool>) {

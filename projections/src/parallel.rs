@@ -19,7 +19,11 @@ pub fn runs<T>(items: &[T], parts: usize) -> impl Iterator<Item = &[T]> {
 
 /// `f` of every item, in the order of `items`: on `parts` threads (the caller's among them) when there
 /// are at least [`MIN_PARALLEL`] items, else on the calling thread.
-pub fn map<T: Sync, R: Send>(items: &[T], parts: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+pub fn map<'a, T: Sync, R: Send>(
+    items: &'a [T],
+    parts: usize,
+    f: impl Fn(&'a T) -> R + Sync,
+) -> Vec<R> {
     map_runs(items, parts, |run| run.iter().map(&f).collect::<Vec<R>>())
         .into_iter()
         .flatten()
@@ -28,10 +32,10 @@ pub fn map<T: Sync, R: Send>(items: &[T], parts: usize, f: impl Fn(&T) -> R + Sy
 
 /// `f` of each run of consecutive items (see [`runs`]), in order; the runs on threads of their own as
 /// in [`map`].
-pub fn map_runs<T: Sync, R: Send>(
-    items: &[T],
+pub fn map_runs<'a, T: Sync, R: Send>(
+    items: &'a [T],
     parts: usize,
-    f: impl Fn(&[T]) -> R + Sync,
+    f: impl Fn(&'a [T]) -> R + Sync,
 ) -> Vec<R> {
     if parts <= 1 || items.len() < MIN_PARALLEL {
         return vec![f(items)];

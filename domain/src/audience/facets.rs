@@ -14,7 +14,9 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
+
+use crate::json::{JsonRead, Kind};
 
 /// The longest string value kept.
 pub const MAX_STRING: usize = 64;
@@ -29,7 +31,7 @@ pub type Facets = BTreeMap<String, Option<Vec<Value>>>;
 /// The facets of a track event's payload as stored text; `"{}"` when it has no properties, `"null"`
 /// when it has too many values to keep. Written for every track event the resolver folds: the values
 /// are borrowed from the payload, and a path is allocated once, when it is first found.
-pub fn facets_text(payload: &Value) -> String {
+pub fn facets_text<J: JsonRead>(payload: &J) -> String {
     match borrowed(payload) {
         Some(f) => serde_json::to_string(&f).unwrap_or_else(|_| "null".to_owned()),
         None => "null".to_owned(),
@@ -37,23 +39,28 @@ pub fn facets_text(payload: &Value) -> String {
 }
 
 /// The facets of a payload; `None` when it has more than [`MAX_VALUES`] values or nests deeper.
-pub fn facets_of(payload: &Value) -> Option<Facets> {
+pub fn facets_of<J: JsonRead>(payload: &J) -> Option<Facets> {
     let facets = borrowed(payload)?;
     Some(
         facets
             .into_iter()
-            .map(|(path, values)| (path, values.map(|v| v.into_iter().cloned().collect())))
+            .map(|(path, values)| {
+                (
+                    path,
+                    values.map(|v| v.into_iter().map(JsonRead::to_value).collect()),
+                )
+            })
             .collect(),
     )
 }
 
 /// Facets whose values are the payload's own.
-type Borrowed<'a> = BTreeMap<String, Option<Vec<&'a Value>>>;
+type Borrowed<'a, J> = BTreeMap<String, Option<Vec<&'a J>>>;
 
-fn borrowed(payload: &Value) -> Option<Borrowed<'_>> {
+fn borrowed<J: JsonRead>(payload: &J) -> Option<Borrowed<'_, J>> {
     let mut facets = Borrowed::new();
     let mut kept = 0usize;
-    if let Some(Value::Object(properties)) = payload.get("properties") {
+    if let Some(properties) = payload.get("properties").filter(|p| p.kind() == Kind::Object) {
         let mut path = String::from("properties");
         walk_object(&mut path, properties, 0, &mut facets, &mut kept)?;
     }
@@ -73,18 +80,18 @@ fn addressable(key: &str) -> bool {
 }
 
 /// Walks an object found at `path` (restored as it was on return).
-fn walk_object<'a>(
+fn walk_object<'a, J: JsonRead>(
     path: &mut String,
-    object: &'a Map<String, Value>,
+    object: &'a J,
     depth: usize,
-    facets: &mut Borrowed<'a>,
+    facets: &mut Borrowed<'a, J>,
     kept: &mut usize,
 ) -> Option<()> {
     if depth > MAX_DEPTH {
         return None;
     }
     let at = path.len();
-    for (key, value) in object {
+    for (key, value) in object.members().into_iter().flatten() {
         if !addressable(key) {
             continue;
         }
@@ -98,17 +105,19 @@ fn walk_object<'a>(
 }
 
 /// Records `value` found at `path`: a scalar kept, a container unkept and walked into.
-fn walk_value<'a>(
+fn walk_value<'a, J: JsonRead>(
     path: &mut String,
-    value: &'a Value,
+    value: &'a J,
     depth: usize,
-    facets: &mut Borrowed<'a>,
+    facets: &mut Borrowed<'a, J>,
     kept: &mut usize,
 ) -> Option<()> {
-    match value {
-        Value::Null => {}
-        Value::String(s) if s.len() > MAX_STRING => unkept(path, facets, kept)?,
-        Value::String(_) | Value::Number(_) | Value::Bool(_) => {
+    match value.kind() {
+        Kind::Null => {}
+        Kind::String if value.as_str().map_or(0, str::len) > MAX_STRING => {
+            unkept(path, facets, kept)?
+        }
+        Kind::String | Kind::Number | Kind::Bool => {
             count(kept)?;
             match facets.get_mut(path.as_str()) {
                 Some(Some(values)) => values.push(value),
@@ -118,20 +127,20 @@ fn walk_value<'a>(
                 }
             }
         }
-        Value::Object(inner) => {
+        Kind::Object => {
             unkept(path, facets, kept)?;
-            walk_object(path, inner, depth + 1, facets, kept)?;
+            walk_object(path, value, depth + 1, facets, kept)?;
         }
-        Value::Array(items) => {
+        Kind::Array => {
             unkept(path, facets, kept)?;
             let at = path.len();
             path.push_str("[]");
             let mut walked = Some(());
-            for item in items {
-                walked = match item {
+            for item in value.items().unwrap_or_default() {
+                walked = match item.kind() {
                     // `[]` on an array element gives the element: an array is a container.
-                    Value::Array(_) => unkept(path, facets, kept),
-                    item => walk_value(path, item, depth + 1, facets, kept),
+                    Kind::Array => unkept(path, facets, kept),
+                    _ => walk_value(path, item, depth + 1, facets, kept),
                 };
                 if walked.is_none() {
                     break;
@@ -145,7 +154,7 @@ fn walk_value<'a>(
 }
 
 /// Marks `path` as holding what the facets do not keep.
-fn unkept(path: &str, facets: &mut Borrowed<'_>, kept: &mut usize) -> Option<()> {
+fn unkept<J>(path: &str, facets: &mut Borrowed<'_, J>, kept: &mut usize) -> Option<()> {
     count(kept)?;
     match facets.get_mut(path) {
         Some(slot) => *slot = None,

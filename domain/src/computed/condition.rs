@@ -22,6 +22,7 @@
 //!   `is_true`/`is_false` hold only for JSON booleans.
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
+use crate::json::{JsonRead, Kind};
 use serde_json::{Map, Value};
 
 /// Why a definition was refused: the key it concerns (`where[1].op`) and a sentence for people.
@@ -220,7 +221,7 @@ impl Comparison {
     /// Whether the comparison holds for a field whose values are `actual` (empty = unknown) at `now`.
     /// An operand of the wrong kind (a hand-built comparison that `parse` would refuse) never satisfies
     /// the positive form.
-    pub fn holds(&self, actual: &[&Value], now: DateTime<Utc>) -> bool {
+    pub fn holds<J: JsonRead>(&self, actual: &[&J], now: DateTime<Utc>) -> bool {
         match self.op.negated() {
             Some(positive) => !positive_holds(positive, &self.value, actual, now),
             None => positive_holds(self.op, &self.value, actual, now),
@@ -248,11 +249,11 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 }
 
 /// A number, or a string spelling a finite number.
-pub(crate) fn as_number(v: &Value) -> Option<f64> {
-    match v {
-        Value::Number(n) => n.as_f64().filter(|x| x.is_finite()),
-        Value::String(s) => {
-            let t = s.trim();
+pub(crate) fn as_number<J: JsonRead>(v: &J) -> Option<f64> {
+    match v.kind() {
+        Kind::Number => v.as_number()?.as_f64().filter(|x| x.is_finite()),
+        Kind::String => {
+            let t = v.as_str()?.trim();
             // `f64::from_str` also accepts "inf" and "NaN"; a numeric string here starts like a number.
             let starts_numeric = t
                 .bytes()
@@ -279,11 +280,11 @@ pub(crate) fn parse_time(s: &str) -> Option<DateTime<Utc>> {
 }
 
 /// A time string, or epoch milliseconds.
-fn as_time(v: &Value) -> Option<DateTime<Utc>> {
-    match v {
-        Value::String(s) => parse_time(s),
-        Value::Number(n) => {
-            let ms = n.as_f64()?;
+fn as_time<J: JsonRead>(v: &J) -> Option<DateTime<Utc>> {
+    match v.kind() {
+        Kind::String => parse_time(v.as_str()?),
+        Kind::Number => {
+            let ms = v.as_number()?.as_f64()?;
             if !ms.is_finite() || ms.abs() > 1e17 {
                 return None;
             }
@@ -312,7 +313,7 @@ fn ordered_operand(v: &Value) -> Option<Ordered> {
 }
 
 /// The actual value read the way the operand is: as a number or as a time.
-fn ordered_actual(v: &Value, like: Ordered) -> Option<Ordered> {
+fn ordered_actual<J: JsonRead>(v: &J, like: Ordered) -> Option<Ordered> {
     match like {
         Ordered::Num(_) => as_number(v).map(Ordered::Num),
         Ordered::Time(_) => as_time(v).map(Ordered::Time),
@@ -384,8 +385,8 @@ fn check_operand(op: Op, value: &Value) -> Result<(), String> {
 
 /// Equality of an actual value and an operand element: JSON equality, or numeric equality when one side
 /// is a JSON number and the other is numeric.
-fn values_eq(actual: &Value, operand: &Value) -> bool {
-    if actual == operand {
+fn values_eq<J: JsonRead>(actual: &J, operand: &Value) -> bool {
+    if actual.eq_value(operand) {
         return true;
     }
     if actual.is_number() || operand.is_number() {
@@ -397,25 +398,30 @@ fn values_eq(actual: &Value, operand: &Value) -> bool {
 }
 
 /// The set of actual values for the `contains_*` operators: arrays are flattened one level.
-fn flattened<'a>(actual: &[&'a Value]) -> Vec<&'a Value> {
+fn flattened<'a, J: JsonRead>(actual: &[&'a J]) -> Vec<&'a J> {
     let mut out = Vec::new();
     for v in actual {
-        match v {
-            Value::Array(items) => out.extend(items.iter()),
-            other => out.push(*other),
+        match v.items() {
+            Some(items) => out.extend(items.iter()),
+            None => out.push(*v),
         }
     }
     out
 }
 
-fn positive_holds(op: Op, operand: &Value, actual: &[&Value], now: DateTime<Utc>) -> bool {
+fn positive_holds<J: JsonRead>(
+    op: Op,
+    operand: &Value,
+    actual: &[&J],
+    now: DateTime<Utc>,
+) -> bool {
     let list = || operand.as_array().map(Vec::as_slice).unwrap_or(&[]);
     let text = || operand.as_str();
     match op {
-        Op::Eq => actual.iter().any(|a| values_eq(a, operand)),
+        Op::Eq => actual.iter().any(|a| values_eq(*a, operand)),
         Op::In => actual
             .iter()
-            .any(|a| list().iter().any(|o| values_eq(a, o))),
+            .any(|a| list().iter().any(|o| values_eq(*a, o))),
         Op::Contains => match text() {
             Some(t) => actual
                 .iter()
@@ -437,7 +443,7 @@ fn positive_holds(op: Op, operand: &Value, actual: &[&Value], now: DateTime<Utc>
             };
             actual
                 .iter()
-                .filter_map(|a| ordered_actual(a, bound))
+                .filter_map(|a| ordered_actual(*a, bound))
                 .any(|a| match op {
                     Op::Gt => a > bound,
                     Op::Gte => a >= bound,
@@ -455,14 +461,14 @@ fn positive_holds(op: Op, operand: &Value, actual: &[&Value], now: DateTime<Utc>
             };
             actual
                 .iter()
-                .filter_map(|a| ordered_actual(a, low))
+                .filter_map(|a| ordered_actual(*a, low))
                 .any(|a| low <= a && a <= high)
         }
         Op::Before | Op::After => {
             let Some(bound) = text().and_then(parse_time) else {
                 return false;
             };
-            actual.iter().filter_map(|a| as_time(a)).any(|t| {
+            actual.iter().filter_map(|a| as_time(*a)).any(|t| {
                 if op == Op::Before {
                     t < bound
                 } else {
@@ -477,15 +483,15 @@ fn positive_holds(op: Op, operand: &Value, actual: &[&Value], now: DateTime<Utc>
             else {
                 return false;
             };
-            actual.iter().filter_map(|a| as_time(a)).any(|t| t >= since)
+            actual.iter().filter_map(|a| as_time(*a)).any(|t| t >= since)
         }
         Op::ContainsAny => {
             let set = flattened(actual);
-            list().iter().any(|o| set.iter().any(|a| values_eq(a, o)))
+            list().iter().any(|o| set.iter().any(|a| values_eq(*a, o)))
         }
         Op::ContainsAll => {
             let set = flattened(actual);
-            !list().is_empty() && list().iter().all(|o| set.iter().any(|a| values_eq(a, o)))
+            !list().is_empty() && list().iter().all(|o| set.iter().any(|a| values_eq(*a, o)))
         }
         // `holds` evaluates negations through their positive form; answer the same way if called directly.
         Op::Neq

@@ -47,6 +47,7 @@ mod state;
 mod tests;
 
 use chrono::{DateTime, Utc};
+use crate::json::JsonRead;
 use serde_json::{json, Map, Value};
 
 use crate::message::MessageKind;
@@ -182,7 +183,7 @@ pub struct Filter {
 }
 
 impl Filter {
-    pub fn holds(&self, payload: &Value, now: DateTime<Utc>) -> bool {
+    pub fn holds<J: JsonRead>(&self, payload: &J, now: DateTime<Utc>) -> bool {
         self.cmp.holds(&self.path.values(payload), now)
     }
 }
@@ -193,8 +194,8 @@ struct LineItems<'a> {
     now: DateTime<Utc>,
 }
 
-impl path::ItemFilter for LineItems<'_> {
-    fn keeps(&self, item: &Value) -> bool {
+impl<J: JsonRead> path::ItemFilter<J> for LineItems<'_> {
+    fn keeps(&self, item: &J) -> bool {
         self.filters
             .iter()
             .all(|(rest, cmp)| cmp.holds(&path::item_values(rest, item), self.now))
@@ -217,7 +218,7 @@ impl Then {
         &self,
         kind: MessageKind,
         name: Option<&str>,
-        payload: &Value,
+        payload: &impl JsonRead,
         t: DateTime<Utc>,
     ) -> bool {
         kind == MessageKind::Track
@@ -406,7 +407,7 @@ impl TraitDef {
         &self,
         kind: MessageKind,
         name: Option<&str>,
-        payload: &Value,
+        payload: &impl JsonRead,
         event_time: DateTime<Utc>,
     ) -> bool {
         if let Some(then) = &self.then {
@@ -422,7 +423,7 @@ impl TraitDef {
         &self,
         kind: MessageKind,
         name: Option<&str>,
-        payload: &Value,
+        payload: &impl JsonRead,
         event_time: DateTime<Utc>,
     ) -> bool {
         if kind != MessageKind::Track || name != Some(self.event.as_str()) {
@@ -462,7 +463,7 @@ impl TraitDef {
 
     /// The values a matching event contributes: the property's values from the line items the filters keep
     /// (all of them without such filters).
-    pub(crate) fn values(&self, payload: &Value, event_time: DateTime<Utc>) -> Vec<Value> {
+    pub(crate) fn values<J: JsonRead>(&self, payload: &J, event_time: DateTime<Utc>) -> Vec<Value> {
         match &self.property {
             Some(expr) => expr.values_of_items(payload, &self.line_item_filters(event_time)),
             None => Vec::new(),

@@ -8,6 +8,7 @@
 use serde_json::Value;
 
 use super::condition::as_number;
+use crate::json::{JsonRead, Kind};
 
 const MAX_PATH_LEN: usize = 512;
 const MAX_STEPS: usize = 16;
@@ -76,7 +77,7 @@ impl Path {
     }
 
     /// Every value at the path (one per array element under `[]`), never `null`.
-    pub fn values<'a>(&self, payload: &'a Value) -> Vec<&'a Value> {
+    pub fn values<'a, J: JsonRead>(&self, payload: &'a J) -> Vec<&'a J> {
         walk(&self.steps, payload)
     }
 
@@ -121,7 +122,7 @@ impl Path {
     }
 
     /// The values of this path read from one line item (the path relative to it).
-    fn values_in<'a>(&self, item: &'a Value) -> Vec<&'a Value> {
+    fn values_in<'a, J: JsonRead>(&self, item: &'a J) -> Vec<&'a J> {
         walk(&self.steps, item)
     }
 }
@@ -148,22 +149,24 @@ fn relative(steps: &[Step]) -> Path {
 }
 
 /// A condition on one line item, as `where` filters on the items an expression expands become.
-pub trait ItemFilter {
-    fn keeps(&self, item: &Value) -> bool;
+pub trait ItemFilter<J> {
+    fn keeps(&self, item: &J) -> bool;
 }
 
 /// The values at `path` (relative to an item) of one item.
-pub fn item_values<'a>(path: &Path, item: &'a Value) -> Vec<&'a Value> {
+pub fn item_values<'a, J: JsonRead>(path: &Path, item: &'a J) -> Vec<&'a J> {
     path.values_in(item)
 }
 
-fn walk<'a>(steps: &[Step], start: &'a Value) -> Vec<&'a Value> {
+fn walk<'a, J: JsonRead>(steps: &[Step], start: &'a J) -> Vec<&'a J> {
     let mut current = vec![start];
     for step in steps {
         let mut next = Vec::new();
         for v in current {
             match v.get(&step.key) {
-                Some(Value::Array(items)) if step.each => next.extend(items.iter()),
+                Some(found) if step.each && found.kind() == Kind::Array => {
+                    next.extend(found.items().unwrap_or_default().iter())
+                }
                 Some(found) if !step.each => next.push(found),
                 _ => {}
             }
@@ -259,7 +262,11 @@ impl Expr {
 
     /// The expression's values from the line items `keep` keeps only (all values when it expands no
     /// array).
-    pub fn values_of_items(&self, payload: &Value, keep: &dyn ItemFilter) -> Vec<Value> {
+    pub fn values_of_items<J: JsonRead>(
+        &self,
+        payload: &J,
+        keep: &dyn ItemFilter<J>,
+    ) -> Vec<Value> {
         if let [single] = self.factors.as_slice() {
             let Some((_, rest)) = single.items() else {
                 return self.values(payload);
@@ -269,14 +276,14 @@ impl Expr {
                 .into_iter()
                 .filter(|item| keep.keeps(item))
                 .flat_map(|item| rest.values_in(item))
-                .cloned()
+                .map(JsonRead::to_value)
                 .collect();
         }
         let Some(prefix_len) = self.items_prefix else {
             return self.values(payload);
         };
-        let one_number = |vals: Vec<&Value>| match vals.as_slice() {
-            [v] => as_number(v),
+        let one_number = |vals: Vec<&J>| match vals.as_slice() {
+            [v] => as_number(*v),
             _ => None,
         };
         let mut scalar = 1.0;
@@ -305,12 +312,16 @@ impl Expr {
     }
 
     /// The expression's values: a path's values, or one number per line item (or one for a product without `[]`).
-    pub fn values(&self, payload: &Value) -> Vec<Value> {
+    pub fn values<J: JsonRead>(&self, payload: &J) -> Vec<Value> {
         if let [single] = self.factors.as_slice() {
-            return single.values(payload).into_iter().cloned().collect();
+            return single
+                .values(payload)
+                .into_iter()
+                .map(JsonRead::to_value)
+                .collect();
         }
-        let one_number = |vals: Vec<&Value>| match vals.as_slice() {
-            [v] => as_number(v),
+        let one_number = |vals: Vec<&J>| match vals.as_slice() {
+            [v] => as_number(*v),
             _ => None,
         };
         let mut scalar = 1.0;

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
+use crate::json::JsonRead;
 use serde_json::Value;
 
 use super::condition::as_number;
@@ -150,7 +151,7 @@ impl TraitState {
         def: &TraitDef,
         kind: MessageKind,
         name: Option<&str>,
-        payload: &Value,
+        payload: &impl JsonRead,
         event_time: DateTime<Utc>,
         message_id: &str,
     ) {
@@ -280,7 +281,7 @@ fn cutoff(window: Window, now: DateTime<Utc>) -> i64 {
 }
 
 /// The values an event contributes: the property's values, or for first/last without a property the event time.
-fn event_values(def: &TraitDef, payload: &Value, event_time: DateTime<Utc>) -> Vec<Value> {
+fn event_values<J: JsonRead>(def: &TraitDef, payload: &J, event_time: DateTime<Utc>) -> Vec<Value> {
     match &def.property {
         Some(_) => def.values(payload, event_time),
         None => vec![Value::String(
@@ -343,9 +344,9 @@ fn from_canonical(text: &str) -> Value {
 }
 
 /// One matching event's partial aggregate, or `None` when it has nothing for the function.
-fn contribution(
+fn contribution<J: JsonRead>(
     def: &TraitDef,
-    payload: &Value,
+    payload: &J,
     event_time: DateTime<Utc>,
     message_id: &str,
 ) -> Option<Agg> {

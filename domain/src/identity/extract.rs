@@ -16,9 +16,8 @@
 //! Values are strings or numbers (a number as its JSON text); anything else is ignored, never refused:
 //! the message has already been validated, and extraction must not fail on what validation let through.
 
-use serde_json::Value;
-
 use super::events::Identifier;
+use crate::json::{JsonRead, Kind};
 use super::rules::IdentityRules;
 
 /// The types with a source of their own. A trait with one of these names is not an identifier: a CRM
@@ -40,8 +39,8 @@ pub const BUILT_IN_TYPES: [&str; 5] = ["user_id", "anonymous_id", "email", "phon
 /// price: a `previousId` that is an earlier *user id* is linked as an anonymous id and does not by itself
 /// find the profile holding it as a `user_id`. A caller that wants that must look the value up in the
 /// graph as a `user_id` first.
-pub fn identifiers_of(
-    payload: &Value,
+pub fn identifiers_of<J: JsonRead>(
+    payload: &J,
     user_id: Option<&str>,
     anonymous_id: Option<&str>,
     rules: &IdentityRules,
@@ -65,7 +64,7 @@ pub fn identifiers_of(
             .map(str::to_owned)
             .or_else(|| text(payload.get("anonymousId"))),
     );
-    if payload.get("type").and_then(Value::as_str) == Some("alias") {
+    if payload.get("type").and_then(JsonRead::as_str) == Some("alias") {
         push("anonymous_id", text(payload.get("previousId")));
     }
 
@@ -74,9 +73,9 @@ pub fn identifiers_of(
     for traits in trait_sections.into_iter().flatten() {
         push("email", text(traits.get("email")));
         push("phone", text(traits.get("phone")));
-        if let Some(traits) = traits.as_object() {
+        if let Some(traits) = traits.members() {
             for (key, value) in traits {
-                if rules.types.contains_key(key) && !BUILT_IN_TYPES.contains(&key.as_str()) {
+                if rules.types.contains_key(key) && !BUILT_IN_TYPES.contains(&key) {
                     push(key, text(Some(value)));
                 }
             }
@@ -94,11 +93,11 @@ pub fn identifiers_of(
 
     let external = context
         .and_then(|c| c.get("externalIds"))
-        .and_then(Value::as_array);
+        .and_then(JsonRead::items);
     for entry in external.into_iter().flatten() {
         let id_type = entry
             .get("type")
-            .and_then(Value::as_str)
+            .and_then(JsonRead::as_str)
             .map(|t| t.trim().to_lowercase())
             .filter(|t| !t.is_empty());
         if let Some(id_type) = id_type {
@@ -126,10 +125,11 @@ pub fn identifiers_of(
 }
 
 /// A string as it is, a number as its JSON text; anything else is no value.
-fn text(value: Option<&Value>) -> Option<String> {
-    match value? {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
+fn text<J: JsonRead>(value: Option<&J>) -> Option<String> {
+    let value = value?;
+    match value.kind() {
+        Kind::String => value.as_str().map(str::to_owned),
+        Kind::Number => value.as_number().map(ToString::to_string),
         _ => None,
     }
 }
@@ -141,6 +141,7 @@ mod tests {
 
     use super::super::rules::IdentifierRule;
     use super::*;
+    use serde_json::Value;
 
     fn id(id_type: &str, value: &str) -> Identifier {
         Identifier::new(id_type, value)

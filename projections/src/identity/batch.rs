@@ -17,6 +17,7 @@ use cdp_domain::profile::ProfileDoc;
 use cdp_domain::store::Store;
 use cdp_domain::tags::RfmThresholds;
 use chrono::{DateTime, Utc};
+use cdp_domain::json::{Json, JsonRead};
 use serde_json::Value;
 use tracing::Instrument;
 
@@ -77,10 +78,11 @@ pub(super) async fn prepare(
     // The catalogs as the commands of this batch change them, for deciding the later commands (a
     // segment may read one defined earlier in the same batch).
     let mut deciding = catalogs.clone();
-    // Every payload parsed once, over the cores (an erased event's is not read).
+    // Every customer event's payload parsed once, over the cores, borrowing the event's text (an
+    // erased event's is not read; an operator command's is parsed in the loop, as its own type).
     let mut payloads = crate::parallel::map(events, parts, |stored| {
-        (!cdp_domain::shred::is_erased(&stored.event))
-            .then(|| serde_json::from_str::<Value>(&stored.event.payload))
+        (!cdp_domain::shred::is_erased(&stored.event) && stored.event.kind != MessageKind::Operator)
+            .then(|| Json::parse(&stored.event.payload))
     })
     .into_iter();
     // Each event decided in log order, in a span of its own (the batch's decide stage).
@@ -103,45 +105,50 @@ pub(super) async fn prepare(
                 continue;
             }
             let in_force = &rules[&e.workspace];
-            let payload: Value = match parsed {
-                Some(parsed) => parsed.map_err(ProjectionError::corrupt)?,
-                None => serde_json::from_str(&e.payload).map_err(ProjectionError::corrupt)?,
-            };
             let graph = graphs.entry(e.workspace.clone()).or_default();
-            let step = if e.kind == MessageKind::Operator && CatalogCommand::is_catalog(&payload) {
-                let catalog = deciding.get(&e.workspace);
-                let (command, decisions) = decide_catalog(graph, catalog, stored, payload);
-                if let Some(accepted) = &command {
-                    apply_catalog(
-                        accepted,
-                        stored,
-                        &mut deciding,
-                        &mut CatalogWrites::default(),
-                        now,
-                    );
-                }
-                Step {
-                    event: stored,
-                    payload: None,
-                    carried: Vec::new(),
-                    target: None,
-                    decisions,
-                    command,
-                    rules: None,
-                }
-            } else if e.kind == MessageKind::Operator {
-                let (decisions, new_rules) =
-                    decide_command(store, graph, in_force, stored, payload).await?;
-                Step {
-                    event: stored,
-                    payload: None,
-                    carried: Vec::new(),
-                    target: None,
-                    decisions,
-                    command: None,
-                    rules: new_rules,
+            let step = if e.kind == MessageKind::Operator {
+                let payload: Value =
+                    serde_json::from_str(&e.payload).map_err(ProjectionError::corrupt)?;
+                if CatalogCommand::is_catalog(&payload) {
+                    let catalog = deciding.get(&e.workspace);
+                    let (command, decisions) = decide_catalog(graph, catalog, stored, payload);
+                    if let Some(accepted) = &command {
+                        apply_catalog(
+                            accepted,
+                            stored,
+                            &mut deciding,
+                            &mut CatalogWrites::default(),
+                            now,
+                        );
+                    }
+                    Step {
+                        event: stored,
+                        payload: None,
+                        carried: Vec::new(),
+                        target: None,
+                        decisions,
+                        command,
+                        rules: None,
+                    }
+                } else {
+                    let (decisions, new_rules) =
+                        decide_command(store, graph, in_force, stored, payload).await?;
+                    Step {
+                        event: stored,
+                        payload: None,
+                        carried: Vec::new(),
+                        target: None,
+                        decisions,
+                        command: None,
+                        rules: new_rules,
+                    }
                 }
             } else {
+                let payload = match parsed {
+                    Some(parsed) => parsed,
+                    None => Json::parse(&e.payload),
+                }
+                .map_err(ProjectionError::corrupt)?;
                 let carried = identifiers_of(
                     &payload,
                     e.user_id.as_deref(),
@@ -388,11 +395,7 @@ pub(super) async fn prepare(
         let e = &steps[i].event.event;
         let profile = model.resolve_in_batch(&e.workspace, &profile);
         let name = e.name.as_deref().unwrap_or_default();
-        let properties = steps[i]
-            .payload
-            .as_ref()
-            .and_then(|p| p.get("properties"))
-            .unwrap_or(&Value::Null);
+        let properties = steps[i].payload.as_ref().and_then(|p| p.get("properties"));
         let payload = EventMessage {
             event: name,
             message_id: &e.message_id,
@@ -575,13 +578,13 @@ async fn backfill_lacking(
 
 /// The message of a track event for its subscribers, serialised without copying its properties. The
 /// fields are in the order a JSON object writes its keys (alphabetical), so the text is what a `json!`
-/// object of the same fields gave.
+/// object of the same fields gave (no properties: `null`).
 #[derive(serde::Serialize)]
 struct EventMessage<'a> {
     event: &'a str,
     message_id: &'a str,
     profile_id: &'a str,
-    properties: &'a Value,
+    properties: Option<&'a Json<'a>>,
     timestamp: String,
     #[serde(rename = "type")]
     kind: &'static str,

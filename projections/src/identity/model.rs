@@ -9,9 +9,11 @@ use cdp_domain::catalog::Catalog;
 use cdp_domain::fastmap::{map_with_capacity, FastMap, FastSet};
 use cdp_domain::identity::{identifiers_of, Identifier, IdentityEvent, IdentityRules, ProfileId};
 use cdp_domain::message::MessageKind;
-use cdp_domain::profile::{split_docs, EventSummary, FoldRules, OwnedEvent, ProfileDoc};
+use cdp_domain::profile::{
+    channel_of, split_docs, EventSummary, FoldRules, OwnedEvent, ProfileDoc,
+};
 use cdp_domain::store::Store;
-use serde_json::Value;
+use cdp_domain::json::Json;
 
 use super::partition::{partition, Plan};
 use super::step::Step;
@@ -222,12 +224,14 @@ impl<'a> Model<'a> {
             source_priority: &rules[&e.workspace].source_priority,
             traits: catalogs[&e.workspace].folded(),
         };
+        let channel = channel_of(payload);
         self.docs
             .entry((e.workspace.clone(), target.clone()))
             .or_default()
-            .apply(e, payload, &step.carried, fold);
+            .apply_in_channel(e, payload, &step.carried, fold, &channel);
         self.set_owner(seq, &e.workspace, target);
-        self.summaries.insert(seq, EventSummary::of(e, payload));
+        self.summaries
+            .insert(seq, EventSummary::in_channel(e, payload, channel));
         self.in_batch.insert(seq, i);
         out.touched
             .insert((e.workspace.clone(), target.clone()), e.message_id.clone());
@@ -367,24 +371,25 @@ impl<'a> Model<'a> {
             .collect();
         let rules = &rules[ws];
         let store = self.store;
-        let mut fetched = Vec::with_capacity(earlier.len());
-        for stored in store.events_by_seq(&earlier).await? {
-            if cdp_domain::shred::is_erased(&stored.event) {
-                continue;
-            }
-            let payload: Value =
-                serde_json::from_str(&stored.event.payload).map_err(ProjectionError::corrupt)?;
-            let carried = identifiers_of(
-                &payload,
-                stored.event.user_id.as_deref(),
-                stored.event.anonymous_id.as_deref(),
-                rules,
-            );
-            fetched.push((stored, payload, carried));
-        }
-        let mut owned: Vec<(i64, OwnedEvent<'_>)> = fetched
+        let mut fetched = store.events_by_seq(&earlier).await?;
+        fetched.retain(|stored| !cdp_domain::shred::is_erased(&stored.event));
+        let parsed = fetched
             .iter()
-            .map(|(stored, payload, carried)| {
+            .map(|stored| {
+                let payload = Json::parse(&stored.event.payload).map_err(ProjectionError::corrupt)?;
+                let carried = identifiers_of(
+                    &payload,
+                    stored.event.user_id.as_deref(),
+                    stored.event.anonymous_id.as_deref(),
+                    rules,
+                );
+                Ok((payload, carried))
+            })
+            .collect::<Result<Vec<_>, ProjectionError>>()?;
+        let mut owned: Vec<(i64, OwnedEvent<'_, Json<'_>>)> = fetched
+            .iter()
+            .zip(&parsed)
+            .map(|(stored, (payload, carried))| {
                 (
                     stored.position.seq,
                     OwnedEvent {
@@ -415,7 +420,7 @@ impl<'a> Model<'a> {
             .get(&from_key)
             .map(|d| d.linked.clone())
             .unwrap_or_default();
-        let events: Vec<OwnedEvent<'_>> = owned.iter().map(|(_, e)| e.clone()).collect();
+        let events: Vec<OwnedEvent<'_, Json<'_>>> = owned.iter().map(|(_, e)| e.clone()).collect();
         let fold = FoldRules {
             source_priority: &rules.source_priority,
             traits: catalogs[ws].folded(),

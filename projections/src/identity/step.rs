@@ -4,13 +4,14 @@
 use cdp_domain::catalog::CatalogCommand;
 use cdp_domain::event::StoredEvent;
 use cdp_domain::identity::{Identifier, IdentityEvent, IdentityRules, ProfileId};
-use serde_json::Value;
+use cdp_domain::json::Json;
 
 /// One event of the batch with what was decided for it (by `super::batch`), as the fold takes it.
 pub(super) struct Step<'a> {
     pub(super) event: &'a StoredEvent,
-    /// `None` for an operator command: it is not part of any profile.
-    pub(super) payload: Option<Value>,
+    /// `None` for an operator command: it is not part of any profile. Parsed borrowing the event's
+    /// text.
+    pub(super) payload: Option<Json<'a>>,
     pub(super) carried: Vec<Identifier>,
     pub(super) target: Option<ProfileId>,
     pub(super) decisions: Vec<IdentityEvent>,
