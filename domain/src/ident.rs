@@ -104,6 +104,10 @@ impl Email {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
 }
 
 /// Why a phone or e-mail value is no usable identifier: a stable `code` (`not_a_phone`, `placeholder`,

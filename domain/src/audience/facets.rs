@@ -60,7 +60,10 @@ type Borrowed<'a, J> = BTreeMap<String, Option<Vec<&'a J>>>;
 fn borrowed<J: JsonRead>(payload: &J) -> Option<Borrowed<'_, J>> {
     let mut facets = Borrowed::new();
     let mut kept = 0usize;
-    if let Some(properties) = payload.get("properties").filter(|p| p.kind() == Kind::Object) {
+    if let Some(properties) = payload
+        .get("properties")
+        .filter(|p| p.kind() == Kind::Object)
+    {
         let mut path = String::from("properties");
         walk_object(&mut path, properties, 0, &mut facets, &mut kept)?;
     }

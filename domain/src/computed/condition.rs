@@ -21,8 +21,8 @@
 //! - `is_set`/`is_not_set`/`is_true`/`is_false`: no operand (`value` absent or null). `null` counts as unset;
 //!   `is_true`/`is_false` hold only for JSON booleans.
 
-use chrono::{DateTime, Duration, NaiveDate, Utc};
 use crate::json::{JsonRead, Kind};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde_json::{Map, Value};
 
 /// Why a definition was refused: the key it concerns (`where[1].op`) and a sentence for people.
@@ -409,12 +409,7 @@ fn flattened<'a, J: JsonRead>(actual: &[&'a J]) -> Vec<&'a J> {
     out
 }
 
-fn positive_holds<J: JsonRead>(
-    op: Op,
-    operand: &Value,
-    actual: &[&J],
-    now: DateTime<Utc>,
-) -> bool {
+fn positive_holds<J: JsonRead>(op: Op, operand: &Value, actual: &[&J], now: DateTime<Utc>) -> bool {
     let list = || operand.as_array().map(Vec::as_slice).unwrap_or(&[]);
     let text = || operand.as_str();
     match op {
@@ -483,7 +478,10 @@ fn positive_holds<J: JsonRead>(
             else {
                 return false;
             };
-            actual.iter().filter_map(|a| as_time(*a)).any(|t| t >= since)
+            actual
+                .iter()
+                .filter_map(|a| as_time(*a))
+                .any(|t| t >= since)
         }
         Op::ContainsAny => {
             let set = flattened(actual);

@@ -46,8 +46,8 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-use chrono::{DateTime, Utc};
 use crate::json::JsonRead;
+use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 
 use crate::message::MessageKind;

@@ -143,6 +143,10 @@ impl Phone {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
 }
 
 /// The region a phone number written without its country code is read in: a workspace's

@@ -16,9 +16,11 @@
 //! Values are strings or numbers (a number as its JSON text); anything else is ignored, never refused:
 //! the message has already been validated, and extraction must not fail on what validation let through.
 
+use std::borrow::Cow;
+
 use super::events::Identifier;
-use crate::json::{JsonRead, Kind};
 use super::rules::IdentityRules;
+use crate::json::{JsonRead, Kind};
 
 /// The types with a source of their own. A trait with one of these names is not an identifier: a CRM
 /// export's `traits.user_id` is some other system's id, and taking it would give most events two
@@ -45,45 +47,46 @@ pub fn identifiers_of<J: JsonRead>(
     anonymous_id: Option<&str>,
     rules: &IdentityRules,
 ) -> Vec<Identifier> {
-    let mut raw: Vec<(String, String)> = Vec::new();
-    let mut push = |id_type: &str, value: Option<String>| {
+    // Types and values borrowed from the payload until normalised (a number's text is made).
+    let mut raw: Vec<(Cow<'_, str>, Cow<'_, str>)> = Vec::with_capacity(8);
+    let mut push = |id_type, value: Option<_>| {
         if let Some(value) = value {
-            raw.push((id_type.to_owned(), value));
+            raw.push((id_type, value));
         }
     };
 
     push(
-        "user_id",
+        "user_id".into(),
         user_id
-            .map(str::to_owned)
+            .map(Cow::Borrowed)
             .or_else(|| text(payload.get("userId"))),
     );
     push(
-        "anonymous_id",
+        "anonymous_id".into(),
         anonymous_id
-            .map(str::to_owned)
+            .map(Cow::Borrowed)
             .or_else(|| text(payload.get("anonymousId"))),
     );
     if payload.get("type").and_then(JsonRead::as_str) == Some("alias") {
-        push("anonymous_id", text(payload.get("previousId")));
+        push("anonymous_id".into(), text(payload.get("previousId")));
     }
 
     let context = payload.get("context");
     let trait_sections = [payload.get("traits"), context.and_then(|c| c.get("traits"))];
     for traits in trait_sections.into_iter().flatten() {
-        push("email", text(traits.get("email")));
-        push("phone", text(traits.get("phone")));
+        push("email".into(), text(traits.get("email")));
+        push("phone".into(), text(traits.get("phone")));
         if let Some(traits) = traits.members() {
             for (key, value) in traits {
                 if rules.types.contains_key(key) && !BUILT_IN_TYPES.contains(&key) {
-                    push(key, text(Some(value)));
+                    push(key.into(), text(Some(value)));
                 }
             }
         }
     }
 
     push(
-        "device_id",
+        "device_id".into(),
         text(
             context
                 .and_then(|c| c.get("device"))
@@ -101,16 +104,17 @@ pub fn identifiers_of<J: JsonRead>(
             .map(|t| t.trim().to_lowercase())
             .filter(|t| !t.is_empty());
         if let Some(id_type) = id_type {
-            push(&id_type, text(entry.get("id")));
+            push(id_type.into(), text(entry.get("id")));
         }
     }
 
     let mut out: Vec<Identifier> = raw
         .into_iter()
         .filter_map(|(id_type, value)| {
-            rules
-                .normalise(&id_type, &value)
-                .map(|value| Identifier::new(&id_type, &value))
+            rules.normalise(&id_type, &value).map(|value| Identifier {
+                id_type: id_type.into_owned(),
+                value,
+            })
         })
         .collect();
     out.sort_by(|a, b| {
@@ -125,11 +129,11 @@ pub fn identifiers_of<J: JsonRead>(
 }
 
 /// A string as it is, a number as its JSON text; anything else is no value.
-fn text<J: JsonRead>(value: Option<&J>) -> Option<String> {
+fn text<J: JsonRead>(value: Option<&J>) -> Option<Cow<'_, str>> {
     let value = value?;
     match value.kind() {
-        Kind::String => value.as_str().map(str::to_owned),
-        Kind::Number => value.as_number().map(ToString::to_string),
+        Kind::String => value.as_str().map(Cow::Borrowed),
+        Kind::Number => value.as_number().map(|n| Cow::Owned(n.to_string())),
         _ => None,
     }
 }

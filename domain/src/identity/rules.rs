@@ -169,8 +169,8 @@ impl IdentityRules {
 
 fn normalise_value(id_type: &str, raw: &str) -> Option<String> {
     match id_type {
-        "email" => Email::parse(raw).ok().map(|e| e.as_str().to_owned()),
-        "phone" => Phone::parse(raw).ok().map(|p| p.as_str().to_owned()),
+        "email" => Email::parse(raw).ok().map(Email::into_string),
+        "phone" => Phone::parse(raw).ok().map(Phone::into_string),
         _ => Some(raw.trim().to_owned()),
     }
 }

@@ -12,12 +12,12 @@ use cdp_domain::event::StoredEvent;
 use cdp_domain::identity::{
     identifiers_of, resolve_normalised, IdentityEvent, IdentityGraph, IdentityRules, ProfileId,
 };
+use cdp_domain::json::{Json, JsonRead};
 use cdp_domain::message::MessageKind;
 use cdp_domain::profile::ProfileDoc;
 use cdp_domain::store::Store;
 use cdp_domain::tags::RfmThresholds;
 use chrono::{DateTime, Utc};
-use cdp_domain::json::{Json, JsonRead};
 use serde_json::Value;
 use tracing::Instrument;
 

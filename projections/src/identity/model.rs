@@ -8,12 +8,12 @@ use std::ops::Range;
 use cdp_domain::catalog::Catalog;
 use cdp_domain::fastmap::{map_with_capacity, FastMap, FastSet};
 use cdp_domain::identity::{identifiers_of, Identifier, IdentityEvent, IdentityRules, ProfileId};
+use cdp_domain::json::Json;
 use cdp_domain::message::MessageKind;
 use cdp_domain::profile::{
     channel_of, split_docs, EventSummary, FoldRules, OwnedEvent, ProfileDoc,
 };
 use cdp_domain::store::Store;
-use cdp_domain::json::Json;
 
 use super::partition::{partition, Plan};
 use super::step::Step;
@@ -376,7 +376,8 @@ impl<'a> Model<'a> {
         let parsed = fetched
             .iter()
             .map(|stored| {
-                let payload = Json::parse(&stored.event.payload).map_err(ProjectionError::corrupt)?;
+                let payload =
+                    Json::parse(&stored.event.payload).map_err(ProjectionError::corrupt)?;
                 let carried = identifiers_of(
                     &payload,
                     stored.event.user_id.as_deref(),
