@@ -78,13 +78,27 @@ pub(super) async fn prepare(
     // The catalogs as the commands of this batch change them, for deciding the later commands (a
     // segment may read one defined earlier in the same batch).
     let mut deciding = catalogs.clone();
-    // Every customer event's payload parsed once, over the cores, borrowing the event's text (an
-    // erased event's is not read; an operator command's is parsed in the loop, as its own type).
+    // Every customer event's payload parsed once, over the cores, borrowing the event's text, with
+    // the identifiers it carries under the rules in force at the batch's start (an erased event's is
+    // not read; an operator command's is parsed in the loop, as its own type).
     let mut payloads = crate::parallel::map(events, parts, |stored| {
-        (!cdp_domain::shred::is_erased(&stored.event) && stored.event.kind != MessageKind::Operator)
-            .then(|| Json::parse(&stored.event.payload))
+        let e = &stored.event;
+        (!cdp_domain::shred::is_erased(e) && e.kind != MessageKind::Operator).then(|| {
+            Json::parse(&e.payload).map(|payload| {
+                let carried = identifiers_of(
+                    &payload,
+                    e.user_id.as_deref(),
+                    e.anonymous_id.as_deref(),
+                    &at_start[&e.workspace],
+                );
+                (payload, carried)
+            })
+        })
     })
     .into_iter();
+    // The workspaces whose rules a command of this batch changed: their later events' identifiers
+    // are found again under the new rules.
+    let mut rules_changed: FastSet<String> = FastSet::default();
     // Each event decided in log order, in a span of its own (the batch's decide stage).
     let decide = tracing::info_span!("resolver.decide", events = events.len());
     async {
@@ -105,7 +119,13 @@ pub(super) async fn prepare(
                 continue;
             }
             let in_force = &rules[&e.workspace];
-            let graph = graphs.entry(e.workspace.clone()).or_default();
+            // Looked up by reference: an entry's key is copied only for a workspace's first event.
+            if !graphs.contains_key(&e.workspace) {
+                graphs.insert(e.workspace.clone(), IdentityGraph::default());
+            }
+            let graph = graphs
+                .get_mut(&e.workspace)
+                .expect("the workspace's graph was just ensured");
             let step = if e.kind == MessageKind::Operator {
                 let payload: Value =
                     serde_json::from_str(&e.payload).map_err(ProjectionError::corrupt)?;
@@ -144,17 +164,27 @@ pub(super) async fn prepare(
                     }
                 }
             } else {
-                let payload = match parsed {
-                    Some(parsed) => parsed,
-                    None => Json::parse(&e.payload),
-                }
-                .map_err(ProjectionError::corrupt)?;
-                let carried = identifiers_of(
-                    &payload,
-                    e.user_id.as_deref(),
-                    e.anonymous_id.as_deref(),
-                    in_force,
-                );
+                let (payload, found) = match parsed {
+                    Some(parsed) => {
+                        let (payload, carried) = parsed.map_err(ProjectionError::corrupt)?;
+                        (payload, Some(carried))
+                    }
+                    None => (
+                        Json::parse(&e.payload).map_err(ProjectionError::corrupt)?,
+                        None,
+                    ),
+                };
+                let carried = match found {
+                    Some(carried) if !parsed_under_other_rules(&rules_changed, &e.workspace) => {
+                        carried
+                    }
+                    _ => identifiers_of(
+                        &payload,
+                        e.user_id.as_deref(),
+                        e.anonymous_id.as_deref(),
+                        in_force,
+                    ),
+                };
                 let resolution =
                     resolve_normalised(graph, in_force, &carried, &e.message_id, || {
                         profile_id_for(&e.workspace, &e.message_id)
@@ -174,6 +204,7 @@ pub(super) async fn prepare(
             }
             if let Some(new_rules) = &step.rules {
                 rules.insert(e.workspace.clone(), new_rules.clone());
+                rules_changed.insert(e.workspace.clone());
             }
             steps.push(step);
         }
@@ -589,6 +620,12 @@ struct EventMessage<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     workspace: &'a str,
+}
+
+/// Whether an event of `workspace` had its identifiers found under rules a command of the batch has
+/// changed since.
+fn parsed_under_other_rules(changed: &FastSet<String>, workspace: &str) -> bool {
+    !changed.is_empty() && changed.contains(workspace)
 }
 
 /// The profiles a decision reads or changes the document of.
