@@ -30,12 +30,28 @@ pub type Facets = BTreeMap<String, Option<Vec<Value>>>;
 
 /// The facets of a track event's payload as stored text; `"{}"` when it has no properties, `"null"`
 /// when it has too many values to keep. Written for every track event the resolver folds: the values
-/// are borrowed from the payload, and a path is allocated once, when it is first found.
+/// are borrowed from the payload, a path is allocated once, when it is first found, and the text is
+/// what `serde_json` writes for the [`Facets`] map.
 pub fn facets_text<J: JsonRead>(payload: &J) -> String {
-    match borrowed(payload) {
-        Some(f) => serde_json::to_string(&f).unwrap_or_else(|_| "null".to_owned()),
-        None => "null".to_owned(),
+    let Some(facets) = borrowed(payload) else {
+        return "null".to_owned();
+    };
+    let mut text = Vec::with_capacity(64 * facets.entries.len() + 2);
+    text.push(b'{');
+    for (i, (path, values)) in facets.entries.iter().enumerate() {
+        if i > 0 {
+            text.push(b',');
+        }
+        let written = serde_json::to_writer(&mut text, path).and_then(|()| {
+            text.push(b':');
+            serde_json::to_writer(&mut text, values)
+        });
+        if written.is_err() {
+            return "null".to_owned();
+        }
     }
+    text.push(b'}');
+    String::from_utf8(text).unwrap_or_else(|_| "null".to_owned())
 }
 
 /// The facets of a payload; `None` when it has more than [`MAX_VALUES`] values or nests deeper.
@@ -43,6 +59,7 @@ pub fn facets_of<J: JsonRead>(payload: &J) -> Option<Facets> {
     let facets = borrowed(payload)?;
     Some(
         facets
+            .entries
             .into_iter()
             .map(|(path, values)| {
                 (
@@ -54,11 +71,32 @@ pub fn facets_of<J: JsonRead>(payload: &J) -> Option<Facets> {
     )
 }
 
-/// Facets whose values are the payload's own.
-type Borrowed<'a, J> = BTreeMap<String, Option<Vec<&'a J>>>;
+/// Facets whose values are the payload's own, in the order the walk finds their paths (sorted by
+/// path when the walk is done).
+struct Borrowed<'a, J> {
+    entries: Vec<(String, Option<Vec<&'a J>>)>,
+    /// Where the entries of the outermost array being walked begin. A path is found again only
+    /// under an array (an object's keys are distinct), in another of its elements: only these
+    /// entries are searched.
+    array_from: Option<usize>,
+}
+
+impl<'a, J> Borrowed<'a, J> {
+    /// The values found at `path` so far, if it was found before.
+    fn slot(&mut self, path: &str) -> Option<&mut Option<Vec<&'a J>>> {
+        let from = self.array_from?;
+        self.entries[from..]
+            .iter_mut()
+            .find(|(p, _)| p == path)
+            .map(|(_, slot)| slot)
+    }
+}
 
 fn borrowed<J: JsonRead>(payload: &J) -> Option<Borrowed<'_, J>> {
-    let mut facets = Borrowed::new();
+    let mut facets = Borrowed {
+        entries: Vec::new(),
+        array_from: None,
+    };
     let mut kept = 0usize;
     if let Some(properties) = payload
         .get("properties")
@@ -67,6 +105,7 @@ fn borrowed<J: JsonRead>(payload: &J) -> Option<Borrowed<'_, J>> {
         let mut path = String::from("properties");
         walk_object(&mut path, properties, 0, &mut facets, &mut kept)?;
     }
+    facets.entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     Some(facets)
 }
 
@@ -77,6 +116,14 @@ pub fn parse_facets(text: &str) -> Option<Facets> {
 
 /// Whether a path's key can be named in a filter path (`Path::parse` refuses the others).
 fn addressable(key: &str) -> bool {
+    // The common key, checked without decoding characters.
+    if !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return true;
+    }
     !key.is_empty()
         && !key.contains(['.', '[', ']', '*'])
         && key.chars().all(crate::computed::path::in_key)
@@ -122,12 +169,10 @@ fn walk_value<'a, J: JsonRead>(
         }
         Kind::String | Kind::Number | Kind::Bool => {
             count(kept)?;
-            match facets.get_mut(path.as_str()) {
+            match facets.slot(path) {
                 Some(Some(values)) => values.push(value),
                 Some(None) => {}
-                None => {
-                    facets.insert(path.clone(), Some(vec![value]));
-                }
+                None => facets.entries.push((path.clone(), Some(vec![value]))),
             }
         }
         Kind::Object => {
@@ -136,6 +181,10 @@ fn walk_value<'a, J: JsonRead>(
         }
         Kind::Array => {
             unkept(path, facets, kept)?;
+            let outermost = facets.array_from.is_none();
+            if outermost {
+                facets.array_from = Some(facets.entries.len());
+            }
             let at = path.len();
             path.push_str("[]");
             let mut walked = Some(());
@@ -150,6 +199,9 @@ fn walk_value<'a, J: JsonRead>(
                 }
             }
             path.truncate(at);
+            if outermost {
+                facets.array_from = None;
+            }
             walked?;
         }
     }
@@ -159,11 +211,9 @@ fn walk_value<'a, J: JsonRead>(
 /// Marks `path` as holding what the facets do not keep.
 fn unkept<J>(path: &str, facets: &mut Borrowed<'_, J>, kept: &mut usize) -> Option<()> {
     count(kept)?;
-    match facets.get_mut(path) {
+    match facets.slot(path) {
         Some(slot) => *slot = None,
-        None => {
-            facets.insert(path.to_owned(), None);
-        }
+        None => facets.entries.push((path.to_owned(), None)),
     }
     Some(())
 }
@@ -262,6 +312,19 @@ mod tests {
     }
 
     proptest! {
+        /// The stored text is the facets map as `serde_json` writes it, whether the payload was
+        /// parsed into a `serde_json::Value` or borrowed (`crate::json::Json`).
+        #[test]
+        fn the_text_is_the_facets_map_as_serde_json_writes_it(properties in tree()) {
+            let payload = json!({"properties": properties});
+            let expected = facets_of(&payload)
+                .map_or_else(|| "null".to_owned(), |f| serde_json::to_string(&f).unwrap());
+            prop_assert_eq!(&facets_text(&payload), &expected);
+            let text = payload.to_string();
+            let borrowed = crate::json::Json::parse(&text).unwrap();
+            prop_assert_eq!(&facets_text(&borrowed), &expected);
+        }
+
         /// Wherever the facets can say, they say what the path finds in the payload.
         #[test]
         fn facets_read_as_the_path_does(properties in tree(), path in path()) {
