@@ -51,6 +51,9 @@ pub(super) struct Context<'a> {
     /// as they are read (see [`backfill_lacking`]): while a job runs, with every batch before this
     /// one committed.
     pub backfill_read: bool,
+    /// Whether the batch's track events are published (the outbox): a rebuild's shadow publishes
+    /// nothing, and its batches make no message.
+    pub publishes: bool,
 }
 
 pub(super) async fn prepare(
@@ -69,6 +72,7 @@ pub(super) async fn prepare(
         parts,
         mut deferred,
         backfill_read,
+        publishes,
     } = ctx;
     let started = std::time::Instant::now();
     let mut steps = Vec::with_capacity(events.len());
@@ -422,7 +426,7 @@ pub(super) async fn prepare(
         .into_iter()
         .map(|(_, w, absorbed, survivor)| (w, absorbed, survivor))
         .collect();
-    for (i, profile) in subscribed {
+    for (i, profile) in subscribed.into_iter().filter(|_| publishes) {
         let e = &steps[i].event.event;
         let profile = model.resolve_in_batch(&e.workspace, &profile);
         let name = e.name.as_deref().unwrap_or_default();

@@ -435,6 +435,7 @@ impl Projection for IdentityResolver {
             now,
             parts: self.parts,
             deferred: defer.then_some(&mut state.deferred),
+            publishes: self.publishes,
         };
         let mut prepared =
             batch::prepare(store, &mut state.graphs, &mut state.docs, context, events).await?;
