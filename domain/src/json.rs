@@ -383,6 +383,36 @@ mod tests {
     }
 
     proptest! {
+        /// Any text, JSON or not (cut, spliced, nested past the parser's depth limit): the borrowed
+        /// parse refuses exactly what `serde_json::Value`'s refuses, never panics, and reads the
+        /// rest the same.
+        #[test]
+        fn any_text_parses_or_is_refused_as_serde_json_value_would(
+            v in any_json(),
+            cut in any::<prop::sample::Index>(),
+            splice in "\\PC{0,6}",
+            depth in 0usize..200,
+            noise in "\\PC{0,40}",
+        ) {
+            let text = serde_json::to_string(&v).unwrap();
+            let at = cut.index(text.len() + 1);
+            let at = (0..=at).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+            let nested = format!("{}{}{}", "[".repeat(depth), text, "]".repeat(depth));
+            for candidate in [
+                format!("{}{}{}", &text[..at], splice, &text[at..]),
+                text[..at].to_owned(),
+                nested,
+                noise.clone(),
+            ] {
+                let theirs = serde_json::from_str::<Value>(&candidate);
+                let ours = Json::parse(&candidate);
+                prop_assert_eq!(ours.is_ok(), theirs.is_ok(), "{:?}", candidate);
+                if let (Ok(ours), Ok(theirs)) = (ours, theirs) {
+                    prop_assert_eq!(ours.to_value(), theirs);
+                }
+            }
+        }
+
         /// Whatever the text, the borrowed parse reads as `serde_json::Value` does: the same members
         /// in the same order, the same text when written again, equal by `eq_value`.
         #[test]
