@@ -329,7 +329,6 @@ impl ProfileDoc {
 
     /// Folds the event into every computed trait (before it is counted in `events`).
     fn fold_computed<J: JsonRead>(&mut self, event: &NewEvent, payload: &J, fold: FoldRules<'_>) {
-        self.prune_computed(fold.traits);
         let fresh = self.events == 0;
         for (name, defined) in fold.traits {
             let entry = match self.computed.get_mut(name) {
@@ -357,6 +356,11 @@ impl ProfileDoc {
                 );
                 entry.last_event_at = entry.last_event_at.max(Some(event.event_time));
             }
+        }
+        // Every trait of the catalog has its entry now: more entries are of traits no longer
+        // defined (a deleted trait, tag or segment), dropped.
+        if self.computed.len() > fold.traits.len() {
+            self.prune_computed(fold.traits);
         }
     }
 

@@ -354,7 +354,7 @@ pub(super) async fn prepare(
                 } else {
                     model.apply_decision(i, &e.workspace, d, &rules_now, &catalogs_now);
                 }
-                folded.record(i, &e.workspace, d, &e.message_id);
+                folded.record(i, &e.workspace, d);
             }
             if let Some(command) = &step.command {
                 let jobs_before = stage_writes.catalog.jobs.len();
@@ -417,8 +417,8 @@ pub(super) async fn prepare(
             })
         })
         .collect();
-    for (key, cause) in folded.touched {
-        touched.insert(key, cause);
+    for (key, i) in folded.touched {
+        touched.insert(key, steps[i].event.event.message_id.clone());
     }
     let subscribed = folded.subscribed;
     let merged: Vec<(String, ProfileId, ProfileId)> = folded

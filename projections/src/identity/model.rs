@@ -2,7 +2,7 @@
 //! and identifier belongs, the merges — and the fold of a run of customer events in parts over the
 //! cores (`super::partition` keeps the steps touching the same profile or identifier in one part).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::ops::Range;
 
 use cdp_domain::catalog::Catalog;
@@ -24,7 +24,9 @@ use crate::runner::ProjectionError;
 /// evaluate (with the message that caused it), the merges and the track events.
 #[derive(Default)]
 pub(super) struct Folded {
-    pub(super) touched: BTreeMap<ProfileKey, String>,
+    /// With the step of the message that caused it (the batch's last for the profile); its message
+    /// id is copied once per profile, when the batch is done folding.
+    pub(super) touched: FastMap<ProfileKey, usize>,
     /// `(step, workspace, absorbed, survivor)`.
     pub(super) merged: Vec<(usize, String, ProfileId, ProfileId)>,
     pub(super) subscribed: Vec<(usize, ProfileId)>,
@@ -32,20 +34,18 @@ pub(super) struct Folded {
 
 impl Folded {
     /// What decision `d` of step `i` makes the batch evaluate.
-    pub(super) fn record(&mut self, i: usize, ws: &str, d: &IdentityEvent, cause: &str) {
+    pub(super) fn record(&mut self, i: usize, ws: &str, d: &IdentityEvent) {
         match d {
             IdentityEvent::ProfilesMerged {
                 survivor, absorbed, ..
             } => {
                 self.merged
                     .push((i, ws.to_owned(), absorbed.clone(), survivor.clone()));
-                self.touched
-                    .insert((ws.to_owned(), survivor.clone()), cause.to_owned());
+                self.touched.insert((ws.to_owned(), survivor.clone()), i);
             }
             IdentityEvent::ProfileSplit { from, into, .. } => {
                 for p in [from, into] {
-                    self.touched
-                        .insert((ws.to_owned(), p.clone()), cause.to_owned());
+                    self.touched.insert((ws.to_owned(), p.clone()), i);
                 }
             }
             _ => {}
@@ -201,7 +201,7 @@ impl<'a> Model<'a> {
         let e = &step.event.event;
         for d in &step.decisions {
             self.apply_decision(i, &e.workspace, d, rules, catalogs);
-            out.record(i, &e.workspace, d, &e.message_id);
+            out.record(i, &e.workspace, d);
         }
         self.fold_event(i, step, rules, catalogs, out);
     }
@@ -233,8 +233,7 @@ impl<'a> Model<'a> {
         self.summaries
             .insert(seq, EventSummary::in_channel(e, payload, channel));
         self.in_batch.insert(seq, i);
-        out.touched
-            .insert((e.workspace.clone(), target.clone()), e.message_id.clone());
+        out.touched.insert((e.workspace.clone(), target.clone()), i);
         if e.kind == MessageKind::Track {
             out.subscribed.push((i, target.clone()));
         }
