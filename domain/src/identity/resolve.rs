@@ -61,6 +61,16 @@ pub fn resolve(
     caused_by: &str,
     new_profile_id: impl FnMut() -> ProfileId,
 ) -> Resolution {
+    let kept = normalise_all(rules, identifiers);
+    resolve_normalised(graph, rules, &kept, caused_by, new_profile_id)
+}
+
+/// Raw `(type, value)` pairs normalised under `rules`, the invalid and blocked dropped, each kept once
+/// in the order first carried.
+pub(crate) fn normalise_all(
+    rules: &IdentityRules,
+    identifiers: &[(String, String)],
+) -> Vec<Identifier> {
     let mut kept: Vec<Identifier> = Vec::new();
     for (id_type, raw) in identifiers {
         if let Some(value) = rules.normalise(id_type, raw) {
@@ -70,7 +80,7 @@ pub fn resolve(
             }
         }
     }
-    resolve_normalised(graph, rules, &kept, caused_by, new_profile_id)
+    kept
 }
 
 /// [`resolve`] of identifiers already normalised and without repeats — what

@@ -614,15 +614,7 @@ proptest! {
         let mut normalised_log = Vec::new();
         let mut created = 0;
         for (message, ids) in &messages {
-            let mut once: Vec<Identifier> = Vec::new();
-            for (t, raw) in ids {
-                if let Some(v) = rules.normalise(t, raw) {
-                    let id = Identifier::new(t, &v);
-                    if !once.contains(&id) {
-                        once.push(id);
-                    }
-                }
-            }
+            let once = super::resolve::normalise_all(&rules, ids);
             let events = resolve_normalised(&normalised, &rules, &once, message, || {
                 created += 1;
                 nth_profile(created)

@@ -111,15 +111,7 @@ pub(super) async fn prepare(
             let e = &stored.event;
             if cdp_domain::shred::is_erased(e) {
                 // Its subject was erased: nothing of it belongs to anyone any more.
-                steps.push(Step {
-                    event: stored,
-                    payload: None,
-                    carried: Vec::new(),
-                    target: None,
-                    decisions: Vec::new(),
-                    command: None,
-                    rules: None,
-                });
+                steps.push(Step::apart(stored, Vec::new(), None, None));
                 continue;
             }
             let in_force = &rules[&e.workspace];
@@ -145,27 +137,11 @@ pub(super) async fn prepare(
                             now,
                         );
                     }
-                    Step {
-                        event: stored,
-                        payload: None,
-                        carried: Vec::new(),
-                        target: None,
-                        decisions,
-                        command,
-                        rules: None,
-                    }
+                    Step::apart(stored, decisions, command, None)
                 } else {
                     let (decisions, new_rules) =
                         decide_command(store, graph, in_force, stored, payload).await?;
-                    Step {
-                        event: stored,
-                        payload: None,
-                        carried: Vec::new(),
-                        target: None,
-                        decisions,
-                        command: None,
-                        rules: new_rules,
-                    }
+                    Step::apart(stored, decisions, None, new_rules)
                 }
             } else {
                 let (payload, found) = match parsed {

@@ -20,3 +20,24 @@ pub(super) struct Step<'a> {
     /// The rules a rules command put in force: the workspace's later events resolve under them.
     pub(super) rules: Option<IdentityRules>,
 }
+
+impl<'a> Step<'a> {
+    /// A step that belongs to no profile: an erased event's (nothing decided), or an operator
+    /// command's with what it decided.
+    pub(super) fn apart(
+        event: &'a StoredEvent,
+        decisions: Vec<IdentityEvent>,
+        command: Option<CatalogCommand>,
+        rules: Option<IdentityRules>,
+    ) -> Step<'a> {
+        Step {
+            event,
+            payload: None,
+            carried: Vec::new(),
+            target: None,
+            decisions,
+            command,
+            rules,
+        }
+    }
+}
