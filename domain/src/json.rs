@@ -13,6 +13,8 @@ use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::{Number, Value};
 
+use crate::vecmap::SCANNED;
+
 /// The kind of a JSON node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -123,6 +125,10 @@ impl JsonRead for Json<'_> {
     }
     fn get(&self, key: &str) -> Option<&Self> {
         match self {
+            Json::Object(members) if members.len() <= SCANNED => members
+                .iter()
+                .find(|(k, _)| k.as_ref() == key)
+                .map(|(_, v)| v),
             Json::Object(members) => members
                 .binary_search_by(|(k, _)| k.as_ref().cmp(key))
                 .ok()
@@ -409,6 +415,25 @@ mod tests {
                 prop_assert_eq!(ours.is_ok(), theirs.is_ok(), "{:?}", candidate);
                 if let (Ok(ours), Ok(theirs)) = (ours, theirs) {
                     prop_assert_eq!(ours.to_value(), theirs);
+                }
+            }
+        }
+
+        /// An object's member is found by its key as `serde_json::Value` finds it, whether the object
+        /// is small enough to be scanned or searched in order.
+        #[test]
+        fn a_member_is_found_as_serde_json_value_finds_it(
+            members in prop::collection::vec(("[a-e]{1,3}", any_json()), 0..30),
+            probes in prop::collection::vec("[a-e]{1,3}", 0..12),
+        ) {
+            let expected = Value::Object(members.into_iter().collect());
+            let text = serde_json::to_string(&expected).unwrap();
+            let parsed = Json::parse(&text).unwrap();
+            let keys = expected.members().into_iter().flatten().map(|(k, _)| k.to_owned());
+            for key in keys.chain(probes) {
+                match (parsed.get(&key), expected.get(&key)) {
+                    (Some(ours), Some(theirs)) => prop_assert!(ours.eq_value(theirs), "{}", key),
+                    (ours, theirs) => prop_assert_eq!(ours.is_none(), theirs.is_none(), "{}", key),
                 }
             }
         }

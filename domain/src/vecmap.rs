@@ -20,6 +20,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Room to reserve before adding to a vector of `len`: one at a time while it is small (most maps of a
 /// profile hold one to five entries; `Vec`'s own first step is four), doubling after.
+/// Entries up to which a lookup scans instead of searching in order: below this, comparing each key
+/// for equality (lengths first) is cheaper than a binary search's ordered comparisons.
+pub const SCANNED: usize = 12;
+
 fn extra(len: usize) -> usize {
     if len < 8 {
         1
@@ -114,12 +118,27 @@ impl<K: Ord, V> VecMap<K, V> {
         self.entries.binary_search_by(|(k, _)| k.borrow().cmp(key))
     }
 
+    /// The index of `key`, if held: scanned for equality while the map is small (a text key's length
+    /// is compared before its bytes, where each step of a binary search compares the bytes), searched
+    /// in order past that.
+    fn index_of<Q>(&self, key: &Q) -> Option<usize>
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        if self.entries.len() <= SCANNED {
+            self.entries.iter().position(|(k, _)| k.borrow() == key)
+        } else {
+            self.find(key).ok()
+        }
+    }
+
     pub fn get<Q>(&self, key: &Q) -> Option<&V>
     where
         K: Borrow<Q>,
         Q: Ord + ?Sized,
     {
-        self.find(key).ok().map(|i| &self.entries[i].1)
+        self.index_of(key).map(|i| &self.entries[i].1)
     }
 
     pub fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
@@ -127,10 +146,7 @@ impl<K: Ord, V> VecMap<K, V> {
         K: Borrow<Q>,
         Q: Ord + ?Sized,
     {
-        match self.find(key) {
-            Ok(i) => Some(&mut self.entries[i].1),
-            Err(_) => None,
-        }
+        self.index_of(key).map(|i| &mut self.entries[i].1)
     }
 
     pub fn contains_key<Q>(&self, key: &Q) -> bool
@@ -138,7 +154,7 @@ impl<K: Ord, V> VecMap<K, V> {
         K: Borrow<Q>,
         Q: Ord + ?Sized,
     {
-        self.find(key).is_ok()
+        self.index_of(key).is_some()
     }
 
     /// Sets `key` to `value`; the value it had, if any.
@@ -495,6 +511,12 @@ mod tests {
                 *other = other.wrapping_add(1);
             }
             prop_assert!(ours.iter().eq(theirs.iter()));
+            // Lookups, scanned or searched (the map holds up to 20 keys, past `SCANNED`).
+            for k in (0u8..22).map(|k| format!("k{k}")) {
+                prop_assert_eq!(ours.get(k.as_str()), theirs.get(&k));
+                prop_assert_eq!(ours.contains_key(k.as_str()), theirs.contains_key(&k));
+                prop_assert_eq!(ours.clone().get_mut(k.as_str()).copied(), theirs.get(&k).copied());
+            }
             prop_assert_eq!(postcard::to_allocvec(&ours).unwrap(), postcard::to_allocvec(&theirs).unwrap());
             prop_assert_eq!(serde_json::to_string(&ours).unwrap(), serde_json::to_string(&theirs).unwrap());
             let back: VecMap<String, u16> = postcard::from_bytes(&postcard::to_allocvec(&theirs).unwrap()).unwrap();

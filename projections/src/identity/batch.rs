@@ -519,9 +519,12 @@ pub(super) async fn prepare(
             }
             (writes, true)
         }
+        // A live batch's documents are held both ways: encoded (what was written) and, up to
+        // `LIVE_WARM`, decoded for the next batches that touch them.
         None => {
-            let (writes, states) = model.into_writes(&as_read, parts);
+            let (writes, states, docs) = model.into_writes(&as_read, parts);
             cache.put_back(states);
+            cache.keep_warm(docs, super::held::LIVE_WARM, parts);
             (writes, false)
         }
     };

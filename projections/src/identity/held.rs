@@ -5,7 +5,7 @@
 //! never ahead of the database.
 
 use cdp_domain::codec;
-use cdp_domain::fastmap::FastMap;
+use cdp_domain::fastmap::{FastMap, FastSet};
 use cdp_domain::profile::ProfileDoc;
 use cdp_domain::tags::TagValue;
 use serde::{Deserialize, Serialize};
@@ -37,6 +37,11 @@ pub struct Docs {
 /// batch encodes those it did not touch.
 pub const WARM_AT_MOST: usize = 200_000;
 
+/// A live resolver's documents held decoded as well as encoded, at most: those of its latest batches
+/// (~2 KB each beside their binary form: ~20 bytes a profile at a million profiles held), so that a
+/// profile touched again within seconds is not decoded again.
+pub const LIVE_WARM: usize = 8_192;
+
 #[derive(Debug, Default)]
 struct Entry {
     state: Option<Box<[u8]>>,
@@ -64,9 +69,50 @@ impl Docs {
         self.warm.contains_key(key) || self.state(key).is_some()
     }
 
-    /// Takes a profile's decoded state out, if it is held so.
+    /// Takes a profile's decoded state out, if it is held so (with its binary form, when it is held
+    /// both ways: what is out is out).
     pub(super) fn take_warm(&mut self, key: &ProfileKey) -> Option<ProfileDoc> {
-        self.warm.remove(key)
+        let doc = self.warm.remove(key)?;
+        self.take(key);
+        Some(doc)
+    }
+
+    /// Keeps a live batch's documents decoded beside the binary states just put back for them
+    /// (`put_back`, the same documents encoded), so that the next batch touching them does not decode
+    /// them again: at most `bound` held decoded, those of earlier batches dropped first (their binary
+    /// form stays; one held decoded only — a deferring batch's — is encoded first).
+    pub(super) fn keep_warm(
+        &mut self,
+        docs: FastMap<ProfileKey, ProfileDoc>,
+        bound: usize,
+        parts: usize,
+    ) {
+        let room = bound.saturating_sub(docs.len().min(bound));
+        if self.warm.len() > room {
+            let mut excess = self.warm.len() - room;
+            let leaving: Vec<ProfileKey> = self
+                .warm
+                .keys()
+                .filter(|_| {
+                    let leave = excess > 0;
+                    excess = excess.saturating_sub(1);
+                    leave
+                })
+                .cloned()
+                .collect();
+            let only_decoded: FastSet<ProfileKey> = leaving
+                .iter()
+                .filter(|k| self.state(k).is_none())
+                .cloned()
+                .collect();
+            for key in &leaving {
+                if !only_decoded.contains(key) {
+                    self.warm.remove(key);
+                }
+            }
+            self.cool(parts, |k| !only_decoded.contains(k));
+        }
+        self.warm.extend(docs.into_iter().take(bound));
     }
 
     /// Puts decoded states back (a deferring batch's).
@@ -294,6 +340,60 @@ mod tests {
         docs.trim(bound);
         assert_eq!(docs.docs.len(), bound, "trimmed to the bound");
         assert!(!docs.over(bound));
+    }
+
+    #[test]
+    fn a_live_batchs_documents_are_kept_decoded_up_to_the_bound_beside_their_states() {
+        let doc = |events: u64| ProfileDoc {
+            events,
+            ..ProfileDoc::default()
+        };
+        let mut docs = Docs::default();
+        // A deferring batch's document, held decoded only.
+        docs.put_back_warm([(key(100), doc(100))]);
+        let batch = |range: std::ops::Range<usize>| -> FastMap<ProfileKey, ProfileDoc> {
+            range.map(|n| (key(n), doc(n as u64))).collect()
+        };
+        let first = batch(0..3);
+        docs.put_back(first.iter().map(|(k, d)| (k.clone(), d.to_state())));
+        docs.keep_warm(first, 4, 1);
+        assert_eq!(
+            docs.warm_len(),
+            4,
+            "room for the batch's three and the one before"
+        );
+        assert!(docs.warm.contains_key(&key(100)));
+        let second = batch(3..6);
+        docs.put_back(second.iter().map(|(k, d)| (k.clone(), d.to_state())));
+        docs.keep_warm(second, 3, 1);
+        assert_eq!(
+            docs.warm_len(),
+            3,
+            "the earlier ones dropped down to the bound"
+        );
+        for n in 3..6 {
+            assert!(
+                docs.warm.contains_key(&key(n)),
+                "the latest batch's are kept"
+            );
+        }
+        // Every profile is still held encoded as it was left, the deferring batch's too (encoded
+        // when it was dropped from the decoded ones).
+        for n in (0..6).chain([100]) {
+            let state = docs.state(&key(n)).map(<[u8]>::to_vec);
+            let state = state.unwrap_or_else(|| panic!("profile {n} is held encoded"));
+            let decoded = ProfileDoc::from_stored(Some(&state), None).unwrap();
+            assert_eq!(decoded.events, n as u64, "profile {n}");
+        }
+        // Taken decoded, a document is out both ways.
+        let warm = (3..6).find(|n| docs.warm.contains_key(&key(*n))).unwrap();
+        assert_eq!(docs.take_warm(&key(warm)).unwrap().events, warm as u64);
+        assert!(docs.take(&key(warm)).is_none() && !docs.holds(&key(warm)));
+        // A batch larger than the bound keeps only the bound decoded.
+        let big = batch(10..20);
+        docs.put_back(big.iter().map(|(k, d)| (k.clone(), d.to_state())));
+        docs.keep_warm(big, 4, 1);
+        assert_eq!(docs.warm_len(), 4);
     }
 
     #[test]

@@ -456,27 +456,30 @@ impl<'a> Model<'a> {
         current
     }
 
-    /// The rows to write, and the states to keep in memory (every document's, encoded once). A
-    /// document whose state is what was read (`as_read`) is not written again.
+    /// The rows to write, the states to keep in memory (every document's, encoded once) and the
+    /// documents themselves. A document whose state is what was read (`as_read`) is not written again.
     pub(super) fn into_writes(
         self,
         as_read: &FastMap<ProfileKey, Vec<u8>>,
         parts: usize,
-    ) -> (ModelWrites, Vec<(ProfileKey, Vec<u8>)>) {
+    ) -> (
+        ModelWrites,
+        Vec<(ProfileKey, Vec<u8>)>,
+        FastMap<ProfileKey, ProfileDoc>,
+    ) {
         let held: Vec<(&ProfileKey, &ProfileDoc)> = self.docs.iter().collect();
         let states: Vec<(ProfileKey, Vec<u8>)> =
             crate::parallel::map(&held, parts, |(key, doc)| ((*key).clone(), doc.to_state()));
         drop(held);
         let (mut writes, docs) = self.into_rows();
-        drop(docs);
-        let mut docs: Vec<(ProfileKey, Vec<u8>)> = states
+        let mut changed: Vec<(ProfileKey, Vec<u8>)> = states
             .iter()
             .filter(|(key, state)| as_read.get(key) != Some(state))
             .cloned()
             .collect();
-        docs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        writes.docs = docs;
-        (writes, states)
+        changed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        writes.docs = changed;
+        (writes, states, docs)
     }
 
     /// The rows to write but the documents' states, and the documents as the batch leaves them.
