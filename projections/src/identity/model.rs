@@ -100,6 +100,9 @@ pub(super) fn fold_run<'a>(
     }
 }
 
+/// The documents as a batch leaves them, by profile.
+pub(super) type HeldDocs = FastMap<ProfileKey, ProfileDoc>;
+
 /// The profile model as the batch changes it, in memory until written.
 pub(super) struct Model<'a> {
     pub(super) store: &'a Store,
@@ -462,11 +465,7 @@ impl<'a> Model<'a> {
         self,
         as_read: &FastMap<ProfileKey, Vec<u8>>,
         parts: usize,
-    ) -> (
-        ModelWrites,
-        Vec<(ProfileKey, Vec<u8>)>,
-        FastMap<ProfileKey, ProfileDoc>,
-    ) {
+    ) -> (ModelWrites, Vec<(ProfileKey, Vec<u8>)>, HeldDocs) {
         let held: Vec<(&ProfileKey, &ProfileDoc)> = self.docs.iter().collect();
         let states: Vec<(ProfileKey, Vec<u8>)> =
             crate::parallel::map(&held, parts, |(key, doc)| ((*key).clone(), doc.to_state()));
