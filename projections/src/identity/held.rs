@@ -37,10 +37,11 @@ pub struct Docs {
 /// batch encodes those it did not touch.
 pub const WARM_AT_MOST: usize = 200_000;
 
-/// A live resolver's documents held decoded as well as encoded, at most: those of its latest batches
-/// (~2 KB each beside their binary form: ~20 bytes a profile at a million profiles held), so that a
-/// profile touched again within seconds is not decoded again.
-pub const LIVE_WARM: usize = 8_192;
+/// A live resolver's documents held decoded as well as encoded, at most: those of its latest batches,
+/// so that a profile touched again within seconds is not decoded again. A decoded retail document
+/// takes ~5 KB beside its binary form (8,192 of them grew the `memory` scenario's process by 44 MB:
+/// 1,979 → 2,007 bytes a profile at a million), so the bound stays at a few thousand.
+pub const LIVE_WARM: usize = 4_096;
 
 #[derive(Debug, Default)]
 struct Entry {
