@@ -166,6 +166,33 @@ mod tests {
     }
 
     #[test]
+    fn a_rebuild_holds_the_profiles_it_is_told_to() {
+        let held = |line: &[&str]| match Cli::try_parse_from(line).expect("the line parses").command
+        {
+            Command::Replay(args) => match args.command {
+                crate::replay_cli::ReplayCommand::Rebuild { held_profiles, .. } => held_profiles,
+                other => panic!("not a rebuild: {other:?}"),
+            },
+            other => panic!("not replay: {other:?}"),
+        };
+        let line = [
+            "cdp",
+            "replay",
+            "rebuild",
+            "--all",
+            "--held-profiles",
+            "2500000",
+        ];
+        assert_eq!(held(&line), 2_500_000);
+        if std::env::var_os("CDP_HELD_PROFILES").is_none() {
+            assert_eq!(
+                held(&["cdp", "replay", "rebuild", "--all"]),
+                cdp_projections::identity::HELD_PROFILES
+            );
+        }
+    }
+
+    #[test]
     fn a_missing_cdp_bench_says_how_to_build_it() {
         let error = cdp_bench_beside(Path::new("/nonexistent/cdp/target/debug/cdp"))
             .expect_err("no cdp-bench there");

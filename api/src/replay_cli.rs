@@ -46,6 +46,12 @@ pub enum ReplayCommand {
         /// Every projection.
         #[arg(long)]
         all: bool,
+        /// Profiles whose state the rebuild keeps in memory (~3 KB each); past them it writes every
+        /// batch's states and reads profiles back from the database, slower. Set it above the live
+        /// model's profiles when memory allows (the rebuild's first line says how many there are and
+        /// the memory it will hold). The same variable bounds `serve`'s resolver.
+        #[arg(long, env = "CDP_HELD_PROFILES", default_value_t = cdp_projections::identity::HELD_PROFILES)]
+        held_profiles: usize,
     },
     /// Every projection's checkpoint, its lag behind the log, the code version that built it, and any
     /// rebuild in progress.
@@ -71,11 +77,15 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     }
     .context("failed to open the database")?;
     match args.command {
-        ReplayCommand::Rebuild { projection, all } => {
+        ReplayCommand::Rebuild {
+            projection,
+            all,
+            held_profiles,
+        } => {
             if projection.is_none() && !all {
                 bail!("say which projection to rebuild: --projection identity, or --all");
             }
-            rebuild_all(&store).await
+            rebuild_all(&store, held_profiles).await
         }
         ReplayCommand::Status => status(&store).await,
         ReplayCommand::Profile { id, workspace } => {
@@ -114,10 +124,12 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Rebuilds with a progress bar (rate, ETA) on a terminal, log lines every few seconds otherwise.
-pub async fn rebuild_all(store: &Store) -> anyhow::Result<()> {
+/// Rebuilds with a progress bar (rate, ETA) on a terminal, log lines every few seconds otherwise,
+/// holding at most `held_profiles` profiles' state in memory.
+pub async fn rebuild_all(store: &Store, held_profiles: usize) -> anyhow::Result<()> {
     let reporter = Reporter::new();
-    let report = rebuild::rebuild(store, &|p| reporter.report(p))
+    let resolver = IdentityResolver::default().holding(held_profiles);
+    let report = rebuild::rebuild_with(store, &resolver, &|p| reporter.report(p))
         .await
         .context("the rebuild failed")?;
     reporter.finish();

@@ -171,10 +171,15 @@ impl Docs {
 
     /// Drops profiles past `bound` (they are read from the database when next touched): only when
     /// every batch prepared is committed, so that what is dropped is what is stored.
+    /// A profile dropped is dropped both ways: its decoded document goes with its binary form.
     pub fn trim(&mut self, bound: usize) {
         if let Some(mut excess) = self.docs.len().checked_sub(bound) {
-            self.docs.retain(|_, _| {
+            let warm = &mut self.warm;
+            self.docs.retain(|key, _| {
                 let keep = excess == 0;
+                if !keep {
+                    warm.remove(key);
+                }
                 excess = excess.saturating_sub(1);
                 keep
             });

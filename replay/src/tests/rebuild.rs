@@ -313,9 +313,31 @@ fn stream(steps: &[Step], start: chrono::DateTime<chrono::Utc>) -> Vec<NewEvent>
 
 /// Builds the model live from `events` in batches of `batch_size` on a clock standing at `now`, rebuilds
 /// it from the log, and compares the two row for row.
-async fn live_then_rebuild(store: &Store, events: &[NewEvent], batch_size: u32, clock: Clock) {
-    // Live on one thread; the rebuild folds and evaluates in 3 parts: the same rows.
-    let live = IdentityResolver::with_clock(clock.clone()).in_parts(1);
+/// Profiles the live resolver and the rebuild each hold in memory at most (`None`: the default).
+#[derive(Debug, Clone, Copy, Default)]
+struct Held {
+    live: Option<usize>,
+    rebuild: Option<usize>,
+}
+
+fn holding(resolver: IdentityResolver, bound: Option<usize>) -> IdentityResolver {
+    match bound {
+        Some(profiles) => resolver.holding(profiles),
+        None => resolver,
+    }
+}
+
+async fn live_then_rebuild(
+    store: &Store,
+    events: &[NewEvent],
+    batch_size: u32,
+    clock: Clock,
+    held: Held,
+) {
+    // Live on one thread; the rebuild folds and evaluates in 3 parts: the same rows. Either may hold
+    // fewer profiles than the model has (reading the others back from the tables; a rebuild past its
+    // bound no longer defers): the same rows.
+    let live = holding(IdentityResolver::with_clock(clock.clone()), held.live).in_parts(1);
     for chunk in events.chunks(5) {
         store.append(chunk).await.unwrap();
         while run_once(store, &live, batch_size).await.unwrap().applied > 0 {}
@@ -327,7 +349,7 @@ async fn live_then_rebuild(store: &Store, events: &[NewEvent], batch_size: u32, 
     // In batches of 3 events, up to 7 more waiting for the writer (a commit takes every batch waiting:
     // the last value of a profile's rows written once per group), folded in 3 parts.
     let sizes = Sizes { batch: 3, group: 7 };
-    let rebuilder = IdentityResolver::with_clock(clock.clone()).in_parts(3);
+    let rebuilder = holding(IdentityResolver::with_clock(clock.clone()), held.rebuild).in_parts(3);
     let report = rebuild_sized(store, &rebuilder, sizes, &|p| {
         phases.lock().unwrap().push(p.phase)
     })
@@ -404,13 +426,16 @@ proptest::proptest! {
     fn a_rebuild_reproduces_the_live_model_row_for_row(
         steps in proptest::collection::vec(step_strategy(), 1..45),
         batch_size in 1u32..9,
+        live_held in proptest::option::of(1usize..8),
+        rebuild_held in proptest::option::of(1usize..8),
     ) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
             let (now, clock) = fixed_clock();
             let events = stream(&steps, now - chrono::Duration::hours(1));
             let test = sqlite_store().await;
-            live_then_rebuild(&test.store, &events, batch_size, clock).await;
+            let held = Held { live: live_held, rebuild: rebuild_held };
+            live_then_rebuild(&test.store, &events, batch_size, clock, held).await;
         });
     }
 }
@@ -444,7 +469,16 @@ async fn a_rebuild_on_postgres_reproduces_the_live_model_row_for_row() {
     }
     let (now, clock) = fixed_clock();
     let events = stream(&steps, now - chrono::Duration::hours(2));
-    live_then_rebuild(&test.store, &events, 4, clock).await;
+    live_then_rebuild(&test.store, &events, 4, clock.clone(), Held::default()).await;
+    // Again, both holding fewer profiles than the model has (six customers, merges and splits).
+    let test = postgres_store("row_for_row_held")
+        .await
+        .expect("the database answered above");
+    let held = Held {
+        live: Some(2),
+        rebuild: Some(3),
+    };
+    live_then_rebuild(&test.store, &events, 4, clock, held).await;
 }
 
 /// A PostgreSQL shadow keeps an index that finds a profile's events while it is written (merges move

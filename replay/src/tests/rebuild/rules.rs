@@ -40,7 +40,7 @@ async fn a_rules_change_then_rebuild(store: &Store, batch_size: u32) {
         visit(start, 3, "dan", "kiosk-1"),
         visit(start, 4, "eve", "kiosk-1"),
     ];
-    live_then_rebuild(store, &events, batch_size, clock).await;
+    live_then_rebuild(store, &events, batch_size, clock, Held::default()).await;
 
     // The model (live, and rebuilt: they are equal) holds the rules as the command put them in force.
     let mut expected = looser;
@@ -130,7 +130,7 @@ async fn a_type_declared_mid_batch(store: &Store, batch_size: u32) {
         operator_event(1, &command, start + chrono::Duration::minutes(1)),
         carded_visit(start, 2, "ben", "C-2"),
     ];
-    live_then_rebuild(store, &events, batch_size, clock).await;
+    live_then_rebuild(store, &events, batch_size, clock, Held::default()).await;
     let linked = |card: &'static str| async move {
         cdp_projections::identity::link_of(store, &ws("w"), "member_card", card)
             .await
