@@ -26,6 +26,9 @@
 //! exactly; the `profiles` rows (document included) and the `segment_members` rows (`since` and
 //! `caused_by` included) are the same before and after, compared as SHA-256 digests of the sorted rows;
 //! the segment has members.
+//!
+//! `CDP_HELD_PROFILES`, when set, bounds the profiles both resolvers hold in memory, as it does for
+//! `cdp serve` and `cdp replay rebuild` (default `identity::HELD_PROFILES`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -399,10 +402,23 @@ async fn append_log(
 /// Events per append while a scenario sets up its log.
 const APPEND_EVENTS: usize = 5_000;
 
+/// A resolver on `clock`, holding at most `CDP_HELD_PROFILES` profiles in memory when that is set.
+fn resolver_on(clock: Clock) -> anyhow::Result<IdentityResolver> {
+    let resolver = IdentityResolver::with_clock(clock);
+    Ok(match std::env::var("CDP_HELD_PROFILES") {
+        Ok(bound) => resolver.holding(
+            bound
+                .parse()
+                .with_context(|| format!("CDP_HELD_PROFILES={bound} is not a count of profiles"))?,
+        ),
+        Err(_) => resolver,
+    })
+}
+
 /// A new live resolver on `clock` catches up on the whole log, timed; every event must be applied.
 async fn live_catch_up(store: &Store, clock: Clock, appended: u64) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    let applied = runner::catch_up(store, &IdentityResolver::with_clock(clock))
+    let applied = runner::catch_up(store, &resolver_on(clock)?)
         .await
         .context("the live resolver failed")?;
     let live = started.elapsed();
@@ -534,7 +550,7 @@ async fn measure(
     let count = count(store).await?;
 
     let started = Instant::now();
-    let rebuild = rebuild_with(store, &IdentityResolver::with_clock(clock), &|_| {})
+    let rebuild = rebuild_with(store, &resolver_on(clock)?, &|_| {})
         .await
         .context("the rebuild failed")?;
     let rebuild_elapsed = started.elapsed();
