@@ -89,28 +89,14 @@ impl Docs {
         parts: usize,
     ) {
         let room = bound.saturating_sub(docs.len().min(bound));
-        if self.warm.len() > room {
-            let mut excess = self.warm.len() - room;
-            let leaving: Vec<ProfileKey> = self
-                .warm
-                .keys()
-                .filter(|_| {
-                    let leave = excess > 0;
-                    excess = excess.saturating_sub(1);
-                    leave
-                })
-                .cloned()
-                .collect();
-            let only_decoded: FastSet<ProfileKey> = leaving
-                .iter()
-                .filter(|k| self.state(k).is_none())
-                .cloned()
-                .collect();
-            for key in &leaving {
-                if !only_decoded.contains(key) {
-                    self.warm.remove(key);
-                }
+        if let Some(excess) = self.warm.len().checked_sub(room).filter(|n| *n > 0) {
+            let leaving: Vec<ProfileKey> = self.warm.keys().take(excess).cloned().collect();
+            let (encoded, only_decoded): (Vec<ProfileKey>, Vec<ProfileKey>) =
+                leaving.into_iter().partition(|k| self.state(k).is_some());
+            for key in &encoded {
+                self.warm.remove(key);
             }
+            let only_decoded: FastSet<ProfileKey> = only_decoded.into_iter().collect();
             self.cool(parts, |k| !only_decoded.contains(k));
         }
         self.warm.extend(docs.into_iter().take(bound));
