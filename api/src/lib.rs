@@ -29,6 +29,7 @@ pub mod operate;
 pub mod ops;
 pub mod outage;
 pub mod preview;
+pub mod process;
 pub mod provision;
 pub mod publish;
 pub mod quality;

@@ -7,5 +7,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    cdp_api::process::no_transparent_huge_pages();
     cdp_api::cli::run().await
 }

@@ -46,10 +46,12 @@ pub enum ReplayCommand {
         /// Every projection.
         #[arg(long)]
         all: bool,
-        /// Profiles whose state the rebuild keeps in memory (~3 KB each); past them it writes every
-        /// batch's states and reads profiles back from the database, slower. Set it above the live
-        /// model's profiles when memory allows (the rebuild's first line says how many there are and
-        /// the memory it will hold). The same variable bounds `serve`'s resolver.
+        /// Profiles whose state the rebuild keeps in memory (~3 KB each). A model with more is rebuilt
+        /// in slices of workspaces, one after the other, each within the bound; a single workspace
+        /// with more writes every batch's states and reads profiles back from the database, slower.
+        /// Set it above the largest workspace's profiles when memory allows (the rebuild's first
+        /// line says how many there are and the memory it will hold). The same variable bounds
+        /// `serve`'s resolver.
         #[arg(long, env = "CDP_HELD_PROFILES", default_value_t = cdp_projections::identity::HELD_PROFILES)]
         held_profiles: usize,
     },
@@ -186,17 +188,32 @@ impl Reporter {
             Phase::Done => "done",
         };
         if !self.told.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            let sliced = if p.slices > 1 {
+                format!(
+                    "; more than it may hold: rebuilt in {} slices of workspaces, one after the other",
+                    p.slices
+                )
+            } else {
+                String::new()
+            };
             eprintln!(
-                "rebuild: {} profiles in the live model; the rebuild holds at most ~{} MB in memory",
+                "rebuild: {} profiles in the live model{sliced}; the rebuild holds at most ~{} MB in memory",
                 p.profiles,
                 p.memory_bytes.div_ceil(1_000_000)
             );
         }
-        let done = (p.position - p.resumed_from).max(0) as u64;
-        let total = (p.target - p.resumed_from).max(0) as u64;
+        // In slices, each reads the log through: the bar runs over all of them.
+        let per_slice = (p.target - p.resumed_from).max(0) as u64;
+        let done = u64::from(p.slice.saturating_sub(1)) * per_slice
+            + (p.position - p.resumed_from).max(0) as u64;
+        let total = per_slice * u64::from(p.slices.max(1));
         match &self.bar {
             Some(bar) => {
-                bar.set_message(phase);
+                if p.slices > 1 && p.phase == Phase::CatchingUp {
+                    bar.set_message(format!("{phase} (slice {} of {})", p.slice, p.slices));
+                } else {
+                    bar.set_message(phase);
+                }
                 bar.set_length(total.max(done));
                 bar.set_position(done);
             }
@@ -205,6 +222,8 @@ impl Reporter {
                 if last.elapsed() >= Duration::from_secs(5) || p.phase != Phase::CatchingUp {
                     tracing::info!(
                         phase,
+                        slice = p.slice,
+                        slices = p.slices,
                         position = p.position,
                         target = p.target,
                         applied = p.applied,

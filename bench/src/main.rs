@@ -7,5 +7,6 @@ static ALLOCATOR: cdp_bench::heap::Counting = cdp_bench::heap::Counting;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    cdp_api::process::no_transparent_huge_pages();
     cdp_bench::cli::run().await
 }

@@ -401,3 +401,14 @@ pub async fn count_all(store: &Store) -> Result<u64, ProjectionError> {
     let n: i64 = query(sql::COUNT_ALL).scalar(store.reader()).await?;
     Ok(n.max(0) as u64)
 }
+
+/// How many live profiles each workspace holds (workspaces without one are not listed).
+pub async fn count_by_workspace(store: &Store) -> Result<Vec<(String, u64)>, ProjectionError> {
+    let rows: Vec<(String, i64)> = query(sql::COUNT_BY_WORKSPACE)
+        .fetch_all(store.reader())
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(w, n)| (w, n.max(0) as u64))
+        .collect())
+}

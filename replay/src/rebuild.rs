@@ -13,6 +13,7 @@
 //! checked by the tidy test). Interrupted, a rebuild resumes from the shadow's own checkpoint.
 
 mod shadow;
+mod slices;
 mod sql;
 mod switch;
 
@@ -31,12 +32,15 @@ use cdp_projections::catalog::tag_of;
 use cdp_projections::evaluation::derive::{membership_change, tag_change};
 use cdp_projections::identity::{IdentityResolver, WARM_AT_MOST};
 use cdp_projections::model_tx::{record_version, ModelTx};
+use cdp_projections::partitions::Part;
 use cdp_projections::pipeline::{drive_grouped, Committed};
+use cdp_projections::projection::parts_pattern;
 use cdp_projections::runner::{checkpoint, run_once_through, Projection, ProjectionError};
 use cdp_projections::stages::StageWrites;
 use sqlx::Connection;
 
 pub use cdp_projections::model_tx::built_version;
+pub use slices::{largest_slice, slices_for};
 
 /// The PostgreSQL schema of a rebuild in progress.
 pub const SHADOW_SCHEMA: &str = sql::SHADOW_SCHEMA;
@@ -147,9 +151,14 @@ pub struct RebuildProgress {
     pub target: i64,
     /// Where the shadow started in this run (0 unless it resumed an interrupted rebuild).
     pub resumed_from: i64,
-    /// The profiles of the live model, and the memory the rebuild will hold at most ([`memory_needed`]).
+    /// The profiles of the live model, and the memory the rebuild will hold at most ([`memory_needed`]
+    /// of its largest slice).
     pub profiles: u64,
     pub memory_bytes: u64,
+    /// The slice being rebuilt (from 1) of how many: a model with more profiles than the resolver may
+    /// hold is rebuilt in slices of workspaces, one after the other (`rebuild/slices.rs`).
+    pub slice: u32,
+    pub slices: u32,
 }
 
 /// What a rebuild did.
@@ -235,9 +244,6 @@ async fn rebuild_once(
     on_progress: &(dyn Fn(&RebuildProgress) + Send + Sync),
 ) -> Result<RebuildReport, ProjectionError> {
     let started = Instant::now();
-    // The shadow publishes nothing (see the module's documentation): it writes no outbox and no
-    // membership history either.
-    let resolver = &resolver.without_output();
     let mut shadow = Shadow::open(store, resolver.version()).await?;
     let resumed_from = checkpoint(&shadow.store, IdentityResolver::NAME).await?;
     let mut progress = RebuildProgress {
@@ -248,41 +254,74 @@ async fn rebuild_once(
         resumed_from: resumed_from.seq,
         profiles: 0,
         memory_bytes: 0,
+        slice: 1,
+        slices: 1,
     };
-    progress.profiles = cdp_projections::profiles::count_all(store).await?;
-    progress.memory_bytes = memory_needed(progress.profiles, resolver.held_bound() as u64);
+    let counts = cdp_projections::profiles::count_by_workspace(store).await?;
+    let held = resolver.held_bound() as u64;
+    progress.profiles = counts.iter().map(|c| c.1).sum();
+    // Cut into slices when the model's profiles are more than the resolver may hold; an interrupted
+    // rebuild keeps the slices it started with.
+    progress.slices = match slices::stored_slices(&shadow.store).await? {
+        Some(count) => count,
+        None => slices::slices_for(&counts, held),
+    };
+    progress.memory_bytes = memory_needed(slices::largest_slice(&counts, progress.slices), held);
     tracing::info!(
         profiles = progress.profiles,
-        held = resolver.held_bound(),
+        held,
+        slices = progress.slices,
         memory_mb = progress.memory_bytes / 1_000_000,
         "rebuild: the memory it will hold at most"
     );
     on_progress(&progress);
-    // Behind the live resolver, never past it: what it has not applied yet it will apply itself.
-    loop {
-        let target = checkpoint(store, IdentityResolver::NAME).await?;
-        progress.target = target.seq;
-        let mut committed = |c: &Committed| {
-            progress.applied += c.progress.applied as u64;
-            progress.position = c.progress.position.seq;
+    // One shadow resolver a slice, each with a state of its own; the shadow publishes nothing (see
+    // the module's documentation): it writes no outbox and no membership history either.
+    let parts: Vec<IdentityResolver> = if progress.slices <= 1 {
+        vec![resolver.without_output()]
+    } else {
+        Part::all(progress.slices)
+            .into_iter()
+            .map(|part| resolver.without_output().in_part(part))
+            .collect()
+    };
+    for (i, part) in parts.iter().enumerate() {
+        progress.slice = i as u32 + 1;
+        if i > 0 {
+            // A slice begins: it reads the log from its own checkpoint.
+            progress.position = checkpoint(&shadow.store, part.name()).await?.seq;
             on_progress(&progress);
-        };
-        let applied = drive_grouped(
-            &shadow.store,
-            resolver,
-            sizes.batch,
-            sizes.group,
-            target,
-            &mut committed,
-            None,
-        )
-        .await?;
-        if applied == 0 {
-            break;
+        }
+        // Behind the live resolver, never past it: what it has not applied yet it will apply itself.
+        loop {
+            let target = checkpoint(store, IdentityResolver::NAME).await?;
+            progress.target = target.seq;
+            let mut committed = |c: &Committed| {
+                progress.applied += c.progress.applied as u64;
+                progress.position = c.progress.position.seq;
+                on_progress(&progress);
+            };
+            let applied = drive_grouped(
+                &shadow.store,
+                part,
+                sizes.batch,
+                sizes.group,
+                target,
+                &mut committed,
+                None,
+            )
+            .await?;
+            if applied == 0 {
+                break;
+            }
+        }
+        // What the slice's plain batches left to write, written once for every profile.
+        part.flush(&shadow.store).await?;
+        if parts.len() > 1 {
+            // The next slice has the memory; this one's graphs stay for the switch.
+            part.release_profiles();
         }
     }
-    // What the plain batches left to write, written once for every profile.
-    resolver.flush(&shadow.store).await?;
     // The indexes left out while the shadow was written, built over its rows at once.
     if let Some((lock, _)) = &mut shadow.postgres {
         build_deferred_indexes(lock).await?;
@@ -291,10 +330,10 @@ async fn rebuild_once(
     on_progress(&progress);
     let (through, rows, applied) = match (store, &shadow.store) {
         (Store::Sqlite(live), Store::Sqlite(_)) => {
-            switch::switch_sqlite(live, &shadow, resolver).await?
+            switch::switch_sqlite(live, &shadow, &parts).await?
         }
         (Store::Postgres(live), Store::Postgres(_)) => {
-            switch::switch_postgres(live, &shadow, resolver).await?
+            switch::switch_postgres(live, &shadow, &parts).await?
         }
         _ => unreachable!("the shadow is on the live store's backend"),
     };
@@ -380,7 +419,7 @@ pub async fn shadow_status(store: &Store) -> Result<Option<ShadowStatus>, Projec
                 .fetch_optional(shadow.reader())
                 .await?;
             let at = query(sql::SQLITE_SHADOW_CHECKPOINT)
-                .bind(IdentityResolver::NAME)
+                .bind(parts_pattern())
                 .fetch_optional(shadow.reader())
                 .await?;
             (meta, at)
@@ -397,7 +436,7 @@ pub async fn shadow_status(store: &Store) -> Result<Option<ShadowStatus>, Projec
                 .fetch_optional(store.reader())
                 .await?;
             let at = verbatim(sql::POSTGRES_SHADOW_CHECKPOINT)
-                .bind(IdentityResolver::NAME)
+                .bind(parts_pattern())
                 .fetch_optional(store.reader())
                 .await?;
             (meta, at)

@@ -28,7 +28,9 @@
 //! the segment has members.
 //!
 //! `CDP_HELD_PROFILES`, when set, bounds the profiles both resolvers hold in memory, as it does for
-//! `cdp serve` and `cdp replay rebuild` (default `identity::HELD_PROFILES`).
+//! `cdp serve` and `cdp replay rebuild` (default `identity::HELD_PROFILES`). `CDP_BENCH_WORKSPACES=W`
+//! appends the workload (and the catalog) once in each of W workspaces, side by side: a model past the
+//! bound is then rebuilt in slices of workspaces.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -289,6 +291,8 @@ struct Measured {
     rebuild: RebuildReport,
     rebuild_elapsed: Duration,
     model: Model,
+    /// The slices the rebuild was cut into (1: whole).
+    slices: u32,
 }
 
 pub async fn run(backend: &Backend, workload: &Workload) -> anyhow::Result<Outcome> {
@@ -330,8 +334,8 @@ pub async fn run(backend: &Backend, workload: &Workload) -> anyhow::Result<Outco
          segment defined before the history) from {events} events in {rebuild_s:.2} s = {rebuild_rate} \
          events/s, {ratio:.2} of a read_after scan of the log in the same run ({scan_rate} events/s, \
          {scan_mb:.0} MB of payloads parsed; a bare count(*) reads {count_rate} rows/s); the live \
-         resolver had caught up on the same log at {live_rate} events/s. The switched model has \
-         {rows} rows. Verified: the rebuild started at the beginning and applied every event of the \
+         resolver had caught up on the same log at {live_rate} events/s. {sliced}The switched model \
+         has {rows} rows. Verified: the rebuild started at the beginning and applied every event of the \
          log, reflects the live checkpoint {through}, and left the {profiles} profiles (documents \
          included) and the {members} members of {SEGMENT} as they were (SHA-256 of the sorted rows).",
         backend = backend.name(),
@@ -347,6 +351,14 @@ pub async fn run(backend: &Backend, workload: &Workload) -> anyhow::Result<Outco
         scan_mb = m.scan.bytes as f64 / 1e6,
         count_rate = thousands(count_row.rate.round() as u64),
         live_rate = thousands(live_rate.round() as u64),
+        sliced = if m.slices > 1 {
+            format!(
+                "Rebuilt in {} slices of workspaces (more profiles than the resolver may hold). ",
+                m.slices
+            )
+        } else {
+            String::new()
+        },
         rows = thousands(m.rebuild.rows),
         through = m.rebuild.through.seq,
         profiles = thousands(m.model.profiles.rows),
@@ -364,14 +376,38 @@ async fn append_log(
     catalog: &[CatalogCommand],
     workload: &Workload,
 ) -> anyhow::Result<u64> {
-    store.ensure_workspace(WORKSPACE).await?;
-    let workspace = WorkspaceId::parse(WORKSPACE)?;
-    let commands: Vec<NewEvent> = catalog
+    let copies = bench_workspaces()?;
+    let names: Vec<String> = if copies == 1 {
+        vec![WORKSPACE.to_string()]
+    } else {
+        (0..copies).map(|i| format!("{WORKSPACE}{i}")).collect()
+    };
+    let mut workspaces = Vec::with_capacity(copies);
+    for name in &names {
+        store.ensure_workspace(name).await?;
+        workspaces.push(WorkspaceId::parse(name)?);
+    }
+    let commands: Vec<NewEvent> = workspaces
         .iter()
-        .map(|c| command_event(&workspace, c.name(), c))
+        .flat_map(|w| catalog.iter().map(move |c| command_event(w, c.name(), c)))
         .collect();
     let mut appended = 0u64;
-    let requests = std::iter::once(Ok(commands)).chain(workload.new_events_each(&workspace));
+    // Each request once in every workspace, side by side.
+    let mut streams: Vec<_> = workspaces
+        .iter()
+        .map(|w| workload.new_events_each(w))
+        .collect();
+    let side_by_side = std::iter::from_fn(move || {
+        let mut events = Vec::new();
+        for stream in &mut streams {
+            match stream.next()? {
+                Ok(batch) => events.extend(batch),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        Some(Ok(events))
+    });
+    let requests = std::iter::once(Ok(commands)).chain(side_by_side);
     // The requests' events in appends of a few thousand, in order: the log is the same, and setting up
     // 10M events does not wait on 100,000 commits.
     let mut pending: Vec<NewEvent> = Vec::with_capacity(APPEND_EVENTS);
@@ -401,6 +437,25 @@ async fn append_log(
 
 /// Events per append while a scenario sets up its log.
 const APPEND_EVENTS: usize = 5_000;
+
+/// `CDP_BENCH_WORKSPACES`: in how many workspaces `replay` and `resolve` append the workload, each a
+/// copy of it side by side (default 1; a rebuild with more profiles than it may hold is cut into
+/// slices of workspaces, `cdp_replay::rebuild`).
+fn bench_workspaces() -> anyhow::Result<usize> {
+    match std::env::var("CDP_BENCH_WORKSPACES") {
+        Ok(n) => {
+            let n: usize = n
+                .parse()
+                .with_context(|| format!("CDP_BENCH_WORKSPACES={n} is not a count"))?;
+            ensure!(
+                (1..=64).contains(&n),
+                "CDP_BENCH_WORKSPACES must be from 1 to 64"
+            );
+            Ok(n)
+        }
+        Err(_) => Ok(1),
+    }
+}
 
 /// A resolver on `clock`, holding at most `CDP_HELD_PROFILES` profiles in memory when that is set.
 fn resolver_on(clock: Clock) -> anyhow::Result<IdentityResolver> {
@@ -550,9 +605,12 @@ async fn measure(
     let count = count(store).await?;
 
     let started = Instant::now();
-    let rebuild = rebuild_with(store, &resolver_on(clock)?, &|_| {})
-        .await
-        .context("the rebuild failed")?;
+    let slices = std::sync::atomic::AtomicU32::new(1);
+    let rebuild = rebuild_with(store, &resolver_on(clock)?, &|p| {
+        slices.fetch_max(p.slices, std::sync::atomic::Ordering::Relaxed);
+    })
+    .await
+    .context("the rebuild failed")?;
     let rebuild_elapsed = started.elapsed();
 
     let second_scan = scan(store).await?;
@@ -613,6 +671,7 @@ async fn measure(
         rebuild,
         rebuild_elapsed,
         model: after,
+        slices: slices.into_inner(),
     })
 }
 

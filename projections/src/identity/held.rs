@@ -159,6 +159,11 @@ impl Docs {
     /// every batch prepared is committed, so that what is dropped is what is stored.
     /// A profile dropped is dropped both ways: its decoded document goes with its binary form.
     pub fn trim(&mut self, bound: usize) {
+        if bound == 0 {
+            // Everything goes, and the tables' memory with it (`retain` would keep their capacity).
+            *self = Docs::default();
+            return;
+        }
         if let Some(mut excess) = self.docs.len().checked_sub(bound) {
             let warm = &mut self.warm;
             self.docs.retain(|key, _| {

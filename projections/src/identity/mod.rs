@@ -291,6 +291,16 @@ impl IdentityResolver {
         flushed
     }
 
+    /// Lets go of every profile state held in memory — each is read from the tables when next
+    /// touched —, keeping the identity graphs, rules and catalogs. A rebuild in slices calls it when a
+    /// slice is done and flushed (every batch it prepared committed, nothing deferred), so that the
+    /// next slice has the memory.
+    pub fn release_profiles(&self) {
+        let mut state = self.state.lock().expect("resolver state lock");
+        debug_assert!(state.deferred.is_empty(), "released with rows deferred");
+        state.docs.trim(0);
+    }
+
     async fn load_after(
         store: &Store,
         after: i64,

@@ -68,6 +68,8 @@ pub(crate) const VIEW_POSTGRES: &str =
 
 /// How many live profiles the model holds.
 pub(crate) const COUNT_ALL: &str = "SELECT count(*) FROM profiles";
+pub(crate) const COUNT_BY_WORKSPACE: &str =
+    "SELECT workspace, count(*) FROM profiles GROUP BY workspace ORDER BY workspace";
 
 /// Every resolved event's owner (`refold`).
 pub(crate) const ALL_OWNERS: &str = "SELECT log_seq, workspace, profile FROM event_profiles";

@@ -140,9 +140,11 @@ pub(super) const POSTGRES_CLEAR_DEFERRED: &str =
 
 /// The shadow's bookkeeping, read through the shadow's own store (SQLite).
 pub(super) const SQLITE_META: &str = "SELECT version, started_at FROM rebuild_meta";
-/// The shadow resolver's checkpoint, read through the shadow's own store (SQLite).
+/// The shadow resolver's checkpoint — the lowest of its slices' (binds: the parts' name pattern) —,
+/// read through the shadow's own store (SQLite).
 pub(super) const SQLITE_SHADOW_CHECKPOINT: &str =
-    "SELECT tx, seq FROM projection_checkpoints WHERE name = ?";
+    "SELECT tx, seq FROM projection_checkpoints WHERE name = 'identity' OR name LIKE ? \
+     ORDER BY tx, seq LIMIT 1";
 
 /// The shadow schema's bookkeeping.
 pub(super) const POSTGRES_META: &str = concat!(
@@ -150,11 +152,11 @@ pub(super) const POSTGRES_META: &str = concat!(
     shadow!(),
     ".rebuild_meta"
 );
-/// The shadow resolver's checkpoint.
+/// The shadow resolver's checkpoint: the lowest of its slices' (binds: the parts' name pattern).
 pub(super) const POSTGRES_SHADOW_CHECKPOINT: &str = concat!(
     "SELECT tx, seq FROM ",
     shadow!(),
-    ".projection_checkpoints WHERE name = $1"
+    ".projection_checkpoints WHERE name = 'identity' OR name LIKE $1 ORDER BY tx, seq LIMIT 1"
 );
 
 // The switch: SQLite (the shadow attached to the live writer as `shadow`).
@@ -178,7 +180,8 @@ pub(super) const SQLITE_ERASED_MEANWHILE: &str =
 
 /// The shadow resolver's checkpoint, as this transaction sees it.
 pub(super) const SQLITE_ATTACHED_SHADOW_CHECKPOINT: &str =
-    "SELECT seq FROM shadow.projection_checkpoints WHERE name = ?";
+    "SELECT seq FROM shadow.projection_checkpoints WHERE name = 'identity' OR name LIKE ? \
+     ORDER BY tx, seq LIMIT 1";
 
 /// A live table's triggers, with their text.
 pub(super) const SQLITE_TRIGGERS_OF: &str =

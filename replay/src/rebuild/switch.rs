@@ -41,34 +41,38 @@ async fn differences(
     Ok((rebuilt, stale, entered, exited))
 }
 
-/// Applies the shadow's events up to exactly `through` (the live resolver is held meanwhile).
+/// Applies the shadow's events up to exactly `through`, slice after slice (the live resolver is held
+/// meanwhile).
 async fn finish_through(
     shadow: &Store,
-    resolver: &IdentityResolver,
+    parts: &[IdentityResolver],
     through: Position,
 ) -> Result<u64, ProjectionError> {
     let mut applied = 0;
-    loop {
-        let step = run_once_through(shadow, resolver, REBUILD_BATCH, through).await?;
-        applied += step.applied as u64;
-        if step.applied == 0 {
-            resolver.flush(shadow).await?;
-            let at = checkpoint(shadow, IdentityResolver::NAME).await?;
-            if at != through && through != Position::START {
-                return Err(ProjectionError::Corrupt(format!(
-                    "the rebuild stopped at {}:{} short of the live resolver's {}:{}",
-                    at.tx, at.seq, through.tx, through.seq
-                )));
+    for part in parts {
+        loop {
+            let step = run_once_through(shadow, part, REBUILD_BATCH, through).await?;
+            applied += step.applied as u64;
+            if step.applied == 0 {
+                part.flush(shadow).await?;
+                break;
             }
-            return Ok(applied);
         }
     }
+    let at = checkpoint(shadow, IdentityResolver::NAME).await?;
+    if at != through && through != Position::START {
+        return Err(ProjectionError::Corrupt(format!(
+            "the rebuild stopped at {}:{} short of the live resolver's {}:{}",
+            at.tx, at.seq, through.tx, through.seq
+        )));
+    }
+    Ok(applied)
 }
 
 pub(super) async fn switch_sqlite(
     live: &SqliteStore,
     shadow: &Shadow,
-    resolver: &IdentityResolver,
+    parts: &[IdentityResolver],
 ) -> Result<(Position, u64, u64), ProjectionError> {
     let path = shadow_path(live).await?;
     let mut conn = live.write_pool().acquire().await?;
@@ -76,7 +80,7 @@ pub(super) async fn switch_sqlite(
         .bind(path.to_string_lossy().into_owned())
         .execute(&mut *conn)
         .await?;
-    let outcome = switch_attached(&mut conn, shadow, resolver).await;
+    let outcome = switch_attached(&mut conn, shadow, parts).await;
     if query(sql::SQLITE_DETACH_SHADOW)
         .execute(&mut *conn)
         .await
@@ -91,7 +95,7 @@ pub(super) async fn switch_sqlite(
 async fn switch_attached(
     conn: &mut sqlx::SqliteConnection,
     shadow: &Shadow,
-    resolver: &IdentityResolver,
+    parts: &[IdentityResolver],
 ) -> Result<(Position, u64, u64), ProjectionError> {
     // A deferred transaction whose first write takes the live database's write lock only: the shadow
     // (attached here too) stays free for the shadow resolver's last batches.
@@ -106,7 +110,7 @@ async fn switch_attached(
         .fetch_optional(&mut tx)
         .await?;
     let through = at.map_or(Position::START, |(tx, seq)| Position { tx, seq });
-    let applied = finish_through(&shadow.store, resolver, through).await?;
+    let applied = finish_through(&shadow.store, parts, through).await?;
     // Only now does this transaction read the shadow: its first read of the attached shadow fixes the
     // snapshot every later read here sees (WAL), so a read before `finish_through` would switch in
     // tables without the shadow's last batches under a checkpoint that claims them.
@@ -116,7 +120,7 @@ async fn switch_attached(
     }
     // What this transaction will copy must be the shadow at exactly the live position.
     let seen: Option<i64> = query(sql::SQLITE_ATTACHED_SHADOW_CHECKPOINT)
-        .bind(IdentityResolver::NAME)
+        .bind(parts_pattern())
         .scalar_optional(&mut tx)
         .await?;
     if seen.unwrap_or(0) != through.seq {
@@ -128,7 +132,7 @@ async fn switch_attached(
     }
     let changes = reconcile(
         differences((&mut tx).into(), "main", "shadow").await?,
-        resolver.now(),
+        parts[0].now(),
     )?;
     let mut rows = 0;
     for t in replaced_tables() {
@@ -151,14 +155,14 @@ async fn switch_attached(
             verbatim(create.as_str()).execute(&mut tx).await?;
         }
     }
-    finish_switch(ModelTx::from(tx), resolver.version(), &changes, through).await?;
+    finish_switch(ModelTx::from(tx), parts[0].version(), &changes, through).await?;
     Ok((through, rows, applied))
 }
 
 pub(super) async fn switch_postgres(
     live: &PostgresStore,
     shadow: &Shadow,
-    resolver: &IdentityResolver,
+    parts: &[IdentityResolver],
 ) -> Result<(Position, u64, u64), ProjectionError> {
     let live_schema = quoted(
         &shadow
@@ -189,16 +193,16 @@ pub(super) async fn switch_postgres(
     if erased > 0 {
         return Err(erased_meanwhile());
     }
-    let applied = finish_through(&shadow.store, resolver, through).await?;
+    let applied = finish_through(&shadow.store, parts, through).await?;
     let changes = reconcile(
         differences((&mut tx).into(), &live_schema, SHADOW_SCHEMA).await?,
-        resolver.now(),
+        parts[0].now(),
     )?;
     let mut rows = 0;
     for t in replaced_tables() {
         rows += move_into(&mut tx, &live_schema, t).await?;
     }
-    finish_switch(ModelTx::from(tx), resolver.version(), &changes, through).await?;
+    finish_switch(ModelTx::from(tx), parts[0].version(), &changes, through).await?;
     Ok((through, rows, applied))
 }
 

@@ -53,8 +53,10 @@ async fn model_rows(store: &Store) -> Vec<(String, Vec<String>)> {
             .filter(|n| !left_out(t).contains(&n.as_str()))
             .cloned()
             .collect();
+        // A surrogate key orders a workspace's rows; between workspaces their order is not part of
+        // the model (the engine's parts, a rebuild's slices, write them one after the other).
         let order = if names.iter().any(|n| n == "seq") {
-            "seq"
+            "workspace, seq"
         } else {
             "1"
         };
@@ -246,6 +248,15 @@ fn operator_event(
 
 /// The log of `steps`, each event arriving a minute after the one before.
 fn stream(steps: &[Step], start: chrono::DateTime<chrono::Utc>) -> Vec<NewEvent> {
+    stream_in("w", steps, start)
+}
+
+/// [`stream`] in `workspace`.
+fn stream_in(
+    workspace: &str,
+    steps: &[Step],
+    start: chrono::DateTime<chrono::Utc>,
+) -> Vec<NewEvent> {
     let changes = catalog_changes();
     let mut first_order: std::collections::HashMap<usize, String> = Default::default();
     let mut out = Vec::new();
@@ -278,7 +289,7 @@ fn stream(steps: &[Step], start: chrono::DateTime<chrono::Utc>) -> Vec<NewEvent>
                 let (Some(pa), Some(pb)) = (first_order.get(a), first_order.get(b)) else {
                     continue;
                 };
-                let profile = |m: &str| cdp_projections::identity::profile_id_for("w", m);
+                let profile = |m: &str| cdp_projections::identity::profile_id_for(workspace, m);
                 let command = OperatorCommand::Merge {
                     profile_ids: vec![profile(pa), profile(pb)],
                     reason: "test".into(),
@@ -291,7 +302,7 @@ fn stream(steps: &[Step], start: chrono::DateTime<chrono::Utc>) -> Vec<NewEvent>
                     continue;
                 };
                 let command = OperatorCommand::Split {
-                    profile_id: cdp_projections::identity::profile_id_for("w", pa),
+                    profile_id: cdp_projections::identity::profile_id_for(workspace, pa),
                     identifiers: vec![Identifier::new("email", &format!("e{e}@x.cn"))],
                     reason: "test".into(),
                     actor: "t".into(),
@@ -307,6 +318,9 @@ fn stream(steps: &[Step], start: chrono::DateTime<chrono::Utc>) -> Vec<NewEvent>
                 out.push(validate(m, &envelope, || unreachable!()).unwrap());
             }
         }
+    }
+    for e in &mut out {
+        e.workspace = workspace.into();
     }
     out
 }
@@ -333,7 +347,7 @@ async fn live_then_rebuild(
     batch_size: u32,
     clock: Clock,
     held: Held,
-) {
+) -> u32 {
     // Live on one thread; the rebuild folds and evaluates in 3 parts: the same rows. Either may hold
     // fewer profiles than the model has (reading the others back from the tables; a rebuild past its
     // bound no longer defers): the same rows.
@@ -350,8 +364,10 @@ async fn live_then_rebuild(
     // the last value of a profile's rows written once per group), folded in 3 parts.
     let sizes = Sizes { batch: 3, group: 7 };
     let rebuilder = holding(IdentityResolver::with_clock(clock.clone()), held.rebuild).in_parts(3);
+    let slices = std::sync::atomic::AtomicU32::new(0);
     let report = rebuild_sized(store, &rebuilder, sizes, &|p| {
-        phases.lock().unwrap().push(p.phase)
+        phases.lock().unwrap().push(p.phase);
+        slices.fetch_max(p.slices, std::sync::atomic::Ordering::Relaxed);
     })
     .await
     .unwrap();
@@ -387,6 +403,7 @@ async fn live_then_rebuild(
     .unwrap();
     store.append(&[next]).await.unwrap();
     assert_eq!(caught_up(store, &live).await, 1);
+    slices.into_inner()
 }
 
 /// Applies everything appended so far; the number of events applied. On PostgreSQL an event is
@@ -436,6 +453,63 @@ proptest::proptest! {
             let test = sqlite_store().await;
             let held = Held { live: live_held, rebuild: rebuild_held };
             live_then_rebuild(&test.store, &events, batch_size, clock, held).await;
+        });
+    }
+}
+
+/// The streams of `steps` in `workspaces` workspaces (`w0`, `w1`, …; each its steps turned by its
+/// index, so that they differ), one event of each in turn.
+fn streams_in_workspaces(
+    steps: &[Step],
+    workspaces: usize,
+    start: chrono::DateTime<chrono::Utc>,
+) -> Vec<NewEvent> {
+    let streams: Vec<Vec<NewEvent>> = (0..workspaces)
+        .map(|i| {
+            let mut turned = steps.to_vec();
+            turned.rotate_left(i % steps.len().max(1));
+            stream_in(&format!("w{i}"), &turned, start)
+        })
+        .collect();
+    let longest = streams.iter().map(Vec::len).max().unwrap_or(0);
+    (0..longest)
+        .flat_map(|n| streams.iter().filter_map(move |s| s.get(n).cloned()))
+        .collect()
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 8, ..Default::default() })]
+    /// Several workspaces with more profiles than the rebuild may hold: it is rebuilt in slices of
+    /// workspaces, one after the other (each slice's profiles let go when it is done, read back at
+    /// the switch), and every model table is identical to the live one, row for row.
+    #[test]
+    fn a_rebuild_in_slices_reproduces_the_live_model_row_for_row(
+        steps in proptest::collection::vec(step_strategy(), 1..30),
+        workspaces in 2usize..5,
+        batch_size in 1u32..9,
+        rebuild_held in 1usize..6,
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let (now, clock) = fixed_clock();
+            let events = streams_in_workspaces(&steps, workspaces, now - chrono::Duration::hours(1));
+            let test = sqlite_store().await;
+            let held = Held { live: None, rebuild: Some(rebuild_held) };
+            let slices = live_then_rebuild(&test.store, &events, batch_size, clock, held).await;
+            // The profiles of the streams' workspaces (not of `w`, where the live resolver's last event
+            // went after the switch).
+            let counts: Vec<(String, u64)> = cdp_projections::profiles::count_by_workspace(&test.store)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|c| c.0 != "w")
+                .collect();
+            let total: u64 = counts.iter().map(|c| c.1).sum();
+            if counts.iter().filter(|c| c.1 > 0).count() >= 2 && total > rebuild_held as u64 {
+                assert!(slices > 1, "{counts:?} past a bound of {rebuild_held}: rebuilt whole");
+            } else {
+                assert_eq!(slices, 1, "{counts:?} within a bound of {rebuild_held}");
+            }
         });
     }
 }
@@ -513,7 +587,9 @@ async fn a_postgres_shadow_keeps_the_index_that_finds_a_profiles_events() {
 
 /// While a rebuild runs, events keep arriving and the live model keeps answering; at the end the
 /// switched model is caught up with the live resolver and holds every event.
-async fn rebuild_under_ingestion(store: &Store) {
+/// A rebuild of `workspaces` workspaces of 40 customers (400 events each) while half of them arrive,
+/// its resolver holding at most `held` profiles (in slices when the model has more).
+async fn rebuild_under_ingestion(store: &Store, workspaces: usize, held: Option<usize>) {
     let (now, clock) = fixed_clock();
     let steps: Vec<Step> = (0..400usize)
         .map(|i| Step::Order {
@@ -523,8 +599,12 @@ async fn rebuild_under_ingestion(store: &Store) {
             days: 0,
         })
         .collect();
-    let events = stream(&steps, now - chrono::Duration::hours(8));
-    let (early, late) = events.split_at(200);
+    let events = if workspaces == 1 {
+        stream(&steps, now - chrono::Duration::hours(8))
+    } else {
+        streams_in_workspaces(&steps, workspaces, now - chrono::Duration::hours(8))
+    };
+    let (early, late) = events.split_at(events.len() / 2);
     store.append(early).await.unwrap();
     let live = IdentityResolver::with_clock(clock.clone());
     caught_up(store, &live).await;
@@ -552,10 +632,14 @@ async fn rebuild_under_ingestion(store: &Store) {
         }
         answered
     };
+    let slices = std::sync::atomic::AtomicU32::new(0);
     let rebuilding = async {
-        let report = rebuild_with(store, &IdentityResolver::with_clock(clock.clone()), &|_| {})
-            .await
-            .unwrap();
+        let rebuilder = holding(IdentityResolver::with_clock(clock.clone()), held);
+        let report = rebuild_with(store, &rebuilder, &|p| {
+            slices.fetch_max(p.slices, std::sync::atomic::Ordering::Relaxed);
+        })
+        .await
+        .unwrap();
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         report
     };
@@ -570,15 +654,20 @@ async fn rebuild_under_ingestion(store: &Store) {
     );
     assert_eq!(
         all_rows(store, "SELECT count(*) FROM event_profiles").await,
-        400,
+        400 * workspaces as i64,
         "every event belongs to a profile"
     );
-    assert_eq!(all_rows(store, "SELECT count(*) FROM profiles").await, 40);
+    assert_eq!(
+        all_rows(store, "SELECT count(*) FROM profiles").await,
+        40 * workspaces as i64
+    );
+    if held.is_some_and(|h| h < 40 * workspaces) && workspaces > 1 {
+        assert!(slices.into_inner() > 1, "rebuilt in slices");
+    }
     let live_rows = model_rows(store).await;
     // And a second rebuild gives the same model again.
-    rebuild_with(store, &IdentityResolver::with_clock(clock), &|_| {})
-        .await
-        .unwrap();
+    let rebuilder = holding(IdentityResolver::with_clock(clock), held);
+    rebuild_with(store, &rebuilder, &|_| {}).await.unwrap();
     assert_eq!(model_rows(store).await, live_rows);
     assert_eq!(
         built_version(store, IdentityResolver::NAME).await.unwrap(),
@@ -598,9 +687,21 @@ async fn all_rows(store: &Store, sql: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_under_ingestion_serves_throughout_and_loses_nothing() {
-    rebuild_under_ingestion(&sqlite_store().await.store).await;
+    rebuild_under_ingestion(&sqlite_store().await.store, 1, None).await;
     match postgres_store("under_ingestion").await {
-        Some(test) => rebuild_under_ingestion(&test.store).await,
+        Some(test) => rebuild_under_ingestion(&test.store, 1, None).await,
+        None => eprintln!("CDP_TEST_DATABASE_URL is not set: the PostgreSQL variant is SKIPPED"),
+    }
+}
+
+/// The same for three workspaces of 40 profiles, the rebuild holding at most 50: rebuilt in slices
+/// (each slice's profiles let go when it is done), every slice caught up to exactly the held live
+/// resolver's position at the switch.
+#[tokio::test]
+async fn a_rebuild_in_slices_under_ingestion_loses_nothing() {
+    rebuild_under_ingestion(&sqlite_store().await.store, 3, Some(50)).await;
+    match postgres_store("sliced_under_ingestion").await {
+        Some(test) => rebuild_under_ingestion(&test.store, 3, Some(50)).await,
         None => eprintln!("CDP_TEST_DATABASE_URL is not set: the PostgreSQL variant is SKIPPED"),
     }
 }
@@ -611,15 +712,20 @@ async fn a_rebuild_under_ingestion_serves_throughout_and_loses_nothing() {
 async fn interrupted(
     store: &Store,
     clock: Clock,
+    held: Option<usize>,
     stop: impl Fn(&crate::rebuild::RebuildProgress) -> bool + Send + Sync + 'static,
 ) {
     let store = store.clone();
     let interrupted = tokio::spawn(async move {
-        rebuild_with(&store, &IdentityResolver::with_clock(clock), &|p| {
-            if stop(p) {
-                panic!("interrupted");
-            }
-        })
+        rebuild_with(
+            &store,
+            &holding(IdentityResolver::with_clock(clock), held),
+            &|p| {
+                if stop(p) {
+                    panic!("interrupted");
+                }
+            },
+        )
         .await
     })
     .await;
@@ -629,7 +735,9 @@ async fn interrupted(
     );
 }
 
-async fn interrupted_rebuild_resumes(store: &Store) {
+/// [`interrupted`] and resumed, over `workspaces` workspaces, the rebuild holding at most `held`
+/// profiles (in slices when the model has more: a resumed rebuild keeps its slices).
+async fn interrupted_rebuild_resumes(store: &Store, workspaces: usize, held: Option<usize>) {
     let (now, clock) = fixed_clock();
     let steps: Vec<Step> = (0..120usize)
         .map(|i| Step::Order {
@@ -639,37 +747,64 @@ async fn interrupted_rebuild_resumes(store: &Store) {
             days: (i % 30) as u32,
         })
         .collect();
-    let events = stream(&steps, now - chrono::Duration::hours(3));
+    let events = if workspaces == 1 {
+        stream(&steps, now - chrono::Duration::hours(3))
+    } else {
+        streams_in_workspaces(&steps, workspaces, now - chrono::Duration::hours(3))
+    };
+    let rebuilder = || holding(IdentityResolver::with_clock(clock.clone()), held);
     store.append(&events).await.unwrap();
     let live = IdentityResolver::with_clock(clock.clone());
     caught_up(store, &live).await;
     let expected = model_rows(store).await;
     // Interrupted once the shadow is complete (its deferred rows written, about to switch): the next
     // run resumes where it stood and only switches.
-    interrupted(store, clock.clone(), |p| p.phase == Phase::Switching).await;
+    let sliced = held.is_some() && workspaces > 1;
+    interrupted(store, clock.clone(), held, move |p| {
+        assert!(!sliced || p.slices > 1, "rebuilt in slices");
+        p.phase == Phase::Switching
+    })
+    .await;
     let left = shadow_status(store)
         .await
         .unwrap()
         .expect("the shadow is left");
     assert_eq!(left.position.seq as usize, events.len());
+    // Resumed by a rebuild that would hold every profile: it keeps the slices it started with.
     let report = rebuild_with(store, &IdentityResolver::with_clock(clock.clone()), &|_| {})
         .await
         .unwrap();
     assert_eq!(report.resumed_from, left.position, "resumed, not restarted");
     assert_eq!(report.applied, 0);
     assert_eq!(model_rows(store).await, expected);
+    if sliced {
+        // Interrupted between two slices (the first written whole, the second not begun), then
+        // resumed by a rebuild that would hold every profile: it keeps its slices, the first is not
+        // applied again and the others are.
+        let fresh = shadow_status(store).await.unwrap();
+        assert!(fresh.is_none());
+        interrupted(store, clock.clone(), held, |p| p.slice == 2).await;
+        let left = shadow_status(store)
+            .await
+            .unwrap()
+            .expect("the shadow is left");
+        let report = rebuild_with(store, &IdentityResolver::with_clock(clock.clone()), &|_| {})
+            .await
+            .unwrap();
+        assert_eq!(report.resumed_from, left.position, "resumed, not restarted");
+        assert!(report.applied > 0 && (report.applied as usize) < events.len());
+        assert_eq!(model_rows(store).await, expected);
+    }
     // Interrupted while rows of its plain batches were deferred (each profile's rows are written once,
     // when the shadow has caught up): the shadow's checkpoint is past rows it does not have, so the next
     // run starts over, and gives the same model.
-    interrupted(store, clock.clone(), |p| p.applied >= 50).await;
+    interrupted(store, clock.clone(), held, |p| p.applied >= 50).await;
     let left = shadow_status(store)
         .await
         .unwrap()
         .expect("the shadow is left");
     assert!(left.position.seq > 0);
-    let report = rebuild_with(store, &IdentityResolver::with_clock(clock), &|_| {})
-        .await
-        .unwrap();
+    let report = rebuild_with(store, &rebuilder(), &|_| {}).await.unwrap();
     assert_eq!(report.resumed_from, Position::START, "started over");
     assert_eq!(report.applied as usize, events.len());
     assert_eq!(model_rows(store).await, expected);
@@ -677,9 +812,19 @@ async fn interrupted_rebuild_resumes(store: &Store) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_rebuild_resumes() {
-    interrupted_rebuild_resumes(&sqlite_store().await.store).await;
+    interrupted_rebuild_resumes(&sqlite_store().await.store, 1, None).await;
     match postgres_store("resumes").await {
-        Some(test) => interrupted_rebuild_resumes(&test.store).await,
+        Some(test) => interrupted_rebuild_resumes(&test.store, 1, None).await,
+        None => eprintln!("CDP_TEST_DATABASE_URL is not set: the PostgreSQL variant is SKIPPED"),
+    }
+}
+
+/// The same in slices: three workspaces, the rebuild holding at most 10 profiles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_rebuild_in_slices_resumes_in_the_same_slices() {
+    interrupted_rebuild_resumes(&sqlite_store().await.store, 3, Some(10)).await;
+    match postgres_store("sliced_resumes").await {
+        Some(test) => interrupted_rebuild_resumes(&test.store, 3, Some(10)).await,
         None => eprintln!("CDP_TEST_DATABASE_URL is not set: the PostgreSQL variant is SKIPPED"),
     }
 }
