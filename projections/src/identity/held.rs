@@ -150,9 +150,19 @@ impl Docs {
         self.docs.is_empty() && self.warm.is_empty()
     }
 
-    /// Whether more than `bound` are held.
+    /// Whether more than `bound` profiles are held (one held both ways counts once: the bound is of
+    /// profiles, as a rebuild's slices are cut by profiles; what a decoded one takes beside its binary
+    /// form is bounded apart, `LIVE_WARM` and `WARM_AT_MOST`).
     pub fn over(&self, bound: usize) -> bool {
-        self.len() > bound
+        if self.len() <= bound {
+            return false;
+        }
+        let decoded_only = self
+            .warm
+            .keys()
+            .filter(|k| !self.docs.contains_key(*k))
+            .count();
+        self.docs.len() + decoded_only > bound
     }
 
     /// Drops profiles past `bound` (they are read from the database when next touched): only when
@@ -305,6 +315,17 @@ mod tests {
     fn key(n: usize) -> ProfileKey {
         let id = ProfileId::parse(&format!("p_{n:020x}")).unwrap();
         ("w".to_owned(), id)
+    }
+
+    #[test]
+    fn a_profile_held_both_ways_counts_once_against_the_bound() {
+        let mut docs = Docs::default();
+        docs.put_back((0..10).map(|n| (key(n), ProfileDoc::default().to_state())));
+        docs.put_back_warm((0..10).map(|n| (key(n), ProfileDoc::default())));
+        assert_eq!(docs.len(), 20);
+        assert!(!docs.over(10), "ten profiles, each held both ways");
+        docs.put_back_warm([(key(10), ProfileDoc::default())]);
+        assert!(docs.over(10), "an eleventh, decoded only");
     }
 
     #[test]
