@@ -152,7 +152,8 @@ pub struct RebuildProgress {
     /// Where the shadow started in this run (0 unless it resumed an interrupted rebuild).
     pub resumed_from: i64,
     /// The profiles of the live model, and the memory the rebuild will hold at most ([`memory_needed`]
-    /// of its largest slice).
+    /// of its largest slice; the identity graphs of the slices done stay in memory beside it, not
+    /// counted).
     pub profiles: u64,
     pub memory_bytes: u64,
     /// The slice being rebuilt (from 1) of how many: a model with more profiles than the resolver may

@@ -7,6 +7,7 @@ use crate::rebuild::{
 };
 use cdp_domain::identity::IdentityEvent;
 use cdp_projections::identity::Clock;
+use slices::streams_in_workspaces;
 use stores::{postgres_store, sqlite_store};
 
 /// Columns left out of the comparison: surrogate keys whose values depend on how many rows a
@@ -457,63 +458,6 @@ proptest::proptest! {
     }
 }
 
-/// The streams of `steps` in `workspaces` workspaces (`w0`, `w1`, …; each its steps turned by its
-/// index, so that they differ), one event of each in turn.
-fn streams_in_workspaces(
-    steps: &[Step],
-    workspaces: usize,
-    start: chrono::DateTime<chrono::Utc>,
-) -> Vec<NewEvent> {
-    let streams: Vec<Vec<NewEvent>> = (0..workspaces)
-        .map(|i| {
-            let mut turned = steps.to_vec();
-            turned.rotate_left(i % steps.len().max(1));
-            stream_in(&format!("w{i}"), &turned, start)
-        })
-        .collect();
-    let longest = streams.iter().map(Vec::len).max().unwrap_or(0);
-    (0..longest)
-        .flat_map(|n| streams.iter().filter_map(move |s| s.get(n).cloned()))
-        .collect()
-}
-
-proptest::proptest! {
-    #![proptest_config(proptest::prelude::ProptestConfig { cases: 8, ..Default::default() })]
-    /// Several workspaces with more profiles than the rebuild may hold: it is rebuilt in slices of
-    /// workspaces, one after the other (each slice's profiles let go when it is done, read back at
-    /// the switch), and every model table is identical to the live one, row for row.
-    #[test]
-    fn a_rebuild_in_slices_reproduces_the_live_model_row_for_row(
-        steps in proptest::collection::vec(step_strategy(), 1..30),
-        workspaces in 2usize..5,
-        batch_size in 1u32..9,
-        rebuild_held in 1usize..6,
-    ) {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(async {
-            let (now, clock) = fixed_clock();
-            let events = streams_in_workspaces(&steps, workspaces, now - chrono::Duration::hours(1));
-            let test = sqlite_store().await;
-            let held = Held { live: None, rebuild: Some(rebuild_held) };
-            let slices = live_then_rebuild(&test.store, &events, batch_size, clock, held).await;
-            // The profiles of the streams' workspaces (not of `w`, where the live resolver's last event
-            // went after the switch).
-            let counts: Vec<(String, u64)> = cdp_projections::profiles::count_by_workspace(&test.store)
-                .await
-                .unwrap()
-                .into_iter()
-                .filter(|c| c.0 != "w")
-                .collect();
-            let total: u64 = counts.iter().map(|c| c.1).sum();
-            if counts.iter().filter(|c| c.1 > 0).count() >= 2 && total > rebuild_held as u64 {
-                assert!(slices > 1, "{counts:?} past a bound of {rebuild_held}: rebuilt whole");
-            } else {
-                assert_eq!(slices, 1, "{counts:?} within a bound of {rebuild_held}");
-            }
-        });
-    }
-}
-
 /// The same on PostgreSQL (when `CDP_TEST_DATABASE_URL` is set), on a fixed stream touching every
 /// kind of step.
 #[tokio::test]
@@ -694,18 +638,6 @@ async fn a_rebuild_under_ingestion_serves_throughout_and_loses_nothing() {
     }
 }
 
-/// The same for three workspaces of 40 profiles, the rebuild holding at most 50: rebuilt in slices
-/// (each slice's profiles let go when it is done), every slice caught up to exactly the held live
-/// resolver's position at the switch.
-#[tokio::test]
-async fn a_rebuild_in_slices_under_ingestion_loses_nothing() {
-    rebuild_under_ingestion(&sqlite_store().await.store, 3, Some(50)).await;
-    match postgres_store("sliced_under_ingestion").await {
-        Some(test) => rebuild_under_ingestion(&test.store, 3, Some(50)).await,
-        None => eprintln!("CDP_TEST_DATABASE_URL is not set: the PostgreSQL variant is SKIPPED"),
-    }
-}
-
 /// An interrupted rebuild (its shadow left behind part way) resumes from the shadow's checkpoint
 /// instead of starting over, and ends with the same model.
 /// Runs a rebuild that panics (inside its task) at the first progress `stop` says to stop at.
@@ -819,16 +751,6 @@ async fn an_interrupted_rebuild_resumes() {
     }
 }
 
-/// The same in slices: three workspaces, the rebuild holding at most 10 profiles.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_interrupted_rebuild_in_slices_resumes_in_the_same_slices() {
-    interrupted_rebuild_resumes(&sqlite_store().await.store, 3, Some(10)).await;
-    match postgres_store("sliced_resumes").await {
-        Some(test) => interrupted_rebuild_resumes(&test.store, 3, Some(10)).await,
-        None => eprintln!("CDP_TEST_DATABASE_URL is not set: the PostgreSQL variant is SKIPPED"),
-    }
-}
-
 /// `n` orders of `users` customers, `total` each, a day old.
 fn orders(n: usize, users: usize, total: u32) -> Vec<Step> {
     (0..n)
@@ -929,112 +851,9 @@ async fn one_profile_is_rebuilt_from_its_events() {
     caught_up(store, &live).await;
 }
 
-/// What the rebuilt model disagrees with (here: a live model damaged behind the resolver's back, as a
-/// bug of an earlier code version would have left it) is changed like any other change — the row, the
-/// membership's history, the message to subscribers, caused by `rebuild` — and nothing else moves.
-#[tokio::test]
-async fn a_rebuild_that_disagrees_changes_the_model_like_any_change() {
-    let test = sqlite_store().await;
-    let store = &test.store;
-    let mut steps = vec![Step::Catalog(0), Step::Catalog(1), Step::Catalog(2)];
-    steps.extend(orders(24, 4, 400));
-    let (clock, _live) = resolved(store, &steps).await;
-    let expected = model_rows(store).await;
-    let Store::Sqlite(s) = store else {
-        unreachable!()
-    };
-    let (member, tagged): (String, String) = (
-        sqlx::query_scalar("SELECT profile FROM segment_members WHERE segment = 'big' LIMIT 1")
-            .fetch_one(s.read_pool())
-            .await
-            .unwrap(),
-        sqlx::query_scalar("SELECT profile FROM profile_tags WHERE tag = 'tier' LIMIT 1")
-            .fetch_one(s.read_pool())
-            .await
-            .unwrap(),
-    );
-    let outbox_before: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
-        .fetch_one(s.read_pool())
-        .await
-        .unwrap();
-    sqlx::query("DELETE FROM segment_members WHERE segment = 'big' AND profile = ?")
-        .bind(&member)
-        .execute(s.write_pool())
-        .await
-        .unwrap();
-    sqlx::query("UPDATE profile_tags SET value = '\"bogus\"' WHERE tag = 'tier' AND profile = ?")
-        .bind(&tagged)
-        .execute(s.write_pool())
-        .await
-        .unwrap();
-    sqlx::query(
-        "INSERT INTO segment_members (workspace, segment, profile, since, caused_by) \
-                 VALUES ('w', 'big', 'p_00000000000000000000', 0, 'x')",
-    )
-    .execute(s.write_pool())
-    .await
-    .unwrap();
-
-    rebuild_with(store, &IdentityResolver::with_clock(clock), &|_| {})
-        .await
-        .unwrap();
-    let after = model_rows(store).await;
-    for ((table, want), (_, got)) in expected.iter().zip(&after) {
-        match table.as_str() {
-            "segment_members" | "profile_tags" | "segment_history" => {}
-            _ => assert_eq!(want, got, "{table} moved"),
-        }
-    }
-    let history: Vec<(String, bool, String)> = sqlx::query_as(
-        "SELECT profile, entered, caused_by FROM segment_history WHERE caused_by = 'rebuild' ORDER BY seq")
-        .fetch_all(s.read_pool()).await.unwrap();
-    assert_eq!(
-        history,
-        vec![
-            (member.clone(), true, "rebuild".to_owned()),
-            (
-                "p_00000000000000000000".to_owned(),
-                false,
-                "rebuild".to_owned()
-            ),
-        ]
-    );
-    let tag: (String, String) = sqlx::query_as(
-        "SELECT value, caused_by FROM profile_tags WHERE tag = 'tier' AND profile = ?",
-    )
-    .bind(&tagged)
-    .fetch_one(s.read_pool())
-    .await
-    .unwrap();
-    assert_ne!(tag.0, "\"bogus\"");
-    assert_eq!(tag.1, "rebuild");
-    let messages: Vec<String> =
-        sqlx::query_scalar("SELECT subject FROM outbox WHERE seq > ? ORDER BY seq")
-            .bind(outbox_before)
-            .fetch_all(s.read_pool())
-            .await
-            .unwrap();
-    assert_eq!(
-        messages,
-        vec![
-            "w.tag.tier.changed".to_owned(),
-            "w.segment.big.entered".to_owned(),
-            "w.segment.big.exited".to_owned(),
-        ]
-    );
-    // A second rebuild agrees with everything: no change, no message.
-    let settled = model_rows(store).await;
-    rebuild_with(
-        store,
-        &IdentityResolver::with_clock(fixed_clock().1),
-        &|_| {},
-    )
-    .await
-    .unwrap();
-    assert_eq!(model_rows(store).await, settled);
-}
-
-/// A rules change in the log, then a rebuild.
 mod consent_policy;
+mod reconcile;
+/// A rules change in the log, then a rebuild.
 mod rules;
+mod slices;
 pub(super) mod stores;
